@@ -1,0 +1,1 @@
+//! `nodeimg build`: recipe to image, top-down.

@@ -1,0 +1,29 @@
+//! nodeimg: build immutable, preconfigured Kubernetes node images from TOML recipes.
+//!
+//! The pipeline, top-down:
+//!
+//! ```text
+//! recipe.toml --recipe--> Recipe (includes merged, spans kept for errors)
+//!             --base----> Base (scratch | OCI layout | OCI archive | rootfs tar), its RootView
+//!             --recipe--> variables expanded (os-release of the base, --var)
+//!             --lint----> findings (errors stop the build)
+//!             --plan----> one FileTree per recipe layer (nodeimg-layers renders them)
+//!             --output--> layers packed (sorted tar, compressed, hashed while streaming),
+//!                         written to an OCI layout, OCI archive or rootfs tar, atomically
+//! ```
+
+pub mod base;
+pub mod build;
+pub mod error;
+pub mod inputs;
+pub mod inspect;
+pub mod lint;
+pub mod output;
+pub mod pack;
+pub mod plan;
+pub mod recipe;
+pub mod schema;
+pub mod sourcemap;
+pub mod vars;
+
+pub use error::{Error, Result};

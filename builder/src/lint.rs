@@ -1,0 +1,1 @@
+//! Lint rules, as data: every build and `nodeimg check` run them.

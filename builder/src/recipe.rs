@@ -1,0 +1,1 @@
+//! Recipes: parsing, includes, variables, validation.

@@ -1,0 +1,1 @@
+//! `nodeimg schema`: the JSON Schema of the recipe format.

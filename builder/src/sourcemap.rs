@@ -1,0 +1,1 @@
+//! Key path to line: where in a recipe file a value was written.

@@ -1,0 +1,1 @@
+//! `${name}` expansion in recipe strings.

@@ -1,0 +1,28 @@
+//! Pure renderers for nodeimg layer items.
+//!
+//! Every item kind of a recipe layer lives in its own module with a typed
+//! settings struct (deserialised straight from the recipe) and a `render`
+//! function that turns those settings into a [`FileTree`]. Nothing here does
+//! I/O: the image built so far is read through [`RootView`], and files named
+//! by the recipe are read through [`Inputs`]; both are implemented by the
+//! builder and by in-memory fakes in tests.
+
+pub mod apt;
+pub mod containerd;
+pub mod crio;
+pub mod docker;
+pub mod error;
+pub mod files;
+pub mod kubelet;
+pub mod modules;
+pub mod rpmrepo;
+pub mod spec;
+pub mod sysctl;
+pub mod systemd;
+pub mod tree;
+pub mod view;
+
+pub use error::{Error, Result};
+pub use spec::LayerSpec;
+pub use tree::{Content, FileTree, ImagePath, Meta, Node, NodeKind};
+pub use view::{land, Context, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind};

@@ -1,0 +1,123 @@
+//! One `[[layer]]` of a recipe: its items, and the order they render in.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::tree::{FileTree, ImagePath, Node, Origin};
+use crate::view::{Context, Overlay};
+use crate::{apt, containerd, crio, docker, files, kubelet, modules, rpmrepo, sysctl, systemd};
+
+/// A recipe layer: a name and any number of items. Each layer becomes
+/// exactly one image layer.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LayerSpec {
+    /// Unique name of the layer; shown in the image history and by `inspect`.
+    pub name: String,
+    /// Kernel modules to load at boot (`/etc/modules-load.d/<file>.conf`).
+    pub modules: Option<modules::Modules>,
+    /// Kernel parameters (`/etc/sysctl.d/<file>.conf`).
+    pub sysctl: Option<sysctl::Sysctl>,
+    /// apt repositories (deb822 `.sources` files and their keyrings).
+    #[serde(default)]
+    pub apt_source: Vec<apt::AptSource>,
+    /// yum repositories (`/etc/yum.repos.d/<file>.repo`).
+    #[serde(default)]
+    pub yum_repo: Vec<rpmrepo::RpmRepo>,
+    /// zypper repositories (`/etc/zypp/repos.d/<file>.repo`).
+    #[serde(default)]
+    pub zypper_repo: Vec<rpmrepo::RpmRepo>,
+    /// Docker daemon settings (`/etc/docker/daemon.json`), keys verbatim.
+    pub docker: Option<docker::Docker>,
+    /// containerd settings (`/etc/containerd/config.toml`).
+    pub containerd: Option<containerd::Containerd>,
+    /// CRI-O drop-in (`/etc/crio/crio.conf.d/<file>.conf`).
+    pub crio: Option<crio::Crio>,
+    /// kubelet settings (`/var/lib/kubelet/config.yaml`, `/etc/crictl.yaml`, `/etc/default/kubelet`).
+    pub kubelet: Option<kubelet::Kubelet>,
+    /// systemd units, drop-ins and enablement.
+    pub systemd: Option<systemd::Systemd>,
+    /// Plain files.
+    #[serde(default)]
+    pub file: Vec<files::File>,
+    /// Directories.
+    #[serde(default)]
+    pub dir: Vec<files::Dir>,
+    /// Symbolic links.
+    #[serde(default)]
+    pub symlink: Vec<files::Symlink>,
+    /// Paths to remove from the layers below (OCI whiteouts).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl LayerSpec {
+    /// Render every item of the layer into one tree.
+    ///
+    /// Order: plain files, directories and links; repositories; runtime and
+    /// kernel configuration; systemd units and drop-ins; systemd enablement
+    /// (which sees everything rendered before it, over `ctx.view`); removals.
+    /// Two items writing the same path are an error naming both.
+    pub fn render(&self, ctx: &Context) -> Result<FileTree> {
+        let mut tree = FileTree::new();
+        for (i, f) in self.file.iter().enumerate() {
+            tree.merge(f.render(&format!("file[{i}]"), ctx)?)?;
+        }
+        for (i, d) in self.dir.iter().enumerate() {
+            tree.merge(d.render(&format!("dir[{i}]"))?)?;
+        }
+        for (i, s) in self.symlink.iter().enumerate() {
+            tree.merge(s.render(&format!("symlink[{i}]"))?)?;
+        }
+        for (i, s) in self.apt_source.iter().enumerate() {
+            tree.merge(s.render(&format!("apt-source[{i}]"), ctx)?)?;
+        }
+        for (i, r) in self.yum_repo.iter().enumerate() {
+            tree.merge(r.render(&format!("yum-repo[{i}]"), rpmrepo::Flavor::Yum, ctx)?)?;
+        }
+        for (i, r) in self.zypper_repo.iter().enumerate() {
+            tree.merge(r.render(&format!("zypper-repo[{i}]"), rpmrepo::Flavor::Zypper, ctx)?)?;
+        }
+        if let Some(m) = &self.modules {
+            tree.merge(m.render("modules")?)?;
+        }
+        if let Some(s) = &self.sysctl {
+            tree.merge(s.render("sysctl")?)?;
+        }
+        if let Some(d) = &self.docker {
+            tree.merge(d.render("docker")?)?;
+        }
+        if let Some(c) = &self.containerd {
+            tree.merge(c.render("containerd")?)?;
+        }
+        if let Some(c) = &self.crio {
+            tree.merge(c.render("crio")?)?;
+        }
+        if let Some(k) = &self.kubelet {
+            tree.merge(k.render("kubelet")?)?;
+        }
+        if let Some(s) = &self.systemd {
+            let units = s.render_units("systemd", ctx)?;
+            tree.merge(units)?;
+            let view = Overlay {
+                tree: &tree,
+                lower: ctx.view,
+            };
+            let links = s.render_enablement("systemd", &view)?;
+            for (p, n) in links {
+                // Enablement may rewrite a link an earlier item of this layer made.
+                tree.replace(p, n);
+            }
+        }
+        for (i, r) in self.remove.iter().enumerate() {
+            let key = format!("remove[{i}]");
+            let p = ImagePath::new(r).map_err(|m| Error::invalid(&key, m))?;
+            if p.is_root() {
+                return Err(Error::invalid(&key, "cannot remove the image root"));
+            }
+            tree.insert(p, Node::whiteout(Origin::new("remove", &key)))?;
+        }
+        Ok(tree)
+    }
+}

@@ -1,0 +1,525 @@
+//! Read-only access to "the image so far" and to the files a recipe names.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::tree::{Content, FileTree, ImagePath, Meta, NodeKind};
+
+/// What a path is in the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    /// A regular file of the given size.
+    File(u64),
+    /// A directory.
+    Dir,
+    /// A symbolic link with its target, verbatim.
+    Symlink(String),
+    /// Anything else (device, fifo, socket).
+    Other,
+}
+
+/// The answer of [`RootView::stat`]: kind and owner/mode, without following
+/// a final symlink.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// What the path is.
+    pub kind: StatKind,
+    /// Owner and mode.
+    pub meta: Meta,
+}
+
+/// A read-only view of the image built so far (base, earlier layers, and
+/// possibly the current layer's own entries).
+///
+/// Implementations answer for paths as they are; symlinks are resolved
+/// *inside* the image root by the provided methods, never through the host.
+pub trait RootView {
+    /// Kind and meta of `path`, not following a final symlink; `None` if absent
+    /// (or removed by a whiteout).
+    fn stat(&self, path: &ImagePath) -> Option<Stat>;
+
+    /// The bytes of the regular file at `path` (no symlink following);
+    /// `None` if absent or not a regular file, or too large for the view to
+    /// hold (views keep the text files that items read: unit files,
+    /// os-release, package databases).
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>>;
+
+    /// Names of the entries directly inside the directory `path` (no symlink
+    /// following), sorted; empty if absent or not a directory.
+    fn list_raw(&self, path: &ImagePath) -> Vec<String>;
+
+    /// `path` with every symlink among its components resolved inside the
+    /// image root, the last one included. Gives up (returning the path as
+    /// far as resolved) after 40 links, like the kernel.
+    fn resolve(&self, path: &ImagePath) -> ImagePath {
+        resolve_in(self, path, true)
+    }
+
+    /// `path` with the symlinks of its parent components resolved; the last
+    /// component is kept as it is. This is where an entry written at `path`
+    /// really lands (e.g. `/lib/x` on a merged-/usr base lands at `/usr/lib/x`).
+    fn resolve_parent(&self, path: &ImagePath) -> ImagePath {
+        resolve_in(self, path, false)
+    }
+
+    /// Stat after resolving symlinks.
+    fn stat_follow(&self, path: &ImagePath) -> Option<Stat> {
+        self.stat(&self.resolve(path))
+    }
+
+    /// Read a regular file, following symlinks inside the root.
+    fn read(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        self.read_raw(&self.resolve(path))
+    }
+
+    /// Read a regular file as UTF-8 text, following symlinks.
+    fn read_text(&self, path: &str) -> Option<String> {
+        let p = ImagePath::new(path).ok()?;
+        self.read(&p).and_then(|b| String::from_utf8(b).ok())
+    }
+
+    /// Whether `path` exists (following symlinks).
+    fn exists(&self, path: &str) -> bool {
+        ImagePath::new(path)
+            .ok()
+            .and_then(|p| self.stat_follow(&p))
+            .is_some()
+    }
+
+    /// List a directory, following symlinks.
+    fn list(&self, path: &str) -> Vec<String> {
+        match ImagePath::new(path) {
+            Ok(p) => self.list_raw(&self.resolve(&p)),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn resolve_in<V: RootView + ?Sized>(view: &V, path: &ImagePath, follow_last: bool) -> ImagePath {
+    let mut pending: Vec<String> = path
+        .relative()
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut cur = ImagePath::root();
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        let next = match comp.as_str() {
+            "." => continue,
+            ".." => {
+                cur = cur.parent().unwrap_or_else(ImagePath::root);
+                continue;
+            }
+            c => match cur.join(c) {
+                Ok(n) => n,
+                Err(_) => return cur,
+            },
+        };
+        let is_last = pending.is_empty();
+        if is_last && !follow_last {
+            return next;
+        }
+        match view.stat(&next) {
+            Some(Stat {
+                kind: StatKind::Symlink(target),
+                ..
+            }) if hops < 40 => {
+                hops += 1;
+                if target.starts_with('/') {
+                    cur = ImagePath::root();
+                }
+                for c in target.split('/').filter(|c| !c.is_empty()).rev() {
+                    pending.push(c.to_string());
+                }
+            }
+            _ => cur = next,
+        }
+    }
+    cur
+}
+
+/// Where files named by the recipe (`source = ...`, `key = ...`) are read
+/// from. Paths are as written in the recipe, relative to its folder; the
+/// builder checks that they stay inside it.
+pub trait Inputs {
+    /// Read a small input file whole (keys, unit files, snippets).
+    fn read(&self, rel: &str) -> Result<Vec<u8>, String>;
+
+    /// A large input file to be streamed at pack time: its checked host path
+    /// and size.
+    fn host_file(&self, rel: &str) -> Result<(PathBuf, u64), String>;
+}
+
+/// Everything a renderer may look at.
+pub struct Context<'a> {
+    /// The image so far.
+    pub view: &'a dyn RootView,
+    /// Files named by the recipe.
+    pub inputs: &'a dyn Inputs,
+    /// Target architecture in OCI/Go spelling (`amd64`, `arm64`, `arm`).
+    pub arch: &'a str,
+}
+
+/// A view of `tree` laid over `lower`: entries of the tree win, whiteouts
+/// hide the lower path (and everything below it), opaque directories hide
+/// the lower directory's content.
+pub struct Overlay<'a> {
+    /// The upper layer.
+    pub tree: &'a FileTree,
+    /// The image below it.
+    pub lower: &'a dyn RootView,
+}
+
+impl Overlay<'_> {
+    fn hidden_in_lower(&self, path: &ImagePath) -> bool {
+        for a in path.ancestors().into_iter().skip(1).chain([path.clone()]) {
+            match self.tree.get(&a).map(|n| &n.kind) {
+                Some(NodeKind::Whiteout) => return true,
+                Some(NodeKind::Opaque) if &a != path => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+fn stat_of_node(n: &crate::tree::Node) -> Option<Stat> {
+    let kind = match &n.kind {
+        NodeKind::File(c) => StatKind::File(c.len()),
+        NodeKind::Dir | NodeKind::Opaque => StatKind::Dir,
+        NodeKind::Symlink(t) => StatKind::Symlink(t.clone()),
+        NodeKind::Hardlink(_) => StatKind::File(0),
+        NodeKind::Whiteout => return None,
+    };
+    Some(Stat { kind, meta: n.meta })
+}
+
+impl RootView for Overlay<'_> {
+    fn stat(&self, path: &ImagePath) -> Option<Stat> {
+        if let Some(n) = self.tree.get(path) {
+            if let NodeKind::Hardlink(t) = &n.kind {
+                return self.stat(t);
+            }
+            return stat_of_node(n);
+        }
+        if self.hidden_in_lower(path) {
+            return None;
+        }
+        match self.lower.stat(path) {
+            Some(s) => Some(s),
+            // A parent implied by an entry of the tree.
+            None if self.tree.iter().any(|(p, _)| p.starts_with(path) && p != path) => Some(Stat {
+                kind: StatKind::Dir,
+                meta: Meta::DIR,
+            }),
+            None => None,
+        }
+    }
+
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        if let Some(n) = self.tree.get(path) {
+            return match &n.kind {
+                NodeKind::File(Content::Bytes(b)) => Some(b.clone()),
+                NodeKind::File(Content::Host { path, .. }) => std::fs::read(path).ok(),
+                NodeKind::Hardlink(t) => self.read_raw(t),
+                _ => None,
+            };
+        }
+        if self.hidden_in_lower(path) {
+            return None;
+        }
+        self.lower.read_raw(path)
+    }
+
+    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> = if self.hidden_in_lower(path)
+            || matches!(self.tree.get(path).map(|n| &n.kind), Some(NodeKind::Opaque))
+        {
+            Default::default()
+        } else {
+            self.lower.list_raw(path).into_iter().collect()
+        };
+        for (p, n) in self.tree.iter() {
+            if p.starts_with(path) && p != path {
+                let rest = &p.as_str()[path.as_str().len()..];
+                let rest = rest.trim_start_matches('/');
+                let name = rest.split('/').next().unwrap_or_default().to_string();
+                if rest.contains('/') || !matches!(n.kind, NodeKind::Whiteout) {
+                    names.insert(name);
+                } else {
+                    names.remove(&name);
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+}
+
+/// A stack of layer trees over a lower view: the image after each of
+/// `uppers` (first is lowest) has been applied to `lower`.
+pub struct Stack<'a> {
+    /// The base image.
+    pub lower: &'a dyn RootView,
+    /// Layer trees, lowest first.
+    pub uppers: &'a [FileTree],
+}
+
+impl Stack<'_> {
+    fn below(&self) -> Stack<'_> {
+        Stack {
+            lower: self.lower,
+            uppers: &self.uppers[..self.uppers.len().saturating_sub(1)],
+        }
+    }
+}
+
+impl RootView for Stack<'_> {
+    fn stat(&self, path: &ImagePath) -> Option<Stat> {
+        match self.uppers.last() {
+            None => self.lower.stat(path),
+            Some(tree) => {
+                let below = self.below();
+                Overlay { tree, lower: &below }.stat(path)
+            }
+        }
+    }
+
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        match self.uppers.last() {
+            None => self.lower.read_raw(path),
+            Some(tree) => {
+                let below = self.below();
+                Overlay { tree, lower: &below }.read_raw(path)
+            }
+        }
+    }
+
+    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        match self.uppers.last() {
+            None => self.lower.list_raw(path),
+            Some(tree) => {
+                let below = self.below();
+                Overlay { tree, lower: &below }.list_raw(path)
+            }
+        }
+    }
+}
+
+/// Move every entry of `tree` to where it really lands in the image below:
+/// parent components that are symlinks there are resolved (on a merged-/usr
+/// base, `/lib/systemd/system/x` lands at `/usr/lib/systemd/system/x`), so a
+/// layer never replaces such a link with a directory. Hard link targets are
+/// moved the same way.
+pub fn land(tree: FileTree, below: &dyn RootView) -> crate::Result<FileTree> {
+    let mut out = FileTree::new();
+    for (p, mut n) in tree {
+        let q = below.resolve_parent(&p);
+        if let NodeKind::Hardlink(t) = &n.kind {
+            n.kind = NodeKind::Hardlink(below.resolve_parent(t));
+        }
+        out.insert(q, n)?;
+    }
+    Ok(out)
+}
+
+/// An in-memory [`RootView`] for tests and for the empty (`scratch`) base.
+#[derive(Clone, Debug, Default)]
+pub struct MemView {
+    entries: BTreeMap<ImagePath, (Stat, Option<Vec<u8>>)>,
+}
+
+impl MemView {
+    /// An empty image.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add_parents(&mut self, p: &ImagePath) {
+        for a in p.ancestors() {
+            self.entries.entry(a).or_insert((
+                Stat {
+                    kind: StatKind::Dir,
+                    meta: Meta::DIR,
+                },
+                None,
+            ));
+        }
+    }
+
+    /// Add a regular file (parents are added as directories).
+    pub fn file(mut self, path: &str, content: impl Into<Vec<u8>>) -> Self {
+        let p = ImagePath::new(path).expect("test path");
+        let c = content.into();
+        self.add_parents(&p);
+        self.entries.insert(
+            p,
+            (
+                Stat {
+                    kind: StatKind::File(c.len() as u64),
+                    meta: Meta::FILE,
+                },
+                Some(c),
+            ),
+        );
+        self
+    }
+
+    /// Add a directory.
+    pub fn dir(mut self, path: &str) -> Self {
+        let p = ImagePath::new(path).expect("test path");
+        self.add_parents(&p);
+        self.entries.insert(
+            p,
+            (
+                Stat {
+                    kind: StatKind::Dir,
+                    meta: Meta::DIR,
+                },
+                None,
+            ),
+        );
+        self
+    }
+
+    /// Add a symlink.
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        let p = ImagePath::new(path).expect("test path");
+        self.add_parents(&p);
+        self.entries.insert(
+            p,
+            (
+                Stat {
+                    kind: StatKind::Symlink(target.to_string()),
+                    meta: Meta::LINK,
+                },
+                None,
+            ),
+        );
+        self
+    }
+}
+
+impl RootView for MemView {
+    fn stat(&self, path: &ImagePath) -> Option<Stat> {
+        if path.is_root() {
+            return Some(Stat {
+                kind: StatKind::Dir,
+                meta: Meta::DIR,
+            });
+        }
+        self.entries.get(path).map(|(s, _)| s.clone())
+    }
+
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        self.entries.get(path).and_then(|(_, c)| c.clone())
+    }
+
+    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        self.entries
+            .keys()
+            .filter(|p| p.parent().as_ref() == Some(path))
+            .map(|p| p.file_name().to_string())
+            .collect()
+    }
+}
+
+/// In-memory [`Inputs`] for tests.
+#[derive(Clone, Debug, Default)]
+pub struct MemInputs {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemInputs {
+    /// No files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a file at a recipe-relative path.
+    pub fn with(mut self, rel: &str, content: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(rel.to_string(), content.into());
+        self
+    }
+}
+
+impl Inputs for MemInputs {
+    fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
+        self.files
+            .get(rel)
+            .cloned()
+            .ok_or_else(|| "no such file".to_string())
+    }
+
+    fn host_file(&self, rel: &str) -> Result<(PathBuf, u64), String> {
+        Err(format!("{rel}: in-memory inputs have no host files"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Node, Origin};
+
+    fn p(s: &str) -> ImagePath {
+        ImagePath::new(s).unwrap()
+    }
+
+    #[test]
+    fn resolves_merged_usr_and_relative_links() {
+        let v = MemView::new()
+            .symlink("/lib", "usr/lib")
+            .dir("/usr/lib/systemd/system")
+            .file("/usr/lib/systemd/system/a.service", "[Unit]\n")
+            .symlink("/etc/systemd/system/b.service", "../../../lib/systemd/system/a.service");
+        assert_eq!(
+            v.resolve_parent(&p("/lib/systemd/system/x")).as_str(),
+            "/usr/lib/systemd/system/x"
+        );
+        assert_eq!(
+            v.resolve(&p("/etc/systemd/system/b.service")).as_str(),
+            "/usr/lib/systemd/system/a.service"
+        );
+        assert_eq!(v.read_text("/lib/systemd/system/a.service").unwrap(), "[Unit]\n");
+        assert_eq!(v.list("/lib/systemd/system"), ["a.service"]);
+    }
+
+    #[test]
+    fn link_loops_stop() {
+        let v = MemView::new().symlink("/a", "/b").symlink("/b", "/a");
+        let _ = v.resolve(&p("/a/x"));
+        assert!(!v.exists("/a/x"));
+    }
+
+    #[test]
+    fn overlay_hides_whiteouts_and_shows_upper() {
+        let lower = MemView::new().file("/etc/machine-id", "x").file("/etc/keep", "k");
+        let mut t = FileTree::new();
+        t.insert(p("/etc/machine-id"), Node::whiteout(Origin::default()))
+            .unwrap();
+        t.insert(p("/etc/new/f"), Node::file("n", Origin::default()))
+            .unwrap();
+        let o = Overlay {
+            tree: &t,
+            lower: &lower,
+        };
+        assert!(!o.exists("/etc/machine-id"));
+        assert!(o.exists("/etc/new"));
+        assert_eq!(o.read_text("/etc/new/f").unwrap(), "n");
+        assert_eq!(o.list("/etc"), ["keep", "new"]);
+    }
+
+    #[test]
+    fn land_follows_merged_usr_links() {
+        let lower = MemView::new().symlink("/lib", "usr/lib").dir("/usr/lib");
+        let mut t = FileTree::new();
+        t.insert(p("/lib/systemd/system/x.service"), Node::file("", Origin::default()))
+            .unwrap();
+        let t = land(t, &lower).unwrap();
+        assert!(t.get_str("/usr/lib/systemd/system/x.service").is_some());
+        let uppers = [t];
+        let s = Stack { lower: &lower, uppers: &uppers };
+        assert!(s.exists("/lib/systemd/system/x.service"));
+    }
+}
