@@ -119,7 +119,8 @@ impl Containerd {
         toml_merge(&mut root, &self.extra);
 
         let text = toml_text(&xkey, &root)?;
-        let path = ImagePath::new("/etc/containerd/config.toml").map_err(|m| Error::invalid(key, m))?;
+        let path =
+            ImagePath::new("/etc/containerd/config.toml").map_err(|m| Error::invalid(key, m))?;
         let mut tree = FileTree::new();
         tree.insert(path, Node::file(text, Origin::new("containerd", key)))?;
         Ok(tree)
@@ -165,8 +166,7 @@ fn check_config_path(key: &str, s: &str) -> Result<()> {
 /// made of `[A-Za-z0-9_-]` only, else a basic string (`"net.ipv4.ip_forward"`).
 pub fn key_segment(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return k.to_string();
@@ -300,13 +300,21 @@ SystemdCgroup = true
 
     #[test]
     fn v2_parses_back_with_systemd_cgroup_at_the_exact_path() {
-        for (setting, want) in [("", true), ("systemd-cgroup = true", true), ("systemd-cgroup = false", false)] {
+        for (setting, want) in [
+            ("", true),
+            ("systemd-cgroup = true", true),
+            ("systemd-cgroup = false", false),
+        ] {
             let text = config(&parse(setting));
             let t: Table = toml::from_str(&text).unwrap();
             assert_eq!(t["version"].as_integer(), Some(2));
             let runc = &t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"];
             assert_eq!(runc["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
-            assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(want), "{setting}");
+            assert_eq!(
+                runc["options"]["SystemdCgroup"].as_bool(),
+                Some(want),
+                "{setting}"
+            );
             // The old key that makes containerd 1.x skip the CRI plugin is never written.
             assert!(!text.contains("systemd_cgroup"));
         }
@@ -339,8 +347,8 @@ config_path = "/etc/containerd/certs.d"
         );
         let t: Table = toml::from_str(&config(&c)).unwrap();
         assert_eq!(
-            t["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"]
-                ["SystemdCgroup"]
+            t["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+                ["options"]["SystemdCgroup"]
                 .as_bool(),
             Some(false)
         );
@@ -415,7 +423,11 @@ extra = { b = 1, a = { y = 2, x = [1, 2] } }"#;
 
     #[test]
     fn extra_may_not_change_the_version() {
-        for x in ["extra = { version = 3 }", "extra = { version = \"2\" }", "config-version = 3\nextra = { version = 2 }"] {
+        for x in [
+            "extra = { version = 3 }",
+            "extra = { version = \"2\" }",
+            "config-version = 3\nextra = { version = 2 }",
+        ] {
             let e = parse(x).render("containerd").unwrap_err();
             assert_eq!(e.key(), "containerd.extra.version", "{x}");
             assert!(e.hint().unwrap().contains("config-version"));
@@ -429,7 +441,10 @@ extra = { b = 1, a = { y = 2, x = [1, 2] } }"#;
         let e = parse("[extra.plugins]\n\"io.containerd.grpc.v1.cri\" = \"off\"")
             .render("containerd")
             .unwrap_err();
-        assert_eq!(e.key(), "containerd.extra.plugins.\"io.containerd.grpc.v1.cri\"");
+        assert_eq!(
+            e.key(),
+            "containerd.extra.plugins.\"io.containerd.grpc.v1.cri\""
+        );
         let e = parse(
             "[extra.plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.runtime_type]\nx = 1",
         )
@@ -443,9 +458,13 @@ extra = { b = 1, a = { y = 2, x = [1, 2] } }"#;
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = parse("sandbox-image = \"\"").render("containerd").unwrap_err();
+        let e = parse("sandbox-image = \"\"")
+            .render("containerd")
+            .unwrap_err();
         assert_eq!(e.key(), "containerd.sandbox-image");
-        let e = parse("sandbox-image = \"a b\"").render("containerd").unwrap_err();
+        let e = parse("sandbox-image = \"a b\"")
+            .render("containerd")
+            .unwrap_err();
         assert_eq!(e.key(), "containerd.sandbox-image");
         for p in ["", "certs.d", "/etc/a:certs.d", "/etc/a\n"] {
             let e = parse(&format!("registry-config-path = {p:?}"))
@@ -461,7 +480,10 @@ extra = { b = 1, a = { y = 2, x = [1, 2] } }"#;
     #[test]
     fn key_segments_quote_like_toml() {
         assert_eq!(key_segment("log-opts"), "log-opts");
-        assert_eq!(key_segment("net.ipv4.ip_forward"), "\"net.ipv4.ip_forward\"");
+        assert_eq!(
+            key_segment("net.ipv4.ip_forward"),
+            "\"net.ipv4.ip_forward\""
+        );
         assert_eq!(key_segment(""), "\"\"");
         assert_eq!(key_segment("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
     }

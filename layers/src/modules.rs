@@ -180,8 +180,16 @@ mod tests {
 
     #[test]
     fn bad_module_names_name_their_index() {
-        for bad in ["", "over lay", "overlay.ko", "/lib/modules/x", "br_netfilter foo=1"] {
-            let e = modules("x", &["overlay", bad]).render("modules").unwrap_err();
+        for bad in [
+            "",
+            "over lay",
+            "overlay.ko",
+            "/lib/modules/x",
+            "br_netfilter foo=1",
+        ] {
+            let e = modules("x", &["overlay", bad])
+                .render("modules")
+                .unwrap_err();
             assert_eq!(e.key(), "modules.load[1]", "{bad:?}: {e}");
         }
     }
@@ -208,7 +216,10 @@ mod tests {
         let e = modules("containerd.conf", &["overlay"])
             .render("modules")
             .unwrap_err();
-        assert_eq!(e.hint(), Some("write \"containerd\"; the .conf suffix is added"));
+        assert_eq!(
+            e.hint(),
+            Some("write \"containerd\"; the .conf suffix is added")
+        );
     }
 
     #[test]
@@ -216,7 +227,9 @@ mod tests {
         let t = modules("10-k8s.v1_x", &["overlay"]).render("m").unwrap();
         assert!(t.get_str("/etc/modules-load.d/10-k8s.v1_x.conf").is_some());
         assert_eq!(
-            t.get_str("/etc/modules-load.d/10-k8s.v1_x.conf").unwrap().origin,
+            t.get_str("/etc/modules-load.d/10-k8s.v1_x.conf")
+                .unwrap()
+                .origin,
             Origin::new("modules", "m")
         );
     }

@@ -113,9 +113,10 @@ fn check_sysctl_key(key: &str, name: &str) -> Result<String> {
                 HINT,
             ));
         }
-        if let Some(c) = comp.chars().find(|c| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*') || *c == other)
-        }) {
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*') || *c == other))
+        {
             return Err(Error::invalid_hint(
                 key,
                 format!("{name:?} contains {c:?}"),
@@ -177,7 +178,10 @@ mod tests {
     fn sysctl(file: &str, set: &[(&str, SysctlValue)]) -> Sysctl {
         Sysctl {
             file: file.to_string(),
-            set: set.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -259,7 +263,11 @@ set = { "vm.overcommit_memory" = true, "kernel.panic" = false, "net.ipv4.tcp_rme
             let e = sysctl("x", &[("net.ipv4.ip_forward", Int(1)), (bad, Int(1))])
                 .render("sysctl")
                 .unwrap_err();
-            assert_eq!(e.key(), format!("sysctl.set.{}", key_segment(bad)), "{bad:?}: {e}");
+            assert_eq!(
+                e.key(),
+                format!("sysctl.set.{}", key_segment(bad)),
+                "{bad:?}: {e}"
+            );
             assert!(e.hint().unwrap().contains("net.ipv4.ip_forward"), "{e}");
         }
     }
@@ -287,7 +295,10 @@ set = { "vm.overcommit_memory" = true, "kernel.panic" = false, "net.ipv4.tcp_rme
         for (a, b) in [
             ("net.ipv4.ip_forward", "net/ipv4/ip_forward"),
             ("net.ipv4.ip_forward", "-net.ipv4.ip_forward"),
-            ("net.ipv4.conf.eth0/1.forwarding", "net/ipv4/conf/eth0.1/forwarding"),
+            (
+                "net.ipv4.conf.eth0/1.forwarding",
+                "net/ipv4/conf/eth0.1/forwarding",
+            ),
         ] {
             let e = sysctl("x", &[(a, Int(1)), (b, Int(0))])
                 .render("sysctl")
