@@ -115,6 +115,51 @@ impl Containerd {
                 ));
             }
         }
+        let typed: [(&[&str], &str); 3] = if version == 2 {
+            [
+                (
+                    &[
+                        "plugins",
+                        V2_CRI,
+                        "containerd",
+                        "runtimes",
+                        "runc",
+                        "options",
+                        "SystemdCgroup",
+                    ],
+                    "systemd-cgroup",
+                ),
+                (&["plugins", V2_CRI, "sandbox_image"], "sandbox-image"),
+                (
+                    &["plugins", V2_CRI, "registry", "config_path"],
+                    "registry-config-path",
+                ),
+            ]
+        } else {
+            [
+                (
+                    &[
+                        "plugins",
+                        V3_RUNTIME,
+                        "containerd",
+                        "runtimes",
+                        "runc",
+                        "options",
+                        "SystemdCgroup",
+                    ],
+                    "systemd-cgroup",
+                ),
+                (
+                    &["plugins", V3_IMAGES, "pinned_images", "sandbox"],
+                    "sandbox-image",
+                ),
+                (
+                    &["plugins", V3_IMAGES, "registry", "config_path"],
+                    "registry-config-path",
+                ),
+            ]
+        };
+        check_shadowing(key, &xkey, &self.extra, &typed)?;
         check_toml_merge(&xkey, &root, &self.extra)?;
         toml_merge(&mut root, &self.extra);
 
@@ -198,6 +243,37 @@ pub fn toml_merge(base: &mut Table, over: &Table) {
             }
         }
     }
+}
+
+/// Refuse raw keys in `extra` that a typed setting of the item controls:
+/// the typed setting is what lint reads (the cgroup driver agreement, for
+/// one), so the raw key would silently win over what lint checked. `item`
+/// is the item's key path, `key` the key path of `extra`, and `typed` lists
+/// raw key paths with the setting to use instead.
+pub fn check_shadowing(
+    item: &str,
+    key: &str,
+    extra: &Table,
+    typed: &[(&[&str], &str)],
+) -> Result<()> {
+    'paths: for (path, setting) in typed {
+        let mut t = extra;
+        for (i, k) in path.iter().enumerate() {
+            match t.get(*k) {
+                Some(Value::Table(next)) if i + 1 < path.len() => t = next,
+                Some(_) if i + 1 == path.len() => {
+                    let here: Vec<String> = path.iter().map(|k| key_segment(k)).collect();
+                    return Err(Error::invalid_hint(
+                        format!("{key}.{}", here.join(".")),
+                        format!("sets what the {setting} setting controls"),
+                        format!("set it with {item}.{setting} and drop it from extra"),
+                    ));
+                }
+                _ => continue 'paths,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuse a merge of `over` into `base` that would replace a table with a
@@ -373,7 +449,6 @@ config_path = "/etc/containerd/certs.d"
 version = 2
 oom_score = -999
 [extra.plugins."io.containerd.grpc.v1.cri"]
-sandbox_image = "example.com/pause:3.10"
 enable_unprivileged_ports = true
 [extra.plugins."io.containerd.grpc.v1.cri".containerd]
 default_runtime_name = "runc"
@@ -387,7 +462,7 @@ BinaryName = "/usr/bin/runc"
 oom_score = -999
 
 [plugins."io.containerd.grpc.v1.cri"]
-sandbox_image = "example.com/pause:3.10"
+sandbox_image = "example.com/pause:3.9"
 enable_unprivileged_ports = true
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -454,6 +529,49 @@ extra = { b = 1, a = { y = 2, x = [1, 2] } }"#;
             e.key(),
             "containerd.extra.plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.runtime_type"
         );
+    }
+
+    #[test]
+    fn extra_may_not_set_what_a_typed_setting_controls() {
+        for (src, path, setting) in [
+            (
+                "[extra.plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = false",
+                "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options.SystemdCgroup",
+                "systemd-cgroup",
+            ),
+            (
+                "[extra.plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"p:1\"",
+                "plugins.\"io.containerd.grpc.v1.cri\".sandbox_image",
+                "sandbox-image",
+            ),
+            (
+                "[extra.plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/x\"",
+                "plugins.\"io.containerd.grpc.v1.cri\".registry.config_path",
+                "registry-config-path",
+            ),
+            (
+                "config-version = 3\n[extra.plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\nSystemdCgroup = true",
+                "plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options.SystemdCgroup",
+                "systemd-cgroup",
+            ),
+            (
+                "config-version = 3\n[extra.plugins.\"io.containerd.cri.v1.images\".pinned_images]\nsandbox = \"p:1\"",
+                "plugins.\"io.containerd.cri.v1.images\".pinned_images.sandbox",
+                "sandbox-image",
+            ),
+        ] {
+            let e = parse(src).render("containerd").unwrap_err();
+            assert_eq!(e.key(), format!("containerd.extra.{path}"), "{src}");
+            assert_eq!(
+                e.hint(),
+                Some(format!("set it with containerd.{setting} and drop it from extra").as_str())
+            );
+        }
+        // The other version's key paths are not shadowed (lint reports them).
+        let t = config(&parse(
+            "[extra.plugins.\"io.containerd.cri.v1.images\".pinned_images]\nsandbox = \"p:1\"",
+        ));
+        assert!(t.contains("sandbox = \"p:1\""));
     }
 
     #[test]
