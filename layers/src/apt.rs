@@ -116,11 +116,7 @@ impl AptSource {
         }
         for (name, value) in &self.options {
             let k = format!("{key}.options.{name}");
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 return Err(Error::invalid_hint(
                     k,
                     format!("{name:?} is not a deb822 field name"),
@@ -251,6 +247,7 @@ fn check_uri(key: &str, u: &str) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::keys::tests::{test_key_bin, TEST_KEY_ASC};
@@ -308,7 +305,10 @@ mod tests {
              Signed-By: /etc/apt/keyrings/docker.gpg\n"
         );
         // The armored key is stored as binary packets.
-        assert_eq!(t.bytes("/etc/apt/keyrings/docker.gpg").unwrap(), &test_key_bin()[..]);
+        assert_eq!(
+            t.bytes("/etc/apt/keyrings/docker.gpg").unwrap(),
+            &test_key_bin()[..]
+        );
         let n = t.get_str("/etc/apt/keyrings/docker.gpg").unwrap();
         assert_eq!(n.meta, Meta::FILE);
         assert_eq!(n.origin, Origin::new("apt-source", "apt-source[0]"));
@@ -332,18 +332,29 @@ mod tests {
              Signed-By: /etc/apt/keyrings/kubic.gpg\n"
         );
         // A binary key is stored as it is.
-        assert_eq!(t.bytes("/etc/apt/keyrings/kubic.gpg").unwrap(), &test_key_bin()[..]);
+        assert_eq!(
+            t.bytes("/etc/apt/keyrings/kubic.gpg").unwrap(),
+            &test_key_bin()[..]
+        );
     }
 
     #[test]
     fn several_values_and_options_in_order_without_key() {
-        let mut s = src("deb", "http://deb.debian.org/debian", "bookworm", &["main", "contrib"]);
+        let mut s = src(
+            "deb",
+            "http://deb.debian.org/debian",
+            "bookworm",
+            &["main", "contrib"],
+        );
         s.types = vec!["deb".into(), "deb-src".into()];
         s.uris.push("mirror+file:/etc/apt/mirrors.txt".into());
         s.suites.push("bookworm-updates".into());
         s.architectures = vec!["amd64".into(), "arm64".into()];
         s.options.insert("Check-Valid-Until".into(), "no".into());
-        s.options.insert("Signed-By".into(), "/usr/share/keyrings/debian-archive-keyring.gpg".into());
+        s.options.insert(
+            "Signed-By".into(),
+            "/usr/share/keyrings/debian-archive-keyring.gpg".into(),
+        );
         let t = render(&s, &MemInputs::new()).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(
@@ -361,39 +372,100 @@ mod tests {
     #[test]
     fn flat_and_component_rules() {
         let s = src("x", "http://a/b/", "/", &["main"]);
-        assert_eq!(render(&s, &MemInputs::new()).unwrap_err().key(), "apt-source[0].components");
+        assert_eq!(
+            render(&s, &MemInputs::new()).unwrap_err().key(),
+            "apt-source[0].components"
+        );
         let s = src("x", "http://a/b", "bookworm", &[]);
         let e = render(&s, &MemInputs::new()).unwrap_err();
         assert_eq!(e.key(), "apt-source[0].components");
         assert!(e.hint().unwrap().contains("flat"), "{e:?}");
         let mut s = src("x", "http://a/b", "bookworm", &["main"]);
         s.suites.push("./".into());
-        assert_eq!(render(&s, &MemInputs::new()).unwrap_err().key(), "apt-source[0].suites");
+        assert_eq!(
+            render(&s, &MemInputs::new()).unwrap_err().key(),
+            "apt-source[0].suites"
+        );
         let mut s = src("x", "http://a/b", "bookworm", &["main"]);
         s.suites.clear();
-        assert_eq!(render(&s, &MemInputs::new()).unwrap_err().key(), "apt-source[0].suites");
+        assert_eq!(
+            render(&s, &MemInputs::new()).unwrap_err().key(),
+            "apt-source[0].suites"
+        );
     }
+
+    type Edit = Box<dyn Fn(&mut AptSource)>;
 
     #[test]
     fn bad_values_name_their_key() {
         let base = || src("docker", "https://a.example/x", "focal", &["stable"]);
-        let cases: Vec<(Box<dyn Fn(&mut AptSource)>, &str)> = vec![
-            (Box::new(|s| s.name = "dock er".into()), "apt-source[0].name"),
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|s| s.name = "dock er".into()),
+                "apt-source[0].name",
+            ),
             (Box::new(|s| s.name = "../x".into()), "apt-source[0].name"),
             (Box::new(|s| s.name = String::new()), "apt-source[0].name"),
-            (Box::new(|s| s.types = vec!["deb".into(), "rpm".into()]), "apt-source[0].types[1]"),
+            (
+                Box::new(|s| s.types = vec!["deb".into(), "rpm".into()]),
+                "apt-source[0].types[1]",
+            ),
             (Box::new(|s| s.uris.clear()), "apt-source[0].uris"),
-            (Box::new(|s| s.uris = vec!["download.docker.com/linux".into()]), "apt-source[0].uris[0]"),
-            (Box::new(|s| s.uris = vec!["https:".into()]), "apt-source[0].uris[0]"),
-            (Box::new(|s| s.uris.push("https://a b".into())), "apt-source[0].uris[1]"),
-            (Box::new(|s| s.suites = vec!["focal\nX: y".into()]), "apt-source[0].suites[0]"),
-            (Box::new(|s| s.components.push(String::new())), "apt-source[0].components[1]"),
-            (Box::new(|s| s.architectures = vec!["amd 64".into()]), "apt-source[0].architectures[0]"),
-            (Box::new(|s| { s.options.insert("Bad Name".into(), "x".into()); }), "apt-source[0].options.Bad Name"),
-            (Box::new(|s| { s.options.insert("uris".into(), "x".into()); }), "apt-source[0].options.uris"),
-            (Box::new(|s| { s.options.insert("Trusted".into(), "yes\nTypes: deb".into()); }), "apt-source[0].options.Trusted"),
-            (Box::new(|s| { s.options.insert("Trusted".into(), " ".into()); }), "apt-source[0].options.Trusted"),
-            (Box::new(|s| { s.key = Some("keys/docker.asc".into()); s.options.insert("Signed-By".into(), "/x".into()); }), "apt-source[0].options.Signed-By"),
+            (
+                Box::new(|s| s.uris = vec!["download.docker.com/linux".into()]),
+                "apt-source[0].uris[0]",
+            ),
+            (
+                Box::new(|s| s.uris = vec!["https:".into()]),
+                "apt-source[0].uris[0]",
+            ),
+            (
+                Box::new(|s| s.uris.push("https://a b".into())),
+                "apt-source[0].uris[1]",
+            ),
+            (
+                Box::new(|s| s.suites = vec!["focal\nX: y".into()]),
+                "apt-source[0].suites[0]",
+            ),
+            (
+                Box::new(|s| s.components.push(String::new())),
+                "apt-source[0].components[1]",
+            ),
+            (
+                Box::new(|s| s.architectures = vec!["amd 64".into()]),
+                "apt-source[0].architectures[0]",
+            ),
+            (
+                Box::new(|s| {
+                    s.options.insert("Bad Name".into(), "x".into());
+                }),
+                "apt-source[0].options.Bad Name",
+            ),
+            (
+                Box::new(|s| {
+                    s.options.insert("uris".into(), "x".into());
+                }),
+                "apt-source[0].options.uris",
+            ),
+            (
+                Box::new(|s| {
+                    s.options.insert("Trusted".into(), "yes\nTypes: deb".into());
+                }),
+                "apt-source[0].options.Trusted",
+            ),
+            (
+                Box::new(|s| {
+                    s.options.insert("Trusted".into(), " ".into());
+                }),
+                "apt-source[0].options.Trusted",
+            ),
+            (
+                Box::new(|s| {
+                    s.key = Some("keys/docker.asc".into());
+                    s.options.insert("Signed-By".into(), "/x".into());
+                }),
+                "apt-source[0].options.Signed-By",
+            ),
         ];
         for (i, (f, want)) in cases.into_iter().enumerate() {
             let mut s = base();
@@ -427,7 +499,10 @@ mod tests {
         // Nothing but the keyring and the sources file is written.
         s.key = Some("keys/docker.asc".into());
         let t = render(&s, &inputs()).unwrap();
-        let kinds: Vec<_> = t.iter().map(|(p, n)| (p.to_string(), matches!(n.kind, NodeKind::File(_)))).collect();
+        let kinds: Vec<_> = t
+            .iter()
+            .map(|(p, n)| (p.to_string(), matches!(n.kind, NodeKind::File(_))))
+            .collect();
         assert_eq!(
             kinds,
             [

@@ -169,6 +169,7 @@ fn meta(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::view::{Inputs, MemInputs, MemView};
@@ -217,7 +218,14 @@ mod tests {
         assert_eq!(t.len(), 1);
         let n = t.get_str("/etc/motd").unwrap();
         assert_eq!(n.kind, NodeKind::File(Content::Bytes(b"hello\n".to_vec())));
-        assert_eq!(n.meta, Meta { mode: 0o644, uid: 0, gid: 0 });
+        assert_eq!(
+            n.meta,
+            Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0
+            }
+        );
         assert_eq!(n.origin, Origin::new("file", "file[2]"));
     }
 
@@ -230,7 +238,14 @@ mod tests {
         f.group = Some(50);
         let t = render(&f, &MemInputs::new()).unwrap();
         let n = t.get_str("/etc/secret").unwrap();
-        assert_eq!(n.meta, Meta { mode: 0o600, uid: 1000, gid: 50 });
+        assert_eq!(
+            n.meta,
+            Meta {
+                mode: 0o600,
+                uid: 1000,
+                gid: 50
+            }
+        );
         assert_eq!(n.kind, NodeKind::File(Content::Bytes(Vec::new())));
     }
 
@@ -295,7 +310,9 @@ mod tests {
         assert_eq!(parse_mode("1777"), Ok(0o1777));
         assert_eq!(parse_mode("7777"), Ok(0o7777));
         assert_eq!(parse_mode("000"), Ok(0));
-        for bad in ["", "64", "0o644", "0648", "10777", "rwx", "-644", " 644", "+644"] {
+        for bad in [
+            "", "64", "0o644", "0648", "10777", "rwx", "-644", " 644", "+644",
+        ] {
             assert!(parse_mode(bad).is_err(), "{bad:?}");
         }
         let mut f = file("/etc/x");
@@ -317,7 +334,14 @@ mod tests {
         let t = d.render("dir[0]").unwrap();
         let n = t.get_str("/etc/systemd/system/docker.service.d").unwrap();
         assert_eq!(n.kind, NodeKind::Dir);
-        assert_eq!(n.meta, Meta { mode: 0o755, uid: 0, gid: 0 });
+        assert_eq!(
+            n.meta,
+            Meta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0
+            }
+        );
         assert_eq!(n.origin, Origin::new("dir", "dir[0]"));
         let d = Dir {
             path: "/tmp".into(),
@@ -326,7 +350,14 @@ mod tests {
             group: Some(2),
         };
         let t = d.render("dir[1]").unwrap();
-        assert_eq!(t.get_str("/tmp").unwrap().meta, Meta { mode: 0o1777, uid: 1, gid: 2 });
+        assert_eq!(
+            t.get_str("/tmp").unwrap().meta,
+            Meta {
+                mode: 0o1777,
+                uid: 1,
+                gid: 2
+            }
+        );
         let bad = Dir {
             path: "/x".into(),
             mode: Some("77777".into()),
@@ -361,7 +392,10 @@ mod tests {
                 path: "/x".into(),
                 target: bad.into(),
             };
-            assert_eq!(s.render("symlink[1]").unwrap_err().key(), "symlink[1].target");
+            assert_eq!(
+                s.render("symlink[1]").unwrap_err().key(),
+                "symlink[1].target"
+            );
         }
         let s = Symlink {
             path: "rel".into(),

@@ -39,8 +39,8 @@ pub fn is_armored(data: &[u8]) -> bool {
 /// verified when present (RFC 9580 made it optional), and the result must
 /// start with a public-key packet.
 pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(data)
-        .map_err(|_| "the armored key is not ASCII text".to_string())?;
+    let text =
+        std::str::from_utf8(data).map_err(|_| "the armored key is not ASCII text".to_string())?;
     let mut lines = text.lines().map(|l| l.trim_end());
     let begin = lines
         .by_ref()
@@ -96,9 +96,7 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
         let sum = STANDARD
             .decode(c.as_bytes())
             .map_err(|e| format!("the armor checksum line ={c} is not valid base64: {e}"))?;
-        let want = sum
-            .iter()
-            .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        let want = sum.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
         let got = crc24(&bin);
         if sum.len() != 3 || want != got {
             return Err(format!(
@@ -203,6 +201,7 @@ pub fn load_public_key(data: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
 
@@ -255,7 +254,11 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
         let mut big = bin.clone();
         big.extend(std::iter::repeat_n(0u8, 1000));
         let a = armor(&big);
-        let body: Vec<&str> = a.lines().skip(2).take_while(|l| !l.starts_with('=')).collect();
+        let body: Vec<&str> = a
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.starts_with('='))
+            .collect();
         assert!(body[..body.len() - 1].iter().all(|l| l.len() == 64));
         assert_eq!(dearmor(a.as_bytes()).unwrap(), big);
     }
@@ -292,7 +295,9 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
         let no_end = TEST_KEY_ASC.replace(END_PUBLIC, "");
         assert!(dearmor(no_end.as_bytes()).unwrap_err().contains("no "));
         let private = TEST_KEY_ASC.replace("PUBLIC KEY", "PRIVATE KEY");
-        assert!(dearmor(private.as_bytes()).unwrap_err().contains("private key"));
+        assert!(dearmor(private.as_bytes())
+            .unwrap_err()
+            .contains("private key"));
         let msg = TEST_KEY_ASC.replace("PUBLIC KEY BLOCK", "MESSAGE");
         assert!(dearmor(msg.as_bytes()).unwrap_err().contains("expected"));
         let junk = TEST_KEY_ASC.replace("mDMEawe14", "mDMEaw!14");
@@ -312,7 +317,9 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
         assert!(check_public_key(&newfmt).is_ok());
         assert!(check_public_key(b"").unwrap_err().contains("empty"));
         assert!(check_public_key(b"hello").is_err());
-        assert!(check_public_key(&bin[..20]).unwrap_err().contains("truncated"));
+        assert!(check_public_key(&bin[..20])
+            .unwrap_err()
+            .contains("truncated"));
         // Secret-key packet (tag 5, old format).
         assert!(check_public_key(&[0x94, 0x01, 0x04])
             .unwrap_err()

@@ -156,7 +156,10 @@ impl RpmRepo {
             out.push_str(&format!("mirrorlist={u}\n"));
         }
         out.push_str(&format!("enabled={}\n", flag(self.enabled.unwrap_or(true))));
-        out.push_str(&format!("gpgcheck={}\n", flag(self.gpgcheck.unwrap_or(true))));
+        out.push_str(&format!(
+            "gpgcheck={}\n",
+            flag(self.gpgcheck.unwrap_or(true))
+        ));
         if let Some(g) = &gpgkey {
             out.push_str(&format!("gpgkey={g}\n"));
         }
@@ -181,8 +184,7 @@ fn is_url(s: &str) -> bool {
 
 fn check_id(key: &str, s: &str, what: &str) -> Result<()> {
     let ok = s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
     if !ok {
         return Err(Error::invalid_hint(
@@ -208,6 +210,7 @@ fn check_value(key: &str, v: &str) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::keys::tests::{test_key_bin, TEST_KEY_ASC};
@@ -242,7 +245,8 @@ mod tests {
         let mut r = repo("docker-ce-stable");
         r.file = Some("docker-ce".into());
         r.title = Some("Docker CE Stable - $basearch".into());
-        r.baseurl = Some("https://download.docker.com/linux/centos/$releasever/$basearch/stable".into());
+        r.baseurl =
+            Some("https://download.docker.com/linux/centos/$releasever/$basearch/stable".into());
         r.gpgkey = Some("https://download.docker.com/linux/centos/gpg".into());
         r
     }
@@ -268,7 +272,8 @@ mod tests {
     fn zypper_flavor_and_stored_binary_key_is_armored() {
         let mut r = repo("devel_kubic_libcontainers_stable");
         r.file = Some("devel:kubic:libcontainers:stable".into());
-        r.title = Some("Stable Releases of Upstream github.com/containers packages (CentOS_7)".into());
+        r.title =
+            Some("Stable Releases of Upstream github.com/containers packages (CentOS_7)".into());
         r.baseurl = Some(
             "https://download.opensuse.org/repositories/devel:/kubic:/libcontainers:/stable/CentOS_7/"
                 .into(),
@@ -306,9 +311,16 @@ mod tests {
         r.baseurl = Some("https://x.example/".into());
         r.gpgcheck = Some(false);
         r.gpgkey = Some("gpg".into());
-        let inputs = MemInputs::new().with("gpg", TEST_KEY_ASC.replace("BLOCK-----\n\n", "BLOCK-----\nComment: x\n\n"));
+        let inputs = MemInputs::new().with(
+            "gpg",
+            TEST_KEY_ASC.replace("BLOCK-----\n\n", "BLOCK-----\nComment: x\n\n"),
+        );
         let t = render(&r, Flavor::Yum, &inputs).unwrap();
-        assert_eq!(t.text("/etc/pki/rpm-gpg/RPM-GPG-KEY-docker-ce-stable").unwrap(), TEST_KEY_ASC);
+        assert_eq!(
+            t.text("/etc/pki/rpm-gpg/RPM-GPG-KEY-docker-ce-stable")
+                .unwrap(),
+            TEST_KEY_ASC
+        );
         assert_eq!(
             t.text("/etc/yum.repos.d/docker-ce-stable.repo").unwrap(),
             "[docker-ce-stable]\nname=docker-ce-stable\nbaseurl=https://x.example/\nenabled=1\ngpgcheck=0\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-docker-ce-stable\n"
@@ -338,21 +350,64 @@ mod tests {
         );
     }
 
+    type Edit = Box<dyn Fn(&mut RpmRepo)>;
+
     #[test]
     fn bad_values_name_their_key() {
-        let cases: Vec<(Box<dyn Fn(&mut RpmRepo)>, &str)> = vec![
-            (Box::new(|r| r.name = "docker ce".into()), "yum-repo[1].name"),
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|r| r.name = "docker ce".into()),
+                "yum-repo[1].name",
+            ),
             (Box::new(|r| r.name = "]x".into()), "yum-repo[1].name"),
-            (Box::new(|r| r.file = Some("../x".into())), "yum-repo[1].file"),
-            (Box::new(|r| r.file = Some(String::new())), "yum-repo[1].file"),
-            (Box::new(|r| r.title = Some("a\nenabled=0".into())), "yum-repo[1].title"),
-            (Box::new(|r| { r.baseurl = None; }), "yum-repo[1]"),
-            (Box::new(|r| r.baseurl = Some("https://x\n".into())), "yum-repo[1].baseurl"),
-            (Box::new(|r| r.mirrorlist = Some(" ".into())), "yum-repo[1].mirrorlist"),
-            (Box::new(|r| r.gpgkey = Some("https://k\r".into())), "yum-repo[1].gpgkey"),
-            (Box::new(|r| { r.options.insert("gpgcheck".into(), "0".into()); }), "yum-repo[1].options.gpgcheck"),
-            (Box::new(|r| { r.options.insert("a=b".into(), "0".into()); }), "yum-repo[1].options.a=b"),
-            (Box::new(|r| { r.options.insert("cost".into(), "1\n[evil]".into()); }), "yum-repo[1].options.cost"),
+            (
+                Box::new(|r| r.file = Some("../x".into())),
+                "yum-repo[1].file",
+            ),
+            (
+                Box::new(|r| r.file = Some(String::new())),
+                "yum-repo[1].file",
+            ),
+            (
+                Box::new(|r| r.title = Some("a\nenabled=0".into())),
+                "yum-repo[1].title",
+            ),
+            (
+                Box::new(|r| {
+                    r.baseurl = None;
+                }),
+                "yum-repo[1]",
+            ),
+            (
+                Box::new(|r| r.baseurl = Some("https://x\n".into())),
+                "yum-repo[1].baseurl",
+            ),
+            (
+                Box::new(|r| r.mirrorlist = Some(" ".into())),
+                "yum-repo[1].mirrorlist",
+            ),
+            (
+                Box::new(|r| r.gpgkey = Some("https://k\r".into())),
+                "yum-repo[1].gpgkey",
+            ),
+            (
+                Box::new(|r| {
+                    r.options.insert("gpgcheck".into(), "0".into());
+                }),
+                "yum-repo[1].options.gpgcheck",
+            ),
+            (
+                Box::new(|r| {
+                    r.options.insert("a=b".into(), "0".into());
+                }),
+                "yum-repo[1].options.a=b",
+            ),
+            (
+                Box::new(|r| {
+                    r.options.insert("cost".into(), "1\n[evil]".into());
+                }),
+                "yum-repo[1].options.cost",
+            ),
         ];
         for (i, (f, want)) in cases.into_iter().enumerate() {
             let mut r = docker_ce();
