@@ -1537,6 +1537,36 @@ mod tests {
     }
 
     #[test]
+    fn link_targets_are_made_absolute() {
+        assert_eq!(
+            absolute_target("/usr/lib/systemd/system", "ssh.service"),
+            "/usr/lib/systemd/system/ssh.service"
+        );
+        assert_eq!(
+            absolute_target("/usr/lib/systemd/system", "../../../../opt/o.service"),
+            "/opt/o.service"
+        );
+        assert_eq!(
+            absolute_target("/etc/systemd/system", "/opt//x/./o.service"),
+            "/opt/x/o.service"
+        );
+        // A relative link out of the search path is a linked unit too.
+        let v = merged()
+            .file("/opt/o.service", unit("WantedBy=multi-user.target"))
+            .symlink(
+                "/usr/lib/systemd/system/o.service",
+                "../../../../opt/o.service",
+            );
+        assert_eq!(
+            links(&v, &enable(&["o.service"])),
+            [
+                "/etc/systemd/system/multi-user.target.wants/o.service -> /opt/o.service",
+                "/etc/systemd/system/o.service -> /opt/o.service",
+            ]
+        );
+    }
+
+    #[test]
     fn unit_names() {
         let n = UnitName::parse("getty@tty1.service").unwrap();
         assert!(n.is_instance() && !n.is_template());
