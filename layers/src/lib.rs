@@ -26,4 +26,6 @@ pub mod view;
 pub use error::{Error, Result};
 pub use spec::LayerSpec;
 pub use tree::{Content, FileTree, ImagePath, Meta, Node, NodeKind};
-pub use view::{land, Context, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind};
+pub use view::{
+    land, Context, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind,
+};

@@ -27,7 +27,9 @@ impl ImagePath {
     /// that can be shown to the user.
     pub fn new(s: &str) -> std::result::Result<Self, String> {
         if !s.starts_with('/') {
-            return Err(format!("{s:?} is not an absolute image path (start it with /)"));
+            return Err(format!(
+                "{s:?} is not an absolute image path (start it with /)"
+            ));
         }
         Self::from_parts(s)
     }
@@ -447,7 +449,10 @@ mod tests {
         assert!(ImagePath::new("/etc/../x").is_err());
         assert!(ImagePath::new("/etc/./x").is_err());
         assert!(ImagePath::new("/a\0b").is_err());
-        assert_eq!(ImagePath::from_archive("./etc/x").unwrap().as_str(), "/etc/x");
+        assert_eq!(
+            ImagePath::from_archive("./etc/x").unwrap().as_str(),
+            "/etc/x"
+        );
         assert_eq!(ImagePath::from_archive("./").unwrap().as_str(), "/");
     }
 
@@ -459,7 +464,9 @@ mod tests {
         let a: Vec<_> = p.ancestors().iter().map(|x| x.to_string()).collect();
         assert_eq!(a, ["/", "/etc", "/etc/a"]);
         assert!(p.starts_with(&ImagePath::new("/etc").unwrap()));
-        assert!(!ImagePath::new("/etcx").unwrap().starts_with(&ImagePath::new("/etc").unwrap()));
+        assert!(!ImagePath::new("/etcx")
+            .unwrap()
+            .starts_with(&ImagePath::new("/etc").unwrap()));
     }
 
     #[test]
@@ -486,9 +493,16 @@ mod tests {
             Node::file("", Origin::default()),
         )
         .unwrap();
-        t.insert(ImagePath::new("/etc").unwrap(), Node::dir(Origin::default()))
-            .unwrap();
-        let m: Vec<_> = t.missing_parents().into_iter().map(|p| p.to_string()).collect();
+        t.insert(
+            ImagePath::new("/etc").unwrap(),
+            Node::dir(Origin::default()),
+        )
+        .unwrap();
+        let m: Vec<_> = t
+            .missing_parents()
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(m, ["/etc/sysctl.d"]);
     }
 }

@@ -210,10 +210,16 @@ impl RootView for Overlay<'_> {
         match self.lower.stat(path) {
             Some(s) => Some(s),
             // A parent implied by an entry of the tree.
-            None if self.tree.iter().any(|(p, _)| p.starts_with(path) && p != path) => Some(Stat {
-                kind: StatKind::Dir,
-                meta: Meta::DIR,
-            }),
+            None if self
+                .tree
+                .iter()
+                .any(|(p, _)| p.starts_with(path) && p != path) =>
+            {
+                Some(Stat {
+                    kind: StatKind::Dir,
+                    meta: Meta::DIR,
+                })
+            }
             None => None,
         }
     }
@@ -281,7 +287,11 @@ impl RootView for Stack<'_> {
             None => self.lower.stat(path),
             Some(tree) => {
                 let below = self.below();
-                Overlay { tree, lower: &below }.stat(path)
+                Overlay {
+                    tree,
+                    lower: &below,
+                }
+                .stat(path)
             }
         }
     }
@@ -291,7 +301,11 @@ impl RootView for Stack<'_> {
             None => self.lower.read_raw(path),
             Some(tree) => {
                 let below = self.below();
-                Overlay { tree, lower: &below }.read_raw(path)
+                Overlay {
+                    tree,
+                    lower: &below,
+                }
+                .read_raw(path)
             }
         }
     }
@@ -301,7 +315,11 @@ impl RootView for Stack<'_> {
             None => self.lower.list_raw(path),
             Some(tree) => {
                 let below = self.below();
-                Overlay { tree, lower: &below }.list_raw(path)
+                Overlay {
+                    tree,
+                    lower: &below,
+                }
+                .list_raw(path)
             }
         }
     }
@@ -472,7 +490,10 @@ mod tests {
             .symlink("/lib", "usr/lib")
             .dir("/usr/lib/systemd/system")
             .file("/usr/lib/systemd/system/a.service", "[Unit]\n")
-            .symlink("/etc/systemd/system/b.service", "../../../lib/systemd/system/a.service");
+            .symlink(
+                "/etc/systemd/system/b.service",
+                "../../../lib/systemd/system/a.service",
+            );
         assert_eq!(
             v.resolve_parent(&p("/lib/systemd/system/x")).as_str(),
             "/usr/lib/systemd/system/x"
@@ -481,7 +502,10 @@ mod tests {
             v.resolve(&p("/etc/systemd/system/b.service")).as_str(),
             "/usr/lib/systemd/system/a.service"
         );
-        assert_eq!(v.read_text("/lib/systemd/system/a.service").unwrap(), "[Unit]\n");
+        assert_eq!(
+            v.read_text("/lib/systemd/system/a.service").unwrap(),
+            "[Unit]\n"
+        );
         assert_eq!(v.list("/lib/systemd/system"), ["a.service"]);
     }
 
@@ -494,7 +518,9 @@ mod tests {
 
     #[test]
     fn overlay_hides_whiteouts_and_shows_upper() {
-        let lower = MemView::new().file("/etc/machine-id", "x").file("/etc/keep", "k");
+        let lower = MemView::new()
+            .file("/etc/machine-id", "x")
+            .file("/etc/keep", "k");
         let mut t = FileTree::new();
         t.insert(p("/etc/machine-id"), Node::whiteout(Origin::default()))
             .unwrap();
@@ -514,12 +540,18 @@ mod tests {
     fn land_follows_merged_usr_links() {
         let lower = MemView::new().symlink("/lib", "usr/lib").dir("/usr/lib");
         let mut t = FileTree::new();
-        t.insert(p("/lib/systemd/system/x.service"), Node::file("", Origin::default()))
-            .unwrap();
+        t.insert(
+            p("/lib/systemd/system/x.service"),
+            Node::file("", Origin::default()),
+        )
+        .unwrap();
         let t = land(t, &lower).unwrap();
         assert!(t.get_str("/usr/lib/systemd/system/x.service").is_some());
         let uppers = [t];
-        let s = Stack { lower: &lower, uppers: &uppers };
+        let s = Stack {
+            lower: &lower,
+            uppers: &uppers,
+        };
         assert!(s.exists("/lib/systemd/system/x.service"));
     }
 }
