@@ -2,12 +2,30 @@
 //! tarball. Every output appears atomically (written to a temporary sibling,
 //! renamed at the end).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use crate::base::Base;
-use crate::error::Result;
+use nodeimg_layers::{FileTree, ImagePath, Meta, Overlay, RootView, Stat};
+use ocidir::cap_std::{ambient_authority, fs::Dir};
+use ocidir::oci_spec::image::{
+    Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
+    ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFs, SCHEMA_VERSION,
+};
+use ocidir::OciDir;
+
+use crate::base::{oci_msg, Base};
+use crate::error::{Error, IoContext, Result};
+use crate::pack::write_tar;
 use crate::plan::LayerPlan;
+use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
+use crate::tarstream::{
+    copy_exact, write_end, write_header, write_padding, Codec, EntryHeader, Encoder, HashReader,
+    HashWriter, TAR_EXTENSIONS,
+};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +108,24 @@ pub struct Built {
     pub layers: Vec<BuiltLayer>,
 }
 
+impl Compression {
+    fn codec(self) -> Codec {
+        match self {
+            Compression::Gzip => Codec::Gzip,
+            Compression::Zstd => Codec::Zstd,
+            Compression::None => Codec::Plain,
+        }
+    }
+}
+
+/// Annotation on each new layer's descriptor: the recipe layer's name.
+pub const LAYER_ANNOTATION: &str = "io.nodeimg.layer";
+/// Annotation on each new layer's descriptor: compact JSON mapping each
+/// path the layer writes to the recipe item (key path) that produced it.
+pub const ORIGINS_ANNOTATION: &str = "io.nodeimg.origins";
+/// The tag annotation of `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
 /// Write the image made of `base` plus `layers`.
 pub fn write(
     base: &Base,
@@ -97,6 +133,837 @@ pub fn write(
     meta: &ImageMeta,
     opts: &OutputOptions,
 ) -> Result<Built> {
-    let _ = (base, layers, meta, opts);
-    todo!()
+    let mtime = u64::try_from(meta.created).map_err(|_| {
+        Error::Usage(format!(
+            "the creation time {} is before 1970; set SOURCE_DATE_EPOCH to a positive number",
+            meta.created
+        ))
+    })?;
+    let (parent, name) = split_output(&opts.path)?;
+    std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    match opts.format {
+        Format::Oci => {
+            let tmp = temp_dir(&parent, &name)?;
+            let mut built = write_layout(tmp.path(), base, layers, meta, opts.compression)?;
+            replace_dir(tmp.path(), &opts.path)?;
+            drop(tmp);
+            built.path = opts.path.clone();
+            Ok(built)
+        }
+        Format::OciArchive => {
+            let tmp = temp_dir(&parent, &name)?;
+            let layout = tmp.path().join("layout");
+            std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
+            let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
+            let file = temp_file(&parent, &name)?;
+            let w = BufWriter::with_capacity(1 << 17, file.as_file());
+            let hw = tar_layout(&layout, mtime, HashWriter::new(w))?;
+            let (w, digest, _) = hw.finish();
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .ctx(|| format!("writing {}", opts.path.display()))?;
+            file.persist(&opts.path)
+                .map_err(|e| e.error)
+                .ctx(|| format!("moving the archive to {}", opts.path.display()))?;
+            built.path = opts.path.clone();
+            built.file_digest = Some(digest);
+            Ok(built)
+        }
+        Format::Rootfs => {
+            let codec = Codec::from_tar_name(&opts.path).ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: a rootfs output must be named {TAR_EXTENSIONS}",
+                    opts.path.display()
+                ))
+            })?;
+            let tmp = temp_dir(&parent, &name)?;
+            let file = temp_file(&parent, &name)?;
+            let w = BufWriter::with_capacity(1 << 17, file.as_file());
+            let enc = Encoder::new(codec, HashWriter::new(w))
+                .ctx(|| format!("writing {}", opts.path.display()))?;
+            let (enc, layer_info) = flatten(base, layers, mtime, tmp.path(), enc)?;
+            let hw = enc
+                .finish()
+                .ctx(|| format!("writing {}", opts.path.display()))?;
+            let (w, digest, _) = hw.finish();
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .ctx(|| format!("writing {}", opts.path.display()))?;
+            file.persist(&opts.path)
+                .map_err(|e| e.error)
+                .ctx(|| format!("moving the rootfs to {}", opts.path.display()))?;
+            Ok(Built {
+                path: opts.path.clone(),
+                manifest_digest: None,
+                config_digest: None,
+                file_digest: Some(digest),
+                layers: layer_info,
+            })
+        }
+    }
 }
+
+fn split_output(path: &Path) -> Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Usage(format!("{}: not a usable output path", path.display())))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name))
+}
+
+fn temp_dir(parent: &Path, name: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(parent)
+        .ctx(|| format!("creating a temporary folder in {}", parent.display()))
+}
+
+fn temp_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempfile_in(parent)
+        .ctx(|| format!("creating a temporary file in {}", parent.display()))
+}
+
+/// Put the finished directory `tmp` at `dest`. When `dest` exists the two
+/// are exchanged atomically (or, where the file system cannot, `dest` is
+/// renamed aside first), and the old content, now at `tmp`, is removed.
+fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_err() {
+        return std::fs::rename(tmp, dest).ctx(|| format!("moving the image to {}", dest.display()));
+    }
+    let exchanged = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp,
+        rustix::fs::CWD,
+        dest,
+        rustix::fs::RenameFlags::EXCHANGE,
+    );
+    if exchanged.is_err() {
+        let (parent, name) = split_output(dest)?;
+        let aside = tempfile::Builder::new()
+            .prefix(&format!(".{name}.old-"))
+            .tempdir_in(&parent)
+            .ctx(|| format!("creating a temporary folder in {}", parent.display()))?;
+        let aside_path = aside.path().join("old");
+        std::fs::rename(dest, &aside_path)
+            .ctx(|| format!("moving the previous {} aside", dest.display()))?;
+        if let Err(e) = std::fs::rename(tmp, dest) {
+            let _ = std::fs::rename(&aside_path, dest);
+            return Err(e).ctx(|| format!("moving the image to {}", dest.display()));
+        }
+        drop(aside);
+        return Ok(());
+    }
+    // `tmp` now holds the previous output.
+    let old = std::fs::symlink_metadata(tmp).ctx(|| format!("reading {}", tmp.display()))?;
+    if old.is_dir() {
+        std::fs::remove_dir_all(tmp)
+    } else {
+        std::fs::remove_file(tmp)
+    }
+    .ctx(|| format!("removing the previous output (now at {})", tmp.display()))
+}
+
+/// The image below recipe layer `i`: the base with the earlier layers on top.
+struct PlanStack<'a> {
+    lower: &'a MergedIndex,
+    uppers: &'a [LayerPlan],
+}
+
+impl RootView for PlanStack<'_> {
+    fn stat(&self, path: &ImagePath) -> Option<Stat> {
+        match self.uppers.split_last() {
+            None => self.lower.stat(path),
+            Some((top, rest)) => {
+                let below = PlanStack {
+                    lower: self.lower,
+                    uppers: rest,
+                };
+                Overlay {
+                    tree: &top.tree,
+                    lower: &below,
+                }
+                .stat(path)
+            }
+        }
+    }
+
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        match self.uppers.split_last() {
+            None => self.lower.read_raw(path),
+            Some((top, rest)) => {
+                let below = PlanStack {
+                    lower: self.lower,
+                    uppers: rest,
+                };
+                Overlay {
+                    tree: &top.tree,
+                    lower: &below,
+                }
+                .read_raw(path)
+            }
+        }
+    }
+
+    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        match self.uppers.split_last() {
+            None => self.lower.list_raw(path),
+            Some((top, rest)) => {
+                let below = PlanStack {
+                    lower: self.lower,
+                    uppers: rest,
+                };
+                Overlay {
+                    tree: &top.tree,
+                    lower: &below,
+                }
+                .list_raw(path)
+            }
+        }
+    }
+}
+
+/// Compact JSON: every path of the tree to the item that produced it.
+pub fn origins_json(tree: &FileTree) -> String {
+    let map: BTreeMap<&str, &str> = tree
+        .iter()
+        .map(|(p, n)| {
+            let o = if n.origin.key.is_empty() {
+                n.origin.item.as_str()
+            } else {
+                n.origin.key.as_str()
+            };
+            (p.as_str(), o)
+        })
+        .collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_string())
+}
+
+fn rfc3339(secs: i64) -> Result<String> {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .ok_or_else(|| Error::Usage(format!("creation time {secs} is out of range")))
+}
+
+fn oci_err(what: &str) -> impl Fn(ocidir::Error) -> Error + '_ {
+    move |e| Error::Oci {
+        context: what.to_string(),
+        source: e,
+    }
+}
+
+fn spec_err(e: ocidir::oci_spec::OciSpecError) -> Error {
+    Error::image("image", format!("building the image metadata: {e}"))
+}
+
+struct NewLayer {
+    digest: String,
+    diff_id: String,
+    size: u64,
+}
+
+/// Pack one recipe layer into a blob of `oci`, hashing while streaming.
+fn pack_layer(
+    oci: &OciDir,
+    tree: &FileTree,
+    below: &dyn RootView,
+    mtime: u64,
+    codec: Codec,
+    name: &str,
+) -> Result<NewLayer> {
+    let ctx = || format!("writing layer {name}");
+    let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
+    let enc = Encoder::new(codec, bw).ctx(ctx)?;
+    let w = BufWriter::with_capacity(1 << 17, HashWriter::new(enc));
+    let w = write_tar(tree, below, mtime, w)?;
+    let hw = w.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+    let (enc, diff_id, _) = hw.finish();
+    let bw = enc.finish().ctx(ctx)?;
+    let blob = bw.complete().map_err(oci_err(&ctx()))?;
+    Ok(NewLayer {
+        digest: format!("sha256:{}", blob.sha256().digest()),
+        diff_id,
+        size: blob.size(),
+    })
+}
+
+/// Pack every recipe layer, two at a time; results in layer order.
+fn pack_all(
+    oci: &OciDir,
+    base: &Base,
+    layers: &[LayerPlan],
+    mtime: u64,
+    codec: Codec,
+) -> Result<Vec<NewLayer>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 2)
+        .min(layers.len().max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<NewLayer>>>> =
+        Mutex::new((0..layers.len()).map(|_| None).collect());
+    let lower = base.index();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= layers.len() || failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let below = PlanStack {
+                    lower,
+                    uppers: &layers[..i],
+                };
+                let l = &layers[i];
+                let r = pack_layer(oci, &l.tree, &below, mtime, codec, &l.name);
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                if let Ok(mut v) = results.lock() {
+                    v[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| Error::image("image", "a packing thread failed"))?;
+    let mut out = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(Error::image(
+                    "image",
+                    format!("layer {} was not packed", layers[i].name),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copy base layers into `oci`: reused blobs byte for byte (verified), a
+/// rootfs tarball compressed as a new blob.
+fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor, BuiltLayer)>> {
+    let mut out = Vec::new();
+    for (i, layer) in base.layers().iter().enumerate() {
+        match &layer.descriptor {
+            Some(desc) => {
+                let ctx = format!("copying base layer {}", desc.digest());
+                let mut bw = oci.create_blob().map_err(oci_err(&ctx))?;
+                let mut src = base.open_blob(desc)?;
+                std::io::copy(&mut src, &mut bw).ctx(|| ctx.clone())?;
+                bw.complete_verified_as(desc).map_err(|e| {
+                    Error::image(
+                        base.what(),
+                        format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
+                    )
+                })?;
+                out.push((
+                    desc.clone(),
+                    BuiltLayer {
+                        name: "base".to_string(),
+                        digest: desc.digest().to_string(),
+                        diff_id: layer.diff_id.clone(),
+                        size: desc.size(),
+                        from_base: true,
+                    },
+                ));
+            }
+            None => {
+                let ctx = || format!("compressing the base {}", base.what());
+                let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
+                let mut enc = Encoder::new(codec, bw).ctx(ctx)?;
+                let mut src = HashReader::new(base.open_tar(i)?);
+                std::io::copy(&mut src, &mut enc).ctx(ctx)?;
+                let (diff_id, _) = src.drain().ctx(ctx)?;
+                if diff_id != layer.diff_id {
+                    return Err(Error::image(
+                        base.what(),
+                        "changed while the image was being built; run the build again",
+                    ));
+                }
+                let blob = enc
+                    .finish()
+                    .ctx(ctx)?
+                    .complete()
+                    .map_err(oci_err(&ctx()))?;
+                let digest = format!("sha256:{}", blob.sha256().digest());
+                let desc = descriptor(codec.layer_media_type(), blob.size(), &digest, None)?;
+                out.push((
+                    desc,
+                    BuiltLayer {
+                        name: "base".to_string(),
+                        digest,
+                        diff_id,
+                        size: blob.size(),
+                        from_base: false,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn descriptor(
+    media_type: &str,
+    size: u64,
+    digest: &str,
+    annotations: Option<HashMap<String, String>>,
+) -> Result<Descriptor> {
+    let d: ocidir::oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|e| Error::image("image", format!("digest {digest}: {e}")))?;
+    let mut b = DescriptorBuilder::default()
+        .media_type(MediaType::from(media_type))
+        .size(size)
+        .digest(d);
+    if let Some(a) = annotations {
+        b = b.annotations(a);
+    }
+    b.build().map_err(spec_err)
+}
+
+/// The image config: the base's (environment, entrypoint, ...) with the
+/// architecture, creation time, layers, history and labels of this image.
+fn image_config(
+    base: &Base,
+    meta: &ImageMeta,
+    diff_ids: Vec<String>,
+    layers: &[LayerPlan],
+) -> Result<ImageConfiguration> {
+    let created = rfc3339(meta.created)?;
+    let mut cfg = base.config().cloned().unwrap_or_default();
+    let arch_changed = cfg.architecture().to_string() != meta.architecture;
+    cfg.set_architecture(Arch::from(meta.architecture.as_str()));
+    cfg.set_os(Os::Linux);
+    if arch_changed || base.config().is_none() {
+        cfg.set_variant(None);
+    }
+    cfg.set_created(Some(created.clone()));
+    let mut rootfs = RootFs::default();
+    rootfs.set_diff_ids(diff_ids);
+    cfg.set_rootfs(rootfs);
+
+    let mut history = base.history();
+    let base_nonempty = history
+        .iter()
+        .filter(|h| !h.empty_layer().unwrap_or(false))
+        .count();
+    for _ in base_nonempty..base.layers().len() {
+        let by = match base.rootfs_name() {
+            Some(n) => format!("nodeimg base rootfs {n}"),
+            None => "base layer".to_string(),
+        };
+        history.push(history_entry(&created, &by)?);
+    }
+    for l in layers {
+        history.push(history_entry(&created, &format!("nodeimg layer {}", l.name))?);
+    }
+    cfg.set_history(if history.is_empty() {
+        None
+    } else {
+        Some(history)
+    });
+
+    let mut exec = cfg.config().clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = exec
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.extend(meta.labels.clone());
+    exec.set_labels(if labels.is_empty() {
+        None
+    } else {
+        Some(labels.into_iter().collect())
+    });
+    if exec != Config::default() {
+        cfg.set_config(Some(exec));
+    }
+    Ok(cfg)
+}
+
+fn history_entry(created: &str, by: &str) -> Result<History> {
+    HistoryBuilder::default()
+        .created(created.to_string())
+        .created_by(by.to_string())
+        .build()
+        .map_err(spec_err)
+}
+
+/// Write the OCI layout of the image into the (empty) directory `dir`.
+fn write_layout(
+    dir: &Path,
+    base: &Base,
+    layers: &[LayerPlan],
+    meta: &ImageMeta,
+    compression: Compression,
+) -> Result<Built> {
+    let mtime = u64::try_from(meta.created).unwrap_or(0);
+    let codec = compression.codec();
+    let d = Dir::open_ambient_dir(dir, ambient_authority())
+        .ctx(|| format!("opening {}", dir.display()))?;
+    let oci = OciDir::ensure(d).map_err(oci_err("creating the image layout"))?;
+    let based = copy_base(&oci, base, codec)?;
+    let packed = pack_all(&oci, base, layers, mtime, codec)?;
+
+    let mut descs = Vec::new();
+    let mut built = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (d, b) in based {
+        diff_ids.push(b.diff_id.clone());
+        descs.push(d);
+        built.push(b);
+    }
+    for (l, p) in layers.iter().zip(packed) {
+        let mut ann = HashMap::new();
+        ann.insert(LAYER_ANNOTATION.to_string(), l.name.clone());
+        ann.insert(ORIGINS_ANNOTATION.to_string(), origins_json(&l.tree));
+        descs.push(descriptor(
+            codec.layer_media_type(),
+            p.size,
+            &p.digest,
+            Some(ann),
+        )?);
+        diff_ids.push(p.diff_id.clone());
+        built.push(BuiltLayer {
+            name: l.name.clone(),
+            digest: p.digest,
+            diff_id: p.diff_id,
+            size: p.size,
+            from_base: false,
+        });
+    }
+
+    let cfg = image_config(base, meta, diff_ids, layers)?;
+    let variant = cfg.variant().clone();
+    let config_desc = oci
+        .write_config(cfg)
+        .map_err(oci_err("writing the image config"))?;
+    let mut mb = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc.clone())
+        .layers(descs);
+    if !meta.annotations.is_empty() {
+        mb = mb.annotations(
+            meta.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    let manifest = mb.build().map_err(spec_err)?;
+    let mut pb = PlatformBuilder::default()
+        .architecture(Arch::from(meta.architecture.as_str()))
+        .os(Os::Linux);
+    if let Some(v) = variant {
+        pb = pb.variant(v);
+    }
+    let platform = pb.build().map_err(spec_err)?;
+    let mdesc = oci
+        .insert_manifest(manifest, Some(&meta.tag), platform)
+        .map_err(oci_err("writing the image manifest"))?;
+    Ok(Built {
+        path: dir.to_path_buf(),
+        manifest_digest: Some(mdesc.digest().to_string()),
+        config_digest: Some(config_desc.digest().to_string()),
+        file_digest: None,
+        layers: built,
+    })
+}
+
+/// Tar an OCI layout directory deterministically: sorted names, one mtime,
+/// root-owned, 0755 folders and 0644 files.
+fn tar_layout<W: Write>(layout: &Path, mtime: u64, mut w: W) -> Result<W> {
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for e in walkdir::WalkDir::new(layout).min_depth(1) {
+        let e = e.map_err(|e| Error::Io {
+            context: format!("reading {}", layout.display()),
+            source: e.into(),
+        })?;
+        let rel = e
+            .path()
+            .strip_prefix(layout)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        names.push((rel, e.file_type().is_dir()));
+    }
+    let key = |(n, d): &(String, bool)| if *d { format!("{n}/") } else { n.clone() };
+    names.sort_by_key(key);
+    for (n, is_dir) in &names {
+        let ctx = || format!("archiving {n}");
+        if *is_dir {
+            let name = format!("{n}/");
+            write_header(
+                &mut w,
+                &EntryHeader {
+                    name: name.as_bytes(),
+                    kind: tar::EntryType::Directory,
+                    meta: Meta::DIR,
+                    size: 0,
+                    mtime,
+                    link: None,
+                    device: (0, 0),
+                },
+            )
+            .ctx(ctx)?;
+        } else {
+            let path = layout.join(n);
+            let mut f = File::open(&path).ctx(ctx)?;
+            let size = f.metadata().ctx(ctx)?.len();
+            write_header(
+                &mut w,
+                &EntryHeader {
+                    name: n.as_bytes(),
+                    kind: tar::EntryType::Regular,
+                    meta: Meta::FILE,
+                    size,
+                    mtime,
+                    link: None,
+                    device: (0, 0),
+                },
+            )
+            .ctx(ctx)?;
+            copy_exact(&mut f, &mut w, size).ctx(ctx)?;
+            write_padding(&mut w, size).ctx(ctx)?;
+        }
+    }
+    write_end(&mut w).ctx(|| "archiving the layout".to_string())?;
+    Ok(w)
+}
+
+/// One input of the flattening: a tar stream to open (twice).
+enum FlatSource<'a> {
+    Base(usize),
+    Packed(PathBuf, &'a str),
+}
+
+fn open_source(base: &Base, s: &FlatSource<'_>) -> Result<Box<dyn Read + Send>> {
+    match s {
+        FlatSource::Base(i) => base.open_tar(*i),
+        FlatSource::Packed(p, name) => {
+            let f = File::open(p).ctx(|| format!("reading the packed layer {name}"))?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 17, f)))
+        }
+    }
+}
+
+fn source_name(base: &Base, s: &FlatSource<'_>) -> String {
+    match s {
+        FlatSource::Base(i) => format!("{} layer {}", base.what(), i + 1),
+        FlatSource::Packed(_, name) => format!("layer {name}"),
+    }
+}
+
+/// Write the flattened root file system of base + layers as one tar to `w`:
+/// the first pass indexes which layer provides each final path, the second
+/// streams the winning entries layer by layer (a folder at its first
+/// appearance, with its final owner and mode).
+fn flatten<W: Write>(
+    base: &Base,
+    layers: &[LayerPlan],
+    mtime: u64,
+    work: &Path,
+    mut w: W,
+) -> Result<(W, Vec<BuiltLayer>)> {
+    let mut sources: Vec<FlatSource<'_>> = (0..base.layers().len()).map(FlatSource::Base).collect();
+    let mut info: Vec<BuiltLayer> = base
+        .layers()
+        .iter()
+        .map(|l| BuiltLayer {
+            name: "base".to_string(),
+            digest: l
+                .descriptor
+                .as_ref()
+                .map(|d| d.digest().to_string())
+                .unwrap_or_else(|| l.diff_id.clone()),
+            diff_id: l.diff_id.clone(),
+            size: l.descriptor.as_ref().map(|d| d.size()).unwrap_or(l.tar_size),
+            from_base: true,
+        })
+        .collect();
+    let lower = base.index();
+    for (i, l) in layers.iter().enumerate() {
+        let p = work.join(format!("layer-{i}.tar"));
+        let f = File::create(&p).ctx(|| format!("creating {}", p.display()))?;
+        let below = PlanStack {
+            lower,
+            uppers: &layers[..i],
+        };
+        let hw = HashWriter::new(BufWriter::with_capacity(1 << 17, f));
+        let hw = write_tar(&l.tree, &below, mtime, hw)?;
+        let (bw, diff_id, size) = hw.finish();
+        bw.into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| format!("writing {}", p.display()))?;
+        info.push(BuiltLayer {
+            name: l.name.clone(),
+            digest: diff_id.clone(),
+            diff_id,
+            size,
+            from_base: false,
+        });
+        sources.push(FlatSource::Packed(p, &l.name));
+    }
+
+    // Pass 1: the final tree, each entry knowing its layer and position.
+    let mut index = MergedIndex::new();
+    for (i, s) in sources.iter().enumerate() {
+        let what = source_name(base, s);
+        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, false, &what)?;
+        index.apply(changes);
+    }
+
+    // Pass 2: stream the winners.
+    let mut emitted: HashSet<String> = HashSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        let what = source_name(base, s);
+        let mut archive = tar::Archive::new(open_source(base, s)?);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
+        for (ord, entry) in entries.enumerate() {
+            let mut entry =
+                entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
+            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, false)
+                .map_err(|m| Error::image(&what, m))?;
+            let Parsed::Entry(path, _) = parsed else {
+                continue;
+            };
+            if path == "/" {
+                continue;
+            }
+            let Some(rec) = index.get(&path) else {
+                continue;
+            };
+            let wins = if rec.kind == Kind::Dir {
+                !emitted.contains(&path)
+            } else {
+                rec.layer == i as u32 && rec.ord == ord as u64
+            };
+            if !wins {
+                continue;
+            }
+            emit_parents(&mut w, &index, &path, &mut emitted)?;
+            if rec.kind == Kind::Dir {
+                emit_dir(&mut w, &path, rec, &mut emitted)?;
+                continue;
+            }
+            if let Kind::Hardlink(t) = &rec.kind {
+                let ok = index.get(t).is_some_and(|tr| {
+                    matches!(tr.kind, Kind::File(_))
+                        && (tr.layer < i as u32 || (tr.layer == i as u32 && tr.ord < ord as u64))
+                });
+                if !ok {
+                    return Err(Error::image(
+                        &what,
+                        format!(
+                            "hard link {path} -> {t}: its target is replaced or removed by a \
+                             later layer, which a flattened tar cannot express"
+                        ),
+                    ));
+                }
+            }
+            emit_entry(&mut w, &path, rec, &mut entry)
+                .ctx(|| format!("writing {path} of {what}"))?;
+        }
+    }
+    write_end(&mut w).ctx(|| "writing the rootfs".to_string())?;
+    Ok((w, info))
+}
+
+fn emit_parents(
+    w: &mut dyn Write,
+    index: &MergedIndex,
+    path: &str,
+    emitted: &mut HashSet<String>,
+) -> Result<()> {
+    let Ok(ip) = ImagePath::new(path) else {
+        return Ok(());
+    };
+    for a in ip.ancestors().iter().skip(1) {
+        if emitted.contains(a.as_str()) {
+            continue;
+        }
+        if let Some(rec) = index.get(a.as_str()) {
+            emit_dir(w, a.as_str(), rec, emitted)?;
+        }
+    }
+    Ok(())
+}
+
+fn emit_dir(w: &mut dyn Write, path: &str, rec: &Rec, emitted: &mut HashSet<String>) -> Result<()> {
+    let name = format!("{}/", &path[1..]);
+    write_header(
+        w,
+        &EntryHeader {
+            name: name.as_bytes(),
+            kind: tar::EntryType::Directory,
+            meta: rec.meta,
+            size: 0,
+            mtime: rec.mtime,
+            link: None,
+            device: (0, 0),
+        },
+    )
+    .ctx(|| format!("writing {path}"))?;
+    emitted.insert(path.to_string());
+    Ok(())
+}
+
+fn emit_entry(
+    w: &mut dyn Write,
+    path: &str,
+    rec: &Rec,
+    data: &mut dyn Read,
+) -> std::io::Result<()> {
+    let name = path[1..].as_bytes();
+    let mut h = EntryHeader {
+        name,
+        kind: tar::EntryType::Regular,
+        meta: rec.meta,
+        size: 0,
+        mtime: rec.mtime,
+        link: None,
+        device: (0, 0),
+    };
+    let rel;
+    match &rec.kind {
+        Kind::File(size) => {
+            h.size = *size;
+            write_header(w, &h)?;
+            copy_exact(data, w, *size)?;
+            return write_padding(w, *size);
+        }
+        Kind::Dir => h.kind = tar::EntryType::Directory,
+        Kind::Symlink(t) => {
+            h.kind = tar::EntryType::Symlink;
+            h.link = Some(t.as_bytes());
+        }
+        Kind::Hardlink(t) => {
+            h.kind = tar::EntryType::Link;
+            rel = t.trim_start_matches('/').to_string();
+            h.link = Some(rel.as_bytes());
+        }
+        Kind::Other(t, major, minor) => {
+            h.kind = tar::EntryType::new(*t);
+            h.device = (*major, *minor);
+        }
+    }
+    write_header(w, &h)
+}
+
