@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+#[cfg(test)]
+use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -967,3 +969,438 @@ fn emit_entry(
     write_header(w, &h)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::BaseRef;
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::{Node, NodeKind};
+
+    fn p(s: &str) -> ImagePath {
+        ImagePath::new(s).unwrap()
+    }
+
+    fn meta(created: i64) -> ImageMeta {
+        ImageMeta {
+            name: "node".into(),
+            tag: "v1".into(),
+            architecture: "amd64".into(),
+            labels: [("org.opencontainers.image.title".to_string(), "node".to_string())].into(),
+            annotations: [("org.opencontainers.image.version".to_string(), "1".to_string())].into(),
+            created,
+        }
+    }
+
+    fn plans() -> Vec<LayerPlan> {
+        let mut a = FileTree::new();
+        a.insert(
+            p("/etc/sysctl.d/99-kubernetes-cri.conf"),
+            Node::file("net.ipv4.ip_forward = 1\n", Origin::new("sysctl", "sysctl")),
+        )
+        .unwrap();
+        a.insert(
+            p("/etc/os-release"),
+            Node::file("ID=test\nVERSION_CODENAME=x\n", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
+        a.insert(p("/etc/d/x"), Node::file("x", Origin::new("file", "file[1]")))
+            .unwrap();
+        a.insert(p("/etc/gone"), Node::file("g", Origin::new("file", "file[2]")))
+            .unwrap();
+        let mut b = FileTree::new();
+        b.insert(p("/etc/gone"), Node::whiteout(Origin::new("remove", "remove[0]")))
+            .unwrap();
+        b.insert(
+            p("/etc/d"),
+            Node {
+                kind: NodeKind::Opaque,
+                meta: Meta::DIR,
+                origin: Origin::new("dir", "dir[0]"),
+            },
+        )
+        .unwrap();
+        b.insert(p("/etc/d/y"), Node::file("y", Origin::new("file", "file[0]")))
+            .unwrap();
+        b.insert(
+            p("/usr/bin/tool"),
+            Node::file("#!/bin/sh\n", Origin::new("file", "file[1]")).with_meta(Meta::mode(0o755)),
+        )
+        .unwrap();
+        vec![
+            LayerPlan {
+                name: "kernel".into(),
+                tree: a,
+            },
+            LayerPlan {
+                name: "cleanup".into(),
+                tree: b,
+            },
+        ]
+    }
+
+    fn opts(path: PathBuf, format: Format) -> OutputOptions {
+        OutputOptions {
+            path,
+            format,
+            compression: Compression::Gzip,
+        }
+    }
+
+    fn read(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    fn blob(layout: &Path, digest: &str) -> PathBuf {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn manifest_json(layout: &Path, built: &Built) -> serde_json::Value {
+        serde_json::from_slice(&read(&blob(layout, built.manifest_digest.as_ref().unwrap())))
+            .unwrap()
+    }
+
+    fn tar_names(bytes: &[u8]) -> Vec<(String, u32, u64, u64)> {
+        let mut a = tar::Archive::new(bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    String::from_utf8(e.path_bytes().to_vec()).unwrap(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.mtime().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_inputs_same_digest_and_created_changes_it() {
+        let t1 = tempfile::tempdir().unwrap();
+        let t2 = tempfile::tempdir().unwrap();
+        let base = Base::scratch();
+        let a = write(&base, &plans(), &meta(100), &opts(t1.path().join("a"), Format::Oci)).unwrap();
+        let b = write(&base, &plans(), &meta(100), &opts(t2.path().join("img"), Format::Oci)).unwrap();
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        assert_eq!(a.layers.len(), 2);
+        assert_eq!(a.layers[0].name, "kernel");
+        let c = write(&base, &plans(), &meta(200), &opts(t2.path().join("c"), Format::Oci)).unwrap();
+        assert_ne!(a.manifest_digest, c.manifest_digest);
+        assert_ne!(a.layers[0].digest, c.layers[0].digest);
+
+        // Manifest and config say what the image is.
+        let m = manifest_json(&t1.path().join("a"), &a);
+        assert_eq!(m["annotations"]["org.opencontainers.image.version"], "1");
+        let l0 = &m["layers"][0];
+        assert_eq!(l0["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(l0["annotations"][LAYER_ANNOTATION], "kernel");
+        let origins: BTreeMap<String, String> =
+            serde_json::from_str(l0["annotations"][ORIGINS_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(origins["/etc/sysctl.d/99-kubernetes-cri.conf"], "sysctl");
+        assert_eq!(origins["/etc/d/x"], "file[1]");
+        let cfg: serde_json::Value = serde_json::from_slice(&read(&blob(
+            &t1.path().join("a"),
+            a.config_digest.as_ref().unwrap(),
+        )))
+        .unwrap();
+        assert_eq!(cfg["created"], "1970-01-01T00:01:40Z");
+        assert_eq!(cfg["architecture"], "amd64");
+        assert_eq!(cfg["os"], "linux");
+        assert_eq!(cfg["history"][1]["created_by"], "nodeimg layer cleanup");
+        assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "node");
+        assert_eq!(cfg["rootfs"]["diff_ids"][0], a.layers[0].diff_id.as_str());
+        let index: serde_json::Value =
+            serde_json::from_slice(&read(&t1.path().join("a/index.json"))).unwrap();
+        assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "v1");
+        assert_eq!(index["manifests"][0]["platform"]["architecture"], "amd64");
+
+        // The layer tar itself: sorted, parents present, root-owned, mtime 100.
+        let gz = read(&blob(&t1.path().join("a"), &a.layers[1].digest));
+        let mut tarbytes = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut tarbytes)
+            .unwrap();
+        let names: Vec<String> = tar_names(&tarbytes).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            [
+                "etc/",
+                "etc/d/",
+                "etc/d/.wh..wh..opq",
+                "etc/d/y",
+                "etc/.wh.gone",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/tool"
+            ]
+        );
+        assert!(tar_names(&tarbytes).iter().all(|e| e.3 == 100 && e.2 == 0));
+    }
+
+    #[test]
+    fn base_layers_are_reused_byte_for_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let first = t.path().join("first");
+        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(first.clone(), Format::Oci))
+            .unwrap();
+        let r = BaseRef::parse("oci:first:v1", t.path()).unwrap();
+        let base = Base::open(&r).unwrap();
+        assert_eq!(base.layers().len(), 2);
+        assert_eq!(base.architecture().as_deref(), Some("amd64"));
+        assert_eq!(
+            base.view().read_text("/etc/os-release").as_deref(),
+            Some("ID=test\nVERSION_CODENAME=x\n")
+        );
+        assert!(!base.view().exists("/etc/gone"));
+        assert!(!base.view().exists("/etc/d/x"));
+        assert!(base.view().exists("/etc/d/y"));
+        assert_eq!(base.view().list("/etc/d"), ["y"]);
+
+        let mut more = FileTree::new();
+        more.insert(p("/etc/more"), Node::file("m", Origin::new("file", "file[0]")))
+            .unwrap();
+        let top = vec![LayerPlan {
+            name: "more".into(),
+            tree: more,
+        }];
+        let second = t.path().join("second");
+        let mut o = opts(second.clone(), Format::Oci);
+        o.compression = Compression::Zstd;
+        let b = write(&base, &top, &meta(0), &o).unwrap();
+        assert_eq!(b.layers.len(), 3);
+        for i in 0..2 {
+            assert!(b.layers[i].from_base);
+            assert_eq!(b.layers[i].digest, a.layers[i].digest);
+            assert_eq!(
+                read(&blob(&second, &b.layers[i].digest)),
+                read(&blob(&first, &a.layers[i].digest))
+            );
+        }
+        let m = manifest_json(&second, &b);
+        assert_eq!(m["layers"][2]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert!(m["layers"][0]["annotations"].is_null() || m["layers"][0]["annotations"][LAYER_ANNOTATION] == "kernel");
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&read(&blob(&second, b.config_digest.as_ref().unwrap()))).unwrap();
+        let hist: Vec<&str> = cfg["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created_by"].as_str().unwrap())
+            .collect();
+        assert_eq!(hist, ["nodeimg layer kernel", "nodeimg layer cleanup", "nodeimg layer more"]);
+        assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "node");
+
+        // The same through an OCI archive.
+        let ar = t.path().join("first.oci.tar");
+        let c = write(&Base::scratch(), &plans(), &meta(0), &opts(ar.clone(), Format::OciArchive))
+            .unwrap();
+        assert_eq!(c.manifest_digest, a.manifest_digest);
+        assert!(c.file_digest.is_some());
+        let base = Base::open(&BaseRef::parse("oci-archive:first.oci.tar", t.path()).unwrap())
+            .unwrap();
+        assert!(base.view().exists("/usr/bin/tool"));
+        let d = write(&base, &top, &meta(0), &o).unwrap_or_else(|e| panic!("{e}"));
+        let _ = d;
+        // The archive is deterministic too.
+        let ar2 = t.path().join("again.oci.tar");
+        let e = write(&Base::scratch(), &plans(), &meta(0), &opts(ar2.clone(), Format::OciArchive))
+            .unwrap();
+        assert_eq!(e.file_digest, c.file_digest);
+        assert_eq!(read(&ar), read(&ar2));
+        let names: Vec<String> = tar_names(&read(&ar)).into_iter().map(|e| e.0).collect();
+        assert_eq!(names[..2], ["blobs/".to_string(), "blobs/sha256/".to_string()]);
+        assert_eq!(names[names.len() - 2..], ["index.json".to_string(), "oci-layout".to_string()]);
+    }
+
+    #[test]
+    fn damaged_bases_are_refused_naming_the_digest() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(dir.clone(), Format::Oci)).unwrap();
+        let r = BaseRef::parse("oci:img", t.path()).unwrap();
+        let layer = blob(&dir, &a.layers[0].digest);
+        let good = read(&layer);
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0xff; // gzip trailer: size stays, digest and CRC break
+        std::fs::write(&layer, &bad).unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(matches!(e, Error::Image { .. }), "{e}");
+        assert!(e.to_string().contains(&a.layers[0].digest), "{e}");
+
+        std::fs::remove_file(&layer).unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(e.to_string().contains(&a.layers[0].digest), "{e}");
+        std::fs::write(&layer, &good).unwrap();
+        assert!(Base::open(&r).is_ok());
+
+        // Config with a wrong diff_id (digest of the config fixed up).
+        let cfgp = blob(&dir, a.config_digest.as_ref().unwrap());
+        let mut cfg: serde_json::Value = serde_json::from_slice(&read(&cfgp)).unwrap();
+        cfg["rootfs"]["diff_ids"][0] = serde_json::Value::String(a.layers[1].diff_id.clone());
+        let bytes = serde_json::to_vec(&cfg).unwrap();
+        let cd = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        std::fs::write(blob(&dir, &cd), &bytes).unwrap();
+        let mp = blob(&dir, a.manifest_digest.as_ref().unwrap());
+        let mut m: serde_json::Value = serde_json::from_slice(&read(&mp)).unwrap();
+        m["config"]["digest"] = serde_json::Value::String(cd);
+        m["config"]["size"] = bytes.len().into();
+        let mb = serde_json::to_vec(&m).unwrap();
+        let md = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&mb)));
+        std::fs::write(blob(&dir, &md), &mb).unwrap();
+        let ip = dir.join("index.json");
+        let mut ix: serde_json::Value = serde_json::from_slice(&read(&ip)).unwrap();
+        ix["manifests"][0]["digest"] = serde_json::Value::String(md);
+        ix["manifests"][0]["size"] = mb.len().into();
+        std::fs::write(&ip, serde_json::to_vec(&ix).unwrap()).unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(e.to_string().contains("diff_id"), "{e}");
+
+        // Bad JSON in the manifest.
+        std::fs::write(&ip, b"{not json").unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(matches!(e, Error::Image { .. }), "{e}");
+
+        // Wrong tag lists the tags.
+        let t2 = tempfile::tempdir().unwrap();
+        write(&Base::scratch(), &plans(), &meta(0), &opts(t2.path().join("i"), Format::Oci)).unwrap();
+        let e = Base::open(&BaseRef::parse("oci:i:nope", t2.path()).unwrap()).err().unwrap();
+        assert!(e.to_string().contains("\"nope\"") && e.to_string().contains("v1"), "{e}");
+    }
+
+    #[test]
+    fn rootfs_output_applies_whiteouts_and_rootfs_bases_become_one_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("root.tar");
+        let built = write(&Base::scratch(), &plans(), &meta(5), &opts(out.clone(), Format::Rootfs))
+            .unwrap();
+        assert!(built.manifest_digest.is_none());
+        let entries = tar_names(&read(&out));
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "etc/",
+                "etc/d/",
+                "etc/os-release",
+                "etc/sysctl.d/",
+                "etc/sysctl.d/99-kubernetes-cri.conf",
+                "etc/d/y",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/tool"
+            ]
+        );
+        let tool = entries.iter().find(|e| e.0 == "usr/bin/tool").unwrap();
+        assert_eq!((tool.1, tool.2, tool.3), (0o755, 0, 5));
+        let bad = write(&Base::scratch(), &plans(), &meta(5), &opts(t.path().join("root.zip"), Format::Rootfs))
+            .unwrap_err();
+        assert!(matches!(bad, Error::Usage(_)), "{bad}");
+
+        // Compressed, then read back as a base.
+        let gz = t.path().join("root.tar.gz");
+        write(&Base::scratch(), &plans(), &meta(5), &opts(gz.clone(), Format::Rootfs)).unwrap();
+        let base = Base::open(&BaseRef::parse("rootfs:root.tar.gz", t.path()).unwrap()).unwrap();
+        assert_eq!(base.layers().len(), 1);
+        assert_eq!(base.view().read_text("/etc/os-release").as_deref(), Some("ID=test\nVERSION_CODENAME=x\n"));
+        assert!(base.config().is_none());
+        let img = t.path().join("img");
+        let b = write(&base, &[], &meta(5), &opts(img.clone(), Format::Oci)).unwrap();
+        assert_eq!(b.layers.len(), 1);
+        assert_eq!(b.layers[0].diff_id, base.layers()[0].diff_id);
+        let again = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap()).unwrap();
+        assert_eq!(again.view().list("/etc/d"), ["y"]);
+    }
+
+    #[test]
+    fn failed_writes_leave_the_previous_output_and_no_temporaries() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("img");
+        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(out.clone(), Format::Oci)).unwrap();
+        let index_before = read(&out.join("index.json"));
+        let mut broken = plans();
+        broken[1]
+            .tree
+            .insert(
+                p("/opt/big"),
+                Node {
+                    kind: NodeKind::File(nodeimg_layers::Content::Host {
+                        path: t.path().join("missing-input"),
+                        size: 3,
+                    }),
+                    meta: Meta::FILE,
+                    origin: Origin::new("file", "file[9]"),
+                },
+            )
+            .unwrap();
+        for f in [Format::Oci, Format::OciArchive, Format::Rootfs] {
+            let path = match f {
+                Format::Oci => out.clone(),
+                _ => t.path().join("x.tar"),
+            };
+            let e = write(&Base::scratch(), &broken, &meta(0), &opts(path, f)).unwrap_err();
+            assert!(e.to_string().contains("missing-input"), "{e}");
+        }
+        assert_eq!(read(&out.join("index.json")), index_before);
+        let left: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["img"]);
+        // A successful rebuild replaces it.
+        let b = write(&Base::scratch(), &plans(), &meta(9), &opts(out.clone(), Format::Oci)).unwrap();
+        assert_ne!(a.manifest_digest, b.manifest_digest);
+        let left: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["img"]);
+        let index: serde_json::Value = serde_json::from_slice(&read(&out.join("index.json"))).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], b.manifest_digest.unwrap().as_str());
+    }
+
+    fn tool(name: &str) -> bool {
+        std::process::Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok()
+    }
+
+    #[test]
+    fn real_consumers_accept_the_layout() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("img");
+        write(&Base::scratch(), &plans(), &meta(0), &opts(out.clone(), Format::Oci)).unwrap();
+        if tool("oci-image-tool") {
+            let o = std::process::Command::new("oci-image-tool")
+                .args(["validate", "--type", "image"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        } else {
+            println!("oci-image-tool is not installed; skipping its check");
+        }
+        if tool("umoci") {
+            let bundle = t.path().join("bundle");
+            let o = std::process::Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:v1", out.display()))
+                .arg(&bundle)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let rootfs = bundle.join("rootfs");
+            assert_eq!(std::fs::read_to_string(rootfs.join("etc/d/y")).unwrap(), "y");
+            assert!(!rootfs.join("etc/d/x").exists());
+            assert!(!rootfs.join("etc/gone").exists());
+        } else {
+            println!("umoci is not installed; skipping its check");
+        }
+    }
+}

@@ -242,7 +242,8 @@ fn write_node(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodeimg_layers::{MemView, Origin};
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::MemView;
     use std::io::Read;
 
     fn p(s: &str) -> ImagePath {

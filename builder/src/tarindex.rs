@@ -348,28 +348,31 @@ impl RootView for MergedIndex {
     }
 
     fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        use std::ops::Bound;
         let prefix = subtree_prefix(path.as_str());
-        let mut out = Vec::new();
-        let mut from = prefix.clone();
-        loop {
-            let next = self
-                .map
-                .range(from.clone()..)
-                .find(|(k, _)| k.as_str() != "/")
-                .map(|(k, _)| k.clone());
-            let Some(k) = next else { break };
+        let mut out = std::collections::BTreeSet::new();
+        let mut from = Bound::Included(prefix.clone());
+        while let Some((k, _)) = self.map.range((from.clone(), Bound::Unbounded)).next() {
             let Some(rest) = k.strip_prefix(&prefix) else {
                 break;
             };
-            let name = rest.split('/').next().unwrap_or_default().to_string();
-            // Skip everything below this child: the next key after "child/..."
-            // starts with "child0" ('0' follows '/').
-            from = format!("{prefix}{name}0");
-            if !name.is_empty() {
-                out.push(name);
+            match rest.find('/') {
+                None => {
+                    if !rest.is_empty() {
+                        out.insert(rest.to_string());
+                    }
+                    from = Bound::Excluded(k.clone());
+                }
+                Some(i) => {
+                    // Skip everything below this child: the first key after
+                    // "child/..." is at least "child0" ('0' follows '/').
+                    let name = &rest[..i];
+                    out.insert(name.to_string());
+                    from = Bound::Included(format!("{prefix}{name}0"));
+                }
             }
         }
-        out
+        out.into_iter().collect()
     }
 }
 
@@ -420,6 +423,7 @@ mod tests {
             0,
         ));
         assert_eq!(ix.list("/etc"), ["a", "d", "o"]);
+        assert_eq!(ix.list("/etc/d"), ["x", "y"]);
         assert_eq!(ix.list("/"), ["etc", "etc-other"]);
         ix.apply(layer(
             &[("/etc/o", Kind::Dir), ("/etc/o/new", Kind::File(2))],
