@@ -117,7 +117,6 @@ impl fmt::Display for BaseRef {
     }
 }
 
-
 /// One layer of a base image.
 #[derive(Clone, Debug)]
 pub struct BaseLayer {
@@ -169,7 +168,10 @@ impl Base {
                 let oci = OciDir::open(d).map_err(|e| {
                     Error::image(
                         &what,
-                        format!("not an OCI image layout (no blobs/sha256?): {}", oci_msg(&e)),
+                        format!(
+                            "not an OCI image layout (no blobs/sha256?): {}",
+                            oci_msg(&e)
+                        ),
                     )
                 })?;
                 let (config, layers, index) =
@@ -186,8 +188,7 @@ impl Base {
                 let ar = OciArchive::open(file).map_err(|e| {
                     Error::image(&what, format!("cannot read the archive: {}", oci_msg(&e)))
                 })?;
-                let (config, layers, index) =
-                    open_image(&ar, &what, tag.as_deref(), architecture)?;
+                let (config, layers, index) = open_image(&ar, &what, tag.as_deref(), architecture)?;
                 Ok(Base {
                     what,
                     index,
@@ -198,7 +199,10 @@ impl Base {
             }
             BaseRef::Rootfs { file } => {
                 let codec = Codec::from_tar_name(file).ok_or_else(|| {
-                    Error::image(&what, format!("a rootfs tarball must be named {TAR_EXTENSIONS}"))
+                    Error::image(
+                        &what,
+                        format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
+                    )
                 })?;
                 let f = File::open(file)
                     .map_err(|e| Error::image(&what, format!("cannot open the tarball: {e}")))?;
@@ -294,9 +298,7 @@ impl Base {
     pub(crate) fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
         let r: Box<dyn Read + Send> = match &self.source {
             Source::Dir(d) => Box::new(d.read_blob(desc).map_err(|e| self.blob_err(desc, &e))?),
-            Source::Archive(a) => {
-                Box::new(a.read_blob(desc).map_err(|e| self.blob_err(desc, &e))?)
-            }
+            Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| self.blob_err(desc, &e))?),
             _ => {
                 return Err(Error::image(
                     &self.what,
@@ -332,14 +334,13 @@ impl Base {
             (_, Some(desc)) => {
                 let codec = layer_codec(&self.what, desc)?;
                 let raw = self.open_blob(desc)?;
-                let d = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(
-                    |e| {
+                let d =
+                    Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(|e| {
                         Error::image(
                             &self.what,
                             format!("layer blob {}: cannot decompress: {e}", desc.digest()),
                         )
-                    },
-                )?;
+                    })?;
                 Ok(Box::new(d))
             }
             _ => Err(Error::image(&self.what, format!("has no layer {i}"))),
@@ -382,7 +383,11 @@ pub(crate) fn read_json<S: OciRead, T: serde::de::DeserializeOwned>(
     if desc.size() > JSON_MAX {
         return Err(Error::image(
             what,
-            format!("{kind} {} is {} bytes; too large", desc.digest(), desc.size()),
+            format!(
+                "{kind} {} is {} bytes; too large",
+                desc.digest(),
+                desc.size()
+            ),
         ));
     }
     let mut buf = Vec::new();
@@ -534,9 +539,12 @@ fn open_image<S: OciRead>(
     let mut layers = Vec::new();
     for (i, (desc, want_diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
         let codec = layer_codec(what, desc)?;
-        let raw = src
-            .read_blob(desc)
-            .map_err(|e| Error::image(what, format!("layer blob {}: {}", desc.digest(), oci_msg(&e))))?;
+        let raw = src.read_blob(desc).map_err(|e| {
+            Error::image(
+                what,
+                format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
+            )
+        })?;
         let ctx = format!("{what}: layer {}", desc.digest());
         let blob_hash = HashReader::new(raw);
         let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))

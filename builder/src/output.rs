@@ -2,11 +2,11 @@
 //! tarball. Every output appears atomically (written to a temporary sibling,
 //! renamed at the end).
 
+#[cfg(test)]
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-#[cfg(test)]
-use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ use crate::pack::write_tar;
 use crate::plan::LayerPlan;
 use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
 use crate::tarstream::{
-    copy_exact, write_end, write_header, write_padding, Codec, EntryHeader, Encoder, HashReader,
+    copy_exact, write_end, write_header, write_padding, Codec, Encoder, EntryHeader, HashReader,
     HashWriter, TAR_EXTENSIONS,
 };
 
@@ -238,7 +238,8 @@ fn temp_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
 /// renamed aside first), and the old content, now at `tmp`, is removed.
 fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
     if std::fs::symlink_metadata(dest).is_err() {
-        return std::fs::rename(tmp, dest).ctx(|| format!("moving the image to {}", dest.display()));
+        return std::fs::rename(tmp, dest)
+            .ctx(|| format!("moving the image to {}", dest.display()));
     }
     let exchanged = rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -495,11 +496,7 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                         "changed while the image was being built; run the build again",
                     ));
                 }
-                let blob = enc
-                    .finish()
-                    .ctx(ctx)?
-                    .complete()
-                    .map_err(oci_err(&ctx()))?;
+                let blob = enc.finish().ctx(ctx)?.complete().map_err(oci_err(&ctx()))?;
                 let digest = format!("sha256:{}", blob.sha256().digest());
                 let desc = descriptor(codec.layer_media_type(), blob.size(), &digest, None)?;
                 out.push((
@@ -571,7 +568,10 @@ fn image_config(
         history.push(history_entry(&created, &by)?);
     }
     for l in layers {
-        history.push(history_entry(&created, &format!("nodeimg layer {}", l.name))?);
+        history.push(history_entry(
+            &created,
+            &format!("nodeimg layer {}", l.name),
+        )?);
     }
     cfg.set_history(if history.is_empty() {
         None
@@ -794,7 +794,11 @@ fn flatten<W: Write>(
                 .map(|d| d.digest().to_string())
                 .unwrap_or_else(|| l.diff_id.clone()),
             diff_id: l.diff_id.clone(),
-            size: l.descriptor.as_ref().map(|d| d.size()).unwrap_or(l.tar_size),
+            size: l
+                .descriptor
+                .as_ref()
+                .map(|d| d.size())
+                .unwrap_or(l.tar_size),
             from_base: true,
         })
         .collect();
@@ -933,7 +937,7 @@ fn emit_entry(
     rec: &Rec,
     data: &mut dyn Read,
 ) -> std::io::Result<()> {
-    let name = path[1..].as_bytes();
+    let name = &path.as_bytes()[1..];
     let mut h = EntryHeader {
         name,
         kind: tar::EntryType::Regular,
@@ -969,8 +973,8 @@ fn emit_entry(
     write_header(w, &h)
 }
 
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::base::BaseRef;
@@ -986,8 +990,16 @@ mod tests {
             name: "node".into(),
             tag: "v1".into(),
             architecture: "amd64".into(),
-            labels: [("org.opencontainers.image.title".to_string(), "node".to_string())].into(),
-            annotations: [("org.opencontainers.image.version".to_string(), "1".to_string())].into(),
+            labels: [(
+                "org.opencontainers.image.title".to_string(),
+                "node".to_string(),
+            )]
+            .into(),
+            annotations: [(
+                "org.opencontainers.image.version".to_string(),
+                "1".to_string(),
+            )]
+            .into(),
             created,
         }
     }
@@ -1001,16 +1013,28 @@ mod tests {
         .unwrap();
         a.insert(
             p("/etc/os-release"),
-            Node::file("ID=test\nVERSION_CODENAME=x\n", Origin::new("file", "file[0]")),
+            Node::file(
+                "ID=test\nVERSION_CODENAME=x\n",
+                Origin::new("file", "file[0]"),
+            ),
         )
         .unwrap();
-        a.insert(p("/etc/d/x"), Node::file("x", Origin::new("file", "file[1]")))
-            .unwrap();
-        a.insert(p("/etc/gone"), Node::file("g", Origin::new("file", "file[2]")))
-            .unwrap();
+        a.insert(
+            p("/etc/d/x"),
+            Node::file("x", Origin::new("file", "file[1]")),
+        )
+        .unwrap();
+        a.insert(
+            p("/etc/gone"),
+            Node::file("g", Origin::new("file", "file[2]")),
+        )
+        .unwrap();
         let mut b = FileTree::new();
-        b.insert(p("/etc/gone"), Node::whiteout(Origin::new("remove", "remove[0]")))
-            .unwrap();
+        b.insert(
+            p("/etc/gone"),
+            Node::whiteout(Origin::new("remove", "remove[0]")),
+        )
+        .unwrap();
         b.insert(
             p("/etc/d"),
             Node {
@@ -1020,8 +1044,11 @@ mod tests {
             },
         )
         .unwrap();
-        b.insert(p("/etc/d/y"), Node::file("y", Origin::new("file", "file[0]")))
-            .unwrap();
+        b.insert(
+            p("/etc/d/y"),
+            Node::file("y", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
         b.insert(
             p("/usr/bin/tool"),
             Node::file("#!/bin/sh\n", Origin::new("file", "file[1]")).with_meta(Meta::mode(0o755)),
@@ -1058,8 +1085,11 @@ mod tests {
     }
 
     fn manifest_json(layout: &Path, built: &Built) -> serde_json::Value {
-        serde_json::from_slice(&read(&blob(layout, built.manifest_digest.as_ref().unwrap())))
-            .unwrap()
+        serde_json::from_slice(&read(&blob(
+            layout,
+            built.manifest_digest.as_ref().unwrap(),
+        )))
+        .unwrap()
     }
 
     fn tar_names(bytes: &[u8]) -> Vec<(String, u32, u64, u64)> {
@@ -1084,12 +1114,30 @@ mod tests {
         let t1 = tempfile::tempdir().unwrap();
         let t2 = tempfile::tempdir().unwrap();
         let base = Base::scratch();
-        let a = write(&base, &plans(), &meta(100), &opts(t1.path().join("a"), Format::Oci)).unwrap();
-        let b = write(&base, &plans(), &meta(100), &opts(t2.path().join("img"), Format::Oci)).unwrap();
+        let a = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t1.path().join("a"), Format::Oci),
+        )
+        .unwrap();
+        let b = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t2.path().join("img"), Format::Oci),
+        )
+        .unwrap();
         assert_eq!(a.manifest_digest, b.manifest_digest);
         assert_eq!(a.layers.len(), 2);
         assert_eq!(a.layers[0].name, "kernel");
-        let c = write(&base, &plans(), &meta(200), &opts(t2.path().join("c"), Format::Oci)).unwrap();
+        let c = write(
+            &base,
+            &plans(),
+            &meta(200),
+            &opts(t2.path().join("c"), Format::Oci),
+        )
+        .unwrap();
         assert_ne!(a.manifest_digest, c.manifest_digest);
         assert_ne!(a.layers[0].digest, c.layers[0].digest);
 
@@ -1097,7 +1145,10 @@ mod tests {
         let m = manifest_json(&t1.path().join("a"), &a);
         assert_eq!(m["annotations"]["org.opencontainers.image.version"], "1");
         let l0 = &m["layers"][0];
-        assert_eq!(l0["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(
+            l0["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
         assert_eq!(l0["annotations"][LAYER_ANNOTATION], "kernel");
         let origins: BTreeMap<String, String> =
             serde_json::from_str(l0["annotations"][ORIGINS_ANNOTATION].as_str().unwrap()).unwrap();
@@ -1112,7 +1163,10 @@ mod tests {
         assert_eq!(cfg["architecture"], "amd64");
         assert_eq!(cfg["os"], "linux");
         assert_eq!(cfg["history"][1]["created_by"], "nodeimg layer cleanup");
-        assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "node");
+        assert_eq!(
+            cfg["config"]["Labels"]["org.opencontainers.image.title"],
+            "node"
+        );
         assert_eq!(cfg["rootfs"]["diff_ids"][0], a.layers[0].diff_id.as_str());
         let index: serde_json::Value =
             serde_json::from_slice(&read(&t1.path().join("a/index.json"))).unwrap();
@@ -1146,8 +1200,13 @@ mod tests {
     fn base_layers_are_reused_byte_for_byte() {
         let t = tempfile::tempdir().unwrap();
         let first = t.path().join("first");
-        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(first.clone(), Format::Oci))
-            .unwrap();
+        let a = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(first.clone(), Format::Oci),
+        )
+        .unwrap();
         let r = BaseRef::parse("oci:first:v1", t.path()).unwrap();
         let base = Base::open(&r).unwrap();
         assert_eq!(base.layers().len(), 2);
@@ -1162,8 +1221,11 @@ mod tests {
         assert_eq!(base.view().list("/etc/d"), ["y"]);
 
         let mut more = FileTree::new();
-        more.insert(p("/etc/more"), Node::file("m", Origin::new("file", "file[0]")))
-            .unwrap();
+        more.insert(
+            p("/etc/more"),
+            Node::file("m", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
         let top = vec![LayerPlan {
             name: "more".into(),
             tree: more,
@@ -1182,46 +1244,85 @@ mod tests {
             );
         }
         let m = manifest_json(&second, &b);
-        assert_eq!(m["layers"][2]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
-        assert!(m["layers"][0]["annotations"].is_null() || m["layers"][0]["annotations"][LAYER_ANNOTATION] == "kernel");
+        assert_eq!(
+            m["layers"][2]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        assert!(
+            m["layers"][0]["annotations"].is_null()
+                || m["layers"][0]["annotations"][LAYER_ANNOTATION] == "kernel"
+        );
         let cfg: serde_json::Value =
-            serde_json::from_slice(&read(&blob(&second, b.config_digest.as_ref().unwrap()))).unwrap();
+            serde_json::from_slice(&read(&blob(&second, b.config_digest.as_ref().unwrap())))
+                .unwrap();
         let hist: Vec<&str> = cfg["history"]
             .as_array()
             .unwrap()
             .iter()
             .map(|h| h["created_by"].as_str().unwrap())
             .collect();
-        assert_eq!(hist, ["nodeimg layer kernel", "nodeimg layer cleanup", "nodeimg layer more"]);
-        assert_eq!(cfg["config"]["Labels"]["org.opencontainers.image.title"], "node");
+        assert_eq!(
+            hist,
+            [
+                "nodeimg layer kernel",
+                "nodeimg layer cleanup",
+                "nodeimg layer more"
+            ]
+        );
+        assert_eq!(
+            cfg["config"]["Labels"]["org.opencontainers.image.title"],
+            "node"
+        );
 
         // The same through an OCI archive.
         let ar = t.path().join("first.oci.tar");
-        let c = write(&Base::scratch(), &plans(), &meta(0), &opts(ar.clone(), Format::OciArchive))
-            .unwrap();
+        let c = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(ar.clone(), Format::OciArchive),
+        )
+        .unwrap();
         assert_eq!(c.manifest_digest, a.manifest_digest);
         assert!(c.file_digest.is_some());
-        let base = Base::open(&BaseRef::parse("oci-archive:first.oci.tar", t.path()).unwrap())
-            .unwrap();
+        let base =
+            Base::open(&BaseRef::parse("oci-archive:first.oci.tar", t.path()).unwrap()).unwrap();
         assert!(base.view().exists("/usr/bin/tool"));
         let d = write(&base, &top, &meta(0), &o).unwrap_or_else(|e| panic!("{e}"));
         let _ = d;
         // The archive is deterministic too.
         let ar2 = t.path().join("again.oci.tar");
-        let e = write(&Base::scratch(), &plans(), &meta(0), &opts(ar2.clone(), Format::OciArchive))
-            .unwrap();
+        let e = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(ar2.clone(), Format::OciArchive),
+        )
+        .unwrap();
         assert_eq!(e.file_digest, c.file_digest);
         assert_eq!(read(&ar), read(&ar2));
         let names: Vec<String> = tar_names(&read(&ar)).into_iter().map(|e| e.0).collect();
-        assert_eq!(names[..2], ["blobs/".to_string(), "blobs/sha256/".to_string()]);
-        assert_eq!(names[names.len() - 2..], ["index.json".to_string(), "oci-layout".to_string()]);
+        assert_eq!(
+            names[..2],
+            ["blobs/".to_string(), "blobs/sha256/".to_string()]
+        );
+        assert_eq!(
+            names[names.len() - 2..],
+            ["index.json".to_string(), "oci-layout".to_string()]
+        );
     }
 
     #[test]
     fn damaged_bases_are_refused_naming_the_digest() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("img");
-        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(dir.clone(), Format::Oci)).unwrap();
+        let a = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(dir.clone(), Format::Oci),
+        )
+        .unwrap();
         let r = BaseRef::parse("oci:img", t.path()).unwrap();
         let layer = blob(&dir, &a.layers[0].digest);
         let good = read(&layer);
@@ -1268,17 +1369,33 @@ mod tests {
 
         // Wrong tag lists the tags.
         let t2 = tempfile::tempdir().unwrap();
-        write(&Base::scratch(), &plans(), &meta(0), &opts(t2.path().join("i"), Format::Oci)).unwrap();
-        let e = Base::open(&BaseRef::parse("oci:i:nope", t2.path()).unwrap()).err().unwrap();
-        assert!(e.to_string().contains("\"nope\"") && e.to_string().contains("v1"), "{e}");
+        write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(t2.path().join("i"), Format::Oci),
+        )
+        .unwrap();
+        let e = Base::open(&BaseRef::parse("oci:i:nope", t2.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("\"nope\"") && e.to_string().contains("v1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn rootfs_output_applies_whiteouts_and_rootfs_bases_become_one_layer() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("root.tar");
-        let built = write(&Base::scratch(), &plans(), &meta(5), &opts(out.clone(), Format::Rootfs))
-            .unwrap();
+        let built = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(5),
+            &opts(out.clone(), Format::Rootfs),
+        )
+        .unwrap();
         assert!(built.manifest_digest.is_none());
         let entries = tar_names(&read(&out));
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
@@ -1298,16 +1415,30 @@ mod tests {
         );
         let tool = entries.iter().find(|e| e.0 == "usr/bin/tool").unwrap();
         assert_eq!((tool.1, tool.2, tool.3), (0o755, 0, 5));
-        let bad = write(&Base::scratch(), &plans(), &meta(5), &opts(t.path().join("root.zip"), Format::Rootfs))
-            .unwrap_err();
+        let bad = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(5),
+            &opts(t.path().join("root.zip"), Format::Rootfs),
+        )
+        .unwrap_err();
         assert!(matches!(bad, Error::Usage(_)), "{bad}");
 
         // Compressed, then read back as a base.
         let gz = t.path().join("root.tar.gz");
-        write(&Base::scratch(), &plans(), &meta(5), &opts(gz.clone(), Format::Rootfs)).unwrap();
+        write(
+            &Base::scratch(),
+            &plans(),
+            &meta(5),
+            &opts(gz.clone(), Format::Rootfs),
+        )
+        .unwrap();
         let base = Base::open(&BaseRef::parse("rootfs:root.tar.gz", t.path()).unwrap()).unwrap();
         assert_eq!(base.layers().len(), 1);
-        assert_eq!(base.view().read_text("/etc/os-release").as_deref(), Some("ID=test\nVERSION_CODENAME=x\n"));
+        assert_eq!(
+            base.view().read_text("/etc/os-release").as_deref(),
+            Some("ID=test\nVERSION_CODENAME=x\n")
+        );
         assert!(base.config().is_none());
         let img = t.path().join("img");
         let b = write(&base, &[], &meta(5), &opts(img.clone(), Format::Oci)).unwrap();
@@ -1321,7 +1452,13 @@ mod tests {
     fn failed_writes_leave_the_previous_output_and_no_temporaries() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("img");
-        let a = write(&Base::scratch(), &plans(), &meta(0), &opts(out.clone(), Format::Oci)).unwrap();
+        let a = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(out.clone(), Format::Oci),
+        )
+        .unwrap();
         let index_before = read(&out.join("index.json"));
         let mut broken = plans();
         broken[1]
@@ -1353,15 +1490,25 @@ mod tests {
             .collect();
         assert_eq!(left, ["img"]);
         // A successful rebuild replaces it.
-        let b = write(&Base::scratch(), &plans(), &meta(9), &opts(out.clone(), Format::Oci)).unwrap();
+        let b = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(9),
+            &opts(out.clone(), Format::Oci),
+        )
+        .unwrap();
         assert_ne!(a.manifest_digest, b.manifest_digest);
         let left: Vec<String> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, ["img"]);
-        let index: serde_json::Value = serde_json::from_slice(&read(&out.join("index.json"))).unwrap();
-        assert_eq!(index["manifests"][0]["digest"], b.manifest_digest.unwrap().as_str());
+        let index: serde_json::Value =
+            serde_json::from_slice(&read(&out.join("index.json"))).unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            b.manifest_digest.unwrap().as_str()
+        );
     }
 
     fn tool(name: &str) -> bool {
@@ -1375,14 +1522,25 @@ mod tests {
     fn real_consumers_accept_the_layout() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("img");
-        write(&Base::scratch(), &plans(), &meta(0), &opts(out.clone(), Format::Oci)).unwrap();
+        write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(out.clone(), Format::Oci),
+        )
+        .unwrap();
         if tool("oci-image-tool") {
             let o = std::process::Command::new("oci-image-tool")
                 .args(["validate", "--type", "image"])
                 .arg(&out)
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
         } else {
             println!("oci-image-tool is not installed; skipping its check");
         }
@@ -1396,7 +1554,10 @@ mod tests {
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let rootfs = bundle.join("rootfs");
-            assert_eq!(std::fs::read_to_string(rootfs.join("etc/d/y")).unwrap(), "y");
+            assert_eq!(
+                std::fs::read_to_string(rootfs.join("etc/d/y")).unwrap(),
+                "y"
+            );
             assert!(!rootfs.join("etc/d/x").exists());
             assert!(!rootfs.join("etc/gone").exists());
         } else {

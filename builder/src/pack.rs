@@ -145,8 +145,7 @@ fn write_content(w: &mut dyn Write, path: &ImagePath, c: &Content) -> Result<()>
                     )),
                 });
             }
-            copy_exact(&mut f, w, *size)
-                .ctx(|| format!("copying {} into {path}", host.display()))
+            copy_exact(&mut f, w, *size).ctx(|| format!("copying {} into {path}", host.display()))
         }
     }
 }
@@ -222,8 +221,16 @@ fn write_node(
             }
             Ok(())
         }
-        NodeKind::Symlink(t) => header(w, &name, T::Symlink, node.meta, 0, Some(t.as_bytes()), mtime)
-            .ctx(io_err(path)),
+        NodeKind::Symlink(t) => header(
+            w,
+            &name,
+            T::Symlink,
+            node.meta,
+            0,
+            Some(t.as_bytes()),
+            mtime,
+        )
+        .ctx(io_err(path)),
         NodeKind::Hardlink(_) => Ok(()),
         NodeKind::Whiteout => {
             let parent = path.parent().unwrap_or_else(ImagePath::root);
@@ -240,6 +247,7 @@ fn write_node(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use nodeimg_layers::tree::Origin;
@@ -309,7 +317,8 @@ mod tests {
         )
         .unwrap();
         t.insert(p("/etc/machine-id"), Node::whiteout(o())).unwrap();
-        t.insert(p("/usr/bin/x"), Node::symlink("../lib/x", o())).unwrap();
+        t.insert(p("/usr/bin/x"), Node::symlink("../lib/x", o()))
+            .unwrap();
         t.insert(
             p("/opt/o"),
             Node {
@@ -341,7 +350,10 @@ mod tests {
         );
         assert!(es.iter().all(|e| e.mtime == 1234));
         let f = &es[3];
-        assert_eq!((f.kind, f.mode, f.uid, f.gid, f.size), ('0', 0o4600, 1000, 2000, 4));
+        assert_eq!(
+            (f.kind, f.mode, f.uid, f.gid, f.size),
+            ('0', 0o4600, 1000, 2000, 4)
+        );
         assert_eq!(f.data, b"a=1\n");
         assert_eq!((es[0].kind, es[0].mode, es[0].uid), ('5', 0o755, 0));
         assert_eq!((es[1].kind, es[1].mode, es[1].size), ('0', 0o644, 0));
@@ -389,7 +401,8 @@ mod tests {
         let target = format!("/{}", "t".repeat(150));
         let mut t = FileTree::new();
         t.insert(p(&long), Node::file("x", o())).unwrap();
-        t.insert(p("/l"), Node::symlink(target.clone(), o())).unwrap();
+        t.insert(p("/l"), Node::symlink(target.clone(), o()))
+            .unwrap();
         let bytes = write_tar(&t, &MemView::new(), 0, Vec::new()).unwrap();
         let es = entries(&bytes);
         let names: Vec<_> = es.iter().map(|e| e.name.clone()).collect();
@@ -405,7 +418,10 @@ mod tests {
         assert_eq!(es[0].link.as_deref(), Some(target.as_str()));
         assert_eq!(es[3].data, b"x");
         // Same input, same bytes.
-        assert_eq!(write_tar(&t, &MemView::new(), 0, Vec::new()).unwrap(), bytes);
+        assert_eq!(
+            write_tar(&t, &MemView::new(), 0, Vec::new()).unwrap(),
+            bytes
+        );
     }
 
     #[test]
@@ -427,7 +443,10 @@ mod tests {
         .unwrap();
         let es = entries(&write_tar(&t, &MemView::new(), 0, Vec::new()).unwrap());
         let a = es.iter().find(|e| e.name == "a/link").unwrap();
-        assert_eq!((a.kind, a.mode, a.data.as_slice()), ('0', 0o755, &b"data"[..]));
+        assert_eq!(
+            (a.kind, a.mode, a.data.as_slice()),
+            ('0', 0o755, &b"data"[..])
+        );
         let z = es.iter().find(|e| e.name == "z/target").unwrap();
         assert_eq!((z.kind, z.link.as_deref()), ('1', Some("a/link")));
 

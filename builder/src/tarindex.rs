@@ -118,7 +118,10 @@ pub(crate) fn parse_entry<R: Read>(
         return Ok(Parsed::Whiteout(target.as_str().to_string()));
     }
     let meta = Meta {
-        mode: header.mode().map_err(|e| format!("entry {name:?}: mode: {e}"))? & 0o7777,
+        mode: header
+            .mode()
+            .map_err(|e| format!("entry {name:?}: mode: {e}"))?
+            & 0o7777,
         uid: header
             .uid()
             .ok()
@@ -288,11 +291,6 @@ impl MergedIndex {
         self.map.get(path)
     }
 
-    /// Entries in path order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Rec)> {
-        self.map.iter()
-    }
-
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -377,6 +375,7 @@ impl RootView for MergedIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -335,6 +335,7 @@ pub(crate) fn copy_exact(r: &mut dyn Read, w: &mut dyn Write, size: u64) -> io::
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -361,15 +362,27 @@ mod tests {
             Some(Codec::Gzip)
         );
         assert_eq!(Codec::from_media_type("application/octet-stream"), None);
-        assert_eq!(Codec::from_media_type("application/vnd.oci.image.layer.v1.tar+lz4"), None);
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.v1.tar+lz4"),
+            None
+        );
     }
 
     #[test]
     fn tar_names_map_to_codecs() {
-        assert_eq!(Codec::from_tar_name(Path::new("a/b.tar")), Some(Codec::Plain));
+        assert_eq!(
+            Codec::from_tar_name(Path::new("a/b.tar")),
+            Some(Codec::Plain)
+        );
         assert_eq!(Codec::from_tar_name(Path::new("b.tgz")), Some(Codec::Gzip));
-        assert_eq!(Codec::from_tar_name(Path::new("b.tar.gz")), Some(Codec::Gzip));
-        assert_eq!(Codec::from_tar_name(Path::new("b.tar.zst")), Some(Codec::Zstd));
+        assert_eq!(
+            Codec::from_tar_name(Path::new("b.tar.gz")),
+            Some(Codec::Gzip)
+        );
+        assert_eq!(
+            Codec::from_tar_name(Path::new("b.tar.zst")),
+            Some(Codec::Zstd)
+        );
         assert_eq!(Codec::from_tar_name(Path::new("b.zip")), None);
         assert_eq!(Codec::from_tar_name(Path::new("b.tar.xz")), None);
     }
