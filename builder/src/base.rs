@@ -583,3 +583,175 @@ fn open_image<S: OciRead>(
     }
     Ok((config, layers, index))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::output::{write, Compression, Format, ImageMeta, OutputOptions};
+    use crate::plan::LayerPlan;
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::{FileTree, ImagePath, Node};
+
+    #[test]
+    fn references_parse() {
+        let r = Path::new("/recipes");
+        assert_eq!(BaseRef::parse("scratch", r).unwrap(), BaseRef::Scratch);
+        assert_eq!(
+            BaseRef::parse("oci:img", r).unwrap(),
+            BaseRef::Oci {
+                dir: "/recipes/img".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci:../out/img:v1.2", r).unwrap(),
+            BaseRef::Oci {
+                dir: "/recipes/../out/img".into(),
+                tag: Some("v1.2".into())
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci-archive:/abs/a.tar:latest", r).unwrap(),
+            BaseRef::OciArchive {
+                file: "/abs/a.tar".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("rootfs:root.tar.zst", r).unwrap(),
+            BaseRef::Rootfs {
+                file: "/recipes/root.tar.zst".into()
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci:img:v1", r).unwrap().to_string(),
+            "oci:/recipes/img:v1"
+        );
+        for bad in [
+            "docker://debian",
+            "debian:12",
+            "oci:",
+            "oci:img:",
+            "rootfs:root.zip",
+            "rootfs:",
+            "",
+        ] {
+            let e = BaseRef::parse(bad, r).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert!(BaseRef::parse("rootfs:x.img", r)
+            .unwrap_err()
+            .contains(".tar.zst"));
+        assert!(BaseRef::parse("ubuntu", r)
+            .unwrap_err()
+            .contains("oci:DIR[:TAG]"));
+    }
+
+    fn layout(dir: &Path) {
+        let mut t = FileTree::new();
+        t.insert(
+            ImagePath::new("/etc/os-release").unwrap(),
+            Node::file("ID=x\n", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
+        write(
+            &Base::scratch(),
+            &[LayerPlan {
+                name: "l".into(),
+                tree: t,
+            }],
+            &ImageMeta {
+                name: "n".into(),
+                tag: "v1".into(),
+                architecture: "amd64".into(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                created: 0,
+            },
+            &OutputOptions {
+                path: dir.to_path_buf(),
+                format: Format::Oci,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+    }
+
+    fn put_json(dir: &Path, v: &serde_json::Value) -> (String, usize) {
+        let b = serde_json::to_vec(v).unwrap();
+        let h = hex::encode(Sha256::digest(&b));
+        std::fs::write(dir.join("blobs/sha256").join(&h), &b).unwrap();
+        (format!("sha256:{h}"), b.len())
+    }
+
+    #[test]
+    fn tags_and_platform_indexes_select_one_manifest() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        layout(&dir);
+        let ip = dir.join("index.json");
+        let mut ix: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&ip).unwrap()).unwrap();
+        let m0 = ix["manifests"][0].clone();
+        let mut m1 = m0.clone();
+        m1["annotations"][crate::output::REF_NAME] = "v2".into();
+        ix["manifests"] = serde_json::json!([m0, m1]);
+        std::fs::write(&ip, serde_json::to_vec(&ix).unwrap()).unwrap();
+        let e = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("v1, v2"), "{e}");
+        let b = Base::open(&BaseRef::parse("oci:img:v2", t.path()).unwrap()).unwrap();
+        assert_eq!(
+            b.view().read_text("/etc/os-release").as_deref(),
+            Some("ID=x\n")
+        );
+
+        // A multi-platform index under one tag.
+        let mut amd = m0.clone();
+        amd["annotations"] = serde_json::Value::Null;
+        let mut arm = amd.clone();
+        arm["platform"]["architecture"] = "arm64".into();
+        let nested = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [amd, arm],
+        });
+        let (d, size) = put_json(&dir, &nested);
+        let top = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": d,
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": "multi"}
+            }]
+        });
+        std::fs::write(&ip, serde_json::to_vec(&top).unwrap()).unwrap();
+        let r = BaseRef::parse("oci:img:multi", t.path()).unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(e.to_string().contains("linux/amd64, linux/arm64"), "{e}");
+        assert!(Base::open_for(&r, Some("amd64")).is_ok());
+        let e = Base::open_for(&r, Some("s390x")).err().unwrap();
+        assert!(e.to_string().contains("linux/s390x"), "{e}");
+    }
+
+    #[test]
+    fn missing_bases_say_what_is_wrong() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Base::open(&BaseRef::parse("oci:nothing", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Image { .. }));
+        assert!(e.to_string().contains("nothing"), "{e}");
+        std::fs::write(t.path().join("r.tar"), b"not a tar at all, clearly").unwrap();
+        let e = Base::open(&BaseRef::parse("rootfs:r.tar", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("r.tar"), "{e}");
+        let s = Base::scratch();
+        assert!(s.layers().is_empty() && s.config().is_none() && s.architecture().is_none());
+        assert_eq!(s.view().list("/"), Vec::<String>::new());
+    }
+}

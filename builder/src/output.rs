@@ -220,15 +220,19 @@ fn split_output(path: &Path) -> Result<(PathBuf, String)> {
 }
 
 fn temp_dir(parent: &Path, name: &str) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
+        .permissions(std::fs::Permissions::from_mode(0o755))
         .tempdir_in(parent)
         .ctx(|| format!("creating a temporary folder in {}", parent.display()))
 }
 
 fn temp_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(parent)
         .ctx(|| format!("creating a temporary file in {}", parent.display()))
 }
@@ -1529,6 +1533,18 @@ mod tests {
             &opts(out.clone(), Format::Oci),
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o755);
+        let ar = t.path().join("img.tar");
+        write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(ar.clone(), Format::OciArchive),
+        )
+        .unwrap();
+        assert_eq!(mode(&ar), 0o644);
         if tool("oci-image-tool") {
             let o = std::process::Command::new("oci-image-tool")
                 .args(["validate", "--type", "image"])
