@@ -122,16 +122,11 @@ pub(crate) fn parse_entry<R: Read>(
             .mode()
             .map_err(|e| format!("entry {name:?}: mode: {e}"))?
             & 0o7777,
-        uid: header
-            .uid()
-            .ok()
-            .and_then(|u| u32::try_from(u).ok())
-            .ok_or_else(|| format!("entry {name:?}: bad uid"))?,
-        gid: header
-            .gid()
-            .ok()
-            .and_then(|u| u32::try_from(u).ok())
-            .ok_or_else(|| format!("entry {name:?}: bad gid"))?,
+        // An empty owner field (some writers leave it blank) means root.
+        uid: u32::try_from(header.uid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: uid out of range"))?,
+        gid: u32::try_from(header.gid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: gid out of range"))?,
     };
     let mtime = header.mtime().unwrap_or(0);
     let link = || -> std::result::Result<String, String> {
