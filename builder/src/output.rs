@@ -1165,6 +1165,18 @@ mod tests {
             a.config_digest.as_ref().unwrap(),
         )))
         .unwrap();
+        let keys: Vec<&String> = cfg.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "architecture",
+                "config",
+                "created",
+                "history",
+                "os",
+                "rootfs"
+            ]
+        );
         assert_eq!(cfg["created"], "1970-01-01T00:01:40Z");
         assert_eq!(cfg["architecture"], "amd64");
         assert_eq!(cfg["os"], "linux");
@@ -1547,39 +1559,61 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mode(&ar), 0o644);
-        if tool("oci-image-tool") {
-            let o = std::process::Command::new("oci-image-tool")
-                .args(["validate", "--type", "image"])
-                .arg(&out)
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        } else {
-            println!("oci-image-tool is not installed; skipping its check");
-        }
-        if tool("umoci") {
-            let bundle = t.path().join("bundle");
-            let o = std::process::Command::new("umoci")
-                .args(["unpack", "--rootless", "--image"])
-                .arg(format!("{}:v1", out.display()))
-                .arg(&bundle)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let rootfs = bundle.join("rootfs");
-            assert_eq!(
-                std::fs::read_to_string(rootfs.join("etc/d/y")).unwrap(),
-                "y"
-            );
-            assert!(!rootfs.join("etc/d/x").exists());
-            assert!(!rootfs.join("etc/gone").exists());
-        } else {
-            println!("umoci is not installed; skipping its check");
+        // A second image on top of the first, reusing its layers.
+        let base = Base::open(&BaseRef::parse("oci:img:v1", t.path()).unwrap()).unwrap();
+        let mut top = FileTree::new();
+        top.insert(
+            p("/etc/top"),
+            Node::file("t", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
+        let second = t.path().join("second");
+        write(
+            &base,
+            &[LayerPlan {
+                name: "top".into(),
+                tree: top,
+            }],
+            &meta(0),
+            &opts(second.clone(), Format::Oci),
+        )
+        .unwrap();
+        for layout in [&out, &second] {
+            if tool("oci-image-tool") {
+                let o = std::process::Command::new("oci-image-tool")
+                    .args(["validate", "--type", "image"])
+                    .arg(layout)
+                    .output()
+                    .unwrap();
+                assert!(
+                    o.status.success(),
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            } else {
+                println!("oci-image-tool is not installed; skipping its check");
+            }
+            if tool("umoci") {
+                let bundle = layout.with_extension("bundle");
+                let o = std::process::Command::new("umoci")
+                    .args(["unpack", "--rootless", "--image"])
+                    .arg(format!("{}:v1", layout.display()))
+                    .arg(&bundle)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let rootfs = bundle.join("rootfs");
+                assert_eq!(
+                    std::fs::read_to_string(rootfs.join("etc/d/y")).unwrap(),
+                    "y"
+                );
+                assert!(!rootfs.join("etc/d/x").exists());
+                assert!(!rootfs.join("etc/gone").exists());
+                assert_eq!(rootfs.join("etc/top").exists(), layout == &second);
+            } else {
+                println!("umoci is not installed; skipping its check");
+            }
         }
     }
 }
