@@ -478,6 +478,10 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                         format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
                     )
                 })?;
+                let mut desc = desc.clone();
+                if let Some(mt) = oci_media_type(&desc.media_type().to_string()) {
+                    desc.set_media_type(MediaType::from(mt));
+                }
                 out.push((
                     desc.clone(),
                     BuiltLayer {
@@ -519,6 +523,24 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
         }
     }
     Ok(out)
+}
+
+/// The OCI spelling of a Docker layer media type (same bytes, so the blob
+/// and its digest stay as they are).
+fn oci_media_type(mt: &str) -> Option<&'static str> {
+    Some(match mt {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        _ => return None,
+    })
 }
 
 fn descriptor(
@@ -1526,6 +1548,18 @@ mod tests {
         assert_eq!(
             index["manifests"][0]["digest"],
             b.manifest_digest.unwrap().as_str()
+        );
+    }
+
+    #[test]
+    fn docker_media_types_become_oci() {
+        assert_eq!(
+            oci_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        );
+        assert_eq!(
+            oci_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
+            None
         );
     }
 
