@@ -479,7 +479,7 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                     )
                 })?;
                 let mut desc = desc.clone();
-                if let Some(mt) = oci_media_type(&desc.media_type().to_string()) {
+                if let Some(mt) = oci_media_type(desc.media_type().as_ref()) {
                     desc.set_media_type(MediaType::from(mt));
                 }
                 out.push((
