@@ -1552,6 +1552,110 @@ mod tests {
     }
 
     #[test]
+    fn flattening_keeps_hard_links_and_final_folder_owners() {
+        let t = tempfile::tempdir().unwrap();
+        let tarp = t.path().join("base.tar");
+        {
+            let mut b = tar::Builder::new(File::create(&tarp).unwrap());
+            let mut add =
+                |name: &str, kind: tar::EntryType, mode: u32, link: Option<&str>, data: &[u8]| {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(kind);
+                    h.set_mode(mode);
+                    h.set_uid(0);
+                    h.set_gid(0);
+                    h.set_size(data.len() as u64);
+                    if let Some(l) = link {
+                        h.set_link_name(l).unwrap();
+                    }
+                    h.set_cksum();
+                    b.append_data(&mut h, name, data).unwrap();
+                };
+            add("./", tar::EntryType::Directory, 0o755, None, b"");
+            add("./srv/", tar::EntryType::Directory, 0o700, None, b"");
+            add("./srv/a", tar::EntryType::Regular, 0o600, None, b"aaa");
+            add("./srv/b", tar::EntryType::Link, 0o600, Some("./srv/a"), b"");
+            add(
+                "./bin",
+                tar::EntryType::Symlink,
+                0o777,
+                Some("usr/bin"),
+                b"",
+            );
+            b.finish().unwrap();
+        }
+        let base = Base::open(&BaseRef::parse("rootfs:base.tar", t.path()).unwrap()).unwrap();
+        assert_eq!(base.view().read_raw(&p("/srv/b")), None);
+        assert_eq!(
+            base.view().stat(&p("/srv/b")).unwrap().kind,
+            nodeimg_layers::StatKind::File(3)
+        );
+        let mut tree = FileTree::new();
+        tree.insert(
+            p("/srv"),
+            Node::dir(Origin::new("dir", "dir[0]")).with_meta(Meta {
+                mode: 0o750,
+                uid: 7,
+                gid: 8,
+            }),
+        )
+        .unwrap();
+        tree.insert(p("/srv/c"), Node::file("c", Origin::new("file", "file[0]")))
+            .unwrap();
+        let out = t.path().join("flat.tar");
+        write(
+            &base,
+            &[LayerPlan {
+                name: "srv".into(),
+                tree,
+            }],
+            &meta(3),
+            &opts(out.clone(), Format::Rootfs),
+        )
+        .unwrap();
+        let bytes = read(&out);
+        let mut a = tar::Archive::new(&bytes[..]);
+        let got: Vec<(String, char, u32, u64, Option<String>)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    String::from_utf8(e.path_bytes().to_vec()).unwrap(),
+                    h.entry_type().as_byte() as char,
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    e.link_name_bytes()
+                        .map(|l| String::from_utf8(l.to_vec()).unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("srv/".to_string(), '5', 0o750, 7, None),
+                ("srv/a".to_string(), '0', 0o600, 0, None),
+                (
+                    "srv/b".to_string(),
+                    '1',
+                    0o600,
+                    0,
+                    Some("srv/a".to_string())
+                ),
+                (
+                    "bin".to_string(),
+                    '2',
+                    0o777,
+                    0,
+                    Some("usr/bin".to_string())
+                ),
+                ("srv/c".to_string(), '0', 0o644, 0, None),
+            ]
+        );
+    }
+
+    #[test]
     fn docker_media_types_become_oci() {
         assert_eq!(
             oci_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
