@@ -1655,6 +1655,70 @@ mod tests {
         );
     }
 
+    /// Edit the manifest of a one-image layout and fix up the digests.
+    fn rewrite_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let ip = dir.join("index.json");
+        let mut ix: serde_json::Value = serde_json::from_slice(&read(&ip)).unwrap();
+        let old = ix["manifests"][0]["digest"].as_str().unwrap().to_string();
+        let mut m: serde_json::Value = serde_json::from_slice(&read(&blob(dir, &old))).unwrap();
+        f(&mut m);
+        let mb = serde_json::to_vec(&m).unwrap();
+        let md = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&mb)));
+        std::fs::write(blob(dir, &md), &mb).unwrap();
+        ix["manifests"][0]["digest"] = md.into();
+        ix["manifests"][0]["size"] = mb.len().into();
+        std::fs::write(&ip, serde_json::to_vec(&ix).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn docker_typed_bases_are_reused_with_oci_types() {
+        let t = tempfile::tempdir().unwrap();
+        let first = t.path().join("first");
+        let a = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(first.clone(), Format::Oci),
+        )
+        .unwrap();
+        rewrite_manifest(&first, |m| {
+            for l in m["layers"].as_array_mut().unwrap() {
+                l["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+            }
+        });
+        let base = Base::open(&BaseRef::parse("oci:first", t.path()).unwrap()).unwrap();
+        let second = t.path().join("second");
+        let b = write(&base, &[], &meta(0), &opts(second.clone(), Format::Oci)).unwrap();
+        let m = manifest_json(&second, &b);
+        for (i, l) in m["layers"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                l["mediaType"],
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            );
+            assert_eq!(l["digest"], a.layers[i].digest.as_str());
+        }
+        if tool("oci-image-tool") {
+            let o = std::process::Command::new("oci-image-tool")
+                .args(["validate", "--type", "image"])
+                .arg(&second)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        // An unknown layer media type is refused, naming the layer.
+        rewrite_manifest(&first, |m| {
+            m["layers"][0]["mediaType"] = "application/x-bogus".into();
+        });
+        let e = Base::open(&BaseRef::parse("oci:first", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("application/x-bogus")
+                && e.to_string().contains(&a.layers[0].digest),
+            "{e}"
+        );
+    }
+
     #[test]
     fn docker_media_types_become_oci() {
         assert_eq!(
