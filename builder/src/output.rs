@@ -1761,6 +1761,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mode(&ar), 0o644);
+        if tool("skopeo") {
+            let o = std::process::Command::new("skopeo")
+                .arg("inspect")
+                .arg(format!("oci-archive:{}:v1", ar.display()))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+        } else {
+            println!("skopeo is not installed; skipping its check");
+        }
+        if tool("tar") {
+            let flat = t.path().join("flat.tar.gz");
+            write(
+                &Base::scratch(),
+                &plans(),
+                &meta(0),
+                &opts(flat.clone(), Format::Rootfs),
+            )
+            .unwrap();
+            let o = std::process::Command::new("tar")
+                .arg("-tzvf")
+                .arg(&flat)
+                .arg("--numeric-owner")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let listing = String::from_utf8(o.stdout).unwrap();
+            assert!(
+                listing.contains("-rwxr-xr-x 0/0") && listing.contains("usr/bin/tool"),
+                "{listing}"
+            );
+        }
         // A second image on top of the first, reusing its layers.
         let base = Base::open(&BaseRef::parse("oci:img:v1", t.path()).unwrap()).unwrap();
         let mut top = FileTree::new();
