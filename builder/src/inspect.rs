@@ -13,8 +13,9 @@ use ocidir::{OciArchive, OciDir, OciRead};
 use crate::base::{layer_codec, oci_msg, read_json, select_manifest};
 use crate::error::{Error, Result};
 use crate::output::{LAYER_ANNOTATION, ORIGINS_ANNOTATION, REF_NAME};
-use crate::tarindex::{scan_layer, Kind, LayerChanges};
+use crate::tarindex::{scan_layer, Kind, LayerChanges, MergedIndex};
 use crate::tarstream::{Codec, Decoder, HashReader};
+use nodeimg_layers::RootView;
 
 /// What `inspect` found.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -79,6 +80,10 @@ pub struct FileReport {
 pub struct Why {
     /// The asked path.
     pub path: String,
+    /// Where that path really is, when a folder on the way is a symlink
+    /// (e.g. `/lib/...` on a merged-/usr image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
     /// Whether the final image has it.
     pub in_image: bool,
     /// 1-based index of the layer that last wrote it.
@@ -119,8 +124,18 @@ pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
         }
     };
     report.image = image.to_path_buf();
-    if let Some(p) = why_path {
-        report.why = Some(answer_why(&report, &changes, &p));
+    if let Some(asked) = why_path {
+        let mut merged = MergedIndex::new();
+        for (ch, _) in &changes {
+            merged.apply(ch.clone());
+        }
+        let real = merged.resolve_parent(&asked);
+        let mut w = answer_why(&report, &changes, &real);
+        w.path = asked.to_string();
+        if real != asked {
+            w.resolved = Some(real.to_string());
+        }
+        report.why = Some(w);
     }
     Ok(report)
 }
@@ -342,6 +357,7 @@ fn answer_why(report: &Report, layers: &[(LayerChanges, LayerData)], path: &Imag
     match last {
         Some(i) => Why {
             path: path.to_string(),
+            resolved: None,
             in_image: true,
             layer: Some(i + 1),
             layer_name: report.layers.get(i).map(|l| l.name.clone()),
@@ -350,6 +366,7 @@ fn answer_why(report: &Report, layers: &[(LayerChanges, LayerData)], path: &Imag
         },
         None => Why {
             path: path.to_string(),
+            resolved: None,
             in_image: false,
             layer: None,
             layer_name: None,
@@ -364,10 +381,13 @@ pub fn print_text(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(w) = &report.why {
         return match (&w.layer, &w.layer_name) {
             (Some(i), name) if w.in_image => {
+                let shown = match &w.resolved {
+                    Some(r) => format!("{} (at {r})", w.path),
+                    None => w.path.clone(),
+                };
                 write!(
                     out,
-                    "{}: written by layer {i} ({}, {})",
-                    w.path,
+                    "{shown}: written by layer {i} ({}, {})",
                     name.as_deref().unwrap_or("?"),
                     w.layer_digest.as_deref().unwrap_or("?")
                 )?;
@@ -456,6 +476,16 @@ mod tests {
             Node::file("id\n", Origin::new("file", "file[0]")),
         )
         .unwrap();
+        a.insert(
+            p("/lib"),
+            Node::symlink("usr/lib", Origin::new("symlink", "symlink[0]")),
+        )
+        .unwrap();
+        a.insert(
+            p("/usr/lib/systemd/system/k.service"),
+            Node::file("[Unit]\n", Origin::new("systemd", "systemd.unit[0]")),
+        )
+        .unwrap();
         let mut b = FileTree::new();
         b.insert(
             p("/etc/machine-id"),
@@ -531,6 +561,14 @@ mod tests {
                 "{text}"
             );
             assert!(text.trim_end().ends_with("item sysctl"), "{text}");
+
+            let via = inspect(&img, Some("/lib/systemd/system/k.service")).unwrap();
+            let w = via.why.unwrap();
+            assert_eq!(
+                w.resolved.as_deref(),
+                Some("/usr/lib/systemd/system/k.service")
+            );
+            assert_eq!(w.origin.as_deref(), Some("systemd.unit[0]"));
 
             let gone = inspect(&img, Some("/etc/machine-id")).unwrap();
             assert!(!gone.why.as_ref().unwrap().in_image);

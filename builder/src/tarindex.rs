@@ -69,7 +69,7 @@ pub(crate) struct Rec {
 }
 
 /// The entries of one layer, with its whiteouts.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub(crate) struct LayerChanges {
     pub entries: BTreeMap<String, Rec>,
     /// Paths removed from the layers below (`.wh.NAME`).
