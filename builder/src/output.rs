@@ -143,6 +143,7 @@ pub fn write(
     })?;
     let (parent, name) = split_output(&opts.path)?;
     std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    check_replaceable(&opts.path, opts.format)?;
     match opts.format {
         Format::Oci => {
             let tmp = temp_dir(&parent, &name)?;
@@ -204,6 +205,36 @@ pub fn write(
                 layers: layer_info,
             })
         }
+    }
+}
+
+/// Refuse to replace something that is not a previous output: a folder
+/// that is neither empty nor an OCI layout, or a folder where a file goes.
+fn check_replaceable(path: &Path, format: Format) -> Result<()> {
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let refuse = |what: &str| {
+        Err(Error::Usage(format!(
+            "{} exists and is {what}; remove it or choose another output path",
+            path.display()
+        )))
+    };
+    match format {
+        Format::Oci if md.is_dir() => {
+            let empty = std::fs::read_dir(path)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if empty || path.join("oci-layout").is_file() {
+                Ok(())
+            } else {
+                refuse("a folder that is not an OCI image layout")
+            }
+        }
+        Format::Oci if md.file_type().is_symlink() => refuse("a symlink"),
+        Format::Oci => refuse("not a folder"),
+        _ if md.is_dir() => refuse("a folder"),
+        _ => Ok(()),
     }
 }
 
@@ -1729,6 +1760,43 @@ mod tests {
             oci_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
             None
         );
+    }
+
+    #[test]
+    fn foreign_folders_are_never_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join("notes.txt"), b"keep me").unwrap();
+        let e = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(home.clone(), Format::Oci),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        assert!(e.to_string().contains("not an OCI image layout"), "{e}");
+        let e = write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(home.clone(), Format::Rootfs),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        assert_eq!(read(&home.join("notes.txt")), b"keep me");
+        // An empty folder is fine.
+        let empty = t.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        write(
+            &Base::scratch(),
+            &plans(),
+            &meta(0),
+            &opts(empty.clone(), Format::Oci),
+        )
+        .unwrap();
+        assert!(empty.join("oci-layout").is_file());
     }
 
     fn tool(name: &str) -> bool {
