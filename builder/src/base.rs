@@ -538,42 +538,8 @@ fn open_image<S: OciRead>(
     let mut index = MergedIndex::new();
     let mut layers = Vec::new();
     for (i, (desc, want_diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
-        let codec = layer_codec(what, desc)?;
-        let raw = src.read_blob(desc).map_err(|e| {
-            Error::image(
-                what,
-                format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
-            )
-        })?;
-        let ctx = format!("{what}: layer {}", desc.digest());
-        let blob_hash = HashReader::new(raw);
-        let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))
-            .map_err(|e| Error::image(&ctx, format!("cannot decompress: {e}")))?;
-        let tar_hash = HashReader::new(dec);
-        let (changes, tar_hash) = scan_layer(tar_hash, i as u32, true, &ctx)?;
-        let read_err = |e: std::io::Error| Error::image(&ctx, format!("reading: {e}"));
-        let (diff_id, tar_size, dec) = tar_hash.drain_into_inner().map_err(read_err)?;
-        let mut buffered = dec.into_inner();
-        std::io::copy(&mut buffered, &mut std::io::sink()).map_err(read_err)?;
-        let (blob_digest, _) = buffered.into_inner().drain().map_err(read_err)?;
-        if blob_digest != desc.digest().to_string() {
-            return Err(Error::image(
-                what,
-                format!(
-                    "layer blob {} does not match its digest (found {blob_digest}); the image is damaged",
-                    desc.digest()
-                ),
-            ));
-        }
-        if &diff_id != want_diff {
-            return Err(Error::image(
-                what,
-                format!(
-                    "layer {}: uncompressed digest {diff_id} differs from the config's diff_id {want_diff}",
-                    desc.digest()
-                ),
-            ));
-        }
+        let (changes, diff_id, tar_size) =
+            scan_blob_verified(src, what, desc, i, true, Some(want_diff))?;
         index.apply(changes);
         layers.push(BaseLayer {
             descriptor: Some(desc.clone()),
@@ -582,6 +548,58 @@ fn open_image<S: OciRead>(
         });
     }
     Ok((config, layers, index))
+}
+
+/// Stream one layer blob into its changes, checking the blob digest and,
+/// when given, the expected diff_id. Returns the changes, the diff_id and
+/// the uncompressed size.
+pub(crate) fn scan_blob_verified<S: OciRead>(
+    src: &S,
+    what: &str,
+    desc: &Descriptor,
+    i: usize,
+    keep: bool,
+    want_diff: Option<&str>,
+) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
+    let codec = layer_codec(what, desc)?;
+    let raw = src.read_blob(desc).map_err(|e| {
+        Error::image(
+            what,
+            format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
+        )
+    })?;
+    let ctx = format!("{what}: layer {}", desc.digest());
+    let blob_hash = HashReader::new(raw);
+    let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))
+        .map_err(|e| Error::image(&ctx, format!("cannot decompress: {e}")))?;
+    let tar_hash = HashReader::new(dec);
+    let (changes, tar_hash) = scan_layer(tar_hash, i as u32, keep, &ctx)?;
+    let read_err = |e: std::io::Error| Error::image(&ctx, format!("reading: {e}"));
+    let (diff_id, tar_size, dec) = tar_hash.drain_into_inner().map_err(read_err)?;
+    let mut buffered = dec.into_inner();
+    std::io::copy(&mut buffered, &mut std::io::sink()).map_err(read_err)?;
+    let (blob_digest, _) = buffered.into_inner().drain().map_err(read_err)?;
+    if blob_digest != desc.digest().to_string() {
+        return Err(Error::image(
+            what,
+            format!(
+                "layer blob {} does not match its digest (found {blob_digest}); the image is damaged",
+                desc.digest()
+            ),
+        ));
+    }
+    if let Some(want) = want_diff {
+        if diff_id != want {
+            return Err(Error::image(
+                what,
+                format!(
+                    "layer {}: uncompressed digest {diff_id} differs from the config's diff_id {want}",
+                    desc.digest()
+                ),
+            ));
+        }
+    }
+    Ok((changes, diff_id, tar_size))
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use nodeimg_layers::ImagePath;
 use ocidir::cap_std::{ambient_authority, fs::Dir};
-use ocidir::oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use ocidir::oci_spec::image::{ImageConfiguration, ImageManifest};
 use ocidir::{OciArchive, OciDir, OciRead};
 
-use crate::base::{layer_codec, oci_msg, read_json, select_manifest};
+use crate::base::{oci_msg, read_json, scan_blob_verified, select_manifest};
 use crate::error::{Error, Result};
 use crate::output::{LAYER_ANNOTATION, ORIGINS_ANNOTATION, REF_NAME};
 use crate::tarindex::{scan_layer, Kind, LayerChanges, MergedIndex};
@@ -217,7 +217,8 @@ fn inspect_oci<S: OciRead>(
         .collect();
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers().iter().enumerate() {
-        let (ch, diff_id) = scan_blob(src, what, desc, i)?;
+        let want = config.rootfs().diff_ids().get(i).map(String::as_str);
+        let (ch, diff_id, _) = scan_blob_verified(src, what, desc, i, false, want)?;
         let ann = desc.annotations().clone().unwrap_or_default();
         let name = ann
             .get(LAYER_ANNOTATION)
@@ -253,26 +254,6 @@ fn inspect_oci<S: OciRead>(
         layers,
         why: None,
     })
-}
-
-fn scan_blob<S: OciRead>(
-    src: &S,
-    what: &str,
-    desc: &Descriptor,
-    i: usize,
-) -> Result<(LayerChanges, String)> {
-    let codec = layer_codec(what, desc)?;
-    let ctx = format!("{what}: layer {}", desc.digest());
-    let raw = src
-        .read_blob(desc)
-        .map_err(|e| Error::image(&ctx, oci_msg(&e)))?;
-    let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw))
-        .map_err(|e| Error::image(&ctx, format!("cannot decompress: {e}")))?;
-    let (ch, hr) = scan_layer(HashReader::new(dec), i as u32, false, &ctx)?;
-    let (diff_id, _) = hr
-        .drain()
-        .map_err(|e| Error::image(&ctx, format!("reading: {e}")))?;
-    Ok((ch, diff_id))
 }
 
 fn inspect_rootfs(
@@ -595,6 +576,19 @@ mod tests {
         let r = inspect(&rootfs, Some("/etc/sysctl.d/99-kubernetes-cri.conf")).unwrap();
         assert_eq!(r.why.unwrap().layer, Some(1));
         assert!(inspect(&t.path().join("nothing"), None).is_err());
+        // A damaged layer is reported, naming its digest.
+        let img = t.path().join("img");
+        let r = inspect(&img, None).unwrap();
+        let d = &r.layers[0].digest;
+        let blob = img
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
+        let mut bytes = std::fs::read(&blob).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        std::fs::write(&blob, bytes).unwrap();
+        let e = inspect(&img, None).unwrap_err();
+        assert!(e.to_string().contains(d.as_str()), "{e}");
         assert!(matches!(
             inspect(&rootfs, Some("relative")),
             Err(Error::Usage(_))
