@@ -24,6 +24,8 @@ pub mod plan;
 pub mod recipe;
 pub mod schema;
 pub mod sourcemap;
+pub mod tarindex;
+pub(crate) mod tarstream;
 pub mod vars;
 
 pub use error::{Error, Result};

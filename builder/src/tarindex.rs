@@ -1,0 +1,455 @@
+//! An index of the merged file tree of a stack of tar layers: path -> stat
+//! (and the bytes of the few small files items read), with OCI whiteouts
+//! applied across layers. It is the base image's [`RootView`] and the first
+//! pass of flattening.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use nodeimg_layers::{ImagePath, Meta, RootView, Stat, StatKind};
+
+use crate::error::{Error, Result};
+
+/// Files whose bytes the view keeps (when at most [`KEEP_MAX`] bytes):
+/// exact paths, and folders (ending in `/`) whose whole content is kept.
+pub const KEEP_PATHS: &[&str] = &[
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/etc/systemd/",
+    "/lib/systemd/",
+    "/usr/lib/systemd/",
+    "/usr/local/lib/systemd/",
+    "/run/systemd/",
+    "/var/lib/dpkg/status",
+    "/var/lib/dpkg/status.d/",
+    "/etc/passwd",
+    "/etc/group",
+];
+
+/// The largest file whose bytes the view keeps.
+pub const KEEP_MAX: u64 = 1 << 20;
+
+/// Whether the view keeps the bytes of a regular file at `path` of `size` bytes.
+pub fn keeps(path: &str, size: u64) -> bool {
+    size <= KEEP_MAX
+        && KEEP_PATHS.iter().any(|k| {
+            if k.ends_with('/') {
+                path.starts_with(k)
+            } else {
+                path == *k
+            }
+        })
+}
+
+/// What an indexed entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File(u64),
+    Dir,
+    Symlink(String),
+    /// Hard link to the given image path.
+    Hardlink(String),
+    /// Device, fifo, socket: the tar entry type and device numbers.
+    Other(u8, u32, u32),
+}
+
+/// One indexed entry.
+#[derive(Clone, Debug)]
+pub(crate) struct Rec {
+    pub kind: Kind,
+    pub meta: Meta,
+    pub mtime: u64,
+    /// Which layer wrote it (index in the stack).
+    pub layer: u32,
+    /// Position of the entry in that layer's tar (the last one counts).
+    /// `u64::MAX` for parents implied by an entry.
+    pub ord: u64,
+    pub content: Option<Arc<[u8]>>,
+}
+
+/// The entries of one layer, with its whiteouts.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct LayerChanges {
+    pub entries: BTreeMap<String, Rec>,
+    /// Paths removed from the layers below (`.wh.NAME`).
+    pub whiteouts: Vec<String>,
+    /// Directories whose lower content is hidden (`.wh..wh..opq`).
+    pub opaques: Vec<String>,
+}
+
+/// What a tar entry means for the merged tree.
+pub(crate) enum Parsed {
+    Entry(String, Rec),
+    Whiteout(String),
+    Opaque(String),
+    /// Global PAX headers and the like.
+    Skip,
+}
+
+/// Interpret one tar entry of layer `layer` at position `ord`. Keeps the
+/// bytes of the entry when `keep` says so (reading them from `entry`).
+pub(crate) fn parse_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    layer: u32,
+    ord: u64,
+    keep: bool,
+) -> std::result::Result<Parsed, String> {
+    let raw = entry.path_bytes();
+    let name = String::from_utf8_lossy(&raw).into_owned();
+    let header = entry.header();
+    let et = header.entry_type();
+    if matches!(
+        et,
+        tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName
+    ) {
+        return Ok(Parsed::Skip);
+    }
+    let path = ImagePath::from_archive(&name).map_err(|e| format!("entry {name:?}: {e}"))?;
+    let file_name = path.file_name();
+    if let Some(hidden) = file_name.strip_prefix(".wh.") {
+        let parent = path.parent().unwrap_or_else(ImagePath::root);
+        if hidden == ".wh..opq" {
+            return Ok(Parsed::Opaque(parent.as_str().to_string()));
+        }
+        let target = parent
+            .join(hidden)
+            .map_err(|e| format!("whiteout {name:?}: {e}"))?;
+        return Ok(Parsed::Whiteout(target.as_str().to_string()));
+    }
+    let meta = Meta {
+        mode: header
+            .mode()
+            .map_err(|e| format!("entry {name:?}: mode: {e}"))?
+            & 0o7777,
+        // An empty owner field (some writers leave it blank) means root.
+        uid: u32::try_from(header.uid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: uid out of range"))?,
+        gid: u32::try_from(header.gid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: gid out of range"))?,
+    };
+    let mtime = header.mtime().unwrap_or(0);
+    let link = || -> std::result::Result<String, String> {
+        entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .ok_or_else(|| format!("link {name:?} has no target"))
+    };
+    let kind = match et {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File(entry.size())
+        }
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink(link()?),
+        tar::EntryType::Link => {
+            let t = link()?;
+            let tp = ImagePath::from_archive(&t)
+                .map_err(|e| format!("hard link {name:?} -> {t:?}: {e}"))?;
+            Kind::Hardlink(tp.as_str().to_string())
+        }
+        other => {
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            Kind::Other(other.as_byte(), major, minor)
+        }
+    };
+    let content = match kind {
+        Kind::File(size) if keep && keeps(path.as_str(), size) => {
+            let mut buf = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("reading {name:?}: {e}"))?;
+            Some(Arc::from(buf))
+        }
+        _ => None,
+    };
+    Ok(Parsed::Entry(
+        path.as_str().to_string(),
+        Rec {
+            kind,
+            meta,
+            mtime,
+            layer,
+            ord,
+            content,
+        },
+    ))
+}
+
+/// Read a whole layer tar into its changes. `what` names the layer in
+/// messages. Returns the reader (positioned after the end-of-archive marker)
+/// so the caller can drain and hash the rest.
+pub(crate) fn scan_layer<R: Read>(
+    r: R,
+    layer: u32,
+    keep: bool,
+    what: &str,
+) -> Result<(LayerChanges, R)> {
+    let mut archive = tar::Archive::new(r);
+    let mut ch = LayerChanges::default();
+    {
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::image(what, format!("not a tar stream: {e}")))?;
+        for (ord, entry) in entries.enumerate() {
+            let mut entry =
+                entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            match parse_entry(&mut entry, layer, ord as u64, keep)
+                .map_err(|m| Error::image(what, m))?
+            {
+                Parsed::Entry(p, rec) => {
+                    ch.entries.insert(p, rec);
+                }
+                Parsed::Whiteout(p) => ch.whiteouts.push(p),
+                Parsed::Opaque(p) => ch.opaques.push(p),
+                Parsed::Skip => {}
+            }
+        }
+    }
+    Ok((ch, archive.into_inner()))
+}
+
+/// The merged tree of a stack of layers.
+#[derive(Default, Debug, Clone)]
+pub struct MergedIndex {
+    map: BTreeMap<String, Rec>,
+}
+
+fn subtree_prefix(path: &str) -> String {
+    if path == "/" {
+        "/".to_string()
+    } else {
+        format!("{path}/")
+    }
+}
+
+impl MergedIndex {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn remove_below(&mut self, path: &str) {
+        let prefix = subtree_prefix(path);
+        let doomed: Vec<String> = self
+            .map
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.map.remove(&k);
+        }
+    }
+
+    /// Lay one layer over the tree: opaque directories and whiteouts hide
+    /// what the lower layers had, then the layer's entries are added (a
+    /// non-directory replaces a lower directory with all its content).
+    pub(crate) fn apply(&mut self, ch: LayerChanges) {
+        for d in &ch.opaques {
+            self.remove_below(d);
+        }
+        for w in &ch.whiteouts {
+            self.remove_below(w);
+            self.map.remove(w);
+        }
+        for (p, rec) in ch.entries {
+            if rec.kind != Kind::Dir {
+                self.remove_below(&p);
+            }
+            if let Ok(ip) = ImagePath::new(&p) {
+                for a in ip.ancestors().iter().skip(1) {
+                    let implied = match self.map.get(a.as_str()) {
+                        Some(r) => r.kind != Kind::Dir,
+                        None => true,
+                    };
+                    if implied {
+                        self.map.insert(
+                            a.as_str().to_string(),
+                            Rec {
+                                kind: Kind::Dir,
+                                meta: Meta::DIR,
+                                mtime: rec.mtime,
+                                layer: rec.layer,
+                                ord: u64::MAX,
+                                content: None,
+                            },
+                        );
+                    }
+                }
+            }
+            self.map.insert(p, rec);
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<&Rec> {
+        self.map.get(path)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn target_of<'a>(&'a self, mut rec: &'a Rec) -> Option<&'a Rec> {
+        for _ in 0..8 {
+            match &rec.kind {
+                Kind::Hardlink(t) => rec = self.map.get(t)?,
+                _ => return Some(rec),
+            }
+        }
+        None
+    }
+}
+
+impl RootView for MergedIndex {
+    fn stat(&self, path: &ImagePath) -> Option<Stat> {
+        let rec = match self.map.get(path.as_str()) {
+            Some(r) => r,
+            None if path.is_root() => {
+                return Some(Stat {
+                    kind: StatKind::Dir,
+                    meta: Meta::DIR,
+                })
+            }
+            None => return None,
+        };
+        let kind = match &rec.kind {
+            Kind::File(s) => StatKind::File(*s),
+            Kind::Dir => StatKind::Dir,
+            Kind::Symlink(t) => StatKind::Symlink(t.clone()),
+            Kind::Hardlink(_) => match self.target_of(rec).map(|r| &r.kind) {
+                Some(Kind::File(s)) => StatKind::File(*s),
+                _ => StatKind::File(0),
+            },
+            Kind::Other(..) => StatKind::Other,
+        };
+        Some(Stat {
+            kind,
+            meta: rec.meta,
+        })
+    }
+
+    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        let rec = self.map.get(path.as_str())?;
+        self.target_of(rec)?.content.as_ref().map(|c| c.to_vec())
+    }
+
+    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
+        use std::ops::Bound;
+        let prefix = subtree_prefix(path.as_str());
+        let mut out = std::collections::BTreeSet::new();
+        let mut from = Bound::Included(prefix.clone());
+        while let Some((k, _)) = self.map.range((from.clone(), Bound::Unbounded)).next() {
+            let Some(rest) = k.strip_prefix(&prefix) else {
+                break;
+            };
+            match rest.find('/') {
+                None => {
+                    if !rest.is_empty() {
+                        out.insert(rest.to_string());
+                    }
+                    from = Bound::Excluded(k.clone());
+                }
+                Some(i) => {
+                    // Skip everything below this child: the first key after
+                    // "child/..." is at least "child0" ('0' follows '/').
+                    let name = &rest[..i];
+                    out.insert(name.to_string());
+                    from = Bound::Included(format!("{prefix}{name}0"));
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: Kind, layer: u32) -> Rec {
+        Rec {
+            kind,
+            meta: Meta::FILE,
+            mtime: 0,
+            layer,
+            ord: 0,
+            content: None,
+        }
+    }
+
+    fn layer(entries: &[(&str, Kind)], wh: &[&str], opq: &[&str], n: u32) -> LayerChanges {
+        LayerChanges {
+            entries: entries
+                .iter()
+                .map(|(p, k)| (p.to_string(), rec(k.clone(), n)))
+                .collect(),
+            whiteouts: wh.iter().map(|s| s.to_string()).collect(),
+            opaques: opq.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn p(s: &str) -> ImagePath {
+        ImagePath::new(s).unwrap()
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_apply_across_layers() {
+        let mut ix = MergedIndex::new();
+        ix.apply(layer(
+            &[
+                ("/etc", Kind::Dir),
+                ("/etc/a", Kind::File(1)),
+                ("/etc/d/x", Kind::File(1)),
+                ("/etc/d/y", Kind::File(1)),
+                ("/etc/o/old", Kind::File(1)),
+                ("/etc-other", Kind::File(1)),
+            ],
+            &[],
+            &[],
+            0,
+        ));
+        assert_eq!(ix.list("/etc"), ["a", "d", "o"]);
+        assert_eq!(ix.list("/etc/d"), ["x", "y"]);
+        assert_eq!(ix.list("/"), ["etc", "etc-other"]);
+        ix.apply(layer(
+            &[("/etc/o", Kind::Dir), ("/etc/o/new", Kind::File(2))],
+            &["/etc/d", "/etc/a"],
+            &["/etc/o"],
+            1,
+        ));
+        assert_eq!(ix.list("/etc"), ["o"]);
+        assert_eq!(ix.list("/etc/o"), ["new"]);
+        assert!(ix.stat(&p("/etc/d/x")).is_none());
+        assert!(ix.stat(&p("/etc-other")).is_some());
+        // A file replacing a directory hides its content.
+        ix.apply(layer(&[("/etc/o", Kind::File(3))], &[], &[], 2));
+        assert!(ix.stat(&p("/etc/o/new")).is_none());
+        assert_eq!(ix.stat(&p("/etc/o")).unwrap().kind, StatKind::File(3));
+    }
+
+    #[test]
+    fn implied_parents_are_directories() {
+        let mut ix = MergedIndex::new();
+        ix.apply(layer(&[("/a/b/c", Kind::File(1))], &[], &[], 0));
+        assert_eq!(ix.stat(&p("/a/b")).unwrap().kind, StatKind::Dir);
+        assert_eq!(ix.list("/a"), ["b"]);
+        assert!(ix.stat(&p("/")).is_some());
+    }
+
+    #[test]
+    fn keep_list_matches_exact_files_and_folders() {
+        assert!(keeps("/etc/os-release", 10));
+        assert!(keeps("/usr/lib/systemd/system/a.service", 10));
+        assert!(!keeps("/etc/os-release.bak", 10));
+        assert!(!keeps("/etc/systemd/big", KEEP_MAX + 1));
+        assert!(!keeps("/usr/bin/ls", 10));
+    }
+}

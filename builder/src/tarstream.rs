@@ -1,0 +1,403 @@
+//! Streaming building blocks shared by the base reader, the packer and the
+//! writers: hashing readers and writers, layer (de)compression, and tar
+//! headers written field by field (GNU format, long names as GNU long-name
+//! entries), so that every byte of a produced tar is decided here.
+
+use std::io::{self, BufRead, Read, Write};
+use std::path::Path;
+
+use nodeimg_layers::Meta;
+use sha2::{Digest as _, Sha256};
+
+/// Format a finished SHA-256 as an OCI digest string.
+pub(crate) fn sha256_digest(h: Sha256) -> String {
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// A writer that hashes and counts everything written through it.
+pub(crate) struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The inner writer, the `sha256:` digest and the byte count.
+    pub(crate) fn finish(self) -> (W, String, u64) {
+        (self.inner, sha256_digest(self.hasher), self.count)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts everything read through it.
+pub(crate) struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Read the rest of the stream, then return the digest and byte count.
+    pub(crate) fn drain(self) -> io::Result<(String, u64)> {
+        let (d, n, _) = self.drain_into_inner()?;
+        Ok((d, n))
+    }
+
+    /// Read the rest of the stream, then return the digest, the byte count
+    /// and the inner reader.
+    pub(crate) fn drain_into_inner(mut self) -> io::Result<(String, u64, R)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((sha256_digest(self.hasher), self.count, self.inner))
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// How a layer blob or a tarball is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl Codec {
+    /// From an OCI or Docker layer media type; `None` if it is not a layer type we read.
+    pub(crate) fn from_media_type(mt: &str) -> Option<Codec> {
+        let known_prefix = [
+            "application/vnd.oci.image.layer.",
+            "application/vnd.docker.image.rootfs.",
+        ];
+        if !known_prefix.iter().any(|p| mt.starts_with(p)) {
+            return None;
+        }
+        if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
+            Some(Codec::Gzip)
+        } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
+            Some(Codec::Zstd)
+        } else if mt.ends_with(".tar") {
+            Some(Codec::Plain)
+        } else {
+            None
+        }
+    }
+
+    /// From a tarball's file name: `.tar`, `.tar.gz`/`.tgz`, `.tar.zst`.
+    pub(crate) fn from_tar_name(p: &Path) -> Option<Codec> {
+        let name = p.file_name()?.to_str()?;
+        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Some(Codec::Gzip)
+        } else if name.ends_with(".tar.zst") {
+            Some(Codec::Zstd)
+        } else if name.ends_with(".tar") {
+            Some(Codec::Plain)
+        } else {
+            None
+        }
+    }
+
+    /// From the first bytes of a file (magic numbers).
+    pub(crate) fn sniff(head: &[u8]) -> Codec {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Codec::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Codec::Zstd
+        } else {
+            Codec::Plain
+        }
+    }
+
+    /// The OCI layer media type of a blob compressed this way.
+    pub(crate) fn layer_media_type(self) -> &'static str {
+        match self {
+            Codec::Plain => "application/vnd.oci.image.layer.v1.tar",
+            Codec::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Codec::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// The spelling of tarball names `Codec::from_tar_name` accepts, for messages.
+pub(crate) const TAR_EXTENSIONS: &str = ".tar, .tar.gz (or .tgz), .tar.zst";
+
+/// A decompressing reader that gives its source back when done.
+pub(crate) enum Decoder<R: BufRead> {
+    Plain(R),
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+}
+
+impl<R: BufRead> Decoder<R> {
+    pub(crate) fn new(codec: Codec, r: R) -> io::Result<Self> {
+        Ok(match codec {
+            Codec::Plain => Decoder::Plain(r),
+            Codec::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(r)),
+            Codec::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+
+    pub(crate) fn into_inner(self) -> R {
+        match self {
+            Decoder::Plain(r) => r,
+            Decoder::Gzip(d) => d.into_inner(),
+            Decoder::Zstd(d) => d.finish(),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(r) => r.read(buf),
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
+/// A compressing writer that gives its sink back when finished.
+pub(crate) enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// gzip at flate2's default level (no name, mtime 0 in the header), zstd
+    /// at level 3, or nothing.
+    pub(crate) fn new(codec: Codec, w: W) -> io::Result<Self> {
+        Ok(match codec {
+            Codec::Plain => Encoder::Plain(w),
+            Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::default(),
+            )),
+            Codec::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// One tar header to write.
+pub(crate) struct EntryHeader<'a> {
+    /// Name as stored (`etc/x`, `etc/d/`), without a leading slash.
+    pub name: &'a [u8],
+    pub kind: tar::EntryType,
+    pub meta: Meta,
+    pub size: u64,
+    pub mtime: u64,
+    /// Symlink target or hard link name.
+    pub link: Option<&'a [u8]>,
+    /// Device numbers (character and block devices only).
+    pub device: (u32, u32),
+}
+
+const BLOCK: usize = 512;
+
+fn write_long(w: &mut dyn Write, kind: tar::EntryType, value: &[u8]) -> io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    set_raw(&mut h.as_old_mut().name, b"././@LongLink");
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(value.len() as u64 + 1);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    w.write_all(h.as_bytes())?;
+    w.write_all(value)?;
+    w.write_all(&[0])?;
+    write_padding(w, value.len() as u64 + 1)
+}
+
+fn set_raw(slot: &mut [u8], value: &[u8]) {
+    slot.fill(0);
+    let n = value.len().min(slot.len());
+    slot[..n].copy_from_slice(&value[..n]);
+}
+
+/// Write one header (preceded by GNU long-name / long-link entries when the
+/// name or link does not fit in 100 bytes). The caller writes `size` bytes
+/// of data and then [`write_padding`].
+pub(crate) fn write_header(w: &mut dyn Write, e: &EntryHeader<'_>) -> io::Result<()> {
+    if e.name.len() > 100 {
+        write_long(w, tar::EntryType::GNULongName, e.name)?;
+    }
+    if let Some(l) = e.link {
+        if l.len() > 100 {
+            write_long(w, tar::EntryType::GNULongLink, l)?;
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    set_raw(&mut h.as_old_mut().name, e.name);
+    if let Some(l) = e.link {
+        set_raw(&mut h.as_old_mut().linkname, l);
+    }
+    h.set_entry_type(e.kind);
+    h.set_mode(e.meta.mode & 0o7777);
+    h.set_uid(u64::from(e.meta.uid));
+    h.set_gid(u64::from(e.meta.gid));
+    h.set_size(e.size);
+    h.set_mtime(e.mtime);
+    h.set_device_major(e.device.0)?;
+    h.set_device_minor(e.device.1)?;
+    h.set_cksum();
+    w.write_all(h.as_bytes())
+}
+
+/// Zero padding after `size` bytes of entry data.
+pub(crate) fn write_padding(w: &mut dyn Write, size: u64) -> io::Result<()> {
+    let rem = (size % BLOCK as u64) as usize;
+    if rem != 0 {
+        w.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
+    }
+    Ok(())
+}
+
+/// The end-of-archive marker: two zero blocks.
+pub(crate) fn write_end(w: &mut dyn Write) -> io::Result<()> {
+    w.write_all(&[0u8; 2 * BLOCK])
+}
+
+/// Copy exactly `size` bytes from `r` to `w`; an error if `r` ends early.
+pub(crate) fn copy_exact(r: &mut dyn Read, w: &mut dyn Write, size: u64) -> io::Result<()> {
+    let n = io::copy(&mut r.take(size), w)?;
+    if n != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("expected {size} bytes, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_map_to_codecs() {
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
+            Some(Codec::Gzip)
+        );
+        assert_eq!(
+            Codec::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Codec::Gzip)
+        );
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Some(Codec::Zstd)
+        );
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.v1.tar"),
+            Some(Codec::Plain)
+        );
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+            Some(Codec::Gzip)
+        );
+        assert_eq!(Codec::from_media_type("application/octet-stream"), None);
+        assert_eq!(
+            Codec::from_media_type("application/vnd.oci.image.layer.v1.tar+lz4"),
+            None
+        );
+    }
+
+    #[test]
+    fn tar_names_map_to_codecs() {
+        assert_eq!(
+            Codec::from_tar_name(Path::new("a/b.tar")),
+            Some(Codec::Plain)
+        );
+        assert_eq!(Codec::from_tar_name(Path::new("b.tgz")), Some(Codec::Gzip));
+        assert_eq!(
+            Codec::from_tar_name(Path::new("b.tar.gz")),
+            Some(Codec::Gzip)
+        );
+        assert_eq!(
+            Codec::from_tar_name(Path::new("b.tar.zst")),
+            Some(Codec::Zstd)
+        );
+        assert_eq!(Codec::from_tar_name(Path::new("b.zip")), None);
+        assert_eq!(Codec::from_tar_name(Path::new("b.tar.xz")), None);
+    }
+
+    #[test]
+    fn compression_roundtrips() {
+        for c in [Codec::Plain, Codec::Gzip, Codec::Zstd] {
+            let mut e = Encoder::new(c, Vec::new()).unwrap();
+            e.write_all(b"hello world").unwrap();
+            let bytes = e.finish().unwrap();
+            assert_eq!(Codec::sniff(&bytes), c);
+            let mut d = Decoder::new(c, &bytes[..]).unwrap();
+            let mut s = String::new();
+            d.read_to_string(&mut s).unwrap();
+            assert_eq!(s, "hello world");
+        }
+    }
+}
