@@ -208,7 +208,11 @@ pub fn recipe_digest(
     }
     let mut names: BTreeSet<String> = inputs.used().into_iter().collect();
     for l in &recipe.layers {
-        names.extend(recipe::layer_inputs(&l.spec).into_iter().map(|(_, rel)| rel));
+        names.extend(
+            recipe::layer_inputs(&l.spec)
+                .into_iter()
+                .map(|(_, rel)| rel),
+        );
     }
     for rel in names {
         let path = inputs
@@ -242,10 +246,19 @@ pub fn recipe_digest(
 pub fn image_meta(recipe: &Recipe, arch: &str, created: i64, digest: &str) -> ImageMeta {
     let img = &recipe.image;
     let mut annotations = BTreeMap::new();
-    annotations.insert("org.opencontainers.image.title".to_string(), img.name.clone());
-    annotations.insert("org.opencontainers.image.version".to_string(), img.tag.clone());
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        img.name.clone(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        img.tag.clone(),
+    );
     annotations.extend(img.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
-    annotations.insert("org.opencontainers.image.created".to_string(), rfc3339(created));
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        rfc3339(created),
+    );
     annotations.insert(RECIPE_DIGEST_ANNOTATION.to_string(), digest.to_string());
     ImageMeta {
         name: img.name.clone(),
@@ -303,6 +316,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -311,7 +325,10 @@ mod tests {
         assert_eq!(parse_epoch(None).unwrap(), 0);
         assert_eq!(parse_epoch(Some("1700000000")).unwrap(), 1_700_000_000);
         for bad in ["", "-1", "1.5", "soon", "99999999999999999999"] {
-            assert!(matches!(parse_epoch(Some(bad)), Err(Error::Usage(_))), "{bad}");
+            assert!(
+                matches!(parse_epoch(Some(bad)), Err(Error::Usage(_))),
+                "{bad}"
+            );
         }
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
@@ -320,7 +337,10 @@ mod tests {
     #[test]
     fn default_outputs() {
         assert_eq!(default_output("n", Format::Oci), Path::new("out/n"));
-        assert_eq!(default_output("n", Format::OciArchive), Path::new("out/n.tar"));
+        assert_eq!(
+            default_output("n", Format::OciArchive),
+            Path::new("out/n.tar")
+        );
         assert_eq!(default_output("n", Format::Rootfs), Path::new("out/n.tar"));
     }
 
@@ -371,7 +391,10 @@ mod tests {
                 "org.opencontainers.image.version",
             ]
         );
-        assert_eq!(m.annotations["org.opencontainers.image.created"], "1970-01-01T00:00:00Z");
+        assert_eq!(
+            m.annotations["org.opencontainers.image.created"],
+            "1970-01-01T00:00:00Z"
+        );
         assert_eq!(m.annotations["org.opencontainers.image.version"], "v1");
         assert_eq!(m.annotations[RECIPE_DIGEST_ANNOTATION], da);
     }

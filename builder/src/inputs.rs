@@ -107,6 +107,7 @@ impl Inputs for RecipeInputs {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -131,8 +132,14 @@ mod tests {
             .contains("absolute"));
         #[cfg(unix)]
         assert!(inp.read("link").unwrap_err().contains("outside"));
-        assert!(inp.read("missing").unwrap_err().contains("cannot be opened"));
-        assert!(inp.read("files").unwrap_err().contains("not a regular file"));
+        assert!(inp
+            .read("missing")
+            .unwrap_err()
+            .contains("cannot be opened"));
+        assert!(inp
+            .read("files")
+            .unwrap_err()
+            .contains("not a regular file"));
         assert_eq!(inp.used(), vec!["files/a".to_string()]);
     }
 }

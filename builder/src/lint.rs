@@ -101,10 +101,7 @@ pub static RULES: &[Rule] = &[
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    RULES
-        .iter()
-        .find(|r| r.id == id)
-        .unwrap_or(&RULES[0])
+    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
 }
 
 /// One finding.
@@ -169,7 +166,12 @@ struct Driver<'a> {
     key: String,
 }
 
-fn find_key<'t>(t: &'t toml::Table, name: &str, prefix: &str, out: &mut Vec<(String, &'t toml::Value)>) {
+fn find_key<'t>(
+    t: &'t toml::Table,
+    name: &str,
+    prefix: &str,
+    out: &mut Vec<(String, &'t toml::Value)>,
+) {
     for (k, v) in t {
         let p = sourcemap::join(prefix, k);
         if k == name {
@@ -187,7 +189,10 @@ fn drivers(recipe: &Recipe) -> Vec<Driver<'_>> {
         if let Some(d) = &l.spec.docker {
             if let Some(serde_json::Value::Array(opts)) = d.0.get("exec-opts") {
                 for (j, o) in opts.iter().enumerate() {
-                    if let Some(v) = o.as_str().and_then(|s| s.strip_prefix("native.cgroupdriver=")) {
+                    if let Some(v) = o
+                        .as_str()
+                        .and_then(|s| s.strip_prefix("native.cgroupdriver="))
+                    {
                         out.push(Driver {
                             what: "docker",
                             value: v.to_string(),
@@ -288,7 +293,9 @@ fn cgroup_rules(c: &mut Ctx, view: &dyn RootView) {
 
 fn containerd_rules(c: &mut Ctx) {
     for l in &c.recipe.layers {
-        let Some(cd) = &l.spec.containerd else { continue };
+        let Some(cd) = &l.spec.containerd else {
+            continue;
+        };
         let v = cd.config_version;
         let base = "containerd.extra";
         if let Some(toml::Value::Table(plugins)) = cd.extra.get("plugins") {
@@ -333,7 +340,8 @@ fn containerd_rules(c: &mut Ctx) {
                 "NI003",
                 l,
                 "containerd.extra.version",
-                "`version` must be an integer; without it containerd reads the file as version 1".to_string(),
+                "`version` must be an integer; without it containerd reads the file as version 1"
+                    .to_string(),
             ),
         }
         if v != 2 && v != 3 {
@@ -354,7 +362,11 @@ fn sysctl_is_one(v: &nodeimg_layers::sysctl::SysctlValue) -> bool {
     }
 }
 
-fn base_prerequisites(view: &dyn RootView, modules: &mut BTreeSet<String>, sysctls: &mut BTreeSet<String>) {
+fn base_prerequisites(
+    view: &dyn RootView,
+    modules: &mut BTreeSet<String>,
+    sysctls: &mut BTreeSet<String>,
+) {
     for dir in ["/etc/modules-load.d", "/usr/lib/modules-load.d"] {
         for f in view.list(dir) {
             if let Some(t) = view.read_text(&format!("{dir}/{f}")) {
@@ -419,7 +431,9 @@ fn prerequisite_rule(c: &mut Ctx, view: &dyn RootView) {
             }
         }
     }
-    let Some((l, key, what)) = runtime else { return };
+    let Some((l, key, what)) = runtime else {
+        return;
+    };
     base_prerequisites(view, &mut modules, &mut sysctls);
     let mut missing = Vec::new();
     for m in ["overlay", "br_netfilter"] {
@@ -456,7 +470,9 @@ fn two_runtimes_rule(c: &mut Ctx) {
                         .find(|r| **r == u.as_str())
                         .copied()
                         .unwrap_or("");
-                    enabled.entry(name).or_insert((l, format!("systemd.enable[{j}]")));
+                    enabled
+                        .entry(name)
+                        .or_insert((l, format!("systemd.enable[{j}]")));
                 }
             }
         }
@@ -486,16 +502,45 @@ fn valid_size(s: &str) -> bool {
     let unit = unit.trim().to_ascii_lowercase();
     matches!(
         unit.as_str(),
-        "" | "b" | "k" | "kb" | "kib" | "m" | "mb" | "mib" | "g" | "gb" | "gib" | "t" | "tb" | "tib"
+        "" | "b"
+            | "k"
+            | "kb"
+            | "kib"
+            | "m"
+            | "mb"
+            | "mib"
+            | "g"
+            | "gb"
+            | "gib"
+            | "t"
+            | "tb"
+            | "tib"
     )
 }
 
 const LOG_DRIVERS: &[&str] = &[
-    "awslogs", "etwlogs", "fluentd", "gcplogs", "gelf", "journald", "json-file", "local",
-    "logentries", "none", "splunk", "syslog",
+    "awslogs",
+    "etwlogs",
+    "fluentd",
+    "gcplogs",
+    "gelf",
+    "journald",
+    "json-file",
+    "local",
+    "logentries",
+    "none",
+    "splunk",
+    "syslog",
 ];
 const STORAGE_DRIVERS: &[&str] = &[
-    "aufs", "btrfs", "devicemapper", "fuse-overlayfs", "overlay", "overlay2", "vfs", "zfs",
+    "aufs",
+    "btrfs",
+    "devicemapper",
+    "fuse-overlayfs",
+    "overlay",
+    "overlay2",
+    "vfs",
+    "zfs",
 ];
 
 fn docker_rule(c: &mut Ctx) {
@@ -503,7 +548,10 @@ fn docker_rule(c: &mut Ctx) {
         let Some(d) = &l.spec.docker else { continue };
         if let Some(serde_json::Value::Array(opts)) = d.0.get("exec-opts") {
             for (j, o) in opts.iter().enumerate() {
-                if let Some(v) = o.as_str().and_then(|s| s.strip_prefix("native.cgroupdriver=")) {
+                if let Some(v) = o
+                    .as_str()
+                    .and_then(|s| s.strip_prefix("native.cgroupdriver="))
+                {
                     if v != "systemd" && v != "cgroupfs" {
                         let msg = format!(
                             "native.cgroupdriver={v} is not a cgroup driver (systemd or cgroupfs)"
@@ -530,7 +578,10 @@ fn docker_rule(c: &mut Ctx) {
                 }
             }
         }
-        for (field, known) in [("log-driver", LOG_DRIVERS), ("storage-driver", STORAGE_DRIVERS)] {
+        for (field, known) in [
+            ("log-driver", LOG_DRIVERS),
+            ("storage-driver", STORAGE_DRIVERS),
+        ] {
             if let Some(v) = d.0.get(field) {
                 if !v.as_str().is_some_and(|s| known.contains(&s)) {
                     let msg = format!("unknown {field} {v}; known: {}", known.join(", "));
@@ -550,7 +601,10 @@ fn machine_id_rule(c: &mut Ctx, view: &dyn RootView) {
         return;
     }
     let handled = c.recipe.layers.iter().any(|l| {
-        l.spec.remove.iter().any(|r| r.trim_end_matches('/') == "/etc/machine-id")
+        l.spec
+            .remove
+            .iter()
+            .any(|r| r.trim_end_matches('/') == "/etc/machine-id")
             || l.spec.file.iter().any(|f| f.path == "/etc/machine-id")
     });
     if !handled {
@@ -593,7 +647,9 @@ fn endpoint_rule(c: &mut Ctx) {
     if runtimes.len() != 1 {
         return;
     }
-    let Some(rt) = runtimes.iter().next().copied() else { return };
+    let Some(rt) = runtimes.iter().next().copied() else {
+        return;
+    };
     let sock = match rt {
         "containerd" => "containerd.sock",
         "crio" => "crio.sock",
@@ -632,7 +688,12 @@ pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
         .collect();
     let mut out = c.out;
     out.sort_by(|a, b| {
-        (order.get(&a.file), a.line, a.rule, &a.key).cmp(&(order.get(&b.file), b.line, b.rule, &b.key))
+        (order.get(&a.file), a.line, a.rule, &a.key).cmp(&(
+            order.get(&b.file),
+            b.line,
+            b.rule,
+            &b.key,
+        ))
     });
     out
 }
@@ -683,4 +744,5 @@ pub fn to_json(findings: &[Finding]) -> serde_json::Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -16,7 +16,12 @@ pub struct LayerPlan {
 }
 
 /// Render every layer of `recipe`, in order, over `base`.
-pub fn render(recipe: &Recipe, base: &Base, inputs: &dyn Inputs, arch: &str) -> Result<Vec<LayerPlan>> {
+pub fn render(
+    recipe: &Recipe,
+    base: &Base,
+    inputs: &dyn Inputs,
+    arch: &str,
+) -> Result<Vec<LayerPlan>> {
     render_over(recipe, base.view(), inputs, arch)
 }
 
@@ -77,6 +82,7 @@ pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::error::RecipeError;

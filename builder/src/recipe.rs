@@ -231,7 +231,13 @@ fn at_span(
 }
 
 /// Turn a deserialisation error into a recipe error with line and key path.
-fn de_error(display: &Path, map: &SourceMap, text: &str, e: &toml::de::Error, fragment: bool) -> Error {
+fn de_error(
+    display: &Path,
+    map: &SourceMap,
+    text: &str,
+    e: &toml::de::Error,
+    fragment: bool,
+) -> Error {
     let message = e.message().trim().to_string();
     let span = e.span();
     let mut key = None;
@@ -379,7 +385,10 @@ impl Resolver<'_> {
             return Err(located(
                 file,
                 &key,
-                format!("variables refer to each other in a cycle: {}", chain.join(" -> ")),
+                format!(
+                    "variables refer to each other in a cycle: {}",
+                    chain.join(" -> ")
+                ),
                 Some("give one of them a plain value".to_string()),
             ));
         }
@@ -457,8 +466,7 @@ pub const ARCHITECTURES: &[&str] = &[
 
 fn valid_image_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
@@ -468,8 +476,7 @@ fn valid_tag(s: &str) -> bool {
         Some(c) if c.is_ascii_alphanumeric() || c == '_' => {}
         _ => return false,
     }
-    s.len() <= 128
-        && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    s.len() <= 128 && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Files a layer reads from the recipe's folder: `(key path relative to the
@@ -486,7 +493,10 @@ pub fn layer_inputs(spec: &LayerSpec) -> Vec<(String, String)> {
             out.push((format!("apt-source[{i}].key"), k.clone()));
         }
     }
-    for (name, repos) in [("yum-repo", &spec.yum_repo), ("zypper-repo", &spec.zypper_repo)] {
+    for (name, repos) in [
+        ("yum-repo", &spec.yum_repo),
+        ("zypper-repo", &spec.zypper_repo),
+    ] {
         for (i, r) in repos.iter().enumerate() {
             if let Some(k) = &r.gpgkey {
                 if !k.contains("://") {
@@ -568,7 +578,10 @@ impl Loaded {
                     &self.files[idx],
                     &key,
                     format!("include {inc:?} is an absolute path"),
-                    Some("name fragments relative to the including file, inside the recipe's folder".to_string()),
+                    Some(
+                        "name fragments relative to the including file, inside the recipe's folder"
+                            .to_string(),
+                    ),
                 ));
             }
             let joined = here.join(p);
@@ -591,16 +604,14 @@ impl Loaded {
                     )),
                 ));
             }
-            let rel_path = canon.strip_prefix(&self.dir).unwrap_or(&canon).to_path_buf();
+            let rel_path = canon
+                .strip_prefix(&self.dir)
+                .unwrap_or(&canon)
+                .to_path_buf();
             if let Some(pos) = stack.iter().position(|s| s == &canon) {
                 let mut chain: Vec<String> = stack[pos..]
                     .iter()
-                    .map(|s| {
-                        s.strip_prefix(&self.dir)
-                            .unwrap_or(s)
-                            .display()
-                            .to_string()
-                    })
+                    .map(|s| s.strip_prefix(&self.dir).unwrap_or(s).display().to_string())
                     .collect();
                 chain.push(rel_path.display().to_string());
                 return Err(located(
@@ -622,7 +633,8 @@ impl Loaded {
         for j in 0..f.layers {
             self.order.push((idx, j));
         }
-        let defs: Vec<(String, String)> = f.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let defs: Vec<(String, String)> =
+            f.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (k, v) in defs {
             let key = sourcemap::join("vars", &k);
             if !vars::valid_name(&k) {
@@ -643,7 +655,13 @@ impl Loaded {
             }
             // A later definition (the including file) overrides an earlier one.
             self.defs.shift_remove(&k);
-            self.defs.insert(k, VarDef { value: v, file: idx });
+            self.defs.insert(
+                k,
+                VarDef {
+                    value: v,
+                    file: idx,
+                },
+            );
         }
         Ok(())
     }
@@ -750,7 +768,12 @@ impl Loaded {
                 r.expand_value(v, f, &key, &mut Vec::new())?;
             }
             let wrap = |e: toml::de::Error| {
-                located(f, "", format!("after expanding variables: {}", e.message().trim()), None)
+                located(
+                    f,
+                    "",
+                    format!("after expanding variables: {}", e.message().trim()),
+                    None,
+                )
             };
             if fi == 0 {
                 let doc: RecipeFile = toml::Value::Table(t).try_into().map_err(wrap)?;
@@ -824,7 +847,10 @@ impl Loaded {
                     f,
                     &rl.key_of("name"),
                     format!("layer name {name:?} is already used at {where_} ({pkey})"),
-                    Some("layer names must be unique across the recipe and its includes; rename one".to_string()),
+                    Some(
+                        "layer names must be unique across the recipe and its includes; rename one"
+                            .to_string(),
+                    ),
                 ));
             }
             seen.insert(name, (fi, li));
@@ -859,7 +885,13 @@ impl Loaded {
 
 impl Recipe {
     /// A recipe error at `key` of file `file`.
-    pub fn error(&self, file: usize, key: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+    pub fn error(
+        &self,
+        file: usize,
+        key: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Error {
         match self.files.get(file) {
             Some(f) => located(f, key, message, hint),
             None => Error::Usage(message.into()),
@@ -880,9 +912,7 @@ pub fn parse_overrides(args: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in args {
         let Some((k, v)) = a.split_once('=') else {
-            return Err(Error::Usage(format!(
-                "--var {a:?}: expected NAME=VALUE"
-            )));
+            return Err(Error::Usage(format!("--var {a:?}: expected NAME=VALUE")));
         };
         if !vars::valid_name(k) {
             return Err(Error::Usage(format!(
@@ -900,4 +930,5 @@ pub fn parse_overrides(args: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -16,8 +16,7 @@ use toml_edit::{ImDocument, Item, Table, Value};
 /// `A-Za-z0-9_-`, quoted otherwise.
 pub fn key_segment(k: &str) -> String {
     if !k.is_empty()
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         k.to_string()
@@ -159,10 +158,7 @@ impl SourceMap {
 
     fn offset_of(&self, path: &str) -> Option<usize> {
         let e = self.entries.iter().find(|e| e.path == path)?;
-        e.key
-            .as_ref()
-            .or(e.value.as_ref())
-            .map(|r| r.start)
+        e.key.as_ref().or(e.value.as_ref()).map(|r| r.start)
     }
 
     /// Line and column where `path` is written; if it is not written (a
@@ -217,6 +213,7 @@ impl SourceMap {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -258,7 +255,10 @@ systemd.enable = [
     fn finds_path_at_offset() {
         let m = SourceMap::new(TEXT);
         let off = TEXT.find("\"b.service\"").unwrap() + 2;
-        assert_eq!(m.path_at(off).as_deref(), Some("layer[1].systemd.enable[1]"));
+        assert_eq!(
+            m.path_at(off).as_deref(),
+            Some("layer[1].systemd.enable[1]")
+        );
         let off = TEXT.find("name = \"two\"").unwrap();
         assert_eq!(m.path_at(off).as_deref(), Some("layer[1].name"));
     }
@@ -269,7 +269,10 @@ systemd.enable = [
         assert_eq!(parent("a.\"x.y\""), Some("a"));
         assert_eq!(parent("a"), Some(""));
         assert_eq!(parent(""), None);
-        assert_eq!(key_segment("net.ipv4.ip_forward"), "\"net.ipv4.ip_forward\"");
+        assert_eq!(
+            key_segment("net.ipv4.ip_forward"),
+            "\"net.ipv4.ip_forward\""
+        );
         assert_eq!(key_segment("exec-opts"), "exec-opts");
     }
 }

@@ -94,11 +94,7 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
             continue;
         };
         let k = k.trim();
-        if k.is_empty()
-            || !k
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue;
         }
         out.insert(k.to_string(), unquote(v.trim()));
@@ -150,6 +146,7 @@ pub fn is_builtin_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -164,7 +161,10 @@ mod tests {
     fn expands_and_escapes() {
         let v = vals();
         assert_eq!(expand("x${a}y${os.ID}", &v).unwrap(), "x1ydebian");
-        assert_eq!(expand("$${a} and $basearch $", &v).unwrap(), "${a} and $basearch $");
+        assert_eq!(
+            expand("$${a} and $basearch $", &v).unwrap(),
+            "${a} and $basearch $"
+        );
         assert_eq!(expand("plain", &v).unwrap(), "plain");
     }
 

@@ -41,8 +41,13 @@ fn systemd_base() -> MemView {
 #[test]
 fn rules_are_data() {
     let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
-    assert_eq!(ids, ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008"]);
-    assert!(RULES.iter().all(|r| !r.summary.is_empty() && !r.hint.is_empty()));
+    assert_eq!(
+        ids,
+        ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008"]
+    );
+    assert!(RULES
+        .iter()
+        .all(|r| !r.summary.is_empty() && !r.hint.is_empty()));
 }
 
 #[test]
@@ -78,9 +83,22 @@ kubelet = { cgroup-driver = "cgroupfs" }
     assert_eq!(f[0].key, "layer[2].kubelet.cgroup-driver");
     assert_eq!(f[0].line, Some(15));
     assert!(f[0].file.ends_with("/recipe.toml"));
-    assert!(f[0].message.contains("docker = systemd ("), "{}", f[0].message);
-    assert!(f[0].message.contains("recipe.toml:11), kubelet = cgroupfs ("), "{}", f[0].message);
-    assert!(f[0].message.ends_with("recipe.toml:15)"), "{}", f[0].message);
+    assert!(
+        f[0].message.contains("docker = systemd ("),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].message
+            .contains("recipe.toml:11), kubelet = cgroupfs ("),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].message.ends_with("recipe.toml:15)"),
+        "{}",
+        f[0].message
+    );
 
     let f = lint("[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = {}\n");
     assert_eq!(f, []);
@@ -111,7 +129,10 @@ sandbox_image = "x"
 "#,
     );
     assert_eq!(ids(&f), ["NI003"]);
-    assert_eq!(f[0].key, "layer[1].containerd.extra.plugins.\"io.containerd.grpc.v1.cri\"");
+    assert_eq!(
+        f[0].key,
+        "layer[1].containerd.extra.plugins.\"io.containerd.grpc.v1.cri\""
+    );
     assert_eq!(f[0].line, Some(13));
 
     let f = lint(
@@ -124,7 +145,9 @@ extra = { plugins = { cri = { systemd_cgroup = true } } }
 "#,
     );
     assert_eq!(ids(&f), ["NI003", "NI003"]);
-    assert!(f.iter().any(|f| f.key == "layer[1].containerd.extra.plugins.cri.systemd_cgroup"));
+    assert!(f
+        .iter()
+        .any(|f| f.key == "layer[1].containerd.extra.plugins.cri.systemd_cgroup"));
 
     let f = lint(
         r#"
@@ -184,7 +207,11 @@ fn ni005_two_runtimes() {
     );
     assert_eq!(ids(&f), ["NI005"]);
     assert_eq!(f[0].key, "layer[2].systemd.enable[0]");
-    assert!(f[0].message.contains("recipe.toml:10) are both enabled"), "{}", f[0].message);
+    assert!(
+        f[0].message.contains("recipe.toml:10) are both enabled"),
+        "{}",
+        f[0].message
+    );
     let f = lint("[[layer]]\nname = \"rt\"\nsystemd = { enable = [\"containerd.service\", \"docker.service\"] }\n");
     assert_eq!(f, []);
 }
@@ -233,7 +260,10 @@ fn ni007_machine_id() {
     assert_eq!(ids(&f), ["NI007"]);
     assert_eq!(f[0].key, "image");
     assert_eq!(f[0].line, Some(1));
-    let f = lint_on(&base, "[[layer]]\nname = \"x\"\nremove = [\"/etc/machine-id\"]\n");
+    let f = lint_on(
+        &base,
+        "[[layer]]\nname = \"x\"\nremove = [\"/etc/machine-id\"]\n",
+    );
     assert_eq!(f, []);
     // An empty machine-id is what an image should ship.
     let f = lint_on(&MemView::new().file("/etc/machine-id", ""), "");
@@ -255,15 +285,25 @@ fn ni008_endpoint() {
 
 #[test]
 fn output_forms() {
-    let f = lint("[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = { cgroup-driver = \"cgroupfs\" }\n");
+    let f =
+        lint("[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = { cgroup-driver = \"cgroupfs\" }\n");
     let mut out = Vec::new();
     print_text(&f, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with(&format!("{}:11: error[NI001] layer[1].kubelet.cgroup-driver: cgroup drivers disagree", f[0].file)), "{text}");
+    assert!(
+        first.starts_with(&format!(
+            "{}:11: error[NI001] layer[1].kubelet.cgroup-driver: cgroup drivers disagree",
+            f[0].file
+        )),
+        "{text}"
+    );
     assert!(text.contains("\n  hint: use the same driver everywhere"));
     let j = to_json(&f);
-    assert_eq!(j["counts"], serde_json::json!({"error": 1, "warning": 0, "info": 0}));
+    assert_eq!(
+        j["counts"],
+        serde_json::json!({"error": 1, "warning": 0, "info": 0})
+    );
     assert_eq!(j["findings"][0]["rule"], "NI001");
     assert_eq!(j["findings"][0]["severity"], "error");
     assert_eq!(j["findings"][0]["line"], 11);

@@ -75,14 +75,8 @@ name = "kernel"
 modules = { file = "k8s", load = ["overlay", "br_netfilter"] }
 "#,
         ),
-        (
-            "r/common/deeper.toml",
-            "[[layer]]\nname = \"deep\"\n",
-        ),
-        (
-            "r/common/extra.toml",
-            "[[layer]]\nname = \"extra\"\n",
-        ),
+        ("r/common/deeper.toml", "[[layer]]\nname = \"deep\"\n"),
+        ("r/common/extra.toml", "[[layer]]\nname = \"extra\"\n"),
     ]);
     let r = load_expand(&d, &[]).unwrap();
     let names: Vec<&str> = r.layers.iter().map(|l| l.spec.name.as_str()).collect();
@@ -98,8 +92,14 @@ modules = { file = "k8s", load = ["overlay", "br_netfilter"] }
         own.spec.file[0].content.as_deref(),
         Some("${literal} $basearch amd64 https://example.invalid/debian bookworm")
     );
-    assert_eq!(r.files[r.layers[1].file].display, Path::new("common/kernel.toml"));
-    assert_eq!(r.files[r.layers[0].file].display, Path::new("common/deeper.toml"));
+    assert_eq!(
+        r.files[r.layers[1].file].display,
+        Path::new("common/kernel.toml")
+    );
+    assert_eq!(
+        r.files[r.layers[0].file].display,
+        Path::new("common/deeper.toml")
+    );
 
     // --var overrides a [vars] value.
     let r = load_expand(&d, &[("flavor", "crio")]).unwrap();
@@ -117,7 +117,10 @@ fn base_may_use_plain_vars_but_not_os() {
         l.base(&BTreeMap::new()).unwrap().as_deref(),
         Some("oci:bases/arm64")
     );
-    assert_eq!(l.architecture(&BTreeMap::new()).unwrap().as_deref(), Some("arm64"));
+    assert_eq!(
+        l.architecture(&BTreeMap::new()).unwrap().as_deref(),
+        Some("arm64")
+    );
 
     let d = folder(&[(
         "r/recipe.toml",
@@ -130,7 +133,11 @@ fn base_may_use_plain_vars_but_not_os() {
     };
     assert_eq!(e.line, Some(3));
     assert_eq!(e.key.as_deref(), Some("image.base"));
-    assert!(e.message.contains("`os.ID` is not available"), "{}", e.message);
+    assert!(
+        e.message.contains("`os.ID` is not available"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -215,7 +222,8 @@ fn duplicate_layer_name_across_include() {
     assert_eq!(e.line, Some(9));
     assert_eq!(e.key.as_deref(), Some("layer[1].name"));
     assert!(
-        e.message.contains("already used at frag.toml:3 (layer[0].name)"),
+        e.message
+            .contains("already used at frag.toml:3 (layer[0].name)"),
         "{}",
         e.message
     );
@@ -224,18 +232,28 @@ fn duplicate_layer_name_across_include() {
 #[test]
 fn include_escaping_the_folder() {
     let d = folder(&[
-        ("r/recipe.toml", "\ninclude = [\"../outside.toml\"]\n[image]\nname = \"n\"\n"),
+        (
+            "r/recipe.toml",
+            "\ninclude = [\"../outside.toml\"]\n[image]\nname = \"n\"\n",
+        ),
         ("outside.toml", "[[layer]]\nname = \"x\"\n"),
     ]);
     let e = recipe_err(load_expand(&d, &[]));
     assert_eq!(e.line, Some(2));
     assert_eq!(e.key.as_deref(), Some("include[0]"));
-    assert!(e.message.contains("leaves the recipe's folder"), "{}", e.message);
+    assert!(
+        e.message.contains("leaves the recipe's folder"),
+        "{}",
+        e.message
+    );
 
     let abs = d.root.parent().unwrap().join("outside.toml");
     fs::write(
         d.root.join("recipe.toml"),
-        format!("include = [{:?}]\n[image]\nname = \"n\"\n", abs.to_str().unwrap()),
+        format!(
+            "include = [{:?}]\n[image]\nname = \"n\"\n",
+            abs.to_str().unwrap()
+        ),
     )
     .unwrap();
     let e = recipe_err(load_expand(&d, &[]));
@@ -246,17 +264,27 @@ fn include_escaping_the_folder() {
 #[test]
 fn include_cycle_and_fragment_rules() {
     let d = folder(&[
-        ("r/recipe.toml", "include = [\"a.toml\"]\n[image]\nname = \"n\"\n"),
+        (
+            "r/recipe.toml",
+            "include = [\"a.toml\"]\n[image]\nname = \"n\"\n",
+        ),
         ("r/a.toml", "include = [\"b.toml\"]\n"),
         ("r/b.toml", "include = [\"a.toml\"]\n"),
     ]);
     let e = recipe_err(load_expand(&d, &[]));
     assert_eq!(file_name(&e), "b.toml");
     assert_eq!(e.key.as_deref(), Some("include[0]"));
-    assert!(e.message.contains("a.toml -> b.toml -> a.toml"), "{}", e.message);
+    assert!(
+        e.message.contains("a.toml -> b.toml -> a.toml"),
+        "{}",
+        e.message
+    );
 
     let d = folder(&[
-        ("r/recipe.toml", "include = [\"a.toml\"]\n[image]\nname = \"n\"\n"),
+        (
+            "r/recipe.toml",
+            "include = [\"a.toml\"]\n[image]\nname = \"n\"\n",
+        ),
         ("r/a.toml", "[vars]\nx = \"1\"\n\n[image]\nname = \"m\"\n"),
     ]);
     let e = recipe_err(load_expand(&d, &[]));
@@ -318,7 +346,10 @@ fn undefined_variable() {
     assert_eq!(e.key.as_deref(), Some("layer[0].systemd.enable[1]"));
     assert_eq!(e.message, "undefined variable `runtime`");
     let hint = e.hint.unwrap();
-    assert!(hint.contains("arch, os.ID, os.VERSION_CODENAME, release"), "{hint}");
+    assert!(
+        hint.contains("arch, os.ID, os.VERSION_CODENAME, release"),
+        "{hint}"
+    );
 
     // In a variable's own value.
     let d = folder(&[(
@@ -344,6 +375,12 @@ fn overrides_parse() {
     let o = parse_overrides(&["a=1".into(), "b=x=y".into()]).unwrap();
     assert_eq!(o["a"], "1");
     assert_eq!(o["b"], "x=y");
-    assert!(matches!(parse_overrides(&["a".into()]), Err(Error::Usage(_))));
-    assert!(matches!(parse_overrides(&["arch=x".into()]), Err(Error::Usage(_))));
+    assert!(matches!(
+        parse_overrides(&["a".into()]),
+        Err(Error::Usage(_))
+    ));
+    assert!(matches!(
+        parse_overrides(&["arch=x".into()]),
+        Err(Error::Usage(_))
+    ));
 }
