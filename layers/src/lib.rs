@@ -13,6 +13,7 @@ pub mod crio;
 pub mod docker;
 pub mod error;
 pub mod files;
+pub mod keys;
 pub mod kubelet;
 pub mod modules;
 pub mod rpmrepo;
