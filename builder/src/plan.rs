@@ -153,7 +153,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs the systemd and file renderers"]
     fn unknown_unit_and_bad_mode_from_layers() {
         let (d, r) = recipe(
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\nsystemd = { enable = [\"nope.service\"] }\n",
