@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::base::{Base, BaseRef};
-use crate::error::{Error, IoContext, RecipeError, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::inputs::RecipeInputs;
 use crate::lint::{self, Finding, Severity};
 use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
@@ -114,24 +114,33 @@ pub fn prepare(
         None => match loaded.base(&overrides)? {
             None => BaseRef::Scratch,
             Some(s) => BaseRef::parse(&s, &loaded.dir).map_err(|m| {
-                let (line, column) = loaded.files[0]
-                    .map
-                    .locate("image.base")
-                    .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-                Error::recipe(RecipeError {
-                    file: loaded.files[0].display.clone(),
-                    line,
-                    column,
-                    key: Some("image.base".to_string()),
-                    message: m,
-                    hint: Some(
+                loaded.files[0].error_at(
+                    "image.base",
+                    m,
+                    Some(
                         "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder"
                             .to_string(),
                     ),
-                })
+                )
             })?,
         },
     };
+    if let Some(path) = base_path(&base_ref) {
+        if !path.exists() {
+            let message = format!(
+                "base {base_ref} does not exist ({} not found)",
+                path.display()
+            );
+            return Err(match base_arg {
+                Some(_) => Error::Usage(format!("--base: {message}")),
+                None => loaded.files[0].error_at(
+                    "image.base",
+                    message,
+                    Some("paths in image.base are relative to the recipe's folder; --base paths to the current directory".to_string()),
+                ),
+            });
+        }
+    }
     let base = match &base_ref {
         BaseRef::Scratch => Base::scratch(),
         r => {
@@ -143,12 +152,7 @@ pub fn prepare(
         Some(a) => a,
         None => base.architecture().unwrap_or_else(|| "amd64".to_string()),
     };
-    let os_release = base
-        .view()
-        .read_text("/etc/os-release")
-        .or_else(|| base.view().read_text("/usr/lib/os-release"))
-        .map(|t| vars::parse_os_release(&t))
-        .unwrap_or_default();
+    let os_release = os_release_of(base.view());
     let recipe = loaded.expand(&arch, &os_release, &overrides)?;
     progress.step("linting");
     let findings = lint::run(&recipe, base.view());
@@ -159,6 +163,24 @@ pub fn prepare(
         overrides,
         findings,
     })
+}
+
+/// The `os.*` variables of an image: `/etc/os-release`, else
+/// `/usr/lib/os-release` (symlinks resolved inside the image).
+pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, String> {
+    view.read_text("/etc/os-release")
+        .or_else(|| view.read_text("/usr/lib/os-release"))
+        .map(|t| vars::parse_os_release(&t))
+        .unwrap_or_default()
+}
+
+/// The host path a base reference reads, if any.
+fn base_path(r: &BaseRef) -> Option<&Path> {
+    match r {
+        BaseRef::Scratch => None,
+        BaseRef::Oci { dir, .. } => Some(dir),
+        BaseRef::OciArchive { file, .. } | BaseRef::Rootfs { file } => Some(file),
+    }
 }
 
 /// Parse `SOURCE_DATE_EPOCH`: whole seconds since 1970, not negative.
@@ -275,26 +297,61 @@ pub fn build(opts: &BuildOptions) -> Result<Built> {
     build_with(opts, &mut Silent).map(|o| o.built)
 }
 
-/// Build the image: recipe -> base -> variables -> lint -> plan -> output.
-/// Lint errors stop the build with [`Error::Lint`] after `progress` has
-/// seen the findings.
-pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
-    let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    let p = prepare(&opts.recipe, &opts.vars, opts.base.as_deref(), progress)?;
-    progress.findings(&p.findings);
-    let errors = p
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    if errors > 0 {
-        return Err(Error::Lint { errors });
+/// A prepared recipe with its layers rendered: everything a build does
+/// short of writing. Recipe errors found while rendering (exit 2) come
+/// before lint errors (exit 1), so `check` and `build` agree.
+pub struct Checked {
+    /// The prepared recipe, base and findings.
+    pub prepared: Prepared,
+    /// The rendered layers.
+    pub plans: Vec<plan::LayerPlan>,
+    /// The recipe's input files.
+    pub inputs: RecipeInputs,
+}
+
+impl Checked {
+    /// How many error findings.
+    pub fn lint_errors(&self) -> usize {
+        self.prepared
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
     }
+}
+
+/// Prepare, lint (findings go to `progress`) and render the layers.
+pub fn check(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    let p = prepare(recipe_path, var_args, base_arg, progress)?;
+    progress.findings(&p.findings);
     let inputs =
         RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
     let plans = plan::render(&p.recipe, &p.base, &inputs, &p.arch)?;
-    let digest = recipe_digest(&p.recipe, &inputs, &p.overrides)?;
+    Ok(Checked {
+        prepared: p,
+        plans,
+        inputs,
+    })
+}
+
+/// Build the image: recipe -> base -> variables -> lint -> plan -> output.
+/// Lint errors stop the build with [`Error::Lint`] after `progress` has
+/// seen the findings, before anything is written.
+pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
+    let created = parse_epoch(opts.source_date_epoch.as_deref())?;
+    let c = check(&opts.recipe, &opts.vars, opts.base.as_deref(), progress)?;
+    let errors = c.lint_errors();
+    if errors > 0 {
+        return Err(Error::Lint { errors });
+    }
+    let p = &c.prepared;
+    let digest = recipe_digest(&p.recipe, &c.inputs, &p.overrides)?;
     let meta = image_meta(&p.recipe, &p.arch, created, &digest);
     let path = opts
         .output
@@ -306,12 +363,12 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         format: opts.format,
         compression: opts.compression,
     };
-    let built = output::write(&p.base, &plans, &meta, &out)?;
+    let built = output::write(&p.base, &c.plans, &meta, &out)?;
     Ok(Outcome {
         built,
         name: meta.name,
         tag: meta.tag,
-        findings: p.findings,
+        findings: c.prepared.findings,
     })
 }
 
@@ -332,6 +389,44 @@ mod tests {
         }
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn os_release_from_the_base() {
+        use nodeimg_layers::MemView;
+        let usr = "ID=ubuntu\nVERSION_CODENAME=noble\n";
+        // The usual link from /etc to /usr/lib.
+        let v = MemView::new()
+            .file("/usr/lib/os-release", usr)
+            .symlink("/etc/os-release", "../usr/lib/os-release");
+        let m = os_release_of(&v);
+        assert_eq!(m["VERSION_CODENAME"], "noble");
+        // Only the fallback.
+        let v = MemView::new().file("/usr/lib/os-release", usr);
+        assert_eq!(os_release_of(&v)["ID"], "ubuntu");
+        // /etc wins.
+        let v = MemView::new()
+            .file("/usr/lib/os-release", usr)
+            .file("/etc/os-release", "ID=debian\n");
+        assert_eq!(os_release_of(&v)["ID"], "debian");
+        assert!(os_release_of(&MemView::new()).is_empty());
+
+        // Into a recipe.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("recipe.toml"),
+            "[image]\nname = \"n\"\n[vars]\nsuite = \"${os.VERSION_CODENAME}-updates\"\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/suite\", content = \"${suite} ${os.ID} ${arch}\" }]\n",
+        )
+        .unwrap();
+        let v = MemView::new().file("/usr/lib/os-release", usr);
+        let r = Loaded::load(&d.path().join("recipe.toml"))
+            .unwrap()
+            .expand("arm64", &os_release_of(&v), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(
+            r.layers[0].spec.file[0].content.as_deref(),
+            Some("noble-updates ubuntu arm64")
+        );
     }
 
     #[test]

@@ -281,12 +281,13 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
-    let p = build::prepare(
+    let c = build::check(
         &a.recipe.recipe,
         &a.recipe.vars,
         a.recipe.base.as_deref(),
         &mut build::Silent,
     )?;
+    let p = &c.prepared;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(

@@ -344,10 +344,6 @@ fn containerd_rules(c: &mut Ctx) {
                     .to_string(),
             ),
         }
-        if v != 2 && v != 3 {
-            let msg = format!("config-version {v} is not 2 (containerd 1.x) or 3 (containerd 2.x)");
-            c.add("NI003", l, "containerd.config-version", msg);
-        }
     }
 }
 

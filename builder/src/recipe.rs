@@ -104,6 +104,13 @@ pub struct SourceFile {
     layers: usize,
 }
 
+impl SourceFile {
+    /// A recipe error at `key` of this file, with its line.
+    pub fn error_at(&self, key: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+        located(self, key, message, hint)
+    }
+}
+
 /// A recipe layer and where it was written.
 #[derive(Clone, Debug)]
 pub struct RecipeLayer {
