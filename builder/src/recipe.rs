@@ -238,13 +238,7 @@ fn at_span(
 }
 
 /// Turn a deserialisation error into a recipe error with line and key path.
-fn de_error(
-    display: &Path,
-    map: &SourceMap,
-    text: &str,
-    e: &toml::de::Error,
-    fragment: bool,
-) -> Error {
+fn de_error(display: &Path, map: &SourceMap, e: &toml::de::Error, fragment: bool) -> Error {
     let message = e.message().trim().to_string();
     let span = e.span();
     let mut key = None;
@@ -273,7 +267,6 @@ fn de_error(
     } else {
         None
     };
-    let _ = text;
     at_span(display, map, span, key, message, hint)
 }
 
@@ -290,7 +283,13 @@ fn parse_file(display: &Path, rel: String, host: PathBuf, fragment: bool) -> Res
     })?;
     let map = SourceMap::new(&text);
     if let Err(e) = toml_edit::ImDocument::parse(text.as_str()) {
-        let message = e.message().trim().to_string();
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(at_span(
             display,
             &map,
@@ -301,14 +300,14 @@ fn parse_file(display: &Path, rel: String, host: PathBuf, fragment: bool) -> Res
         ));
     }
     let raw: toml::Table =
-        toml::from_str(&text).map_err(|e| de_error(display, &map, &text, &e, fragment))?;
+        toml::from_str(&text).map_err(|e| de_error(display, &map, &e, fragment))?;
     let (include, vars, layers) = if fragment {
         let f: FragmentFile =
-            toml::from_str(&text).map_err(|e| de_error(display, &map, &text, &e, true))?;
+            toml::from_str(&text).map_err(|e| de_error(display, &map, &e, true))?;
         (f.include, f.vars, f.layer.len())
     } else {
         let f: RecipeFile =
-            toml::from_str(&text).map_err(|e| de_error(display, &map, &text, &e, false))?;
+            toml::from_str(&text).map_err(|e| de_error(display, &map, &e, false))?;
         (f.include, f.vars, f.layer.len())
     };
     Ok(SourceFile {
@@ -556,8 +555,8 @@ impl Loaded {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let first = parse_file(path, rel, host.clone(), false)?;
-        let image: RecipeFile = toml::from_str(&first.text)
-            .map_err(|e| de_error(path, &first.map, &first.text, &e, false))?;
+        let image: RecipeFile =
+            toml::from_str(&first.text).map_err(|e| de_error(path, &first.map, &e, false))?;
         let mut l = Loaded {
             dir,
             files: vec![first],
