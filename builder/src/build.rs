@@ -1,1 +1,496 @@
 //! `nodeimg build`: recipe to image, top-down.
+//!
+//! recipe (pass 1) -> base -> variables (pass 2) -> lint -> plan -> output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::base::{Base, BaseRef};
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::RecipeInputs;
+use crate::lint::{self, Finding, Severity};
+use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
+use crate::plan;
+use crate::recipe::{self, Loaded, Recipe};
+use crate::vars;
+
+/// The annotation holding the digest of the recipe and its inputs.
+pub const RECIPE_DIGEST_ANNOTATION: &str = "io.nodeimg.recipe.digest";
+
+/// What to build and how.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The recipe file, as the user named it.
+    pub recipe: PathBuf,
+    /// Output path; default `out/<name>` (`out/<name>.tar` for archives and rootfs).
+    pub output: Option<PathBuf>,
+    /// Output format.
+    pub format: Format,
+    /// Compression of new layers.
+    pub compression: Compression,
+    /// `--var NAME=VALUE` arguments.
+    pub vars: Vec<String>,
+    /// `--base REF`, relative to the current directory; overrides the recipe's.
+    pub base: Option<String>,
+    /// The `SOURCE_DATE_EPOCH` value, if set.
+    pub source_date_epoch: Option<String>,
+}
+
+impl BuildOptions {
+    /// Defaults for `recipe`: OCI layout, gzip, no overrides.
+    pub fn new(recipe: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            recipe: recipe.into(),
+            output: None,
+            format: Format::Oci,
+            compression: Compression::Gzip,
+            vars: Vec::new(),
+            base: None,
+            source_date_epoch: None,
+        }
+    }
+}
+
+/// Told about each step of a build.
+pub trait Progress {
+    /// A step starts.
+    fn step(&mut self, message: &str);
+    /// Lint findings, before the build goes on or stops.
+    fn findings(&mut self, findings: &[Finding]);
+}
+
+/// A [`Progress`] that says nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&mut self, _: &str) {}
+    fn findings(&mut self, _: &[Finding]) {}
+}
+
+/// A recipe ready to build: expanded, its base opened, linted.
+pub struct Prepared {
+    /// The recipe.
+    pub recipe: Recipe,
+    /// The base.
+    pub base: Base,
+    /// Target architecture.
+    pub arch: String,
+    /// `--var` overrides.
+    pub overrides: BTreeMap<String, String>,
+    /// Lint findings.
+    pub findings: Vec<Finding>,
+}
+
+/// The result of [`build_with`].
+pub struct Outcome {
+    /// What was written.
+    pub built: Built,
+    /// Image name.
+    pub name: String,
+    /// Image tag.
+    pub tag: String,
+    /// Lint findings (warnings and infos: errors stop the build).
+    pub findings: Vec<Finding>,
+}
+
+/// Read the recipe, open its base, expand variables and lint.
+pub fn prepare(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<Prepared> {
+    let overrides = recipe::parse_overrides(var_args)?;
+    progress.step(&format!("reading recipe {}", recipe_path.display()));
+    let loaded = Loaded::load(recipe_path)?;
+    let base_ref = match base_arg {
+        Some(s) => {
+            let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
+            BaseRef::parse(s, &cwd).map_err(|m| Error::Usage(format!("--base {s:?}: {m}")))?
+        }
+        None => match loaded.base(&overrides)? {
+            None => BaseRef::Scratch,
+            Some(s) => BaseRef::parse(&s, &loaded.dir).map_err(|m| {
+                loaded.files[0].error_at(
+                    "image.base",
+                    m,
+                    Some(
+                        "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder"
+                            .to_string(),
+                    ),
+                )
+            })?,
+        },
+    };
+    if let Some(path) = base_path(&base_ref) {
+        if !path.exists() {
+            let message = format!(
+                "base {base_ref} does not exist ({} not found)",
+                path.display()
+            );
+            return Err(match base_arg {
+                Some(_) => Error::Usage(format!("--base: {message}")),
+                None => loaded.files[0].error_at(
+                    "image.base",
+                    message,
+                    Some("paths in image.base are relative to the recipe's folder; --base paths to the current directory".to_string()),
+                ),
+            });
+        }
+    }
+    let base = match &base_ref {
+        BaseRef::Scratch => Base::scratch(),
+        r => {
+            progress.step(&format!("opening base {r}"));
+            Base::open(r)?
+        }
+    };
+    let arch = match loaded.architecture(&overrides)? {
+        Some(a) => a,
+        None => base.architecture().unwrap_or_else(|| "amd64".to_string()),
+    };
+    let os_release = os_release_of(base.view());
+    let recipe = loaded.expand(&arch, &os_release, &overrides)?;
+    progress.step("linting");
+    let findings = lint::run(&recipe, base.view());
+    Ok(Prepared {
+        recipe,
+        base,
+        arch,
+        overrides,
+        findings,
+    })
+}
+
+/// The `os.*` variables of an image: `/etc/os-release`, else
+/// `/usr/lib/os-release` (symlinks resolved inside the image).
+pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, String> {
+    view.read_text("/etc/os-release")
+        .or_else(|| view.read_text("/usr/lib/os-release"))
+        .map(|t| vars::parse_os_release(&t))
+        .unwrap_or_default()
+}
+
+/// The host path a base reference reads, if any.
+fn base_path(r: &BaseRef) -> Option<&Path> {
+    match r {
+        BaseRef::Scratch => None,
+        BaseRef::Oci { dir, .. } => Some(dir),
+        BaseRef::OciArchive { file, .. } | BaseRef::Rootfs { file } => Some(file),
+    }
+}
+
+/// Parse `SOURCE_DATE_EPOCH`: whole seconds since 1970, not negative.
+pub fn parse_epoch(v: Option<&str>) -> Result<i64> {
+    let Some(v) = v else { return Ok(0) };
+    let t = v.trim();
+    let ok = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match t.parse::<i64>() {
+        Ok(n) if ok && chrono::DateTime::from_timestamp(n, 0).is_some() => Ok(n),
+        _ => Err(Error::Usage(format!(
+            "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970-01-01 (e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct))"
+        ))),
+    }
+}
+
+/// RFC 3339 form of a timestamp (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The default output path for an image name and format.
+pub fn default_output(name: &str, format: Format) -> PathBuf {
+    match format {
+        Format::Oci => PathBuf::from("out").join(name),
+        Format::OciArchive | Format::Rootfs => PathBuf::from("out").join(format!("{name}.tar")),
+    }
+}
+
+fn hash_entry(h: &mut Sha256, kind: &str, name: &str, len: u64) {
+    h.update(format!("{kind} {name} {len}\n").as_bytes());
+}
+
+/// sha256 over the recipe files, every input file and the overrides, by
+/// recipe-relative name (no host paths, no times): the same recipe gives
+/// the same digest wherever it is built.
+pub fn recipe_digest(
+    recipe: &Recipe,
+    inputs: &RecipeInputs,
+    overrides: &BTreeMap<String, String>,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in &recipe.files {
+        hash_entry(&mut h, "recipe", &f.rel, f.text.len() as u64);
+        h.update(f.text.as_bytes());
+    }
+    let mut names: BTreeSet<String> = inputs.used().into_iter().collect();
+    for l in &recipe.layers {
+        names.extend(
+            recipe::layer_inputs(&l.spec)
+                .into_iter()
+                .map(|(_, rel)| rel),
+        );
+    }
+    for rel in names {
+        let path = inputs
+            .resolve(&rel)
+            .map_err(|m| Error::Usage(format!("input {m}")))?;
+        let mut file = std::fs::File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(|| format!("reading {}", path.display()))?
+            .len();
+        hash_entry(&mut h, "input", &rel, len);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .ctx(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    for (k, v) in overrides {
+        hash_entry(&mut h, "var", k, v.len() as u64);
+        h.update(v.as_bytes());
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Image metadata: name, tag, architecture, labels, annotations.
+pub fn image_meta(recipe: &Recipe, arch: &str, created: i64, digest: &str) -> ImageMeta {
+    let img = &recipe.image;
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        img.name.clone(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".to_string(),
+        img.tag.clone(),
+    );
+    annotations.extend(img.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        rfc3339(created),
+    );
+    annotations.insert(RECIPE_DIGEST_ANNOTATION.to_string(), digest.to_string());
+    ImageMeta {
+        name: img.name.clone(),
+        tag: img.tag.clone(),
+        architecture: arch.to_string(),
+        labels: img.labels.clone(),
+        annotations,
+        created,
+    }
+}
+
+/// Build the image; see [`build_with`].
+pub fn build(opts: &BuildOptions) -> Result<Built> {
+    build_with(opts, &mut Silent).map(|o| o.built)
+}
+
+/// A prepared recipe with its layers rendered: everything a build does
+/// short of writing. Recipe errors found while rendering (exit 2) come
+/// before lint errors (exit 1), so `check` and `build` agree.
+pub struct Checked {
+    /// The prepared recipe, base and findings.
+    pub prepared: Prepared,
+    /// The rendered layers.
+    pub plans: Vec<plan::LayerPlan>,
+    /// The recipe's input files.
+    pub inputs: RecipeInputs,
+}
+
+impl Checked {
+    /// How many error findings.
+    pub fn lint_errors(&self) -> usize {
+        self.prepared
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+}
+
+/// Prepare, lint (findings go to `progress`) and render the layers.
+pub fn check(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    let p = prepare(recipe_path, var_args, base_arg, progress)?;
+    progress.findings(&p.findings);
+    let inputs =
+        RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
+    progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
+    let plans = plan::render(&p.recipe, &p.base, &inputs, &p.arch)?;
+    Ok(Checked {
+        prepared: p,
+        plans,
+        inputs,
+    })
+}
+
+/// Build the image: recipe -> base -> variables -> lint -> plan -> output.
+/// Lint errors stop the build with [`Error::Lint`] after `progress` has
+/// seen the findings, before anything is written.
+pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
+    let created = parse_epoch(opts.source_date_epoch.as_deref())?;
+    let c = check(&opts.recipe, &opts.vars, opts.base.as_deref(), progress)?;
+    let errors = c.lint_errors();
+    if errors > 0 {
+        return Err(Error::Lint { errors });
+    }
+    let p = &c.prepared;
+    let digest = recipe_digest(&p.recipe, &c.inputs, &p.overrides)?;
+    let meta = image_meta(&p.recipe, &p.arch, created, &digest);
+    let path = opts
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&meta.name, opts.format));
+    progress.step(&format!("writing {}", path.display()));
+    let out = OutputOptions {
+        path,
+        format: opts.format,
+        compression: opts.compression,
+    };
+    let built = output::write(&p.base, &c.plans, &meta, &out)?;
+    Ok(Outcome {
+        built,
+        name: meta.name,
+        tag: meta.tag,
+        findings: c.prepared.findings,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch() {
+        assert_eq!(parse_epoch(None).unwrap(), 0);
+        assert_eq!(parse_epoch(Some("1700000000")).unwrap(), 1_700_000_000);
+        for bad in ["", "-1", "1.5", "soon", "99999999999999999999"] {
+            assert!(
+                matches!(parse_epoch(Some(bad)), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn os_release_from_the_base() {
+        use nodeimg_layers::MemView;
+        let usr = "ID=ubuntu\nVERSION_CODENAME=noble\n";
+        // The usual link from /etc to /usr/lib.
+        let v = MemView::new()
+            .file("/usr/lib/os-release", usr)
+            .symlink("/etc/os-release", "../usr/lib/os-release");
+        let m = os_release_of(&v);
+        assert_eq!(m["VERSION_CODENAME"], "noble");
+        // Only the fallback.
+        let v = MemView::new().file("/usr/lib/os-release", usr);
+        assert_eq!(os_release_of(&v)["ID"], "ubuntu");
+        // /etc wins.
+        let v = MemView::new()
+            .file("/usr/lib/os-release", usr)
+            .file("/etc/os-release", "ID=debian\n");
+        assert_eq!(os_release_of(&v)["ID"], "debian");
+        assert!(os_release_of(&MemView::new()).is_empty());
+
+        // Into a recipe.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("recipe.toml"),
+            "[image]\nname = \"n\"\n[vars]\nsuite = \"${os.VERSION_CODENAME}-updates\"\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/suite\", content = \"${suite} ${os.ID} ${arch}\" }]\n",
+        )
+        .unwrap();
+        let v = MemView::new().file("/usr/lib/os-release", usr);
+        let r = Loaded::load(&d.path().join("recipe.toml"))
+            .unwrap()
+            .expand("arm64", &os_release_of(&v), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(
+            r.layers[0].spec.file[0].content.as_deref(),
+            Some("noble-updates ubuntu arm64")
+        );
+    }
+
+    #[test]
+    fn default_outputs() {
+        assert_eq!(default_output("n", Format::Oci), Path::new("out/n"));
+        assert_eq!(
+            default_output("n", Format::OciArchive),
+            Path::new("out/n.tar")
+        );
+        assert_eq!(default_output("n", Format::Rootfs), Path::new("out/n.tar"));
+    }
+
+    fn recipe_in(dir: &Path, input: &str) -> (Recipe, RecipeInputs) {
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        std::fs::write(dir.join("files/motd"), input).unwrap();
+        std::fs::write(
+            dir.join("recipe.toml"),
+            "[image]\nname = \"n\"\ntag = \"v1\"\nannotations = { \"org.example.team\" = \"platform\" }\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/motd\", source = \"files/motd\" }]\n",
+        )
+        .unwrap();
+        let r = Loaded::load(&dir.join("recipe.toml"))
+            .unwrap()
+            .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        let i = RecipeInputs::new(dir).unwrap();
+        (r, i)
+    }
+
+    #[test]
+    fn recipe_digest_ignores_location_and_follows_content() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (ra, ia) = recipe_in(&a.path().join("one"), "hello\n");
+        let (rb, ib) = recipe_in(&b.path().join("two/deeper"), "hello\n");
+        let none = BTreeMap::new();
+        let da = recipe_digest(&ra, &ia, &none).unwrap();
+        assert!(da.starts_with("sha256:") && da.len() == 71);
+        assert_eq!(da, recipe_digest(&rb, &ib, &none).unwrap());
+        let (rc, ic) = recipe_in(&b.path().join("three"), "changed\n");
+        assert_ne!(da, recipe_digest(&rc, &ic, &none).unwrap());
+        let mut ov = BTreeMap::new();
+        ov.insert("x".to_string(), "1".to_string());
+        assert_ne!(da, recipe_digest(&ra, &ia, &ov).unwrap());
+
+        let m = image_meta(&ra, "arm64", 0, &da);
+        assert_eq!(m.name, "n");
+        assert_eq!(m.tag, "v1");
+        assert_eq!(m.architecture, "arm64");
+        let keys: Vec<&str> = m.annotations.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "io.nodeimg.recipe.digest",
+                "org.example.team",
+                "org.opencontainers.image.created",
+                "org.opencontainers.image.title",
+                "org.opencontainers.image.version",
+            ]
+        );
+        assert_eq!(
+            m.annotations["org.opencontainers.image.created"],
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(m.annotations["org.opencontainers.image.version"], "v1");
+        assert_eq!(m.annotations[RECIPE_DIGEST_ANNOTATION], da);
+    }
+}

@@ -14,6 +14,7 @@
 
 pub mod base;
 pub mod build;
+pub mod cli;
 pub mod error;
 pub mod inputs;
 pub mod inspect;

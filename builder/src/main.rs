@@ -1,1 +1,5 @@
-fn main() {}
+//! The `nodeimg` command; see `nodeimg --help`.
+
+fn main() -> std::process::ExitCode {
+    nodeimg::cli::main_with(std::env::args_os())
+}

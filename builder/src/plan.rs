@@ -1,6 +1,10 @@
 //! The plan: one rendered [`FileTree`] per recipe layer.
 
-use nodeimg_layers::FileTree;
+use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
+
+use crate::base::Base;
+use crate::error::{Error, Result};
+use crate::recipe::{Recipe, RecipeLayer};
 
 /// One recipe layer, rendered and landed on the image below it.
 #[derive(Clone, Debug)]
@@ -9,4 +13,163 @@ pub struct LayerPlan {
     pub name: String,
     /// Its content; paths already resolved through the links of the image below.
     pub tree: FileTree,
+}
+
+/// Render every layer of `recipe`, in order, over `base`.
+pub fn render(
+    recipe: &Recipe,
+    base: &Base,
+    inputs: &dyn Inputs,
+    arch: &str,
+) -> Result<Vec<LayerPlan>> {
+    render_over(recipe, base.view(), inputs, arch)
+}
+
+/// Render every layer of `recipe`, in order, over the image `lower`: each
+/// layer sees the base and the layers before it, and its tree is landed on
+/// them (paths resolved through their symlinks).
+pub fn render_over(
+    recipe: &Recipe,
+    lower: &dyn RootView,
+    inputs: &dyn Inputs,
+    arch: &str,
+) -> Result<Vec<LayerPlan>> {
+    let mut trees: Vec<FileTree> = Vec::with_capacity(recipe.layers.len());
+    for l in &recipe.layers {
+        let view = Stack {
+            lower,
+            uppers: &trees,
+        };
+        let ctx = Context {
+            view: &view,
+            inputs,
+            arch,
+        };
+        let tree = l
+            .spec
+            .render(&ctx)
+            .and_then(|t| land(t, &view))
+            .map_err(|e| layer_error(recipe, l, &e))?;
+        trees.push(tree);
+    }
+    Ok(recipe
+        .layers
+        .iter()
+        .zip(trees)
+        .map(|(l, tree)| LayerPlan {
+            name: l.spec.name.clone(),
+            tree,
+        })
+        .collect())
+}
+
+/// A layer error as a recipe error: the layer's file, the line of the key,
+/// the key path within the file.
+pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) -> Error {
+    let message = match e {
+        nodeimg_layers::Error::Invalid { message, .. } => message.clone(),
+        nodeimg_layers::Error::Input { path, message, .. } => {
+            format!("cannot read {path:?}: {message}")
+        }
+    };
+    let hint = e.hint().map(str::to_string).or_else(|| match e {
+        nodeimg_layers::Error::Input { .. } => {
+            Some("input files are named relative to the recipe's folder".to_string())
+        }
+        _ => None,
+    });
+    recipe.error(l.file, &l.key_of(e.key()), message, hint)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::RecipeError;
+    use crate::recipe::Loaded;
+    use std::collections::BTreeMap;
+
+    fn recipe(text: &str) -> (tempfile::TempDir, Recipe) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("recipe.toml"), text).unwrap();
+        let r = Loaded::load(&d.path().join("recipe.toml"))
+            .unwrap()
+            .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        (d, r)
+    }
+
+    fn rec(e: Error) -> RecipeError {
+        match e {
+            Error::Recipe(r) => *r,
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn maps_layer_errors_to_lines() {
+        let (_d, r) = recipe(
+            "[image]\nname = \"n\"\n\n[[layer]]\nname = \"a\"\n\n[[layer]]\nname = \"b\"\nsystemd = { enable = [\n  \"ok.service\",\n  \"nope.service\",\n] }\n[[layer.file]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n",
+        );
+        let l = &r.layers[1];
+        let e = rec(layer_error(
+            &r,
+            l,
+            &nodeimg_layers::Error::invalid_hint(
+                "systemd.enable[1]",
+                "unit nope.service does not exist",
+                "install it first",
+            ),
+        ));
+        assert_eq!(e.line, Some(11));
+        assert_eq!(e.key.as_deref(), Some("layer[1].systemd.enable[1]"));
+        assert_eq!(e.message, "unit nope.service does not exist");
+        assert_eq!(e.hint.as_deref(), Some("install it first"));
+
+        let e = rec(layer_error(
+            &r,
+            l,
+            &nodeimg_layers::Error::invalid("file[0].mode", "\"rwx\" is not an octal mode"),
+        ));
+        assert_eq!(e.line, Some(16));
+        assert_eq!(e.key.as_deref(), Some("layer[1].file[0].mode"));
+    }
+
+    #[test]
+    fn renders_layers_in_order_over_earlier_ones() {
+        let (d, r) = recipe(
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\nremove = [\"/etc/machine-id\"]\n[[layer]]\nname = \"b\"\n",
+        );
+        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let base = nodeimg_layers::MemView::new().file("/etc/machine-id", "x");
+        let plans = render_over(&r, &base, &inputs, "amd64").unwrap();
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(matches!(
+            plans[0].tree.get_str("/etc/machine-id").map(|n| &n.kind),
+            Some(nodeimg_layers::NodeKind::Whiteout)
+        ));
+        assert!(plans[1].tree.is_empty());
+    }
+
+    #[test]
+    fn unknown_unit_and_bad_mode_from_layers() {
+        let (d, r) = recipe(
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\nsystemd = { enable = [\"nope.service\"] }\n",
+        );
+        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let base = nodeimg_layers::MemView::new();
+        let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.key.as_deref(), Some("layer[0].systemd.enable[0]"));
+        assert!(e.message.contains("nope.service"), "{}", e.message);
+
+        let (d, r) = recipe(
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\n[[layer.file]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n",
+        );
+        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
+        assert_eq!(e.line, Some(8));
+        assert_eq!(e.key.as_deref(), Some("layer[0].file[0].mode"));
+    }
 }

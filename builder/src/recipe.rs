@@ -1,1 +1,940 @@
 //! Recipes: parsing, includes, variables, validation.
+//!
+//! Loading happens in two steps. [`Loaded::load`] reads the recipe and its
+//! fragments and deserialises each of them as written (syntax, unknown keys
+//! and wrong types are reported here, with the span the TOML parser gives).
+//! [`Loaded::expand`] then expands `${var}` in every string value, once the
+//! base (and so its os-release) is known, deserialises again and validates
+//! what the types cannot say: names, duplicate layers, input paths.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use nodeimg_layers::LayerSpec;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::{Error, RecipeError, Result};
+use crate::sourcemap::{self, SourceMap};
+use crate::vars::{self, ExpandError};
+
+fn default_tag() -> String {
+    "latest".to_string()
+}
+
+/// The `[image]` table.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageSection {
+    /// Image name: lowercase letters, digits, `.`, `_`, `-`. Required.
+    pub name: String,
+    /// Tag, written as `org.opencontainers.image.ref.name`; default `latest`.
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// The base image: `scratch` (default), `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]` or `rootfs:FILE` (`.tar`, `.tar.gz`,
+    /// `.tar.zst`); paths relative to the recipe's folder.
+    pub base: Option<String>,
+    /// OCI architecture (`amd64`, `arm64`, ...); default: the base's, else `amd64`.
+    pub architecture: Option<String>,
+    /// Labels of the image configuration.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the manifest.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A nodeimg recipe: a base image plus `[[layer]]`s of configuration items.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "nodeimg recipe")]
+pub struct RecipeFile {
+    /// Fragments (relative to this file, inside the recipe's folder) whose
+    /// `[vars]` and `[[layer]]`s come before this file's own.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// The image to build.
+    pub image: ImageSection,
+    /// Variables, used as `${name}` in any string value. Values may use other
+    /// variables and the built-ins `${arch}` and `${os.<KEY>}` (the base's
+    /// os-release). `--var name=value` overrides.
+    #[serde(default)]
+    pub vars: IndexMap<String, String>,
+    /// Layers, in order; each becomes exactly one image layer.
+    #[serde(default)]
+    pub layer: Vec<LayerSpec>,
+}
+
+/// An included fragment: only `include`, `[vars]` and `[[layer]]`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentFile {
+    /// Further fragments, relative to this one.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Variables.
+    #[serde(default)]
+    pub vars: IndexMap<String, String>,
+    /// Layers.
+    #[serde(default)]
+    pub layer: Vec<LayerSpec>,
+}
+
+/// One file of a recipe (the recipe itself, or a fragment).
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// The name shown in messages: the recipe as the user named it, a
+    /// fragment relative to the recipe's folder.
+    pub display: PathBuf,
+    /// Name relative to the recipe's folder (the recipe's own file name for
+    /// the recipe): what the recipe digest records.
+    pub rel: String,
+    /// Canonical host path.
+    pub host: PathBuf,
+    /// The text.
+    pub text: String,
+    /// Key paths to lines.
+    pub map: SourceMap,
+    raw: toml::Table,
+    include: Vec<String>,
+    vars: IndexMap<String, String>,
+    layers: usize,
+}
+
+impl SourceFile {
+    /// A recipe error at `key` of this file, with its line.
+    pub fn error_at(&self, key: &str, message: impl Into<String>, hint: Option<String>) -> Error {
+        located(self, key, message, hint)
+    }
+}
+
+/// A recipe layer and where it was written.
+#[derive(Clone, Debug)]
+pub struct RecipeLayer {
+    /// The layer, variables expanded.
+    pub spec: LayerSpec,
+    /// Index into [`Recipe::files`].
+    pub file: usize,
+    /// Index of the `[[layer]]` within that file.
+    pub index: usize,
+}
+
+impl RecipeLayer {
+    /// Key path of the layer table within its file (`layer[1]`).
+    pub fn key(&self) -> String {
+        format!("layer[{}]", self.index)
+    }
+
+    /// Key path of something inside the layer (`layer[1].systemd.enable[0]`).
+    pub fn key_of(&self, sub: &str) -> String {
+        if sub.is_empty() {
+            self.key()
+        } else if sub.starts_with('[') {
+            format!("{}{sub}", self.key())
+        } else {
+            format!("{}.{sub}", self.key())
+        }
+    }
+}
+
+/// The `[image]` table, variables expanded and checked.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// Name.
+    pub name: String,
+    /// Tag.
+    pub tag: String,
+    /// Base reference as written (variables expanded); `None` for scratch by default.
+    pub base: Option<String>,
+    /// Architecture, if the recipe says.
+    pub architecture: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where a variable was defined.
+#[derive(Clone, Debug)]
+struct VarDef {
+    value: String,
+    file: usize,
+}
+
+/// A recipe after the first step: every file read and checked as written.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// Canonical recipe folder.
+    pub dir: PathBuf,
+    /// Files; the recipe is the first.
+    pub files: Vec<SourceFile>,
+    order: Vec<(usize, usize)>,
+    defs: IndexMap<String, VarDef>,
+    image: ImageSection,
+}
+
+/// A recipe after the second step: variables expanded, validated.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// Canonical recipe folder.
+    pub dir: PathBuf,
+    /// Files; the recipe is the first.
+    pub files: Vec<SourceFile>,
+    /// The image.
+    pub image: Image,
+    /// Layers in build order: included ones first, in include order.
+    pub layers: Vec<RecipeLayer>,
+    /// Every variable's value (user, built-in, overrides).
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Locate `key` in `file` and make a recipe error.
+fn located(
+    file: &SourceFile,
+    key: &str,
+    message: impl Into<String>,
+    hint: Option<String>,
+) -> Error {
+    let (line, column) = match file.map.locate(key) {
+        Some((l, c)) => (Some(l), Some(c)),
+        None => (None, None),
+    };
+    Error::recipe(RecipeError {
+        file: file.display.clone(),
+        line,
+        column,
+        key: (!key.is_empty()).then(|| key.to_string()),
+        message: message.into(),
+        hint,
+    })
+}
+
+fn at_span(
+    display: &Path,
+    map: &SourceMap,
+    span: Option<Range<usize>>,
+    key: Option<String>,
+    message: String,
+    hint: Option<String>,
+) -> Error {
+    let (line, column) = match span {
+        Some(r) => {
+            let (l, c) = map.line_col(r.start);
+            (Some(l), Some(c))
+        }
+        None => (None, None),
+    };
+    Error::recipe(RecipeError {
+        file: display.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+        hint,
+    })
+}
+
+/// Turn a deserialisation error into a recipe error with line and key path.
+fn de_error(display: &Path, map: &SourceMap, e: &toml::de::Error, fragment: bool) -> Error {
+    let message = e.message().trim().to_string();
+    let span = e.span();
+    let mut key = None;
+    if let Some(r) = &span {
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            let container = map.path_containing(r.clone()).unwrap_or_default();
+            key = Some(sourcemap::join(&container, field));
+        } else {
+            key = map.path_at(r.start);
+        }
+    }
+    let hint = if message.starts_with("unknown field") {
+        Some(if fragment && message.contains("`image`") {
+            "a fragment holds only `include`, `[vars]` and `[[layer]]`; move `[image]` to the recipe".to_string()
+        } else {
+            "check the spelling; `nodeimg schema` lists every key the recipe format accepts"
+                .to_string()
+        })
+    } else if message.starts_with("missing field") {
+        Some("add it; `nodeimg schema` lists the required keys".to_string())
+    } else if message.starts_with("invalid type") {
+        Some("check the value's type; `nodeimg schema` gives the type of every key".to_string())
+    } else {
+        None
+    };
+    at_span(display, map, span, key, message, hint)
+}
+
+fn parse_file(display: &Path, rel: String, host: PathBuf, fragment: bool) -> Result<SourceFile> {
+    let text = std::fs::read_to_string(&host).map_err(|e| {
+        Error::recipe(RecipeError {
+            file: display.to_path_buf(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot read the file: {e}"),
+            hint: None,
+        })
+    })?;
+    let map = SourceMap::new(&text);
+    if let Err(e) = toml_edit::ImDocument::parse(text.as_str()) {
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(at_span(
+            display,
+            &map,
+            e.span(),
+            None,
+            format!("TOML syntax error: {message}"),
+            Some("fix the TOML syntax at that line".to_string()),
+        ));
+    }
+    let raw: toml::Table =
+        toml::from_str(&text).map_err(|e| de_error(display, &map, &e, fragment))?;
+    let (include, vars, layers) = if fragment {
+        let f: FragmentFile =
+            toml::from_str(&text).map_err(|e| de_error(display, &map, &e, true))?;
+        (f.include, f.vars, f.layer.len())
+    } else {
+        let f: RecipeFile =
+            toml::from_str(&text).map_err(|e| de_error(display, &map, &e, false))?;
+        (f.include, f.vars, f.layer.len())
+    };
+    Ok(SourceFile {
+        display: display.to_path_buf(),
+        rel,
+        host,
+        text,
+        map,
+        raw,
+        include,
+        vars,
+        layers,
+    })
+}
+
+/// A resolver of variables: user definitions, built-ins, overrides.
+struct Resolver<'a> {
+    files: &'a [SourceFile],
+    defs: &'a IndexMap<String, VarDef>,
+    builtins: &'a BTreeMap<String, String>,
+    overrides: &'a BTreeMap<String, String>,
+    /// Why the built-ins are missing, if they are.
+    no_builtins: Option<&'static str>,
+    cache: BTreeMap<String, String>,
+}
+
+impl Resolver<'_> {
+    fn defined(&self) -> String {
+        let mut names: Vec<&str> = self
+            .defs
+            .keys()
+            .chain(self.builtins.keys())
+            .chain(self.overrides.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    fn undefined(&self, name: &str) -> (String, Option<String>) {
+        if vars::is_builtin_name(name) {
+            if let Some(why) = self.no_builtins {
+                return (
+                    format!("variable `{name}` is not available here"),
+                    Some(why.to_string()),
+                );
+            }
+        }
+        (
+            format!("undefined variable `{name}`"),
+            Some(format!(
+                "defined variables: {}; define it under [vars] or pass --var {name}=VALUE (write `$${{` for a literal `${{`)",
+                self.defined()
+            )),
+        )
+    }
+
+    fn value(&mut self, name: &str, stack: &mut Vec<String>) -> Result<Option<String>> {
+        if let Some(v) = self.overrides.get(name) {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(v) = self.builtins.get(name) {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(v) = self.cache.get(name) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(def) = self.defs.get(name) else {
+            return Ok(None);
+        };
+        let file = &self.files[def.file];
+        let key = sourcemap::join("vars", name);
+        if stack.iter().any(|s| s == name) {
+            let mut chain = stack.clone();
+            chain.push(name.to_string());
+            return Err(located(
+                file,
+                &key,
+                format!(
+                    "variables refer to each other in a cycle: {}",
+                    chain.join(" -> ")
+                ),
+                Some("give one of them a plain value".to_string()),
+            ));
+        }
+        stack.push(name.to_string());
+        let value = def.value.clone();
+        let v = self.expand_str(&value, file, &key, stack)?;
+        stack.pop();
+        self.cache.insert(name.to_string(), v.clone());
+        Ok(Some(v))
+    }
+
+    fn expand_str(
+        &mut self,
+        s: &str,
+        file: &SourceFile,
+        key: &str,
+        stack: &mut Vec<String>,
+    ) -> Result<String> {
+        let mut nested: Option<Error> = None;
+        let r = vars::expand_with(s, |n| match self.value(n, stack) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                nested = Some(e);
+                Err(ExpandError::Syntax(String::new()))
+            }
+        });
+        if let Some(e) = nested {
+            return Err(e);
+        }
+        match r {
+            Ok(v) => Ok(v),
+            Err(ExpandError::Undefined(n)) => {
+                let (m, h) = self.undefined(&n);
+                Err(located(file, key, m, h))
+            }
+            Err(ExpandError::Syntax(m)) => Err(located(file, key, m, None)),
+        }
+    }
+
+    fn expand_value(
+        &mut self,
+        v: &mut toml::Value,
+        file: &SourceFile,
+        key: &str,
+        stack: &mut Vec<String>,
+    ) -> Result<()> {
+        match v {
+            toml::Value::String(s) => {
+                *s = self.expand_str(s, file, key, stack)?;
+            }
+            toml::Value::Array(a) => {
+                for (i, e) in a.iter_mut().enumerate() {
+                    self.expand_value(e, file, &format!("{key}[{i}]"), stack)?;
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, e) in t.iter_mut() {
+                    self.expand_value(e, file, &sourcemap::join(key, k), stack)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+const BASE_NO_OS: &str =
+    "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}` unless image.architecture is a plain value)";
+
+/// Known OCI architectures.
+pub const ARCHITECTURES: &[&str] = &[
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+    "ppc64le", "riscv64", "s390x",
+];
+
+fn valid_image_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+fn valid_tag(s: &str) -> bool {
+    let mut cs = s.chars();
+    match cs.next() {
+        Some(c) if c.is_ascii_alphanumeric() || c == '_' => {}
+        _ => return false,
+    }
+    s.len() <= 128 && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Files a layer reads from the recipe's folder: `(key path relative to the
+/// layer, path as written)`. URLs (`gpgkey = "https://..."`) are not files.
+pub fn layer_inputs(spec: &LayerSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, f) in spec.file.iter().enumerate() {
+        if let Some(s) = &f.source {
+            out.push((format!("file[{i}].source"), s.clone()));
+        }
+    }
+    for (i, a) in spec.apt_source.iter().enumerate() {
+        if let Some(k) = &a.key {
+            out.push((format!("apt-source[{i}].key"), k.clone()));
+        }
+    }
+    for (name, repos) in [
+        ("yum-repo", &spec.yum_repo),
+        ("zypper-repo", &spec.zypper_repo),
+    ] {
+        for (i, r) in repos.iter().enumerate() {
+            if let Some(k) = &r.gpgkey {
+                if !k.contains("://") {
+                    out.push((format!("{name}[{i}].gpgkey"), k.clone()));
+                }
+            }
+        }
+    }
+    if let Some(s) = &spec.systemd {
+        for (i, u) in s.unit.iter().enumerate() {
+            if let Some(src) = &u.source {
+                out.push((format!("systemd.unit[{i}].source"), src.clone()));
+            }
+        }
+        for (i, d) in s.dropin.iter().enumerate() {
+            if let Some(src) = &d.source {
+                out.push((format!("systemd.dropin[{i}].source"), src.clone()));
+            }
+        }
+    }
+    out
+}
+
+impl Loaded {
+    /// Read the recipe at `path` (named in messages as given) and its
+    /// fragments, checking each as written.
+    pub fn load(path: &Path) -> Result<Loaded> {
+        let recipe_err = |message: String, hint: Option<String>| {
+            Error::recipe(RecipeError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                key: None,
+                message,
+                hint,
+            })
+        };
+        let host = path
+            .canonicalize()
+            .map_err(|e| recipe_err(format!("cannot open the recipe: {e}"), None))?;
+        if !host.is_file() {
+            return Err(recipe_err(
+                "is not a file".to_string(),
+                Some("name a recipe .toml file".to_string()),
+            ));
+        }
+        let dir = host.parent().map(Path::to_path_buf).unwrap_or_default();
+        let rel = host
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let first = parse_file(path, rel, host.clone(), false)?;
+        let image: RecipeFile =
+            toml::from_str(&first.text).map_err(|e| de_error(path, &first.map, &e, false))?;
+        let mut l = Loaded {
+            dir,
+            files: vec![first],
+            order: Vec::new(),
+            defs: IndexMap::new(),
+            image: image.image,
+        };
+        let mut stack = vec![host];
+        l.collect(0, &mut stack)?;
+        Ok(l)
+    }
+
+    fn collect(&mut self, idx: usize, stack: &mut Vec<PathBuf>) -> Result<()> {
+        let includes = self.files[idx].include.clone();
+        for (i, inc) in includes.iter().enumerate() {
+            let key = format!("include[{i}]");
+            let here = self.files[idx]
+                .host
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let p = Path::new(inc);
+            if p.is_absolute() || p.has_root() {
+                return Err(located(
+                    &self.files[idx],
+                    &key,
+                    format!("include {inc:?} is an absolute path"),
+                    Some(
+                        "name fragments relative to the including file, inside the recipe's folder"
+                            .to_string(),
+                    ),
+                ));
+            }
+            let joined = here.join(p);
+            let canon = joined.canonicalize().map_err(|e| {
+                located(
+                    &self.files[idx],
+                    &key,
+                    format!("cannot open include {inc:?}: {e}"),
+                    Some("paths are relative to the including file".to_string()),
+                )
+            })?;
+            if !canon.starts_with(&self.dir) {
+                return Err(located(
+                    &self.files[idx],
+                    &key,
+                    format!("include {inc:?} leaves the recipe's folder"),
+                    Some(format!(
+                        "fragments must live inside {}; copy the fragment there",
+                        self.dir.display()
+                    )),
+                ));
+            }
+            let rel_path = canon
+                .strip_prefix(&self.dir)
+                .unwrap_or(&canon)
+                .to_path_buf();
+            if let Some(pos) = stack.iter().position(|s| s == &canon) {
+                let mut chain: Vec<String> = stack[pos..]
+                    .iter()
+                    .map(|s| s.strip_prefix(&self.dir).unwrap_or(s).display().to_string())
+                    .collect();
+                chain.push(rel_path.display().to_string());
+                return Err(located(
+                    &self.files[idx],
+                    &key,
+                    format!("include cycle: {}", chain.join(" -> ")),
+                    Some("remove one of the includes".to_string()),
+                ));
+            }
+            let rel = rel_path.to_string_lossy().into_owned();
+            let f = parse_file(&rel_path, rel, canon.clone(), true)?;
+            self.files.push(f);
+            let new = self.files.len() - 1;
+            stack.push(canon);
+            self.collect(new, stack)?;
+            stack.pop();
+        }
+        let f = &self.files[idx];
+        for j in 0..f.layers {
+            self.order.push((idx, j));
+        }
+        let defs: Vec<(String, String)> =
+            f.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in defs {
+            let key = sourcemap::join("vars", &k);
+            if !vars::valid_name(&k) {
+                return Err(located(
+                    &self.files[idx],
+                    &key,
+                    format!("`{k}` is not a valid variable name"),
+                    Some("use letters, digits, `_`, `.` and `-`".to_string()),
+                ));
+            }
+            if vars::is_builtin_name(&k) {
+                return Err(located(
+                    &self.files[idx],
+                    &key,
+                    format!("`{k}` is a built-in variable and cannot be defined"),
+                    Some("`arch` and `os.*` come from the image; pick another name".to_string()),
+                ));
+            }
+            // A later definition (the including file) overrides an earlier one.
+            self.defs.shift_remove(&k);
+            self.defs.insert(
+                k,
+                VarDef {
+                    value: v,
+                    file: idx,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn early_resolver<'a>(
+        &'a self,
+        builtins: &'a BTreeMap<String, String>,
+        overrides: &'a BTreeMap<String, String>,
+    ) -> Resolver<'a> {
+        Resolver {
+            files: &self.files,
+            defs: &self.defs,
+            builtins,
+            overrides,
+            no_builtins: Some(BASE_NO_OS),
+            cache: BTreeMap::new(),
+        }
+    }
+
+    /// `image.architecture`, variables expanded (built-ins are not available).
+    pub fn architecture(&self, overrides: &BTreeMap<String, String>) -> Result<Option<String>> {
+        let empty = BTreeMap::new();
+        let mut r = self.early_resolver(&empty, overrides);
+        let Some(a) = &self.image.architecture else {
+            return Ok(None);
+        };
+        let a = r.expand_str(a, &self.files[0], "image.architecture", &mut Vec::new())?;
+        if !ARCHITECTURES.contains(&a.as_str()) {
+            return Err(located(
+                &self.files[0],
+                "image.architecture",
+                format!("unknown architecture {a:?}"),
+                Some(format!("use one of: {}", ARCHITECTURES.join(", "))),
+            ));
+        }
+        Ok(Some(a))
+    }
+
+    /// `image.base`, variables expanded (`${os.*}` is not available; `${arch}`
+    /// only when the recipe sets the architecture).
+    pub fn base(&self, overrides: &BTreeMap<String, String>) -> Result<Option<String>> {
+        let mut builtins = BTreeMap::new();
+        if let Some(a) = self.architecture(overrides)? {
+            builtins.insert("arch".to_string(), a);
+        }
+        let mut r = self.early_resolver(&builtins, overrides);
+        match &self.image.base {
+            None => Ok(None),
+            Some(b) => Ok(Some(r.expand_str(
+                b,
+                &self.files[0],
+                "image.base",
+                &mut Vec::new(),
+            )?)),
+        }
+    }
+
+    /// Expand every string value against the built-ins (`arch`, os-release
+    /// of the base) and the overrides, and validate.
+    pub fn expand(
+        &self,
+        arch: &str,
+        os_release: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Recipe> {
+        let base = self.base(overrides)?;
+        let builtins = vars::builtins(arch, os_release);
+        let mut r = Resolver {
+            files: &self.files,
+            defs: &self.defs,
+            builtins: &builtins,
+            overrides,
+            no_builtins: None,
+            cache: BTreeMap::new(),
+        };
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        for name in self.defs.keys() {
+            if let Some(v) = r.value(name, &mut Vec::new())? {
+                values.insert(name.clone(), v);
+            }
+        }
+        values.extend(builtins.iter().map(|(k, v)| (k.clone(), v.clone())));
+        values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let mut layer_specs: Vec<Vec<LayerSpec>> = Vec::new();
+        let mut image = None;
+        for (fi, f) in self.files.iter().enumerate() {
+            let mut t = f.raw.clone();
+            t.remove("vars");
+            t.remove("include");
+            for (k, v) in t.iter_mut() {
+                if fi == 0 && k == "image" {
+                    if let toml::Value::Table(it) = v {
+                        for (ik, iv) in it.iter_mut() {
+                            if ik != "base" {
+                                let key = sourcemap::join("image", ik);
+                                r.expand_value(iv, f, &key, &mut Vec::new())?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let key = sourcemap::key_segment(k);
+                r.expand_value(v, f, &key, &mut Vec::new())?;
+            }
+            let wrap = |e: toml::de::Error| {
+                located(
+                    f,
+                    "",
+                    format!("after expanding variables: {}", e.message().trim()),
+                    None,
+                )
+            };
+            if fi == 0 {
+                let doc: RecipeFile = toml::Value::Table(t).try_into().map_err(wrap)?;
+                image = Some(doc.image);
+                layer_specs.push(doc.layer);
+            } else {
+                let doc: FragmentFile = toml::Value::Table(t).try_into().map_err(wrap)?;
+                layer_specs.push(doc.layer);
+            }
+        }
+        let Some(img) = image else {
+            return Err(located(&self.files[0], "image", "no [image] table", None));
+        };
+        let rf = &self.files[0];
+        if !valid_image_name(&img.name) {
+            return Err(located(
+                rf,
+                "image.name",
+                format!("image name {:?} is not valid", img.name),
+                Some("use lowercase letters, digits, `.`, `_` and `-`".to_string()),
+            ));
+        }
+        if !valid_tag(&img.tag) {
+            return Err(located(
+                rf,
+                "image.tag",
+                format!("tag {:?} is not valid", img.tag),
+                Some("a tag is up to 128 letters, digits, `.`, `_`, `-`, not starting with `.` or `-`".to_string()),
+            ));
+        }
+        let architecture = self.architecture(overrides)?;
+
+        let mut layers = Vec::new();
+        let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        // `order` interleaves the files' layers: included ones first.
+        let mut per_file: Vec<Vec<Option<LayerSpec>>> = layer_specs
+            .into_iter()
+            .map(|v| v.into_iter().map(Some).collect())
+            .collect();
+        for &(fi, li) in &self.order {
+            let Some(spec) = per_file
+                .get_mut(fi)
+                .and_then(|v| v.get_mut(li))
+                .and_then(Option::take)
+            else {
+                continue;
+            };
+            let f = &self.files[fi];
+            let rl = RecipeLayer {
+                spec,
+                file: fi,
+                index: li,
+            };
+            let name = rl.spec.name.clone();
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                return Err(located(
+                    f,
+                    &rl.key_of("name"),
+                    "a layer needs a non-empty name without control characters",
+                    None,
+                ));
+            }
+            if let Some(&(pf, pl)) = seen.get(&name) {
+                let first = &self.files[pf];
+                let pkey = format!("layer[{pl}].name");
+                let where_ = match first.map.locate(&pkey) {
+                    Some((l, _)) => format!("{}:{l}", first.display.display()),
+                    None => first.display.display().to_string(),
+                };
+                return Err(located(
+                    f,
+                    &rl.key_of("name"),
+                    format!("layer name {name:?} is already used at {where_} ({pkey})"),
+                    Some(
+                        "layer names must be unique across the recipe and its includes; rename one"
+                            .to_string(),
+                    ),
+                ));
+            }
+            seen.insert(name, (fi, li));
+            for (k, rel) in layer_inputs(&rl.spec) {
+                if let Err(m) = crate::inputs::resolve_in(&self.dir, &rel) {
+                    return Err(located(
+                        f,
+                        &rl.key_of(&k),
+                        m,
+                        Some("input files are named relative to the recipe's folder and must stay inside it".to_string()),
+                    ));
+                }
+            }
+            layers.push(rl);
+        }
+        Ok(Recipe {
+            dir: self.dir.clone(),
+            files: self.files.clone(),
+            image: Image {
+                name: img.name,
+                tag: img.tag,
+                base,
+                architecture,
+                labels: img.labels,
+                annotations: img.annotations,
+            },
+            layers,
+            vars: values,
+        })
+    }
+}
+
+impl Recipe {
+    /// A recipe error at `key` of file `file`.
+    pub fn error(
+        &self,
+        file: usize,
+        key: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Error {
+        match self.files.get(file) {
+            Some(f) => located(f, key, message, hint),
+            None => Error::Usage(message.into()),
+        }
+    }
+
+    /// File name (as shown) and line of `key` in file `file`.
+    pub fn locate(&self, file: usize, key: &str) -> (PathBuf, Option<usize>) {
+        match self.files.get(file) {
+            Some(f) => (f.display.clone(), f.map.locate(key).map(|l| l.0)),
+            None => (PathBuf::new(), None),
+        }
+    }
+}
+
+/// Parse `--var K=V` arguments.
+pub fn parse_overrides(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let Some((k, v)) = a.split_once('=') else {
+            return Err(Error::Usage(format!("--var {a:?}: expected NAME=VALUE")));
+        };
+        if !vars::valid_name(k) {
+            return Err(Error::Usage(format!(
+                "--var {a:?}: {k:?} is not a variable name (letters, digits, `_`, `.`, `-`)"
+            )));
+        }
+        if vars::is_builtin_name(k) {
+            return Err(Error::Usage(format!(
+                "--var {a:?}: `{k}` is built in (arch and os.* come from the image)"
+            )));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,1 +1,193 @@
 //! `${name}` expansion in recipe strings.
+//!
+//! `${name}` is replaced by the variable's value, `$${` stands for a literal
+//! `${`, and any other `$` (such as yum's `$basearch`) is left alone.
+//! Built-in variables: `arch` and `os.<KEY>` from the base's os-release.
+
+use std::collections::BTreeMap;
+
+/// Why a string could not be expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpandError {
+    /// `${name}` names no variable.
+    Undefined(String),
+    /// `${` without a closing `}`, or a name with characters outside
+    /// `A-Za-z0-9_.-`.
+    Syntax(String),
+}
+
+impl std::fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpandError::Undefined(n) => write!(f, "undefined variable `{n}`"),
+            ExpandError::Syntax(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Whether `name` is a valid variable name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Expand `s`, asking `lookup` for each variable (it may itself fail, e.g.
+/// on a cycle).
+pub fn expand_with<F>(s: &str, mut lookup: F) -> Result<String, ExpandError>
+where
+    F: FnMut(&str) -> Result<Option<String>, ExpandError>,
+{
+    if !s.contains('$') {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let end = r.find('}').ok_or_else(|| {
+                ExpandError::Syntax(format!(
+                    "`${{` without a closing `}}` in {s:?} (write `$${{` for a literal `${{`)"
+                ))
+            })?;
+            let name = &r[..end];
+            if !valid_name(name) {
+                return Err(ExpandError::Syntax(format!(
+                    "`${{{name}}}` is not a variable name (letters, digits, `_`, `.`, `-`)"
+                )));
+            }
+            match lookup(name)? {
+                Some(v) => out.push_str(&v),
+                None => return Err(ExpandError::Undefined(name.to_string())),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expand `s` against already resolved values.
+pub fn expand(s: &str, values: &BTreeMap<String, String>) -> Result<String, ExpandError> {
+    expand_with(s, |n| Ok(values.get(n).cloned()))
+}
+
+/// Parse an os-release file into its `KEY=value` pairs (quotes and
+/// backslash escapes removed, comments and malformed lines skipped).
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        out.insert(k.to_string(), unquote(v.trim()));
+    }
+    out
+}
+
+fn unquote(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() >= 2 && b[0] == b'\'' && b[b.len() - 1] == b'\'' {
+        return v[1..v.len() - 1].to_string();
+    }
+    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' {
+        let inner = &v[1..v.len() - 1];
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some(n @ ('"' | '\\' | '$' | '`')) => out.push(n),
+                    Some(n) => {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                    None => out.push('\\'),
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return out;
+    }
+    v.to_string()
+}
+
+/// The built-in variables: `arch` and `os.<KEY>`.
+pub fn builtins(arch: &str, os_release: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = os_release
+        .iter()
+        .map(|(k, v)| (format!("os.{k}"), v.clone()))
+        .collect();
+    m.insert("arch".to_string(), arch.to_string());
+    m
+}
+
+/// Whether a name is reserved for built-ins.
+pub fn is_builtin_name(name: &str) -> bool {
+    name == "arch" || name.starts_with("os.")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vals() -> BTreeMap<String, String> {
+        [("a", "1"), ("os.ID", "debian")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn expands_and_escapes() {
+        let v = vals();
+        assert_eq!(expand("x${a}y${os.ID}", &v).unwrap(), "x1ydebian");
+        assert_eq!(
+            expand("$${a} and $basearch $", &v).unwrap(),
+            "${a} and $basearch $"
+        );
+        assert_eq!(expand("plain", &v).unwrap(), "plain");
+    }
+
+    #[test]
+    fn errors() {
+        let v = vals();
+        assert_eq!(
+            expand("${nope}", &v),
+            Err(ExpandError::Undefined("nope".into()))
+        );
+        assert!(matches!(expand("${a", &v), Err(ExpandError::Syntax(_))));
+        assert!(matches!(expand("${a b}", &v), Err(ExpandError::Syntax(_))));
+    }
+
+    #[test]
+    fn os_release() {
+        let m = parse_os_release(
+            "# c\nID=debian\nVERSION_CODENAME=bookworm\nPRETTY_NAME=\"Debian \\\"12\\\"\"\nX='a b'\nbad line\n",
+        );
+        assert_eq!(m["ID"], "debian");
+        assert_eq!(m["VERSION_CODENAME"], "bookworm");
+        assert_eq!(m["PRETTY_NAME"], "Debian \"12\"");
+        assert_eq!(m["X"], "a b");
+        assert_eq!(m.len(), 4);
+    }
+}

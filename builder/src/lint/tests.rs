@@ -1,0 +1,310 @@
+use super::*;
+
+use std::collections::BTreeMap;
+
+use nodeimg_layers::MemView;
+
+use crate::recipe::Loaded;
+
+const PREREQS: &str = r#"
+[[layer]]
+name = "kernel"
+modules = { file = "k8s", load = ["overlay", "br_netfilter"] }
+sysctl = { file = "99-k8s", set = { "net.bridge.bridge-nf-call-iptables" = 1, "net.bridge.bridge-nf-call-ip6tables" = 1, "net.ipv4.ip_forward" = 1 } }
+"#;
+
+fn lint_on(base: &MemView, layers: &str) -> Vec<Finding> {
+    let d = tempfile::tempdir().unwrap();
+    let text = format!("[image]\nname = \"n\"\n{PREREQS}{layers}");
+    std::fs::write(d.path().join("recipe.toml"), text).unwrap();
+    let r = Loaded::load(&d.path().join("recipe.toml"))
+        .unwrap()
+        .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+        .unwrap();
+    run(&r, base)
+}
+
+fn lint(layers: &str) -> Vec<Finding> {
+    lint_on(&MemView::new(), layers)
+}
+
+fn ids(f: &[Finding]) -> Vec<&'static str> {
+    f.iter().map(|f| f.rule).collect()
+}
+
+fn systemd_base() -> MemView {
+    MemView::new()
+        .file("/usr/lib/systemd/systemd", "")
+        .symlink("/sbin/init", "/lib/systemd/systemd")
+}
+
+#[test]
+fn rules_are_data() {
+    let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008"]
+    );
+    assert!(RULES
+        .iter()
+        .all(|r| !r.summary.is_empty() && !r.hint.is_empty()));
+}
+
+#[test]
+fn clean_recipe_has_no_findings() {
+    let f = lint_on(
+        &systemd_base(),
+        r#"
+[[layer]]
+name = "rt"
+containerd = { config-version = 2 }
+kubelet = { cgroup-driver = "systemd", container-runtime-endpoint = "unix:///run/containerd/containerd.sock" }
+systemd = { enable = ["containerd.service"] }
+"#,
+    );
+    assert_eq!(f, []);
+}
+
+#[test]
+fn ni001_drivers_disagree() {
+    let f = lint(
+        r#"
+[[layer]]
+name = "rt"
+docker = { exec-opts = ["native.cgroupdriver=systemd"] }
+
+[[layer]]
+name = "kubelet"
+kubelet = { cgroup-driver = "cgroupfs" }
+"#,
+    );
+    assert_eq!(ids(&f), ["NI001"]);
+    assert_eq!(f[0].severity, Severity::Error);
+    assert_eq!(f[0].key, "layer[2].kubelet.cgroup-driver");
+    assert_eq!(f[0].line, Some(15));
+    assert!(f[0].file.ends_with("/recipe.toml"));
+    assert!(
+        f[0].message.contains("docker = systemd ("),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].message
+            .contains("recipe.toml:11), kubelet = cgroupfs ("),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].message.ends_with("recipe.toml:15)"),
+        "{}",
+        f[0].message
+    );
+
+    let f = lint("[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = {}\n");
+    assert_eq!(f, []);
+}
+
+#[test]
+fn ni002_cgroupfs_on_systemd_base() {
+    let layers = "[[layer]]\nname = \"rt\"\ncrio = { cgroup-manager = \"cgroupfs\" }\n";
+    let f = lint_on(&systemd_base(), layers);
+    assert_eq!(ids(&f), ["NI002"]);
+    assert_eq!(f[0].key, "layer[1].crio.cgroup-manager");
+    assert_eq!(lint(layers), []);
+    // /sbin/init pointing at systemd is enough.
+    let base = MemView::new().symlink("/sbin/init", "../lib/systemd/systemd");
+    assert_eq!(ids(&lint_on(&base, layers)), ["NI002"]);
+}
+
+#[test]
+fn ni003_containerd_keys() {
+    let f = lint(
+        r#"
+[[layer]]
+name = "rt"
+[layer.containerd]
+config-version = 3
+[layer.containerd.extra.plugins."io.containerd.grpc.v1.cri"]
+sandbox_image = "x"
+"#,
+    );
+    assert_eq!(ids(&f), ["NI003"]);
+    assert_eq!(
+        f[0].key,
+        "layer[1].containerd.extra.plugins.\"io.containerd.grpc.v1.cri\""
+    );
+    assert_eq!(f[0].line, Some(13));
+
+    let f = lint(
+        r#"
+[[layer]]
+name = "rt"
+[layer.containerd]
+config-version = 2
+extra = { plugins = { cri = { systemd_cgroup = true } } }
+"#,
+    );
+    assert_eq!(ids(&f), ["NI003", "NI003"]);
+    assert!(f
+        .iter()
+        .any(|f| f.key == "layer[1].containerd.extra.plugins.cri.systemd_cgroup"));
+
+    let f = lint(
+        r#"
+[[layer]]
+name = "rt"
+[layer.containerd]
+config-version = 2
+[layer.containerd.extra.plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+SystemdCgroup = true
+"#,
+    );
+    assert_eq!(f, []);
+    let f = lint(
+        r#"
+[[layer]]
+name = "rt"
+containerd = { config-version = 3, extra = { plugins = { "io.containerd.cri.v1.images" = { snapshotter = "overlayfs" } } } }
+"#,
+    );
+    assert_eq!(f, []);
+}
+
+#[test]
+fn ni004_prerequisites() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("recipe.toml"),
+        "[image]\nname = \"n\"\n[[layer]]\nname = \"rt\"\nmodules = { file = \"k\", load = [\"overlay\"] }\nsystemd = { enable = [\"crio.service\"] }\n",
+    )
+    .unwrap();
+    let r = Loaded::load(&d.path().join("recipe.toml"))
+        .unwrap()
+        .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+        .unwrap();
+    let f = run(&r, &MemView::new());
+    assert_eq!(ids(&f), ["NI004"]);
+    assert_eq!(f[0].severity, Severity::Warning);
+    assert_eq!(f[0].key, "layer[0].systemd.enable[0]");
+    assert_eq!(
+        f[0].message,
+        "a CRI runtime is configured, but the image does not set up module br_netfilter, net.bridge.bridge-nf-call-iptables = 1, net.bridge.bridge-nf-call-ip6tables = 1, net.ipv4.ip_forward = 1"
+    );
+    // The base may already carry them.
+    let base = MemView::new()
+        .file("/etc/modules-load.d/k8s.conf", "br_netfilter\n")
+        .file(
+            "/etc/sysctl.d/k8s.conf",
+            "net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables=1\nnet/ipv4/ip_forward = 1\n",
+        );
+    assert_eq!(run(&r, &base), []);
+}
+
+#[test]
+fn ni005_two_runtimes() {
+    let f = lint(
+        "[[layer]]\nname = \"rt\"\nsystemd = { enable = [\"containerd.service\"] }\n[[layer]]\nname = \"rt2\"\nsystemd = { enable = [\"crio.service\"] }\n",
+    );
+    assert_eq!(ids(&f), ["NI005"]);
+    assert_eq!(f[0].key, "layer[2].systemd.enable[0]");
+    assert!(
+        f[0].message.contains("recipe.toml:10) are both enabled"),
+        "{}",
+        f[0].message
+    );
+    let f = lint("[[layer]]\nname = \"rt\"\nsystemd = { enable = [\"containerd.service\", \"docker.service\"] }\n");
+    assert_eq!(f, []);
+}
+
+#[test]
+fn ni006_daemon_json_values() {
+    let f = lint(
+        r#"
+[[layer]]
+name = "docker"
+docker = { exec-opts = ["native.cgroupdriver=sytemd"], log-driver = "json", log-opts = { max-size = "lots", max-file = "3" }, storage-driver = "overlay3" }
+"#,
+    );
+    let keys: Vec<&str> = f.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(ids(&f), ["NI006", "NI006", "NI006", "NI006"]);
+    assert_eq!(
+        keys,
+        [
+            "layer[1].docker.exec-opts[0]",
+            "layer[1].docker.log-driver",
+            "layer[1].docker.log-opts.max-size",
+            "layer[1].docker.storage-driver",
+        ]
+    );
+    assert_eq!(f[0].line, Some(11));
+    assert_eq!(
+        f[0].message,
+        "native.cgroupdriver=sytemd is not a cgroup driver (systemd or cgroupfs)"
+    );
+    let f = lint(
+        r#"
+[[layer]]
+name = "docker"
+docker = { exec-opts = ["native.cgroupdriver=systemd"], log-driver = "json-file", log-opts = { max-size = "100m", max-file = "5" }, storage-driver = "overlay2" }
+"#,
+    );
+    assert_eq!(f, []);
+    assert!(valid_size("10MB") && valid_size("1.5g") && valid_size("1024"));
+    assert!(!valid_size("lots") && !valid_size("m") && !valid_size("10 parsecs"));
+}
+
+#[test]
+fn ni007_machine_id() {
+    let base = MemView::new().file("/etc/machine-id", "0123456789abcdef\n");
+    let f = lint_on(&base, "");
+    assert_eq!(ids(&f), ["NI007"]);
+    assert_eq!(f[0].key, "image");
+    assert_eq!(f[0].line, Some(1));
+    let f = lint_on(
+        &base,
+        "[[layer]]\nname = \"x\"\nremove = [\"/etc/machine-id\"]\n",
+    );
+    assert_eq!(f, []);
+    // An empty machine-id is what an image should ship.
+    let f = lint_on(&MemView::new().file("/etc/machine-id", ""), "");
+    assert_eq!(f, []);
+}
+
+#[test]
+fn ni008_endpoint() {
+    let f = lint(
+        "[[layer]]\nname = \"rt\"\ncontainerd = {}\nkubelet = { container-runtime-endpoint = \"unix:///var/run/crio/crio.sock\" }\n",
+    );
+    assert_eq!(ids(&f), ["NI008"]);
+    assert_eq!(f[0].key, "layer[1].kubelet.container-runtime-endpoint");
+    let f = lint(
+        "[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = { container-runtime-endpoint = \"unix:///var/run/crio/crio.sock\" }\n",
+    );
+    assert_eq!(f, []);
+}
+
+#[test]
+fn output_forms() {
+    let f =
+        lint("[[layer]]\nname = \"rt\"\ncrio = {}\nkubelet = { cgroup-driver = \"cgroupfs\" }\n");
+    let mut out = Vec::new();
+    print_text(&f, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "{}:11: error[NI001] layer[1].kubelet.cgroup-driver: cgroup drivers disagree",
+            f[0].file
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n  hint: use the same driver everywhere"));
+    let j = to_json(&f);
+    assert_eq!(
+        j["counts"],
+        serde_json::json!({"error": 1, "warning": 0, "info": 0})
+    );
+    assert_eq!(j["findings"][0]["rule"], "NI001");
+    assert_eq!(j["findings"][0]["severity"], "error");
+    assert_eq!(j["findings"][0]["line"], 11);
+}
