@@ -359,7 +359,7 @@ pub fn format_relations(rels: &Relations) -> String {
         .join(", ")
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     name.as_bytes()
         .first()
         .is_some_and(u8::is_ascii_alphanumeric)
@@ -498,6 +498,18 @@ pub enum MultiArch {
     Foreign,
     /// `allowed`: satisfies `name:any` dependencies from any architecture.
     Allowed,
+}
+
+impl MultiArch {
+    /// The field value as written in control files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MultiArch::No => "no",
+            MultiArch::Same => "same",
+            MultiArch::Foreign => "foreign",
+            MultiArch::Allowed => "allowed",
+        }
+    }
 }
 
 /// The dpkg `Status` field: `want flag state`.
