@@ -1014,20 +1014,37 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        // reach[c]: every package c needs before it, directly or not. Two
+        // packages are in the same cycle when each reaches the other.
+        let reach: Vec<BTreeSet<usize>> = (0..n)
+            .map(|c| {
+                let mut seen = BTreeSet::new();
+                let mut stack: Vec<usize> = preds[c].iter().map(|&(d, _)| d).collect();
+                while let Some(d) = stack.pop() {
+                    if seen.insert(d) {
+                        stack.extend(preds[d].iter().map(|&(e, _)| e));
+                    }
+                }
+                seen
+            })
+            .collect();
+        let same_cycle = |c: usize, d: usize| reach[c].contains(&d) && reach[d].contains(&c);
         let mut done = vec![false; n];
         let mut order = Vec::with_capacity(n);
         while order.len() < n {
-            let ready = |strict: bool| {
+            // First choice: a package whose dependencies, direct or not, are
+            // all placed (so a whole cycle comes before what needs it).
+            let strict = (0..n).find(|&c| !done[c] && reach[c].iter().all(|&d| d == c || done[d]));
+            // Otherwise break a Depends cycle: a package whose unplaced
+            // dependencies are all in its own cycle, none by Pre-Depends.
+            let in_cycle = || {
                 (0..n).find(|&c| {
                     !done[c]
-                        && preds[c]
-                            .iter()
-                            .all(|&(d, pre)| done[d] || (!strict && !pre))
+                        && reach[c].iter().all(|&d| done[d] || same_cycle(c, d))
+                        && preds[c].iter().all(|&(d, pre)| done[d] || !pre)
                 })
             };
-            // Prefer a package whose dependencies are all placed; in a
-            // Depends cycle, one whose Pre-Depends are.
-            let Some(c) = ready(true).or_else(|| ready(false)) else {
+            let Some(c) = strict.or_else(in_cycle) else {
                 return Err(ResolveError::PreDependsCycle {
                     packages: (0..n)
                         .filter(|&c| !done[c])
@@ -1730,6 +1747,32 @@ Architecture: arm64
         assert_eq!(
             names(&run(&[], &repos, "amd64", &["top"]).unwrap()),
             ["leaf=1.5", "libseccomp2=2.5.1-1", "mid=1", "top=1"]
+        );
+    }
+
+    #[test]
+    fn depends_cycle_is_broken_inside_the_cycle() {
+        // b and c depend on each other (like libc6 and libgcc-s1); a needs b.
+        let text = "\
+Package: a
+Version: 1
+Architecture: all
+Depends: b
+
+Package: b
+Version: 1
+Architecture: all
+Depends: c
+
+Package: c
+Version: 1
+Architecture: all
+Depends: b
+";
+        let repos = [repo("r", text)];
+        assert_eq!(
+            names(&run(&[], &repos, "amd64", &["a"]).unwrap()),
+            ["b=1", "c=1", "a=1"]
         );
     }
 
