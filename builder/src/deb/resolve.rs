@@ -1751,6 +1751,50 @@ Architecture: arm64
     }
 
     #[test]
+    fn architecture_matching_follows_dpkg() {
+        let pkg = |arch: &str, ma: MultiArch| {
+            let mut p = crate::deb::control::parse_packages(&format!(
+                "Package: foo\nVersion: 1\nArchitecture: {arch}\n"
+            ))
+            .unwrap()
+            .remove(0);
+            p.multi_arch = ma;
+            p
+        };
+        let rel = |text: &str| {
+            crate::deb::control::parse_relations("Depends", text, true).unwrap()[0][0].clone()
+        };
+        use MultiArch::*;
+        // (package arch, Multi-Arch, relation, dependent arch, conflict-like, expected)
+        let cases = [
+            ("amd64", No, "foo", "amd64", false, true),
+            ("amd64", No, "foo", "i386", false, false),
+            ("amd64", No, "foo", "all", false, true),
+            ("all", No, "foo", "i386", false, false),
+            ("all", No, "foo", "amd64", false, true),
+            ("i386", Foreign, "foo", "amd64", false, true),
+            ("i386", Foreign, "foo:amd64", "amd64", false, false),
+            ("i386", Allowed, "foo:any", "amd64", false, true),
+            ("i386", Allowed, "foo", "amd64", false, false),
+            ("i386", No, "foo:any", "amd64", false, false),
+            ("amd64", Foreign, "foo:any", "amd64", false, false),
+            ("amd64", No, "foo:native", "i386", false, true),
+            ("i386", No, "foo:native", "i386", false, false),
+            ("i386", No, "foo:i386", "amd64", false, true),
+            ("i386", No, "foo", "amd64", true, true),
+            ("i386", No, "foo:any", "amd64", true, true),
+            ("i386", No, "foo:amd64", "amd64", true, false),
+        ];
+        for (arch, ma, r, dep_arch, conflict_like, want) in cases {
+            assert_eq!(
+                arch_ok(&pkg(arch, ma), &rel(r), dep_arch, "amd64", conflict_like),
+                want,
+                "{arch} {ma:?} {r} from {dep_arch} conflict={conflict_like}"
+            );
+        }
+    }
+
+    #[test]
     fn depends_cycle_is_broken_inside_the_cycle() {
         // b and c depend on each other (like libc6 and libgcc-s1); a needs b.
         let text = "\
