@@ -15,6 +15,7 @@
 pub mod base;
 pub mod build;
 pub mod cli;
+pub mod deb;
 pub mod error;
 pub mod inputs;
 pub mod inspect;

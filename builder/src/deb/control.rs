@@ -1,0 +1,1044 @@
+//! deb822 control data: the stanza format of `Packages` indexes, the dpkg
+//! `status` database, `Release` files and `DEBIAN/control`, plus typed
+//! accessors for binary package stanzas and the dependency-field grammar.
+//!
+//! The format: stanzas are separated by blank lines (empty or whitespace
+//! only). A field is `Name: value` starting in column 0; a line starting
+//! with a space or tab continues the previous field (a continuation line
+//! holding only `.` stands for an empty line in multi-line text). Field
+//! names match case-insensitively but keep their spelling and order.
+//! Comment lines (`#` in column 0) exist only in source control files
+//! (`debian/control`); dpkg's status file, `Packages` and `Release` have
+//! none, so they are an error unless [`Syntax::with_comments`] is used.
+
+use std::fmt;
+
+use super::version::Version;
+
+/// A syntax or value error in control data, with its 1-based line. The
+/// caller adds the file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ControlError {
+    /// 1-based line of the offending text.
+    pub line: usize,
+    /// What is wrong, and what to do when not obvious.
+    pub message: String,
+}
+
+impl ControlError {
+    fn new(line: usize, message: impl Into<String>) -> Self {
+        ControlError {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which dialect to accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Syntax {
+    /// Whether `#` lines in column 0 are comments (source control files).
+    pub comments: bool,
+}
+
+impl Syntax {
+    /// dpkg status, `Packages`, `Release`, `DEBIAN/control`: no comments.
+    pub fn strict() -> Self {
+        Syntax { comments: false }
+    }
+    /// `debian/control` and other deb822 files that allow comments.
+    pub fn with_comments() -> Self {
+        Syntax { comments: true }
+    }
+}
+
+/// One field of a stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The name as written.
+    pub name: String,
+    /// The value: the first line with surrounding whitespace removed, then
+    /// each continuation line after a `\n`, as written (leading whitespace
+    /// kept, trailing whitespace removed).
+    pub value: String,
+    /// 1-based line of the field name.
+    pub line: usize,
+}
+
+impl Field {
+    /// The value with all line breaks and runs of whitespace folded to
+    /// single spaces (for simple and folded fields such as `Depends`).
+    pub fn folded(&self) -> String {
+        self.value.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The continuation lines of a multi-line field (`Description`,
+    /// `Conffiles`, `SHA256` in `Release`), with the one leading space
+    /// removed and ` .` turned into an empty line.
+    pub fn continuation_lines(&self) -> Vec<&str> {
+        self.value
+            .split('\n')
+            .skip(1)
+            .map(|l| {
+                let l = l.strip_prefix([' ', '\t']).unwrap_or(l);
+                if l == "." {
+                    ""
+                } else {
+                    l
+                }
+            })
+            .collect()
+    }
+
+    /// The first line of the value (may be empty, e.g. `SHA256:` in
+    /// `Release`).
+    pub fn first_line(&self) -> &str {
+        self.value.split('\n').next().unwrap_or("")
+    }
+}
+
+/// One stanza (paragraph): fields in their original order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stanza {
+    /// 1-based line of the first field.
+    pub line: usize,
+    fields: Vec<Field>,
+}
+
+impl Stanza {
+    /// An empty stanza (for building one to write).
+    pub fn new() -> Self {
+        Stanza::default()
+    }
+
+    /// The fields in order.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// The field named `name` (case-insensitive).
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The raw value of the field named `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.field(name).map(|f| f.value.as_str())
+    }
+
+    /// Sets a field: replaces the value of an existing field of that name
+    /// (keeping its place and spelling) or appends a new one. `value` is
+    /// stored as given (see [`Field::value`] for the multi-line form).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self
+            .fields
+            .iter_mut()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+        {
+            Some(f) => f.value = value,
+            None => self.fields.push(Field {
+                name: name.to_string(),
+                value,
+                line: 0,
+            }),
+        }
+    }
+
+    /// Removes the field named `name`, returning it.
+    pub fn remove(&mut self, name: &str) -> Option<Field> {
+        let i = self
+            .fields
+            .iter()
+            .position(|f| f.name.eq_ignore_ascii_case(name))?;
+        Some(self.fields.remove(i))
+    }
+}
+
+/// Writes the stanza in deb822 form, one `Name: value` per field and the
+/// continuation lines as stored, each line ending in `\n` (no blank line
+/// after the stanza).
+impl fmt::Display for Stanza {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for field in &self.fields {
+            let mut lines = field.value.split('\n');
+            let first = lines.next().unwrap_or("");
+            if first.is_empty() {
+                writeln!(f, "{}:", field.name)?;
+            } else {
+                writeln!(f, "{}: {}", field.name, first)?;
+            }
+            for l in lines {
+                writeln!(f, "{l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses control data into stanzas.
+pub fn parse(text: &str, syntax: Syntax) -> Result<Vec<Stanza>, ControlError> {
+    let mut stanzas = Vec::new();
+    let mut cur: Option<Stanza> = None;
+    for (i, raw) in text.split('\n').enumerate() {
+        let n = i + 1;
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            stanzas.extend(cur.take());
+            continue;
+        }
+        if line.starts_with('#') {
+            if syntax.comments {
+                continue;
+            }
+            return Err(ControlError::new(
+                n,
+                "comment lines are not allowed in this kind of file",
+            ));
+        }
+        if line.starts_with([' ', '\t']) {
+            let Some(field) = cur.as_mut().and_then(|s| s.fields.last_mut()) else {
+                return Err(ControlError::new(
+                    n,
+                    "continuation line (starting with a space) outside any field",
+                ));
+            };
+            field.value.push('\n');
+            field.value.push_str(line.trim_end());
+            continue;
+        }
+        if line.starts_with('-') {
+            return Err(ControlError::new(
+                n,
+                format!(
+                    "field name must not start with `-` (found `{}`); OpenPGP-signed data must be \
+                     verified and unwrapped first",
+                    line.trim_end()
+                ),
+            ));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(ControlError::new(
+                n,
+                format!("expected `Field: value`, found `{}`", line.trim_end()),
+            ));
+        };
+        if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ControlError::new(
+                n,
+                format!(
+                    "field name `{name}` contains {c:?}; a field name must be followed by a colon"
+                ),
+            ));
+        }
+        let stanza = cur.get_or_insert_with(|| Stanza {
+            line: n,
+            fields: Vec::new(),
+        });
+        if let Some(first) = stanza.field(name) {
+            return Err(ControlError::new(
+                n,
+                format!(
+                    "duplicate field `{name}` (first at line {}) in the same stanza",
+                    first.line
+                ),
+            ));
+        }
+        stanza.fields.push(Field {
+            name: name.to_string(),
+            value: value.trim().to_string(),
+            line: n,
+        });
+    }
+    stanzas.extend(cur);
+    Ok(stanzas)
+}
+
+/// A relation operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    /// `<<`
+    Earlier,
+    /// `<=` (also the obsolete `<`)
+    EarlierOrEqual,
+    /// `=`
+    Equal,
+    /// `>=` (also the obsolete `>`)
+    LaterOrEqual,
+    /// `>>`
+    Later,
+}
+
+impl Op {
+    /// Whether `have OP want` holds.
+    pub fn holds(self, have: &Version, want: &Version) -> bool {
+        use std::cmp::Ordering::*;
+        let o = have.cmp(want);
+        match self {
+            Op::Earlier => o == Less,
+            Op::EarlierOrEqual => o != Greater,
+            Op::Equal => o == Equal,
+            Op::LaterOrEqual => o != Less,
+            Op::Later => o == Greater,
+        }
+    }
+
+    /// The canonical spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Earlier => "<<",
+            Op::EarlierOrEqual => "<=",
+            Op::Equal => "=",
+            Op::LaterOrEqual => ">=",
+            Op::Later => ">>",
+        }
+    }
+}
+
+/// One relation: `name[:archqual] [(op version)] [arches] <profiles>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    /// Package (or virtual package) name.
+    pub name: String,
+    /// Architecture qualifier after `:` (`any`, `native`, or an architecture).
+    pub arch: Option<String>,
+    /// Version constraint.
+    pub version: Option<(Op, Version)>,
+    /// Architecture restriction list, entries as written (`amd64`, `!i386`).
+    pub arches: Vec<String>,
+    /// Build profile formulas, one list per `<...>` group.
+    pub profiles: Vec<Vec<String>>,
+}
+
+impl Relation {
+    /// Whether `version` satisfies this relation's constraint (always, when
+    /// there is none).
+    pub fn version_matches(&self, version: &Version) -> bool {
+        self.version
+            .as_ref()
+            .is_none_or(|(op, want)| op.holds(version, want))
+    }
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(a) = &self.arch {
+            write!(f, ":{a}")?;
+        }
+        if let Some((op, v)) = &self.version {
+            write!(f, " ({} {v})", op.as_str())?;
+        }
+        if !self.arches.is_empty() {
+            write!(f, " [{}]", self.arches.join(" "))?;
+        }
+        for p in &self.profiles {
+            write!(f, " <{}>", p.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A dependency field: all of the outer list must hold; each inner list is
+/// a set of alternatives (`a | b`), first preferred.
+pub type Relations = Vec<Vec<Relation>>;
+
+/// Writes a dependency field back in canonical form.
+pub fn format_relations(rels: &Relations) -> String {
+    rels.iter()
+        .map(|alts| {
+            alts.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    name.as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-._".contains(&b))
+}
+
+/// Parses a dependency field (`Depends`, `Pre-Depends`, `Conflicts`,
+/// `Provides`, ...). `field` names the field in error messages;
+/// `alternatives` says whether `|` is allowed (not in `Conflicts`,
+/// `Breaks`, `Replaces`, `Provides`). An empty value is an empty list; a
+/// trailing comma is tolerated.
+pub fn parse_relations(field: &str, text: &str, alternatives: bool) -> Result<Relations, String> {
+    let fail = |what: String| format!("field `{field}`: {what} in `{}`", text.trim());
+    let mut out = Vec::new();
+    let items: Vec<&str> = text.split(',').collect();
+    for (i, item) in items.iter().enumerate() {
+        if item.trim().is_empty() {
+            if i + 1 == items.len() && i > 0 || items.len() == 1 {
+                continue; // trailing comma, or an empty field
+            }
+            return Err(fail("empty entry between commas".into()));
+        }
+        let alts: Vec<&str> = item.split('|').collect();
+        if alts.len() > 1 && !alternatives {
+            return Err(fail(format!(
+                "alternatives (`|`) are not allowed in {field}"
+            )));
+        }
+        let mut group = Vec::new();
+        for alt in alts {
+            group.push(parse_relation(alt).map_err(&fail)?);
+        }
+        out.push(group);
+    }
+    Ok(out)
+}
+
+fn parse_relation(text: &str) -> Result<Relation, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty alternative around `|`".into());
+    }
+    let end = s
+        .find(|c: char| c.is_whitespace() || "([<:".contains(c))
+        .unwrap_or(s.len());
+    let name = &s[..end];
+    if !valid_name(name) {
+        return Err(format!(
+            "invalid package name `{name}` (letters, digits and `+-._`, starting with a letter or digit)"
+        ));
+    }
+    let mut rest = &s[end..];
+    let mut rel = Relation {
+        name: name.to_string(),
+        arch: None,
+        version: None,
+        arches: Vec::new(),
+        profiles: Vec::new(),
+    };
+    if let Some(r) = rest.strip_prefix(':') {
+        let end = r
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(r.len());
+        if end == 0 {
+            return Err(format!("empty architecture qualifier after `{name}:`"));
+        }
+        rel.arch = Some(r[..end].to_string());
+        rest = &r[end..];
+    }
+    rest = rest.trim_start();
+    if let Some(r) = rest.strip_prefix('(') {
+        let Some(close) = r.find(')') else {
+            return Err(format!("missing `)` after `{name} (`"));
+        };
+        let inner = r[..close].trim();
+        let ops = [
+            ("<<", Op::Earlier),
+            ("<=", Op::EarlierOrEqual),
+            (">=", Op::LaterOrEqual),
+            (">>", Op::Later),
+            ("=", Op::Equal),
+            ("<", Op::EarlierOrEqual),
+            (">", Op::LaterOrEqual),
+        ];
+        let Some((op, vtext)) = ops
+            .iter()
+            .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
+        else {
+            return Err(format!(
+                "missing relation operator (one of << <= = >= >>) in `({inner})`"
+            ));
+        };
+        let v = Version::parse(vtext).map_err(|e| e.to_string())?;
+        rel.version = Some((op, v));
+        rest = r[close + 1..].trim_start();
+    }
+    while let Some(r) = rest.strip_prefix('[') {
+        let Some(close) = r.find(']') else {
+            return Err(format!("missing `]` after `{name} [`"));
+        };
+        let list: Vec<String> = r[..close].split_whitespace().map(str::to_string).collect();
+        if list.is_empty() {
+            return Err(format!("empty architecture list after `{name}`"));
+        }
+        rel.arches.extend(list);
+        rest = r[close + 1..].trim_start();
+    }
+    while let Some(r) = rest.strip_prefix('<') {
+        let Some(close) = r.find('>') else {
+            return Err(format!("missing `>` after `{name} <`"));
+        };
+        let list: Vec<String> = r[..close].split_whitespace().map(str::to_string).collect();
+        if list.is_empty() {
+            return Err(format!("empty build profile list after `{name}`"));
+        }
+        rel.profiles.push(list);
+        rest = r[close + 1..].trim_start();
+    }
+    if !rest.is_empty() {
+        return Err(format!("unexpected `{rest}` after `{name}`"));
+    }
+    Ok(rel)
+}
+
+/// The `Multi-Arch` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MultiArch {
+    /// Absent or `no`.
+    #[default]
+    No,
+    /// `same`: co-installable with itself for other architectures.
+    Same,
+    /// `foreign`: satisfies dependencies from any architecture.
+    Foreign,
+    /// `allowed`: satisfies `name:any` dependencies from any architecture.
+    Allowed,
+}
+
+impl MultiArch {
+    /// The field value as written in control files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MultiArch::No => "no",
+            MultiArch::Same => "same",
+            MultiArch::Foreign => "foreign",
+            MultiArch::Allowed => "allowed",
+        }
+    }
+}
+
+/// The dpkg `Status` field: `want flag state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// `install`, `hold`, `deinstall`, `purge` or `unknown`.
+    pub want: String,
+    /// `ok` or `reinstreq`.
+    pub flag: String,
+    /// `installed`, `unpacked`, `config-files`, `not-installed`, ...
+    pub state: String,
+}
+
+impl Status {
+    /// Parses `want flag state`, checking each word against dpkg's values.
+    pub fn parse(text: &str) -> Result<Status, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [want, flag, state] = words[..] else {
+            return Err(format!(
+                "field `Status`: expected three words (want flag state), found `{}`",
+                text.trim()
+            ));
+        };
+        let check = |word: &str, what: &str, allowed: &[&str]| {
+            if allowed.contains(&word) {
+                Ok(word.to_string())
+            } else {
+                Err(format!(
+                    "field `Status`: unknown {what} `{word}` (expected one of {})",
+                    allowed.join(", ")
+                ))
+            }
+        };
+        Ok(Status {
+            want: check(
+                want,
+                "want",
+                &["unknown", "install", "hold", "deinstall", "purge"],
+            )?,
+            flag: check(flag, "flag", &["ok", "reinstreq"])?,
+            state: check(
+                state,
+                "state",
+                &[
+                    "not-installed",
+                    "config-files",
+                    "half-installed",
+                    "unpacked",
+                    "half-configured",
+                    "triggers-awaited",
+                    "triggers-pending",
+                    "installed",
+                ],
+            )?,
+        })
+    }
+
+    /// Whether the package is fully installed and configured (`ok
+    /// installed`, whatever the selection: `install`, `hold`, ...). Only
+    /// such packages satisfy dependencies.
+    pub fn is_installed(&self) -> bool {
+        self.flag == "ok" && self.state == "installed"
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.want, self.flag, self.state)
+    }
+}
+
+/// The fields of a binary package stanza that installation needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryPackage {
+    /// `Package`
+    pub name: String,
+    /// `Version`
+    pub version: Version,
+    /// `Architecture` (`amd64`, `arm64`, `all`, ...)
+    pub architecture: String,
+    /// `Multi-Arch`
+    pub multi_arch: MultiArch,
+    /// `Essential: yes`
+    pub essential: bool,
+    /// `Priority`
+    pub priority: Option<String>,
+    /// `Provides` (no alternatives; versions only with `=`)
+    pub provides: Vec<Relation>,
+    /// `Pre-Depends`
+    pub pre_depends: Relations,
+    /// `Depends`
+    pub depends: Relations,
+    /// `Conflicts`
+    pub conflicts: Relations,
+    /// `Breaks`
+    pub breaks: Relations,
+    /// `Replaces`
+    pub replaces: Relations,
+    /// `Filename` (path relative to the repository root)
+    pub filename: Option<String>,
+    /// `Size` in bytes
+    pub size: Option<u64>,
+    /// `SHA256`, lowercase hex
+    pub sha256: Option<String>,
+    /// `Status` (dpkg status database only)
+    pub status: Option<Status>,
+}
+
+impl BinaryPackage {
+    /// Reads the typed fields of a package stanza. `Package`, `Version` and
+    /// `Architecture` are required. Errors carry the line of the field.
+    pub fn from_stanza(stanza: &Stanza) -> Result<BinaryPackage, ControlError> {
+        let at = |name: &str| stanza.field(name).map_or(stanza.line, |f| f.line);
+        let err = |name: &str, msg: String| ControlError::new(at(name), msg);
+        let required = |name: &str| {
+            stanza
+                .field(name)
+                .map(Field::folded)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    let pkg = stanza.get("Package").unwrap_or("?");
+                    err(
+                        name,
+                        format!("stanza of package `{pkg}` has no `{name}` field"),
+                    )
+                })
+        };
+        let name = required("Package")?;
+        if !valid_name(&name) {
+            return Err(err("Package", format!("invalid package name `{name}`")));
+        }
+        let version = Version::parse(&required("Version")?)
+            .map_err(|e| err("Version", format!("field `Version` of `{name}`: {e}")))?;
+        let architecture = required("Architecture")?;
+        let multi_arch = match stanza.field("Multi-Arch").map(Field::folded).as_deref() {
+            None | Some("no") => MultiArch::No,
+            Some("same") => MultiArch::Same,
+            Some("foreign") => MultiArch::Foreign,
+            Some("allowed") => MultiArch::Allowed,
+            Some(other) => {
+                return Err(err(
+                    "Multi-Arch",
+                    format!(
+                        "field `Multi-Arch` of `{name}`: `{other}` is not one of no, same, foreign, allowed"
+                    ),
+                ))
+            }
+        };
+        let essential = match stanza.field("Essential").map(Field::folded).as_deref() {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(other) => {
+                return Err(err(
+                    "Essential",
+                    format!("field `Essential` of `{name}`: `{other}` is not yes or no"),
+                ))
+            }
+        };
+        let rels = |field: &str, alternatives: bool| -> Result<Relations, ControlError> {
+            match stanza.field(field) {
+                None => Ok(Vec::new()),
+                Some(f) => parse_relations(field, &f.folded(), alternatives)
+                    .map_err(|m| ControlError::new(f.line, format!("package `{name}`: {m}"))),
+            }
+        };
+        let provides: Vec<Relation> = rels("Provides", false)?.into_iter().flatten().collect();
+        if let Some(bad) = provides
+            .iter()
+            .find(|r| r.version.as_ref().is_some_and(|(op, _)| *op != Op::Equal))
+        {
+            return Err(err(
+                "Provides",
+                format!("package `{name}`: field `Provides`: only `=` versions may be provided, found `{bad}`"),
+            ));
+        }
+        let size = match stanza.field("Size") {
+            None => None,
+            Some(f) => Some(f.folded().parse::<u64>().map_err(|_| {
+                ControlError::new(
+                    f.line,
+                    format!(
+                        "field `Size` of `{name}`: `{}` is not a byte count",
+                        f.folded()
+                    ),
+                )
+            })?),
+        };
+        let sha256 = match stanza.field("SHA256") {
+            None => None,
+            Some(f) => {
+                let h = f.folded().to_ascii_lowercase();
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ControlError::new(
+                        f.line,
+                        format!("field `SHA256` of `{name}`: `{h}` is not 64 hex digits"),
+                    ));
+                }
+                Some(h)
+            }
+        };
+        let status = match stanza.field("Status") {
+            None => None,
+            Some(f) => Some(
+                Status::parse(&f.folded())
+                    .map_err(|m| ControlError::new(f.line, format!("package `{name}`: {m}")))?,
+            ),
+        };
+        Ok(BinaryPackage {
+            priority: stanza.field("Priority").map(Field::folded),
+            filename: stanza.field("Filename").map(Field::folded),
+            provides,
+            pre_depends: rels("Pre-Depends", true)?,
+            depends: rels("Depends", true)?,
+            conflicts: rels("Conflicts", false)?,
+            breaks: rels("Breaks", false)?,
+            replaces: rels("Replaces", false)?,
+            size,
+            sha256,
+            status,
+            name,
+            version,
+            architecture,
+            multi_arch,
+            essential,
+        })
+    }
+}
+
+/// Parses a `Packages` index into packages, in file order.
+pub fn parse_packages(text: &str) -> Result<Vec<BinaryPackage>, ControlError> {
+    parse(text, Syntax::strict())?
+        .iter()
+        .map(BinaryPackage::from_stanza)
+        .collect()
+}
+
+/// Parses a dpkg status database and returns the packages that are
+/// installed (`Status: <want> ok installed`), in file order. Stanzas of
+/// packages in other states (removed, config-files, half-installed...) are
+/// skipped without requiring their other fields.
+pub fn parse_installed(text: &str) -> Result<Vec<BinaryPackage>, ControlError> {
+    let mut out = Vec::new();
+    for stanza in parse(text, Syntax::strict())? {
+        let Some(f) = stanza.field("Status") else {
+            let pkg = stanza.get("Package").unwrap_or("?");
+            return Err(ControlError::new(
+                stanza.line,
+                format!("status stanza of package `{pkg}` has no `Status` field"),
+            ));
+        };
+        let status = Status::parse(&f.folded()).map_err(|m| ControlError::new(f.line, m))?;
+        if status.is_installed() {
+            out.push(BinaryPackage::from_stanza(&stanza)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stanzas_fields_and_continuations() {
+        let text = "Package: foo\nversion: 1.0\nDescription: short\n long line\n .\n \tmore\n\n  \n\nPackage: bar\r\nDepends: a,\n b\n";
+        let s = parse(text, Syntax::strict()).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].line, 1);
+        assert_eq!(s[1].line, 10);
+        let names: Vec<&str> = s[0].fields().iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Package", "version", "Description"]);
+        assert_eq!(s[0].get("VERSION"), Some("1.0"));
+        let d = s[0].field("description").unwrap();
+        assert_eq!(d.line, 3);
+        assert_eq!(d.value, "short\n long line\n .\n \tmore");
+        assert_eq!(d.first_line(), "short");
+        assert_eq!(d.continuation_lines(), ["long line", "", "\tmore"]);
+        assert_eq!(s[1].get("package"), Some("bar"));
+        assert_eq!(s[1].field("Depends").unwrap().folded(), "a, b");
+        assert_eq!(
+            s[0].to_string(),
+            "Package: foo\nversion: 1.0\nDescription: short\n long line\n .\n \tmore\n"
+        );
+        let r = parse("SHA256:\n abc 1 main/x\n", Syntax::strict()).unwrap();
+        assert_eq!(r[0].to_string(), "SHA256:\n abc 1 main/x\n");
+        assert_eq!(
+            r[0].field("sha256").unwrap().continuation_lines(),
+            ["abc 1 main/x"]
+        );
+    }
+
+    #[test]
+    fn set_and_remove_keep_order() {
+        let mut s = parse("Package: a\nStatus: x\nVersion: 1\n", Syntax::strict())
+            .unwrap()
+            .remove(0);
+        s.set("status", "install ok installed");
+        s.set("Conffiles", "\n /etc/a 0123");
+        assert_eq!(
+            s.to_string(),
+            "Package: a\nStatus: install ok installed\nVersion: 1\nConffiles:\n /etc/a 0123\n"
+        );
+        assert_eq!(s.remove("VERSION").unwrap().value, "1");
+        assert!(s.remove("Version").is_none());
+    }
+
+    #[test]
+    fn comments_only_when_allowed() {
+        let text = "# top\nSource: x\n# inside\nSection: y\n";
+        let s = parse(text, Syntax::with_comments()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].fields().len(), 2);
+        let e = parse(text, Syntax::strict()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 1: comment lines are not allowed in this kind of file"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_line_numbers() {
+        let cases = [
+            (" lead\n", "line 1: continuation line (starting with a space) outside any field"),
+            ("A: 1\nnocolon\n", "line 2: expected `Field: value`, found `nocolon`"),
+            ("A: 1\nB c: 2\n", "line 2: field name `B c` contains ' '; a field name must be followed by a colon"),
+            ("A: 1\nB: 2\na: 3\n", "line 3: duplicate field `a` (first at line 1) in the same stanza"),
+            (
+                "-----BEGIN PGP SIGNED MESSAGE-----\n",
+                "line 1: field name must not start with `-` (found `-----BEGIN PGP SIGNED MESSAGE-----`); OpenPGP-signed data must be verified and unwrapped first",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse(text, Syntax::strict()).unwrap_err().to_string(),
+                want,
+                "{text:?}"
+            );
+        }
+        // The same name in two stanzas is fine.
+        assert_eq!(parse("A: 1\n\nA: 2\n", Syntax::strict()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn relations_grammar() {
+        let r = parse_relations(
+            "Depends",
+            "libc6 (>= 2.34), foo:any | bar (<< 1:2~rc1) , baz:amd64 (= 1.0-1) [amd64 !i386] <!nocheck> <stage1 cross>, old (< 1), older (>2)",
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[0][0].name, "libc6");
+        assert_eq!(
+            r[0][0].version,
+            Some((Op::LaterOrEqual, Version::parse("2.34").unwrap()))
+        );
+        assert_eq!(r[1].len(), 2);
+        assert_eq!(r[1][0].arch.as_deref(), Some("any"));
+        assert_eq!(r[1][1].version.as_ref().unwrap().0, Op::Earlier);
+        assert_eq!(r[2][0].arches, ["amd64", "!i386"]);
+        assert_eq!(
+            r[2][0].profiles,
+            [vec!["!nocheck"], vec!["stage1", "cross"]]
+        );
+        assert_eq!(r[3][0].version.as_ref().unwrap().0, Op::EarlierOrEqual);
+        assert_eq!(r[4][0].version.as_ref().unwrap().0, Op::LaterOrEqual);
+        assert_eq!(
+            format_relations(&r),
+            "libc6 (>= 2.34), foo:any | bar (<< 1:2~rc1), baz:amd64 (= 1.0-1) [amd64 !i386] <!nocheck> <stage1 cross>, old (<= 1), older (>= 2)"
+        );
+        assert_eq!(
+            parse_relations("Depends", "", true).unwrap(),
+            Relations::new()
+        );
+        assert_eq!(parse_relations("Depends", "a, b,", true).unwrap().len(), 2);
+        let v = Version::parse("1.5").unwrap();
+        assert!(r[0][0].version_matches(&Version::parse("2.36").unwrap()));
+        assert!(!r[0][0].version_matches(&v));
+    }
+
+    #[test]
+    fn relation_errors_name_field_and_text() {
+        let cases = [
+            ("Depends", "a, , b", true, "field `Depends`: empty entry between commas in `a, , b`"),
+            ("Depends", "a |", true, "field `Depends`: empty alternative around `|` in `a |`"),
+            ("Conflicts", "a | b", false, "field `Conflicts`: alternatives (`|`) are not allowed in Conflicts in `a | b`"),
+            ("Depends", "a (1.0)", true, "field `Depends`: missing relation operator (one of << <= = >= >>) in `(1.0)` in `a (1.0)`"),
+            ("Depends", "a (>= 1.0", true, "field `Depends`: missing `)` after `a (` in `a (>= 1.0`"),
+            ("Depends", "a (>= x)", true, "field `Depends`: invalid version `x`: version number does not start with digit in `a (>= x)`"),
+            ("Depends", "-a", true, "field `Depends`: invalid package name `-a` (letters, digits and `+-._`, starting with a letter or digit) in `-a`"),
+            ("Depends", "a: (>= 1)", true, "field `Depends`: empty architecture qualifier after `a:` in `a: (>= 1)`"),
+            ("Depends", "a b", true, "field `Depends`: unexpected `b` after `a` in `a b`"),
+        ];
+        for (field, text, alts, want) in cases {
+            assert_eq!(
+                parse_relations(field, text, alts).unwrap_err(),
+                want,
+                "{text}"
+            );
+        }
+    }
+
+    const PACKAGES: &str = "\
+Package: containerd.io
+Version: 1.2.13-2
+Architecture: amd64
+Multi-Arch: foreign
+Priority: optional
+Provides: containerd, runc (= 1.0.0~rc10)
+Pre-Depends: init-system-helpers (>= 1.18~)
+Depends: libc6 (>= 2.14),
+ libseccomp2 (>= 2.4.0)
+Conflicts: containerd
+Breaks: docker-ce (<< 5:19.03.11~)
+Replaces: containerd
+Filename: pool/stable/amd64/containerd.io_1.2.13-2_amd64.deb
+Size: 21186470
+SHA256: 5C4B4D4C2E9A1B6F0B2C0D3E4F5A6B7C8D9E0F1A2B3C4D5E6F708192A3B4C5D6
+
+Package: base-files
+Essential: yes
+Version: 12.4+deb12u1
+Architecture: amd64
+";
+
+    #[test]
+    fn typed_package_fields() {
+        let p = parse_packages(PACKAGES).unwrap();
+        assert_eq!(p.len(), 2);
+        let c = &p[0];
+        assert_eq!(c.name, "containerd.io");
+        assert_eq!(c.version.to_string(), "1.2.13-2");
+        assert_eq!(c.architecture, "amd64");
+        assert_eq!(c.multi_arch, MultiArch::Foreign);
+        assert!(!c.essential);
+        assert_eq!(c.priority.as_deref(), Some("optional"));
+        assert_eq!(c.provides.len(), 2);
+        assert_eq!(c.provides[1].to_string(), "runc (= 1.0.0~rc10)");
+        assert_eq!(
+            format_relations(&c.pre_depends),
+            "init-system-helpers (>= 1.18~)"
+        );
+        assert_eq!(
+            format_relations(&c.depends),
+            "libc6 (>= 2.14), libseccomp2 (>= 2.4.0)"
+        );
+        assert_eq!(format_relations(&c.conflicts), "containerd");
+        assert_eq!(format_relations(&c.breaks), "docker-ce (<< 5:19.03.11~)");
+        assert_eq!(format_relations(&c.replaces), "containerd");
+        assert_eq!(
+            c.filename.as_deref(),
+            Some("pool/stable/amd64/containerd.io_1.2.13-2_amd64.deb")
+        );
+        assert_eq!(c.size, Some(21186470));
+        assert_eq!(
+            c.sha256.as_deref(),
+            Some("5c4b4d4c2e9a1b6f0b2c0d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6")
+        );
+        assert_eq!(c.status, None);
+        assert!(p[1].essential);
+        assert_eq!(p[1].multi_arch, MultiArch::No);
+    }
+
+    #[test]
+    fn typed_field_errors() {
+        let base = "Package: a\nVersion: 1\nArchitecture: all\n";
+        let cases = [
+            ("Package: a\nArchitecture: all\n", "line 1: stanza of package `a` has no `Version` field"),
+            ("Package: a\nVersion: 1\n", "line 1: stanza of package `a` has no `Architecture` field"),
+            ("Package: a\nVersion: x\nArchitecture: all\n", "line 2: field `Version` of `a`: invalid version `x`: version number does not start with digit"),
+            (&format!("{base}Multi-Arch: maybe\n"), "line 4: field `Multi-Arch` of `a`: `maybe` is not one of no, same, foreign, allowed"),
+            (&format!("{base}Essential: true\n"), "line 4: field `Essential` of `a`: `true` is not yes or no"),
+            (&format!("{base}Size: 12k\n"), "line 4: field `Size` of `a`: `12k` is not a byte count"),
+            (&format!("{base}SHA256: abc\n"), "line 4: field `SHA256` of `a`: `abc` is not 64 hex digits"),
+            (&format!("{base}Depends: b (>= 1\n"), "line 4: package `a`: field `Depends`: missing `)` after `b (` in `b (>= 1`"),
+            (&format!("{base}Provides: b (>= 1)\n"), "line 4: package `a`: field `Provides`: only `=` versions may be provided, found `b (>= 1)`"),
+            (&format!("{base}Status: install ok\n"), "line 4: package `a`: field `Status`: expected three words (want flag state), found `install ok`"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                parse_packages(text).unwrap_err().to_string(),
+                want,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn installed_packages_from_status() {
+        let status = "\
+Package: a
+Status: install ok installed
+Version: 1
+Architecture: amd64
+
+Package: gone
+Status: purge ok not-installed
+
+Package: conf
+Status: deinstall ok config-files
+Version: 2
+Architecture: amd64
+
+Package: held
+Status: hold ok installed
+Version: 3
+Architecture: all
+
+Package: broken
+Status: install reinstreq half-installed
+Version: 4
+Architecture: amd64
+";
+        let p = parse_installed(status).unwrap();
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "held"]);
+        assert_eq!(
+            p[0].status.as_ref().unwrap().to_string(),
+            "install ok installed"
+        );
+        let e = parse_installed("Package: x\nVersion: 1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 1: status stanza of package `x` has no `Status` field"
+        );
+        let e = parse_installed("Package: x\nStatus: install ok gone\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2: field `Status`: unknown state `gone` (expected one of not-installed, config-files, half-installed, unpacked, half-configured, triggers-awaited, triggers-pending, installed)"
+        );
+    }
+}
