@@ -14,6 +14,7 @@
 
 pub mod base;
 pub mod build;
+pub mod deb;
 pub mod error;
 pub mod inputs;
 pub mod inspect;
