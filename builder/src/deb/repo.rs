@@ -183,22 +183,27 @@ impl Keyring {
             }
             for key in &self.keys {
                 let primary_fp = fingerprint_hex(&key.fingerprint());
-                let mut outcome = None;
+                // The primary key and every signing subkey bound to it that the signature names
+                // (or all of them when it names none); one valid signature is enough.
+                let mut outcomes = Vec::new();
                 if matches_identity(sig, key) {
-                    outcome = Some(check_one(sig, key, data));
-                } else {
-                    for sub in &key.public_subkeys {
-                        if !matches_identity(sig, sub) {
-                            continue;
-                        }
-                        let bound = sub.verify(&key.primary_key).is_ok()
-                            && sub.signatures.iter().any(|s| s.key_flags().sign());
-                        if bound {
-                            outcome = Some(check_one(sig, sub, data));
-                        }
+                    outcomes.push(check_one(sig, key, data));
+                }
+                for sub in &key.public_subkeys {
+                    if !matches_identity(sig, sub) {
+                        continue;
+                    }
+                    let bound = sub.verify(&key.primary_key).is_ok()
+                        && sub.signatures.iter().any(|s| s.key_flags().sign());
+                    if bound {
+                        outcomes.push(check_one(sig, sub, data));
                     }
                 }
-                let Some(outcome) = outcome else { continue };
+                let outcome = match outcomes.iter().position(Result::is_ok) {
+                    Some(i) => outcomes.swap_remove(i),
+                    None if outcomes.is_empty() => continue,
+                    None => outcomes.swap_remove(0),
+                };
                 let failure = match outcome {
                     Ok(()) => match key.expires_at() {
                         Some(at) if at <= now => RepoError::KeyExpired {
@@ -248,7 +253,8 @@ enum Check {
 fn check_one(sig: &Signature, key: &impl PublicKeyTrait, data: &[u8]) -> Result<(), Check> {
     match sig.hash_alg() {
         Some(
-            HashAlgorithm::Sha256
+            HashAlgorithm::Sha224
+            | HashAlgorithm::Sha256
             | HashAlgorithm::Sha384
             | HashAlgorithm::Sha512
             | HashAlgorithm::Sha3_256
@@ -572,7 +578,9 @@ impl Release {
 
     /// The SHA256 entry for `path` (relative to the Release directory).
     pub fn entry(&self, path: &str) -> Option<&FileEntry> {
-        self.sha256.iter().find(|e| e.path == path)
+        self.sha256
+            .iter()
+            .find(|e| e.path.strip_prefix("./").unwrap_or(&e.path) == path)
     }
 
     /// Locates the `Packages` index for `component` and `arch` (`component` None: a flat
@@ -677,7 +685,7 @@ impl IndexLocation {
     }
 }
 
-/// Checks the size and SHA256 of a downloaded index.
+/// Checks the size and SHA256 of a downloaded index (the weak MD5/SHA1 lists are never used).
 pub fn verify_index(
     bytes: &[u8],
     expected_size: u64,
@@ -790,6 +798,9 @@ mod tests {
         inrelease_b: Vec<u8>,
         inrelease_b_sha1: Option<Vec<u8>>,
         inrelease_no_sha256: Vec<u8>,
+        inrelease_a_and_b: Vec<u8>,
+        keyring_c: Vec<u8>,
+        inrelease_c_expired_key: Vec<u8>,
     }
 
     fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
@@ -887,6 +898,9 @@ mod tests {
             // Key B: an RSA primary that signs itself.
             gpg(&home, &["--quick-gen-key", "Repo B <b@example.invalid>", "rsa2048", "sign,cert", "never"]);
             let fpr_b = fingerprint(&home, "b@example.invalid");
+            // Key C: expires one day after it is made.
+            gpg(&home, &["--quick-gen-key", "Repo C <c@example.invalid>", "ed25519", "sign,cert", "1d"]);
+            let fpr_c = fingerprint(&home, "c@example.invalid");
             let release = release_text().into_bytes();
             let no_sha = b"Suite: stable\nMD5Sum:\n 00000000000000000000000000000000 1 main/binary-amd64/Packages\n".to_vec();
             let dir = tmp.path();
@@ -900,6 +914,9 @@ mod tests {
                 inrelease_b: sign(&home, dir, &fpr_b, "SHA256", "--clearsign", &release).unwrap(),
                 inrelease_b_sha1: sign(&home, dir, &format!("{fpr_b}!"), "SHA1", "--clearsign", &release),
                 inrelease_no_sha256: sign(&home, dir, &fpr_a, "SHA256", "--clearsign", &no_sha).unwrap(),
+                inrelease_a_and_b: sign(&home, dir, &fpr_b, "SHA256", &format!("--local-user {fpr_a} --clearsign"), &release).unwrap(),
+                keyring_c: gpg(&home, &["--export", &fpr_c]),
+                inrelease_c_expired_key: sign(&home, dir, &fpr_c, "SHA256", "--clearsign", &release).unwrap(),
                 release,
                 fpr_a,
                 fpr_b,
@@ -973,6 +990,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.text.as_bytes(), &f.release[..]);
+    }
+
+    #[test]
+    fn one_good_signature_among_several_is_enough() {
+        let f = need_gpg!();
+        let text = String::from_utf8(f.inrelease_a_and_b.clone()).unwrap();
+        assert_eq!(text.matches("-----BEGIN PGP SIGNATURE-----").count(), 1);
+        for ring in [&f.keyring_a_armored, &f.keyring_b] {
+            let ring = Keyring::from_bytes(ring, "k").unwrap();
+            let r = verify_inrelease(&f.inrelease_a_and_b, &ring, now(), "InRelease").unwrap();
+            assert_eq!(
+                r.signed_by.as_deref(),
+                Some(ring.fingerprints()[0].as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn signature_by_an_expired_key_is_refused() {
+        let f = need_gpg!();
+        let ring = Keyring::from_bytes(&f.keyring_c, "c.gpg").unwrap();
+        // Before expiry (the key was made today, so "now" is the real clock here).
+        assert!(
+            verify_inrelease(&f.inrelease_c_expired_key, &ring, Utc::now(), "InRelease").is_ok()
+        );
+        let later = Utc::now() + chrono::Duration::days(2);
+        let err =
+            verify_inrelease(&f.inrelease_c_expired_key, &ring, later, "InRelease").unwrap_err();
+        assert!(matches!(err, RepoError::KeyExpired { .. }), "{err}");
     }
 
     #[test]
@@ -1150,7 +1196,7 @@ mod tests {
         let plain = PACKAGES.as_bytes();
         let text = format!(
             "Date: Wed, 01 Jan 2025 00:00:00 UTC\nSHA256:\n{}{}",
-            line("Packages", plain),
+            line("./Packages", plain),
             line("Packages.gz", &gz(plain))
         );
         let r = Release::parse(&text, "flat/Release", None).unwrap();
