@@ -1145,6 +1145,59 @@ mod tests {
         assert!(err.to_string().contains("\"..\" is not allowed"), "{err}");
     }
 
+    /// Counts the bytes taken from the underlying reader.
+    struct Counting<'a> {
+        inner: &'a [u8],
+        taken: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.taken.set(self.taken.get() + n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn data_member_is_streamed_not_buffered() {
+        let big = vec![7u8; 8 << 20];
+        let data = tar_of(&[("./usr/share/big", &big[..]), ("./usr/share/small", b"s")]);
+        let bytes = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.gz", &control_tar()),
+            ("data.tar", &data),
+        ]);
+        let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Counting {
+            inner: &bytes,
+            taken: taken.clone(),
+        };
+        let mut deb = Deb::open(reader, "big.deb").unwrap();
+        let mut entries = deb.entries().unwrap();
+        let mut first = entries.next().unwrap().unwrap();
+        assert_eq!(first.path, "usr/share/big");
+        assert_eq!(first.size, 8 << 20);
+        // Only the headers so far, not the 8 MiB body.
+        assert!(
+            taken.get() < 1 << 20,
+            "read {} bytes before the contents",
+            taken.get()
+        );
+        let mut chunk = [0u8; 4096];
+        first.read_exact(&mut chunk).unwrap();
+        assert_eq!(chunk, [7u8; 4096]);
+        assert!(
+            taken.get() < 1 << 20,
+            "read {} bytes for one chunk",
+            taken.get()
+        );
+        drop(first);
+        let second = entries.next().unwrap().unwrap();
+        assert_eq!(second.path, "usr/share/small");
+        assert!(entries.next().is_none());
+    }
+
     #[test]
     fn paths_normalise() {
         assert_eq!(normalize_path("./usr/bin/x").unwrap(), "usr/bin/x");

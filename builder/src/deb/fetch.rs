@@ -244,6 +244,18 @@ impl Cache {
 
     /// The verified local copy of `url`, downloading it when the cache does not hold it.
     pub fn fetch(&self, url: &str, expected_size: u64, expected_sha256: &str) -> Result<PathBuf> {
+        self.fetch_with_progress(url, expected_size, expected_sha256, &mut |_| {})
+    }
+
+    /// [`Cache::fetch`], calling `progress` with the bytes received so far while downloading
+    /// (not called when the cache already holds the file).
+    pub fn fetch_with_progress(
+        &self,
+        url: &str,
+        expected_size: u64,
+        expected_sha256: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<PathBuf> {
         if let Some(path) = self.lookup(expected_size, expected_sha256)? {
             return Ok(path);
         }
@@ -285,6 +297,7 @@ impl Cache {
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).map_err(cache_err)?;
             size += n as u64;
+            progress(size);
         }
         if size != expected_size {
             return Err(FetchError::SizeMismatch {
@@ -552,7 +565,11 @@ mod tests {
         fs::write(src.join("a.deb"), &data).unwrap();
         let cache = Cache::new(tmp.path().join("cache")).unwrap();
         let url = format!("file://{}/a.deb", src.display()).replace(' ', "%20");
-        let path = cache.fetch(&url, data.len() as u64, &sha(&data)).unwrap();
+        let mut seen = Vec::new();
+        let path = cache
+            .fetch_with_progress(&url, data.len() as u64, &sha(&data), &mut |n| seen.push(n))
+            .unwrap();
+        assert_eq!(seen.last(), Some(&(data.len() as u64)));
         assert_eq!(path, tmp.path().join("cache/sha256").join(sha(&data)));
         assert_eq!(fs::read(&path).unwrap(), data);
         // Served from the cache once the source is gone.

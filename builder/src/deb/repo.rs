@@ -386,6 +386,38 @@ pub fn verify_detached(
     Ok(parsed)
 }
 
+/// True for a flat repository: its suite ends in `/` (e.g. `xUbuntu_20.04/`, `./`).
+pub fn is_flat(suite: &str) -> bool {
+    suite.ends_with('/')
+}
+
+/// The URL of the directory holding `InRelease`/`Release` (ending in `/`): `URI/dists/SUITE/`,
+/// or `URI/SUITE` for a flat repository.
+pub fn release_dir_url(uri: &str, suite: &str) -> String {
+    let base = uri.trim_end_matches('/');
+    if is_flat(suite) {
+        let sub = suite.trim_start_matches("./").trim_matches('/');
+        if sub.is_empty() {
+            format!("{base}/")
+        } else {
+            format!("{base}/{sub}/")
+        }
+    } else {
+        format!("{base}/dists/{}/", suite.trim_matches('/'))
+    }
+}
+
+/// The URL of a package's `Filename` from `Packages`: relative to `URI` in the `dists/`
+/// layout, to the suite directory in a flat repository.
+pub fn package_url(uri: &str, suite: &str, filename: &str) -> String {
+    let rel = filename.trim_start_matches("./");
+    if is_flat(suite) {
+        format!("{}{rel}", release_dir_url(uri, suite))
+    } else {
+        format!("{}/{rel}", uri.trim_end_matches('/'))
+    }
+}
+
 /// One file listed under `SHA256:` in a `Release`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -1277,6 +1309,31 @@ mod tests {
                 assert!(matches!(err, RepoError::WrongKey { .. }), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn repository_urls() {
+        let u = "https://download.docker.com/linux/ubuntu/";
+        assert_eq!(
+            release_dir_url(u, "focal"),
+            "https://download.docker.com/linux/ubuntu/dists/focal/"
+        );
+        assert_eq!(
+            package_url(u, "focal", "pool/stable/amd64/containerd.io_1.2.13-2_amd64.deb"),
+            "https://download.docker.com/linux/ubuntu/pool/stable/amd64/containerd.io_1.2.13-2_amd64.deb"
+        );
+        let k = "http://repo.example/kubic/stable";
+        assert!(is_flat("xUbuntu_20.04/"));
+        assert_eq!(
+            release_dir_url(k, "xUbuntu_20.04/"),
+            "http://repo.example/kubic/stable/xUbuntu_20.04/"
+        );
+        assert_eq!(
+            package_url(k, "xUbuntu_20.04/", "./amd64/cri-o_1.18.0~0_amd64.deb"),
+            "http://repo.example/kubic/stable/xUbuntu_20.04/amd64/cri-o_1.18.0~0_amd64.deb"
+        );
+        assert_eq!(release_dir_url("file:///srv/r", "/"), "file:///srv/r/");
+        assert_eq!(release_dir_url("file:///srv/r", "./"), "file:///srv/r/");
     }
 
     #[test]
