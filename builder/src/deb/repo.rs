@@ -1027,6 +1027,12 @@ mod tests {
     #[test]
     fn one_good_signature_among_several_is_enough() {
         let f = need_gpg!();
+        // Several armored blocks in one file form one keyring.
+        let mut both = f.keyring_b.clone();
+        both.extend_from_slice(&f.keyring_a_armored);
+        let ring = Keyring::from_bytes(&both, "both.asc").unwrap();
+        assert_eq!(ring.fingerprints(), vec![f.fpr_b.clone(), f.fpr_a.clone()]);
+        assert!(verify_inrelease(&f.inrelease_a, &ring, now(), "InRelease").is_ok());
         let text = String::from_utf8(f.inrelease_a_and_b.clone()).unwrap();
         assert_eq!(text.matches("-----BEGIN PGP SIGNATURE-----").count(), 1);
         for ring in [&f.keyring_a_armored, &f.keyring_b] {
