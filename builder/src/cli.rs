@@ -474,7 +474,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs Base::scratch from the image reader"]
     fn check_exit_codes() {
         let d = tempfile::tempdir().unwrap();
         let good = d.path().join("good.toml");
