@@ -70,7 +70,7 @@ pub static RULES: &[Rule] = &[
     },
     Rule {
         id: "NI004",
-        severity: Severity::Warning,
+        severity: Severity::Error,
         summary: "a CRI runtime without the kernel prerequisites (overlay, br_netfilter, bridge and forwarding sysctls)",
         hint: "add a layer with modules = { file = \"k8s\", load = [\"overlay\", \"br_netfilter\"] } and sysctl = { file = \"99-kubernetes-cri\", set = { \"net.bridge.bridge-nf-call-iptables\" = 1, \"net.bridge.bridge-nf-call-ip6tables\" = 1, \"net.ipv4.ip_forward\" = 1 } }",
     },
@@ -90,7 +90,7 @@ pub static RULES: &[Rule] = &[
         id: "NI007",
         severity: Severity::Warning,
         summary: "the base's /etc/machine-id is kept in an immutable image",
-        hint: "add remove = [\"/etc/machine-id\"] so every node gets its own id at first boot",
+        hint: "add file = [{ path = \"/etc/machine-id\", content = \"\" }] (systemd then makes one at first boot), or remove = [\"/etc/machine-id\"]",
     },
     Rule {
         id: "NI008",

@@ -184,7 +184,7 @@ fn ni004_prerequisites() {
         .unwrap();
     let f = run(&r, &MemView::new());
     assert_eq!(ids(&f), ["NI004"]);
-    assert_eq!(f[0].severity, Severity::Warning);
+    assert_eq!(f[0].severity, Severity::Error);
     assert_eq!(f[0].key, "layer[0].systemd.enable[0]");
     assert_eq!(
         f[0].message,
