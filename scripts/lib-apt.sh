@@ -80,3 +80,16 @@ papt() {
         -o APT::Sandbox::User=root \
         "$@"
 }
+
+# papt_download STATE_DIR DEST_DIR PKG...: `apt-get download` into DEST_DIR;
+# when the cached package lists are stale, refresh them once and retry.
+papt_download() {
+    local state dest=$2
+    state=$(cd "$1" && pwd)
+    shift 2
+    if ! (cd "$dest" && papt "$state" -q download "$@"); then
+        echo "retrying after refreshing the package lists" >&2
+        papt "$state" -q update >&2
+        (cd "$dest" && papt "$state" -q download "$@")
+    fi
+}
