@@ -915,7 +915,7 @@ fn bad_recipes_fail_with_code_location_key_and_no_output() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {ran} bad-recipe cases misbehaved:\n\n{}",
+        "{} failure(s) over {ran} bad-recipe cases:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
