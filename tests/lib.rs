@@ -649,3 +649,108 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// `sha256:<hex>` of a byte stream.
+pub fn sha256_reader(mut r: impl Read) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf).expect("read for hashing");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    format!("sha256:{:x}", h.finalize())
+}
+
+/// `sha256:<hex>` of a file.
+pub fn sha256_file(path: &Path) -> String {
+    sha256_reader(fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display())))
+}
+
+/// Check an OCI layout's blobs ourselves: the manifest tagged `tag`, its
+/// config and every layer match their digests and sizes, and each layer
+/// decompresses (gzip, zstd or none, by media type) to its config diff_id.
+/// Independent of umoci, which cannot read zstd layers.
+pub fn verify_layout_blobs(layout: &Path, tag: &str) -> Result<(), String> {
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let json = |p: &Path| -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let check = |desc: &serde_json::Value| -> Result<PathBuf, String> {
+        let d = desc["digest"].as_str().ok_or("descriptor without digest")?;
+        let p = blob(d);
+        let got = sha256_file(&p);
+        if got != d {
+            return Err(format!("blob {d} hashes to {got}"));
+        }
+        let size = fs::metadata(&p).map_err(|e| e.to_string())?.len();
+        if desc["size"].as_u64() != Some(size) {
+            return Err(format!(
+                "blob {d} is {size} bytes, descriptor says {}",
+                desc["size"]
+            ));
+        }
+        Ok(p)
+    };
+    let index = json(&layout.join("index.json"))?;
+    let m = index["manifests"]
+        .as_array()
+        .ok_or("index.json without manifests")?
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .ok_or(format!("no manifest tagged {tag}"))?;
+    let manifest = json(&check(m)?)?;
+    let config = json(&check(&manifest["config"])?)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or("manifest without layers")?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or("config without diff_ids")?;
+    if layers.len() != diff_ids.len() {
+        return Err(format!(
+            "{} layers but {} diff_ids",
+            layers.len(),
+            diff_ids.len()
+        ));
+    }
+    for (l, want) in layers.iter().zip(diff_ids) {
+        let p = check(l)?;
+        let mt = l["mediaType"].as_str().unwrap_or_default();
+        let got = if mt.ends_with("+gzip") {
+            sha256_reader(flate2::read::GzDecoder::new(
+                fs::File::open(&p).map_err(|e| e.to_string())?,
+            ))
+        } else if mt.ends_with("+zstd") {
+            let out = Command::new("zstd")
+                .arg("-dc")
+                .arg(&p)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("zstd: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("zstd -dc {} failed", p.display()));
+            }
+            sha256_reader(std::io::Cursor::new(out.stdout))
+        } else if mt.ends_with(".tar") {
+            sha256_file(&p)
+        } else {
+            return Err(format!("unexpected layer media type {mt}"));
+        };
+        if want.as_str() != Some(got.as_str()) {
+            return Err(format!(
+                "layer {} ({mt}) has diff_id {got}, config says {want}",
+                l["digest"]
+            ));
+        }
+    }
+    Ok(())
+}

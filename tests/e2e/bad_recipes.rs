@@ -591,7 +591,7 @@ sysctl = { file = "k", set = { "net..ipv4.ip_forward" = 1 } }  # <- HERE
         keys: &["net..ipv4.ip_forward"],
     },
     Case {
-        name: "containerd config-version 4",
+        name: "lint: containerd config-version 4",
         files: &[(
             "r/recipe.toml",
             r#"[image]
@@ -605,7 +605,7 @@ containerd = { config-version = 4, systemd-cgroup = true }  # <- HERE
         args: &[],
         recipe: None,
         base: Base::Scratch,
-        code: 2,
+        code: 1,
         at: &["recipe.toml"],
         keys: &["config-version"],
     },
@@ -700,20 +700,25 @@ docker = { exec-opts = ["native.cgroupdriver=sytemd"] }  # <- HERE
         keys: &["sytemd"],
     },
     Case {
-        name: "lint: containerd without kernel prerequisites",
+        name: "lint: cgroupfs containerd on a systemd base",
         files: &[(
             "r/recipe.toml",
             r#"[image]
 name = "bad"
 
 [[layer]]
+name = "kernel"
+modules = { file = "containerd", load = ["overlay", "br_netfilter"] }
+sysctl = { file = "99-kubernetes-cri", set = { "net.bridge.bridge-nf-call-iptables" = 1, "net.ipv4.ip_forward" = 1, "net.bridge.bridge-nf-call-ip6tables" = 1 } }
+
+[[layer]]
 name = "containerd"
-containerd = { config-version = 2, systemd-cgroup = true }  # <- HERE
+containerd = { config-version = 2, systemd-cgroup = false }  # <- HERE
 "#,
         )],
         args: &[],
         recipe: None,
-        base: Base::Scratch,
+        base: Base::Fixture,
         code: 1,
         at: &["recipe.toml"],
         keys: &["containerd"],
