@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests in this folder.
 //!
 //! The tests run the `nodeimg` binary (from `NODEIMG_BIN`, else
-//! `<workspace>/target/debug/nodeimg`) and check its outputs with independent
+//! `<target dir>/debug/nodeimg`) and check its outputs with independent
 //! tools: umoci, oci-image-tool, containerd, a trixie dockerd (`--validate`),
 //! systemctl and systemd-analyze. A tool that is missing skips the test with
 //! `SKIP: install <package>`, except under `CI=true`, where it fails.
@@ -33,7 +33,17 @@ pub fn is_ci() -> bool {
 pub fn nodeimg_bin() -> PathBuf {
     let path = match std::env::var_os("NODEIMG_BIN") {
         Some(p) => PathBuf::from(p),
-        None => workspace_root().join("target/debug/nodeimg"),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| {
+                if t.is_absolute() {
+                    t
+                } else {
+                    workspace_root().join(t)
+                }
+            })
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("debug/nodeimg"),
     };
     assert!(
         path.is_file(),
