@@ -1,0 +1,181 @@
+//! Same recipe, same inputs -> same image, byte for byte: whatever folder the
+//! recipe sits in, whenever it is built, whatever the inputs' mtimes. A
+//! different `SOURCE_DATE_EPOCH` is a different image.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nodeimg_e2e::*;
+
+/// Copy `recipes/` into `dir/recipes` and set every mtime to `epoch`.
+fn copy_recipes(dir: &Path, epoch: u64) {
+    fs::create_dir_all(dir).expect("mkdir");
+    copy_dir(&workspace_root().join("recipes"), &dir.join("recipes"));
+    run(Command::new("find")
+        .arg(dir.join("recipes"))
+        .args(["-exec", "touch", "-h", "-d"])
+        .arg(format!("@{epoch}"))
+        .args(["{}", "+"]))
+    .ok();
+}
+
+fn build_in(
+    dir: &Path,
+    recipe: &str,
+    out: &str,
+    format: &str,
+    base_ref: &str,
+    epoch: Option<u64>,
+) -> String {
+    let mut c = nodeimg(dir);
+    match epoch {
+        Some(e) => {
+            c.env("SOURCE_DATE_EPOCH", e.to_string());
+        }
+        None => {
+            c.env_remove("SOURCE_DATE_EPOCH");
+        }
+    }
+    let r = run(c
+        .arg("build")
+        .arg(recipe)
+        .args(["-o", out, "--format", format, "--base", base_ref]));
+    single_digest_line(&r.ok())
+}
+
+/// Every file of two output trees, compared by content.
+fn assert_same_tree(a: &Path, b: &Path, label: &str) {
+    let la = tree_listing(a);
+    let lb = tree_listing(b);
+    assert_eq!(la, lb, "{label}: the outputs hold different files");
+    assert!(
+        la.iter().any(|p| p == "index.json"),
+        "{label}: no index.json in {la:?}"
+    );
+    for p in la {
+        let (pa, pb) = (a.join(&p), b.join(&p));
+        if pa.is_file() {
+            assert!(
+                fs::read(&pa).expect("read") == fs::read(&pb).expect("read"),
+                "{label}: {p} differs between the two builds"
+            );
+        }
+    }
+}
+
+#[test]
+fn same_recipe_elsewhere_later_with_touched_inputs_gives_same_image() {
+    let Some(base) = fixture_base() else { return };
+    let base_ref = fixture_base_ref(&base);
+    for recipe in recipes() {
+        let file = recipe
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let rel = format!("recipes/{file}");
+        let tmp = temp_dir("repro");
+        let a = tmp.path().join("first");
+        let b = tmp.path().join("second/deeper");
+        copy_recipes(&a, 1_000_000_000);
+        copy_recipes(&b, 1_600_000_000);
+
+        let d1 = build_in(&a, &rel, "out/img", "oci", &base_ref, Some(TEST_EPOCH));
+        std::thread::sleep(Duration::from_millis(1100));
+        let d2 = build_in(&b, &rel, "out/img", "oci", &base_ref, Some(TEST_EPOCH));
+        assert_eq!(
+            d1, d2,
+            "{file}: same inputs in another folder, later, gave another digest"
+        );
+        assert_same_tree(&a.join("out/img"), &b.join("out/img"), &file);
+
+        // Without SOURCE_DATE_EPOCH the fixed epoch applies: still reproducible.
+        let n1 = build_in(&a, &rel, "out/noepoch", "oci", &base_ref, None);
+        std::thread::sleep(Duration::from_millis(1100));
+        let n2 = build_in(&b, &rel, "out/noepoch", "oci", &base_ref, None);
+        assert_eq!(n1, n2, "{file}: builds without SOURCE_DATE_EPOCH differ");
+        assert_same_tree(&a.join("out/noepoch"), &b.join("out/noepoch"), &file);
+
+        // The archive and the rootfs too.
+        let x1 = build_in(
+            &a,
+            &rel,
+            "out/img.tar",
+            "oci-archive",
+            &base_ref,
+            Some(TEST_EPOCH),
+        );
+        let x2 = build_in(
+            &b,
+            &rel,
+            "out/img.tar",
+            "oci-archive",
+            &base_ref,
+            Some(TEST_EPOCH),
+        );
+        assert_eq!(x1, x2, "{file}: oci-archive digests differ");
+        assert!(
+            fs::read(a.join("out/img.tar")).expect("read")
+                == fs::read(b.join("out/img.tar")).expect("read"),
+            "{file}: the two oci-archive files differ"
+        );
+        let r1 = build_in(
+            &a,
+            &rel,
+            "out/rootfs.tar",
+            "rootfs",
+            &base_ref,
+            Some(TEST_EPOCH),
+        );
+        let r2 = build_in(
+            &b,
+            &rel,
+            "out/rootfs.tar",
+            "rootfs",
+            &base_ref,
+            Some(TEST_EPOCH),
+        );
+        assert_eq!(r1, r2, "{file}: rootfs tars differ");
+
+        // A different SOURCE_DATE_EPOCH is a different image.
+        let d3 = build_in(
+            &a,
+            &rel,
+            "out/later",
+            "oci",
+            &base_ref,
+            Some(TEST_EPOCH + 86_400),
+        );
+        assert_ne!(
+            d1, d3,
+            "{file}: SOURCE_DATE_EPOCH did not change the digest"
+        );
+    }
+}
+
+#[test]
+fn changed_recipe_content_changes_the_digest() {
+    let Some(base) = fixture_base() else { return };
+    let base_ref = fixture_base_ref(&base);
+    let recipe = recipes().into_iter().next().expect("a recipe");
+    let file = recipe
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let rel = format!("recipes/{file}");
+    let tmp = temp_dir("repro-change");
+    let a = tmp.path().join("a");
+    copy_recipes(&a, 1_000_000_000);
+    let d1 = build_in(&a, &rel, "out/one", "oci", &base_ref, Some(TEST_EPOCH));
+    let path = a.join(&rel);
+    let mut text = fs::read_to_string(&path).expect("read recipe");
+    text.push_str(
+        "\n[[layer]]\nname = \"reproducibility-probe\"\nfile = [{ path = \"/etc/nodeimg-probe\", content = \"x\\n\" }]\n",
+    );
+    fs::write(&path, text).expect("write recipe");
+    let d2 = build_in(&a, &rel, "out/two", "oci", &base_ref, Some(TEST_EPOCH));
+    assert_ne!(d1, d2, "{file}: an added layer did not change the digest");
+}
