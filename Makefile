@@ -1,4 +1,6 @@
 # nodeimg: build, test, lint, bench.
+#   make node    build a containerd node image (recipes/containerd-debian.toml)
+#                on a minimal Debian 12 base made with mmdebstrap
 #   make build   release build of the nodeimg binary
 #   make test    install test dependencies, build the fixture base, run every
 #                test (unit and end-to-end), then lint; what .ci/run calls
@@ -11,10 +13,16 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: build test e2e lint bench deps fixtures
+.PHONY: node build test e2e lint bench deps fixtures
 
 build:
 	$(CARGO) build --release
+
+node: build
+	scripts/make-node-base build/node-base.tar
+	target/release/nodeimg build recipes/containerd-debian.toml \
+		--base rootfs:build/node-base.tar -o out/containerd-debian
+	@echo "node image: out/containerd-debian (OCI layout, tag latest)"
 
 deps:
 	scripts/install-test-deps

@@ -591,7 +591,7 @@ sysctl = { file = "k", set = { "net..ipv4.ip_forward" = 1 } }  # <- HERE
         keys: &["net..ipv4.ip_forward"],
     },
     Case {
-        name: "lint: containerd config-version 4",
+        name: "containerd config-version 4",
         files: &[(
             "r/recipe.toml",
             r#"[image]
@@ -605,7 +605,7 @@ containerd = { config-version = 4, systemd-cgroup = true }  # <- HERE
         args: &[],
         recipe: None,
         base: Base::Scratch,
-        code: 1,
+        code: 2,
         at: &["recipe.toml"],
         keys: &["config-version"],
     },
