@@ -348,7 +348,11 @@ impl fmt::Display for InstallReport {
             writeln!(f)?;
         }
         for t in &self.triggers_not_run {
-            write!(f, "trigger not run: {} activated by {}", t.trigger, t.activated_by)?;
+            write!(
+                f,
+                "trigger not run: {} activated by {}",
+                t.trigger, t.activated_by
+            )?;
             if let Some(i) = &t.interested {
                 write!(f, " (for {i})")?;
             }
@@ -414,9 +418,7 @@ pub fn install(
         st.tree.replace(p, Node::file("1\n", shared.clone()));
     }
     let status_path = view.resolve(&ipath(STATUS)?);
-    let meta = view
-        .stat(&status_path)
-        .map_or(Meta::FILE, |s| s.meta);
+    let meta = view.stat(&status_path).map_or(Meta::FILE, |s| s.meta);
     st.tree.replace(
         status_path,
         Node::file(status.render(), shared).with_meta(meta),
@@ -464,10 +466,10 @@ impl State<'_> {
             message,
         };
         let file = File::open(&pkg.deb).map_err(io_err(&pkg.deb))?;
-        let deb_name = pkg
-            .deb
-            .file_name()
-            .map_or_else(|| pkg.deb.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let deb_name = pkg.deb.file_name().map_or_else(
+            || pkg.deb.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let mut deb = Deb::open(BufReader::new(file), &format!("{label} ({deb_name})"))?;
         let control_files = deb.control().clone();
         let text = control_files
@@ -561,8 +563,8 @@ impl State<'_> {
         for entry in deb.entries()? {
             let mut entry = entry?;
             count += 1;
-            let deb_path = ImagePath::from_archive(&entry.path)
-                .map_err(|m| perr(format!("data.tar: {m}")))?;
+            let deb_path =
+                ImagePath::from_archive(&entry.path).map_err(|m| perr(format!("data.tar: {m}")))?;
             if deb_path.is_root() {
                 continue;
             }
@@ -635,8 +637,9 @@ impl State<'_> {
                     NodeKind::Symlink(target)
                 }
                 EntryKind::Hardlink => {
-                    let target = ImagePath::from_archive(entry.link_target.as_deref().unwrap_or(""))
-                        .map_err(|m| perr(format!("{deb_path}: hard link target: {m}")))?;
+                    let target =
+                        ImagePath::from_archive(entry.link_target.as_deref().unwrap_or(""))
+                            .map_err(|m| perr(format!("{deb_path}: hard link target: {m}")))?;
                     let Some(landed_target) = landed_of.get(&target).cloned() else {
                         return Err(perr(format!(
                             "{deb_path}: hard link to {target}, which the package does not ship before it"
@@ -734,7 +737,9 @@ impl State<'_> {
                         if line == "/." || new_paths.contains(line) {
                             continue;
                         }
-                        let Ok(p) = ImagePath::new(line) else { continue };
+                        let Ok(p) = ImagePath::new(line) else {
+                            continue;
+                        };
                         let landed = self.view.resolve_parent(&p);
                         let is_dir = matches!(
                             self.view.stat_follow(&landed).map(|s| s.kind),
@@ -782,7 +787,13 @@ impl State<'_> {
             if name.contains('/') || name.starts_with('.') {
                 continue;
             }
-            self.info(&info_name, name, f.contents.clone(), f.mode & 0o7777, origin)?;
+            self.info(
+                &info_name,
+                name,
+                f.contents.clone(),
+                f.mode & 0o7777,
+                origin,
+            )?;
         }
 
         // Post-unpack effects.
@@ -890,7 +901,9 @@ impl State<'_> {
             let Some((path, who)) = line.split_once(' ') else {
                 continue;
             };
-            let Ok(tp) = ImagePath::new(path) else { continue };
+            let Ok(tp) = ImagePath::new(path) else {
+                continue;
+            };
             let hit = list
                 .iter()
                 .filter_map(|l| ImagePath::new(l).ok())
@@ -908,7 +921,12 @@ impl State<'_> {
     }
 
     /// Applies (or records) one effect; returns how it is described in the report.
-    fn apply(&mut self, e: &Effect, package: &str, origin: &Origin) -> Result<String, InstallError> {
+    fn apply(
+        &mut self,
+        e: &Effect,
+        package: &str,
+        origin: &Origin,
+    ) -> Result<String, InstallError> {
         match e {
             Effect::Group(g) => {
                 if let Some(id) = self.accounts.add_group(g)? {
@@ -1190,7 +1208,10 @@ impl StatusDb {
             .chunks
             .iter()
             .find(|c| Self::matches(c, name, arch, same))?;
-        let stanza = control::parse(&c.3, Syntax::strict()).ok()?.into_iter().next()?;
+        let stanza = control::parse(&c.3, Syntax::strict())
+            .ok()?
+            .into_iter()
+            .next()?;
         let installed = stanza
             .get("Status")
             .and_then(|s| control::Status::parse(s).ok())
@@ -1423,9 +1444,14 @@ impl Accounts {
     }
 
     fn write(&self, tree: &mut FileTree, origin: &Origin) -> Result<(), InstallError> {
-        for f in [Some(&self.group), Some(&self.passwd), self.gshadow.as_ref(), self.shadow.as_ref()]
-            .into_iter()
-            .flatten()
+        for f in [
+            Some(&self.group),
+            Some(&self.passwd),
+            self.gshadow.as_ref(),
+            self.shadow.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if f.changed {
                 tree.replace(
@@ -1568,5 +1594,519 @@ impl Alternative {
         }
         s.push('\n');
         s.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodeimg_layers::MemView;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::process::Command;
+
+    fn md5_hex(b: &[u8]) -> String {
+        hex::encode(Md5::digest(b))
+    }
+
+    fn host_arch() -> Option<String> {
+        let out = Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn have_dpkg() -> Option<String> {
+        let arch = host_arch();
+        let deb = Command::new("dpkg-deb").arg("--version").output().is_ok();
+        match arch {
+            Some(a) if deb => Some(a),
+            _ => {
+                eprintln!("dpkg or dpkg-deb not found: test skipped");
+                None
+            }
+        }
+    }
+
+    enum F<'a> {
+        File(&'a str, &'a [u8], u32),
+        Link(&'a str, &'a str),
+        Hard(&'a str, &'a str),
+        Dir(&'a str),
+    }
+
+    /// Builds a .deb with dpkg-deb and returns its path and planned entry.
+    fn build(root: &Path, control: &str, files: &[F<'_>], extra: &[(&str, &str, u32)]) -> Package {
+        let stanza = control::parse(control, Syntax::strict()).unwrap().remove(0);
+        let name = stanza.get("Package").unwrap().to_string();
+        let tree = root.join(format!("src-{name}"));
+        std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
+        for (n, body, mode) in extra {
+            let p = tree.join("DEBIAN").join(n);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        for f in files {
+            match f {
+                F::File(p, body, mode) => {
+                    let p = tree.join(p);
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(&p, body).unwrap();
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+                }
+                F::Link(p, t) => {
+                    let p = tree.join(p);
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    symlink(t, p).unwrap();
+                }
+                F::Hard(p, t) => std::fs::hard_link(tree.join(t), tree.join(p)).unwrap(),
+                F::Dir(p) => std::fs::create_dir_all(tree.join(p)).unwrap(),
+            }
+        }
+        let out = root.join(format!("{name}.deb"));
+        let res = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&tree)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let bin = control::BinaryPackage::from_stanza(&stanza).unwrap();
+        Package {
+            deb: out,
+            planned: Planned {
+                name: bin.name,
+                version: bin.version,
+                architecture: bin.architecture,
+                multi_arch: bin.multi_arch,
+                repository: "test".into(),
+                filename: format!("pool/{name}.deb"),
+                size: 0,
+                sha256: String::new(),
+                auto: false,
+                replaces_installed: None,
+            },
+        }
+    }
+
+    /// A tiny base: both a MemView and the same files on disk.
+    struct Base {
+        view: MemView,
+        files: Vec<(String, Option<Vec<u8>>, Option<String>)>,
+    }
+
+    impl Base {
+        fn new() -> Self {
+            Base {
+                view: MemView::new(),
+                files: Vec::new(),
+            }
+        }
+        fn file(mut self, p: &str, c: &[u8]) -> Self {
+            self.view = self.view.file(p, c.to_vec());
+            self.files.push((p.into(), Some(c.to_vec()), None));
+            self
+        }
+        fn dir(mut self, p: &str) -> Self {
+            self.view = self.view.dir(p);
+            self.files.push((p.into(), None, None));
+            self
+        }
+        fn link(mut self, p: &str, t: &str) -> Self {
+            self.view = self.view.symlink(p, t);
+            self.files.push((p.into(), None, Some(t.into())));
+            self
+        }
+        fn write(&self, dir: &Path) {
+            for (p, c, t) in &self.files {
+                let host = dir.join(&p[1..]);
+                std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+                match (c, t) {
+                    (Some(c), _) => std::fs::write(&host, c).unwrap(),
+                    (None, Some(t)) => symlink(t, &host).unwrap(),
+                    (None, None) => std::fs::create_dir_all(&host).unwrap(),
+                }
+            }
+        }
+    }
+
+    /// Writes a layer tree over an unpacked root.
+    fn materialise(tree: &FileTree, dir: &Path) {
+        let root = nix_root();
+        for (p, n) in tree.iter() {
+            let host = dir.join(p.relative());
+            if let Some(parent) = host.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            let meta = std::fs::symlink_metadata(&host).ok();
+            let remove = |host: &Path| {
+                if let Some(m) = &meta {
+                    if m.is_dir() {
+                        std::fs::remove_dir_all(host).unwrap();
+                    } else {
+                        std::fs::remove_file(host).unwrap();
+                    }
+                }
+            };
+            match &n.kind {
+                NodeKind::Dir | NodeKind::Opaque => {
+                    if meta.as_ref().is_some_and(|m| !m.is_dir()) {
+                        remove(&host);
+                    }
+                    std::fs::create_dir_all(&host).unwrap();
+                }
+                NodeKind::File(c) => {
+                    remove(&host);
+                    match c {
+                        Content::Bytes(b) => std::fs::write(&host, b).unwrap(),
+                        Content::Host { path, .. } => {
+                            std::fs::copy(path, &host).unwrap();
+                        }
+                    }
+                }
+                NodeKind::Symlink(t) => {
+                    remove(&host);
+                    symlink(t, &host).unwrap();
+                    if root {
+                        std::os::unix::fs::lchown(&host, Some(n.meta.uid), Some(n.meta.gid))
+                            .unwrap();
+                    }
+                    continue;
+                }
+                NodeKind::Hardlink(t) => {
+                    remove(&host);
+                    std::fs::hard_link(dir.join(t.relative()), &host).unwrap();
+                    continue;
+                }
+                NodeKind::Whiteout => {
+                    remove(&host);
+                    continue;
+                }
+            }
+            if root {
+                std::os::unix::fs::chown(&host, Some(n.meta.uid), Some(n.meta.gid)).unwrap();
+            }
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(n.meta.mode)).unwrap();
+        }
+    }
+
+    fn nix_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(args[0])
+            .arg(format!("--root={}", dir.display()))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    const BASE_FILES_LIST: &str = "/.\n/etc\n/etc/debian_version\n";
+    const OLD_LIST: &str =
+        "/.\n/usr\n/usr/share\n/usr/share/oldpkg\n/usr/share/oldpkg/gone\n/usr/share/oldpkg/kept\n";
+
+    fn base(arch: &str) -> Base {
+        let status = format!(
+            "Package: base-files\nEssential: yes\nStatus: install ok installed\nPriority: required\nMaintainer: Base <b@example.invalid>\nArchitecture: {arch}\nVersion: 12.4\nDescription: base\n\nPackage: oldpkg\nStatus: install ok installed\nMaintainer: Old <o@example.invalid>\nArchitecture: all\nVersion: 1.0\nDescription: old\n\n"
+        );
+        Base::new()
+            .link("/bin", "usr/bin")
+            .link("/lib", "usr/lib")
+            .link("/sbin", "usr/sbin")
+            .dir("/usr/bin")
+            .dir("/usr/lib")
+            .dir("/usr/sbin")
+            .dir("/usr/share/oldpkg")
+            .file("/etc/debian_version", b"12.4\n")
+            .file(
+                "/etc/passwd",
+                b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            )
+            .file(
+                "/etc/group",
+                b"root:x:0:\nsystemd-journal:x:100:\nnogroup:x:65534:\n",
+            )
+            .file("/etc/gshadow", b"root:*::\nsystemd-journal:!::\nnogroup:*::\n")
+            .file("/usr/share/oldpkg/gone", b"gone\n")
+            .file("/usr/share/oldpkg/kept", b"old\n")
+            .dir("/var/lib/dpkg/updates")
+            .dir("/var/lib/dpkg/triggers")
+            .dir("/var/lib/dpkg/alternatives")
+            .dir("/etc/alternatives")
+            .file("/var/lib/dpkg/info/format", b"1\n")
+            .file("/var/lib/dpkg/status", status.as_bytes())
+            .file("/var/lib/dpkg/info/base-files.list", BASE_FILES_LIST.as_bytes())
+            .file(
+                "/var/lib/dpkg/info/base-files.md5sums",
+                format!("{}  etc/debian_version\n", md5_hex(b"12.4\n")).as_bytes(),
+            )
+            .file("/var/lib/dpkg/info/oldpkg.list", OLD_LIST.as_bytes())
+            .file(
+                "/var/lib/dpkg/info/oldpkg.md5sums",
+                format!(
+                    "{}  usr/share/oldpkg/gone\n{}  usr/share/oldpkg/kept\n",
+                    md5_hex(b"gone\n"),
+                    md5_hex(b"old\n")
+                )
+                .as_bytes(),
+            )
+            .file("/var/lib/dpkg/info/oldpkg.postrm", b"#!/bin/sh\nexit 0\n")
+    }
+
+    const FOO_TOOLS_LIST: &str = "/.\n/bin\n/bin/fooctl\n/bin/fooctl-hard\n/etc\n/etc/foo\n/etc/foo/foo.conf\n/lib\n/lib/foo\n/lib/foo/helper\n/usr\n/usr/bin\n/usr/bin/foosu\n/usr/sbin\n/var\n/var/lib\n/var/lib/foo\n/usr/sbin/foo\n";
+    const FOO_CONF: &[u8] = b"# foo configuration\nlevel = 3\n";
+    const DOCKER_POSTINST: &str = "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n  if [ -z \"$2\" ] && ! getent group docker > /dev/null; then\n    addgroup --system docker\n  fi\nfi\nupdate-alternatives --install /usr/bin/dockerd-alt dockerd-alt /usr/bin/dockerd 50 \\\n  --slave /usr/share/man/man8/dockerd-alt.8.gz dockerd-alt.8.gz /usr/share/man/man8/dockerd.8.gz\nif deb-systemd-helper --quiet was-enabled 'docker.service'; then\n  deb-systemd-helper enable 'docker.service' >/dev/null || true\nfi\nchown root:\"$DOCKER_GROUP\" /run/docker.sock || true\n";
+
+    fn packages(root: &Path, arch: &str) -> Vec<Package> {
+        let lib = build(
+            root,
+            &format!("Package: libfoo1\nVersion: 1:1.2~rc1-1\nArchitecture: {arch}\nMulti-Arch: same\nMaintainer: Foo <f@example.invalid>\nInstalled-Size: 8\nSection: libs\nPriority: optional\nDescription: foo library\n The foo library.\n .\n Second paragraph.\n"),
+            &[
+                F::File("usr/lib/foo/libfoo.so.1.0", b"\x7fELF lib", 0o644),
+                F::Link("usr/lib/foo/libfoo.so.1", "libfoo.so.1.0"),
+                F::File("usr/share/doc/libfoo1/copyright", b"free\n", 0o644),
+            ],
+            &[],
+        );
+        let tools = build(
+            root,
+            &format!("Package: foo-tools\nVersion: 2.0-1\nArchitecture: {arch}\nMaintainer: Foo <f@example.invalid>\nDepends: libfoo1 (>= 1:1.0),\n  libc6\nHomepage: https://foo.example.invalid\nDescription: foo tools\n"),
+            &[
+                F::File("lib/foo/helper", b"#!/bin/sh\n", 0o755),
+                F::File("bin/fooctl", b"fooctl binary", 0o755),
+                F::Hard("bin/fooctl-hard", "bin/fooctl"),
+                F::File("usr/bin/foosu", b"suid", 0o4755),
+                F::Link("usr/sbin/foo", "../bin/fooctl"),
+                F::File("etc/foo/foo.conf", FOO_CONF, 0o640),
+                F::Dir("var/lib/foo"),
+            ],
+            &[("conffiles", "/etc/foo/foo.conf\n", 0o644)],
+        );
+        let docker = build(
+            root,
+            &format!("Package: docker.io\nVersion: 20.10.24+dfsg1-1\nArchitecture: {arch}\nMaintainer: D <d@example.invalid>\nDepends: foo-tools\nDescription: docker\n"),
+            &[
+                F::File("usr/bin/dockerd", b"dockerd", 0o755),
+                F::File("usr/share/man/man8/dockerd.8.gz", b"man", 0o644),
+                F::File("lib/systemd/system/docker.service", b"[Unit]\n", 0o644),
+            ],
+            &[("postinst", DOCKER_POSTINST, 0o755)],
+        );
+        let old = build(
+            root,
+            "Package: oldpkg\nVersion: 2.0\nArchitecture: all\nMaintainer: Old <o@example.invalid>\nDescription: old\n",
+            &[F::File("usr/share/oldpkg/kept", b"new\n", 0o644)],
+            &[],
+        );
+        vec![lib, tools, docker, old]
+    }
+
+    #[test]
+    fn installs_packages_that_the_real_dpkg_accepts() {
+        let Some(arch) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let pkgs = packages(tmp.path(), &arch);
+        let base = base(&arch);
+        let scratch = tmp.path().join("scratch");
+        let out = install(&base.view, &pkgs, &arch, &scratch, "layer[0].packages").unwrap();
+        let tree = &out.tree;
+
+        // Merged /usr: the links stay, the files land below /usr.
+        assert!(tree.get_str("/lib").is_none());
+        assert!(tree.get_str("/bin").is_none());
+        assert!(tree.get_str("/lib/foo/helper").is_none());
+        let helper = tree.get_str("/usr/lib/foo/helper").unwrap();
+        assert_eq!(helper.meta.mode, 0o755);
+        assert_eq!(
+            helper.origin,
+            Origin::new("packages", "layer[0].packages[1]")
+        );
+        assert!(
+            matches!(&helper.kind, NodeKind::File(Content::Host { size: 10, path }) if path.starts_with(&scratch))
+        );
+        assert_eq!(
+            tree.get_str("/usr/bin/fooctl-hard").unwrap().kind,
+            NodeKind::Hardlink(ImagePath::new("/usr/bin/fooctl").unwrap())
+        );
+        assert_eq!(
+            tree.get_str("/usr/sbin/foo").unwrap().kind,
+            NodeKind::Symlink("../bin/fooctl".into())
+        );
+        assert_eq!(tree.get_str("/usr/bin/foosu").unwrap().meta.mode, 0o4755);
+        assert_eq!(tree.get_str("/etc/foo/foo.conf").unwrap().meta.mode, 0o640);
+        assert_eq!(tree.get_str("/var/lib/foo").unwrap().kind, NodeKind::Dir);
+        assert_eq!(
+            tree.get_str("/usr/share/oldpkg/gone").unwrap().kind,
+            NodeKind::Whiteout
+        );
+        assert_eq!(
+            tree.get_str("/var/lib/dpkg/info/oldpkg.postrm")
+                .unwrap()
+                .kind,
+            NodeKind::Whiteout
+        );
+
+        // The dpkg database.
+        assert_eq!(
+            tree.text("/var/lib/dpkg/info/foo-tools.list").unwrap(),
+            FOO_TOOLS_LIST
+        );
+        assert!(tree
+            .get_str(&format!("/var/lib/dpkg/info/libfoo1:{arch}.list"))
+            .is_some());
+        assert!(tree.get_str("/var/lib/dpkg/info/libfoo1.list").is_none());
+        let post = tree
+            .get_str("/var/lib/dpkg/info/docker.io.postinst")
+            .unwrap();
+        assert_eq!(post.meta.mode, 0o755);
+        assert_eq!(
+            tree.text("/var/lib/dpkg/info/docker.io.postinst").unwrap(),
+            DOCKER_POSTINST
+        );
+        assert_eq!(
+            tree.text("/var/lib/dpkg/info/foo-tools.conffiles").unwrap(),
+            "/etc/foo/foo.conf\n"
+        );
+        let status = tree.text("/var/lib/dpkg/status").unwrap();
+        let names: Vec<&str> = status
+            .lines()
+            .filter_map(|l| l.strip_prefix("Package: "))
+            .collect();
+        assert_eq!(
+            names,
+            ["base-files", "docker.io", "foo-tools", "libfoo1", "oldpkg"]
+        );
+        assert!(status.starts_with(&format!(
+            "Package: base-files\nEssential: yes\nStatus: install ok installed\nPriority: required\nMaintainer: Base <b@example.invalid>\nArchitecture: {arch}\nVersion: 12.4\nDescription: base\n\nPackage: docker.io\n"
+        )));
+        assert!(status.contains(&format!(
+            "Package: foo-tools\nStatus: install ok installed\nMaintainer: Foo <f@example.invalid>\nArchitecture: {arch}\nVersion: 2.0-1\nDepends: libfoo1 (>= 1:1.0), libc6\nConffiles:\n /etc/foo/foo.conf {}\nDescription: foo tools\nHomepage: https://foo.example.invalid\n\n",
+            md5_hex(FOO_CONF)
+        )), "{status}");
+        assert!(status.contains("Package: oldpkg\nStatus: install ok installed\nMaintainer: Old <o@example.invalid>\nArchitecture: all\nVersion: 2.0\n"));
+        assert!(!status.contains("Version: 1.0\n"));
+
+        // Declarative effects.
+        assert_eq!(
+            tree.text("/etc/group").unwrap(),
+            "root:x:0:\nsystemd-journal:x:100:\nnogroup:x:65534:\ndocker:x:101:\n"
+        );
+        assert_eq!(
+            tree.text("/etc/gshadow").unwrap(),
+            "root:*::\nsystemd-journal:!::\nnogroup:*::\ndocker:!::\n"
+        );
+        assert!(tree.get_str("/etc/passwd").is_none());
+        assert_eq!(
+            tree.get_str("/etc/alternatives/dockerd-alt").unwrap().kind,
+            NodeKind::Symlink("/usr/bin/dockerd".into())
+        );
+        assert_eq!(
+            tree.get_str("/usr/bin/dockerd-alt").unwrap().kind,
+            NodeKind::Symlink("/etc/alternatives/dockerd-alt".into())
+        );
+        assert_eq!(
+            tree.text("/var/lib/dpkg/alternatives/dockerd-alt").unwrap(),
+            "auto\n/usr/bin/dockerd-alt\ndockerd-alt.8.gz\n/usr/share/man/man8/dockerd-alt.8.gz\n\n/usr/bin/dockerd\n50\n/usr/share/man/man8/dockerd.8.gz\n\n"
+        );
+
+        // The report.
+        let r = &out.report;
+        assert_eq!(r.packages.len(), 4);
+        assert_eq!(r.packages[3].replaced.as_deref(), Some("1.0"));
+        assert_eq!(
+            r.groups_added,
+            [AccountAdded {
+                name: "docker".into(),
+                id: 101,
+                package: "docker.io".into()
+            }]
+        );
+        assert_eq!(
+            r.systemd_enable,
+            [UnitToEnable {
+                package: "docker.io".into(),
+                unit: "docker.service".into()
+            }]
+        );
+        let text = r.to_string();
+        assert!(text.contains("not run: docker.io postinst (applied instead: system group docker, alternative dockerd-alt -> /usr/bin/dockerd, reported: enable docker.service)"), "{text}");
+        assert!(
+            text.contains("not run: oldpkg postrm of oldpkg 1.0"),
+            "{text}"
+        );
+        assert_eq!(r.scripts_not_run.len(), 2);
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["groups_added"][0]["name"], "docker");
+
+        // The real consumer.
+        let dir = tmp.path().join("root");
+        base.write(&dir);
+        materialise(tree, &dir);
+        assert!(std::fs::symlink_metadata(dir.join("lib"))
+            .unwrap()
+            .is_symlink());
+        let (ok, list, err) = run(&dir, &["dpkg", "-l"]);
+        assert!(ok, "{err}");
+        let ii: Vec<(String, String)> = list
+            .lines()
+            .filter(|l| l.starts_with("ii "))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[1].to_string(), w[2].to_string())
+            })
+            .collect();
+        assert_eq!(
+            ii,
+            [
+                ("base-files".to_string(), "12.4".to_string()),
+                ("docker.io".into(), "20.10.24+dfsg1-1".into()),
+                ("foo-tools".into(), "2.0-1".into()),
+                (format!("libfoo1:{arch}"), "1:1.2~rc1-1".into()),
+                ("oldpkg".into(), "2.0".into()),
+            ]
+        );
+        let (ok, v, err) = run(&dir, &["dpkg", "--verify"]);
+        assert!(ok && v.is_empty() && err.is_empty(), "verify: {v}{err}");
+        let (ok, a, err) = run(&dir, &["dpkg", "--audit"]);
+        assert!(ok && a.is_empty() && err.is_empty(), "audit: {a}{err}");
+        let (ok, l, err) = run(&dir, &["dpkg", "-L", "foo-tools"]);
+        assert!(ok, "{err}");
+        assert_eq!(l, FOO_TOOLS_LIST);
+        let (ok, c, err) = run(&dir, &["dpkg-query", "-W", "-f=${Conffiles}", "foo-tools"]);
+        assert!(ok, "{err}");
+        assert_eq!(c, format!(" /etc/foo/foo.conf {}", md5_hex(FOO_CONF)));
+        let q = Command::new("update-alternatives")
+            .arg("--root")
+            .arg(&dir)
+            .args(["--query", "dockerd-alt"])
+            .output()
+            .unwrap();
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        let q = String::from_utf8_lossy(&q.stdout);
+        assert!(q.contains("Value: /usr/bin/dockerd\n"), "{q}");
+
+        // Negative control: a changed file is seen by dpkg.
+        std::fs::write(dir.join("usr/lib/foo/helper"), "#!/bin/sh\nevil\n").unwrap();
+        std::fs::write(dir.join("etc/foo/foo.conf"), "changed\n").unwrap();
+        let (_, v, _) = run(&dir, &["dpkg", "--verify"]);
+        assert!(v.contains("??5?????? c /etc/foo/foo.conf"), "{v}");
+        assert!(v.contains("??5??????   /lib/foo/helper"), "{v}");
     }
 }

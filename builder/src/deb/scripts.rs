@@ -199,7 +199,13 @@ fn value<'a>(v: &[(&str, &'a str)], names: &[&str]) -> Option<&'a str> {
         .map(|(_, x)| *x)
 }
 
-const QUIET: &[&str] = &["--quiet", "-q", "--force-badname", "--allow-badname", "--debug"];
+const QUIET: &[&str] = &[
+    "--quiet",
+    "-q",
+    "--force-badname",
+    "--allow-badname",
+    "--debug",
+];
 
 fn adduser(args: &[String]) -> Parsed {
     let mut flags = vec![
@@ -370,8 +376,7 @@ fn useradd(args: &[String]) -> Parsed {
     let [name] = pos[..] else {
         return Parsed::NotUnderstood;
     };
-    if !f.contains(&"-r") && !f.contains(&"--system") || value(&v, &["-G", "--groups"]).is_some()
-    {
+    if !f.contains(&"-r") && !f.contains(&"--system") || value(&v, &["-G", "--groups"]).is_some() {
         return Parsed::NotUnderstood;
     }
     let group = match value(&v, &["-g", "--gid"]) {
@@ -433,9 +438,8 @@ fn alternatives(args: &[String]) -> Parsed {
                 i += 4;
             }
             // Queries and removals change nothing on a fresh install.
-            "--remove" | "--remove-all" | "--query" | "--display" | "--list" | "--get-selections" => {
-                return Parsed::Ignore
-            }
+            "--remove" | "--remove-all" | "--query" | "--display" | "--list"
+            | "--get-selections" => return Parsed::Ignore,
             _ => return Parsed::NotUnderstood,
         }
     }
@@ -481,17 +485,18 @@ fn commands(script: &str) -> Vec<Vec<String>> {
     let mut in_word = false;
     let mut skip_next_word = false;
     let mut chars = script.chars().peekable();
-    let end_word = |word: &mut String, in_word: &mut bool, words: &mut Vec<String>, skip: &mut bool| {
-        if *in_word {
-            if *skip {
-                *skip = false;
-            } else {
-                words.push(std::mem::take(word));
+    let end_word =
+        |word: &mut String, in_word: &mut bool, words: &mut Vec<String>, skip: &mut bool| {
+            if *in_word {
+                if *skip {
+                    *skip = false;
+                } else {
+                    words.push(std::mem::take(word));
+                }
+                word.clear();
+                *in_word = false;
             }
-            word.clear();
-            *in_word = false;
-        }
-    };
+        };
     let end_cmd = |words: &mut Vec<String>, out: &mut Vec<Vec<String>>| {
         let mut w: Vec<String> = std::mem::take(words);
         let start = w
@@ -583,9 +588,7 @@ fn is_assignment(w: &str) -> bool {
     match w.split_once('=') {
         Some((name, _)) => {
             !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !name.as_bytes()[0].is_ascii_digit()
         }
         None => false,
