@@ -47,6 +47,10 @@
 //!   enabling units is the job of the recipe's `systemd` item, and the lint
 //!   uses the report to suggest it.
 //!
+//! Not checked: whether a new package overwrites a file that a package of
+//! the base owns (dpkg refuses that without `Replaces`); between the
+//! packages of one installation it is checked.
+//!
 //! Everything else is listed in the [`InstallReport`]: every `preinst`,
 //! `postinst` and `config` script (and, for an upgrade, the old version's
 //! `prerm` and `postrm`) appears as "not run" together with what was
@@ -400,6 +404,13 @@ pub fn install(
     };
     let mut status = StatusDb::read(view)?;
     std::fs::create_dir_all(scratch).map_err(io_err(scratch))?;
+    // A directory of its own, so that several installations can share the
+    // caller's scratch directory.
+    let scratch = &tempfile::Builder::new()
+        .prefix("packages-")
+        .tempdir_in(scratch)
+        .map_err(io_err(scratch))?
+        .keep();
     for (i, pkg) in packages.iter().enumerate() {
         let origin = Origin::new("packages", format!("{key_prefix}[{i}]"));
         let stanza = st.unpack(i, pkg, arch, scratch, &origin, &status)?;
@@ -2108,5 +2119,188 @@ mod tests {
         let (_, v, _) = run(&dir, &["dpkg", "--verify"]);
         assert!(v.contains("??5?????? c /etc/foo/foo.conf"), "{v}");
         assert!(v.contains("??5??????   /lib/foo/helper"), "{v}");
+    }
+
+    fn dpkg_root(dir: &Path) {
+        std::fs::create_dir_all(dir.join("var/lib/dpkg/info")).unwrap();
+        std::fs::create_dir_all(dir.join("var/lib/dpkg/updates")).unwrap();
+        std::fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
+    }
+
+    #[test]
+    fn database_matches_what_dpkg_itself_writes() {
+        let Some(arch) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let mut pkgs = packages(tmp.path(), &arch);
+        pkgs.truncate(2); // libfoo1 and foo-tools: no maintainer scripts
+        let real = tmp.path().join("real");
+        dpkg_root(&real);
+        let out = Command::new("dpkg")
+            .arg(format!("--root={}", real.display()))
+            .args(["--force-all", "-i"])
+            .args(pkgs.iter().map(|p| &p.deb))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let view = MemView::new()
+            .file("/var/lib/dpkg/status", "")
+            .file("/var/lib/dpkg/info/format", "1\n");
+        let ours = install(&view, &pkgs, &arch, &tmp.path().join("s"), "packages").unwrap();
+        let read = |p: &str| std::fs::read_to_string(real.join(&p[1..])).unwrap();
+        assert_eq!(
+            ours.tree.text("/var/lib/dpkg/status").unwrap(),
+            read("/var/lib/dpkg/status")
+        );
+        for f in [
+            format!("libfoo1:{arch}.list"),
+            format!("libfoo1:{arch}.md5sums"),
+            "foo-tools.list".into(),
+            "foo-tools.md5sums".into(),
+            "foo-tools.conffiles".into(),
+        ] {
+            let p = format!("/var/lib/dpkg/info/{f}");
+            assert_eq!(ours.tree.text(&p).unwrap(), read(&p), "{f}");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(real.join("var/lib/dpkg/info"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "format") // the base already has it
+            .collect();
+        names.sort();
+        let ours_names: Vec<String> = ours
+            .tree
+            .iter()
+            .filter_map(|(p, _)| p.as_str().strip_prefix("/var/lib/dpkg/info/"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ours_names, names);
+        assert!(ours.report.scripts_not_run.is_empty());
+    }
+
+    fn planned(name: &str, version: &str) -> Planned {
+        Planned {
+            name: name.into(),
+            version: crate::deb::version::Version::parse(version).unwrap(),
+            architecture: "all".into(),
+            multi_arch: MultiArch::No,
+            repository: "test".into(),
+            filename: String::new(),
+            size: 0,
+            sha256: String::new(),
+            auto: false,
+            replaces_installed: None,
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_packages() {
+        let Some(_) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let a = build(
+            tmp.path(),
+            "Package: aaa\nVersion: 1\nArchitecture: all\nMaintainer: A <a@example.invalid>\nDescription: a\n",
+            &[F::File("usr/share/x", b"a", 0o644)],
+            &[],
+        );
+        let b = build(
+            tmp.path(),
+            "Package: bbb\nVersion: 1\nArchitecture: all\nMaintainer: B <b@example.invalid>\nDescription: b\n",
+            &[F::File("usr/share/x", b"b", 0o644)],
+            &[],
+        );
+        let c = build(
+            tmp.path(),
+            "Package: ccc\nVersion: 1\nArchitecture: all\nReplaces: aaa\nMaintainer: C <c@example.invalid>\nDescription: c\n",
+            &[F::File("usr/share/x", b"c", 0o644)],
+            &[],
+        );
+        let view = MemView::new();
+        let s = tmp.path().join("s");
+
+        let e = install(&view, &[a.clone(), b], "amd64", &s, "p").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "package bbb=1: /usr/share/x is also shipped by aaa; a package that takes over \
+             files must declare `Replaces: aaa`"
+        );
+        let ok = install(&view, &[a.clone(), c], "amd64", &s, "p").unwrap();
+        assert!(matches!(
+            &ok.tree.get_str("/usr/share/x").unwrap().kind,
+            NodeKind::File(Content::Host { size: 1, .. })
+        ));
+        assert_eq!(ok.tree.get_str("/usr/share/x").unwrap().origin.key, "p[1]");
+
+        let mut wrong = a.clone();
+        wrong.planned = planned("aaa", "2");
+        let e = install(&view, &[wrong], "amd64", &s, "p").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "the .deb is aaa 1 all, not what the repository index announced (aaa 2 all)"
+            ),
+            "{e}"
+        );
+
+        let bad = MemView::new().file(
+            "/var/lib/dpkg/status",
+            "Package: x\n continuation\nbroken line\n",
+        );
+        let e = install(&bad, &[a], "amd64", &s, "p").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/var/lib/dpkg/status in the image: line 3:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn users_get_the_next_free_system_ids() {
+        let view = MemView::new()
+            .file(
+                "/etc/passwd",
+                "root:x:0:0:root:/root:/bin/bash\nsvc:x:100:100::/:/bin/false\n",
+            )
+            .file("/etc/group", "root:x:0:\nsvc:x:100:\nnogroup:x:65534:\n")
+            .file("/etc/shadow", "root:*:19000:0:99999:7:::\n");
+        let mut acc = Accounts::read(&view).unwrap();
+        let spec = |name: &str, group| UserSpec {
+            name: name.into(),
+            uid: None,
+            group,
+            home: "/nonexistent".into(),
+            shell: "/usr/sbin/nologin".into(),
+            gecos: String::new(),
+            create_home: false,
+        };
+        assert_eq!(
+            acc.add_user(&spec("foo", PrimaryGroup::Own)).unwrap(),
+            Some((101, 101, Some(101)))
+        );
+        assert_eq!(
+            acc.add_user(&spec("bar", PrimaryGroup::Named("nogroup".into())))
+                .unwrap(),
+            Some((102, 65534, None))
+        );
+        assert_eq!(acc.add_user(&spec("svc", PrimaryGroup::Own)).unwrap(), None);
+        assert!(acc
+            .add_user(&spec("baz", PrimaryGroup::Named("nosuch".into())))
+            .is_err());
+        assert_eq!(
+            acc.passwd.text,
+            "root:x:0:0:root:/root:/bin/bash\nsvc:x:100:100::/:/bin/false\nfoo:x:101:101::/nonexistent:/usr/sbin/nologin\nbar:x:102:65534::/nonexistent:/usr/sbin/nologin\n"
+        );
+        assert_eq!(
+            acc.shadow.as_ref().unwrap().text,
+            "root:*:19000:0:99999:7:::\nfoo:!:::::::\nbar:!:::::::\n"
+        );
+        assert!(acc.gshadow.is_none());
+        assert_eq!(
+            acc.group.text,
+            "root:x:0:\nsvc:x:100:\nnogroup:x:65534:\nfoo:x:101:\n"
+        );
     }
 }

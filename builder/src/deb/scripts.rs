@@ -153,13 +153,12 @@ fn id(v: &str) -> Option<u32> {
     v.parse().ok()
 }
 
+/// Flags without value, options with a value, and positional words.
+type Opts<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 /// Splits options: flags without value, options with a value, and the
 /// remaining positional words. `None` when an option is unknown.
-fn options<'a>(
-    args: &'a [String],
-    flags: &[&str],
-    valued: &[&str],
-) -> Option<(Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>)> {
+fn options<'a>(args: &'a [String], flags: &[&str], valued: &[&str]) -> Option<Opts<'a>> {
     let mut f = Vec::new();
     let mut v = Vec::new();
     let mut pos = Vec::new();
@@ -558,9 +557,7 @@ fn commands(script: &str) -> Vec<Vec<String>> {
                     in_word = false;
                 }
                 end_word(&mut word, &mut in_word, &mut words, &mut skip_next_word);
-                if chars.peek() == Some(&'&') {
-                    chars.next();
-                } else if chars.peek() == Some(&c) {
+                if chars.peek() == Some(&'&') || chars.peek() == Some(&c) {
                     chars.next();
                 }
                 skip_next_word = true;
