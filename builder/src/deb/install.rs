@@ -573,12 +573,12 @@ impl State<'_> {
         let mut count = 0usize;
         for entry in deb.entries()? {
             let mut entry = entry?;
-            count += 1;
             let deb_path =
                 ImagePath::from_archive(&entry.path).map_err(|m| perr(format!("data.tar: {m}")))?;
             if deb_path.is_root() {
                 continue;
             }
+            count += 1;
             list.push(deb_path.to_string());
             let landed = self.view.resolve_parent(&deb_path);
             landed_of.insert(deb_path.clone(), landed.clone());
@@ -2041,6 +2041,14 @@ mod tests {
         let r = &out.report;
         assert_eq!(r.packages.len(), 4);
         assert_eq!(r.packages[3].replaced.as_deref(), Some("1.0"));
+        assert_eq!(r.packages[1].files, FOO_TOOLS_LIST.lines().count() - 1);
+        assert_eq!(
+            r.packages[1].conffiles,
+            [format!("/etc/foo/foo.conf {}", md5_hex(FOO_CONF))]
+        );
+        let counts: Vec<usize> = r.packages.iter().map(|p| p.files).collect();
+        assert_eq!(counts, [9, 17, 11, 4]);
+        assert_eq!(r.files, 41);
         assert_eq!(
             r.groups_added,
             [AccountAdded {
@@ -2301,6 +2309,127 @@ mod tests {
         assert_eq!(
             acc.group.text,
             "root:x:0:\nsvc:x:100:\nnogroup:x:65534:\nfoo:x:101:\n"
+        );
+    }
+
+    fn update_alternatives(root: &Path, args: &[&str]) {
+        let out = Command::new("update-alternatives")
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn alternatives_match_update_alternatives() {
+        let Some(_) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let first = [
+            "--install",
+            "/usr/bin/ed",
+            "ed",
+            "/usr/bin/ed-a",
+            "10",
+            "--slave",
+            "/usr/share/man/man1/ed.1",
+            "ed.1",
+            "/usr/share/man/ed-a.1",
+        ];
+        let second = "update-alternatives --install /usr/bin/ed ed /usr/bin/ed-b 20 \\\n --slave /usr/share/man/man1/ed.1 ed.1 /usr/share/man/ed-b.1 \\\n --slave /usr/bin/red red /usr/bin/red-b\n";
+        let mut base = Base::new()
+            .file("/usr/bin/ed-a", b"a")
+            .file("/usr/share/man/ed-a.1", b"a")
+            .dir("/usr/share/man/man1")
+            .dir("/var/lib/dpkg/alternatives")
+            .dir("/etc/alternatives");
+        // The base as update-alternatives leaves it after the first call.
+        let r1 = tmp.path().join("r1");
+        base.write(&r1);
+        update_alternatives(&r1, &first);
+        base = base.file(
+            "/var/lib/dpkg/alternatives/ed",
+            &std::fs::read(r1.join("var/lib/dpkg/alternatives/ed")).unwrap(),
+        );
+        for l in [
+            "etc/alternatives/ed",
+            "etc/alternatives/ed.1",
+            "usr/bin/ed",
+            "usr/share/man/man1/ed.1",
+        ] {
+            let t = std::fs::read_link(r1.join(l)).unwrap();
+            base = base.link(&format!("/{l}"), t.to_str().unwrap());
+        }
+        let pkg = build(
+            tmp.path(),
+            "Package: ed-b\nVersion: 1\nArchitecture: all\nMaintainer: E <e@example.invalid>\nDescription: e\n",
+            &[
+                F::File("usr/bin/ed-b", b"b", 0o755),
+                F::File("usr/bin/red-b", b"b", 0o755),
+                F::File("usr/share/man/ed-b.1", b"b", 0o644),
+            ],
+            &[("postinst", second, 0o755)],
+        );
+        let out = install(&base.view, &[pkg], "amd64", &tmp.path().join("s"), "p").unwrap();
+
+        // Ours, materialised, against update-alternatives' own result.
+        let r2 = tmp.path().join("r2");
+        base.write(&r2);
+        materialise(&out.tree, &r2);
+        let r3 = tmp.path().join("r3");
+        base.write(&r3);
+        for f in ["usr/bin/ed-b", "usr/bin/red-b", "usr/share/man/ed-b.1"] {
+            std::fs::write(r3.join(f), "b").unwrap();
+        }
+        update_alternatives(
+            &r3,
+            &[
+                "--install",
+                "/usr/bin/ed",
+                "ed",
+                "/usr/bin/ed-b",
+                "20",
+                "--slave",
+                "/usr/share/man/man1/ed.1",
+                "ed.1",
+                "/usr/share/man/ed-b.1",
+                "--slave",
+                "/usr/bin/red",
+                "red",
+                "/usr/bin/red-b",
+            ],
+        );
+        assert_eq!(
+            out.tree.text("/var/lib/dpkg/alternatives/ed").unwrap(),
+            std::fs::read_to_string(r3.join("var/lib/dpkg/alternatives/ed")).unwrap()
+        );
+        for l in [
+            "etc/alternatives/ed",
+            "etc/alternatives/ed.1",
+            "etc/alternatives/red",
+            "usr/bin/ed",
+            "usr/bin/red",
+            "usr/share/man/man1/ed.1",
+        ] {
+            assert_eq!(
+                std::fs::read_link(r2.join(l)).unwrap(),
+                std::fs::read_link(r3.join(l)).unwrap(),
+                "{l}"
+            );
+        }
+        assert_eq!(
+            out.report.alternatives,
+            [AlternativeSet {
+                name: "ed".into(),
+                link: "/usr/bin/ed".into(),
+                path: "/usr/bin/ed-b".into(),
+                package: "ed-b".into()
+            }]
         );
     }
 }
