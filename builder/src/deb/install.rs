@@ -7,7 +7,8 @@
 //! * Every `data.tar` entry of every package, in installation order, with
 //!   its mode, owner (tar owner names are mapped through the image's
 //!   `/etc/passwd` and `/etc/group`, like dpkg does; unknown names keep the
-//!   numeric ids), symlink target and hard links. Regular files are streamed
+//!   numeric ids; `dpkg-statoverride` entries of the image win), symlink
+//!   target and hard links. Regular files are streamed
 //!   once into the caller's scratch directory and referenced from there.
 //! * Paths land where they land in the image below (merged-/usr: `/lib/x`
 //!   on a base with `/lib -> usr/lib` is written at `/usr/lib/x`); a
@@ -397,6 +398,7 @@ pub fn install(
         tree: FileTree::new(),
         owner: BTreeMap::new(),
         accounts: Accounts::read(view)?,
+        overrides: read_statoverride(view),
         report: InstallReport::default(),
         alternatives: BTreeMap::new(),
         info_written: BTreeSet::new(),
@@ -446,6 +448,8 @@ struct State<'a> {
     /// Which package (index, name) wrote each non-directory path.
     owner: BTreeMap<ImagePath, (usize, String)>,
     accounts: Accounts,
+    /// `dpkg-statoverride` entries of the image: path -> (owner, group, mode).
+    overrides: BTreeMap<String, (String, String, u32)>,
     report: InstallReport,
     alternatives: BTreeMap<String, (Alternative, String)>,
     info_written: BTreeSet<ImagePath>,
@@ -582,7 +586,7 @@ impl State<'_> {
             list.push(deb_path.to_string());
             let landed = self.view.resolve_parent(&deb_path);
             landed_of.insert(deb_path.clone(), landed.clone());
-            let meta = Meta {
+            let mut meta = Meta {
                 mode: entry.mode & 0o7777,
                 uid: self
                     .accounts
@@ -593,6 +597,13 @@ impl State<'_> {
                     .gid(entry.gname.as_deref())
                     .unwrap_or_else(|| u32::try_from(entry.gid).unwrap_or(0)),
             };
+            if let Some((user, group, mode)) = self.overrides.get(deb_path.as_str()) {
+                let by =
+                    |v: &str, named: Option<u32>| v.strip_prefix('#').and_then(id_of).or(named);
+                meta.uid = by(user, self.accounts.uid(Some(user))).unwrap_or(meta.uid);
+                meta.gid = by(group, self.accounts.gid(Some(group))).unwrap_or(meta.gid);
+                meta.mode = *mode;
+            }
             let kind = match &entry.kind {
                 EntryKind::Dir => {
                     let existing = self.view.stat(&landed).map(|s| s.kind);
@@ -1060,6 +1071,31 @@ impl State<'_> {
         }
         Ok(())
     }
+}
+
+fn id_of(s: &str) -> Option<u32> {
+    s.parse().ok()
+}
+
+/// `/var/lib/dpkg/statoverride`: `owner group mode path` per line, the mode
+/// in octal, owner and group as names or `#id`.
+fn read_statoverride(view: &dyn RootView) -> BTreeMap<String, (String, String, u32)> {
+    let mut out = BTreeMap::new();
+    let Some(text) = view.read_text("/var/lib/dpkg/statoverride") else {
+        return out;
+    };
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let [user, group, mode, path] = w[..] {
+            if let Ok(m) = u32::from_str_radix(mode, 8) {
+                out.insert(
+                    path.to_string(),
+                    (user.to_string(), group.to_string(), m & 0o7777),
+                );
+            }
+        }
+    }
+    out
 }
 
 fn describe_effect(e: &Effect) -> String {
@@ -1862,6 +1898,10 @@ mod tests {
             .dir("/var/lib/dpkg/alternatives")
             .dir("/etc/alternatives")
             .file("/var/lib/dpkg/info/format", b"1\n")
+            .file(
+                "/var/lib/dpkg/statoverride",
+                b"root nogroup 750 /usr/bin/dockerd\n#0 #7 4711 /etc/not-shipped\n",
+            )
             .file("/var/lib/dpkg/status", status.as_bytes())
             .file("/var/lib/dpkg/info/base-files.list", BASE_FILES_LIST.as_bytes())
             .file(
@@ -1961,6 +2001,15 @@ mod tests {
             NodeKind::Symlink("../bin/fooctl".into())
         );
         assert_eq!(tree.get_str("/usr/bin/foosu").unwrap().meta.mode, 0o4755);
+        // dpkg-statoverride entries of the image apply.
+        assert_eq!(
+            tree.get_str("/usr/bin/dockerd").unwrap().meta,
+            Meta {
+                mode: 0o750,
+                uid: 0,
+                gid: 65534
+            }
+        );
         assert_eq!(tree.get_str("/etc/foo/foo.conf").unwrap().meta.mode, 0o640);
         assert_eq!(tree.get_str("/var/lib/foo").unwrap().kind, NodeKind::Dir);
         assert_eq!(
@@ -2430,6 +2479,36 @@ mod tests {
                 path: "/usr/bin/ed-b".into(),
                 package: "ed-b".into()
             }]
+        );
+    }
+
+    #[test]
+    fn device_nodes_are_refused() {
+        let Some(_) = have_dpkg() else { return };
+        if !nix_root() {
+            eprintln!("mknod needs root: test skipped");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src-dev");
+        std::fs::create_dir_all(src.join("dev")).unwrap();
+        let made = Command::new("mknod")
+            .arg(src.join("dev/null2"))
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let pkg = build(
+            tmp.path(),
+            "Package: dev\nVersion: 1\nArchitecture: all\nMaintainer: D <d@example.invalid>\nDescription: d\n",
+            &[],
+            &[],
+        );
+        let e = install(&MemView::new(), &[pkg], "amd64", &tmp.path().join("s"), "p").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("package dev=1: /dev/null2 is a CharDevice"),
+            "{e}"
         );
     }
 }
