@@ -1898,6 +1898,7 @@ mod tests {
             .dir("/var/lib/dpkg/alternatives")
             .dir("/etc/alternatives")
             .file("/var/lib/dpkg/info/format", b"1\n")
+            .file("/var/lib/dpkg/triggers/File", b"/usr/share/man base-files/noawait\n")
             .file(
                 "/var/lib/dpkg/statoverride",
                 b"root nogroup 750 /usr/bin/dockerd\n#0 #7 4711 /etc/not-shipped\n",
@@ -1934,7 +1935,7 @@ mod tests {
                 F::Link("usr/lib/foo/libfoo.so.1", "libfoo.so.1.0"),
                 F::File("usr/share/doc/libfoo1/copyright", b"free\n", 0o644),
             ],
-            &[],
+            &[("triggers", "activate-noawait ldconfig\n", 0o644)],
         );
         let tools = build(
             root,
@@ -2120,6 +2121,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(r.scripts_not_run.len(), 2);
+        assert_eq!(
+            r.triggers_not_run,
+            [
+                TriggerNotRun {
+                    trigger: "ldconfig".into(),
+                    interested: None,
+                    activated_by: "libfoo1".into()
+                },
+                TriggerNotRun {
+                    trigger: "/usr/share/man".into(),
+                    interested: Some("base-files".into()),
+                    activated_by: "docker.io".into()
+                },
+            ]
+        );
+        assert!(
+            text.contains(
+                "trigger not run: /usr/share/man activated by docker.io (for base-files)"
+            ),
+            "{text}"
+        );
         let json = serde_json::to_value(r).unwrap();
         assert_eq!(json["groups_added"][0]["name"], "docker");
 
@@ -2216,6 +2238,7 @@ mod tests {
         for f in [
             format!("libfoo1:{arch}.list"),
             format!("libfoo1:{arch}.md5sums"),
+            format!("libfoo1:{arch}.triggers"),
             "foo-tools.list".into(),
             "foo-tools.md5sums".into(),
             "foo-tools.conffiles".into(),
