@@ -381,8 +381,10 @@ fn ipath(s: &str) -> Result<ImagePath, InstallError> {
     })
 }
 
-/// Installs `packages` (in this order) over `view` for `arch`, extracting
-/// file contents into `scratch` (which must outlive the returned tree).
+/// Installs `packages` (in this order, as the resolver ordered them) over
+/// `view` for `arch` (Debian's spelling: `amd64`, `arm64`, `armhf`),
+/// extracting file contents into a new directory below `scratch` (which
+/// must outlive the returned tree).
 /// Entries get the origin item `packages` and the key `<key_prefix>[<i>]`,
 /// `i` being the package's index; the shared database files get
 /// `key_prefix` itself.
