@@ -5,6 +5,8 @@
 pub mod control;
 pub mod debfile;
 pub mod fetch;
+pub mod install;
 pub mod repo;
 pub mod resolve;
+pub mod scripts;
 pub mod version;
