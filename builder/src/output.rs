@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use nodeimg_layers::{FileTree, ImagePath, Meta, Overlay, RootView, Stat};
+use nodeimg_layers::{FileTree, ImagePath, Meta, RootView, Stack};
 use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{
     Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
@@ -341,65 +341,6 @@ fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The image below recipe layer `i`: the base with the earlier layers on top.
-struct PlanStack<'a> {
-    lower: &'a MergedIndex,
-    uppers: &'a [LayerPlan],
-}
-
-impl RootView for PlanStack<'_> {
-    fn stat(&self, path: &ImagePath) -> Option<Stat> {
-        match self.uppers.split_last() {
-            None => self.lower.stat(path),
-            Some((top, rest)) => {
-                let below = PlanStack {
-                    lower: self.lower,
-                    uppers: rest,
-                };
-                Overlay {
-                    tree: &top.tree,
-                    lower: &below,
-                }
-                .stat(path)
-            }
-        }
-    }
-
-    fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
-        match self.uppers.split_last() {
-            None => self.lower.read_raw(path),
-            Some((top, rest)) => {
-                let below = PlanStack {
-                    lower: self.lower,
-                    uppers: rest,
-                };
-                Overlay {
-                    tree: &top.tree,
-                    lower: &below,
-                }
-                .read_raw(path)
-            }
-        }
-    }
-
-    fn list_raw(&self, path: &ImagePath) -> Vec<String> {
-        match self.uppers.split_last() {
-            None => self.lower.list_raw(path),
-            Some((top, rest)) => {
-                let below = PlanStack {
-                    lower: self.lower,
-                    uppers: rest,
-                };
-                Overlay {
-                    tree: &top.tree,
-                    lower: &below,
-                }
-                .list_raw(path)
-            }
-        }
-    }
-}
-
 /// Compact JSON: every path of the tree to the item that produced it.
 pub fn origins_json(tree: &FileTree) -> String {
     let map: BTreeMap<&str, &str> = tree
@@ -489,7 +430,7 @@ fn pack_all(
                 if i >= layers.len() || failed.load(Ordering::SeqCst) {
                     break;
                 }
-                let below = PlanStack {
+                let below = Stack {
                     lower,
                     uppers: &layers[..i],
                 };
@@ -895,7 +836,7 @@ fn flatten<W: Write>(
     for (i, l) in layers.iter().enumerate() {
         let p = work.join(format!("layer-{i}.tar"));
         let f = File::create(&p).ctx(|| format!("creating {}", p.display()))?;
-        let below = PlanStack {
+        let below = Stack {
             lower,
             uppers: &layers[..i],
         };

@@ -15,6 +15,12 @@ pub struct LayerPlan {
     pub tree: FileTree,
 }
 
+impl AsRef<FileTree> for LayerPlan {
+    fn as_ref(&self) -> &FileTree {
+        &self.tree
+    }
+}
+
 /// Render every layer of `recipe`, in order, over `base`.
 pub fn render(
     recipe: &Recipe,

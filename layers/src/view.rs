@@ -264,64 +264,52 @@ impl RootView for Overlay<'_> {
 }
 
 /// A stack of layer trees over a lower view: the image after each of
-/// `uppers` (first is lowest) has been applied to `lower`.
-pub struct Stack<'a> {
+/// `uppers` (first is lowest) has been applied to `lower`. The uppers may be
+/// bare trees or anything holding one (`AsRef<FileTree>`).
+pub struct Stack<'a, T = FileTree> {
     /// The base image.
     pub lower: &'a dyn RootView,
     /// Layer trees, lowest first.
-    pub uppers: &'a [FileTree],
+    pub uppers: &'a [T],
 }
 
-impl Stack<'_> {
-    fn below(&self) -> Stack<'_> {
-        Stack {
-            lower: self.lower,
-            uppers: &self.uppers[..self.uppers.len().saturating_sub(1)],
+impl AsRef<FileTree> for FileTree {
+    fn as_ref(&self) -> &FileTree {
+        self
+    }
+}
+
+impl<T: AsRef<FileTree>> Stack<'_, T> {
+    /// Run `f` on the top tree laid over the rest of the stack (or on the
+    /// lower view when there are no uppers).
+    fn with_top<R>(&self, f: impl FnOnce(&dyn RootView) -> R) -> R {
+        match self.uppers.split_last() {
+            None => f(self.lower),
+            Some((top, rest)) => {
+                let below = Stack {
+                    lower: self.lower,
+                    uppers: rest,
+                };
+                f(&Overlay {
+                    tree: top.as_ref(),
+                    lower: &below,
+                })
+            }
         }
     }
 }
 
-impl RootView for Stack<'_> {
+impl<T: AsRef<FileTree>> RootView for Stack<'_, T> {
     fn stat(&self, path: &ImagePath) -> Option<Stat> {
-        match self.uppers.last() {
-            None => self.lower.stat(path),
-            Some(tree) => {
-                let below = self.below();
-                Overlay {
-                    tree,
-                    lower: &below,
-                }
-                .stat(path)
-            }
-        }
+        self.with_top(|v| v.stat(path))
     }
 
     fn read_raw(&self, path: &ImagePath) -> Option<Vec<u8>> {
-        match self.uppers.last() {
-            None => self.lower.read_raw(path),
-            Some(tree) => {
-                let below = self.below();
-                Overlay {
-                    tree,
-                    lower: &below,
-                }
-                .read_raw(path)
-            }
-        }
+        self.with_top(|v| v.read_raw(path))
     }
 
     fn list_raw(&self, path: &ImagePath) -> Vec<String> {
-        match self.uppers.last() {
-            None => self.lower.list_raw(path),
-            Some(tree) => {
-                let below = self.below();
-                Overlay {
-                    tree,
-                    lower: &below,
-                }
-                .list_raw(path)
-            }
-        }
+        self.with_top(|v| v.list_raw(path))
     }
 }
 
