@@ -13,6 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::inputs::RecipeInputs;
 use crate::lint::{self, Finding, Severity};
 use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
+use crate::packages::{self, PackageEnv};
 use crate::plan;
 use crate::recipe::{self, Loaded, Recipe};
 use crate::vars;
@@ -37,6 +38,17 @@ pub struct BuildOptions {
     pub base: Option<String>,
     /// The `SOURCE_DATE_EPOCH` value, if set.
     pub source_date_epoch: Option<String>,
+    /// Where packages are downloaded and installed from.
+    pub packages: PackageOptions,
+}
+
+/// How layers' `packages` are fetched.
+#[derive(Clone, Debug, Default)]
+pub struct PackageOptions {
+    /// The download cache; default [`packages::default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// `--mirror FROM=TO` pairs.
+    pub mirrors: Vec<String>,
 }
 
 impl BuildOptions {
@@ -50,6 +62,7 @@ impl BuildOptions {
             vars: Vec::new(),
             base: None,
             source_date_epoch: None,
+            packages: PackageOptions::default(),
         }
     }
 }
@@ -307,6 +320,9 @@ pub struct Checked {
     pub plans: Vec<plan::LayerPlan>,
     /// The recipe's input files.
     pub inputs: RecipeInputs,
+    /// The package environment; its scratch directory holds the installed
+    /// packages' contents the plans refer to, so it lives as long as they do.
+    pub packages: Option<PackageEnv>,
 }
 
 impl Checked {
@@ -320,23 +336,57 @@ impl Checked {
     }
 }
 
-/// Prepare, lint (findings go to `progress`) and render the layers.
+/// Prepare, lint (findings go to `progress`) and render the layers,
+/// offline: layers' `packages` are not installed.
 pub fn check(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
+    check_with(recipe_path, var_args, base_arg, None, progress)
+}
+
+/// [`check`], installing layers' `packages` when `packages` is given.
+pub fn check_with(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    packages: Option<&PackageOptions>,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    if let Some(o) = packages {
+        crate::deb::fetch::Mirrors::parse(&o.mirrors)
+            .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
+    }
     let p = prepare(recipe_path, var_args, base_arg, progress)?;
     progress.findings(&p.findings);
     let inputs =
         RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
+    let wanted = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());
+    let env = match packages {
+        Some(o) if wanted => {
+            let dir = o
+                .cache_dir
+                .clone()
+                .or_else(packages::default_cache_dir)
+                .ok_or_else(|| {
+                    Error::Usage(
+                        "no package cache directory: give --cache-dir, or set XDG_CACHE_HOME or HOME"
+                            .into(),
+                    )
+                })?;
+            Some(PackageEnv::new(&dir, &o.mirrors)?)
+        }
+        _ => None,
+    };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
-    let plans = plan::render(&p.recipe, &p.base, &inputs, &p.arch)?;
+    let plans = plan::render_with(&p.recipe, &p.base, &inputs, &p.arch, env.as_ref())?;
     Ok(Checked {
         prepared: p,
         plans,
         inputs,
+        packages: env,
     })
 }
 
@@ -345,7 +395,13 @@ pub fn check(
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    let c = check(&opts.recipe, &opts.vars, opts.base.as_deref(), progress)?;
+    let c = check_with(
+        &opts.recipe,
+        &opts.vars,
+        opts.base.as_deref(),
+        Some(&opts.packages),
+        progress,
+    )?;
     let errors = c.lint_errors();
     if errors > 0 {
         return Err(Error::Lint { errors });

@@ -52,6 +52,7 @@ Examples:
   nodeimg build recipe.toml                      # OCI layout in out/<name>
   nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
   SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
 
 Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
     Build(BuildArgs),
@@ -60,6 +61,10 @@ Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
 Examples:
   nodeimg check recipe.toml
   nodeimg check recipe.toml --json --var runtime=crio
+
+check works offline: layers' packages are not downloaded or installed, and
+in a layer with packages the systemd enable/disable/mask lists (which may
+name units the packages ship) are checked by build only.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
     Check(CheckArgs),
@@ -151,6 +156,16 @@ pub struct BuildArgs {
     /// No progress on stderr (lint errors are still printed).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Download cache for layers' packages (repository indexes and .debs,
+    /// by SHA256; every cached file is verified again before use)
+    /// [default: $XDG_CACHE_HOME/nodeimg, else ~/.cache/nodeimg].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Fetch repository URLs starting with FROM from TO instead (an
+    /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
+    /// Signatures are still checked against the sources' own keys.
+    #[arg(long = "mirror", value_name = "FROM=TO")]
+    pub mirrors: Vec<String>,
 }
 
 /// `nodeimg check`.
@@ -249,6 +264,10 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         vars: a.recipe.vars,
         base: a.recipe.base,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        packages: build::PackageOptions {
+            cache_dir: a.cache_dir,
+            mirrors: a.mirrors,
+        },
     };
     let mut progress = StderrProgress::new(a.quiet);
     let outcome = build::build_with(&opts, &mut progress)?;

@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod lint;
 pub mod output;
 pub mod pack;
+pub mod packages;
 pub mod plan;
 pub mod recipe;
 pub mod schema;

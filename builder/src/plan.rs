@@ -4,6 +4,7 @@ use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
 
 use crate::base::Base;
 use crate::error::{Error, Result};
+use crate::packages::{self, PackageEnv, PackagesError};
 use crate::recipe::{Recipe, RecipeLayer};
 
 /// One recipe layer, rendered and landed on the image below it.
@@ -31,6 +32,18 @@ pub fn render(
     render_over(recipe, base.view(), inputs, arch)
 }
 
+/// [`render`], installing each layer's `packages` with `env`; without an
+/// environment packages are not installed (see [`render_over_with`]).
+pub fn render_with(
+    recipe: &Recipe,
+    base: &Base,
+    inputs: &dyn Inputs,
+    arch: &str,
+    env: Option<&PackageEnv>,
+) -> Result<Vec<LayerPlan>> {
+    render_over_with(recipe, base.view(), inputs, arch, env)
+}
+
 /// Render every layer of `recipe`, in order, over the image `lower`: each
 /// layer sees the base and the layers before it, and its tree is landed on
 /// them (paths resolved through their symlinks).
@@ -39,6 +52,33 @@ pub fn render_over(
     lower: &dyn RootView,
     inputs: &dyn Inputs,
     arch: &str,
+) -> Result<Vec<LayerPlan>> {
+    render_over_with(recipe, lower, inputs, arch, None)
+}
+
+/// A layer failing: an item's error, or the packages'.
+enum LayerFail {
+    Item(nodeimg_layers::Error),
+    Packages(PackagesError),
+}
+
+impl From<nodeimg_layers::Error> for LayerFail {
+    fn from(e: nodeimg_layers::Error) -> Self {
+        LayerFail::Item(e)
+    }
+}
+
+/// [`render_over`], installing each layer's `packages` with `env`, after
+/// the layer's other items and before its systemd units and enablement.
+/// Without `env` (an offline check) packages are not installed, and in a
+/// layer that has packages the `systemd` enablement lists are not checked
+/// (they may name units the packages ship).
+pub fn render_over_with(
+    recipe: &Recipe,
+    lower: &dyn RootView,
+    inputs: &dyn Inputs,
+    arch: &str,
+    env: Option<&PackageEnv>,
 ) -> Result<Vec<LayerPlan>> {
     let mut trees: Vec<FileTree> = Vec::with_capacity(recipe.layers.len());
     for l in &recipe.layers {
@@ -51,11 +91,30 @@ pub fn render_over(
             inputs,
             arch,
         };
-        let tree = l
-            .spec
-            .render(&ctx)
-            .and_then(|t| land(t, &view))
-            .map_err(|e| layer_error(recipe, l, &e))?;
+        let rendered = match env {
+            Some(env) if !l.spec.packages.is_empty() => l.spec.render_with(&ctx, |v| {
+                packages::install_layer(env, v, &l.spec.packages, arch, &l.spec.name)
+                    .map_err(LayerFail::Packages)
+            }),
+            None if !l.spec.packages.is_empty() => {
+                let mut spec = l.spec.clone();
+                if let Some(s) = spec.systemd.as_mut() {
+                    s.enable.clear();
+                    s.disable.clear();
+                    s.mask.clear();
+                }
+                spec.render(&ctx).map_err(LayerFail::Item)
+            }
+            _ => l.spec.render(&ctx).map_err(LayerFail::Item),
+        };
+        let tree = match rendered {
+            Ok(t) => land(t, &view).map_err(|e| layer_error(recipe, l, &e))?,
+            Err(LayerFail::Item(e)) => return Err(layer_error(recipe, l, &e)),
+            Err(LayerFail::Packages(PackagesError::Recipe { key, message, hint })) => {
+                return Err(recipe.error(l.file, &l.key_of(&key), message, hint))
+            }
+            Err(LayerFail::Packages(PackagesError::Build(e))) => return Err(e),
+        };
         trees.push(tree);
     }
     Ok(recipe

@@ -4,8 +4,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::tree::{FileTree, ImagePath, Node, Origin};
-use crate::view::{Context, Overlay};
+use crate::tree::{FileTree, ImagePath, Node, NodeKind, Origin};
+use crate::view::{Context, Overlay, RootView};
 use crate::{apt, containerd, crio, docker, files, kubelet, modules, rpmrepo, sysctl, systemd};
 
 /// A recipe layer: a name and any number of items. Each layer becomes
@@ -50,6 +50,15 @@ pub struct LayerSpec {
     /// Paths to remove from the layers below (OCI whiteouts).
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Debian packages to install from the image's apt sources (every
+    /// `/etc/apt/sources.list.d/*.sources` of the image below and of this
+    /// layer, each verified against its own `Signed-By` keyring): `name`
+    /// (the highest version) or `name=version` (an exact pin). Installed by
+    /// the builder after the layer's other items and before its systemd
+    /// units and enablement, so `systemd.enable` may name a unit a package
+    /// ships. Maintainer scripts are not run; see the build's report.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 impl LayerSpec {
@@ -59,7 +68,21 @@ impl LayerSpec {
     /// kernel configuration; systemd units and drop-ins; systemd enablement
     /// (which sees everything rendered before it, over `ctx.view`); removals.
     /// Two items writing the same path are an error naming both.
+    /// `packages` is not rendered here (it needs the network); see
+    /// [`LayerSpec::render_with`].
     pub fn render(&self, ctx: &Context) -> Result<FileTree> {
+        self.render_with(ctx, |_| Ok(FileTree::new()))
+    }
+
+    /// [`LayerSpec::render`], with `packages` merged into the layer's tree
+    /// right before its systemd units and enablement: `packages` is given
+    /// the image as it stands (`ctx.view` under everything rendered so
+    /// far) and returns the packages' tree. Its errors pass through.
+    pub fn render_with<E: From<Error>>(
+        &self,
+        ctx: &Context,
+        packages: impl FnOnce(&dyn RootView) -> std::result::Result<FileTree, E>,
+    ) -> std::result::Result<FileTree, E> {
         let mut tree = FileTree::new();
         for (i, f) in self.file.iter().enumerate() {
             tree.merge(f.render(&format!("file[{i}]"), ctx)?)?;
@@ -97,6 +120,17 @@ impl LayerSpec {
         if let Some(k) = &self.kubelet {
             tree.merge(k.render("kubelet")?)?;
         }
+        let installed = packages(&Overlay {
+            tree: &tree,
+            lower: ctx.view,
+        })?;
+        for (p, n) in installed.iter() {
+            // Directories the packages share with the items stay as the items made them.
+            if n.kind == NodeKind::Dir && tree.get(p).is_some_and(|o| o.kind == NodeKind::Dir) {
+                continue;
+            }
+            tree.insert(p.clone(), n.clone())?;
+        }
         if let Some(s) = &self.systemd {
             let units = s.render_units("systemd", ctx)?;
             tree.merge(units)?;
@@ -114,7 +148,7 @@ impl LayerSpec {
             let key = format!("remove[{i}]");
             let p = ImagePath::new(r).map_err(|m| Error::invalid(&key, m))?;
             if p.is_root() {
-                return Err(Error::invalid(&key, "cannot remove the image root"));
+                return Err(Error::invalid(&key, "cannot remove the image root").into());
             }
             tree.insert(p, Node::whiteout(Origin::new("remove", &key)))?;
         }
