@@ -227,8 +227,12 @@ fn read_keyring(
                 format!("Signed-By names {p}, which the image does not have"),
             ));
         };
+        let armored = b.trim_ascii_start().starts_with(b"-----BEGIN");
         bytes.extend_from_slice(&b);
-        bytes.push(b'\n');
+        if armored {
+            // Armored blocks of several files stay separate.
+            bytes.push(b'\n');
+        }
     }
     Keyring::from_bytes(&bytes, &field.folded()).map_err(|e| build_err(file, e))
 }
@@ -266,7 +270,9 @@ fn read_indexes(
                         .map_err(|e| build_err("download", e))?;
                     let bytes = std::fs::read(&path)
                         .ctx(|| format!("reading {} (cached {url})", path.display()))?;
-                    let text = loc.open(&bytes, &url).map_err(|e| build_err("index", e))?;
+                    let text = loc
+                        .open(&bytes, &url)
+                        .map_err(|e| build_err("repository metadata", e))?;
                     let text = String::from_utf8(text)
                         .map_err(|_| build_err(&url, "the Packages index is not UTF-8"))?;
                     let packages = control::parse_packages(&text)
@@ -293,7 +299,7 @@ fn fetch_release(
     let inrelease = format!("{dir}InRelease");
     match env.cache.fetch_unverified(&inrelease) {
         Ok(bytes) => repo::verify_inrelease(&bytes, keyring, env.now, &inrelease)
-            .map_err(|e| build_err("signature", e)),
+            .map_err(|e| build_err("repository metadata", e)),
         Err(e) if e.is_not_found() => {
             let release = format!("{dir}Release");
             let text = env
@@ -305,7 +311,7 @@ fn fetch_release(
                 .fetch_unverified(&format!("{release}.gpg"))
                 .map_err(|e| build_err("download", e))?;
             repo::verify_detached(&text, &sig, keyring, env.now, &release)
-                .map_err(|e| build_err("signature", e))
+                .map_err(|e| build_err("repository metadata", e))
         }
         Err(e) => Err(build_err("download", e)),
     }

@@ -1,0 +1,257 @@
+//! Installing packages from a signed apt repository generated here: real
+//! `.deb`s (`dpkg-deb --build`), `Packages` (`dpkg-scanpackages`), a
+//! `Release` clearsigned into `InRelease` with a throwaway gpg key, reached
+//! through `--mirror` as `file://`. The result is checked with the image's
+//! own dpkg database (`dpkg --root`) and `systemctl --root`; the attacks
+//! (another key, a tampered `.deb`) and a missing pin are refused with no
+//! output left.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodeimg_e2e::{
+    extract_tar, fixture_base, fixture_base_ref, nodeimg, require, run, sha256_file, temp_dir, Run,
+};
+
+const REPO_URL: &str = "http://repo.invalid/debian";
+
+/// A fresh gpg home with one signing key; returns (home, armored public key).
+fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .args(["--quick-gen-key", &format!("{name} <{name}@repo.invalid>")])
+        .args(["rsa3072", "sign", "never"]))
+    .ok();
+    let export = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--batch", "--armor", "--export"]))
+    .ok();
+    assert!(export.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK"));
+    (home, export.stdout)
+}
+
+fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&str, &str)]) {
+    let root = pool
+        .parent()
+        .unwrap()
+        .join("src")
+        .join(format!("{name}_{version}"));
+    fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <t@repo.invalid>\n{control_extra}Description: {name} test package\n"
+        ),
+    )
+    .unwrap();
+    for (path, content) in files {
+        let p = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+    }
+    fs::create_dir_all(pool).unwrap();
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(pool.join(format!("{name}_{version}_all.deb"))))
+    .ok();
+}
+
+/// The repository in `dists/` layout under `dir/repo`, signed with `home`'s key.
+fn make_repo(dir: &Path, home: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    let pool = repo.join("pool/main/d");
+    deb(
+        &pool,
+        "demo-lib",
+        "1.0-1",
+        "",
+        &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
+    );
+    deb(
+        &pool,
+        "demo-runtime",
+        "2.0-1",
+        "Depends: demo-lib (>= 1.0)\n",
+        &[
+            ("/usr/bin/demo-runtime", "#!/bin/sh\necho demo\n"),
+            (
+                "/usr/lib/systemd/system/demo.service",
+                "[Unit]\nDescription=Demo\n\n[Service]\nExecStart=/usr/bin/demo-runtime\n\n[Install]\nWantedBy=multi-user.target\n",
+            ),
+        ],
+    );
+    let scan = run(Command::new("dpkg-scanpackages")
+        .current_dir(&repo)
+        .args(["--multiversion", "pool"]))
+    .ok();
+    let bin = repo.join("dists/stable/main/binary-amd64");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("Packages"), &scan.stdout).unwrap();
+    let release = format!(
+        "Origin: Demo\nLabel: Demo\nSuite: stable\nCodename: stable\nDate: Sat, 01 Jan 2022 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+        sha256_file(&bin.join("Packages")).trim_start_matches("sha256:"),
+        scan.stdout.len()
+    );
+    let dists = repo.join("dists/stable");
+    fs::write(dists.join("Release"), release).unwrap();
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
+        .arg(dists.join("InRelease"))
+        .arg(dists.join("Release")))
+    .ok();
+    repo
+}
+
+fn recipe(dir: &Path, key_file: &str, package: &str) -> PathBuf {
+    let text = format!(
+        r#"[image]
+name = "pkgdemo"
+
+[[layer]]
+name = "dpkg-db"
+file = [{{ path = "/var/lib/dpkg/status", content = "" }}]
+
+[[layer]]
+name = "runtime"
+apt-source = [{{ name = "demo", uris = ["{REPO_URL}"], suites = ["stable"], components = ["main"], key = "{key_file}" }}]
+packages = ["{package}"]
+systemd = {{ enable = ["demo.service"] }}
+"#
+    );
+    let label: String = format!("{key_file}-{package}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let p = dir.join(format!("recipe-{label}.toml"));
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn build(dir: &Path, recipe: &Path, repo: &Path, cache: &Path, out: &Path, base: &str) -> Run {
+    run(nodeimg(dir)
+        .arg("build")
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .args(["--format", "rootfs", "--base", base])
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--mirror")
+        .arg(format!("{REPO_URL}=file://{}", repo.display())))
+}
+
+fn tools() -> bool {
+    require("dpkg-deb", "dpkg")
+        && require("dpkg-scanpackages", "dpkg-dev")
+        && require("gpg", "gpg")
+        && require("systemctl", "systemd")
+}
+
+#[test]
+fn installs_verified_packages_and_refuses_attacks() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else {
+        return;
+    };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("packages");
+    let dir = t.path();
+    let (home, key) = gpg_key(dir, "repo");
+    let (_other_home, other_key) = gpg_key(dir, "other");
+    fs::write(dir.join("key.asc"), key).unwrap();
+    fs::write(dir.join("other.asc"), other_key).unwrap();
+    let repo = make_repo(dir, &home);
+
+    // The good build.
+    let good = recipe(dir, "key.asc", "demo-runtime");
+    let out = dir.join("out.tar");
+    let r = build(dir, &good, &repo, &dir.join("cache"), &out, &base);
+    assert_eq!(r.code, 0, "{r}");
+    let root = dir.join("root");
+    extract_tar(&out, &root);
+    let l = run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("-l"))
+    .ok();
+    let rows: Vec<Vec<&str>> = l
+        .stdout
+        .lines()
+        .filter(|x| x.starts_with("ii"))
+        .map(|x| x.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["ii", "demo-lib", "1.0-1"],
+            vec!["ii", "demo-runtime", "2.0-1"]
+        ],
+        "{l}"
+    );
+    let v = run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--verify"));
+    assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
+    let e = run(Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(["is-enabled", "demo.service"]));
+    assert_eq!(e.stdout.trim(), "enabled", "{e}");
+    assert_eq!(
+        fs::read_to_string(root.join("usr/lib/demo/lib.txt")).unwrap(),
+        "lib 1.0\n"
+    );
+
+    // Signed by another key than the recipe names.
+    let wrong = recipe(dir, "other.asc", "demo-runtime");
+    let out2 = dir.join("out-wrong-key.tar");
+    let r = build(dir, &wrong, &repo, &dir.join("cache"), &out2, &base);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("InRelease"), "{r}");
+    assert!(r.stderr.contains("not by a key of keyring"), "{r}");
+    assert!(!out2.exists());
+
+    // A pin to a version that does not exist: the recipe's fault, with the versions that do.
+    let pin = recipe(dir, "key.asc", "demo-runtime=9.9-1");
+    let out3 = dir.join("out-pin.tar");
+    let r = build(dir, &pin, &repo, &dir.join("cache"), &out3, &base);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("layer[1].packages[0]"), "{r}");
+    assert!(r.stderr.contains("9.9-1"), "{r}");
+    assert!(r.stderr.contains("2.0-1"), "{r}");
+    assert!(!out3.exists());
+
+    // A tampered .deb in the pool (same size, one byte changed), fresh cache.
+    let deb = repo.join("pool/main/d/demo-lib_1.0-1_all.deb");
+    let mut bytes = fs::read(&deb).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&deb, bytes).unwrap();
+    let out4 = dir.join("out-tampered.tar");
+    let r = build(dir, &good, &repo, &dir.join("cache2"), &out4, &base);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("demo-lib_1.0-1_all.deb"), "{r}");
+    assert!(r.stderr.contains("SHA256"), "{r}");
+    assert!(!out4.exists());
+}
