@@ -58,6 +58,9 @@ fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&s
         let p = root.join(path.trim_start_matches('/'));
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, content).unwrap();
+        if path.starts_with("/DEBIAN/") {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
     }
     fs::create_dir_all(pool).unwrap();
     run(Command::new("dpkg-deb")
@@ -85,6 +88,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
         "Depends: demo-lib (>= 1.0)\n",
         &[
             ("/usr/bin/demo-runtime", "#!/bin/sh\necho demo\n"),
+            ("/DEBIAN/postinst", "#!/bin/sh\nset -e\necho configured\n"),
             (
                 "/usr/lib/systemd/system/demo.service",
                 "[Unit]\nDescription=Demo\n\n[Service]\nExecStart=/usr/bin/demo-runtime\n\n[Install]\nWantedBy=multi-user.target\n",
@@ -190,6 +194,12 @@ fn installs_verified_packages_and_refuses_attacks() {
     let out = dir.join("out.tar");
     let r = build(dir, &good, &repo, &dir.join("cache"), &out, &base);
     assert_eq!(r.code, 0, "{r}");
+    // The maintainer script that was not run is reported.
+    assert!(
+        r.stderr
+            .contains("warning: layer \"runtime\": not run: demo-runtime postinst"),
+        "{r}"
+    );
     let root = dir.join("root");
     extract_tar(&out, &root);
     let l = run(Command::new("dpkg")
