@@ -155,3 +155,80 @@ impl LayerSpec {
         Ok(tree)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::view::{MemInputs, MemView};
+
+    fn spec(text: &str) -> LayerSpec {
+        toml::from_str(text).unwrap()
+    }
+
+    fn unit_tree() -> FileTree {
+        let mut t = FileTree::new();
+        t.insert(
+            ImagePath::new("/usr/lib/systemd/system/demo.service").unwrap(),
+            Node::file(
+                "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+                Origin::new("packages", "packages[0]"),
+            ),
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn packages_come_before_systemd_enablement() {
+        let s = spec(
+            "name = \"a\"\npackages = [\"demo\"]\nsystemd = { enable = [\"demo.service\"] }\n",
+        );
+        assert_eq!(s.packages, ["demo"]);
+        let view = MemView::new().dir("/etc");
+        let inputs = MemInputs::new();
+        let ctx = Context {
+            view: &view,
+            inputs: &inputs,
+            arch: "amd64",
+        };
+        // Without the packages the unit does not exist.
+        assert!(s.render(&ctx).is_err());
+        let mut seen_lower = false;
+        let tree = s
+            .render_with(&ctx, |v| {
+                seen_lower = v.exists("/etc");
+                Ok::<_, Error>(unit_tree())
+            })
+            .unwrap();
+        assert!(seen_lower);
+        assert!(tree
+            .get_str("/usr/lib/systemd/system/demo.service")
+            .is_some());
+        let link = tree
+            .get_str("/etc/systemd/system/multi-user.target.wants/demo.service")
+            .unwrap();
+        assert!(matches!(link.kind, NodeKind::Symlink(_)), "{:?}", link.kind);
+    }
+
+    #[test]
+    fn an_item_and_a_package_writing_one_path_is_an_error() {
+        let s = spec(
+            "name = \"a\"\npackages = [\"demo\"]\n[[file]]\npath = \"/usr/lib/systemd/system/demo.service\"\ncontent = \"\"\n",
+        );
+        let view = MemView::new();
+        let inputs = MemInputs::new();
+        let ctx = Context {
+            view: &view,
+            inputs: &inputs,
+            arch: "amd64",
+        };
+        let e = s
+            .render_with(&ctx, |_| Ok::<_, Error>(unit_tree()))
+            .unwrap_err();
+        assert_eq!(e.key(), "packages[0]");
+        let m = e.to_string();
+        assert!(m.contains("/usr/lib/systemd/system/demo.service"), "{m}");
+        assert!(m.contains("file[0]"), "{m}");
+    }
+}
