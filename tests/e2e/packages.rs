@@ -189,8 +189,10 @@ fn installs_verified_packages_and_refuses_attacks() {
     fs::write(dir.join("other.asc"), other_key).unwrap();
     let repo = make_repo(dir, &home);
 
-    // The good build.
+    // The good build; check stays offline and accepts the recipe.
     let good = recipe(dir, "key.asc", "demo-runtime");
+    let c = run(nodeimg(dir).arg("check").arg(&good).args(["--base", &base]));
+    assert_eq!(c.code, 0, "{c}");
     let out = dir.join("out.tar");
     let r = build(dir, &good, &repo, &dir.join("cache"), &out, &base);
     assert_eq!(r.code, 0, "{r}");
