@@ -41,11 +41,7 @@ fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&str, &str)]) {
-    let root = pool
-        .parent()
-        .unwrap()
-        .join("src")
-        .join(format!("{name}_{version}"));
+    let root = pool.parent().unwrap().join(format!("src-{name}_{version}"));
     fs::create_dir_all(root.join("DEBIAN")).unwrap();
     fs::write(
         root.join("DEBIAN/control"),
@@ -123,6 +119,53 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
         .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
         .arg(dists.join("InRelease"))
         .arg(dists.join("Release")))
+    .ok();
+    repo
+}
+
+/// A flat repository (`Packages` and a detached `Release.gpg` next to the
+/// `.deb`s) under `dir/flat`.
+fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
+    let repo = dir.join("flat");
+    deb(
+        &repo,
+        "demo-lib",
+        "1.0-1",
+        "",
+        &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
+    );
+    deb(
+        &repo,
+        "demo-runtime",
+        "2.0-1",
+        "Depends: demo-lib (>= 1.0)\n",
+        &[("/usr/bin/demo-runtime", "#!/bin/sh\necho demo\n")],
+    );
+    let scan = run(Command::new("dpkg-scanpackages")
+        .current_dir(&repo)
+        .args(["--multiversion", "."]))
+    .ok();
+    fs::write(repo.join("Packages"), &scan.stdout).unwrap();
+    let release = format!(
+        "Origin: Flat\nDate: Sat, 01 Jan 2022 00:00:00 UTC\nArchitectures: amd64\nSHA256:\n {} {} Packages\n",
+        sha256_file(&repo.join("Packages")).trim_start_matches("sha256:"),
+        scan.stdout.len()
+    );
+    fs::write(repo.join("Release"), release).unwrap();
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
+        .arg(repo.join("Release.gpg"))
+        .arg(repo.join("Release")))
     .ok();
     repo
 }
@@ -266,4 +309,60 @@ fn installs_verified_packages_and_refuses_attacks() {
     assert!(r.stderr.contains("demo-lib_1.0-1_all.deb"), "{r}");
     assert!(r.stderr.contains("SHA256"), "{r}");
     assert!(!out4.exists());
+}
+
+#[test]
+fn installs_from_a_flat_repository_with_a_detached_signature() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else {
+        return;
+    };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("packages-flat");
+    let dir = t.path();
+    let (home, key) = gpg_key(dir, "flat");
+    fs::write(dir.join("key.asc"), key).unwrap();
+    let repo = make_flat_repo(dir, &home);
+    assert!(!repo.join("InRelease").exists());
+    let text = format!(
+        r#"[image]
+name = "flatdemo"
+
+[[layer]]
+name = "runtime"
+apt-source = [{{ name = "flat", uris = ["{REPO_URL}"], suites = ["./"], key = "key.asc" }}]
+packages = ["demo-runtime=2.0-1"]
+"#
+    );
+    let recipe = dir.join("recipe.toml");
+    fs::write(&recipe, text).unwrap();
+    let out = dir.join("out.tar");
+    let r = build(dir, &recipe, &repo, &dir.join("cache"), &out, &base);
+    assert_eq!(r.code, 0, "{r}");
+    let root = dir.join("root");
+    extract_tar(&out, &root);
+    let l = run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("-l"))
+    .ok();
+    let rows: Vec<Vec<&str>> = l
+        .stdout
+        .lines()
+        .filter(|x| x.starts_with("ii"))
+        .map(|x| x.split_whitespace().take(3).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["ii", "demo-lib", "1.0-1"],
+            vec!["ii", "demo-runtime", "2.0-1"]
+        ],
+        "{l}"
+    );
+    let v = run(Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--verify"));
+    assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
 }
