@@ -366,3 +366,79 @@ packages = ["demo-runtime=2.0-1"]
         .arg("--verify"));
     assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
 }
+
+fn clearsign(home: &Path, dists: &Path) {
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
+        .arg(dists.join("InRelease"))
+        .arg(dists.join("Release")))
+    .ok();
+}
+
+#[test]
+fn refuses_a_tampered_index_expired_and_unsigned_metadata() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else {
+        return;
+    };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("packages-meta");
+    let dir = t.path();
+    let (home, key) = gpg_key(dir, "repo");
+    fs::write(dir.join("key.asc"), key).unwrap();
+    let repo = make_repo(dir, &home);
+    let good = recipe(dir, "key.asc", "demo-runtime");
+    let dists = repo.join("dists/stable");
+
+    // A Packages index that is not the one Release lists (same size).
+    let index = dists.join("main/binary-amd64/Packages");
+    let original = fs::read(&index).unwrap();
+    let tampered = String::from_utf8(original.clone())
+        .unwrap()
+        .replacen("demo-lib", "demo-LIB", 1);
+    fs::write(&index, tampered).unwrap();
+    let out = dir.join("out-index.tar");
+    let r = build(dir, &good, &repo, &dir.join("cache-index"), &out, &base);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("main/binary-amd64/Packages"), "{r}");
+    assert!(r.stderr.contains("SHA256"), "{r}");
+    assert!(!out.exists());
+    fs::write(&index, original).unwrap();
+
+    // Metadata past its Valid-Until.
+    let release = fs::read_to_string(dists.join("Release")).unwrap();
+    let expired = release.replace(
+        "Date: Sat, 01 Jan 2022 00:00:00 UTC\n",
+        "Date: Sat, 01 Jan 2022 00:00:00 UTC\nValid-Until: Sun, 02 Jan 2022 00:00:00 UTC\n",
+    );
+    assert_ne!(expired, release);
+    fs::write(dists.join("Release"), &expired).unwrap();
+    clearsign(&home, &dists);
+    let out = dir.join("out-expired.tar");
+    let r = build(dir, &good, &repo, &dir.join("cache-expired"), &out, &base);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("Valid-Until"), "{r}");
+    assert!(r.stderr.contains("InRelease"), "{r}");
+    assert!(!out.exists());
+    fs::write(dists.join("Release"), &release).unwrap();
+
+    // No signature at all: Release without InRelease or Release.gpg.
+    fs::remove_file(dists.join("InRelease")).unwrap();
+    let out = dir.join("out-unsigned.tar");
+    let r = build(dir, &good, &repo, &dir.join("cache-unsigned"), &out, &base);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("Release.gpg"), "{r}");
+    assert!(!out.exists());
+}
