@@ -309,7 +309,16 @@ fn fetch_release(
             let sig = env
                 .cache
                 .fetch_unverified(&format!("{release}.gpg"))
-                .map_err(|e| build_err("download", e))?;
+                .map_err(|e| {
+                    if e.is_not_found() {
+                        build_err(
+                            "repository metadata",
+                            format!("{e}: the repository is not signed (no InRelease, no Release.gpg); packages are only installed from signed repositories"),
+                        )
+                    } else {
+                        build_err("download", e)
+                    }
+                })?;
             repo::verify_detached(&text, &sig, keyring, env.now, &release)
                 .map_err(|e| build_err("repository metadata", e))
         }

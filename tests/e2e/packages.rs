@@ -440,5 +440,6 @@ fn refuses_a_tampered_index_expired_and_unsigned_metadata() {
     let r = build(dir, &good, &repo, &dir.join("cache-unsigned"), &out, &base);
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("Release.gpg"), "{r}");
+    assert!(r.stderr.contains("not signed"), "{r}");
     assert!(!out.exists());
 }
