@@ -110,36 +110,6 @@ pub struct Built {
     pub layers: Vec<BuiltLayer>,
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-
-    /// `oci`, `oci-archive` or `rootfs`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "oci" => Ok(Format::Oci),
-            "oci-archive" => Ok(Format::OciArchive),
-            "rootfs" => Ok(Format::Rootfs),
-            _ => Err(format!(
-                "unknown format {s:?}; use oci, oci-archive or rootfs"
-            )),
-        }
-    }
-}
-
-impl std::str::FromStr for Compression {
-    type Err = String;
-
-    /// `gzip`, `zstd` or `none`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "gzip" => Ok(Compression::Gzip),
-            "zstd" => Ok(Compression::Zstd),
-            "none" => Ok(Compression::None),
-            _ => Err(format!("unknown compression {s:?}; use gzip, zstd or none")),
-        }
-    }
-}
-
 impl Compression {
     fn codec(self) -> Codec {
         match self {
@@ -1768,21 +1738,6 @@ mod tests {
         )
         .unwrap();
         assert!(empty.join("oci-layout").is_file());
-    }
-
-    #[test]
-    fn formats_and_compressions_parse() {
-        assert_eq!("oci".parse::<Format>(), Ok(Format::Oci));
-        assert_eq!("oci-archive".parse::<Format>(), Ok(Format::OciArchive));
-        assert_eq!("rootfs".parse::<Format>(), Ok(Format::Rootfs));
-        assert!("docker"
-            .parse::<Format>()
-            .unwrap_err()
-            .contains("oci-archive"));
-        assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
-        assert_eq!("none".parse::<Compression>(), Ok(Compression::None));
-        assert_eq!("gzip".parse::<Compression>(), Ok(Compression::Gzip));
-        assert!("xz".parse::<Compression>().is_err());
     }
 
     fn tool(name: &str) -> bool {
