@@ -700,6 +700,25 @@ docker = { exec-opts = ["native.cgroupdriver=sytemd"] }  # <- HERE
         keys: &["sytemd"],
     },
     Case {
+        name: "lint: containerd without the kernel prerequisites",
+        files: &[(
+            "r/recipe.toml",
+            r#"[image]
+name = "bad"
+
+[[layer]]
+name = "containerd"
+containerd = { config-version = 2, systemd-cgroup = true }  # <- HERE
+"#,
+        )],
+        args: &[],
+        recipe: None,
+        base: Base::Scratch,
+        code: 1,
+        at: &["recipe.toml"],
+        keys: &["containerd"],
+    },
+    Case {
         name: "lint: cgroupfs containerd on a systemd base",
         files: &[(
             "r/recipe.toml",
