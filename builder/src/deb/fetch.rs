@@ -149,6 +149,16 @@ pub struct Cache {
     offline: bool,
     metadata_cap: u64,
     agent: ureq::Agent,
+    /// Every file [`Cache::fetch_unverified`] returned, in order.
+    metadata: std::sync::Mutex<Vec<Fetched>>,
+}
+
+/// A file as it was fetched: canonical URL (before mirror remapping), size, SHA256.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fetched {
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 enum Source {
@@ -188,6 +198,7 @@ impl Cache {
             offline: false,
             metadata_cap: DEFAULT_METADATA_CAP,
             agent: config.into(),
+            metadata: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -345,7 +356,30 @@ impl Cache {
                 cap: self.metadata_cap,
             });
         }
+        let fetched = Fetched {
+            url: url.to_string(),
+            size: out.len() as u64,
+            sha256: hex::encode(Sha256::digest(&out)),
+        };
+        self.metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(fetched);
         Ok(out)
+    }
+
+    /// The files [`Cache::fetch_unverified`] returned so far (InRelease, Release,
+    /// Release.gpg), in the order they were fetched, by canonical URL.
+    pub fn metadata_fetched(&self) -> Vec<Fetched> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether downloads are off.
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     fn open(&self, url: &str) -> Result<Source> {
@@ -684,6 +718,15 @@ mod tests {
                 .unwrap(),
             b"signed"
         );
+        // Recorded by the URL asked for, not the mirror's; failures are not.
+        assert_eq!(
+            cache.metadata_fetched(),
+            vec![Fetched {
+                url: "https://download.example/linux/ubuntu/dists/focal/InRelease".into(),
+                size: 6,
+                sha256: sha(b"signed"),
+            }]
+        );
         let err = cache
             .fetch_unverified(&server.url("/repo/missing"))
             .unwrap_err();
@@ -703,6 +746,7 @@ mod tests {
             .fetch_unverified(&server.url("/repo/big"))
             .unwrap_err();
         assert!(matches!(err, FetchError::TooLarge { cap: 50, .. }), "{err}");
+        assert_eq!(cache.metadata_fetched().len(), 1);
         let err = cache
             .fetch(&server.url("/repo/big"), 10, &sha(b"0123456789"))
             .unwrap_err();

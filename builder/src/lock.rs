@@ -1,0 +1,1010 @@
+//! The lock file: every package a recipe's `packages` layers resolved to,
+//! so that later builds install exactly those files.
+//!
+//! `nodeimg lock RECIPE` writes `RECIPE.lock` next to the recipe
+//! (`recipes/x.toml` -> `recipes/x.toml.lock`), a TOML file:
+//!
+//! ```toml
+//! version = 1
+//! architecture = "amd64"
+//!
+//! [[release]]                 # the signed metadata the resolution used
+//! url = "http://repo.invalid/debian/dists/stable/InRelease"
+//! size = 1234
+//! sha256 = "..."
+//!
+//! [[index]]                   # the Packages indexes it read
+//! url = "http://repo.invalid/debian/dists/stable/main/binary-amd64/Packages.xz"
+//! size = 567
+//! sha256 = "..."
+//!
+//! [[layer]]
+//! name = "runtime"
+//! requests = ["containerd.io=1.6.20-1"]   # the layer's packages, as the recipe asks
+//!
+//! [[layer.source]]            # the apt sources the layer saw, in priority order
+//! file = "/etc/apt/sources.list.d/docker.sources"
+//! uris = ["https://download.example/linux/ubuntu"]
+//! suites = ["focal"]
+//! components = ["stable"]
+//! keys = ["9DC858229FC7DD38854AE2D88D81803C0EBFCD88"]
+//!
+//! [[layer.package]]           # sorted by name; `order` is the installation order
+//! name = "containerd.io"
+//! version = "1.6.20-1"
+//! architecture = "amd64"
+//! multi-arch = "no"
+//! auto = false
+//! order = 0
+//! source = "https://download.example/linux/ubuntu focal stable"
+//! url = "https://download.example/linux/ubuntu/pool/stable/c/containerd.io_1.6.20-1_amd64.deb"
+//! size = 30100000
+//! sha256 = "..."
+//! ```
+//!
+//! URLs are the canonical ones, before `--mirror` remapping. The output is
+//! deterministic: the same resolution writes the same bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deb::control::MultiArch;
+use crate::deb::version::Version;
+use crate::error::{Error, IoContext, RecipeError, Result};
+use crate::recipe::Recipe;
+use crate::sourcemap::SourceMap;
+
+/// The format version this build reads and writes.
+pub const LOCK_VERSION: u32 = 1;
+
+const HEADER: &str = "\
+# Written by `nodeimg lock`: the packages this recipe's layers install,
+# resolved and verified. Commit it next to the recipe; run `nodeimg lock`
+# again to update it rather than editing it.
+";
+
+/// The lock file of a recipe: `RECIPE.lock` next to it.
+pub fn lock_path(recipe: &Path) -> PathBuf {
+    let mut s: OsString = recipe.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// A lock file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Lock {
+    /// [`LOCK_VERSION`].
+    pub version: u32,
+    /// The image's architecture, Debian's spelling (`amd64`, `armhf`).
+    pub architecture: String,
+    /// `InRelease`, or `Release` and `Release.gpg`, as verified; by URL.
+    #[serde(default, rename = "release", skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<LockedFile>,
+    /// `Packages` indexes read; by URL.
+    #[serde(default, rename = "index", skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<LockedFile>,
+    /// The recipe's layers with packages, in recipe order.
+    #[serde(default, rename = "layer", skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LockedLayer>,
+}
+
+/// A file by canonical URL, size and SHA256.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedFile {
+    /// Canonical URL (before `--mirror`).
+    pub url: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA256, lowercase hex.
+    pub sha256: String,
+}
+
+/// One layer's packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedLayer {
+    /// The layer's name.
+    pub name: String,
+    /// Its `packages` list, variables expanded.
+    pub requests: Vec<String>,
+    /// The apt sources it resolved against.
+    #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<LockedSource>,
+    /// What it installs, by name.
+    #[serde(default, rename = "package", skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<LockedPackage>,
+}
+
+/// An apt source as the image declared it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedSource {
+    /// The deb822 file in the image.
+    pub file: String,
+    /// `URIs`.
+    pub uris: Vec<String>,
+    /// `Suites`.
+    pub suites: Vec<String>,
+    /// `Components`.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Fingerprints of the `Signed-By` keys.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// One resolved package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedPackage {
+    /// Package name.
+    pub name: String,
+    /// Version, as the repository writes it.
+    pub version: String,
+    /// Architecture (the image's or `all`).
+    pub architecture: String,
+    /// `Multi-Arch`: no, same, foreign or allowed.
+    pub multi_arch: String,
+    /// Pulled in as a dependency rather than requested.
+    pub auto: bool,
+    /// Position in the layer's installation order, from 0.
+    pub order: usize,
+    /// The repository it came from: `URI SUITE [COMPONENT]`.
+    pub source: String,
+    /// Canonical URL of the `.deb`.
+    pub url: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA256, lowercase hex.
+    pub sha256: String,
+}
+
+impl LockedPackage {
+    /// `name version` for messages.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.name, self.version)
+    }
+
+    /// The `Multi-Arch` value.
+    pub fn multi_arch(&self) -> Option<MultiArch> {
+        match self.multi_arch.as_str() {
+            "no" => Some(MultiArch::No),
+            "same" => Some(MultiArch::Same),
+            "foreign" => Some(MultiArch::Foreign),
+            "allowed" => Some(MultiArch::Allowed),
+            _ => None,
+        }
+    }
+}
+
+impl LockedLayer {
+    /// The packages in installation order.
+    pub fn in_order(&self) -> Vec<&LockedPackage> {
+        let mut v: Vec<&LockedPackage> = self.packages.iter().collect();
+        v.sort_by_key(|p| p.order);
+        v
+    }
+}
+
+impl Lock {
+    /// A lock in its canonical form: release and index files sorted by URL
+    /// without duplicates, each layer's packages sorted by name and
+    /// architecture.
+    pub fn new(
+        architecture: &str,
+        releases: Vec<LockedFile>,
+        indexes: Vec<LockedFile>,
+        mut layers: Vec<LockedLayer>,
+    ) -> Lock {
+        let sorted = |v: Vec<LockedFile>| -> Vec<LockedFile> {
+            v.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+        };
+        for l in &mut layers {
+            l.packages.sort_by(|a, b| {
+                (a.name.as_str(), a.architecture.as_str(), a.order).cmp(&(
+                    b.name.as_str(),
+                    b.architecture.as_str(),
+                    b.order,
+                ))
+            });
+        }
+        Lock {
+            version: LOCK_VERSION,
+            architecture: architecture.to_string(),
+            releases: sorted(releases),
+            indexes: sorted(indexes),
+            layers,
+        }
+    }
+
+    /// The layer named `name`.
+    pub fn layer(&self, name: &str) -> Option<&LockedLayer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// Every locked package with its layer's name.
+    pub fn packages(&self) -> impl Iterator<Item = (&str, &LockedPackage)> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.in_order().into_iter().map(move |p| (l.name.as_str(), p)))
+    }
+
+    /// The file's text: a comment header, then TOML.
+    pub fn render(&self) -> Result<String> {
+        let body = toml::to_string(self)
+            .map_err(|e| Error::image("lock file", format!("cannot write TOML: {e}")))?;
+        Ok(format!("{HEADER}\n{body}"))
+    }
+
+    /// Parse and validate a lock file's text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Lock> {
+        let map = SourceMap::new(text);
+        let lock: Lock = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(s) => {
+                    let (l, c) = map.line_col(s.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            lock_error(file, line, column, None, e.message().trim().to_string())
+        })?;
+        lock.validate(file, &map)?;
+        Ok(lock)
+    }
+
+    fn validate(&self, file: &Path, map: &SourceMap) -> Result<()> {
+        let err = |key: &str, message: String| {
+            let (line, column) = map
+                .locate(key)
+                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            lock_error(file, line, column, Some(key.to_string()), message)
+        };
+        if self.version != LOCK_VERSION {
+            return Err(err(
+                "version",
+                format!(
+                    "lock file version {} is not supported (this nodeimg reads version {LOCK_VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        if self.architecture.trim().is_empty() {
+            return Err(err("architecture", "the architecture is empty".into()));
+        }
+        for (what, files) in [("release", &self.releases), ("index", &self.indexes)] {
+            for (i, f) in files.iter().enumerate() {
+                check_url(&f.url).map_err(|m| err(&format!("{what}[{i}].url"), m))?;
+                check_sha256(&f.sha256).map_err(|m| err(&format!("{what}[{i}].sha256"), m))?;
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (li, l) in self.layers.iter().enumerate() {
+            let key = format!("layer[{li}]");
+            if !names.insert(l.name.as_str()) {
+                return Err(err(
+                    &format!("{key}.name"),
+                    format!("layer {:?} appears twice", l.name),
+                ));
+            }
+            let mut orders = BTreeSet::new();
+            for (pi, p) in l.packages.iter().enumerate() {
+                let pkey = format!("{key}.package[{pi}]");
+                if p.name.is_empty() {
+                    return Err(err(&format!("{pkey}.name"), "the name is empty".into()));
+                }
+                Version::parse(&p.version).map_err(|e| {
+                    err(
+                        &format!("{pkey}.version"),
+                        format!("{:?} is not a Debian version: {}", e.text, e.reason),
+                    )
+                })?;
+                if p.architecture != "all" && p.architecture != self.architecture {
+                    return Err(err(
+                        &format!("{pkey}.architecture"),
+                        format!(
+                            "{} {} is for {}, the lock for {}",
+                            p.name, p.version, p.architecture, self.architecture
+                        ),
+                    ));
+                }
+                if p.multi_arch().is_none() {
+                    return Err(err(
+                        &format!("{pkey}.multi-arch"),
+                        format!("{:?} is not no, same, foreign or allowed", p.multi_arch),
+                    ));
+                }
+                check_url(&p.url).map_err(|m| err(&format!("{pkey}.url"), m))?;
+                check_sha256(&p.sha256).map_err(|m| err(&format!("{pkey}.sha256"), m))?;
+                if p.order >= l.packages.len() || !orders.insert(p.order) {
+                    return Err(err(
+                        &format!("{pkey}.order"),
+                        format!(
+                            "order {} of {} is repeated or out of range 0..{}",
+                            p.order,
+                            p.name,
+                            l.packages.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `path`; `None` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Lock>> {
+        let text = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                })
+            }
+        };
+        let text = String::from_utf8(text)
+            .map_err(|_| lock_error(path, None, None, None, "the lock file is not UTF-8".into()))?;
+        Lock::parse(&text, path).map(Some)
+    }
+
+    /// Write to `path` atomically (a temporary file next to it, renamed).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = self.render()?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".nodeimg-lock-")
+            .tempfile_in(&dir)
+            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+        tmp.write_all(text.as_bytes())
+            .ctx(|| format!("writing {}", tmp.path().display()))?;
+        tmp.as_file()
+            .sync_all()
+            .ctx(|| format!("writing {}", tmp.path().display()))?;
+        // A new file gets the usual mode of a source file, not tempfile's 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+                .ctx(|| format!("setting the mode of {}", tmp.path().display()))?;
+        }
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .ctx(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+fn lock_error(
+    file: &Path,
+    line: Option<usize>,
+    column: Option<usize>,
+    key: Option<String>,
+    message: String,
+) -> Error {
+    Error::recipe(RecipeError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+        hint: Some(
+            "the lock file is written by `nodeimg lock RECIPE`; run it again instead of editing the file"
+                .into(),
+        ),
+    })
+}
+
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    if ["http://", "https://", "file://"]
+        .iter()
+        .any(|s| url.starts_with(s))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} is not an http://, https:// or file:// URL"
+        ))
+    }
+}
+
+fn check_sha256(s: &str) -> std::result::Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not a SHA256 (64 lowercase hex digits)"))
+    }
+}
+
+/// How a layer's `packages` list differs from the locked one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// In the recipe, not in the lock; `index` into the recipe's list.
+    Added {
+        /// Position in the recipe's list.
+        index: usize,
+        /// The request.
+        text: String,
+    },
+    /// In the lock, no longer in the recipe.
+    Removed {
+        /// The locked request.
+        text: String,
+    },
+    /// The same package asked for differently (a pin added, changed or
+    /// dropped).
+    Changed {
+        /// Position in the recipe's list.
+        index: usize,
+        /// The locked request.
+        locked: String,
+        /// The recipe's.
+        now: String,
+    },
+    /// The same requests in another order.
+    Reordered,
+}
+
+impl Change {
+    /// Where in the layer the change is: `packages[i]` or `packages`.
+    pub fn key(&self) -> String {
+        match self {
+            Change::Added { index, .. } | Change::Changed { index, .. } => {
+                format!("packages[{index}]")
+            }
+            Change::Removed { .. } | Change::Reordered => "packages".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Added { text, .. } => write!(f, "{text:?} was added"),
+            Change::Removed { text } => write!(f, "{text:?} was removed"),
+            Change::Changed { locked, now, .. } => {
+                write!(f, "{now:?} was {locked:?} when the lock was made")
+            }
+            Change::Reordered => write!(f, "the packages were reordered"),
+        }
+    }
+}
+
+fn request_name(r: &str) -> &str {
+    r.split('=').next().unwrap_or(r).trim()
+}
+
+/// How `now` (the recipe's list) differs from `locked`; empty when equal.
+pub fn diff_requests(locked: &[String], now: &[String]) -> Vec<Change> {
+    if locked == now {
+        return Vec::new();
+    }
+    let mut by_name: BTreeMap<&str, &String> = BTreeMap::new();
+    for r in locked {
+        by_name.insert(request_name(r), r);
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (index, r) in now.iter().enumerate() {
+        let name = request_name(r);
+        seen.insert(name);
+        match by_name.get(name) {
+            None => out.push(Change::Added {
+                index,
+                text: r.clone(),
+            }),
+            Some(l) if *l != r => out.push(Change::Changed {
+                index,
+                locked: (*l).clone(),
+                now: r.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for r in locked {
+        if !seen.contains(request_name(r)) {
+            out.push(Change::Removed { text: r.clone() });
+        }
+    }
+    if out.is_empty() {
+        out.push(Change::Reordered);
+    }
+    out
+}
+
+/// How the apt sources a layer sees differ from the locked ones: one
+/// sentence per difference; empty when equal.
+pub fn diff_sources(locked: &[LockedSource], now: &[LockedSource]) -> Vec<String> {
+    let mut out = Vec::new();
+    let describe =
+        |s: &LockedSource| format!("{} ({} {})", s.file, s.uris.join(" "), s.suites.join(" "));
+    let max = locked.len().max(now.len());
+    for i in 0..max {
+        match (locked.get(i), now.get(i)) {
+            (Some(l), Some(n)) if l == n => {}
+            (Some(l), Some(n)) => {
+                let mut what = Vec::new();
+                if l.file != n.file {
+                    what.push(format!("file {} -> {}", l.file, n.file));
+                }
+                for (field, a, b) in [
+                    ("URIs", &l.uris, &n.uris),
+                    ("Suites", &l.suites, &n.suites),
+                    ("Components", &l.components, &n.components),
+                    ("Signed-By keys", &l.keys, &n.keys),
+                ] {
+                    if a != b {
+                        what.push(format!("{field} {} -> {}", a.join(" "), b.join(" ")));
+                    }
+                }
+                out.push(format!("{}: {}", n.file, what.join(", ")));
+            }
+            (Some(l), None) => out.push(format!("{} was removed", describe(l))),
+            (None, Some(n)) => out.push(format!("{} was added", describe(n))),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// Check `recipe` (expanded for the Debian architecture `arch`) against
+/// `lock` read from `lock_file`, without the network: the same
+/// architecture, the same layers with packages in the same order, the same
+/// requests in each. The apt sources are compared when each layer is
+/// installed. Errors name the recipe's file, line and key where there is
+/// one, what changed, and say to run `nodeimg lock`.
+pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) -> Result<()> {
+    let lf = lock_file.display();
+    let recipe_file = recipe
+        .files
+        .first()
+        .map_or_else(|| PathBuf::from("recipe"), |f| f.display.clone());
+    let hint = Some(format!(
+        "run `nodeimg lock {}` to resolve the recipe again and update {lf}, or build with --no-lock",
+        recipe_file.display()
+    ));
+    if lock.architecture != arch {
+        return Err(Error::recipe(RecipeError {
+            file: lock_file.to_path_buf(),
+            line: None,
+            column: None,
+            key: Some("architecture".into()),
+            message: format!(
+                "the lock was made for {}, the image is {arch}",
+                lock.architecture
+            ),
+            hint,
+        }));
+    }
+    let with_packages: Vec<_> = recipe
+        .layers
+        .iter()
+        .filter(|l| !l.spec.packages.is_empty())
+        .collect();
+    let locked_names: Vec<&str> = lock.layers.iter().map(|l| l.name.as_str()).collect();
+    for l in &with_packages {
+        let Some(ll) = lock.layer(&l.spec.name) else {
+            return Err(recipe.error(
+                l.file,
+                &l.key_of("packages"),
+                format!(
+                    "layer {:?} installs packages but {lf} has no layer of that name (it has: {}); the layer was renamed or its packages added since the lock was made",
+                    l.spec.name,
+                    if locked_names.is_empty() { "none".to_string() } else { locked_names.join(", ") }
+                ),
+                hint,
+            ));
+        };
+        let changes = diff_requests(&ll.requests, &l.spec.packages);
+        if let Some(first) = changes.first() {
+            let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            return Err(recipe.error(
+                l.file,
+                &l.key_of(&first.key()),
+                format!(
+                    "the packages of layer {:?} no longer match {lf}: {}",
+                    l.spec.name,
+                    text.join("; ")
+                ),
+                hint,
+            ));
+        }
+    }
+    let recipe_names: Vec<&str> = with_packages.iter().map(|l| l.spec.name.as_str()).collect();
+    for ll in &lock.layers {
+        if !recipe_names.contains(&ll.name.as_str()) {
+            return Err(recipe.error(
+                0,
+                "",
+                format!(
+                    "{lf} locks packages for layer {:?}, which the recipe no longer has or which has no packages any more",
+                    ll.name
+                ),
+                hint,
+            ));
+        }
+    }
+    if recipe_names != locked_names {
+        return Err(recipe.error(
+            0,
+            "",
+            format!(
+                "the layers with packages are in another order than in {lf} ({} there, {} now)",
+                locked_names.join(", "),
+                recipe_names.join(", ")
+            ),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap as Map;
+
+    const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn pkg(name: &str, version: &str, order: usize, sha: &str) -> LockedPackage {
+        LockedPackage {
+            name: name.into(),
+            version: version.into(),
+            architecture: "all".into(),
+            multi_arch: "no".into(),
+            auto: order == 0,
+            order,
+            source: "http://repo.invalid/debian stable main".into(),
+            url: format!("http://repo.invalid/debian/pool/main/d/{name}_{version}_all.deb"),
+            size: 100 + order as u64,
+            sha256: sha.into(),
+        }
+    }
+
+    fn sample() -> Lock {
+        Lock::new(
+            "amd64",
+            vec![
+                LockedFile {
+                    url: "http://repo.invalid/debian/dists/stable/InRelease".into(),
+                    size: 10,
+                    sha256: SHA_B.into(),
+                },
+                LockedFile {
+                    url: "http://a.invalid/InRelease".into(),
+                    size: 11,
+                    sha256: SHA_A.into(),
+                },
+                LockedFile {
+                    url: "http://a.invalid/InRelease".into(),
+                    size: 11,
+                    sha256: SHA_A.into(),
+                },
+            ],
+            vec![LockedFile {
+                url: "http://repo.invalid/debian/dists/stable/main/binary-amd64/Packages".into(),
+                size: 12,
+                sha256: SHA_A.into(),
+            }],
+            vec![LockedLayer {
+                name: "runtime".into(),
+                requests: vec!["demo-runtime".into(), "demo-tools=1:2.0~rc1-1".into()],
+                sources: vec![LockedSource {
+                    file: "/etc/apt/sources.list.d/demo.sources".into(),
+                    uris: vec!["http://repo.invalid/debian".into()],
+                    suites: vec!["stable".into()],
+                    components: vec!["main".into()],
+                    keys: vec!["0123ABCD".into()],
+                }],
+                packages: vec![
+                    pkg("demo-tools", "1:2.0~rc1-1", 2, SHA_B),
+                    pkg("demo-lib", "1.0-1", 0, SHA_A),
+                    pkg("demo-runtime", "2.0-1", 1, SHA_B),
+                ],
+            }],
+        )
+    }
+
+    #[test]
+    fn canonical_order_and_exact_text() {
+        let lock = sample();
+        let urls: Vec<&str> = lock.releases.iter().map(|f| f.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://a.invalid/InRelease",
+                "http://repo.invalid/debian/dists/stable/InRelease"
+            ]
+        );
+        let names: Vec<&str> = lock.layers[0]
+            .packages
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["demo-lib", "demo-runtime", "demo-tools"]);
+        let order: Vec<&str> = lock.layers[0]
+            .in_order()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(order, ["demo-lib", "demo-runtime", "demo-tools"]);
+        let text = lock.render().unwrap();
+        assert!(text.starts_with("# Written by `nodeimg lock`"), "{text}");
+        let expected_tail = format!(
+            "[[layer.package]]\nname = \"demo-tools\"\nversion = \"1:2.0~rc1-1\"\narchitecture = \"all\"\nmulti-arch = \"no\"\nauto = false\norder = 2\nsource = \"http://repo.invalid/debian stable main\"\nurl = \"http://repo.invalid/debian/pool/main/d/demo-tools_1:2.0~rc1-1_all.deb\"\nsize = 102\nsha256 = \"{SHA_B}\"\n"
+        );
+        assert!(text.ends_with(&expected_tail), "{text}");
+        assert!(
+            text.contains("\nversion = 1\narchitecture = \"amd64\"\n\n[[release]]\nurl = \"http://a.invalid/InRelease\"\nsize = 11\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[[layer]]\nname = \"runtime\"\nrequests = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\n\n[[layer.source]]\nfile = \"/etc/apt/sources.list.d/demo.sources\"\n"),
+            "{text}"
+        );
+        // Deterministic: the same lock, the same bytes.
+        assert_eq!(text, sample().render().unwrap());
+    }
+
+    #[test]
+    fn round_trip() {
+        let lock = sample();
+        let text = lock.render().unwrap();
+        let back = Lock::parse(&text, Path::new("r.toml.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.render().unwrap(), text);
+        let d = tempfile::tempdir().unwrap();
+        let path = lock_path(&d.path().join("r.toml"));
+        assert_eq!(path, d.path().join("r.toml.lock"));
+        assert_eq!(Lock::read(&path).unwrap(), None);
+        lock.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(Lock::read(&path).unwrap(), Some(lock));
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["r.toml.lock"], "no temporary file is left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644);
+        }
+        assert_eq!(lock_path(Path::new("x.toml")), Path::new("x.toml.lock"));
+    }
+
+    fn parse_err(text: &str) -> RecipeError {
+        match Lock::parse(text, Path::new("r.toml.lock")).unwrap_err() {
+            Error::Recipe(r) => *r,
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn invalid_locks_are_refused_with_their_place() {
+        let good = sample().render().unwrap();
+        // A SHA256 that is not one.
+        let bad = good.replacen(
+            &format!("sha256 = \"{SHA_A}\"\n\n[[layer.package]]"),
+            "sha256 = \"xyz\"\n\n[[layer.package]]",
+            1,
+        );
+        assert_ne!(bad, good);
+        let e = parse_err(&bad);
+        assert_eq!(e.file, Path::new("r.toml.lock"));
+        assert_eq!(e.key.as_deref(), Some("layer[0].package[0].sha256"));
+        assert!(
+            e.message.contains("\"xyz\" is not a SHA256"),
+            "{}",
+            e.message
+        );
+        let line = bad.lines().position(|l| l == "sha256 = \"xyz\"").unwrap() + 1;
+        assert_eq!(e.line, Some(line));
+        assert!(e.hint.unwrap().contains("nodeimg lock"));
+        // Uppercase hex is not the canonical spelling.
+        let e = parse_err(&good.replace(SHA_B, &SHA_B.to_uppercase()));
+        assert!(e.key.unwrap().ends_with(".sha256"));
+        // Another version.
+        let e = parse_err(&good.replacen("version = 1\n", "version = 2\n", 1));
+        assert_eq!(e.key.as_deref(), Some("version"));
+        assert!(
+            e.message.contains("version 2 is not supported"),
+            "{}",
+            e.message
+        );
+        // Unknown keys are errors, with their line.
+        let e = parse_err(&good.replacen("version = 1\n", "version = 1\nextra = true\n", 1));
+        assert!(e.message.contains("extra"), "{}", e.message);
+        assert!(e.line.is_some());
+        // Broken TOML.
+        let e = parse_err("version = \n");
+        assert_eq!(e.line, Some(1));
+        // A repeated order.
+        let e = parse_err(&good.replace("order = 2\n", "order = 1\n"));
+        assert!(e.key.unwrap().ends_with(".order"));
+        // A version dpkg would not accept.
+        let e = parse_err(&good.replace("version = \"1.0-1\"", "version = \"not a version\""));
+        assert!(e.key.unwrap().ends_with(".version"));
+        // Another architecture than the lock's.
+        let e = parse_err(&good.replacen("architecture = \"all\"", "architecture = \"arm64\"", 1));
+        assert!(e.message.contains("is for arm64"), "{}", e.message);
+        // A URL scheme that is not fetched.
+        let e = parse_err(&good.replacen(
+            "url = \"http://a.invalid/InRelease\"",
+            "url = \"ftp://a/InRelease\"",
+            1,
+        ));
+        assert_eq!(e.key.as_deref(), Some("release[0].url"));
+        let e = parse_err(&good.replacen("multi-arch = \"no\"", "multi-arch = \"maybe\"", 1));
+        assert!(e.key.unwrap().ends_with(".multi-arch"));
+    }
+
+    #[test]
+    fn request_changes_are_named() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_string()).collect::<Vec<_>>();
+        let locked = s(&["a", "b=1.0", "c=2"]);
+        assert!(diff_requests(&locked, &locked).is_empty());
+        let d = diff_requests(&locked, &s(&["a=3", "b=1.1", "d"]));
+        assert_eq!(
+            d,
+            vec![
+                Change::Changed {
+                    index: 0,
+                    locked: "a".into(),
+                    now: "a=3".into()
+                },
+                Change::Changed {
+                    index: 1,
+                    locked: "b=1.0".into(),
+                    now: "b=1.1".into()
+                },
+                Change::Added {
+                    index: 2,
+                    text: "d".into()
+                },
+                Change::Removed { text: "c=2".into() },
+            ]
+        );
+        assert_eq!(d[1].key(), "packages[1]");
+        assert_eq!(
+            d[1].to_string(),
+            "\"b=1.1\" was \"b=1.0\" when the lock was made"
+        );
+        assert_eq!(d[3].key(), "packages");
+        assert_eq!(d[3].to_string(), "\"c=2\" was removed");
+        assert_eq!(
+            diff_requests(&locked, &s(&["c=2", "a", "b=1.0"])),
+            vec![Change::Reordered]
+        );
+        assert_eq!(
+            diff_requests(&locked, &s(&["a", "b"])),
+            vec![
+                Change::Changed {
+                    index: 1,
+                    locked: "b=1.0".into(),
+                    now: "b".into()
+                },
+                Change::Removed { text: "c=2".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn source_changes_are_named() {
+        let a = sample().layers[0].sources.clone();
+        assert!(diff_sources(&a, &a).is_empty());
+        let mut b = a.clone();
+        b[0].uris = vec!["http://other.invalid/debian".into()];
+        b[0].keys = vec!["FFFF".into()];
+        assert_eq!(
+            diff_sources(&a, &b),
+            ["/etc/apt/sources.list.d/demo.sources: URIs http://repo.invalid/debian -> http://other.invalid/debian, Signed-By keys 0123ABCD -> FFFF"]
+        );
+        assert_eq!(
+            diff_sources(&a, &[]),
+            ["/etc/apt/sources.list.d/demo.sources (http://repo.invalid/debian stable) was removed"]
+        );
+        assert_eq!(
+            diff_sources(&[], &a),
+            ["/etc/apt/sources.list.d/demo.sources (http://repo.invalid/debian stable) was added"]
+        );
+    }
+
+    fn recipe(text: &str) -> (tempfile::TempDir, Recipe) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("r.toml"), text).unwrap();
+        let r = crate::recipe::Loaded::load(&d.path().join("r.toml"))
+            .unwrap()
+            .expand("amd64", &Map::new(), &Map::new())
+            .unwrap();
+        (d, r)
+    }
+
+    fn check_err(lock: &Lock, r: &Recipe, arch: &str) -> RecipeError {
+        match check_recipe(lock, Path::new("r.toml.lock"), r, arch).unwrap_err() {
+            Error::Recipe(e) => *e,
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn recipe_against_lock() {
+        let lock = sample();
+        let head = "[image]\nname = \"n\"\n[[layer]]\nname = \"base\"\n";
+        let (_d, same) = recipe(&format!(
+            "{head}[[layer]]\nname = \"runtime\"\npackages = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\n"
+        ));
+        check_recipe(&lock, Path::new("r.toml.lock"), &same, "amd64").unwrap();
+
+        // Another architecture.
+        let e = check_err(&lock, &same, "arm64");
+        assert_eq!(e.key.as_deref(), Some("architecture"));
+        assert!(
+            e.message.contains("made for amd64, the image is arm64"),
+            "{}",
+            e.message
+        );
+
+        // A pin changed: the recipe's line and key, both texts, the hint.
+        let (_d, pinned) = recipe(&format!(
+            "{head}[[layer]]\nname = \"runtime\"\npackages = [\n  \"demo-runtime\",\n  \"demo-tools=1:2.1-1\",\n]\n"
+        ));
+        let e = check_err(&lock, &pinned, "amd64");
+        assert!(e.file.ends_with("r.toml"), "{}", e.file.display());
+        assert_eq!(e.key.as_deref(), Some("layer[1].packages[1]"));
+        assert_eq!(e.line, Some(9));
+        assert_eq!(
+            e.message,
+            "the packages of layer \"runtime\" no longer match r.toml.lock: \"demo-tools=1:2.1-1\" was \"demo-tools=1:2.0~rc1-1\" when the lock was made"
+        );
+        assert!(e.hint.unwrap().starts_with("run `nodeimg lock "));
+
+        // A pin removed from the list.
+        let (_d, fewer) = recipe(&format!(
+            "{head}[[layer]]\nname = \"runtime\"\npackages = [\"demo-runtime\"]\n"
+        ));
+        let e = check_err(&lock, &fewer, "amd64");
+        assert_eq!(e.key.as_deref(), Some("layer[1].packages"));
+        assert!(
+            e.message.contains("\"demo-tools=1:2.0~rc1-1\" was removed"),
+            "{}",
+            e.message
+        );
+
+        // The layer renamed.
+        let (_d, renamed) = recipe(&format!(
+            "{head}[[layer]]\nname = \"containers\"\npackages = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\n"
+        ));
+        let e = check_err(&lock, &renamed, "amd64");
+        assert_eq!(e.key.as_deref(), Some("layer[1].packages"));
+        assert!(
+            e.message.contains("layer \"containers\" installs packages but r.toml.lock has no layer of that name (it has: runtime)"),
+            "{}",
+            e.message
+        );
+
+        // The packages dropped altogether.
+        let (_d, none) = recipe(head);
+        let e = check_err(&lock, &none, "amd64");
+        assert!(
+            e.message
+                .contains("locks packages for layer \"runtime\", which the recipe no longer has"),
+            "{}",
+            e.message
+        );
+    }
+}
