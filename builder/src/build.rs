@@ -12,9 +12,11 @@ use crate::base::{Base, BaseRef};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::RecipeInputs;
 use crate::lint::{self, Finding, Severity};
+use crate::lock::{self, Lock};
 use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use crate::packages::{self, PackageEnv};
 use crate::plan;
+use crate::progress::{human_size, Meter};
 use crate::recipe::{self, Loaded, Recipe};
 use crate::vars;
 
@@ -49,6 +51,23 @@ pub struct PackageOptions {
     pub cache_dir: Option<PathBuf>,
     /// `--mirror FROM=TO` pairs.
     pub mirrors: Vec<String>,
+    /// `--offline`: no network; every file comes from the cache, as the
+    /// lock file names it.
+    pub offline: bool,
+    /// What to do with the recipe's lock file.
+    pub lock: LockUse,
+}
+
+/// What a build or check does with the recipe's lock file (`RECIPE.lock`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LockUse {
+    /// Use it when it exists (the default).
+    #[default]
+    Auto,
+    /// `--locked`: it must exist.
+    Require,
+    /// `--no-lock`: ignore it and resolve against the repositories.
+    Ignore,
 }
 
 impl BuildOptions {
@@ -73,6 +92,10 @@ pub trait Progress {
     fn step(&mut self, message: &str);
     /// Lint findings, before the build goes on or stops.
     fn findings(&mut self, findings: &[Finding]);
+    /// Where package downloads and unpacking are shown; quiet by default.
+    fn meter(&self) -> Meter {
+        Meter::quiet()
+    }
 }
 
 /// A [`Progress`] that says nothing.
@@ -355,6 +378,52 @@ pub fn check_with(
     packages: Option<&PackageOptions>,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
+    let lock_use = packages.map_or(LockUse::Auto, |o| o.lock);
+    check_inner(
+        recipe_path,
+        var_args,
+        base_arg,
+        packages,
+        LockStep::Follow(lock_use),
+        progress,
+    )
+}
+
+/// [`check`], comparing the recipe with its lock file as `lock_use` says
+/// (offline: the pins, layers and architecture; the apt sources are
+/// compared by `build`).
+pub fn check_locked(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    lock_use: LockUse,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    check_inner(
+        recipe_path,
+        var_args,
+        base_arg,
+        None,
+        LockStep::Follow(lock_use),
+        progress,
+    )
+}
+
+/// Whether a run follows the lock file or writes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockStep {
+    Follow(LockUse),
+    Record,
+}
+
+fn check_inner(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    packages: Option<&PackageOptions>,
+    step: LockStep,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
     if let Some(o) = packages {
         crate::deb::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
@@ -364,6 +433,36 @@ pub fn check_with(
     let inputs =
         RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
     let wanted = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());
+    let offline = packages.is_some_and(|o| o.offline);
+    let lock_file = lock::lock_path(recipe_path);
+    let lock = match step {
+        LockStep::Record | LockStep::Follow(LockUse::Ignore) => None,
+        LockStep::Follow(_) => Lock::read(&lock_file)?,
+    };
+    if lock.is_none() {
+        let run_lock = format!("run `nodeimg lock {}`", recipe_path.display());
+        if step == LockStep::Follow(LockUse::Require) {
+            return Err(Error::Usage(format!(
+                "--locked: the lock file {} does not exist; {run_lock} first",
+                lock_file.display()
+            )));
+        }
+        if offline && wanted {
+            return Err(Error::Usage(format!(
+                "--offline: the recipe installs packages, and an offline build installs them from the lock file {} and the cache alone, but {}; {run_lock} where the repositories are reachable (it also fills the cache), then build --offline with the same --cache-dir",
+                lock_file.display(),
+                if step == LockStep::Follow(LockUse::Ignore) {
+                    "--no-lock was given"
+                } else {
+                    "the lock file does not exist"
+                }
+            )));
+        }
+    }
+    let deb_arch = packages::debian_arch(&p.arch).to_string();
+    if let Some(l) = &lock {
+        lock::check_recipe(l, &lock_file, &p.recipe, &deb_arch)?;
+    }
     let env = match packages {
         Some(o) if wanted => {
             let dir = o
@@ -376,7 +475,18 @@ pub fn check_with(
                             .into(),
                     )
                 })?;
-            Some(PackageEnv::new(&dir, &o.mirrors)?)
+            let env = PackageEnv::new(&dir, &o.mirrors)?
+                .with_offline(o.offline)
+                .with_meter(progress.meter());
+            let env = match (step, lock) {
+                (LockStep::Record, _) => env.recording(),
+                (_, Some(l)) => env.using_lock(l),
+                (_, None) => env,
+            };
+            if o.offline {
+                check_offline(&env, recipe_path)?;
+            }
+            Some(env)
         }
         _ => None,
     };
@@ -387,6 +497,100 @@ pub fn check_with(
         plans,
         inputs,
         packages: env,
+    })
+}
+
+/// `--offline`: every file the lock names must be in the cache; the error
+/// names each one that is not.
+fn check_offline(env: &PackageEnv, recipe_path: &Path) -> Result<()> {
+    let missing = env.missing_from_cache()?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "{} file(s) the lock file names are not in the cache {}:",
+        missing.len(),
+        env.cache_dir().display()
+    );
+    for m in &missing {
+        message.push_str(&format!(
+            "\n  {} (layer {:?}, {}): {} sha256 {}",
+            m.package.label(),
+            m.layer,
+            human_size(m.package.size),
+            m.package.url,
+            m.package.sha256
+        ));
+        if m.fetch_url != m.package.url {
+            message.push_str(&format!(" (fetched from {})", m.fetch_url));
+        }
+    }
+    message.push_str(&format!(
+        "\n  hint: where the repositories are reachable, run `nodeimg lock {}` or a build without --offline with the same --cache-dir {}, then build --offline again",
+        recipe_path.display(),
+        env.cache_dir().display()
+    ));
+    Err(Error::image("--offline", message))
+}
+
+/// What `nodeimg lock` resolves.
+#[derive(Clone, Debug)]
+pub struct LockOptions {
+    /// The recipe file, as the user named it.
+    pub recipe: PathBuf,
+    /// `--var NAME=VALUE` arguments.
+    pub vars: Vec<String>,
+    /// `--base REF`.
+    pub base: Option<String>,
+    /// Cache and mirrors (`offline` and `lock` are not used).
+    pub packages: PackageOptions,
+}
+
+/// The result of [`lock_with`].
+#[derive(Debug)]
+pub struct LockOutcome {
+    /// The lock file.
+    pub path: PathBuf,
+    /// What it holds.
+    pub lock: Lock,
+    /// False when the file already held exactly this (and was left alone).
+    pub changed: bool,
+}
+
+/// `nodeimg lock`: resolve every layer's `packages` against the
+/// repositories (signatures verified, `.deb`s downloaded into the cache and
+/// verified, installed as a build would), and write `RECIPE.lock`
+/// atomically. Lint findings go to `progress` and do not stop it.
+pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<LockOutcome> {
+    let packages = PackageOptions {
+        offline: false,
+        lock: LockUse::Ignore,
+        ..opts.packages.clone()
+    };
+    let c = check_inner(
+        &opts.recipe,
+        &opts.vars,
+        opts.base.as_deref(),
+        Some(&packages),
+        LockStep::Record,
+        progress,
+    )?;
+    let arch = &c.prepared.arch;
+    let lock = c
+        .packages
+        .as_ref()
+        .and_then(|e| e.recorded_lock(arch))
+        .unwrap_or_else(|| Lock::new(packages::debian_arch(arch), vec![], vec![], vec![]));
+    let path = lock::lock_path(&opts.recipe);
+    let text = lock.render()?;
+    let changed = std::fs::read(&path).ok().as_deref() != Some(text.as_bytes());
+    if changed {
+        lock.write(&path)?;
+    }
+    Ok(LockOutcome {
+        path,
+        lock,
+        changed,
     })
 }
 

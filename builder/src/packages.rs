@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
@@ -23,19 +24,57 @@ use crate::deb::fetch::{Cache, Mirrors};
 use crate::deb::install::{self, Package};
 use crate::deb::repo::{self, Keyring};
 use crate::deb::resolve::{self, Request, ResolveError};
+use crate::deb::version::Version;
 use crate::error::{Error, IoContext, Result};
+use crate::lock::{self, Lock, LockedFile, LockedLayer, LockedPackage, LockedSource};
+use crate::progress::Meter;
 
 /// The directory of deb822 apt sources in the image.
 pub const SOURCES_DIR: &str = "/etc/apt/sources.list.d";
 
 /// Everything a build needs to install packages: the verified download
 /// cache, a scratch directory for unpacked contents (alive as long as this
-/// value), and the time `Valid-Until` is checked against.
+/// value), the time `Valid-Until` is checked against, what to do with a
+/// lock file, and where progress goes.
 #[derive(Debug)]
 pub struct PackageEnv {
     cache: Cache,
     scratch: tempfile::TempDir,
     now: DateTime<Utc>,
+    lock: LockMode,
+    meter: Meter,
+}
+
+/// Resolve, resolve and record, or install what a lock names.
+#[derive(Debug)]
+enum LockMode {
+    /// Resolve against the repositories' current metadata.
+    Resolve,
+    /// Resolve, and keep what was resolved for a lock file.
+    Record(Mutex<Recorded>),
+    /// Install exactly what the lock names; no repository metadata is read.
+    Use(Box<Lock>),
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    layers: Vec<LockedLayer>,
+    indexes: Vec<LockedFile>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A file a lock names that the cache does not hold (for `--offline`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The layer that installs it.
+    pub layer: String,
+    /// The locked package.
+    pub package: LockedPackage,
+    /// Where it would be downloaded from (after `--mirror`).
+    pub fetch_url: String,
 }
 
 impl PackageEnv {
@@ -60,12 +99,123 @@ impl PackageEnv {
             cache,
             scratch,
             now,
+            lock: LockMode::Resolve,
+            meter: Meter::quiet(),
         })
     }
 
     /// The scratch directory the installed trees reference.
     pub fn scratch(&self) -> &Path {
         self.scratch.path()
+    }
+
+    /// With `offline`, nothing is downloaded: only verified cached files are used.
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.cache = self.cache.with_offline(offline);
+        self
+    }
+
+    /// Downloads and unpacking are shown on `meter`.
+    pub fn with_meter(mut self, meter: Meter) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// Install exactly what `lock` names (checked against the recipe by
+    /// [`crate::lock::check_recipe`] first): no repository metadata is
+    /// fetched, each `.deb` comes from the cache or its locked URL and is
+    /// verified against the locked size and SHA256.
+    pub fn using_lock(mut self, lock: Lock) -> Self {
+        self.lock = LockMode::Use(Box::new(lock));
+        self
+    }
+
+    /// Resolve as usual and keep every resolution for
+    /// [`PackageEnv::recorded_lock`].
+    pub fn recording(mut self) -> Self {
+        self.lock = LockMode::Record(Mutex::new(Recorded::default()));
+        self
+    }
+
+    /// The lock of everything resolved so far (with [`PackageEnv::recording`];
+    /// `None` otherwise), for the Debian architecture `arch`.
+    pub fn recorded_lock(&self, arch: &str) -> Option<Lock> {
+        let LockMode::Record(r) = &self.lock else {
+            return None;
+        };
+        let r = guard(r);
+        let releases = self
+            .cache
+            .metadata_fetched()
+            .into_iter()
+            .map(|f| LockedFile {
+                url: f.url,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect();
+        Some(Lock::new(
+            debian_arch(arch),
+            releases,
+            r.indexes.clone(),
+            r.layers.clone(),
+        ))
+    }
+
+    /// The files of the lock in use that the cache does not hold (each
+    /// cached file is verified; a corrupt one counts as missing).
+    pub fn missing_from_cache(&self) -> Result<Vec<Missing>> {
+        let LockMode::Use(lock) = &self.lock else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (layer, p) in lock.packages() {
+            let found = self
+                .cache
+                .lookup(p.size, &p.sha256)
+                .map_err(|e| Error::image("--cache-dir", e.to_string()))?;
+            if found.is_none() {
+                out.push(Missing {
+                    layer: layer.to_string(),
+                    package: p.clone(),
+                    fetch_url: self.cache.mirrors().map(&p.url),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+
+    fn note_index(&self, url: &str, size: u64, sha256: &str) {
+        if let LockMode::Record(r) = &self.lock {
+            guard(r).indexes.push(LockedFile {
+                url: url.to_string(),
+                size,
+                sha256: sha256.to_ascii_lowercase(),
+            });
+        }
+    }
+
+    /// A verified `.deb` (or index) in the cache, downloaded when missing,
+    /// shown on the meter as `what`.
+    fn fetch_shown(
+        &self,
+        url: &str,
+        size: u64,
+        sha256: &str,
+        what: &str,
+    ) -> Result<PathBuf, PackagesError> {
+        let mut d = self.meter.download(what, size);
+        let path = self
+            .cache
+            .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
+            .map_err(|e| build_err("download", e))?;
+        d.finish();
+        Ok(path)
     }
 }
 
@@ -264,10 +414,9 @@ fn read_indexes(
                         .packages_index(comp, arch)
                         .map_err(|e| build_err(&s.file, e))?;
                     let url = format!("{dir}{}", loc.fetch_path);
-                    let path = env
-                        .cache
-                        .fetch(&url, loc.size, &loc.sha256)
-                        .map_err(|e| build_err("download", e))?;
+                    let path =
+                        env.fetch_shown(&url, loc.size, &loc.sha256, &format!("index {url}"))?;
+                    env.note_index(&url, loc.size, &loc.sha256);
                     let bytes = std::fs::read(&path)
                         .ctx(|| format!("reading {} (cached {url})", path.display()))?;
                     let text = loc
@@ -383,6 +532,11 @@ fn recipe_err(requests: &[String], e: &ResolveError) -> Option<PackagesError> {
 /// items) for the OCI architecture `arch`; returns the packages' tree.
 /// `layer` names the layer in warnings, which go to stderr (the maintainer
 /// scripts and triggers that were not run).
+///
+/// With a lock ([`PackageEnv::using_lock`]) the layer's locked packages are
+/// installed as they are, once the apt sources the layer sees are found
+/// to be the locked ones; otherwise the requests are resolved against the
+/// repositories' metadata (and recorded with [`PackageEnv::recording`]).
 pub fn install_layer(
     env: &PackageEnv,
     view: &dyn RootView,
@@ -400,6 +554,48 @@ pub fn install_layer(
         })?);
     }
     let sources = read_sources(view, arch)?;
+    let pkgs = match &env.lock {
+        LockMode::Use(lock) => locked_packages(env, lock, &sources, requests, layer)?,
+        LockMode::Resolve | LockMode::Record(_) => {
+            resolve_packages(env, view, &sources, &reqs, requests, arch, layer)?
+        }
+    };
+    env.meter.step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        pkgs.len()
+    ));
+    let done = install::install(view, &pkgs, arch, env.scratch(), "packages")
+        .map_err(|e| build_err(format!("installing the packages of layer {layer:?}"), e))?;
+    for line in done.report.to_string().lines() {
+        if line.starts_with("not run") || line.starts_with("trigger not run") {
+            env.meter
+                .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
+        }
+    }
+    Ok(done.tree)
+}
+
+fn locked_source(s: &Source) -> LockedSource {
+    LockedSource {
+        file: s.file.clone(),
+        uris: s.uris.clone(),
+        suites: s.suites.clone(),
+        components: s.components.clone(),
+        keys: s.keyring.fingerprints(),
+    }
+}
+
+/// Resolve the requests against the sources' metadata and download the
+/// `.deb`s; with [`PackageEnv::recording`], keep the layer's resolution.
+fn resolve_packages(
+    env: &PackageEnv,
+    view: &dyn RootView,
+    sources: &[Source],
+    reqs: &[Request],
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<Vec<Package>, PackagesError> {
     if sources.is_empty() {
         return Err(PackagesError::Recipe {
             key: "packages".into(),
@@ -407,18 +603,19 @@ pub fn install_layer(
             hint: Some("add an apt-source item (with its key) in this layer or one below".into()),
         });
     }
-    let (repos, roots) = read_indexes(env, &sources, arch)?;
+    let (repos, roots) = read_indexes(env, sources, arch)?;
     let installed = installed(view)?;
     let input = resolve::Input {
         installed: &installed,
         repositories: &repos,
         architecture: arch,
     };
-    let planned = resolve::resolve(&input, &reqs).map_err(|e| {
+    let planned = resolve::resolve(&input, reqs).map_err(|e| {
         recipe_err(requests, &e).unwrap_or_else(|| build_err("resolving packages", e))
     })?;
     let mut pkgs = Vec::with_capacity(planned.len());
-    for p in planned {
+    let mut locked = Vec::with_capacity(planned.len());
+    for (order, p) in planned.into_iter().enumerate() {
         let Some((uri, suite)) = roots.get(&p.repository) else {
             return Err(build_err(
                 "resolving packages",
@@ -426,20 +623,114 @@ pub fn install_layer(
             ));
         };
         let url = repo::package_url(uri, suite, &p.filename);
-        let deb = env
-            .cache
-            .fetch(&url, p.size, &p.sha256)
-            .map_err(|e| build_err("download", e))?;
+        let deb = env.fetch_shown(
+            &url,
+            p.size,
+            &p.sha256,
+            &format!("{} {}", p.name, p.version),
+        )?;
+        locked.push(LockedPackage {
+            name: p.name.clone(),
+            version: p.version.to_string(),
+            architecture: p.architecture.clone(),
+            multi_arch: p.multi_arch.as_str().to_string(),
+            auto: p.auto,
+            order,
+            source: p.repository.clone(),
+            url,
+            size: p.size,
+            sha256: p.sha256.to_ascii_lowercase(),
+        });
         pkgs.push(Package { deb, planned: p });
     }
-    let done = install::install(view, &pkgs, arch, env.scratch(), "packages")
-        .map_err(|e| build_err(format!("installing the packages of layer {layer:?}"), e))?;
-    for line in done.report.to_string().lines() {
-        if line.starts_with("not run") || line.starts_with("trigger not run") {
-            eprintln!("warning: layer {layer:?}: {line}");
-        }
+    if let LockMode::Record(r) = &env.lock {
+        guard(r).layers.push(LockedLayer {
+            name: layer.to_string(),
+            requests: requests.to_vec(),
+            sources: sources.iter().map(locked_source).collect(),
+            packages: locked,
+        });
     }
-    Ok(done.tree)
+    Ok(pkgs)
+}
+
+/// The layer's packages as `lock` names them, each `.deb` verified against
+/// the locked size and SHA256; the apt sources the layer sees must be the
+/// locked ones.
+fn locked_packages(
+    env: &PackageEnv,
+    lock: &Lock,
+    sources: &[Source],
+    requests: &[String],
+    layer: &str,
+) -> Result<Vec<Package>, PackagesError> {
+    let hint = Some(
+        "run `nodeimg lock RECIPE` to resolve the recipe again and update its lock file, or build with --no-lock"
+            .to_string(),
+    );
+    let Some(ll) = lock.layer(layer) else {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!("layer {layer:?} is not in the lock file"),
+            hint,
+        });
+    };
+    let changes = lock::diff_requests(&ll.requests, requests);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(PackagesError::Recipe {
+            key: first.key(),
+            message: format!(
+                "the packages no longer match the lock file: {}",
+                text.join("; ")
+            ),
+            hint,
+        });
+    }
+    let now: Vec<LockedSource> = sources.iter().map(locked_source).collect();
+    let diff = lock::diff_sources(&ll.sources, &now);
+    if !diff.is_empty() {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "the apt sources this layer installs from are not the ones in the lock file: {}",
+                diff.join("; ")
+            ),
+            hint,
+        });
+    }
+    let mut pkgs = Vec::with_capacity(ll.packages.len());
+    for p in ll.in_order() {
+        let version = Version::parse(&p.version).map_err(|e| {
+            build_err(
+                "lock file",
+                format!("{}: version {:?}: {}", p.name, e.text, e.reason),
+            )
+        })?;
+        let multi_arch = p.multi_arch().ok_or_else(|| {
+            build_err(
+                "lock file",
+                format!("{}: Multi-Arch {:?} is not valid", p.name, p.multi_arch),
+            )
+        })?;
+        let deb = env.fetch_shown(&p.url, p.size, &p.sha256, &p.label())?;
+        pkgs.push(Package {
+            deb,
+            planned: resolve::Planned {
+                name: p.name.clone(),
+                version,
+                architecture: p.architecture.clone(),
+                multi_arch,
+                repository: p.source.clone(),
+                filename: p.url.clone(),
+                size: p.size,
+                sha256: p.sha256.clone(),
+                auto: p.auto,
+                replaces_installed: None,
+            },
+        });
+    }
+    Ok(pkgs)
 }
 
 #[cfg(test)]
