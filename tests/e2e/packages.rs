@@ -428,3 +428,364 @@ fn refuses_a_tampered_index_expired_and_unsigned_metadata() {
     assert!(r.stderr.contains("not signed"), "{r}");
     assert!(!out.exists());
 }
+
+/// `nodeimg ARGS RECIPE --base BASE --cache-dir CACHE --mirror REPO [extra...]`.
+fn nodeimg_with(
+    dir: &Path,
+    command: &str,
+    recipe: &Path,
+    repo: &Path,
+    cache: &Path,
+    base: &str,
+    extra: &[&str],
+) -> Run {
+    let mut c = nodeimg(dir);
+    c.arg(command)
+        .arg(recipe)
+        .args(["--base", base])
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--mirror")
+        .arg(format!("{REPO_URL}=file://{}", repo.display()))
+        .args(extra);
+    run(&mut c)
+}
+
+/// An OCI layout build: exit code, manifest digest (stdout) and stderr.
+fn build_oci(
+    dir: &Path,
+    recipe: &Path,
+    repo: &Path,
+    cache: &Path,
+    out: &Path,
+    base: &str,
+    extra: &[&str],
+) -> Run {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["-o", out];
+    args.extend_from_slice(extra);
+    nodeimg_with(dir, "build", recipe, repo, cache, base, &args)
+}
+
+#[test]
+fn lock_offline_and_a_recipe_that_moved_on() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else {
+        return;
+    };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("packages-lock");
+    let dir = t.path();
+    let (home, key) = gpg_key(dir, "repo");
+    fs::write(dir.join("key.asc"), key).unwrap();
+    let repo = make_repo(dir, &home);
+    let recipe_path = recipe(dir, "key.asc", "demo-runtime");
+    let original = fs::read_to_string(&recipe_path).unwrap();
+    let lock_path = PathBuf::from(format!("{}.lock", recipe_path.display()));
+
+    // A build that resolves (no lock yet): the reference digest.
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &dir.join("cache-resolve"),
+        &dir.join("out-resolved"),
+        &base,
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    let digest = r.stdout.trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{r}");
+    // Progress: one plain line per download (stderr is not a terminal here).
+    assert!(
+        r.stderr.contains("nodeimg: fetched demo-lib 1.0-1 ("),
+        "{r}"
+    );
+    assert!(
+        r.stderr
+            .contains("nodeimg: unpacking 2 package(s) into layer \"runtime\""),
+        "{r}"
+    );
+    assert!(!lock_path.exists(), "build does not write the lock");
+
+    // --locked refuses to resolve.
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &dir.join("cache-resolve"),
+        &dir.join("out-locked"),
+        &base,
+        &["--locked"],
+    );
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("--locked") && r.stderr.contains("nodeimg lock"),
+        "{r}"
+    );
+    assert!(!dir.join("out-locked").exists());
+
+    // --offline without a lock says what to do.
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &dir.join("cache-resolve"),
+        &dir.join("out-nolock"),
+        &base,
+        &["--offline"],
+    );
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains(".lock") && r.stderr.contains("nodeimg lock"),
+        "{r}"
+    );
+    assert!(!dir.join("out-nolock").exists());
+
+    // lock: resolves, fills its cache, writes RECIPE.lock with canonical URLs.
+    let cache = dir.join("cache-lock");
+    let started = std::time::Instant::now();
+    let r = nodeimg_with(dir, "lock", &recipe_path, &repo, &cache, &base, &[]);
+    let lock_time = started.elapsed();
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(r.stdout.trim(), lock_path.display().to_string(), "{r}");
+    assert!(
+        r.stderr.contains("locked 2 package(s) of 1 layer(s)"),
+        "{r}"
+    );
+    let text = fs::read_to_string(&lock_path).unwrap();
+    let lock: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(lock["version"].as_integer(), Some(1));
+    assert_eq!(lock["architecture"].as_str(), Some("amd64"));
+    assert_eq!(
+        lock["release"][0]["url"].as_str(),
+        Some(format!("{REPO_URL}/dists/stable/InRelease").as_str())
+    );
+    assert_eq!(
+        lock["release"][0]["sha256"]
+            .as_str()
+            .map(|s| format!("sha256:{s}")),
+        Some(sha256_file(&repo.join("dists/stable/InRelease")))
+    );
+    let layer = &lock["layer"][0];
+    assert_eq!(layer["name"].as_str(), Some("runtime"));
+    let pkgs: Vec<(String, String, i64, String)> = layer["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+                p["order"].as_integer().unwrap(),
+                p["url"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pkgs,
+        vec![
+            (
+                "demo-lib".into(),
+                "1.0-1".into(),
+                0,
+                format!("{REPO_URL}/pool/main/d/demo-lib_1.0-1_all.deb")
+            ),
+            (
+                "demo-runtime".into(),
+                "2.0-1".into(),
+                1,
+                format!("{REPO_URL}/pool/main/d/demo-runtime_2.0-1_all.deb")
+            ),
+        ]
+    );
+    let lib_sha = sha256_file(&repo.join("pool/main/d/demo-lib_1.0-1_all.deb"));
+    assert_eq!(
+        layer["package"][0]["sha256"]
+            .as_str()
+            .map(|s| format!("sha256:{s}")),
+        Some(lib_sha.clone())
+    );
+    assert_eq!(
+        layer["package"][0]["source"].as_str(),
+        Some(format!("{REPO_URL} stable main").as_str())
+    );
+    assert!(
+        !text.contains("file://"),
+        "the mirror is not recorded:\n{text}"
+    );
+    // Locking again gives the same bytes.
+    let r = nodeimg_with(dir, "lock", &recipe_path, &repo, &cache, &base, &["-q"]);
+    assert_eq!(r.code, 0, "{r}");
+    // Quiet: no progress, only the warnings.
+    assert!(!r.stderr.contains("nodeimg:"), "{r}");
+    assert!(r.stderr.contains("not run: demo-runtime postinst"), "{r}");
+    assert_eq!(fs::read_to_string(&lock_path).unwrap(), text);
+    // check compares the recipe with the lock, offline.
+    let c = run(nodeimg(dir)
+        .arg("check")
+        .arg(&recipe_path)
+        .args(["--base", &base]));
+    assert_eq!(c.code, 0, "{c}");
+
+    // A build from the lock (fresh cache, online) gives the same digest.
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &dir.join("cache-fresh"),
+        &dir.join("out-locked-build"),
+        &base,
+        &["--locked"],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(r.stdout.trim(), digest, "{r}");
+
+    // --offline with the cache lock filled: same digest, and no repository
+    // is reachable (the repository folder is moved away).
+    let away = dir.join("repo-away");
+    fs::rename(&repo, &away).unwrap();
+    let started = std::time::Instant::now();
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &cache,
+        &dir.join("out-offline"),
+        &base,
+        &["--offline"],
+    );
+    let offline_time = started.elapsed();
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(r.stdout.trim(), digest, "{r}");
+    assert!(
+        r.stderr
+            .contains("nodeimg: verified demo-lib 1.0-1 in the cache"),
+        "{r}"
+    );
+    eprintln!("lock: {lock_time:?}, offline build: {offline_time:?}");
+
+    // --offline with an empty cache: every missing file named, no output.
+    let out = dir.join("out-offline-empty");
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &dir.join("cache-empty"),
+        &out,
+        &base,
+        &["--offline"],
+    );
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr
+            .contains("2 file(s) the lock file names are not in the cache"),
+        "{r}"
+    );
+    for (p, file) in [
+        ("demo-lib 1.0-1", "demo-lib_1.0-1_all.deb"),
+        ("demo-runtime 2.0-1", "demo-runtime_2.0-1_all.deb"),
+    ] {
+        assert!(r.stderr.contains(&format!("{p} (layer \"runtime\"")), "{r}");
+        assert!(
+            r.stderr.contains(&format!("{REPO_URL}/pool/main/d/{file}")),
+            "{r}"
+        );
+    }
+    assert!(r.stderr.contains("nodeimg lock"), "{r}");
+    assert!(!out.exists());
+    fs::rename(&away, &repo).unwrap();
+
+    // A pin changed in the recipe: refused, naming it, until locked again.
+    fs::write(
+        &recipe_path,
+        original.replace("\"demo-runtime\"", "\"demo-runtime=2.0-1\""),
+    )
+    .unwrap();
+    let out = dir.join("out-pin");
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("layer[1].packages[0]"), "{r}");
+    assert!(
+        r.stderr
+            .contains("\"demo-runtime=2.0-1\" was \"demo-runtime\" when the lock was made"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("hint: run `nodeimg lock"), "{r}");
+    assert!(!out.exists());
+    let c = run(nodeimg(dir)
+        .arg("check")
+        .arg(&recipe_path)
+        .args(["--base", &base]));
+    assert_eq!(c.code, 2, "{c}");
+    assert!(c.stderr.contains("demo-runtime=2.0-1"), "{c}");
+    // --no-lock resolves anew (the recipe text changed, and with it the
+    // recipe digest annotation, so the image digest differs).
+    let r = build_oci(
+        dir,
+        &recipe_path,
+        &repo,
+        &cache,
+        &out,
+        &base,
+        &["--no-lock"],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert_ne!(r.stdout.trim(), digest, "{r}");
+    fs::remove_dir_all(&out).unwrap();
+
+    // An apt source changed: refused before anything is fetched.
+    fs::write(
+        &recipe_path,
+        original.replace(
+            &format!("uris = [\"{REPO_URL}\"]"),
+            &format!("uris = [\"{REPO_URL}/\", \"http://other.invalid/debian\"]"),
+        ),
+    )
+    .unwrap();
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("apt sources"), "{r}");
+    assert!(r.stderr.contains("http://other.invalid/debian"), "{r}");
+    assert!(!out.exists());
+
+    // The layer renamed.
+    fs::write(
+        &recipe_path,
+        original.replace("name = \"runtime\"", "name = \"containers\""),
+    )
+    .unwrap();
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("layer \"containers\" installs packages"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("(it has: runtime)"), "{r}");
+    assert!(!out.exists());
+    fs::write(&recipe_path, &original).unwrap();
+
+    // A lock whose SHA256 was tampered with: the .deb does not match it.
+    let other = "0".repeat(64);
+    let tampered = text.replace(lib_sha.trim_start_matches("sha256:"), &other);
+    assert_ne!(tampered, text);
+    fs::write(&lock_path, tampered).unwrap();
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("demo-lib_1.0-1_all.deb"), "{r}");
+    assert!(r.stderr.contains(&format!("expected {other}")), "{r}");
+    assert!(!out.exists());
+    // One that is not a SHA256 at all: the lock file's line and key.
+    fs::write(
+        &lock_path,
+        text.replace(lib_sha.trim_start_matches("sha256:"), "beef"),
+    )
+    .unwrap();
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains(".toml.lock:"), "{r}");
+    assert!(r.stderr.contains("layer[0].package[0].sha256"), "{r}");
+    assert!(!out.exists());
+}
