@@ -480,7 +480,7 @@ fn check_inner(
                 .with_meter(progress.meter());
             let env = match (step, lock) {
                 (LockStep::Record, _) => env.recording(),
-                (_, Some(l)) => env.using_lock(l),
+                (_, Some(l)) => env.using_lock(l, &lock_file),
                 (_, None) => env,
             };
             if o.offline {

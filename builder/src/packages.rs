@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
 
 use crate::deb::control::{self, BinaryPackage, Syntax};
-use crate::deb::fetch::{Cache, Mirrors};
+use crate::deb::fetch::{Cache, FetchError, Mirrors};
 use crate::deb::install::{self, Package};
 use crate::deb::repo::{self, Keyring};
 use crate::deb::resolve::{self, Request, ResolveError};
@@ -52,8 +52,9 @@ enum LockMode {
     Resolve,
     /// Resolve, and keep what was resolved for a lock file.
     Record(Mutex<Recorded>),
-    /// Install exactly what the lock names; no repository metadata is read.
-    Use(Box<Lock>),
+    /// Install exactly what the lock (read from the file) names; no
+    /// repository metadata is read.
+    Use(Box<Lock>, PathBuf),
 }
 
 #[derive(Debug, Default)]
@@ -125,8 +126,9 @@ impl PackageEnv {
     /// [`crate::lock::check_recipe`] first): no repository metadata is
     /// fetched, each `.deb` comes from the cache or its locked URL and is
     /// verified against the locked size and SHA256.
-    pub fn using_lock(mut self, lock: Lock) -> Self {
-        self.lock = LockMode::Use(Box::new(lock));
+    /// `file` names the lock in messages.
+    pub fn using_lock(mut self, lock: Lock, file: &Path) -> Self {
+        self.lock = LockMode::Use(Box::new(lock), file.to_path_buf());
         self
     }
 
@@ -165,7 +167,7 @@ impl PackageEnv {
     /// The files of the lock in use that the cache does not hold (each
     /// cached file is verified; a corrupt one counts as missing).
     pub fn missing_from_cache(&self) -> Result<Vec<Missing>> {
-        let LockMode::Use(lock) = &self.lock else {
+        let LockMode::Use(lock, _) = &self.lock else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -555,7 +557,7 @@ pub fn install_layer(
     }
     let sources = read_sources(view, arch)?;
     let pkgs = match &env.lock {
-        LockMode::Use(lock) => locked_packages(env, lock, &sources, requests, layer)?,
+        LockMode::Use(lock, file) => locked_packages(env, lock, file, &sources, requests, layer)?,
         LockMode::Resolve | LockMode::Record(_) => {
             resolve_packages(env, view, &sources, &reqs, requests, arch, layer)?
         }
@@ -660,18 +662,21 @@ fn resolve_packages(
 fn locked_packages(
     env: &PackageEnv,
     lock: &Lock,
+    lock_file: &Path,
     sources: &[Source],
     requests: &[String],
     layer: &str,
 ) -> Result<Vec<Package>, PackagesError> {
-    let hint = Some(
-        "run `nodeimg lock RECIPE` to resolve the recipe again and update its lock file, or build with --no-lock"
-            .to_string(),
-    );
+    let lf = lock_file.display();
+    let recipe = lock_file.with_extension("");
+    let run_lock = format!("nodeimg lock {}", recipe.display());
+    let hint = Some(format!(
+        "run `{run_lock}` to resolve the recipe again and update {lf}, or build with --no-lock"
+    ));
     let Some(ll) = lock.layer(layer) else {
         return Err(PackagesError::Recipe {
             key: "packages".into(),
-            message: format!("layer {layer:?} is not in the lock file"),
+            message: format!("layer {layer:?} is not in {lf}"),
             hint,
         });
     };
@@ -681,7 +686,7 @@ fn locked_packages(
         return Err(PackagesError::Recipe {
             key: first.key(),
             message: format!(
-                "the packages no longer match the lock file: {}",
+                "the packages of layer {layer:?} no longer match {lf}: {}",
                 text.join("; ")
             ),
             hint,
@@ -693,7 +698,7 @@ fn locked_packages(
         return Err(PackagesError::Recipe {
             key: "packages".into(),
             message: format!(
-                "the apt sources this layer installs from are not the ones in the lock file: {}",
+                "the apt sources layer {layer:?} installs from are not the ones in {lf}: {}",
                 diff.join("; ")
             ),
             hint,
@@ -713,7 +718,21 @@ fn locked_packages(
                 format!("{}: Multi-Arch {:?} is not valid", p.name, p.multi_arch),
             )
         })?;
-        let deb = env.fetch_shown(&p.url, p.size, &p.sha256, &p.label())?;
+        let mut d = env.meter.download(&p.label(), p.size);
+        let deb = env
+            .cache
+            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n))
+            .map_err(|e| match e {
+                FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
+                    lf.to_string(),
+                    format!(
+                        "{} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{run_lock}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name",
+                        p.label()
+                    ),
+                ),
+                e => build_err("download", e),
+            })?;
+        d.finish();
         pkgs.push(Package {
             deb,
             planned: resolve::Planned {

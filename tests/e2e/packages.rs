@@ -323,6 +323,59 @@ packages = ["demo-runtime=2.0-1"]
     let root = dir.join("root");
     extract_tar(&out, &root);
     assert_demo_packages_installed(&root);
+
+    // The lock of a flat repository records Release and its detached
+    // signature; an offline build from it gives the same rootfs.
+    let cache = dir.join("cache");
+    let r = nodeimg_with(dir, "lock", &recipe, &repo, &cache, &base, &[]);
+    assert_eq!(r.code, 0, "{r}");
+    let lock: toml::Value =
+        toml::from_str(&fs::read_to_string(dir.join("recipe.toml.lock")).unwrap()).unwrap();
+    let releases: Vec<(&str, String)> = lock["release"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["url"].as_str().unwrap(),
+                format!("sha256:{}", f["sha256"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        releases,
+        vec![
+            (
+                "http://repo.invalid/debian/Release",
+                sha256_file(&repo.join("Release"))
+            ),
+            (
+                "http://repo.invalid/debian/Release.gpg",
+                sha256_file(&repo.join("Release.gpg"))
+            ),
+        ]
+    );
+    let out2 = dir.join("out-offline.tar");
+    let r = build(dir, &recipe, &repo, &cache, &out2, &base);
+    assert_eq!(r.code, 0, "{r}");
+    let r2 = nodeimg_with(
+        dir,
+        "build",
+        &recipe,
+        &repo,
+        &cache,
+        &base,
+        &[
+            "--offline",
+            "--format",
+            "rootfs",
+            "-o",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r2.code, 0, "{r2}");
+    assert_eq!(r2.stdout, r.stdout);
+    assert_eq!(sha256_file(&out2), sha256_file(&out));
 }
 
 /// `dpkg --root` lists both demo packages as installed (`ii`) with their
@@ -776,6 +829,11 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("demo-lib_1.0-1_all.deb"), "{r}");
     assert!(r.stderr.contains(&format!("expected {other}")), "{r}");
+    assert!(
+        r.stderr
+            .contains("demo-lib 1.0-1 (layer \"runtime\") is not the file the lock names"),
+        "{r}"
+    );
     assert!(!out.exists());
     // One that is not a SHA256 at all: the lock file's line and key.
     fs::write(
