@@ -561,6 +561,107 @@ mod tests {
     }
 
     #[test]
+    fn parses_lock_and_the_lock_flags() {
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "lock",
+            "r.toml",
+            "--base",
+            "oci:d",
+            "--var",
+            "a=1",
+            "--cache-dir",
+            "c",
+            "--mirror",
+            "http://a=file:///b",
+            "-q",
+        ])
+        .unwrap();
+        let Command::Lock(l) = c.command else {
+            panic!("not lock")
+        };
+        assert_eq!(l.recipe.recipe, PathBuf::from("r.toml"));
+        assert_eq!(l.recipe.base.as_deref(), Some("oci:d"));
+        assert_eq!(l.recipe.vars, ["a=1"]);
+        assert_eq!(l.cache_dir, Some(PathBuf::from("c")));
+        assert_eq!(l.mirrors, ["http://a=file:///b"]);
+        assert!(l.quiet);
+
+        let c =
+            Cli::try_parse_from(["nodeimg", "build", "r.toml", "--offline", "--locked"]).unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        assert!(b.offline && b.locked && !b.no_lock);
+        assert_eq!(lock_use(b.locked, b.no_lock), build::LockUse::Require);
+        assert_eq!(lock_use(false, true), build::LockUse::Ignore);
+        assert_eq!(lock_use(false, false), build::LockUse::Auto);
+        let e = Cli::try_parse_from(["nodeimg", "build", "r.toml", "--locked", "--no-lock"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        // lock takes no output options.
+        let e = Cli::try_parse_from(["nodeimg", "lock", "r.toml", "-o", "x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn check_compares_the_recipe_with_its_lock() {
+        use crate::lock::{Lock, LockedLayer};
+        let d = tempfile::tempdir().unwrap();
+        let recipe = d.path().join("r.toml");
+        std::fs::write(
+            &recipe,
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"runtime\"\npackages = [\"demo=2.0\"]\n",
+        )
+        .unwrap();
+        let check = |extra: &[&str]| {
+            let mut args = vec!["nodeimg", "check", "--json", recipe.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            main_with(args)
+        };
+        // No lock: nothing to compare.
+        assert_eq!(check(&[]), ExitCode::SUCCESS);
+        let layer = |requests: &[&str]| LockedLayer {
+            name: "runtime".into(),
+            requests: requests.iter().map(|r| (*r).to_string()).collect(),
+            sources: vec![],
+            packages: vec![],
+        };
+        let lock_file = crate::lock::lock_path(&recipe);
+        Lock::new("amd64", vec![], vec![], vec![layer(&["demo=2.0"])])
+            .write(&lock_file)
+            .unwrap();
+        assert_eq!(check(&[]), ExitCode::SUCCESS);
+        // The pin moved on: a recipe error, unless the lock is ignored.
+        Lock::new("amd64", vec![], vec![], vec![layer(&["demo=1.0"])])
+            .write(&lock_file)
+            .unwrap();
+        assert_eq!(check(&[]), ExitCode::from(2));
+        assert_eq!(check(&["--no-lock"]), ExitCode::SUCCESS);
+        let e = build::check_locked(&recipe, &[], None, build::LockUse::Auto, &mut build::Silent)
+            .err()
+            .unwrap();
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "layer[0].packages[0]: the packages of layer \"runtime\" no longer match"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\"demo=2.0\" was \"demo=1.0\""), "{text}");
+        // A broken lock file is an error of the lock file.
+        std::fs::write(
+            &lock_file,
+            "version = 1\narchitecture = \"amd64\"\n[[layer]]\n",
+        )
+        .unwrap();
+        let e = build::check_locked(&recipe, &[], None, build::LockUse::Auto, &mut build::Silent)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("r.toml.lock:3"), "{e}");
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         let e =
             Cli::try_parse_from(["nodeimg", "build", "r.toml", "--format", "qcow2"]).unwrap_err();
