@@ -556,6 +556,14 @@ pub fn install_layer(
         })?);
     }
     let sources = read_sources(view, arch)?;
+    env.meter.status(&format!(
+        "{} the packages of layer {layer:?}",
+        if matches!(env.lock, LockMode::Use(..)) {
+            "fetching"
+        } else {
+            "resolving"
+        }
+    ));
     let pkgs = match &env.lock {
         LockMode::Use(lock, file) => locked_packages(env, lock, file, &sources, requests, layer)?,
         LockMode::Resolve | LockMode::Record(_) => {

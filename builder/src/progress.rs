@@ -90,6 +90,14 @@ impl Meter {
         }
     }
 
+    /// What is going on, for the spinner only: no line is written without
+    /// a terminal (the steps' own lines follow).
+    pub fn status(&self, message: &str) {
+        if let Mode::Terminal { spinner, .. } = &*self.mode {
+            spinner.set_message(message.to_string());
+        }
+    }
+
     /// A finished step worth keeping on screen: a line either way.
     pub fn done(&self, message: &str) {
         match &*self.mode {
@@ -117,7 +125,7 @@ impl Meter {
             Mode::Terminal { multi, .. } => {
                 let pb = multi.add(ProgressBar::new(size));
                 if let Ok(style) = ProgressStyle::with_template(
-                    "{msg:30!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+                    "{msg:36!} [{bar:30}] {decimal_bytes:>9}/{decimal_total_bytes:<9} {decimal_bytes_per_sec}",
                 ) {
                     pb.set_style(style.progress_chars("=> "));
                 }
