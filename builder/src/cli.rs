@@ -624,6 +624,7 @@ mod tests {
         let layer = |requests: &[&str]| LockedLayer {
             name: "runtime".into(),
             requests: requests.iter().map(|r| (*r).to_string()).collect(),
+            dpkg_status: "a".repeat(64),
             sources: vec![],
             packages: vec![],
         };

@@ -21,6 +21,7 @@
 //! [[layer]]
 //! name = "runtime"
 //! requests = ["containerd.io=1.6.20-1"]   # the layer's packages, as the recipe asks
+//! dpkg-status = "..."         # SHA256 of the installed packages it resolved against
 //!
 //! [[layer.source]]            # the apt sources the layer saw, in priority order
 //! file = "/etc/apt/sources.list.d/docker.sources"
@@ -113,6 +114,10 @@ pub struct LockedLayer {
     pub name: String,
     /// Its `packages` list, variables expanded.
     pub requests: Vec<String>,
+    /// SHA256 of the dpkg status the layer resolved against (the base's
+    /// and earlier layers' installed packages): a build whose image below
+    /// the layer differs is warned.
+    pub dpkg_status: String,
     /// The apt sources it resolved against.
     #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<LockedSource>,
@@ -293,6 +298,7 @@ impl Lock {
                     format!("layer {:?} appears twice", l.name),
                 ));
             }
+            check_sha256(&l.dpkg_status).map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
             let mut orders = BTreeSet::new();
             for (pi, p) in l.packages.iter().enumerate() {
                 let pkey = format!("{key}.package[{pi}]");
@@ -702,6 +708,7 @@ mod tests {
             vec![LockedLayer {
                 name: "runtime".into(),
                 requests: vec!["demo-runtime".into(), "demo-tools=1:2.0~rc1-1".into()],
+                dpkg_status: SHA_A.into(),
                 sources: vec![LockedSource {
                     file: "/etc/apt/sources.list.d/demo.sources".into(),
                     uris: vec!["http://repo.invalid/debian".into()],
@@ -752,7 +759,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("[[layer]]\nname = \"runtime\"\nrequests = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\n\n[[layer.source]]\nfile = \"/etc/apt/sources.list.d/demo.sources\"\n"),
+            text.contains(&format!("[[layer]]\nname = \"runtime\"\nrequests = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\ndpkg-status = \"{SHA_A}\"\n\n[[layer.source]]\nfile = \"/etc/apt/sources.list.d/demo.sources\"\n")),
             "{text}"
         );
         // Deterministic: the same lock, the same bytes.

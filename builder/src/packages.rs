@@ -477,8 +477,9 @@ fn fetch_release(
     }
 }
 
-/// The image's installed packages (`/var/lib/dpkg/status` and `status.d/`).
-fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
+/// The files of the image's dpkg status: `/var/lib/dpkg/status`, then
+/// `status.d/*` by name.
+fn status_files(view: &dyn RootView) -> Vec<String> {
     let mut files = vec!["/var/lib/dpkg/status".to_string()];
     let mut extra: Vec<String> = view.list("/var/lib/dpkg/status.d");
     extra.sort();
@@ -487,6 +488,25 @@ fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
             .into_iter()
             .map(|n| format!("/var/lib/dpkg/status.d/{n}")),
     );
+    files
+}
+
+/// SHA256 (hex) of the image's dpkg status files, names and contents.
+fn status_digest(view: &dyn RootView) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in status_files(view) {
+        if let Some(text) = view.read_text(&f) {
+            h.update(format!("{f} {}\n", text.len()).as_bytes());
+            h.update(text.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// The image's installed packages (`/var/lib/dpkg/status` and `status.d/`).
+fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
+    let files = status_files(view);
     let mut out = Vec::new();
     for f in files {
         if let Some(text) = view.read_text(&f) {
@@ -565,7 +585,9 @@ pub fn install_layer(
         }
     ));
     let pkgs = match &env.lock {
-        LockMode::Use(lock, file) => locked_packages(env, lock, file, &sources, requests, layer)?,
+        LockMode::Use(lock, file) => {
+            locked_packages(env, view, lock, file, &sources, requests, layer)?
+        }
         LockMode::Resolve | LockMode::Record(_) => {
             resolve_packages(env, view, &sources, &reqs, requests, arch, layer)?
         }
@@ -657,6 +679,7 @@ fn resolve_packages(
         guard(r).layers.push(LockedLayer {
             name: layer.to_string(),
             requests: requests.to_vec(),
+            dpkg_status: status_digest(view),
             sources: sources.iter().map(locked_source).collect(),
             packages: locked,
         });
@@ -669,6 +692,7 @@ fn resolve_packages(
 /// locked ones.
 fn locked_packages(
     env: &PackageEnv,
+    view: &dyn RootView,
     lock: &Lock,
     lock_file: &Path,
     sources: &[Source],
@@ -710,6 +734,13 @@ fn locked_packages(
                 diff.join("; ")
             ),
             hint,
+        });
+    }
+    if status_digest(view) != ll.dpkg_status {
+        env.meter.suspend(|| {
+            eprintln!(
+                "warning: layer {layer:?}: the packages installed in the image below it (its dpkg status) are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{run_lock}` to resolve them against this image"
+            );
         });
     }
     let mut pkgs = Vec::with_capacity(ll.packages.len());

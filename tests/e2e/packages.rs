@@ -718,6 +718,7 @@ fn lock_offline_and_a_recipe_that_moved_on() {
             .contains("nodeimg: verified demo-lib 1.0-1 in the cache"),
         "{r}"
     );
+    assert!(!r.stderr.contains("dpkg status"), "{r}");
     eprintln!("lock: {lock_time:?}, offline build: {offline_time:?}");
 
     // --offline with an empty cache: every missing file named, no output.
@@ -818,6 +819,27 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     );
     assert!(r.stderr.contains("(it has: runtime)"), "{r}");
     assert!(!out.exists());
+    fs::write(&recipe_path, &original).unwrap();
+
+    // The image below the layer changed (another dpkg status): built as
+    // locked, with a warning that says to lock again.
+    fs::write(
+        &recipe_path,
+        original.replace(
+            r#"content = "" }"#,
+            r#"content = "Package: other\nStatus: install ok installed\nVersion: 1.0\nArchitecture: all\n" }"#,
+        ),
+    )
+    .unwrap();
+    assert_ne!(fs::read_to_string(&recipe_path).unwrap(), original);
+    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stderr.contains("warning: layer \"runtime\": the packages installed in the image below it (its dpkg status) are not the ones"),
+        "{r}"
+    );
+    assert!(r.stderr.contains("run `nodeimg lock"), "{r}");
+    fs::remove_dir_all(&out).unwrap();
     fs::write(&recipe_path, &original).unwrap();
 
     // A lock whose SHA256 was tampered with: the .deb does not match it.
