@@ -53,6 +53,8 @@ Examples:
   nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
   SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/debian,key=mirror.asc
+  nodeimg build recipe.toml --mirrors mirrors.toml
 
 Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
     Build(BuildArgs),
@@ -163,9 +165,16 @@ pub struct BuildArgs {
     pub cache_dir: Option<PathBuf>,
     /// Fetch repository URLs starting with FROM from TO instead (an
     /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
-    /// Signatures are still checked against the sources' own keys.
-    #[arg(long = "mirror", value_name = "FROM=TO")]
+    /// Signatures are checked against the sources' own keys, unless the
+    /// mirror re-signs: FROM=TO,key=FILE verifies the Release/InRelease
+    /// fetched through it against the public key in FILE instead.
+    #[arg(long = "mirror", value_name = "FROM=TO[,key=FILE]")]
     pub mirrors: Vec<String>,
+    /// Read mirrors from a TOML file of [[mirror]] tables with from, to and
+    /// optionally key (relative to the file); --mirror values come after
+    /// them and win for the same FROM.
+    #[arg(long = "mirrors", value_name = "FILE")]
+    pub mirrors_file: Option<PathBuf>,
 }
 
 /// `nodeimg check`.
@@ -255,7 +264,27 @@ impl Drop for StderrProgress {
     }
 }
 
+/// The `--mirrors FILE` entries (first) and the `--mirror` values, as
+/// `--mirror` values.
+fn mirror_args(
+    file: Option<&std::path::Path>,
+    args: Vec<String>,
+) -> Result<Vec<String>, crate::Error> {
+    let Some(file) = file else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| crate::Error::Usage(format!("--mirrors {}: {e}", file.display())))?;
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let m = crate::deb::fetch::Mirrors::parse_file(&text, dir, &file.display().to_string())
+        .map_err(|e| crate::Error::Usage(format!("--mirrors: {e}")))?;
+    let mut out = m.to_args();
+    out.extend(args);
+    Ok(out)
+}
+
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
     let opts = BuildOptions {
         recipe: a.recipe.recipe,
         output: a.output,
@@ -266,7 +295,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
-            mirrors: a.mirrors,
+            mirrors,
         },
     };
     let mut progress = StderrProgress::new(a.quiet);
