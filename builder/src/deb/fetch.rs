@@ -120,7 +120,7 @@ impl Mirrors {
                 reason,
             };
             let (map, key) = match pair.rsplit_once(KEY_SEPARATOR) {
-                Some((_, key)) if key.is_empty() => {
+                Some((_, "")) => {
                     return Err(err(format!(
                         "{KEY_SEPARATOR} names no file; give the mirror's public key file, e.g. FROM=TO{KEY_SEPARATOR}mirror.asc"
                     )))
