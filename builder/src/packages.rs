@@ -384,18 +384,15 @@ fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
 }
 
 fn recipe_err(requests: &[String], e: &ResolveError) -> Option<PackagesError> {
-    let name = match e {
-        ResolveError::InvalidRequest { text, .. } => Some(text.split('=').next().unwrap_or(text)),
-        ResolveError::DuplicateRequest { name, .. }
-        | ResolveError::PinNotFound { name, .. }
-        | ResolveError::NotFound { name, .. }
-        | ResolveError::AmbiguousVirtual { name, .. } => Some(name.as_str()),
-        ResolveError::Conflict(_)
-        | ResolveError::Unsatisfiable { .. }
-        | ResolveError::BreaksInstalled { .. } => None,
-        ResolveError::MissingField { .. } | ResolveError::PreDependsCycle { .. } => return None,
-    };
-    let key = name
+    if matches!(
+        e,
+        ResolveError::MissingField { .. } | ResolveError::PreDependsCycle { .. }
+    ) {
+        return None;
+    }
+    // The one entry the error comes from, else the list as a whole.
+    let key = e
+        .request_name()
         .and_then(|n| {
             requests
                 .iter()
@@ -624,5 +621,28 @@ mod tests {
             packages: vec!["a".into()],
         };
         assert!(recipe_err(&reqs, &e).is_none());
+        // A dependency of a request that cannot be met: that request.
+        let e = ResolveError::Unsatisfiable {
+            chain: vec!["b".into(), "c".into()],
+            dependency: "d".into(),
+            reason: "gone".into(),
+        };
+        match recipe_err(&reqs, &e).unwrap() {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages[1]"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+        // A conflict that names no request: the list.
+        let e = ResolveError::Conflict(Box::new(resolve::Conflict {
+            package: "x 1".into(),
+            verb: "conflicts with".into(),
+            other: "installed y 1".into(),
+            field: "Conflicts".into(),
+            relation: "y".into(),
+            via: Vec::new(),
+        }));
+        match recipe_err(&reqs, &e).unwrap() {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
     }
 }
