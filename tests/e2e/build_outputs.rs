@@ -684,13 +684,12 @@ fn default_output_is_out_slash_name() {
     let name = RecipeModel::load(&recipe).name();
     let tmp = temp_dir("default-out");
     let w = tmp.path();
-    let r =
-        run(nodeimg(w)
-            .arg("build")
-            .arg(&recipe)
-            .args(["--base", &fixture_base_ref(&base), "-q"])
-            .args(packages_args(&recipe)))
-        .ok();
+    let r = run(nodeimg(w)
+        .arg("build")
+        .arg(&recipe)
+        .args(["--base", &fixture_base_ref(&base), "-q"])
+        .args(packages_args(&recipe)))
+    .ok();
     single_digest_line(&r);
     assert!(
         w.join("out").join(&name).join("index.json").is_file(),

@@ -473,3 +473,59 @@ fn dearmor(armored: &Path, out: &Path) -> std::path::PathBuf {
     .ok();
     out.to_path_buf()
 }
+
+#[test]
+fn a_vulnerable_pin_is_refused_before_anything_is_downloaded() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else { return };
+    let Some(repos) = seed_repos() else { return };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("seed-cve");
+    let dir = t.path();
+    // The recipes folder, with docker-ubuntu pinned to a containerd.io that
+    // bundles a runc affected by CVE-2019-5736 (the repository has it).
+    let copy = dir.join("recipes");
+    nodeimg_e2e::copy_dir(&workspace_root().join("recipes"), &copy);
+    let recipe = copy.join("docker-ubuntu.toml");
+    let text = fs::read_to_string(&recipe).unwrap();
+    let bad = text.replace("\"containerd.io=1.2.13-2\"", "\"containerd.io=1.2.0-1\"");
+    assert_ne!(bad, text);
+    fs::write(&recipe, bad).unwrap();
+    // A server of its own, to see that nothing is asked of it.
+    let server = RepoServer::start(&repos.root);
+    let url = server.url();
+    let out = dir.join("out.tar");
+    let args = vec![
+        "--cache-dir".to_string(),
+        dir.join("cache").display().to_string(),
+        "--mirror".to_string(),
+        format!(
+            "{}={url}/docker,key={}",
+            nodeimg_e2e::repo::DOCKER_URL,
+            repos.key.display()
+        ),
+    ];
+    let r = build(dir, &recipe, &out, &base, &args);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains(
+            "error[NI009] layer[0].packages[0]: containerd.io=1.2.0-1 is affected by CVE-2019-5736"
+        ),
+        "{r}"
+    );
+    assert!(r.stderr.contains("fixed in 1.2.2-3 or later"), "{r}");
+    assert!(!out.exists());
+    assert_eq!(server.served(), Vec::<String>::new());
+    // The fixed pin from the same repository builds.
+    let r = build(
+        dir,
+        &copy.join("containerd-ubuntu.toml"),
+        &out,
+        &base,
+        &args,
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert!(!server.served().is_empty());
+}
