@@ -53,7 +53,7 @@ Examples:
   nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
   SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
-  nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/debian,key=mirror.asc
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/d,key=m.asc
   nodeimg build recipe.toml --mirrors mirrors.toml
 
 Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
@@ -442,6 +442,44 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mirrors_file_comes_before_the_mirror_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("mirrors.toml");
+        std::fs::write(
+            &file,
+            "[[mirror]]\nfrom = \"http://a.example/x\"\nto = \"http://127.0.0.1:1/x\"\nkey = \"k.asc\"\n",
+        )
+        .unwrap();
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "build",
+            "r.toml",
+            "--mirrors",
+            file.to_str().unwrap(),
+            "--mirror",
+            "http://b.example=file:///srv/b",
+        ])
+        .unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        let args = mirror_args(b.mirrors_file.as_deref(), b.mirrors).unwrap();
+        assert_eq!(
+            args,
+            [
+                format!(
+                    "http://a.example/x=http://127.0.0.1:1/x,key={}",
+                    d.path().join("k.asc").display()
+                ),
+                "http://b.example=file:///srv/b".to_string(),
+            ]
+        );
+        let e = mirror_args(Some(&d.path().join("absent.toml")), Vec::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("absent.toml"), "{e}");
     }
 
     #[test]
