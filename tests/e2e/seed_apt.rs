@@ -529,3 +529,37 @@ fn a_vulnerable_pin_is_refused_before_anything_is_downloaded() {
     assert_eq!(r.code, 0, "{r}");
     assert!(!server.served().is_empty());
 }
+
+#[test]
+fn the_raspbian_image_is_an_arm_image_built_on_this_host() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else { return };
+    let Some(repos) = seed_repos() else { return };
+    let t = temp_dir("seed-arm");
+    let dir = t.path();
+    let layout = dir.join("oci");
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(workspace_root().join("recipes/crio-raspbian10.toml"))
+        .arg("-o")
+        .arg(&layout)
+        .args(["--format", "oci", "--base", &fixture_base_ref(&base)])
+        .args(repos.build_args()))
+    .ok();
+    nodeimg_e2e::single_digest_line(&r);
+    let json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(&p).unwrap()).unwrap()
+    };
+    let blob = |d: &serde_json::Value| {
+        layout
+            .join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]));
+    let config = json(blob(&manifest["config"]["digest"]));
+    assert_eq!(config["architecture"], "arm", "{config}");
+    assert_eq!(config["os"], "linux", "{config}");
+}
