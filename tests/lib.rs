@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+pub mod repo;
+
 /// `SOURCE_DATE_EPOCH` the tests build with unless a test says otherwise.
 pub const TEST_EPOCH: u64 = 1_710_000_000;
 
@@ -225,17 +227,33 @@ pub fn nodeimg(cwd: &Path) -> Command {
     c
 }
 
-/// `nodeimg build RECIPE -o OUT --format FORMAT --base BASE [extra...]`, which
-/// must succeed; returns the single stdout line.
+/// `nodeimg build RECIPE -o OUT --format FORMAT --base BASE`, plus, for a
+/// recipe that installs packages, the arguments that install them from the
+/// test repositories ([`packages_args`]); must succeed; returns the single
+/// stdout line.
 pub fn build_ok(cwd: &Path, recipe: &Path, out: &Path, format: &str, base: &str) -> String {
     let r = run(nodeimg(cwd)
         .arg("build")
         .arg(recipe)
         .arg("-o")
         .arg(out)
-        .args(["--format", format, "--base", base]))
+        .args(["--format", format, "--base", base])
+        .args(packages_args(recipe)))
     .ok();
     single_digest_line(&r)
+}
+
+/// The extra `build` arguments a recipe needs in the tests: for one that
+/// installs packages, the download cache, variables and `--mirror`s that
+/// install them from the generated repositories served on 127.0.0.1 (see
+/// [`repo`]); none otherwise. Panics when the repositories cannot be made.
+pub fn packages_args(recipe: &Path) -> Vec<String> {
+    repo::package_args(recipe).unwrap_or_else(|| {
+        panic!(
+            "{} installs packages and the test repositories cannot be made: install dpkg-dev and gpg",
+            recipe.display()
+        )
+    })
 }
 
 /// Check that stdout is exactly one line `sha256:<64 hex>` and return it.

@@ -430,6 +430,13 @@ fn check_inner(
     }
     let p = prepare(recipe_path, var_args, base_arg, progress)?;
     progress.findings(&p.findings);
+    // Lint errors stop a build before any package is downloaded (a pin
+    // with a known vulnerability is never fetched).
+    let errors = lint::counts(&p.findings).error;
+    let fetches = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());
+    if packages.is_some() && fetches && errors > 0 {
+        return Err(Error::Lint { errors });
+    }
     let inputs =
         RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
     let wanted = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());

@@ -55,6 +55,8 @@ Examples:
   nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
   SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/d,key=m.asc
+  nodeimg build recipe.toml --mirrors mirrors.toml
   nodeimg lock recipe.toml && nodeimg build recipe.toml --offline
 
 Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
@@ -197,9 +199,16 @@ pub struct BuildArgs {
     pub cache_dir: Option<PathBuf>,
     /// Fetch repository URLs starting with FROM from TO instead (an
     /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
-    /// Signatures are still checked against the sources' own keys.
-    #[arg(long = "mirror", value_name = "FROM=TO")]
+    /// Signatures are checked against the sources' own keys, unless the
+    /// mirror re-signs: FROM=TO,key=FILE verifies the Release/InRelease
+    /// fetched through it against the public key in FILE instead.
+    #[arg(long = "mirror", value_name = "FROM=TO[,key=FILE]")]
     pub mirrors: Vec<String>,
+    /// Read mirrors from a TOML file of [[mirror]] tables with from, to and
+    /// optionally key (relative to the file); --mirror values come after
+    /// them and win for the same FROM.
+    #[arg(long = "mirrors", value_name = "FILE")]
+    pub mirrors_file: Option<PathBuf>,
     /// No network: install the packages the lock file (RECIPE.lock) names
     /// from --cache-dir alone; fails naming every file the cache lacks.
     /// Needs the lock file when the recipe has packages.
@@ -228,9 +237,13 @@ pub struct LockArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Fetch repository URLs starting with FROM from TO instead, as for
-    /// build; the lock records the original URLs.
-    #[arg(long = "mirror", value_name = "FROM=TO")]
+    /// build (,key=FILE for a mirror that re-signs); the lock records the
+    /// original URLs.
+    #[arg(long = "mirror", value_name = "FROM=TO[,key=FILE]")]
     pub mirrors: Vec<String>,
+    /// Read mirrors from a TOML file, as for build.
+    #[arg(long = "mirrors", value_name = "FILE")]
+    pub mirrors_file: Option<PathBuf>,
 }
 
 /// `nodeimg check`.
@@ -322,7 +335,27 @@ impl Drop for StderrProgress {
     }
 }
 
+/// The `--mirrors FILE` entries (first) and the `--mirror` values, as
+/// `--mirror` values.
+fn mirror_args(
+    file: Option<&std::path::Path>,
+    args: Vec<String>,
+) -> Result<Vec<String>, crate::Error> {
+    let Some(file) = file else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| crate::Error::Usage(format!("--mirrors {}: {e}", file.display())))?;
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let m = crate::deb::fetch::Mirrors::parse_file(&text, dir, &file.display().to_string())
+        .map_err(|e| crate::Error::Usage(format!("--mirrors: {e}")))?;
+    let mut out = m.to_args();
+    out.extend(args);
+    Ok(out)
+}
+
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
     let opts = BuildOptions {
         recipe: a.recipe.recipe,
         output: a.output,
@@ -333,7 +366,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
-            mirrors: a.mirrors,
+            mirrors,
             offline: a.offline,
             lock: lock_use(a.locked, a.no_lock),
         },
@@ -369,13 +402,14 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
+    let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
     let opts = build::LockOptions {
         recipe: a.recipe.recipe,
         vars: a.recipe.vars,
         base: a.recipe.base,
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
-            mirrors: a.mirrors,
+            mirrors,
             ..build::PackageOptions::default()
         },
     };
@@ -516,6 +550,44 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mirrors_file_comes_before_the_mirror_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("mirrors.toml");
+        std::fs::write(
+            &file,
+            "[[mirror]]\nfrom = \"http://a.example/x\"\nto = \"http://127.0.0.1:1/x\"\nkey = \"k.asc\"\n",
+        )
+        .unwrap();
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "build",
+            "r.toml",
+            "--mirrors",
+            file.to_str().unwrap(),
+            "--mirror",
+            "http://b.example=file:///srv/b",
+        ])
+        .unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        let args = mirror_args(b.mirrors_file.as_deref(), b.mirrors).unwrap();
+        assert_eq!(
+            args,
+            [
+                format!(
+                    "http://a.example/x=http://127.0.0.1:1/x,key={}",
+                    d.path().join("k.asc").display()
+                ),
+                "http://b.example=file:///srv/b".to_string(),
+            ]
+        );
+        let e = mirror_args(Some(&d.path().join("absent.toml")), Vec::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("absent.toml"), "{e}");
     }
 
     #[test]

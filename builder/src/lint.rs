@@ -10,6 +10,7 @@ use std::io::Write;
 use nodeimg_layers::RootView;
 use serde::Serialize;
 
+use crate::deb::version::Version;
 use crate::recipe::{Recipe, RecipeLayer};
 use crate::sourcemap;
 
@@ -98,7 +99,105 @@ pub static RULES: &[Rule] = &[
         summary: "the kubelet's container-runtime-endpoint does not match the configured runtime",
         hint: "containerd: unix:///run/containerd/containerd.sock; CRI-O: unix:///var/run/crio/crio.sock; docker: unix:///run/cri-dockerd.sock",
     },
+    Rule {
+        id: "NI009",
+        severity: Severity::Error,
+        summary: "a package pin to a container runtime version with a known vulnerability",
+        hint: "pin a fixed version (see the message), or leave the package unpinned to take the newest one the repository offers",
+    },
 ];
+
+/// A range of a package's versions (dpkg order) with a known vulnerability.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Vulnerable {
+    /// The CVE id.
+    pub cve: &'static str,
+    /// What an attacker can do.
+    pub effect: &'static str,
+    /// The Debian package name.
+    pub package: &'static str,
+    /// Lowest affected version (inclusive); `None`: every version below `below`.
+    pub from: Option<&'static str>,
+    /// First version that is not affected any more (exclusive); `None`: no fixed release.
+    pub below: Option<&'static str>,
+    /// The fixed releases, as the message names them.
+    pub fixed: &'static str,
+}
+
+const CVE_2019_5736: &str = "CVE-2019-5736";
+const RUNC_ESCAPE: &str =
+    "runc lets a malicious container overwrite the host's runc binary and run commands as root on the host";
+
+/// Pinned versions NI009 refuses. A version `X~` is below every build of
+/// `X` (`18.06.2~` < `18.06.2~ce~3-0~ubuntu`), so a bound `X~` means "every
+/// release before X".
+pub static VULNERABLE: &[Vulnerable] = &[
+    // Upstream runc through 1.0.0-rc6; Debian patched its rc6 package in
+    // 1.0.0~rc6+dfsg1-3 (buster and later carry the fix).
+    Vulnerable {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "runc",
+        from: None,
+        below: Some("1.0.0~rc6+dfsg1-3"),
+        fixed: "1.0.0~rc7 (upstream), 1.0.0~rc6+dfsg1-3 (Debian)",
+    },
+    // Docker CE bundles runc in containerd.io (18.09 and later) or in
+    // docker-ce itself (18.06 and before). Fixed: 18.06.2 and 18.09.2;
+    // 18.03 and older CE releases were never fixed.
+    Vulnerable {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-ce",
+        from: None,
+        below: Some("18.06.2~"),
+        fixed: "18.06.2~ce~3-0 or 18.06.3~ce~3-0 (18.06), 5:18.09.2~3-0 or later (18.09 and newer)",
+    },
+    Vulnerable {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-ce",
+        from: Some("5:0"),
+        below: Some("5:18.09.2~"),
+        fixed: "5:18.09.2~3-0 or later",
+    },
+    // docker-engine (Docker's packages before 17.03 CE) bundled runc and had
+    // no fixed release.
+    Vulnerable {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-engine",
+        from: None,
+        below: None,
+        fixed: "no docker-engine release; use docker-ce 5:18.09.2~3-0 or later",
+    },
+    // containerd.io ships Docker's runc; 1.2.2-3 is the first build with the
+    // patched runc (released with Docker 18.09.2).
+    Vulnerable {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "containerd.io",
+        from: None,
+        below: Some("1.2.2-3"),
+        fixed: "1.2.2-3 or later",
+    },
+];
+
+impl Vulnerable {
+    /// True when `version` of `package` is in this range.
+    pub fn affects(&self, package: &str, version: &Version) -> bool {
+        let parse = |s: &str| Version::parse(s).ok();
+        package == self.package
+            && self
+                .from
+                .and_then(parse)
+                .is_none_or(|from| *version >= from)
+            && self
+                .below
+                .and_then(parse)
+                .is_none_or(|below| *version < below)
+    }
+}
 
 fn rule(id: &str) -> &'static Rule {
     RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
@@ -662,6 +761,29 @@ fn endpoint_rule(c: &mut Ctx) {
     }
 }
 
+/// NI009: `name=version` pins in a vulnerable range. Unpinned packages and
+/// versions that do not parse are left to the resolver.
+fn vulnerable_pin_rule(c: &mut Ctx) {
+    for l in &c.recipe.layers {
+        for (j, p) in l.spec.packages.iter().enumerate() {
+            let Some((name, version)) = p.split_once('=') else {
+                continue;
+            };
+            let name = name.split(':').next().unwrap_or(name).trim();
+            let Ok(v) = Version::parse(version) else {
+                continue;
+            };
+            for vuln in VULNERABLE.iter().filter(|x| x.affects(name, &v)) {
+                let msg = format!(
+                    "{p} is affected by {} ({}); fixed in {}",
+                    vuln.cve, vuln.effect, vuln.fixed
+                );
+                c.add("NI009", l, &format!("packages[{j}]"), msg);
+            }
+        }
+    }
+}
+
 /// Run every rule on `recipe` built over `base`. Findings are sorted by
 /// file order, line, rule.
 pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
@@ -676,6 +798,7 @@ pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
     docker_rule(&mut c);
     machine_id_rule(&mut c, base);
     endpoint_rule(&mut c);
+    vulnerable_pin_rule(&mut c);
     let order: BTreeMap<String, usize> = recipe
         .files
         .iter()

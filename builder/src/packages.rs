@@ -41,6 +41,8 @@ pub struct PackageEnv {
     cache: Cache,
     scratch: tempfile::TempDir,
     now: DateTime<Utc>,
+    /// The keys of mirrors that re-sign, by their file.
+    mirror_keys: BTreeMap<PathBuf, Keyring>,
     lock: LockMode,
     meter: Meter,
 }
@@ -89,6 +91,7 @@ impl PackageEnv {
     pub fn at(cache_dir: &Path, mirrors: &[String], now: DateTime<Utc>) -> Result<Self> {
         let mirrors =
             Mirrors::parse(mirrors).map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
+        let mirror_keys = mirror_keys(&mirrors)?;
         let cache = Cache::new(cache_dir)
             .map_err(|e| Error::image("--cache-dir", e.to_string()))?
             .with_mirrors(mirrors);
@@ -100,9 +103,20 @@ impl PackageEnv {
             cache,
             scratch,
             now,
+            mirror_keys,
             lock: LockMode::Resolve,
             meter: Meter::quiet(),
         })
+    }
+
+    /// The keyring `Release`/`InRelease` under `dir` is verified against: the key of the
+    /// mirror that re-signs it when `dir` is fetched through one, else the source's own.
+    fn release_keyring<'a>(&'a self, dir: &str, source: &'a Keyring) -> &'a Keyring {
+        self.cache
+            .mirrors()
+            .key_for(dir)
+            .and_then(|k| self.mirror_keys.get(k))
+            .unwrap_or(source)
     }
 
     /// The scratch directory the installed trees reference.
@@ -219,6 +233,28 @@ impl PackageEnv {
         d.finish();
         Ok(path)
     }
+}
+
+/// Reads the key file of every mirror that re-signs, so that a missing or
+/// unreadable key stops the build before anything is fetched.
+fn mirror_keys(mirrors: &Mirrors) -> Result<BTreeMap<PathBuf, Keyring>> {
+    let mut out = BTreeMap::new();
+    for m in mirrors.iter() {
+        let Some(k) = &m.key else { continue };
+        if out.contains_key(k) {
+            continue;
+        }
+        let what = format!("--mirror {}={}: key {}", m.from, m.to, k.display());
+        let bytes = std::fs::read(k).map_err(|e| {
+            Error::Usage(format!(
+                "{what}: {e}; name the public key file the mirror signs its Release files with"
+            ))
+        })?;
+        let ring = Keyring::from_bytes(&bytes, &k.display().to_string())
+            .map_err(|e| Error::Usage(format!("{what}: {e}")))?;
+        out.insert(k.clone(), ring);
+    }
+    Ok(out)
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/nodeimg`, else
@@ -405,7 +441,7 @@ fn read_indexes(
         for uri in &s.uris {
             for suite in &s.suites {
                 let dir = repo::release_dir_url(uri, suite);
-                let release = fetch_release(env, &dir, &s.keyring)?;
+                let release = fetch_release(env, &dir, env.release_keyring(&dir, &s.keyring))?;
                 let comps: Vec<Option<&str>> = if repo::is_flat(suite) {
                     vec![None]
                 } else {
@@ -519,18 +555,15 @@ fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
 }
 
 fn recipe_err(requests: &[String], e: &ResolveError) -> Option<PackagesError> {
-    let name = match e {
-        ResolveError::InvalidRequest { text, .. } => Some(text.split('=').next().unwrap_or(text)),
-        ResolveError::DuplicateRequest { name, .. }
-        | ResolveError::PinNotFound { name, .. }
-        | ResolveError::NotFound { name, .. }
-        | ResolveError::AmbiguousVirtual { name, .. } => Some(name.as_str()),
-        ResolveError::Conflict(_)
-        | ResolveError::Unsatisfiable { .. }
-        | ResolveError::BreaksInstalled { .. } => None,
-        ResolveError::MissingField { .. } | ResolveError::PreDependsCycle { .. } => return None,
-    };
-    let key = name
+    if matches!(
+        e,
+        ResolveError::MissingField { .. } | ResolveError::PreDependsCycle { .. }
+    ) {
+        return None;
+    }
+    // The one entry the error comes from, else the list as a whole.
+    let key = e
+        .request_name()
         .and_then(|n| {
             requests
                 .iter()
@@ -854,6 +887,70 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_that_re_signs_is_verified_against_its_own_key() {
+        let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recipes/keys");
+        let docker = keys.join("docker.asc");
+        let kubic = keys.join("kubic-libcontainers.asc");
+        let cache = tempfile::tempdir().unwrap();
+        let env = PackageEnv::new(
+            cache.path(),
+            &[
+                format!(
+                    "https://download.example/linux/ubuntu=http://127.0.0.1:9/docker,key={}",
+                    docker.display()
+                ),
+                "http://plain.example/debian=http://127.0.0.1:9/debian".to_string(),
+            ],
+        )
+        .unwrap();
+        let source = Keyring::from_bytes(&std::fs::read(&kubic).unwrap(), "kubic").unwrap();
+        let through = env.release_keyring(
+            "https://download.example/linux/ubuntu/dists/focal/",
+            &source,
+        );
+        assert_eq!(
+            through.fingerprints(),
+            ["9DC858229FC7DD38854AE2D88D81803C0EBFCD88"]
+        );
+        // Not re-signed, or not mirrored: the source's own key.
+        for dir in [
+            "http://plain.example/debian/dists/bookworm/",
+            "https://download.example/linux/debian/dists/bookworm/",
+        ] {
+            assert_eq!(
+                env.release_keyring(dir, &source).fingerprints(),
+                source.fingerprints()
+            );
+        }
+
+        // A key file that is missing or no key stops the build before any download.
+        let missing = cache.path().join("missing.asc");
+        let e = PackageEnv::new(
+            cache.path(),
+            &[format!(
+                "http://a.example=http://b.example,key={}",
+                missing.display()
+            )],
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e}");
+        let m = e.to_string();
+        assert!(m.contains("missing.asc"), "{m}");
+        assert!(m.contains("http://a.example=http://b.example"), "{m}");
+        let garbage = cache.path().join("garbage.asc");
+        std::fs::write(&garbage, "not a key\n").unwrap();
+        let e = PackageEnv::new(
+            cache.path(),
+            &[format!(
+                "http://a.example=http://b.example,key={}",
+                garbage.display()
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("garbage.asc"), "{e}");
+    }
+
+    #[test]
     fn resolve_errors_locate_the_request() {
         let reqs = vec!["a".to_string(), "b=1.0".to_string()];
         let e = ResolveError::PinNotFound {
@@ -873,5 +970,28 @@ mod tests {
             packages: vec!["a".into()],
         };
         assert!(recipe_err(&reqs, &e).is_none());
+        // A dependency of a request that cannot be met: that request.
+        let e = ResolveError::Unsatisfiable {
+            chain: vec!["b".into(), "c".into()],
+            dependency: "d".into(),
+            reason: "gone".into(),
+        };
+        match recipe_err(&reqs, &e).unwrap() {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages[1]"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+        // A conflict that names no request: the list.
+        let e = ResolveError::Conflict(Box::new(resolve::Conflict {
+            package: "x 1".into(),
+            verb: "conflicts with".into(),
+            other: "installed y 1".into(),
+            field: "Conflicts".into(),
+            relation: "y".into(),
+            via: Vec::new(),
+        }));
+        match recipe_err(&reqs, &e).unwrap() {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
     }
 }

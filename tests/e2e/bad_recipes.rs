@@ -767,6 +767,34 @@ systemd = { enable = ["containerd.service", "crio.service"] }  # <- HERE
         keys: &["enable"],
     },
     Case {
+        name: "lint: a runtime pin affected by CVE-2019-5736",
+        files: &[(
+            "r/recipe.toml",
+            r#"[image]
+name = "bad"
+
+[[layer]]
+name = "docker"
+packages = [
+  "containerd.io=1.2.13-2",
+  "docker-ce=5:18.09.1~3-0~ubuntu-bionic",  # <- HERE
+]
+"#,
+        )],
+        args: &[],
+        recipe: None,
+        base: Base::Scratch,
+        code: 1,
+        at: &["recipe.toml"],
+        keys: &[
+            "NI009",
+            "CVE-2019-5736",
+            "layer[0].packages[1]",
+            "docker-ce=5:18.09.1~3-0~ubuntu-bionic",
+            "5:18.09.2~3-0",
+        ],
+    },
+    Case {
         name: "usage: unknown output format",
         files: &[("r/recipe.toml", "[image]\nname = \"ok\"\n")],
         args: &["--format", "qcow9"],

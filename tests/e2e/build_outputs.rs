@@ -539,7 +539,8 @@ fn every_recipe_builds_in_every_format_and_passes_validators() {
             .arg(&recipe)
             .arg("-o")
             .arg(&oci2)
-            .args(["--format", "oci", "--base", &base_ref, "--json"]))
+            .args(["--format", "oci", "--base", &base_ref, "--json"])
+            .args(packages_args(&recipe)))
         .ok();
         let j: serde_json::Value = serde_json::from_str(r.stdout.trim())
             .unwrap_or_else(|e| panic!("{label}: --json output is not one JSON object: {e}\n{r}"));
@@ -644,7 +645,8 @@ fn zstd_and_uncompressed_layers_pass_validators() {
             .arg(&recipe)
             .arg("-o")
             .arg(&out)
-            .args(["--format", "oci", "--base", &base_ref, "--compression", c]))
+            .args(["--format", "oci", "--base", &base_ref, "--compression", c])
+            .args(packages_args(&recipe)))
         .ok();
         let d = single_digest_line(&r);
         check_layout(&format!("compression-{c}"), &out, &tag, &d, w);
@@ -682,12 +684,12 @@ fn default_output_is_out_slash_name() {
     let name = RecipeModel::load(&recipe).name();
     let tmp = temp_dir("default-out");
     let w = tmp.path();
-    let r =
-        run(nodeimg(w)
-            .arg("build")
-            .arg(&recipe)
-            .args(["--base", &fixture_base_ref(&base), "-q"]))
-        .ok();
+    let r = run(nodeimg(w)
+        .arg("build")
+        .arg(&recipe)
+        .args(["--base", &fixture_base_ref(&base), "-q"])
+        .args(packages_args(&recipe)))
+    .ok();
     single_digest_line(&r);
     assert!(
         w.join("out").join(&name).join("index.json").is_file(),

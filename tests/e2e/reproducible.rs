@@ -41,7 +41,8 @@ fn build_in(
     let r = run(c
         .arg("build")
         .arg(recipe)
-        .args(["-o", out, "--format", format, "--base", base_ref]));
+        .args(["-o", out, "--format", format, "--base", base_ref])
+        .args(packages_args(&dir.join(recipe))));
     single_digest_line(&r.ok())
 }
 

@@ -66,38 +66,124 @@ impl FetchError {
 
 pub type Result<T, E = FetchError> = std::result::Result<T, E>;
 
-/// URL prefix remapping: `FROM=TO` pairs; the longest matching `FROM` wins.
+/// One `--mirror`: repository URLs starting with `from` are fetched from `to`; with `key`, the
+/// mirror re-signs the metadata and `Release`/`InRelease` fetched through it are verified
+/// against that key file (on the build host) instead of the source's `Signed-By`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// URL prefix of the original repository, without a trailing `/`.
+    pub from: String,
+    /// URL prefix it is fetched from instead, without a trailing `/`.
+    pub to: String,
+    /// The public key the mirror signs with, if it re-signs.
+    pub key: Option<PathBuf>,
+}
+
+/// URL prefix remapping: `FROM=TO` pairs (each optionally with the key of a mirror that
+/// re-signs); the longest matching `FROM` wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mirrors {
-    pairs: Vec<(String, String)>,
+    pairs: Vec<Mirror>,
 }
+
+/// The `--mirrors FILE` format: `[[mirror]]` tables.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorsFile {
+    #[serde(default)]
+    mirror: Vec<MirrorEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorEntry {
+    from: String,
+    to: String,
+    key: Option<PathBuf>,
+}
+
+/// What separates `FROM=TO` from the mirror's key in a `--mirror` value.
+pub const KEY_SEPARATOR: &str = ",key=";
 
 impl Mirrors {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Parses `FROM=TO` pairs (as given to `--mirror`).
+    /// Parses `FROM=TO` and `FROM=TO,key=FILE` values (as given to `--mirror`).
     pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<Self> {
         let mut m = Self::new();
         for pair in pairs {
             let pair = pair.as_ref();
-            let Some((from, to)) = pair.split_once('=') else {
-                return Err(FetchError::Mirror {
-                    pair: pair.to_string(),
-                    reason: "expected FROM=TO".into(),
-                });
-            };
-            m.add(from, to).map_err(|reason| FetchError::Mirror {
+            let err = |reason: String| FetchError::Mirror {
                 pair: pair.to_string(),
                 reason,
-            })?;
+            };
+            let (map, key) = match pair.rsplit_once(KEY_SEPARATOR) {
+                Some((_, "")) => {
+                    return Err(err(format!(
+                        "{KEY_SEPARATOR} names no file; give the mirror's public key file, e.g. FROM=TO{KEY_SEPARATOR}mirror.asc"
+                    )))
+                }
+                Some((map, key)) => (map, Some(PathBuf::from(key))),
+                None => (pair, None),
+            };
+            let Some((from, to)) = map.split_once('=') else {
+                return Err(err(format!(
+                    "expected FROM=TO or FROM=TO{KEY_SEPARATOR}FILE"
+                )));
+            };
+            m.add_mirror(from, to, key).map_err(err)?;
         }
         Ok(m)
     }
 
+    /// Reads a mirrors file: TOML `[[mirror]]` tables with `from`, `to` and optionally `key`
+    /// (a public key file, relative to the mirrors file's folder). `display` names the file
+    /// in errors.
+    pub fn parse_file(text: &str, dir: &Path, display: &str) -> Result<Self> {
+        let err = |reason: String| FetchError::Mirror {
+            pair: display.to_string(),
+            reason,
+        };
+        let file: MirrorsFile = toml::from_str(text).map_err(|e| {
+            err(format!(
+                "{}; expected [[mirror]] tables with from = \"URL\", to = \"URL\" and optionally key = \"FILE\"",
+                e.to_string().trim_end()
+            ))
+        })?;
+        let mut m = Self::new();
+        for (i, e) in file.mirror.into_iter().enumerate() {
+            let key = e.key.map(|k| if k.is_absolute() { k } else { dir.join(k) });
+            m.add_mirror(&e.from, &e.to, key)
+                .map_err(|r| err(format!("mirror[{i}]: {r}")))?;
+        }
+        Ok(m)
+    }
+
+    /// The `--mirror` values that stand for these mirrors (keys as given).
+    pub fn to_args(&self) -> Vec<String> {
+        self.pairs
+            .iter()
+            .map(|m| match &m.key {
+                Some(k) => format!("{}={}{KEY_SEPARATOR}{}", m.from, m.to, k.display()),
+                None => format!("{}={}", m.from, m.to),
+            })
+            .collect()
+    }
+
     /// Adds one remapping; a later pair with the same `FROM` replaces the earlier one.
     pub fn add(&mut self, from: &str, to: &str) -> std::result::Result<(), String> {
+        self.add_mirror(from, to, None)
+    }
+
+    /// [`Mirrors::add`] with the key of a mirror that re-signs.
+    pub fn add_mirror(
+        &mut self,
+        from: &str,
+        to: &str,
+        key: Option<PathBuf>,
+    ) -> std::result::Result<(), String> {
         if from.is_empty() || to.is_empty() {
             return Err("FROM and TO must not be empty".into());
         }
@@ -109,8 +195,8 @@ impl Mirrors {
         // Map whole path segments: "http://a/debian" and "http://a/debian/" behave the same.
         let norm = |s: &str| s.trim_end_matches('/').to_string();
         let (from, to) = (norm(from), norm(to));
-        self.pairs.retain(|(f, _)| *f != from);
-        self.pairs.push((from, to));
+        self.pairs.retain(|m| m.from != from);
+        self.pairs.push(Mirror { from, to, key });
         Ok(())
     }
 
@@ -118,20 +204,32 @@ impl Mirrors {
         self.pairs.is_empty()
     }
 
-    /// The URL to fetch for `url`.
-    pub fn map(&self, url: &str) -> String {
-        let best = self
-            .pairs
+    /// Every mirror, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &Mirror> {
+        self.pairs.iter()
+    }
+
+    fn best(&self, url: &str) -> Option<&Mirror> {
+        self.pairs
             .iter()
-            .filter(|(from, _)| {
-                url.strip_prefix(from.as_str())
+            .filter(|m| {
+                url.strip_prefix(m.from.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
-            .max_by_key(|(from, _)| from.len());
-        match best {
-            Some((from, to)) => format!("{to}{}", &url[from.len()..]),
+            .max_by_key(|m| m.from.len())
+    }
+
+    /// The URL to fetch for `url`.
+    pub fn map(&self, url: &str) -> String {
+        match self.best(url) {
+            Some(m) => format!("{}{}", m.to, &url[m.from.len()..]),
             None => url.to_string(),
         }
+    }
+
+    /// The key `url` is signed with when it is fetched through a mirror that re-signs.
+    pub fn key_for(&self, url: &str) -> Option<&Path> {
+        self.best(url).and_then(|m| m.key.as_deref())
     }
 }
 
@@ -588,6 +686,95 @@ mod tests {
         assert!(Mirrors::parse(&["no-equals-sign"]).is_err());
         let err = Mirrors::parse(&["http://a=/srv"]).unwrap_err();
         assert!(err.to_string().contains("is not a URL"), "{err}");
+    }
+
+    #[test]
+    fn mirrors_name_the_key_of_a_mirror_that_re_signs() {
+        let m = Mirrors::parse(&[
+            "https://download.example/linux/ubuntu=http://127.0.0.1:8/docker,key=keys/m.asc",
+            "http://plain.example/debian=file:///srv/debian",
+        ])
+        .unwrap();
+        assert_eq!(
+            m.key_for("https://download.example/linux/ubuntu/dists/focal/InRelease"),
+            Some(Path::new("keys/m.asc"))
+        );
+        assert_eq!(
+            m.map("https://download.example/linux/ubuntu/dists/focal/InRelease"),
+            "http://127.0.0.1:8/docker/dists/focal/InRelease"
+        );
+        assert_eq!(
+            m.key_for("http://plain.example/debian/dists/x/InRelease"),
+            None
+        );
+        assert_eq!(m.key_for("http://unrelated.example/x"), None);
+        assert_eq!(
+            m.to_args(),
+            [
+                "https://download.example/linux/ubuntu=http://127.0.0.1:8/docker,key=keys/m.asc",
+                "http://plain.example/debian=file:///srv/debian"
+            ]
+        );
+        // A later value for the same FROM replaces the key too.
+        let m = Mirrors::parse(&[
+            "http://a.example/x=http://127.0.0.1:1/x,key=k.asc",
+            "http://a.example/x/=http://127.0.0.1:1/y",
+        ])
+        .unwrap();
+        assert_eq!(m.key_for("http://a.example/x/InRelease"), None);
+        let err = Mirrors::parse(&["http://a.example=http://b.example,key="]).unwrap_err();
+        assert!(err.to_string().contains("names no file"), "{err}");
+        let err = Mirrors::parse(&["http://a.example,key=k.asc"]).unwrap_err();
+        assert!(err.to_string().contains("expected FROM=TO"), "{err}");
+    }
+
+    #[test]
+    fn mirrors_file_resolves_keys_against_its_folder() {
+        let text = r#"
+[[mirror]]
+from = "https://download.example/linux/ubuntu"
+to = "http://127.0.0.1:8/docker"
+key = "keys/mirror.asc"
+
+[[mirror]]
+from = "http://plain.example/debian"
+to = "file:///srv/debian"
+"#;
+        let m = Mirrors::parse_file(text, Path::new("/etc/nodeimg"), "mirrors.toml").unwrap();
+        assert_eq!(
+            m.iter().cloned().collect::<Vec<_>>(),
+            [
+                Mirror {
+                    from: "https://download.example/linux/ubuntu".into(),
+                    to: "http://127.0.0.1:8/docker".into(),
+                    key: Some(PathBuf::from("/etc/nodeimg/keys/mirror.asc")),
+                },
+                Mirror {
+                    from: "http://plain.example/debian".into(),
+                    to: "file:///srv/debian".into(),
+                    key: None,
+                },
+            ]
+        );
+        let err = Mirrors::parse_file(
+            "[[mirror]]\nfrom = \"http://a.example\"\nto = \"http://b.example\"\nkye = \"k\"\n",
+            Path::new("."),
+            "mirrors.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mirrors.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("kye"), "{err}");
+        let err = Mirrors::parse_file(
+            "[[mirror]]\nfrom = \"http://a.example\"\nto = \"/srv\"\n",
+            Path::new("."),
+            "mirrors.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mirror[0]"), "{err}");
+        assert!(err.contains("is not a URL"), "{err}");
     }
 
     #[test]

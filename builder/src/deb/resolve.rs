@@ -153,6 +153,26 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// The name of the request an error traces back to (as requested, or
+    /// the package chosen for it), so that a recipe error can point at that
+    /// one entry; None for errors of the repository (a missing field, a
+    /// Pre-Depends cycle) and when no single request is at fault.
+    pub fn request_name(&self) -> Option<&str> {
+        match self {
+            ResolveError::InvalidRequest { text, .. } => text.split('=').next(),
+            ResolveError::DuplicateRequest { name, .. }
+            | ResolveError::PinNotFound { name, .. }
+            | ResolveError::NotFound { name, .. }
+            | ResolveError::AmbiguousVirtual { name, .. } => Some(name),
+            ResolveError::Conflict(c) => c.via.first().map(String::as_str),
+            ResolveError::Unsatisfiable { chain, .. } => chain.first().map(String::as_str),
+            ResolveError::BreaksInstalled { via, .. } => via.first().map(String::as_str),
+            ResolveError::MissingField { .. } | ResolveError::PreDependsCycle { .. } => None,
+        }
+    }
+}
+
 /// A `Conflicts` or `Breaks` that holds between two packages of the result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{package} {verb} {other} ({field}: {relation}){}", via_text(.via))]
@@ -767,7 +787,10 @@ impl<'a> Resolver<'a> {
                 }
             };
             let skip = self.installed_named(&self.cand(cand).name);
-            if let Some(e) = self.conflict_with_state(cand, skip) {
+            if let Some(mut e) = self.conflict_with_state(cand, skip) {
+                if let ResolveError::Conflict(c) = &mut e {
+                    c.via = vec![req.name.clone()];
+                }
                 return Err(e);
             }
             self.add_choice(cand, None);
@@ -1648,6 +1671,54 @@ Multi-Arch: foreign
             "installed old 1 breaks libip4tc2 1.8.4-3ubuntu2 (Breaks: libip4tc2 (<< 2)) (needed by iptables -> libip4tc2 (= 1.8.4-3ubuntu2))"
         );
         assert!(matches!(e, ResolveError::Conflict(ref c) if c.field == "Breaks"));
+    }
+
+    #[test]
+    fn errors_name_the_request_they_come_from() {
+        let repos = [repo("docker", DOCKER), repo("ubuntu", UBUNTU)];
+        let inst = installed(&format!(
+            "{BASE}\nPackage: docker.io\nStatus: install ok installed\nVersion: 19.03.8-0ubuntu1\nArchitecture: amd64\n"
+        ));
+        // A request that conflicts with the base itself.
+        let e = run(
+            &inst,
+            &repos,
+            "amd64",
+            &["iptables", "docker-ce=5:19.03.11~3-0~ubuntu-focal"],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ResolveError::Conflict(_)), "{e}");
+        assert_eq!(e.request_name(), Some("docker-ce"));
+        // Two requests that conflict: the later one is at fault.
+        let e = run(
+            &[],
+            &repos,
+            "amd64",
+            &["containerd", "containerd.io=1.2.13-2"],
+        )
+        .unwrap_err();
+        assert_eq!(e.request_name(), Some("containerd.io"));
+        // A conflict down a dependency chain: its request.
+        let inst = [
+            installed(BASE),
+            installed(
+                "Package: old\nStatus: install ok installed\nVersion: 1\nArchitecture: all\nBreaks: libip4tc2 (<< 2)\n",
+            ),
+        ]
+        .concat();
+        let e = run(&inst, &repos, "amd64", &["containerd", "iptables"]).unwrap_err();
+        assert_eq!(e.request_name(), Some("iptables"));
+        // Unsatisfiable: the head of the chain.
+        let text = "Package: top\nVersion: 1\nArchitecture: all\nDepends: mid\n\nPackage: mid\nVersion: 1\nArchitecture: all\nDepends: gone\n\nPackage: fine\nVersion: 1\nArchitecture: all\n";
+        let r = [repo("r", text)];
+        let e = run(&[], &r, "amd64", &["fine", "top"]).unwrap_err();
+        assert!(matches!(e, ResolveError::Unsatisfiable { .. }), "{e}");
+        assert_eq!(e.request_name(), Some("top"));
+        // Not a request's fault.
+        let e = ResolveError::PreDependsCycle {
+            packages: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(e.request_name(), None);
     }
 
     #[test]

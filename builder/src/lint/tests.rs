@@ -43,7 +43,7 @@ fn rules_are_data() {
     let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
     assert_eq!(
         ids,
-        ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008"]
+        ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008", "NI009"]
     );
     assert!(RULES
         .iter()
@@ -307,4 +307,86 @@ fn output_forms() {
     assert_eq!(j["findings"][0]["rule"], "NI001");
     assert_eq!(j["findings"][0]["severity"], "error");
     assert_eq!(j["findings"][0]["line"], 11);
+}
+
+fn pins(packages: &[&str]) -> Vec<Finding> {
+    let list: Vec<String> = packages.iter().map(|p| format!("{p:?}")).collect();
+    lint(&format!(
+        "[[layer]]\nname = \"rt\"\npackages = [{}]\n",
+        list.join(", ")
+    ))
+}
+
+#[test]
+fn ni009_vulnerable_runtime_pins_name_the_cve_and_the_fix() {
+    // (pin, what the message names as fixed)
+    let table = [
+        (
+            "runc=1.0.0~rc6+dfsg1-2",
+            "1.0.0~rc7 (upstream), 1.0.0~rc6+dfsg1-3 (Debian)",
+        ),
+        ("runc=1.0.0~rc5+dfsg1-1", "1.0.0~rc7"),
+        ("runc=1.0.0~rc6", "1.0.0~rc7"),
+        ("runc=0.1.1+dfsg1-2", "1.0.0~rc7"),
+        ("docker-ce=18.06.1~ce~3-0~ubuntu", "18.06.2~ce~3-0"),
+        ("docker-ce=18.03.1~ce-0~ubuntu", "18.06.2~ce~3-0"),
+        ("docker-ce=17.09.0~ce-0~debian", "18.06.2~ce~3-0"),
+        (
+            "docker-ce=5:18.09.1~3-0~ubuntu-bionic",
+            "5:18.09.2~3-0 or later",
+        ),
+        (
+            "docker-ce=5:18.09.0~3-0~debian-stretch",
+            "5:18.09.2~3-0 or later",
+        ),
+        (
+            "docker-engine=1.13.1-0~ubuntu-xenial",
+            "no docker-engine release",
+        ),
+        ("containerd.io=1.2.2-1", "1.2.2-3 or later"),
+        ("containerd.io=1.2.0-1", "1.2.2-3 or later"),
+        ("containerd.io:amd64=1.2.2-2", "1.2.2-3 or later"),
+    ];
+    for (pin, fixed) in table {
+        let f = pins(&[pin]);
+        assert_eq!(ids(&f), ["NI009"], "{pin}: {f:?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].key, "layer[1].packages[0]", "{pin}");
+        assert_eq!(f[0].line, Some(10), "{pin}");
+        let m = &f[0].message;
+        assert!(
+            m.starts_with(&format!("{pin} is affected by CVE-2019-5736 (runc lets")),
+            "{m}"
+        );
+        assert!(m.contains(&format!("fixed in {fixed}")), "{pin}: {m}");
+    }
+    // The key points at the entry, not at the list.
+    let f = pins(&["containerd.io=1.2.13-2", "runc=1.0.0~rc6+dfsg1-1"]);
+    assert_eq!(ids(&f), ["NI009"]);
+    assert_eq!(f[0].key, "layer[1].packages[1]");
+}
+
+#[test]
+fn ni009_fixed_and_unpinned_versions_pass() {
+    for pin in [
+        "runc=1.0.0~rc6+dfsg1-3",
+        "runc=1.0.0~rc6+dfsg1-3+deb10u2",
+        "runc=1.0.0~rc7",
+        "runc=1.1.5+ds1-1+deb12u1",
+        "runc",
+        "docker-ce=18.06.2~ce~3-0~ubuntu",
+        "docker-ce=18.06.3~ce~3-0~debian",
+        "docker-ce=5:18.09.2~3-0~ubuntu-bionic",
+        "docker-ce=5:19.03.11~3-0~ubuntu-focal",
+        "docker-ce-cli=5:18.09.0~3-0~ubuntu-bionic",
+        "docker-ce",
+        "containerd.io=1.2.2-3",
+        "containerd.io=1.2.13-2",
+        "containerd=1.6.20~ds1-1+deb12u3",
+        "cri-o-1.17=1.17.4~1",
+    ] {
+        assert_eq!(pins(&[pin]), [], "{pin}");
+    }
+    // A version that does not parse is the resolver's to report.
+    assert_eq!(pins(&["runc=bad version"]), []);
 }
