@@ -16,6 +16,7 @@ use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use crate::packages::{self, PackageEnv};
 use crate::plan;
 use crate::recipe::{self, Loaded, Recipe};
+use crate::registry::RegistryOptions;
 use crate::vars;
 
 /// The annotation holding the digest of the recipe and its inputs.
@@ -40,6 +41,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<String>,
     /// Where packages are downloaded and installed from.
     pub packages: PackageOptions,
+    /// How registry bases are pulled (`docker://` bases).
+    pub registry: RegistryOptions,
 }
 
 /// How layers' `packages` are fetched.
@@ -63,6 +66,7 @@ impl BuildOptions {
             base: None,
             source_date_epoch: None,
             packages: PackageOptions::default(),
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -107,6 +111,77 @@ pub struct Outcome {
     pub tag: String,
     /// Lint findings (warnings and infos: errors stop the build).
     pub findings: Vec<Finding>,
+    /// The digest of the recipe and its inputs.
+    pub recipe_digest: String,
+    /// The Debian packages each recipe layer installed (name, version,
+    /// architecture), by recipe layer name; layers without packages are absent.
+    pub packages: BTreeMap<String, Vec<InstalledPackage>>,
+}
+
+/// A package a layer installed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Debian architecture.
+    pub architecture: String,
+}
+
+/// The installed packages of a dpkg status file.
+fn dpkg_installed(status: &str) -> BTreeSet<InstalledPackage> {
+    let mut out = BTreeSet::new();
+    for stanza in status.split("\n\n") {
+        let field = |k: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
+        if let (true, Some(name), Some(version)) = (installed, field("Package"), field("Version")) {
+            out.insert(InstalledPackage {
+                name,
+                version,
+                architecture: field("Architecture").unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// The packages each layer with `packages` added to the image's dpkg
+/// database (read from `/var/lib/dpkg/status` below and at that layer).
+fn layer_packages(
+    recipe: &Recipe,
+    base: &Base,
+    plans: &[plan::LayerPlan],
+) -> BTreeMap<String, Vec<InstalledPackage>> {
+    const STATUS: &str = "/var/lib/dpkg/status";
+    let mut out = BTreeMap::new();
+    for (i, l) in recipe.layers.iter().enumerate() {
+        if l.spec.packages.is_empty() || i >= plans.len() {
+            continue;
+        }
+        let read = |n: usize| {
+            let v = nodeimg_layers::Stack {
+                lower: base.index(),
+                uppers: &plans[..n],
+            };
+            nodeimg_layers::RootView::read_text(&v, STATUS)
+                .map(|t| dpkg_installed(&t))
+                .unwrap_or_default()
+        };
+        let before = read(i);
+        let after = read(i + 1);
+        out.insert(
+            l.spec.name.clone(),
+            after.difference(&before).cloned().collect(),
+        );
+    }
+    out
 }
 
 /// Read the recipe, open its base, expand variables and lint.
@@ -114,6 +189,23 @@ pub fn prepare(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<Prepared> {
+    prepare_with(
+        recipe_path,
+        var_args,
+        base_arg,
+        &RegistryOptions::default(),
+        progress,
+    )
+}
+
+/// [`prepare`], pulling a registry base as `registry` says.
+pub fn prepare_with(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    registry: &RegistryOptions,
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     let overrides = recipe::parse_overrides(var_args)?;
@@ -158,7 +250,8 @@ pub fn prepare(
         BaseRef::Scratch => Base::scratch(),
         r => {
             progress.step(&format!("opening base {r}"));
-            Base::open(r)?
+            let wanted = loaded.architecture(&overrides)?;
+            Base::open_with(r, wanted.as_deref(), registry)?
         }
     };
     let arch = match loaded.architecture(&overrides)? {
@@ -190,7 +283,7 @@ pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, St
 /// The host path a base reference reads, if any.
 fn base_path(r: &BaseRef) -> Option<&Path> {
     match r {
-        BaseRef::Scratch => None,
+        BaseRef::Scratch | BaseRef::Registry { .. } => None,
         BaseRef::Oci { dir, .. } => Some(dir),
         BaseRef::OciArchive { file, .. } | BaseRef::Rootfs { file } => Some(file),
     }
@@ -220,7 +313,9 @@ pub fn rfc3339(secs: i64) -> String {
 pub fn default_output(name: &str, format: Format) -> PathBuf {
     match format {
         Format::Oci => PathBuf::from("out").join(name),
-        Format::OciArchive | Format::Rootfs => PathBuf::from("out").join(format!("{name}.tar")),
+        Format::OciArchive | Format::Rootfs | Format::DockerArchive => {
+            PathBuf::from("out").join(format!("{name}.tar"))
+        }
     }
 }
 
@@ -355,11 +450,30 @@ pub fn check_with(
     packages: Option<&PackageOptions>,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
+    check_registry(
+        recipe_path,
+        var_args,
+        base_arg,
+        packages,
+        &RegistryOptions::default(),
+        progress,
+    )
+}
+
+/// [`check_with`], pulling a registry base as `registry` says.
+pub fn check_registry(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    packages: Option<&PackageOptions>,
+    registry: &RegistryOptions,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
     if let Some(o) = packages {
         crate::deb::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
     }
-    let p = prepare(recipe_path, var_args, base_arg, progress)?;
+    let p = prepare_with(recipe_path, var_args, base_arg, registry, progress)?;
     progress.findings(&p.findings);
     let inputs =
         RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
@@ -395,11 +509,16 @@ pub fn check_with(
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    let c = check_with(
+    let mut registry = opts.registry.clone();
+    if registry.cache_dir.is_none() {
+        registry.cache_dir = opts.packages.cache_dir.clone();
+    }
+    let c = check_registry(
         &opts.recipe,
         &opts.vars,
         opts.base.as_deref(),
         Some(&opts.packages),
+        &registry,
         progress,
     )?;
     let errors = c.lint_errors();
@@ -420,11 +539,75 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         compression: opts.compression,
     };
     let built = output::write(&p.base, &c.plans, &meta, &out)?;
+    let packages = layer_packages(&p.recipe, &p.base, &c.plans);
     Ok(Outcome {
         built,
         name: meta.name,
         tag: meta.tag,
         findings: c.prepared.findings,
+        recipe_digest: digest,
+        packages,
+    })
+}
+
+/// The build's metadata document (`--metadata-file`, `build --json`): the
+/// recipe and its digest, the image's digests and tags, every layer (digest,
+/// size, media type, recipe layer, packages it installed), the build time
+/// (`build_time`: seconds since 1970, from `SOURCE_DATE_EPOCH` when set),
+/// and where it was pushed, if it was.
+pub fn metadata(
+    recipe: &Path,
+    outcome: &Outcome,
+    format: Format,
+    build_time: i64,
+    pushed: Option<&crate::registry::PushReport>,
+) -> serde_json::Value {
+    let b = &outcome.built;
+    let layers: Vec<serde_json::Value> = b
+        .layers
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::json!({
+                "name": l.name,
+                "digest": l.digest,
+                "diff_id": l.diff_id,
+                "size": l.size,
+                "media_type": l.media_type,
+                "from_base": l.from_base,
+            });
+            if let Some(p) = outcome.packages.get(&l.name).filter(|_| !l.from_base) {
+                v["packages"] = serde_json::to_value(p).unwrap_or_default();
+            }
+            v
+        })
+        .collect();
+    let mut tags = vec![format!("{}:{}", outcome.name, outcome.tag)];
+    if let Some(p) = pushed {
+        tags.push(p.reference.clone());
+    }
+    let format_name = match format {
+        Format::Oci => "oci",
+        Format::OciArchive => "oci-archive",
+        Format::Rootfs => "rootfs",
+        Format::DockerArchive => "docker-archive",
+    };
+    serde_json::json!({
+        "name": outcome.name,
+        "tag": outcome.tag,
+        "tags": tags,
+        "recipe": {
+            "path": recipe.display().to_string(),
+            "digest": outcome.recipe_digest,
+        },
+        "format": format_name,
+        "path": b.path.display().to_string(),
+        "image_digest": b.manifest_digest,
+        "manifest_digest": b.manifest_digest,
+        "config_digest": b.config_digest,
+        "file_digest": b.file_digest,
+        "layers": layers,
+        "build_time": rfc3339(build_time),
+        "pushed": pushed.map(|p| serde_json::json!({"reference": p.reference, "digest": p.digest})),
     })
 }
 
@@ -483,6 +666,23 @@ mod tests {
             r.layers[0].spec.file[0].content.as_deref(),
             Some("noble-updates ubuntu arm64")
         );
+    }
+
+    #[test]
+    fn dpkg_status_packages() {
+        let status = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nVersion: 3\nStatus: install ok installed\n";
+        let got: Vec<(String, String)> = dpkg_installed(status)
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "1.0".to_string()),
+                ("c".into(), "3".into())
+            ]
+        );
+        assert!(dpkg_installed("").is_empty());
     }
 
     #[test]
