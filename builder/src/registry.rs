@@ -237,9 +237,12 @@ fn retryable(e: &OciDistributionError) -> bool {
 }
 
 /// Full text of an error and its causes.
-fn chain(e: &dyn std::error::Error) -> String {
+fn chain(e: &OciDistributionError) -> String {
+    if let OciDistributionError::GenericError(Some(m)) = e {
+        return m.clone();
+    }
     let mut s = e.to_string();
-    let mut src = e.source();
+    let mut src = std::error::Error::source(e);
     while let Some(c) = src {
         let t = c.to_string();
         if !s.contains(&t) {
@@ -476,19 +479,24 @@ impl Session {
                 }
                 let mut h = Sha256::new();
                 let mut n: u64 = 0;
+                let mut mismatch = None;
                 let mut w = std::io::BufWriter::with_capacity(1 << 17, tmp.as_file());
                 while let Some(chunk) = stream.stream.next().await {
-                    let chunk = chunk.map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::InvalidData
-                            || e.to_string().to_ascii_lowercase().contains("digest")
-                        {
-                            OciDistributionError::GenericError(Some(format!(
-                                "the registry sent a blob that does not match {d2}: {e}"
-                            )))
-                        } else {
-                            OciDistributionError::IoError(e)
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        Err(e) if e.to_string().to_ascii_lowercase().contains("digest") => {
+                            // The library's own check; ours below says it plainly.
+                            let got = e
+                                .to_string()
+                                .rsplit("got ")
+                                .next()
+                                .unwrap_or("a different digest")
+                                .to_string();
+                            mismatch = Some(got);
+                            break;
                         }
-                    })?;
+                        Err(e) => return Err(OciDistributionError::IoError(e)),
+                    };
                     n += chunk.len() as u64;
                     if n > size {
                         return Err(OciDistributionError::GenericError(Some(format!(
@@ -501,7 +509,9 @@ impl Session {
                 }
                 w.flush()?;
                 drop(w);
-                Ok((tmp, format!("sha256:{}", hex::encode(h.finalize())), n))
+                let found =
+                    mismatch.unwrap_or_else(|| format!("sha256:{}", hex::encode(h.finalize())));
+                Ok((tmp, found, n))
             })
         });
         pb.finish_and_clear();
