@@ -858,7 +858,7 @@ impl TestRegistry {
             return false;
         }
         let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+        s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && &buf[8..] == b" 200"
     }
 
     /// Kill the registry (SIGKILL) and wait for it.
