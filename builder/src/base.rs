@@ -208,7 +208,17 @@ impl Base {
                         ),
                     )
                 })?;
-                let (config, layers, index) = open_image(&oci, &what, None, architecture)?;
+                let (config, layers, index) = open_image(&oci, &what, None, architecture)
+                    .map_err(|e| match e {
+                        Error::Image { what, message } => Error::image(
+                            what,
+                            format!(
+                                "{message} (cached in {}; remove the cache's registry folder to pull again)",
+                                dir.display()
+                            ),
+                        ),
+                        e => e,
+                    })?;
                 Ok(Base {
                     what,
                     index,

@@ -241,10 +241,10 @@ fn chain(e: &OciDistributionError) -> String {
     if let OciDistributionError::GenericError(Some(m)) = e {
         return m.clone();
     }
-    let mut s = e.to_string();
+    let mut s = without_query(&e.to_string());
     let mut src = std::error::Error::source(e);
     while let Some(c) = src {
-        let t = c.to_string();
+        let t = without_query(&c.to_string());
         if !s.contains(&t) {
             s.push_str(": ");
             s.push_str(&t);
@@ -252,6 +252,23 @@ fn chain(e: &OciDistributionError) -> String {
         src = c.source();
     }
     s
+}
+
+/// A message without the query strings of the URLs it quotes (upload
+/// session state: long, and of no use to a reader).
+fn without_query(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut rest = m;
+    while let Some(i) = rest.find('?') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest
+            .find(|c: char| c == ')' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Progress of transfers: bars on a terminal, plain lines otherwise.
@@ -1275,6 +1292,16 @@ mod tests {
         assert_eq!(pick_platform(idx.as_bytes(), "arm64", "x").unwrap().size, 5);
         let e = pick_platform(idx.as_bytes(), "amd64", "x").unwrap_err();
         assert!(e.to_string().contains("linux/arm64"), "{e}");
+    }
+
+    #[test]
+    fn messages_drop_upload_state() {
+        assert_eq!(
+            without_query("error sending request for url (http://h/v2/x/blobs/uploads/u?_state=abc&digest=d): reset"),
+            "error sending request for url (http://h/v2/x/blobs/uploads/u): reset"
+        );
+        assert_eq!(without_query("why? no"), "why no");
+        assert_eq!(without_query("plain"), "plain");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! nodeimg on it and pushes to a registry on 127.0.0.1; skopeo reads the
 //! pushed image back with the digest nodeimg reported.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::process::Command;
 

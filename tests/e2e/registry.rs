@@ -6,6 +6,8 @@
 //! is refused. The docker-archive output is read by skopeo and unpacked by
 //! umoci.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -323,7 +325,7 @@ fn a_push_survives_a_registry_restart() {
 
     let dest = reg.docker_ref("nodes/big:v1");
     let t = Instant::now();
-    let mut child = nodeimg(d)
+    let child = nodeimg(d)
         .args(["push", "big:v1", &dest, "--insecure-registry", &reg.addr])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -337,7 +339,10 @@ fn a_push_survives_a_registry_restart() {
     }
     let mid = has_upload_in_progress(&reg.storage);
     reg.kill();
-    assert!(mid, "the registry was killed while the big layer was uploading");
+    assert!(
+        mid,
+        "the registry was killed while the big layer was uploading"
+    );
     std::thread::sleep(Duration::from_millis(800));
     reg.restart();
     let out = child.wait_with_output().unwrap();
