@@ -333,9 +333,27 @@ fn human(n: u64) -> String {
 pub struct Session {
     rt: tokio::runtime::Runtime,
     client: Client,
-    chunked: Client,
+    /// A second client for chunked uploads of large blobs, made when needed.
+    chunked: std::sync::OnceLock<Client>,
+    insecure: Vec<String>,
+    auth: std::sync::Mutex<Vec<(String, RegistryAuth)>>,
     progress: Transfers,
     backoff: Duration,
+}
+
+fn client_config(insecure: &[String], monolithic: bool) -> ClientConfig {
+    ClientConfig {
+        protocol: if insecure.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(insecure.to_vec())
+        },
+        use_monolithic_push: monolithic,
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(300)),
+        ..ClientConfig::default()
+    }
 }
 
 impl Session {
@@ -348,22 +366,12 @@ impl Session {
             .enable_all()
             .build()
             .ctx(|| "starting the network runtime".to_string())?;
-        let config = |monolithic: bool| ClientConfig {
-            protocol: if opts.insecure.is_empty() {
-                ClientProtocol::Https
-            } else {
-                ClientProtocol::HttpsExcept(opts.insecure.clone())
-            },
-            use_monolithic_push: monolithic,
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            ..ClientConfig::default()
-        };
         Ok(Session {
             rt,
-            client: Client::new(config(true)),
-            chunked: Client::new(config(false)),
+            client: Client::new(client_config(&opts.insecure, true)),
+            chunked: std::sync::OnceLock::new(),
+            insecure: opts.insecure.clone(),
+            auth: std::sync::Mutex::new(Vec::new()),
             progress: Transfers::new(opts.quiet),
             backoff: Duration::from_millis(500),
         })
@@ -371,15 +379,27 @@ impl Session {
 
     fn login(&self, r: &Reference) -> Result<()> {
         let auth = auth_for(r.resolve_registry())?;
-        self.rt.block_on(async {
+        self.rt.block_on(
             self.client
-                .store_auth_if_needed(r.resolve_registry(), &auth)
-                .await;
-            self.chunked
-                .store_auth_if_needed(r.resolve_registry(), &auth)
-                .await;
-        });
+                .store_auth_if_needed(r.resolve_registry(), &auth),
+        );
+        if let Ok(mut v) = self.auth.lock() {
+            v.push((r.resolve_registry().to_string(), auth));
+        }
         Ok(())
+    }
+
+    /// The chunked-upload client, logged in like the main one.
+    fn chunked(&self) -> &Client {
+        self.chunked.get_or_init(|| {
+            let c = Client::new(client_config(&self.insecure, false));
+            if let Ok(v) = self.auth.lock() {
+                for (registry, auth) in v.iter() {
+                    self.rt.block_on(c.store_auth_if_needed(registry, auth));
+                }
+            }
+            c
+        })
     }
 
     /// Run `op` until it succeeds, fails for good, or the attempts are
@@ -1135,7 +1155,7 @@ fn push_blob(
             .line(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
     }
     let client = if b.size >= CHUNKED_FROM {
-        &s.chunked
+        s.chunked()
     } else {
         &s.client
     };
