@@ -1295,6 +1295,102 @@ mod tests {
     }
 
     #[test]
+    fn docker_archive_is_what_docker_load_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let base = Base::scratch();
+        let a = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("a.tar"), Format::DockerArchive),
+        )
+        .unwrap();
+        let b = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("b.tar"), Format::DockerArchive),
+        )
+        .unwrap();
+        let bytes = read(&t.path().join("a.tar"));
+        assert_eq!(bytes, read(&t.path().join("b.tar")), "reproducible");
+        assert_eq!(
+            a.file_digest.as_deref(),
+            Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))).as_str())
+        );
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        // The same image as the OCI layout output.
+        let oci = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("oci"), Format::Oci),
+        )
+        .unwrap();
+        assert_eq!(a.manifest_digest, oci.manifest_digest);
+
+        let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+        let (l0, l1) = (hex(&a.layers[0].diff_id), hex(&a.layers[1].diff_id));
+        let config = format!("{}.json", hex(a.config_digest.as_ref().unwrap()));
+        let names: Vec<(String, u32, u64, u64)> = tar_names(&bytes);
+        let just: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(
+            just,
+            [
+                format!("{l0}/").as_str(),
+                &format!("{l0}/layer.tar"),
+                &format!("{l1}/"),
+                &format!("{l1}/layer.tar"),
+                &config,
+                "manifest.json",
+                "repositories",
+            ]
+        );
+        assert!(names.iter().all(|n| n.2 == 0 && n.3 == 100), "{names:?}");
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut files = BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(name, data);
+        }
+        // Each layer.tar is the uncompressed layer: its sha256 is the diff_id.
+        for l in &a.layers {
+            let data = &files[&format!("{}/layer.tar", hex(&l.diff_id))];
+            assert_eq!(
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))),
+                l.diff_id
+            );
+        }
+        assert_eq!(
+            String::from_utf8(files["manifest.json"].clone()).unwrap(),
+            format!(
+                "[{{\"Config\":\"{config}\",\"RepoTags\":[\"node:v1\"],\"Layers\":[\"{l0}/layer.tar\",\"{l1}/layer.tar\"]}}]"
+            )
+        );
+        assert_eq!(
+            String::from_utf8(files["repositories"].clone()).unwrap(),
+            format!("{{\"node\":{{\"v1\":\"{l1}\"}}}}")
+        );
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(&files[&config]))
+            ),
+            a.config_digest.clone().unwrap()
+        );
+        // No temporaries left beside the outputs.
+        let mut left: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.tar", "b.tar", "oci"]);
+    }
+
+    #[test]
     fn same_inputs_same_digest_and_created_changes_it() {
         let t1 = tempfile::tempdir().unwrap();
         let t2 = tempfile::tempdir().unwrap();

@@ -1315,6 +1315,27 @@ mod tests {
     }
 
     #[test]
+    fn absurd_blobs_are_refused_before_any_request() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Session::new(&RegistryOptions {
+            insecure: vec!["127.0.0.1:1".into()],
+            cache_dir: None,
+            quiet: true,
+        })
+        .unwrap();
+        let r = parse_reference("127.0.0.1:1/x:y").unwrap();
+        let d = format!("sha256:{}", "c".repeat(64));
+        let dest = t.path().join("blob");
+        let e = s.download(&r, "x", &d, BLOB_MAX + 1, &dest).unwrap_err();
+        assert!(e.to_string().contains("refusing"), "{e}");
+        let e = s
+            .download(&r, "x", "sha256:../../etc", 1, &dest)
+            .unwrap_err();
+        assert!(e.to_string().contains("64 lowercase hex"), "{e}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
     fn messages_drop_upload_state() {
         assert_eq!(
             without_query("error sending request for url (http://h/v2/x/blobs/uploads/u?_state=abc&digest=d): reset"),
