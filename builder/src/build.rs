@@ -686,6 +686,66 @@ mod tests {
     }
 
     #[test]
+    fn packages_a_layer_installed_come_from_the_dpkg_status() {
+        use nodeimg_layers::tree::Origin;
+        use nodeimg_layers::{FileTree, ImagePath, Node};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("recipe.toml"),
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"first\"\npackages = [\"a\"]\n[[layer]]\nname = \"files\"\nfile = [{ path = \"/x\", content = \"\" }]\n[[layer]]\nname = \"second\"\npackages = [\"b=2\"]\n",
+        )
+        .unwrap();
+        let r = Loaded::load(&d.path().join("recipe.toml"))
+            .unwrap()
+            .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        let st = |text: &str| {
+            let mut t = FileTree::new();
+            t.insert(
+                ImagePath::new("/var/lib/dpkg/status").unwrap(),
+                Node::file(text, Origin::new("packages", "packages")),
+            )
+            .unwrap();
+            t
+        };
+        let a = "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n";
+        let b = "Package: b\nStatus: install ok installed\nVersion: 2\nArchitecture: all\n";
+        let plans = vec![
+            plan::LayerPlan {
+                name: "first".into(),
+                tree: st(a),
+            },
+            plan::LayerPlan {
+                name: "files".into(),
+                tree: FileTree::new(),
+            },
+            plan::LayerPlan {
+                name: "second".into(),
+                tree: st(&format!("{a}\n{b}")),
+            },
+        ];
+        let got = layer_packages(&r, &Base::scratch(), &plans);
+        let names: Vec<(&str, Vec<(&str, &str, &str)>)> = got
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    v.iter()
+                        .map(|p| (p.name.as_str(), p.version.as_str(), p.architecture.as_str()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("first", vec![("a", "1", "amd64")]),
+                ("second", vec![("b", "2", "all")]),
+            ]
+        );
+    }
+
+    #[test]
     fn default_outputs() {
         assert_eq!(default_output("n", Format::Oci), Path::new("out/n"));
         assert_eq!(
