@@ -725,7 +725,8 @@ mod tests {
             },
         ];
         let got = layer_packages(&r, &Base::scratch(), &plans);
-        let names: Vec<(&str, Vec<(&str, &str, &str)>)> = got
+        type Row<'a> = (&'a str, Vec<(&'a str, &'a str, &'a str)>);
+        let names: Vec<Row> = got
             .iter()
             .map(|(k, v)| {
                 (
