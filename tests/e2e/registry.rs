@@ -269,6 +269,40 @@ fn several_images_are_pushed_as_one_index() {
         .collect();
     assert_eq!(digests, [amd.as_str(), other.as_str()]);
     assert_eq!(sha256_reader(raw.stdout.as_bytes()), top);
+
+    // As a base: the linux/amd64 entry of the index is the one used.
+    let on_layout = build_ok(d, &w.recipe, &d.join("on-layout"), "oci", "oci:amd:v1");
+    let r = run(nodeimg(d)
+        .arg("build")
+        .arg(&w.recipe)
+        .args(["-o", "on-index", "--cache-dir", "cache", "--base", &dest])
+        .args(["--insecure-registry", &reg.addr]))
+    .ok();
+    assert_eq!(single_digest_line(&r), on_layout);
+    // An architecture the index does not have: the platforms it has.
+    fs::write(
+        d.join("s390x.toml"),
+        NODE_RECIPE.replace("tag = \"v1\"", "tag = \"v1\"\narchitecture = \"s390x\""),
+    )
+    .unwrap();
+    let r = run(nodeimg(d)
+        .args([
+            "build",
+            "s390x.toml",
+            "-o",
+            "s390x",
+            "--cache-dir",
+            "cache",
+            "--base",
+            &dest,
+        ])
+        .args(["--insecure-registry", &reg.addr]));
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains("no linux/s390x image") && r.stderr.contains("linux/arm64"),
+        "{r}"
+    );
+    assert!(!d.join("s390x").exists());
 }
 
 /// `size` bytes that do not compress (xorshift).
