@@ -573,6 +573,21 @@ impl Session {
     }
 }
 
+/// The sha256 digest of a file, streaming.
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 17];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
@@ -739,7 +754,16 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<PathB
     for b in std::iter::once(&info.config).chain(info.layers.iter()) {
         let dest = store.join(hex_of(&b.digest));
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == b.size) {
-            continue;
+            // Verified again before use; a damaged copy is fetched anew.
+            if file_digest(&dest).is_ok_and(|d| d == b.digest) {
+                continue;
+            }
+            s.progress.line(&format!(
+                "cached blob {} is damaged; fetching it again",
+                short(&b.digest)
+            ));
+            let _ = std::fs::remove_file(&dest);
+            let _ = std::fs::remove_dir_all(root.join("images").join(hex_of(&digest)));
         }
         s.download(&r, &what, &b.digest, b.size, &dest)?;
         fetched += b.size;

@@ -305,6 +305,69 @@ fn several_images_are_pushed_as_one_index() {
     assert!(!d.join("s390x").exists());
 }
 
+/// A proxy on 127.0.0.1 in front of `upstream`: the first `fail`
+/// connections get `503 Service Unavailable`, the others are piped through.
+fn flaky_proxy(upstream: &str, fail: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        for (n, conn) in l.incoming().enumerate() {
+            let Ok(mut c) = conn else { continue };
+            if n < fail {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).is_ok_and(|k| k == 1) {
+                    head.push(b[0]);
+                }
+                let _ = c.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = c.shutdown(Shutdown::Both);
+                continue;
+            }
+            let Ok(u) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c2, mut u2) = (c.try_clone().unwrap(), u.try_clone().unwrap());
+            let mut u = u;
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut u2);
+                let _ = u2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u, &mut c);
+                let _ = c.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let Some(w) = work("registry-503") else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
+    let d = &w.dir;
+    let digest = build_ok(d, &w.recipe, &d.join("node"), "oci", "oci:base:v1");
+    let proxy = flaky_proxy(&reg.addr, 2);
+    let r = run(nodeimg(d)
+        .args(["push", "node:v1"])
+        .arg(format!("docker://{proxy}/nodes/flaky:v1"))
+        .args(["--insecure-registry", &proxy]))
+    .ok();
+    assert_eq!(single_digest_line(&r), digest);
+    assert!(r.stderr.contains("503"), "{r}");
+    assert!(r.stderr.contains("attempt 1 of 6"), "{r}");
+    assert_eq!(skopeo_digest(&reg.docker_ref("nodes/flaky:v1")), digest);
+}
+
 /// `size` bytes that do not compress (xorshift).
 fn noise(path: &Path, size: usize) {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
