@@ -141,6 +141,20 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
         blob_gets, 2,
         "blobs are fetched once (config and layer), then read from the cache"
     );
+    // A damaged cached blob is noticed and fetched again.
+    let mut bytes = fs::read(&cached).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&cached, &bytes).unwrap();
+    let r = run(nodeimg(d)
+        .arg("build")
+        .arg(&w.recipe)
+        .args(["-o", "node-healed", "--cache-dir", "cache", "--base"])
+        .arg(&by_digest)
+        .args(["--insecure-registry", &reg.addr]))
+    .ok();
+    assert_eq!(single_digest_line(&r), from_layout);
+    assert!(r.stderr.contains("damaged; fetching it again"), "{r}");
+    assert_eq!(sha256_file(&cached), layer);
 
     // Push: skopeo reads back the same digest.
     let dest = reg.docker_ref("nodes/node:v1");
