@@ -223,7 +223,7 @@ pub fn prepare_with(
                     "image.base",
                     m,
                     Some(
-                        "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder"
+                        "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder | docker://HOST[:PORT]/REPO:TAG"
                             .to_string(),
                     ),
                 )

@@ -53,6 +53,9 @@ Examples:
   nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
   SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
+  nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
+      --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
+  nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
 
 Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
     Build(BuildArgs),

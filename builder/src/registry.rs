@@ -167,7 +167,8 @@ fn auth_files() -> Vec<PathBuf> {
 
 /// The entry for `registry` in an auth file (docker and podman format:
 /// `{"auths": {"HOST": {"auth": base64("user:password")}}}`; a key may
-/// carry a scheme and path, as `https://index.docker.io/v1/` does).
+/// carry a scheme and path, as the default registry's key does; the
+/// default registry's names, as the reference parser knows them, are one).
 pub fn auth_in(text: &str, registry: &str) -> std::result::Result<Option<RegistryAuth>, String> {
     use base64::Engine as _;
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
@@ -180,8 +181,8 @@ pub fn auth_in(text: &str, registry: &str) -> std::result::Result<Option<Registr
             .or_else(|| k.strip_prefix("http://"))
             .unwrap_or(k);
         let k = k.split('/').next().unwrap_or_default();
-        match k {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        match default_registry() {
+            Some((name, resolved)) if k == resolved => name,
             _ => k.to_string(),
         }
     };
@@ -212,6 +213,13 @@ pub fn auth_in(text: &str, registry: &str) -> std::result::Result<Option<Registr
         )));
     }
     Ok(None)
+}
+
+/// The default registry's name and the host it resolves to, as the
+/// reference parser knows them (a reference without a host).
+fn default_registry() -> Option<(String, String)> {
+    let r: Reference = "library/x".parse().ok()?;
+    Some((r.registry().to_string(), r.resolve_registry().to_string()))
 }
 
 /// Is this error worth another attempt (a server error or a dropped
@@ -1291,14 +1299,18 @@ mod tests {
     #[test]
     fn auth_files_are_read() {
         // "user:secret"
-        let text = r#"{"auths": {"https://index.docker.io/v1/": {"auth": "ZDpw"}, "127.0.0.1:5000": {"auth": "dXNlcjpzZWNyZXQ="}}}"#;
+        let (hub, hub_host) = default_registry().unwrap();
+        let text = format!(
+            r#"{{"auths": {{"https://{hub_host}/v1/": {{"auth": "ZDpw"}}, "127.0.0.1:5000": {{"auth": "dXNlcjpzZWNyZXQ="}}}}}}"#
+        );
+        let text = text.as_str();
         match auth_in(text, "127.0.0.1:5000").unwrap() {
             Some(RegistryAuth::Basic(u, p)) => {
                 assert_eq!((u.as_str(), p.as_str()), ("user", "secret"))
             }
             other => panic!("{other:?}"),
         }
-        match auth_in(text, "docker.io").unwrap() {
+        match auth_in(text, &hub).unwrap() {
             Some(RegistryAuth::Basic(u, p)) => assert_eq!((u.as_str(), p.as_str()), ("d", "p")),
             other => panic!("{other:?}"),
         }
