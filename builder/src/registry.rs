@@ -65,6 +65,15 @@ pub fn parse_reference(s: &str) -> std::result::Result<Reference, String> {
     if rest.is_empty() {
         return Err(format!("{s:?} names no image"));
     }
+    // The registry host is always written: no implicit default registry.
+    let first = rest.split('/').next().unwrap_or_default();
+    let is_host =
+        rest.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !is_host {
+        return Err(format!(
+            "{s:?} names no registry host; write HOST[:PORT]/REPO:TAG (e.g. 127.0.0.1:5000/{rest})"
+        ));
+    }
     let r: Reference = rest.parse().map_err(|e| {
         format!("{s:?} is not an image reference ({e}); write HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@sha256:HEX")
     })?;
@@ -227,6 +236,8 @@ fn default_registry() -> Option<(String, String)> {
 fn retryable(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+        // A name that does not resolve will not resolve in a second.
+        OciDistributionError::RequestError(_) if chain(e).contains("dns error") => false,
         OciDistributionError::RequestError(r) => {
             r.is_connect()
                 || r.is_timeout()
@@ -1261,6 +1272,15 @@ mod tests {
         let r = parse_reference(&format!("localhost:5000/x@{d}")).unwrap();
         assert_eq!(r.digest(), Some(d.as_str()));
         assert!(parse_reference("docker://").is_err());
+        for no_host in [
+            "docker://nodes/base:1",
+            "debian:12",
+            "docker://library/debian",
+        ] {
+            let e = parse_reference(no_host).unwrap_err();
+            assert!(e.contains("names no registry host"), "{e}");
+        }
+        assert!(parse_reference("localhost/x:y").is_ok());
         assert!(parse_reference("docker://Bad Name/x").is_err());
         let e =
             parse_reference(&format!("localhost:5000/x@sha256:{}", "A".repeat(64))).unwrap_err();
