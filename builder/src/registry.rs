@@ -1197,10 +1197,11 @@ fn push_blob(
         s.progress
             .line(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
     }
-    let client = if b.size >= CHUNKED_FROM {
-        s.chunked()
+    // Chunked uploads send one request per stream item: larger items.
+    let (client, item) = if b.size >= CHUNKED_FROM {
+        (s.chunked(), 16 << 20)
     } else {
-        &s.client
+        (&s.client, 1 << 20)
     };
     s.retry(&format!("uploading blob {}", b.digest), |s| {
         pb.set_position(0);
@@ -1211,7 +1212,7 @@ fn push_blob(
                 crate::base::oci_msg(&e)
             )))
         })?;
-        let stream = blob_stream(reader, b.size, pb.clone());
+        let stream = blob_stream(reader, b.size, item, pb.clone());
         s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
     })
     .map_err(|m| Error::image(r.whole(), m))?;
@@ -1221,11 +1222,12 @@ fn push_blob(
     Ok(())
 }
 
-/// The blob as a stream of 1 MiB chunks; refuses to send more or fewer
-/// bytes than the descriptor says.
+/// The blob as a stream of `item`-byte chunks; refuses to send more or
+/// fewer bytes than the descriptor says.
 fn blob_stream(
     reader: BlobReader,
     size: u64,
+    item: usize,
     pb: indicatif::ProgressBar,
 ) -> impl futures_util::Stream<Item = std::result::Result<Bytes, OciDistributionError>> + Send + 'static
 {
@@ -1235,11 +1237,18 @@ fn blob_stream(
             if done {
                 return None;
             }
-            let mut buf = vec![0u8; 1 << 20];
-            let n = match r.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) => return Some((Err(OciDistributionError::IoError(e)), (r, sent, true))),
-            };
+            let mut buf = vec![0u8; item];
+            let mut n = 0;
+            while n < item {
+                match r.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Some((Err(OciDistributionError::IoError(e)), (r, sent, true)))
+                    }
+                }
+            }
             if n == 0 {
                 if sent != size {
                     let e = OciDistributionError::GenericError(Some(format!(
@@ -1251,6 +1260,12 @@ fn blob_stream(
             }
             buf.truncate(n);
             let sent = sent + n as u64;
+            if sent > size {
+                let e = OciDistributionError::GenericError(Some(format!(
+                    "the local blob has more than the {size} bytes its descriptor says"
+                )));
+                return Some((Err(e), (r, sent, true)));
+            }
             pb.set_position(sent);
             Some((Ok(Bytes::from(buf)), (r, sent, false)))
         }
@@ -1389,6 +1404,41 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("64 lowercase hex"), "{e}");
         assert!(!dest.exists());
+    }
+
+    fn collect(reader: BlobReader, size: u64, item: usize) -> Vec<Result<usize, String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            blob_stream(reader, size, item, indicatif::ProgressBar::hidden())
+                .map(|r| r.map(|b| b.len()).map_err(|e| chain(&e)))
+                .collect::<Vec<_>>()
+                .await
+        })
+    }
+
+    #[test]
+    fn blob_streams_send_exactly_the_descriptor_size() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("b");
+        std::fs::write(&p, vec![7u8; 10]).unwrap();
+        let open = || BlobReader::Dir(File::open(&p).unwrap());
+        assert_eq!(collect(open(), 10, 4), [Ok(4), Ok(4), Ok(2)]);
+        assert_eq!(collect(open(), 10, 16), [Ok(10)]);
+        let short = collect(open(), 12, 16);
+        assert_eq!(short[0], Ok(10));
+        assert!(short[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("descriptor says 12"));
+        let long = collect(open(), 8, 4);
+        assert_eq!(long[..2], [Ok(4), Ok(4)]);
+        assert!(long[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("more than the 8 bytes"));
+        assert_eq!(long.len(), 3);
     }
 
     #[test]
