@@ -113,6 +113,8 @@ pub struct Outcome {
     pub findings: Vec<Finding>,
     /// The digest of the recipe and its inputs.
     pub recipe_digest: String,
+    /// The base, as the recipe or `--base` named it.
+    pub base: String,
     /// The Debian packages each recipe layer installed (name, version,
     /// architecture), by recipe layer name; layers without packages are absent.
     pub packages: BTreeMap<String, Vec<InstalledPackage>>,
@@ -540,12 +542,14 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     };
     let built = output::write(&p.base, &c.plans, &meta, &out)?;
     let packages = layer_packages(&p.recipe, &p.base, &c.plans);
+    let base = p.base.what().to_string();
     Ok(Outcome {
         built,
         name: meta.name,
         tag: meta.tag,
         findings: c.prepared.findings,
         recipe_digest: digest,
+        base,
         packages,
     })
 }

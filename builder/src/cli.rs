@@ -319,8 +319,10 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&parent)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    use std::os::unix::fs::PermissionsExt;
     let mut f = tempfile::Builder::new()
         .prefix(".metadata.tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(&parent)
         .map_err(|e| anyhow::anyhow!("creating a file in {}: {e}", parent.display()))?;
     f.write_all(bytes)
@@ -418,7 +420,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let pushed = match &a.push {
         Some(dest) => {
             let tag = (opts.format == Format::Oci).then(|| outcome.tag.clone());
-            let mount = mount_source(opts.base.as_deref(), dest);
+            let mount = mount_source(Some(&outcome.base), dest);
             let report = crate::registry::push(
                 &outcome.built.path,
                 tag.as_deref(),

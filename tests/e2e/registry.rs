@@ -223,6 +223,33 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["node.json"]);
+
+    // The base named by the recipe itself, and its blobs mounted too.
+    fs::write(
+        d.join("in-recipe.toml"),
+        NODE_RECIPE.replace(
+            "tag = \"v1\"",
+            &format!(
+                "tag = \"v1\"\nbase = \"{}\"",
+                reg.docker_ref("fixture/base:v1")
+            ),
+        ),
+    )
+    .unwrap();
+    let dest3 = reg.docker_ref("nodes/in-recipe:v1");
+    let r = run(nodeimg(d)
+        .args([
+            "build",
+            "in-recipe.toml",
+            "-o",
+            "in-recipe",
+            "--cache-dir",
+            "cache",
+        ])
+        .args(["--insecure-registry", &reg.addr, "--push", &dest3]))
+    .ok();
+    assert!(r.stderr.contains("1 mounted"), "{r}");
+    assert_eq!(skopeo_digest(&dest3), single_digest_line(&r));
 }
 
 #[test]
