@@ -68,6 +68,7 @@ Examples:
 check works offline: layers' packages are not downloaded or installed, and
 in a layer with packages the systemd enable/disable/mask lists (which may
 name units the packages ship) are checked by build only.
+A docker:// base is pulled (into the default cache) like build pulls it.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
     Check(CheckArgs),
