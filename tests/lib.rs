@@ -782,3 +782,157 @@ pub fn verify_layout_blobs(layout: &Path, tag: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A CNCF distribution registry (Debian's `docker-registry`) on
+/// 127.0.0.1, with its storage and configuration in a temp dir. Started on a
+/// free port, killed when dropped (also when a test panics).
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The registry's storage root.
+    pub storage: PathBuf,
+    /// The registry's log (stdout and stderr, appended across restarts).
+    pub log: PathBuf,
+    config: PathBuf,
+    child: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Start one, or `None` (skip) when `docker-registry` is missing.
+    pub fn start() -> Option<TestRegistry> {
+        if !require("docker-registry", "docker-registry") {
+            return None;
+        }
+        let dir = temp_dir("registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {addr}\n",
+                storage.display()
+            ),
+        )
+        .expect("write the registry config");
+        let mut r = TestRegistry {
+            addr,
+            storage,
+            log: dir.path().join("registry.log"),
+            config,
+            child: None,
+            _dir: dir,
+        };
+        r.restart();
+        Some(r)
+    }
+
+    /// Start the registry again (after [`TestRegistry::kill`]), same port
+    /// and storage; waits until `/v2/` answers.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the registry log");
+        let child = Command::new(find_tool("docker-registry").expect("docker-registry"))
+            .arg("serve")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if self.answers() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "the registry on {} did not answer /v2/ within 20 s; its log:\n{}",
+            self.addr,
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// Whether `GET /v2/` answers 200.
+    pub fn answers(&self) -> bool {
+        use std::io::Write;
+        let Ok(mut s) = std::net::TcpStream::connect(&self.addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && &buf[8..] == b" 200"
+    }
+
+    /// Kill the registry (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `docker://127.0.0.1:PORT/<repo_tag>`.
+    pub fn docker_ref(&self, repo_tag: &str) -> String {
+        format!("docker://{}/{repo_tag}", self.addr)
+    }
+
+    /// How many requests with `method` the access log holds so far.
+    pub fn count_requests(&self, method: &str) -> usize {
+        let needle = format!("\"{method} /v2/");
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// The data file of blob `digest` in the registry's storage.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `skopeo inspect --tls-verify=false docker://...`: the JSON it prints.
+pub fn skopeo_inspect(reference: &str) -> serde_json::Value {
+    let r = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(reference))
+    .ok();
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("skopeo inspect: {e}: {r}"))
+}
+
+/// The digest of an image in a registry as skopeo reads it (the digest
+/// of the manifest bytes the registry serves).
+pub fn skopeo_digest(reference: &str) -> String {
+    skopeo_inspect(reference)["Digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}

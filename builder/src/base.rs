@@ -44,6 +44,12 @@ pub enum BaseRef {
         /// The tarball.
         file: PathBuf,
     },
+    /// `docker://HOST[:PORT]/REPO:TAG` or `...@sha256:HEX`: an image in a
+    /// registry, pulled into the cache and used like an OCI layout.
+    Registry {
+        /// The reference as written, `docker://` included.
+        reference: String,
+    },
 }
 
 impl BaseRef {
@@ -76,6 +82,12 @@ impl BaseRef {
         if s == "scratch" {
             return Ok(BaseRef::Scratch);
         }
+        if s.starts_with(crate::registry::DOCKER_PREFIX) {
+            crate::registry::parse_reference(s).map_err(|m| format!("base {m}"))?;
+            return Ok(BaseRef::Registry {
+                reference: s.to_string(),
+            });
+        }
         if let Some(rest) = s.strip_prefix("oci:") {
             let (dir, tag) = split_tag(rest)?;
             return Ok(BaseRef::Oci { dir, tag });
@@ -94,8 +106,8 @@ impl BaseRef {
             return Ok(BaseRef::Rootfs { file });
         }
         Err(format!(
-            "unknown base {s:?}; use scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG] or \
-             rootfs:FILE (.tar, .tar.gz, .tar.zst)"
+            "unknown base {s:?}; use scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], \
+             rootfs:FILE (.tar, .tar.gz, .tar.zst) or docker://HOST/REPO:TAG"
         ))
     }
 }
@@ -113,6 +125,7 @@ impl fmt::Display for BaseRef {
                 tag.iter().try_for_each(|t| write!(f, ":{t}"))
             }
             BaseRef::Rootfs { file } => write!(f, "rootfs:{}", file.display()),
+            BaseRef::Registry { reference } => write!(f, "{reference}"),
         }
     }
 }
@@ -158,9 +171,62 @@ impl Base {
     /// As [`Base::open`]; when the chosen tag is a multi-platform image
     /// index, pick the manifest for `architecture` (OCI spelling).
     pub fn open_for(r: &BaseRef, architecture: Option<&str>) -> Result<Base> {
+        Self::open_with(
+            r,
+            architecture,
+            &crate::registry::RegistryOptions::default(),
+        )
+    }
+
+    /// As [`Base::open_for`]; a registry base is pulled (for
+    /// `architecture`, default amd64) into the cache `registry` names, and
+    /// its layers then reused by digest like those of an OCI layout.
+    pub fn open_with(
+        r: &BaseRef,
+        architecture: Option<&str>,
+        registry: &crate::registry::RegistryOptions,
+    ) -> Result<Base> {
         let what = r.to_string();
         match r {
             BaseRef::Scratch => Ok(Base::scratch()),
+            BaseRef::Registry { reference } => {
+                let arch = architecture.unwrap_or("amd64");
+                let dir = crate::registry::pull(reference, arch, registry)?;
+                let d = Dir::open_ambient_dir(&dir, ambient_authority()).map_err(|e| {
+                    Error::image(
+                        &what,
+                        format!("cannot open the cached image {}: {e}", dir.display()),
+                    )
+                })?;
+                let oci = OciDir::open(d).map_err(|e| {
+                    Error::image(
+                        &what,
+                        format!(
+                            "the cached image {} is damaged: {}; remove it and build again",
+                            dir.display(),
+                            oci_msg(&e)
+                        ),
+                    )
+                })?;
+                let (config, layers, index) = open_image(&oci, &what, None, architecture)
+                    .map_err(|e| match e {
+                        Error::Image { what, message } => Error::image(
+                            what,
+                            format!(
+                                "{message} (cached in {}; remove the cache's registry folder to pull again)",
+                                dir.display()
+                            ),
+                        ),
+                        e => e,
+                    })?;
+                Ok(Base {
+                    what,
+                    index,
+                    config: Some(config),
+                    layers,
+                    source: Source::Dir(oci),
+                })
+            }
             BaseRef::Oci { dir, tag } => {
                 let d = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| {
                     Error::image(&what, format!("cannot open the layout directory: {e}"))
@@ -647,7 +713,8 @@ mod tests {
             "oci:/recipes/img:v1"
         );
         for bad in [
-            "docker://debian",
+            "docker://",
+            "docker://Not A Ref",
             "debian:12",
             "oci:",
             "oci:img:",
@@ -664,6 +731,14 @@ mod tests {
         assert!(BaseRef::parse("ubuntu", r)
             .unwrap_err()
             .contains("oci:DIR[:TAG]"));
+        let reg = BaseRef::parse("docker://127.0.0.1:5000/base:v1", r).unwrap();
+        assert_eq!(
+            reg,
+            BaseRef::Registry {
+                reference: "docker://127.0.0.1:5000/base:v1".into()
+            }
+        );
+        assert_eq!(reg.to_string(), "docker://127.0.0.1:5000/base:v1");
     }
 
     fn layout(dir: &Path) {

@@ -18,6 +18,7 @@ use crate::packages::{self, PackageEnv};
 use crate::plan;
 use crate::progress::{human_size, Meter};
 use crate::recipe::{self, Loaded, Recipe};
+use crate::registry::RegistryOptions;
 use crate::vars;
 
 /// The annotation holding the digest of the recipe and its inputs.
@@ -42,6 +43,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<String>,
     /// Where packages are downloaded and installed from.
     pub packages: PackageOptions,
+    /// How registry bases are pulled (`docker://` bases).
+    pub registry: RegistryOptions,
 }
 
 /// How layers' `packages` are fetched.
@@ -82,6 +85,7 @@ impl BuildOptions {
             base: None,
             source_date_epoch: None,
             packages: PackageOptions::default(),
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -130,6 +134,79 @@ pub struct Outcome {
     pub tag: String,
     /// Lint findings (warnings and infos: errors stop the build).
     pub findings: Vec<Finding>,
+    /// The digest of the recipe and its inputs.
+    pub recipe_digest: String,
+    /// The base, as the recipe or `--base` named it.
+    pub base: String,
+    /// The Debian packages each recipe layer installed (name, version,
+    /// architecture), by recipe layer name; layers without packages are absent.
+    pub packages: BTreeMap<String, Vec<InstalledPackage>>,
+}
+
+/// A package a layer installed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Debian architecture.
+    pub architecture: String,
+}
+
+/// The installed packages of a dpkg status file.
+fn dpkg_installed(status: &str) -> BTreeSet<InstalledPackage> {
+    let mut out = BTreeSet::new();
+    for stanza in status.split("\n\n") {
+        let field = |k: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
+        if let (true, Some(name), Some(version)) = (installed, field("Package"), field("Version")) {
+            out.insert(InstalledPackage {
+                name,
+                version,
+                architecture: field("Architecture").unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// The packages each layer with `packages` added to the image's dpkg
+/// database (read from `/var/lib/dpkg/status` below and at that layer).
+fn layer_packages(
+    recipe: &Recipe,
+    base: &Base,
+    plans: &[plan::LayerPlan],
+) -> BTreeMap<String, Vec<InstalledPackage>> {
+    const STATUS: &str = "/var/lib/dpkg/status";
+    let mut out = BTreeMap::new();
+    for (i, l) in recipe.layers.iter().enumerate() {
+        if l.spec.packages.is_empty() || i >= plans.len() {
+            continue;
+        }
+        let read = |n: usize| {
+            let v = nodeimg_layers::Stack {
+                lower: base.index(),
+                uppers: &plans[..n],
+            };
+            nodeimg_layers::RootView::read_text(&v, STATUS)
+                .map(|t| dpkg_installed(&t))
+                .unwrap_or_default()
+        };
+        let before = read(i);
+        let after = read(i + 1);
+        out.insert(
+            l.spec.name.clone(),
+            after.difference(&before).cloned().collect(),
+        );
+    }
+    out
 }
 
 /// Read the recipe, open its base, expand variables and lint.
@@ -137,6 +214,23 @@ pub fn prepare(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<Prepared> {
+    prepare_with(
+        recipe_path,
+        var_args,
+        base_arg,
+        &RegistryOptions::default(),
+        progress,
+    )
+}
+
+/// [`prepare`], pulling a registry base as `registry` says.
+pub fn prepare_with(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    registry: &RegistryOptions,
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     let overrides = recipe::parse_overrides(var_args)?;
@@ -154,7 +248,7 @@ pub fn prepare(
                     "image.base",
                     m,
                     Some(
-                        "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder"
+                        "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder | docker://HOST[:PORT]/REPO:TAG"
                             .to_string(),
                     ),
                 )
@@ -181,7 +275,8 @@ pub fn prepare(
         BaseRef::Scratch => Base::scratch(),
         r => {
             progress.step(&format!("opening base {r}"));
-            Base::open(r)?
+            let wanted = loaded.architecture(&overrides)?;
+            Base::open_with(r, wanted.as_deref(), registry)?
         }
     };
     let arch = match loaded.architecture(&overrides)? {
@@ -213,7 +308,7 @@ pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, St
 /// The host path a base reference reads, if any.
 fn base_path(r: &BaseRef) -> Option<&Path> {
     match r {
-        BaseRef::Scratch => None,
+        BaseRef::Scratch | BaseRef::Registry { .. } => None,
         BaseRef::Oci { dir, .. } => Some(dir),
         BaseRef::OciArchive { file, .. } | BaseRef::Rootfs { file } => Some(file),
     }
@@ -243,7 +338,9 @@ pub fn rfc3339(secs: i64) -> String {
 pub fn default_output(name: &str, format: Format) -> PathBuf {
     match format {
         Format::Oci => PathBuf::from("out").join(name),
-        Format::OciArchive | Format::Rootfs => PathBuf::from("out").join(format!("{name}.tar")),
+        Format::OciArchive | Format::Rootfs | Format::DockerArchive => {
+            PathBuf::from("out").join(format!("{name}.tar"))
+        }
     }
 }
 
@@ -385,18 +482,20 @@ pub fn check_with(
         base_arg,
         packages,
         LockStep::Follow(lock_use),
+        &RegistryOptions::default(),
         progress,
     )
 }
 
 /// [`check`], comparing the recipe with its lock file as `lock_use` says
 /// (offline: the pins, layers and architecture; the apt sources are
-/// compared by `build`).
+/// compared by `build`), pulling a registry base as `registry` says.
 pub fn check_locked(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
     lock_use: LockUse,
+    registry: &RegistryOptions,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
     check_inner(
@@ -405,6 +504,28 @@ pub fn check_locked(
         base_arg,
         None,
         LockStep::Follow(lock_use),
+        registry,
+        progress,
+    )
+}
+
+/// [`check_with`], pulling a registry base as `registry` says.
+pub fn check_registry(
+    recipe_path: &Path,
+    var_args: &[String],
+    base_arg: Option<&str>,
+    packages: Option<&PackageOptions>,
+    registry: &RegistryOptions,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    let lock_use = packages.map_or(LockUse::Auto, |o| o.lock);
+    check_inner(
+        recipe_path,
+        var_args,
+        base_arg,
+        packages,
+        LockStep::Follow(lock_use),
+        registry,
         progress,
     )
 }
@@ -422,13 +543,14 @@ fn check_inner(
     base_arg: Option<&str>,
     packages: Option<&PackageOptions>,
     step: LockStep,
+    registry: &RegistryOptions,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
     if let Some(o) = packages {
         crate::deb::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
     }
-    let p = prepare(recipe_path, var_args, base_arg, progress)?;
+    let p = prepare_with(recipe_path, var_args, base_arg, registry, progress)?;
     progress.findings(&p.findings);
     // Lint errors stop a build before any package is downloaded (a pin
     // with a known vulnerability is never fetched).
@@ -580,6 +702,10 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
         opts.base.as_deref(),
         Some(&packages),
         LockStep::Record,
+        &RegistryOptions {
+            cache_dir: opts.packages.cache_dir.clone(),
+            ..RegistryOptions::default()
+        },
         progress,
     )?;
     let arch = &c.prepared.arch;
@@ -606,11 +732,16 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    let c = check_with(
+    let mut registry = opts.registry.clone();
+    if registry.cache_dir.is_none() {
+        registry.cache_dir = opts.packages.cache_dir.clone();
+    }
+    let c = check_registry(
         &opts.recipe,
         &opts.vars,
         opts.base.as_deref(),
         Some(&opts.packages),
+        &registry,
         progress,
     )?;
     let errors = c.lint_errors();
@@ -631,11 +762,77 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         compression: opts.compression,
     };
     let built = output::write(&p.base, &c.plans, &meta, &out)?;
+    let packages = layer_packages(&p.recipe, &p.base, &c.plans);
+    let base = p.base.what().to_string();
     Ok(Outcome {
         built,
         name: meta.name,
         tag: meta.tag,
         findings: c.prepared.findings,
+        recipe_digest: digest,
+        base,
+        packages,
+    })
+}
+
+/// The build's metadata document (`--metadata-file`, `build --json`): the
+/// recipe and its digest, the image's digests and tags, every layer (digest,
+/// size, media type, recipe layer, packages it installed), the build time
+/// (`build_time`: seconds since 1970, from `SOURCE_DATE_EPOCH` when set),
+/// and where it was pushed, if it was.
+pub fn metadata(
+    recipe: &Path,
+    outcome: &Outcome,
+    format: Format,
+    build_time: i64,
+    pushed: Option<&crate::registry::PushReport>,
+) -> serde_json::Value {
+    let b = &outcome.built;
+    let layers: Vec<serde_json::Value> = b
+        .layers
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::json!({
+                "name": l.name,
+                "digest": l.digest,
+                "diff_id": l.diff_id,
+                "size": l.size,
+                "media_type": l.media_type,
+                "from_base": l.from_base,
+            });
+            if let Some(p) = outcome.packages.get(&l.name).filter(|_| !l.from_base) {
+                v["packages"] = serde_json::to_value(p).unwrap_or_default();
+            }
+            v
+        })
+        .collect();
+    let mut tags = vec![format!("{}:{}", outcome.name, outcome.tag)];
+    if let Some(p) = pushed {
+        tags.push(p.reference.clone());
+    }
+    let format_name = match format {
+        Format::Oci => "oci",
+        Format::OciArchive => "oci-archive",
+        Format::Rootfs => "rootfs",
+        Format::DockerArchive => "docker-archive",
+    };
+    serde_json::json!({
+        "name": outcome.name,
+        "tag": outcome.tag,
+        "tags": tags,
+        "recipe": {
+            "path": recipe.display().to_string(),
+            "digest": outcome.recipe_digest,
+        },
+        "format": format_name,
+        "path": b.path.display().to_string(),
+        "image_digest": b.manifest_digest,
+        "manifest_digest": b.manifest_digest,
+        "config_digest": b.config_digest,
+        "file_digest": b.file_digest,
+        "layers": layers,
+        "build_time": rfc3339(build_time),
+        "pushed": pushed.map(|p| serde_json::json!({"reference": p.reference, "digest": p.digest})),
     })
 }
 
@@ -693,6 +890,84 @@ mod tests {
         assert_eq!(
             r.layers[0].spec.file[0].content.as_deref(),
             Some("noble-updates ubuntu arm64")
+        );
+    }
+
+    #[test]
+    fn dpkg_status_packages() {
+        let status = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nVersion: 3\nStatus: install ok installed\n";
+        let got: Vec<(String, String)> = dpkg_installed(status)
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "1.0".to_string()),
+                ("c".into(), "3".into())
+            ]
+        );
+        assert!(dpkg_installed("").is_empty());
+    }
+
+    #[test]
+    fn packages_a_layer_installed_come_from_the_dpkg_status() {
+        use nodeimg_layers::tree::Origin;
+        use nodeimg_layers::{FileTree, ImagePath, Node};
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("recipe.toml"),
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"first\"\npackages = [\"a\"]\n[[layer]]\nname = \"files\"\nfile = [{ path = \"/x\", content = \"\" }]\n[[layer]]\nname = \"second\"\npackages = [\"b=2\"]\n",
+        )
+        .unwrap();
+        let r = Loaded::load(&d.path().join("recipe.toml"))
+            .unwrap()
+            .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        let st = |text: &str| {
+            let mut t = FileTree::new();
+            t.insert(
+                ImagePath::new("/var/lib/dpkg/status").unwrap(),
+                Node::file(text, Origin::new("packages", "packages")),
+            )
+            .unwrap();
+            t
+        };
+        let a = "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n";
+        let b = "Package: b\nStatus: install ok installed\nVersion: 2\nArchitecture: all\n";
+        let plans = vec![
+            plan::LayerPlan {
+                name: "first".into(),
+                tree: st(a),
+            },
+            plan::LayerPlan {
+                name: "files".into(),
+                tree: FileTree::new(),
+            },
+            plan::LayerPlan {
+                name: "second".into(),
+                tree: st(&format!("{a}\n{b}")),
+            },
+        ];
+        let got = layer_packages(&r, &Base::scratch(), &plans);
+        type Row<'a> = (&'a str, Vec<(&'a str, &'a str, &'a str)>);
+        let names: Vec<Row> = got
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    v.iter()
+                        .map(|p| (p.name.as_str(), p.version.as_str(), p.architecture.as_str()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("first", vec![("a", "1", "amd64")]),
+                ("second", vec![("b", "2", "all")]),
+            ]
         );
     }
 

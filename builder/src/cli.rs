@@ -58,6 +58,9 @@ Examples:
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/d,key=m.asc
   nodeimg build recipe.toml --mirrors mirrors.toml
   nodeimg lock recipe.toml && nodeimg build recipe.toml --offline
+  nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
+      --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
+  nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
 
 Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
 the locked .debs are installed and a recipe that no longer matches the lock
@@ -101,6 +104,7 @@ check works offline: layers' packages are not downloaded or installed, and
 in a layer with packages the systemd enable/disable/mask lists (which may
 name units the packages ship) are checked by build only. When RECIPE.lock
 exists, the recipe's packages and layers must match it (--no-lock skips this).
+A docker:// base is pulled (into the default cache) like build pulls it.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
     Check(CheckArgs),
@@ -112,6 +116,19 @@ Examples:
   nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
   nodeimg inspect out/node --why /etc/docker/daemon.json")]
     Inspect(InspectArgs),
+    /// Push an image (OCI layout folder or OCI archive) to a registry;
+    /// prints the pushed manifest digest.
+    #[command(after_help = "\
+Examples:
+  nodeimg push out/node registry.example.org/nodes/containerd:1.30
+  nodeimg push out/node.tar:latest docker://127.0.0.1:5000/node:v1 --insecure-registry 127.0.0.1:5000
+
+Blobs the registry already has are not sent again. Credentials come from
+$NODEIMG_REGISTRY_TOKEN (a bearer token), else $REGISTRY_AUTH_FILE,
+$XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json.
+
+Exit codes: 0 pushed, 1 push failure, 2 usage error.")]
+    Push(PushArgs),
     /// Print the JSON Schema of the recipe format (for editor completion).
     Schema,
 }
@@ -125,6 +142,8 @@ pub enum FormatArg {
     OciArchive,
     /// Flattened root file system tar (.tar, .tar.gz, .tar.zst by extension).
     Rootfs,
+    /// What docker load and podman load read (uncompressed layers).
+    DockerArchive,
 }
 
 impl From<FormatArg> for Format {
@@ -133,6 +152,7 @@ impl From<FormatArg> for Format {
             FormatArg::Oci => Format::Oci,
             FormatArg::OciArchive => Format::OciArchive,
             FormatArg::Rootfs => Format::Rootfs,
+            FormatArg::DockerArchive => Format::DockerArchive,
         }
     }
 }
@@ -167,9 +187,14 @@ pub struct RecipeArgs {
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
     /// Base image, overriding image.base: scratch | oci:DIR[:TAG] |
-    /// oci-archive:FILE[:TAG] | rootfs:FILE; relative to the current directory.
+    /// oci-archive:FILE[:TAG] | rootfs:FILE | docker://HOST/REPO:TAG (or
+    /// @sha256:...); paths relative to the current directory.
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
+    /// Speak plain HTTP to this registry (loopback addresses only:
+    /// localhost, 127.0.0.1, [::1]); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `nodeimg build`.
@@ -221,6 +246,14 @@ pub struct BuildArgs {
     /// repositories' current metadata.
     #[arg(long)]
     pub no_lock: bool,
+    /// Push the image to [docker://]HOST[:PORT]/REPO:TAG once built
+    /// (formats oci and oci-archive).
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+    /// Write the build's metadata (recipe and digest, image and config
+    /// digests, tags, layers, packages, build time) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 /// `nodeimg lock`.
@@ -244,6 +277,30 @@ pub struct LockArgs {
     /// Read mirrors from a TOML file, as for build.
     #[arg(long = "mirrors", value_name = "FILE")]
     pub mirrors_file: Option<PathBuf>,
+}
+
+/// `nodeimg push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// An OCI layout folder or OCI archive, optionally :TAG (all its
+    /// images, as one multi-platform index, when it holds several and no
+    /// tag is named).
+    pub image: String,
+    /// Destination: [docker://]HOST[:PORT]/REPO:TAG.
+    pub destination: String,
+    /// Speak plain HTTP to this registry (loopback addresses only); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Mount blobs the registry lacks in the destination from this
+    /// repository of the same registry, when it has them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+    /// Print one JSON object (reference, digest, blobs uploaded, present, mounted).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `nodeimg check`.
@@ -354,8 +411,90 @@ fn mirror_args(
     Ok(out)
 }
 
+/// Write `bytes` to `path` atomically (a temporary sibling renamed).
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = tempfile::Builder::new()
+        .prefix(".metadata.tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(&parent)
+        .map_err(|e| anyhow::anyhow!("creating a file in {}: {e}", parent.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.as_file().sync_all())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.persist(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Where a build that pulled `base` can mount blobs from when pushing to
+/// `dest`: the base's repository, when both are on one registry.
+fn mount_source(base: Option<&str>, dest: &str) -> Option<String> {
+    let b = crate::registry::parse_reference(base?).ok()?;
+    let d = crate::registry::parse_reference(dest).ok()?;
+    (b.registry() == d.registry() && b.repository() != d.repository())
+        .then(|| b.repository().to_string())
+}
+
+fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
+    let (path, tag) = crate::registry::split_image_arg(&a.image);
+    if !path.exists() {
+        return Err(crate::Error::Usage(format!(
+            "{}: no such OCI layout folder or OCI archive",
+            path.display()
+        ))
+        .into());
+    }
+    let opts = crate::registry::RegistryOptions {
+        insecure: a.insecure_registries,
+        cache_dir: None,
+        quiet: a.quiet,
+    };
+    let report = crate::registry::push(
+        &path,
+        tag.as_deref(),
+        &a.destination,
+        a.mount_from.as_deref(),
+        &opts,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "{}", report.digest)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
+    if a.push.is_some() && !matches!(a.format, FormatArg::Oci | FormatArg::OciArchive) {
+        return Err(crate::Error::Usage(
+            "--push needs --format oci or oci-archive (the image is pushed as built)".into(),
+        )
+        .into());
+    }
+    if let Some(dest) = &a.push {
+        crate::registry::parse_reference(dest)
+            .map_err(|m| crate::Error::Usage(format!("--push {m}")))?;
+        crate::registry::check_insecure(&a.recipe.insecure_registries)?;
+    }
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let build_time = match &epoch {
+        Some(v) => build::parse_epoch(Some(v))?,
+        None => chrono::Utc::now().timestamp(),
+    };
+    let registry = crate::registry::RegistryOptions {
+        insecure: a.recipe.insecure_registries.clone(),
+        cache_dir: a.cache_dir.clone(),
+        quiet: a.quiet,
+    };
     let opts = BuildOptions {
         recipe: a.recipe.recipe,
         output: a.output,
@@ -363,13 +502,14 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         compression: a.compression.into(),
         vars: a.recipe.vars,
         base: a.recipe.base,
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        source_date_epoch: epoch,
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
             mirrors,
             offline: a.offline,
             lock: lock_use(a.locked, a.no_lock),
         },
+        registry: registry.clone(),
     };
     let mut progress = StderrProgress::new(a.quiet);
     let outcome = build::build_with(&opts, &mut progress)?;
@@ -380,14 +520,43 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         outcome.built.path.display()
     ));
     progress.finish();
+    let pushed = match &a.push {
+        Some(dest) => {
+            let tag = (opts.format == Format::Oci).then(|| outcome.tag.clone());
+            let mount = mount_source(Some(&outcome.base), dest);
+            let report = crate::registry::push(
+                &outcome.built.path,
+                tag.as_deref(),
+                dest,
+                mount.as_deref(),
+                &registry,
+            )?;
+            if Some(&report.digest) != outcome.built.manifest_digest.as_ref() {
+                return Err(anyhow::anyhow!(
+                    "the pushed digest {} differs from the built {}",
+                    report.digest,
+                    outcome.built.manifest_digest.as_deref().unwrap_or("(none)")
+                ));
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    let doc = build::metadata(
+        &opts.recipe,
+        &outcome,
+        opts.format,
+        build_time,
+        pushed.as_ref(),
+    );
+    if let Some(file) = &a.metadata_file {
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        write_atomic(file, &text)?;
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
-        let mut v = serde_json::to_value(&outcome.built)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("name".into(), outcome.name.clone().into());
-            o.insert("tag".into(), outcome.tag.clone().into());
-        }
-        writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        writeln!(out, "{}", serde_json::to_string(&doc)?)?;
     } else {
         let line = match opts.format {
             Format::Rootfs => outcome.built.file_digest.as_deref(),
@@ -435,11 +604,17 @@ fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let registry = crate::registry::RegistryOptions {
+        insecure: a.recipe.insecure_registries.clone(),
+        cache_dir: None,
+        quiet: false,
+    };
     let c = build::check_locked(
         &a.recipe.recipe,
         &a.recipe.vars,
         a.recipe.base.as_deref(),
         lock_use(false, a.no_lock),
+        &registry,
         &mut build::Silent,
     )?;
     let p = &c.prepared;
@@ -487,6 +662,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => run_check(a),
         Command::Lock(a) => run_lock(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Push(a) => run_push(a),
         Command::Schema => {
             print!("{}", crate::schema::schema_text());
             Ok(ExitCode::SUCCESS)
@@ -711,9 +887,16 @@ mod tests {
             .unwrap();
         assert_eq!(check(&[]), ExitCode::from(2));
         assert_eq!(check(&["--no-lock"]), ExitCode::SUCCESS);
-        let e = build::check_locked(&recipe, &[], None, build::LockUse::Auto, &mut build::Silent)
-            .err()
-            .unwrap();
+        let e = build::check_locked(
+            &recipe,
+            &[],
+            None,
+            build::LockUse::Auto,
+            &Default::default(),
+            &mut build::Silent,
+        )
+        .err()
+        .unwrap();
         let text = e.to_string();
         assert!(
             text.contains(
@@ -728,9 +911,16 @@ mod tests {
             "version = 1\narchitecture = \"amd64\"\n[[layer]]\n",
         )
         .unwrap();
-        let e = build::check_locked(&recipe, &[], None, build::LockUse::Auto, &mut build::Silent)
-            .err()
-            .unwrap();
+        let e = build::check_locked(
+            &recipe,
+            &[],
+            None,
+            build::LockUse::Auto,
+            &Default::default(),
+            &mut build::Silent,
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("r.toml.lock:3"), "{e}");
     }
 

@@ -27,6 +27,7 @@ pub mod packages;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod registry;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;

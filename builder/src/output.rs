@@ -38,6 +38,9 @@ pub enum Format {
     OciArchive,
     /// Flattened root file system tar (`.tar`, `.tar.gz`, `.tar.zst` by extension).
     Rootfs,
+    /// What `docker load` and `podman load` read: `manifest.json`,
+    /// `repositories`, the config and one uncompressed tar per layer.
+    DockerArchive,
 }
 
 /// Compression of new layers.
@@ -93,6 +96,8 @@ pub struct BuiltLayer {
     pub size: u64,
     /// Whether it was reused from the base as it was.
     pub from_base: bool,
+    /// Blob media type (for a rootfs output: the uncompressed tar's).
+    pub media_type: String,
 }
 
 /// The result of a build.
@@ -161,6 +166,26 @@ pub fn write(
             let file = temp_file(&parent, &name)?;
             let w = BufWriter::with_capacity(1 << 17, file.as_file());
             let hw = tar_layout(&layout, mtime, HashWriter::new(w))?;
+            let (w, digest, _) = hw.finish();
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .ctx(|| format!("writing {}", opts.path.display()))?;
+            file.persist(&opts.path)
+                .map_err(|e| e.error)
+                .ctx(|| format!("moving the archive to {}", opts.path.display()))?;
+            built.path = opts.path.clone();
+            built.file_digest = Some(digest);
+            Ok(built)
+        }
+        Format::DockerArchive => {
+            let tmp = temp_dir(&parent, &name)?;
+            let layout = tmp.path().join("layout");
+            std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
+            let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
+            let file = temp_file(&parent, &name)?;
+            let w = BufWriter::with_capacity(1 << 17, file.as_file());
+            let hw = tar_docker(&layout, &built, meta, mtime, tmp.path(), HashWriter::new(w))?;
             let (w, digest, _) = hw.finish();
             w.into_inner()
                 .map_err(|e| e.into_error())
@@ -462,6 +487,7 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                         diff_id: layer.diff_id.clone(),
                         size: desc.size(),
                         from_base: true,
+                        media_type: desc.media_type().to_string(),
                     },
                 ));
             }
@@ -489,6 +515,7 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                         diff_id,
                         size: blob.size(),
                         from_base: false,
+                        media_type: codec.layer_media_type().to_string(),
                     },
                 ));
             }
@@ -513,6 +540,11 @@ fn oci_media_type(mt: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// A plain descriptor (media type, size, digest).
+pub fn descriptor_for(media_type: &str, size: u64, digest: &str) -> Result<Descriptor> {
+    descriptor(media_type, size, digest, None)
 }
 
 fn descriptor(
@@ -647,6 +679,7 @@ fn write_layout(
             diff_id: p.diff_id,
             size: p.size,
             from_base: false,
+            media_type: codec.layer_media_type().to_string(),
         });
     }
 
@@ -748,6 +781,152 @@ fn tar_layout<W: Write>(layout: &Path, mtime: u64, mut w: W) -> Result<W> {
     Ok(w)
 }
 
+fn tar_file<W: Write>(w: &mut W, name: &str, src: &Path, mtime: u64) -> Result<()> {
+    let ctx = || format!("archiving {name}");
+    let mut f = File::open(src).ctx(ctx)?;
+    let size = f.metadata().ctx(ctx)?.len();
+    write_header(
+        w,
+        &EntryHeader {
+            name: name.as_bytes(),
+            kind: tar::EntryType::Regular,
+            meta: Meta::FILE,
+            size,
+            mtime,
+            link: None,
+            device: (0, 0),
+        },
+    )
+    .ctx(ctx)?;
+    copy_exact(&mut f, w, size).ctx(ctx)?;
+    write_padding(w, size).ctx(ctx)
+}
+
+fn tar_bytes<W: Write>(w: &mut W, name: &str, data: &[u8], mtime: u64) -> Result<()> {
+    let ctx = || format!("archiving {name}");
+    write_header(
+        w,
+        &EntryHeader {
+            name: name.as_bytes(),
+            kind: tar::EntryType::Regular,
+            meta: Meta::FILE,
+            size: data.len() as u64,
+            mtime,
+            link: None,
+            device: (0, 0),
+        },
+    )
+    .ctx(ctx)?;
+    w.write_all(data).ctx(ctx)?;
+    write_padding(w, data.len() as u64).ctx(ctx)
+}
+
+/// Write the docker-archive form of the image in `layout`: each layer
+/// uncompressed as `<diff_id>/layer.tar` (in layer order, each once), the
+/// config as `<config digest>.json`, then `manifest.json` and
+/// `repositories`. Layers are decompressed through a file in `work`, so
+/// memory stays flat.
+fn tar_docker<W: Write>(
+    layout: &Path,
+    built: &Built,
+    meta: &ImageMeta,
+    mtime: u64,
+    work: &Path,
+    mut w: W,
+) -> Result<W> {
+    let blobs = layout.join("blobs/sha256");
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let config = built
+        .config_digest
+        .clone()
+        .ok_or_else(|| Error::image("image", "no config was written"))?;
+    let mut layer_names = Vec::new();
+    let mut written: HashSet<String> = HashSet::new();
+    for l in &built.layers {
+        let id = hex(&l.diff_id);
+        let name = format!("{id}/layer.tar");
+        layer_names.push(name.clone());
+        if !written.insert(id.clone()) {
+            continue;
+        }
+        let codec = Codec::from_media_type(&l.media_type).ok_or_else(|| {
+            Error::image(
+                "image",
+                format!(
+                    "layer {} has media type {}, not a tar layer",
+                    l.digest, l.media_type
+                ),
+            )
+        })?;
+        let tmp = work.join("layer.tar");
+        {
+            let ctx = || format!("decompressing layer {}", l.digest);
+            let src = File::open(blobs.join(hex(&l.digest))).ctx(ctx)?;
+            let mut dec = crate::tarstream::Decoder::new(
+                codec,
+                std::io::BufReader::with_capacity(1 << 17, src),
+            )
+            .ctx(ctx)?;
+            let out = File::create(&tmp).ctx(ctx)?;
+            let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, out));
+            std::io::copy(&mut dec, &mut hw).ctx(ctx)?;
+            let (bw, diff_id, _) = hw.finish();
+            bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+            if diff_id != l.diff_id {
+                return Err(Error::image(
+                    "image",
+                    format!(
+                        "layer {}: uncompressed digest {diff_id} is not its diff_id {}",
+                        l.digest, l.diff_id
+                    ),
+                ));
+            }
+        }
+        write_header(
+            &mut w,
+            &EntryHeader {
+                name: format!("{id}/").as_bytes(),
+                kind: tar::EntryType::Directory,
+                meta: Meta::DIR,
+                size: 0,
+                mtime,
+                link: None,
+                device: (0, 0),
+            },
+        )
+        .ctx(|| format!("archiving layer {id}"))?;
+        tar_file(&mut w, &name, &tmp, mtime)?;
+        std::fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
+    }
+    let config_name = format!("{}.json", hex(&config));
+    tar_file(&mut w, &config_name, &blobs.join(hex(&config)), mtime)?;
+    let repo_tag = format!("{}:{}", meta.name, meta.tag);
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [repo_tag],
+        "Layers": layer_names,
+    }]);
+    let mut repositories = serde_json::Map::new();
+    if let Some(last) = built.layers.last() {
+        let mut tags = serde_json::Map::new();
+        tags.insert(meta.tag.clone(), hex(&last.diff_id).into());
+        repositories.insert(meta.name.clone(), tags.into());
+    }
+    let json = |v: &serde_json::Value| -> Result<Vec<u8>> {
+        serde_json::to_vec(v)
+            .map_err(|e| Error::image("image", format!("writing manifest.json: {e}")))
+    };
+    tar_bytes(&mut w, "manifest.json", &json(&manifest)?, mtime)?;
+    tar_bytes(
+        &mut w,
+        "repositories",
+        &json(&serde_json::Value::Object(repositories))?,
+        mtime,
+    )?;
+    write_end(&mut w).ctx(|| "archiving the image".to_string())?;
+    Ok(w)
+}
+
 /// One input of the flattening: a tar stream to open (twice).
 enum FlatSource<'a> {
     Base(usize),
@@ -800,6 +979,11 @@ fn flatten<W: Write>(
                 .map(|d| d.size())
                 .unwrap_or(l.tar_size),
             from_base: true,
+            media_type: l
+                .descriptor
+                .as_ref()
+                .map(|d| d.media_type().to_string())
+                .unwrap_or_else(|| Codec::Plain.layer_media_type().to_string()),
         })
         .collect();
     let lower = base.index();
@@ -822,6 +1006,7 @@ fn flatten<W: Write>(
             diff_id,
             size,
             from_base: false,
+            media_type: Codec::Plain.layer_media_type().to_string(),
         });
         sources.push(FlatSource::Packed(p, &l.name));
     }
@@ -1107,6 +1292,102 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn docker_archive_is_what_docker_load_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let base = Base::scratch();
+        let a = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("a.tar"), Format::DockerArchive),
+        )
+        .unwrap();
+        let b = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("b.tar"), Format::DockerArchive),
+        )
+        .unwrap();
+        let bytes = read(&t.path().join("a.tar"));
+        assert_eq!(bytes, read(&t.path().join("b.tar")), "reproducible");
+        assert_eq!(
+            a.file_digest.as_deref(),
+            Some(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))).as_str())
+        );
+        assert_eq!(a.manifest_digest, b.manifest_digest);
+        // The same image as the OCI layout output.
+        let oci = write(
+            &base,
+            &plans(),
+            &meta(100),
+            &opts(t.path().join("oci"), Format::Oci),
+        )
+        .unwrap();
+        assert_eq!(a.manifest_digest, oci.manifest_digest);
+
+        let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+        let (l0, l1) = (hex(&a.layers[0].diff_id), hex(&a.layers[1].diff_id));
+        let config = format!("{}.json", hex(a.config_digest.as_ref().unwrap()));
+        let names: Vec<(String, u32, u64, u64)> = tar_names(&bytes);
+        let just: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(
+            just,
+            [
+                format!("{l0}/").as_str(),
+                &format!("{l0}/layer.tar"),
+                &format!("{l1}/"),
+                &format!("{l1}/layer.tar"),
+                &config,
+                "manifest.json",
+                "repositories",
+            ]
+        );
+        assert!(names.iter().all(|n| n.2 == 0 && n.3 == 100), "{names:?}");
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut files = BTreeMap::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            files.insert(name, data);
+        }
+        // Each layer.tar is the uncompressed layer: its sha256 is the diff_id.
+        for l in &a.layers {
+            let data = &files[&format!("{}/layer.tar", hex(&l.diff_id))];
+            assert_eq!(
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))),
+                l.diff_id
+            );
+        }
+        assert_eq!(
+            String::from_utf8(files["manifest.json"].clone()).unwrap(),
+            format!(
+                "[{{\"Config\":\"{config}\",\"RepoTags\":[\"node:v1\"],\"Layers\":[\"{l0}/layer.tar\",\"{l1}/layer.tar\"]}}]"
+            )
+        );
+        assert_eq!(
+            String::from_utf8(files["repositories"].clone()).unwrap(),
+            format!("{{\"node\":{{\"v1\":\"{l1}\"}}}}")
+        );
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(&files[&config]))
+            ),
+            a.config_digest.clone().unwrap()
+        );
+        // No temporaries left beside the outputs.
+        let mut left: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.tar", "b.tar", "oci"]);
     }
 
     #[test]

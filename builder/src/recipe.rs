@@ -34,8 +34,9 @@ pub struct ImageSection {
     #[serde(default = "default_tag")]
     pub tag: String,
     /// The base image: `scratch` (default), `oci:DIR[:TAG]`,
-    /// `oci-archive:FILE[:TAG]` or `rootfs:FILE` (`.tar`, `.tar.gz`,
-    /// `.tar.zst`); paths relative to the recipe's folder.
+    /// `oci-archive:FILE[:TAG]`, `rootfs:FILE` (`.tar`, `.tar.gz`,
+    /// `.tar.zst`) or `docker://HOST[:PORT]/REPO:TAG` (or `@sha256:...`);
+    /// paths relative to the recipe's folder.
     pub base: Option<String>,
     /// OCI architecture (`amd64`, `arm64`, ...); default: the base's, else `amd64`.
     pub architecture: Option<String>,
