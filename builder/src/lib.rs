@@ -25,6 +25,7 @@ pub mod pack;
 pub mod packages;
 pub mod plan;
 pub mod recipe;
+pub mod rpm;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;

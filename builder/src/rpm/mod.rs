@@ -1,0 +1,6 @@
+//! rpm packages from yum and zypper repositories: version ordering,
+//! repository metadata, dependency resolution, `.rpm` files, and the
+//! install into a layer.
+
+pub mod repodata;
+pub mod version;
