@@ -3,4 +3,6 @@
 //! install into a layer.
 
 pub mod repodata;
+pub mod resolve;
+pub mod rpmfile;
 pub mod version;
