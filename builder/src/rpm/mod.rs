@@ -2,6 +2,7 @@
 //! repository metadata, dependency resolution, `.rpm` files, and the
 //! install into a layer.
 
+pub mod install;
 pub mod repodata;
 pub mod resolve;
 pub mod rpmfile;
