@@ -279,8 +279,10 @@ pub fn unpack(
         })?
         .keep();
     let mut counter = 0usize;
+    // Scriptlets first, for every package: a %pre creates the users and
+    // groups files of this and later packages are owned by.
+    let mut reports = Vec::with_capacity(pkgs.len());
     for pkg in pkgs {
-        let origin = Origin::new("packages", origin_key);
         let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
         let (name, evr, arch) = rpm.nevra()?;
         let want = &pkg.planned.package;
@@ -344,6 +346,12 @@ pub fn unpack(
                 }
             }
         }
+        reports.push(rep);
+    }
+    // Then the files, owned by names the scriptlets may have added.
+    for (pkg, mut rep) in pkgs.iter().zip(reports) {
+        let origin = Origin::new("packages", origin_key);
+        let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
         let files = rpm.files()?;
         let by_path: BTreeMap<&str, usize> = files
             .iter()
@@ -631,6 +639,8 @@ impl DbRoot {
             "--notriggers",
             "--nosignature",
             "--nodigest",
+            "--ignorearch",
+            "--ignoreos",
         ]);
         for p in pkgs {
             c.arg(&p.rpm);
