@@ -25,6 +25,10 @@ pub const KEEP_PATHS: &[&str] = &[
     "/var/lib/dpkg/status.d/",
     "/etc/passwd",
     "/etc/group",
+    "/var/lib/rpm/",
+    "/etc/yum.repos.d/",
+    "/etc/zypp/repos.d/",
+    "/etc/pki/rpm-gpg/",
 ];
 
 /// The largest file whose bytes the view keeps.
