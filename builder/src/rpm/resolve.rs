@@ -54,7 +54,7 @@ pub enum ResolveError {
         available: Vec<String>,
     },
     /// Nothing provides a requirement.
-    #[error("{package} requires {dep}, which no installed package and no package of the image's rpm repositories provides")]
+    #[error("{package} requires {dep}, which no installed package and no package of the image's rpm repositories provides{}", if dep.starts_with('/') { " (files are looked up in the lists primary.xml carries: /etc and bin directories)" } else { "" })]
     Unsatisfiable {
         /// The requiring package.
         package: String,
