@@ -241,13 +241,11 @@ fn systemd_units(script: &str) -> Vec<String> {
                 let rest = &words[i + 1..];
                 if rest.iter().any(|a| *a == "preset" || *a == "enable") {
                     for a in rest {
-                        if a.ends_with(".service")
+                        let unit = a.ends_with(".service")
                             || a.ends_with(".socket")
-                            || a.ends_with(".timer")
-                        {
-                            if !a.contains('$') && !out.contains(&a.to_string()) {
-                                out.push(a.to_string());
-                            }
+                            || a.ends_with(".timer");
+                        if unit && !a.contains('$') && !out.contains(&a.to_string()) {
+                            out.push(a.to_string());
                         }
                     }
                 }

@@ -223,7 +223,7 @@ fn provides_dep(p: &RpmPackage, dep: &Dep) -> bool {
     {
         return true;
     }
-    dep.name.starts_with('/') && p.files.iter().any(|f| *f == dep.name)
+    dep.name.starts_with('/') && p.files.contains(&dep.name)
 }
 
 /// Splits a rich dependency `(a or b or c)` into its alternatives; an error
