@@ -829,6 +829,12 @@ fn installs_rpm_packages_and_refuses_attacks() {
     let out2 = dir.join("docker2.tar");
     let r2 = build(dir, &recipe, &base, &server, &cache, &out2, None);
     assert_eq!(r2.code, 0, "{r2}");
+    // ... and the same bytes: the rpm database records the build's epoch.
+    assert_eq!(
+        nodeimg_e2e::sha256_file(&out),
+        nodeimg_e2e::sha256_file(&out2),
+        "the same recipe built twice gave another rootfs"
+    );
 
     // The CRI-O recipes: the kubic repository, zypper and yum.
     for name in ["crio-opensuse", "crio-centos"] {

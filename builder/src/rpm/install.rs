@@ -500,12 +500,21 @@ pub const DBPATH: &str = "/var/lib/rpm";
 pub struct Runner {
     /// The rpm executable.
     pub rpm: PathBuf,
+    /// Seconds since 1970: what rpm records as the install time.
+    pub epoch: i64,
 }
 
 impl Default for Runner {
+    /// `rpm` from `PATH`, with the build's `SOURCE_DATE_EPOCH` (0 when
+    /// unset, as the build's own default).
     fn default() -> Self {
+        let epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| crate::build::parse_epoch(Some(&v)).ok())
+            .unwrap_or(0);
         Runner {
             rpm: PathBuf::from("rpm"),
+            epoch,
         }
     }
 }
@@ -519,6 +528,9 @@ impl Runner {
             .arg(root)
             .args(["--dbpath", DBPATH])
             .env("LC_ALL", "C")
+            // The install time rpm records is the build's epoch, so the
+            // database is the same on every build.
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
             .env_remove("RPM_CONFIGDIR");
         c
     }
@@ -658,8 +670,20 @@ impl DbRoot {
             .collect();
         names.sort();
         let mut tree = FileTree::new();
+        let wal_empty =
+            std::fs::metadata(db.join("rpmdb.sqlite-wal")).map_or(true, |m| m.len() == 0);
         for n in names {
             if n == ".rpm.lock" && !self.before.contains_key(&n) {
+                continue;
+            }
+            // With the write-ahead log checkpointed into the database, its
+            // log and shared-memory index (which holds random salts) are
+            // left out, and the base's removed.
+            if wal_empty && (n.ends_with("-wal") || n.ends_with("-shm")) {
+                if self.before.contains_key(&n) {
+                    let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError)?;
+                    tree.replace(p, Node::whiteout(Origin::new("packages", origin_key)));
+                }
                 continue;
             }
             let src = db.join(&n);
