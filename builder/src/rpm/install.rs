@@ -795,6 +795,137 @@ mod tests {
         assert!(systemd_units("systemctl enable $UNIT.service").is_empty());
     }
 
+    use crate::rpm::repodata::RpmPackage;
+    use crate::rpm::resolve::Planned;
+    use crate::rpm::testutil;
+    use crate::rpm::version::Evr;
+
+    fn package(dir: &Path, bytes: &[u8], arch: &str) -> Package {
+        let rpm = dir.join("demo.rpm");
+        std::fs::write(&rpm, bytes).unwrap();
+        Package {
+            rpm,
+            url: "http://repo.invalid/Packages/demo.rpm".into(),
+            planned: Planned {
+                repository: "test".into(),
+                package: RpmPackage {
+                    name: "demo".into(),
+                    arch: arch.into(),
+                    evr: Evr::new(0, "1.0", Some("1")),
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    fn view() -> nodeimg_layers::MemView {
+        nodeimg_layers::MemView::new()
+            .file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+            .file("/etc/group", "root:x:0:\n")
+    }
+
+    #[test]
+    fn unpacks_modes_owners_links_and_config() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let bytes = testutil::rpm(
+            "demo",
+            "x86_64",
+            tags,
+            &payload,
+            Some("getent group docker >/dev/null || groupadd -r docker\nsystemctl preset demo.service\n"),
+        );
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let (tree, report) = unpack(&view(), &[pkg], t.path(), "packages").unwrap();
+        let node = |p: &str| tree.get_str(p).unwrap();
+        assert_eq!(node("/etc/demo").kind, NodeKind::Dir);
+        assert_eq!(node("/etc/demo").meta, Meta::DIR);
+        let conf = node("/etc/demo/demo.conf");
+        assert_eq!(
+            conf.meta,
+            Meta {
+                mode: 0o640,
+                uid: 0,
+                gid: 999
+            }
+        );
+        match &conf.kind {
+            NodeKind::File(Content::Host { path, size }) => {
+                assert_eq!(*size, 4);
+                assert_eq!(std::fs::read(path).unwrap(), b"a=1\n");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(node("/usr/bin/demo").meta.mode, 0o4755);
+        assert_eq!(
+            node("/usr/bin/demo-hard").kind,
+            NodeKind::Hardlink(ImagePath::new("/usr/bin/demo").unwrap())
+        );
+        assert_eq!(
+            node("/usr/bin/demo-link").kind,
+            NodeKind::Symlink("demo".into())
+        );
+        assert_eq!(tree.text("/etc/group"), Some("root:x:0:\ndocker:x:999:\n"));
+        assert!(tree.get_str("/etc/passwd").is_some());
+        let r = &report.packages[0];
+        assert_eq!(r.nevra, "demo-1.0-1.x86_64");
+        assert_eq!(r.entries, 5);
+        assert_eq!(r.config, ["/etc/demo/demo.conf"]);
+        assert_eq!(r.not_run, ["%pre"]);
+        assert_eq!(r.accounts, ["system group docker (999)"]);
+        assert_eq!(r.units, ["demo.service"]);
+        assert!(r.unknown_owners.is_empty());
+        let text = report.to_string();
+        assert!(text.contains("not run demo-1.0-1.x86_64: %pre\n"), "{text}");
+    }
+
+    #[test]
+    fn unknown_owner_is_root_and_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let bytes = testutil::rpm("demo", "x86_64", tags, &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let (tree, report) = unpack(&view(), &[pkg], t.path(), "packages").unwrap();
+        assert_eq!(tree.get_str("/etc/demo/demo.conf").unwrap().meta.gid, 0);
+        assert_eq!(
+            report.packages[0].unknown_owners,
+            ["group docker of /etc/demo/demo.conf"]
+        );
+        assert!(tree.get_str("/etc/group").is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_package() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        // Another package than the metadata says.
+        let bytes = testutil::rpm("demo", "aarch64", tags, &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert_eq!(e.to_string(), "http://repo.invalid/Packages/demo.rpm: the package is demo-1.0-1.aarch64, the repository metadata says demo-1.0-1.x86_64");
+        // A device node.
+        let payload = testutil::cpio(&[testutil::Entry("./dev/null", 0o020666, 1, 1, b"")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(e.to_string().contains("/dev/null is a device node"), "{e}");
+        // A hardlink whose data never comes.
+        let payload = testutil::cpio(&[testutil::Entry("./a", 0o100644, 7, 2, b"")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(
+            e.to_string().contains("the hardlinks /a have no data"),
+            "{e}"
+        );
+        // A path leaving the root.
+        let payload = testutil::cpio(&[testutil::Entry("./../etc/x", 0o100644, 7, 1, b"x")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(e.to_string().contains("payload path"), "{e}");
+    }
+
     #[test]
     fn accounts_added_with_free_ids() {
         let v = nodeimg_layers::MemView::new()

@@ -553,3 +553,6 @@ mod tests {
         assert_eq!(join("http://h/a/", "/repodata/x"), "http://h/a/repodata/x");
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -617,3 +617,128 @@ impl Payload {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::rpm::testutil;
+
+    fn write(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join("x.rpm");
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_headers_files_and_payload() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let bytes = testutil::rpm("demo", "noarch", tags, &payload, None);
+        let rpm = RpmFile::open(&write(t.path(), &bytes), "demo.rpm").unwrap();
+        let (name, evr, arch) = rpm.nevra().unwrap();
+        assert_eq!(
+            (name.as_str(), evr.to_string().as_str(), arch.as_str()),
+            ("demo", "1.0-1", "noarch")
+        );
+        assert!(rpm.header_signature().unwrap().is_none());
+        let files = rpm.files().unwrap();
+        assert_eq!(files.len(), 5);
+        assert_eq!(
+            files[1],
+            FileInfo {
+                path: "/etc/demo/demo.conf".into(),
+                mode: 0o100640,
+                user: "root".into(),
+                group: "docker".into(),
+                flags: 17,
+                link_to: String::new(),
+                size: 4,
+            }
+        );
+        assert_eq!(files[4].link_to, "demo");
+        let mut p = rpm.payload().unwrap();
+        let mut seen = Vec::new();
+        while let Some(e) = p.next_entry().unwrap() {
+            let mut data = Vec::new();
+            p.data(&e, &mut data).unwrap();
+            seen.push((e.path, e.nlink, data));
+        }
+        assert_eq!(
+            seen[1],
+            ("/etc/demo/demo.conf".to_string(), 1, b"a=1\n".to_vec())
+        );
+        assert_eq!(seen[2], ("/usr/bin/demo-hard".to_string(), 2, Vec::new()));
+        p.finish().unwrap();
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let good = testutil::rpm("demo", "x86_64", tags, &payload, None);
+        // A byte of the header (the name) changed: its SHA256 no longer matches.
+        let mut bad = good.clone();
+        let at = bad.windows(5).position(|w| w == b"demo\0").unwrap();
+        bad[at] = b'x';
+        let e = RpmFile::open(&write(t.path(), &bad), "demo.rpm").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("demo.rpm: the header's SHA256 is"),
+            "{e}"
+        );
+        // A byte of the compressed payload changed (the gzip trailer's size
+        // field, so the stream still decodes): the payload digest catches it.
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0x01;
+        let rpm = RpmFile::open(&write(t.path(), &bad), "demo.rpm").unwrap();
+        let mut p = rpm.payload().unwrap();
+        while let Ok(Some(e)) = p.next_entry() {
+            if p.data(&e, &mut std::io::sink()).is_err() {
+                break;
+            }
+        }
+        let e = p.finish().unwrap_err();
+        assert!(e.to_string().contains("demo.rpm"), "{e}");
+    }
+
+    #[test]
+    fn malformed_files_give_errors_never_panics() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let good = testutil::rpm("demo", "x86_64", tags, &payload, None);
+        let e = RpmFile::open(&write(t.path(), b"PK\x03\x04"), "z.rpm").unwrap_err();
+        assert_eq!(e.to_string(), "z.rpm: truncated in the lead");
+        let mut lead = good.clone();
+        lead[0] = 0;
+        let e = RpmFile::open(&write(t.path(), &lead), "z.rpm").unwrap_err();
+        assert_eq!(e.to_string(), "z.rpm: not an rpm package (no lead magic)");
+        // Every truncation, and every single-byte change in the headers,
+        // is an error or a readable package: never a panic.
+        let path = t.path().join("cut.rpm");
+        for cut in (0..good.len()).step_by(7) {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            if let Ok(rpm) = RpmFile::open(&path, "cut.rpm") {
+                let _ = rpm.files();
+                if let Ok(mut p) = rpm.payload() {
+                    while let Ok(Some(e)) = p.next_entry() {
+                        if p.data(&e, &mut std::io::sink()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        for i in 96..good.len().min(600) {
+            let mut b = good.clone();
+            b[i] ^= 0xa5;
+            std::fs::write(&path, &b).unwrap();
+            if let Ok(rpm) = RpmFile::open(&path, "flip.rpm") {
+                let _ = rpm.nevra();
+                let _ = rpm.files();
+                let _ = rpm.header_signature();
+            }
+        }
+    }
+}
