@@ -364,6 +364,110 @@ mod tests {
         }
     }
 
+    /// Every pair of a set of tricky versions, compared by this code and by
+    /// the build host's rpm (`rpm.vercmp` in rpm's Lua); skipped without rpm
+    /// outside CI.
+    #[test]
+    fn rpmvercmp_agrees_with_rpm() {
+        let versions = [
+            "1",
+            "1.0",
+            "1.00",
+            "1.0.0",
+            "1.0a",
+            "1.0.a",
+            "1a",
+            "a",
+            "A",
+            "1.0~rc1",
+            "1.0~rc1~1",
+            "1.0^",
+            "1.0^1",
+            "1.0^a",
+            "1.0~",
+            "~",
+            "^",
+            "1_0",
+            "1+0",
+            "01",
+            "001.002",
+            "1.2.13",
+            "1.2.6",
+            "19.03.11",
+            "19.03.5",
+            "19.03.11~3",
+            "2.119.2",
+            "2.74",
+            "3.el7",
+            "3.2.el7",
+            "3.el7_8",
+            "1.911c772.el7_8",
+            "10",
+            "9",
+            "1.0.1a",
+            "1.0.1b",
+            "abc",
+            "abd",
+            "ab1",
+            "1ab",
+            "1..0",
+            "1.0.",
+            "0",
+            "00",
+            "2.0.0.0",
+            "2.0.0~",
+            "1.1.1.1.1",
+        ];
+        let mut pairs = Vec::new();
+        for a in versions {
+            for b in versions {
+                pairs.push((a, b));
+            }
+        }
+        let table: Vec<String> = pairs
+            .iter()
+            .map(|(a, b)| format!("{{'{a}','{b}'}}"))
+            .collect();
+        let script = format!(
+            "%{{lua: for _,p in ipairs({{{}}}) do print(rpm.vercmp(p[1],p[2]) .. ',') end}}",
+            table.join(",")
+        );
+        let out = match std::process::Command::new("rpm")
+            .arg("--eval")
+            .arg(&script)
+            .output()
+        {
+            Ok(o) if o.status.success() => o,
+            other => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "rpm --eval is needed for this test in CI: {other:?}"
+                );
+                eprintln!("skipped: rpm is not usable on this host");
+                return;
+            }
+        };
+        let text = String::from_utf8(out.stdout).unwrap();
+        let answers: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(answers.len(), pairs.len(), "{text}");
+        let mut wrong = Vec::new();
+        for ((a, b), want) in pairs.iter().zip(answers) {
+            let got = match rpmvercmp(a, b) {
+                Less => "-1",
+                Equal => "0",
+                Greater => "1",
+            };
+            if got != want {
+                wrong.push(format!("rpmvercmp({a:?}, {b:?}) = {got}, rpm says {want}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
     #[test]
     fn evr_parse_and_compare() {
         let e = Evr::parse("3:19.03.11-3.el7").unwrap();
