@@ -540,6 +540,97 @@ mod tests {
         assert!(e.contains("$releasever"), "{e}");
     }
 
+    const PRIMARY: &str = r#"<?xml version="1.0"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="1">
+<package type="rpm"><name>cri-o</name><arch>x86_64</arch><version epoch="0" ver="1.24.6" rel="1.1"/>
+<checksum type="sha256" pkgid="YES">cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc</checksum>
+<size package="10"/><location href="Packages/cri-o.rpm"/></package>
+</metadata>"#;
+
+    /// A repository in `dir` whose primary.xml is stored as `name`.
+    fn repo_with(dir: &Path, name: &str, stored: &[u8]) -> RepoConfig {
+        use sha2::Digest;
+        std::fs::create_dir_all(dir.join("repodata")).unwrap();
+        std::fs::write(dir.join("repodata").join(name), stored).unwrap();
+        let repomd = format!(
+            "<repomd><data type=\"primary\"><checksum type=\"sha256\">{}</checksum><location href=\"repodata/{name}\"/><size>{}</size></data></repomd>",
+            hex::encode(sha2::Sha256::digest(stored)),
+            stored.len()
+        );
+        std::fs::write(dir.join("repodata/repomd.xml"), repomd).unwrap();
+        RepoConfig {
+            file: "/etc/yum.repos.d/t.repo".into(),
+            id: "t".into(),
+            baseurl: format!("file://{}", dir.display()),
+            gpgcheck: false,
+            repo_gpgcheck: false,
+            gpgkeys: vec![],
+        }
+    }
+
+    #[test]
+    fn primary_in_every_compression() {
+        use std::io::Write;
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache")).unwrap();
+        let now = Utc::now();
+        let xml = PRIMARY.as_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(xml).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(xml).unwrap();
+        let zst = zstd::encode_all(xml, 1).unwrap();
+        let forms: Vec<(&str, Vec<u8>)> = vec![
+            ("primary.xml", xml.to_vec()),
+            ("primary.xml.gz", gz.finish().unwrap()),
+            ("primary.xml.xz", xz.finish().unwrap()),
+            ("primary.xml.zst", zst),
+        ];
+        for (i, (name, bytes)) in forms.into_iter().enumerate() {
+            let repo = repo_with(&t.path().join(format!("r{i}")), name, &bytes);
+            let pkgs = read_metadata(&cache, &repo, None, now).unwrap();
+            assert_eq!(pkgs.len(), 1, "{name}");
+            assert_eq!(pkgs[0].nevra(), "cri-o-1.24.6-1.1.x86_64", "{name}");
+        }
+        // The stored file changed after repomd.xml was written.
+        let dir = t.path().join("bad");
+        let repo = repo_with(&dir, "primary.xml", xml);
+        let mut tampered = xml.to_vec();
+        tampered[60] ^= 1;
+        std::fs::write(dir.join("repodata/primary.xml"), tampered).unwrap();
+        // (A cache that already holds the right bytes would serve those.)
+        let cache = Cache::new(t.path().join("cache-2")).unwrap();
+        let e = match read_metadata(&cache, &repo, None, now) {
+            Err(PackagesError::Build(e)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(e.contains("primary.xml: SHA256 is"), "{e}");
+        // repo_gpgcheck without a signature file.
+        let mut repo = repo_with(&t.path().join("unsigned"), "primary.xml", xml);
+        repo.repo_gpgcheck = true;
+        let keys = Keyring::from_bytes(KEY.as_bytes(), "test").unwrap();
+        let e = match read_metadata(&cache, &repo, Some(&keys), now) {
+            Err(PackagesError::Build(e)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            e.contains("repomd.xml.asc: not found") && e.contains("is not signed"),
+            "{e}"
+        );
+    }
+
+    /// A throwaway Ed25519 public key, only used to build a keyring.
+    const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----
+
+mDMEawfg/xYJKwYBBAHaRw8BAQdASE0JQ1nACxxmK5t5+fH66hmRBbF2xrrpfgbu
+uMsZaU+0GHRlc3QgPHRlc3RAcmVwby5pbnZhbGlkPoiQBBMWCAA4FiEEiJVgPGlZ
+jqCWB+FftmlKTfqKX7AFAmsH4P8CGwMFCwkIBwIGFQoJCAsCBBYCAwECHgECF4AA
+CgkQtmlKTfqKX7C7vQD/U57X/xOA70+thJj2La4dcNEL2ZQ//yPue5CClCHszK4B
+AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
+=afAx
+-----END PGP PUBLIC KEY BLOCK-----
+";
+
     #[test]
     fn signature_parse_errors_name_the_file() {
         assert!(parse_signatures(b"", "r.asc")
