@@ -55,7 +55,7 @@ pub fn header(tags: &[Tag]) -> Vec<u8> {
             5 => 8,
             _ => 1,
         };
-        while data.len() % align != 0 {
+        while !data.len().is_multiple_of(align) {
             data.push(0);
         }
         index.extend_from_slice(&t.to_be_bytes());
@@ -88,11 +88,11 @@ pub fn cpio(entries: &[Entry]) -> Vec<u8> {
         );
         out.extend_from_slice(name.as_bytes());
         out.push(0);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };
@@ -165,7 +165,7 @@ pub fn rpm(name: &str, arch: &str, extra: Vec<Tag>, payload: &[u8], pre: Option<
     let mut out = vec![0u8; 96];
     out[..4].copy_from_slice(&[0xed, 0xab, 0xee, 0xdb]);
     out.extend_from_slice(&sig);
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
     out.extend_from_slice(&h);
