@@ -102,10 +102,7 @@ pub fn parse_repo_file(
             continue;
         }
         let Some(sec) = sections.last_mut() else {
-            return Err(format!(
-                "line {}: a setting before any [repository]",
-                n + 1
-            ));
+            return Err(format!("line {}: a setting before any [repository]", n + 1));
         };
         if line.starts_with([' ', '\t']) {
             // A continuation line (more baseurls or keys).
@@ -117,10 +114,7 @@ pub fn parse_repo_file(
             }
         }
         let Some((k, v)) = t.split_once('=') else {
-            return Err(format!(
-                "line {}: expected key=value, found {t:?}",
-                n + 1
-            ));
+            return Err(format!("line {}: expected key=value, found {t:?}", n + 1));
         };
         sec.keys
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
