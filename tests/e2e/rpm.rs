@@ -866,6 +866,14 @@ fn installs_rpm_packages_and_refuses_attacks() {
     extract_owned(&out, &root);
     let q = rpm_q(&root, &["-q", "containerd.io"]).ok();
     assert_eq!(q.stdout.trim(), "containerd.io-1.2.13-3.2.el7.x86_64");
+    let e = run(Command::new("systemctl")
+        .arg(format!("--root={}", root.display()))
+        .args(["is-enabled", "containerd.service"]));
+    assert_eq!(e.stdout.trim(), "enabled", "{e}");
+    // The containerd item's config.toml replaces the package's %config file,
+    // which rpm -V reports as changed (size, mode and digest) and nothing else.
+    let v = own_rpm(&root, &["-V", "containerd.io"]);
+    assert_eq!(v.stdout, "SM5......  c /etc/containerd/config.toml\n", "{v}");
 
     // A pin that does not exist lists the versions that do.
     let key_rel = "key.asc";

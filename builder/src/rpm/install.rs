@@ -547,15 +547,21 @@ impl Runner {
                 .lines()
                 .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
                 .collect();
+            let joined = msg.join("; ");
+            if err.contains("unshare: failed to execute") {
+                return Err(InstallError(format!(
+                    "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
+                    self.rpm.display()
+                )));
+            }
+            if err.contains("unshare: ") {
+                return Err(InstallError(format!(
+                    "{what}: no user namespace for rpm ({joined}); the build host must allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1)"
+                )));
+            }
             return Err(InstallError(format!(
-                "{what}: rpm failed ({}): {}{}",
-                out.status,
-                msg.join("; "),
-                if err.contains("unshare") {
-                    " (the build host must allow unprivileged user namespaces)"
-                } else {
-                    ""
-                }
+                "{what}: rpm failed ({}): {joined}",
+                out.status
             )));
         }
         Ok(out.stdout)
@@ -785,6 +791,32 @@ mod tests {
         assert!(parse_query("V\tx\t0\t\n").is_err());
         assert!(parse_query("P\tx\tnope\t1\t1\tnoarch\n").is_err());
         assert!(parse_query("Q\n").is_err());
+    }
+
+    #[test]
+    fn database_refusals() {
+        let t = tempfile::tempdir().unwrap();
+        let bdb = nodeimg_layers::MemView::new()
+            .file("/var/lib/rpm/Packages", "x")
+            .file("/var/lib/rpm/Name", "x");
+        let e = materialise(&bdb, t.path()).unwrap_err();
+        assert!(e.to_string().contains("Berkeley DB"), "{e}");
+        let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
+        let db = materialise(&v, t.path()).unwrap();
+        let runner = Runner {
+            rpm: PathBuf::from("/nonexistent/bin/rpm"),
+            epoch: 0,
+        };
+        let e = db.installed(&runner).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/bin/rpm cannot be run on the build host")
+                || e.to_string().contains("no user namespace"),
+            "{e}"
+        );
+        // No database in the image: nothing is installed, rpm is not asked.
+        let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
+        assert!(empty.installed(&runner).unwrap().is_empty());
     }
 
     #[test]

@@ -379,6 +379,14 @@ fn verify_package(
         .map_err(|e| build_err("package signature", e))
 }
 
+/// Whether the request `r` is `name-VERSION...` (a digit or an epoch after
+/// the dash), so `docker-ce-cli-1.0` does not count as a pin of `docker-ce`.
+fn names_pin(r: &str, name: &str) -> bool {
+    r.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+}
+
 fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
     use resolve::ResolveError as R;
     let name = match e {
@@ -387,11 +395,7 @@ fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
         _ => None,
     };
     let key = name
-        .and_then(|n| {
-            requests
-                .iter()
-                .rposition(|r| r == n || r.starts_with(&format!("{n}-")))
-        })
+        .and_then(|n| requests.iter().rposition(|r| r == n || names_pin(r, n)))
         .map_or_else(|| "packages".to_string(), |j| format!("packages[{j}]"));
     let hint = match e {
         R::NotFound { .. } => {
@@ -624,6 +628,32 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
 =afAx
 -----END PGP PUBLIC KEY BLOCK-----
 ";
+
+    #[test]
+    fn resolve_errors_locate_the_request() {
+        let reqs: Vec<String> = ["docker-ce-18.09.1", "docker-ce-cli-19.03.11"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = resolve::ResolveError::PinNotFound {
+            name: "docker-ce".into(),
+            version: "18.09.1".into(),
+            arch: "x86_64".into(),
+            available: vec!["3:19.03.11-3.el7".into()],
+        };
+        match recipe_err(&reqs, &e) {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages[0]"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+        let e = resolve::ResolveError::Unsatisfiable {
+            package: "a".into(),
+            dep: "b".into(),
+        };
+        match recipe_err(&reqs, &e) {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+    }
 
     #[test]
     fn signature_parse_errors_name_the_file() {
