@@ -873,7 +873,10 @@ fn installs_rpm_packages_and_refuses_attacks() {
     // The containerd item's config.toml replaces the package's %config file,
     // which rpm -V reports as changed (size, mode and digest) and nothing else.
     let v = own_rpm(&root, &["-V", "containerd.io"]);
-    assert_eq!(v.stdout, "SM5......  c /etc/containerd/config.toml\n", "{v}");
+    assert_eq!(
+        v.stdout, "SM5......  c /etc/containerd/config.toml\n",
+        "{v}"
+    );
 
     // A pin that does not exist lists the versions that do.
     let key_rel = "key.asc";
