@@ -356,13 +356,15 @@ fn read_metadata(
         .map_err(|e| build_err("repository metadata", e))
 }
 
-/// Checks a downloaded package's header signature against the repository key.
+/// Checks a downloaded package's header signature against the repository
+/// key; returns whether that signature also covers the payload (through
+/// the header's payload digest).
 fn verify_package(
     path: &Path,
     url: &str,
     keys: &Keyring,
     now: DateTime<Utc>,
-) -> Result<(), PackagesError> {
+) -> Result<bool, PackagesError> {
     let rpm = rpmfile::RpmFile::open(path, url).map_err(|e| build_err("package", e))?;
     let Some(sig) = rpm
         .header_signature()
@@ -375,8 +377,8 @@ fn verify_package(
     };
     let sigs = parse_signatures(sig, url).map_err(|m| build_err("package signature", m))?;
     keys.verify(&sigs, rpm.header.raw(), now, url)
-        .map(|_| ())
-        .map_err(|e| build_err("package signature", e))
+        .map_err(|e| build_err("package signature", e))?;
+    Ok(rpm.has_payload_digest())
 }
 
 /// Whether the request `r` is `name-VERSION...` (a digit or an epoch after
@@ -468,7 +470,16 @@ pub fn install_layer(
             .map_err(|e| build_err("download", e))?;
         if repos[i].gpgcheck {
             if let Some(keys) = &keyrings[i] {
-                verify_package(&path, &url, keys, now)?;
+                let covered = verify_package(&path, &url, keys, now)?;
+                if !covered && !repos[i].repo_gpgcheck {
+                    // Built by rpm before 4.14: the header signature does not
+                    // reach the payload, which only primary.xml's SHA256
+                    // vouches for, and that is unsigned here.
+                    eprintln!(
+                        "warning: layer {layer:?}: {url}: the package has no payload digest, so its signature covers the header only; set repo-gpgcheck on [{}] to have the payload's SHA256 signed",
+                        repos[i].id
+                    );
+                }
             }
         }
         pkgs.push(install::Package {

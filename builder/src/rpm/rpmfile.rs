@@ -320,6 +320,12 @@ impl RpmFile {
         }
     }
 
+    /// Whether the header carries a SHA256 payload digest (rpm 4.14 and
+    /// later), which a header signature then covers.
+    pub fn has_payload_digest(&self) -> bool {
+        self.header.has(tag::PAYLOADDIGEST)
+    }
+
     /// A required string tag.
     fn required(&self, t: u32, what: &str) -> Result<String, RpmError> {
         self.header
@@ -642,6 +648,7 @@ mod tests {
             ("demo", "1.0-1", "noarch")
         );
         assert!(rpm.header_signature().unwrap().is_none());
+        assert!(rpm.has_payload_digest());
         let files = rpm.files().unwrap();
         assert_eq!(files.len(), 5);
         assert_eq!(
