@@ -602,7 +602,7 @@ pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, Instal
         let Some(bytes) = view.read(&ip) else {
             return Err(InstallError(format!(
                 "{p}: the image's rpm database file cannot be read (too large for the base view, which keeps files up to {} bytes)",
-                crate::tarindex::KEEP_MAX
+                crate::tarindex::RPMDB_KEEP_MAX
             )));
         };
         std::fs::write(db.join(&n), &bytes)
@@ -814,6 +814,15 @@ mod tests {
                 || e.to_string().contains("no user namespace"),
             "{e}"
         );
+        // A distribution's database is kept by the base view.
+        assert!(crate::tarindex::keeps(
+            "/var/lib/rpm/rpmdb.sqlite",
+            40 << 20
+        ));
+        assert!(!crate::tarindex::keeps(
+            "/var/lib/rpm/rpmdb.sqlite",
+            200 << 20
+        ));
         // No database in the image: nothing is installed, rpm is not asked.
         let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
         assert!(empty.installed(&runner).unwrap().is_empty());
