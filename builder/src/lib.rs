@@ -28,6 +28,7 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod registry;
+pub mod rpm;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;

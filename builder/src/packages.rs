@@ -599,6 +599,17 @@ pub fn install_layer(
     arch: &str,
     layer: &str,
 ) -> Result<FileTree, PackagesError> {
+    if read_sources(view, debian_arch(arch))?.is_empty() && crate::rpm::has_repos(view) {
+        return crate::rpm::install_layer(
+            &env.cache,
+            env.scratch(),
+            env.now,
+            view,
+            requests,
+            arch,
+            layer,
+        );
+    }
     let arch = debian_arch(arch);
     let mut reqs = Vec::with_capacity(requests.len());
     for (j, r) in requests.iter().enumerate() {

@@ -25,13 +25,24 @@ pub const KEEP_PATHS: &[&str] = &[
     "/var/lib/dpkg/status.d/",
     "/etc/passwd",
     "/etc/group",
+    "/var/lib/rpm/",
+    "/etc/yum.repos.d/",
+    "/etc/zypp/repos.d/",
+    "/etc/pki/rpm-gpg/",
 ];
 
 /// The largest file whose bytes the view keeps.
 pub const KEEP_MAX: u64 = 1 << 20;
 
+/// The largest rpm database file (under `/var/lib/rpm/`) the view keeps:
+/// a distribution's database is larger than [`KEEP_MAX`].
+pub const RPMDB_KEEP_MAX: u64 = 128 << 20;
+
 /// Whether the view keeps the bytes of a regular file at `path` of `size` bytes.
 pub fn keeps(path: &str, size: u64) -> bool {
+    if path.starts_with("/var/lib/rpm/") {
+        return size <= RPMDB_KEEP_MAX;
+    }
     size <= KEEP_MAX
         && KEEP_PATHS.iter().any(|k| {
             if k.ends_with('/') {

@@ -156,7 +156,7 @@ impl Keyring {
 
     /// Checks that one of `signatures` is a valid, strong signature over `data` by a key of this
     /// keyring (a primary key or a signing subkey bound to it); returns that key's fingerprint.
-    fn verify(
+    pub(crate) fn verify(
         &self,
         signatures: &[Signature],
         data: &[u8],

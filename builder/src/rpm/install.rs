@@ -1,0 +1,985 @@
+//! Installing downloaded `.rpm` files into a layer.
+//!
+//! - **Unpack**: each package's payload is streamed into a [`FileTree`]
+//!   (file contents go to the scratch directory, one file at a time):
+//!   modes from the header, owners by name mapped through the image's
+//!   `/etc/passwd` and `/etc/group` (an unknown name falls back to root, as
+//!   rpm does, and is reported), symlinks, hardlinks; `%ghost` files are not
+//!   created; `%config` files are listed in the report. Device nodes are
+//!   refused.
+//! - **Scriptlets** are never run. Like the apt backend they are read for
+//!   the effects that can be applied declaratively: system groups and users
+//!   (`groupadd -r`, `useradd -r`) are added to `/etc/group` and
+//!   `/etc/passwd`; every scriptlet (and trigger) that was not run is
+//!   reported, with the units it would have preset or enabled, which the
+//!   recipe enables with its `systemd` item.
+//! - **Register**: the rpm database is written by rpm itself
+//!   ([`register`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodeimg_layers::tree::Origin;
+use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootView};
+
+use super::resolve::Planned;
+use super::rpmfile::{tag, RpmFile, FILE_CONFIG, FILE_GHOST};
+use crate::deb::scripts::{self, Effect};
+
+/// A downloaded, verified package to install.
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// The `.rpm` in the cache.
+    pub rpm: PathBuf,
+    /// Its URL (names it in errors).
+    pub url: String,
+    /// What the resolver chose.
+    pub planned: Planned,
+}
+
+/// What installing did and did not do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Per package (NEVRA), in install order.
+    pub packages: Vec<PackageReport>,
+}
+
+/// What one package's install did and did not do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageReport {
+    /// `name-[epoch:]version-release.arch`.
+    pub nevra: String,
+    /// Entries unpacked.
+    pub entries: usize,
+    /// `%config` files.
+    pub config: Vec<String>,
+    /// Scriptlets present and not run (`%post`, `%pre`, ...).
+    pub not_run: Vec<String>,
+    /// Groups and users added from the scriptlets.
+    pub accounts: Vec<String>,
+    /// Units the scriptlets preset or enable (left to the systemd item).
+    pub units: Vec<String>,
+    /// Owner names the image does not know (root was used).
+    pub unknown_owners: Vec<String>,
+    /// Commands the scriptlets call that could not be read literally.
+    pub not_understood: Vec<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.packages {
+            writeln!(f, "installed {} ({} entries)", p.nevra, p.entries)?;
+            for c in &p.config {
+                writeln!(f, "config {}: {c}", p.nevra)?;
+            }
+            for a in &p.accounts {
+                writeln!(f, "added {}: {a}", p.nevra)?;
+            }
+            for s in &p.not_run {
+                writeln!(f, "not run {}: {s}", p.nevra)?;
+            }
+            for u in &p.units {
+                writeln!(
+                    f,
+                    "not run {}: systemd preset/enable of {u} (enable it with the systemd item)",
+                    p.nevra
+                )?;
+            }
+            for c in &p.not_understood {
+                writeln!(f, "not run {}: not understood: {c}", p.nevra)?;
+            }
+            for o in &p.unknown_owners {
+                writeln!(
+                    f,
+                    "not run {}: owner {o} is not in the image, root used",
+                    p.nevra
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a package cannot be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InstallError(pub String);
+
+impl From<super::rpmfile::RpmError> for InstallError {
+    fn from(e: super::rpmfile::RpmError) -> Self {
+        InstallError(e.to_string())
+    }
+}
+
+/// `/etc/passwd` or `/etc/group` as the layer leaves them.
+#[derive(Debug, Clone)]
+struct Accounts {
+    passwd: String,
+    group: String,
+    changed: bool,
+}
+
+fn ids(text: &str) -> BTreeMap<String, (u32, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let id = f.get(2)?.parse().ok()?;
+            let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id);
+            Some((f.first()?.to_string(), (id, gid)))
+        })
+        .collect()
+}
+
+impl Accounts {
+    fn read(view: &dyn RootView) -> Accounts {
+        Accounts {
+            passwd: view.read_text("/etc/passwd").unwrap_or_default(),
+            group: view.read_text("/etc/group").unwrap_or_default(),
+            changed: false,
+        }
+    }
+
+    fn uid(&self, name: &str) -> Option<u32> {
+        if name == "root" {
+            return Some(0);
+        }
+        ids(&self.passwd).get(name).map(|v| v.0)
+    }
+
+    fn gid(&self, name: &str) -> Option<u32> {
+        if name == "root" {
+            return Some(0);
+        }
+        ids(&self.group).get(name).map(|v| v.0)
+    }
+
+    /// A free system id, from 999 down (as `useradd -r` picks them).
+    fn free(text: &str) -> Option<u32> {
+        let used: Vec<u32> = ids(text).values().map(|v| v.0).collect();
+        (100..1000).rev().find(|i| !used.contains(i))
+    }
+
+    fn add_group(&mut self, name: &str, gid: Option<u32>) -> Result<Option<u32>, InstallError> {
+        if self.gid(name).is_some() {
+            return Ok(None);
+        }
+        let gid = match gid {
+            Some(g) => g,
+            None => Self::free(&self.group)
+                .ok_or_else(|| InstallError("no free system group id".into()))?,
+        };
+        if !self.group.is_empty() && !self.group.ends_with('\n') {
+            self.group.push('\n');
+        }
+        self.group.push_str(&format!("{name}:x:{gid}:\n"));
+        self.changed = true;
+        Ok(Some(gid))
+    }
+
+    fn add_user(&mut self, u: &scripts::UserSpec) -> Result<Option<u32>, InstallError> {
+        if self.uid(&u.name).is_some() {
+            return Ok(None);
+        }
+        let uid = match u.uid {
+            Some(i) => i,
+            None => Self::free(&self.passwd)
+                .ok_or_else(|| InstallError("no free system user id".into()))?,
+        };
+        let gid = match &u.group {
+            scripts::PrimaryGroup::Own => match self.gid(&u.name) {
+                Some(g) => g,
+                None => self.add_group(&u.name, Some(uid))?.unwrap_or(uid),
+            },
+            scripts::PrimaryGroup::Named(g) => self.gid(g).ok_or_else(|| {
+                InstallError(format!(
+                    "user {} names the group {g}, which the image does not have",
+                    u.name
+                ))
+            })?,
+            scripts::PrimaryGroup::Id(g) => *g,
+        };
+        if !self.passwd.is_empty() && !self.passwd.ends_with('\n') {
+            self.passwd.push('\n');
+        }
+        self.passwd.push_str(&format!(
+            "{}:x:{uid}:{gid}:{}:{}:{}\n",
+            u.name, u.gecos, u.home, u.shell
+        ));
+        self.changed = true;
+        Ok(Some(uid))
+    }
+}
+
+/// The install-time scriptlets, by rpm's names.
+const SCRIPTLETS: &[(u32, u32, &str)] = &[
+    (tag::PRETRANS, 0, "%pretrans"),
+    (tag::PREIN, tag::PREINPROG, "%pre"),
+    (tag::POSTIN, tag::POSTINPROG, "%post"),
+    (tag::POSTTRANS, 0, "%posttrans"),
+    (tag::PREUN, tag::PREUNPROG, "%preun"),
+    (tag::POSTUN, tag::POSTUNPROG, "%postun"),
+    (tag::TRIGGERSCRIPTS, 0, "%trigger"),
+    (tag::FILETRIGGERSCRIPTS, 0, "%filetrigger"),
+    (tag::TRANSFILETRIGGERSCRIPTS, 0, "%transfiletrigger"),
+];
+
+/// Units a scriptlet presets or enables (`systemctl preset|enable UNIT`, as
+/// `%systemd_post` writes it).
+fn systemd_units(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            if w.ends_with("systemctl") {
+                let rest = &words[i + 1..];
+                if rest.iter().any(|a| *a == "preset" || *a == "enable") {
+                    for a in rest {
+                        let unit = a.ends_with(".service")
+                            || a.ends_with(".socket")
+                            || a.ends_with(".timer");
+                        if unit && !a.contains('$') && !out.contains(&a.to_string()) {
+                            out.push(a.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Unpacks `pkgs` into one tree. `scratch` holds the file contents;
+/// `origin_key` is the key path of the packages item.
+pub fn unpack(
+    view: &dyn RootView,
+    pkgs: &[Package],
+    scratch: &Path,
+    origin_key: &str,
+) -> Result<(FileTree, Report), InstallError> {
+    let mut tree = FileTree::new();
+    let mut report = Report::default();
+    let mut accounts = Accounts::read(view);
+    let dir = tempfile::Builder::new()
+        .prefix("rpm-")
+        .tempdir_in(scratch)
+        .map_err(|e| {
+            InstallError(format!(
+                "creating a scratch directory in {}: {e}",
+                scratch.display()
+            ))
+        })?
+        .keep();
+    let mut counter = 0usize;
+    // Scriptlets first, for every package: a %pre creates the users and
+    // groups files of this and later packages are owned by.
+    let mut reports = Vec::with_capacity(pkgs.len());
+    for pkg in pkgs {
+        let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
+        let (name, evr, arch) = rpm.nevra()?;
+        let want = &pkg.planned.package;
+        if name != want.name || !evr.compare(&want.evr).is_eq() || arch != want.arch {
+            return Err(InstallError(format!(
+                "{}: the package is {name}-{evr}.{arch}, the repository metadata says {}",
+                pkg.url,
+                want.nevra()
+            )));
+        }
+        let mut rep = PackageReport {
+            nevra: want.nevra(),
+            ..Default::default()
+        };
+        // Scriptlets first: %pre creates the users the files are owned by.
+        for (t, prog, label) in SCRIPTLETS {
+            let body = rpm.header.strings(*t, &pkg.url)?.unwrap_or_default();
+            let interp = if *prog != 0 {
+                rpm.header.strings(*prog, &pkg.url)?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if body.is_empty() && interp.is_empty() {
+                continue;
+            }
+            rep.not_run.push(label.to_string());
+            let is_install = matches!(*label, "%pre" | "%post" | "%pretrans" | "%posttrans");
+            for script in &body {
+                if !is_install {
+                    continue;
+                }
+                let scan = scripts::scan(script);
+                for e in scan.effects {
+                    match e {
+                        Effect::Group(g) => {
+                            if let Some(gid) = accounts.add_group(&g.name, g.gid)? {
+                                rep.accounts
+                                    .push(format!("system group {} ({gid})", g.name));
+                            }
+                        }
+                        Effect::User(u) => {
+                            if let Some(uid) = accounts.add_user(&u)? {
+                                rep.accounts.push(format!("system user {} ({uid})", u.name));
+                            }
+                        }
+                        Effect::SystemdEnable(unit) => {
+                            if !rep.units.contains(&unit) {
+                                rep.units.push(unit);
+                            }
+                        }
+                        Effect::Alternative(a) => rep
+                            .not_understood
+                            .push(format!("update-alternatives {}", a.name)),
+                    }
+                }
+                rep.not_understood.extend(scan.not_understood);
+                for u in systemd_units(script) {
+                    if !rep.units.contains(&u) {
+                        rep.units.push(u);
+                    }
+                }
+            }
+        }
+        reports.push(rep);
+    }
+    // Then the files, owned by names the scriptlets may have added.
+    for (pkg, mut rep) in pkgs.iter().zip(reports) {
+        let origin = Origin::new("packages", origin_key);
+        let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
+        let files = rpm.files()?;
+        let by_path: BTreeMap<&str, usize> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.as_str(), i))
+            .collect();
+        for f in &files {
+            if f.flags & FILE_CONFIG != 0
+                && f.flags & FILE_GHOST == 0
+                && f.mode & 0o170000 == 0o100000
+            {
+                rep.config.push(f.path.clone());
+            }
+        }
+        let url = pkg.url.clone();
+        let mut payload = rpm.payload()?;
+        let mut pending: BTreeMap<u32, Vec<ImagePath>> = BTreeMap::new();
+        while let Some(e) = payload.next_entry()? {
+            let path = ImagePath::new(&e.path)
+                .map_err(|m| InstallError(format!("{url}: payload path {:?}: {m}", e.path)))?;
+            let info = by_path.get(e.path.as_str()).map(|&i| &files[i]);
+            let mode = info.map_or(e.mode, |i| i.mode);
+            let (user, group) =
+                info.map_or(("root", "root"), |i| (i.user.as_str(), i.group.as_str()));
+            let uid = accounts.uid(user).unwrap_or_else(|| {
+                let o = format!("user {user} of {}", e.path);
+                rep.unknown_owners.push(o);
+                0
+            });
+            let gid = accounts.gid(group).unwrap_or_else(|| {
+                rep.unknown_owners
+                    .push(format!("group {group} of {}", e.path));
+                0
+            });
+            let meta = Meta {
+                mode: mode & 0o7777,
+                uid,
+                gid,
+            };
+            let kind = match mode & 0o170000 {
+                0o040000 => {
+                    payload.data(&e, &mut std::io::sink())?;
+                    NodeKind::Dir
+                }
+                0o120000 => {
+                    let mut target = Vec::new();
+                    if e.size > 4096 {
+                        return Err(InstallError(format!("{url}: symlink {} is too long", e.path)));
+                    }
+                    payload.data(&e, &mut target)?;
+                    let t = String::from_utf8(target)
+                        .map_err(|_| InstallError(format!("{url}: symlink {} is not UTF-8", e.path)))?;
+                    NodeKind::Symlink(t)
+                }
+                0o100000 => {
+                    if e.nlink > 1 && e.size == 0 {
+                        payload.data(&e, &mut std::io::sink())?;
+                        pending.entry(e.ino).or_default().push(path);
+                        rep.entries += 1;
+                        continue;
+                    }
+                    counter += 1;
+                    let host = dir.join(counter.to_string());
+                    let out = File::create(&host)
+                        .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+                    let mut w = BufWriter::new(out);
+                    payload.data(&e, &mut w)?;
+                    std::io::Write::flush(&mut w)
+                        .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+                    if let Some(others) = pending.remove(&e.ino) {
+                        for o in others {
+                            let n = Node {
+                                kind: NodeKind::Hardlink(path.clone()),
+                                meta,
+                                origin: origin.clone(),
+                            };
+                            insert(&mut tree, o, n, &url)?;
+                        }
+                    }
+                    NodeKind::File(Content::Host {
+                        path: host,
+                        size: e.size,
+                    })
+                }
+                _ => {
+                    return Err(InstallError(format!(
+                        "{url}: {} is a device node or fifo, which a layer does not carry; the package cannot be installed this way",
+                        e.path
+                    )))
+                }
+            };
+            rep.entries += 1;
+            let n = Node {
+                kind,
+                meta,
+                origin: origin.clone(),
+            };
+            insert(&mut tree, path, n, &url)?;
+        }
+        if let Some((_, paths)) = pending.into_iter().next() {
+            return Err(InstallError(format!(
+                "{url}: the hardlinks {} have no data in the payload",
+                paths
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        payload.finish()?;
+        report.packages.push(rep);
+    }
+    if accounts.changed {
+        let origin = Origin::new("packages", origin_key);
+        for (path, text) in [
+            ("/etc/passwd", &accounts.passwd),
+            ("/etc/group", &accounts.group),
+        ] {
+            let p = ImagePath::new(path).map_err(InstallError)?;
+            let node = Node::file(text.as_bytes().to_vec(), origin.clone());
+            tree.replace(p, node);
+        }
+    }
+    Ok((tree, report))
+}
+
+fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result<(), InstallError> {
+    if let (Some(old), NodeKind::Dir) = (tree.get(&path), &node.kind) {
+        if old.kind == NodeKind::Dir {
+            return Ok(());
+        }
+    }
+    if tree.get(&path).is_some() {
+        return Err(InstallError(format!(
+            "{url}: {path} is also shipped by another package of this layer"
+        )));
+    }
+    tree.insert(path, node)
+        .map_err(|e| InstallError(e.to_string()))
+}
+
+/// The rpm database directory inside the image.
+pub const DBPATH: &str = "/var/lib/rpm";
+
+/// How rpm runs on the build host: `rpm` under `unshare` (a user namespace
+/// mapping the caller to root, and an empty network namespace).
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// The rpm executable.
+    pub rpm: PathBuf,
+    /// Seconds since 1970: what rpm records as the install time.
+    pub epoch: i64,
+}
+
+impl Default for Runner {
+    /// `rpm` from `PATH`, with the build's `SOURCE_DATE_EPOCH` (0 when
+    /// unset, as the build's own default).
+    fn default() -> Self {
+        let epoch = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| crate::build::parse_epoch(Some(&v)).ok())
+            .unwrap_or(0);
+        Runner {
+            rpm: PathBuf::from("rpm"),
+            epoch,
+        }
+    }
+}
+
+impl Runner {
+    fn command(&self, root: &Path) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "--net", "--"])
+            .arg(&self.rpm)
+            .arg("--root")
+            .arg(root)
+            .args(["--dbpath", DBPATH])
+            .env("LC_ALL", "C")
+            // The install time rpm records is the build's epoch, so the
+            // database is the same on every build.
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
+            .env_remove("RPM_CONFIGDIR");
+        c
+    }
+
+    fn run(&self, mut c: Command, what: &str) -> Result<Vec<u8>, InstallError> {
+        let out = c.output().map_err(|e| {
+            InstallError(format!(
+                "{what}: cannot run unshare and rpm on the build host ({e}); install rpm (Debian: apt-get install rpm) and util-linux"
+            ))
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let msg: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
+                .collect();
+            let joined = msg.join("; ");
+            if err.contains("unshare: failed to execute") {
+                return Err(InstallError(format!(
+                    "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
+                    self.rpm.display()
+                )));
+            }
+            if err.contains("unshare: ") {
+                return Err(InstallError(format!(
+                    "{what}: no user namespace for rpm ({joined}); the build host must allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1)"
+                )));
+            }
+            return Err(InstallError(format!(
+                "{what}: rpm failed ({}): {joined}",
+                out.status
+            )));
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// A copy of the image's rpm database in a temporary root.
+#[derive(Debug)]
+pub struct DbRoot {
+    root: tempfile::TempDir,
+    before: BTreeMap<String, Vec<u8>>,
+}
+
+/// Copies the image's `/var/lib/rpm` into a temporary root (only the
+/// database files). Refuses a Berkeley DB database, which the build host's
+/// rpm cannot write.
+pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, InstallError> {
+    let root = tempfile::Builder::new()
+        .prefix("rpmdb-")
+        .tempdir_in(scratch)
+        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))?;
+    let db = root.path().join(DBPATH.trim_start_matches('/'));
+    std::fs::create_dir_all(&db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    let mut before = BTreeMap::new();
+    let names = view.list(DBPATH);
+    if names.iter().any(|n| n == "Packages") && !names.iter().any(|n| n == "rpmdb.sqlite") {
+        return Err(InstallError(format!(
+            "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend"
+        )));
+    }
+    for n in names {
+        let p = format!("{DBPATH}/{n}");
+        let ip = ImagePath::new(&p).map_err(InstallError)?;
+        let Some(stat) = view.stat(&ip) else { continue };
+        if !matches!(stat.kind, nodeimg_layers::StatKind::File(_)) {
+            continue;
+        }
+        let Some(bytes) = view.read(&ip) else {
+            return Err(InstallError(format!(
+                "{p}: the image's rpm database file cannot be read (too large for the base view, which keeps files up to {} bytes)",
+                crate::tarindex::RPMDB_KEEP_MAX
+            )));
+        };
+        std::fs::write(db.join(&n), &bytes)
+            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+        before.insert(n, bytes);
+    }
+    Ok(DbRoot { root, before })
+}
+
+impl DbRoot {
+    /// The packages the database records, as the resolver reads them.
+    pub fn installed(
+        &self,
+        runner: &Runner,
+    ) -> Result<Vec<super::repodata::RpmPackage>, InstallError> {
+        if self.before.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = runner.command(self.root.path());
+        c.args([
+            "-qa",
+            "--qf",
+            "P\\t%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n[V\\t%{PROVIDENAME}\\t%{PROVIDEFLAGS}\\t%{PROVIDEVERSION}\\n][C\\t%{CONFLICTNAME}\\t%{CONFLICTFLAGS}\\t%{CONFLICTVERSION}\\n][F\\t%{FILENAMES}\\n]",
+        ]);
+        let out = runner.run(c, "reading the image's rpm database")?;
+        parse_query(&String::from_utf8_lossy(&out))
+    }
+
+    /// Registers `pkgs` in the database (`rpm -i --justdb --nodeps
+    /// --noscripts`) and returns the database files that changed, as layer
+    /// entries whose contents live in `scratch`.
+    pub fn register(
+        &self,
+        runner: &Runner,
+        pkgs: &[Package],
+        scratch: &Path,
+        origin_key: &str,
+    ) -> Result<FileTree, InstallError> {
+        let mut c = runner.command(self.root.path());
+        if self.before.is_empty() {
+            let mut init = runner.command(self.root.path());
+            init.arg("--initdb");
+            runner.run(init, "creating the image's rpm database")?;
+        }
+        c.args([
+            "-i",
+            "--justdb",
+            "--nodeps",
+            "--noscripts",
+            "--notriggers",
+            "--nosignature",
+            "--nodigest",
+            "--ignorearch",
+            "--ignoreos",
+        ]);
+        for p in pkgs {
+            c.arg(&p.rpm);
+        }
+        runner.run(c, "registering the packages in the image's rpm database")?;
+        let db = self.root.path().join(DBPATH.trim_start_matches('/'));
+        let out_dir = tempfile::Builder::new()
+            .prefix("rpmdb-out-")
+            .tempdir_in(scratch)
+            .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
+            .keep();
+        let mut names: Vec<String> = std::fs::read_dir(&db)
+            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let mut tree = FileTree::new();
+        let wal_empty =
+            std::fs::metadata(db.join("rpmdb.sqlite-wal")).map_or(true, |m| m.len() == 0);
+        for n in names {
+            if n == ".rpm.lock" && !self.before.contains_key(&n) {
+                continue;
+            }
+            // With the write-ahead log checkpointed into the database, its
+            // log and shared-memory index (which holds random salts) are
+            // left out, and the base's removed.
+            if wal_empty && (n.ends_with("-wal") || n.ends_with("-shm")) {
+                if self.before.contains_key(&n) {
+                    let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError)?;
+                    tree.replace(p, Node::whiteout(Origin::new("packages", origin_key)));
+                }
+                continue;
+            }
+            let src = db.join(&n);
+            let bytes =
+                std::fs::read(&src).map_err(|e| InstallError(format!("{}: {e}", src.display())))?;
+            if self.before.get(&n) == Some(&bytes) {
+                continue;
+            }
+            let dst = out_dir.join(&n);
+            std::fs::write(&dst, &bytes)
+                .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
+            let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError)?;
+            let node = Node {
+                kind: NodeKind::File(Content::Host {
+                    path: dst,
+                    size: bytes.len() as u64,
+                }),
+                meta: Meta::FILE,
+                origin: Origin::new("packages", origin_key),
+            };
+            tree.replace(p, node);
+        }
+        Ok(tree)
+    }
+}
+
+/// Parses the `--qf` output of [`DbRoot::installed`].
+fn parse_query(text: &str) -> Result<Vec<super::repodata::RpmPackage>, InstallError> {
+    use super::repodata::{Dep, RpmPackage};
+    use super::version::{Evr, Op};
+    let mut out: Vec<RpmPackage> = Vec::new();
+    let dep = |f: &[&str]| -> Option<Dep> {
+        let name = f.get(1)?.to_string();
+        let flags: u32 = f.get(2)?.parse().ok()?;
+        let ver = f.get(3).copied().unwrap_or("");
+        let constraint = match (Op::from_sense(flags), ver.is_empty()) {
+            (Some(op), false) => Evr::parse(ver).ok().map(|e| (op, e)),
+            _ => None,
+        };
+        Some(Dep { name, constraint })
+    };
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = || {
+            InstallError(format!(
+                "the image's rpm database query, line {}: {line:?}",
+                n + 1
+            ))
+        };
+        match f.first().copied() {
+            Some("P") => {
+                if f.len() != 6 {
+                    return Err(bad());
+                }
+                let epoch = f[2].parse().map_err(|_| bad())?;
+                out.push(RpmPackage {
+                    name: f[1].into(),
+                    evr: Evr::new(epoch, f[3], Some(f[4])),
+                    arch: f[5].into(),
+                    ..Default::default()
+                });
+            }
+            Some(k @ ("V" | "C" | "F")) => {
+                let p = out.last_mut().ok_or_else(bad)?;
+                match k {
+                    "V" => p.provides.push(dep(&f).ok_or_else(bad)?),
+                    "C" => p.conflicts.push(dep(&f).ok_or_else(bad)?),
+                    _ => p.files.push(f.get(1).ok_or_else(bad)?.to_string()),
+                }
+            }
+            Some("") | None => {}
+            Some(_) => return Err(bad()),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.evr.compare(&b.evr)));
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_output() {
+        let text = "P\tbash\t0\t5.2\t1\tx86_64\nV\tbash\t8\t5.2-1\nV\t/bin/sh\t0\t\nC\tzsh-compat\t2\t1.0\nF\t/bin/bash\nP\ttzdata\t0\t2024a\t1\tnoarch\n";
+        let p = parse_query(text).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].nevra(), "bash-5.2-1.x86_64");
+        assert_eq!(
+            p[0].provides
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>(),
+            ["bash = 5.2-1", "/bin/sh"]
+        );
+        assert_eq!(p[0].conflicts[0].to_string(), "zsh-compat < 1.0");
+        assert_eq!(p[0].files, ["/bin/bash"]);
+        assert!(parse_query("V\tx\t0\t\n").is_err());
+        assert!(parse_query("P\tx\tnope\t1\t1\tnoarch\n").is_err());
+        assert!(parse_query("Q\n").is_err());
+    }
+
+    #[test]
+    fn database_refusals() {
+        let t = tempfile::tempdir().unwrap();
+        let bdb = nodeimg_layers::MemView::new()
+            .file("/var/lib/rpm/Packages", "x")
+            .file("/var/lib/rpm/Name", "x");
+        let e = materialise(&bdb, t.path()).unwrap_err();
+        assert!(e.to_string().contains("Berkeley DB"), "{e}");
+        let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
+        let db = materialise(&v, t.path()).unwrap();
+        let runner = Runner {
+            rpm: PathBuf::from("/nonexistent/bin/rpm"),
+            epoch: 0,
+        };
+        let e = db.installed(&runner).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/bin/rpm cannot be run on the build host")
+                || e.to_string().contains("no user namespace"),
+            "{e}"
+        );
+        // A distribution's database is kept by the base view.
+        assert!(crate::tarindex::keeps(
+            "/var/lib/rpm/rpmdb.sqlite",
+            40 << 20
+        ));
+        assert!(!crate::tarindex::keeps(
+            "/var/lib/rpm/rpmdb.sqlite",
+            200 << 20
+        ));
+        // No database in the image: nothing is installed, rpm is not asked.
+        let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
+        assert!(empty.installed(&runner).unwrap().is_empty());
+    }
+
+    #[test]
+    fn units_from_systemd_macros() {
+        let post = "\nif [ $1 -eq 1 ] ; then\n        # Initial installation\n        systemctl --no-reload preset docker.service docker.socket &>/dev/null || :\nfi\n";
+        assert_eq!(systemd_units(post), ["docker.service", "docker.socket"]);
+        assert!(systemd_units("systemctl daemon-reload").is_empty());
+        assert!(systemd_units("systemctl enable $UNIT.service").is_empty());
+    }
+
+    use crate::rpm::repodata::RpmPackage;
+    use crate::rpm::resolve::Planned;
+    use crate::rpm::testutil;
+    use crate::rpm::version::Evr;
+
+    fn package(dir: &Path, bytes: &[u8], arch: &str) -> Package {
+        let rpm = dir.join("demo.rpm");
+        std::fs::write(&rpm, bytes).unwrap();
+        Package {
+            rpm,
+            url: "http://repo.invalid/Packages/demo.rpm".into(),
+            planned: Planned {
+                repository: "test".into(),
+                package: RpmPackage {
+                    name: "demo".into(),
+                    arch: arch.into(),
+                    evr: Evr::new(0, "1.0", Some("1")),
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    fn view() -> nodeimg_layers::MemView {
+        nodeimg_layers::MemView::new()
+            .file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+            .file("/etc/group", "root:x:0:\n")
+    }
+
+    #[test]
+    fn unpacks_modes_owners_links_and_config() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let bytes = testutil::rpm(
+            "demo",
+            "x86_64",
+            tags,
+            &payload,
+            Some("getent group docker >/dev/null || groupadd -r docker\nsystemctl preset demo.service\n"),
+        );
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let (tree, report) = unpack(&view(), &[pkg], t.path(), "packages").unwrap();
+        let node = |p: &str| tree.get_str(p).unwrap();
+        assert_eq!(node("/etc/demo").kind, NodeKind::Dir);
+        assert_eq!(node("/etc/demo").meta, Meta::DIR);
+        let conf = node("/etc/demo/demo.conf");
+        assert_eq!(
+            conf.meta,
+            Meta {
+                mode: 0o640,
+                uid: 0,
+                gid: 999
+            }
+        );
+        match &conf.kind {
+            NodeKind::File(Content::Host { path, size }) => {
+                assert_eq!(*size, 4);
+                assert_eq!(std::fs::read(path).unwrap(), b"a=1\n");
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(node("/usr/bin/demo").meta.mode, 0o4755);
+        assert_eq!(
+            node("/usr/bin/demo-hard").kind,
+            NodeKind::Hardlink(ImagePath::new("/usr/bin/demo").unwrap())
+        );
+        assert_eq!(
+            node("/usr/bin/demo-link").kind,
+            NodeKind::Symlink("demo".into())
+        );
+        assert_eq!(tree.text("/etc/group"), Some("root:x:0:\ndocker:x:999:\n"));
+        assert!(tree.get_str("/etc/passwd").is_some());
+        let r = &report.packages[0];
+        assert_eq!(r.nevra, "demo-1.0-1.x86_64");
+        assert_eq!(r.entries, 5);
+        assert_eq!(r.config, ["/etc/demo/demo.conf"]);
+        assert_eq!(r.not_run, ["%pre"]);
+        assert_eq!(r.accounts, ["system group docker (999)"]);
+        assert_eq!(r.units, ["demo.service"]);
+        assert!(r.unknown_owners.is_empty());
+        let text = report.to_string();
+        assert!(text.contains("not run demo-1.0-1.x86_64: %pre\n"), "{text}");
+    }
+
+    #[test]
+    fn unknown_owner_is_root_and_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        let bytes = testutil::rpm("demo", "x86_64", tags, &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let (tree, report) = unpack(&view(), &[pkg], t.path(), "packages").unwrap();
+        assert_eq!(tree.get_str("/etc/demo/demo.conf").unwrap().meta.gid, 0);
+        assert_eq!(
+            report.packages[0].unknown_owners,
+            ["group docker of /etc/demo/demo.conf"]
+        );
+        assert!(tree.get_str("/etc/group").is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_package() {
+        let t = tempfile::tempdir().unwrap();
+        let (tags, payload) = testutil::demo_files();
+        // Another package than the metadata says.
+        let bytes = testutil::rpm("demo", "aarch64", tags, &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert_eq!(e.to_string(), "http://repo.invalid/Packages/demo.rpm: the package is demo-1.0-1.aarch64, the repository metadata says demo-1.0-1.x86_64");
+        // A device node.
+        let payload = testutil::cpio(&[testutil::Entry("./dev/null", 0o020666, 1, 1, b"")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(e.to_string().contains("/dev/null is a device node"), "{e}");
+        // A hardlink whose data never comes.
+        let payload = testutil::cpio(&[testutil::Entry("./a", 0o100644, 7, 2, b"")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(
+            e.to_string().contains("the hardlinks /a have no data"),
+            "{e}"
+        );
+        // A path leaving the root.
+        let payload = testutil::cpio(&[testutil::Entry("./../etc/x", 0o100644, 7, 1, b"x")]);
+        let bytes = testutil::rpm("demo", "x86_64", vec![], &payload, None);
+        let pkg = package(t.path(), &bytes, "x86_64");
+        let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
+        assert!(e.to_string().contains("payload path"), "{e}");
+    }
+
+    #[test]
+    fn accounts_added_with_free_ids() {
+        let v = nodeimg_layers::MemView::new()
+            .file(
+                "/etc/passwd",
+                "root:x:0:0:root:/root:/bin/bash\nsvc:x:999:999::/:/sbin/nologin\n",
+            )
+            .file("/etc/group", "root:x:0:\nsvc:x:999:\n");
+        let mut a = Accounts::read(&v);
+        assert_eq!(a.add_group("docker", None).unwrap(), Some(998));
+        assert_eq!(a.add_group("docker", None).unwrap(), None);
+        assert_eq!(a.gid("docker"), Some(998));
+        assert_eq!(a.uid("nobody"), None);
+        assert!(a.group.ends_with("docker:x:998:\n"));
+    }
+}
