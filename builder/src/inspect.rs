@@ -343,7 +343,12 @@ fn answer_why(report: &Report, layers: &[(LayerChanges, LayerData)], path: &Imag
             layer: Some(i + 1),
             layer_name: report.layers.get(i).map(|l| l.name.clone()),
             layer_digest: report.layers.get(i).map(|l| l.digest.clone()),
-            origin: layers[i].1.origins.get(path.as_str()).cloned(),
+            origin: layers[i]
+                .1
+                .origins
+                .get(path.as_str())
+                .or_else(|| layers[i].1.origins.get(crate::output::PACKAGES_ORIGIN_KEY))
+                .cloned(),
         },
         None => Why {
             path: path.to_string(),

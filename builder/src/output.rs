@@ -337,9 +337,19 @@ fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Compact JSON: every path of the tree to the item that produced it.
+/// Paths a layer's `packages` installed are not listed one by one (a
+/// runtime's packages hold thousands of files, and the package database in
+/// the image already says which package owns each): the empty key `""`
+/// stands for all of them, with the value `packages`.
 pub fn origins_json(tree: &FileTree) -> String {
-    let map: BTreeMap<&str, &str> = tree
+    let mut from_packages = false;
+    let mut map: BTreeMap<&str, &str> = tree
         .iter()
+        .filter(|(_, n)| {
+            let pkg = n.origin.item == "packages";
+            from_packages |= pkg;
+            !pkg
+        })
         .map(|(p, n)| {
             let o = if n.origin.key.is_empty() {
                 n.origin.item.as_str()
@@ -349,8 +359,15 @@ pub fn origins_json(tree: &FileTree) -> String {
             (p.as_str(), o)
         })
         .collect();
+    if from_packages {
+        map.insert(PACKAGES_ORIGIN_KEY, "packages");
+    }
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_string())
 }
+
+/// The key of `io.nodeimg.origins` that stands for every path the layer's
+/// packages installed.
+pub const PACKAGES_ORIGIN_KEY: &str = "";
 
 fn rfc3339(secs: i64) -> Result<String> {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -1165,6 +1182,44 @@ mod tests {
     use crate::base::BaseRef;
     use nodeimg_layers::tree::Origin;
     use nodeimg_layers::{Node, NodeKind};
+
+    #[test]
+    fn origins_sum_up_package_paths_in_one_entry() {
+        let mut t = FileTree::new();
+        let ip = |p: &str| nodeimg_layers::tree::ImagePath::new(p).unwrap();
+        t.insert(
+            ip("/etc/sysctl.d/k.conf"),
+            Node::file("x", Origin::new("sysctl", "sysctl")),
+        )
+        .unwrap();
+        for p in [
+            "/usr/bin/containerd",
+            "/usr/bin/runc",
+            "/var/lib/dpkg/status",
+        ] {
+            t.insert(
+                ip(p),
+                Node::file("b", Origin::new("packages", "packages[0]")),
+            )
+            .unwrap();
+        }
+        let m: BTreeMap<String, String> = serde_json::from_str(&origins_json(&t)).unwrap();
+        assert_eq!(
+            m,
+            BTreeMap::from([
+                (String::new(), "packages".to_string()),
+                ("/etc/sysctl.d/k.conf".to_string(), "sysctl".to_string()),
+            ])
+        );
+        // Without packages there is no summary entry.
+        let mut c = FileTree::new();
+        c.insert(
+            ip("/etc/a"),
+            Node::file("x", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
+        assert_eq!(origins_json(&c), r#"{"/etc/a":"file[0]"}"#);
+    }
 
     fn p(s: &str) -> ImagePath {
         ImagePath::new(s).unwrap()
