@@ -70,6 +70,24 @@ impl Field {
     /// The value with all line breaks and runs of whitespace folded to
     /// single spaces (for simple and folded fields such as `Depends`).
     pub fn folded(&self) -> String {
+        // Most values are folded already: one space between words, no
+        // other whitespace (ASCII 9-13, or anything non-ASCII, which may be).
+        let mut after_space = true;
+        for &b in self.value.as_bytes() {
+            match b {
+                b' ' if after_space => return self.fold(),
+                b' ' => after_space = true,
+                0x09..=0x0d | 0x80..=0xff => return self.fold(),
+                _ => after_space = false,
+            }
+        }
+        if after_space {
+            return self.fold();
+        }
+        self.value.clone()
+    }
+
+    fn fold(&self) -> String {
         self.value.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
@@ -222,7 +240,9 @@ impl<'k> Lines<'k> {
     /// blank line ends.
     fn line(&mut self, n: usize, raw: &str) -> Result<Option<Stanza>, ControlError> {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.trim().is_empty() {
+        // Most lines start with a visible character: not blank.
+        let visible = line.as_bytes().first().is_some_and(u8::is_ascii_graphic);
+        if !visible && line.trim().is_empty() {
             return Ok(self.finish());
         }
         if line.starts_with('#') {
@@ -234,7 +254,7 @@ impl<'k> Lines<'k> {
                 "comment lines are not allowed in this kind of file",
             ));
         }
-        if line.starts_with([' ', '\t']) {
+        if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
             match self.last_kept {
                 Some(true) => {
                     if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
@@ -473,7 +493,7 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
         return Err("empty alternative around `|`".into());
     }
     let end = s
-        .find(|c: char| c.is_whitespace() || "([<:".contains(c))
+        .find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<' | ':'))
         .unwrap_or(s.len());
     let name = &s[..end];
     if !valid_name(name) {
@@ -1069,6 +1089,31 @@ mod tests {
             r[0].field("sha256").unwrap().continuation_lines(),
             ["abc 1 main/x"]
         );
+    }
+
+    #[test]
+    fn folded_values() {
+        let f = |value: &str| {
+            Field {
+                name: "X".into(),
+                value: value.into(),
+                line: 1,
+            }
+            .folded()
+        };
+        for (value, want) in [
+            ("a, b (>= 1)", "a, b (>= 1)"),
+            ("", ""),
+            ("a,  b", "a, b"),
+            (" a", "a"),
+            ("a ", "a"),
+            ("a,\n b,\n\tc", "a, b, c"),
+            ("a\u{a0}b", "a b"),
+            ("a\u{e9}b", "a\u{e9}b"),
+            ("a\x0bb", "a b"),
+        ] {
+            assert_eq!(f(value), want, "{value:?}");
+        }
     }
 
     #[test]
