@@ -476,7 +476,7 @@ fn select_packages(
     requests: &[Request],
     installed: &[BinaryPackage],
 ) -> Result<Vec<resolve::Repository>, PackagesError> {
-    let roots = requests
+    let names = requests
         .iter()
         .map(|r| r.name.as_str())
         .chain(installed.iter().flat_map(|p| {
@@ -489,7 +489,7 @@ fn select_packages(
             )
         }));
     let refs: Vec<&control::PackageIndex> = indexes.iter().map(|(_, i)| i).collect();
-    let selected = control::reachable(&refs, roots).map_err(|e| {
+    let selected = control::reachable(&refs, names).map_err(|e| {
         build_err(
             "repository metadata",
             format!("line {}: {}", e.line, e.message),
