@@ -428,14 +428,16 @@ fn read_keyring(
 /// Repository id -> (URI, suite): where its `Filename`s are relative to.
 type Roots = BTreeMap<String, (String, String)>;
 
-/// The repositories (one per source, URI, suite and component) and where
-/// each one's files are.
+/// The `Packages` indexes (one per source, URI, suite and component) in
+/// compact form, with their repository ids, and where each one's files are.
+/// Each index is streamed from the cache: verified (size and SHA256 from
+/// `Release`), decompressed and parsed in one pass, one stanza at a time.
 fn read_indexes(
     env: &PackageEnv,
     sources: &[Source],
     arch: &str,
-) -> Result<(Vec<resolve::Repository>, Roots), PackagesError> {
-    let mut repos = Vec::new();
+) -> Result<(Vec<(String, control::PackageIndex)>, Roots), PackagesError> {
+    let mut indexes = Vec::new();
     let mut roots = BTreeMap::new();
     for s in sources {
         for uri in &s.uris {
@@ -455,26 +457,85 @@ fn read_indexes(
                     let path =
                         env.fetch_shown(&url, loc.size, &loc.sha256, &format!("index {url}"))?;
                     env.note_index(&url, loc.size, &loc.sha256);
-                    let bytes = std::fs::read(&path)
-                        .ctx(|| format!("reading {} (cached {url})", path.display()))?;
-                    let text = loc
-                        .open(&bytes, &url)
-                        .map_err(|e| build_err("repository metadata", e))?;
-                    let text = String::from_utf8(text)
-                        .map_err(|_| build_err(&url, "the Packages index is not UTF-8"))?;
-                    let packages = control::parse_packages(&text)
-                        .map_err(|e| build_err(&url, format!("line {}: {}", e.line, e.message)))?;
+                    let index = read_index(&path, &loc, &url)?;
                     let id = match comp {
                         Some(c) => format!("{uri} {suite} {c}"),
                         None => format!("{uri} {suite}"),
                     };
                     roots.insert(id.clone(), (uri.clone(), suite.clone()));
-                    repos.push(resolve::Repository { id, packages });
+                    indexes.push((id, index));
                 }
             }
         }
     }
-    Ok((repos, roots))
+    Ok((indexes, roots))
+}
+
+/// Streams the cached index `path` (fetched from `url`): nothing of it is
+/// kept unless the whole file matches `loc`.
+fn read_index(
+    path: &Path,
+    loc: &repo::IndexLocation,
+    url: &str,
+) -> Result<control::PackageIndex, PackagesError> {
+    let reading = || format!("reading {} (cached {url})", path.display());
+    let file = std::fs::File::open(path).ctx(reading)?;
+    match loc.stream(file, url, |r| control::read_packages(r)) {
+        Err(repo::StreamError::Read(source)) => Err(PackagesError::Build(Error::Io {
+            context: reading(),
+            source,
+        })),
+        Err(repo::StreamError::Repo(e)) => Err(build_err("repository metadata", e)),
+        // An error of the stream is the one above.
+        Ok(Err(control::IndexError::Io(e))) => Err(build_err(
+            "repository metadata",
+            format!("{url}: cannot decompress ({}): {e}", loc.compression),
+        )),
+        Ok(Err(control::IndexError::NotUtf8)) => {
+            Err(build_err(url, "the Packages index is not UTF-8"))
+        }
+        Ok(Err(control::IndexError::Control(e))) => {
+            Err(build_err(url, format!("line {}: {}", e.line, e.message)))
+        }
+        Ok(Ok(index)) => Ok(index),
+    }
+}
+
+/// The repositories the resolver sees: of each index, the packages a
+/// resolution of `requests` over `installed` can look at (see
+/// [`control::reachable`]); the resolver gives the same answer on them as
+/// on the whole indexes, without every package of a large archive parsed
+/// in memory. The installed packages' names and dependencies are roots as
+/// well, so their newer versions are at hand too.
+fn select_packages(
+    indexes: Vec<(String, control::PackageIndex)>,
+    requests: &[Request],
+    installed: &[BinaryPackage],
+) -> Result<Vec<resolve::Repository>, PackagesError> {
+    let names = requests
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(installed.iter().flat_map(|p| {
+            std::iter::once(p.name.as_str()).chain(
+                p.pre_depends
+                    .iter()
+                    .chain(&p.depends)
+                    .flatten()
+                    .map(|r| r.name.as_str()),
+            )
+        }));
+    let refs: Vec<&control::PackageIndex> = indexes.iter().map(|(_, i)| i).collect();
+    let selected = control::reachable(&refs, names).map_err(|e| {
+        build_err(
+            "repository metadata",
+            format!("line {}: {}", e.line, e.message),
+        )
+    })?;
+    Ok(indexes
+        .into_iter()
+        .zip(selected)
+        .map(|((id, _), packages)| resolve::Repository { id, packages })
+        .collect())
 }
 
 /// `InRelease`, else `Release` + `Release.gpg`, verified against `keyring`.
@@ -679,8 +740,9 @@ fn resolve_packages(
             hint: Some("add an apt-source item (with its key) in this layer or one below".into()),
         });
     }
-    let (repos, roots) = read_indexes(env, sources, arch)?;
+    let (indexes, roots) = read_indexes(env, sources, arch)?;
     let installed = installed(view)?;
+    let repos = select_packages(indexes, reqs, &installed)?;
     let input = resolve::Input {
         installed: &installed,
         repositories: &repos,
@@ -894,6 +956,152 @@ mod tests {
                 assert!(m.contains("/etc/apt/keyrings/x.gpg"), "{m}");
             }
             PackagesError::Recipe { message, .. } => panic!("{message}"),
+        }
+    }
+
+    /// The resolver answers the same (plans and errors) on the packages
+    /// [`select_packages`] keeps as on the whole indexes.
+    #[test]
+    fn selected_packages_resolve_as_the_whole_indexes() {
+        let main = "\
+Package: app
+Version: 2
+Architecture: amd64
+Depends: lib (>= 1) | oldlib, mta, helper:any
+Breaks: other (<< 3)
+Filename: pool/app_2.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000000
+
+Package: app
+Version: 1
+Architecture: amd64
+Filename: pool/app_1.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000001
+
+Package: lib
+Version: 1.5
+Architecture: amd64
+Pre-Depends: base
+Filename: pool/lib.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000002
+
+Package: postfix
+Version: 3
+Architecture: amd64
+Provides: mta
+Conflicts: exim
+Filename: pool/postfix.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000003
+
+Package: exim
+Version: 4
+Architecture: amd64
+Provides: mta
+Filename: pool/exim.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000004
+
+Package: helper
+Version: 1
+Architecture: all
+Multi-Arch: allowed
+Filename: pool/helper.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000005
+
+Package: armonly
+Version: 1
+Architecture: arm64
+Filename: pool/armonly.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000006
+
+Package: bad
+Version: 1
+Architecture: amd64
+Depends: missing
+Filename: pool/bad.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000007
+
+Package: clash
+Version: 1
+Architecture: amd64
+Conflicts: base
+Filename: pool/clash.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000008
+";
+        let extra = "\
+Package: lib
+Version: 1.5
+Architecture: amd64
+Filename: pool/lib-extra.deb
+Size: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000009
+
+Package: unrelated
+Version: 9
+Architecture: amd64
+Depends: app
+Filename: pool/unrelated.deb
+Size: 1
+SHA256: 000000000000000000000000000000000000000000000000000000000000000a
+";
+        let installed = control::parse_installed(
+            "Package: base\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+             Package: other\nStatus: install ok installed\nVersion: 2\nArchitecture: amd64\n",
+        )
+        .unwrap();
+        let read = |t: &str| control::read_packages(t.as_bytes()).unwrap();
+        let whole = vec![
+            resolve::Repository {
+                id: "main".into(),
+                packages: control::parse_packages(main).unwrap(),
+            },
+            resolve::Repository {
+                id: "extra".into(),
+                packages: control::parse_packages(extra).unwrap(),
+            },
+        ];
+        for requests in [
+            &["lib"][..],
+            &["app=1"],
+            &["app=3"],
+            &["app"],
+            &["mta"],
+            &["armonly"],
+            &["bad"],
+            &["clash"],
+            &["helper", "lib"],
+            &["nothing"],
+        ] {
+            let reqs: Vec<Request> = requests
+                .iter()
+                .map(|r| Request::parse(r).unwrap())
+                .collect();
+            let indexes = vec![
+                ("main".to_string(), read(main)),
+                ("extra".to_string(), read(extra)),
+            ];
+            let selected = select_packages(indexes, &reqs, &installed).unwrap();
+            let total: usize = selected.iter().map(|r| r.packages.len()).sum();
+            assert!(total < 11, "{requests:?}: {total}");
+            let run = |repos: &[resolve::Repository]| {
+                resolve::resolve(
+                    &resolve::Input {
+                        installed: &installed,
+                        repositories: repos,
+                        architecture: "amd64",
+                    },
+                    &reqs,
+                )
+            };
+            assert_eq!(run(&selected), run(&whole), "{requests:?}");
         }
     }
 

@@ -70,6 +70,24 @@ impl Field {
     /// The value with all line breaks and runs of whitespace folded to
     /// single spaces (for simple and folded fields such as `Depends`).
     pub fn folded(&self) -> String {
+        // Most values are folded already: one space between words, no
+        // other whitespace (ASCII 9-13, or anything non-ASCII, which may be).
+        let mut after_space = true;
+        for &b in self.value.as_bytes() {
+            match b {
+                b' ' if after_space => return self.fold(),
+                b' ' => after_space = true,
+                0x09..=0x0d | 0x80..=0xff => return self.fold(),
+                _ => after_space = false,
+            }
+        }
+        if after_space {
+            return self.fold();
+        }
+        self.value.clone()
+    }
+
+    fn fold(&self) -> String {
         self.value.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
@@ -182,33 +200,77 @@ impl fmt::Display for Stanza {
 /// Parses control data into stanzas.
 pub fn parse(text: &str, syntax: Syntax) -> Result<Vec<Stanza>, ControlError> {
     let mut stanzas = Vec::new();
-    let mut cur: Option<Stanza> = None;
+    let mut lines = Lines::new(syntax, None);
     for (i, raw) in text.split('\n').enumerate() {
-        let n = i + 1;
+        stanzas.extend(lines.line(i + 1, raw)?);
+    }
+    stanzas.extend(lines.finish());
+    Ok(stanzas)
+}
+
+/// The stanza parser, fed one line at a time (by [`parse`] and
+/// [`read_packages`]).
+struct Lines<'k> {
+    syntax: Syntax,
+    /// Only these fields are kept (all of them when None); the others are
+    /// checked but their values are not stored.
+    keep: Option<&'k [&'k str]>,
+    cur: Option<Stanza>,
+    /// Whether the last field of the stanza is kept (None before any field).
+    last_kept: Option<bool>,
+    /// With `keep`: every field name of the stanza so far (concatenated)
+    /// with its end in `seen_names` and its line.
+    seen_names: String,
+    seen: Vec<(usize, usize)>,
+}
+
+impl<'k> Lines<'k> {
+    fn new(syntax: Syntax, keep: Option<&'k [&'k str]>) -> Self {
+        Lines {
+            syntax,
+            keep,
+            cur: None,
+            last_kept: None,
+            seen_names: String::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes line `n` (1-based, without its `\n`); returns the stanza a
+    /// blank line ends.
+    fn line(&mut self, n: usize, raw: &str) -> Result<Option<Stanza>, ControlError> {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.trim().is_empty() {
-            stanzas.extend(cur.take());
-            continue;
+        // Most lines start with a visible character: not blank.
+        let visible = line.as_bytes().first().is_some_and(u8::is_ascii_graphic);
+        if !visible && line.trim().is_empty() {
+            return Ok(self.finish());
         }
         if line.starts_with('#') {
-            if syntax.comments {
-                continue;
+            if self.syntax.comments {
+                return Ok(None);
             }
             return Err(ControlError::new(
                 n,
                 "comment lines are not allowed in this kind of file",
             ));
         }
-        if line.starts_with([' ', '\t']) {
-            let Some(field) = cur.as_mut().and_then(|s| s.fields.last_mut()) else {
-                return Err(ControlError::new(
-                    n,
-                    "continuation line (starting with a space) outside any field",
-                ));
-            };
-            field.value.push('\n');
-            field.value.push_str(line.trim_end());
-            continue;
+        if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
+            match self.last_kept {
+                Some(true) => {
+                    if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
+                        field.value.push('\n');
+                        field.value.push_str(line.trim_end());
+                    }
+                }
+                Some(false) => {}
+                None => {
+                    return Err(ControlError::new(
+                        n,
+                        "continuation line (starting with a space) outside any field",
+                    ))
+                }
+            }
+            return Ok(None);
         }
         if line.starts_with('-') {
             return Err(ControlError::new(
@@ -234,27 +296,53 @@ pub fn parse(text: &str, syntax: Syntax) -> Result<Vec<Stanza>, ControlError> {
                 ),
             ));
         }
-        let stanza = cur.get_or_insert_with(|| Stanza {
+        let stanza = self.cur.get_or_insert_with(|| Stanza {
             line: n,
             fields: Vec::new(),
         });
-        if let Some(first) = stanza.field(name) {
+        let first = match self.keep {
+            None => stanza.field(name).map(|f| f.line),
+            Some(_) => {
+                let mut start = 0;
+                self.seen.iter().find_map(|&(end, line)| {
+                    let seen = &self.seen_names[start..end];
+                    start = end;
+                    seen.eq_ignore_ascii_case(name).then_some(line)
+                })
+            }
+        };
+        if let Some(first) = first {
             return Err(ControlError::new(
                 n,
-                format!(
-                    "duplicate field `{name}` (first at line {}) in the same stanza",
-                    first.line
-                ),
+                format!("duplicate field `{name}` (first at line {first}) in the same stanza"),
             ));
         }
-        stanza.fields.push(Field {
-            name: name.to_string(),
-            value: value.trim().to_string(),
-            line: n,
-        });
+        let kept = match self.keep {
+            None => true,
+            Some(keep) => {
+                self.seen_names.push_str(name);
+                self.seen.push((self.seen_names.len(), n));
+                keep.iter().any(|k| k.eq_ignore_ascii_case(name))
+            }
+        };
+        self.last_kept = Some(kept);
+        if kept {
+            stanza.fields.push(Field {
+                name: name.to_string(),
+                value: value.trim().to_string(),
+                line: n,
+            });
+        }
+        Ok(None)
     }
-    stanzas.extend(cur);
-    Ok(stanzas)
+
+    /// The stanza in progress, if any (at a blank line or the end).
+    fn finish(&mut self) -> Option<Stanza> {
+        self.last_kept = None;
+        self.seen_names.clear();
+        self.seen.clear();
+        self.cur.take()
+    }
 }
 
 /// A relation operator.
@@ -405,7 +493,7 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
         return Err("empty alternative around `|`".into());
     }
     let end = s
-        .find(|c: char| c.is_whitespace() || "([<:".contains(c))
+        .find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<' | ':'))
         .unwrap_or(s.len());
     let name = &s[..end];
     if !valid_name(name) {
@@ -746,6 +834,208 @@ pub fn parse_packages(text: &str) -> Result<Vec<BinaryPackage>, ControlError> {
         .collect()
 }
 
+/// The fields of a `Packages` stanza that [`BinaryPackage::from_stanza`]
+/// reads; [`read_packages`] keeps only these.
+pub const INDEX_FIELDS: &[&str] = &[
+    "Package",
+    "Version",
+    "Architecture",
+    "Multi-Arch",
+    "Essential",
+    "Priority",
+    "Provides",
+    "Pre-Depends",
+    "Depends",
+    "Conflicts",
+    "Breaks",
+    "Replaces",
+    "Filename",
+    "Size",
+    "SHA256",
+    "Status",
+];
+
+/// Why a `Packages` index read from a stream was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The stream failed (the caller knows why: decompression, reading).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The index is not UTF-8 text.
+    #[error("the Packages index is not UTF-8")]
+    NotUtf8,
+    /// A syntax or field error, as [`parse_packages`] reports it.
+    #[error("{0}")]
+    Control(#[from] ControlError),
+}
+
+/// One package of a [`PackageIndex`]: its name, the names it provides, and
+/// the fields [`BinaryPackage`] needs, as deb822 text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: Box<str>,
+    provides: Box<[Box<str>]>,
+    text: Box<str>,
+}
+
+impl Entry {
+    fn package(&self) -> Result<BinaryPackage, ControlError> {
+        let stanzas = parse(&self.text, Syntax::strict())?;
+        let Some(stanza) = stanzas.first() else {
+            return Err(ControlError::new(
+                1,
+                format!("package `{}`: empty", self.name),
+            ));
+        };
+        BinaryPackage::from_stanza(stanza)
+    }
+}
+
+/// A `Packages` index in compact form: every stanza was checked as
+/// [`parse_packages`] checks it, and only the fields of [`INDEX_FIELDS`]
+/// are kept (a few hundred bytes per package, not the whole stanza or the
+/// parsed relations). [`reachable`] turns the packages a resolution can
+/// look at into [`BinaryPackage`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageIndex {
+    entries: Vec<Entry>,
+}
+
+impl PackageIndex {
+    /// The number of packages.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index lists no package.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every package, in index order (what [`parse_packages`] returns).
+    pub fn packages(&self) -> Result<Vec<BinaryPackage>, ControlError> {
+        self.entries.iter().map(Entry::package).collect()
+    }
+}
+
+/// Reads a `Packages` index stanza by stanza from `input`, holding one
+/// stanza at a time. Refuses what [`parse_packages`] refuses, with the same
+/// errors and the same precedence: text that is not UTF-8 anywhere, then
+/// the first syntax error, then the first field error. An error of `input`
+/// is returned as soon as it happens.
+pub fn read_packages(mut input: impl std::io::BufRead) -> Result<PackageIndex, IndexError> {
+    let mut lines = Lines::new(Syntax::strict(), Some(INDEX_FIELDS));
+    let mut entries = Vec::new();
+    let mut not_utf8 = false;
+    let mut syntax: Option<ControlError> = None;
+    let mut field: Option<ControlError> = None;
+    let mut take = |stanza: Stanza, field: &mut Option<ControlError>| {
+        if field.is_some() {
+            return;
+        }
+        match BinaryPackage::from_stanza(&stanza) {
+            Ok(p) => entries.push(Entry {
+                provides: p.provides.into_iter().map(|r| r.name.into()).collect(),
+                name: p.name.into(),
+                text: stanza.to_string().into(),
+            }),
+            Err(e) => *field = Some(e),
+        }
+    };
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        n += 1;
+        // The whole input is read even after an error: a later error of
+        // `input` (or a line that is not UTF-8) still decides the outcome.
+        if not_utf8 {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            not_utf8 = true;
+            continue;
+        };
+        if syntax.is_some() {
+            continue;
+        }
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        match lines.line(n, text) {
+            Ok(Some(stanza)) => take(stanza, &mut field),
+            Ok(None) => {}
+            Err(e) => syntax = Some(e),
+        }
+    }
+    if syntax.is_none() {
+        if let Some(stanza) = lines.finish() {
+            take(stanza, &mut field);
+        }
+    }
+    if not_utf8 {
+        return Err(IndexError::NotUtf8);
+    }
+    if let Some(e) = syntax.or(field) {
+        return Err(IndexError::Control(e));
+    }
+    Ok(PackageIndex { entries })
+}
+
+/// The packages of `indexes` a resolution of `roots` can look at, per
+/// index in index order: every package named `root` or providing it, and
+/// in turn every package named or provided by an alternative of their
+/// `Pre-Depends` and `Depends` (whatever the architecture or version).
+/// The resolver looks packages up only by those names, so it gives the same
+/// answer on this selection as on the whole indexes.
+pub fn reachable<'a>(
+    indexes: &[&PackageIndex],
+    roots: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Vec<BinaryPackage>>, ControlError> {
+    let mut by_name: std::collections::HashMap<&str, Vec<(usize, usize)>> =
+        std::collections::HashMap::new();
+    for (i, index) in indexes.iter().enumerate() {
+        for (j, e) in index.entries.iter().enumerate() {
+            by_name.entry(&e.name).or_default().push((i, j));
+            for v in e.provides.iter() {
+                let at = by_name.entry(v).or_default();
+                if at.last() != Some(&(i, j)) {
+                    at.push((i, j));
+                }
+            }
+        }
+    }
+    let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    for r in roots {
+        if names.insert(r.to_string()) {
+            todo.push(r.to_string());
+        }
+    }
+    let mut picked: std::collections::BTreeMap<(usize, usize), BinaryPackage> =
+        std::collections::BTreeMap::new();
+    while let Some(name) = todo.pop() {
+        for &(i, j) in by_name.get(name.as_str()).into_iter().flatten() {
+            if picked.contains_key(&(i, j)) {
+                continue;
+            }
+            let p = indexes[i].entries[j].package()?;
+            for rel in p.pre_depends.iter().chain(&p.depends).flatten() {
+                if names.insert(rel.name.clone()) {
+                    todo.push(rel.name.clone());
+                }
+            }
+            picked.insert((i, j), p);
+        }
+    }
+    let mut out: Vec<Vec<BinaryPackage>> = vec![Vec::new(); indexes.len()];
+    for ((i, _), p) in picked {
+        out[i].push(p);
+    }
+    Ok(out)
+}
+
 /// Parses a dpkg status database and returns the packages that are
 /// installed (`Status: <want> ok installed`), in file order. Stanzas of
 /// packages in other states (removed, config-files, half-installed...) are
@@ -799,6 +1089,31 @@ mod tests {
             r[0].field("sha256").unwrap().continuation_lines(),
             ["abc 1 main/x"]
         );
+    }
+
+    #[test]
+    fn folded_values() {
+        let f = |value: &str| {
+            Field {
+                name: "X".into(),
+                value: value.into(),
+                line: 1,
+            }
+            .folded()
+        };
+        for (value, want) in [
+            ("a, b (>= 1)", "a, b (>= 1)"),
+            ("", ""),
+            ("a,  b", "a, b"),
+            (" a", "a"),
+            ("a ", "a"),
+            ("a,\n b,\n\tc", "a, b, c"),
+            ("a\u{a0}b", "a b"),
+            ("a\u{e9}b", "a\u{e9}b"),
+            ("a\x0bb", "a b"),
+        ] {
+            assert_eq!(f(value), want, "{value:?}");
+        }
     }
 
     #[test]
@@ -995,6 +1310,137 @@ Architecture: amd64
                 "{text}"
             );
         }
+    }
+
+    /// A generated index of `n` packages with every kind of field, the
+    /// unused ones (Description, Maintainer...) included.
+    fn big_index(n: usize) -> String {
+        let mut s = String::new();
+        for i in 0..n {
+            s.push_str(&format!(
+                "Package: pkg{i}\nSource: src{i}\nVersion: 1.{i}-1\nInstalled-Size: 12\n\
+                 Maintainer: Someone <someone@example.org>\nArchitecture: amd64\n\
+                 Depends: pkg{} (>= 1.0), libc6 | libc6.1\nProvides: virt{}\n\
+                 Description: package number {i}\n a longer text\n .\n over lines\n\
+                 Description-md5: 0123456789abcdef0123456789abcdef\nSection: misc\n\
+                 Priority: optional\nFilename: pool/main/p/pkg{i}_1.{i}-1_amd64.deb\n\
+                 Size: {}\nMD5sum: 0123456789abcdef0123456789abcdef\nSHA256: {:064x}\n\n",
+                (i + 1) % n,
+                i % 7,
+                1000 + i,
+                i
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn a_large_index_is_read_stanza_by_stanza() {
+        let n = 50_000;
+        let text = big_index(n);
+        let index = read_packages(std::io::Cursor::new(text.as_bytes())).unwrap();
+        assert_eq!(index.len(), n);
+        // Only the fields installation needs are kept: far less than the text.
+        let kept: usize = index.entries.iter().map(|e| e.text.len()).sum();
+        assert!(kept * 10 < text.len() * 6, "{kept} of {}", text.len());
+        assert!(index.entries.iter().all(|e| !e.text.contains("Description")
+            && !e.text.contains("MD5sum")
+            && !e.text.contains("Maintainer")));
+        let last = index.entries[n - 1].package().unwrap();
+        assert_eq!(last.name, "pkg49999");
+        assert_eq!(last.version.to_string(), "1.49999-1");
+        assert_eq!(
+            format_relations(&last.depends),
+            "pkg0 (>= 1.0), libc6 | libc6.1"
+        );
+        assert_eq!(last.provides[0].name, "virt5");
+        assert_eq!(last.size, Some(50999));
+        assert_eq!(last.sha256, Some(format!("{:064x}", 49999)));
+        assert_eq!(
+            last.filename.as_deref(),
+            Some("pool/main/p/pkg49999_1.49999-1_amd64.deb")
+        );
+        assert_eq!(&*index.entries[7].provides, [Box::from("virt0")]);
+        // The same packages parse_packages reads from the whole text.
+        let small = big_index(300);
+        let streamed = read_packages(std::io::Cursor::new(small.as_bytes())).unwrap();
+        assert_eq!(
+            streamed.packages().unwrap(),
+            parse_packages(&small).unwrap()
+        );
+    }
+
+    #[test]
+    fn read_packages_refuses_what_parse_packages_refuses() {
+        let base = "Package: a\nVersion: 1\nArchitecture: all\n\n";
+        let cases = [
+            // A field error, then a later syntax error: the syntax error wins.
+            format!("Package: a\nVersion: x\nArchitecture: all\n\n{base}Package b\n"),
+            // A syntax error in an unused field.
+            format!("{base}Package: b\nVersion: 1\nArchitecture: all\nDescription: x\nnocolon\n"),
+            // Duplicates among unused fields, in any case.
+            format!("{base}Package: b\nTag: x\nVersion: 1\nArchitecture: all\ntag: y\n"),
+            format!("{base} lead\n"),
+            format!("{base}Package: c\nVersion: 1\nArchitecture: all\nSize: 12k\n"),
+            format!("{base}Package: c\nVersion: 1\n"),
+            format!("{base}Package: c\nVersion: 1\nArchitecture: all\nDepends: b (>= 1\n"),
+            format!("{base}# comment\n"),
+        ];
+        for text in &cases {
+            let want = parse_packages(text).unwrap_err();
+            match read_packages(text.as_bytes()).unwrap_err() {
+                IndexError::Control(e) => assert_eq!(e, want, "{text}"),
+                other => panic!("{other}"),
+            }
+        }
+        // Text that is not UTF-8 anywhere comes first, as when the whole
+        // text is checked before parsing.
+        let mut bytes = b"Package b\n\n".to_vec();
+        bytes.extend_from_slice(b"Description: \xff\n");
+        assert!(matches!(
+            read_packages(&bytes[..]).unwrap_err(),
+            IndexError::NotUtf8
+        ));
+        // An empty index is fine.
+        assert!(read_packages(&b""[..]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reachable_follows_names_provides_and_dependencies() {
+        let one = read_packages(
+            "Package: a\nVersion: 1\nArchitecture: amd64\nDepends: b | c, v\n\n\
+             Package: unrelated\nVersion: 1\nArchitecture: amd64\nDepends: a\n\n\
+             Package: p\nVersion: 1\nArchitecture: amd64\nProvides: v\nPre-Depends: d:any\n\n\
+             Package: b\nVersion: 2\nArchitecture: all\n\n\
+             Package: e\nVersion: 1\nArchitecture: amd64\nConflicts: a\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let two = read_packages(
+            "Package: c\nVersion: 1\nArchitecture: amd64\n\n\
+             Package: d\nVersion: 1\nArchitecture: arm64\n\n\
+             Package: b\nVersion: 1\nArchitecture: amd64\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let got = reachable(&[&one, &two], ["a"]).unwrap();
+        let names: Vec<Vec<String>> = got
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|p| format!("{} {}", p.name, p.version))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [vec!["a 1", "p 1", "b 2"], vec!["c 1", "d 1", "b 1"]]
+        );
+        let none = reachable(&[&one, &two], ["nothing"]).unwrap();
+        assert_eq!(none, [vec![], vec![]]);
+        let got = reachable(&[&one], ["e", "c"]).unwrap();
+        assert_eq!(got[0].len(), 1);
+        assert_eq!(got[0][0].name, "e");
     }
 
     #[test]

@@ -712,8 +712,162 @@ pub struct IndexLocation {
 impl IndexLocation {
     /// Checks `bytes` against this entry and decompresses them.
     pub fn open(&self, bytes: &[u8], file: &str) -> Result<Vec<u8>> {
-        verify_index(bytes, self.size, &self.sha256, file)?;
-        decompress(bytes, self.compression, file)
+        let out = self.stream(bytes, file, |r| {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        });
+        match out {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) | Err(StreamError::Read(e)) => Err(RepoError::Decompress {
+                file: file.to_string(),
+                compression: self.compression,
+                reason: e.to_string(),
+            }),
+            Err(StreamError::Repo(e)) => Err(e),
+        }
+    }
+
+    /// Reads the index from `source` (the file `Release` lists, as fetched),
+    /// decompressing it as it goes, and gives the decompressed text to
+    /// `parse`, which should read it to the end. The rest of `source` is
+    /// read even when `parse` stops early, then its size and SHA256 are
+    /// checked: when they do not match (or when decompression failed), that
+    /// is the error, whatever `parse` returned, so nothing read from a file
+    /// that is not the one `Release` lists is ever used. The errors are
+    /// those of [`IndexLocation::open`]: an error reading `source` first,
+    /// then the size, the SHA256, decompression.
+    pub fn stream<R: Read, T>(
+        &self,
+        source: R,
+        file: &str,
+        parse: impl FnOnce(&mut dyn std::io::BufRead) -> T,
+    ) -> Result<T, StreamError> {
+        let mut hashed = Hashed {
+            inner: source,
+            hasher: Sha256::new(),
+            size: 0,
+            error: None,
+        };
+        let (out, failed) = {
+            let decoder: Box<dyn Read + '_> = match self.compression {
+                Compression::None => Box::new(&mut hashed),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut hashed)),
+                Compression::Xz => {
+                    Box::new(liblzma::read::XzDecoder::new_multi_decoder(&mut hashed))
+                }
+            };
+            let mut limited = Limited {
+                inner: decoder,
+                left: match self.compression {
+                    Compression::None => u64::MAX,
+                    _ => MAX_INDEX_SIZE,
+                },
+                error: None,
+            };
+            let out = parse(&mut std::io::BufReader::with_capacity(
+                64 * 1024,
+                &mut limited,
+            ));
+            (out, limited.error)
+        };
+        if hashed.error.is_none() {
+            // An error is kept in `hashed.error`.
+            let _ = std::io::copy(&mut hashed, &mut std::io::sink());
+        }
+        if let Some(e) = hashed.error {
+            return Err(StreamError::Read(e));
+        }
+        if hashed.size != self.size {
+            return Err(StreamError::Repo(RepoError::SizeMismatch {
+                file: file.to_string(),
+                expected: self.size,
+                actual: hashed.size,
+            }));
+        }
+        let hash = hex::encode(hashed.hasher.finalize());
+        if !hash.eq_ignore_ascii_case(&self.sha256) {
+            return Err(StreamError::Repo(RepoError::HashMismatch {
+                file: file.to_string(),
+                expected: self.sha256.to_ascii_lowercase(),
+                actual: hash,
+            }));
+        }
+        if let Some(reason) = failed {
+            return Err(StreamError::Repo(RepoError::Decompress {
+                file: file.to_string(),
+                compression: self.compression,
+                reason,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// Why [`IndexLocation::stream`] refused an index.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The source could not be read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// The file is not the one `Release` lists, or does not decompress.
+    #[error(transparent)]
+    Repo(RepoError),
+}
+
+/// Counts and hashes what passes through; keeps the first read error.
+struct Hashed<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+    error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.error.is_some() {
+            return Err(std::io::Error::other("the index could not be read"));
+        }
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.hasher.update(&buf[..n]);
+                    self.size += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let copy = std::io::Error::new(e.kind(), e.to_string());
+                    self.error = Some(e);
+                    return Err(copy);
+                }
+            }
+        }
+    }
+}
+
+/// Stops after `left` bytes and keeps the first error, as text.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    error: Option<String>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = &self.error {
+            return Err(std::io::Error::other(e.clone()));
+        }
+        let reason = match self.inner.read(buf) {
+            Ok(n) if n as u64 <= self.left => {
+                self.left -= n as u64;
+                return Ok(n);
+            }
+            Ok(_) => format!("larger than {MAX_INDEX_SIZE} bytes"),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        self.error = Some(reason.clone());
+        Err(std::io::Error::other(reason))
     }
 }
 
@@ -1225,6 +1379,123 @@ mod tests {
             RepoError::SizeMismatch {
                 expected, actual, ..
             } => assert_eq!(actual, expected + 1),
+            other => panic!("{other}"),
+        }
+    }
+
+    fn location(bytes: &[u8], compression: Compression) -> IndexLocation {
+        IndexLocation {
+            path: "Packages".into(),
+            fetch_path: "Packages".into(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            compression,
+        }
+    }
+
+    fn read_all(r: &mut dyn std::io::BufRead) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn stream_verifies_and_decompresses_each_compression() {
+        let plain = PACKAGES.as_bytes();
+        for (bytes, compression) in [
+            (plain.to_vec(), Compression::None),
+            (gz(plain), Compression::Gzip),
+            (xz(plain), Compression::Xz),
+        ] {
+            let loc = location(&bytes, compression);
+            let out = loc.stream(&bytes[..], "P", read_all).unwrap().unwrap();
+            assert_eq!(out, plain, "{compression}");
+            // A parser that stops early still has the whole file verified.
+            let first = loc
+                .stream(&bytes[..], "P", |r| {
+                    let mut l = String::new();
+                    r.read_line(&mut l).map(|_| l)
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(first, "Package: containerd.io\n");
+        }
+    }
+
+    #[test]
+    fn stream_refuses_a_mismatching_index_whatever_the_parser_read() {
+        let plain = PACKAGES.as_bytes();
+        let compressed = xz(plain);
+        let loc = location(&compressed, Compression::Xz);
+        // Same size, one byte changed in the xz payload: the SHA256 is the
+        // error, not the decompression error it also causes.
+        let mut tampered = compressed.clone();
+        let at = tampered.len() - 20;
+        tampered[at] ^= 1;
+        let err = loc
+            .stream(&tampered[..], "http://r/Packages.xz", read_all)
+            .unwrap_err();
+        match err {
+            StreamError::Repo(RepoError::HashMismatch {
+                file,
+                expected,
+                actual,
+            }) => {
+                assert_eq!(file, "http://r/Packages.xz");
+                assert_eq!(expected, loc.sha256);
+                assert_eq!(actual, hex::encode(Sha256::digest(&tampered)));
+            }
+            other => panic!("{other}"),
+        }
+        // A plain index whose text decodes fine but is not the listed one.
+        let other = PACKAGES.replace("1.2.13-2", "1.2.13-3");
+        let loc = location(plain, Compression::None);
+        let mut seen = Vec::new();
+        let err = loc
+            .stream(other.as_bytes(), "Packages", |r| {
+                seen = read_all(r).unwrap();
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, StreamError::Repo(RepoError::HashMismatch { .. })),
+            "{err}"
+        );
+        assert_eq!(seen, other.as_bytes());
+        // Trailing bytes the decoder never needs are still counted.
+        let mut longer = compressed.clone();
+        longer.extend_from_slice(b"xx");
+        let loc = location(&compressed, Compression::Xz);
+        match loc.stream(&longer[..], "P", |_| ()).unwrap_err() {
+            StreamError::Repo(RepoError::SizeMismatch {
+                expected, actual, ..
+            }) => assert_eq!(actual, expected + 2),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn stream_reports_decompression_and_read_errors() {
+        // Listed as xz, but plain text: it matches Release, it does not decompress.
+        let plain = PACKAGES.as_bytes();
+        let loc = location(plain, Compression::Xz);
+        let err = loc.stream(plain, "P.xz", read_all).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("P.xz: cannot decompress (xz): "),
+            "{err}"
+        );
+        assert_eq!(
+            loc.open(plain, "P.xz").unwrap_err().to_string(),
+            err.to_string()
+        );
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let err = loc.stream(Failing, "P.xz", read_all).unwrap_err();
+        match err {
+            StreamError::Read(e) => assert_eq!(e.to_string(), "disk on fire"),
             other => panic!("{other}"),
         }
     }
