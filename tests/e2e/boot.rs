@@ -172,7 +172,9 @@ fn check_installed(dir: &Path, pins: &[(String, String)]) -> Vec<String> {
                 .map(|n| n == name || n.strip_suffix(":amd64") == Some(name))
                 .unwrap_or(false)
         });
-        let fields: Vec<&str> = line.map(|l| l.split_whitespace().collect()).unwrap_or_default();
+        let fields: Vec<&str> = line
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
         if fields.first() != Some(&"ii") || fields.get(2) != Some(&version.as_str()) {
             failures.push(format!(
                 "dpkg -l: want `ii {name} {version}`, got {line:?}\n{list}"
@@ -232,6 +234,7 @@ impl Drop for Vm {
 struct Boot {
     label: &'static str,
     report: Vec<String>,
+    extract: Duration,
     mkfs: Duration,
     boot: Duration,
 }
@@ -274,7 +277,9 @@ fn probe_report(serial: &str) -> Option<Vec<String>> {
 /// it under QEMU (TCG), read-only root, until the probe powers it off.
 fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Result<Boot, String> {
     let tree = work.join(format!("{label}-root"));
+    let t = Instant::now();
     extract_owned(tar, &tree)?;
+    let extract_time = t.elapsed();
     let boot_file = |prefix: &str| -> Result<PathBuf, String> {
         let mut found: Vec<PathBuf> = fs::read_dir(tree.join("boot"))
             .map_err(|e| format!("{label}: no /boot in the image: {e}"))?
@@ -376,6 +381,7 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
     Ok(Boot {
         label,
         report,
+        extract: extract_time,
         mkfs: mkfs_time,
         boot: boot_time,
     })
@@ -491,8 +497,10 @@ fn node_image_boots_with_its_configuration() {
             let n = s.spawn(|| boot("node", &node_probe, w, timeout));
             let b = s.spawn(|| boot("base", &base_probe, w, timeout));
             (
-                n.join().unwrap_or_else(|_| Err("node: boot panicked".into())),
-                b.join().unwrap_or_else(|_| Err("base: boot panicked".into())),
+                n.join()
+                    .unwrap_or_else(|_| Err("node: boot panicked".into())),
+                b.join()
+                    .unwrap_or_else(|_| Err("base: boot panicked".into())),
             )
         })
     } else {
@@ -502,7 +510,11 @@ fn node_image_boots_with_its_configuration() {
     };
     say(&format!(
         "boots ({}): {}",
-        if parallel { "parallel" } else { "one after the other" },
+        if parallel {
+            "parallel"
+        } else {
+            "one after the other"
+        },
         secs(t)
     ));
     let mut errors = Vec::new();
@@ -512,8 +524,9 @@ fn node_image_boots_with_its_configuration() {
         .collect();
     for b in &boots {
         say(&format!(
-            "{}: mkfs.ext4 -d {:.1} s, boot to power-off {:.1} s; report:",
+            "{}: tar -x {:.1} s, mkfs.ext4 -d {:.1} s, boot to power-off {:.1} s; report:",
             b.label,
+            b.extract.as_secs_f64(),
             b.mkfs.as_secs_f64(),
             b.boot.as_secs_f64()
         ));
@@ -542,6 +555,7 @@ fn probe_report_is_read_between_the_markers_only() {
     let b = Boot {
         label: "x",
         report,
+        extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
     };
@@ -572,6 +586,7 @@ fn a_control_that_looks_like_the_node_fails_the_check() {
         ]
         .map(String::from)
         .to_vec(),
+        extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
     };
@@ -590,6 +605,7 @@ fn a_control_that_looks_like_the_node_fails_the_check() {
         ]
         .map(String::from)
         .to_vec(),
+        extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
     };
@@ -598,6 +614,7 @@ fn a_control_that_looks_like_the_node_fails_the_check() {
     let leaked = Boot {
         label: "base",
         report: node.report.clone(),
+        extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
     };
@@ -611,6 +628,7 @@ fn a_control_that_looks_like_the_node_fails_the_check() {
     let broken = Boot {
         label: "node",
         report: broken,
+        extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
     };
