@@ -207,6 +207,29 @@ fn check_installed(dir: &Path, pins: &[(String, String)]) -> Vec<String> {
         say("dpkg --audit: silent");
     }
 
+    // The recipe's own units, as systemd reads them (warnings exit 0, so
+    // any output is a failure).
+    let units = [
+        "tmp.mount",
+        "var-tmp.mount",
+        "var-log.mount",
+        "var-lib-containerd.mount",
+    ];
+    let verify_units = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&root_arg)
+        .args(units));
+    if verify_units.code != 0 || !verify_units.stderr.trim().is_empty() {
+        failures.push(format!(
+            "systemd-analyze verify of the recipe's units: {verify_units}"
+        ));
+    } else {
+        say(&format!(
+            "systemd-analyze verify: {} clean",
+            units.join(" ")
+        ));
+    }
+
     let enabled = run(Command::new("systemctl")
         .arg(&root_arg)
         .args(["is-enabled", "containerd.service"]));
@@ -298,6 +321,15 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
         fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
         Ok(dst)
     };
+    // The probe unit itself must be what systemd reads: a misplaced key
+    // (e.g. SuccessAction= outside [Unit]) is only a warning.
+    let verify = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", tree.display()))
+        .arg("node-probe.service"));
+    if verify.code != 0 || !verify.stderr.trim().is_empty() {
+        return Err(format!("{label}: the probe unit is not clean: {verify}"));
+    }
     let kernel = boot_file("vmlinuz-")?;
     let initrd = boot_file("initrd.img-")?;
 
