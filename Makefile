@@ -4,7 +4,9 @@
 #   make build   release build of the nodeimg binary
 #   make test    install test dependencies, build the fixture base, run every
 #                test (unit and end-to-end), then lint; what .ci/run calls
-#   make e2e     only the end-to-end tests (tests/)
+#   make e2e     only the end-to-end tests (tests/), the boot proof among them
+#   make boot    only the boot proof (tests/e2e/boot.rs): the node image and its
+#                bare base booted under QEMU, the node's state read back
 #   make lint    rustfmt and clippy, warnings are errors
 #   make bench   time and peak memory of builds, against a tar|gzip baseline
 
@@ -13,14 +15,21 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 export CARGO_TERM_PROGRESS_WHEN ?= never
 
-.PHONY: node build test e2e lint bench deps fixtures
+# The Debian mirror packages are installed from: by default the first Debian
+# archive this machine's apt configuration names (scripts/lib-apt.sh).
+MIRROR ?= $(shell . scripts/lib-apt.sh && debian_mirror)
+
+.PHONY: node build test e2e boot lint bench deps fixtures
 
 build:
 	$(CARGO) build --release
 
-node: build
+node:
+	scripts/install-test-deps --node
+	$(MAKE) --no-print-directory build
 	scripts/make-node-base build/node-base.tar
-	target/release/nodeimg build recipes/containerd-debian.toml \
+	@[ -n "$(MIRROR)" ] || { echo "error: no Debian mirror; pass MIRROR=URL" >&2; exit 1; }
+	target/release/nodeimg build recipes/containerd-debian.toml --var mirror=$(MIRROR) \
 		--base rootfs:build/node-base.tar -o out/containerd-debian
 	@echo "node image: out/containerd-debian (OCI layout, tag latest)"
 
@@ -38,6 +47,10 @@ test: deps fixtures
 e2e: deps fixtures
 	$(CARGO) build --workspace --bins
 	$(CARGO) test -p nodeimg-e2e --no-fail-fast
+
+boot: deps
+	$(CARGO) build -p nodeimg --bins
+	$(CARGO) test -p nodeimg-e2e --test boot
 
 lint:
 	$(CARGO) fmt --all -- --check
