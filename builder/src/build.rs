@@ -732,6 +732,9 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
+    if let Some(path) = &opts.output {
+        output::check_path(path, opts.format)?;
+    }
     let mut registry = opts.registry.clone();
     if registry.cache_dir.is_none() {
         registry.cache_dir = opts.packages.cache_dir.clone();

@@ -134,6 +134,24 @@ pub const ORIGINS_ANNOTATION: &str = "io.nodeimg.origins";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Write the image made of `base` plus `layers`.
+/// Refuse an output path the format cannot be written to (a rootfs tar
+/// must be named for its compression), before any work is done.
+pub fn check_path(path: &Path, format: Format) -> Result<()> {
+    if format == Format::Rootfs {
+        rootfs_codec(path)?;
+    }
+    Ok(())
+}
+
+fn rootfs_codec(path: &Path) -> Result<Codec> {
+    Codec::from_tar_name(path).ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: a rootfs output must be named {TAR_EXTENSIONS}",
+            path.display()
+        ))
+    })
+}
+
 pub fn write(
     base: &Base,
     layers: &[LayerPlan],
@@ -199,12 +217,7 @@ pub fn write(
             Ok(built)
         }
         Format::Rootfs => {
-            let codec = Codec::from_tar_name(&opts.path).ok_or_else(|| {
-                Error::Usage(format!(
-                    "{}: a rootfs output must be named {TAR_EXTENSIONS}",
-                    opts.path.display()
-                ))
-            })?;
+            let codec = rootfs_codec(&opts.path)?;
             let tmp = temp_dir(&parent, &name)?;
             let file = temp_file(&parent, &name)?;
             let w = BufWriter::with_capacity(1 << 17, file.as_file());
@@ -1182,6 +1195,18 @@ mod tests {
     use crate::base::BaseRef;
     use nodeimg_layers::tree::Origin;
     use nodeimg_layers::{Node, NodeKind};
+
+    #[test]
+    fn rootfs_output_names_are_checked_up_front() {
+        assert!(check_path(Path::new("out/n.tar.zst"), Format::Rootfs).is_ok());
+        assert!(check_path(Path::new("out/n"), Format::Oci).is_ok());
+        let e = check_path(Path::new("out/n.img"), Format::Rootfs).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("out/n.img: a rootfs output must be named"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn origins_sum_up_package_paths_in_one_entry() {
