@@ -277,7 +277,10 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
     );
     assert_eq!(
         rpm_qa(dir, &out),
-        ["demo-lib-0:1.0-1.el9.noarch", "demo-tool-2:2.0-1.el9.x86_64"]
+        [
+            "demo-lib-0:1.0-1.el9.noarch",
+            "demo-tool-2:2.0-1.el9.x86_64"
+        ]
     );
 
     // The repository moves on (a 3.0 replaces 2.0): the locked build still
