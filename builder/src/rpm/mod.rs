@@ -408,7 +408,7 @@ fn verify_package(
 
 /// Whether the request `r` is `name-VERSION...` (a digit or an epoch after
 /// the dash), so `docker-ce-cli-1.0` does not count as a pin of `docker-ce`.
-fn names_pin(r: &str, name: &str) -> bool {
+pub(crate) fn names_pin(r: &str, name: &str) -> bool {
     r.strip_prefix(name)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
