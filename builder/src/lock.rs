@@ -43,6 +43,40 @@
 //! sha256 = "..."
 //! ```
 //!
+//! A layer installed by the rpm backend has `kind = "rpm"`, `rpmdb` (the
+//! SHA256 of the installed packages it resolved against, see
+//! [`rpmdb_digest`]) instead of `dpkg-status`, `[[layer.repo]]` (file, id,
+//! baseurl, gpgcheck, repo-gpgcheck, gpgkeys) instead of
+//! `[[layer.source]]`, and packages whose `version` is
+//! `epoch:version-release`, without `multi-arch`:
+//!
+//! ```toml
+//! [[layer]]
+//! name = "docker"
+//! kind = "rpm"
+//! requests = ["docker-ce-19.03.11"]
+//! rpmdb = "..."
+//!
+//! [[layer.repo]]
+//! file = "/etc/yum.repos.d/docker-ce.repo"
+//! id = "docker-ce-stable"
+//! baseurl = "https://download.example/linux/centos/7/x86_64/stable"
+//! gpgcheck = true
+//! repo-gpgcheck = false
+//! gpgkeys = ["https://download.example/linux/centos/gpg"]
+//!
+//! [[layer.package]]
+//! name = "docker-ce"
+//! version = "3:19.03.11-3.el7"
+//! architecture = "x86_64"
+//! auto = false
+//! order = 3
+//! source = "docker-ce-stable"
+//! url = "https://download.example/linux/centos/7/x86_64/stable/Packages/docker-ce-19.03.11-3.el7.x86_64.rpm"
+//! size = 25100000
+//! sha256 = "..."
+//! ```
+//!
 //! URLs are the canonical ones, before `--mirror` remapping. The output is
 //! deterministic: the same resolution writes the same bytes.
 

@@ -936,6 +936,117 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
         }
     }
 
+    fn locked(requests: &[&str], repos: Vec<LockedRepo>) -> LockedLayer {
+        LockedLayer {
+            name: "docker".into(),
+            kind: LayerKind::Rpm,
+            requests: requests.iter().map(|r| r.to_string()).collect(),
+            dpkg_status: String::new(),
+            rpmdb: crate::lock::rpmdb_digest(&[]),
+            sources: vec![],
+            repos,
+            packages: vec![],
+        }
+    }
+
+    fn locked_err(ll: &LockedLayer, view: &dyn RootView, requests: &[&str]) -> (String, String) {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache"))
+            .unwrap()
+            .with_offline(true);
+        let meter = Meter::quiet();
+        let env = Env {
+            cache: &cache,
+            scratch: t.path(),
+            now: Utc::now(),
+            meter: &meter,
+        };
+        let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
+        match install_locked(
+            &env,
+            view,
+            ll,
+            Path::new("r.toml.lock"),
+            &reqs,
+            "amd64",
+            "docker",
+        ) {
+            Err(PackagesError::Recipe { key, message, hint }) => {
+                assert!(hint.unwrap().contains("nodeimg lock r.toml"));
+                (key, message)
+            }
+            Err(PackagesError::Build(e)) => panic!("{e}"),
+            Ok(_) => panic!("installed"),
+        }
+    }
+
+    #[test]
+    fn a_lock_that_no_longer_matches_is_refused_before_any_download() {
+        let view = nodeimg_layers::MemView::new()
+            .file("/etc/os-release", "VERSION_ID=\"7\"\n")
+            .file(
+                "/etc/yum.repos.d/docker-ce.repo",
+                "[docker-ce-stable]\nbaseurl=https://download.example/linux/centos/$releasever/$basearch/stable\ngpgkey=https://download.example/linux/centos/gpg\n",
+            );
+        let repos = read_repos(&view, "x86_64").unwrap();
+        let mine: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
+        assert_eq!(
+            mine[0].baseurl,
+            "https://download.example/linux/centos/7/x86_64/stable"
+        );
+        // A pin changed: the entry, both texts.
+        let ll = locked(&["docker-ce-19.03.11"], mine.clone());
+        let (key, m) = locked_err(&ll, &view, &["docker-ce-20.10.0"]);
+        assert_eq!(key, "packages[0]");
+        assert_eq!(
+            m,
+            "the packages of layer \"docker\" no longer match r.toml.lock: \"docker-ce-20.10.0\" was \"docker-ce-19.03.11\" when the lock was made"
+        );
+        // The repository moved.
+        let mut other = mine.clone();
+        other[0].baseurl = "https://mirror.example/centos".into();
+        let (key, m) = locked_err(
+            &locked(&["docker-ce-19.03.11"], other),
+            &view,
+            &["docker-ce-19.03.11"],
+        );
+        assert_eq!(key, "packages");
+        assert!(
+            m.contains("the rpm repositories layer \"docker\" installs from are not the ones in r.toml.lock: [docker-ce-stable] in /etc/yum.repos.d/docker-ce.repo: baseurl https://mirror.example/centos -> https://download.example/linux/centos/7/x86_64/stable"),
+            "{m}"
+        );
+        // A Debian layer locked under the same name.
+        let mut deb = locked(&["docker-ce-19.03.11"], mine);
+        deb.kind = LayerKind::Deb;
+        let (_, m) = locked_err(&deb, &view, &["docker-ce-19.03.11"]);
+        assert!(
+            m.contains("but r.toml.lock locks Debian packages for it"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn evr_always_names_the_epoch() {
+        assert_eq!(
+            full_evr(&version::Evr::new(0, "1.2.13", Some("3.2.el7"))),
+            "0:1.2.13-3.2.el7"
+        );
+        assert_eq!(
+            full_evr(&version::Evr::new(3, "19.03.11", None)),
+            "3:19.03.11"
+        );
+        let p = repodata::RpmPackage {
+            name: "a".into(),
+            arch: "noarch".into(),
+            evr: version::Evr::new(0, "1", Some("1")),
+            ..Default::default()
+        };
+        assert_eq!(
+            installed_digest(std::slice::from_ref(&p)),
+            crate::lock::rpmdb_digest(&["a-0:1-1.noarch".to_string()])
+        );
+    }
+
     #[test]
     fn signature_parse_errors_name_the_file() {
         assert!(parse_signatures(b"", "r.asc")
