@@ -873,6 +873,9 @@ mod tests {
             name: "runtime".into(),
             requests: requests.iter().map(|r| (*r).to_string()).collect(),
             dpkg_status: "a".repeat(64),
+            kind: Default::default(),
+            rpmdb: String::new(),
+            repos: Vec::new(),
             sources: vec![],
             packages: vec![],
         };

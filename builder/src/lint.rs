@@ -183,6 +183,100 @@ pub static VULNERABLE: &[Vulnerable] = &[
     },
 ];
 
+/// A range of an rpm package's versions (rpm order, `rpmvercmp`) with a
+/// known vulnerability. Bounds are `version[-release]`; epochs are not
+/// compared (a pin without an epoch matches any epoch, as yum's does, and
+/// Docker's epochs follow its versions).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct VulnerableRpm {
+    /// The CVE id.
+    pub cve: &'static str,
+    /// What an attacker can do.
+    pub effect: &'static str,
+    /// The rpm package name.
+    pub package: &'static str,
+    /// Lowest affected version (inclusive); `None`: every version below `below`.
+    pub from: Option<&'static str>,
+    /// First version that is not affected any more (exclusive); `None`: no fixed release.
+    pub below: Option<&'static str>,
+    /// The fixed releases, as the message names them.
+    pub fixed: &'static str,
+}
+
+/// Pinned rpm versions NI009 refuses in a layer that installs from yum or
+/// zypper repositories.
+pub static VULNERABLE_RPM: &[VulnerableRpm] = &[
+    // Upstream runc through 1.0.0-rc6 (rpm spells it 1.0.0~rc6).
+    VulnerableRpm {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "runc",
+        from: None,
+        below: Some("1.0.0~rc7"),
+        fixed: "1.0.0~rc7 (upstream) and later",
+    },
+    // Docker CE 18.06 and older (epoch 0, `18.06.1.ce`): fixed in
+    // 18.06.2.ce; 18.03 and older never were.
+    VulnerableRpm {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-ce",
+        from: None,
+        below: Some("18.06.2"),
+        fixed: "18.06.2.ce-3.el7 or 18.06.3.ce-3.el7 (18.06), 3:18.09.2-3.el7 or later (18.09 and newer)",
+    },
+    // Docker CE 18.09 (epoch 3): fixed in 18.09.2.
+    VulnerableRpm {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-ce",
+        from: Some("18.09"),
+        below: Some("18.09.2"),
+        fixed: "3:18.09.2-3.el7 or later",
+    },
+    VulnerableRpm {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "docker-engine",
+        from: None,
+        below: None,
+        fixed: "no docker-engine release; use docker-ce 3:18.09.2-3.el7 or later",
+    },
+    // containerd.io ships Docker's runc; 1.2.2-3 is the first build with the
+    // patched runc. A pin without a release (`containerd.io-1.2.2`) is
+    // not refused: every 1.2.2 rpm Docker published is 1.2.2-3 or later.
+    VulnerableRpm {
+        cve: CVE_2019_5736,
+        effect: RUNC_ESCAPE,
+        package: "containerd.io",
+        from: None,
+        below: Some("1.2.2-3"),
+        fixed: "1.2.2-3.el7 or later",
+    },
+];
+
+impl VulnerableRpm {
+    /// True when the pinned `evr` of `package` is in this range (epochs
+    /// not compared; the release only when both sides have one).
+    pub fn affects(&self, package: &str, evr: &crate::rpm::version::Evr) -> bool {
+        use crate::rpm::version::Evr;
+        let pin = Evr {
+            epoch: 0,
+            ..evr.clone()
+        };
+        let parse = |s: &str| Evr::parse(s).ok();
+        package == self.package
+            && self
+                .from
+                .and_then(parse)
+                .is_none_or(|from| pin.compare(&from).is_ge())
+            && self
+                .below
+                .and_then(parse)
+                .is_none_or(|below| pin.compare(&below).is_lt())
+    }
+}
+
 impl Vulnerable {
     /// True when `version` of `package` is in this range.
     pub fn affects(&self, package: &str, version: &Version) -> bool {
@@ -761,10 +855,59 @@ fn endpoint_rule(c: &mut Ctx) {
     }
 }
 
-/// NI009: `name=version` pins in a vulnerable range. Unpinned packages and
-/// versions that do not parse are left to the resolver.
-fn vulnerable_pin_rule(c: &mut Ctx) {
-    for l in &c.recipe.layers {
+/// Which layers install rpm packages: those whose image (the base and
+/// the layers up to it) has yum or zypper repositories and no apt source,
+/// as the `packages` item chooses its backend.
+fn rpm_layers(recipe: &Recipe, base: &dyn RootView) -> Vec<bool> {
+    let mut apt = base
+        .list(crate::packages::SOURCES_DIR)
+        .iter()
+        .any(|n| n.ends_with(".sources"));
+    let mut rpm = crate::rpm::has_repos(base);
+    recipe
+        .layers
+        .iter()
+        .map(|l| {
+            apt |= !l.spec.apt_source.is_empty();
+            rpm |= !l.spec.yum_repo.is_empty() || !l.spec.zypper_repo.is_empty();
+            rpm && !apt
+        })
+        .collect()
+}
+
+/// NI009 for a layer installing rpm packages: `name-version[-release]`
+/// pins in a vulnerable range (rpm order).
+fn vulnerable_rpm_pins(c: &mut Ctx, l: &RecipeLayer) {
+    for (j, p) in l.spec.packages.iter().enumerate() {
+        for vuln in VULNERABLE_RPM {
+            if !crate::rpm::names_pin(p, vuln.package) {
+                continue;
+            }
+            let version = &p[vuln.package.len() + 1..];
+            let Ok(evr) = crate::rpm::version::Evr::parse(version) else {
+                continue;
+            };
+            if vuln.affects(vuln.package, &evr) {
+                let msg = format!(
+                    "{p} is affected by {} ({}); fixed in {}",
+                    vuln.cve, vuln.effect, vuln.fixed
+                );
+                c.add("NI009", l, &format!("packages[{j}]"), msg);
+            }
+        }
+    }
+}
+
+/// NI009: `name=version` pins (rpm layers: `name-version[-release]`) in a
+/// vulnerable range. Unpinned packages and versions that do not parse are
+/// left to the resolver.
+fn vulnerable_pin_rule(c: &mut Ctx, base: &dyn RootView) {
+    let rpm = rpm_layers(c.recipe, base);
+    for (i, l) in c.recipe.layers.iter().enumerate() {
+        if rpm.get(i).copied().unwrap_or(false) {
+            vulnerable_rpm_pins(c, l);
+            continue;
+        }
         for (j, p) in l.spec.packages.iter().enumerate() {
             let Some((name, version)) = p.split_once('=') else {
                 continue;
@@ -798,7 +941,7 @@ pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
     docker_rule(&mut c);
     machine_id_rule(&mut c, base);
     endpoint_rule(&mut c);
-    vulnerable_pin_rule(&mut c);
+    vulnerable_pin_rule(&mut c, base);
     let order: BTreeMap<String, usize> = recipe
         .files
         .iter()

@@ -43,6 +43,40 @@
 //! sha256 = "..."
 //! ```
 //!
+//! A layer installed by the rpm backend has `kind = "rpm"`, `rpmdb` (the
+//! SHA256 of the installed packages it resolved against, see
+//! [`rpmdb_digest`]) instead of `dpkg-status`, `[[layer.repo]]` (file, id,
+//! baseurl, gpgcheck, repo-gpgcheck, gpgkeys) instead of
+//! `[[layer.source]]`, and packages whose `version` is
+//! `epoch:version-release`, without `multi-arch`:
+//!
+//! ```toml
+//! [[layer]]
+//! name = "docker"
+//! kind = "rpm"
+//! requests = ["docker-ce-19.03.11"]
+//! rpmdb = "..."
+//!
+//! [[layer.repo]]
+//! file = "/etc/yum.repos.d/docker-ce.repo"
+//! id = "docker-ce-stable"
+//! baseurl = "https://download.example/linux/centos/7/x86_64/stable"
+//! gpgcheck = true
+//! repo-gpgcheck = false
+//! gpgkeys = ["https://download.example/linux/centos/gpg"]
+//!
+//! [[layer.package]]
+//! name = "docker-ce"
+//! version = "3:19.03.11-3.el7"
+//! architecture = "x86_64"
+//! auto = false
+//! order = 3
+//! source = "docker-ce-stable"
+//! url = "https://download.example/linux/centos/7/x86_64/stable/Packages/docker-ce-19.03.11-3.el7.x86_64.rpm"
+//! size = 25100000
+//! sha256 = "..."
+//! ```
+//!
 //! URLs are the canonical ones, before `--mirror` remapping. The output is
 //! deterministic: the same resolution writes the same bytes.
 
@@ -106,21 +140,50 @@ pub struct LockedFile {
     pub sha256: String,
 }
 
+/// Which backend installed a layer's packages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// Debian packages from apt sources (the default, not written).
+    #[default]
+    Deb,
+    /// rpm packages from yum or zypper repositories.
+    Rpm,
+}
+
+impl LayerKind {
+    /// True for [`LayerKind::Deb`] (which the file leaves out).
+    pub fn is_deb(&self) -> bool {
+        *self == LayerKind::Deb
+    }
+}
+
 /// One layer's packages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LockedLayer {
     /// The layer's name.
     pub name: String,
+    /// The backend: `deb` (left out) or `rpm`.
+    #[serde(default, skip_serializing_if = "LayerKind::is_deb")]
+    pub kind: LayerKind,
     /// Its `packages` list, variables expanded.
     pub requests: Vec<String>,
     /// SHA256 of the dpkg status the layer resolved against (the base's
     /// and earlier layers' installed packages): a build whose image below
-    /// the layer differs is warned.
+    /// the layer differs is warned. Debian layers only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dpkg_status: String,
+    /// SHA256 of the installed rpm packages the layer resolved against
+    /// (see [`rpmdb_digest`]); rpm layers only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rpmdb: String,
     /// The apt sources it resolved against.
     #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<LockedSource>,
+    /// The yum and zypper repositories it resolved against (rpm layers).
+    #[serde(default, rename = "repo", skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<LockedRepo>,
     /// What it installs, by name.
     #[serde(default, rename = "package", skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<LockedPackage>,
@@ -144,25 +207,62 @@ pub struct LockedSource {
     pub keys: Vec<String>,
 }
 
+/// An enabled yum or zypper repository as the image declared it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedRepo {
+    /// The `.repo` file in the image.
+    pub file: String,
+    /// The repository id (its `[section]`).
+    pub id: String,
+    /// `baseurl`, variables substituted.
+    pub baseurl: String,
+    /// `gpgcheck`.
+    pub gpgcheck: bool,
+    /// `repo_gpgcheck`.
+    pub repo_gpgcheck: bool,
+    /// `gpgkey` URLs.
+    #[serde(default)]
+    pub gpgkeys: Vec<String>,
+}
+
+/// SHA256 (hex) of a list of installed rpm packages, given as
+/// `name-epoch:version-release.arch`: sorted, one per line.
+pub fn rpmdb_digest(nevras: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut v: Vec<&String> = nevras.iter().collect();
+    v.sort();
+    v.dedup();
+    let mut h = Sha256::new();
+    for n in v {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
 /// One resolved package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LockedPackage {
     /// Package name.
     pub name: String,
-    /// Version, as the repository writes it.
+    /// Version, as the repository writes it (rpm: always
+    /// `epoch:version-release`).
     pub version: String,
-    /// Architecture (the image's or `all`).
+    /// Architecture (the image's or `all`; rpm: the image's or `noarch`).
     pub architecture: String,
-    /// `Multi-Arch`: no, same, foreign or allowed.
+    /// `Multi-Arch`: no, same, foreign or allowed (Debian packages only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub multi_arch: String,
     /// Pulled in as a dependency rather than requested.
     pub auto: bool,
     /// Position in the layer's installation order, from 0.
     pub order: usize,
-    /// The repository it came from: `URI SUITE [COMPONENT]`.
+    /// The repository it came from: `URI SUITE [COMPONENT]`, or an rpm
+    /// repository's id.
     pub source: String,
-    /// Canonical URL of the `.deb`.
+    /// Canonical URL of the `.deb` or `.rpm`.
     pub url: String,
     /// Size in bytes.
     pub size: u64,
@@ -185,6 +285,38 @@ impl LockedPackage {
             "allowed" => Some(MultiArch::Allowed),
             _ => None,
         }
+    }
+}
+
+/// The OCI architecture for Debian's spelling (the lock's `architecture`).
+fn oci_arch(debian: &str) -> &str {
+    match debian {
+        "armhf" => "arm",
+        "i386" => "386",
+        "ppc64el" => "ppc64le",
+        "mips64el" => "mips64le",
+        "mipsel" => "mipsle",
+        other => other,
+    }
+}
+
+impl LockedPackage {
+    /// An rpm package's `epoch:version-release` (the epoch is required).
+    pub fn rpm_evr(&self) -> std::result::Result<crate::rpm::version::Evr, String> {
+        let bad = |why: &str| {
+            format!(
+                "{:?} is not an rpm epoch:version-release ({why})",
+                self.version
+            )
+        };
+        if !self.version.contains(':') {
+            return Err(bad("no epoch"));
+        }
+        let evr = crate::rpm::version::Evr::parse(&self.version).map_err(|m| bad(&m))?;
+        if evr.release.is_none() {
+            return Err(bad("no release"));
+        }
+        Ok(evr)
     }
 }
 
@@ -298,33 +430,40 @@ impl Lock {
                     format!("layer {:?} appears twice", l.name),
                 ));
             }
-            check_sha256(&l.dpkg_status).map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
+            match l.kind {
+                LayerKind::Deb => {
+                    check_sha256(&l.dpkg_status)
+                        .map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
+                    if !l.rpmdb.is_empty() || !l.repos.is_empty() {
+                        return Err(err(
+                            &format!("{key}.kind"),
+                            "rpmdb and [[layer.repo]] belong to a layer of kind = \"rpm\"".into(),
+                        ));
+                    }
+                }
+                LayerKind::Rpm => {
+                    check_sha256(&l.rpmdb).map_err(|m| err(&format!("{key}.rpmdb"), m))?;
+                    if !l.dpkg_status.is_empty() || !l.sources.is_empty() {
+                        return Err(err(
+                            &format!("{key}.kind"),
+                            "dpkg-status and [[layer.source]] belong to a Debian layer, not one of kind = \"rpm\"".into(),
+                        ));
+                    }
+                    for (ri, r) in l.repos.iter().enumerate() {
+                        check_url(&r.baseurl)
+                            .map_err(|m| err(&format!("{key}.repo[{ri}].baseurl"), m))?;
+                    }
+                }
+            }
             let mut orders = BTreeSet::new();
             for (pi, p) in l.packages.iter().enumerate() {
                 let pkey = format!("{key}.package[{pi}]");
                 if p.name.is_empty() {
                     return Err(err(&format!("{pkey}.name"), "the name is empty".into()));
                 }
-                Version::parse(&p.version).map_err(|e| {
-                    err(
-                        &format!("{pkey}.version"),
-                        format!("{:?} is not a Debian version: {}", e.text, e.reason),
-                    )
-                })?;
-                if p.architecture != "all" && p.architecture != self.architecture {
-                    return Err(err(
-                        &format!("{pkey}.architecture"),
-                        format!(
-                            "{} {} is for {}, the lock for {}",
-                            p.name, p.version, p.architecture, self.architecture
-                        ),
-                    ));
-                }
-                if p.multi_arch().is_none() {
-                    return Err(err(
-                        &format!("{pkey}.multi-arch"),
-                        format!("{:?} is not no, same, foreign or allowed", p.multi_arch),
-                    ));
+                match l.kind {
+                    LayerKind::Deb => self.validate_deb(p, &pkey, &err)?,
+                    LayerKind::Rpm => self.validate_rpm(p, &pkey, &err)?,
                 }
                 check_url(&p.url).map_err(|m| err(&format!("{pkey}.url"), m))?;
                 check_sha256(&p.sha256).map_err(|m| err(&format!("{pkey}.sha256"), m))?;
@@ -340,6 +479,63 @@ impl Lock {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_deb(
+        &self,
+        p: &LockedPackage,
+        pkey: &str,
+        err: &dyn Fn(&str, String) -> Error,
+    ) -> Result<()> {
+        Version::parse(&p.version).map_err(|e| {
+            err(
+                &format!("{pkey}.version"),
+                format!("{:?} is not a Debian version: {}", e.text, e.reason),
+            )
+        })?;
+        if p.architecture != "all" && p.architecture != self.architecture {
+            return Err(err(
+                &format!("{pkey}.architecture"),
+                format!(
+                    "{} {} is for {}, the lock for {}",
+                    p.name, p.version, p.architecture, self.architecture
+                ),
+            ));
+        }
+        if p.multi_arch().is_none() {
+            return Err(err(
+                &format!("{pkey}.multi-arch"),
+                format!("{:?} is not no, same, foreign or allowed", p.multi_arch),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_rpm(
+        &self,
+        p: &LockedPackage,
+        pkey: &str,
+        err: &dyn Fn(&str, String) -> Error,
+    ) -> Result<()> {
+        p.rpm_evr()
+            .map_err(|m| err(&format!("{pkey}.version"), m))?;
+        let arch = crate::rpm::resolve::rpm_arch(oci_arch(&self.architecture));
+        if p.architecture != "noarch" && p.architecture != arch {
+            return Err(err(
+                &format!("{pkey}.architecture"),
+                format!(
+                    "{} {} is for {}, the lock for {arch} ({})",
+                    p.name, p.version, p.architecture, self.architecture
+                ),
+            ));
+        }
+        if !p.multi_arch.is_empty() {
+            return Err(err(
+                &format!("{pkey}.multi-arch"),
+                "an rpm package has no Multi-Arch".into(),
+            ));
         }
         Ok(())
     }
@@ -491,11 +687,37 @@ fn request_name(r: &str) -> &str {
     r.split('=').next().unwrap_or(r).trim()
 }
 
+/// The package an rpm request names: `name`, `name-version` or
+/// `name-version-release`, where a version starts with a digit (or is
+/// `epoch:version`).
+fn rpm_request_name(r: &str) -> &str {
+    let mut name = r.trim();
+    for _ in 0..2 {
+        match name.rsplit_once('-') {
+            Some((n, v)) if !n.is_empty() && v.starts_with(|c: char| c.is_ascii_digit()) => {
+                name = n;
+            }
+            _ => break,
+        }
+    }
+    name
+}
+
 /// How `now` (the recipe's list) differs from `locked`; empty when equal.
 pub fn diff_requests(locked: &[String], now: &[String]) -> Vec<Change> {
+    diff_requests_of(LayerKind::Deb, locked, now)
+}
+
+/// [`diff_requests`] for a layer of `kind`: an rpm request's package is
+/// its name before `-version[-release]`, a Debian one's before `=`.
+pub fn diff_requests_of(kind: LayerKind, locked: &[String], now: &[String]) -> Vec<Change> {
     if locked == now {
         return Vec::new();
     }
+    let request_name = match kind {
+        LayerKind::Deb => request_name,
+        LayerKind::Rpm => rpm_request_name,
+    };
     let mut by_name: BTreeMap<&str, &String> = BTreeMap::new();
     for r in locked {
         by_name.insert(request_name(r), r);
@@ -564,6 +786,50 @@ pub fn diff_sources(locked: &[LockedSource], now: &[LockedSource]) -> Vec<String
     out
 }
 
+/// How the rpm repositories a layer sees differ from the locked ones: one
+/// sentence per difference; empty when equal.
+pub fn diff_repos(locked: &[LockedRepo], now: &[LockedRepo]) -> Vec<String> {
+    let mut out = Vec::new();
+    let describe = |r: &LockedRepo| format!("[{}] in {} ({})", r.id, r.file, r.baseurl);
+    for i in 0..locked.len().max(now.len()) {
+        match (locked.get(i), now.get(i)) {
+            (Some(l), Some(n)) if l == n => {}
+            (Some(l), Some(n)) => {
+                let mut what = Vec::new();
+                for (field, a, b) in [
+                    ("file", &l.file, &n.file),
+                    ("id", &l.id, &n.id),
+                    ("baseurl", &l.baseurl, &n.baseurl),
+                ] {
+                    if a != b {
+                        what.push(format!("{field} {a} -> {b}"));
+                    }
+                }
+                for (field, a, b) in [
+                    ("gpgcheck", l.gpgcheck, n.gpgcheck),
+                    ("repo_gpgcheck", l.repo_gpgcheck, n.repo_gpgcheck),
+                ] {
+                    if a != b {
+                        what.push(format!("{field} {a} -> {b}"));
+                    }
+                }
+                if l.gpgkeys != n.gpgkeys {
+                    what.push(format!(
+                        "gpgkey {} -> {}",
+                        l.gpgkeys.join(" "),
+                        n.gpgkeys.join(" ")
+                    ));
+                }
+                out.push(format!("[{}] in {}: {}", n.id, n.file, what.join(", ")));
+            }
+            (Some(l), None) => out.push(format!("{} was removed", describe(l))),
+            (None, Some(n)) => out.push(format!("{} was added", describe(n))),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 /// Check `recipe` (expanded for the Debian architecture `arch`) against
 /// `lock` read from `lock_file`, without the network: the same
 /// architecture, the same layers with packages in the same order, the same
@@ -612,7 +878,7 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
                 hint,
             ));
         };
-        let changes = diff_requests(&ll.requests, &l.spec.packages);
+        let changes = diff_requests_of(ll.kind, &ll.requests, &l.spec.packages);
         if let Some(first) = changes.first() {
             let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
             return Err(recipe.error(
@@ -707,8 +973,11 @@ mod tests {
             }],
             vec![LockedLayer {
                 name: "runtime".into(),
+                kind: LayerKind::Deb,
                 requests: vec!["demo-runtime".into(), "demo-tools=1:2.0~rc1-1".into()],
                 dpkg_status: SHA_A.into(),
+                rpmdb: String::new(),
+                repos: vec![],
                 sources: vec![LockedSource {
                     file: "/etc/apt/sources.list.d/demo.sources".into(),
                     uris: vec!["http://repo.invalid/debian".into()],
@@ -1012,6 +1281,203 @@ mod tests {
                 .contains("locks packages for layer \"runtime\", which the recipe no longer has"),
             "{}",
             e.message
+        );
+    }
+
+    fn rpm_layer() -> LockedLayer {
+        LockedLayer {
+            name: "docker".into(),
+            kind: LayerKind::Rpm,
+            requests: vec!["docker-ce-19.03.11".into()],
+            dpkg_status: String::new(),
+            rpmdb: SHA_B.into(),
+            sources: vec![],
+            repos: vec![LockedRepo {
+                file: "/etc/yum.repos.d/docker-ce.repo".into(),
+                id: "docker-ce-stable".into(),
+                baseurl: "https://download.example/linux/centos/7/x86_64/stable".into(),
+                gpgcheck: true,
+                repo_gpgcheck: true,
+                gpgkeys: vec!["https://download.example/linux/centos/gpg".into()],
+            }],
+            packages: vec![
+                LockedPackage {
+                    name: "docker-ce".into(),
+                    version: "3:19.03.11-3.el7".into(),
+                    architecture: "x86_64".into(),
+                    multi_arch: String::new(),
+                    auto: false,
+                    order: 1,
+                    source: "docker-ce-stable".into(),
+                    url: "https://download.example/linux/centos/7/x86_64/stable/Packages/docker-ce-19.03.11-3.el7.x86_64.rpm".into(),
+                    size: 200,
+                    sha256: SHA_A.into(),
+                },
+                LockedPackage {
+                    name: "container-selinux".into(),
+                    version: "2:2.119.2-1.911c772.el7_8".into(),
+                    architecture: "noarch".into(),
+                    multi_arch: String::new(),
+                    auto: true,
+                    order: 0,
+                    source: "docker-ce-stable".into(),
+                    url: "https://download.example/linux/centos/7/x86_64/stable/Packages/container-selinux.noarch.rpm".into(),
+                    size: 100,
+                    sha256: SHA_B.into(),
+                },
+            ],
+        }
+    }
+
+    fn rpm_sample() -> Lock {
+        let mut layers = sample().layers;
+        layers.push(rpm_layer());
+        Lock::new(
+            "amd64",
+            vec![LockedFile {
+                url: "https://download.example/linux/centos/7/x86_64/stable/repodata/repomd.xml"
+                    .into(),
+                size: 3000,
+                sha256: SHA_A.into(),
+            }],
+            vec![LockedFile {
+                url:
+                    "https://download.example/linux/centos/7/x86_64/stable/repodata/primary.xml.gz"
+                        .into(),
+                size: 4000,
+                sha256: SHA_B.into(),
+            }],
+            layers,
+        )
+    }
+
+    #[test]
+    fn rpm_layers_round_trip_beside_debian_ones() {
+        let lock = rpm_sample();
+        let text = lock.render().unwrap();
+        // The Debian layer is written as before (no kind, no rpm keys).
+        assert!(
+            text.contains(&format!("[[layer]]\nname = \"runtime\"\nrequests = [\"demo-runtime\", \"demo-tools=1:2.0~rc1-1\"]\ndpkg-status = \"{SHA_A}\"\n\n[[layer.source]]")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("[[layer]]\nname = \"docker\"\nkind = \"rpm\"\nrequests = [\"docker-ce-19.03.11\"]\nrpmdb = \"{SHA_B}\"\n\n[[layer.repo]]\nfile = \"/etc/yum.repos.d/docker-ce.repo\"\nid = \"docker-ce-stable\"\nbaseurl = \"https://download.example/linux/centos/7/x86_64/stable\"\ngpgcheck = true\nrepo-gpgcheck = true\ngpgkeys = [\"https://download.example/linux/centos/gpg\"]\n\n[[layer.package]]\nname = \"container-selinux\"\nversion = \"2:2.119.2-1.911c772.el7_8\"\narchitecture = \"noarch\"\nauto = true\norder = 0\nsource = \"docker-ce-stable\"\n")),
+            "{text}"
+        );
+        assert!(!text.contains("multi-arch = \"\""), "{text}");
+        let back = Lock::parse(&text, Path::new("r.toml.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.render().unwrap(), text);
+        let order: Vec<&str> = back.layers[1]
+            .in_order()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(order, ["container-selinux", "docker-ce"]);
+        assert_eq!(
+            back.layers[1].packages[1].rpm_evr().unwrap(),
+            crate::rpm::version::Evr::new(3, "19.03.11", Some("3.el7"))
+        );
+        // A lock written before rpm layers existed still reads as Debian.
+        assert_eq!(
+            Lock::parse(&sample().render().unwrap(), Path::new("r.toml.lock"))
+                .unwrap()
+                .layers[0]
+                .kind,
+            LayerKind::Deb
+        );
+    }
+
+    #[test]
+    fn invalid_rpm_layers_are_refused() {
+        let good = rpm_sample().render().unwrap();
+        let e = parse_err(&good.replace(
+            "version = \"3:19.03.11-3.el7\"",
+            "version = \"19.03.11-3.el7\"",
+        ));
+        assert_eq!(e.key.as_deref(), Some("layer[1].package[1].version"));
+        assert!(e.message.contains("no epoch"), "{}", e.message);
+        let e =
+            parse_err(&good.replace("version = \"3:19.03.11-3.el7\"", "version = \"3:19.03.11\""));
+        assert!(e.message.contains("no release"), "{}", e.message);
+        let e = parse_err(&good.replace("architecture = \"x86_64\"", "architecture = \"aarch64\""));
+        assert_eq!(e.key.as_deref(), Some("layer[1].package[1].architecture"));
+        assert!(
+            e.message
+                .contains("is for aarch64, the lock for x86_64 (amd64)"),
+            "{}",
+            e.message
+        );
+        let e = parse_err(&good.replace(&format!("rpmdb = \"{SHA_B}\""), "rpmdb = \"x\""));
+        assert_eq!(e.key.as_deref(), Some("layer[1].rpmdb"));
+        let e = parse_err(&good.replace(
+            "order = 0\nsource = \"docker-ce-stable\"",
+            "multi-arch = \"no\"\norder = 0\nsource = \"docker-ce-stable\"",
+        ));
+        assert!(e.key.unwrap().ends_with(".multi-arch"));
+        // A Debian layer without its dpkg status, an rpm one with one.
+        let e = parse_err(&good.replacen(&format!("dpkg-status = \"{SHA_A}\"\n"), "", 1));
+        assert_eq!(e.key.as_deref(), Some("layer[0].dpkg-status"));
+        let e =
+            parse_err(&good.replace("kind = \"rpm\"\n", "kind = \"rpm\"\ndpkg-status = \"x\"\n"));
+        assert_eq!(e.key.as_deref(), Some("layer[1].kind"));
+        let e = parse_err(&good.replace("kind = \"rpm\"", "kind = \"apk\""));
+        assert!(e.message.contains("apk"), "{}", e.message);
+        let e = parse_err(&good.replace("baseurl = \"https://", "baseurl = \"ftp://"));
+        assert_eq!(e.key.as_deref(), Some("layer[1].repo[0].baseurl"));
+    }
+
+    #[test]
+    fn rpm_request_changes_are_named_by_package() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_string()).collect::<Vec<_>>();
+        assert_eq!(rpm_request_name("docker-ce-19.03.11"), "docker-ce");
+        assert_eq!(rpm_request_name("docker-ce-3:19.03.11-3.el7"), "docker-ce");
+        assert_eq!(rpm_request_name("docker-ce-cli"), "docker-ce-cli");
+        assert_eq!(rpm_request_name("containerd.io-1.2.13"), "containerd.io");
+        assert_eq!(rpm_request_name("cri-o"), "cri-o");
+        let locked = s(&["docker-ce-19.03.11", "cri-o"]);
+        assert!(diff_requests_of(LayerKind::Rpm, &locked, &locked).is_empty());
+        assert_eq!(
+            diff_requests_of(LayerKind::Rpm, &locked, &s(&["docker-ce-20.10.0", "cri-o"])),
+            vec![Change::Changed {
+                index: 0,
+                locked: "docker-ce-19.03.11".into(),
+                now: "docker-ce-20.10.0".into()
+            }]
+        );
+        // Read as Debian requests these would be two other packages.
+        assert_eq!(
+            diff_requests_of(LayerKind::Deb, &locked, &s(&["docker-ce-20.10.0", "cri-o"])).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn repo_changes_are_named() {
+        let a = rpm_layer().repos;
+        assert!(diff_repos(&a, &a).is_empty());
+        let mut b = a.clone();
+        b[0].baseurl = "https://other.example/centos".into();
+        b[0].repo_gpgcheck = false;
+        assert_eq!(
+            diff_repos(&a, &b),
+            ["[docker-ce-stable] in /etc/yum.repos.d/docker-ce.repo: baseurl https://download.example/linux/centos/7/x86_64/stable -> https://other.example/centos, repo_gpgcheck true -> false"]
+        );
+        assert_eq!(
+            diff_repos(&a, &[]),
+            ["[docker-ce-stable] in /etc/yum.repos.d/docker-ce.repo (https://download.example/linux/centos/7/x86_64/stable) was removed"]
+        );
+    }
+
+    #[test]
+    fn rpmdb_digest_is_of_the_sorted_set() {
+        let a = vec!["b-0:1-1.noarch".to_string(), "a-0:1-1.x86_64".to_string()];
+        let b = vec!["a-0:1-1.x86_64".to_string(), "b-0:1-1.noarch".to_string()];
+        assert_eq!(rpmdb_digest(&a), rpmdb_digest(&b));
+        assert_ne!(rpmdb_digest(&a), rpmdb_digest(&a[..1]));
+        assert_eq!(
+            rpmdb_digest(&[]),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
 }

@@ -661,15 +661,7 @@ pub fn install_layer(
     layer: &str,
 ) -> Result<FileTree, PackagesError> {
     if read_sources(view, debian_arch(arch))?.is_empty() && crate::rpm::has_repos(view) {
-        return crate::rpm::install_layer(
-            &env.cache,
-            env.scratch(),
-            env.now,
-            view,
-            requests,
-            arch,
-            layer,
-        );
+        return rpm_layer(env, view, requests, arch, layer);
     }
     let arch = debian_arch(arch);
     let mut reqs = Vec::with_capacity(requests.len());
@@ -710,6 +702,48 @@ pub fn install_layer(
         }
     }
     Ok(done.tree)
+}
+
+/// A layer whose image has rpm repositories and no apt source: the rpm
+/// backend, resolving (and recording) or installing what the lock names.
+fn rpm_layer(
+    env: &PackageEnv,
+    view: &dyn RootView,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    let renv = crate::rpm::Env {
+        cache: &env.cache,
+        scratch: env.scratch(),
+        now: env.now,
+        meter: &env.meter,
+    };
+    match &env.lock {
+        LockMode::Use(lock, file) => {
+            let Some(ll) = lock.layer(layer) else {
+                return Err(PackagesError::Recipe {
+                    key: "packages".into(),
+                    message: format!("layer {layer:?} is not in {}", file.display()),
+                    hint: Some(format!(
+                        "run `nodeimg lock {}` to resolve the recipe again, or build with --no-lock",
+                        file.with_extension("").display()
+                    )),
+                });
+            };
+            crate::rpm::install_locked(&renv, view, ll, file, requests, arch, layer)
+        }
+        LockMode::Resolve => {
+            crate::rpm::install_layer(&renv, view, requests, arch, layer).map(|(t, _)| t)
+        }
+        LockMode::Record(r) => {
+            let (tree, resolved) = crate::rpm::install_layer(&renv, view, requests, arch, layer)?;
+            let mut g = guard(r);
+            g.layers.push(resolved.layer);
+            g.indexes.extend(resolved.indexes);
+            Ok(tree)
+        }
+    }
 }
 
 fn locked_source(s: &Source) -> LockedSource {
@@ -784,9 +818,12 @@ fn resolve_packages(
     if let LockMode::Record(r) = &env.lock {
         guard(r).layers.push(LockedLayer {
             name: layer.to_string(),
+            kind: lock::LayerKind::Deb,
             requests: requests.to_vec(),
             dpkg_status: status_digest(view),
+            rpmdb: String::new(),
             sources: sources.iter().map(locked_source).collect(),
+            repos: Vec::new(),
             packages: locked,
         });
     }
@@ -818,6 +855,15 @@ fn locked_packages(
             hint,
         });
     };
+    if ll.kind != lock::LayerKind::Deb {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "layer {layer:?} installs Debian packages (the image has apt sources), but {lf} locks rpm packages for it"
+            ),
+            hint,
+        });
+    }
     let changes = lock::diff_requests(&ll.requests, requests);
     if let Some(first) = changes.first() {
         let text: Vec<String> = changes.iter().map(ToString::to_string).collect();

@@ -390,3 +390,116 @@ fn ni009_fixed_and_unpinned_versions_pass() {
     // A version that does not parse is the resolver's to report.
     assert_eq!(pins(&["runc=bad version"]), []);
 }
+
+const YUM: &str = r#"
+[[layer]]
+name = "repo"
+[[layer.yum-repo]]
+name = "docker-ce-stable"
+baseurl = "https://download.example/linux/centos/$releasever/$basearch/stable"
+gpgkey = "https://download.example/linux/centos/gpg"
+"#;
+
+fn rpm_pins_on(base: &MemView, repos: &str, packages: &[&str]) -> Vec<Finding> {
+    let list: Vec<String> = packages.iter().map(|p| format!("{p:?}")).collect();
+    lint_on(
+        base,
+        &format!(
+            "{repos}[[layer]]\nname = \"rt\"\npackages = [{}]\n",
+            list.join(", ")
+        ),
+    )
+}
+
+fn rpm_pins(packages: &[&str]) -> Vec<Finding> {
+    rpm_pins_on(&MemView::new(), YUM, packages)
+}
+
+#[test]
+fn ni009_vulnerable_rpm_pins_in_rpm_order() {
+    // (pin, what the message names as fixed)
+    let table = [
+        ("docker-ce-18.09.1", "3:18.09.2-3.el7 or later"),
+        ("docker-ce-18.09.0", "3:18.09.2-3.el7 or later"),
+        ("docker-ce-3:18.09.1-3.el7", "3:18.09.2-3.el7 or later"),
+        ("docker-ce-18.06.1.ce", "18.06.2.ce-3.el7"),
+        ("docker-ce-18.06.1.ce-3.el7", "18.06.2.ce-3.el7"),
+        ("docker-ce-18.03.1.ce-1.el7.centos", "18.06.2.ce-3.el7"),
+        ("docker-ce-17.03.2.ce", "18.06.2.ce-3.el7"),
+        (
+            "docker-engine-1.13.1-1.el7.centos",
+            "no docker-engine release",
+        ),
+        ("containerd.io-1.2.0-3.el7", "1.2.2-3.el7 or later"),
+        ("containerd.io-1.2.2-2.el7", "1.2.2-3.el7 or later"),
+        ("containerd.io-1.2.0", "1.2.2-3.el7 or later"),
+        ("runc-1.0.0~rc6", "1.0.0~rc7 (upstream)"),
+        ("runc-1.0.0~rc5-1.fc28", "1.0.0~rc7 (upstream)"),
+        ("runc-0.1.1", "1.0.0~rc7 (upstream)"),
+    ];
+    for (pin, fixed) in table {
+        let f = rpm_pins(&[pin]);
+        assert_eq!(ids(&f), ["NI009"], "{pin}: {f:?}");
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].key, "layer[2].packages[0]", "{pin}");
+        assert_eq!(f[0].line, Some(17), "{pin}");
+        let m = &f[0].message;
+        assert!(
+            m.starts_with(&format!("{pin} is affected by CVE-2019-5736 (runc lets")),
+            "{m}"
+        );
+        assert!(m.contains(&format!("fixed in {fixed}")), "{pin}: {m}");
+    }
+    // The key points at the entry.
+    let f = rpm_pins(&["containerd.io-1.2.13", "docker-ce-18.09.1"]);
+    assert_eq!(ids(&f), ["NI009"]);
+    assert_eq!(f[0].key, "layer[2].packages[1]");
+    // zypper repositories too.
+    let zypper = YUM.replace("layer.yum-repo", "layer.zypper-repo");
+    let f = rpm_pins_on(&MemView::new(), &zypper, &["runc-1.0.0~rc6"]);
+    assert_eq!(ids(&f), ["NI009"]);
+    // Repositories the base already has.
+    let base = MemView::new().file(
+        "/etc/yum.repos.d/docker-ce.repo",
+        "[docker-ce-stable]\nbaseurl=https://download.example/\n",
+    );
+    let f = rpm_pins_on(&base, "", &["docker-ce-18.09.1"]);
+    assert_eq!(ids(&f), ["NI009"]);
+}
+
+#[test]
+fn ni009_fixed_and_unpinned_rpm_versions_pass() {
+    for pin in [
+        "docker-ce-18.09.2",
+        "docker-ce-3:18.09.2-3.el7",
+        "docker-ce-19.03.11",
+        "docker-ce-3:19.03.11-3.el7",
+        "docker-ce-18.06.2.ce",
+        "docker-ce-18.06.2.ce-3.el7",
+        "docker-ce-18.06.3.ce-3.el7",
+        "docker-ce",
+        "docker-ce-cli-18.09.1",
+        "docker-ce-rootless-extras-18.09.1",
+        "containerd.io-1.2.2-3.el7",
+        "containerd.io-1.2.2-3.3.el7",
+        "containerd.io-1.2.2",
+        "containerd.io-1.2.13",
+        "containerd.io",
+        "runc-1.0.0~rc7",
+        "runc-1.1.12-1.el9",
+        "runc",
+        // Not a pin: the request is a name the resolver reports.
+        "docker-ce-bad version",
+    ] {
+        assert_eq!(rpm_pins(&[pin]), [], "{pin}");
+    }
+    // Debian spellings in an rpm layer are not rpm pins (the resolver
+    // refuses them), and rpm spellings in an apt layer are package names.
+    assert_eq!(rpm_pins(&["docker-ce=18.06.1~ce~3-0~ubuntu"]), []);
+    assert_eq!(pins(&["docker-ce-18.09.1"]), []);
+    // An apt source anywhere below makes the layer a Debian one.
+    let apt = MemView::new().file("/etc/apt/sources.list.d/debian.sources", "Types: deb\n");
+    assert_eq!(rpm_pins_on(&apt, YUM, &["docker-ce-18.09.1"]), []);
+    let f = rpm_pins_on(&apt, YUM, &["docker-ce=18.06.1~ce~3-0~ubuntu"]);
+    assert_eq!(ids(&f), ["NI009"]);
+}

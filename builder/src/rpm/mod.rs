@@ -21,17 +21,19 @@ pub mod rpmfile;
 pub mod version;
 
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
 use pgp::composed::{Deserializable, StandaloneSignature};
 use pgp::packet::Signature;
 
-use crate::deb::fetch::Cache;
+use crate::deb::fetch::{Cache, FetchError};
 use crate::deb::repo::Keyring;
 use crate::error::Error;
+use crate::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
 use crate::packages::PackagesError;
+use crate::progress::Meter;
 
 /// Where yum and zypper read repository files.
 pub const REPO_DIRS: [&str; 2] = ["/etc/yum.repos.d", "/etc/zypp/repos.d"];
@@ -292,13 +294,14 @@ fn join(base: &str, rel: &str) -> String {
     )
 }
 
-/// Fetches and verifies one repository's metadata.
+/// Fetches and verifies one repository's metadata; returns its packages
+/// and the primary.xml file read (canonical URL, size, SHA256).
 fn read_metadata(
-    cache: &Cache,
+    env: &Env,
     repo: &RepoConfig,
     keys: Option<&Keyring>,
-    now: DateTime<Utc>,
-) -> Result<Vec<repodata::RpmPackage>, PackagesError> {
+) -> Result<(Vec<repodata::RpmPackage>, LockedFile), PackagesError> {
+    let (cache, now) = (env.cache, env.now);
     let url = join(&repo.baseurl, "repodata/repomd.xml");
     let repomd = cache
         .fetch_unverified(&url)
@@ -328,9 +331,12 @@ fn read_metadata(
     let loc =
         repodata::parse_repomd(&repomd, &url).map_err(|e| build_err("repository metadata", e))?;
     let purl = join(&repo.baseurl, &loc.href);
-    let path = cache
-        .fetch(&purl, loc.size, &loc.sha256)
-        .map_err(|e| build_err("download", e))?;
+    let path = fetch_shown(env, &purl, loc.size, &loc.sha256, &format!("index {purl}"))?;
+    let index = LockedFile {
+        url: purl.clone(),
+        size: loc.size,
+        sha256: loc.sha256.to_ascii_lowercase(),
+    };
     let file = std::fs::File::open(&path)
         .map_err(|e| build_err("download", format!("{}: {e}", path.display())))?;
     let reader: Box<dyn Read> = if loc.href.ends_with(".gz") {
@@ -352,8 +358,27 @@ fn read_metadata(
             format!("{purl}: unsupported compression (gz, xz, zst or none)"),
         ));
     };
-    repodata::parse_primary(BufReader::new(reader), &purl)
-        .map_err(|e| build_err("repository metadata", e))
+    let packages = repodata::parse_primary(BufReader::new(reader), &purl)
+        .map_err(|e| build_err("repository metadata", e))?;
+    Ok((packages, index))
+}
+
+/// A verified file in the cache, downloaded when missing, shown on the
+/// meter as `what`.
+fn fetch_shown(
+    env: &Env,
+    url: &str,
+    size: u64,
+    sha256: &str,
+    what: &str,
+) -> Result<PathBuf, PackagesError> {
+    let mut d = env.meter.download(what, size);
+    let path = env
+        .cache
+        .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
+        .map_err(|e| build_err("download", e))?;
+    d.finish();
+    Ok(path)
 }
 
 /// Checks a downloaded package's header signature against the repository
@@ -383,7 +408,7 @@ fn verify_package(
 
 /// Whether the request `r` is `name-VERSION...` (a digit or an epoch after
 /// the dash), so `docker-ce-cli-1.0` does not count as a pin of `docker-ce`.
-fn names_pin(r: &str, name: &str) -> bool {
+pub(crate) fn names_pin(r: &str, name: &str) -> bool {
     r.strip_prefix(name)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
@@ -413,19 +438,60 @@ fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
     }
 }
 
-/// Installs `requests` from the image's rpm repositories over `view` for
-/// the OCI architecture `arch`; returns the layer's packages tree. Warnings
-/// (scriptlets not run) go to stderr naming `layer`.
-pub fn install_layer(
-    cache: &Cache,
-    scratch: &Path,
-    now: DateTime<Utc>,
-    view: &dyn RootView,
-    requests: &[String],
-    arch: &str,
-    layer: &str,
-) -> Result<FileTree, PackagesError> {
-    let rarch = resolve::rpm_arch(arch);
+/// What installing a layer needs from the build: the download cache, the
+/// scratch directory, the time signatures are checked against, and where
+/// progress goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The verified download cache (with its mirrors).
+    pub cache: &'a Cache,
+    /// Holds the unpacked contents.
+    pub scratch: &'a Path,
+    /// The build's clock.
+    pub now: DateTime<Utc>,
+    /// Downloads and steps are shown here.
+    pub meter: &'a Meter,
+}
+
+/// What resolving a layer found, for the lock file.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The layer as the lock records it.
+    pub layer: LockedLayer,
+    /// The primary.xml files read.
+    pub indexes: Vec<LockedFile>,
+}
+
+/// A repository as the lock file records it.
+pub fn locked_repo(r: &RepoConfig) -> LockedRepo {
+    LockedRepo {
+        file: r.file.clone(),
+        id: r.id.clone(),
+        baseurl: r.baseurl.clone(),
+        gpgcheck: r.gpgcheck,
+        repo_gpgcheck: r.repo_gpgcheck,
+        gpgkeys: r.gpgkeys.clone(),
+    }
+}
+
+/// `epoch:version-release`, the epoch always written.
+pub fn full_evr(evr: &version::Evr) -> String {
+    match &evr.release {
+        Some(r) => format!("{}:{}-{r}", evr.epoch, evr.version),
+        None => format!("{}:{}", evr.epoch, evr.version),
+    }
+}
+
+/// The installed packages as [`crate::lock::rpmdb_digest`] reads them.
+fn installed_digest(installed: &[repodata::RpmPackage]) -> String {
+    let nevras: Vec<String> = installed
+        .iter()
+        .map(|p| format!("{}-{}.{}", p.name, full_evr(&p.evr), p.arch))
+        .collect();
+    crate::lock::rpmdb_digest(&nevras)
+}
+
+fn enabled_repos(view: &dyn RootView, rarch: &str) -> Result<Vec<RepoConfig>, PackagesError> {
     let repos = read_repos(view, rarch)?;
     if repos.is_empty() {
         return Err(PackagesError::Recipe {
@@ -434,30 +500,51 @@ pub fn install_layer(
             hint: Some("add a yum-repo or zypper-repo item in this layer or one below".into()),
         });
     }
+    Ok(repos)
+}
+
+/// Installs `requests` from the image's rpm repositories over `view` for
+/// the OCI architecture `arch`; returns the layer's packages tree and what
+/// was resolved (for a lock file). Warnings (scriptlets not run) go to
+/// stderr naming `layer`.
+pub fn install_layer(
+    env: &Env,
+    view: &dyn RootView,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<(FileTree, Resolved), PackagesError> {
+    let rarch = resolve::rpm_arch(arch);
+    let repos = enabled_repos(view, rarch)?;
+    env.meter
+        .status(&format!("resolving the packages of layer {layer:?}"));
     let runner = install::Runner::default();
-    let db = install::materialise(view, scratch).map_err(|e| build_err("rpm database", e))?;
+    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
     let installed = db
         .installed(&runner)
         .map_err(|e| build_err("rpm database", e))?;
     let mut indexes = Vec::new();
     let mut keyrings = Vec::new();
+    let mut read = Vec::new();
     for r in &repos {
         let keys = if r.gpgcheck || r.repo_gpgcheck {
-            Some(keyring(view, cache, r)?)
+            Some(keyring(view, env.cache, r)?)
         } else {
             None
         };
-        let packages = read_metadata(cache, r, keys.as_ref(), now)?;
+        let (packages, index) = read_metadata(env, r, keys.as_ref())?;
         indexes.push(resolve::Repository {
             id: r.id.clone(),
             packages,
         });
+        read.push(index);
         keyrings.push(keys);
     }
     let planned = resolve::resolve(&installed, &indexes, rarch, requests)
         .map_err(|e| recipe_err(requests, &e))?;
     let mut pkgs = Vec::with_capacity(planned.len());
-    for p in planned {
+    let mut locked = Vec::with_capacity(planned.len());
+    for (order, p) in planned.into_iter().enumerate() {
         let Some(i) = repos.iter().position(|r| r.id == p.repository) else {
             return Err(build_err(
                 "resolving packages",
@@ -465,41 +552,202 @@ pub fn install_layer(
             ));
         };
         let url = join(&repos[i].baseurl, &p.package.href);
-        let path = cache
-            .fetch(&url, p.package.size, &p.package.sha256)
-            .map_err(|e| build_err("download", e))?;
+        let path = fetch_shown(
+            env,
+            &url,
+            p.package.size,
+            &p.package.sha256,
+            &p.package.nevra(),
+        )?;
         if repos[i].gpgcheck {
             if let Some(keys) = &keyrings[i] {
-                let covered = verify_package(&path, &url, keys, now)?;
+                let covered = verify_package(&path, &url, keys, env.now)?;
                 if !covered && !repos[i].repo_gpgcheck {
                     // Built by rpm before 4.14: the header signature does not
                     // reach the payload, which only primary.xml's SHA256
                     // vouches for, and that is unsigned here.
-                    eprintln!(
+                    env.meter.suspend(|| eprintln!(
                         "warning: layer {layer:?}: {url}: the package has no payload digest, so its signature covers the header only; set repo-gpgcheck on [{}] to have the payload's SHA256 signed",
                         repos[i].id
-                    );
+                    ));
                 }
             }
         }
+        let name = &p.package.name;
+        locked.push(LockedPackage {
+            name: name.clone(),
+            version: full_evr(&p.package.evr),
+            architecture: p.package.arch.clone(),
+            multi_arch: String::new(),
+            auto: !requests.iter().any(|r| r == name || names_pin(r, name)),
+            order,
+            source: p.repository.clone(),
+            url: url.clone(),
+            size: p.package.size,
+            sha256: p.package.sha256.to_ascii_lowercase(),
+        });
         pkgs.push(install::Package {
             rpm: path,
             url,
             planned: p,
         });
     }
+    let tree = unpack_and_register(env, view, &db, &runner, &pkgs, layer)?;
+    let resolved = Resolved {
+        layer: LockedLayer {
+            name: layer.to_string(),
+            kind: LayerKind::Rpm,
+            requests: requests.to_vec(),
+            dpkg_status: String::new(),
+            rpmdb: installed_digest(&installed),
+            sources: Vec::new(),
+            repos: repos.iter().map(locked_repo).collect(),
+            packages: locked,
+        },
+        indexes: read,
+    };
+    Ok((tree, resolved))
+}
+
+/// Installs the packages `ll` locks for the layer: no repository metadata
+/// is read, each `.rpm` comes from the cache or its locked URL (through
+/// the mirrors) and is verified against the locked size and SHA256. The
+/// requests and the repositories the layer sees must be the locked ones;
+/// `lock_file` names the lock in messages.
+pub fn install_locked(
+    env: &Env,
+    view: &dyn RootView,
+    ll: &LockedLayer,
+    lock_file: &Path,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    let lf = lock_file.display();
+    let run_lock = format!("nodeimg lock {}", lock_file.with_extension("").display());
+    let hint = Some(format!(
+        "run `{run_lock}` to resolve the recipe again and update {lf}, or build with --no-lock"
+    ));
+    if ll.kind != LayerKind::Rpm {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "layer {layer:?} installs rpm packages (the image has yum or zypper repositories and no apt source), but {lf} locks Debian packages for it"
+            ),
+            hint,
+        });
+    }
+    let changes = crate::lock::diff_requests_of(LayerKind::Rpm, &ll.requests, requests);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(PackagesError::Recipe {
+            key: first.key(),
+            message: format!(
+                "the packages of layer {layer:?} no longer match {lf}: {}",
+                text.join("; ")
+            ),
+            hint,
+        });
+    }
+    let rarch = resolve::rpm_arch(arch);
+    let repos = enabled_repos(view, rarch)?;
+    let now: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
+    let diff = crate::lock::diff_repos(&ll.repos, &now);
+    if !diff.is_empty() {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "the rpm repositories layer {layer:?} installs from are not the ones in {lf}: {}",
+                diff.join("; ")
+            ),
+            hint,
+        });
+    }
+    env.meter
+        .status(&format!("fetching the packages of layer {layer:?}"));
+    let runner = install::Runner::default();
+    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
+    let installed = db
+        .installed(&runner)
+        .map_err(|e| build_err("rpm database", e))?;
+    if installed_digest(&installed) != ll.rpmdb {
+        env.meter.suspend(|| {
+            eprintln!(
+                "warning: layer {layer:?}: the rpm packages installed in the image below it are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{run_lock}` to resolve them against this image"
+            );
+        });
+    }
+    let mut pkgs = Vec::with_capacity(ll.packages.len());
+    for p in ll.in_order() {
+        let evr = p
+            .rpm_evr()
+            .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+        let nevra = format!("{}-{}.{}", p.name, evr, p.architecture);
+        let mut d = env.meter.download(&nevra, p.size);
+        let path = env
+            .cache
+            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n))
+            .map_err(|e| match e {
+                FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
+                    lf.to_string(),
+                    format!(
+                        "{nevra} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{run_lock}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name"
+                    ),
+                ),
+                e => build_err("download", e),
+            })?;
+        d.finish();
+        pkgs.push(install::Package {
+            rpm: path,
+            url: p.url.clone(),
+            planned: resolve::Planned {
+                repository: p.source.clone(),
+                package: repodata::RpmPackage {
+                    name: p.name.clone(),
+                    arch: p.architecture.clone(),
+                    evr,
+                    sha256: p.sha256.clone(),
+                    size: p.size,
+                    href: p.url.clone(),
+                    ..Default::default()
+                },
+            },
+        });
+    }
+    unpack_and_register(env, view, &db, &runner, &pkgs, layer)
+}
+
+/// Unpacks `pkgs` into the layer's tree and registers them in the image's
+/// rpm database; reports the scriptlets that were not run.
+fn unpack_and_register(
+    env: &Env,
+    view: &dyn RootView,
+    db: &install::DbRoot,
+    runner: &install::Runner,
+    pkgs: &[install::Package],
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    env.meter.step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        pkgs.len()
+    ));
     let what = format!("installing the packages of layer {layer:?}");
     let (mut tree, report) =
-        install::unpack(view, &pkgs, scratch, "packages").map_err(|e| build_err(&what, e))?;
+        install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_err(&what, e))?;
+    env.meter.step(&format!(
+        "registering {} package(s) in the rpm database of layer {layer:?}",
+        pkgs.len()
+    ));
     let db_tree = db
-        .register(&runner, &pkgs, scratch, "packages")
+        .register(runner, pkgs, env.scratch, "packages")
         .map_err(|e| build_err(&what, e))?;
     for (p, n) in db_tree {
         tree.replace(p, n);
     }
     for line in report.to_string().lines() {
         if line.starts_with("not run") {
-            eprintln!("warning: layer {layer:?}: {line}");
+            env.meter
+                .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
         }
     }
     Ok(tree)
@@ -597,7 +845,22 @@ mod tests {
         ];
         for (i, (name, bytes)) in forms.into_iter().enumerate() {
             let repo = repo_with(&t.path().join(format!("r{i}")), name, &bytes);
-            let pkgs = read_metadata(&cache, &repo, None, now).unwrap();
+            let meter = Meter::quiet();
+            let env = Env {
+                cache: &cache,
+                scratch: t.path(),
+                now,
+                meter: &meter,
+            };
+            let (pkgs, index) = read_metadata(&env, &repo, None).unwrap();
+            assert_eq!(index.size, bytes.len() as u64, "{name}");
+            assert_eq!(
+                index.url,
+                format!(
+                    "file://{}/repodata/{name}",
+                    t.path().join(format!("r{i}")).display()
+                )
+            );
             assert_eq!(pkgs.len(), 1, "{name}");
             assert_eq!(pkgs[0].nevra(), "cri-o-1.24.6-1.1.x86_64", "{name}");
         }
@@ -609,7 +872,14 @@ mod tests {
         std::fs::write(dir.join("repodata/primary.xml"), tampered).unwrap();
         // (A cache that already holds the right bytes would serve those.)
         let cache = Cache::new(t.path().join("cache-2")).unwrap();
-        let e = match read_metadata(&cache, &repo, None, now) {
+        let meter = Meter::quiet();
+        let env = Env {
+            cache: &cache,
+            scratch: t.path(),
+            now,
+            meter: &meter,
+        };
+        let e = match read_metadata(&env, &repo, None) {
             Err(PackagesError::Build(e)) => e.to_string(),
             other => panic!("{other:?}"),
         };
@@ -618,7 +888,7 @@ mod tests {
         let mut repo = repo_with(&t.path().join("unsigned"), "primary.xml", xml);
         repo.repo_gpgcheck = true;
         let keys = Keyring::from_bytes(KEY.as_bytes(), "test").unwrap();
-        let e = match read_metadata(&cache, &repo, Some(&keys), now) {
+        let e = match read_metadata(&env, &repo, Some(&keys)) {
             Err(PackagesError::Build(e)) => e.to_string(),
             other => panic!("{other:?}"),
         };
@@ -664,6 +934,117 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             PackagesError::Recipe { key, .. } => assert_eq!(key, "packages"),
             PackagesError::Build(e) => panic!("{e}"),
         }
+    }
+
+    fn locked(requests: &[&str], repos: Vec<LockedRepo>) -> LockedLayer {
+        LockedLayer {
+            name: "docker".into(),
+            kind: LayerKind::Rpm,
+            requests: requests.iter().map(|r| r.to_string()).collect(),
+            dpkg_status: String::new(),
+            rpmdb: crate::lock::rpmdb_digest(&[]),
+            sources: vec![],
+            repos,
+            packages: vec![],
+        }
+    }
+
+    fn locked_err(ll: &LockedLayer, view: &dyn RootView, requests: &[&str]) -> (String, String) {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache"))
+            .unwrap()
+            .with_offline(true);
+        let meter = Meter::quiet();
+        let env = Env {
+            cache: &cache,
+            scratch: t.path(),
+            now: Utc::now(),
+            meter: &meter,
+        };
+        let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
+        match install_locked(
+            &env,
+            view,
+            ll,
+            Path::new("r.toml.lock"),
+            &reqs,
+            "amd64",
+            "docker",
+        ) {
+            Err(PackagesError::Recipe { key, message, hint }) => {
+                assert!(hint.unwrap().contains("nodeimg lock r.toml"));
+                (key, message)
+            }
+            Err(PackagesError::Build(e)) => panic!("{e}"),
+            Ok(_) => panic!("installed"),
+        }
+    }
+
+    #[test]
+    fn a_lock_that_no_longer_matches_is_refused_before_any_download() {
+        let view = nodeimg_layers::MemView::new()
+            .file("/etc/os-release", "VERSION_ID=\"7\"\n")
+            .file(
+                "/etc/yum.repos.d/docker-ce.repo",
+                "[docker-ce-stable]\nbaseurl=https://download.example/linux/centos/$releasever/$basearch/stable\ngpgkey=https://download.example/linux/centos/gpg\n",
+            );
+        let repos = read_repos(&view, "x86_64").unwrap();
+        let mine: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
+        assert_eq!(
+            mine[0].baseurl,
+            "https://download.example/linux/centos/7/x86_64/stable"
+        );
+        // A pin changed: the entry, both texts.
+        let ll = locked(&["docker-ce-19.03.11"], mine.clone());
+        let (key, m) = locked_err(&ll, &view, &["docker-ce-20.10.0"]);
+        assert_eq!(key, "packages[0]");
+        assert_eq!(
+            m,
+            "the packages of layer \"docker\" no longer match r.toml.lock: \"docker-ce-20.10.0\" was \"docker-ce-19.03.11\" when the lock was made"
+        );
+        // The repository moved.
+        let mut other = mine.clone();
+        other[0].baseurl = "https://mirror.example/centos".into();
+        let (key, m) = locked_err(
+            &locked(&["docker-ce-19.03.11"], other),
+            &view,
+            &["docker-ce-19.03.11"],
+        );
+        assert_eq!(key, "packages");
+        assert!(
+            m.contains("the rpm repositories layer \"docker\" installs from are not the ones in r.toml.lock: [docker-ce-stable] in /etc/yum.repos.d/docker-ce.repo: baseurl https://mirror.example/centos -> https://download.example/linux/centos/7/x86_64/stable"),
+            "{m}"
+        );
+        // A Debian layer locked under the same name.
+        let mut deb = locked(&["docker-ce-19.03.11"], mine);
+        deb.kind = LayerKind::Deb;
+        let (_, m) = locked_err(&deb, &view, &["docker-ce-19.03.11"]);
+        assert!(
+            m.contains("but r.toml.lock locks Debian packages for it"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn evr_always_names_the_epoch() {
+        assert_eq!(
+            full_evr(&version::Evr::new(0, "1.2.13", Some("3.2.el7"))),
+            "0:1.2.13-3.2.el7"
+        );
+        assert_eq!(
+            full_evr(&version::Evr::new(3, "19.03.11", None)),
+            "3:19.03.11"
+        );
+        let p = repodata::RpmPackage {
+            name: "a".into(),
+            arch: "noarch".into(),
+            evr: version::Evr::new(0, "1", Some("1")),
+            ..Default::default()
+        };
+        assert_eq!(
+            installed_digest(std::slice::from_ref(&p)),
+            crate::lock::rpmdb_digest(&["a-0:1-1.noarch".to_string()])
+        );
     }
 
     #[test]

@@ -1,0 +1,391 @@
+//! `nodeimg lock` on a recipe whose packages are rpm packages, then builds
+//! from that lock: exactly the locked `.rpm`s (no repository metadata read),
+//! a recipe that no longer matches refused, `--offline` from the lock and
+//! the cache alone.
+//!
+//! The repository is generated here, small on purpose: two packages built
+//! with `rpmbuild` (`demo-tool`, which requires `demo-lib`), indexed by
+//! `createrepo_c`, `repomd.xml` signed detached with a throwaway gpg key,
+//! served on 127.0.0.1 and reached through `--mirror` from the recipe's
+//! URL. The base is a root file system with no rpm database (the build
+//! host's rpm creates it).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nodeimg_e2e::repo::{gpg_key, RepoServer};
+use nodeimg_e2e::{nodeimg, require, run, temp_dir, Run, TEST_EPOCH};
+
+const URL: &str = "https://rpm.repo.invalid/demo";
+
+fn tools() -> bool {
+    require("rpmbuild", "rpm")
+        && require("rpm", "rpm")
+        && require("createrepo_c", "createrepo-c")
+        && require("gpg", "gnupg")
+        && require("unshare", "util-linux")
+}
+
+/// Builds `name-version-release.arch.rpm` holding `/usr/share/NAME/VERSION`.
+fn rpmbuild(
+    dir: &Path,
+    name: &str,
+    epoch: u32,
+    version: &str,
+    arch: &str,
+    requires: &str,
+) -> PathBuf {
+    let mut spec = format!(
+        "Name: {name}\nEpoch: {epoch}\nVersion: {version}\nRelease: 1.el9\nSummary: test\nLicense: MIT\nAutoReqProv: no\n"
+    );
+    if arch == "noarch" {
+        spec.push_str("BuildArch: noarch\n");
+    }
+    if !requires.is_empty() {
+        spec.push_str(&format!("Requires: {requires}\n"));
+    }
+    spec.push_str(&format!(
+        "%description\ntest\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\nprintf '{version}\\n' > %{{buildroot}}/usr/share/{name}/VERSION\nfind %{{buildroot}} -exec touch -h -d @{TEST_EPOCH} {{}} +\n%files\n/usr/share/{name}\n"
+    ));
+    let file = dir.join(format!("{name}-{version}.spec"));
+    fs::write(&file, spec).unwrap();
+    let top = dir.join("rpmbuild");
+    run(Command::new("rpmbuild")
+        .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["--define", "clamp_mtime_to_source_epoch 1"])
+        .args(["--define", "use_source_date_epoch_as_buildtime 1"])
+        .args(["--define", "_buildhost build.invalid"])
+        .args(["--target", arch, "-bb"])
+        .arg(&file))
+    .ok();
+    let rpm = top.join(format!("RPMS/{arch}/{name}-{version}-1.el9.{arch}.rpm"));
+    assert!(rpm.is_file(), "{} not built", rpm.display());
+    rpm
+}
+
+/// The repository under `served/demo`, its repomd.xml signed by `home`'s key.
+fn repository(dir: &Path, served: &Path, home: &Path, tool_version: &str) {
+    let repo = served.join("demo");
+    let _ = fs::remove_dir_all(&repo);
+    fs::create_dir_all(repo.join("Packages")).unwrap();
+    let b = dir.join(format!("build-{tool_version}"));
+    fs::create_dir_all(&b).unwrap();
+    for r in [
+        rpmbuild(&b, "demo-lib", 0, "1.0", "noarch", ""),
+        rpmbuild(
+            &b,
+            "demo-tool",
+            2,
+            tool_version,
+            "x86_64",
+            "demo-lib >= 1.0",
+        ),
+    ] {
+        fs::copy(&r, repo.join("Packages").join(r.file_name().unwrap())).unwrap();
+    }
+    run(Command::new("createrepo_c")
+        .args(["--no-database", "--simple-md-filenames"])
+        .arg(&repo))
+    .ok();
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
+        .arg(repo.join("repodata/repomd.xml.asc"))
+        .arg(repo.join("repodata/repomd.xml")))
+    .ok();
+}
+
+/// A root file system without an rpm database.
+fn base(dir: &Path) -> PathBuf {
+    let root = dir.join("base");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
+    fs::write(
+        root.join("etc/os-release"),
+        "ID=\"rocky\"\nVERSION_ID=\"9\"\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let tar = dir.join("base.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-cf",
+        ])
+        .arg(&tar)
+        .arg("."))
+    .ok();
+    tar
+}
+
+fn recipe(dir: &Path, packages: &str) -> PathBuf {
+    let text = format!(
+        r#"[image]
+name = "rpm-lock"
+
+[[layer]]
+name = "repo"
+
+[[layer.yum-repo]]
+name = "demo"
+baseurl = "{URL}/$releasever/$basearch"
+gpgkey = "{URL}/gpg"
+gpgcheck = false
+repo-gpgcheck = true
+
+[[layer]]
+name = "tools"
+packages = [{packages}]
+"#
+    );
+    let p = dir.join("demo.toml");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn nodeimg_cmd(dir: &Path, what: &str, recipe: &Path, base: &Path, cache: &Path) -> Command {
+    let mut c = nodeimg(dir);
+    c.arg(what)
+        .arg(recipe)
+        .args(["--base"])
+        .arg(format!("rootfs:{}", base.display()))
+        .arg("--cache-dir")
+        .arg(cache);
+    c
+}
+
+fn build(
+    dir: &Path,
+    recipe: &Path,
+    base: &Path,
+    cache: &Path,
+    out: &Path,
+    extra: &[String],
+) -> Run {
+    let mut c = nodeimg_cmd(dir, "build", recipe, base, cache);
+    c.arg("-o")
+        .arg(out)
+        .args(["--format", "rootfs"])
+        .args(extra);
+    run(&mut c)
+}
+
+fn rpm_qa(dir: &Path, tar: &Path) -> Vec<String> {
+    let root = dir.join(format!(
+        "root-{}",
+        tar.file_stem().unwrap().to_string_lossy()
+    ));
+    fs::create_dir_all(&root).unwrap();
+    run(Command::new("tar").arg("-C").arg(&root).arg("-xf").arg(tar)).ok();
+    let qa = run(Command::new("rpm").arg("--root").arg(&root).args([
+        "--dbpath",
+        "/var/lib/rpm",
+        "-qa",
+        "--qf",
+        "%{NEVRA}\\n",
+    ]))
+    .ok();
+    let mut v: Vec<String> = qa.stdout.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn lock_then_build_exactly_the_locked_rpms_and_offline() {
+    if !tools() {
+        return;
+    }
+    let t = temp_dir("rpm-lock");
+    let dir = t.path();
+    let home = dir.join("gnupg");
+    let key = gpg_key(&home, "repo");
+    let served = dir.join("served");
+    // Served as $releasever/$basearch below the recipe's URL.
+    let tree = served.join("9");
+    fs::create_dir_all(&tree).unwrap();
+    repository(dir, &tree, &home, "2.0");
+    fs::rename(tree.join("demo"), tree.join("x86_64")).unwrap();
+    fs::write(served.join("gpg"), &key).unwrap();
+    let server = RepoServer::start(&served);
+    let mirror = vec!["--mirror".to_string(), format!("{URL}={}", server.url())];
+    let base = base(dir);
+    let cache = dir.join("cache");
+    let recipe = recipe(dir, "\"demo-tool-2.0\"");
+
+    // lock: the resolved packages, the metadata read, written next to the recipe.
+    let mut c = nodeimg_cmd(dir, "lock", &recipe, &base, &cache);
+    let r = run(c.args(&mirror));
+    assert_eq!(r.code, 0, "{r}");
+    let lock_file = dir.join("demo.toml.lock");
+    let text = fs::read_to_string(&lock_file).unwrap();
+    let repo_url = format!("{URL}/9/x86_64");
+    for want in [
+        format!("[[release]]\nurl = \"{repo_url}/repodata/repomd.xml\"\n"),
+        format!("[[release]]\nurl = \"{repo_url}/repodata/repomd.xml.asc\"\n"),
+        format!("[[release]]\nurl = \"{URL}/gpg\"\n"),
+        format!("[[index]]\nurl = \"{repo_url}/repodata/primary.xml.gz\"\n"),
+        "[[layer]]\nname = \"tools\"\nkind = \"rpm\"\nrequests = [\"demo-tool-2.0\"]\nrpmdb = \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"\n".to_string(),
+        format!("[[layer.repo]]\nfile = \"/etc/yum.repos.d/demo.repo\"\nid = \"demo\"\nbaseurl = \"{repo_url}\"\ngpgcheck = false\nrepo-gpgcheck = true\ngpgkeys = [\"{URL}/gpg\"]\n"),
+        format!("[[layer.package]]\nname = \"demo-lib\"\nversion = \"0:1.0-1.el9\"\narchitecture = \"noarch\"\nauto = true\norder = 0\nsource = \"demo\"\nurl = \"{repo_url}/Packages/demo-lib-1.0-1.el9.noarch.rpm\"\n"),
+        format!("[[layer.package]]\nname = \"demo-tool\"\nversion = \"2:2.0-1.el9\"\narchitecture = \"x86_64\"\nauto = false\norder = 1\nsource = \"demo\"\nurl = \"{repo_url}/Packages/demo-tool-2.0-1.el9.x86_64.rpm\"\n"),
+    ] {
+        assert!(text.contains(&want), "{want}\nnot in\n{text}");
+    }
+    assert!(!text.contains("dpkg-status"), "{text}");
+    // The same resolution writes the same bytes.
+    let mut c = nodeimg_cmd(dir, "lock", &recipe, &base, &cache);
+    run(c.args(&mirror)).ok();
+    assert_eq!(fs::read_to_string(&lock_file).unwrap(), text);
+
+    // A build with the lock reads no repository metadata; the .rpms come
+    // from the cache the lock filled; progress has one line per step.
+    let before = server.served().len();
+    let out = dir.join("locked.tar");
+    let r = build(dir, &recipe, &base, &cache, &out, &mirror);
+    assert_eq!(r.code, 0, "{r}");
+    let after: Vec<String> = server.served()[before..].to_vec();
+    assert!(after.is_empty(), "a locked build fetched {after:?}");
+    assert!(
+        r.stderr
+            .contains("nodeimg: verified demo-tool-2:2.0-1.el9.x86_64 in the cache ("),
+        "{r}"
+    );
+    assert!(
+        r.stderr
+            .contains("nodeimg: unpacking 2 package(s) into layer \"tools\""),
+        "{r}"
+    );
+    assert_eq!(
+        rpm_qa(dir, &out),
+        [
+            "demo-lib-0:1.0-1.el9.noarch",
+            "demo-tool-2:2.0-1.el9.x86_64"
+        ]
+    );
+
+    // The repository moves on (a 3.0 replaces 2.0): the locked build still
+    // installs the locked files, which the cache holds.
+    let tree = served.join("9");
+    repository(dir, &tree, &home, "3.0");
+    fs::remove_dir_all(tree.join("x86_64")).unwrap();
+    fs::rename(tree.join("demo"), tree.join("x86_64")).unwrap();
+    let out2 = dir.join("locked-again.tar");
+    let r = build(dir, &recipe, &base, &cache, &out2, &mirror);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&out2).unwrap());
+
+    // ... but a fresh cache must download the locked 2.0, which is gone.
+    let fresh = dir.join("fresh-cache");
+    let r = build(dir, &recipe, &base, &fresh, &dir.join("gone.tar"), &mirror);
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("demo-tool-2.0-1.el9.x86_64.rpm"), "{r}");
+
+    // The recipe changed: refused with its line and key, and the hint.
+    let changed = recipe_with(dir, "\"demo-tool-3.0\"");
+    let r = build(
+        dir,
+        &changed,
+        &base,
+        &cache,
+        &dir.join("changed.tar"),
+        &mirror,
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stderr
+            .contains("layer[1].packages[0]: the packages of layer \"tools\" no longer match")
+            && r.stderr
+                .contains("\"demo-tool-3.0\" was \"demo-tool-2.0\" when the lock was made")
+            && r.stderr.contains("nodeimg lock"),
+        "{r}"
+    );
+    // Back to the locked recipe.
+    let recipe = recipe_with(dir, "\"demo-tool-2.0\"");
+
+    // --offline: no server at all; from the lock and the cache.
+    drop(server);
+    let out3 = dir.join("offline.tar");
+    let r = build(
+        dir,
+        &recipe,
+        &base,
+        &cache,
+        &out3,
+        &["--offline".to_string()],
+    );
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&out3).unwrap());
+    // --offline with an empty cache names every missing package.
+    let r = build(
+        dir,
+        &recipe,
+        &base,
+        &dir.join("empty-cache"),
+        &dir.join("o.tar"),
+        &["--offline".to_string()],
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(
+        r.stderr.contains("demo-lib-1.0-1.el9.noarch.rpm")
+            && r.stderr.contains("demo-tool-2.0-1.el9.x86_64.rpm"),
+        "{r}"
+    );
+    // --offline without the lock cannot resolve.
+    let r = build(
+        dir,
+        &recipe,
+        &base,
+        &cache,
+        &dir.join("n.tar"),
+        &["--offline".to_string(), "--no-lock".to_string()],
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("--offline"), "{r}");
+
+    // A lock whose SHA256 was edited is refused before anything is unpacked.
+    let text = fs::read_to_string(&lock_file).unwrap();
+    let tool = text.find("name = \"demo-tool\"").unwrap();
+    let sha_at = tool + text[tool..].find("sha256 = \"").unwrap() + 10;
+    let mut edited = text.clone();
+    let flip = if &text[sha_at..sha_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    edited.replace_range(sha_at..sha_at + 1, flip);
+    fs::write(&lock_file, edited).unwrap();
+    let r = build(
+        dir,
+        &recipe,
+        &base,
+        &cache,
+        &dir.join("t.tar"),
+        &["--offline".to_string()],
+    );
+    assert_ne!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("demo-tool"), "{r}");
+}
+
+fn recipe_with(dir: &Path, packages: &str) -> PathBuf {
+    recipe(dir, packages)
+}
