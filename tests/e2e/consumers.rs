@@ -14,10 +14,13 @@ use std::process::Command;
 
 use nodeimg_e2e::*;
 
-/// One recipe built on the fixture base and unpacked with umoci.
+/// One recipe built on the fixture base (one with rpm packages on the
+/// fixture made an rpm base, see `test_build`) and unpacked with umoci.
 struct Unpacked {
     label: String,
     model: RecipeModel,
+    /// The base tar it was built on.
+    base: PathBuf,
     _tmp: tempfile::TempDir,
     work: PathBuf,
     rootfs: PathBuf,
@@ -27,10 +30,10 @@ fn build_and_unpack_all() -> Option<Vec<Unpacked>> {
     if !require("umoci", "umoci") {
         return None;
     }
-    let base = fixture_base()?;
-    let base_ref = fixture_base_ref(&base);
+    let fixture = fixture_base()?;
     let mut out = Vec::new();
     for recipe in recipes() {
+        let tb = test_build(&recipe, &fixture);
         let model = RecipeModel::load(&recipe);
         let tmp = temp_dir("consumers");
         let work = tmp.path().to_path_buf();
@@ -40,13 +43,22 @@ fn build_and_unpack_all() -> Option<Vec<Unpacked>> {
             .to_string_lossy()
             .into_owned();
         let layout = work.join("oci");
-        build_ok(&work, &recipe, &layout, "oci", &base_ref);
+        let r = run(nodeimg(&work)
+            .arg("build")
+            .arg(&tb.recipe)
+            .arg("-o")
+            .arg(&layout)
+            .args(["--format", "oci", "--base", &tb.base_ref()])
+            .args(&tb.args))
+        .ok();
+        single_digest_line(&r);
         let bundle = work.join("bundle");
         let r = umoci_unpack(&layout, &model.tag(), &bundle);
         assert_eq!(r.code, 0, "{label}: umoci unpack failed: {r}");
         out.push(Unpacked {
             label,
             model,
+            base: tb.base,
             _tmp: tmp,
             rootfs: bundle.join("rootfs"),
             work,
@@ -288,13 +300,13 @@ fn generated_units(u: &Unpacked, base_root: &Path) -> BTreeSet<String> {
     units
 }
 
-fn unpack_base(work: &Path) -> Option<PathBuf> {
-    let base = fixture_base()?;
+/// `base` unpacked into `work/base` (once).
+fn unpack_base(work: &Path, base: &Path) -> PathBuf {
     let dir = work.join("base");
     if !dir.exists() {
-        extract_tar(&base, &dir);
+        extract_tar(base, &dir);
     }
-    Some(dir)
+    dir
 }
 
 #[test]
@@ -307,9 +319,7 @@ fn enabled_units_are_enabled_and_links_equal_systemctl_enable() {
     };
     let mut checked = 0;
     for u in &built {
-        let Some(base_root) = unpack_base(&u.work) else {
-            return;
-        };
+        let base_root = unpack_base(&u.work, &u.base);
         let enable = u.model.systemd_list("enable");
         let disable = u.model.systemd_list("disable");
         let mask = u.model.systemd_list("mask");
@@ -384,9 +394,7 @@ fn systemd_analyze_verify_is_silent_on_generated_units() {
         return;
     };
     for u in &built {
-        let Some(base_root) = unpack_base(&u.work) else {
-            return;
-        };
+        let base_root = unpack_base(&u.work, &u.base);
         let masked: BTreeSet<String> = u.model.systemd_list("mask").into_iter().collect();
         let mut units = generated_units(u, &base_root);
         units.extend(u.model.systemd_list("enable"));
@@ -418,9 +426,10 @@ fn systemd_analyze_verify_reports_a_broken_dropin() {
         return;
     }
     let tmp = temp_dir("verify-control");
-    let Some(root) = unpack_base(tmp.path()) else {
+    let Some(fixture) = fixture_base() else {
         return;
     };
+    let root = unpack_base(tmp.path(), &fixture);
     let r = run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))
