@@ -590,11 +590,12 @@ fn write_release(dir: &Path, head: &str, files: &[String], home: &Path, detached
     }
 }
 
-/// The folder for this process's repositories: `build/test-repos/<pid>`
-/// of the workspace, made once per process. Folders of processes that are
+/// The folder for this process's repositories (and other files the tests
+/// share within one process): `build/test-repos/<pid>` of the workspace,
+/// made once per process. Folders of processes that are
 /// gone are removed first (a static is never dropped, so each process leaves
 /// its own behind).
-pub(crate) fn repos_dir() -> PathBuf {
+pub fn repos_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let parent = crate::workspace_root().join("build/test-repos");
