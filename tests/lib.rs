@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub mod repo;
+pub mod rpmrepo;
 
 /// `SOURCE_DATE_EPOCH` the tests build with unless a test says otherwise.
 pub const TEST_EPOCH: u64 = 1_710_000_000;
@@ -230,15 +231,23 @@ pub fn nodeimg(cwd: &Path) -> Command {
 /// `nodeimg build RECIPE -o OUT --format FORMAT --base BASE`, plus, for a
 /// recipe that installs packages, the arguments that install them from the
 /// test repositories ([`packages_args`]); must succeed; returns the single
-/// stdout line.
+/// stdout line. A recipe that installs rpm packages is built as
+/// [`test_build`] says, on the rpm fixture base instead of `base`.
 pub fn build_ok(cwd: &Path, recipe: &Path, out: &Path, format: &str, base: &str) -> String {
+    let (recipe, base) = if rpmrepo::has_rpm_packages(recipe) {
+        let fixture = fixture_base().expect("the fixture base");
+        let b = test_build(recipe, &fixture);
+        (b.recipe.clone(), b.base_ref())
+    } else {
+        (recipe.to_path_buf(), base.to_string())
+    };
     let r = run(nodeimg(cwd)
         .arg("build")
-        .arg(recipe)
+        .arg(&recipe)
         .arg("-o")
         .arg(out)
-        .args(["--format", format, "--base", base])
-        .args(packages_args(recipe)))
+        .args(["--format", format, "--base", &base])
+        .args(packages_args(&recipe)))
     .ok();
     single_digest_line(&r)
 }
@@ -246,14 +255,79 @@ pub fn build_ok(cwd: &Path, recipe: &Path, out: &Path, format: &str, base: &str)
 /// The extra `build` arguments a recipe needs in the tests: for one that
 /// installs packages, the download cache, variables and `--mirror`s that
 /// install them from the generated repositories served on 127.0.0.1 (see
-/// [`repo`]); none otherwise. Panics when the repositories cannot be made.
+/// [`repo`], and [`rpmrepo`] for yum and zypper repositories); none
+/// otherwise. Panics when the repositories cannot be made.
 pub fn packages_args(recipe: &Path) -> Vec<String> {
+    if rpmrepo::has_rpm_packages(recipe) {
+        return rpmrepo::rpm_repos()
+            .map(rpmrepo::RpmRepos::build_args)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} installs rpm packages and the test repositories cannot be made: \
+                     install rpm, createrepo-c and gpg",
+                    recipe.display()
+                )
+            });
+    }
     repo::package_args(recipe).unwrap_or_else(|| {
         panic!(
             "{} installs packages and the test repositories cannot be made: install dpkg-dev and gpg",
             recipe.display()
         )
     })
+}
+
+/// How the tests build one recipe.
+#[derive(Debug, Clone)]
+pub struct TestBuild {
+    /// The recipe file to give `nodeimg build`.
+    pub recipe: PathBuf,
+    /// The base rootfs tar to build on.
+    pub base: PathBuf,
+    /// The extra arguments ([`packages_args`]).
+    pub args: Vec<String>,
+}
+
+impl TestBuild {
+    /// `rootfs:<base>`.
+    pub fn base_ref(&self) -> String {
+        fixture_base_ref(&self.base)
+    }
+}
+
+/// How the tests build `recipe` given the fixture base `fixture`: most
+/// recipes as they are on the fixture. One that installs rpm packages needs
+/// an rpm database in its base and repositories signed by the keys it names:
+/// it is built on [`rpmrepo::rpm_fixture_base`] (the fixture plus rpm), and a
+/// recipe of the workspace from the copy whose key files are the test key
+/// ([`rpmrepo::RpmRepos::recipe`]). Panics when the rpm repositories or
+/// base cannot be made.
+pub fn test_build(recipe: &Path, fixture: &Path) -> TestBuild {
+    if !rpmrepo::has_rpm_packages(recipe) {
+        return TestBuild {
+            recipe: recipe.to_path_buf(),
+            base: fixture.to_path_buf(),
+            args: packages_args(recipe),
+        };
+    }
+    let repos = rpmrepo::rpm_repos().unwrap_or_else(|| {
+        panic!(
+            "{} installs rpm packages and the test repositories cannot be made: \
+             install rpm, createrepo-c and gpg",
+            recipe.display()
+        )
+    });
+    let base = rpmrepo::rpm_fixture_base().unwrap_or_else(|| {
+        panic!(
+            "{} installs rpm packages and the rpm fixture base cannot be made",
+            recipe.display()
+        )
+    });
+    TestBuild {
+        recipe: repos.recipe(recipe),
+        base,
+        args: repos.build_args(),
+    }
 }
 
 /// Check that stdout is exactly one line `sha256:<64 hex>` and return it.

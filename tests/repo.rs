@@ -590,26 +590,32 @@ fn write_release(dir: &Path, head: &str, files: &[String], home: &Path, detached
     }
 }
 
-/// The folder for this process's repositories: `build/test-repos/<pid>`
-/// of the workspace. Folders of processes that are gone are removed first
-/// (a static is never dropped, so each process leaves its own behind).
-fn repos_dir() -> PathBuf {
-    let parent = crate::workspace_root().join("build/test-repos");
-    if let Ok(rd) = fs::read_dir(&parent) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let gone = name.parse::<u32>().is_ok_and(|pid| {
-                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if gone {
-                let _ = fs::remove_dir_all(e.path());
+/// The folder for this process's repositories (and other files the tests
+/// share within one process): `build/test-repos/<pid>` of the workspace,
+/// made once per process. Folders of processes that are
+/// gone are removed first (a static is never dropped, so each process leaves
+/// its own behind).
+pub fn repos_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = crate::workspace_root().join("build/test-repos");
+        if let Ok(rd) = fs::read_dir(&parent) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let gone = name.parse::<u32>().is_ok_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                });
+                if gone {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
-    }
-    let dir = parent.join(std::process::id().to_string());
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the test repositories folder");
-    dir
+        let dir = parent.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the test repositories folder");
+        dir
+    })
+    .clone()
 }
 
 /// The generated repositories, their keys and the server.

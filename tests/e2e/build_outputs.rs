@@ -1,4 +1,5 @@
-//! Every recipe in `recipes/` builds on the fixture base in all three output
+//! Every recipe in `recipes/` builds on the fixture base (one with rpm packages
+//! on the fixture made an rpm base, see `test_build`) in all three output
 //! formats; the OCI outputs pass umoci and oci-image-tool, and the rootfs tar
 //! holds the files the recipe asks for, with the modes and owners it asks for.
 
@@ -259,6 +260,52 @@ const KUBERNETES_SYSCTLS: [&str; 3] = [
     "net.bridge.bridge-nf-call-ip6tables = 1",
 ];
 
+/// The owners the image's rpm database records for the files of its
+/// packages that are not root's (read by the host's rpm from the rootfs
+/// `tar`), as ids through the image's `/etc/passwd` and `/etc/group`; a name
+/// they do not hold is root, as rpm makes it.
+fn rpm_owners(tar: &Path) -> BTreeMap<String, (u64, u64)> {
+    let tmp = temp_dir("rpm-owners");
+    let root = tmp.path().join("root");
+    extract_tar(tar, &root);
+    let ids = |file: &str, id_field: usize| -> BTreeMap<String, u64> {
+        fs::read_to_string(root.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                Some((f.first()?.to_string(), f.get(id_field)?.parse().ok()?))
+            })
+            .collect()
+    };
+    let (users, groups) = (ids("etc/passwd", 2), ids("etc/group", 2));
+    let q = run(Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args(["--dbpath", "/var/lib/rpm", "-qa", "--qf"])
+        .arg("[%{FILENAMES}\t%{FILEUSERNAME}\t%{FILEGROUPNAME}\n]"))
+    .ok();
+    let mut out = BTreeMap::new();
+    for l in q.stdout.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        let [path, user, group] = f[..] else {
+            panic!("unexpected rpm -qa line {l:?}: {q}")
+        };
+        let owner = (
+            users.get(user).copied().unwrap_or(0),
+            groups.get(group).copied().unwrap_or(0),
+        );
+        if owner != (0, 0) {
+            out.insert(path.to_string(), owner);
+        }
+    }
+    assert!(
+        !q.stdout.is_empty(),
+        "the image's rpm database lists no files: {q}"
+    );
+    out
+}
+
 fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)) {
     let entries = read_tar(tar);
     let idx = by_path(&entries);
@@ -309,7 +356,13 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
         );
     }
 
-    // Owners: never the building user's; 0:0 unless the recipe says otherwise.
+    // Owners: never the building user's; 0:0 unless the recipe says otherwise
+    // or an rpm package the recipe installs does.
+    let packaged = if rpmrepo::has_rpm_packages(recipe) {
+        rpm_owners(tar)
+    } else {
+        BTreeMap::new()
+    };
     for e in &entries {
         if let Some(x) = exp.get(&e.path) {
             assert_eq!(
@@ -318,6 +371,13 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
                 "{name}: owner of {} ({})",
                 e.path,
                 x.why
+            );
+        } else if let Some(owner) = packaged.get(&e.path) {
+            assert_eq!(
+                (e.uid, e.gid),
+                *owner,
+                "{name}: owner of {}, which the image's rpm database records",
+                e.path
             );
         } else {
             assert_eq!(
@@ -513,9 +573,13 @@ fn every_recipe_builds_in_every_format_and_passes_validators() {
             return;
         }
     }
-    let Some(base) = fixture_base() else { return };
-    let base_ref = fixture_base_ref(&base);
+    let Some(fixture) = fixture_base() else {
+        return;
+    };
     for recipe in recipes() {
+        // An rpm recipe is built on the fixture made an rpm base.
+        let tb = test_build(&recipe, &fixture);
+        let (base, base_ref) = (&tb.base, tb.base_ref());
         let m = RecipeModel::load(&recipe);
         let tag = m.tag();
         let tmp = temp_dir("build");
@@ -536,11 +600,11 @@ fn every_recipe_builds_in_every_format_and_passes_validators() {
         let oci2 = w.join("oci-json");
         let r = run(nodeimg(w)
             .arg("build")
-            .arg(&recipe)
+            .arg(&tb.recipe)
             .arg("-o")
             .arg(&oci2)
             .args(["--format", "oci", "--base", &base_ref, "--json"])
-            .args(packages_args(&recipe)))
+            .args(&tb.args))
         .ok();
         let j: serde_json::Value = serde_json::from_str(r.stdout.trim())
             .unwrap_or_else(|e| panic!("{label}: --json output is not one JSON object: {e}\n{r}"));
@@ -559,7 +623,7 @@ fn every_recipe_builds_in_every_format_and_passes_validators() {
         // A rootfs base becomes one layer holding the base tar as it is.
         assert_eq!(
             layers[0]["diff_id"].as_str(),
-            Some(sha256_file(&base).as_str()),
+            Some(sha256_file(base).as_str()),
             "{label}: the first layer must be the base tar, unchanged: {j}"
         );
         let mut names: Vec<String> = layers[1..]
@@ -631,9 +695,12 @@ fn zstd_and_uncompressed_layers_pass_validators() {
             return;
         }
     }
-    let Some(base) = fixture_base() else { return };
-    let base_ref = fixture_base_ref(&base);
+    let Some(fixture) = fixture_base() else {
+        return;
+    };
     let recipe = recipes().into_iter().next().expect("a recipe");
+    let tb = test_build(&recipe, &fixture);
+    let base_ref = tb.base_ref();
     let tag = RecipeModel::load(&recipe).tag();
     let tmp = temp_dir("compression");
     let w = tmp.path();
@@ -642,11 +709,11 @@ fn zstd_and_uncompressed_layers_pass_validators() {
         let out = w.join(format!("oci-{c}"));
         let r = run(nodeimg(w)
             .arg("build")
-            .arg(&recipe)
+            .arg(&tb.recipe)
             .arg("-o")
             .arg(&out)
             .args(["--format", "oci", "--base", &base_ref, "--compression", c])
-            .args(packages_args(&recipe)))
+            .args(&tb.args))
         .ok();
         let d = single_digest_line(&r);
         check_layout(&format!("compression-{c}"), &out, &tag, &d, w);
@@ -679,16 +746,19 @@ fn zstd_and_uncompressed_layers_pass_validators() {
 
 #[test]
 fn default_output_is_out_slash_name() {
-    let Some(base) = fixture_base() else { return };
+    let Some(fixture) = fixture_base() else {
+        return;
+    };
     let recipe = recipes().into_iter().next().expect("a recipe");
+    let tb = test_build(&recipe, &fixture);
     let name = RecipeModel::load(&recipe).name();
     let tmp = temp_dir("default-out");
     let w = tmp.path();
     let r = run(nodeimg(w)
         .arg("build")
-        .arg(&recipe)
-        .args(["--base", &fixture_base_ref(&base), "-q"])
-        .args(packages_args(&recipe)))
+        .arg(&tb.recipe)
+        .args(["--base", &tb.base_ref(), "-q"])
+        .args(&tb.args))
     .ok();
     single_digest_line(&r);
     assert!(

@@ -11,43 +11,72 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use nodeimg_e2e::*;
 
-/// One recipe built on the fixture base and unpacked with umoci.
+/// One recipe built on the fixture base (one with rpm packages on the
+/// fixture made an rpm base, see `test_build`) and unpacked with umoci.
 struct Unpacked {
     label: String,
     model: RecipeModel,
-    _tmp: tempfile::TempDir,
+    /// The base it was built on, unpacked (shared by the recipes built on
+    /// the same base; read only).
+    base_root: PathBuf,
+    /// A folder of this recipe's own.
     work: PathBuf,
     rootfs: PathBuf,
 }
 
-fn build_and_unpack_all() -> Option<Vec<Unpacked>> {
+/// Every recipe built and unpacked, once per test process (the tests share
+/// them and only read them), under `build/test-repos/<pid>/consumers`, which
+/// the next test process removes.
+fn build_and_unpack_all() -> Option<&'static [Unpacked]> {
+    static BUILT: OnceLock<Option<Vec<Unpacked>>> = OnceLock::new();
+    BUILT.get_or_init(build_and_unpack).as_deref()
+}
+
+fn build_and_unpack() -> Option<Vec<Unpacked>> {
     if !require("umoci", "umoci") {
         return None;
     }
-    let base = fixture_base()?;
-    let base_ref = fixture_base_ref(&base);
+    let fixture = fixture_base()?;
+    let dir = repo::repos_dir().join("consumers");
+    let _ = fs::remove_dir_all(&dir);
+    let mut bases: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut out = Vec::new();
     for recipe in recipes() {
+        let tb = test_build(&recipe, &fixture);
         let model = RecipeModel::load(&recipe);
-        let tmp = temp_dir("consumers");
-        let work = tmp.path().to_path_buf();
         let label = recipe
             .file_name()
             .expect("name")
             .to_string_lossy()
             .into_owned();
+        let work = dir.join(&label);
+        fs::create_dir_all(&work).expect("create the recipe's folder");
         let layout = work.join("oci");
-        build_ok(&work, &recipe, &layout, "oci", &base_ref);
+        let r = run(nodeimg(&work)
+            .arg("build")
+            .arg(&tb.recipe)
+            .arg("-o")
+            .arg(&layout)
+            .args(["--format", "oci", "--base", &tb.base_ref()])
+            .args(&tb.args))
+        .ok();
+        single_digest_line(&r);
         let bundle = work.join("bundle");
         let r = umoci_unpack(&layout, &model.tag(), &bundle);
         assert_eq!(r.code, 0, "{label}: umoci unpack failed: {r}");
+        let n = bases.len();
+        let base_root = bases
+            .entry(tb.base.clone())
+            .or_insert_with(|| unpack_base(&dir.join(format!("base-{n}")), &tb.base))
+            .clone();
         out.push(Unpacked {
             label,
             model,
-            _tmp: tmp,
+            base_root,
             rootfs: bundle.join("rootfs"),
             work,
         });
@@ -66,7 +95,7 @@ fn containerd_config_dump_says_systemd_cgroup_true() {
         return;
     };
     let mut checked = 0;
-    for u in &built {
+    for u in built {
         if u.model.items("containerd").is_empty() {
             continue;
         }
@@ -187,7 +216,7 @@ fn trixie_dockerd_validates_every_daemon_json() {
         return;
     };
     let mut checked = 0;
-    for u in &built {
+    for u in built {
         let files: Vec<String> = files_under(&u.rootfs, "etc/docker")
             .into_iter()
             .filter(|p| p.ends_with(".json"))
@@ -288,13 +317,13 @@ fn generated_units(u: &Unpacked, base_root: &Path) -> BTreeSet<String> {
     units
 }
 
-fn unpack_base(work: &Path) -> Option<PathBuf> {
-    let base = fixture_base()?;
+/// `base` unpacked into `work/base` (once).
+fn unpack_base(work: &Path, base: &Path) -> PathBuf {
     let dir = work.join("base");
     if !dir.exists() {
-        extract_tar(&base, &dir);
+        extract_tar(base, &dir);
     }
-    Some(dir)
+    dir
 }
 
 #[test]
@@ -306,10 +335,8 @@ fn enabled_units_are_enabled_and_links_equal_systemctl_enable() {
         return;
     };
     let mut checked = 0;
-    for u in &built {
-        let Some(base_root) = unpack_base(&u.work) else {
-            return;
-        };
+    for u in built {
+        let base_root = &u.base_root;
         let enable = u.model.systemd_list("enable");
         let disable = u.model.systemd_list("disable");
         let mask = u.model.systemd_list("mask");
@@ -335,7 +362,7 @@ fn enabled_units_are_enabled_and_links_equal_systemctl_enable() {
 
         // Reference: the built root without the links nodeimg made (links the
         // base already had stay), then systemctl's own enable/disable/mask.
-        let base_links = symlinks_under(&base_root, "etc/systemd");
+        let base_links = symlinks_under(base_root, "etc/systemd");
         let ours = symlinks_under(&u.rootfs, "etc/systemd");
         let reference = u.work.join("reference");
         copy_dir(&u.rootfs, &reference);
@@ -383,12 +410,10 @@ fn systemd_analyze_verify_is_silent_on_generated_units() {
     let Some(built) = build_and_unpack_all() else {
         return;
     };
-    for u in &built {
-        let Some(base_root) = unpack_base(&u.work) else {
-            return;
-        };
+    for u in built {
+        let base_root = &u.base_root;
         let masked: BTreeSet<String> = u.model.systemd_list("mask").into_iter().collect();
-        let mut units = generated_units(u, &base_root);
+        let mut units = generated_units(u, base_root);
         units.extend(u.model.systemd_list("enable"));
         let units: Vec<String> = units
             .into_iter()
@@ -418,9 +443,10 @@ fn systemd_analyze_verify_reports_a_broken_dropin() {
         return;
     }
     let tmp = temp_dir("verify-control");
-    let Some(root) = unpack_base(tmp.path()) else {
+    let Some(fixture) = fixture_base() else {
         return;
     };
+    let root = unpack_base(tmp.path(), &fixture);
     let r = run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))

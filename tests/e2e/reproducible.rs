@@ -9,10 +9,17 @@ use std::time::Duration;
 
 use nodeimg_e2e::*;
 
-/// Copy `recipes/` into `dir/recipes` and set every mtime to `epoch`.
-fn copy_recipes(dir: &Path, epoch: u64) {
+/// Copy `recipes/` into `dir/recipes` and set every mtime to `epoch`. When
+/// `recipe` installs rpm packages, the key files it names are replaced by
+/// the test repositories' key in the copy (see `test_build`).
+fn copy_recipes(dir: &Path, epoch: u64, recipe: &Path) {
     fs::create_dir_all(dir).expect("mkdir");
     copy_dir(&workspace_root().join("recipes"), &dir.join("recipes"));
+    if rpmrepo::has_rpm_packages(recipe) {
+        let repos = rpmrepo::rpm_repos().expect("the rpm test repositories");
+        let name = recipe.file_name().expect("name");
+        rpmrepo::use_test_keys(&dir.join("recipes").join(name), &repos.key);
+    }
     run(Command::new("find")
         .arg(dir.join("recipes"))
         .args(["-exec", "touch", "-h", "-d"])
@@ -69,8 +76,9 @@ fn assert_same_tree(a: &Path, b: &Path, label: &str) {
 #[test]
 fn same_recipe_elsewhere_later_with_touched_inputs_gives_same_image() {
     let Some(base) = fixture_base() else { return };
-    let base_ref = fixture_base_ref(&base);
     for recipe in recipes() {
+        // An rpm recipe is built on the fixture made an rpm base.
+        let base_ref = test_build(&recipe, &base).base_ref();
         let file = recipe
             .file_name()
             .expect("name")
@@ -80,8 +88,8 @@ fn same_recipe_elsewhere_later_with_touched_inputs_gives_same_image() {
         let tmp = temp_dir("repro");
         let a = tmp.path().join("first");
         let b = tmp.path().join("second/deeper");
-        copy_recipes(&a, 1_000_000_000);
-        copy_recipes(&b, 1_600_000_000);
+        copy_recipes(&a, 1_000_000_000, &recipe);
+        copy_recipes(&b, 1_600_000_000, &recipe);
 
         let d1 = build_in(&a, &rel, "out/img", "oci", &base_ref, Some(TEST_EPOCH));
         std::thread::sleep(Duration::from_millis(1100));
@@ -159,8 +167,8 @@ fn same_recipe_elsewhere_later_with_touched_inputs_gives_same_image() {
 #[test]
 fn changed_recipe_content_changes_the_digest() {
     let Some(base) = fixture_base() else { return };
-    let base_ref = fixture_base_ref(&base);
     let recipe = recipes().into_iter().next().expect("a recipe");
+    let base_ref = test_build(&recipe, &base).base_ref();
     let file = recipe
         .file_name()
         .expect("name")
@@ -169,7 +177,7 @@ fn changed_recipe_content_changes_the_digest() {
     let rel = format!("recipes/{file}");
     let tmp = temp_dir("repro-change");
     let a = tmp.path().join("a");
-    copy_recipes(&a, 1_000_000_000);
+    copy_recipes(&a, 1_000_000_000, &recipe);
     let d1 = build_in(&a, &rel, "out/one", "oci", &base_ref, Some(TEST_EPOCH));
     let path = a.join(&rel);
     let mut text = fs::read_to_string(&path).expect("read recipe");

@@ -227,21 +227,35 @@ fn apt_seed_recipes_install_their_pins_through_a_re_signing_mirror() {
     let Some(base) = fixture_base() else { return };
     let Some(repos) = seed_repos() else { return };
     let base = fixture_base_ref(&base);
-    // Every recipe with packages is in the table.
-    let mut with_packages: Vec<String> = nodeimg_e2e::recipes()
-        .iter()
-        .filter(|r| nodeimg_e2e::repo::has_packages(r))
-        .map(|r| {
-            r.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    with_packages.sort();
+    // Every recipe with apt packages is in the table; the ones with rpm
+    // packages are the four tests/e2e/rpm.rs builds.
+    let file_names = |rpm: bool| -> Vec<String> {
+        nodeimg_e2e::recipes()
+            .iter()
+            .filter(|r| {
+                nodeimg_e2e::repo::has_packages(r)
+                    && nodeimg_e2e::rpmrepo::has_rpm_packages(r) == rpm
+            })
+            .map(|r| {
+                r.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
     let mut listed: Vec<String> = SEEDS.iter().map(|s| s.recipe.to_string()).collect();
     listed.sort();
-    assert_eq!(with_packages, listed);
+    assert_eq!(file_names(false), listed);
+    assert_eq!(
+        file_names(true),
+        [
+            "containerd-centos.toml",
+            "crio-centos.toml",
+            "crio-opensuse.toml",
+            "docker-centos.toml"
+        ]
+    );
     for s in SEEDS {
         check_seed(s, repos, &base);
     }
