@@ -259,11 +259,11 @@ fn installs_rpm_packages_and_refuses_attacks() {
 
     // A pin that does not exist lists the versions that do.
     let key_rel = "key.asc";
-    let p = small_recipe(dir, "missing-pin", "\"docker-ce-18.09.1\"", key_rel, "");
+    let p = small_recipe(dir, "missing-pin", "\"docker-ce-19.03.99\"", key_rel, "");
     let r = build(dir, &p, base, repos, &cache, &dir.join("x.tar"), None);
     assert_eq!(r.code, 2, "{r}");
     assert!(
-        r.stderr.contains("docker-ce 18.09.1 is not in the image's rpm repositories for x86_64; available: 3:19.03.5-3.el7, 3:19.03.11-3.el7"),
+        r.stderr.contains("docker-ce 19.03.99 is not in the image's rpm repositories for x86_64; available: 3:19.03.5-3.el7, 3:19.03.11-3.el7"),
         "{r}"
     );
     assert!(!dir.join("x.tar").exists());
