@@ -494,15 +494,23 @@ fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result
 /// The rpm database directory inside the image.
 pub const DBPATH: &str = "/var/lib/rpm";
 
-/// How rpm runs on the build host: `rpm` under `unshare` (a user namespace
-/// mapping the caller to root, and an empty network namespace).
+/// How rpm runs: under `unshare` (a user namespace mapping the caller to
+/// root, and an empty network namespace), either the build host's `rpm`
+/// with `--root`, or the image's own `rpm` chrooted into the materialised
+/// image.
 #[derive(Debug, Clone)]
 pub struct Runner {
-    /// The rpm executable.
+    /// The rpm executable (in the image when `chroot`).
     pub rpm: PathBuf,
     /// Seconds since 1970: what rpm records as the install time.
     pub epoch: i64,
+    /// Whether `rpm` is the image's, run chrooted into the root.
+    pub chroot: bool,
 }
+
+/// Part of the message when the image's rpm cannot be run on this host
+/// because it is built for another architecture.
+pub const FOREIGN_ARCH: &str = "is built for another architecture than the build host";
 
 impl Default for Runner {
     /// `rpm` from `PATH`, with the build's `SOURCE_DATE_EPOCH` (0 when
@@ -515,18 +523,43 @@ impl Default for Runner {
         Runner {
             rpm: PathBuf::from("rpm"),
             epoch,
+            chroot: false,
         }
     }
 }
 
 impl Runner {
+    /// The image's rpm at `rpm` (a path inside the image), with the build's
+    /// `SOURCE_DATE_EPOCH` as [`Runner::default`] reads it.
+    pub fn image(rpm: &str) -> Runner {
+        Runner {
+            rpm: PathBuf::from(rpm),
+            chroot: true,
+            ..Runner::default()
+        }
+    }
+
+    /// Which rpm this is, for messages.
+    pub fn describe(&self) -> String {
+        if self.chroot {
+            format!("the image's rpm ({})", self.rpm.display())
+        } else {
+            format!("the build host's rpm ({})", self.rpm.display())
+        }
+    }
+
     fn command(&self, root: &Path) -> Command {
         let mut c = Command::new("unshare");
-        c.args(["--user", "--map-root-user", "--net", "--"])
-            .arg(&self.rpm)
-            .arg("--root")
-            .arg(root)
-            .args(["--dbpath", DBPATH])
+        c.args(["--user", "--map-root-user", "--net", "--"]);
+        if self.chroot {
+            c.arg("chroot")
+                .arg(root)
+                .arg(&self.rpm)
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        } else {
+            c.arg(&self.rpm).arg("--root").arg(root);
+        }
+        c.args(["--dbpath", DBPATH])
             .env("LC_ALL", "C")
             // The install time rpm records is the build's epoch, so the
             // database is the same on every build.
@@ -548,19 +581,32 @@ impl Runner {
                 .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
                 .collect();
             let joined = msg.join("; ");
+            if self.chroot && err.contains("Exec format error") {
+                return Err(InstallError(format!(
+                    "{what}: the image's rpm ({}) {FOREIGN_ARCH} ({joined}); build on a host of the image's architecture, or register an emulator for it with binfmt_misc",
+                    self.rpm.display()
+                )));
+            }
+            if self.chroot && err.contains("chroot: failed to run command") {
+                return Err(InstallError(format!(
+                    "{what}: the image's rpm ({}) cannot be run in the image ({joined}); check that its libraries are in the image",
+                    self.rpm.display()
+                )));
+            }
             if err.contains("unshare: failed to execute") {
                 return Err(InstallError(format!(
                     "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
                     self.rpm.display()
                 )));
             }
-            if err.contains("unshare: ") {
+            if err.contains("unshare: ") || err.contains("chroot: cannot change root") {
                 return Err(InstallError(format!(
                     "{what}: no user namespace for rpm ({joined}); the build host must allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1)"
                 )));
             }
             return Err(InstallError(format!(
-                "{what}: rpm failed ({}): {joined}",
+                "{what}: {} failed ({}): {joined}",
+                self.describe(),
                 out.status
             )));
         }
@@ -572,6 +618,8 @@ impl Runner {
 #[derive(Debug)]
 pub struct DbRoot {
     root: tempfile::TempDir,
+    /// The database folder on the host (inside `root`).
+    db: PathBuf,
     before: BTreeMap<String, Vec<u8>>,
 }
 
@@ -579,23 +627,36 @@ pub struct DbRoot {
 /// database files). Refuses a Berkeley DB database, which the build host's
 /// rpm cannot write.
 pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, InstallError> {
-    let root = tempfile::Builder::new()
-        .prefix("rpmdb-")
-        .tempdir_in(scratch)
-        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))?;
+    let root = temp_root(scratch)?;
     let db = root.path().join(DBPATH.trim_start_matches('/'));
-    std::fs::create_dir_all(&db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
-    let mut before = BTreeMap::new();
     let names = view.list(DBPATH);
     if names.iter().any(|n| n == "Packages") && !names.iter().any(|n| n == "rpmdb.sqlite") {
         return Err(InstallError(format!(
-            "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend"
+            "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend, or one that has its own rpm (/usr/bin/rpm), which registers the packages itself"
         )));
     }
-    for n in names {
+    let before = fill_db(view, &db)?;
+    Ok(DbRoot { root, db, before })
+}
+
+fn temp_root(scratch: &Path) -> Result<tempfile::TempDir, InstallError> {
+    tempfile::Builder::new()
+        .prefix("rpmdb-")
+        .tempdir_in(scratch)
+        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))
+}
+
+/// Writes the database files of the image's `/var/lib/rpm` into `db`
+/// (created); returns them by name.
+fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
+    std::fs::create_dir_all(db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    let mut before = BTreeMap::new();
+    for n in view.list(DBPATH) {
         let p = format!("{DBPATH}/{n}");
         let ip = ImagePath::new(&p).map_err(InstallError)?;
-        let Some(stat) = view.stat(&ip) else { continue };
+        let Some(stat) = view.stat_follow(&ip) else {
+            continue;
+        };
         if !matches!(stat.kind, nodeimg_layers::StatKind::File(_)) {
             continue;
         }
@@ -609,7 +670,32 @@ pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, Instal
             .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
         before.insert(n, bytes);
     }
-    Ok(DbRoot { root, before })
+    Ok(before)
+}
+
+/// Materialises the whole image below the layer (the base's layers from
+/// `base`, then what `view` changes) into a temporary root for the image's
+/// own rpm; its database folder holds the view's database files, in
+/// whatever format the image's rpm wrote them.
+pub fn materialise_image(
+    base: &crate::base::BaseTars,
+    view: &dyn RootView,
+    scratch: &Path,
+) -> Result<(DbRoot, super::root::Counts), InstallError> {
+    let root = temp_root(scratch)?;
+    let dbpath = ImagePath::new(DBPATH).map_err(InstallError)?;
+    let resolved = view.resolve(&dbpath);
+    let counts = super::root::materialise_root(base, view, root.path(), &resolved)?;
+    let comps = super::root::resolve_in_root(root.path(), resolved.as_str(), true)
+        .map_err(|m| InstallError(format!("{DBPATH}: {m}")))?;
+    let mut db = root.path().to_path_buf();
+    db.extend(&comps);
+    if std::fs::symlink_metadata(&db).is_ok() {
+        super::root::remove_tree(&db)
+            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    }
+    let before = fill_db(view, &db)?;
+    Ok((DbRoot { root, db, before }, counts))
 }
 
 impl DbRoot {
@@ -658,17 +744,41 @@ impl DbRoot {
             "--ignorearch",
             "--ignoreos",
         ]);
-        for p in pkgs {
-            c.arg(&p.rpm);
+        // The image's rpm sees only the image: the packages are copied in.
+        let inside = self.root.path().join(".nodeimg-rpms");
+        if runner.chroot {
+            std::fs::create_dir_all(&inside)
+                .map_err(|e| InstallError(format!("{}: {e}", inside.display())))?;
         }
-        runner.run(c, "registering the packages in the image's rpm database")?;
-        let db = self.root.path().join(DBPATH.trim_start_matches('/'));
+        for (i, p) in pkgs.iter().enumerate() {
+            if runner.chroot {
+                let name = format!("{i:05}.rpm");
+                let dst = inside.join(&name);
+                if std::fs::hard_link(&p.rpm, &dst).is_err() {
+                    std::fs::copy(&p.rpm, &dst)
+                        .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
+                }
+                c.arg(format!("/.nodeimg-rpms/{name}"));
+            } else {
+                c.arg(&p.rpm);
+            }
+        }
+        let what = format!(
+            "registering the packages in the image's rpm database with {}",
+            runner.describe()
+        );
+        let ran = runner.run(c, &what);
+        if runner.chroot {
+            let _ = std::fs::remove_dir_all(&inside);
+        }
+        ran?;
+        let db = &self.db;
         let out_dir = tempfile::Builder::new()
             .prefix("rpmdb-out-")
             .tempdir_in(scratch)
             .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
             .keep();
-        let mut names: Vec<String> = std::fs::read_dir(&db)
+        let mut names: Vec<String> = std::fs::read_dir(db)
             .map_err(|e| InstallError(format!("{}: {e}", db.display())))?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -806,6 +916,7 @@ mod tests {
         let runner = Runner {
             rpm: PathBuf::from("/nonexistent/bin/rpm"),
             epoch: 0,
+            chroot: false,
         };
         let e = db.installed(&runner).unwrap_err();
         assert!(
