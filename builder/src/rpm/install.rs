@@ -508,6 +508,34 @@ pub struct Runner {
     pub chroot: bool,
 }
 
+/// The build host's ELF machine number and name.
+const HOST_MACHINE: Option<(u16, &str)> = if cfg!(target_arch = "x86_64") {
+    Some((62, "x86_64"))
+} else if cfg!(target_arch = "aarch64") {
+    Some((183, "aarch64"))
+} else if cfg!(target_arch = "powerpc64") {
+    Some((21, "ppc64"))
+} else if cfg!(target_arch = "s390x") {
+    Some((22, "s390x"))
+} else {
+    None
+};
+
+fn elf_machine_name(m: u16) -> &'static str {
+    match m {
+        3 => "i386",
+        8 => "mips",
+        20 => "ppc",
+        21 => "ppc64",
+        22 => "s390x",
+        40 => "arm",
+        62 => "x86_64",
+        183 => "aarch64",
+        243 => "riscv64",
+        _ => "another machine",
+    }
+}
+
 /// Part of the message when the image's rpm cannot be run on this host
 /// because it is built for another architecture.
 pub const FOREIGN_ARCH: &str = "is built for another architecture than the build host";
@@ -536,6 +564,38 @@ impl Runner {
             rpm: PathBuf::from(rpm),
             chroot: true,
             ..Runner::default()
+        }
+    }
+
+    /// Refuses the image's rpm when it is an ELF executable for another
+    /// machine than the build host (it could not run, or would only run
+    /// through an emulator the chroot does not hold). `root` is the
+    /// materialised image.
+    pub fn check_machine(&self, root: &Path) -> Result<(), InstallError> {
+        if !self.chroot {
+            return Ok(());
+        }
+        let inside = self.rpm.to_string_lossy();
+        let comps = super::root::resolve_in_root(root, &inside, true).map_err(InstallError)?;
+        let mut host = root.to_path_buf();
+        host.extend(&comps);
+        let mut head = [0u8; 20];
+        let read = File::open(&host).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+        if read.is_err() || head[..4] != *b"\x7fELF" {
+            return Ok(());
+        }
+        let machine = if head[5] == 2 {
+            u16::from_be_bytes([head[18], head[19]])
+        } else {
+            u16::from_le_bytes([head[18], head[19]])
+        };
+        match HOST_MACHINE {
+            Some((m, _)) if m != machine => Err(InstallError(format!(
+                "the image's rpm ({inside}) {FOREIGN_ARCH} ({}, ELF machine {machine}, where the build host is {}); build on a host of the image's architecture",
+                elf_machine_name(machine),
+                HOST_MACHINE.map_or("?", |h| h.1),
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -699,6 +759,11 @@ pub fn materialise_image(
 }
 
 impl DbRoot {
+    /// The temporary root (the materialised image, or only its database).
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
     /// The packages the database records, as the resolver reads them.
     pub fn installed(
         &self,
@@ -937,6 +1002,45 @@ mod tests {
         // No database in the image: nothing is installed, rpm is not asked.
         let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
         assert!(empty.installed(&runner).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_image_rpm_of_another_architecture_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
+        let db = materialise(&v, t.path()).unwrap();
+        // Not an executable of this machine: a truncated ELF header.
+        let bin = db.root.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let (other, name) = if cfg!(target_arch = "aarch64") {
+            (62u16, "x86_64")
+        } else {
+            (183u16, "aarch64")
+        };
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
+        elf.extend(other.to_le_bytes());
+        std::fs::write(bin.join("rpm"), &elf).unwrap();
+        std::fs::set_permissions(bin.join("rpm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let runner = Runner::image("/usr/bin/rpm");
+        assert_eq!(runner.describe(), "the image's rpm (/usr/bin/rpm)");
+        let e = runner
+            .check_machine(db.root.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "the image's rpm (/usr/bin/rpm) {FOREIGN_ARCH} ({name}, ELF machine {other}"
+            )),
+            "{e}"
+        );
+        // The build host's own machine, and scripts, pass.
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        std::fs::write(bin.join("rpm"), &own[..64]).unwrap();
+        runner.check_machine(db.root.path()).unwrap();
+        std::fs::write(bin.join("rpm"), "#!/bin/sh\n").unwrap();
+        runner.check_machine(db.root.path()).unwrap();
+        Runner::default().check_machine(db.root.path()).unwrap();
     }
 
     #[test]

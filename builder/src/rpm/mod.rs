@@ -741,7 +741,10 @@ pub fn open_db(
             started.elapsed().as_secs_f64()
         ));
         let runner = install::Runner::image(rpm);
-        match db.installed(&runner) {
+        let checked = runner
+            .check_machine(db.path())
+            .and_then(|()| db.installed(&runner));
+        match checked {
             Ok(installed) => return Ok((db, runner, installed)),
             Err(e) if e.0.contains(install::FOREIGN_ARCH) => {
                 env.meter.suspend(|| {

@@ -433,4 +433,83 @@ mod tests {
         assert_eq!(image_rpm(&v), None);
         assert_eq!(image_rpm(&nodeimg_layers::MemView::new()), None);
     }
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o555
+            } else {
+                0o644
+            });
+            match kind {
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    h.set_size(0);
+                    b.append_link(&mut h, path, data).unwrap();
+                }
+                _ => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, data.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn base_layers_are_extracted_inside_the_root() {
+        use tar::EntryType as T;
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        let tarfile = t.path().join("base.tar");
+        std::fs::write(
+            &tarfile,
+            tar_of(&[
+                ("usr/", T::Directory, ""),
+                ("usr/lib/", T::Directory, ""),
+                ("lib", T::Symlink, "/usr/lib"),
+                ("lib/libx.so", T::Regular, "elf"),
+                ("usr/lib/liby.so", T::Link, "usr/lib/libx.so"),
+                ("escape", T::Symlink, outside.to_str().unwrap()),
+                ("escape/owned", T::Regular, "no"),
+                ("up", T::Symlink, "../../../.."),
+                ("up/etc/passwd", T::Regular, "root\n"),
+                ("dev/null", T::Char, ""),
+            ]),
+        )
+        .unwrap();
+        let base =
+            crate::base::Base::open(&crate::base::BaseRef::Rootfs { file: tarfile }).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let counts = extract_base(&base.tars(), &root).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("usr/lib/libx.so")).unwrap(),
+            "elf"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("usr/lib/liby.so")).unwrap(),
+            "elf"
+        );
+        assert_eq!(
+            fs::read_link(root.join("lib")).unwrap(),
+            Path::new("/usr/lib")
+        );
+        // Through the symlinks, but inside the root.
+        let escaped = root.join(outside.strip_prefix("/").unwrap()).join("owned");
+        assert_eq!(fs::read_to_string(escaped).unwrap(), "no");
+        assert!(!outside.exists());
+        assert_eq!(
+            fs::read_to_string(root.join("etc/passwd")).unwrap(),
+            "root\n"
+        );
+        assert!(!root.join("dev/null").exists());
+        // Read-only folders of the image stay writable by the owner.
+        let m = fs::metadata(root.join("usr")).unwrap().permissions().mode();
+        assert_eq!(m & 0o7777, 0o755);
+        assert_eq!(counts.base_entries, 10);
+        assert_eq!(counts.base_bytes, 3 + 2 + 5);
+    }
 }
