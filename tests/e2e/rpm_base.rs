@@ -320,6 +320,14 @@ fn the_image_rpm_registers_when_the_base_has_one() {
             .contains("materialised the image below layer \"packages\""),
         "{r}"
     );
+    // The same image again: the database the image's rpm wrote is the same.
+    let again = build(dir, &recipe, &base, &dir.join("wrapped-again.tar"), None);
+    assert_eq!(again.code, 0, "{again}");
+    assert_eq!(again.stdout, r.stdout);
+    assert_eq!(
+        fs::read(dir.join("wrapped-again.tar")).unwrap(),
+        fs::read(&out).unwrap()
+    );
     // How long materialising took (shown with --nocapture).
     for l in r.stderr.lines().filter(|l| l.contains("materialised")) {
         eprintln!("{l}");
