@@ -155,7 +155,7 @@ pub struct Base {
     index: MergedIndex,
     config: Option<ImageConfiguration>,
     layers: Vec<BaseLayer>,
-    source: Source,
+    source: std::sync::Arc<Source>,
 }
 
 /// Largest manifest, index or config we read (they are small JSON documents).
@@ -224,7 +224,7 @@ impl Base {
                     index,
                     config: Some(config),
                     layers,
-                    source: Source::Dir(oci),
+                    source: std::sync::Arc::new(Source::Dir(oci)),
                 })
             }
             BaseRef::Oci { dir, tag } => {
@@ -247,7 +247,7 @@ impl Base {
                     index,
                     config: Some(config),
                     layers,
-                    source: Source::Dir(oci),
+                    source: std::sync::Arc::new(Source::Dir(oci)),
                 })
             }
             BaseRef::OciArchive { file, tag } => {
@@ -260,7 +260,7 @@ impl Base {
                     index,
                     config: Some(config),
                     layers,
-                    source: Source::Archive(ar),
+                    source: std::sync::Arc::new(Source::Archive(ar)),
                 })
             }
             BaseRef::Rootfs { file } => {
@@ -290,10 +290,10 @@ impl Base {
                         diff_id,
                         tar_size,
                     }],
-                    source: Source::Rootfs {
+                    source: std::sync::Arc::new(Source::Rootfs {
                         file: file.clone(),
                         codec,
-                    },
+                    }),
                 })
             }
         }
@@ -306,7 +306,7 @@ impl Base {
             index: MergedIndex::new(),
             config: None,
             layers: Vec::new(),
-            source: Source::Scratch,
+            source: std::sync::Arc::new(Source::Scratch),
         }
     }
 
@@ -350,7 +350,7 @@ impl Base {
 
     /// The file name of a rootfs base, for its history entry.
     pub(crate) fn rootfs_name(&self) -> Option<String> {
-        match &self.source {
+        match &*self.source {
             Source::Rootfs { file, .. } => Some(
                 file.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -362,55 +362,106 @@ impl Base {
 
     /// The raw (compressed) bytes of a reused layer blob.
     pub(crate) fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
-        let r: Box<dyn Read + Send> = match &self.source {
-            Source::Dir(d) => Box::new(d.read_blob(desc).map_err(|e| self.blob_err(desc, &e))?),
-            Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| self.blob_err(desc, &e))?),
-            _ => {
-                return Err(Error::image(
-                    &self.what,
-                    format!("has no blob {}", desc.digest()),
-                ))
-            }
-        };
-        Ok(r)
-    }
-
-    fn blob_err(&self, desc: &Descriptor, e: &ocidir::Error) -> Error {
-        Error::image(
-            &self.what,
-            format!("layer blob {}: {}", desc.digest(), oci_msg(e)),
-        )
+        open_blob_of(&self.what, &self.source, desc)
     }
 
     /// The uncompressed tar stream of base layer `i`.
     pub(crate) fn open_tar(&self, i: usize) -> Result<Box<dyn Read + Send>> {
-        let layer = self
-            .layers
-            .get(i)
-            .ok_or_else(|| Error::image(&self.what, format!("has no layer {i}")))?;
-        match (&self.source, &layer.descriptor) {
-            (Source::Rootfs { file, codec }, _) => {
-                let f = File::open(file).map_err(|e| {
-                    Error::image(&self.what, format!("cannot open the tarball: {e}"))
-                })?;
-                let d = Decoder::new(*codec, BufReader::with_capacity(1 << 17, f))
-                    .map_err(|e| Error::image(&self.what, format!("cannot decompress: {e}")))?;
-                Ok(Box::new(d))
-            }
-            (_, Some(desc)) => {
-                let codec = layer_codec(&self.what, desc)?;
-                let raw = self.open_blob(desc)?;
-                let d =
-                    Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(|e| {
-                        Error::image(
-                            &self.what,
-                            format!("layer blob {}: cannot decompress: {e}", desc.digest()),
-                        )
-                    })?;
-                Ok(Box::new(d))
-            }
-            _ => Err(Error::image(&self.what, format!("has no layer {i}"))),
+        open_layer_tar(&self.what, &self.source, &self.layers, i)
+    }
+
+    /// An owned handle that opens the base's layer tars (uncompressed),
+    /// lowest first, for work that outlives a borrow of the base (e.g.
+    /// materialising the image below a layer on disk).
+    pub fn tars(&self) -> BaseTars {
+        BaseTars {
+            what: self.what.clone(),
+            source: std::sync::Arc::clone(&self.source),
+            layers: self.layers.clone(),
         }
+    }
+}
+
+/// The base's layer tars, opened on demand (see [`Base::tars`]).
+#[derive(Clone)]
+pub struct BaseTars {
+    what: String,
+    source: std::sync::Arc<Source>,
+    layers: Vec<BaseLayer>,
+}
+
+impl fmt::Debug for BaseTars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BaseTars({}, {} layer(s))", self.what, self.layers.len())
+    }
+}
+
+impl BaseTars {
+    /// The base as named (`oci:...`, `rootfs:...`).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// How many layers the base has.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether the base has no layer (`scratch`).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The uncompressed tar of layer `i` (lowest is 0).
+    pub fn open(&self, i: usize) -> Result<Box<dyn Read + Send>> {
+        open_layer_tar(&self.what, &self.source, &self.layers, i)
+    }
+}
+
+fn open_blob_of(what: &str, source: &Source, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+    let err = |e: &ocidir::Error| {
+        Error::image(
+            what,
+            format!("layer blob {}: {}", desc.digest(), oci_msg(e)),
+        )
+    };
+    let r: Box<dyn Read + Send> = match source {
+        Source::Dir(d) => Box::new(d.read_blob(desc).map_err(|e| err(&e))?),
+        Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| err(&e))?),
+        _ => return Err(Error::image(what, format!("has no blob {}", desc.digest()))),
+    };
+    Ok(r)
+}
+
+fn open_layer_tar(
+    what: &str,
+    source: &Source,
+    layers: &[BaseLayer],
+    i: usize,
+) -> Result<Box<dyn Read + Send>> {
+    let layer = layers
+        .get(i)
+        .ok_or_else(|| Error::image(what, format!("has no layer {i}")))?;
+    match (source, &layer.descriptor) {
+        (Source::Rootfs { file, codec }, _) => {
+            let f = File::open(file)
+                .map_err(|e| Error::image(what, format!("cannot open the tarball: {e}")))?;
+            let d = Decoder::new(*codec, BufReader::with_capacity(1 << 17, f))
+                .map_err(|e| Error::image(what, format!("cannot decompress: {e}")))?;
+            Ok(Box::new(d))
+        }
+        (_, Some(desc)) => {
+            let codec = layer_codec(what, desc)?;
+            let raw = open_blob_of(what, source, desc)?;
+            let d = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(|e| {
+                Error::image(
+                    what,
+                    format!("layer blob {}: cannot decompress: {e}", desc.digest()),
+                )
+            })?;
+            Ok(Box::new(d))
+        }
+        _ => Err(Error::image(what, format!("has no layer {i}"))),
     }
 }
 

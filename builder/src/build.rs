@@ -606,7 +606,8 @@ fn check_inner(
                 })?;
             let env = PackageEnv::new(&dir, &o.mirrors)?
                 .with_offline(o.offline)
-                .with_meter(progress.meter());
+                .with_meter(progress.meter())
+                .with_base(p.base.tars());
             let env = match (step, lock) {
                 (LockStep::Record, _) => env.recording(),
                 (_, Some(l)) => env.using_lock(l, &lock_file),

@@ -45,6 +45,8 @@ pub struct PackageEnv {
     mirror_keys: BTreeMap<PathBuf, Keyring>,
     lock: LockMode,
     meter: Meter,
+    /// The base's layers, for backends that run the image's own tools.
+    base: Option<crate::base::BaseTars>,
 }
 
 /// Resolve, resolve and record, or install what a lock names.
@@ -106,6 +108,7 @@ impl PackageEnv {
             mirror_keys,
             lock: LockMode::Resolve,
             meter: Meter::quiet(),
+            base: None,
         })
     }
 
@@ -127,6 +130,14 @@ impl PackageEnv {
     /// With `offline`, nothing is downloaded: only verified cached files are used.
     pub fn with_offline(mut self, offline: bool) -> Self {
         self.cache = self.cache.with_offline(offline);
+        self
+    }
+
+    /// The base image's layers: an rpm layer over a base that has its own
+    /// rpm materialises the image below it and registers its packages with
+    /// that rpm.
+    pub fn with_base(mut self, base: crate::base::BaseTars) -> Self {
+        self.base = Some(base);
         self
     }
 
@@ -718,6 +729,7 @@ fn rpm_layer(
         scratch: env.scratch(),
         now: env.now,
         meter: &env.meter,
+        base: env.base.as_ref(),
     };
     match &env.lock {
         LockMode::Use(lock, file) => {

@@ -494,15 +494,51 @@ fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result
 /// The rpm database directory inside the image.
 pub const DBPATH: &str = "/var/lib/rpm";
 
-/// How rpm runs on the build host: `rpm` under `unshare` (a user namespace
-/// mapping the caller to root, and an empty network namespace).
+/// How rpm runs: under `unshare` (a user namespace mapping the caller to
+/// root, and an empty network namespace), either the build host's `rpm`
+/// with `--root`, or the image's own `rpm` chrooted into the materialised
+/// image.
 #[derive(Debug, Clone)]
 pub struct Runner {
-    /// The rpm executable.
+    /// The rpm executable (in the image when `chroot`).
     pub rpm: PathBuf,
     /// Seconds since 1970: what rpm records as the install time.
     pub epoch: i64,
+    /// Whether `rpm` is the image's, run chrooted into the root.
+    pub chroot: bool,
 }
+
+/// The build host's ELF machine number and name.
+const HOST_MACHINE: Option<(u16, &str)> = if cfg!(target_arch = "x86_64") {
+    Some((62, "x86_64"))
+} else if cfg!(target_arch = "aarch64") {
+    Some((183, "aarch64"))
+} else if cfg!(target_arch = "powerpc64") {
+    Some((21, "ppc64"))
+} else if cfg!(target_arch = "s390x") {
+    Some((22, "s390x"))
+} else {
+    None
+};
+
+fn elf_machine_name(m: u16) -> &'static str {
+    match m {
+        3 => "i386",
+        8 => "mips",
+        20 => "ppc",
+        21 => "ppc64",
+        22 => "s390x",
+        40 => "arm",
+        62 => "x86_64",
+        183 => "aarch64",
+        243 => "riscv64",
+        _ => "another machine",
+    }
+}
+
+/// Part of the message when the image's rpm cannot be run on this host
+/// because it is built for another architecture.
+pub const FOREIGN_ARCH: &str = "is built for another architecture than the build host";
 
 impl Default for Runner {
     /// `rpm` from `PATH`, with the build's `SOURCE_DATE_EPOCH` (0 when
@@ -515,18 +551,75 @@ impl Default for Runner {
         Runner {
             rpm: PathBuf::from("rpm"),
             epoch,
+            chroot: false,
         }
     }
 }
 
 impl Runner {
+    /// The image's rpm at `rpm` (a path inside the image), with the build's
+    /// `SOURCE_DATE_EPOCH` as [`Runner::default`] reads it.
+    pub fn image(rpm: &str) -> Runner {
+        Runner {
+            rpm: PathBuf::from(rpm),
+            chroot: true,
+            ..Runner::default()
+        }
+    }
+
+    /// Refuses the image's rpm when it is an ELF executable for another
+    /// machine than the build host (it could not run, or would only run
+    /// through an emulator the chroot does not hold). `root` is the
+    /// materialised image.
+    pub fn check_machine(&self, root: &Path) -> Result<(), InstallError> {
+        if !self.chroot {
+            return Ok(());
+        }
+        let inside = self.rpm.to_string_lossy();
+        let comps = super::root::resolve_in_root(root, &inside, true).map_err(InstallError)?;
+        let mut host = root.to_path_buf();
+        host.extend(&comps);
+        let mut head = [0u8; 20];
+        let read = File::open(&host).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+        if read.is_err() || head[..4] != *b"\x7fELF" {
+            return Ok(());
+        }
+        let machine = if head[5] == 2 {
+            u16::from_be_bytes([head[18], head[19]])
+        } else {
+            u16::from_le_bytes([head[18], head[19]])
+        };
+        match HOST_MACHINE {
+            Some((m, _)) if m != machine => Err(InstallError(format!(
+                "the image's rpm ({inside}) {FOREIGN_ARCH} ({}, ELF machine {machine}, where the build host is {}); build on a host of the image's architecture",
+                elf_machine_name(machine),
+                HOST_MACHINE.map_or("?", |h| h.1),
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Which rpm this is, for messages.
+    pub fn describe(&self) -> String {
+        if self.chroot {
+            format!("the image's rpm ({})", self.rpm.display())
+        } else {
+            format!("the build host's rpm ({})", self.rpm.display())
+        }
+    }
+
     fn command(&self, root: &Path) -> Command {
         let mut c = Command::new("unshare");
-        c.args(["--user", "--map-root-user", "--net", "--"])
-            .arg(&self.rpm)
-            .arg("--root")
-            .arg(root)
-            .args(["--dbpath", DBPATH])
+        c.args(["--user", "--map-root-user", "--net", "--"]);
+        if self.chroot {
+            c.arg("chroot")
+                .arg(root)
+                .arg(&self.rpm)
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        } else {
+            c.arg(&self.rpm).arg("--root").arg(root);
+        }
+        c.args(["--dbpath", DBPATH])
             .env("LC_ALL", "C")
             // The install time rpm records is the build's epoch, so the
             // database is the same on every build.
@@ -548,19 +641,32 @@ impl Runner {
                 .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
                 .collect();
             let joined = msg.join("; ");
+            if self.chroot && err.contains("Exec format error") {
+                return Err(InstallError(format!(
+                    "{what}: the image's rpm ({}) {FOREIGN_ARCH} ({joined}); build on a host of the image's architecture, or register an emulator for it with binfmt_misc",
+                    self.rpm.display()
+                )));
+            }
+            if self.chroot && err.contains("chroot: failed to run command") {
+                return Err(InstallError(format!(
+                    "{what}: the image's rpm ({}) cannot be run in the image ({joined}); check that its libraries are in the image",
+                    self.rpm.display()
+                )));
+            }
             if err.contains("unshare: failed to execute") {
                 return Err(InstallError(format!(
                     "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
                     self.rpm.display()
                 )));
             }
-            if err.contains("unshare: ") {
+            if err.contains("unshare: ") || err.contains("chroot: cannot change root") {
                 return Err(InstallError(format!(
                     "{what}: no user namespace for rpm ({joined}); the build host must allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1)"
                 )));
             }
             return Err(InstallError(format!(
-                "{what}: rpm failed ({}): {joined}",
+                "{what}: {} failed ({}): {joined}",
+                self.describe(),
                 out.status
             )));
         }
@@ -572,6 +678,8 @@ impl Runner {
 #[derive(Debug)]
 pub struct DbRoot {
     root: tempfile::TempDir,
+    /// The database folder on the host (inside `root`).
+    db: PathBuf,
     before: BTreeMap<String, Vec<u8>>,
 }
 
@@ -579,23 +687,36 @@ pub struct DbRoot {
 /// database files). Refuses a Berkeley DB database, which the build host's
 /// rpm cannot write.
 pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, InstallError> {
-    let root = tempfile::Builder::new()
-        .prefix("rpmdb-")
-        .tempdir_in(scratch)
-        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))?;
+    let root = temp_root(scratch)?;
     let db = root.path().join(DBPATH.trim_start_matches('/'));
-    std::fs::create_dir_all(&db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
-    let mut before = BTreeMap::new();
     let names = view.list(DBPATH);
     if names.iter().any(|n| n == "Packages") && !names.iter().any(|n| n == "rpmdb.sqlite") {
         return Err(InstallError(format!(
-            "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend"
+            "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend, or one that has its own rpm (/usr/bin/rpm), which registers the packages itself"
         )));
     }
-    for n in names {
+    let before = fill_db(view, &db)?;
+    Ok(DbRoot { root, db, before })
+}
+
+fn temp_root(scratch: &Path) -> Result<tempfile::TempDir, InstallError> {
+    tempfile::Builder::new()
+        .prefix("rpmdb-")
+        .tempdir_in(scratch)
+        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))
+}
+
+/// Writes the database files of the image's `/var/lib/rpm` into `db`
+/// (created); returns them by name.
+fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
+    std::fs::create_dir_all(db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    let mut before = BTreeMap::new();
+    for n in view.list(DBPATH) {
         let p = format!("{DBPATH}/{n}");
         let ip = ImagePath::new(&p).map_err(InstallError)?;
-        let Some(stat) = view.stat(&ip) else { continue };
+        let Some(stat) = view.stat_follow(&ip) else {
+            continue;
+        };
         if !matches!(stat.kind, nodeimg_layers::StatKind::File(_)) {
             continue;
         }
@@ -609,10 +730,40 @@ pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, Instal
             .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
         before.insert(n, bytes);
     }
-    Ok(DbRoot { root, before })
+    Ok(before)
+}
+
+/// Materialises the whole image below the layer (the base's layers from
+/// `base`, then what `view` changes) into a temporary root for the image's
+/// own rpm; its database folder holds the view's database files, in
+/// whatever format the image's rpm wrote them.
+pub fn materialise_image(
+    base: &crate::base::BaseTars,
+    view: &dyn RootView,
+    scratch: &Path,
+) -> Result<(DbRoot, super::root::Counts), InstallError> {
+    let root = temp_root(scratch)?;
+    let dbpath = ImagePath::new(DBPATH).map_err(InstallError)?;
+    let resolved = view.resolve(&dbpath);
+    let counts = super::root::materialise_root(base, view, root.path(), &resolved)?;
+    let comps = super::root::resolve_in_root(root.path(), resolved.as_str(), true)
+        .map_err(|m| InstallError(format!("{DBPATH}: {m}")))?;
+    let mut db = root.path().to_path_buf();
+    db.extend(&comps);
+    if std::fs::symlink_metadata(&db).is_ok() {
+        super::root::remove_tree(&db)
+            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    }
+    let before = fill_db(view, &db)?;
+    Ok((DbRoot { root, db, before }, counts))
 }
 
 impl DbRoot {
+    /// The temporary root (the materialised image, or only its database).
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
     /// The packages the database records, as the resolver reads them.
     pub fn installed(
         &self,
@@ -658,17 +809,41 @@ impl DbRoot {
             "--ignorearch",
             "--ignoreos",
         ]);
-        for p in pkgs {
-            c.arg(&p.rpm);
+        // The image's rpm sees only the image: the packages are copied in.
+        let inside = self.root.path().join(".nodeimg-rpms");
+        if runner.chroot {
+            std::fs::create_dir_all(&inside)
+                .map_err(|e| InstallError(format!("{}: {e}", inside.display())))?;
         }
-        runner.run(c, "registering the packages in the image's rpm database")?;
-        let db = self.root.path().join(DBPATH.trim_start_matches('/'));
+        for (i, p) in pkgs.iter().enumerate() {
+            if runner.chroot {
+                let name = format!("{i:05}.rpm");
+                let dst = inside.join(&name);
+                if std::fs::hard_link(&p.rpm, &dst).is_err() {
+                    std::fs::copy(&p.rpm, &dst)
+                        .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
+                }
+                c.arg(format!("/.nodeimg-rpms/{name}"));
+            } else {
+                c.arg(&p.rpm);
+            }
+        }
+        let what = format!(
+            "registering the packages in the image's rpm database with {}",
+            runner.describe()
+        );
+        let ran = runner.run(c, &what);
+        if runner.chroot {
+            let _ = std::fs::remove_dir_all(&inside);
+        }
+        ran?;
+        let db = &self.db;
         let out_dir = tempfile::Builder::new()
             .prefix("rpmdb-out-")
             .tempdir_in(scratch)
             .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
             .keep();
-        let mut names: Vec<String> = std::fs::read_dir(&db)
+        let mut names: Vec<String> = std::fs::read_dir(db)
             .map_err(|e| InstallError(format!("{}: {e}", db.display())))?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -806,6 +981,7 @@ mod tests {
         let runner = Runner {
             rpm: PathBuf::from("/nonexistent/bin/rpm"),
             epoch: 0,
+            chroot: false,
         };
         let e = db.installed(&runner).unwrap_err();
         assert!(
@@ -826,6 +1002,45 @@ mod tests {
         // No database in the image: nothing is installed, rpm is not asked.
         let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
         assert!(empty.installed(&runner).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_image_rpm_of_another_architecture_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
+        let db = materialise(&v, t.path()).unwrap();
+        // Not an executable of this machine: a truncated ELF header.
+        let bin = db.root.path().join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let (other, name) = if cfg!(target_arch = "aarch64") {
+            (62u16, "x86_64")
+        } else {
+            (183u16, "aarch64")
+        };
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
+        elf.extend(other.to_le_bytes());
+        std::fs::write(bin.join("rpm"), &elf).unwrap();
+        std::fs::set_permissions(bin.join("rpm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let runner = Runner::image("/usr/bin/rpm");
+        assert_eq!(runner.describe(), "the image's rpm (/usr/bin/rpm)");
+        let e = runner
+            .check_machine(db.root.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "the image's rpm (/usr/bin/rpm) {FOREIGN_ARCH} ({name}, ELF machine {other}"
+            )),
+            "{e}"
+        );
+        // The build host's own machine, and scripts, pass.
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        std::fs::write(bin.join("rpm"), &own[..64]).unwrap();
+        runner.check_machine(db.root.path()).unwrap();
+        std::fs::write(bin.join("rpm"), "#!/bin/sh\n").unwrap();
+        runner.check_machine(db.root.path()).unwrap();
+        Runner::default().check_machine(db.root.path()).unwrap();
     }
 
     #[test]

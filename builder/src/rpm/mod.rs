@@ -17,6 +17,7 @@
 pub mod install;
 pub mod repodata;
 pub mod resolve;
+pub mod root;
 pub mod rpmfile;
 pub mod version;
 
@@ -451,6 +452,9 @@ pub struct Env<'a> {
     pub now: DateTime<Utc>,
     /// Downloads and steps are shown here.
     pub meter: &'a Meter,
+    /// The base's layers: with them, a layer over an image that has its
+    /// own rpm is registered by that rpm (see [`open_db`]).
+    pub base: Option<&'a crate::base::BaseTars>,
 }
 
 /// What resolving a layer found, for the lock file.
@@ -518,11 +522,7 @@ pub fn install_layer(
     let repos = enabled_repos(view, rarch)?;
     env.meter
         .status(&format!("resolving the packages of layer {layer:?}"));
-    let runner = install::Runner::default();
-    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
-    let installed = db
-        .installed(&runner)
-        .map_err(|e| build_err("rpm database", e))?;
+    let (db, runner, installed) = open_db(env, view, layer)?;
     let mut indexes = Vec::new();
     let mut keyrings = Vec::new();
     let mut read = Vec::new();
@@ -665,11 +665,7 @@ pub fn install_locked(
     }
     env.meter
         .status(&format!("fetching the packages of layer {layer:?}"));
-    let runner = install::Runner::default();
-    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
-    let installed = db
-        .installed(&runner)
-        .map_err(|e| build_err("rpm database", e))?;
+    let (db, runner, installed) = open_db(env, view, layer)?;
     if installed_digest(&installed) != ll.rpmdb {
         env.meter.suspend(|| {
             eprintln!(
@@ -717,6 +713,55 @@ pub fn install_locked(
     unpack_and_register(env, view, &db, &runner, &pkgs, layer)
 }
 
+/// The image's rpm database and the rpm that reads and writes it, with the
+/// packages it records. When the image has its own rpm (`/usr/bin/rpm` or
+/// `/bin/rpm`) and the base's layers are at hand, the image below the layer
+/// is materialised in the scratch directory and that rpm runs chrooted in
+/// it, so the database keeps the format the image's rpm uses (Berkeley DB,
+/// sqlite, ndb); the time it takes is shown. Otherwise (or when the image's
+/// rpm is built for another architecture than the build host, which is
+/// said) the build host's rpm writes a copy of `/var/lib/rpm` alone.
+pub fn open_db(
+    env: &Env,
+    view: &dyn RootView,
+    layer: &str,
+) -> Result<(install::DbRoot, install::Runner, Vec<repodata::RpmPackage>), PackagesError> {
+    if let (Some(rpm), Some(base)) = (root::image_rpm(view), env.base) {
+        env.meter.step(&format!(
+            "materialising the image below layer {layer:?} for its rpm {rpm}"
+        ));
+        let started = std::time::Instant::now();
+        let (db, counts) = install::materialise_image(base, view, env.scratch)
+            .map_err(|e| build_err("rpm database", e))?;
+        env.meter.done(&format!(
+            "materialised the image below layer {layer:?} ({} base entries, {}, {} changed by the recipe's layers) in {:.1}s",
+            counts.base_entries,
+            crate::progress::human_size(counts.base_bytes),
+            counts.view_changes,
+            started.elapsed().as_secs_f64()
+        ));
+        let runner = install::Runner::image(rpm);
+        let checked = runner
+            .check_machine(db.path())
+            .and_then(|()| db.installed(&runner));
+        match checked {
+            Ok(installed) => return Ok((db, runner, installed)),
+            Err(e) if e.0.contains(install::FOREIGN_ARCH) => {
+                env.meter.suspend(|| {
+                    eprintln!("warning: layer {layer:?}: {e}; the build host's rpm registers the packages instead")
+                });
+            }
+            Err(e) => return Err(build_err("rpm database", e)),
+        }
+    }
+    let runner = install::Runner::default();
+    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
+    let installed = db
+        .installed(&runner)
+        .map_err(|e| build_err("rpm database", e))?;
+    Ok((db, runner, installed))
+}
+
 /// Unpacks `pkgs` into the layer's tree and registers them in the image's
 /// rpm database; reports the scriptlets that were not run.
 fn unpack_and_register(
@@ -735,8 +780,9 @@ fn unpack_and_register(
     let (mut tree, report) =
         install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_err(&what, e))?;
     env.meter.step(&format!(
-        "registering {} package(s) in the rpm database of layer {layer:?}",
-        pkgs.len()
+        "registering {} package(s) in the rpm database of layer {layer:?} with {}",
+        pkgs.len(),
+        runner.describe()
     ));
     let db_tree = db
         .register(runner, pkgs, env.scratch, "packages")
@@ -851,6 +897,7 @@ mod tests {
                 scratch: t.path(),
                 now,
                 meter: &meter,
+                base: None,
             };
             let (pkgs, index) = read_metadata(&env, &repo, None).unwrap();
             assert_eq!(index.size, bytes.len() as u64, "{name}");
@@ -878,6 +925,7 @@ mod tests {
             scratch: t.path(),
             now,
             meter: &meter,
+            base: None,
         };
         let e = match read_metadata(&env, &repo, None) {
             Err(PackagesError::Build(e)) => e.to_string(),
@@ -960,6 +1008,7 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             scratch: t.path(),
             now: Utc::now(),
             meter: &meter,
+            base: None,
         };
         let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
         match install_locked(
