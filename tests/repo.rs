@@ -512,7 +512,9 @@ pub fn gpg_key(home: &Path, name: &str) -> String {
     export.stdout
 }
 
-fn gpg_sign(home: &Path, how: &[&str], out: &Path, input: &Path) {
+/// Signs `input` into `out` with `home`'s key; `how` is the kind of
+/// signature (`--clearsign`, or `--detach-sign --armor`).
+pub fn gpg_sign(home: &Path, how: &[&str], out: &Path, input: &Path) {
     run(Command::new("gpg")
         .arg("--homedir")
         .arg(home)

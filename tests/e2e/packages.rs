@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::{
-    extract_tar, fixture_base, fixture_base_ref, nodeimg, require, run, sha256_file, temp_dir, Run,
+    extract_tar, fixture_base, fixture_base_ref, nodeimg, repo, require, run, sha256_file,
+    temp_dir, Run,
 };
 
 const REPO_URL: &str = "http://repo.invalid/debian";
@@ -22,22 +23,8 @@ const REPO_URL: &str = "http://repo.invalid/debian";
 /// A fresh gpg home with one signing key; returns (home, armored public key).
 fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let home = dir.join(format!("gnupg-{name}"));
-    fs::create_dir_all(&home).unwrap();
-    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-        .args(["--quick-gen-key", &format!("{name} <{name}@repo.invalid>")])
-        .args(["rsa3072", "sign", "never"]))
-    .ok();
-    let export = run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--batch", "--armor", "--export"]))
-    .ok();
-    assert!(export.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK"));
-    (home, export.stdout)
+    let key = repo::gpg_key(&home, name);
+    (home, key)
 }
 
 fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&str, &str)]) {
@@ -105,21 +92,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
     );
     let dists = repo.join("dists/stable");
     fs::write(dists.join("Release"), release).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
-        .arg(dists.join("InRelease"))
-        .arg(dists.join("Release")))
-    .ok();
+    clearsign(home, &dists);
     repo
 }
 
@@ -152,21 +125,12 @@ fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
         scan.stdout.len()
     );
     fs::write(repo.join("Release"), release).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
-        .arg(repo.join("Release.gpg"))
-        .arg(repo.join("Release")))
-    .ok();
+    repo::gpg_sign(
+        home,
+        &["--detach-sign", "--armor"],
+        &repo.join("Release.gpg"),
+        &repo.join("Release"),
+    );
     repo
 }
 
@@ -406,21 +370,12 @@ fn assert_demo_packages_installed(root: &Path) {
 }
 
 fn clearsign(home: &Path, dists: &Path) {
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
-        .arg(dists.join("InRelease"))
-        .arg(dists.join("Release")))
-    .ok();
+    repo::gpg_sign(
+        home,
+        &["--clearsign"],
+        &dists.join("InRelease"),
+        &dists.join("Release"),
+    );
 }
 
 #[test]
