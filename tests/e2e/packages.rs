@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,30 +26,21 @@ fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
     (home, key)
 }
 
-fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&str, &str)]) {
-    let root = pool.parent().unwrap().join(format!("src-{name}_{version}"));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <t@repo.invalid>\n{control_extra}Description: {name} test package\n"
-        ),
-    )
-    .unwrap();
-    for (path, content) in files {
-        let p = root.join(path.trim_start_matches('/'));
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        if path.starts_with("/DEBIAN/") {
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+/// `name_version_all.deb` into `pool`, its members compressed with gzip;
+/// its tree is made under `dir/deb-src`.
+fn deb(
+    dir: &Path,
+    pool: &Path,
+    name: &'static str,
+    version: &'static str,
+    control_extra: &str,
+    files: &[(&str, &str)],
+) {
+    repo::TestDeb {
+        compression: "gzip",
+        ..repo::deb(name, version, "all", control_extra, files, &[])
     }
-    fs::create_dir_all(pool).unwrap();
-    run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(pool.join(format!("{name}_{version}_all.deb"))))
-    .ok();
+    .build(&dir.join("deb-src"), pool);
 }
 
 /// The repository in `dists/` layout under `dir/repo`, signed with `home`'s key.
@@ -58,6 +48,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
     let repo = dir.join("repo");
     let pool = repo.join("pool/main/d");
     deb(
+        dir,
         &pool,
         "demo-lib",
         "1.0-1",
@@ -65,6 +56,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
         &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
     );
     deb(
+        dir,
         &pool,
         "demo-runtime",
         "2.0-1",
@@ -101,6 +93,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
 fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
     let repo = dir.join("flat");
     deb(
+        dir,
         &repo,
         "demo-lib",
         "1.0-1",
@@ -108,6 +101,7 @@ fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
         &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
     );
     deb(
+        dir,
         &repo,
         "demo-runtime",
         "2.0-1",
