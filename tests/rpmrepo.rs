@@ -38,7 +38,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::repo::{gpg_key, gpg_sign, RepoServer};
-use crate::{require, run, workspace_root, RecipeModel, TEST_EPOCH};
+use crate::{create_tar, require, run, workspace_root, RecipeModel, TEST_EPOCH};
 
 /// Docker's yum repositories, as the recipes name them.
 pub const DOCKER_URL: &str = "https://download.docker.com/linux/centos";
@@ -517,19 +517,7 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
     .ok();
     fs::remove_dir_all(&pkgs).unwrap();
     let tar = dir.join(format!("{name}.tar"));
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("."))
-    .ok();
+    create_tar(&root, &tar);
     let _ = fs::remove_dir_all(&root);
     tar
 }

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use nodeimg_e2e::repo::{gpg_key, RepoServer};
 use nodeimg_e2e::rpmrepo::{copy_into, createrepo, rpmbuild, Spec};
-use nodeimg_e2e::{nodeimg, require, run, temp_dir, Run};
+use nodeimg_e2e::{create_tar, nodeimg, require, run, temp_dir, Run};
 
 const URL: &str = "https://rpm.repo.invalid/demo";
 
@@ -94,19 +94,7 @@ fn base(dir: &Path) -> PathBuf {
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
     let tar = dir.join("base.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("."))
-    .ok();
+    create_tar(&root, &tar);
     tar
 }
 
