@@ -372,6 +372,24 @@ pub fn extract_tar(tar: &Path, dest: &Path) {
     .ok();
 }
 
+/// Pack the tree `root` into the plain tar `tar` as a base image: entries
+/// sorted by name, owned by root (uid and gid 0).
+pub fn create_tar(root: &Path, tar: &Path) {
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-cf",
+        ])
+        .arg(tar)
+        .arg("."))
+    .ok();
+}
+
 /// One entry of a tar archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TarEntry {

@@ -175,10 +175,12 @@ pub struct TestDeb {
     /// More control fields (`Depends: ...\n`).
     pub control: String,
     /// (absolute path, content); executables are the paths under `bin/`
-    /// and `sbin/`.
+    /// and `sbin/`, and the maintainer scripts (`/DEBIAN/postinst`).
     pub files: Vec<(String, String)>,
     /// Paths that are conffiles.
     pub conffiles: Vec<String>,
+    /// The compression of its members (`dpkg-deb -Z`): `xz` or `gzip`.
+    pub compression: &'static str,
 }
 
 impl TestDeb {
@@ -218,7 +220,8 @@ impl TestDeb {
             let p = root.join(path.trim_start_matches('/'));
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             fs::write(&p, content).expect("write package file");
-            let exe = path.contains("/bin/") || path.contains("/sbin/");
+            let exe =
+                path.contains("/bin/") || path.contains("/sbin/") || path.starts_with("/DEBIAN/");
             fs::set_permissions(
                 &p,
                 fs::Permissions::from_mode(if exe { 0o755 } else { 0o644 }),
@@ -228,7 +231,9 @@ impl TestDeb {
         fs::create_dir_all(dir).expect("mkdir pool");
         let out = dir.join(self.file_name());
         run(Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg("--root-owner-group")
+            .arg(format!("-Z{}", self.compression))
+            .arg("--build")
             .arg(&root)
             .arg(&out))
         .ok();
@@ -236,7 +241,9 @@ impl TestDeb {
     }
 }
 
-fn deb(
+/// A `.deb` of `arch` holding `files` (`@ARCH@` in a content stands for
+/// `arch`), its members compressed with xz.
+pub fn deb(
     name: &'static str,
     version: &'static str,
     arch: &str,
@@ -254,6 +261,7 @@ fn deb(
             .map(|(p, c)| (p.to_string(), c.replace("@ARCH@", arch)))
             .collect(),
         conffiles: conffiles.iter().map(|c| c.to_string()).collect(),
+        compression: "xz",
     }
 }
 
@@ -512,7 +520,9 @@ pub fn gpg_key(home: &Path, name: &str) -> String {
     export.stdout
 }
 
-fn gpg_sign(home: &Path, how: &[&str], out: &Path, input: &Path) {
+/// Signs `input` into `out` with `home`'s key; `how` is the kind of
+/// signature (`--clearsign`, or `--detach-sign --armor`).
+pub fn gpg_sign(home: &Path, how: &[&str], out: &Path, input: &Path) {
     run(Command::new("gpg")
         .arg("--homedir")
         .arg(home)

@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::repo::{gpg_key, RepoServer};
-use crate::{require, run, workspace_root, RecipeModel, TEST_EPOCH};
+use crate::repo::{gpg_key, gpg_sign, RepoServer};
+use crate::{create_tar, require, run, workspace_root, RecipeModel, TEST_EPOCH};
 
 /// Docker's yum repositories, as the recipes name them.
 pub const DOCKER_URL: &str = "https://download.docker.com/linux/centos";
@@ -49,27 +49,29 @@ pub const KUBIC_URL: &str =
 pub const CRIO_URL: &str =
     "https://download.opensuse.org/repositories/devel:/kubic:/libcontainers:/stable:/cri-o:/1.24";
 
+/// One `.rpm` to build with `rpmbuild`.
 #[derive(Default)]
-struct Spec<'a> {
-    name: &'a str,
-    epoch: Option<u32>,
-    version: &'a str,
-    release: &'a str,
-    arch: &'a str,
-    requires: &'a [&'a str],
-    provides: &'a [&'a str],
-    obsoletes: &'a [&'a str],
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub epoch: Option<u32>,
+    pub version: &'a str,
+    pub release: &'a str,
+    pub arch: &'a str,
+    pub requires: &'a [&'a str],
+    pub provides: &'a [&'a str],
+    pub obsoletes: &'a [&'a str],
     /// (path, content, %files line prefix such as `%config(noreplace) %attr(0640,root,docker)`)
-    files: &'a [(&'a str, &'a str, &'a str)],
+    pub files: &'a [(&'a str, &'a str, &'a str)],
     /// Extra shell for %install (links).
-    install: &'a str,
+    pub install: &'a str,
     /// Extra %files lines.
-    extra_files: &'a [&'a str],
-    pre: &'a str,
-    post: &'a str,
+    pub extra_files: &'a [&'a str],
+    pub pre: &'a str,
+    pub post: &'a str,
 }
 
-fn rpmbuild(dir: &Path, s: &Spec) -> PathBuf {
+/// Builds `s` under `dir/rpmbuild`; returns the `.rpm`.
+pub fn rpmbuild(dir: &Path, s: &Spec) -> PathBuf {
     let mut t = format!(
         "Name: {}\nVersion: {}\nRelease: {}\nSummary: {} test package\nLicense: Apache-2.0\nAutoReqProv: no\n",
         s.name, s.version, s.release, s.name
@@ -151,7 +153,7 @@ fn rpmsign(home: &Path, name: &str, files: &[PathBuf]) {
 }
 
 /// `createrepo_c` over `dir`, then `repomd.xml.asc` signed with `home`'s key.
-fn createrepo(dir: &Path, home: &Path, compress: &str) {
+pub fn createrepo(dir: &Path, home: &Path, compress: &str) {
     run(Command::new("createrepo_c")
         .args([
             "--no-database",
@@ -161,25 +163,16 @@ fn createrepo(dir: &Path, home: &Path, compress: &str) {
         ])
         .arg(dir))
     .ok();
-    let repomd = dir.join("repodata/repomd.xml");
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
-        .arg(dir.join("repodata/repomd.xml.asc"))
-        .arg(&repomd))
-    .ok();
+    gpg_sign(
+        home,
+        &["--detach-sign", "--armor"],
+        &dir.join("repodata/repomd.xml.asc"),
+        &dir.join("repodata/repomd.xml"),
+    );
 }
 
-fn copy_into(dir: &Path, rpms: &[PathBuf]) {
+/// Copies the `.rpm`s into `dir/Packages`.
+pub fn copy_into(dir: &Path, rpms: &[PathBuf]) {
     fs::create_dir_all(dir.join("Packages")).unwrap();
     for r in rpms {
         fs::copy(r, dir.join("Packages").join(r.file_name().unwrap())).unwrap();
@@ -524,19 +517,7 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
     .ok();
     fs::remove_dir_all(&pkgs).unwrap();
     let tar = dir.join(format!("{name}.tar"));
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("."))
-    .ok();
+    create_tar(&root, &tar);
     let _ = fs::remove_dir_all(&root);
     tar
 }

@@ -9,12 +9,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::{
-    extract_tar, fixture_base, fixture_base_ref, nodeimg, require, run, sha256_file, temp_dir, Run,
+    extract_tar, fixture_base, fixture_base_ref, nodeimg, repo, require, run, sha256_file,
+    temp_dir, Run,
 };
 
 const REPO_URL: &str = "http://repo.invalid/debian";
@@ -22,48 +22,25 @@ const REPO_URL: &str = "http://repo.invalid/debian";
 /// A fresh gpg home with one signing key; returns (home, armored public key).
 fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let home = dir.join(format!("gnupg-{name}"));
-    fs::create_dir_all(&home).unwrap();
-    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-        .args(["--quick-gen-key", &format!("{name} <{name}@repo.invalid>")])
-        .args(["rsa3072", "sign", "never"]))
-    .ok();
-    let export = run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--batch", "--armor", "--export"]))
-    .ok();
-    assert!(export.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK"));
-    (home, export.stdout)
+    let key = repo::gpg_key(&home, name);
+    (home, key)
 }
 
-fn deb(pool: &Path, name: &str, version: &str, control_extra: &str, files: &[(&str, &str)]) {
-    let root = pool.parent().unwrap().join(format!("src-{name}_{version}"));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <t@repo.invalid>\n{control_extra}Description: {name} test package\n"
-        ),
-    )
-    .unwrap();
-    for (path, content) in files {
-        let p = root.join(path.trim_start_matches('/'));
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        if path.starts_with("/DEBIAN/") {
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+/// `name_version_all.deb` into `pool`, its members compressed with gzip;
+/// its tree is made under `dir/deb-src`.
+fn deb(
+    dir: &Path,
+    pool: &Path,
+    name: &'static str,
+    version: &'static str,
+    control_extra: &str,
+    files: &[(&str, &str)],
+) {
+    repo::TestDeb {
+        compression: "gzip",
+        ..repo::deb(name, version, "all", control_extra, files, &[])
     }
-    fs::create_dir_all(pool).unwrap();
-    run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(pool.join(format!("{name}_{version}_all.deb"))))
-    .ok();
+    .build(&dir.join("deb-src"), pool);
 }
 
 /// The repository in `dists/` layout under `dir/repo`, signed with `home`'s key.
@@ -71,6 +48,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
     let repo = dir.join("repo");
     let pool = repo.join("pool/main/d");
     deb(
+        dir,
         &pool,
         "demo-lib",
         "1.0-1",
@@ -78,6 +56,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
         &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
     );
     deb(
+        dir,
         &pool,
         "demo-runtime",
         "2.0-1",
@@ -105,21 +84,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
     );
     let dists = repo.join("dists/stable");
     fs::write(dists.join("Release"), release).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
-        .arg(dists.join("InRelease"))
-        .arg(dists.join("Release")))
-    .ok();
+    clearsign(home, &dists);
     repo
 }
 
@@ -128,6 +93,7 @@ fn make_repo(dir: &Path, home: &Path) -> PathBuf {
 fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
     let repo = dir.join("flat");
     deb(
+        dir,
         &repo,
         "demo-lib",
         "1.0-1",
@@ -135,6 +101,7 @@ fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
         &[("/usr/lib/demo/lib.txt", "lib 1.0\n")],
     );
     deb(
+        dir,
         &repo,
         "demo-runtime",
         "2.0-1",
@@ -152,21 +119,12 @@ fn make_flat_repo(dir: &Path, home: &Path) -> PathBuf {
         scan.stdout.len()
     );
     fs::write(repo.join("Release"), release).unwrap();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
-        .arg(repo.join("Release.gpg"))
-        .arg(repo.join("Release")))
-    .ok();
+    repo::gpg_sign(
+        home,
+        &["--detach-sign", "--armor"],
+        &repo.join("Release.gpg"),
+        &repo.join("Release"),
+    );
     repo
 }
 
@@ -406,21 +364,12 @@ fn assert_demo_packages_installed(root: &Path) {
 }
 
 fn clearsign(home: &Path, dists: &Path) {
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--clearsign", "-o"])
-        .arg(dists.join("InRelease"))
-        .arg(dists.join("Release")))
-    .ok();
+    repo::gpg_sign(
+        home,
+        &["--clearsign"],
+        &dists.join("InRelease"),
+        &dists.join("Release"),
+    );
 }
 
 #[test]

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::repo::{gpg_key, RepoServer};
-use nodeimg_e2e::{nodeimg, require, run, temp_dir, Run, TEST_EPOCH};
+use nodeimg_e2e::rpmrepo::{copy_into, createrepo, rpmbuild, Spec};
+use nodeimg_e2e::{create_tar, nodeimg, require, run, temp_dir, Run};
 
 const URL: &str = "https://rpm.repo.invalid/demo";
 
@@ -29,84 +30,55 @@ fn tools() -> bool {
         && require("unshare", "util-linux")
 }
 
-/// Builds `name-version-release.arch.rpm` holding `/usr/share/NAME/VERSION`.
-fn rpmbuild(
+/// Builds `name-version-1.el9.arch.rpm` holding `/usr/share/NAME/VERSION`.
+fn rpm(
     dir: &Path,
     name: &str,
     epoch: u32,
     version: &str,
     arch: &str,
-    requires: &str,
+    requires: &[&str],
 ) -> PathBuf {
-    let mut spec = format!(
-        "Name: {name}\nEpoch: {epoch}\nVersion: {version}\nRelease: 1.el9\nSummary: test\nLicense: MIT\nAutoReqProv: no\n"
-    );
-    if arch == "noarch" {
-        spec.push_str("BuildArch: noarch\n");
-    }
-    if !requires.is_empty() {
-        spec.push_str(&format!("Requires: {requires}\n"));
-    }
-    spec.push_str(&format!(
-        "%description\ntest\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\nprintf '{version}\\n' > %{{buildroot}}/usr/share/{name}/VERSION\nfind %{{buildroot}} -exec touch -h -d @{TEST_EPOCH} {{}} +\n%files\n/usr/share/{name}\n"
-    ));
-    let file = dir.join(format!("{name}-{version}.spec"));
-    fs::write(&file, spec).unwrap();
-    let top = dir.join("rpmbuild");
-    run(Command::new("rpmbuild")
-        .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
-        .arg("--define")
-        .arg(format!("_topdir {}", top.display()))
-        .args(["--define", "clamp_mtime_to_source_epoch 1"])
-        .args(["--define", "use_source_date_epoch_as_buildtime 1"])
-        .args(["--define", "_buildhost build.invalid"])
-        .args(["--target", arch, "-bb"])
-        .arg(&file))
-    .ok();
-    let rpm = top.join(format!("RPMS/{arch}/{name}-{version}-1.el9.{arch}.rpm"));
-    assert!(rpm.is_file(), "{} not built", rpm.display());
-    rpm
+    let file = format!("/usr/share/{name}/VERSION");
+    let content = format!("{version}\n");
+    let owned = format!("%dir /usr/share/{name}");
+    rpmbuild(
+        dir,
+        &Spec {
+            name,
+            epoch: Some(epoch),
+            version,
+            release: "1.el9",
+            arch,
+            requires,
+            files: &[(&file, &content, "")],
+            extra_files: &[&owned],
+            ..Spec::default()
+        },
+    )
 }
 
 /// The repository under `served/demo`, its repomd.xml signed by `home`'s key.
 fn repository(dir: &Path, served: &Path, home: &Path, tool_version: &str) {
     let repo = served.join("demo");
     let _ = fs::remove_dir_all(&repo);
-    fs::create_dir_all(repo.join("Packages")).unwrap();
     let b = dir.join(format!("build-{tool_version}"));
     fs::create_dir_all(&b).unwrap();
-    for r in [
-        rpmbuild(&b, "demo-lib", 0, "1.0", "noarch", ""),
-        rpmbuild(
-            &b,
-            "demo-tool",
-            2,
-            tool_version,
-            "x86_64",
-            "demo-lib >= 1.0",
-        ),
-    ] {
-        fs::copy(&r, repo.join("Packages").join(r.file_name().unwrap())).unwrap();
-    }
-    run(Command::new("createrepo_c")
-        .args(["--no-database", "--simple-md-filenames"])
-        .arg(&repo))
-    .ok();
-    run(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--yes",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(["--digest-algo", "SHA256", "--detach-sign", "--armor", "-o"])
-        .arg(repo.join("repodata/repomd.xml.asc"))
-        .arg(repo.join("repodata/repomd.xml")))
-    .ok();
+    copy_into(
+        &repo,
+        &[
+            rpm(&b, "demo-lib", 0, "1.0", "noarch", &[]),
+            rpm(
+                &b,
+                "demo-tool",
+                2,
+                tool_version,
+                "x86_64",
+                &["demo-lib >= 1.0"],
+            ),
+        ],
+    );
+    createrepo(&repo, home, "gz");
 }
 
 /// A root file system without an rpm database.
@@ -122,19 +94,7 @@ fn base(dir: &Path) -> PathBuf {
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
     let tar = dir.join("base.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("."))
-    .ok();
+    create_tar(&root, &tar);
     tar
 }
 

@@ -31,6 +31,20 @@ struct Seed {
 
 const CONTAINERD_CONFIG_REPLACED: &str = "??5?????? c /etc/containerd/config.toml\n";
 
+/// The CRI-O seed on amd64; Debian 10 installs the very same packages.
+const CRIO_UBUNTU: Seed = Seed {
+    recipe: "crio-ubuntu.toml",
+    installed: &[
+        ("conmon", "2.0.16~1", "amd64"),
+        ("containers-golang", "0.1.0~1", "all"),
+        ("cri-o-1.17", "1.17.4~1", "amd64"),
+        ("cri-o-runc", "1.0.0~rc10~1", "amd64"),
+    ],
+    verify: "",
+    unit: "crio.service",
+    probe: ("usr/bin/crio", "crio 1.17.4~1 (amd64)"),
+};
+
 const SEEDS: &[Seed] = &[
     Seed {
         recipe: "docker-ubuntu.toml",
@@ -69,29 +83,10 @@ const SEEDS: &[Seed] = &[
         unit: "containerd.service",
         probe: ("usr/sbin/runc", "runc 1.1.5 (amd64)"),
     },
-    Seed {
-        recipe: "crio-ubuntu.toml",
-        installed: &[
-            ("conmon", "2.0.16~1", "amd64"),
-            ("containers-golang", "0.1.0~1", "all"),
-            ("cri-o-1.17", "1.17.4~1", "amd64"),
-            ("cri-o-runc", "1.0.0~rc10~1", "amd64"),
-        ],
-        verify: "",
-        unit: "crio.service",
-        probe: ("usr/bin/crio", "crio 1.17.4~1 (amd64)"),
-    },
+    CRIO_UBUNTU,
     Seed {
         recipe: "crio-debian10.toml",
-        installed: &[
-            ("conmon", "2.0.16~1", "amd64"),
-            ("containers-golang", "0.1.0~1", "all"),
-            ("cri-o-1.17", "1.17.4~1", "amd64"),
-            ("cri-o-runc", "1.0.0~rc10~1", "amd64"),
-        ],
-        verify: "",
-        unit: "crio.service",
-        probe: ("usr/bin/crio", "crio 1.17.4~1 (amd64)"),
+        ..CRIO_UBUNTU
     },
     Seed {
         recipe: "crio-raspbian10.toml",
@@ -102,9 +97,8 @@ const SEEDS: &[Seed] = &[
             ("cri-o-1.17:armhf", "1.17.4~1", "armhf"),
             ("cri-o-runc:armhf", "1.0.0~rc10~1", "armhf"),
         ],
-        verify: "",
-        unit: "crio.service",
         probe: ("usr/bin/crio", "crio 1.17.4~1 (armhf)"),
+        ..CRIO_UBUNTU
     },
 ];
 
