@@ -236,13 +236,7 @@ impl PackageEnv {
         sha256: &str,
         what: &str,
     ) -> Result<PathBuf, PackagesError> {
-        let mut d = self.meter.download(what, size);
-        let path = self
-            .cache
-            .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
-            .map_err(|e| build_err("download", e))?;
-        d.finish();
-        Ok(path)
+        fetch_shown(&self.cache, &self.meter, url, size, sha256, what)
     }
 }
 
@@ -317,7 +311,25 @@ impl From<Error> for PackagesError {
     }
 }
 
-fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
+/// A verified file (package or index) in `cache`, downloaded when missing,
+/// shown on `meter` as `what`; shared by the Debian and rpm backends.
+pub(crate) fn fetch_shown(
+    cache: &Cache,
+    meter: &Meter,
+    url: &str,
+    size: u64,
+    sha256: &str,
+    what: &str,
+) -> Result<PathBuf, PackagesError> {
+    let mut d = meter.download(what, size);
+    let path = cache
+        .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
+        .map_err(|e| build_err("download", e))?;
+    d.finish();
+    Ok(path)
+}
+
+pub(crate) fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
     PackagesError::Build(Error::image(what, message.to_string()))
 }
 

@@ -22,7 +22,7 @@ pub mod rpmfile;
 pub mod version;
 
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
@@ -31,9 +31,8 @@ use pgp::packet::Signature;
 
 use crate::deb::fetch::{Cache, FetchError};
 use crate::deb::repo::Keyring;
-use crate::error::Error;
 use crate::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
-use crate::packages::PackagesError;
+use crate::packages::{build_err, PackagesError};
 use crate::progress::Meter;
 
 /// Where yum and zypper read repository files.
@@ -54,10 +53,6 @@ pub struct RepoConfig {
     pub repo_gpgcheck: bool,
     /// `gpgkey` URLs.
     pub gpgkeys: Vec<String>,
-}
-
-fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
-    PackagesError::Build(Error::image(what, message.to_string()))
 }
 
 /// Whether the image has any `.repo` file (the `packages` item then uses
@@ -332,7 +327,14 @@ fn read_metadata(
     let loc =
         repodata::parse_repomd(&repomd, &url).map_err(|e| build_err("repository metadata", e))?;
     let purl = join(&repo.baseurl, &loc.href);
-    let path = fetch_shown(env, &purl, loc.size, &loc.sha256, &format!("index {purl}"))?;
+    let path = crate::packages::fetch_shown(
+        env.cache,
+        env.meter,
+        &purl,
+        loc.size,
+        &loc.sha256,
+        &format!("index {purl}"),
+    )?;
     let index = LockedFile {
         url: purl.clone(),
         size: loc.size,
@@ -362,24 +364,6 @@ fn read_metadata(
     let packages = repodata::parse_primary(BufReader::new(reader), &purl)
         .map_err(|e| build_err("repository metadata", e))?;
     Ok((packages, index))
-}
-
-/// A verified file in the cache, downloaded when missing, shown on the
-/// meter as `what`.
-fn fetch_shown(
-    env: &Env,
-    url: &str,
-    size: u64,
-    sha256: &str,
-    what: &str,
-) -> Result<PathBuf, PackagesError> {
-    let mut d = env.meter.download(what, size);
-    let path = env
-        .cache
-        .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
-        .map_err(|e| build_err("download", e))?;
-    d.finish();
-    Ok(path)
 }
 
 /// Checks a downloaded package's header signature against the repository
@@ -552,8 +536,9 @@ pub fn install_layer(
             ));
         };
         let url = join(&repos[i].baseurl, &p.package.href);
-        let path = fetch_shown(
-            env,
+        let path = crate::packages::fetch_shown(
+            env.cache,
+            env.meter,
             &url,
             p.package.size,
             &p.package.sha256,
