@@ -9,4 +9,5 @@
 mod accounts;
 mod caches;
 mod inputs;
+mod outputs;
 mod sandbox;
