@@ -9,6 +9,9 @@
 #                bare base booted under QEMU, the node's state read back
 #   make lint    rustfmt and clippy, warnings are errors
 #   make bench   time and peak memory of builds, against a tar|gzip baseline
+#   make fuzz    mutation fuzzing of the parsers of hostile input, longer than
+#                the bounded run in make test (FUZZ_ITERS inputs per parser,
+#                a random seed, printed; FUZZ_SEED=N repeats a run)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -19,7 +22,7 @@ export CARGO_TERM_PROGRESS_WHEN ?= never
 # archive this machine's apt configuration names (scripts/lib-apt.sh).
 MIRROR ?= $(shell . scripts/lib-apt.sh && debian_mirror)
 
-.PHONY: node build test e2e boot lint bench deps fixtures
+.PHONY: node build test e2e boot lint bench fuzz deps fixtures
 
 build:
 	$(CARGO) build --release
@@ -58,3 +61,9 @@ lint:
 
 bench: deps fixtures build
 	scripts/bench
+
+FUZZ_ITERS ?= 50000
+FUZZ_SEED ?= $(shell date +%s)
+fuzz:
+	NODEIMG_FUZZ_ITERS=$(FUZZ_ITERS) NODEIMG_FUZZ_SEED=$(FUZZ_SEED) \
+		$(CARGO) test -p nodeimg --lib fuzz -- --nocapture

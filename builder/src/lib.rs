@@ -17,6 +17,8 @@ pub mod build;
 pub mod cli;
 pub mod deb;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod inputs;
 pub mod inspect;
 pub mod lint;

@@ -924,7 +924,7 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap as Map;
 
@@ -946,7 +946,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Lock {
+    pub(crate) fn sample() -> Lock {
         Lock::new(
             "amd64",
             vec![

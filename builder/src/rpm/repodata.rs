@@ -425,7 +425,7 @@ fn attr(e: &BytesStart, key: &str, file: &str) -> Result<Option<String>, Metadat
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) const REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
