@@ -432,6 +432,12 @@ impl Resolver<'_> {
                 Err(located(file, key, m, h))
             }
             Err(ExpandError::Syntax(m)) => Err(located(file, key, m, None)),
+            Err(e @ ExpandError::TooLong) => Err(located(
+                file,
+                key,
+                e.to_string(),
+                Some("check the variables this value names, and what they name in turn".into()),
+            )),
         }
     }
 

@@ -14,13 +14,25 @@ pub enum ExpandError {
     /// `${` without a closing `}`, or a name with characters outside
     /// `A-Za-z0-9_.-`.
     Syntax(String),
+    /// The expansion is longer than [`MAX_EXPANDED`] bytes.
+    TooLong,
 }
+
+/// The longest string an expansion may produce: far more than any recipe
+/// value needs, and a bound on what a few variables that double each other
+/// can cost.
+pub const MAX_EXPANDED: usize = 1 << 20;
 
 impl std::fmt::Display for ExpandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExpandError::Undefined(n) => write!(f, "undefined variable `{n}`"),
             ExpandError::Syntax(m) => write!(f, "{m}"),
+            ExpandError::TooLong => write!(
+                f,
+                "expands to more than {} KiB; variables that repeat each other grow without bound",
+                MAX_EXPANDED >> 10
+            ),
         }
     }
 }
@@ -63,6 +75,7 @@ where
                 )));
             }
             match lookup(name)? {
+                Some(v) if out.len() + v.len() > MAX_EXPANDED => return Err(ExpandError::TooLong),
                 Some(v) => out.push_str(&v),
                 None => return Err(ExpandError::Undefined(name.to_string())),
             }
@@ -177,6 +190,21 @@ mod tests {
         );
         assert!(matches!(expand("${a", &v), Err(ExpandError::Syntax(_))));
         assert!(matches!(expand("${a b}", &v), Err(ExpandError::Syntax(_))));
+    }
+
+    #[test]
+    fn expansions_are_bounded() {
+        let mut v = BTreeMap::new();
+        v.insert("half".to_string(), "x".repeat(MAX_EXPANDED / 2));
+        assert_eq!(expand("${half}${half}", &v).unwrap().len(), MAX_EXPANDED);
+        assert_eq!(
+            expand("${half}${half}y", &v).unwrap().len(),
+            MAX_EXPANDED + 1
+        );
+        assert_eq!(
+            expand("${half}${half}${half}", &v),
+            Err(ExpandError::TooLong)
+        );
     }
 
     #[test]

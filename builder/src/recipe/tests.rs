@@ -368,6 +368,17 @@ fn undefined_variable() {
     )]);
     let e = recipe_err(load_expand(&d, &[]));
     assert!(e.message.contains("a -> b -> a"), "{}", e.message);
+
+    // Variables that double each other: refused once a value passes the
+    // bound, at the variable that passes it, in linear time.
+    let mut text = "[image]\nname = \"n\"\n[vars]\nv0 = \"xx\"\n".to_string();
+    for i in 1..=30 {
+        text.push_str(&format!("v{i} = \"${{v{}}}${{v{}}}\"\n", i - 1, i - 1));
+    }
+    let d = folder(&[("r/recipe.toml", &text)]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("vars.v20"), "{}", e.message);
+    assert!(e.message.contains("more than 1024 KiB"), "{}", e.message);
 }
 
 #[test]
