@@ -287,8 +287,9 @@ fn read(view: &dyn RootView, path: &str) -> Result<Option<AccountFile>, Accounts
     }
     let bytes = view.read_raw(&resolved).ok_or_else(|| {
         err(format!(
-            "the image lists it ({size} bytes) but its content cannot be read; the base image \
-             is damaged (e.g. a hard link to a missing file)"
+            "the image lists it ({size} bytes) but its content cannot be read (e.g. a hard \
+             link to a file whose bytes are missing or not kept); store it as a regular file in \
+             the base image"
         ))
     })?;
     let text = String::from_utf8(bytes)

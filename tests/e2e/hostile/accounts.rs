@@ -159,6 +159,8 @@ struct BaseFile<'a> {
     size: u64,
     mode: u32,
     gid: u64,
+    /// A hard link to this path instead of a file.
+    link: Option<&'a str>,
 }
 
 fn file<'a>(path: &'a str, content: &'a [u8]) -> BaseFile<'a> {
@@ -168,6 +170,7 @@ fn file<'a>(path: &'a str, content: &'a [u8]) -> BaseFile<'a> {
         size: content.len() as u64,
         mode: 0o644,
         gid: 0,
+        link: None,
     }
 }
 
@@ -202,14 +205,21 @@ fn base_tar(dir: &Path, name: &str, empty_dirs: &[&str], files: Vec<BaseFile<'_>
     }
     for f in files {
         let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(f.mode);
         h.set_uid(0);
         h.set_gid(f.gid);
         h.set_mtime(0);
-        h.set_size(f.size);
-        b.append_data(&mut h, f.path.trim_start_matches('/'), f.content)
-            .expect("append file");
+        let path = f.path.trim_start_matches('/');
+        if let Some(target) = f.link {
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, path, target.trim_start_matches('/'))
+                .expect("append hard link");
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(f.size);
+            b.append_data(&mut h, path, f.content).expect("append file");
+        }
     }
     b.finish().expect("finish base tar");
     tar
@@ -445,6 +455,7 @@ fn a_passwd_over_the_hard_bound_is_an_error_naming_it() {
         size,
         mode: 0o644,
         gid: 0,
+        link: None,
     });
     let base = base_tar(dir, "base-huge", &[], files);
     let (r, out) = build_deb(dir, &base, "acct-clean", "huge");
@@ -458,6 +469,34 @@ fn a_passwd_over_the_hard_bound_is_an_error_naming_it() {
     );
     assert!(!out.exists());
     let _ = fs::remove_file(&base);
+}
+
+#[test]
+fn a_passwd_whose_bytes_are_not_available_is_an_error_not_an_empty_file() {
+    if !deb_tools() {
+        return;
+    }
+    let t = temp_dir("hostile-accounts-link");
+    let dir = t.path();
+    // /etc/passwd is a hard link to a file whose bytes the base index does
+    // not keep: listed, no content.
+    let mut files = debian_files();
+    files.push(file("/srv/accounts/passwd.master", BASE_PASSWD.as_bytes()));
+    files.push(BaseFile {
+        link: Some("/srv/accounts/passwd.master"),
+        ..file("/etc/passwd", b"")
+    });
+    let base = base_tar(dir, "base-link", &[], files);
+    let (r, out) = build_deb(dir, &base, "acct-clean", "link");
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains(&format!(
+            "/etc/passwd in the image: the image lists it ({} bytes) but its content cannot be read",
+            BASE_PASSWD.len()
+        )),
+        "{r}"
+    );
+    assert!(!out.exists());
 }
 
 fn rpm_tools() -> bool {
