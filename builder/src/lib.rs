@@ -12,6 +12,7 @@
 //!                         written to an OCI layout, OCI archive or rootfs tar, atomically
 //! ```
 
+pub mod accounts;
 pub mod base;
 pub mod build;
 pub mod cli;

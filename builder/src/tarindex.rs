@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 /// Files whose bytes the view keeps (when at most [`KEEP_MAX`] bytes):
 /// exact paths, and folders (ending in `/`) whose whole content is kept.
+/// The account files ([`crate::accounts::FILES`]) are kept too, up to
+/// [`crate::accounts::FILE_MAX`].
 pub const KEEP_PATHS: &[&str] = &[
     "/etc/os-release",
     "/usr/lib/os-release",
@@ -23,8 +25,6 @@ pub const KEEP_PATHS: &[&str] = &[
     "/run/systemd/",
     "/var/lib/dpkg/status",
     "/var/lib/dpkg/status.d/",
-    "/etc/passwd",
-    "/etc/group",
     "/var/lib/rpm/",
     "/etc/yum.repos.d/",
     "/etc/zypp/repos.d/",
@@ -42,6 +42,9 @@ pub const RPMDB_KEEP_MAX: u64 = 128 << 20;
 pub fn keeps(path: &str, size: u64) -> bool {
     if path.starts_with("/var/lib/rpm/") {
         return size <= RPMDB_KEEP_MAX;
+    }
+    if crate::accounts::FILES.contains(&path) {
+        return size <= crate::accounts::FILE_MAX;
     }
     size <= KEEP_MAX
         && KEEP_PATHS.iter().any(|k| {
@@ -462,5 +465,17 @@ mod tests {
         assert!(!keeps("/etc/os-release.bak", 10));
         assert!(!keeps("/etc/systemd/big", KEEP_MAX + 1));
         assert!(!keeps("/usr/bin/ls", 10));
+    }
+
+    #[test]
+    fn account_files_are_kept_past_keep_max() {
+        use crate::accounts::FILE_MAX;
+        for f in ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"] {
+            assert!(keeps(f, 0));
+            assert!(keeps(f, KEEP_MAX + 1), "{f}");
+            assert!(keeps(f, FILE_MAX), "{f}");
+            assert!(!keeps(f, FILE_MAX + 1), "{f}");
+        }
+        assert!(!keeps("/etc/passwd-", 10));
     }
 }

@@ -35,12 +35,12 @@
 //!
 //! * system users and groups created with `adduser --system`, `addgroup
 //!   --system`, `groupadd -r` and `useradd -r` (docker's `docker` group) are
-//!   added to `/etc/group` and `/etc/passwd` (and `/etc/gshadow`,
-//!   `/etc/shadow` when the image has them), unless the image already has
-//!   them, with the first free id in 100-999 (adduser's system range), so
-//!   the same inputs always give the same ids; `preinst` effects are
-//!   applied before the package's files are unpacked, `postinst` effects
-//!   after;
+//!   added by [`crate::accounts`] (validated; `/etc/group`, `/etc/passwd`,
+//!   and locked entries in `/etc/gshadow` and `/etc/shadow` when the image
+//!   has them), unless the image already has them, with the first free id
+//!   in 100-999 (adduser's system range, [`IdRule::ADDUSER`]), so the same
+//!   inputs always give the same ids; `preinst` effects are applied before
+//!   the package's files are unpacked, `postinst` effects after;
 //! * `update-alternatives --install` calls are applied: the
 //!   `/var/lib/dpkg/alternatives/<name>` file and the `/etc/alternatives`
 //!   links, as update-alternatives writes them in auto mode;
@@ -73,14 +73,13 @@ use serde::Serialize;
 use super::control::{self, MultiArch, Stanza, Syntax};
 use super::debfile::{Deb, DebError, EntryKind};
 use super::resolve::Planned;
-use super::scripts::{self, AlternativeSpec, Effect, GroupSpec, PrimaryGroup, UserSpec};
+use super::scripts::{self, AlternativeSpec, Effect, Located};
+use crate::accounts::{Accounts, AccountsError, IdRule, Request};
 
 const STATUS: &str = "/var/lib/dpkg/status";
 const INFO: &str = "/var/lib/dpkg/info";
 const ALTERNATIVES_DB: &str = "/var/lib/dpkg/alternatives";
 const ALTERNATIVES_DIR: &str = "/etc/alternatives";
-const FIRST_SYSTEM_ID: u32 = 100;
-const LAST_SYSTEM_ID: u32 = 999;
 
 /// The fields dpkg knows, in the order it writes them to the status file;
 /// other fields follow in the order of the package's control file.
@@ -193,7 +192,11 @@ pub enum InstallError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// The image's own files (dpkg status, passwd, alternatives) are unusable.
+    /// A script asks for an account that cannot be added, or the image's
+    /// account files are unusable.
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    /// The image's own files (dpkg status, alternatives) are unusable.
     #[error("{path} in the image: {message}")]
     Image {
         /// Image path.
@@ -399,7 +402,7 @@ pub fn install(
         view,
         tree: FileTree::new(),
         owner: BTreeMap::new(),
-        accounts: Accounts::read(view)?,
+        accounts: Accounts::read(view, IdRule::ADDUSER)?,
         overrides: read_statoverride(view),
         report: InstallReport::default(),
         alternatives: BTreeMap::new(),
@@ -422,7 +425,7 @@ pub fn install(
     }
     let shared = Origin::new("packages", key_prefix);
     st.finish_alternatives(&shared)?;
-    st.accounts.write(&mut st.tree, &shared)?;
+    st.accounts.write(&mut st.tree, &shared);
     for p in std::mem::take(&mut st.stale_info) {
         if !st.info_written.contains(&p) {
             st.tree.replace(p, Node::whiteout(shared.clone()));
@@ -555,11 +558,11 @@ impl State<'_> {
             let effects = scan.effects;
             if script == "preinst" {
                 for e in &effects {
-                    applied.push(self.apply(e, &bin.name, origin)?);
+                    applied.push(self.apply(e, &label, script, &bin.name, origin)?);
                 }
             } else {
-                applied.extend(effects.iter().map(describe_effect));
-                post_effects.extend(effects);
+                applied.extend(effects.iter().map(|e| describe_effect(&e.effect)));
+                post_effects.extend(effects.into_iter().map(|e| (script, e)));
             }
             not_run.push(ScriptNotRun {
                 package: bin.name.clone(),
@@ -590,20 +593,22 @@ impl State<'_> {
             landed_of.insert(deb_path.clone(), landed.clone());
             let mut meta = Meta {
                 mode: entry.mode & 0o7777,
-                uid: self
-                    .accounts
-                    .uid(entry.uname.as_deref())
+                uid: entry
+                    .uname
+                    .as_deref()
+                    .and_then(|n| self.accounts.uid(n))
                     .unwrap_or_else(|| u32::try_from(entry.uid).unwrap_or(0)),
-                gid: self
-                    .accounts
-                    .gid(entry.gname.as_deref())
+                gid: entry
+                    .gname
+                    .as_deref()
+                    .and_then(|n| self.accounts.gid(n))
                     .unwrap_or_else(|| u32::try_from(entry.gid).unwrap_or(0)),
             };
             if let Some((user, group, mode)) = self.overrides.get(deb_path.as_str()) {
                 let by =
                     |v: &str, named: Option<u32>| v.strip_prefix('#').and_then(id_of).or(named);
-                meta.uid = by(user, self.accounts.uid(Some(user))).unwrap_or(meta.uid);
-                meta.gid = by(group, self.accounts.gid(Some(group))).unwrap_or(meta.gid);
+                meta.uid = by(user, self.accounts.uid(user)).unwrap_or(meta.uid);
+                meta.gid = by(group, self.accounts.gid(group)).unwrap_or(meta.gid);
                 meta.mode = *mode;
             }
             let kind = match &entry.kind {
@@ -821,8 +826,8 @@ impl State<'_> {
         }
 
         // Post-unpack effects.
-        for e in &post_effects {
-            self.apply(e, &bin.name, origin)?;
+        for (script, e) in &post_effects {
+            self.apply(e, &label, script, &bin.name, origin)?;
         }
         self.report.scripts_not_run.extend(not_run);
 
@@ -944,16 +949,26 @@ impl State<'_> {
         }
     }
 
-    /// Applies (or records) one effect; returns how it is described in the report.
+    /// Applies (or records) one effect of `script` of the package `label`
+    /// (`name=version`) named `package`; returns how it is described in the
+    /// report.
     fn apply(
         &mut self,
-        e: &Effect,
+        located: &Located,
+        label: &str,
+        script: &str,
         package: &str,
         origin: &Origin,
     ) -> Result<String, InstallError> {
+        let who = Request {
+            package: label,
+            script,
+            line: located.line,
+        };
+        let e = &located.effect;
         match e {
             Effect::Group(g) => {
-                if let Some(id) = self.accounts.add_group(g)? {
+                if let Some(id) = self.accounts.add_group(g, &who)? {
                     self.report.groups_added.push(AccountAdded {
                         name: g.name.clone(),
                         id,
@@ -962,8 +977,9 @@ impl State<'_> {
                 }
             }
             Effect::User(u) => {
-                if let Some((uid, gid, own)) = self.accounts.add_user(u)? {
-                    if let Some(g) = own {
+                if let Some(added) = self.accounts.add_user(u, &who)? {
+                    let (uid, gid) = (added.uid, added.gid);
+                    if let Some(g) = added.own_group {
                         self.report.groups_added.push(AccountAdded {
                             name: u.name.clone(),
                             id: g,
@@ -1313,203 +1329,6 @@ impl StatusDb {
             out.push('\n');
         }
         out.into_bytes()
-    }
-}
-
-/// An account file of the image.
-struct AccountFile {
-    path: ImagePath,
-    meta: Meta,
-    text: String,
-    changed: bool,
-}
-
-impl AccountFile {
-    fn read(view: &dyn RootView, path: &str) -> Result<Option<Self>, InstallError> {
-        let p = ipath(path)?;
-        let resolved = view.resolve(&p);
-        let Some(bytes) = view.read_raw(&resolved) else {
-            return Ok(None);
-        };
-        let text = String::from_utf8(bytes).map_err(|_| InstallError::Image {
-            path: path.into(),
-            message: "is not UTF-8".into(),
-        })?;
-        let meta = view.stat(&resolved).map_or(Meta::FILE, |s| s.meta);
-        Ok(Some(AccountFile {
-            path: resolved,
-            meta,
-            text,
-            changed: false,
-        }))
-    }
-
-    fn append(&mut self, line: &str) {
-        if !self.text.is_empty() && !self.text.ends_with('\n') {
-            self.text.push('\n');
-        }
-        self.text.push_str(line);
-        self.text.push('\n');
-        self.changed = true;
-    }
-
-    /// (name, id) of each entry (third field).
-    fn entries(&self) -> Vec<(String, u32)> {
-        self.text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?.to_string();
-                let id = f.nth(1)?.parse().ok()?;
-                Some((name, id))
-            })
-            .collect()
-    }
-}
-
-/// `/etc/group`, `/etc/passwd` and their shadows.
-struct Accounts {
-    group: AccountFile,
-    passwd: AccountFile,
-    gshadow: Option<AccountFile>,
-    shadow: Option<AccountFile>,
-}
-
-impl Accounts {
-    fn read(view: &dyn RootView) -> Result<Self, InstallError> {
-        let blank = |p: &str| -> Result<AccountFile, InstallError> {
-            Ok(AccountFile {
-                path: view.resolve(&ipath(p)?),
-                meta: Meta::FILE,
-                text: String::new(),
-                changed: false,
-            })
-        };
-        Ok(Accounts {
-            group: match AccountFile::read(view, "/etc/group")? {
-                Some(f) => f,
-                None => blank("/etc/group")?,
-            },
-            passwd: match AccountFile::read(view, "/etc/passwd")? {
-                Some(f) => f,
-                None => blank("/etc/passwd")?,
-            },
-            gshadow: AccountFile::read(view, "/etc/gshadow")?,
-            shadow: AccountFile::read(view, "/etc/shadow")?,
-        })
-    }
-
-    fn uid(&self, name: Option<&str>) -> Option<u32> {
-        let name = name?;
-        self.passwd
-            .entries()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| id)
-    }
-
-    fn gid(&self, name: Option<&str>) -> Option<u32> {
-        let name = name?;
-        self.group
-            .entries()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| id)
-    }
-
-    fn free(file: &AccountFile, what: &str) -> Result<u32, InstallError> {
-        let used: BTreeSet<u32> = file.entries().into_iter().map(|(_, id)| id).collect();
-        (FIRST_SYSTEM_ID..=LAST_SYSTEM_ID)
-            .find(|i| !used.contains(i))
-            .ok_or_else(|| InstallError::Image {
-                path: file.path.to_string(),
-                message: format!(
-                    "no free system {what} id left in {FIRST_SYSTEM_ID}-{LAST_SYSTEM_ID}"
-                ),
-            })
-    }
-
-    /// Adds a group unless it exists; returns its new id.
-    fn add_group(&mut self, g: &GroupSpec) -> Result<Option<u32>, InstallError> {
-        if self.gid(Some(&g.name)).is_some() {
-            return Ok(None);
-        }
-        let id = match g.gid {
-            Some(id) => id,
-            None => Self::free(&self.group, "group")?,
-        };
-        self.group.append(&format!("{}:x:{id}:", g.name));
-        if let Some(s) = &mut self.gshadow {
-            s.append(&format!("{}:!::", g.name));
-        }
-        Ok(Some(id))
-    }
-
-    /// Adds a user unless it exists; returns (uid, gid, id of its own new group).
-    fn add_user(&mut self, u: &UserSpec) -> Result<Option<(u32, u32, Option<u32>)>, InstallError> {
-        if self.uid(Some(&u.name)).is_some() {
-            return Ok(None);
-        }
-        let uid = match u.uid {
-            Some(id) => id,
-            None => Self::free(&self.passwd, "user")?,
-        };
-        let (gid, own) = match &u.group {
-            PrimaryGroup::Own => match self.gid(Some(&u.name)) {
-                Some(g) => (g, None),
-                None => {
-                    let g = self
-                        .add_group(&GroupSpec {
-                            name: u.name.clone(),
-                            gid: None,
-                        })?
-                        .unwrap_or(0);
-                    (g, Some(g))
-                }
-            },
-            PrimaryGroup::Named(n) => match self.gid(Some(n)) {
-                Some(g) => (g, None),
-                None if n == "nogroup" => (65534, None),
-                None => {
-                    return Err(InstallError::Image {
-                        path: self.group.path.to_string(),
-                        message: format!(
-                            "user {} is to be created in group {n}, which the image does not have",
-                            u.name
-                        ),
-                    })
-                }
-            },
-            PrimaryGroup::Id(g) => (*g, None),
-        };
-        self.passwd.append(&format!(
-            "{}:x:{uid}:{gid}:{}:{}:{}",
-            u.name, u.gecos, u.home, u.shell
-        ));
-        if let Some(s) = &mut self.shadow {
-            s.append(&format!("{}:!:::::::", u.name));
-        }
-        Ok(Some((uid, gid, own)))
-    }
-
-    fn write(&self, tree: &mut FileTree, origin: &Origin) -> Result<(), InstallError> {
-        for f in [
-            Some(&self.group),
-            Some(&self.passwd),
-            self.gshadow.as_ref(),
-            self.shadow.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if f.changed {
-                tree.replace(
-                    f.path.clone(),
-                    Node::file(f.text.clone(), origin.clone()).with_meta(f.meta),
-                );
-            }
-        }
-        Ok(())
     }
 }
 
@@ -2336,53 +2155,6 @@ mod tests {
             e.to_string()
                 .starts_with("/var/lib/dpkg/status in the image: line 3:"),
             "{e}"
-        );
-    }
-
-    #[test]
-    fn users_get_the_next_free_system_ids() {
-        let view = MemView::new()
-            .file(
-                "/etc/passwd",
-                "root:x:0:0:root:/root:/bin/bash\nsvc:x:100:100::/:/bin/false\n",
-            )
-            .file("/etc/group", "root:x:0:\nsvc:x:100:\nnogroup:x:65534:\n")
-            .file("/etc/shadow", "root:*:19000:0:99999:7:::\n");
-        let mut acc = Accounts::read(&view).unwrap();
-        let spec = |name: &str, group| UserSpec {
-            name: name.into(),
-            uid: None,
-            group,
-            home: "/nonexistent".into(),
-            shell: "/usr/sbin/nologin".into(),
-            gecos: String::new(),
-            create_home: false,
-        };
-        assert_eq!(
-            acc.add_user(&spec("foo", PrimaryGroup::Own)).unwrap(),
-            Some((101, 101, Some(101)))
-        );
-        assert_eq!(
-            acc.add_user(&spec("bar", PrimaryGroup::Named("nogroup".into())))
-                .unwrap(),
-            Some((102, 65534, None))
-        );
-        assert_eq!(acc.add_user(&spec("svc", PrimaryGroup::Own)).unwrap(), None);
-        assert!(acc
-            .add_user(&spec("baz", PrimaryGroup::Named("nosuch".into())))
-            .is_err());
-        assert_eq!(
-            acc.passwd.text,
-            "root:x:0:0:root:/root:/bin/bash\nsvc:x:100:100::/:/bin/false\nfoo:x:101:101::/nonexistent:/usr/sbin/nologin\nbar:x:102:65534::/nonexistent:/usr/sbin/nologin\n"
-        );
-        assert_eq!(
-            acc.shadow.as_ref().unwrap().text,
-            "root:*:19000:0:99999:7:::\nfoo:!:::::::\nbar:!:::::::\n"
-        );
-        assert!(acc.gshadow.is_none());
-        assert_eq!(
-            acc.group.text,
-            "root:x:0:\nsvc:x:100:\nnogroup:x:65534:\nfoo:x:101:\n"
         );
     }
 

@@ -79,12 +79,21 @@ pub enum Effect {
     SystemdEnable(String),
 }
 
+/// An effect with the line of the script that asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The line (from 1) where the command starts.
+    pub line: usize,
+    /// What the command does.
+    pub effect: Effect,
+}
+
 /// What a script scan found: the recognised effects, and the calls of the
 /// recognised commands that could not be taken literally.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scan {
-    /// Effects, in script order.
-    pub effects: Vec<Effect>,
+    /// Effects, in script order, with their lines.
+    pub effects: Vec<Located>,
     /// Calls of user, group, alternatives or unit commands that were not
     /// understood (variables, unknown options), as written.
     pub not_understood: Vec<String>,
@@ -104,7 +113,7 @@ impl fmt::Display for Effect {
 /// Scans a maintainer script.
 pub fn scan(script: &str) -> Scan {
     let mut out = Scan::default();
-    for words in commands(script) {
+    for (line, words) in commands(script) {
         let Some(first) = words.first() else { continue };
         let cmd = first.rsplit('/').next().unwrap_or(first);
         let args = &words[1..];
@@ -134,7 +143,9 @@ pub fn scan(script: &str) -> Scan {
             Parsed::NotUnderstood
         };
         match parsed {
-            Parsed::Effects(e) => out.effects.extend(e),
+            Parsed::Effects(e) => out
+                .effects
+                .extend(e.into_iter().map(|effect| Located { line, effect })),
             Parsed::Ignore => {}
             Parsed::NotUnderstood => out.not_understood.push(words.join(" ")),
         }
@@ -475,74 +486,120 @@ const KEYWORDS: &[&str] = &[
     "exec", "command", "time",
 ];
 
-/// The simple commands of a script: words after shell keywords and
-/// variable assignments, redirections removed.
-fn commands(script: &str) -> Vec<Vec<String>> {
+/// The characters of a script, counting lines.
+struct Chars<'a> {
+    inner: std::iter::Peekable<std::str::Chars<'a>>,
+    /// The line (from 1) of the next character.
+    line: usize,
+}
+
+impl Iterator for Chars<'_> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.inner.next()?;
+        if c == '\n' {
+            self.line += 1;
+        }
+        Some(c)
+    }
+}
+
+impl Chars<'_> {
+    fn peek(&mut self) -> Option<&char> {
+        self.inner.peek()
+    }
+}
+
+/// A word being read, with the line it starts on.
+#[derive(Default)]
+struct Word {
+    text: String,
+    line: usize,
+    started: bool,
+}
+
+impl Word {
+    /// Marks the word started (at `line`) if it is not yet.
+    fn start(&mut self, line: usize) {
+        if !self.started {
+            self.started = true;
+            self.line = line;
+        }
+    }
+}
+
+/// The simple commands of a script with the line each starts on: words
+/// after shell keywords and variable assignments, redirections removed.
+fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
+    let mut words: Vec<(String, usize)> = Vec::new();
+    let mut word = Word::default();
     let mut skip_next_word = false;
-    let mut chars = script.chars().peekable();
-    let end_word =
-        |word: &mut String, in_word: &mut bool, words: &mut Vec<String>, skip: &mut bool| {
-            if *in_word {
-                if *skip {
-                    *skip = false;
-                } else {
-                    words.push(std::mem::take(word));
-                }
-                word.clear();
-                *in_word = false;
+    let mut chars = Chars {
+        inner: script.chars().peekable(),
+        line: 1,
+    };
+    let end_word = |word: &mut Word, words: &mut Vec<(String, usize)>, skip: &mut bool| {
+        if word.started {
+            if *skip {
+                *skip = false;
+            } else {
+                words.push((std::mem::take(&mut word.text), word.line));
             }
-        };
-    let end_cmd = |words: &mut Vec<String>, out: &mut Vec<Vec<String>>| {
-        let mut w: Vec<String> = std::mem::take(words);
-        let start = w
-            .iter()
-            .position(|x| !KEYWORDS.contains(&x.as_str()) && !is_assignment(x))
-            .unwrap_or(w.len());
-        w.drain(..start);
-        if !w.is_empty() {
-            out.push(w);
+            *word = Word::default();
         }
     };
-    while let Some(c) = chars.next() {
+    let end_cmd = |words: &mut Vec<(String, usize)>, out: &mut Vec<(usize, Vec<String>)>| {
+        let mut w = std::mem::take(words);
+        let start = w
+            .iter()
+            .position(|(x, _)| !KEYWORDS.contains(&x.as_str()) && !is_assignment(x))
+            .unwrap_or(w.len());
+        w.drain(..start);
+        if let Some((_, line)) = w.first() {
+            let line = *line;
+            out.push((line, w.into_iter().map(|(x, _)| x).collect()));
+        }
+    };
+    loop {
+        let line = chars.line;
+        let Some(c) = chars.next() else { break };
         match c {
             '\\' => match chars.next() {
                 Some('\n') | None => {}
                 Some(n) => {
-                    word.push(n);
-                    in_word = true;
+                    word.start(line);
+                    word.text.push(n);
                 }
             },
             '\'' => {
-                in_word = true;
+                word.start(line);
                 for n in chars.by_ref() {
                     if n == '\'' {
                         break;
                     }
-                    word.push(n);
+                    word.text.push(n);
                 }
             }
             '"' => {
-                in_word = true;
+                word.start(line);
                 while let Some(n) = chars.next() {
                     match n {
                         '"' => break,
                         '\\' => match chars.next() {
                             Some('\n') | None => {}
-                            Some(m) if "$`\"\\".contains(m) => word.push(m),
+                            Some(m) if "$`\"\\".contains(m) => word.text.push(m),
                             Some(m) => {
-                                word.push('\\');
-                                word.push(m);
+                                word.text.push('\\');
+                                word.text.push(m);
                             }
                         },
-                        m => word.push(m),
+                        m => word.text.push(m),
                     }
                 }
             }
-            '#' if !in_word => {
+            '#' if !word.started => {
                 for n in chars.by_ref() {
                     if n == '\n' {
                         break;
@@ -552,31 +609,30 @@ fn commands(script: &str) -> Vec<Vec<String>> {
             }
             '<' | '>' => {
                 // A file descriptor number written before the operator.
-                if in_word && word.chars().all(|d| d.is_ascii_digit()) {
-                    word.clear();
-                    in_word = false;
+                if word.started && word.text.chars().all(|d| d.is_ascii_digit()) {
+                    word = Word::default();
                 }
-                end_word(&mut word, &mut in_word, &mut words, &mut skip_next_word);
+                end_word(&mut word, &mut words, &mut skip_next_word);
                 if chars.peek() == Some(&'&') || chars.peek() == Some(&c) {
                     chars.next();
                 }
                 skip_next_word = true;
             }
             ';' | '&' | '|' | '\n' | '(' | ')' => {
-                end_word(&mut word, &mut in_word, &mut words, &mut skip_next_word);
+                end_word(&mut word, &mut words, &mut skip_next_word);
                 skip_next_word = false;
                 end_cmd(&mut words, &mut out);
             }
             c if c.is_whitespace() => {
-                end_word(&mut word, &mut in_word, &mut words, &mut skip_next_word);
+                end_word(&mut word, &mut words, &mut skip_next_word);
             }
             c => {
-                word.push(c);
-                in_word = true;
+                word.start(line);
+                word.text.push(c);
             }
         }
     }
-    end_word(&mut word, &mut in_word, &mut words, &mut skip_next_word);
+    end_word(&mut word, &mut words, &mut skip_next_word);
     end_cmd(&mut words, &mut out);
     out
 }
@@ -597,7 +653,35 @@ mod tests {
     use super::*;
 
     fn words(s: &str) -> Vec<Vec<String>> {
-        commands(s)
+        commands(s).into_iter().map(|(_, w)| w).collect()
+    }
+
+    fn effects(s: &Scan) -> Vec<Effect> {
+        s.effects.iter().map(|l| l.effect.clone()).collect()
+    }
+
+    #[test]
+    fn effects_carry_the_line_their_command_starts_on() {
+        let s = scan(
+            "#!/bin/sh\nset -e\n# a comment\nif true; then\n  echo 'two\nlines'\n  addgroup --system a\nfi\nadduser --system \\\n  --group b\nx=1 useradd -r \"c\nd\" ; groupadd -r e\n",
+        );
+        let lines: Vec<(usize, String)> = s
+            .effects
+            .iter()
+            .map(|l| (l.line, l.effect.to_string()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (7, "system group a".to_string()),
+                (9, "system user b".to_string()),
+                (11, "system user c\nd".to_string()),
+                (12, "system group e".to_string()),
+            ]
+        );
+        let c = commands("a\n\n  b 'x\ny' c\nd");
+        let starts: Vec<usize> = c.iter().map(|(l, _)| *l).collect();
+        assert_eq!(starts, [1, 3, 5]);
     }
 
     #[test]
@@ -625,7 +709,7 @@ mod tests {
             "#!/bin/sh\nset -e\ncase \"$1\" in\n  configure)\n    if [ -z \"$2\" ] && ! getent group docker > /dev/null; then\n      addgroup --system docker\n    fi\n  ;;\nesac\nif deb-systemd-helper --quiet was-enabled 'docker.service'; then\n  deb-systemd-helper enable 'docker.service' 'docker.socket' >/dev/null || true\nfi\n",
         );
         assert_eq!(
-            s.effects,
+            effects(&s),
             [
                 Effect::Group(GroupSpec {
                     name: "docker".into(),
@@ -638,7 +722,7 @@ mod tests {
         assert!(s.not_understood.is_empty());
         let s = scan("if ! getent group docker >/dev/null; then groupadd --system docker; fi\n");
         assert_eq!(
-            s.effects,
+            effects(&s),
             [Effect::Group(GroupSpec {
                 name: "docker".into(),
                 gid: None
@@ -652,7 +736,7 @@ mod tests {
             "adduser --system --group --home /var/lib/foo --no-create-home --gecos 'Foo daemon' foo\nuseradd -r -g nogroup -s /bin/false -d /run/bar bar\n/usr/bin/update-alternatives --quiet --install /usr/sbin/iptables iptables /usr/sbin/iptables-legacy 10 \\\n --slave /usr/sbin/iptables-save iptables-save /usr/sbin/iptables-legacy-save\n",
         );
         assert_eq!(
-            s.effects,
+            effects(&s),
             [
                 Effect::User(UserSpec {
                     name: "foo".into(),

@@ -9,8 +9,10 @@
 //!   refused.
 //! - **Scriptlets** are never run. Like the apt backend they are read for
 //!   the effects that can be applied declaratively: system groups and users
-//!   (`groupadd -r`, `useradd -r`) are added to `/etc/group` and
-//!   `/etc/passwd`; every scriptlet (and trigger) that was not run is
+//!   (`groupadd -r`, `useradd -r`) are added by [`crate::accounts`]
+//!   (validated; `/etc/group`, `/etc/passwd`, and locked entries in
+//!   `/etc/gshadow` and `/etc/shadow` when the image has them) with ids
+//!   picked as shadow's `useradd -r` does ([`IdRule::USERADD`]); every scriptlet (and trigger) that was not run is
 //!   reported, with the units it would have preset or enabled, which the
 //!   recipe enables with its `systemd` item.
 //! - **Register**: the rpm database is written by rpm itself
@@ -28,6 +30,7 @@ use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootVie
 
 use super::resolve::Planned;
 use super::rpmfile::{tag, RpmFile, FILE_CONFIG, FILE_GHOST};
+use crate::accounts::{Accounts, AccountsError, IdRule, Request};
 use crate::deb::scripts::{self, Effect};
 
 /// A downloaded, verified package to install.
@@ -115,103 +118,21 @@ impl From<super::rpmfile::RpmError> for InstallError {
     }
 }
 
-/// `/etc/passwd` or `/etc/group` as the layer leaves them.
-#[derive(Debug, Clone)]
-struct Accounts {
-    passwd: String,
-    group: String,
-    changed: bool,
+impl From<AccountsError> for InstallError {
+    fn from(e: AccountsError) -> Self {
+        InstallError(e.to_string())
+    }
 }
 
-fn ids(text: &str) -> BTreeMap<String, (u32, u32)> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            let id = f.get(2)?.parse().ok()?;
-            let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(id);
-            Some((f.first()?.to_string(), (id, gid)))
-        })
-        .collect()
+/// The id of the user `name`: root is 0 even when the image has no
+/// `/etc/passwd`, as rpm takes it.
+fn owner_uid(accounts: &Accounts, name: &str) -> Option<u32> {
+    accounts.uid(name).or((name == "root").then_some(0))
 }
 
-impl Accounts {
-    fn read(view: &dyn RootView) -> Accounts {
-        Accounts {
-            passwd: view.read_text("/etc/passwd").unwrap_or_default(),
-            group: view.read_text("/etc/group").unwrap_or_default(),
-            changed: false,
-        }
-    }
-
-    fn uid(&self, name: &str) -> Option<u32> {
-        if name == "root" {
-            return Some(0);
-        }
-        ids(&self.passwd).get(name).map(|v| v.0)
-    }
-
-    fn gid(&self, name: &str) -> Option<u32> {
-        if name == "root" {
-            return Some(0);
-        }
-        ids(&self.group).get(name).map(|v| v.0)
-    }
-
-    /// A free system id, from 999 down (as `useradd -r` picks them).
-    fn free(text: &str) -> Option<u32> {
-        let used: Vec<u32> = ids(text).values().map(|v| v.0).collect();
-        (100..1000).rev().find(|i| !used.contains(i))
-    }
-
-    fn add_group(&mut self, name: &str, gid: Option<u32>) -> Result<Option<u32>, InstallError> {
-        if self.gid(name).is_some() {
-            return Ok(None);
-        }
-        let gid = match gid {
-            Some(g) => g,
-            None => Self::free(&self.group)
-                .ok_or_else(|| InstallError("no free system group id".into()))?,
-        };
-        if !self.group.is_empty() && !self.group.ends_with('\n') {
-            self.group.push('\n');
-        }
-        self.group.push_str(&format!("{name}:x:{gid}:\n"));
-        self.changed = true;
-        Ok(Some(gid))
-    }
-
-    fn add_user(&mut self, u: &scripts::UserSpec) -> Result<Option<u32>, InstallError> {
-        if self.uid(&u.name).is_some() {
-            return Ok(None);
-        }
-        let uid = match u.uid {
-            Some(i) => i,
-            None => Self::free(&self.passwd)
-                .ok_or_else(|| InstallError("no free system user id".into()))?,
-        };
-        let gid = match &u.group {
-            scripts::PrimaryGroup::Own => match self.gid(&u.name) {
-                Some(g) => g,
-                None => self.add_group(&u.name, Some(uid))?.unwrap_or(uid),
-            },
-            scripts::PrimaryGroup::Named(g) => self.gid(g).ok_or_else(|| {
-                InstallError(format!(
-                    "user {} names the group {g}, which the image does not have",
-                    u.name
-                ))
-            })?,
-            scripts::PrimaryGroup::Id(g) => *g,
-        };
-        if !self.passwd.is_empty() && !self.passwd.ends_with('\n') {
-            self.passwd.push('\n');
-        }
-        self.passwd.push_str(&format!(
-            "{}:x:{uid}:{gid}:{}:{}:{}\n",
-            u.name, u.gecos, u.home, u.shell
-        ));
-        self.changed = true;
-        Ok(Some(uid))
-    }
+/// The id of the group `name` (root is 0, see [`owner_uid`]).
+fn owner_gid(accounts: &Accounts, name: &str) -> Option<u32> {
+    accounts.gid(name).or((name == "root").then_some(0))
 }
 
 /// The install-time scriptlets, by rpm's names.
@@ -265,7 +186,7 @@ pub fn unpack(
 ) -> Result<(FileTree, Report), InstallError> {
     let mut tree = FileTree::new();
     let mut report = Report::default();
-    let mut accounts = Accounts::read(view);
+    let mut accounts = Accounts::read(view, IdRule::USERADD)?;
     let dir = tempfile::Builder::new()
         .prefix("rpm-")
         .tempdir_in(scratch)
@@ -313,17 +234,28 @@ pub fn unpack(
                     continue;
                 }
                 let scan = scripts::scan(script);
+                let nevra = want.nevra();
                 for e in scan.effects {
-                    match e {
+                    let who = Request {
+                        package: &nevra,
+                        script: label,
+                        line: e.line,
+                    };
+                    match e.effect {
                         Effect::Group(g) => {
-                            if let Some(gid) = accounts.add_group(&g.name, g.gid)? {
+                            if let Some(gid) = accounts.add_group(&g, &who)? {
                                 rep.accounts
                                     .push(format!("system group {} ({gid})", g.name));
                             }
                         }
                         Effect::User(u) => {
-                            if let Some(uid) = accounts.add_user(&u)? {
-                                rep.accounts.push(format!("system user {} ({uid})", u.name));
+                            if let Some(added) = accounts.add_user(&u, &who)? {
+                                if let Some(gid) = added.own_group {
+                                    rep.accounts
+                                        .push(format!("system group {} ({gid})", u.name));
+                                }
+                                rep.accounts
+                                    .push(format!("system user {} ({})", u.name, added.uid));
                             }
                         }
                         Effect::SystemdEnable(unit) => {
@@ -374,12 +306,12 @@ pub fn unpack(
             let mode = info.map_or(e.mode, |i| i.mode);
             let (user, group) =
                 info.map_or(("root", "root"), |i| (i.user.as_str(), i.group.as_str()));
-            let uid = accounts.uid(user).unwrap_or_else(|| {
+            let uid = owner_uid(&accounts, user).unwrap_or_else(|| {
                 let o = format!("user {user} of {}", e.path);
                 rep.unknown_owners.push(o);
                 0
             });
-            let gid = accounts.gid(group).unwrap_or_else(|| {
+            let gid = owner_gid(&accounts, group).unwrap_or_else(|| {
                 rep.unknown_owners
                     .push(format!("group {group} of {}", e.path));
                 0
@@ -462,17 +394,7 @@ pub fn unpack(
         payload.finish()?;
         report.packages.push(rep);
     }
-    if accounts.changed {
-        let origin = Origin::new("packages", origin_key);
-        for (path, text) in [
-            ("/etc/passwd", &accounts.passwd),
-            ("/etc/group", &accounts.group),
-        ] {
-            let p = ImagePath::new(path).map_err(InstallError)?;
-            let node = Node::file(text.as_bytes().to_vec(), origin.clone());
-            tree.replace(p, node);
-        }
-    }
+    accounts.write(&mut tree, &Origin::new("packages", origin_key));
     Ok((tree, report))
 }
 
@@ -1122,7 +1044,8 @@ mod tests {
             NodeKind::Symlink("demo".into())
         );
         assert_eq!(tree.text("/etc/group"), Some("root:x:0:\ndocker:x:999:\n"));
-        assert!(tree.get_str("/etc/passwd").is_some());
+        // Only the changed account file is written into the layer.
+        assert!(tree.get_str("/etc/passwd").is_none());
         let r = &report.packages[0];
         assert_eq!(r.nevra, "demo-1.0-1.x86_64");
         assert_eq!(r.entries, 5);
@@ -1180,21 +1103,5 @@ mod tests {
         let pkg = package(t.path(), &bytes, "x86_64");
         let e = unpack(&view(), &[pkg], t.path(), "packages").unwrap_err();
         assert!(e.to_string().contains("payload path"), "{e}");
-    }
-
-    #[test]
-    fn accounts_added_with_free_ids() {
-        let v = nodeimg_layers::MemView::new()
-            .file(
-                "/etc/passwd",
-                "root:x:0:0:root:/root:/bin/bash\nsvc:x:999:999::/:/sbin/nologin\n",
-            )
-            .file("/etc/group", "root:x:0:\nsvc:x:999:\n");
-        let mut a = Accounts::read(&v);
-        assert_eq!(a.add_group("docker", None).unwrap(), Some(998));
-        assert_eq!(a.add_group("docker", None).unwrap(), None);
-        assert_eq!(a.gid("docker"), Some(998));
-        assert_eq!(a.uid("nobody"), None);
-        assert!(a.group.ends_with("docker:x:998:\n"));
     }
 }
