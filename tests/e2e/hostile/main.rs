@@ -8,6 +8,8 @@
 
 mod accounts;
 mod caches;
+mod flatten;
 mod inputs;
 mod outputs;
+mod resources;
 mod sandbox;
