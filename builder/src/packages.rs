@@ -611,17 +611,32 @@ fn status_files(view: &dyn RootView) -> Vec<String> {
     files
 }
 
+/// The text of one of the image's dpkg status files; `None` when absent.
+/// A file the image has but whose bytes cannot be read is an error, never
+/// an empty database.
+fn status_text(view: &dyn RootView, file: &str) -> Result<Option<String>, PackagesError> {
+    let Some(bytes) = view
+        .read_required(file)
+        .map_err(|m| build_err("the image's dpkg database", m))?
+    else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| build_err(file, "is not UTF-8; fix the base image"))
+}
+
 /// SHA256 (hex) of the image's dpkg status files, names and contents.
-fn status_digest(view: &dyn RootView) -> String {
+fn status_digest(view: &dyn RootView) -> Result<String, PackagesError> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for f in status_files(view) {
-        if let Some(text) = view.read_text(&f) {
+        if let Some(text) = status_text(view, &f)? {
             h.update(format!("{f} {}\n", text.len()).as_bytes());
             h.update(text.as_bytes());
         }
     }
-    hex::encode(h.finalize())
+    Ok(hex::encode(h.finalize()))
 }
 
 /// The image's installed packages (`/var/lib/dpkg/status` and `status.d/`).
@@ -629,7 +644,7 @@ fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
     let files = status_files(view);
     let mut out = Vec::new();
     for f in files {
-        if let Some(text) = view.read_text(&f) {
+        if let Some(text) = status_text(view, &f)? {
             let mut pkgs = control::parse_installed(&text)
                 .map_err(|e| build_err(&f, format!("line {}: {}", e.line, e.message)))?;
             out.append(&mut pkgs);
@@ -844,7 +859,7 @@ fn resolve_packages(
             name: layer.to_string(),
             kind: lock::LayerKind::Deb,
             requests: requests.to_vec(),
-            dpkg_status: status_digest(view),
+            dpkg_status: status_digest(view)?,
             rpmdb: String::new(),
             sources: sources.iter().map(locked_source).collect(),
             repos: Vec::new(),
@@ -912,7 +927,7 @@ fn locked_packages(
             hint,
         });
     }
-    if status_digest(view) != ll.dpkg_status {
+    if status_digest(view)? != ll.dpkg_status {
         env.meter.suspend(|| {
             eprintln!(
                 "warning: layer {layer:?}: the packages installed in the image below it (its dpkg status) are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{run_lock}` to resolve them against this image"

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 /// Files whose bytes the view keeps (when at most [`KEEP_MAX`] bytes):
 /// exact paths, and folders (ending in `/`) whose whole content is kept.
 /// The account files ([`crate::accounts::FILES`]) are kept too, up to
-/// [`crate::accounts::FILE_MAX`].
+/// [`crate::accounts::FILE_MAX`], and the dpkg status files up to
+/// [`DPKG_STATUS_MAX`].
 pub const KEEP_PATHS: &[&str] = &[
     "/etc/os-release",
     "/usr/lib/os-release",
@@ -23,13 +24,24 @@ pub const KEEP_PATHS: &[&str] = &[
     "/usr/lib/systemd/",
     "/usr/local/lib/systemd/",
     "/run/systemd/",
-    "/var/lib/dpkg/status",
-    "/var/lib/dpkg/status.d/",
+    "/var/lib/dpkg/statoverride",
+    "/var/lib/dpkg/triggers/",
+    "/var/lib/dpkg/alternatives/",
     "/var/lib/rpm/",
     "/etc/yum.repos.d/",
     "/etc/zypp/repos.d/",
     "/etc/pki/rpm-gpg/",
 ];
+
+/// The dpkg database: `status` and `status.d/`, kept up to
+/// [`DPKG_STATUS_MAX`] (a server image's database is larger than
+/// [`KEEP_MAX`]).
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+const DPKG_STATUS_D: &str = "/var/lib/dpkg/status.d/";
+
+/// The largest dpkg status file the view keeps; a larger one is an error
+/// where it is read, never an empty database.
+pub const DPKG_STATUS_MAX: u64 = 64 << 20;
 
 /// The largest file whose bytes the view keeps.
 pub const KEEP_MAX: u64 = 1 << 20;
@@ -45,6 +57,9 @@ pub fn keeps(path: &str, size: u64) -> bool {
     }
     if crate::accounts::FILES.contains(&path) {
         return size <= crate::accounts::FILE_MAX;
+    }
+    if path == DPKG_STATUS || path.starts_with(DPKG_STATUS_D) {
+        return size <= DPKG_STATUS_MAX;
     }
     size <= KEEP_MAX
         && KEEP_PATHS.iter().any(|k| {
@@ -477,5 +492,17 @@ mod tests {
             assert!(!keeps(f, FILE_MAX + 1), "{f}");
         }
         assert!(!keeps("/etc/passwd-", 10));
+    }
+
+    #[test]
+    fn the_dpkg_database_is_kept_past_keep_max() {
+        for f in ["/var/lib/dpkg/status", "/var/lib/dpkg/status.d/containerd"] {
+            assert!(keeps(f, KEEP_MAX + 1), "{f}");
+            assert!(keeps(f, DPKG_STATUS_MAX), "{f}");
+            assert!(!keeps(f, DPKG_STATUS_MAX + 1), "{f}");
+        }
+        assert!(keeps("/var/lib/dpkg/statoverride", 10));
+        assert!(keeps("/var/lib/dpkg/alternatives/iptables", 10));
+        assert!(!keeps("/var/lib/dpkg/status-old", 10));
     }
 }

@@ -78,6 +78,38 @@ pub trait RootView {
         self.read(&p).and_then(|b| String::from_utf8(b).ok())
     }
 
+    /// Read a regular file that must be read whole when it is there
+    /// (package databases, state files): `Ok(None)` when the image has
+    /// nothing at `path`; an error when something is there that cannot be
+    /// read as a regular file (a folder, a link that does not resolve, a
+    /// file whose bytes the view does not hold), so that it is never taken
+    /// for an absent or empty file.
+    fn read_required(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let p = ImagePath::new(path)?;
+        let resolved = self.resolve(&p);
+        let Some(stat) = self.stat(&resolved) else {
+            return Ok(None);
+        };
+        let at = if resolved == p {
+            String::new()
+        } else {
+            format!(" (at {resolved})")
+        };
+        match stat.kind {
+            StatKind::File(size) => self.read_raw(&resolved).map(Some).ok_or_else(|| {
+                format!(
+                    "{path}{at}: the image holds it ({size} bytes) but its content cannot be read \
+                     here (larger than nodeimg keeps of it, or a hard link to a file whose bytes \
+                     are missing); store it as a regular file of a reasonable size in the base"
+                )
+            }),
+            StatKind::Symlink(t) => Err(format!(
+                "{path}{at}: is a symbolic link ({t}) that does not resolve to a file"
+            )),
+            StatKind::Dir | StatKind::Other => Err(format!("{path}{at}: is not a regular file")),
+        }
+    }
+
     /// Whether `path` exists (following symlinks).
     fn exists(&self, path: &str) -> bool {
         ImagePath::new(path)
@@ -372,6 +404,24 @@ impl MemView {
         self
     }
 
+    /// Add a regular file of `size` bytes whose content the view does not
+    /// hold (as a base's large files).
+    pub fn unheld(mut self, path: &str, size: u64) -> Self {
+        let p = ImagePath::new(path).expect("test path");
+        self.add_parents(&p);
+        self.entries.insert(
+            p,
+            (
+                Stat {
+                    kind: StatKind::File(size),
+                    meta: Meta::FILE,
+                },
+                None,
+            ),
+        );
+        self
+    }
+
     /// Add a directory.
     pub fn dir(mut self, path: &str) -> Self {
         let p = ImagePath::new(path).expect("test path");
@@ -470,6 +520,32 @@ mod tests {
 
     fn p(s: &str) -> ImagePath {
         ImagePath::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_required_file_is_absent_read_or_an_error() {
+        let v = MemView::new()
+            .file("/var/lib/dpkg/status", "Package: a\n")
+            .symlink("/etc/status", "../var/lib/dpkg/status")
+            .unheld("/var/lib/dpkg/big", 5 << 20)
+            .symlink("/etc/dangling", "/nowhere")
+            .symlink("/etc/loop", "/etc/loop")
+            .dir("/etc/dir");
+        assert_eq!(v.read_required("/nope").unwrap(), None);
+        assert_eq!(
+            v.read_required("/etc/status").unwrap().unwrap(),
+            b"Package: a\n"
+        );
+        let e = v.read_required("/var/lib/dpkg/big").unwrap_err();
+        assert!(
+            e.contains("5242880 bytes") && e.contains("cannot be read"),
+            "{e}"
+        );
+        assert_eq!(v.read_required("/etc/dangling").unwrap(), None);
+        let e = v.read_required("/etc/loop").unwrap_err();
+        assert!(e.contains("does not resolve"), "{e}");
+        let e = v.read_required("/etc/dir").unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

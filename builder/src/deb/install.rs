@@ -79,6 +79,23 @@ use crate::accounts::{Accounts, AccountsError, IdRule, Request};
 const STATUS: &str = "/var/lib/dpkg/status";
 const INFO: &str = "/var/lib/dpkg/info";
 const ALTERNATIVES_DB: &str = "/var/lib/dpkg/alternatives";
+const STATOVERRIDE: &str = "/var/lib/dpkg/statoverride";
+
+/// A dpkg state file of the image as text; `None` when absent. One the
+/// image has but whose bytes cannot be read is an error, never taken for
+/// an empty file.
+fn read_state(view: &dyn RootView, path: &str) -> Result<Option<String>, InstallError> {
+    let bad = |message: String| InstallError::Image {
+        path: path.to_string(),
+        message,
+    };
+    match view.read_required(path).map_err(bad)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|_| bad("is not UTF-8; fix the base image".into())),
+    }
+}
 const ALTERNATIVES_DIR: &str = "/etc/alternatives";
 
 /// The fields dpkg knows, in the order it writes them to the status file;
@@ -403,7 +420,7 @@ pub fn install(
         tree: FileTree::new(),
         owner: BTreeMap::new(),
         accounts: Accounts::read(view, IdRule::ADDUSER)?,
-        overrides: read_statoverride(view),
+        overrides: read_statoverride(view)?,
         report: InstallReport::default(),
         alternatives: BTreeMap::new(),
         info_written: BTreeSet::new(),
@@ -832,7 +849,7 @@ impl State<'_> {
         self.report.scripts_not_run.extend(not_run);
 
         // Triggers.
-        self.triggers(&bin.name, &control_files, &list);
+        self.triggers(&bin.name, &control_files, &list)?;
 
         self.report.packages.push(PackageReport {
             name: bin.name.clone(),
@@ -894,7 +911,12 @@ impl State<'_> {
         Ok(())
     }
 
-    fn triggers(&mut self, package: &str, control: &super::debfile::ControlFiles, list: &[String]) {
+    fn triggers(
+        &mut self,
+        package: &str,
+        control: &super::debfile::ControlFiles,
+        list: &[String],
+    ) -> Result<(), InstallError> {
         if let Some(t) = control.get("triggers") {
             for line in String::from_utf8_lossy(t).lines() {
                 let mut w = line.split_whitespace();
@@ -923,8 +945,8 @@ impl State<'_> {
                 }
             }
         }
-        let Some(file) = self.view.read_text("/var/lib/dpkg/triggers/File") else {
-            return;
+        let Some(file) = read_state(self.view, "/var/lib/dpkg/triggers/File")? else {
+            return Ok(());
         };
         for line in file.lines() {
             let Some((path, who)) = line.split_once(' ') else {
@@ -947,6 +969,7 @@ impl State<'_> {
                 });
             }
         }
+        Ok(())
     }
 
     /// Applies (or records) one effect of `script` of the package `label`
@@ -1097,10 +1120,12 @@ fn id_of(s: &str) -> Option<u32> {
 
 /// `/var/lib/dpkg/statoverride`: `owner group mode path` per line, the mode
 /// in octal, owner and group as names or `#id`.
-fn read_statoverride(view: &dyn RootView) -> BTreeMap<String, (String, String, u32)> {
+fn read_statoverride(
+    view: &dyn RootView,
+) -> Result<BTreeMap<String, (String, String, u32)>, InstallError> {
     let mut out = BTreeMap::new();
-    let Some(text) = view.read_text("/var/lib/dpkg/statoverride") else {
-        return out;
+    let Some(text) = read_state(view, STATOVERRIDE)? else {
+        return Ok(out);
     };
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -1113,7 +1138,7 @@ fn read_statoverride(view: &dyn RootView) -> BTreeMap<String, (String, String, u
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn describe_effect(e: &Effect) -> String {
@@ -1214,7 +1239,13 @@ struct StatusDb {
 
 impl StatusDb {
     fn read(view: &dyn RootView) -> Result<Self, InstallError> {
-        let Some(bytes) = view.read(&ipath(STATUS)?) else {
+        let Some(bytes) = view
+            .read_required(STATUS)
+            .map_err(|m| InstallError::Image {
+                path: STATUS.into(),
+                message: m,
+            })?
+        else {
             return Ok(StatusDb { chunks: Vec::new() });
         };
         let text = String::from_utf8(bytes).map_err(|_| InstallError::Image {
@@ -1346,7 +1377,7 @@ struct Alternative {
 impl Alternative {
     fn read(view: &dyn RootView, name: &str) -> Result<Self, InstallError> {
         let path = format!("{ALTERNATIVES_DB}/{name}");
-        let Some(text) = view.read_text(&path) else {
+        let Some(text) = read_state(view, &path)? else {
             return Ok(Alternative::default());
         };
         let bad = || InstallError::Image {
