@@ -817,6 +817,7 @@ mod tests {
                 path: dir.to_path_buf(),
                 format: Format::Oci,
                 compression: Compression::None,
+                force: false,
             },
         )
         .unwrap();

@@ -35,6 +35,9 @@ pub struct BuildOptions {
     pub format: Format,
     /// Compression of new layers.
     pub compression: Compression,
+    /// `--force`: replace what is at the output path even when it is not
+    /// a previous output.
+    pub force: bool,
     /// `--var NAME=VALUE` arguments.
     pub vars: Vec<String>,
     /// `--base REF`, relative to the current directory; overrides the recipe's.
@@ -81,6 +84,7 @@ impl BuildOptions {
             output: None,
             format: Format::Oci,
             compression: Compression::Gzip,
+            force: false,
             vars: Vec::new(),
             base: None,
             source_date_epoch: None,
@@ -733,9 +737,21 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    if let Some(path) = &opts.output {
-        output::check_path(path, opts.format)?;
-    }
+    let out_opts = |path: PathBuf| OutputOptions {
+        path,
+        format: opts.format,
+        compression: opts.compression,
+        force: opts.force,
+    };
+    // The output named on the command line is locked (and checked) before
+    // any work, so that a second build of it fails at once.
+    let early = match &opts.output {
+        Some(path) => {
+            output::check_path(path, opts.format)?;
+            Some(output::lock(&out_opts(path.clone()))?)
+        }
+        None => None,
+    };
     let mut registry = opts.registry.clone();
     if registry.cache_dir.is_none() {
         registry.cache_dir = opts.packages.cache_dir.clone();
@@ -759,13 +775,14 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         .output
         .clone()
         .unwrap_or_else(|| default_output(&meta.name, opts.format));
-    progress.step(&format!("writing {}", path.display()));
-    let out = OutputOptions {
-        path,
-        format: opts.format,
-        compression: opts.compression,
+    let out = out_opts(path);
+    let lock = match early {
+        Some(lock) => lock,
+        None => output::lock(&out)?,
     };
-    let built = output::write(&p.base, &c.plans, &meta, &out)?;
+    progress.step(&format!("writing {}", out.path.display()));
+    let built = output::write_locked(&lock, &p.base, &c.plans, &meta, &out)?;
+    drop(lock);
     let packages = layer_packages(&p.recipe, &p.base, &c.plans);
     let base = p.base.what().to_string();
     Ok(Outcome {

@@ -205,6 +205,12 @@ pub struct BuildArgs {
     /// Output path [default: out/<name>, out/<name>.tar for oci-archive and rootfs].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Replace what is at the output path even when it is not an output
+    /// of nodeimg (a folder holding other files, another kind of file, a
+    /// symlink, which is replaced itself, not what it points to). Without
+    /// it such a path is refused; a previous output is always replaced.
+    #[arg(long)]
+    pub force: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
     pub format: FormatArg,
@@ -500,6 +506,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         output: a.output,
         format: a.format.into(),
         compression: a.compression.into(),
+        force: a.force,
         vars: a.recipe.vars,
         base: a.recipe.base,
         source_date_epoch: epoch,

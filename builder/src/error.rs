@@ -79,6 +79,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another build is writing the same output (it holds its lock). Exit 1.
+    #[error(
+        "{}: {holder} is writing this output (it holds {}); wait for it to finish, \
+         or write to another path with -o",
+        .path.display(),
+        .lock.display()
+    )]
+    OutputBusy {
+        /// The output path.
+        path: PathBuf,
+        /// Who holds the lock: `another nodeimg build (pid N)`.
+        holder: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The OCI layout library failed. Exit 1.
     #[error("{context}: {source}")]
     Oci {

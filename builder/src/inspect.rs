@@ -503,6 +503,7 @@ mod tests {
                 path: out.clone(),
                 format,
                 compression: Compression::Gzip,
+                force: false,
             },
         )
         .unwrap();

@@ -1,6 +1,12 @@
 //! Writing the image: OCI layout directory, OCI archive, or flattened rootfs
 //! tarball. Every output appears atomically (written to a temporary sibling,
-//! renamed at the end).
+//! renamed at the end), under a lock that keeps a second build of the same
+//! output out, and replaces only a previous output unless forced (see
+//! [`guard`]).
+
+mod guard;
+
+pub use guard::{lock, OutputLock};
 
 #[cfg(test)]
 use sha2::Digest as _;
@@ -81,6 +87,9 @@ pub struct OutputOptions {
     pub format: Format,
     /// Compression of new layers.
     pub compression: Compression,
+    /// Replace what is at `path` even when it is not a previous output
+    /// (`--force`).
+    pub force: bool,
 }
 
 /// One layer of the written image.
@@ -133,7 +142,6 @@ pub const ORIGINS_ANNOTATION: &str = "io.nodeimg.origins";
 /// The tag annotation of `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// Write the image made of `base` plus `layers`.
 /// Refuse an output path the format cannot be written to (a rootfs tar
 /// must be named for its compression), before any work is done.
 pub fn check_path(path: &Path, format: Format) -> Result<()> {
@@ -152,12 +160,33 @@ fn rootfs_codec(path: &Path) -> Result<Codec> {
     })
 }
 
+/// Write the image made of `base` plus `layers`, taking the output's lock
+/// for the time it takes (see [`lock`]).
 pub fn write(
     base: &Base,
     layers: &[LayerPlan],
     meta: &ImageMeta,
     opts: &OutputOptions,
 ) -> Result<Built> {
+    let lock = lock(opts)?;
+    write_locked(&lock, base, layers, meta, opts)
+}
+
+/// Write the image made of `base` plus `layers` to `opts.path`, whose lock
+/// the caller took (before any other work) with [`lock`].
+pub fn write_locked(
+    lock: &OutputLock,
+    base: &Base,
+    layers: &[LayerPlan],
+    meta: &ImageMeta,
+    opts: &OutputOptions,
+) -> Result<Built> {
+    if lock.path() != opts.path {
+        return Err(Error::image(
+            opts.path.display().to_string(),
+            format!("written under the lock of {}", lock.path().display()),
+        ));
+    }
     let mtime = u64::try_from(meta.created).map_err(|_| {
         Error::Usage(format!(
             "the creation time {} is before 1970; set SOURCE_DATE_EPOCH to a positive number",
@@ -166,12 +195,12 @@ pub fn write(
     })?;
     let (parent, name) = split_output(&opts.path)?;
     std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-    check_replaceable(&opts.path, opts.format)?;
+    guard::check_replaceable(&opts.path, opts.format, opts.force)?;
     match opts.format {
         Format::Oci => {
             let tmp = temp_dir(&parent, &name)?;
             let mut built = write_layout(tmp.path(), base, layers, meta, opts.compression)?;
-            replace_dir(tmp.path(), &opts.path)?;
+            guard::put_in_place(tmp.path(), &opts.path)?;
             drop(tmp);
             built.path = opts.path.clone();
             Ok(built)
@@ -189,9 +218,7 @@ pub fn write(
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all())
                 .ctx(|| format!("writing {}", opts.path.display()))?;
-            file.persist(&opts.path)
-                .map_err(|e| e.error)
-                .ctx(|| format!("moving the archive to {}", opts.path.display()))?;
+            persist(file, &opts.path)?;
             built.path = opts.path.clone();
             built.file_digest = Some(digest);
             Ok(built)
@@ -209,9 +236,7 @@ pub fn write(
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all())
                 .ctx(|| format!("writing {}", opts.path.display()))?;
-            file.persist(&opts.path)
-                .map_err(|e| e.error)
-                .ctx(|| format!("moving the archive to {}", opts.path.display()))?;
+            persist(file, &opts.path)?;
             built.path = opts.path.clone();
             built.file_digest = Some(digest);
             Ok(built)
@@ -232,9 +257,7 @@ pub fn write(
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all())
                 .ctx(|| format!("writing {}", opts.path.display()))?;
-            file.persist(&opts.path)
-                .map_err(|e| e.error)
-                .ctx(|| format!("moving the rootfs to {}", opts.path.display()))?;
+            persist(file, &opts.path)?;
             Ok(Built {
                 path: opts.path.clone(),
                 manifest_digest: None,
@@ -246,34 +269,13 @@ pub fn write(
     }
 }
 
-/// Refuse to replace something that is not a previous output: a folder
-/// that is neither empty nor an OCI layout, or a folder where a file goes.
-fn check_replaceable(path: &Path, format: Format) -> Result<()> {
-    let Ok(md) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    let refuse = |what: &str| {
-        Err(Error::Usage(format!(
-            "{} exists and is {what}; remove it or choose another output path",
-            path.display()
-        )))
-    };
-    match format {
-        Format::Oci if md.is_dir() => {
-            let empty = std::fs::read_dir(path)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
-            if empty || path.join("oci-layout").is_file() {
-                Ok(())
-            } else {
-                refuse("a folder that is not an OCI image layout")
-            }
-        }
-        Format::Oci if md.file_type().is_symlink() => refuse("a symlink"),
-        Format::Oci => refuse("not a folder"),
-        _ if md.is_dir() => refuse("a folder"),
-        _ => Ok(()),
-    }
+/// Put the finished temporary file at `dest` (see [`guard::put_in_place`]).
+fn persist(file: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    let tmp = file.into_temp_path();
+    guard::put_in_place(&tmp, dest)?;
+    // Renamed: nothing is left at the temporary path to remove.
+    let _ = tmp.keep();
+    Ok(())
 }
 
 fn split_output(path: &Path) -> Result<(PathBuf, String)> {
@@ -291,7 +293,7 @@ fn split_output(path: &Path) -> Result<(PathBuf, String)> {
 fn temp_dir(parent: &Path, name: &str) -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
+        .prefix(&guard::tmp_prefix(name))
         .permissions(std::fs::Permissions::from_mode(0o755))
         .tempdir_in(parent)
         .ctx(|| format!("creating a temporary folder in {}", parent.display()))
@@ -300,53 +302,10 @@ fn temp_dir(parent: &Path, name: &str) -> Result<tempfile::TempDir> {
 fn temp_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
+        .prefix(&guard::tmp_prefix(name))
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(parent)
         .ctx(|| format!("creating a temporary file in {}", parent.display()))
-}
-
-/// Put the finished directory `tmp` at `dest`. When `dest` exists the two
-/// are exchanged atomically (or, where the file system cannot, `dest` is
-/// renamed aside first), and the old content, now at `tmp`, is removed.
-fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
-    if std::fs::symlink_metadata(dest).is_err() {
-        return std::fs::rename(tmp, dest)
-            .ctx(|| format!("moving the image to {}", dest.display()));
-    }
-    let exchanged = rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        tmp,
-        rustix::fs::CWD,
-        dest,
-        rustix::fs::RenameFlags::EXCHANGE,
-    );
-    if exchanged.is_err() {
-        let (parent, name) = split_output(dest)?;
-        let aside = tempfile::Builder::new()
-            .prefix(&format!(".{name}.old-"))
-            .tempdir_in(&parent)
-            .ctx(|| format!("creating a temporary folder in {}", parent.display()))?;
-        let aside_path = aside.path().join("old");
-        std::fs::rename(dest, &aside_path)
-            .ctx(|| format!("moving the previous {} aside", dest.display()))?;
-        if let Err(e) = std::fs::rename(tmp, dest) {
-            let _ = std::fs::rename(&aside_path, dest);
-            return Err(e).ctx(|| format!("moving the image to {}", dest.display()));
-        }
-        drop(aside);
-        return Ok(());
-    }
-    // `tmp` now holds the previous output. The new image is in place
-    // whatever happens here; a leftover is removed with the temporary folder.
-    if let Ok(old) = std::fs::symlink_metadata(tmp) {
-        let _ = if old.is_dir() {
-            std::fs::remove_dir_all(tmp)
-        } else {
-            std::fs::remove_file(tmp)
-        };
-    }
-    Ok(())
 }
 
 /// Compact JSON: every path of the tree to the item that produced it.
@@ -1336,6 +1295,7 @@ mod tests {
             path,
             format,
             compression: Compression::Gzip,
+            force: false,
         }
     }
 
@@ -2287,6 +2247,7 @@ mod memory {
                     path: t.path().join(name),
                     format,
                     compression: Compression::Gzip,
+                    force: false,
                 },
             )
             .unwrap();
