@@ -368,6 +368,7 @@ fn oci_parts(scratch: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
                 path: dir.clone(),
                 format: Format::Oci,
                 compression: Compression::None,
+                force: false,
             },
         )
         .unwrap();
