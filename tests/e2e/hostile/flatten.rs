@@ -247,6 +247,7 @@ fn a_rootfs_base_becomes_a_layer_of_normalised_entries() {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Link);
     h.set_size(0);
+    h.set_mode(0o644);
     b.append_link(&mut h, "etc/hard", "/etc/abs")
         .expect("append");
     b.finish().expect("finish");
