@@ -215,7 +215,7 @@ impl InputFile {
     /// `size` bytes long when it was opened.
     pub fn new(file: Arc<std::fs::File>, size: u64, name: impl Into<String>) -> InputFile {
         InputFile {
-            file: file,
+            file,
             size,
             name: name.into(),
         }
@@ -249,7 +249,8 @@ impl InputFile {
     /// All its bytes; an error when it no longer has the size it was opened
     /// with.
     pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(usize::try_from(self.size).unwrap_or(0));
+        let cap = usize::try_from(self.size.min(1 << 20)).unwrap_or(0);
+        let mut out = Vec::with_capacity(cap);
         std::io::Read::read_to_end(&mut self.reader(), &mut out)?;
         if out.len() as u64 != self.size {
             return Err(std::io::Error::other(format!(
