@@ -374,24 +374,34 @@ pub fn recipe_digest(
         );
     }
     for rel in names {
-        let path = inputs
-            .resolve(&rel)
-            .map_err(|m| Error::Usage(format!("input {m}")))?;
-        let mut file = std::fs::File::open(&path).ctx(|| format!("opening {}", path.display()))?;
-        let len = file
-            .metadata()
-            .ctx(|| format!("reading {}", path.display()))?
-            .len();
+        // The handle the layers are packed from: what is hashed is what
+        // goes into the image.
+        let file = inputs
+            .open(&rel)
+            .map_err(|e| Error::Usage(format!("input {e}")))?;
+        let len = file.size();
         hash_entry(&mut h, "input", &rel, len);
+        let mut reader = file.reader();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0u64;
         loop {
-            let n = file
+            let n = reader
                 .read(&mut buf)
-                .ctx(|| format!("reading {}", path.display()))?;
+                .ctx(|| format!("reading the recipe input {rel}"))?;
             if n == 0 {
                 break;
             }
+            read += n as u64;
             h.update(&buf[..n]);
+        }
+        if read != len {
+            return Err(Error::Io {
+                context: format!("reading the recipe input {rel}"),
+                source: std::io::Error::other(format!(
+                    "it changed size during the build ({len} bytes when opened, {read} now); \
+                     run the build again"
+                )),
+            });
         }
     }
     for (k, v) in overrides {
@@ -442,8 +452,8 @@ pub struct Checked {
     pub prepared: Prepared,
     /// The rendered layers.
     pub plans: Vec<plan::LayerPlan>,
-    /// The recipe's input files.
-    pub inputs: RecipeInputs,
+    /// The recipe's input files (those of the recipe).
+    pub inputs: std::sync::Arc<RecipeInputs>,
     /// The package environment; its scratch directory holds the installed
     /// packages' contents the plans refer to, so it lives as long as they do.
     pub packages: Option<PackageEnv>,
@@ -563,8 +573,7 @@ fn check_inner(
     if packages.is_some() && fetches && errors > 0 {
         return Err(Error::Lint { errors });
     }
-    let inputs =
-        RecipeInputs::new(&p.recipe.dir).ctx(|| format!("opening {}", p.recipe.dir.display()))?;
+    let inputs = std::sync::Arc::clone(&p.recipe.inputs);
     let wanted = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());
     let offline = packages.is_some_and(|o| o.offline);
     let lock_file = lock::lock_path(recipe_path);
@@ -625,7 +634,7 @@ fn check_inner(
         _ => None,
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
-    let plans = plan::render_with(&p.recipe, &p.base, &inputs, &p.arch, env.as_ref())?;
+    let plans = plan::render_with(&p.recipe, &p.base, inputs.as_ref(), &p.arch, env.as_ref())?;
     Ok(Checked {
         prepared: p,
         plans,
@@ -1002,7 +1011,7 @@ mod tests {
         assert_eq!(default_output("n", Format::Rootfs), Path::new("out/n.tar"));
     }
 
-    fn recipe_in(dir: &Path, input: &str) -> (Recipe, RecipeInputs) {
+    fn recipe_in(dir: &Path, input: &str) -> (Recipe, std::sync::Arc<RecipeInputs>) {
         std::fs::create_dir_all(dir.join("files")).unwrap();
         std::fs::write(dir.join("files/motd"), input).unwrap();
         std::fs::write(
@@ -1014,8 +1023,88 @@ mod tests {
             .unwrap()
             .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
             .unwrap();
-        let i = RecipeInputs::new(dir).unwrap();
+        let i = std::sync::Arc::clone(&r.inputs);
         (r, i)
+    }
+
+    /// The bytes of `/etc/motd` in a packed layer.
+    fn motd_in(tree: &nodeimg_layers::FileTree) -> Vec<u8> {
+        let tar =
+            crate::pack::write_tar(tree, &nodeimg_layers::MemView::new(), 0, Vec::new()).unwrap();
+        let mut ar = tar::Archive::new(&tar[..]);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path_bytes().ends_with(b"etc/motd") {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                return data;
+            }
+        }
+        panic!("no /etc/motd in the layer");
+    }
+
+    #[test]
+    fn an_input_replaced_after_it_was_opened_is_packed_as_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let none = BTreeMap::new();
+        let (rc, ic) = recipe_in(&t.path().join("clean"), "hello\n");
+        let clean = recipe_digest(&rc, &ic, &none).unwrap();
+        std::fs::write(t.path().join("secret"), "SECRT\n").unwrap();
+
+        // Loading the recipe opened files/motd. Then the name becomes a
+        // link of the same size to a file outside the folder (or a new file
+        // renamed over it) before the layers are rendered and packed.
+        for how in ["symlink", "rename"] {
+            let dir = t.path().join(how);
+            let (r, i) = recipe_in(&dir, "hello\n");
+            let motd = dir.join("files/motd");
+            if how == "symlink" {
+                std::fs::remove_file(&motd).unwrap();
+                std::os::unix::fs::symlink(t.path().join("secret"), &motd).unwrap();
+            } else {
+                std::fs::write(dir.join("files/new"), "SECRT\n").unwrap();
+                std::fs::rename(dir.join("files/new"), &motd).unwrap();
+            }
+            assert_eq!(std::fs::read(&motd).unwrap(), b"SECRT\n");
+            let plans = plan::render_over(&r, &nodeimg_layers::MemView::new(), i.as_ref(), "amd64")
+                .unwrap();
+            assert_eq!(motd_in(&plans[0].tree), b"hello\n", "{how}");
+            assert_eq!(recipe_digest(&r, &i, &none).unwrap(), clean, "{how}");
+        }
+    }
+
+    #[test]
+    fn an_input_that_changes_size_after_it_was_opened_stops_the_build() {
+        let t = tempfile::tempdir().unwrap();
+        let none = BTreeMap::new();
+        for (how, now) in [
+            ("truncated", &b"hel"[..]),
+            ("extended", &b"hello, and more\n"[..]),
+        ] {
+            let dir = t.path().join(how);
+            let (r, i) = recipe_in(&dir, "hello\n");
+            let plans = plan::render_over(&r, &nodeimg_layers::MemView::new(), i.as_ref(), "amd64")
+                .unwrap();
+            // The same file (same inode), rewritten in place.
+            std::fs::write(dir.join("files/motd"), now).unwrap();
+            let e = crate::pack::write_tar(
+                &plans[0].tree,
+                &nodeimg_layers::MemView::new(),
+                0,
+                Vec::new(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("files/motd") && e.contains("changed size"),
+                "{how}: {e}"
+            );
+            let e = recipe_digest(&r, &i, &none).unwrap_err().to_string();
+            assert!(
+                e.contains("files/motd") && e.contains("changed size"),
+                "{how}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -407,7 +407,8 @@ fn mirror_args(
     let Some(file) = file else {
         return Ok(args);
     };
-    let text = std::fs::read_to_string(file)
+    let text = crate::inputs::read_regular_file(file)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
         .map_err(|e| crate::Error::Usage(format!("--mirrors {}: {e}", file.display())))?;
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     let m = crate::deb::fetch::Mirrors::parse_file(&text, dir, &file.display().to_string())

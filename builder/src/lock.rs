@@ -540,9 +540,10 @@ impl Lock {
         Ok(())
     }
 
-    /// Read `path`; `None` when it does not exist.
+    /// Read `path`; `None` when it does not exist. Only a regular file is
+    /// read (a FIFO there is an error, not a wait).
     pub fn read(path: &Path) -> Result<Option<Lock>> {
-        let text = match std::fs::read(path) {
+        let text = match crate::inputs::read_regular_file(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {

@@ -147,6 +147,28 @@ fn write_content(w: &mut dyn Write, path: &ImagePath, c: &Content) -> Result<()>
             }
             copy_exact(&mut f, w, *size).ctx(|| format!("copying {} into {path}", host.display()))
         }
+        // A recipe input: streamed from the handle it was checked (and
+        // hashed into the recipe digest) through, never opened again.
+        Content::Input(input) => {
+            let name = input.name();
+            let size = input.size();
+            let now = input
+                .file()
+                .metadata()
+                .ctx(|| format!("reading the recipe input {name} for {path}"))?
+                .len();
+            if now != size {
+                return Err(Error::Io {
+                    context: format!("packing {path}"),
+                    source: std::io::Error::other(format!(
+                        "the recipe input {name} changed size during the build ({size} bytes when opened, {now} now); \
+                         run the build again"
+                    )),
+                });
+            }
+            copy_exact(&mut input.reader(), w, size)
+                .ctx(|| format!("copying the recipe input {name} into {path}"))
+        }
     }
 }
 

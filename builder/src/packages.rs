@@ -250,7 +250,7 @@ fn mirror_keys(mirrors: &Mirrors) -> Result<BTreeMap<PathBuf, Keyring>> {
             continue;
         }
         let what = format!("--mirror {}={}: key {}", m.from, m.to, k.display());
-        let bytes = std::fs::read(k).map_err(|e| {
+        let bytes = crate::inputs::read_regular_file(k).map_err(|e| {
             Error::Usage(format!(
                 "{what}: {e}; name the public key file the mirror signs its Release files with"
             ))

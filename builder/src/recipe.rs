@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use nodeimg_layers::LayerSpec;
@@ -17,6 +18,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::{Error, RecipeError, Result};
+use crate::inputs::{InputError, RecipeInputs};
 use crate::sourcemap::{self, SourceMap};
 use crate::vars::{self, ExpandError};
 
@@ -170,6 +172,8 @@ struct VarDef {
 pub struct Loaded {
     /// Canonical recipe folder.
     pub dir: PathBuf,
+    /// The folder's files, each opened once.
+    pub inputs: Arc<RecipeInputs>,
     /// Files; the recipe is the first.
     pub files: Vec<SourceFile>,
     order: Vec<(usize, usize)>,
@@ -182,6 +186,9 @@ pub struct Loaded {
 pub struct Recipe {
     /// Canonical recipe folder.
     pub dir: PathBuf,
+    /// The folder's files the recipe names, each opened once: rendering,
+    /// the recipe digest and the packer read these handles.
+    pub inputs: Arc<RecipeInputs>,
     /// Files; the recipe is the first.
     pub files: Vec<SourceFile>,
     /// The image.
@@ -271,8 +278,15 @@ fn de_error(display: &Path, map: &SourceMap, e: &toml::de::Error, fragment: bool
     at_span(display, map, span, key, message, hint)
 }
 
-fn parse_file(display: &Path, rel: String, host: PathBuf, fragment: bool) -> Result<SourceFile> {
-    let text = std::fs::read_to_string(&host).map_err(|e| {
+fn parse_file(
+    display: &Path,
+    rel: String,
+    host: PathBuf,
+    file: std::fs::File,
+    fragment: bool,
+) -> Result<SourceFile> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut { file }, &mut text).map_err(|e| {
         Error::recipe(RecipeError {
             file: display.to_path_buf(),
             line: None,
@@ -561,27 +575,34 @@ impl Loaded {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let first = parse_file(path, rel, host.clone(), false)?;
+        let inputs = RecipeInputs::new(&dir)
+            .map_err(|e| recipe_err(format!("cannot open the recipe's folder: {e}"), None))?;
+        // The recipe itself is read like every other file of its folder.
+        let opened = inputs
+            .open_fragment(&rel)
+            .map_err(|e| recipe_err(format!("cannot open the recipe: {e}"), None))?;
+        let first = parse_file(path, rel.clone(), host, opened.file, false)?;
         let image: RecipeFile =
             toml::from_str(&first.text).map_err(|e| de_error(path, &first.map, &e, false))?;
         let mut l = Loaded {
-            dir,
+            dir: inputs.dir().to_path_buf(),
+            inputs: Arc::new(inputs),
             files: vec![first],
             order: Vec::new(),
             defs: IndexMap::new(),
             image: image.image,
         };
-        let mut stack = vec![host];
+        let mut stack = vec![opened.resolved];
         l.collect(0, &mut stack)?;
         Ok(l)
     }
 
-    fn collect(&mut self, idx: usize, stack: &mut Vec<PathBuf>) -> Result<()> {
+    fn collect(&mut self, idx: usize, stack: &mut Vec<String>) -> Result<()> {
         let includes = self.files[idx].include.clone();
         for (i, inc) in includes.iter().enumerate() {
             let key = format!("include[{i}]");
-            let here = self.files[idx]
-                .host
+            // Where the including file is, inside the folder.
+            let here = Path::new(&self.files[idx].rel)
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
@@ -597,35 +618,43 @@ impl Loaded {
                     ),
                 ));
             }
-            let joined = here.join(p);
-            let canon = joined.canonicalize().map_err(|e| {
-                located(
-                    &self.files[idx],
-                    &key,
-                    format!("cannot open include {inc:?}: {e}"),
-                    Some("paths are relative to the including file".to_string()),
-                )
+            let joined = here.join(p).to_string_lossy().into_owned();
+            let outside = || {
+                Some(format!(
+                    "fragments must live inside {}; copy the fragment there",
+                    self.dir.display()
+                ))
+            };
+            let opened = self.inputs.open_fragment(&joined).map_err(|e| {
+                let (message, hint) = match e {
+                    InputError::Leaves(_) => {
+                        (format!("include {inc:?} leaves the recipe's folder"), outside())
+                    }
+                    InputError::OutsideThroughLink { link, target, .. } => (
+                        format!(
+                            "include {inc:?} leaves the recipe's folder through a symbolic link ({link} -> {target})"
+                        ),
+                        outside(),
+                    ),
+                    InputError::NotRegular { what, .. } => (
+                        format!("include {inc:?} is not a regular file but {what}"),
+                        Some("name a fragment .toml file".to_string()),
+                    ),
+                    InputError::Open { source, .. } => (
+                        format!("cannot open include {inc:?}: {source}"),
+                        Some("paths are relative to the including file".to_string()),
+                    ),
+                    other => (
+                        format!("include {inc:?}: {other}"),
+                        Some("paths are relative to the including file".to_string()),
+                    ),
+                };
+                located(&self.files[idx], &key, message, hint)
             })?;
-            if !canon.starts_with(&self.dir) {
-                return Err(located(
-                    &self.files[idx],
-                    &key,
-                    format!("include {inc:?} leaves the recipe's folder"),
-                    Some(format!(
-                        "fragments must live inside {}; copy the fragment there",
-                        self.dir.display()
-                    )),
-                ));
-            }
-            let rel_path = canon
-                .strip_prefix(&self.dir)
-                .unwrap_or(&canon)
-                .to_path_buf();
-            if let Some(pos) = stack.iter().position(|s| s == &canon) {
-                let mut chain: Vec<String> = stack[pos..]
-                    .iter()
-                    .map(|s| s.strip_prefix(&self.dir).unwrap_or(s).display().to_string())
-                    .collect();
+            let rel_path = PathBuf::from(&opened.resolved);
+            let canon = self.dir.join(&rel_path);
+            if let Some(pos) = stack.iter().position(|s| s == &opened.resolved) {
+                let mut chain: Vec<String> = stack[pos..].to_vec();
                 chain.push(rel_path.display().to_string());
                 return Err(located(
                     &self.files[idx],
@@ -634,11 +663,11 @@ impl Loaded {
                     Some("remove one of the includes".to_string()),
                 ));
             }
-            let rel = rel_path.to_string_lossy().into_owned();
-            let f = parse_file(&rel_path, rel, canon.clone(), true)?;
+            let rel = opened.resolved.clone();
+            let f = parse_file(&rel_path, rel, canon, opened.file, true)?;
             self.files.push(f);
             let new = self.files.len() - 1;
-            stack.push(canon);
+            stack.push(opened.resolved);
             self.collect(new, stack)?;
             stack.pop();
         }
@@ -868,12 +897,12 @@ impl Loaded {
             }
             seen.insert(name, (fi, li));
             for (k, rel) in layer_inputs(&rl.spec) {
-                if let Err(m) = crate::inputs::resolve_in(&self.dir, &rel) {
+                if let Err(e) = self.inputs.open(&rel) {
                     return Err(located(
                         f,
                         &rl.key_of(&k),
-                        m,
-                        Some("input files are named relative to the recipe's folder and must stay inside it".to_string()),
+                        e.to_string(),
+                        Some(e.hint().to_string()),
                     ));
                 }
             }
@@ -881,6 +910,7 @@ impl Loaded {
         }
         Ok(Recipe {
             dir: self.dir.clone(),
+            inputs: Arc::clone(&self.inputs),
             files: self.files.clone(),
             image: Image {
                 name: img.name,

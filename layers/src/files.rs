@@ -58,12 +58,12 @@ impl File {
         let content = match (&self.content, &self.source) {
             (Some(text), None) => Content::Bytes(text.as_bytes().to_vec()),
             (None, Some(src)) => {
-                let (host, size) = ctx.inputs.host_file(src).map_err(|message| Error::Input {
+                let file = ctx.inputs.host_file(src).map_err(|message| Error::Input {
                     key: format!("{key}.source"),
                     path: src.clone(),
                     message,
                 })?;
-                Content::Host { path: host, size }
+                Content::Input(file)
             }
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_hint(
@@ -172,17 +172,29 @@ fn meta(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::tree::InputFile;
     use crate::view::{Inputs, MemInputs, MemView};
-    use std::path::PathBuf;
+    use std::sync::{Arc, OnceLock};
+
+    /// One open file standing for `files/big.bin` (any file will do: the
+    /// renderer only passes the handle on).
+    fn big() -> InputFile {
+        static BIG: OnceLock<InputFile> = OnceLock::new();
+        BIG.get_or_init(|| {
+            let f = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+            InputFile::new(Arc::new(f), 1 << 30, "files/big.bin")
+        })
+        .clone()
+    }
 
     struct HostInputs;
     impl Inputs for HostInputs {
         fn read(&self, rel: &str) -> std::result::Result<Vec<u8>, String> {
             Err(format!("{rel}: not here"))
         }
-        fn host_file(&self, rel: &str) -> std::result::Result<(PathBuf, u64), String> {
+        fn host_file(&self, rel: &str) -> std::result::Result<InputFile, String> {
             if rel == "files/big.bin" {
-                Ok((PathBuf::from("/recipes/files/big.bin"), 1 << 30))
+                Ok(big())
             } else {
                 Err("no such file".to_string())
             }
@@ -256,13 +268,7 @@ mod tests {
         f.mode = Some("755".into());
         let t = render(&f, &HostInputs).unwrap();
         let n = t.get_str("/opt/big.bin").unwrap();
-        assert_eq!(
-            n.kind,
-            NodeKind::File(Content::Host {
-                path: PathBuf::from("/recipes/files/big.bin"),
-                size: 1 << 30
-            })
-        );
+        assert_eq!(n.kind, NodeKind::File(Content::Input(big())));
         assert_eq!(n.meta.mode, 0o755);
     }
 

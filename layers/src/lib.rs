@@ -25,7 +25,7 @@ pub mod view;
 
 pub use error::{Error, Result};
 pub use spec::LayerSpec;
-pub use tree::{Content, FileTree, ImagePath, Meta, Node, NodeKind};
+pub use tree::{Content, FileTree, ImagePath, InputFile, InputReader, Meta, Node, NodeKind};
 pub use view::{
     land, Context, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind,
 };

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -195,6 +196,100 @@ pub enum Content {
         /// Its size in bytes when it was checked.
         size: u64,
     },
+    /// A file the recipe names, opened once by the builder and streamed from
+    /// that open handle when the layer is packed.
+    Input(InputFile),
+}
+
+/// A recipe input file held open: whatever happens to its name in the
+/// recipe's folder afterwards, its bytes are read from this handle.
+#[derive(Clone)]
+pub struct InputFile {
+    file: Arc<std::fs::File>,
+    size: u64,
+    name: String,
+}
+
+impl InputFile {
+    /// `file`, opened as `name` (recipe-relative, for messages), which was
+    /// `size` bytes long when it was opened.
+    pub fn new(file: Arc<std::fs::File>, size: u64, name: impl Into<String>) -> InputFile {
+        InputFile {
+            file,
+            size,
+            name: name.into(),
+        }
+    }
+
+    /// The size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The name the recipe gave it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// A reader of its bytes from the start. Readers use positional reads,
+    /// so that any number of them (and clones of this handle) can read the
+    /// file independently.
+    pub fn reader(&self) -> InputReader<'_> {
+        InputReader {
+            file: &self.file,
+            pos: 0,
+        }
+    }
+
+    /// All its bytes; an error when it no longer has the size it was opened
+    /// with.
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let cap = usize::try_from(self.size.min(1 << 20)).unwrap_or(0);
+        let mut out = Vec::with_capacity(cap);
+        std::io::Read::read_to_end(&mut self.reader(), &mut out)?;
+        if out.len() as u64 != self.size {
+            return Err(std::io::Error::other(format!(
+                "{} changed size while it was read ({} bytes when opened, {} read)",
+                self.name,
+                self.size,
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+impl PartialEq for InputFile {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.file, &other.file) && self.size == other.size && self.name == other.name
+    }
+}
+
+impl Eq for InputFile {}
+
+impl fmt::Debug for InputFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Input({:?}, {} bytes)", self.name, self.size)
+    }
+}
+
+/// Reads an [`InputFile`] from the start by positional reads.
+pub struct InputReader<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl std::io::Read for InputReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl Content {
@@ -203,6 +298,7 @@ impl Content {
         match self {
             Content::Bytes(b) => b.len() as u64,
             Content::Host { size, .. } => *size,
+            Content::Input(f) => f.size(),
         }
     }
 
@@ -220,6 +316,7 @@ impl fmt::Debug for Content {
                 _ => write!(f, "Bytes(<{} bytes>)", b.len()),
             },
             Content::Host { path, size } => write!(f, "Host({path:?}, {size} bytes)"),
+            Content::Input(i) => i.fmt(f),
         }
     }
 }

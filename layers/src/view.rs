@@ -1,9 +1,8 @@
 //! Read-only access to "the image so far" and to the files a recipe names.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use crate::tree::{Content, FileTree, ImagePath, Meta, NodeKind};
+use crate::tree::{Content, FileTree, ImagePath, InputFile, Meta, NodeKind};
 
 /// What a path is in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,9 +178,9 @@ pub trait Inputs {
     /// Read a small input file whole (keys, unit files, snippets).
     fn read(&self, rel: &str) -> Result<Vec<u8>, String>;
 
-    /// A large input file to be streamed at pack time: its checked host path
-    /// and size.
-    fn host_file(&self, rel: &str) -> Result<(PathBuf, u64), String>;
+    /// A large input file to be streamed at pack time: the file, opened
+    /// once and checked, with its size.
+    fn host_file(&self, rel: &str) -> Result<InputFile, String>;
 }
 
 /// Everything a renderer may look at.
@@ -261,6 +260,7 @@ impl RootView for Overlay<'_> {
             return match &n.kind {
                 NodeKind::File(Content::Bytes(b)) => Some(b.clone()),
                 NodeKind::File(Content::Host { path, .. }) => std::fs::read(path).ok(),
+                NodeKind::File(Content::Input(f)) => f.read_all().ok(),
                 NodeKind::Hardlink(t) => self.read_raw(t),
                 _ => None,
             };
@@ -508,7 +508,7 @@ impl Inputs for MemInputs {
             .ok_or_else(|| "no such file".to_string())
     }
 
-    fn host_file(&self, rel: &str) -> Result<(PathBuf, u64), String> {
+    fn host_file(&self, rel: &str) -> Result<InputFile, String> {
         Err(format!("{rel}: in-memory inputs have no host files"))
     }
 }

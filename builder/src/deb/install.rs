@@ -1669,6 +1669,7 @@ mod tests {
                         Content::Host { path, .. } => {
                             std::fs::copy(path, &host).unwrap();
                         }
+                        Content::Input(f) => std::fs::write(&host, f.read_all().unwrap()).unwrap(),
                     }
                 }
                 NodeKind::Symlink(t) => {
