@@ -14,6 +14,7 @@
 
 pub mod base;
 pub mod build;
+pub mod cachefile;
 pub mod cli;
 pub mod deb;
 pub mod error;
