@@ -144,7 +144,7 @@ pub struct BaseLayer {
 
 enum Source {
     Scratch,
-    Registry(crate::registry::Pulled),
+    Registry(Box<crate::registry::Pulled>),
     Dir(OciDir),
     Archive(OciArchive),
     Rootfs { file: PathBuf, codec: Codec },
@@ -203,7 +203,7 @@ impl Base {
                     index,
                     config: Some(config),
                     layers,
-                    source: std::sync::Arc::new(Source::Registry(pulled)),
+                    source: std::sync::Arc::new(Source::Registry(Box::new(pulled))),
                 })
             }
             BaseRef::Oci { dir, tag } => {

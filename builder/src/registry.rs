@@ -1619,6 +1619,36 @@ mod tests {
         assert!(!dest.exists());
     }
 
+    #[test]
+    fn offline_pulls_use_the_verified_cache_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let opts = RegistryOptions {
+            insecure: vec!["127.0.0.1:1".into()],
+            cache_dir: Some(t.path().to_path_buf()),
+            quiet: true,
+            offline: true,
+        };
+        let e = pull("docker://127.0.0.1:1/x:y", "amd64", &opts).unwrap_err();
+        assert!(e.to_string().contains("--offline"), "{e}");
+        assert!(e.to_string().contains("pin the base by digest"), "{e}");
+        let d = format!("sha256:{}", "d".repeat(64));
+        let e = pull(&format!("docker://127.0.0.1:1/x@{d}"), "amd64", &opts).unwrap_err();
+        assert!(e.to_string().contains("is not in the cache"), "{e}");
+        assert!(e.to_string().contains("without --offline"), "{e}");
+        // Something else under the pinned digest's name: named, removed.
+        let store = t.path().join("registry/blobs/sha256");
+        let other = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        std::fs::write(store.join("d".repeat(64)), other).unwrap();
+        let e = pull(&format!("docker://127.0.0.1:1/x@{d}"), "amd64", &opts).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains(&store.join("d".repeat(64)).display().to_string()),
+            "{m}"
+        );
+        assert!(m.contains("is damaged"), "{m}");
+        assert!(!store.join("d".repeat(64)).exists());
+    }
+
     fn collect(reader: BlobReader, size: u64, item: usize) -> Vec<Result<usize, String>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -7,7 +7,9 @@
 //!   is pulled from a test registry, then the cache is edited so that the
 //!   entry for A names (or holds) another image B. The rebuild gives A's
 //!   image again (fetched anew) or fails with a clear error, online, with
-//!   the registry stopped, and `--offline`; never B's image;
+//!   the registry stopped, and `--offline`; never B's image. A's cached
+//!   layer replaced by a FIFO is fetched again (online) or named in the
+//!   error (`--offline`), without hanging;
 //! - the package download cache: a cached `.deb` is replaced by a symbolic
 //!   link to a host file, a larger file, a huge sparse file, a FIFO, a
 //!   folder, and a file of the right size with other bytes. Each rebuild
@@ -140,6 +142,8 @@ struct Images {
     b: String,
     /// The layout B was pushed from (its blobs, for the attacker).
     b_layout: PathBuf,
+    /// The digest of A's layer.
+    a_layer: String,
 }
 
 impl Images {
@@ -164,6 +168,13 @@ impl Images {
         let b_layout = dir.join("b");
         let (b, a) = (digests.pop().unwrap(), digests.pop().unwrap());
         assert_ne!(a, b);
+        let a_manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("a/blobs/sha256").join(&a[7..])).unwrap())
+                .unwrap();
+        let a_layer = a_manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
         Some(Images {
             _tmp: tmp,
             dir,
@@ -172,6 +183,7 @@ impl Images {
             a,
             b,
             b_layout,
+            a_layer,
         })
     }
 
@@ -254,7 +266,16 @@ enum Tamper {
     /// As `Index`, and the cached manifest of A (every file named by A's
     /// digest) holds B's manifest.
     IndexAndManifest,
+    /// A's cached layer (every file named by its digest) is a FIFO.
+    LayerFifo,
 }
+
+const TAMPERS: [Tamper; 4] = [
+    Tamper::None,
+    Tamper::Index,
+    Tamper::IndexAndManifest,
+    Tamper::LayerFifo,
+];
 
 /// A copy of the clean cache `clean` at `dst`, tampered with as `how` says.
 fn tampered_cache(img: &Images, clean: &Path, dst: &Path, how: Tamper) {
@@ -263,6 +284,19 @@ fn tampered_cache(img: &Images, clean: &Path, dst: &Path, how: Tamper) {
         return;
     }
     let reg = dst.join("registry");
+    if how == Tamper::LayerFifo {
+        let mut n = 0;
+        for d in blob_dirs(&reg) {
+            let layer = d.join(&img.a_layer[7..]);
+            if fs::symlink_metadata(&layer).is_ok() {
+                fs::remove_file(&layer).unwrap();
+                run(Command::new("mkfifo").arg(&layer)).ok();
+                n += 1;
+            }
+        }
+        assert!(n > 0, "A's layer is not in the cache {}", reg.display());
+        return;
+    }
     let b_blobs = img.b_layout.join("blobs/sha256");
     let b_manifest = fs::read(b_blobs.join(&img.b[7..])).unwrap();
     let dirs = blob_dirs(&reg);
@@ -341,7 +375,7 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
 
     let mut cases = Cases::new();
     // Online: A again, whatever the cache says.
-    for how in [Tamper::None, Tamper::Index, Tamper::IndexAndManifest] {
+    for how in TAMPERS {
         let label = format!("online, cache {how:?}");
         cases.case(&label.clone(), || {
             let cache = d.join(format!("cache-online-{how:?}"));
@@ -350,13 +384,23 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
             let r = img.build(&pin_a, &cache, &out, &[], &label);
             assert_eq!(r.code, 0, "{label}: the registry serves A: {r}");
             a_or_refused(&r, &d.join(&out), &on_a, &on_b, &label, &[]);
+            if how == Tamper::LayerFifo {
+                let layer = cache.join("registry/blobs/sha256").join(&img.a_layer[7..]);
+                assert!(
+                    r.stderr.contains(&layer.display().to_string())
+                        && r.stderr.contains("damaged; fetching it again"),
+                    "{label}: the damaged layer is reported: {r}"
+                );
+                assert!(fs::symlink_metadata(&layer).unwrap().is_file(), "{label}");
+                assert_eq!(sha256_file(&layer), img.a_layer, "{label}");
+            }
         });
     }
 
     // The registry stopped: never B; a clear error, or A from the cache
     // (--offline) when what is cached verifies.
     img.reg.kill();
-    for how in [Tamper::None, Tamper::Index, Tamper::IndexAndManifest] {
+    for how in TAMPERS {
         let label = format!("registry stopped, cache {how:?}");
         cases.case(&label.clone(), || {
             let cache = d.join(format!("cache-stopped-{how:?}"));
@@ -366,7 +410,7 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
             a_or_refused(&r, &d.join(&out), &on_a, &on_b, &label, &["hostile/a"]);
         });
     }
-    for how in [Tamper::None, Tamper::Index, Tamper::IndexAndManifest] {
+    for how in TAMPERS {
         let label = format!("--offline, cache {how:?}");
         cases.case(&label.clone(), || {
             let cache = d.join(format!("cache-offline-{how:?}"));
@@ -380,10 +424,15 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
                     assert_eq!(r.code, 0, "{label}: {r}");
                     a_or_refused(&r, &d.join(&out), &on_a, &on_b, &label, &[]);
                 }
-                // A's manifest is damaged: the error names the cache file and
-                // says what to do.
-                Tamper::IndexAndManifest => {
-                    let file = cache.join("registry/blobs/sha256").join(&img.a[7..]);
+                // A's manifest or layer is damaged: the error names the
+                // cache file and says what to do.
+                Tamper::IndexAndManifest | Tamper::LayerFifo => {
+                    let digest = if how == Tamper::LayerFifo {
+                        &img.a_layer
+                    } else {
+                        &img.a
+                    };
+                    let file = cache.join("registry/blobs/sha256").join(&digest[7..]);
                     a_or_refused(
                         &r,
                         &d.join(&out),
