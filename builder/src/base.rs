@@ -144,6 +144,7 @@ pub struct BaseLayer {
 
 enum Source {
     Scratch,
+    Registry(Box<crate::registry::Pulled>),
     Dir(OciDir),
     Archive(OciArchive),
     Rootfs { file: PathBuf, codec: Codec },
@@ -191,40 +192,18 @@ impl Base {
             BaseRef::Scratch => Ok(Base::scratch()),
             BaseRef::Registry { reference } => {
                 let arch = architecture.unwrap_or("amd64");
-                let dir = crate::registry::pull(reference, arch, registry)?;
-                let d = Dir::open_ambient_dir(&dir, ambient_authority()).map_err(|e| {
-                    Error::image(
-                        &what,
-                        format!("cannot open the cached image {}: {e}", dir.display()),
-                    )
-                })?;
-                let oci = OciDir::open(d).map_err(|e| {
-                    Error::image(
-                        &what,
-                        format!(
-                            "the cached image {} is damaged: {}; remove it and build again",
-                            dir.display(),
-                            oci_msg(&e)
-                        ),
-                    )
-                })?;
-                let (config, layers, index) = open_image(&oci, &what, None, architecture)
-                    .map_err(|e| match e {
-                        Error::Image { what, message } => Error::image(
-                            what,
-                            format!(
-                                "{message} (cached in {}; remove the cache's registry folder to pull again)",
-                                dir.display()
-                            ),
-                        ),
-                        e => e,
-                    })?;
+                // Verified against the reference and open: the blobs are
+                // read from the handles that were checked, and the image
+                // is the manifest the reference means, whatever the cache
+                // holds besides.
+                let pulled = crate::registry::pull(reference, arch, registry)?;
+                let (config, layers, index) = open_image(&pulled, &what, None, architecture)?;
                 Ok(Base {
                     what,
                     index,
                     config: Some(config),
                     layers,
-                    source: std::sync::Arc::new(Source::Dir(oci)),
+                    source: std::sync::Arc::new(Source::Registry(Box::new(pulled))),
                 })
             }
             BaseRef::Oci { dir, tag } => {
@@ -428,6 +407,7 @@ fn open_blob_of(what: &str, source: &Source, desc: &Descriptor) -> Result<Box<dy
     let r: Box<dyn Read + Send> = match source {
         Source::Dir(d) => Box::new(d.read_blob(desc).map_err(|e| err(&e))?),
         Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| err(&e))?),
+        Source::Registry(p) => Box::new(p.read_blob(desc).map_err(|e| err(&e))?),
         _ => return Err(Error::image(what, format!("has no blob {}", desc.digest()))),
     };
     Ok(r)

@@ -667,6 +667,9 @@ fn check_offline(env: &PackageEnv, recipe_path: &Path) -> Result<()> {
         if m.fetch_url != m.package.url {
             message.push_str(&format!(" (fetched from {})", m.fetch_url));
         }
+        if let Some(d) = &m.damaged {
+            message.push_str(&format!("; {d}"));
+        }
     }
     message.push_str(&format!(
         "\n  hint: where the repositories are reachable, run `nodeimg lock {}` or a build without --offline with the same --cache-dir {}, then build --offline again",
@@ -765,6 +768,8 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     if registry.cache_dir.is_none() {
         registry.cache_dir = opts.packages.cache_dir.clone();
     }
+    // --offline: no network for the base either.
+    registry.offline |= opts.packages.offline;
     let c = check_registry(
         &opts.recipe,
         &opts.vars,

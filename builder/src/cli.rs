@@ -462,6 +462,7 @@ fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
         insecure: a.insecure_registries,
         cache_dir: None,
         quiet: a.quiet,
+        offline: false,
     };
     let report = crate::registry::push(
         &path,
@@ -501,6 +502,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         insecure: a.recipe.insecure_registries.clone(),
         cache_dir: a.cache_dir.clone(),
         quiet: a.quiet,
+        offline: a.offline,
     };
     let opts = BuildOptions {
         recipe: a.recipe.recipe,
@@ -616,6 +618,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         insecure: a.recipe.insecure_registries.clone(),
         cache_dir: None,
         quiet: false,
+        offline: false,
     };
     let c = build::check_locked(
         &a.recipe.recipe,

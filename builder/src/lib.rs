@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod base;
 pub mod build;
+pub mod cachefile;
 pub mod cli;
 pub mod deb;
 pub mod error;

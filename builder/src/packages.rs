@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
 
+use crate::cachefile::{self, CachedFile};
 use crate::deb::control::{self, BinaryPackage, Syntax};
 use crate::deb::fetch::{Cache, FetchError, Mirrors};
 use crate::deb::install::{self, Package};
@@ -80,6 +81,8 @@ pub struct Missing {
     pub package: LockedPackage,
     /// Where it would be downloaded from (after `--mirror`).
     pub fetch_url: String,
+    /// The damaged entry that was in the cache (removed), and what was wrong with it.
+    pub damaged: Option<String>,
 }
 
 impl PackageEnv {
@@ -197,17 +200,21 @@ impl PackageEnv {
         };
         let mut out = Vec::new();
         for (layer, p) in lock.packages() {
-            let found = self
+            let damaged = match self
                 .cache
-                .lookup(p.size, &p.sha256)
-                .map_err(|e| Error::image("--cache-dir", e.to_string()))?;
-            if found.is_none() {
-                out.push(Missing {
-                    layer: layer.to_string(),
-                    package: p.clone(),
-                    fetch_url: self.cache.mirrors().map(&p.url),
-                });
-            }
+                .check(p.size, &p.sha256)
+                .map_err(|e| Error::image("--cache-dir", e.to_string()))?
+            {
+                cachefile::Entry::Verified(_) => continue,
+                cachefile::Entry::Absent => None,
+                cachefile::Entry::Damaged(note) => Some(note),
+            };
+            out.push(Missing {
+                layer: layer.to_string(),
+                package: p.clone(),
+                fetch_url: self.cache.mirrors().map(&p.url),
+                damaged,
+            });
         }
         Ok(out)
     }
@@ -235,7 +242,7 @@ impl PackageEnv {
         size: u64,
         sha256: &str,
         what: &str,
-    ) -> Result<PathBuf, PackagesError> {
+    ) -> Result<CachedFile, PackagesError> {
         fetch_shown(&self.cache, &self.meter, url, size, sha256, what)
     }
 }
@@ -312,7 +319,8 @@ impl From<Error> for PackagesError {
 }
 
 /// A verified file (package or index) in `cache`, downloaded when missing,
-/// shown on `meter` as `what`; shared by the Debian and rpm backends.
+/// shown on `meter` as `what`; shared by the Debian and rpm backends. The
+/// file is the open handle that was verified: read it, never its path.
 pub(crate) fn fetch_shown(
     cache: &Cache,
     meter: &Meter,
@@ -320,13 +328,21 @@ pub(crate) fn fetch_shown(
     size: u64,
     sha256: &str,
     what: &str,
-) -> Result<PathBuf, PackagesError> {
+) -> Result<CachedFile, PackagesError> {
     let mut d = meter.download(what, size);
-    let path = cache
-        .fetch_with_progress(url, size, sha256, &mut |n| d.received(n))
-        .map_err(|e| build_err("download", e))?;
+    let got = cache.fetch_with_progress(url, size, sha256, &mut |n| d.received(n));
+    report_damaged(cache, meter);
+    let file = got.map_err(|e| build_err("download", e))?;
     d.finish();
-    Ok(path)
+    Ok(file)
+}
+
+/// Warn about the damaged cache entries `cache` found (and removed) so far.
+/// Shown even with `-q`: a damaged cache may be an attack.
+pub(crate) fn report_damaged(cache: &Cache, meter: &Meter) {
+    for note in cache.take_damaged() {
+        meter.suspend(|| eprintln!("warning: {note}"));
+    }
 }
 
 pub(crate) fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
@@ -477,10 +493,10 @@ fn read_indexes(
                         .packages_index(comp, arch)
                         .map_err(|e| build_err(&s.file, e))?;
                     let url = format!("{dir}{}", loc.fetch_path);
-                    let path =
+                    let file =
                         env.fetch_shown(&url, loc.size, &loc.sha256, &format!("index {url}"))?;
                     env.note_index(&url, loc.size, &loc.sha256);
-                    let index = read_index(&path, &loc, &url)?;
+                    let index = read_index(&file, &loc, &url)?;
                     let id = match comp {
                         Some(c) => format!("{uri} {suite} {c}"),
                         None => format!("{uri} {suite}"),
@@ -494,16 +510,15 @@ fn read_indexes(
     Ok((indexes, roots))
 }
 
-/// Streams the cached index `path` (fetched from `url`): nothing of it is
+/// Streams the cached index `file` (fetched from `url`): nothing of it is
 /// kept unless the whole file matches `loc`.
 fn read_index(
-    path: &Path,
+    file: &CachedFile,
     loc: &repo::IndexLocation,
     url: &str,
 ) -> Result<control::PackageIndex, PackagesError> {
-    let reading = || format!("reading {} (cached {url})", path.display());
-    let file = std::fs::File::open(path).ctx(reading)?;
-    match loc.stream(file, url, |r| control::read_packages(r)) {
+    let reading = || format!("reading {} (cached {url})", file.path().display());
+    match loc.stream(file.reader(), url, |r| control::read_packages(r)) {
         Err(repo::StreamError::Read(source)) => Err(PackagesError::Build(Error::Io {
             context: reading(),
             source,
@@ -949,10 +964,11 @@ fn locked_packages(
             )
         })?;
         let mut d = env.meter.download(&p.label(), p.size);
-        let deb = env
+        let got = env
             .cache
-            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n))
-            .map_err(|e| match e {
+            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
+        report_damaged(&env.cache, &env.meter);
+        let deb = got.map_err(|e| match e {
                 FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
                     lf.to_string(),
                     format!(

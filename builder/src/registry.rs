@@ -7,6 +7,7 @@
 //! in memory) and checked against its digest; answers from a registry are
 //! input like any other: wrong digests, bad JSON and absurd sizes are errors.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,11 +19,12 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use ocidir::oci_spec::image::Descriptor;
+use ocidir::oci_spec::image::{Descriptor, ImageIndex};
 use ocidir::{OciArchive, OciDir, OciRead};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::cachefile::{self, CachedFile, CachedReader, Entry};
 use crate::error::{Error, IoContext, Result};
 
 /// The prefix of a registry reference.
@@ -57,6 +59,9 @@ pub struct RegistryOptions {
     pub cache_dir: Option<PathBuf>,
     /// No progress on stderr.
     pub quiet: bool,
+    /// `--offline`: no network; a base pinned by digest comes from the
+    /// cache alone (verified), a tag is refused.
+    pub offline: bool,
 }
 
 /// Parse `[docker://]HOST[:PORT]/REPO(:TAG|@sha256:...)`.
@@ -310,6 +315,11 @@ impl Transfers {
         }
     }
 
+    /// A warning, shown even when quiet (a damaged cache may be an attack).
+    fn warn(&self, msg: &str) {
+        eprintln!("warning: {msg}");
+    }
+
     /// A bar for `size` bytes of `what` (hidden when quiet or not a terminal).
     fn bar(&self, what: &str, size: u64) -> indicatif::ProgressBar {
         if self.quiet || !self.tty {
@@ -493,7 +503,8 @@ impl Session {
     }
 
     /// Download blob `digest` of `size` bytes into `dest` (atomically:
-    /// a temporary file is renamed once the digest is verified).
+    /// a temporary file is renamed once the digest is verified); returns
+    /// the file written, open.
     fn download(
         &self,
         r: &Reference,
@@ -501,7 +512,7 @@ impl Session {
         digest: &str,
         size: u64,
         dest: &Path,
-    ) -> Result<()> {
+    ) -> Result<CachedFile> {
         check_digest(digest).map_err(|m| Error::image(what, m))?;
         if size > BLOB_MAX {
             return Err(Error::image(
@@ -585,26 +596,22 @@ impl Session {
         tmp.as_file()
             .sync_all()
             .ctx(|| format!("writing {}", dest.display()))?;
-        tmp.persist(dest)
+        clear_folder(dest)?;
+        let file = tmp
+            .persist(dest)
             .map_err(|e| e.error)
             .ctx(|| format!("storing {}", dest.display()))?;
-        Ok(())
+        Ok(CachedFile::written(file, dest.to_path_buf(), size))
     }
 }
 
-/// The sha256 digest of a file, streaming.
-fn file_digest(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 17];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+/// Remove a folder put where a blob goes (a rename does not replace one;
+/// anything else there, a symbolic link included, is replaced itself).
+fn clear_folder(dest: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+        cachefile::remove_entry(dest).ctx(|| format!("removing {}", dest.display()))?;
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    Ok(())
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -737,26 +744,260 @@ fn cache_root(opts: &RegistryOptions) -> Result<PathBuf> {
     Ok(dir.join("registry"))
 }
 
-/// Pull `reference` (`docker://...`) for `arch` into the cache; returns
-/// the OCI layout directory holding exactly that image (its blobs shared
-/// with every other cached image by digest).
-pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<PathBuf> {
+/// A pulled image: the manifest chosen for the platform and the blobs it
+/// names, each verified against its digest (and size) and open. It is read
+/// as an OCI image whose index names that one manifest; nothing of the
+/// cache is trusted to say which manifest a reference means.
+pub struct Pulled {
+    index: ImageIndex,
+    blobs: BTreeMap<String, CachedFile>,
+}
+
+impl std::fmt::Debug for Pulled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pulled({} blob(s))", self.blobs.len())
+    }
+}
+
+impl OciRead for Pulled {
+    type BlobReader = CachedReader;
+
+    fn read_blob(&self, desc: &Descriptor) -> std::result::Result<CachedReader, ocidir::Error> {
+        let digest = desc.digest().to_string();
+        let f = self.blobs.get(&digest).ok_or_else(|| {
+            ocidir::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("blob {digest} is not part of the pulled image"),
+            ))
+        })?;
+        if f.size() != desc.size() {
+            return Err(ocidir::Error::SizeMismatch {
+                expected: desc.size(),
+                found: f.size(),
+            });
+        }
+        Ok(f.reader())
+    }
+
+    fn read_index(&self) -> std::result::Result<ImageIndex, ocidir::Error> {
+        Ok(self.index.clone())
+    }
+
+    fn has_blob(&self, desc: &Descriptor) -> std::result::Result<bool, ocidir::Error> {
+        Ok(self.blobs.contains_key(&desc.digest().to_string()))
+    }
+}
+
+/// Where and how a pull gets what the cache lacks.
+struct Puller<'a> {
+    s: &'a Session,
+    r: &'a Reference,
+    what: &'a str,
+    store: PathBuf,
+    offline: bool,
+    fetched: u64,
+}
+
+impl Puller<'_> {
+    fn path(&self, digest: &str) -> PathBuf {
+        self.store.join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// The cached blob `digest` when it is intact; a damaged one is
+    /// reported and removed. Returns the blob, or why it must be fetched.
+    fn cached(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<std::result::Result<CachedFile, String>> {
+        check_digest(digest).map_err(|m| Error::image(self.what, m))?;
+        let path = self.path(digest);
+        let hex = digest.trim_start_matches("sha256:");
+        let entry = match size {
+            Some(n) => cachefile::open_verified(&path, n, hex),
+            None => cachefile::open_verified_at_most(&path, JSON_MAX as u64, hex),
+        }
+        .ctx(|| format!("reading the cached blob {}", path.display()))?;
+        Ok(match entry {
+            Entry::Verified(f) => Ok(f),
+            Entry::Absent => Err(format!(
+                "blob {digest} is not in the cache ({})",
+                path.display()
+            )),
+            Entry::Damaged(why) => {
+                cachefile::remove_entry(&path)
+                    .ctx(|| format!("removing the damaged cache entry {}", path.display()))?;
+                Err(format!(
+                    "the cached blob {} ({why}) is damaged and was removed",
+                    path.display()
+                ))
+            }
+        })
+    }
+
+    /// What is done when the cache cannot serve a blob (`why`): with
+    /// `--offline` an error that says why and what to do; else a damaged
+    /// entry is reported and the blob fetched again.
+    fn need_network(&self, why: &str) -> Result<()> {
+        if self.offline {
+            return Err(Error::image(
+                self.what,
+                format!(
+                    "{why}, and --offline allows no download: build once without --offline with the same --cache-dir to fetch it again"
+                ),
+            ));
+        }
+        if let Some(damaged) = why.strip_suffix(" and was removed") {
+            self.s
+                .progress
+                .warn(&format!("{damaged}; fetching it again"));
+        }
+        Ok(())
+    }
+
+    /// A config or layer blob, verified against its descriptor.
+    fn blob(&mut self, b: &Blob) -> Result<CachedFile> {
+        let why = match self.cached(&b.digest, Some(b.size))? {
+            Ok(f) => return Ok(f),
+            Err(why) => why,
+        };
+        self.need_network(&why)?;
+        let dest = self.path(&b.digest);
+        let f = self
+            .s
+            .download(self.r, self.what, &b.digest, b.size, &dest)
+            .map_err(|e| noted(e, &why))?;
+        self.fetched += b.size;
+        Ok(f)
+    }
+
+    /// Manifest or index `digest` (of `size` bytes when known): from the
+    /// cache when intact, else from the registry (checked against the
+    /// digest) and then kept in the cache.
+    fn manifest_by_digest(
+        &mut self,
+        digest: &str,
+        size: Option<u64>,
+        online_first: bool,
+    ) -> Result<Vec<u8>> {
+        let why = if online_first && !self.offline {
+            "the registry is asked first for a pinned manifest".to_string()
+        } else {
+            match self.cached(digest, size)? {
+                Ok(f) => {
+                    return f
+                        .read_all()
+                        .ctx(|| format!("reading the cached blob {}", f.path().display()))
+                }
+                Err(why) => why,
+            }
+        };
+        self.need_network(&why)?;
+        let body = self
+            .s
+            .manifest(&self.r.clone_with_digest(digest.to_string()), self.what)?;
+        if size.is_some_and(|n| n != body.len() as u64) {
+            return Err(Error::image(
+                self.what,
+                format!(
+                    "the registry sent {} bytes for manifest {digest}, its index says {}",
+                    body.len(),
+                    size.unwrap_or_default()
+                ),
+            ));
+        }
+        self.keep(digest, &body)?;
+        Ok(body)
+    }
+
+    /// Keep a manifest or index (already checked against `digest`) in the
+    /// blob store, atomically.
+    fn keep(&self, digest: &str, body: &[u8]) -> Result<()> {
+        let dest = self.path(digest);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&self.store)
+            .ctx(|| format!("creating a file in {}", self.store.display()))?;
+        tmp.write_all(body)
+            .and_then(|()| tmp.as_file().sync_all())
+            .ctx(|| format!("writing {}", dest.display()))?;
+        clear_folder(&dest)?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .ctx(|| format!("storing {}", dest.display()))?;
+        Ok(())
+    }
+}
+
+/// An error with what was found in the cache before it.
+fn noted(e: Error, note: &str) -> Error {
+    match e {
+        Error::Image { what, message } => {
+            Error::image(what, format!("{note}; fetching it again failed: {message}"))
+        }
+        e => e,
+    }
+}
+
+/// Pull `reference` (`docker://...`) for `arch` into the cache (blobs by
+/// digest under `registry/blobs/sha256`) and return it, verified and open.
+///
+/// A reference pinned by digest is checked against that digest on every
+/// use: the manifest's bytes hash to the pin (or, for an index, the
+/// platform's manifest is the one an index hashing to the pin names), and
+/// the config and every layer match the manifest's descriptors (size and
+/// digest) before they are used. Online, the manifest comes from the
+/// registry; with `offline` from the cache, verified the same way. A tag is
+/// resolved by the registry. A damaged cache entry is reported, removed and
+/// fetched again (offline: an error naming it).
+pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulled> {
     let what = reference.to_string();
     let r = parse_reference(reference).map_err(Error::Usage)?;
+    if opts.offline && r.digest().is_none() {
+        return Err(Error::image(
+            &what,
+            "--offline: a tag can only be resolved by the registry; pin the base by digest \
+             (HOST/REPO@sha256:..., the digest a build online prints as `pulled ... (sha256:...)`) \
+             or build without --offline",
+        ));
+    }
     let root = cache_root(opts)?;
     let store = root.join("blobs/sha256");
     std::fs::create_dir_all(&store).ctx(|| format!("creating {}", store.display()))?;
     let s = Session::new(opts)?;
-    s.login(&r)?;
+    if !opts.offline {
+        s.login(&r)?;
+    }
     let started = Instant::now();
     s.progress.line(&format!("pulling {}", r.whole()));
-    let mut body = s.manifest(&r, &what)?;
+    let mut p = Puller {
+        s: &s,
+        r: &r,
+        what: &what,
+        store,
+        offline: opts.offline,
+        fetched: 0,
+    };
+    let top = match r.digest() {
+        Some(d) => p.manifest_by_digest(d, None, true)?,
+        None => {
+            let body = s.manifest(&r, &what)?;
+            p.keep(&sha256_hex(&body), &body)?;
+            body
+        }
+    };
+    let mut body = top;
     let mut mt = media_type_of(&body);
     let mut digest = sha256_hex(&body);
     if is_index_type(&mt) {
         let chosen = pick_platform(&body, arch, &what)?;
-        let child = r.clone_with_digest(chosen.digest.clone());
-        body = s.manifest(&child, &what)?;
+        body = p.manifest_by_digest(&chosen.digest, Some(chosen.size), false)?;
+        if sha256_hex(&body) != chosen.digest {
+            return Err(Error::image(
+                &what,
+                format!("manifest {} does not match its digest", chosen.digest),
+            ));
+        }
         digest = chosen.digest;
         mt = media_type_of(&body);
         if is_index_type(&mt) {
@@ -768,70 +1009,41 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<PathB
     }
     let info = parse_manifest(&body)
         .map_err(|m| Error::image(&what, format!("manifest {digest}: {m}")))?;
-    let hex_of = |d: &str| d.trim_start_matches("sha256:").to_string();
-    let mut fetched = 0u64;
+    let mut blobs = BTreeMap::new();
     for b in std::iter::once(&info.config).chain(info.layers.iter()) {
-        let dest = store.join(hex_of(&b.digest));
-        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == b.size) {
-            // Verified again before use; a damaged copy is fetched anew.
-            if file_digest(&dest).is_ok_and(|d| d == b.digest) {
-                continue;
-            }
-            s.progress.line(&format!(
-                "cached blob {} is damaged; fetching it again",
-                short(&b.digest)
-            ));
-            let _ = std::fs::remove_file(&dest);
-            let _ = std::fs::remove_dir_all(root.join("images").join(hex_of(&digest)));
+        if blobs.contains_key(&b.digest) {
+            continue;
         }
-        s.download(&r, &what, &b.digest, b.size, &dest)?;
-        fetched += b.size;
+        let f = p.blob(b)?;
+        blobs.insert(b.digest.clone(), f);
     }
-    // The image as an OCI layout: blobs linked from the store.
-    let layout = root.join("images").join(hex_of(&digest));
-    if !layout.join("index.json").is_file() {
-        let parent = root.join("images");
-        std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".image-")
-            .tempdir_in(&parent)
-            .ctx(|| format!("creating a folder in {}", parent.display()))?;
-        let blobs = tmp.path().join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).ctx(|| format!("creating {}", blobs.display()))?;
-        for b in std::iter::once(&info.config).chain(info.layers.iter()) {
-            let h = hex_of(&b.digest);
-            let (from, to) = (store.join(&h), blobs.join(&h));
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to).ctx(|| format!("copying {}", from.display()))?;
-            }
-        }
-        std::fs::write(blobs.join(hex_of(&digest)), &body)
-            .ctx(|| format!("writing the manifest into {}", blobs.display()))?;
-        std::fs::write(
-            tmp.path().join("oci-layout"),
-            b"{\"imageLayoutVersion\":\"1.0.0\"}",
-        )
-        .ctx(|| "writing oci-layout".to_string())?;
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": mt, "digest": digest, "size": body.len()}],
-        });
-        std::fs::write(tmp.path().join("index.json"), index.to_string())
-            .ctx(|| "writing index.json".to_string())?;
-        let tmp_path = tmp.keep();
-        if std::fs::rename(&tmp_path, &layout).is_err() {
-            // Another build put it there first: same content by digest.
-            let _ = std::fs::remove_dir_all(&tmp_path);
-        }
-    }
+    let fetched = p.fetched;
+    let mdesc = crate::output::descriptor_for(&mt, body.len() as u64, &digest)?;
+    let index: ImageIndex = serde_json::from_value(serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [mdesc],
+    }))
+    .map_err(|e| Error::image(&what, format!("describing manifest {digest}: {e}")))?;
+    // The manifest itself, verified above, served from memory.
+    let mfile = manifest_file(&p, &digest, &body)?;
+    blobs.insert(digest.clone(), mfile);
     s.progress.line(&format!(
         "pulled {} ({digest}): {} fetched in {:.1} s",
         r.whole(),
         human(fetched),
         started.elapsed().as_secs_f64()
     ));
-    Ok(layout)
+    Ok(Pulled { index, blobs })
+}
+
+/// The manifest bytes (verified) as a file of this process: an anonymous
+/// temporary file, so that nothing of the cache can change them.
+fn manifest_file(p: &Puller<'_>, digest: &str, body: &[u8]) -> Result<CachedFile> {
+    let mut f = tempfile::tempfile().ctx(|| "creating a temporary file".to_string())?;
+    f.write_all(body)
+        .ctx(|| "writing a temporary file".to_string())?;
+    Ok(CachedFile::written(f, p.path(digest), body.len() as u64))
 }
 
 // ------------------------------------------------------------------ push
@@ -1392,6 +1604,7 @@ mod tests {
             insecure: vec!["127.0.0.1:1".into()],
             cache_dir: None,
             quiet: true,
+            offline: false,
         })
         .unwrap();
         let r = parse_reference("127.0.0.1:1/x:y").unwrap();
@@ -1404,6 +1617,36 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("64 lowercase hex"), "{e}");
         assert!(!dest.exists());
+    }
+
+    #[test]
+    fn offline_pulls_use_the_verified_cache_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let opts = RegistryOptions {
+            insecure: vec!["127.0.0.1:1".into()],
+            cache_dir: Some(t.path().to_path_buf()),
+            quiet: true,
+            offline: true,
+        };
+        let e = pull("docker://127.0.0.1:1/x:y", "amd64", &opts).unwrap_err();
+        assert!(e.to_string().contains("--offline"), "{e}");
+        assert!(e.to_string().contains("pin the base by digest"), "{e}");
+        let d = format!("sha256:{}", "d".repeat(64));
+        let e = pull(&format!("docker://127.0.0.1:1/x@{d}"), "amd64", &opts).unwrap_err();
+        assert!(e.to_string().contains("is not in the cache"), "{e}");
+        assert!(e.to_string().contains("without --offline"), "{e}");
+        // Something else under the pinned digest's name: named, removed.
+        let store = t.path().join("registry/blobs/sha256");
+        let other = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        std::fs::write(store.join("d".repeat(64)), other).unwrap();
+        let e = pull(&format!("docker://127.0.0.1:1/x@{d}"), "amd64", &opts).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains(&store.join("d".repeat(64)).display().to_string()),
+            "{m}"
+        );
+        assert!(m.contains("is damaged"), "{m}");
+        assert!(!store.join("d".repeat(64)).exists());
     }
 
     fn collect(reader: BlobReader, size: u64, item: usize) -> Vec<Result<usize, String>> {

@@ -1,9 +1,12 @@
 //! A content-addressed download cache and URL mirror remapping.
 //!
 //! Files live at `DIR/sha256/<hex>`. A cached file is checked (size and SHA256) every time it is
-//! used; a download goes to a temporary file in the cache directory, is checked, and only then
-//! renamed into place, so a wrong or partial download is never kept. `http://`, `https://` and
-//! `file://` URLs are read.
+//! used, on a handle opened without following symbolic links ([`crate::cachefile`]), and that
+//! open, verified handle is what callers read: the path is never opened again. An entry that is
+//! not a regular file of the right size and digest is reported, removed and downloaded again. A
+//! download goes to a temporary file in the cache directory, is checked, and only then renamed
+//! into place, so a wrong or partial download is never kept. `http://`, `https://` and `file://`
+//! URLs are read.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -11,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+pub use crate::cachefile::CachedFile;
+use crate::cachefile::{self, Entry};
 
 /// Default cap for [`Cache::fetch_unverified`] (InRelease, Release, Release.gpg).
 pub const DEFAULT_METADATA_CAP: u64 = 64 << 20;
@@ -39,11 +45,13 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    #[error("{url}: not in the cache {cache} (sha256 {sha256}) and downloads are off (--offline); build once online or fill the cache")]
+    #[error("{url}: not in the cache {cache} (sha256 {sha256}){} and downloads are off (--offline); build once online or fill the cache", damaged_note(.damaged))]
     Offline {
         url: String,
         cache: String,
         sha256: String,
+        /// The cache entry that was there and was removed, and why.
+        damaged: Option<String>,
     },
     #[error("expected SHA256 {sha256:?} is not 64 hex digits")]
     BadDigest { sha256: String },
@@ -55,6 +63,13 @@ pub enum FetchError {
         #[source]
         source: io::Error,
     },
+}
+
+fn damaged_note(d: &Option<String>) -> String {
+    match d {
+        Some(d) => format!(": {d}"),
+        None => String::new(),
+    }
 }
 
 impl FetchError {
@@ -249,6 +264,8 @@ pub struct Cache {
     agent: ureq::Agent,
     /// Every file [`Cache::fetch_unverified`] returned, in order.
     metadata: std::sync::Mutex<Vec<Fetched>>,
+    /// Damaged entries found and removed, not yet reported.
+    damaged: std::sync::Mutex<Vec<String>>,
 }
 
 /// A file as it was fetched: canonical URL (before mirror remapping), size, SHA256.
@@ -297,6 +314,7 @@ impl Cache {
             metadata_cap: DEFAULT_METADATA_CAP,
             agent: config.into(),
             metadata: std::sync::Mutex::new(Vec::new()),
+            damaged: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -329,52 +347,95 @@ impl Cache {
         self.dir.join("sha256").join(sha256.to_ascii_lowercase())
     }
 
-    /// The cached file for this size and digest, verified now; None when absent. A cached file
-    /// that does not match is removed.
-    pub fn lookup(&self, expected_size: u64, expected_sha256: &str) -> Result<Option<PathBuf>> {
+    /// What the cache holds for this size and digest, verified now on an open handle (see
+    /// [`crate::cachefile::open_verified`]). A damaged entry (not a regular file, wrong size or
+    /// digest) is removed and returned as [`Entry::Damaged`] with its path and what was wrong.
+    pub fn check(&self, expected_size: u64, expected_sha256: &str) -> Result<Entry> {
         check_digest(expected_sha256)?;
         let path = self.path_for(expected_sha256);
         let cache_err = |source| FetchError::Cache {
             path: path.display().to_string(),
             source,
         };
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(cache_err(e)),
-        };
-        let (size, hash) = hash_reader(file).map_err(cache_err)?;
-        if size == expected_size && hash.eq_ignore_ascii_case(expected_sha256) {
-            return Ok(Some(path));
+        match cachefile::open_verified(&path, expected_size, expected_sha256).map_err(cache_err)? {
+            Entry::Damaged(why) => {
+                cachefile::remove_entry(&path).map_err(cache_err)?;
+                Ok(Entry::Damaged(format!(
+                    "the cached copy {} was damaged ({why}) and was removed",
+                    path.display()
+                )))
+            }
+            e => Ok(e),
         }
-        fs::remove_file(&path).map_err(cache_err)?;
-        Ok(None)
     }
 
-    /// The verified local copy of `url`, downloading it when the cache does not hold it.
-    pub fn fetch(&self, url: &str, expected_size: u64, expected_sha256: &str) -> Result<PathBuf> {
+    /// The cached file for this size and digest, verified now and open; None when absent. A
+    /// damaged entry is removed (and reported by [`Cache::take_damaged`]).
+    pub fn lookup(&self, expected_size: u64, expected_sha256: &str) -> Result<Option<CachedFile>> {
+        match self.check(expected_size, expected_sha256)? {
+            Entry::Verified(f) => Ok(Some(f)),
+            Entry::Absent => Ok(None),
+            Entry::Damaged(note) => {
+                self.note_damaged(note);
+                Ok(None)
+            }
+        }
+    }
+
+    fn note_damaged(&self, note: String) {
+        self.damaged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(note);
+    }
+
+    /// The damaged entries found (and removed) since the last call, one sentence each, for the
+    /// user to see.
+    pub fn take_damaged(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .damaged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The verified local copy of `url`, open, downloading it when the cache does not hold it.
+    pub fn fetch(
+        &self,
+        url: &str,
+        expected_size: u64,
+        expected_sha256: &str,
+    ) -> Result<CachedFile> {
         self.fetch_with_progress(url, expected_size, expected_sha256, &mut |_| {})
     }
 
     /// [`Cache::fetch`], calling `progress` with the bytes received so far while downloading
-    /// (not called when the cache already holds the file).
+    /// (not called when the cache already holds the file). The file returned is the open handle
+    /// that was verified: read it, not its path.
     pub fn fetch_with_progress(
         &self,
         url: &str,
         expected_size: u64,
         expected_sha256: &str,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<PathBuf> {
-        if let Some(path) = self.lookup(expected_size, expected_sha256)? {
-            return Ok(path);
-        }
+    ) -> Result<CachedFile> {
+        let damaged = match self.check(expected_size, expected_sha256)? {
+            Entry::Verified(f) => return Ok(f),
+            Entry::Absent => None,
+            Entry::Damaged(note) => Some(note),
+        };
         let mapped = self.mirrors.map(url);
         if self.offline {
             return Err(FetchError::Offline {
                 url: mapped,
                 cache: self.dir.display().to_string(),
                 sha256: expected_sha256.to_ascii_lowercase(),
+                damaged,
             });
+        }
+        if let Some(note) = damaged {
+            self.note_damaged(format!("{note}; downloading {mapped} again"));
         }
         let target = self.path_for(expected_sha256);
         let cache_err = |source| FetchError::Cache {
@@ -424,8 +485,14 @@ impl Cache {
             });
         }
         tmp.as_file().sync_all().map_err(cache_err)?;
-        tmp.persist(&target).map_err(|e| cache_err(e.error))?;
-        Ok(target)
+        // Something put there since the check above is replaced: rename does not follow a
+        // symbolic link at the target, and a folder there is removed first.
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            cachefile::remove_entry(&target).map_err(cache_err)?;
+        }
+        // The handle written and hashed above is the one handed out.
+        let file = tmp.persist(&target).map_err(|e| cache_err(e.error))?;
+        Ok(CachedFile::written(file, target, size))
     }
 
     /// Small metadata (InRelease, Release, Release.gpg) that is verified by other means;
@@ -437,6 +504,7 @@ impl Cache {
                 url: mapped,
                 cache: self.dir.display().to_string(),
                 sha256: "unknown".into(),
+                damaged: None,
             });
         }
         let source = self.open(&mapped)?;
@@ -531,12 +599,6 @@ fn check_digest(sha256: &str) -> Result<()> {
             sha256: sha256.to_string(),
         })
     }
-}
-
-fn hash_reader(mut r: impl Read) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let size = io::copy(&mut r, &mut hasher)?;
-    Ok((size, hex::encode(hasher.finalize())))
 }
 
 /// Decodes `%XX` escapes in a `file://` path.
@@ -787,18 +849,19 @@ to = "file:///srv/debian"
         let cache = Cache::new(tmp.path().join("cache")).unwrap();
         let url = format!("file://{}/a.deb", src.display()).replace(' ', "%20");
         let mut seen = Vec::new();
-        let path = cache
+        let got = cache
             .fetch_with_progress(&url, data.len() as u64, &sha(&data), &mut |n| seen.push(n))
             .unwrap();
         assert_eq!(seen.last(), Some(&(data.len() as u64)));
+        let path = got.path().to_path_buf();
         assert_eq!(path, tmp.path().join("cache/sha256").join(sha(&data)));
+        assert_eq!(got.read_all().unwrap(), data);
         assert_eq!(fs::read(&path).unwrap(), data);
         // Served from the cache once the source is gone.
         fs::remove_file(src.join("a.deb")).unwrap();
-        assert_eq!(
-            cache.fetch(&url, data.len() as u64, &sha(&data)).unwrap(),
-            path
-        );
+        let again = cache.fetch(&url, data.len() as u64, &sha(&data)).unwrap();
+        assert_eq!(again.path(), path);
+        assert_eq!(again.read_all().unwrap(), data);
         let err = cache.fetch_unverified(&url).unwrap_err();
         assert!(err.is_not_found(), "{err}");
     }
@@ -811,20 +874,39 @@ to = "file:///srv/debian"
         fs::write(&src, &data).unwrap();
         let url = format!("file://{}", src.display());
         let cache = Cache::new(tmp.path().join("c")).unwrap();
-        let path = cache.fetch(&url, data.len() as u64, &sha(&data)).unwrap();
+        let path = cache
+            .fetch(&url, data.len() as u64, &sha(&data))
+            .unwrap()
+            .path()
+            .to_path_buf();
         fs::write(&path, b"runc binarY").unwrap();
-        // Same size, other content: found out, removed.
-        assert_eq!(cache.lookup(data.len() as u64, &sha(&data)).unwrap(), None);
+        // Same size, other content: found out, removed, reported.
+        assert!(cache
+            .lookup(data.len() as u64, &sha(&data))
+            .unwrap()
+            .is_none());
         assert!(!path.exists());
+        let notes = cache.take_damaged();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains(&path.display().to_string()), "{notes:?}");
+        assert!(notes[0].contains("SHA256"), "{notes:?}");
         fs::write(&path, b"runc binarY").unwrap();
         let offline = Cache::new(tmp.path().join("c")).unwrap().with_offline(true);
         let err = offline
             .fetch(&url, data.len() as u64, &sha(&data))
             .unwrap_err();
         assert!(matches!(err, FetchError::Offline { .. }), "{err}");
+        assert!(err.to_string().contains("was damaged"), "{err}");
         assert!(!path.exists(), "the corrupted file must not be kept");
+        // A symbolic link to a host file: not followed, replaced by a download.
+        let host = tmp.path().join("host-secret");
+        fs::write(&host, b"host secret").unwrap();
+        std::os::unix::fs::symlink(&host, &path).unwrap();
         let again = cache.fetch(&url, data.len() as u64, &sha(&data)).unwrap();
-        assert_eq!(fs::read(again).unwrap(), data);
+        assert_eq!(again.read_all().unwrap(), data);
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&host).unwrap(), b"host secret");
+        assert!(cache.take_damaged()[0].contains("a symbolic link"));
     }
 
     #[test]
@@ -891,14 +973,14 @@ to = "file:///srv/debian"
             .with_mirrors(mirrors)
             .with_metadata_cap(50);
 
-        let path = cache
+        let got = cache
             .fetch(
                 "https://download.example/linux/ubuntu/pool/c.deb",
                 deb.len() as u64,
                 &sha(&deb),
             )
             .unwrap();
-        assert_eq!(fs::read(&path).unwrap(), deb);
+        assert_eq!(got.read_all().unwrap(), deb);
         assert_eq!(
             cache
                 .fetch_unverified("https://download.example/linux/ubuntu/dists/focal/InRelease")

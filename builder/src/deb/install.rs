@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use md5::{Digest, Md5};
 use nodeimg_layers::tree::Origin;
@@ -180,8 +180,9 @@ const INFO_SUFFIXES: &[&str] = &[
 /// planned for it.
 #[derive(Debug, Clone)]
 pub struct Package {
-    /// The verified `.deb` in the download cache.
-    pub deb: PathBuf,
+    /// The verified `.deb` in the download cache, open: read from this
+    /// handle, never from its path.
+    pub deb: crate::cachefile::CachedFile,
     /// The resolver's answer for it.
     pub planned: Planned,
 }
@@ -502,12 +503,14 @@ impl State<'_> {
             package: label.clone(),
             message,
         };
-        let file = File::open(&pkg.deb).map_err(io_err(&pkg.deb))?;
-        let deb_name = pkg.deb.file_name().map_or_else(
-            || pkg.deb.display().to_string(),
+        let deb_name = pkg.deb.path().file_name().map_or_else(
+            || pkg.deb.path().display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let mut deb = Deb::open(BufReader::new(file), &format!("{label} ({deb_name})"))?;
+        let mut deb = Deb::open(
+            BufReader::new(pkg.deb.reader()),
+            &format!("{label} ({deb_name})"),
+        )?;
         let control_files = deb.control().clone();
         let text = control_files
             .control_text()
@@ -1579,8 +1582,10 @@ mod tests {
             String::from_utf8_lossy(&res.stderr)
         );
         let bin = control::BinaryPackage::from_stanza(&stanza).unwrap();
+        let size = std::fs::metadata(&out).unwrap().len();
+        let file = std::fs::File::open(&out).unwrap();
         Package {
-            deb: out,
+            deb: crate::cachefile::CachedFile::written(file, out, size),
             planned: Planned {
                 name: bin.name,
                 version: bin.version,
@@ -2070,7 +2075,7 @@ mod tests {
         let out = Command::new("dpkg")
             .arg(format!("--root={}", real.display()))
             .args(["--force-all", "-i"])
-            .args(pkgs.iter().map(|p| &p.deb))
+            .args(pkgs.iter().map(|p| p.deb.path()))
             .output()
             .unwrap();
         assert!(

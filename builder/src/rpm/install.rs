@@ -36,8 +36,9 @@ use crate::deb::scripts::{self, Effect};
 /// A downloaded, verified package to install.
 #[derive(Debug, Clone)]
 pub struct Package {
-    /// The `.rpm` in the cache.
-    pub rpm: PathBuf,
+    /// The `.rpm` in the cache, open and verified: read from this handle,
+    /// never from its path.
+    pub rpm: crate::cachefile::CachedFile,
     /// Its URL (names it in errors).
     pub url: String,
     /// What the resolver chose.
@@ -202,7 +203,7 @@ pub fn unpack(
     // groups files of this and later packages are owned by.
     let mut reports = Vec::with_capacity(pkgs.len());
     for pkg in pkgs {
-        let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
+        let rpm = RpmFile::from_reader(pkg.rpm.reader(), &pkg.url)?;
         let (name, evr, arch) = rpm.nevra()?;
         let want = &pkg.planned.package;
         if name != want.name || !evr.compare(&want.evr).is_eq() || arch != want.arch {
@@ -281,7 +282,7 @@ pub fn unpack(
     // Then the files, owned by names the scriptlets may have added.
     for (pkg, mut rep) in pkgs.iter().zip(reports) {
         let origin = Origin::new("packages", origin_key);
-        let rpm = RpmFile::open(&pkg.rpm, &pkg.url)?;
+        let rpm = RpmFile::from_reader(pkg.rpm.reader(), &pkg.url)?;
         let files = rpm.files()?;
         let by_path: BTreeMap<&str, usize> = files
             .iter()
@@ -731,23 +732,30 @@ impl DbRoot {
             "--ignorearch",
             "--ignoreos",
         ]);
-        // The image's rpm sees only the image: the packages are copied in.
-        let inside = self.root.path().join(".nodeimg-rpms");
-        if runner.chroot {
-            std::fs::create_dir_all(&inside)
-                .map_err(|e| InstallError(format!("{}: {e}", inside.display())))?;
-        }
+        // rpm reads paths: each package is copied from its verified handle
+        // (never from the cache path, which may have changed since) into a
+        // folder of this build, inside the image for the image's own rpm.
+        let inside = if runner.chroot {
+            self.root.path().join(".nodeimg-rpms")
+        } else {
+            tempfile::Builder::new()
+                .prefix("rpms-")
+                .tempdir_in(scratch)
+                .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
+                .keep()
+        };
+        std::fs::create_dir_all(&inside)
+            .map_err(|e| InstallError(format!("{}: {e}", inside.display())))?;
         for (i, p) in pkgs.iter().enumerate() {
+            let name = format!("{i:05}.rpm");
+            let dst = inside.join(&name);
+            p.rpm
+                .copy_to(&dst)
+                .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
             if runner.chroot {
-                let name = format!("{i:05}.rpm");
-                let dst = inside.join(&name);
-                if std::fs::hard_link(&p.rpm, &dst).is_err() {
-                    std::fs::copy(&p.rpm, &dst)
-                        .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
-                }
                 c.arg(format!("/.nodeimg-rpms/{name}"));
             } else {
-                c.arg(&p.rpm);
+                c.arg(&dst);
             }
         }
         let what = format!(
@@ -755,9 +763,7 @@ impl DbRoot {
             runner.describe()
         );
         let ran = runner.run(c, &what);
-        if runner.chroot {
-            let _ = std::fs::remove_dir_all(&inside);
-        }
+        let _ = std::fs::remove_dir_all(&inside);
         ran?;
         let db = &self.db;
         let out_dir = tempfile::Builder::new()
@@ -981,8 +987,9 @@ mod tests {
     fn package(dir: &Path, bytes: &[u8], arch: &str) -> Package {
         let rpm = dir.join("demo.rpm");
         std::fs::write(&rpm, bytes).unwrap();
+        let file = std::fs::File::open(&rpm).unwrap();
         Package {
-            rpm,
+            rpm: crate::cachefile::CachedFile::written(file, rpm, bytes.len() as u64),
             url: "http://repo.invalid/Packages/demo.rpm".into(),
             planned: Planned {
                 repository: "test".into(),

@@ -29,6 +29,7 @@ use nodeimg_layers::{FileTree, ImagePath, RootView};
 use pgp::composed::{Deserializable, StandaloneSignature};
 use pgp::packet::Signature;
 
+use crate::cachefile::CachedFile;
 use crate::deb::fetch::{Cache, FetchError};
 use crate::deb::repo::Keyring;
 use crate::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
@@ -340,8 +341,7 @@ fn read_metadata(
         size: loc.size,
         sha256: loc.sha256.to_ascii_lowercase(),
     };
-    let file = std::fs::File::open(&path)
-        .map_err(|e| build_err("download", format!("{}: {e}", path.display())))?;
+    let file = path.reader();
     let reader: Box<dyn Read> = if loc.href.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
     } else if loc.href.ends_with(".xz") {
@@ -370,12 +370,13 @@ fn read_metadata(
 /// key; returns whether that signature also covers the payload (through
 /// the header's payload digest).
 fn verify_package(
-    path: &Path,
+    file: &CachedFile,
     url: &str,
     keys: &Keyring,
     now: DateTime<Utc>,
 ) -> Result<bool, PackagesError> {
-    let rpm = rpmfile::RpmFile::open(path, url).map_err(|e| build_err("package", e))?;
+    let rpm =
+        rpmfile::RpmFile::from_reader(file.reader(), url).map_err(|e| build_err("package", e))?;
     let Some(sig) = rpm
         .header_signature()
         .map_err(|e| build_err("package", e))?
@@ -665,10 +666,11 @@ pub fn install_locked(
             .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
         let nevra = format!("{}-{}.{}", p.name, evr, p.architecture);
         let mut d = env.meter.download(&nevra, p.size);
-        let path = env
+        let got = env
             .cache
-            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n))
-            .map_err(|e| match e {
+            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
+        crate::packages::report_damaged(env.cache, env.meter);
+        let path = got.map_err(|e| match e {
                 FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
                     lf.to_string(),
                     format!(

@@ -267,7 +267,7 @@ pub struct RpmFile {
     pub signature: Header,
     /// The header.
     pub header: Header,
-    payload: BufReader<File>,
+    payload: BufReader<Box<dyn Read>>,
     file: String,
 }
 
@@ -284,7 +284,13 @@ impl RpmFile {
     pub fn open(path: &Path, file: &str) -> Result<RpmFile, RpmError> {
         let f =
             File::open(path).map_err(|e| err(file, format!("opening {}: {e}", path.display())))?;
-        let mut r = BufReader::new(f);
+        Self::from_reader(f, file)
+    }
+
+    /// [`RpmFile::open`] on a reader of the package (e.g. the open,
+    /// verified handle of a cache entry).
+    pub fn from_reader(reader: impl Read + 'static, file: &str) -> Result<RpmFile, RpmError> {
+        let mut r: BufReader<Box<dyn Read>> = BufReader::new(Box::new(reader));
         let mut lead = [0u8; 96];
         read_exact(&mut r, &mut lead, file, "lead")?;
         if lead[..4] != LEAD_MAGIC {
@@ -493,7 +499,7 @@ impl RpmFile {
 }
 
 struct Hashing {
-    inner: BufReader<File>,
+    inner: BufReader<Box<dyn Read>>,
     hasher: Sha256,
 }
 
