@@ -6,7 +6,7 @@
  * out plants a canary file named nodeimg-escape-TOKEN holding a host file's
  * bytes (the test's host-secret):
  *   - guessed host paths as they are (/tmp, /var/tmp, /root, /home, /work,
- *     /dev/shm, /run, and every /tmp/nodeimg-e2e-sandbox-* folder);
+ *     /dev/shm, /run, and the test's /tmp/nodeimg-e2e-sandbox-TOKEN-*);
  *   - the same below /proc/1/root;
  *   - every inherited descriptor 3..1023 that is a folder: fchdir to it,
  *     then `..` up to its root;
@@ -33,6 +33,8 @@
 #ifndef TOKEN
 #error "compile with -DTOKEN=\"...\""
 #endif
+/* The test's own temp folder, found by name. */
+#define PREFIX "nodeimg-e2e-sandbox-" TOKEN "-"
 #ifndef MODE
 #define MODE "escape"
 #endif
@@ -109,7 +111,7 @@ static void plant_all(const char *root, const char *how) {
             continue;
         struct dirent *e;
         while ((e = readdir(dp))) {
-            if (strncmp(e->d_name, "nodeimg-e2e-sandbox-", 20) == 0) {
+            if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) == 0) {
                 char sub[4096];
                 snprintf(sub, sizeof sub, "%s/%s", scan[i], e->d_name);
                 plant(root, sub, how);

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nodeimg_e2e::{create_tar, nodeimg_bin, require, run, skip_or_fail, temp_dir, Run, TEST_EPOCH};
+use nodeimg_e2e::{create_tar, nodeimg_bin, require, run, skip_or_fail, Run, TEST_EPOCH};
 
 /// The ordinary user the `as_user` runs use.
 const USER: u32 = 65534;
@@ -56,8 +56,8 @@ fn tools() -> bool {
     require("gcc", "gcc") && require("tar", "tar") && require("setpriv", "util-linux")
 }
 
-/// One case's world: its temp dir (named `nodeimg-e2e-sandbox-*` in the
-/// temp folder, so the program finds it), a token naming its canaries, and
+/// One case's world: its temp dir (named `nodeimg-e2e-sandbox-TOKEN-*` in
+/// the temp folder, so the program finds it), a token naming its canaries, and
 /// a secret host file the program copies into the canary when it gets out.
 struct World {
     t: tempfile::TempDir,
@@ -67,12 +67,15 @@ struct World {
 
 impl World {
     fn new(label: &str) -> World {
-        let t = temp_dir("sandbox");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
         let token = format!("{label}-{}-{nanos}", std::process::id());
+        let t = tempfile::Builder::new()
+            .prefix(&format!("nodeimg-e2e-sandbox-{token}-"))
+            .tempdir()
+            .unwrap();
         let secret = format!("host-secret-{token}");
         fs::write(t.path().join("host-secret"), format!("{secret}\n")).unwrap();
         World { t, token, secret }
