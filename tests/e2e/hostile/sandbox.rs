@@ -76,6 +76,9 @@ impl World {
             .prefix(&format!("nodeimg-e2e-sandbox-{token}-"))
             .tempdir()
             .unwrap();
+        // Searchable by the sandbox's user, which runs the build host's rpm
+        // from bin/ here when nodeimg runs as root.
+        fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let secret = format!("host-secret-{token}");
         fs::write(t.path().join("host-secret"), format!("{secret}\n")).unwrap();
         World { t, token, secret }
@@ -668,5 +671,44 @@ fn without_bubblewrap_the_build_stops_and_says_what_to_install() {
         "{r}"
     );
     // Nothing weaker ran instead: the program never started.
+    assert!(!r.stderr.contains("hostile-rpm:"), "{r}");
+}
+
+/// As root, a temp folder the sandbox's user cannot enter is refused, with
+/// what to do: the sandbox is never run as root instead.
+#[test]
+fn as_root_a_private_temp_folder_is_refused() {
+    if !(tools() && is_root()) {
+        if !is_root() {
+            eprintln!("SKIP: only root drops to uid {USER}");
+        }
+        return;
+    }
+    let w = World::new("private");
+    let Some(prog) = w.program("escape") else {
+        return;
+    };
+    let base = w.base("base", Some(&prog));
+    let recipe = w.recipe();
+    let private = w.dir().join("private");
+    fs::create_dir_all(private.join("tmp")).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let args = w.build_args(&recipe, &base);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (r, killed) = run_bounded(
+        w.nodeimg(Who::Caller, &args, &[])
+            .env("TMPDIR", private.join("tmp"))
+            .env("HOME", &private),
+        RUN_LIMIT,
+    );
+    let found = w.canaries();
+    w.clear_canaries();
+    assert!(found.is_empty(), "{found:?}\n{r}");
+    assert!(!killed, "{r}");
+    assert_eq!(r.code, 1, "{r}");
+    assert!(
+        r.stderr.contains("cannot enter") && r.stderr.contains("set TMPDIR"),
+        "{r}"
+    );
     assert!(!r.stderr.contains("hostile-rpm:"), "{r}");
 }
