@@ -660,6 +660,7 @@ pub fn tools() -> bool {
         && require("createrepo_c", "createrepo-c")
         && require("gpg", "gnupg")
         && require("unshare", "util-linux")
+        && require("bwrap", "bubblewrap")
         && require("chroot", "coreutils")
 }
 

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod recipe;
 pub mod registry;
 pub mod rpm;
+pub mod sandbox;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;

@@ -294,6 +294,8 @@ fn tools() -> bool {
         && require("createrepo_c", "createrepo-c")
         && require("unshare", "util-linux")
         && require("chroot", "coreutils")
+        && require("bwrap", "bubblewrap")
+        && require("prlimit", "util-linux")
 }
 
 #[test]
@@ -368,14 +370,13 @@ fn the_image_rpm_registers_when_the_base_has_one() {
     let q = rpm_q(&root, &["-q", "demo"]).ok();
     assert_eq!(q.stdout.trim(), "demo-1.0-1.noarch");
 
-    // Neither: no rpm in the image and none on the build host.
+    // Neither: no rpm in the image and none on the build host (which has
+    // the sandbox's tools).
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(
-        nodeimg_e2e::find_tool("unshare").unwrap(),
-        bin.join("unshare"),
-    )
-    .unwrap();
+    for tool in ["bwrap", "prlimit"] {
+        std::os::unix::fs::symlink(nodeimg_e2e::find_tool(tool).unwrap(), bin.join(tool)).unwrap();
+    }
     let out = dir.join("neither-out.tar");
     let r = build(dir, &recipe, &base, &out, Some(bin.to_str().unwrap()));
     assert_ne!(r.code, 0, "{r}");

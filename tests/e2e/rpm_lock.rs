@@ -28,6 +28,7 @@ fn tools() -> bool {
         && require("createrepo_c", "createrepo-c")
         && require("gpg", "gnupg")
         && require("unshare", "util-linux")
+        && require("bwrap", "bubblewrap")
 }
 
 /// Builds `name-version-1.el9.arch.rpm` holding `/usr/share/NAME/VERSION`.

@@ -19,12 +19,15 @@
 //!   ([`register`]).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::BufWriter;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use cap_std_ext::cap_std::ambient_authority;
+use cap_std_ext::cap_std::fs::Dir;
 use nodeimg_layers::tree::Origin;
 use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootView};
 
@@ -32,6 +35,7 @@ use super::resolve::Planned;
 use super::rpmfile::{tag, RpmFile, FILE_CONFIG, FILE_GHOST};
 use crate::accounts::{Accounts, AccountsError, IdRule, Request};
 use crate::deb::scripts::{self, Effect};
+use crate::sandbox::{self, Sandbox, Workspace};
 
 /// A downloaded, verified package to install.
 #[derive(Debug, Clone)]
@@ -417,19 +421,29 @@ fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result
 /// The rpm database directory inside the image.
 pub const DBPATH: &str = "/var/lib/rpm";
 
-/// How rpm runs: under `unshare` (a user namespace mapping the caller to
-/// root, and an empty network namespace), either the build host's `rpm`
-/// with `--root`, or the image's own `rpm` chrooted into the materialised
-/// image.
+/// How rpm runs, always in the sandbox ([`crate::sandbox`]): either the
+/// image's own `rpm` with the materialised image as the sandbox's root, or
+/// the build host's `rpm` with `--root` at the image's copy, which is all
+/// it sees of the image (and of the host, only its system folders).
 #[derive(Debug, Clone)]
 pub struct Runner {
-    /// The rpm executable (in the image when `chroot`).
+    /// The rpm executable (a path inside the image when `in_image`, else
+    /// found on the build host's `PATH`).
     pub rpm: PathBuf,
     /// Seconds since 1970: what rpm records as the install time.
     pub epoch: i64,
-    /// Whether `rpm` is the image's, run chrooted into the root.
-    pub chroot: bool,
+    /// Whether `rpm` is the image's, run with the image as its root.
+    pub in_image: bool,
 }
+
+/// Where the packages to register are bound read-only in the sandbox.
+const RPMS_INSIDE: &str = "/.nodeimg-rpms";
+
+/// Where the image's copy is in the sandbox of the build host's rpm.
+const IMAGE_INSIDE: &str = "/image";
+
+/// The largest database file read back from rpm's work.
+const DB_FILE_MAX: u64 = 1 << 30;
 
 /// The build host's ELF machine number and name.
 const HOST_MACHINE: Option<(u16, &str)> = if cfg!(target_arch = "x86_64") {
@@ -474,7 +488,7 @@ impl Default for Runner {
         Runner {
             rpm: PathBuf::from("rpm"),
             epoch,
-            chroot: false,
+            in_image: false,
         }
     }
 }
@@ -485,17 +499,17 @@ impl Runner {
     pub fn image(rpm: &str) -> Runner {
         Runner {
             rpm: PathBuf::from(rpm),
-            chroot: true,
+            in_image: true,
             ..Runner::default()
         }
     }
 
     /// Refuses the image's rpm when it is an ELF executable for another
     /// machine than the build host (it could not run, or would only run
-    /// through an emulator the chroot does not hold). `root` is the
+    /// through an emulator the sandbox does not hold). `root` is the
     /// materialised image.
     pub fn check_machine(&self, root: &Path) -> Result<(), InstallError> {
-        if !self.chroot {
+        if !self.in_image {
             return Ok(());
         }
         let inside = self.rpm.to_string_lossy();
@@ -524,83 +538,103 @@ impl Runner {
 
     /// Which rpm this is, for messages.
     pub fn describe(&self) -> String {
-        if self.chroot {
+        if self.in_image {
             format!("the image's rpm ({})", self.rpm.display())
         } else {
             format!("the build host's rpm ({})", self.rpm.display())
         }
     }
 
-    fn command(&self, root: &Path) -> Command {
-        let mut c = Command::new("unshare");
-        c.args(["--user", "--map-root-user", "--net", "--"]);
-        if self.chroot {
-            c.arg("chroot")
-                .arg(root)
-                .arg(&self.rpm)
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    /// The sandbox rpm runs in over `root` (the image's copy), the program
+    /// to run in it and its first arguments.
+    fn sandbox(
+        &self,
+        root: &Path,
+        what: &str,
+    ) -> Result<(Sandbox, OsString, Vec<OsString>), InstallError> {
+        let mut args: Vec<OsString> = Vec::new();
+        let (mut sandbox, program) = if self.in_image {
+            (Sandbox::image(root), self.rpm.clone().into_os_string())
         } else {
-            c.arg(&self.rpm).arg("--root").arg(root);
-        }
-        c.args(["--dbpath", DBPATH])
-            .env("LC_ALL", "C")
-            // The install time rpm records is the build's epoch, so the
-            // database is the same on every build.
-            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
-            .env_remove("RPM_CONFIGDIR");
-        c
+            let found = sandbox::find_on_path(self.rpm.as_os_str())
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .ok_or_else(|| {
+                    InstallError(format!(
+                        "{what}: {} cannot be run on the build host (it is not on PATH); install rpm (Debian: apt-get install rpm)",
+                        self.rpm.display()
+                    ))
+                })?;
+            let mut s = Sandbox::host(root, IMAGE_INSIDE);
+            s.host_program(&found)
+                .map_err(|e| InstallError(format!("{what}: {e}")))?;
+            args.push("--root".into());
+            args.push(IMAGE_INSIDE.into());
+            (s, found.into_os_string())
+        };
+        args.push("--dbpath".into());
+        args.push(DBPATH.into());
+        // The install time rpm records is the build's epoch, so the
+        // database is the same on every build.
+        sandbox.env("SOURCE_DATE_EPOCH", &self.epoch.to_string());
+        Ok((sandbox, program, args))
     }
 
-    fn run(&self, mut c: Command, what: &str) -> Result<Vec<u8>, InstallError> {
-        let out = c.output().map_err(|e| {
-            InstallError(format!(
-                "{what}: cannot run unshare and rpm on the build host ({e}); install rpm (Debian: apt-get install rpm) and util-linux"
-            ))
-        })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let msg: Vec<&str> = err
-                .lines()
-                .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
-                .collect();
-            let joined = msg.join("; ");
-            if self.chroot && err.contains("Exec format error") {
+    fn run(
+        &self,
+        root: &Path,
+        extra: &[OsString],
+        rpms: Option<&Path>,
+        what: &str,
+    ) -> Result<Vec<u8>, InstallError> {
+        let (mut sandbox, program, mut args) = self.sandbox(root, what)?;
+        if let Some(dir) = rpms {
+            sandbox.ro_bind(dir, RPMS_INSIDE);
+        }
+        args.extend(extra.iter().cloned());
+        let out = sandbox
+            .run(&program, &args, &self.describe())
+            .map_err(|e| InstallError(format!("{what}: {e}")))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let msg: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("use Alien") && !l.trim().is_empty())
+            .collect();
+        let joined = msg.join("; ");
+        if let Some(exec) = sandbox::exec_failure(&out.stderr) {
+            if self.in_image && exec.contains("Exec format error") {
                 return Err(InstallError(format!(
                     "{what}: the image's rpm ({}) {FOREIGN_ARCH} ({joined}); build on a host of the image's architecture, or register an emulator for it with binfmt_misc",
                     self.rpm.display()
                 )));
             }
-            if self.chroot && err.contains("chroot: failed to run command") {
+            if self.in_image {
                 return Err(InstallError(format!(
                     "{what}: the image's rpm ({}) cannot be run in the image ({joined}); check that its libraries are in the image",
                     self.rpm.display()
                 )));
             }
-            if err.contains("unshare: failed to execute") {
-                return Err(InstallError(format!(
-                    "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
-                    self.rpm.display()
-                )));
-            }
-            if err.contains("unshare: ") || err.contains("chroot: cannot change root") {
-                return Err(InstallError(format!(
-                    "{what}: no user namespace for rpm ({joined}); the build host must allow unprivileged user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1)"
-                )));
-            }
             return Err(InstallError(format!(
-                "{what}: {} failed ({}): {joined}",
-                self.describe(),
-                out.status
+                "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
+                self.rpm.display()
             )));
         }
-        Ok(out.stdout)
+        Err(InstallError(format!(
+            "{what}: {} failed ({}): {joined}",
+            self.describe(),
+            out.status
+        )))
     }
 }
 
-/// A copy of the image's rpm database in a temporary root.
+/// A copy of the image's rpm database (alone, or in the whole image) in a
+/// temporary root, in a workspace of the sandbox.
 #[derive(Debug)]
 pub struct DbRoot {
-    root: tempfile::TempDir,
+    workspace: Workspace,
+    root: PathBuf,
     /// The database folder on the host (inside `root`).
     db: PathBuf,
     before: BTreeMap<String, Vec<u8>>,
@@ -609,9 +643,9 @@ pub struct DbRoot {
 /// Copies the image's `/var/lib/rpm` into a temporary root (only the
 /// database files). Refuses a Berkeley DB database, which the build host's
 /// rpm cannot write.
-pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, InstallError> {
-    let root = temp_root(scratch)?;
-    let db = root.path().join(DBPATH.trim_start_matches('/'));
+pub fn materialise(view: &dyn RootView) -> Result<DbRoot, InstallError> {
+    let (workspace, root) = temp_root()?;
+    let db = root.join(DBPATH.trim_start_matches('/'));
     let names = view.list(DBPATH);
     if names.iter().any(|n| n == "Packages") && !names.iter().any(|n| n == "rpmdb.sqlite") {
         return Err(InstallError(format!(
@@ -619,14 +653,33 @@ pub fn materialise(view: &dyn RootView, scratch: &Path) -> Result<DbRoot, Instal
         )));
     }
     let before = fill_db(view, &db)?;
-    Ok(DbRoot { root, db, before })
+    hand_over(&workspace, &root)?;
+    Ok(DbRoot {
+        workspace,
+        root,
+        db,
+        before,
+    })
 }
 
-fn temp_root(scratch: &Path) -> Result<tempfile::TempDir, InstallError> {
-    tempfile::Builder::new()
-        .prefix("rpmdb-")
-        .tempdir_in(scratch)
-        .map_err(|e| InstallError(format!("creating a temporary root: {e}")))
+/// A workspace of the sandbox and the (empty) root folder in it.
+fn temp_root() -> Result<(Workspace, PathBuf), InstallError> {
+    let workspace =
+        Workspace::new("rpm").map_err(|e| InstallError(format!("preparing rpm's sandbox: {e}")))?;
+    let root = workspace.path().join("root");
+    std::fs::create_dir(&root).map_err(|e| {
+        InstallError(format!(
+            "creating a temporary root: {}: {e}",
+            root.display()
+        ))
+    })?;
+    Ok((workspace, root))
+}
+
+fn hand_over(workspace: &Workspace, path: &Path) -> Result<(), InstallError> {
+    workspace
+        .hand_over(path)
+        .map_err(|e| InstallError(format!("preparing rpm's sandbox: {e}")))
 }
 
 /// Writes the database files of the image's `/var/lib/rpm` into `db`
@@ -663,28 +716,36 @@ fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, 
 pub fn materialise_image(
     base: &crate::base::BaseTars,
     view: &dyn RootView,
-    scratch: &Path,
 ) -> Result<(DbRoot, super::root::Counts), InstallError> {
-    let root = temp_root(scratch)?;
+    let (workspace, root) = temp_root()?;
     let dbpath = ImagePath::new(DBPATH).map_err(InstallError)?;
     let resolved = view.resolve(&dbpath);
-    let counts = super::root::materialise_root(base, view, root.path(), &resolved)?;
-    let comps = super::root::resolve_in_root(root.path(), resolved.as_str(), true)
+    let counts = super::root::materialise_root(base, view, &root, &resolved)?;
+    let comps = super::root::resolve_in_root(&root, resolved.as_str(), true)
         .map_err(|m| InstallError(format!("{DBPATH}: {m}")))?;
-    let mut db = root.path().to_path_buf();
+    let mut db = root.clone();
     db.extend(&comps);
     if std::fs::symlink_metadata(&db).is_ok() {
         super::root::remove_tree(&db)
             .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
     }
     let before = fill_db(view, &db)?;
-    Ok((DbRoot { root, db, before }, counts))
+    hand_over(&workspace, &root)?;
+    Ok((
+        DbRoot {
+            workspace,
+            root,
+            db,
+            before,
+        },
+        counts,
+    ))
 }
 
 impl DbRoot {
     /// The temporary root (the materialised image, or only its database).
     pub fn path(&self) -> &Path {
-        self.root.path()
+        &self.root
     }
 
     /// The packages the database records, as the resolver reads them.
@@ -695,13 +756,15 @@ impl DbRoot {
         if self.before.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = runner.command(self.root.path());
-        c.args([
+        let args: Vec<OsString> = [
             "-qa",
             "--qf",
             "P\\t%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n[V\\t%{PROVIDENAME}\\t%{PROVIDEFLAGS}\\t%{PROVIDEVERSION}\\n][C\\t%{CONFLICTNAME}\\t%{CONFLICTFLAGS}\\t%{CONFLICTVERSION}\\n][F\\t%{FILENAMES}\\n]",
-        ]);
-        let out = runner.run(c, "reading the image's rpm database")?;
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let out = runner.run(&self.root, &args, None, "reading the image's rpm database")?;
         parse_query(&String::from_utf8_lossy(&out))
     }
 
@@ -715,13 +778,15 @@ impl DbRoot {
         scratch: &Path,
         origin_key: &str,
     ) -> Result<FileTree, InstallError> {
-        let mut c = runner.command(self.root.path());
         if self.before.is_empty() {
-            let mut init = runner.command(self.root.path());
-            init.arg("--initdb");
-            runner.run(init, "creating the image's rpm database")?;
+            runner.run(
+                &self.root,
+                &[OsString::from("--initdb")],
+                None,
+                "creating the image's rpm database",
+            )?;
         }
-        c.args([
+        let mut args: Vec<OsString> = [
             "-i",
             "--justdb",
             "--nodeps",
@@ -731,56 +796,72 @@ impl DbRoot {
             "--nodigest",
             "--ignorearch",
             "--ignoreos",
-        ]);
-        // rpm reads paths: each package is copied from its verified handle
-        // (never from the cache path, which may have changed since) into a
-        // folder of this build, inside the image for the image's own rpm.
-        let inside = if runner.chroot {
-            self.root.path().join(".nodeimg-rpms")
-        } else {
-            tempfile::Builder::new()
-                .prefix("rpms-")
-                .tempdir_in(scratch)
-                .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
-                .keep()
-        };
-        std::fs::create_dir_all(&inside)
-            .map_err(|e| InstallError(format!("{}: {e}", inside.display())))?;
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        // rpm sees the packages only as copies, bound read-only.
+        let rpms = self.workspace.path().join("rpms");
+        let io = |p: &Path, e: std::io::Error| InstallError(format!("{}: {e}", p.display()));
+        super::root::remove_tree(&rpms).map_err(|e| io(&rpms, e))?;
+        std::fs::create_dir(&rpms).map_err(|e| io(&rpms, e))?;
         for (i, p) in pkgs.iter().enumerate() {
             let name = format!("{i:05}.rpm");
-            let dst = inside.join(&name);
-            p.rpm
-                .copy_to(&dst)
-                .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
-            if runner.chroot {
-                c.arg(format!("/.nodeimg-rpms/{name}"));
-            } else {
-                c.arg(&dst);
-            }
+            let dst = rpms.join(&name);
+            // From its verified handle, never from the cache path.
+            p.rpm.copy_to(&dst).map_err(|e| io(&dst, e))?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| io(&dst, e))?;
+            args.push(format!("{RPMS_INSIDE}/{name}").into());
+        }
+        hand_over(&self.workspace, &rpms)?;
+        // The mount point in the image's copy: a folder of nodeimg's.
+        let mount = self.root.join(RPMS_INSIDE.trim_start_matches('/'));
+        if runner.in_image {
+            super::root::remove_tree(&mount).map_err(|e| io(&mount, e))?;
+            std::fs::create_dir(&mount).map_err(|e| io(&mount, e))?;
+            hand_over(&self.workspace, &mount)?;
         }
         let what = format!(
             "registering the packages in the image's rpm database with {}",
             runner.describe()
         );
-        let ran = runner.run(c, &what);
-        let _ = std::fs::remove_dir_all(&inside);
+        let ran = runner.run(&self.root, &args, Some(&rpms), &what);
+        let _ = super::root::remove_tree(&rpms);
+        if runner.in_image {
+            let _ = super::root::remove_tree(&mount);
+        }
         ran?;
-        let db = &self.db;
         let out_dir = tempfile::Builder::new()
             .prefix("rpmdb-out-")
             .tempdir_in(scratch)
             .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
             .keep();
-        let mut names: Vec<String> = std::fs::read_dir(db)
-            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+        // What rpm left is read through the copy's root folder: a symlink
+        // it made never leads out of it.
+        let db_err = |e: std::io::Error| {
+            InstallError(format!(
+                "reading back {DBPATH} after {}: {e}",
+                runner.describe()
+            ))
+        };
+        let root_dir = Dir::open_ambient_dir(&self.root, ambient_authority()).map_err(db_err)?;
+        let rel = self.db.strip_prefix(&self.root).unwrap_or(Path::new("."));
+        let db = root_dir.open_dir(rel).map_err(db_err)?;
+        let mut names: Vec<String> = Vec::new();
+        for e in db.entries().map_err(db_err)? {
+            let e = e.map_err(db_err)?;
+            if e.file_type().map_err(db_err)?.is_file() {
+                if let Ok(n) = e.file_name().into_string() {
+                    names.push(n);
+                }
+            }
+        }
         names.sort();
         let mut tree = FileTree::new();
-        let wal_empty =
-            std::fs::metadata(db.join("rpmdb.sqlite-wal")).map_or(true, |m| m.len() == 0);
+        let wal_empty = db
+            .symlink_metadata("rpmdb.sqlite-wal")
+            .map_or(true, |m| m.len() == 0);
         for n in names {
             if n == ".rpm.lock" && !self.before.contains_key(&n) {
                 continue;
@@ -795,9 +876,14 @@ impl DbRoot {
                 }
                 continue;
             }
-            let src = db.join(&n);
-            let bytes =
-                std::fs::read(&src).map_err(|e| InstallError(format!("{}: {e}", src.display())))?;
+            let size = db.symlink_metadata(&n).map_err(db_err)?.len();
+            if size > DB_FILE_MAX {
+                return Err(InstallError(format!(
+                    "{DBPATH}/{n} is {size} bytes after {}, more than a database file can be ({DB_FILE_MAX})",
+                    runner.describe()
+                )));
+            }
+            let bytes = db.read(&n).map_err(db_err)?;
             if self.before.get(&n) == Some(&bytes) {
                 continue;
             }
@@ -898,24 +984,23 @@ mod tests {
 
     #[test]
     fn database_refusals() {
-        let t = tempfile::tempdir().unwrap();
         let bdb = nodeimg_layers::MemView::new()
             .file("/var/lib/rpm/Packages", "x")
             .file("/var/lib/rpm/Name", "x");
-        let e = materialise(&bdb, t.path()).unwrap_err();
+        let e = materialise(&bdb).unwrap_err();
         assert!(e.to_string().contains("Berkeley DB"), "{e}");
         let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
-        let db = materialise(&v, t.path()).unwrap();
+        let db = materialise(&v).unwrap();
         let runner = Runner {
             rpm: PathBuf::from("/nonexistent/bin/rpm"),
             epoch: 0,
-            chroot: false,
+            in_image: false,
         };
         let e = db.installed(&runner).unwrap_err();
         assert!(
             e.to_string()
                 .contains("/nonexistent/bin/rpm cannot be run on the build host")
-                || e.to_string().contains("no user namespace"),
+                || e.to_string().contains("bubblewrap"),
             "{e}"
         );
         // A distribution's database is kept by the base view.
@@ -928,18 +1013,16 @@ mod tests {
             200 << 20
         ));
         // No database in the image: nothing is installed, rpm is not asked.
-        let empty = materialise(&nodeimg_layers::MemView::new(), t.path()).unwrap();
+        let empty = materialise(&nodeimg_layers::MemView::new()).unwrap();
         assert!(empty.installed(&runner).unwrap().is_empty());
     }
 
     #[test]
     fn an_image_rpm_of_another_architecture_is_named() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().unwrap();
         let v = nodeimg_layers::MemView::new().file("/var/lib/rpm/rpmdb.sqlite", "x");
-        let db = materialise(&v, t.path()).unwrap();
+        let db = materialise(&v).unwrap();
         // Not an executable of this machine: a truncated ELF header.
-        let bin = db.root.path().join("usr/bin");
+        let bin = db.path().join("usr/bin");
         std::fs::create_dir_all(&bin).unwrap();
         let (other, name) = if cfg!(target_arch = "aarch64") {
             (62u16, "x86_64")
@@ -952,10 +1035,7 @@ mod tests {
         std::fs::set_permissions(bin.join("rpm"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let runner = Runner::image("/usr/bin/rpm");
         assert_eq!(runner.describe(), "the image's rpm (/usr/bin/rpm)");
-        let e = runner
-            .check_machine(db.root.path())
-            .unwrap_err()
-            .to_string();
+        let e = runner.check_machine(db.path()).unwrap_err().to_string();
         assert!(
             e.contains(&format!(
                 "the image's rpm (/usr/bin/rpm) {FOREIGN_ARCH} ({name}, ELF machine {other}"
@@ -965,10 +1045,10 @@ mod tests {
         // The build host's own machine, and scripts, pass.
         let own = std::fs::read("/proc/self/exe").unwrap();
         std::fs::write(bin.join("rpm"), &own[..64]).unwrap();
-        runner.check_machine(db.root.path()).unwrap();
+        runner.check_machine(db.path()).unwrap();
         std::fs::write(bin.join("rpm"), "#!/bin/sh\n").unwrap();
-        runner.check_machine(db.root.path()).unwrap();
-        Runner::default().check_machine(db.root.path()).unwrap();
+        runner.check_machine(db.path()).unwrap();
+        Runner::default().check_machine(db.path()).unwrap();
     }
 
     #[test]

@@ -703,11 +703,12 @@ pub fn install_locked(
 /// The image's rpm database and the rpm that reads and writes it, with the
 /// packages it records. When the image has its own rpm (`/usr/bin/rpm` or
 /// `/bin/rpm`) and the base's layers are at hand, the image below the layer
-/// is materialised in the scratch directory and that rpm runs chrooted in
-/// it, so the database keeps the format the image's rpm uses (Berkeley DB,
-/// sqlite, ndb); the time it takes is shown. Otherwise (or when the image's
-/// rpm is built for another architecture than the build host, which is
-/// said) the build host's rpm writes a copy of `/var/lib/rpm` alone.
+/// is materialised in a folder of the sandbox and that rpm runs with it as
+/// the sandbox's root, so the database keeps the format the image's rpm
+/// uses (Berkeley DB, sqlite, ndb); the time it takes is shown. Otherwise
+/// (or when the image's rpm is built for another architecture than the
+/// build host, which is said) the build host's rpm, sandboxed too, writes a
+/// copy of `/var/lib/rpm` alone.
 pub fn open_db(
     env: &Env,
     view: &dyn RootView,
@@ -718,8 +719,8 @@ pub fn open_db(
             "materialising the image below layer {layer:?} for its rpm {rpm}"
         ));
         let started = std::time::Instant::now();
-        let (db, counts) = install::materialise_image(base, view, env.scratch)
-            .map_err(|e| build_err("rpm database", e))?;
+        let (db, counts) =
+            install::materialise_image(base, view).map_err(|e| build_err("rpm database", e))?;
         env.meter.done(&format!(
             "materialised the image below layer {layer:?} ({} base entries, {}, {} changed by the recipe's layers) in {:.1}s",
             counts.base_entries,
@@ -742,7 +743,7 @@ pub fn open_db(
         }
     }
     let runner = install::Runner::default();
-    let db = install::materialise(view, env.scratch).map_err(|e| build_err("rpm database", e))?;
+    let db = install::materialise(view).map_err(|e| build_err("rpm database", e))?;
     let installed = db
         .installed(&runner)
         .map_err(|e| build_err("rpm database", e))?;

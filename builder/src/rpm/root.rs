@@ -1,5 +1,6 @@
 //! The image below a layer, materialised in a temporary directory so the
-//! image's own `rpm` can run in it (chrooted).
+//! image's own `rpm` can run in it (as the root of its sandbox, see
+//! [`crate::sandbox`]).
 //!
 //! The base's layer tars are extracted in order, streaming, with their
 //! whiteouts and opaque folders applied; the result is then brought in
