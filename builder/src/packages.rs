@@ -100,8 +100,10 @@ impl PackageEnv {
         let cache = Cache::new(cache_dir)
             .map_err(|e| Error::image("--cache-dir", e.to_string()))?
             .with_mirrors(mirrors);
+        // Private: it holds the contents of packages being installed.
         let scratch = tempfile::Builder::new()
             .prefix("nodeimg-packages-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .ctx(|| "creating a scratch directory for package contents".to_string())?;
         Ok(PackageEnv {
