@@ -35,6 +35,7 @@ pub mod rpm;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;
+pub(crate) mod tarname;
 pub(crate) mod tarstream;
 pub mod vars;
 

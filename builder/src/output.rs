@@ -485,9 +485,18 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                 let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
                 let mut enc = Encoder::new(codec, bw).ctx(ctx)?;
                 let mut src = HashReader::new(base.open_tar(i)?);
-                std::io::copy(&mut src, &mut enc).ctx(ctx)?;
-                let (diff_id, _) = src.drain().ctx(ctx)?;
-                if diff_id != layer.diff_id {
+                let (src_diff_id, diff_id) = if layer.normalise {
+                    let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, &mut enc));
+                    let src = write_normalised(src, base.what(), &mut hw)?;
+                    let (bw, new_diff_id, _) = hw.finish();
+                    bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+                    (src.drain().ctx(ctx)?.0, new_diff_id)
+                } else {
+                    std::io::copy(&mut src, &mut enc).ctx(ctx)?;
+                    let (d, _) = src.drain().ctx(ctx)?;
+                    (d.clone(), d)
+                };
+                if src_diff_id != layer.diff_id {
                     return Err(Error::image(
                         base.what(),
                         "changed while the image was being built; run the build again",
@@ -1087,11 +1096,30 @@ fn emit_parents(
 }
 
 fn emit_dir(w: &mut dyn Write, path: &str, rec: &Rec, emitted: &mut HashSet<String>) -> Result<()> {
-    let name = format!("{}/", &path[1..]);
+    write_dir(w, path, rec).ctx(|| format!("writing {path}"))?;
+    emitted.insert(path.to_string());
+    Ok(())
+}
+
+/// The tar name of the image path `path`: relative, in the bytes the base
+/// named it with (see [`crate::tarname`]); `./` for the root.
+fn entry_name(path: &str) -> Vec<u8> {
+    match path.strip_prefix('/') {
+        Some("") | None => b"./".to_vec(),
+        Some(rel) => crate::tarname::encode(rel).into_owned(),
+    }
+}
+
+/// A directory header for the image path `path`.
+fn write_dir(w: &mut dyn Write, path: &str, rec: &Rec) -> std::io::Result<()> {
+    let mut name = entry_name(path);
+    if !name.ends_with(b"/") {
+        name.push(b'/');
+    }
     write_header(
         w,
         &EntryHeader {
-            name: name.as_bytes(),
+            name: &name,
             kind: tar::EntryType::Directory,
             meta: rec.meta,
             size: 0,
@@ -1100,9 +1128,75 @@ fn emit_dir(w: &mut dyn Write, path: &str, rec: &Rec, emitted: &mut HashSet<Stri
             device: (0, 0),
         },
     )
-    .ctx(|| format!("writing {path}"))?;
-    emitted.insert(path.to_string());
-    Ok(())
+}
+
+/// Rewrite the tar of a rootfs base entry by entry with normalised names:
+/// relative (no leading `/` or `./`), no empty, `.` or `..` components,
+/// hard link targets the same way (so inside the root); contents, owners,
+/// modes and times as they are. Whiteout entries stay empty whiteout
+/// files.
+fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R> {
+    let mut archive = tar::Archive::new(src);
+    {
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::image(what, format!("not a tar stream: {e}")))?;
+        for (ord, entry) in entries.enumerate() {
+            let mut entry =
+                entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            let h = entry.header();
+            let marker_meta = Meta {
+                mode: h.mode().unwrap_or(0o644) & 0o7777,
+                uid: h.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0),
+                gid: h.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0),
+            };
+            let mtime = h.mtime().unwrap_or(0);
+            let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, false)
+                .map_err(|m| Error::image(what, m))?;
+            let (marker, path) = match parsed {
+                Parsed::Skip => continue,
+                Parsed::Entry(path, rec) => {
+                    let r = match rec.kind {
+                        Kind::Dir => write_dir(w, &path, &rec),
+                        _ if path == "/" => continue,
+                        _ => emit_entry(w, &path, &rec, &mut entry),
+                    };
+                    r.ctx(|| format!("writing {path} of {what}"))?;
+                    continue;
+                }
+                Parsed::Whiteout(p) => {
+                    let ip = ImagePath::new(&p).map_err(|e| Error::image(what, e))?;
+                    let parent = ip.parent().unwrap_or_else(ImagePath::root);
+                    (format!(".wh.{}", ip.file_name()), parent)
+                }
+                Parsed::Opaque(d) => (
+                    ".wh..wh..opq".to_string(),
+                    ImagePath::new(&d).map_err(|e| Error::image(what, e))?,
+                ),
+            };
+            let mut name = if path.is_root() {
+                Vec::new()
+            } else {
+                entry_name(&format!("{path}/"))
+            };
+            name.extend_from_slice(&crate::tarname::encode(&marker));
+            write_header(
+                w,
+                &EntryHeader {
+                    name: &name,
+                    kind: tar::EntryType::Regular,
+                    meta: marker_meta,
+                    size: 0,
+                    mtime,
+                    link: None,
+                    device: (0, 0),
+                },
+            )
+            .ctx(|| format!("writing a whiteout of {what}"))?;
+        }
+    }
+    write_end(w).ctx(|| format!("writing {what}"))?;
+    Ok(archive.into_inner())
 }
 
 fn emit_entry(
@@ -1111,9 +1205,9 @@ fn emit_entry(
     rec: &Rec,
     data: &mut dyn Read,
 ) -> std::io::Result<()> {
-    let name = &path.as_bytes()[1..];
+    let name = entry_name(path);
     let mut h = EntryHeader {
-        name,
+        name: &name,
         kind: tar::EntryType::Regular,
         meta: rec.meta,
         size: 0,
@@ -1121,7 +1215,7 @@ fn emit_entry(
         link: None,
         device: (0, 0),
     };
-    let rel;
+    let link;
     match &rec.kind {
         Kind::File(size) => {
             h.size = *size;
@@ -1132,12 +1226,13 @@ fn emit_entry(
         Kind::Dir => h.kind = tar::EntryType::Directory,
         Kind::Symlink(t) => {
             h.kind = tar::EntryType::Symlink;
-            h.link = Some(t.as_bytes());
+            link = crate::tarname::encode(t);
+            h.link = Some(&link);
         }
         Kind::Hardlink(t) => {
             h.kind = tar::EntryType::Link;
-            rel = t.trim_start_matches('/').to_string();
-            h.link = Some(rel.as_bytes());
+            link = crate::tarname::encode(t.trim_start_matches('/'));
+            h.link = Some(&link);
         }
         Kind::Other(t, major, minor) => {
             h.kind = tar::EntryType::new(*t);

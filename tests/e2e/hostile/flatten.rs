@@ -98,7 +98,6 @@ fn dir_entry(b: &mut tar::Builder<std::fs::File>, name: &str) {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn non_utf8_names_are_kept_byte_for_byte() {
     let dir = temp_dir("non-utf8");
     let base = dir.path().join("base.tar");
@@ -192,19 +191,16 @@ fn sparse_case(format: &str, size: u64) {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_pax_sparse_file_comes_through_whole() {
     sparse_case("pax", 1 << 20);
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_gnu_sparse_file_claiming_10_gb() {
     sparse_case("gnu", 10 << 30);
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_file_that_replaces_a_directory_in_the_same_tar() {
     let dir = temp_dir("file-over-dir");
     let base = dir.path().join("base.tar");
@@ -237,7 +233,6 @@ fn a_file_that_replaces_a_directory_in_the_same_tar() {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_rootfs_base_becomes_a_layer_of_normalised_entries() {
     let dir = temp_dir("normalised");
     let base = dir.path().join("base.tar");
