@@ -1877,6 +1877,81 @@ mod tests {
     }
 
     #[test]
+    fn rootfs_bases_with_absolute_names_become_normalised_layers() {
+        let t = tempfile::tempdir().unwrap();
+        let mut raw = Vec::new();
+        for (name, kind, link, data) in [
+            (&b"/"[..], b'5', &b""[..], &b""[..]),
+            (b"/etc/", b'5', b"", b""),
+            (b"/etc/abs", b'0', b"", b"absolute"),
+            (b"./etc/caf\xe9", b'0', b"", b"e-acute"),
+            (b"etc//hard", b'1', b"/etc/abs", b""),
+            (b"/etc/sym", b'2', b"/etc/caf\xe9", b""),
+            (b"/etc/.wh.gone", b'0', b"", b""),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+            h.set_entry_type(tar::EntryType::new(kind));
+            h.set_mode(0o640);
+            h.set_uid(7);
+            h.set_mtime(99);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend_from_slice(data);
+            raw.resize(raw.len().div_ceil(512) * 512, 0);
+        }
+        raw.resize(raw.len() + 1024, 0);
+        std::fs::write(t.path().join("b.tar"), &raw).unwrap();
+        let base = Base::open(&BaseRef::parse("rootfs:b.tar", t.path()).unwrap()).unwrap();
+        assert!(base.layers()[0].normalise);
+        let img = t.path().join("img");
+        let b = write(&base, &[], &meta(5), &opts(img.clone(), Format::Oci)).unwrap();
+        assert_ne!(b.layers[0].diff_id, base.layers()[0].diff_id);
+        let layer = read(&blob(&img, &b.layers[0].digest));
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
+        let mut got = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let h = e.header();
+            got.push((
+                e.path_bytes().into_owned(),
+                h.entry_type().as_byte(),
+                e.link_name_bytes().map(|l| l.into_owned()),
+                data,
+                (h.mode().unwrap(), h.uid().unwrap(), h.mtime().unwrap()),
+            ));
+        }
+        let m = (0o640, 7, 99);
+        assert_eq!(
+            got,
+            [
+                (b"./".to_vec(), b'5', None, vec![], m),
+                (b"etc/".to_vec(), b'5', None, vec![], m),
+                (b"etc/abs".to_vec(), b'0', None, b"absolute".to_vec(), m),
+                (b"etc/caf\xe9".to_vec(), b'0', None, b"e-acute".to_vec(), m),
+                (b"etc/hard".to_vec(), b'1', Some(b"etc/abs".to_vec()), vec![], m),
+                (
+                    b"etc/sym".to_vec(),
+                    b'2',
+                    Some(b"/etc/caf\xe9".to_vec()),
+                    vec![],
+                    m
+                ),
+                (b"etc/.wh.gone".to_vec(), b'0', None, vec![], m),
+            ]
+        );
+        // The image reads back as the same tree; its config names the new
+        // layer's diff_id.
+        let again = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap()).unwrap();
+        assert_eq!(again.layers()[0].diff_id, b.layers[0].diff_id);
+        assert_eq!(again.view().list("/etc").len(), 4);
+    }
+
+    #[test]
     fn failed_writes_leave_the_previous_output_and_no_temporaries() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("img");

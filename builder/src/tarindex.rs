@@ -486,7 +486,131 @@ mod tests {
                 .collect(),
             whiteouts: wh.iter().map(|s| s.to_string()).collect(),
             opaques: opq.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }
+    }
+
+    /// A tar of (raw name, type, link target or data) entries.
+    fn tar_of(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            let body: &[u8] = if kind.is_hard_link() || kind.is_symlink() {
+                h.as_old_mut().linkname[..data.len()].copy_from_slice(data);
+                b""
+            } else {
+                data
+            };
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    fn scan(bytes: &[u8]) -> LayerChanges {
+        scan_layer(bytes, 0, true, "t").unwrap().0
+    }
+
+    #[test]
+    fn a_file_replaces_a_directory_of_the_same_layer() {
+        use tar::EntryType as T;
+        let ch = scan(&tar_of(&[
+            (b"x/", T::Directory, b""),
+            (b"x/y", T::Regular, b"inside"),
+            (b"x", T::Regular, b"the file"),
+        ]));
+        let mut ix = MergedIndex::new();
+        ix.apply(ch);
+        assert_eq!(ix.stat(&p("/x")).unwrap().kind, StatKind::File(8));
+        assert!(ix.stat(&p("/x/y")).is_none());
+        // The other way round, the later entry's folder is implied.
+        let mut ix = MergedIndex::new();
+        ix.apply(scan(&tar_of(&[
+            (b"x", T::Regular, b"the file"),
+            (b"x/y", T::Regular, b"inside"),
+        ])));
+        assert_eq!(ix.stat(&p("/x")).unwrap().kind, StatKind::Dir);
+        assert!(ix.stat(&p("/x/y")).is_some());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_distinct() {
+        use tar::EntryType as T;
+        let ch = scan(&tar_of(&[
+            (b"etc/caf\xe9", T::Regular, b"a"),
+            (b"etc/caf\xe8", T::Regular, b"b"),
+            (b"etc/l\xff", T::Symlink, b"caf\xe9"),
+        ]));
+        let names: Vec<_> = ch
+            .entries
+            .keys()
+            .map(|k| crate::tarname::encode(k).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [&b"/etc/caf\xe8"[..], b"/etc/caf\xe9", b"/etc/l\xff"]
+        );
+        let Some(Kind::Symlink(t)) = ch.entries.values().last().map(|r| r.kind.clone()) else {
+            panic!("no symlink");
+        };
+        assert_eq!(&*crate::tarname::encode(&t), b"caf\xe9");
+        assert!(!ch.unnormalised);
+    }
+
+    #[test]
+    fn absolute_names_and_link_targets_mark_the_layer() {
+        use tar::EntryType as T;
+        assert!(scan(&tar_of(&[(b"/etc/a", T::Regular, b"")])).unnormalised);
+        assert!(scan(&tar_of(&[(b"etc//a", T::Regular, b"")])).unnormalised);
+        assert!(
+            scan(&tar_of(&[
+                (b"etc/a", T::Regular, b""),
+                (b"etc/b", T::Link, b"/etc/a")
+            ]))
+            .unnormalised
+        );
+        assert!(
+            !scan(&tar_of(&[
+                (b"./etc/a", T::Regular, b""),
+                (b"etc/b", T::Link, b"./etc/a"),
+                (b"etc/c", T::Symlink, b"/etc/a")
+            ]))
+            .unnormalised
+        );
+    }
+
+    #[test]
+    fn sparse_entries_are_refused() {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..6].copy_from_slice(b"sparse");
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(0);
+        if let Some(g) = h.as_gnu_mut() {
+            // All hole: one empty chunk at the end of 10 GiB.
+            g.set_real_size(10 << 30);
+            g.sparse[0].set_offset(10 << 30);
+            g.sparse[0].set_length(0);
+        }
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.resize(bytes.len() + 1024, 0);
+        let e = scan_layer(&bytes[..], 0, true, "rootfs:b.tar")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rootfs:b.tar")
+                && e.contains("\"sparse\"")
+                && e.contains("sparse files are not supported"),
+            "{e}"
+        );
     }
 
     fn p(s: &str) -> ImagePath {
