@@ -31,8 +31,8 @@ use crate::pack::write_tar;
 use crate::plan::LayerPlan;
 use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
 use crate::tarstream::{
-    copy_exact, write_end, write_header, write_padding, Codec, Encoder, EntryHeader, HashReader,
-    HashWriter, TAR_EXTENSIONS,
+    copy_exact, write_end, write_header, write_padding, write_pax, Codec, Encoder, EntryHeader,
+    HashReader, HashWriter, PaxRecord, TAR_EXTENSIONS,
 };
 
 /// Output format.
@@ -1067,7 +1067,8 @@ fn flatten<W: Write>(
                     ));
                 }
             }
-            emit_entry(&mut w, &path, rec, &mut entry)
+            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(&what, m))?;
+            emit_entry(&mut w, &path, rec, &xattrs, &mut entry)
                 .ctx(|| format!("writing {path} of {what}"))?;
         }
     }
@@ -1147,19 +1148,28 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
             let h = entry.header();
             let marker_meta = Meta {
                 mode: h.mode().unwrap_or(0o644) & 0o7777,
-                uid: h.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0),
-                gid: h.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0),
+                uid: h
+                    .uid()
+                    .ok()
+                    .and_then(|u| u32::try_from(u).ok())
+                    .unwrap_or(0),
+                gid: h
+                    .gid()
+                    .ok()
+                    .and_then(|g| u32::try_from(g).ok())
+                    .unwrap_or(0),
             };
             let mtime = h.mtime().unwrap_or(0);
+            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(what, m))?;
             let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, false)
                 .map_err(|m| Error::image(what, m))?;
             let (marker, path) = match parsed {
                 Parsed::Skip => continue,
                 Parsed::Entry(path, rec) => {
                     let r = match rec.kind {
-                        Kind::Dir => write_dir(w, &path, &rec),
+                        Kind::Dir => write_pax(w, &xattrs).and_then(|()| write_dir(w, &path, &rec)),
                         _ if path == "/" => continue,
-                        _ => emit_entry(w, &path, &rec, &mut entry),
+                        _ => emit_entry(w, &path, &rec, &xattrs, &mut entry),
                     };
                     r.ctx(|| format!("writing {path} of {what}"))?;
                     continue;
@@ -1199,12 +1209,47 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
     Ok(archive.into_inner())
 }
 
+/// The extended attributes and ACLs of a tar entry (PAX `SCHILY.xattr.*`,
+/// `LIBARCHIVE.xattr.*` and `SCHILY.acl.*` records, e.g. file
+/// capabilities), to write again
+/// with the entry. An error when a record of its PAX header cannot be
+/// read (the tar reader splits records at newlines, so a binary value
+/// holding one is lost): refused rather than dropped.
+fn xattr_records<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> std::result::Result<Vec<PaxRecord>, String> {
+    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for r in pax {
+        let r = r.map_err(|_| {
+            format!(
+                "entry {name:?}: a record of its PAX extended header cannot be read (an \
+                 extended attribute whose value holds a newline byte?); nodeimg does not \
+                 hand on an entry with attributes lost: remove the attribute from the base"
+            )
+        })?;
+        let k = r.key_bytes();
+        if [&b"SCHILY.xattr."[..], b"LIBARCHIVE.xattr.", b"SCHILY.acl."]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            out.push((k.to_vec(), r.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
 fn emit_entry(
     w: &mut dyn Write,
     path: &str,
     rec: &Rec,
+    xattrs: &[PaxRecord],
     data: &mut dyn Read,
 ) -> std::io::Result<()> {
+    write_pax(w, xattrs)?;
     let name = entry_name(path);
     let mut h = EntryHeader {
         name: &name,
@@ -1933,7 +1978,13 @@ mod tests {
                 (b"etc/".to_vec(), b'5', None, vec![], m),
                 (b"etc/abs".to_vec(), b'0', None, b"absolute".to_vec(), m),
                 (b"etc/caf\xe9".to_vec(), b'0', None, b"e-acute".to_vec(), m),
-                (b"etc/hard".to_vec(), b'1', Some(b"etc/abs".to_vec()), vec![], m),
+                (
+                    b"etc/hard".to_vec(),
+                    b'1',
+                    Some(b"etc/abs".to_vec()),
+                    vec![],
+                    m
+                ),
                 (
                     b"etc/sym".to_vec(),
                     b'2',
