@@ -1211,10 +1211,10 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
 
 /// The extended attributes and ACLs of a tar entry (PAX `SCHILY.xattr.*`,
 /// `LIBARCHIVE.xattr.*` and `SCHILY.acl.*` records, e.g. file
-/// capabilities), to write again
-/// with the entry. An error when a record of its PAX header cannot be
-/// read (the tar reader splits records at newlines, so a binary value
-/// holding one is lost): refused rather than dropped.
+/// capabilities), to write again with the entry. An error when a record
+/// of its PAX header cannot be read (the tar reader splits records at
+/// newlines, so a binary value holding one is lost): refused rather than
+/// dropped.
 fn xattr_records<R: Read>(
     entry: &mut tar::Entry<'_, R>,
 ) -> std::result::Result<Vec<PaxRecord>, String> {
