@@ -140,6 +140,10 @@ pub struct BaseLayer {
     pub diff_id: String,
     /// Size of the uncompressed tar.
     pub tar_size: u64,
+    /// Whether the layer must be rewritten entry by entry with normalised
+    /// names (a rootfs tarball with absolute names or hard link targets)
+    /// before it becomes a layer of an image.
+    pub normalise: bool,
 }
 
 enum Source {
@@ -255,6 +259,7 @@ impl Base {
                     .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
                 let hr = HashReader::new(dec);
                 let (changes, hr) = scan_layer(hr, 0, true, &what)?;
+                let normalise = changes.unnormalised;
                 let (diff_id, tar_size) = hr
                     .drain()
                     .map_err(|e| Error::image(&what, format!("reading the tarball: {e}")))?;
@@ -268,6 +273,7 @@ impl Base {
                         descriptor: None,
                         diff_id,
                         tar_size,
+                        normalise,
                     }],
                     source: std::sync::Arc::new(Source::Rootfs {
                         file: file.clone(),
@@ -642,6 +648,7 @@ fn open_image<S: OciRead>(
             descriptor: Some(desc.clone()),
             diff_id,
             tar_size,
+            normalise: false,
         });
     }
     Ok((config, layers, index))

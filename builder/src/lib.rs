@@ -37,6 +37,7 @@ pub mod sandbox;
 pub mod schema;
 pub mod sourcemap;
 pub mod tarindex;
+pub(crate) mod tarname;
 pub(crate) mod tarstream;
 pub mod vars;
 

@@ -31,8 +31,8 @@ use crate::pack::write_tar;
 use crate::plan::LayerPlan;
 use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
 use crate::tarstream::{
-    copy_exact, write_end, write_header, write_padding, Codec, Encoder, EntryHeader, HashReader,
-    HashWriter, TAR_EXTENSIONS,
+    copy_exact, write_end, write_header, write_padding, write_pax, Codec, Encoder, EntryHeader,
+    HashReader, HashWriter, PaxRecord, TAR_EXTENSIONS,
 };
 
 /// Output format.
@@ -485,9 +485,18 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                 let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
                 let mut enc = Encoder::new(codec, bw).ctx(ctx)?;
                 let mut src = HashReader::new(base.open_tar(i)?);
-                std::io::copy(&mut src, &mut enc).ctx(ctx)?;
-                let (diff_id, _) = src.drain().ctx(ctx)?;
-                if diff_id != layer.diff_id {
+                let (src_diff_id, diff_id) = if layer.normalise {
+                    let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, &mut enc));
+                    let src = write_normalised(src, base.what(), &mut hw)?;
+                    let (bw, new_diff_id, _) = hw.finish();
+                    bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+                    (src.drain().ctx(ctx)?.0, new_diff_id)
+                } else {
+                    std::io::copy(&mut src, &mut enc).ctx(ctx)?;
+                    let (d, _) = src.drain().ctx(ctx)?;
+                    (d.clone(), d)
+                };
+                if src_diff_id != layer.diff_id {
                     return Err(Error::image(
                         base.what(),
                         "changed while the image was being built; run the build again",
@@ -1058,7 +1067,8 @@ fn flatten<W: Write>(
                     ));
                 }
             }
-            emit_entry(&mut w, &path, rec, &mut entry)
+            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(&what, m))?;
+            emit_entry(&mut w, &path, rec, &xattrs, &mut entry)
                 .ctx(|| format!("writing {path} of {what}"))?;
         }
     }
@@ -1087,11 +1097,30 @@ fn emit_parents(
 }
 
 fn emit_dir(w: &mut dyn Write, path: &str, rec: &Rec, emitted: &mut HashSet<String>) -> Result<()> {
-    let name = format!("{}/", &path[1..]);
+    write_dir(w, path, rec).ctx(|| format!("writing {path}"))?;
+    emitted.insert(path.to_string());
+    Ok(())
+}
+
+/// The tar name of the image path `path`: relative, in the bytes the base
+/// named it with (see [`crate::tarname`]); `./` for the root.
+fn entry_name(path: &str) -> Vec<u8> {
+    match path.strip_prefix('/') {
+        Some("") | None => b"./".to_vec(),
+        Some(rel) => crate::tarname::encode(rel).into_owned(),
+    }
+}
+
+/// A directory header for the image path `path`.
+fn write_dir(w: &mut dyn Write, path: &str, rec: &Rec) -> std::io::Result<()> {
+    let mut name = entry_name(path);
+    if !name.ends_with(b"/") {
+        name.push(b'/');
+    }
     write_header(
         w,
         &EntryHeader {
-            name: name.as_bytes(),
+            name: &name,
             kind: tar::EntryType::Directory,
             meta: rec.meta,
             size: 0,
@@ -1100,20 +1129,130 @@ fn emit_dir(w: &mut dyn Write, path: &str, rec: &Rec, emitted: &mut HashSet<Stri
             device: (0, 0),
         },
     )
-    .ctx(|| format!("writing {path}"))?;
-    emitted.insert(path.to_string());
-    Ok(())
+}
+
+/// Rewrite the tar of a rootfs base entry by entry with normalised names:
+/// relative (no leading `/` or `./`), no empty, `.` or `..` components,
+/// hard link targets the same way (so inside the root); contents, owners,
+/// modes and times as they are. Whiteout entries stay empty whiteout
+/// files.
+fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R> {
+    let mut archive = tar::Archive::new(src);
+    {
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::image(what, format!("not a tar stream: {e}")))?;
+        for (ord, entry) in entries.enumerate() {
+            let mut entry =
+                entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            let h = entry.header();
+            let marker_meta = Meta {
+                mode: h.mode().unwrap_or(0o644) & 0o7777,
+                uid: h
+                    .uid()
+                    .ok()
+                    .and_then(|u| u32::try_from(u).ok())
+                    .unwrap_or(0),
+                gid: h
+                    .gid()
+                    .ok()
+                    .and_then(|g| u32::try_from(g).ok())
+                    .unwrap_or(0),
+            };
+            let mtime = h.mtime().unwrap_or(0);
+            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(what, m))?;
+            let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, false)
+                .map_err(|m| Error::image(what, m))?;
+            let (marker, path) = match parsed {
+                Parsed::Skip => continue,
+                Parsed::Entry(path, rec) => {
+                    let r = match rec.kind {
+                        Kind::Dir => write_pax(w, &xattrs).and_then(|()| write_dir(w, &path, &rec)),
+                        _ if path == "/" => continue,
+                        _ => emit_entry(w, &path, &rec, &xattrs, &mut entry),
+                    };
+                    r.ctx(|| format!("writing {path} of {what}"))?;
+                    continue;
+                }
+                Parsed::Whiteout(p) => {
+                    let ip = ImagePath::new(&p).map_err(|e| Error::image(what, e))?;
+                    let parent = ip.parent().unwrap_or_else(ImagePath::root);
+                    (format!(".wh.{}", ip.file_name()), parent)
+                }
+                Parsed::Opaque(d) => (
+                    ".wh..wh..opq".to_string(),
+                    ImagePath::new(&d).map_err(|e| Error::image(what, e))?,
+                ),
+            };
+            let mut name = if path.is_root() {
+                Vec::new()
+            } else {
+                entry_name(&format!("{path}/"))
+            };
+            name.extend_from_slice(&crate::tarname::encode(&marker));
+            write_header(
+                w,
+                &EntryHeader {
+                    name: &name,
+                    kind: tar::EntryType::Regular,
+                    meta: marker_meta,
+                    size: 0,
+                    mtime,
+                    link: None,
+                    device: (0, 0),
+                },
+            )
+            .ctx(|| format!("writing a whiteout of {what}"))?;
+        }
+    }
+    write_end(w).ctx(|| format!("writing {what}"))?;
+    Ok(archive.into_inner())
+}
+
+/// The extended attributes and ACLs of a tar entry (PAX `SCHILY.xattr.*`,
+/// `LIBARCHIVE.xattr.*` and `SCHILY.acl.*` records, e.g. file
+/// capabilities), to write again with the entry. An error when a record
+/// of its PAX header cannot be read (the tar reader splits records at
+/// newlines, so a binary value holding one is lost): refused rather than
+/// dropped.
+fn xattr_records<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> std::result::Result<Vec<PaxRecord>, String> {
+    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for r in pax {
+        let r = r.map_err(|_| {
+            format!(
+                "entry {name:?}: a record of its PAX extended header cannot be read (an \
+                 extended attribute whose value holds a newline byte?); nodeimg does not \
+                 hand on an entry with attributes lost: remove the attribute from the base"
+            )
+        })?;
+        let k = r.key_bytes();
+        if [&b"SCHILY.xattr."[..], b"LIBARCHIVE.xattr.", b"SCHILY.acl."]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            out.push((k.to_vec(), r.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
 }
 
 fn emit_entry(
     w: &mut dyn Write,
     path: &str,
     rec: &Rec,
+    xattrs: &[PaxRecord],
     data: &mut dyn Read,
 ) -> std::io::Result<()> {
-    let name = &path.as_bytes()[1..];
+    write_pax(w, xattrs)?;
+    let name = entry_name(path);
     let mut h = EntryHeader {
-        name,
+        name: &name,
         kind: tar::EntryType::Regular,
         meta: rec.meta,
         size: 0,
@@ -1121,7 +1260,7 @@ fn emit_entry(
         link: None,
         device: (0, 0),
     };
-    let rel;
+    let link;
     match &rec.kind {
         Kind::File(size) => {
             h.size = *size;
@@ -1132,12 +1271,13 @@ fn emit_entry(
         Kind::Dir => h.kind = tar::EntryType::Directory,
         Kind::Symlink(t) => {
             h.kind = tar::EntryType::Symlink;
-            h.link = Some(t.as_bytes());
+            link = crate::tarname::encode(t);
+            h.link = Some(&link);
         }
         Kind::Hardlink(t) => {
             h.kind = tar::EntryType::Link;
-            rel = t.trim_start_matches('/').to_string();
-            h.link = Some(rel.as_bytes());
+            link = crate::tarname::encode(t.trim_start_matches('/'));
+            h.link = Some(&link);
         }
         Kind::Other(t, major, minor) => {
             h.kind = tar::EntryType::new(*t);
@@ -1779,6 +1919,87 @@ mod tests {
         assert_eq!(b.layers[0].diff_id, base.layers()[0].diff_id);
         let again = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap()).unwrap();
         assert_eq!(again.view().list("/etc/d"), ["y"]);
+    }
+
+    #[test]
+    fn rootfs_bases_with_absolute_names_become_normalised_layers() {
+        let t = tempfile::tempdir().unwrap();
+        let mut raw = Vec::new();
+        for (name, kind, link, data) in [
+            (&b"/"[..], b'5', &b""[..], &b""[..]),
+            (b"/etc/", b'5', b"", b""),
+            (b"/etc/abs", b'0', b"", b"absolute"),
+            (b"./etc/caf\xe9", b'0', b"", b"e-acute"),
+            (b"etc//hard", b'1', b"/etc/abs", b""),
+            (b"/etc/sym", b'2', b"/etc/caf\xe9", b""),
+            (b"/etc/.wh.gone", b'0', b"", b""),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+            h.set_entry_type(tar::EntryType::new(kind));
+            h.set_mode(0o640);
+            h.set_uid(7);
+            h.set_mtime(99);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend_from_slice(data);
+            raw.resize(raw.len().div_ceil(512) * 512, 0);
+        }
+        raw.resize(raw.len() + 1024, 0);
+        std::fs::write(t.path().join("b.tar"), &raw).unwrap();
+        let base = Base::open(&BaseRef::parse("rootfs:b.tar", t.path()).unwrap()).unwrap();
+        assert!(base.layers()[0].normalise);
+        let img = t.path().join("img");
+        let b = write(&base, &[], &meta(5), &opts(img.clone(), Format::Oci)).unwrap();
+        assert_ne!(b.layers[0].diff_id, base.layers()[0].diff_id);
+        let layer = read(&blob(&img, &b.layers[0].digest));
+        let mut a = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
+        let mut got = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            let h = e.header();
+            got.push((
+                e.path_bytes().into_owned(),
+                h.entry_type().as_byte(),
+                e.link_name_bytes().map(|l| l.into_owned()),
+                data,
+                (h.mode().unwrap(), h.uid().unwrap(), h.mtime().unwrap()),
+            ));
+        }
+        let m = (0o640, 7, 99);
+        assert_eq!(
+            got,
+            [
+                (b"./".to_vec(), b'5', None, vec![], m),
+                (b"etc/".to_vec(), b'5', None, vec![], m),
+                (b"etc/abs".to_vec(), b'0', None, b"absolute".to_vec(), m),
+                (b"etc/caf\xe9".to_vec(), b'0', None, b"e-acute".to_vec(), m),
+                (
+                    b"etc/hard".to_vec(),
+                    b'1',
+                    Some(b"etc/abs".to_vec()),
+                    vec![],
+                    m
+                ),
+                (
+                    b"etc/sym".to_vec(),
+                    b'2',
+                    Some(b"/etc/caf\xe9".to_vec()),
+                    vec![],
+                    m
+                ),
+                (b"etc/.wh.gone".to_vec(), b'0', None, vec![], m),
+            ]
+        );
+        // The image reads back as the same tree; its config names the new
+        // layer's diff_id.
+        let again = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap()).unwrap();
+        assert_eq!(again.layers()[0].diff_id, b.layers[0].diff_id);
+        assert_eq!(again.view().list("/etc").len(), 4);
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn tar_name(path: &ImagePath, dir: bool) -> Vec<u8> {
     if path.is_root() {
         return b"./".to_vec();
     }
-    let mut n = path.relative().as_bytes().to_vec();
+    let mut n = crate::tarname::encode(path.relative()).into_owned();
     if dir {
         n.push(b'/');
     }
@@ -220,8 +220,8 @@ fn write_node(
             write_content(w, path, c)?;
             return write_padding(w, c.len()).ctx(io_err(path));
         }
-        let lname = leader.relative().as_bytes();
-        return header(w, &name, T::Link, *meta, 0, Some(lname), mtime).ctx(io_err(path));
+        let lname = crate::tarname::encode(leader.relative());
+        return header(w, &name, T::Link, *meta, 0, Some(&lname), mtime).ctx(io_err(path));
     }
     match &node.kind {
         NodeKind::File(c) => {
@@ -249,7 +249,7 @@ fn write_node(
             T::Symlink,
             node.meta,
             0,
-            Some(t.as_bytes()),
+            Some(&crate::tarname::encode(t)),
             mtime,
         )
         .ctx(io_err(path)),
@@ -262,7 +262,7 @@ fn write_node(
                 tar_name(&parent, true)
             };
             wname.extend_from_slice(b".wh.");
-            wname.extend_from_slice(path.file_name().as_bytes());
+            wname.extend_from_slice(&crate::tarname::encode(path.file_name()));
             empty_file(w, &wname, node.meta, mtime).ctx(io_err(path))
         }
     }

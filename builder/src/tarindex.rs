@@ -105,6 +105,10 @@ pub(crate) struct LayerChanges {
     pub whiteouts: Vec<String>,
     /// Directories whose lower content is hidden (`.wh..wh..opq`).
     pub opaques: Vec<String>,
+    /// Whether an entry name (or hard link target) is absolute or holds an
+    /// empty component, so that the layer must be rewritten with normalised
+    /// names before it is handed on as it is.
+    pub unnormalised: bool,
 }
 
 /// What a tar entry means for the merged tree.
@@ -125,15 +129,17 @@ pub(crate) fn parse_entry<R: Read>(
     keep: bool,
 ) -> std::result::Result<Parsed, String> {
     let raw = entry.path_bytes();
-    let name = String::from_utf8_lossy(&raw).into_owned();
-    let header = entry.header();
-    let et = header.entry_type();
+    let name = crate::tarname::decode(&raw)
+        .map_err(|e| format!("entry {:?}: {e}", String::from_utf8_lossy(&raw)))?;
+    let et = entry.header().entry_type();
     if matches!(
         et,
         tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName
     ) {
         return Ok(Parsed::Skip);
     }
+    refuse_sparse(entry, &name)?;
+    let header = entry.header();
     let path = ImagePath::from_archive(&name).map_err(|e| format!("entry {name:?}: {e}"))?;
     let file_name = path.file_name();
     if let Some(hidden) = file_name.strip_prefix(".wh.") {
@@ -159,10 +165,10 @@ pub(crate) fn parse_entry<R: Read>(
     };
     let mtime = header.mtime().unwrap_or(0);
     let link = || -> std::result::Result<String, String> {
-        entry
+        let l = entry
             .link_name_bytes()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .ok_or_else(|| format!("link {name:?} has no target"))
+            .ok_or_else(|| format!("link {name:?} has no target"))?;
+        crate::tarname::decode(&l).map_err(|e| format!("link {name:?}: its target: {e}"))
     };
     let kind = match et {
         tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -205,6 +211,37 @@ pub(crate) fn parse_entry<R: Read>(
     ))
 }
 
+/// Refuse a sparse file (a GNU `S` entry, or a PAX entry with
+/// `GNU.sparse.*` records), before any of its data is read: the tar
+/// reader would expand its holes (or, for PAX sparse files, hand on the
+/// sparse map as a file of its own), and the writers have no sparse form.
+fn refuse_sparse<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+) -> std::result::Result<(), String> {
+    let mut sparse = entry.header().entry_type() == tar::EntryType::GNUSparse;
+    let mut real_name = None;
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let key = ext.key_bytes();
+            if key.starts_with(b"GNU.sparse.") {
+                sparse = true;
+                if key == b"GNU.sparse.name" {
+                    real_name = Some(String::from_utf8_lossy(ext.value_bytes()).into_owned());
+                }
+            }
+        }
+    }
+    if !sparse {
+        return Ok(());
+    }
+    let shown = real_name.unwrap_or_else(|| name.to_string());
+    Err(format!(
+        "entry {shown:?} is a sparse file; sparse files are not supported: pack the base \
+         without --sparse (GNU tar -S), so that the file is stored whole"
+    ))
+}
+
 /// Read a whole layer tar into its changes. `what` names the layer in
 /// messages. Returns the reader (positioned after the end-of-archive marker)
 /// so the caller can drain and hash the rest.
@@ -223,10 +260,14 @@ pub(crate) fn scan_layer<R: Read>(
         for (ord, entry) in entries.enumerate() {
             let mut entry =
                 entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            ch.unnormalised |= !normalised_names(&entry);
             match parse_entry(&mut entry, layer, ord as u64, keep)
                 .map_err(|m| Error::image(what, m))?
             {
                 Parsed::Entry(p, rec) => {
+                    if rec.kind != Kind::Dir && p != "/" {
+                        remove_entries_below(&mut ch.entries, &p);
+                    }
                     ch.entries.insert(p, rec);
                 }
                 Parsed::Whiteout(p) => ch.whiteouts.push(p),
@@ -236,6 +277,29 @@ pub(crate) fn scan_layer<R: Read>(
         }
     }
     Ok((ch, archive.into_inner()))
+}
+
+/// Whether the entry's name and hard link target are relative names
+/// without empty components (`etc/x`, `./etc/x`), as a layer hands them on.
+fn normalised_names<R: Read>(entry: &tar::Entry<'_, R>) -> bool {
+    let plain = |n: &[u8]| !n.starts_with(b"/") && !n.windows(2).any(|w| w == b"//");
+    let link_ok = entry.header().entry_type() != tar::EntryType::Link
+        || entry.link_name_bytes().is_none_or(|l| plain(&l));
+    plain(&entry.path_bytes()) && link_ok
+}
+
+/// A non-directory entry replaces what an earlier entry of the same layer
+/// put at its path, with everything below it (as `tar -x` does).
+fn remove_entries_below(entries: &mut BTreeMap<String, Rec>, path: &str) {
+    let prefix = subtree_prefix(path);
+    let doomed: Vec<String> = entries
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        entries.remove(&k);
+    }
 }
 
 /// The merged tree of a stack of layers.
@@ -422,7 +486,131 @@ mod tests {
                 .collect(),
             whiteouts: wh.iter().map(|s| s.to_string()).collect(),
             opaques: opq.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }
+    }
+
+    /// A tar of (raw name, type, link target or data) entries.
+    fn tar_of(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            let body: &[u8] = if kind.is_hard_link() || kind.is_symlink() {
+                h.as_old_mut().linkname[..data.len()].copy_from_slice(data);
+                b""
+            } else {
+                data
+            };
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    fn scan(bytes: &[u8]) -> LayerChanges {
+        scan_layer(bytes, 0, true, "t").unwrap().0
+    }
+
+    #[test]
+    fn a_file_replaces_a_directory_of_the_same_layer() {
+        use tar::EntryType as T;
+        let ch = scan(&tar_of(&[
+            (b"x/", T::Directory, b""),
+            (b"x/y", T::Regular, b"inside"),
+            (b"x", T::Regular, b"the file"),
+        ]));
+        let mut ix = MergedIndex::new();
+        ix.apply(ch);
+        assert_eq!(ix.stat(&p("/x")).unwrap().kind, StatKind::File(8));
+        assert!(ix.stat(&p("/x/y")).is_none());
+        // The other way round, the later entry's folder is implied.
+        let mut ix = MergedIndex::new();
+        ix.apply(scan(&tar_of(&[
+            (b"x", T::Regular, b"the file"),
+            (b"x/y", T::Regular, b"inside"),
+        ])));
+        assert_eq!(ix.stat(&p("/x")).unwrap().kind, StatKind::Dir);
+        assert!(ix.stat(&p("/x/y")).is_some());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_stay_distinct() {
+        use tar::EntryType as T;
+        let ch = scan(&tar_of(&[
+            (b"etc/caf\xe9", T::Regular, b"a"),
+            (b"etc/caf\xe8", T::Regular, b"b"),
+            (b"etc/l\xff", T::Symlink, b"caf\xe9"),
+        ]));
+        let names: Vec<_> = ch
+            .entries
+            .keys()
+            .map(|k| crate::tarname::encode(k).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [&b"/etc/caf\xe8"[..], b"/etc/caf\xe9", b"/etc/l\xff"]
+        );
+        let Some(Kind::Symlink(t)) = ch.entries.values().last().map(|r| r.kind.clone()) else {
+            panic!("no symlink");
+        };
+        assert_eq!(&*crate::tarname::encode(&t), b"caf\xe9");
+        assert!(!ch.unnormalised);
+    }
+
+    #[test]
+    fn absolute_names_and_link_targets_mark_the_layer() {
+        use tar::EntryType as T;
+        assert!(scan(&tar_of(&[(b"/etc/a", T::Regular, b"")])).unnormalised);
+        assert!(scan(&tar_of(&[(b"etc//a", T::Regular, b"")])).unnormalised);
+        assert!(
+            scan(&tar_of(&[
+                (b"etc/a", T::Regular, b""),
+                (b"etc/b", T::Link, b"/etc/a")
+            ]))
+            .unnormalised
+        );
+        assert!(
+            !scan(&tar_of(&[
+                (b"./etc/a", T::Regular, b""),
+                (b"etc/b", T::Link, b"./etc/a"),
+                (b"etc/c", T::Symlink, b"/etc/a")
+            ]))
+            .unnormalised
+        );
+    }
+
+    #[test]
+    fn sparse_entries_are_refused() {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..6].copy_from_slice(b"sparse");
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(0);
+        if let Some(g) = h.as_gnu_mut() {
+            // All hole: one empty chunk at the end of 10 GiB.
+            g.set_real_size(10 << 30);
+            g.sparse[0].set_offset(10 << 30);
+            g.sparse[0].set_length(0);
+        }
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.resize(bytes.len() + 1024, 0);
+        let e = scan_layer(&bytes[..], 0, true, "rootfs:b.tar")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rootfs:b.tar")
+                && e.contains("\"sparse\"")
+                && e.contains("sparse files are not supported"),
+            "{e}"
+        );
     }
 
     fn p(s: &str) -> ImagePath {

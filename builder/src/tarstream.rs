@@ -308,6 +308,47 @@ pub(crate) fn write_header(w: &mut dyn Write, e: &EntryHeader<'_>) -> io::Result
     w.write_all(h.as_bytes())
 }
 
+/// One PAX record (`key`, `value`) of an extended header.
+pub(crate) type PaxRecord = (Vec<u8>, Vec<u8>);
+
+/// Write a PAX extended header holding `records` for the entry whose
+/// header follows (nothing when there are none).
+pub(crate) fn write_pax(w: &mut dyn Write, records: &[PaxRecord]) -> io::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::new();
+    for (k, v) in records {
+        // "LEN KEY=VALUE\n", LEN counting its own digits.
+        let body = k.len() + v.len() + 3;
+        let mut len = body + 1;
+        loop {
+            let n = body + len.to_string().len();
+            if n == len {
+                break;
+            }
+            len = n;
+        }
+        data.extend_from_slice(format!("{len} ").as_bytes());
+        data.extend_from_slice(k);
+        data.push(b'=');
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_gnu();
+    set_raw(&mut h.as_old_mut().name, b"././@PaxHeader");
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(data.len() as u64);
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_cksum();
+    w.write_all(h.as_bytes())?;
+    w.write_all(&data)?;
+    write_padding(w, data.len() as u64)
+}
+
 /// Zero padding after `size` bytes of entry data.
 pub(crate) fn write_padding(w: &mut dyn Write, size: u64) -> io::Result<()> {
     let rem = (size % BLOCK as u64) as usize;
@@ -385,6 +426,59 @@ mod tests {
         );
         assert_eq!(Codec::from_tar_name(Path::new("b.zip")), None);
         assert_eq!(Codec::from_tar_name(Path::new("b.tar.xz")), None);
+    }
+
+    #[test]
+    fn pax_records_are_read_back() {
+        let mut w = Vec::new();
+        let value = vec![b'v'; 95];
+        write_pax(
+            &mut w,
+            &[
+                (
+                    b"SCHILY.xattr.security.capability".to_vec(),
+                    b"\x01\0\x02".to_vec(),
+                ),
+                (b"SCHILY.xattr.user.k".to_vec(), value.clone()),
+            ],
+        )
+        .unwrap();
+        write_header(
+            &mut w,
+            &EntryHeader {
+                name: b"usr/bin/ping",
+                kind: tar::EntryType::Regular,
+                meta: Meta::FILE,
+                size: 0,
+                mtime: 0,
+                link: None,
+                device: (0, 0),
+            },
+        )
+        .unwrap();
+        write_end(&mut w).unwrap();
+        let mut a = tar::Archive::new(&w[..]);
+        let mut e = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(&*e.path_bytes(), b"usr/bin/ping");
+        let got: Vec<_> = e
+            .pax_extensions()
+            .unwrap()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.key_bytes().to_vec(), r.value_bytes().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    b"SCHILY.xattr.security.capability".to_vec(),
+                    b"\x01\0\x02".to_vec()
+                ),
+                (b"SCHILY.xattr.user.k".to_vec(), value),
+            ]
+        );
     }
 
     #[test]

@@ -98,7 +98,6 @@ fn dir_entry(b: &mut tar::Builder<std::fs::File>, name: &str) {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn non_utf8_names_are_kept_byte_for_byte() {
     let dir = temp_dir("non-utf8");
     let base = dir.path().join("base.tar");
@@ -192,19 +191,16 @@ fn sparse_case(format: &str, size: u64) {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_pax_sparse_file_comes_through_whole() {
     sparse_case("pax", 1 << 20);
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_gnu_sparse_file_claiming_10_gb() {
     sparse_case("gnu", 10 << 30);
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_file_that_replaces_a_directory_in_the_same_tar() {
     let dir = temp_dir("file-over-dir");
     let base = dir.path().join("base.tar");
@@ -237,7 +233,6 @@ fn a_file_that_replaces_a_directory_in_the_same_tar() {
 }
 
 #[test]
-#[ignore = "not held yet: run with --ignored to see it fail"]
 fn a_rootfs_base_becomes_a_layer_of_normalised_entries() {
     let dir = temp_dir("normalised");
     let base = dir.path().join("base.tar");
@@ -284,4 +279,72 @@ fn a_rootfs_base_becomes_a_layer_of_normalised_entries() {
         "hard link target {:?}",
         String::from_utf8_lossy(target)
     );
+}
+
+/// A base holding `usr/bin/ping` with one PAX extended attribute record
+/// (`SCHILY.xattr.security.capability` = `value`), written as GNU tar does.
+fn xattr_base(dir: &Path, value: &[u8]) -> std::path::PathBuf {
+    let key = b"SCHILY.xattr.security.capability";
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while body + len.to_string().len() != len {
+        len = body + len.to_string().len();
+    }
+    let mut rec = format!("{len} ").into_bytes();
+    rec.extend_from_slice(key);
+    rec.push(b'=');
+    rec.extend_from_slice(value);
+    rec.push(b'\n');
+    let base = dir.join("base.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&base).expect("create"));
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(rec.len() as u64);
+    x.set_mode(0o644);
+    b.append_data(&mut x, "PaxHeaders/ping", &rec[..])
+        .expect("append");
+    file(&mut b, b"usr/bin/ping", b"ping");
+    b.finish().expect("finish");
+    base
+}
+
+#[test]
+fn a_file_capability_survives_flattening() {
+    let dir = temp_dir("xattr");
+    let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00";
+    let base = xattr_base(dir.path(), cap);
+    let out = dir.path().join("out.tar");
+    let r = build(dir.path(), &base, "rootfs", &out);
+    assert_eq!(r.code, Some(0), "{r}");
+    let mut ar = tar::Archive::new(std::fs::File::open(&out).expect("open"));
+    let mut found = None;
+    for e in ar.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if strip(&e.path_bytes()) != b"usr/bin/ping" {
+            continue;
+        }
+        let pax = e.pax_extensions().expect("pax");
+        found = Some(
+            pax.into_iter()
+                .flatten()
+                .flatten()
+                .find(|r| r.key_bytes() == b"SCHILY.xattr.security.capability")
+                .map(|r| r.value_bytes().to_vec()),
+        );
+    }
+    assert_eq!(
+        found,
+        Some(Some(cap.to_vec())),
+        "ping or its capability is missing"
+    );
+}
+
+#[test]
+fn an_attribute_the_reader_cannot_split_is_refused_not_dropped() {
+    let dir = temp_dir("xattr-newline");
+    let base = xattr_base(dir.path(), b"\x01\n\x02");
+    let out = dir.path().join("out.tar");
+    let r = build(dir.path(), &base, "rootfs", &out);
+    assert_refused(&r, &["usr/bin/ping", "PAX", "extended attribute"]);
+    assert!(!out.exists());
 }
