@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use nodeimg_layers::{FileTree, ImagePath, Meta, RootView, Stack};
+use nodeimg_layers::{FileTree, Meta, RootView, Stack};
 use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{
     Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
@@ -1004,7 +1004,7 @@ fn flatten<W: Write>(
     let mut index = MergedIndex::new();
     for (i, s) in sources.iter().enumerate() {
         let what = source_name(base, s);
-        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, false, &what)?;
+        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, None, &what)?;
         index.apply(changes);
     }
 
@@ -1012,14 +1012,14 @@ fn flatten<W: Write>(
     let mut emitted: HashSet<String> = HashSet::new();
     for (i, s) in sources.iter().enumerate() {
         let what = source_name(base, s);
-        let mut archive = tar::Archive::new(open_source(base, s)?);
+        let mut archive = crate::limits::tar_archive(open_source(base, s)?);
         let entries = archive
             .entries()
             .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
         for (ord, entry) in entries.enumerate() {
             let mut entry =
                 entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
-            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, false)
+            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, None)
                 .map_err(|m| Error::image(&what, m))?;
             let Parsed::Entry(path, _) = parsed else {
                 continue;
@@ -1072,15 +1072,24 @@ fn emit_parents(
     path: &str,
     emitted: &mut HashSet<String>,
 ) -> Result<()> {
-    let Ok(ip) = ImagePath::new(path) else {
-        return Ok(());
-    };
-    for a in ip.ancestors().iter().skip(1) {
-        if emitted.contains(a.as_str()) {
-            continue;
+    // The ancestors not yet written, from the parent upwards: a written
+    // directory's ancestors are all written, so the walk stops there and
+    // the work stays linear in the depth.
+    let mut missing = Vec::new();
+    let mut cur = path;
+    while let Some(i) = cur.rfind('/') {
+        if i == 0 {
+            break;
         }
-        if let Some(rec) = index.get(a.as_str()) {
-            emit_dir(w, a.as_str(), rec, emitted)?;
+        cur = &cur[..i];
+        if emitted.contains(cur) {
+            break;
+        }
+        missing.push(cur);
+    }
+    for a in missing.into_iter().rev() {
+        if let Some(rec) = index.get(a) {
+            emit_dir(w, a, rec, emitted)?;
         }
     }
     Ok(())
@@ -1153,7 +1162,7 @@ mod tests {
     use super::*;
     use crate::base::BaseRef;
     use nodeimg_layers::tree::Origin;
-    use nodeimg_layers::{Node, NodeKind};
+    use nodeimg_layers::{ImagePath, Node, NodeKind};
 
     #[test]
     fn rootfs_output_names_are_checked_up_front() {
