@@ -481,15 +481,15 @@ pub(crate) trait OciSource: OciRead {
     fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String>;
 }
 
-/// Opens `name` of `dir` for reading without waiting (a FIFO would block
-/// an ordinary open), and only if it is a regular file.
-fn open_regular(dir: &Dir, name: &str) -> std::result::Result<(File, u64), String> {
+/// Opens `path` of `dir` (`name` in messages) for reading without waiting
+/// (a FIFO would block an ordinary open), and only if it is a regular file.
+fn open_regular(dir: &Dir, path: &str, name: &str) -> std::result::Result<(File, u64), String> {
     use ocidir::cap_std::fs::{OpenOptions, OpenOptionsExt};
     let mut o = OpenOptions::new();
     o.read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
     let f = dir
-        .open_with(name, &o)
+        .open_with(path, &o)
         .map_err(|e| format!("cannot open {name}: {e}"))?
         .into_std();
     let md = f
@@ -505,7 +505,7 @@ fn open_regular(dir: &Dir, name: &str) -> std::result::Result<(File, u64), Strin
 
 impl OciSource for OciDir {
     fn index(&self) -> std::result::Result<ImageIndex, String> {
-        let (f, len) = open_regular(self.dir(), "index.json")?;
+        let (f, len) = open_regular(self.dir(), "index.json", "index.json")?;
         if len > INDEX_MAX {
             return Err(format!(
                 "index.json is {len} bytes, over the limit of {} MiB",
@@ -522,7 +522,7 @@ impl OciSource for OciDir {
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| format!("unsupported digest {digest:?} (only sha256 is read)"))?;
-        let (f, len) = open_regular(self.dir(), &format!("blobs/sha256/{hex}"))?;
+        let (f, len) = open_regular(self.blobs_dir(), hex, &format!("blobs/sha256/{hex}"))?;
         if len != desc.size() {
             return Err(format!(
                 "the blob is {len} bytes, its descriptor says {}; the image is damaged",

@@ -388,7 +388,7 @@ mod tests {
     }
 
     fn pad(v: &mut Vec<u8>) {
-        while v.len() % BLOCK != 0 {
+        while !v.len().is_multiple_of(BLOCK) {
             v.push(0);
         }
     }
@@ -456,6 +456,59 @@ mod tests {
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
         assert_eq!(all, v);
+    }
+
+    #[test]
+    fn gnu_sparse_extension_blocks_are_followed() {
+        // A sparse entry with one extension block, then its 512 bytes of
+        // data (which look like a long name over the limit), then a file.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o644);
+        h.as_mut_bytes()[..2].copy_from_slice(b"sp");
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.sparse[0].offset = *b"00000000000\0";
+            g.sparse[0].numbytes = *b"00000001000\0";
+            g.isextended[0] = 1;
+            g.realsize = *b"00000002000\0";
+        }
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        let mut ext = tar::GnuExtSparseHeader::new();
+        ext.sparse[0].offset = *b"00000002000\0";
+        ext.sparse[0].numbytes = *b"00000000000\0";
+        v.extend(ext.as_bytes());
+        v.extend(header(b"././@LongLink", b'L', 1 << 40));
+        v.extend(header(b"f", b'0', 0));
+        v.extend([0u8; 1024]);
+        assert_eq!(names(&v).unwrap(), ["sp", "f"]);
+    }
+
+    #[test]
+    fn headers_of_a_tar_file_are_checked_by_seeking() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tar");
+        let mut v = header(b"big", b'0', 1 << 30);
+        v.extend([0u8; 512]);
+        std::fs::write(&p, &v).unwrap();
+        let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        // The data of `big` is a hole; a long name over the limit follows.
+        f.set_len(512 + (1 << 30)).unwrap();
+        drop(f);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&header(b"././@LongLink", b'L', 1 << 40))
+            .unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let e = check_tar_headers(&f).unwrap_err();
+        assert!(e.to_string().contains("GNU long name"), "{e}");
+        let ok = dir.path().join("ok.tar");
+        let mut v = header(b"a", b'0', 3);
+        v.extend([b'x'; 512]);
+        v.extend([0u8; 1024]);
+        std::fs::write(&ok, &v).unwrap();
+        check_tar_headers(&std::fs::File::open(&ok).unwrap()).unwrap();
     }
 
     #[test]
