@@ -16,6 +16,7 @@ use ocidir::{OciArchive, OciDir, OciRead};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
+use crate::limits::KeepBudget;
 use crate::tarindex::{scan_layer, MergedIndex};
 use crate::tarstream::{Codec, Decoder, HashReader, TAR_EXTENSIONS};
 
@@ -234,9 +235,8 @@ impl Base {
                 })
             }
             BaseRef::OciArchive { file, tag } => {
-                let ar = OciArchive::open(file).map_err(|e| {
-                    Error::image(&what, format!("cannot read the archive: {}", oci_msg(&e)))
-                })?;
+                let ar = open_archive(file)
+                    .map_err(|e| Error::image(&what, format!("cannot read the archive: {e}")))?;
                 let (config, layers, index) = open_image(&ar, &what, tag.as_deref(), architecture)?;
                 Ok(Base {
                     what,
@@ -258,7 +258,8 @@ impl Base {
                 let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
                     .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
                 let hr = HashReader::new(dec);
-                let (changes, hr) = scan_layer(hr, 0, true, &what)?;
+                let mut budget = KeepBudget::default();
+                let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
                 let normalise = changes.unnormalised;
                 let (diff_id, tar_size) = hr
                     .drain()
@@ -411,7 +412,9 @@ fn open_blob_of(what: &str, source: &Source, desc: &Descriptor) -> Result<Box<dy
         )
     };
     let r: Box<dyn Read + Send> = match source {
-        Source::Dir(d) => Box::new(d.read_blob(desc).map_err(|e| err(&e))?),
+        Source::Dir(d) => d
+            .open_blob(desc)
+            .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?,
         Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| err(&e))?),
         Source::Registry(p) => Box::new(p.read_blob(desc).map_err(|e| err(&e))?),
         _ => return Err(Error::image(what, format!("has no blob {}", desc.digest()))),
@@ -451,6 +454,109 @@ fn open_layer_tar(
     }
 }
 
+/// The largest `index.json` read.
+const INDEX_MAX: u64 = JSON_MAX;
+
+/// An OCI layout or archive, read with bounds: `index.json` is read up to
+/// [`INDEX_MAX`] and a layout's blobs are opened only when they are regular
+/// files (a FIFO, socket or device is an error, never a wait).
+pub(crate) trait OciSource: OciRead {
+    /// The parsed `index.json`, or a message saying what is wrong.
+    fn index(&self) -> std::result::Result<ImageIndex, String>;
+    /// A reader of the blob `desc` names, of the size it says.
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String>;
+}
+
+/// Opens `path` of `dir` (`name` in messages) for reading without waiting
+/// (a FIFO would block an ordinary open), and only if it is a regular file.
+fn open_regular(dir: &Dir, path: &str, name: &str) -> std::result::Result<(File, u64), String> {
+    use ocidir::cap_std::fs::{OpenOptions, OpenOptionsExt};
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    let f = dir
+        .open_with(path, &o)
+        .map_err(|e| format!("cannot open {name}: {e}"))?
+        .into_std();
+    let md = f
+        .metadata()
+        .map_err(|e| format!("cannot read the metadata of {name}: {e}"))?;
+    if !md.is_file() {
+        return Err(format!(
+            "{name} is not a regular file; an image layout holds only regular files"
+        ));
+    }
+    Ok((f, md.len()))
+}
+
+impl OciSource for OciDir {
+    fn index(&self) -> std::result::Result<ImageIndex, String> {
+        let (f, len) = open_regular(self.dir(), "index.json", "index.json")?;
+        if len > INDEX_MAX {
+            return Err(format!(
+                "index.json is {len} bytes, over the limit of {} MiB",
+                INDEX_MAX >> 20
+            ));
+        }
+        ImageIndex::from_reader(BufReader::new(f.take(INDEX_MAX + 1)))
+            .map_err(|e| format!("index.json is not valid: {e}"))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+        let digest = desc.digest().to_string();
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| format!("unsupported digest {digest:?} (only sha256 is read)"))?;
+        let (f, len) = open_regular(self.blobs_dir(), hex, &format!("blobs/sha256/{hex}"))?;
+        if len != desc.size() {
+            return Err(format!(
+                "the blob is {len} bytes, its descriptor says {}; the image is damaged",
+                desc.size()
+            ));
+        }
+        Ok(Box::new(f.take(len)))
+    }
+}
+
+impl OciSource for OciArchive {
+    fn index(&self) -> std::result::Result<ImageIndex, String> {
+        self.read_index().map_err(|e| oci_msg(&e))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+        Ok(Box::new(self.read_blob(desc).map_err(|e| oci_msg(&e))?))
+    }
+}
+
+impl OciSource for crate::registry::Pulled {
+    fn index(&self) -> std::result::Result<ImageIndex, String> {
+        self.read_index().map_err(|e| oci_msg(&e))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+        Ok(Box::new(self.read_blob(desc).map_err(|e| oci_msg(&e))?))
+    }
+}
+
+/// Opens an OCI archive: only a regular file, whose tar headers are checked
+/// against the bounds of [`crate::limits::BoundedTar`] before the layout
+/// library indexes it.
+pub(crate) fn open_archive(file: &Path) -> std::result::Result<OciArchive, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let md = f.metadata().map_err(|e| e.to_string())?;
+    if !md.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    crate::limits::check_tar_headers(&f).map_err(|e| e.to_string())?;
+    OciArchive::from_file(f).map_err(|e| oci_msg(&e))
+}
+
 /// A readable message for a layout library error, with its causes.
 pub(crate) fn oci_msg(e: &ocidir::Error) -> String {
     let mut s = e.to_string();
@@ -477,7 +583,7 @@ pub(crate) fn layer_codec(what: &str, desc: &Descriptor) -> Result<Codec> {
 }
 
 /// Read a small JSON blob whole, check its digest, and parse it.
-pub(crate) fn read_json<S: OciRead, T: serde::de::DeserializeOwned>(
+pub(crate) fn read_json<S: OciSource, T: serde::de::DeserializeOwned>(
     src: &S,
     what: &str,
     desc: &Descriptor,
@@ -494,8 +600,11 @@ pub(crate) fn read_json<S: OciRead, T: serde::de::DeserializeOwned>(
         ));
     }
     let mut buf = Vec::new();
-    src.read_blob(desc)
-        .map_err(|e| Error::image(what, format!("{kind} {}: {}", desc.digest(), oci_msg(&e))))?
+    // Read at most one byte more than the descriptor says: a longer blob
+    // is refused below (its digest cannot match) without reading it all.
+    src.open_blob(desc)
+        .map_err(|m| Error::image(what, format!("{kind} {}: {m}", desc.digest())))?
+        .take(desc.size() + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::image(what, format!("{kind} {}: {e}", desc.digest())))?;
     let found = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
@@ -532,15 +641,15 @@ fn platform_of(d: &Descriptor) -> String {
 }
 
 /// Pick the manifest descriptor: by tag, or the only one.
-pub(crate) fn select_manifest<S: OciRead>(
+pub(crate) fn select_manifest<S: OciSource>(
     src: &S,
     what: &str,
     tag: Option<&str>,
     architecture: Option<&str>,
 ) -> Result<Descriptor> {
     let index = src
-        .read_index()
-        .map_err(|e| Error::image(what, format!("cannot read index.json: {}", oci_msg(&e))))?;
+        .index()
+        .map_err(|m| Error::image(what, format!("cannot read index.json: {m}")))?;
     let tags: Vec<String> = index
         .manifests()
         .iter()
@@ -617,7 +726,7 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-fn open_image<S: OciRead>(
+fn open_image<S: OciSource>(
     src: &S,
     what: &str,
     tag: Option<&str>,
@@ -640,9 +749,10 @@ fn open_image<S: OciRead>(
     }
     let mut index = MergedIndex::new();
     let mut layers = Vec::new();
+    let mut budget = KeepBudget::default();
     for (i, (desc, want_diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
         let (changes, diff_id, tar_size) =
-            scan_blob_verified(src, what, desc, i, true, Some(want_diff))?;
+            scan_blob_verified(src, what, desc, i, Some(&mut budget), Some(want_diff))?;
         index.apply(changes);
         layers.push(BaseLayer {
             descriptor: Some(desc.clone()),
@@ -657,21 +767,18 @@ fn open_image<S: OciRead>(
 /// Stream one layer blob into its changes, checking the blob digest and,
 /// when given, the expected diff_id. Returns the changes, the diff_id and
 /// the uncompressed size.
-pub(crate) fn scan_blob_verified<S: OciRead>(
+pub(crate) fn scan_blob_verified<S: OciSource>(
     src: &S,
     what: &str,
     desc: &Descriptor,
     i: usize,
-    keep: bool,
+    keep: Option<&mut KeepBudget>,
     want_diff: Option<&str>,
 ) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
     let codec = layer_codec(what, desc)?;
-    let raw = src.read_blob(desc).map_err(|e| {
-        Error::image(
-            what,
-            format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
-        )
-    })?;
+    let raw = src
+        .open_blob(desc)
+        .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?;
     let ctx = format!("{what}: layer {}", desc.digest());
     let blob_hash = HashReader::new(raw);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nodeimg_layers::ImagePath;
 use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{ImageConfiguration, ImageManifest};
-use ocidir::{OciArchive, OciDir, OciRead};
+use ocidir::{OciDir, OciRead};
 
 use crate::base::{oci_msg, read_json, scan_blob_verified, select_manifest};
 use crate::error::{Error, Result};
@@ -116,7 +116,7 @@ pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
         })?;
         inspect_oci(&oci, &what, tag.as_deref(), "oci", &mut changes)?
     } else {
-        match OciArchive::open(&path) {
+        match crate::base::open_archive(&path) {
             Ok(ar) if ar.read_index().is_ok() => {
                 inspect_oci(&ar, &what, tag.as_deref(), "oci-archive", &mut changes)?
             }
@@ -197,7 +197,7 @@ fn files_of(ch: &LayerChanges) -> Vec<FileReport> {
     out
 }
 
-fn inspect_oci<S: OciRead>(
+fn inspect_oci<S: crate::base::OciSource>(
     src: &S,
     what: &str,
     tag: Option<&str>,
@@ -218,7 +218,7 @@ fn inspect_oci<S: OciRead>(
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers().iter().enumerate() {
         let want = config.rootfs().diff_ids().get(i).map(String::as_str);
-        let (ch, diff_id, _) = scan_blob_verified(src, what, desc, i, false, want)?;
+        let (ch, diff_id, _) = scan_blob_verified(src, what, desc, i, None, want)?;
         let ann = desc.annotations().clone().unwrap_or_default();
         let name = ann
             .get(LAYER_ANNOTATION)
@@ -270,7 +270,7 @@ fn inspect_rootfs(
     let raw = HashReader::new(open()?);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw))
         .map_err(|e| Error::image(what, format!("cannot decompress: {e}")))?;
-    let (ch, hr) = scan_layer(HashReader::new(dec), 0, false, what)?;
+    let (ch, hr) = scan_layer(HashReader::new(dec), 0, None, what)?;
     let read_err = |e: std::io::Error| Error::image(what, format!("reading: {e}"));
     let (diff_id, _, dec) = hr.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();

@@ -23,6 +23,7 @@ pub mod error;
 mod fuzz;
 pub mod inputs;
 pub mod inspect;
+pub mod limits;
 pub mod lint;
 pub mod lock;
 pub mod output;

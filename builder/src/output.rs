@@ -1013,7 +1013,7 @@ fn flatten<W: Write>(
     let mut index = MergedIndex::new();
     for (i, s) in sources.iter().enumerate() {
         let what = source_name(base, s);
-        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, false, &what)?;
+        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, None, &what)?;
         index.apply(changes);
     }
 
@@ -1021,14 +1021,14 @@ fn flatten<W: Write>(
     let mut emitted: HashSet<String> = HashSet::new();
     for (i, s) in sources.iter().enumerate() {
         let what = source_name(base, s);
-        let mut archive = tar::Archive::new(open_source(base, s)?);
+        let mut archive = crate::limits::tar_archive(open_source(base, s)?);
         let entries = archive
             .entries()
             .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
         for (ord, entry) in entries.enumerate() {
             let mut entry =
                 entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
-            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, false)
+            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, None)
                 .map_err(|m| Error::image(&what, m))?;
             let Parsed::Entry(path, _) = parsed else {
                 continue;
@@ -1082,15 +1082,24 @@ fn emit_parents(
     path: &str,
     emitted: &mut HashSet<String>,
 ) -> Result<()> {
-    let Ok(ip) = ImagePath::new(path) else {
-        return Ok(());
-    };
-    for a in ip.ancestors().iter().skip(1) {
-        if emitted.contains(a.as_str()) {
-            continue;
+    // The ancestors not yet written, from the parent upwards: a written
+    // directory's ancestors are all written, so the walk stops there and
+    // the work stays linear in the depth.
+    let mut missing = Vec::new();
+    let mut cur = path;
+    while let Some(i) = cur.rfind('/') {
+        if i == 0 {
+            break;
         }
-        if let Some(rec) = index.get(a.as_str()) {
-            emit_dir(w, a.as_str(), rec, emitted)?;
+        cur = &cur[..i];
+        if emitted.contains(cur) {
+            break;
+        }
+        missing.push(cur);
+    }
+    for a in missing.into_iter().rev() {
+        if let Some(rec) = index.get(a) {
+            emit_dir(w, a, rec, emitted)?;
         }
     }
     Ok(())
@@ -1137,7 +1146,7 @@ fn write_dir(w: &mut dyn Write, path: &str, rec: &Rec) -> std::io::Result<()> {
 /// modes and times as they are. Whiteout entries stay empty whiteout
 /// files.
 fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R> {
-    let mut archive = tar::Archive::new(src);
+    let mut archive = crate::limits::tar_archive(src);
     {
         let entries = archive
             .entries()
@@ -1161,7 +1170,7 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
             };
             let mtime = h.mtime().unwrap_or(0);
             let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(what, m))?;
-            let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, false)
+            let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, None)
                 .map_err(|m| Error::image(what, m))?;
             let (marker, path) = match parsed {
                 Parsed::Skip => continue,
@@ -1206,7 +1215,7 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
         }
     }
     write_end(w).ctx(|| format!("writing {what}"))?;
-    Ok(archive.into_inner())
+    Ok(archive.into_inner().into_inner())
 }
 
 /// The extended attributes and ACLs of a tar entry (PAX `SCHILY.xattr.*`,
@@ -1293,7 +1302,7 @@ mod tests {
     use super::*;
     use crate::base::BaseRef;
     use nodeimg_layers::tree::Origin;
-    use nodeimg_layers::{Node, NodeKind};
+    use nodeimg_layers::{ImagePath, Node, NodeKind};
 
     #[test]
     fn rootfs_output_names_are_checked_up_front() {

@@ -592,12 +592,22 @@ impl Loaded {
             defs: IndexMap::new(),
             image: image.image,
         };
-        let mut stack = vec![opened.resolved];
-        l.collect(0, &mut stack)?;
+        let mut stack = vec![opened.resolved.clone()];
+        let mut seen = std::collections::HashSet::from([opened.resolved]);
+        l.collect(0, &mut stack, &mut seen)?;
         Ok(l)
     }
 
-    fn collect(&mut self, idx: usize, stack: &mut Vec<String>) -> Result<()> {
+    /// Read the includes of file `idx`, depth first. `stack` is the chain
+    /// of files being read (for cycles); `seen` every file read so far: a
+    /// file included again (a diamond) is read once, where it is first
+    /// included, so the work stays linear in the number of files.
+    fn collect(
+        &mut self,
+        idx: usize,
+        stack: &mut Vec<String>,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<()> {
         let includes = self.files[idx].include.clone();
         for (i, inc) in includes.iter().enumerate() {
             let key = format!("include[{i}]");
@@ -663,12 +673,15 @@ impl Loaded {
                     Some("remove one of the includes".to_string()),
                 ));
             }
+            if !seen.insert(opened.resolved.clone()) {
+                continue;
+            }
             let rel = opened.resolved.clone();
             let f = parse_file(&rel_path, rel, canon, opened.file, true)?;
             self.files.push(f);
             let new = self.files.len() - 1;
             stack.push(opened.resolved);
-            self.collect(new, stack)?;
+            self.collect(new, stack, seen)?;
             stack.pop();
         }
         let f = &self.files[idx];

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use nodeimg_layers::{ImagePath, Meta, RootView, Stat, StatKind};
 
 use crate::error::{Error, Result};
+use crate::limits::KeepBudget;
 
 /// Files whose bytes the view keeps (when at most [`KEEP_MAX`] bytes):
 /// exact paths, and folders (ending in `/`) whose whole content is kept.
@@ -121,13 +122,15 @@ pub(crate) enum Parsed {
 }
 
 /// Interpret one tar entry of layer `layer` at position `ord`. Keeps the
-/// bytes of the entry when `keep` says so (reading them from `entry`).
+/// bytes of the entry when given a budget and [`keeps`] says so (reading
+/// them from `entry`).
 pub(crate) fn parse_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     layer: u32,
     ord: u64,
-    keep: bool,
+    keep: Option<&mut KeepBudget>,
 ) -> std::result::Result<Parsed, String> {
+    crate::limits::check_tar_entry(entry)?;
     let raw = entry.path_bytes();
     let name = crate::tarname::decode(&raw)
         .map_err(|e| format!("entry {:?}: {e}", String::from_utf8_lossy(&raw)))?;
@@ -188,9 +191,10 @@ pub(crate) fn parse_entry<R: Read>(
             Kind::Other(other.as_byte(), major, minor)
         }
     };
-    let content = match kind {
-        Kind::File(size) if keep && keeps(path.as_str(), size) => {
-            let mut buf = Vec::with_capacity(size as usize);
+    let content = match (&kind, keep) {
+        (Kind::File(size), Some(budget)) if keeps(path.as_str(), *size) => {
+            budget.take(path.as_str(), *size)?;
+            let mut buf = Vec::with_capacity(*size as usize);
             entry
                 .read_to_end(&mut buf)
                 .map_err(|e| format!("reading {name:?}: {e}"))?;
@@ -242,16 +246,17 @@ fn refuse_sparse<R: Read>(
     ))
 }
 
-/// Read a whole layer tar into its changes. `what` names the layer in
-/// messages. Returns the reader (positioned after the end-of-archive marker)
-/// so the caller can drain and hash the rest.
+/// Read a whole layer tar into its changes, keeping the bytes of files
+/// [`keeps`] names when given a budget. `what` names the layer in messages.
+/// Returns the reader (positioned after the end-of-archive marker) so the
+/// caller can drain and hash the rest.
 pub(crate) fn scan_layer<R: Read>(
     r: R,
     layer: u32,
-    keep: bool,
+    mut keep: Option<&mut KeepBudget>,
     what: &str,
 ) -> Result<(LayerChanges, R)> {
-    let mut archive = tar::Archive::new(r);
+    let mut archive = crate::limits::tar_archive(r);
     let mut ch = LayerChanges::default();
     {
         let entries = archive
@@ -261,7 +266,7 @@ pub(crate) fn scan_layer<R: Read>(
             let mut entry =
                 entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
             ch.unnormalised |= !normalised_names(&entry);
-            match parse_entry(&mut entry, layer, ord as u64, keep)
+            match parse_entry(&mut entry, layer, ord as u64, keep.as_deref_mut())
                 .map_err(|m| Error::image(what, m))?
             {
                 Parsed::Entry(p, rec) => {
@@ -276,7 +281,7 @@ pub(crate) fn scan_layer<R: Read>(
             }
         }
     }
-    Ok((ch, archive.into_inner()))
+    Ok((ch, archive.into_inner().into_inner()))
 }
 
 /// Whether the entry's name and hard link target are relative names
@@ -350,28 +355,36 @@ impl MergedIndex {
             if rec.kind != Kind::Dir {
                 self.remove_below(&p);
             }
-            if let Ok(ip) = ImagePath::new(&p) {
-                for a in ip.ancestors().iter().skip(1) {
-                    let implied = match self.map.get(a.as_str()) {
-                        Some(r) => r.kind != Kind::Dir,
-                        None => true,
-                    };
-                    if implied {
-                        self.map.insert(
-                            a.as_str().to_string(),
-                            Rec {
-                                kind: Kind::Dir,
-                                meta: Meta::DIR,
-                                mtime: rec.mtime,
-                                layer: rec.layer,
-                                ord: u64::MAX,
-                                content: None,
-                            },
-                        );
-                    }
-                }
-            }
+            self.imply_parents(&p, &rec);
             self.map.insert(p, rec);
+        }
+    }
+
+    /// Make the ancestors of `path` directories (implied by `rec`), from
+    /// its parent upwards, stopping at the first that is a directory: the
+    /// tree keeps every ancestor of a path present, so the ones above are
+    /// directories already. The work is linear in what is added.
+    fn imply_parents(&mut self, path: &str, rec: &Rec) {
+        let mut cur = path;
+        while let Some(i) = cur.rfind('/') {
+            if i == 0 {
+                break;
+            }
+            cur = &cur[..i];
+            if self.map.get(cur).is_some_and(|r| r.kind == Kind::Dir) {
+                break;
+            }
+            self.map.insert(
+                cur.to_string(),
+                Rec {
+                    kind: Kind::Dir,
+                    meta: Meta::DIR,
+                    mtime: rec.mtime,
+                    layer: rec.layer,
+                    ord: u64::MAX,
+                    content: None,
+                },
+            );
         }
     }
 
@@ -515,7 +528,14 @@ mod tests {
     }
 
     fn scan(bytes: &[u8]) -> LayerChanges {
-        scan_layer(bytes, 0, true, "t").unwrap().0
+        scan_layer(
+            bytes,
+            0,
+            Some(&mut crate::limits::KeepBudget::default()),
+            "t",
+        )
+        .unwrap()
+        .0
     }
 
     #[test]
@@ -602,9 +622,14 @@ mod tests {
         h.set_cksum();
         let mut bytes = h.as_bytes().to_vec();
         bytes.resize(bytes.len() + 1024, 0);
-        let e = scan_layer(&bytes[..], 0, true, "rootfs:b.tar")
-            .unwrap_err()
-            .to_string();
+        let e = scan_layer(
+            &bytes[..],
+            0,
+            Some(&mut crate::limits::KeepBudget::default()),
+            "rootfs:b.tar",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("rootfs:b.tar")
                 && e.contains("\"sparse\"")

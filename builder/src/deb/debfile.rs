@@ -227,16 +227,8 @@ fn decoder<'a, R: Read + 'a>(
     Ok(match suffix {
         "" => Box::new(reader),
         ".gz" => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        ".xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
-        ".lzma" => {
-            let stream =
-                liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| DebError::Tar {
-                    file: file.to_string(),
-                    member: member.to_string(),
-                    reason: format!("cannot start the lzma decoder: {e}"),
-                })?;
-            Box::new(liblzma::read::XzDecoder::new_stream(reader, stream))
-        }
+        ".xz" => crate::limits::xz_decoder(reader),
+        ".lzma" => crate::limits::lzma_decoder(reader),
         ".zst" => {
             Box::new(
                 zstd::stream::read::Decoder::new(reader).map_err(|e| DebError::Tar {
@@ -347,7 +339,7 @@ pub struct Deb<'r> {
     version: String,
     control: ControlFiles,
     data_member: String,
-    data: tar::Archive<Box<dyn Read + 'r>>,
+    data: tar::Archive<crate::limits::BoundedTar<Box<dyn Read + 'r>>>,
 }
 
 impl std::fmt::Debug for Deb<'_> {
@@ -440,7 +432,7 @@ impl<'r> Deb<'r> {
             version,
             control,
             data_member: data_hdr.name,
-            data: tar::Archive::new(dec),
+            data: crate::limits::tar_archive(dec),
         })
     }
 
@@ -491,7 +483,7 @@ fn read_control(reader: impl Read, member: &str, file: &str) -> Result<ControlFi
         member: member.to_string(),
         reason,
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = crate::limits::tar_archive(reader);
     let mut files = BTreeMap::new();
     let mut total = 0u64;
     for entry in archive.entries().map_err(|e| tar_err(e.to_string()))? {
@@ -555,7 +547,7 @@ fn normalize_path(raw: &str) -> std::result::Result<String, String> {
 pub struct DataEntries<'a, 'r> {
     file: String,
     member: String,
-    inner: tar::Entries<'a, Box<dyn Read + 'r>>,
+    inner: tar::Entries<'a, crate::limits::BoundedTar<Box<dyn Read + 'r>>>,
     done: bool,
 }
 
@@ -576,7 +568,7 @@ pub struct DataEntry<'a, 'r> {
     pub size: u64,
     /// A symlink's target as written, or a hard link's target path normalised like `path`.
     pub link_target: Option<String>,
-    reader: tar::Entry<'a, Box<dyn Read + 'r>>,
+    reader: tar::Entry<'a, crate::limits::BoundedTar<Box<dyn Read + 'r>>>,
 }
 
 impl std::fmt::Debug for DataEntry<'_, '_> {
@@ -618,7 +610,7 @@ impl<'a, 'r> Iterator for DataEntries<'a, 'r> {
 impl<'a, 'r> DataEntries<'a, 'r> {
     fn convert(
         &self,
-        item: io::Result<tar::Entry<'a, Box<dyn Read + 'r>>>,
+        item: io::Result<tar::Entry<'a, crate::limits::BoundedTar<Box<dyn Read + 'r>>>>,
     ) -> Result<DataEntry<'a, 'r>> {
         let err = |reason: String| DebError::Tar {
             file: self.file.clone(),
@@ -626,6 +618,7 @@ impl<'a, 'r> DataEntries<'a, 'r> {
             reason,
         };
         let entry = item.map_err(|e| err(e.to_string()))?;
+        crate::limits::check_tar_entry(&entry).map_err(&err)?;
         let raw_path = {
             let p = entry.path().map_err(|e| err(e.to_string()))?;
             p.to_str()

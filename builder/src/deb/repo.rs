@@ -752,9 +752,7 @@ impl IndexLocation {
             let decoder: Box<dyn Read + '_> = match self.compression {
                 Compression::None => Box::new(&mut hashed),
                 Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut hashed)),
-                Compression::Xz => {
-                    Box::new(liblzma::read::XzDecoder::new_multi_decoder(&mut hashed))
-                }
+                Compression::Xz => crate::limits::xz_decoder(&mut hashed),
             };
             let mut limited = Limited {
                 inner: decoder,
@@ -907,7 +905,7 @@ pub fn decompress(bytes: &[u8], compression: Compression, file: &str) -> Result<
     let reader: Box<dyn Read + '_> = match compression {
         Compression::None => return Ok(bytes.to_vec()),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(bytes)),
+        Compression::Xz => crate::limits::xz_decoder(bytes),
     };
     let mut out = Vec::new();
     reader

@@ -395,3 +395,28 @@ fn overrides_parse() {
         Err(Error::Usage(_))
     ));
 }
+
+#[test]
+fn a_fragment_included_twice_is_read_once() {
+    // A diamond: both halves include the same fragment, also named another
+    // way; its layer comes once, where it is first included.
+    let d = folder(&[
+        (
+            "r/recipe.toml",
+            "include = [\"a.toml\", \"b.toml\"]\n[image]\nname = \"n\"\n",
+        ),
+        (
+            "r/a.toml",
+            "include = [\"common.toml\"]\n[[layer]]\nname = \"a\"\n",
+        ),
+        (
+            "r/b.toml",
+            "include = [\"./common.toml\"]\n[[layer]]\nname = \"b\"\n",
+        ),
+        ("r/common.toml", "[[layer]]\nname = \"common\"\n"),
+    ]);
+    let r = load_expand(&d, &[]).unwrap();
+    let names: Vec<&str> = r.layers.iter().map(|l| l.spec.name.as_str()).collect();
+    assert_eq!(names, ["common", "a", "b"]);
+    assert_eq!(r.files.len(), 4);
+}

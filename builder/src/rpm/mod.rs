@@ -345,9 +345,7 @@ fn read_metadata(
     let reader: Box<dyn Read> = if loc.href.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
     } else if loc.href.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
-            file,
-        )))
+        crate::limits::xz_decoder(BufReader::new(file))
     } else if loc.href.ends_with(".zst") {
         Box::new(
             zstd::stream::read::Decoder::new(file)

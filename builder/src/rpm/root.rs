@@ -155,13 +155,13 @@ pub fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, InstallError
         let what = format!("{} layer {}", base.what(), i + 1);
         let err = |m: String| InstallError(format!("materialising {what}: {m}"));
         let r = base.open(i).map_err(|e| err(e.to_string()))?;
-        let mut archive = tar::Archive::new(r);
+        let mut archive = crate::limits::tar_archive(r);
         let entries = archive
             .entries()
             .map_err(|e| err(format!("not a tar stream: {e}")))?;
         for (ord, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| err(format!("broken tar stream: {e}")))?;
-            let parsed = parse_entry(&mut entry, i as u32, ord as u64, false).map_err(err)?;
+            let parsed = parse_entry(&mut entry, i as u32, ord as u64, None).map_err(err)?;
             match parsed {
                 Parsed::Skip => {}
                 Parsed::Whiteout(p) => {

@@ -476,7 +476,7 @@ impl RpmFile {
         let reader = Shared(shared.clone());
         let decoder: Box<dyn Read> = match compressor.as_str() {
             "gzip" => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-            "xz" | "lzma" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
+            "xz" | "lzma" => crate::limits::xz_decoder(reader),
             "zstd" => Box::new(
                 zstd::stream::read::Decoder::new(reader)
                     .map_err(|e| err(&f, format!("zstd payload: {e}")))?,

@@ -161,7 +161,6 @@ fn build_rootfs(dir: &Path, base: &Path) -> Bounded {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_path_of_50000_components() {
     let dir = temp_dir("deep-path");
     let tar = dir.path().join("deep.tar");
@@ -177,7 +176,6 @@ fn a_path_of_50000_components() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_gnu_long_name_of_256_mib() {
     let dir = temp_dir("long-name");
     let path = dir.path().join("long.tar.gz");
@@ -194,7 +192,6 @@ fn a_gnu_long_name_of_256_mib() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_pax_record_of_256_mib() {
     let dir = temp_dir("pax-record");
     let path = dir.path().join("pax.tar.gz");
@@ -231,7 +228,6 @@ fn a_pax_record_of_256_mib() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn rpm_database_files_of_3_gib() {
     if !require("zstd", "zstd") {
         return;
@@ -283,7 +279,6 @@ fn a_recipe_that_doubles_a_variable_30_times() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn includes_24_levels_deep_each_included_twice() {
     let dir = temp_dir("diamond");
     for i in 0..24 {
@@ -408,7 +403,6 @@ fn a_manifest_of_3_gib() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn ten_thousand_nested_directories() {
     let dir = temp_dir("nested");
     let path = dir.path().join("nested.tar.gz");
@@ -440,7 +434,6 @@ fn mkfifo(p: &Path) {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_fifo_as_an_include() {
     let dir = temp_dir("fifo-include");
     mkfifo(&dir.path().join("part.toml"));
@@ -455,7 +448,6 @@ fn a_fifo_as_an_include() {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_fifo_as_an_oci_blob() {
     let dir = temp_dir("fifo-blob");
     let recipe = small_recipe(dir.path());
