@@ -218,6 +218,67 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
+/// A command run with a deadline: what it did, how long it took, and
+/// whether it was killed at the deadline.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    /// The run (exit code -1 when killed).
+    pub run: Run,
+    /// Wall time until it ended or was killed.
+    pub elapsed: std::time::Duration,
+    /// Whether it was still running at the deadline (its process group
+    /// was then killed).
+    pub killed: bool,
+}
+
+/// Run `cmd` with stdin closed, in its own process group, its output in
+/// files (no pipe to fill); kill the whole group when it still runs after
+/// `limit`. For hostile inputs that must not hang a build.
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Timed {
+    use std::os::unix::process::CommandExt;
+    let cmdline = format!("{cmd:?}");
+    let dir = tempfile::tempdir().expect("a temp dir for the output");
+    let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_p).expect("stdout file"))
+        .stderr(fs::File::create(&err_p).expect("stderr file"))
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
+    let started = std::time::Instant::now();
+    let mut killed = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the command") {
+            break s;
+        }
+        if started.elapsed() > limit {
+            killed = true;
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            break child.wait().expect("wait for the killed command");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+    Timed {
+        run: Run {
+            code: if killed {
+                -1
+            } else {
+                status.code().unwrap_or(-1)
+            },
+            stdout: read(&out_p),
+            stderr: read(&err_p),
+            cmdline,
+        },
+        elapsed: started.elapsed(),
+        killed,
+    }
+}
+
 /// A `nodeimg` command running in `cwd`, with `SOURCE_DATE_EPOCH` set to
 /// [`TEST_EPOCH`].
 pub fn nodeimg(cwd: &Path) -> Command {

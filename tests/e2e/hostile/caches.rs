@@ -24,8 +24,8 @@
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nodeimg_e2e::*;
 
@@ -34,45 +34,21 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Run `cmd` (stdin closed) to completion, or kill it after `DEADLINE` and
 /// fail: a build that reads a FIFO or hashes a huge file never ends.
-fn run_within(cmd: &mut Command, label: &str) -> Run {
-    let cmdline = format!("{cmd:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_p).unwrap())
-        .stderr(fs::File::create(&err_p).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{label}: the build did not finish within {} s (killed): a cache entry made it hang\n`{cmdline}`\n--- stderr ---\n{}",
-                DEADLINE.as_secs(),
-                fs::read_to_string(&err_p).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let r = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: fs::read_to_string(&out_p).unwrap_or_default(),
-        stderr: fs::read_to_string(&err_p).unwrap_or_default(),
-        cmdline,
-    };
+fn run_deadline(cmd: &mut Command, label: &str) -> Run {
+    let t = run_within(cmd, DEADLINE);
+    assert!(
+        !t.killed,
+        "{label}: the build did not finish within {} s (killed): a cache entry made it hang\n{}",
+        DEADLINE.as_secs(),
+        t.run
+    );
     eprintln!(
         "{label}: exit {} in {:.1} s\n{}",
-        r.code,
-        started.elapsed().as_secs_f64(),
-        r.stderr
+        t.run.code,
+        t.elapsed.as_secs_f64(),
+        t.run.stderr
     );
-    r
+    t.run
 }
 
 /// A failed build that says what went wrong: exit code 1 or 2 (not a
@@ -193,7 +169,7 @@ impl Images {
 
     /// `build node.toml` on `base` as a rootfs tar `out`, with `cache`.
     fn build(&self, base: &str, cache: &Path, out: &str, extra: &[&str], label: &str) -> Run {
-        run_within(
+        run_deadline(
             nodeimg(&self.dir)
                 .arg("build")
                 .arg(&self.node)
@@ -560,7 +536,7 @@ impl PkgRepo {
     }
 
     fn build(&self, cache: &Path, out: &str, extra: &[&str], label: &str) -> Run {
-        run_within(
+        run_deadline(
             nodeimg(&self.dir)
                 .arg("build")
                 .arg(&self.recipe)
@@ -701,7 +677,7 @@ fn a_damaged_package_cache_entry_is_fetched_again_never_followed_or_read_unbound
 
     // --offline, from the lock: a damaged entry cannot be fetched again;
     // the build stops at once and names it.
-    let lock = run_within(
+    let lock = run_deadline(
         nodeimg(&d)
             .arg("lock")
             .arg(&p.recipe)

@@ -14,8 +14,8 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nodeimg_e2e::*;
 
@@ -127,47 +127,17 @@ impl Folder {
     }
 }
 
-/// Run `cmd` with stdin closed, its output in files under `dir`; a command
-/// still running after [`DEADLINE`] is killed and the test fails.
-fn run_with_deadline(cmd: &mut Command, dir: &Path) -> Run {
-    let cmdline = format!("{cmd:?}");
-    let out_path = dir.join(".stdout");
-    let err_path = dir.join(".stderr");
-    let out = fs::File::create(&out_path).expect("create stdout file");
-    let err = fs::File::create(&err_path).expect("create stderr file");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("wait for nodeimg") {
-            Some(s) => break Some(s),
-            None if start.elapsed() > DEADLINE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let read = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
-    let r = Run {
-        code: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
-        cmdline,
-    };
-    let _ = fs::remove_file(&out_path);
-    let _ = fs::remove_file(&err_path);
+/// Run `cmd` with stdin closed; a command still running after
+/// [`DEADLINE`] is killed and the test fails.
+fn run_with_deadline(cmd: &mut Command, _dir: &Path) -> Run {
+    let t = run_within(cmd, DEADLINE);
     assert!(
-        status.is_some(),
-        "nodeimg still ran after {}s (blocked on an input?); killed\n{r}",
-        DEADLINE.as_secs()
+        !t.killed,
+        "nodeimg still ran after {}s (blocked on an input?); killed\n{}",
+        DEADLINE.as_secs(),
+        t.run
     );
-    r
+    t.run
 }
 
 fn mkfifo(path: &Path) -> bool {

@@ -42,39 +42,25 @@ impl std::fmt::Display for Bounded {
 
 /// `nodeimg ARGS` in `cwd` under [`LIMIT_AS`], killed at [`DEADLINE`].
 pub fn bounded(cwd: &Path, args: &[&str]) -> Bounded {
-    let err_path = cwd.join(format!(".stderr-{}", std::process::id()));
-    let err = std::fs::File::create(&err_path).expect("stderr file");
-    let mut child = Command::new("prlimit")
-        .arg(format!("--as={LIMIT_AS}"))
-        .arg("--")
-        .arg(nodeimg_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("run prlimit (util-linux)");
-    let started = Instant::now();
-    let code = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st.code();
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&err_path);
+    let t = run_within(
+        Command::new("prlimit")
+            .arg(format!("--as={LIMIT_AS}"))
+            .arg("--")
+            .arg(nodeimg_bin())
+            .args(args)
+            .current_dir(cwd)
+            .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
+            .env_remove("RUST_LOG"),
+        DEADLINE,
+    );
     Bounded {
-        code,
-        stderr,
-        elapsed: started.elapsed(),
+        code: if t.killed || t.run.code < 0 {
+            None
+        } else {
+            Some(t.run.code)
+        },
+        stderr: t.run.stderr,
+        elapsed: t.elapsed,
     }
 }
 

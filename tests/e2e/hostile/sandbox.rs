@@ -18,14 +18,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nodeimg_e2e::{create_tar, nodeimg_bin, require, run, skip_or_fail, Run, TEST_EPOCH};
+use nodeimg_e2e::{
+    create_tar, nodeimg_bin, require, run, run_within, skip_or_fail, Run, TEST_EPOCH,
+};
 
 /// The ordinary user the `as_user` runs use.
 const USER: u32 = 65534;
@@ -395,53 +395,8 @@ impl Report {
 /// Runs `cmd` (stdin closed) in its own process group; kills the group
 /// after `limit`. Returns the run and whether it was killed.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> (Run, bool) {
-    let cmdline = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b);
-        b
-    });
-    let started = Instant::now();
-    let mut killed = false;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            killed = true;
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    (
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-            cmdline,
-        },
-        killed,
-    )
+    let t = run_within(cmd, limit);
+    (t.run, t.killed)
 }
 
 /// Whether the ordinary-user runs can be made (only root can switch to
