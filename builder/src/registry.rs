@@ -324,7 +324,10 @@ impl Fetch {
 
     fn text(&self) -> String {
         match self {
-            Fetch::Auth(e) => format!("{}; check the credentials", chain(e)),
+            Fetch::Auth(e) => format!(
+                "{}; check the name of the registry and the credentials",
+                chain(e)
+            ),
             Fetch::Transport(m) | Fetch::Final(m) => {
                 format!("{m}; check the name of the registry and the network")
             }
@@ -476,6 +479,12 @@ impl Session {
                 .timeout_per_read(Some(Duration::from_secs(60)))
                 .max_redirects(10)
                 .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
+                // The system's trust store, as oci-client's reqwest uses.
+                .tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                        .build(),
+                )
                 .build()
                 .into(),
             progress: Transfers::new(opts.quiet),
