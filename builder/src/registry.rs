@@ -3,7 +3,9 @@
 //! (OCI layout or OCI archive) to a registry.
 //!
 //! The protocol is spoken by `oci-client` on a current-thread tokio runtime
-//! that lives as long as one [`Session`]. Every blob is streamed (never held
+//! that lives as long as one [`Session`], except manifests, which are fetched
+//! with its credentials over a plain HTTP client so that their size can be
+//! bounded while reading. Every blob is streamed (never held
 //! in memory) and checked against its digest; answers from a registry are
 //! input like any other: wrong digests, bad JSON and absurd sizes are errors.
 
@@ -18,7 +20,7 @@ use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use ocidir::oci_spec::image::{Descriptor, ImageIndex};
 use ocidir::{OciArchive, OciDir, OciRead};
 use serde_json::Value;
@@ -295,6 +297,73 @@ fn without_query(m: &str) -> String {
     out
 }
 
+/// Why one attempt at fetching a manifest failed.
+#[derive(Debug)]
+enum Fetch {
+    /// Getting the credentials failed.
+    Auth(OciDistributionError),
+    /// The connection failed or broke: worth another attempt.
+    Transport(String),
+    /// Failed for good before an answer (no such host, bad TLS).
+    Final(String),
+    /// The registry answered with this status (and these words).
+    Status(u16, String),
+    /// The manifest is larger than [`JSON_MAX`].
+    TooLarge,
+}
+
+impl Fetch {
+    fn again(&self) -> bool {
+        match self {
+            Fetch::Auth(e) => retryable(e),
+            Fetch::Transport(_) => true,
+            Fetch::Status(s, _) => *s >= 500 || *s == 429,
+            Fetch::Final(_) | Fetch::TooLarge => false,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Fetch::Auth(e) => format!(
+                "{}; check the name of the registry and the credentials",
+                chain(e)
+            ),
+            Fetch::Transport(m) | Fetch::Final(m) => {
+                format!("{m}; check the name of the registry and the network")
+            }
+            Fetch::Status(s, said) => {
+                let hint = match s {
+                    401 | 403 => {
+                        "; check the credentials (docker login, or NODEIMG_REGISTRY_TOKEN)"
+                    }
+                    404 => "; check the name and the tag",
+                    _ => "",
+                };
+                format!("the registry answered {s}{said}{hint}")
+            }
+            Fetch::TooLarge => format!(
+                "the registry sent a manifest of more than {} MiB; refused",
+                JSON_MAX >> 20
+            ),
+        }
+    }
+}
+
+/// The first words of a registry's error answer, printable, for a message.
+fn registry_says(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
+}
+
 /// Progress of transfers: bars on a terminal, plain lines otherwise.
 struct Transfers {
     quiet: bool,
@@ -366,6 +435,8 @@ pub struct Session {
     chunked: std::sync::OnceLock<Client>,
     insecure: Vec<String>,
     auth: std::sync::Mutex<Vec<(String, RegistryAuth)>>,
+    /// The HTTP client for manifests, read with a bound.
+    http: ureq::Agent,
     progress: Transfers,
     backoff: Duration,
 }
@@ -401,6 +472,21 @@ impl Session {
             chunked: std::sync::OnceLock::new(),
             insecure: opts.insecure.clone(),
             auth: std::sync::Mutex::new(Vec::new()),
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .timeout_per_read(Some(Duration::from_secs(60)))
+                .max_redirects(10)
+                .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
+                // The system's trust store, as oci-client's reqwest uses.
+                .tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                        .build(),
+                )
+                .build()
+                .into(),
             progress: Transfers::new(opts.quiet),
             backoff: Duration::from_millis(500),
         })
@@ -433,19 +519,34 @@ impl Session {
 
     /// Run `op` until it succeeds, fails for good, or the attempts are
     /// used up; waits 0.5 s, 1 s, 2 s, ... between attempts.
-    fn retry<T, F>(&self, what: &str, mut op: F) -> std::result::Result<T, String>
+    fn retry<T, F>(&self, what: &str, op: F) -> std::result::Result<T, String>
     where
         F: FnMut(&Session) -> std::result::Result<T, OciDistributionError>,
+    {
+        self.retry_when(what, op, retryable, chain)
+    }
+
+    /// As [`Session::retry`], for any error: `again` says whether it is
+    /// worth another attempt, `text` what to tell the user.
+    fn retry_when<T, E, F>(
+        &self,
+        what: &str,
+        mut op: F,
+        again: impl Fn(&E) -> bool,
+        text: impl Fn(&E) -> String,
+    ) -> std::result::Result<T, String>
+    where
+        F: FnMut(&Session) -> std::result::Result<T, E>,
     {
         let mut wait = self.backoff;
         let mut attempt = 1;
         loop {
             match op(self) {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                Err(e) if attempt < ATTEMPTS && again(&e) => {
                     self.progress.line(&format!(
                         "{what}: {} (attempt {attempt} of {ATTEMPTS}, again in {:.1} s)",
-                        chain(&e),
+                        text(&e),
                         wait.as_secs_f64()
                     ));
                     std::thread::sleep(wait);
@@ -458,35 +559,96 @@ impl Session {
                     } else {
                         String::new()
                     };
-                    return Err(format!("{what}: {}{tries}", chain(&e)));
+                    return Err(format!("{what}: {}{tries}", text(&e)));
                 }
             }
         }
+    }
+
+    /// One attempt at fetching the manifest of `r`: the credentials
+    /// oci-client would use, then a GET whose body is read no further than
+    /// [`JSON_MAX`] bytes (oci-client would buffer all of it).
+    fn fetch_manifest(
+        &self,
+        r: &Reference,
+        auth: &RegistryAuth,
+    ) -> std::result::Result<Vec<u8>, Fetch> {
+        let token = self
+            .rt
+            .block_on(self.client.auth(r, auth, RegistryOperation::Pull))
+            .map_err(Fetch::Auth)?;
+        let registry = r.resolve_registry();
+        let scheme = if self.insecure.iter().any(|h| h == registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!(
+            "{scheme}://{registry}/v2/{}/manifests/{}{}",
+            r.repository(),
+            r.digest().or(r.tag()).unwrap_or("latest"),
+            r.namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default()
+        );
+        let mut req = self.http.get(&url).header("Accept", ACCEPTED.join(", "));
+        match (token, auth) {
+            (Some(t), _) => req = req.header("Authorization", format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(user, pass)) => {
+                use base64::Engine as _;
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                req = req.header("Authorization", format!("Basic {b}"));
+            }
+            _ => {}
+        }
+        let res = req.call().map_err(|e| match e {
+            ureq::Error::HostNotFound | ureq::Error::BadUri(_) | ureq::Error::Tls(_) => {
+                Fetch::Final(e.to_string())
+            }
+            e => Fetch::Transport(e.to_string()),
+        })?;
+        let status = res.status().as_u16();
+        let length = res
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if status != 200 {
+            let mut said = Vec::new();
+            let _ = res
+                .into_body()
+                .into_reader()
+                .take(4096)
+                .read_to_end(&mut said);
+            return Err(Fetch::Status(status, registry_says(&said)));
+        }
+        if length.is_some_and(|n| n > JSON_MAX as u64) {
+            return Err(Fetch::TooLarge);
+        }
+        let mut body = Vec::new();
+        res.into_body()
+            .into_reader()
+            .take(JSON_MAX as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Fetch::Transport(format!("reading the answer: {e}")))?;
+        if body.len() > JSON_MAX {
+            return Err(Fetch::TooLarge);
+        }
+        Ok(body)
     }
 
     /// Fetch a manifest or index: its bytes, checked against `digest`
     /// when the reference has one.
     fn manifest(&self, r: &Reference, what: &str) -> Result<Vec<u8>> {
         let auth = auth_for(r.resolve_registry())?;
-        let (body, _) = self
-            .retry(&format!("fetching the manifest of {}", r.whole()), |s| {
-                s.rt.block_on(s.client.pull_manifest_raw(r, &auth, &ACCEPTED))
-            })
-            .map_err(|m| {
-                Error::image(
-                    what,
-                    format!("{m}; check the name, the tag and the credentials"),
-                )
-            })?;
-        if body.len() > JSON_MAX {
-            return Err(Error::image(
-                what,
-                format!(
-                    "the registry sent a manifest of {} bytes; too large",
-                    body.len()
-                ),
-            ));
-        }
+        let body = self
+            .retry_when(
+                &format!("fetching the manifest of {}", r.whole()),
+                |s| s.fetch_manifest(r, &auth),
+                Fetch::again,
+                Fetch::text,
+            )
+            .map_err(|m| Error::image(what, m))?;
         if let Some(d) = r.digest() {
             let found = sha256_hex(&body);
             if found != d {
@@ -499,7 +661,7 @@ impl Session {
                 ));
             }
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 
     /// Download blob `digest` of `size` bytes into `dest` (atomically:
@@ -1617,6 +1779,100 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("64 lowercase hex"), "{e}");
         assert!(!dest.exists());
+    }
+
+    /// A registry on 127.0.0.1 answering every manifest request with the
+    /// next of `answers` (then closing), `/v2/` with an empty 200.
+    fn scripted(answers: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut answers = answers.into_iter();
+            while let Ok((mut c, _)) = l.accept() {
+                let mut req = [0u8; 4096];
+                let n = c.read(&mut req).unwrap_or(0);
+                let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                if !req.contains("/manifests/") {
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
+                seen.push(req);
+                match answers.next() {
+                    Some(a) => {
+                        let _ = c.write_all(&a);
+                    }
+                    None => break,
+                }
+            }
+            seen
+        });
+        (addr, h)
+    }
+
+    fn session_for(addr: &str) -> Session {
+        let mut s = Session::new(&RegistryOptions {
+            insecure: vec![addr.to_string()],
+            cache_dir: None,
+            quiet: true,
+            offline: false,
+        })
+        .unwrap();
+        s.backoff = Duration::from_millis(10);
+        s
+    }
+
+    #[test]
+    fn manifests_are_read_no_further_than_the_bound() {
+        let ok = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            ok.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(ok);
+        // No length given: read until the bound, then refused.
+        let mut endless = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        endless.resize(endless.len() + JSON_MAX + 4096, b' ');
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            3u64 << 30
+        )
+        .into_bytes();
+        let unavailable =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+                .to_vec();
+        let missing =
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec();
+        let (addr, server) = scripted(vec![unavailable, answer.clone(), endless, huge, missing]);
+        let s = session_for(&addr);
+        let r = parse_reference(&format!("{addr}/x:y")).unwrap();
+        // A server error is retried; the body comes back whole.
+        assert_eq!(s.manifest(&r, "base").unwrap(), ok.to_vec());
+        for _ in 0..2 {
+            let e = s.manifest(&r, "base").unwrap_err().to_string();
+            assert!(e.contains("more than 16 MiB"), "{e}");
+            assert!(e.contains(&format!("{addr}/x:y")), "{e}");
+        }
+        let e = s.manifest(&r, "base").unwrap_err().to_string();
+        assert!(
+            e.contains("404") && e.contains("check the name and the tag"),
+            "{e}"
+        );
+        drop(s);
+        // Stop the server: one more connection finds no answer left.
+        let _ = std::net::TcpStream::connect(&addr)
+            .and_then(|mut c| c.write_all(b"GET /v2/x/manifests/y HTTP/1.1\r\n\r\n"));
+        let seen = server.join().unwrap();
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert!(seen[0].contains("GET /v2/x/manifests/y "), "{}", seen[0]);
+        assert!(
+            seen[0].to_ascii_lowercase().contains(OCI_INDEX),
+            "{}",
+            seen[0]
+        );
     }
 
     #[test]

@@ -361,7 +361,6 @@ impl Drop for HugeManifests {
 }
 
 #[test]
-#[ignore = "not bounded yet: run with --ignored to see it fail"]
 fn a_manifest_of_3_gib() {
     let dir = temp_dir("huge-manifest");
     let reg = HugeManifests::start();
