@@ -554,7 +554,30 @@ pub(crate) fn open_archive(file: &Path) -> std::result::Result<OciArchive, Strin
         return Err("not a regular file".to_string());
     }
     crate::limits::check_tar_headers(&f).map_err(|e| e.to_string())?;
+    check_archive_index_size(&f)?;
     OciArchive::from_file(f).map_err(|e| oci_msg(&e))
+}
+
+/// Refuses an OCI archive whose `index.json` is larger than [`INDEX_MAX`]
+/// (the layout library would parse it whole). The headers were checked by
+/// [`crate::limits::check_tar_headers`]; the walk seeks over the data.
+fn check_archive_index_size(mut f: &File) -> std::result::Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut ar = tar::Archive::new(f);
+    for e in ar.entries_with_seek().map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.path_bytes();
+        let name = name.strip_prefix(b"./").unwrap_or(&name);
+        if name == b"index.json" && e.size() > INDEX_MAX {
+            return Err(format!(
+                "index.json is {} bytes, over the limit of {} MiB",
+                e.size(),
+                INDEX_MAX >> 20
+            ));
+        }
+    }
+    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// A readable message for a layout library error, with its causes.
@@ -992,5 +1015,39 @@ mod tests {
         let s = Base::scratch();
         assert!(s.layers().is_empty() && s.config().is_none() && s.architecture().is_none());
         assert_eq!(s.view().list("/"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_archive_index_over_the_bound_is_refused_before_it_is_parsed() {
+        let t = tempfile::tempdir().unwrap();
+        let write = |name: &str, index_size: u64| {
+            let p = t.path().join(name);
+            let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(30);
+            h.set_mode(0o644);
+            b.append_data(
+                &mut h,
+                "oci-layout",
+                &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
+            )
+            .unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(index_size);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "index.json", std::io::repeat(b' ').take(index_size))
+                .unwrap();
+            b.finish().unwrap();
+            p
+        };
+        let big = write("big.tar", INDEX_MAX + 1);
+        let e = open_archive(&big).err().unwrap();
+        assert!(e.contains("over the limit of 16 MiB"), "{e}");
+        // Within the bound the archive is handed to the layout library.
+        let small = write("small.tar", 2);
+        assert!(!open_archive(&small)
+            .err()
+            .unwrap_or_default()
+            .contains("over the limit"));
     }
 }
