@@ -838,7 +838,7 @@ pub(crate) fn scan_blob_verified<S: OciSource>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::output::{write, Compression, Format, ImageMeta, OutputOptions};
     use crate::plan::LayerPlan;
@@ -909,7 +909,9 @@ mod tests {
         assert_eq!(reg.to_string(), "docker://127.0.0.1:5000/base:v1");
     }
 
-    fn layout(dir: &Path) {
+    /// A one-layer OCI layout written by nodeimg itself at `dir` (the
+    /// fuzz harness's seed too).
+    pub(crate) fn layout(dir: &Path) {
         let mut t = FileTree::new();
         t.insert(
             ImagePath::new("/etc/os-release").unwrap(),

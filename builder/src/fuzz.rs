@@ -23,16 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodeimg_layers::tree::Origin;
-use nodeimg_layers::{FileTree, ImagePath, Node};
 use sha2::{Digest as _, Sha256};
 
 use crate::base::{Base, BaseRef};
 use crate::deb::control::{self, Syntax};
 use crate::deb::repo::{self, Keyring, Release};
 use crate::lock::Lock;
-use crate::output::{self, Compression, Format, ImageMeta, OutputOptions};
-use crate::plan::LayerPlan;
 use crate::recipe::Loaded;
 use crate::rpm::{repodata, rpmfile::RpmFile, testutil};
 
@@ -344,34 +340,7 @@ fn tar_run(data: &[u8], scratch: &Path) -> Outcome {
 fn oci_parts(scratch: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let dir = scratch.join("seed-layout");
     if !dir.join("index.json").is_file() {
-        let mut t = FileTree::new();
-        t.insert(
-            ImagePath::new("/etc/os-release").unwrap(),
-            Node::file("ID=x\n", Origin::new("file", "file[0]")),
-        )
-        .unwrap();
-        output::write(
-            &Base::scratch(),
-            &[LayerPlan {
-                name: "l".into(),
-                tree: t,
-            }],
-            &ImageMeta {
-                name: "n".into(),
-                tag: "v1".into(),
-                architecture: "amd64".into(),
-                labels: Default::default(),
-                annotations: Default::default(),
-                created: 0,
-            },
-            &OutputOptions {
-                path: dir.clone(),
-                format: Format::Oci,
-                compression: Compression::None,
-                force: false,
-            },
-        )
-        .unwrap();
+        crate::base::tests::layout(&dir);
     }
     let index = std::fs::read(dir.join("index.json")).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&index).unwrap();

@@ -472,13 +472,7 @@ impl Session {
             chunked: std::sync::OnceLock::new(),
             insecure: opts.insecure.clone(),
             auth: std::sync::Mutex::new(Vec::new()),
-            http: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(Duration::from_secs(30)))
-                .timeout_recv_response(Some(Duration::from_secs(60)))
-                .timeout_per_read(Some(Duration::from_secs(60)))
-                .max_redirects(10)
-                .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
+            http: crate::deb::fetch::http_config()
                 // The system's trust store, as oci-client's reqwest uses.
                 .tls_config(
                     ureq::tls::TlsConfig::builder()

@@ -18,6 +18,19 @@ use sha2::{Digest, Sha256};
 pub use crate::cachefile::CachedFile;
 use crate::cachefile::{self, Entry};
 
+/// The HTTP settings nodeimg's requests share (repositories, registry
+/// manifests): statuses handled by the caller, connect 30 s, answer and
+/// each read 60 s, 10 redirects, nodeimg's user agent.
+pub(crate) fn http_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .max_redirects(10)
+        .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Default cap for [`Cache::fetch_unverified`] (InRelease, Release, Release.gpg).
 pub const DEFAULT_METADATA_CAP: u64 = 64 << 20;
 
@@ -299,14 +312,7 @@ impl Cache {
             path: objects.display().to_string(),
             source,
         })?;
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .max_redirects(10)
-            .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let config = http_config().build();
         Ok(Self {
             dir,
             mirrors: Mirrors::new(),
