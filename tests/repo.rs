@@ -230,7 +230,10 @@ impl TestDeb {
         }
         fs::create_dir_all(dir).expect("mkdir pool");
         let out = dir.join(self.file_name());
+        // Every member and file dated at the test epoch: the same .deb on
+        // every run.
         run(Command::new("dpkg-deb")
+            .env("SOURCE_DATE_EPOCH", crate::TEST_EPOCH.to_string())
             .arg("--root-owner-group")
             .arg(format!("-Z{}", self.compression))
             .arg("--build")
@@ -520,6 +523,43 @@ pub fn gpg_key(home: &Path, name: &str) -> String {
     export.stdout
 }
 
+/// When a gpg home made by [`gpg_fixed_key`] signs: the Release files' date.
+/// Signatures made then are the same bytes on every run.
+const SIGNING_TIME: &str = "20220101T000000";
+
+/// A gpg home holding the fixed test key `name` (the secret key
+/// `tests/golden/keys/<name>.sec.asc`, an rsa3072 signing key of
+/// `<name>@repo.invalid`, made on 2020-01-01), whose gpg signs at the frozen
+/// time [`SIGNING_TIME`]; returns the armored public key. Unlike
+/// [`gpg_key`]'s fresh keys, the keys and every signature made with them are
+/// the same on every run, so that what is generated with them (and the
+/// images and locks built from it) is too.
+pub fn gpg_fixed_key(home: &Path, name: &str) -> String {
+    let secret = crate::workspace_root().join(format!("tests/golden/keys/{name}.sec.asc"));
+    assert!(secret.is_file(), "no fixed test key {}", secret.display());
+    fs::create_dir_all(home).expect("mkdir gnupg");
+    fs::set_permissions(home, fs::Permissions::from_mode(0o700)).expect("chmod gnupg");
+    fs::write(
+        home.join("gpg.conf"),
+        format!("faked-system-time {SIGNING_TIME}!\n"),
+    )
+    .expect("write gpg.conf");
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .arg("--import")
+        .arg(&secret))
+    .ok();
+    let export = run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--armor", "--export"]))
+    .ok();
+    assert!(export.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK"));
+    export.stdout
+}
+
 /// Signs `input` into `out` with `home`'s key; `how` is the kind of
 /// signature (`--clearsign`, or `--detach-sign --armor`).
 pub fn gpg_sign(home: &Path, how: &[&str], out: &Path, input: &Path) {
@@ -653,9 +693,9 @@ impl SeedRepos {
         let root = d.join("www");
         let work = d.join("work");
         let home = d.join("gnupg");
-        let key = gpg_key(&home, "mirror");
+        let key = gpg_fixed_key(&home, "mirror");
         fs::write(d.join("mirror.asc"), key).expect("write key");
-        let other = gpg_key(&d.join("gnupg-other"), "other");
+        let other = gpg_fixed_key(&d.join("gnupg-other"), "other");
         fs::write(d.join("other.asc"), other).expect("write key");
 
         // Debian: dists/bookworm/main, amd64.

@@ -2,9 +2,11 @@
 //! (in `build/test-repos/<pid>/rpm`, next to [`crate::repo`]'s) and served over
 //! HTTP on 127.0.0.1.
 //!
-//! The packages are real `.rpm` files (`rpmbuild`), signed with a throwaway
-//! gpg key (`rpmsign --addsign`), indexed by `createrepo_c`, with
-//! `repomd.xml` signed detached by the same key. The server holds:
+//! The packages are real `.rpm` files (`rpmbuild`), signed with a fixed test
+//! gpg key ([`crate::repo::gpg_fixed_key`], `rpmsign --addsign`), indexed by
+//! `createrepo_c`, with `repomd.xml` signed detached by the same key. Packages,
+//! metadata, signatures and bases are the same bytes on every run on one
+//! host (the bases hold the host's rpm). The server holds:
 //!
 //! - `/docker/7/{x86_64,aarch64}/stable`: docker-ce (two versions),
 //!   docker-ce-cli, containerd.io, container-selinux, nftables, moby-engine
@@ -37,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::repo::{gpg_key, gpg_sign, RepoServer};
+use crate::repo::{gpg_fixed_key, gpg_sign, RepoServer};
 use crate::{create_tar, require, run, workspace_root, RecipeModel, TEST_EPOCH};
 
 /// Docker's yum repositories, as the recipes name them.
@@ -154,7 +156,30 @@ fn rpmsign(home: &Path, name: &str, files: &[PathBuf]) {
 
 /// `createrepo_c` over `dir`, then `repomd.xml.asc` signed with `home`'s key.
 pub fn createrepo(dir: &Path, home: &Path, compress: &str) {
+    createrepo_with(dir, home, compress, &[]);
+}
+
+/// [`createrepo`] with the packages and every timestamp of the metadata
+/// dated at [`TEST_EPOCH`]: the same metadata on every run.
+fn createrepo_fixed(dir: &Path, home: &Path, compress: &str) {
+    run(Command::new("find")
+        .arg(dir.join("Packages"))
+        .args(["-exec", "touch", "-h", "-d"])
+        .arg(format!("@{TEST_EPOCH}"))
+        .args(["{}", "+"]))
+    .ok();
+    let revision = format!("--revision={TEST_EPOCH}");
+    createrepo_with(
+        dir,
+        home,
+        compress,
+        &[&revision, "--set-timestamp-to-revision"],
+    );
+}
+
+fn createrepo_with(dir: &Path, home: &Path, compress: &str, extra: &[&str]) {
     run(Command::new("createrepo_c")
+        .args(extra)
         .args([
             "--no-database",
             "--simple-md-filenames",
@@ -420,13 +445,13 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             unsigned,
         ],
     );
-    createrepo(&x86, home, "gz");
+    createrepo_fixed(&x86, home, "gz");
     let arm = served.join("docker/7/aarch64/stable");
     copy_into(&arm, &[containerd_arm, selinux]);
-    createrepo(&arm, home, "xz");
+    createrepo_fixed(&arm, home, "xz");
     let kubic = served.join("kubic/CentOS_7");
     copy_into(&kubic, &[cri_o, conmon]);
-    createrepo(&kubic, home, "gz");
+    createrepo_fixed(&kubic, home, "gz");
     // The same packages for openSUSE and in the cri-o 1.24 stream.
     for other in ["kubic/openSUSE_Leap_15.2", "crio/CentOS_7"] {
         fs::create_dir_all(served.join(other).parent().unwrap()).unwrap();
@@ -499,11 +524,14 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
         fs::copy(r, pkgs.join(&n)).unwrap();
         names.push(format!("/tmp/pkgs/{n}"));
     }
+    // The install time rpm records is the test epoch.
     run(Command::new("chroot")
+        .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
         .arg(&root)
         .args(["/usr/bin/rpm", "--initdb"]))
     .ok();
     run(Command::new("chroot")
+        .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
         .arg(&root)
         .args([
             "/usr/bin/rpm",
@@ -516,6 +544,23 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
         .args(&names))
     .ok();
     fs::remove_dir_all(&pkgs).unwrap();
+    // With the write-ahead log checkpointed (empty), sqlite rebuilds the
+    // database's shared-memory index on open: its random salts are zeroed,
+    // the file kept (a base as rpm leaves it).
+    let db = root.join("var/lib/rpm");
+    let wal_empty = fs::metadata(db.join("rpmdb.sqlite-wal")).map_or(true, |m| m.len() == 0);
+    if let Ok(m) = fs::metadata(db.join("rpmdb.sqlite-shm")) {
+        if wal_empty {
+            fs::write(db.join("rpmdb.sqlite-shm"), vec![0u8; m.len() as usize]).unwrap();
+        }
+    }
+    // What was written here dated (at most) at the test epoch: the same
+    // base on every run.
+    let epoch = format!("@{TEST_EPOCH}");
+    run(Command::new("find").arg(&root).args([
+        "-newermt", &epoch, "-exec", "touch", "-h", "-d", &epoch, "{}", "+",
+    ]))
+    .ok();
     let tar = dir.join(format!("{name}.tar"));
     create_tar(&root, &tar);
     let _ = fs::remove_dir_all(&root);
@@ -564,9 +609,9 @@ impl RpmRepos {
         let dir = rpm_dir();
         let d = dir.as_path();
         let home = d.join("gnupg");
-        let key = gpg_key(&home, "repo");
+        let key = gpg_fixed_key(&home, "repo");
         fs::write(d.join("key.asc"), &key).unwrap();
-        let other = gpg_key(&d.join("gnupg-other"), "other");
+        let other = gpg_fixed_key(&d.join("gnupg-other"), "other");
         fs::write(d.join("other.asc"), other).unwrap();
         let fx = fixtures(d, &home);
         // The recipes name Docker's real key URL: the test serves its own key there.
