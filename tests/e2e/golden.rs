@@ -1,0 +1,322 @@
+//! Golden outputs: every shipped recipe built on the fixture base gives the
+//! image it gave when the values in `tests/golden/` were recorded, byte for
+//! byte (manifest, config and each layer digest), and `nodeimg lock` writes
+//! the recorded lock file, byte for byte, for one apt and one rpm recipe.
+//!
+//! The values hold only for the inputs they were recorded with: the fixture
+//! base (real Debian bookworm packages, see `scripts/make-test-base`) and the
+//! rpm fixture base (that base plus the build host's rpm, see
+//! `rpmrepo::rpm_fixture_base`). Their sha256 are recorded too; when one
+//! differs the test fails saying that the base changed, not the code.
+//!
+//! Re-record (after a change that is meant to change the outputs, or on a
+//! new base):
+//!
+//! ```text
+//! NODEIMG_GOLDEN=record cargo test -p nodeimg-e2e --test golden
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nodeimg_e2e::*;
+
+/// The recorded digests, one `KEY VALUE` line each.
+const DIGESTS: &str = "digests.txt";
+/// The apt recipe whose lock file is recorded.
+const APT_LOCK_RECIPE: &str = "containerd-debian.toml";
+/// The rpm recipe whose lock file is recorded.
+const RPM_LOCK_RECIPE: &str = "docker-centos.toml";
+
+fn golden_dir() -> PathBuf {
+    workspace_root().join("tests/golden")
+}
+
+fn recording() -> bool {
+    std::env::var("NODEIMG_GOLDEN").is_ok_and(|v| v == "record")
+}
+
+const RERECORD: &str =
+    "re-record with `NODEIMG_GOLDEN=record cargo test -p nodeimg-e2e --test golden` \
+     (with the binary whose outputs are the reference, e.g. NODEIMG_BIN=<binary of the \
+     last release>)";
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, ptr: &str, what: &Path) -> &'a str {
+    v.pointer(ptr)
+        .and_then(|d| d.as_str())
+        .unwrap_or_else(|| panic!("{}: no {ptr}", what.display()))
+}
+
+/// The digests of the OCI layout `layout` (one image): `manifest`,
+/// `config`, `layer0`, `layer1`... (bottom layer first).
+fn layout_digests(layout: &Path) -> Vec<(String, String)> {
+    let index_path = layout.join("index.json");
+    let index = json(&index_path);
+    let manifest = str_at(&index, "/manifests/0/digest", &index_path).to_string();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest_path = blob(&manifest);
+    assert_eq!(
+        sha256_file(&manifest_path),
+        manifest,
+        "{}: the manifest blob does not match its digest",
+        layout.display()
+    );
+    let m = json(&manifest_path);
+    let mut out = vec![
+        ("manifest".to_string(), manifest),
+        (
+            "config".to_string(),
+            str_at(&m, "/config/digest", &manifest_path).to_string(),
+        ),
+    ];
+    let layers = m
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .unwrap_or_else(|| panic!("{}: no layers", manifest_path.display()));
+    for (i, l) in layers.iter().enumerate() {
+        let d = l
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .unwrap_or_else(|| panic!("{}: layer {i} has no digest", manifest_path.display()));
+        out.push((format!("layer{i}"), d.to_string()));
+    }
+    out
+}
+
+/// Build `recipe` (a file of the workspace's `recipes/`) as the tests build
+/// it on `base` into `dir/img` (an OCI layout); its digests, keyed
+/// `<recipe> <what>`.
+fn build_recipe(recipe: &Path, base: &Path, dir: &Path) -> Vec<(String, String)> {
+    let file = recipe
+        .file_name()
+        .expect("a recipe file name")
+        .to_string_lossy()
+        .into_owned();
+    let b = test_build(recipe, base);
+    let out = dir.join("img");
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(&b.recipe)
+        .arg("-o")
+        .arg(&out)
+        .args(["--format", "oci", "--base", &b.base_ref()])
+        .args(&b.args))
+    .ok();
+    let printed = single_digest_line(&r);
+    let digests = layout_digests(&out);
+    assert_eq!(
+        digests[0].1, printed,
+        "{file}: the printed digest is not the layout's manifest"
+    );
+    digests
+        .into_iter()
+        .map(|(k, v)| (format!("{file} {k}"), v))
+        .collect()
+}
+
+/// `nodeimg lock` of `recipe` (built as the tests build it on `base`), in a
+/// copy of the recipes under `dir`, so that no lock lands next to the
+/// workspace's recipes; the lock file's bytes.
+fn lock_recipe(recipe: &Path, base: &Path, dir: &Path) -> Vec<u8> {
+    let b = test_build(recipe, base);
+    // The recipe the tests build (for an rpm recipe, in the copy whose key
+    // files are the test key), copied with its folder.
+    let src = b.recipe.parent().expect("the recipes folder");
+    let copy = dir.join("recipes");
+    copy_dir(src, &copy);
+    let name = b.recipe.file_name().expect("a recipe file name");
+    let recipe_copy = copy.join(name);
+    let lock = copy.join(format!("{}.lock", name.to_string_lossy()));
+    let _ = fs::remove_file(&lock);
+    run(nodeimg(dir)
+        .arg("lock")
+        .arg(&recipe_copy)
+        .args(["--base", &b.base_ref()])
+        .args(&b.args))
+    .ok();
+    fs::read(&lock).unwrap_or_else(|e| panic!("read {}: {e}", lock.display()))
+}
+
+/// The recorded values: `KEY VALUE` lines (the key may hold spaces: the value
+/// is the last word); `#` lines are comments.
+fn parse(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn render(values: &BTreeMap<String, String>) -> String {
+    let mut s = String::from(
+        "# Golden outputs of `cargo test -p nodeimg-e2e --test golden`: the digests of every\n\
+         # recipes/*.toml built on the fixture base, and the fixture bases they hold for.\n\
+         # Re-record: NODEIMG_GOLDEN=record cargo test -p nodeimg-e2e --test golden\n",
+    );
+    for (k, v) in values {
+        s.push_str(&format!("{k} {v}\n"));
+    }
+    s
+}
+
+#[test]
+fn every_recipe_gives_the_recorded_image_and_lock() {
+    let Some(base) = fixture_base() else { return };
+    // Both kinds of repositories, and the rpm base, before the builds start.
+    let Some(apt) = repo::seed_repos() else {
+        return;
+    };
+    let Some(rpm) = rpmrepo::rpm_repos() else {
+        return;
+    };
+    let Some(rpm_base) = rpmrepo::rpm_fixture_base() else {
+        return;
+    };
+    let _ = (apt, rpm);
+
+    let mut now: BTreeMap<String, String> = BTreeMap::new();
+    now.insert("base fixture-base.tar".to_string(), sha256_file(&base));
+    now.insert("base fixture-rpm.tar".to_string(), sha256_file(&rpm_base));
+
+    let tmp = temp_dir("golden");
+    // Two workers, one per package backend: each download cache is used by
+    // one build at a time.
+    let (rpm_recipes, apt_recipes): (Vec<PathBuf>, Vec<PathBuf>) = recipes()
+        .into_iter()
+        .partition(|r| rpmrepo::has_rpm_packages(r));
+    let results: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let locks: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (kind, list, lock_name) in [
+            ("apt", &apt_recipes, APT_LOCK_RECIPE),
+            ("rpm", &rpm_recipes, RPM_LOCK_RECIPE),
+        ] {
+            let (base, tmp, results, locks) = (&base, tmp.path(), &results, &locks);
+            s.spawn(move || {
+                for recipe in list {
+                    let file = recipe
+                        .file_name()
+                        .expect("a recipe file name")
+                        .to_string_lossy()
+                        .into_owned();
+                    let dir = tmp.join(kind).join(&file);
+                    fs::create_dir_all(&dir).expect("mkdir");
+                    let d = build_recipe(recipe, base, &dir);
+                    results.lock().expect("results").extend(d);
+                    if file == lock_name {
+                        let ldir = tmp.join(kind).join(format!("lock-{file}"));
+                        fs::create_dir_all(&ldir).expect("mkdir");
+                        let bytes = lock_recipe(recipe, base, &ldir);
+                        locks
+                            .lock()
+                            .expect("locks")
+                            .push((format!("{file}.lock"), bytes));
+                    }
+                }
+            });
+        }
+    });
+    now.extend(results.into_inner().expect("results"));
+    let locks = locks.into_inner().expect("locks");
+    assert_eq!(
+        locks.len(),
+        2,
+        "the lock of {APT_LOCK_RECIPE} or {RPM_LOCK_RECIPE} was not made: is the recipe still shipped?"
+    );
+    // Every recipe is covered: none is skipped.
+    for r in recipes() {
+        let file = r.file_name().expect("name").to_string_lossy().into_owned();
+        assert!(
+            now.contains_key(&format!("{file} manifest")),
+            "{file} was not built"
+        );
+    }
+
+    let dir = golden_dir();
+    if recording() {
+        fs::create_dir_all(&dir).expect("mkdir tests/golden");
+        fs::write(dir.join(DIGESTS), render(&now)).expect("write the golden digests");
+        for (name, bytes) in &locks {
+            fs::write(dir.join(name), bytes).expect("write a golden lock");
+        }
+        eprintln!("recorded {} values in {}", now.len(), dir.display());
+        return;
+    }
+
+    let path = dir.join(DIGESTS);
+    let text = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("no golden values at {} ({e}): {RERECORD}", path.display()));
+    let recorded = parse(&text);
+
+    // The inputs first: another base is no fault of the code.
+    for key in ["base fixture-base.tar", "base fixture-rpm.tar"] {
+        let (was, is) = (recorded.get(key), now.get(key));
+        if was != is {
+            let name = key.trim_start_matches("base ");
+            panic!(
+                "the fixture base changed, not the code: {name} is {} here, but the golden values \
+                 in {} were recorded on {name} {}. {}. \
+                 ({name}: fixture-base.tar is build/fixtures/base.tar, made by \
+                 scripts/make-test-base from Debian bookworm; fixture-rpm.tar is that base with \
+                 the build host's rpm added.) Check that the outputs are unchanged with the \
+                 reference binary on this base, then {RERECORD}",
+                is.map_or("missing", String::as_str),
+                path.display(),
+                was.map_or("(none recorded)", String::as_str),
+                if name == "fixture-rpm.tar" {
+                    "The rpm base holds the build host's rpm: another rpm version gives another base"
+                } else {
+                    "Debian's bookworm suite may have moved"
+                },
+            );
+        }
+    }
+
+    let mut diffs = Vec::new();
+    for (k, v) in &now {
+        match recorded.get(k) {
+            Some(r) if r == v => {}
+            Some(r) => diffs.push(format!("  {k}: recorded {r}, now {v}")),
+            None => diffs.push(format!("  {k}: not recorded, now {v}")),
+        }
+    }
+    for (k, r) in &recorded {
+        if !now.contains_key(k) {
+            diffs.push(format!("  {k}: recorded {r}, now missing"));
+        }
+    }
+    for (name, bytes) in &locks {
+        let p = dir.join(name);
+        let want = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        if &want != bytes {
+            let got = String::from_utf8_lossy(bytes);
+            let want = String::from_utf8_lossy(&want);
+            let first = want
+                .lines()
+                .zip(got.lines())
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+                .map(|(i, (a, b))| format!("line {}: recorded `{a}`, now `{b}`", i + 1))
+                .unwrap_or_else(|| "the lengths differ".to_string());
+            diffs.push(format!("  {name}: the lock file differs ({first})"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "the outputs differ from the golden values in {} (bases unchanged, so the code \
+         changed them):\n{}\nIf the change is intended, {RERECORD}",
+        dir.display(),
+        diffs.join("\n")
+    );
+}
