@@ -3,6 +3,16 @@
 //! byte (manifest, config and each layer digest), and `nodeimg lock` writes
 //! the recorded lock file, byte for byte, for one apt and one rpm recipe.
 //!
+//! Every recipe is built as the other tests build it: one that installs
+//! Debian packages on the fixture base, from the seed apt repositories
+//! (`repo::SeedRepos`) through a mirror that re-signs; one that installs rpm
+//! packages (docker-centos, containerd-centos, crio-centos, crio-opensuse) on
+//! the rpm fixture base, from the generated yum and zypper repositories
+//! (`rpmrepo::RpmRepos`). None is left out. The repositories are the same
+//! bytes on every run (fixed keys, signatures at a frozen time, packages and
+//! metadata dated by a fixed epoch); the server's port changes, and appears
+//! in no output (the recipes' own URLs are mirrored).
+//!
 //! The values hold only for the inputs they were recorded with: the fixture
 //! base (real Debian bookworm packages, see `scripts/make-test-base`) and the
 //! rpm fixture base (that base plus the build host's rpm, see
@@ -170,6 +180,33 @@ fn render(values: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// Fails, saying so, when a fixture base is not the one the golden values
+/// (in `path`) were recorded on.
+fn check_bases(recorded: &BTreeMap<String, String>, now: &BTreeMap<String, String>, path: &Path) {
+    for key in ["base fixture-base.tar", "base fixture-rpm.tar"] {
+        let (was, is) = (recorded.get(key), now.get(key));
+        if was != is {
+            let name = key.trim_start_matches("base ");
+            let what = if name == "fixture-rpm.tar" {
+                "the rpm fixture base (build/fixtures/base.tar with the build host's rpm, its \
+                 libraries and an rpm database added, see rpmrepo::rpm_fixture_base): another \
+                 rpm on the build host gives another base"
+            } else {
+                "build/fixtures/base.tar (made by scripts/make-test-base from Debian bookworm's \
+                 packages): Debian's bookworm suite may have moved"
+            };
+            panic!(
+                "the fixture base changed, not the code: {name} is {} here, but the golden values \
+                 in {} were recorded on {name} {}; {name} is {what}. The values hold only on the base \
+                 they were recorded on: {RERECORD}",
+                is.map_or("missing", String::as_str),
+                path.display(),
+                was.map_or("(none recorded)", String::as_str),
+            );
+        }
+    }
+}
+
 #[test]
 fn every_recipe_gives_the_recorded_image_and_lock() {
     let Some(base) = fixture_base() else { return };
@@ -188,6 +225,19 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
     let mut now: BTreeMap<String, String> = BTreeMap::new();
     now.insert("base fixture-base.tar".to_string(), sha256_file(&base));
     now.insert("base fixture-rpm.tar".to_string(), sha256_file(&rpm_base));
+
+    let dir = golden_dir();
+    let path = dir.join(DIGESTS);
+    // The bases first, before any build: another base is no fault of the code.
+    let recorded = if recording() {
+        BTreeMap::new()
+    } else {
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no golden values at {} ({e}): {RERECORD}", path.display()));
+        let recorded = parse(&text);
+        check_bases(&recorded, &now, &path);
+        recorded
+    };
 
     let tmp = temp_dir("golden");
     // Two workers, one per package backend: each download cache is used by
@@ -243,7 +293,6 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
         );
     }
 
-    let dir = golden_dir();
     if recording() {
         fs::create_dir_all(&dir).expect("mkdir tests/golden");
         fs::write(dir.join(DIGESTS), render(&now)).expect("write the golden digests");
@@ -252,35 +301,6 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
         }
         eprintln!("recorded {} values in {}", now.len(), dir.display());
         return;
-    }
-
-    let path = dir.join(DIGESTS);
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("no golden values at {} ({e}): {RERECORD}", path.display()));
-    let recorded = parse(&text);
-
-    // The inputs first: another base is no fault of the code.
-    for key in ["base fixture-base.tar", "base fixture-rpm.tar"] {
-        let (was, is) = (recorded.get(key), now.get(key));
-        if was != is {
-            let name = key.trim_start_matches("base ");
-            panic!(
-                "the fixture base changed, not the code: {name} is {} here, but the golden values \
-                 in {} were recorded on {name} {}. {}. \
-                 ({name}: fixture-base.tar is build/fixtures/base.tar, made by \
-                 scripts/make-test-base from Debian bookworm; fixture-rpm.tar is that base with \
-                 the build host's rpm added.) Check that the outputs are unchanged with the \
-                 reference binary on this base, then {RERECORD}",
-                is.map_or("missing", String::as_str),
-                path.display(),
-                was.map_or("(none recorded)", String::as_str),
-                if name == "fixture-rpm.tar" {
-                    "The rpm base holds the build host's rpm: another rpm version gives another base"
-                } else {
-                    "Debian's bookworm suite may have moved"
-                },
-            );
-        }
     }
 
     let mut diffs = Vec::new();
