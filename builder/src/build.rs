@@ -8,21 +8,20 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::base::{Base, BaseRef};
+use nodeimg_image::base::{Base, BaseRef};
 use crate::error::{Error, IoContext, Result};
-use crate::inputs::RecipeInputs;
-use crate::lint::{self, Finding, Severity};
-use crate::lock::{self, Lock};
-use crate::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
+use nodeimg_recipe::inputs::RecipeInputs;
+use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_pkg::lock::{self, Lock};
+use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use crate::packages::{self, PackageEnv};
 use crate::plan;
-use crate::progress::{human_size, Meter};
-use crate::recipe::{self, Loaded, Recipe};
-use crate::registry::RegistryOptions;
-use crate::vars;
+use nodeimg_fetch::progress::{human_size, Meter};
+use nodeimg_recipe::recipe::{self, Loaded, Recipe};
+use nodeimg_registry::RegistryOptions;
+use nodeimg_recipe::vars;
 
-/// The annotation holding the digest of the recipe and its inputs.
-pub const RECIPE_DIGEST_ANNOTATION: &str = "io.nodeimg.recipe.digest";
+pub use nodeimg_image::output::RECIPE_DIGEST_ANNOTATION;
 
 /// What to build and how.
 #[derive(Clone, Debug)]
@@ -271,7 +270,7 @@ pub fn prepare_with(
                     "image.base",
                     message,
                     Some("paths in image.base are relative to the recipe's folder; --base paths to the current directory".to_string()),
-                ),
+                ).into(),
             });
         }
     }
@@ -280,7 +279,7 @@ pub fn prepare_with(
         r => {
             progress.step(&format!("opening base {r}"));
             let wanted = loaded.architecture(&overrides)?;
-            Base::open_with(r, wanted.as_deref(), registry)?
+            Base::open_with(r, wanted.as_deref(), &nodeimg_registry::BasePuller(registry))?
         }
     };
     let arch = match loaded.architecture(&overrides)? {
@@ -318,25 +317,7 @@ fn base_path(r: &BaseRef) -> Option<&Path> {
     }
 }
 
-/// Parse `SOURCE_DATE_EPOCH`: whole seconds since 1970, not negative.
-pub fn parse_epoch(v: Option<&str>) -> Result<i64> {
-    let Some(v) = v else { return Ok(0) };
-    let t = v.trim();
-    let ok = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    match t.parse::<i64>() {
-        Ok(n) if ok && chrono::DateTime::from_timestamp(n, 0).is_some() => Ok(n),
-        _ => Err(Error::Usage(format!(
-            "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970-01-01 (e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct))"
-        ))),
-    }
-}
-
-/// RFC 3339 form of a timestamp (`1970-01-01T00:00:00Z`).
-pub fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+pub use nodeimg_image::epoch::{parse as parse_epoch, rfc3339};
 
 /// The default output path for an image name and format.
 pub fn default_output(name: &str, format: Format) -> PathBuf {
@@ -395,13 +376,13 @@ pub fn recipe_digest(
             h.update(&buf[..n]);
         }
         if read != len {
-            return Err(Error::Io {
-                context: format!("reading the recipe input {rel}"),
-                source: std::io::Error::other(format!(
+            return Err(Error::io(
+                format!("reading the recipe input {rel}"),
+                std::io::Error::other(format!(
                     "it changed size during the build ({len} bytes when opened, {read} now); \
                      run the build again"
                 )),
-            });
+            ));
         }
     }
     for (k, v) in overrides {
@@ -561,7 +542,7 @@ fn check_inner(
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
     if let Some(o) = packages {
-        crate::deb::fetch::Mirrors::parse(&o.mirrors)
+        nodeimg_fetch::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
     }
     let p = prepare_with(recipe_path, var_args, base_arg, registry, progress)?;
@@ -579,7 +560,7 @@ fn check_inner(
     let lock_file = lock::lock_path(recipe_path);
     let lock = match step {
         LockStep::Record | LockStep::Follow(LockUse::Ignore) => None,
-        LockStep::Follow(_) => Lock::read(&lock_file)?,
+        LockStep::Follow(_) => Lock::read(&lock_file, packages::LOCK_RULES)?,
     };
     if lock.is_none() {
         let run_lock = format!("run `nodeimg lock {}`", recipe_path.display());
@@ -820,7 +801,7 @@ pub fn metadata(
     outcome: &Outcome,
     format: Format,
     build_time: i64,
-    pushed: Option<&crate::registry::PushReport>,
+    pushed: Option<&nodeimg_registry::PushReport>,
 ) -> serde_json::Value {
     let b = &outcome.built;
     let layers: Vec<serde_json::Value> = b
@@ -882,7 +863,7 @@ mod tests {
         assert_eq!(parse_epoch(Some("1700000000")).unwrap(), 1_700_000_000);
         for bad in ["", "-1", "1.5", "soon", "99999999999999999999"] {
             assert!(
-                matches!(parse_epoch(Some(bad)), Err(Error::Usage(_))),
+                matches!(parse_epoch(Some(bad)), Err(nodeimg_image::Error::Usage(_))),
                 "{bad}"
             );
         }
@@ -1035,7 +1016,7 @@ mod tests {
     /// The bytes of `/etc/motd` in a packed layer.
     fn motd_in(tree: &nodeimg_layers::FileTree) -> Vec<u8> {
         let tar =
-            crate::pack::write_tar(tree, &nodeimg_layers::MemView::new(), 0, Vec::new()).unwrap();
+            nodeimg_image::pack::write_tar(tree, &nodeimg_layers::MemView::new(), 0, Vec::new()).unwrap();
         let mut ar = tar::Archive::new(&tar[..]);
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();
@@ -1092,7 +1073,7 @@ mod tests {
                 .unwrap();
             // The same file (same inode), rewritten in place.
             std::fs::write(dir.join("files/motd"), now).unwrap();
-            let e = crate::pack::write_tar(
+            let e = nodeimg_image::pack::write_tar(
                 &plans[0].tree,
                 &nodeimg_layers::MemView::new(),
                 0,

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::base::{Base, BaseRef};
-use crate::deb::control::{self, Syntax};
-use crate::deb::repo::{self, Keyring, Release};
-use crate::lock::Lock;
-use crate::recipe::Loaded;
-use crate::rpm::{repodata, rpmfile::RpmFile, testutil};
+use nodeimg_image::base::{Base, BaseRef};
+use nodeimg_deb::control::{self, Syntax};
+use nodeimg_deb::repo::{self, Release};
+use nodeimg_fetch::openpgp::Keyring;
+use nodeimg_pkg::lock::Lock;
+use nodeimg_recipe::recipe::Loaded;
+use nodeimg_rpm::{repodata, rpmfile::RpmFile, testutil};
 
 /// An input that takes longer than this is reported as a hang.
 const SLOW: Duration = Duration::from_secs(20);
@@ -181,8 +182,8 @@ fn release_run(data: &[u8], _: &Path) -> Outcome {
 
 fn rpm_metadata_seeds(_: &Path) -> Vec<Vec<u8>> {
     vec![
-        repodata::tests::REPOMD.into(),
-        repodata::tests::PRIMARY.into(),
+        repodata::fixtures::REPOMD.into(),
+        repodata::fixtures::PRIMARY.into(),
     ]
 }
 
@@ -213,7 +214,7 @@ fn rpm_run(data: &[u8], scratch: &Path) -> Outcome {
     let _ = rpm.nevra();
     let _ = rpm.header_signature();
     let _ = rpm.files();
-    let _ = rpm.header.strings(crate::rpm::rpmfile::tag::PREIN, "p.rpm");
+    let _ = rpm.header.strings(nodeimg_rpm::rpmfile::tag::PREIN, "p.rpm");
     let mut payload = rpm.payload().map_err(|e| e.to_string())?;
     let mut sink = Vec::new();
     for _ in 0..64 {
@@ -249,11 +250,15 @@ fn recipe_run(data: &[u8], scratch: &Path) -> Outcome {
 // ---- lock files -------------------------------------------------------------
 
 fn lock_seeds(_: &Path) -> Vec<Vec<u8>> {
-    vec![crate::lock::tests::sample().render().unwrap().into_bytes()]
+    vec![crate::lock_tests::sample().render().unwrap().into_bytes()]
 }
 
 fn lock_run(data: &[u8], _: &Path) -> Outcome {
-    err_of(Lock::parse(&text(data), Path::new("recipe.toml.lock")))
+    err_of(Lock::parse(
+        &text(data),
+        Path::new("recipe.toml.lock"),
+        crate::packages::LOCK_RULES,
+    ))
 }
 
 // ---- tar layers (a rootfs base is indexed as one layer) ---------------------
@@ -340,7 +345,7 @@ fn tar_run(data: &[u8], scratch: &Path) -> Outcome {
 fn oci_parts(scratch: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let dir = scratch.join("seed-layout");
     if !dir.join("index.json").is_file() {
-        crate::base::tests::layout(&dir);
+        nodeimg_image::base::fixtures::layout(&dir);
     }
     let index = std::fs::read(dir.join("index.json")).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&index).unwrap();

@@ -10,7 +10,7 @@
 //! checked against `Release`, the requests are resolved against the image's
 //! dpkg status for the target architecture, every `.deb` is downloaded into
 //! the cache and verified (size and SHA256 from `Packages`), then unpacked
-//! and registered (see [`crate::deb::install`]).
+//! and registered (see [`nodeimg_deb::install`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,19 +19,23 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
 
-use crate::cachefile::{self, CachedFile};
-use crate::deb::control::{self, BinaryPackage, Syntax};
-use crate::deb::fetch::{Cache, FetchError, Mirrors};
-use crate::deb::install::{self, Package};
-use crate::deb::repo::{self, Keyring};
-use crate::deb::resolve::{self, Request, ResolveError};
-use crate::deb::version::Version;
+use nodeimg_fetch::cachefile::{self, CachedFile};
+use nodeimg_deb::control::{self, BinaryPackage, Syntax};
+use nodeimg_fetch::fetch::{Cache, FetchError, Mirrors};
+use nodeimg_deb::install::{self, Package};
+use nodeimg_deb::repo;
+use nodeimg_fetch::openpgp::Keyring;
+use nodeimg_deb::resolve::{self, Request, ResolveError};
+use nodeimg_deb::version::Version;
 use crate::error::{Error, IoContext, Result};
-use crate::lock::{self, Lock, LockedFile, LockedLayer, LockedPackage, LockedSource};
-use crate::progress::Meter;
+use nodeimg_pkg::lock::{self, Lock, LockedFile, LockedLayer, LockedPackage, LockedSource};
+use nodeimg_fetch::progress::Meter;
 
-/// The directory of deb822 apt sources in the image.
-pub const SOURCES_DIR: &str = "/etc/apt/sources.list.d";
+pub use nodeimg_deb::SOURCES_DIR;
+
+/// The rules of every package backend for the packages a lock names.
+pub const LOCK_RULES: &[&dyn nodeimg_pkg::lock::PackageRules] =
+    &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
 
 /// Everything a build needs to install packages: the verified download
 /// cache, a scratch directory for unpacked contents (alive as long as this
@@ -47,7 +51,7 @@ pub struct PackageEnv {
     lock: LockMode,
     meter: Meter,
     /// The base's layers, for backends that run the image's own tools.
-    base: Option<crate::base::BaseTars>,
+    base: Option<nodeimg_image::base::BaseTars>,
 }
 
 /// Resolve, resolve and record, or install what a lock names.
@@ -141,7 +145,7 @@ impl PackageEnv {
     /// The base image's layers: an rpm layer over a base that has its own
     /// rpm materialises the image below it and registers its packages with
     /// that rpm.
-    pub fn with_base(mut self, base: crate::base::BaseTars) -> Self {
+    pub fn with_base(mut self, base: nodeimg_image::base::BaseTars) -> Self {
         self.base = Some(base);
         self
     }
@@ -153,7 +157,7 @@ impl PackageEnv {
     }
 
     /// Install exactly what `lock` names (checked against the recipe by
-    /// [`crate::lock::check_recipe`] first): no repository metadata is
+    /// [`nodeimg_pkg::lock::check_recipe`] first): no repository metadata is
     /// fetched, each `.deb` comes from the cache or its locked URL and is
     /// verified against the locked size and SHA256.
     /// `file` names the lock in messages.
@@ -259,7 +263,7 @@ fn mirror_keys(mirrors: &Mirrors) -> Result<BTreeMap<PathBuf, Keyring>> {
             continue;
         }
         let what = format!("--mirror {}={}: key {}", m.from, m.to, k.display());
-        let bytes = crate::inputs::read_regular_file(k).map_err(|e| {
+        let bytes = nodeimg_recipe::inputs::read_regular_file(k).map_err(|e| {
             Error::Usage(format!(
                 "{what}: {e}; name the public key file the mirror signs its Release files with"
             ))
@@ -271,18 +275,7 @@ fn mirror_keys(mirrors: &Mirrors) -> Result<BTreeMap<PathBuf, Keyring>> {
     Ok(out)
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/nodeimg`, else
-/// `~/.cache/nodeimg`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let from = |v: &str| {
-        std::env::var_os(v)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-    };
-    from("XDG_CACHE_HOME")
-        .or_else(|| from("HOME").map(|h| h.join(".cache")))
-        .map(|d| d.join("nodeimg"))
-}
+pub use nodeimg_fetch::default_cache_dir;
 
 /// Debian's name for an OCI architecture (`arm` is `armhf`, `386` is
 /// `i386`, ...).
@@ -297,59 +290,8 @@ pub fn debian_arch(oci: &str) -> &str {
     }
 }
 
-/// Why a layer's packages cannot be installed.
-#[derive(Debug)]
-pub enum PackagesError {
-    /// The recipe's fault: `key` relative to the layer (`packages[j]` or
-    /// `packages`).
-    Recipe {
-        /// Key path within the layer.
-        key: String,
-        /// What is wrong.
-        message: String,
-        /// What to do.
-        hint: Option<String>,
-    },
-    /// Anything else (network, signatures, checksums, the image).
-    Build(Error),
-}
+pub use nodeimg_pkg::driver::{build_err, fetch_shown, report_damaged, PackagesError};
 
-impl From<Error> for PackagesError {
-    fn from(e: Error) -> Self {
-        PackagesError::Build(e)
-    }
-}
-
-/// A verified file (package or index) in `cache`, downloaded when missing,
-/// shown on `meter` as `what`; shared by the Debian and rpm backends. The
-/// file is the open handle that was verified: read it, never its path.
-pub(crate) fn fetch_shown(
-    cache: &Cache,
-    meter: &Meter,
-    url: &str,
-    size: u64,
-    sha256: &str,
-    what: &str,
-) -> Result<CachedFile, PackagesError> {
-    let mut d = meter.download(what, size);
-    let got = cache.fetch_with_progress(url, size, sha256, &mut |n| d.received(n));
-    report_damaged(cache, meter);
-    let file = got.map_err(|e| build_err("download", e))?;
-    d.finish();
-    Ok(file)
-}
-
-/// Warn about the damaged cache entries `cache` found (and removed) so far.
-/// Shown even with `-q`: a damaged cache may be an attack.
-pub(crate) fn report_damaged(cache: &Cache, meter: &Meter) {
-    for note in cache.take_damaged() {
-        meter.suspend(|| eprintln!("warning: {note}"));
-    }
-}
-
-pub(crate) fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
-    PackagesError::Build(Error::image(what, message.to_string()))
-}
 
 /// One enabled `deb` source of the image.
 #[derive(Debug, Clone)]
@@ -521,10 +463,12 @@ fn read_index(
 ) -> Result<control::PackageIndex, PackagesError> {
     let reading = || format!("reading {} (cached {url})", file.path().display());
     match loc.stream(file.reader(), url, |r| control::read_packages(r)) {
-        Err(repo::StreamError::Read(source)) => Err(PackagesError::Build(Error::Io {
-            context: reading(),
-            source,
-        })),
+        Err(repo::StreamError::Read(source)) => Err(PackagesError::Build(
+            nodeimg_image::Error::Io {
+                context: reading(),
+                source,
+            },
+        )),
         Err(repo::StreamError::Repo(e)) => Err(build_err("repository metadata", e)),
         // An error of the stream is the one above.
         Ok(Err(control::IndexError::Io(e))) => Err(build_err(
@@ -715,7 +659,7 @@ pub fn install_layer(
     arch: &str,
     layer: &str,
 ) -> Result<FileTree, PackagesError> {
-    if read_sources(view, debian_arch(arch))?.is_empty() && crate::rpm::has_repos(view) {
+    if read_sources(view, debian_arch(arch))?.is_empty() && nodeimg_rpm::has_repos(view) {
         return rpm_layer(env, view, requests, arch, layer);
     }
     let arch = debian_arch(arch);
@@ -768,7 +712,7 @@ fn rpm_layer(
     arch: &str,
     layer: &str,
 ) -> Result<FileTree, PackagesError> {
-    let renv = crate::rpm::Env {
+    let renv = nodeimg_rpm::Env {
         cache: &env.cache,
         scratch: env.scratch(),
         now: env.now,
@@ -787,13 +731,13 @@ fn rpm_layer(
                     )),
                 });
             };
-            crate::rpm::install_locked(&renv, view, ll, file, requests, arch, layer)
+            nodeimg_rpm::install_locked(&renv, view, ll, file, requests, arch, layer)
         }
         LockMode::Resolve => {
-            crate::rpm::install_layer(&renv, view, requests, arch, layer).map(|(t, _)| t)
+            nodeimg_rpm::install_layer(&renv, view, requests, arch, layer).map(|(t, _)| t)
         }
         LockMode::Record(r) => {
-            let (tree, resolved) = crate::rpm::install_layer(&renv, view, requests, arch, layer)?;
+            let (tree, resolved) = nodeimg_rpm::install_layer(&renv, view, requests, arch, layer)?;
             let mut g = guard(r);
             g.layers.push(resolved.layer);
             g.indexes.extend(resolved.indexes);
@@ -959,7 +903,7 @@ fn locked_packages(
                 format!("{}: version {:?}: {}", p.name, e.text, e.reason),
             )
         })?;
-        let multi_arch = p.multi_arch().ok_or_else(|| {
+        let multi_arch = nodeimg_deb::locked_multi_arch(p).ok_or_else(|| {
             build_err(
                 "lock file",
                 format!("{}: Multi-Arch {:?} is not valid", p.name, p.multi_arch),

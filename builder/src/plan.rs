@@ -2,25 +2,12 @@
 
 use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
 
-use crate::base::Base;
+use nodeimg_image::base::Base;
 use crate::error::{Error, Result};
 use crate::packages::{self, PackageEnv, PackagesError};
-use crate::recipe::{Recipe, RecipeLayer};
+use nodeimg_recipe::recipe::{Recipe, RecipeLayer};
 
-/// One recipe layer, rendered and landed on the image below it.
-#[derive(Clone, Debug)]
-pub struct LayerPlan {
-    /// The recipe layer's name.
-    pub name: String,
-    /// Its content; paths already resolved through the links of the image below.
-    pub tree: FileTree,
-}
-
-impl AsRef<FileTree> for LayerPlan {
-    fn as_ref(&self) -> &FileTree {
-        &self.tree
-    }
-}
+pub use nodeimg_image::output::LayerPlan;
 
 /// Render every layer of `recipe`, in order, over `base`.
 pub fn render(
@@ -111,9 +98,9 @@ pub fn render_over_with(
             Ok(t) => land(t, &view).map_err(|e| layer_error(recipe, l, &e))?,
             Err(LayerFail::Item(e)) => return Err(layer_error(recipe, l, &e)),
             Err(LayerFail::Packages(PackagesError::Recipe { key, message, hint })) => {
-                return Err(recipe.error(l.file, &l.key_of(&key), message, hint))
+                return Err(recipe.error(l.file, &l.key_of(&key), message, hint).into())
             }
-            Err(LayerFail::Packages(PackagesError::Build(e))) => return Err(e),
+            Err(LayerFail::Packages(PackagesError::Build(e))) => return Err(e.into()),
         };
         trees.push(tree);
     }
@@ -143,7 +130,7 @@ pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) 
         }
         _ => None,
     });
-    recipe.error(l.file, &l.key_of(e.key()), message, hint)
+    recipe.error(l.file, &l.key_of(e.key()), message, hint).into()
 }
 
 #[cfg(test)]
@@ -151,7 +138,7 @@ pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) 
 mod tests {
     use super::*;
     use crate::error::RecipeError;
-    use crate::recipe::Loaded;
+    use nodeimg_recipe::recipe::Loaded;
     use std::collections::BTreeMap;
 
     fn recipe(text: &str) -> (tempfile::TempDir, Recipe) {
@@ -205,7 +192,7 @@ mod tests {
         let (d, r) = recipe(
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\nremove = [\"/etc/machine-id\"]\n[[layer]]\nname = \"b\"\n",
         );
-        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new().file("/etc/machine-id", "x");
         let plans = render_over(&r, &base, &inputs, "amd64").unwrap();
         let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
@@ -222,7 +209,7 @@ mod tests {
         let (d, r) = recipe(
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\nsystemd = { enable = [\"nope.service\"] }\n",
         );
-        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new();
         let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
         assert_eq!(e.line, Some(5));
@@ -232,7 +219,7 @@ mod tests {
         let (d, r) = recipe(
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\n[[layer.file]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n",
         );
-        let inputs = crate::inputs::RecipeInputs::new(d.path()).unwrap();
+        let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
         assert_eq!(e.line, Some(8));
         assert_eq!(e.key.as_deref(), Some("layer[0].file[0].mode"));

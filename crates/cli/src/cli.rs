@@ -1,0 +1,992 @@
+//! The command line: `nodeimg build | lock | check | inspect | schema`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use nodeimg::build::{self, BuildOptions, Progress};
+use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_image::output::{Compression, Format};
+use nodeimg_fetch::progress::Meter;
+
+const AFTER_HELP: &str = "\
+Examples:
+  nodeimg build recipes/containerd-ubuntu.toml
+  nodeimg build recipe.toml --format oci-archive -o out/node.tar --var k8s=1.30
+  nodeimg build recipe.toml --base oci:bases/debian:bookworm --json
+  nodeimg check recipe.toml --json
+  nodeimg lock recipe.toml                 # pin every package in recipe.toml.lock
+  nodeimg build recipe.toml --offline      # from the lock and the cache, no network
+  nodeimg inspect out/containerd-ubuntu --why /etc/containerd/config.toml
+  nodeimg schema > recipe.schema.json
+
+Exit codes:
+  0  success (check: no lint errors)
+  1  build failure, or lint errors
+  2  usage error, or an error in the recipe (the message names file, line and key)
+
+Environment:
+  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)";
+
+/// Build immutable, preconfigured Kubernetes node images from TOML recipes.
+///
+/// A recipe names a base image and a list of [[layer]]s of configuration
+/// items (kernel modules, sysctls, repositories, docker/containerd/CRI-O and
+/// kubelet settings, systemd units, files). Each layer becomes one OCI layer.
+#[derive(Debug, Parser)]
+#[command(name = "nodeimg", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a recipe; prints the manifest digest (or the
+    /// rootfs tar's sha256) on stdout.
+    #[command(after_help = "\
+Examples:
+  nodeimg build recipe.toml                      # OCI layout in out/<name>
+  nodeimg build recipe.toml --format rootfs -o out/node.tar.zst
+  SOURCE_DATE_EPOCH=1700000000 nodeimg build recipe.toml --json
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
+  nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/d,key=m.asc
+  nodeimg build recipe.toml --mirrors mirrors.toml
+  nodeimg lock recipe.toml && nodeimg build recipe.toml --offline
+  nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
+      --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
+  nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
+
+Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
+the locked .debs are installed and a recipe that no longer matches the lock
+fails; --no-lock resolves anew, --locked requires the lock. --offline builds
+from the lock and --cache-dir without any network access.
+
+Progress goes to stderr: bars on a terminal, one line per step otherwise
+(`nodeimg: fetched containerd 1.6.20 (30.1 MB)`), nothing with -q.
+
+Exit codes: 0 built, 1 build or lint failure, 2 usage or recipe error.")]
+    Build(BuildArgs),
+    /// Resolve every layer's packages and write the lock file RECIPE.lock
+    /// next to the recipe; prints its path on stdout.
+    #[command(after_help = "\
+Examples:
+  nodeimg lock recipes/docker-ubuntu.toml        # writes recipes/docker-ubuntu.toml.lock
+  nodeimg lock recipe.toml --base rootfs:base.tar --cache-dir /var/cache/nodeimg
+  nodeimg lock recipe.toml --mirror https://deb.example.org/debian=file:///srv/mirror
+
+The lock records, per layer, the packages asked for, the apt sources seen
+and every package installed (name, version, architecture, URL before
+--mirror, size, SHA256, the repository it came from), and the signed
+Release/InRelease files and Packages indexes used. Each .deb is downloaded,
+verified and kept in --cache-dir, so `build --offline` can follow.
+
+build (and check) use RECIPE.lock when it exists: exactly the locked .debs
+are installed, verified by size and SHA256, with no repository metadata
+read, and the image digest is the one a build that resolved gives. A recipe
+that no longer matches the lock (a pin added, changed or removed, a layer
+renamed, an apt source changed) fails naming the change; run lock again.
+
+Exit codes: 0 written (or unchanged), 1 failure, 2 usage or recipe error.")]
+    Lock(LockArgs),
+    /// Lint a recipe: every finding with its rule, file:line and a hint.
+    #[command(after_help = "\
+Examples:
+  nodeimg check recipe.toml
+  nodeimg check recipe.toml --json --var runtime=crio
+
+check works offline: layers' packages are not downloaded or installed, and
+in a layer with packages the systemd enable/disable/mask lists (which may
+name units the packages ship) are checked by build only. When RECIPE.lock
+exists, the recipe's packages and layers must match it (--no-lock skips this).
+A docker:// base is pulled (into the default cache) like build pulls it.
+
+Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
+    Check(CheckArgs),
+    /// Show an image's layers, sizes and files, and which recipe layer and
+    /// item produced a file.
+    #[command(after_help = "\
+Examples:
+  nodeimg inspect out/node                      # OCI layout
+  nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
+  nodeimg inspect out/node --why /etc/docker/daemon.json")]
+    Inspect(InspectArgs),
+    /// Push an image (OCI layout folder or OCI archive) to a registry;
+    /// prints the pushed manifest digest.
+    #[command(after_help = "\
+Examples:
+  nodeimg push out/node registry.example.org/nodes/containerd:1.30
+  nodeimg push out/node.tar:latest docker://127.0.0.1:5000/node:v1 --insecure-registry 127.0.0.1:5000
+
+Blobs the registry already has are not sent again. Credentials come from
+$NODEIMG_REGISTRY_TOKEN (a bearer token), else $REGISTRY_AUTH_FILE,
+$XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json.
+
+Exit codes: 0 pushed, 1 push failure, 2 usage error.")]
+    Push(PushArgs),
+    /// Print the JSON Schema of the recipe format (for editor completion).
+    Schema,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// OCI image layout directory.
+    Oci,
+    /// Tar of an OCI image layout.
+    OciArchive,
+    /// Flattened root file system tar (.tar, .tar.gz, .tar.zst by extension).
+    Rootfs,
+    /// What docker load and podman load read (uncompressed layers).
+    DockerArchive,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Oci => Format::Oci,
+            FormatArg::OciArchive => Format::OciArchive,
+            FormatArg::Rootfs => Format::Rootfs,
+            FormatArg::DockerArchive => Format::DockerArchive,
+        }
+    }
+}
+
+/// Layer compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// gzip (what every consumer reads).
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        }
+    }
+}
+
+/// Options shared by `build` and `check`.
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// The recipe file.
+    pub recipe: PathBuf,
+    /// Set a variable, overriding the recipe's [vars] (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Base image, overriding image.base: scratch | oci:DIR[:TAG] |
+    /// oci-archive:FILE[:TAG] | rootfs:FILE | docker://HOST/REPO:TAG (or
+    /// @sha256:...); paths relative to the current directory.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Speak plain HTTP to this registry (loopback addresses only:
+    /// localhost, 127.0.0.1, [::1]); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// `nodeimg build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Output path [default: out/<name>, out/<name>.tar for oci-archive and rootfs].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Replace what is at the output path even when it is not an output
+    /// of nodeimg (a folder holding other files, another kind of file, a
+    /// symlink, which is replaced itself, not what it points to). Without
+    /// it such a path is refused; a previous output is always replaced.
+    #[arg(long)]
+    pub force: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    pub format: FormatArg,
+    /// Compression of the new layers.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
+    /// Print one JSON object (digests, layers, name, tag, path) instead of the digest.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr (lint errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Download cache for layers' packages (repository indexes and .debs,
+    /// by SHA256; every cached file is verified again before use)
+    /// [default: $XDG_CACHE_HOME/nodeimg, else ~/.cache/nodeimg].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Fetch repository URLs starting with FROM from TO instead (an
+    /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
+    /// Signatures are checked against the sources' own keys, unless the
+    /// mirror re-signs: FROM=TO,key=FILE verifies the Release/InRelease
+    /// fetched through it against the public key in FILE instead.
+    #[arg(long = "mirror", value_name = "FROM=TO[,key=FILE]")]
+    pub mirrors: Vec<String>,
+    /// Read mirrors from a TOML file of [[mirror]] tables with from, to and
+    /// optionally key (relative to the file); --mirror values come after
+    /// them and win for the same FROM.
+    #[arg(long = "mirrors", value_name = "FILE")]
+    pub mirrors_file: Option<PathBuf>,
+    /// No network: install the packages the lock file (RECIPE.lock) names
+    /// from --cache-dir alone; fails naming every file the cache lacks.
+    /// Needs the lock file when the recipe has packages.
+    #[arg(long)]
+    pub offline: bool,
+    /// Fail unless RECIPE.lock exists (for CI: never resolve anew).
+    #[arg(long, conflicts_with = "no_lock")]
+    pub locked: bool,
+    /// Ignore RECIPE.lock and resolve the packages against the
+    /// repositories' current metadata.
+    #[arg(long)]
+    pub no_lock: bool,
+    /// Push the image to [docker://]HOST[:PORT]/REPO:TAG once built
+    /// (formats oci and oci-archive).
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+    /// Write the build's metadata (recipe and digest, image and config
+    /// digests, tags, layers, packages, build time) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// `nodeimg lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// No progress on stderr (lint errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Download cache, as for build; lock leaves every .deb it verified
+    /// there, ready for build --offline
+    /// [default: $XDG_CACHE_HOME/nodeimg, else ~/.cache/nodeimg].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Fetch repository URLs starting with FROM from TO instead, as for
+    /// build (,key=FILE for a mirror that re-signs); the lock records the
+    /// original URLs.
+    #[arg(long = "mirror", value_name = "FROM=TO[,key=FILE]")]
+    pub mirrors: Vec<String>,
+    /// Read mirrors from a TOML file, as for build.
+    #[arg(long = "mirrors", value_name = "FILE")]
+    pub mirrors_file: Option<PathBuf>,
+}
+
+/// `nodeimg push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// An OCI layout folder or OCI archive, optionally :TAG (all its
+    /// images, as one multi-platform index, when it holds several and no
+    /// tag is named).
+    pub image: String,
+    /// Destination: [docker://]HOST[:PORT]/REPO:TAG.
+    pub destination: String,
+    /// Speak plain HTTP to this registry (loopback addresses only); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Mount blobs the registry lacks in the destination from this
+    /// repository of the same registry, when it has them.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+    /// Print one JSON object (reference, digest, blobs uploaded, present, mounted).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `nodeimg check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Print one JSON object: {"findings": [...], "counts": {...}}.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not compare the recipe with its lock file (RECIPE.lock).
+    #[arg(long)]
+    pub no_lock: bool,
+}
+
+fn lock_use(locked: bool, no_lock: bool) -> build::LockUse {
+    match (locked, no_lock) {
+        (true, _) => build::LockUse::Require,
+        (false, true) => build::LockUse::Ignore,
+        (false, false) => build::LockUse::Auto,
+    }
+}
+
+/// `nodeimg inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// An OCI layout directory, an OCI archive, or a rootfs tar.
+    pub image: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Show which recipe layer and item produced this path.
+    #[arg(long, value_name = "PATH")]
+    pub why: Option<String>,
+}
+
+/// Progress on stderr: a spinner and download bars on a terminal, one line
+/// per step otherwise, nothing but lint errors when quiet.
+struct StderrProgress {
+    quiet: bool,
+    meter: Meter,
+}
+
+impl StderrProgress {
+    fn new(quiet: bool) -> Self {
+        StderrProgress {
+            quiet,
+            meter: Meter::stderr(quiet),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.meter.finish();
+    }
+
+    fn print_findings(&mut self, findings: &[Finding]) {
+        let shown: Vec<Finding> = findings
+            .iter()
+            .filter(|f| !self.quiet || f.severity == Severity::Error)
+            .cloned()
+            .collect();
+        if shown.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let _ = lint::print_text(&shown, &mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        self.meter.suspend(|| eprint!("{text}"));
+    }
+}
+
+impl Progress for StderrProgress {
+    fn step(&mut self, message: &str) {
+        self.meter.step(message);
+    }
+
+    fn findings(&mut self, findings: &[Finding]) {
+        self.print_findings(findings);
+    }
+
+    fn meter(&self) -> Meter {
+        self.meter.clone()
+    }
+}
+
+impl Drop for StderrProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The `--mirrors FILE` entries (first) and the `--mirror` values, as
+/// `--mirror` values.
+fn mirror_args(
+    file: Option<&std::path::Path>,
+    args: Vec<String>,
+) -> Result<Vec<String>, nodeimg::Error> {
+    let Some(file) = file else {
+        return Ok(args);
+    };
+    let text = nodeimg_recipe::inputs::read_regular_file(file)
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .map_err(|e| nodeimg::Error::Usage(format!("--mirrors {}: {e}", file.display())))?;
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let m = nodeimg_fetch::fetch::Mirrors::parse_file(&text, dir, &file.display().to_string())
+        .map_err(|e| nodeimg::Error::Usage(format!("--mirrors: {e}")))?;
+    let mut out = m.to_args();
+    out.extend(args);
+    Ok(out)
+}
+
+/// Write `bytes` to `path` atomically (a temporary sibling renamed).
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = tempfile::Builder::new()
+        .prefix(".metadata.tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(&parent)
+        .map_err(|e| anyhow::anyhow!("creating a file in {}: {e}", parent.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.as_file().sync_all())
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.persist(path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Where a build that pulled `base` can mount blobs from when pushing to
+/// `dest`: the base's repository, when both are on one registry.
+fn mount_source(base: Option<&str>, dest: &str) -> Option<String> {
+    let b = nodeimg_registry::parse_reference(base?).ok()?;
+    let d = nodeimg_registry::parse_reference(dest).ok()?;
+    (b.registry() == d.registry() && b.repository() != d.repository())
+        .then(|| b.repository().to_string())
+}
+
+fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
+    let (path, tag) = nodeimg_registry::split_image_arg(&a.image);
+    if !path.exists() {
+        return Err(nodeimg::Error::Usage(format!(
+            "{}: no such OCI layout folder or OCI archive",
+            path.display()
+        ))
+        .into());
+    }
+    let opts = nodeimg_registry::RegistryOptions {
+        insecure: a.insecure_registries,
+        cache_dir: None,
+        quiet: a.quiet,
+        offline: false,
+    };
+    let report = nodeimg_registry::push(
+        &path,
+        tag.as_deref(),
+        &a.destination,
+        a.mount_from.as_deref(),
+        &opts,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "{}", report.digest)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
+    if a.push.is_some() && !matches!(a.format, FormatArg::Oci | FormatArg::OciArchive) {
+        return Err(nodeimg::Error::Usage(
+            "--push needs --format oci or oci-archive (the image is pushed as built)".into(),
+        )
+        .into());
+    }
+    if let Some(dest) = &a.push {
+        nodeimg_registry::parse_reference(dest)
+            .map_err(|m| nodeimg::Error::Usage(format!("--push {m}")))?;
+        nodeimg_registry::check_insecure(&a.recipe.insecure_registries)?;
+    }
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let build_time = match &epoch {
+        Some(v) => build::parse_epoch(Some(v))?,
+        None => chrono::Utc::now().timestamp(),
+    };
+    let registry = nodeimg_registry::RegistryOptions {
+        insecure: a.recipe.insecure_registries.clone(),
+        cache_dir: a.cache_dir.clone(),
+        quiet: a.quiet,
+        offline: a.offline,
+    };
+    let opts = BuildOptions {
+        recipe: a.recipe.recipe,
+        output: a.output,
+        format: a.format.into(),
+        compression: a.compression.into(),
+        force: a.force,
+        vars: a.recipe.vars,
+        base: a.recipe.base,
+        source_date_epoch: epoch,
+        packages: build::PackageOptions {
+            cache_dir: a.cache_dir,
+            mirrors,
+            offline: a.offline,
+            lock: lock_use(a.locked, a.no_lock),
+        },
+        registry: registry.clone(),
+    };
+    let mut progress = StderrProgress::new(a.quiet);
+    let outcome = build::build_with(&opts, &mut progress)?;
+    progress.step(&format!(
+        "built {}:{} at {}",
+        outcome.name,
+        outcome.tag,
+        outcome.built.path.display()
+    ));
+    progress.finish();
+    let pushed = match &a.push {
+        Some(dest) => {
+            let tag = (opts.format == Format::Oci).then(|| outcome.tag.clone());
+            let mount = mount_source(Some(&outcome.base), dest);
+            let report = nodeimg_registry::push(
+                &outcome.built.path,
+                tag.as_deref(),
+                dest,
+                mount.as_deref(),
+                &registry,
+            )?;
+            if Some(&report.digest) != outcome.built.manifest_digest.as_ref() {
+                return Err(anyhow::anyhow!(
+                    "the pushed digest {} differs from the built {}",
+                    report.digest,
+                    outcome.built.manifest_digest.as_deref().unwrap_or("(none)")
+                ));
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    let doc = build::metadata(
+        &opts.recipe,
+        &outcome,
+        opts.format,
+        build_time,
+        pushed.as_ref(),
+    );
+    if let Some(file) = &a.metadata_file {
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        write_atomic(file, &text)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&doc)?)?;
+    } else {
+        let line = match opts.format {
+            Format::Rootfs => outcome.built.file_digest.as_deref(),
+            _ => outcome.built.manifest_digest.as_deref(),
+        }
+        .or(outcome.built.manifest_digest.as_deref())
+        .or(outcome.built.file_digest.as_deref())
+        .unwrap_or_default();
+        writeln!(out, "{line}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
+    let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
+    let opts = build::LockOptions {
+        recipe: a.recipe.recipe,
+        vars: a.recipe.vars,
+        base: a.recipe.base,
+        packages: build::PackageOptions {
+            cache_dir: a.cache_dir,
+            mirrors,
+            ..build::PackageOptions::default()
+        },
+    };
+    let mut progress = StderrProgress::new(a.quiet);
+    let started = std::time::Instant::now();
+    let outcome = build::lock_with(&opts, &mut progress)?;
+    let count: usize = outcome.lock.layers.iter().map(|l| l.packages.len()).sum();
+    progress.step(&format!(
+        "{} {} package(s) of {} layer(s) in {} ({:.1}s)",
+        if outcome.changed {
+            "locked"
+        } else {
+            "unchanged:"
+        },
+        count,
+        outcome.lock.layers.len(),
+        outcome.path.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    progress.finish();
+    writeln!(std::io::stdout().lock(), "{}", outcome.path.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let registry = nodeimg_registry::RegistryOptions {
+        insecure: a.recipe.insecure_registries.clone(),
+        cache_dir: None,
+        quiet: false,
+        offline: false,
+    };
+    let c = build::check_locked(
+        &a.recipe.recipe,
+        &a.recipe.vars,
+        a.recipe.base.as_deref(),
+        lock_use(false, a.no_lock),
+        &registry,
+        &mut build::Silent,
+    )?;
+    let p = &c.prepared;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&lint::to_json(&p.findings))?
+        )?;
+    } else {
+        lint::print_text(&p.findings, &mut out)?;
+        let c = lint::counts(&p.findings);
+        eprintln!(
+            "{}: {} error(s), {} warning(s), {} info(s)",
+            a.recipe.recipe.display(),
+            c.error,
+            c.warning,
+            c.info
+        );
+    }
+    let errors = p.findings.iter().any(|f| f.severity == Severity::Error);
+    Ok(if errors {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let report = nodeimg_image::inspect::inspect(&a.image, a.why.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        nodeimg_image::inspect::print_text(&report, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build(a) => run_build(a),
+        Command::Check(a) => run_check(a),
+        Command::Lock(a) => run_lock(a),
+        Command::Inspect(a) => run_inspect(a),
+        Command::Push(a) => run_push(a),
+        Command::Schema => {
+            print!("{}", nodeimg_recipe::schema::schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The exit code for an error: the library's mapping (2 for usage and
+/// recipe errors, 1 otherwise), 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<nodeimg::Error>() {
+        Some(err) => u8::try_from(err.exit_code()).unwrap_or(1),
+        None => 1,
+    }
+}
+
+/// Format an error and its causes, each cause once.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut s = format!("error: {e}");
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !shown.contains(&c) {
+            s.push_str(&format!("\n  caused by: {c}"));
+            shown.push('\n');
+            shown.push_str(&c);
+        }
+    }
+    s
+}
+
+/// Parse `args`, run, print errors, and return the exit code.
+pub fn main_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version exit 0; usage errors exit 2.
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", error_text(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mirrors_file_comes_before_the_mirror_flags() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("mirrors.toml");
+        std::fs::write(
+            &file,
+            "[[mirror]]\nfrom = \"http://a.example/x\"\nto = \"http://127.0.0.1:1/x\"\nkey = \"k.asc\"\n",
+        )
+        .unwrap();
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "build",
+            "r.toml",
+            "--mirrors",
+            file.to_str().unwrap(),
+            "--mirror",
+            "http://b.example=file:///srv/b",
+        ])
+        .unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        let args = mirror_args(b.mirrors_file.as_deref(), b.mirrors).unwrap();
+        assert_eq!(
+            args,
+            [
+                format!(
+                    "http://a.example/x=http://127.0.0.1:1/x,key={}",
+                    d.path().join("k.asc").display()
+                ),
+                "http://b.example=file:///srv/b".to_string(),
+            ]
+        );
+        let e = mirror_args(Some(&d.path().join("absent.toml")), Vec::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("absent.toml"), "{e}");
+    }
+
+    #[test]
+    fn parses_build() {
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "build",
+            "r.toml",
+            "-o",
+            "x",
+            "--format",
+            "oci-archive",
+            "--compression",
+            "zstd",
+            "--var",
+            "a=1",
+            "--var",
+            "b=2",
+            "--base",
+            "oci:d",
+            "--json",
+            "-q",
+        ])
+        .unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        assert_eq!(b.recipe.recipe, PathBuf::from("r.toml"));
+        assert_eq!(b.output, Some(PathBuf::from("x")));
+        assert_eq!(b.format, FormatArg::OciArchive);
+        assert_eq!(b.compression, CompressionArg::Zstd);
+        assert_eq!(b.recipe.vars, ["a=1", "b=2"]);
+        assert_eq!(b.recipe.base.as_deref(), Some("oci:d"));
+        assert!(b.json && b.quiet);
+        let c = Cli::try_parse_from(["nodeimg", "build", "r.toml"]).unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        assert_eq!(
+            (b.format, b.compression),
+            (FormatArg::Oci, CompressionArg::Gzip)
+        );
+    }
+
+    #[test]
+    fn parses_lock_and_the_lock_flags() {
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "lock",
+            "r.toml",
+            "--base",
+            "oci:d",
+            "--var",
+            "a=1",
+            "--cache-dir",
+            "c",
+            "--mirror",
+            "http://a=file:///b",
+            "-q",
+        ])
+        .unwrap();
+        let Command::Lock(l) = c.command else {
+            panic!("not lock")
+        };
+        assert_eq!(l.recipe.recipe, PathBuf::from("r.toml"));
+        assert_eq!(l.recipe.base.as_deref(), Some("oci:d"));
+        assert_eq!(l.recipe.vars, ["a=1"]);
+        assert_eq!(l.cache_dir, Some(PathBuf::from("c")));
+        assert_eq!(l.mirrors, ["http://a=file:///b"]);
+        assert!(l.quiet);
+
+        let c =
+            Cli::try_parse_from(["nodeimg", "build", "r.toml", "--offline", "--locked"]).unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        assert!(b.offline && b.locked && !b.no_lock);
+        assert_eq!(lock_use(b.locked, b.no_lock), build::LockUse::Require);
+        assert_eq!(lock_use(false, true), build::LockUse::Ignore);
+        assert_eq!(lock_use(false, false), build::LockUse::Auto);
+        let e = Cli::try_parse_from(["nodeimg", "build", "r.toml", "--locked", "--no-lock"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        // lock takes no output options.
+        let e = Cli::try_parse_from(["nodeimg", "lock", "r.toml", "-o", "x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn check_compares_the_recipe_with_its_lock() {
+        use nodeimg_pkg::lock::{Lock, LockedLayer};
+        let d = tempfile::tempdir().unwrap();
+        let recipe = d.path().join("r.toml");
+        std::fs::write(
+            &recipe,
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"runtime\"\npackages = [\"demo=2.0\"]\n",
+        )
+        .unwrap();
+        let check = |extra: &[&str]| {
+            let mut args = vec!["nodeimg", "check", "--json", recipe.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            main_with(args)
+        };
+        // No lock: nothing to compare.
+        assert_eq!(check(&[]), ExitCode::SUCCESS);
+        let layer = |requests: &[&str]| LockedLayer {
+            name: "runtime".into(),
+            requests: requests.iter().map(|r| (*r).to_string()).collect(),
+            dpkg_status: "a".repeat(64),
+            kind: Default::default(),
+            rpmdb: String::new(),
+            repos: Vec::new(),
+            sources: vec![],
+            packages: vec![],
+        };
+        let lock_file = nodeimg_pkg::lock::lock_path(&recipe);
+        Lock::new("amd64", vec![], vec![], vec![layer(&["demo=2.0"])])
+            .write(&lock_file)
+            .unwrap();
+        assert_eq!(check(&[]), ExitCode::SUCCESS);
+        // The pin moved on: a recipe error, unless the lock is ignored.
+        Lock::new("amd64", vec![], vec![], vec![layer(&["demo=1.0"])])
+            .write(&lock_file)
+            .unwrap();
+        assert_eq!(check(&[]), ExitCode::from(2));
+        assert_eq!(check(&["--no-lock"]), ExitCode::SUCCESS);
+        let e = build::check_locked(
+            &recipe,
+            &[],
+            None,
+            build::LockUse::Auto,
+            &Default::default(),
+            &mut build::Silent,
+        )
+        .err()
+        .unwrap();
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "layer[0].packages[0]: the packages of layer \"runtime\" no longer match"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\"demo=2.0\" was \"demo=1.0\""), "{text}");
+        // A broken lock file is an error of the lock file.
+        std::fs::write(
+            &lock_file,
+            "version = 1\narchitecture = \"amd64\"\n[[layer]]\n",
+        )
+        .unwrap();
+        let e = build::check_locked(
+            &recipe,
+            &[],
+            None,
+            build::LockUse::Auto,
+            &Default::default(),
+            &mut build::Silent,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("r.toml.lock:3"), "{e}");
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let e =
+            Cli::try_parse_from(["nodeimg", "build", "r.toml", "--format", "qcow2"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["nodeimg", "frobnicate"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["nodeimg", "--help"]).unwrap_err();
+        assert_eq!(e.exit_code(), 0);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("nodeimg check recipe.toml --json"));
+    }
+
+    #[test]
+    fn error_codes_and_text() {
+        let e = anyhow::Error::new(nodeimg::Error::Usage("bad".into()));
+        assert_eq!(exit_code(&e), 2);
+        assert_eq!(error_text(&e), "error: bad");
+        let e = anyhow::Error::new(nodeimg::Error::Lint { errors: 2 });
+        assert_eq!(exit_code(&e), 1);
+        let e = anyhow::anyhow!("plain");
+        assert_eq!(exit_code(&e), 1);
+        let io = nodeimg::Error::io("writing out/x", std::io::Error::other("disk full"));
+        assert_eq!(
+            error_text(&anyhow::Error::new(io)),
+            "error: writing out/x: disk full"
+        );
+        let e = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
+        assert_eq!(error_text(&e), "error: outer\n  caused by: inner");
+    }
+
+    #[test]
+    fn check_exit_codes() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.toml");
+        std::fs::write(&good, "[image]\nname = \"n\"\n").unwrap();
+        let bad = d.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"d\"\ndocker = { exec-opts = [\"native.cgroupdriver=sytemd\"] }\n",
+        )
+        .unwrap();
+        let broken = d.path().join("broken.toml");
+        std::fs::write(&broken, "[image]\nnam = \"n\"\n").unwrap();
+        let run =
+            |p: &std::path::Path| main_with(["nodeimg", "check", "--json", p.to_str().unwrap()]);
+        assert_eq!(run(&good), ExitCode::SUCCESS);
+        assert_eq!(run(&bad), ExitCode::from(1));
+        assert_eq!(run(&broken), ExitCode::from(2));
+    }
+}

@@ -1,0 +1,1072 @@
+//! Base images: `scratch`, an OCI layout directory, an OCI archive, or a
+//! rootfs tarball; their layers (reused by digest) and a [`RootView`] of
+//! their merged file tree.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use nodeimg_layers::RootView;
+use ocidir::cap_std::{ambient_authority, fs::Dir};
+use ocidir::oci_spec::image::{
+    Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
+};
+use ocidir::{OciArchive, OciDir, OciRead};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+use crate::limits::KeepBudget;
+use crate::tarindex::{scan_layer, MergedIndex};
+use crate::tarstream::{Codec, Decoder, HashReader, TAR_EXTENSIONS};
+
+/// Where the base image comes from, as written after `base =` or `--base`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseRef {
+    /// No base: the image holds only the recipe's layers.
+    Scratch,
+    /// `oci:DIR[:TAG]`: an OCI image layout directory.
+    Oci {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick; the only manifest if absent.
+        tag: Option<String>,
+    },
+    /// `oci-archive:FILE[:TAG]`: a tar of an OCI image layout.
+    OciArchive {
+        /// The archive.
+        file: PathBuf,
+        /// As for [`BaseRef::Oci`].
+        tag: Option<String>,
+    },
+    /// `rootfs:FILE` (`.tar`, `.tar.gz`/`.tgz`, `.tar.zst`): a root file
+    /// system tarball, which becomes one layer.
+    Rootfs {
+        /// The tarball.
+        file: PathBuf,
+    },
+    /// `docker://HOST[:PORT]/REPO:TAG` or `...@sha256:HEX`: an image in a
+    /// registry, pulled into the cache and used like an OCI layout.
+    Registry {
+        /// The reference as written, `docker://` included.
+        reference: String,
+    },
+}
+
+impl BaseRef {
+    /// Parse a base reference; relative paths are joined to `relative_to`.
+    pub fn parse(s: &str, relative_to: &Path) -> std::result::Result<BaseRef, String> {
+        let join = |p: &str| -> std::result::Result<PathBuf, String> {
+            if p.is_empty() {
+                return Err(format!("base {s:?} names no path"));
+            }
+            let p = Path::new(p);
+            Ok(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                relative_to.join(p)
+            })
+        };
+        let split_tag = |rest: &str| -> std::result::Result<(PathBuf, Option<String>), String> {
+            match rest.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') => {
+                    if t.is_empty() {
+                        return Err(format!(
+                            "base {s:?} ends with an empty tag; drop the last ':' or name the tag"
+                        ));
+                    }
+                    Ok((join(p)?, Some(t.to_string())))
+                }
+                _ => Ok((join(rest)?, None)),
+            }
+        };
+        if s == "scratch" {
+            return Ok(BaseRef::Scratch);
+        }
+        if s.starts_with(DOCKER_PREFIX) {
+            return Ok(BaseRef::Registry {
+                reference: s.to_string(),
+            });
+        }
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = split_tag(rest)?;
+            return Ok(BaseRef::Oci { dir, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (file, tag) = split_tag(rest)?;
+            return Ok(BaseRef::OciArchive { file, tag });
+        }
+        if let Some(rest) = s.strip_prefix("rootfs:") {
+            let file = join(rest)?;
+            if Codec::from_tar_name(&file).is_none() {
+                return Err(format!(
+                    "base {s:?}: a rootfs tarball must be named {TAR_EXTENSIONS}"
+                ));
+            }
+            return Ok(BaseRef::Rootfs { file });
+        }
+        Err(format!(
+            "unknown base {s:?}; use scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], \
+             rootfs:FILE (.tar, .tar.gz, .tar.zst) or docker://HOST/REPO:TAG"
+        ))
+    }
+}
+
+impl fmt::Display for BaseRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BaseRef::Scratch => write!(f, "scratch"),
+            BaseRef::Oci { dir, tag } => {
+                write!(f, "oci:{}", dir.display())?;
+                tag.iter().try_for_each(|t| write!(f, ":{t}"))
+            }
+            BaseRef::OciArchive { file, tag } => {
+                write!(f, "oci-archive:{}", file.display())?;
+                tag.iter().try_for_each(|t| write!(f, ":{t}"))
+            }
+            BaseRef::Rootfs { file } => write!(f, "rootfs:{}", file.display()),
+            BaseRef::Registry { reference } => write!(f, "{reference}"),
+        }
+    }
+}
+
+/// One layer of a base image.
+#[derive(Clone, Debug)]
+pub struct BaseLayer {
+    /// The blob descriptor, for layers reused as they are (OCI bases);
+    /// `None` for a rootfs tarball, which is compressed at output time.
+    pub descriptor: Option<Descriptor>,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+    /// Whether the layer must be rewritten entry by entry with normalised
+    /// names (a rootfs tarball with absolute names or hard link targets)
+    /// before it becomes a layer of an image.
+    pub normalise: bool,
+}
+
+enum Source {
+    Scratch,
+    Remote(Box<dyn OciSource + Send + Sync>),
+    Dir(OciDir),
+    Archive(OciArchive),
+    Rootfs { file: PathBuf, codec: Codec },
+}
+
+/// The prefix of a registry reference.
+pub const DOCKER_PREFIX: &str = "docker://";
+
+/// Pulls `docker://` bases: given the reference and the OCI architecture,
+/// an image source whose blobs were verified against the reference.
+pub trait Puller {
+    /// Pull `reference` for `arch`.
+    fn pull(&self, reference: &str, arch: &str) -> Result<Box<dyn OciSource + Send + Sync>>;
+}
+
+/// The [`Puller`] of builds that reach no registry.
+struct NoRegistry;
+
+impl Puller for NoRegistry {
+    fn pull(&self, reference: &str, _arch: &str) -> Result<Box<dyn OciSource + Send + Sync>> {
+        Err(Error::image(
+            reference,
+            "registry bases are not available here; open the base with a registry puller",
+        ))
+    }
+}
+
+/// An opened base image.
+pub struct Base {
+    what: String,
+    index: MergedIndex,
+    config: Option<ImageConfiguration>,
+    layers: Vec<BaseLayer>,
+    source: std::sync::Arc<Source>,
+}
+
+/// Largest manifest, index or config we read (they are small JSON documents).
+const JSON_MAX: u64 = 16 << 20;
+
+impl Base {
+    /// Open and index a base image. The layers are read once, streaming, to
+    /// build the view; nothing is extracted to disk.
+    pub fn open(r: &BaseRef) -> Result<Base> {
+        Self::open_for(r, None)
+    }
+
+    /// As [`Base::open`]; when the chosen tag is a multi-platform image
+    /// index, pick the manifest for `architecture` (OCI spelling). A
+    /// registry base needs [`Base::open_with`] and a [`Puller`].
+    pub fn open_for(r: &BaseRef, architecture: Option<&str>) -> Result<Base> {
+        Self::open_with(r, architecture, &NoRegistry)
+    }
+
+    /// As [`Base::open_for`]; a registry base is pulled (for
+    /// `architecture`, default amd64) by `puller`, and its layers then
+    /// reused by digest like those of an OCI layout.
+    pub fn open_with(
+        r: &BaseRef,
+        architecture: Option<&str>,
+        puller: &dyn Puller,
+    ) -> Result<Base> {
+        let what = r.to_string();
+        match r {
+            BaseRef::Scratch => Ok(Base::scratch()),
+            BaseRef::Registry { reference } => {
+                let arch = architecture.unwrap_or("amd64");
+                // Verified against the reference and open: the blobs are
+                // read from the handles that were checked, and the image
+                // is the manifest the reference means, whatever the cache
+                // holds besides.
+                let pulled = puller.pull(reference, arch)?;
+                let (config, layers, index) = open_image(&*pulled, &what, None, architecture)?;
+                Ok(Base {
+                    what,
+                    index,
+                    config: Some(config),
+                    layers,
+                    source: std::sync::Arc::new(Source::Remote(pulled)),
+                })
+            }
+            BaseRef::Oci { dir, tag } => {
+                let d = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| {
+                    Error::image(&what, format!("cannot open the layout directory: {e}"))
+                })?;
+                let oci = OciDir::open(d).map_err(|e| {
+                    Error::image(
+                        &what,
+                        format!(
+                            "not an OCI image layout (no blobs/sha256?): {}",
+                            oci_msg(&e)
+                        ),
+                    )
+                })?;
+                let (config, layers, index) =
+                    open_image(&oci, &what, tag.as_deref(), architecture)?;
+                Ok(Base {
+                    what,
+                    index,
+                    config: Some(config),
+                    layers,
+                    source: std::sync::Arc::new(Source::Dir(oci)),
+                })
+            }
+            BaseRef::OciArchive { file, tag } => {
+                let ar = open_archive(file)
+                    .map_err(|e| Error::image(&what, format!("cannot read the archive: {e}")))?;
+                let (config, layers, index) = open_image(&ar, &what, tag.as_deref(), architecture)?;
+                Ok(Base {
+                    what,
+                    index,
+                    config: Some(config),
+                    layers,
+                    source: std::sync::Arc::new(Source::Archive(ar)),
+                })
+            }
+            BaseRef::Rootfs { file } => {
+                let codec = Codec::from_tar_name(file).ok_or_else(|| {
+                    Error::image(
+                        &what,
+                        format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
+                    )
+                })?;
+                let f = File::open(file)
+                    .map_err(|e| Error::image(&what, format!("cannot open the tarball: {e}")))?;
+                let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
+                    .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
+                let hr = HashReader::new(dec);
+                let mut budget = KeepBudget::default();
+                let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
+                let normalise = changes.unnormalised;
+                let (diff_id, tar_size) = hr
+                    .drain()
+                    .map_err(|e| Error::image(&what, format!("reading the tarball: {e}")))?;
+                let mut index = MergedIndex::new();
+                index.apply(changes);
+                Ok(Base {
+                    what,
+                    index,
+                    config: None,
+                    layers: vec![BaseLayer {
+                        descriptor: None,
+                        diff_id,
+                        tar_size,
+                        normalise,
+                    }],
+                    source: std::sync::Arc::new(Source::Rootfs {
+                        file: file.clone(),
+                        codec,
+                    }),
+                })
+            }
+        }
+    }
+
+    /// The empty base.
+    pub fn scratch() -> Base {
+        Base {
+            what: "scratch".to_string(),
+            index: MergedIndex::new(),
+            config: None,
+            layers: Vec::new(),
+            source: std::sync::Arc::new(Source::Scratch),
+        }
+    }
+
+    /// The merged file tree of the base.
+    pub fn view(&self) -> &dyn RootView {
+        &self.index
+    }
+
+    /// The merged file tree of the base, as its concrete (shareable) type.
+    pub fn index(&self) -> &MergedIndex {
+        &self.index
+    }
+
+    /// The base's image configuration, if it has one (OCI bases).
+    pub fn config(&self) -> Option<&ImageConfiguration> {
+        self.config.as_ref()
+    }
+
+    /// The base's architecture (OCI spelling), if it says.
+    pub fn architecture(&self) -> Option<String> {
+        self.config.as_ref().map(|c| c.architecture().to_string())
+    }
+
+    /// The base as the user named it.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The base's layers, lowest first.
+    pub fn layers(&self) -> &[BaseLayer] {
+        &self.layers
+    }
+
+    /// The history entries of the base config (empty when it has none).
+    pub fn history(&self) -> Vec<History> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.history().clone())
+            .unwrap_or_default()
+    }
+
+    /// The file name of a rootfs base, for its history entry.
+    pub(crate) fn rootfs_name(&self) -> Option<String> {
+        match &*self.source {
+            Source::Rootfs { file, .. } => Some(
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The raw (compressed) bytes of a reused layer blob.
+    pub(crate) fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        open_blob_of(&self.what, &self.source, desc)
+    }
+
+    /// The uncompressed tar stream of base layer `i`.
+    pub(crate) fn open_tar(&self, i: usize) -> Result<Box<dyn Read + Send>> {
+        open_layer_tar(&self.what, &self.source, &self.layers, i)
+    }
+
+    /// An owned handle that opens the base's layer tars (uncompressed),
+    /// lowest first, for work that outlives a borrow of the base (e.g.
+    /// materialising the image below a layer on disk).
+    pub fn tars(&self) -> BaseTars {
+        BaseTars {
+            what: self.what.clone(),
+            source: std::sync::Arc::clone(&self.source),
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+/// The base's layer tars, opened on demand (see [`Base::tars`]).
+#[derive(Clone)]
+pub struct BaseTars {
+    what: String,
+    source: std::sync::Arc<Source>,
+    layers: Vec<BaseLayer>,
+}
+
+impl fmt::Debug for BaseTars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BaseTars({}, {} layer(s))", self.what, self.layers.len())
+    }
+}
+
+impl BaseTars {
+    /// The base as named (`oci:...`, `rootfs:...`).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// How many layers the base has.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether the base has no layer (`scratch`).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The uncompressed tar of layer `i` (lowest is 0).
+    pub fn open(&self, i: usize) -> Result<Box<dyn Read + Send>> {
+        open_layer_tar(&self.what, &self.source, &self.layers, i)
+    }
+}
+
+fn open_blob_of(what: &str, source: &Source, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
+    let err = |e: &ocidir::Error| {
+        Error::image(
+            what,
+            format!("layer blob {}: {}", desc.digest(), oci_msg(e)),
+        )
+    };
+    let r: Box<dyn Read + Send> = match source {
+        Source::Dir(d) => d
+            .open_blob(desc)
+            .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?,
+        Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| err(&e))?),
+        Source::Remote(p) => p
+            .open_blob(desc)
+            .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?,
+        _ => return Err(Error::image(what, format!("has no blob {}", desc.digest()))),
+    };
+    Ok(r)
+}
+
+fn open_layer_tar(
+    what: &str,
+    source: &Source,
+    layers: &[BaseLayer],
+    i: usize,
+) -> Result<Box<dyn Read + Send>> {
+    let layer = layers
+        .get(i)
+        .ok_or_else(|| Error::image(what, format!("has no layer {i}")))?;
+    match (source, &layer.descriptor) {
+        (Source::Rootfs { file, codec }, _) => {
+            let f = File::open(file)
+                .map_err(|e| Error::image(what, format!("cannot open the tarball: {e}")))?;
+            let d = Decoder::new(*codec, BufReader::with_capacity(1 << 17, f))
+                .map_err(|e| Error::image(what, format!("cannot decompress: {e}")))?;
+            Ok(Box::new(d))
+        }
+        (_, Some(desc)) => {
+            let codec = layer_codec(what, desc)?;
+            let raw = open_blob_of(what, source, desc)?;
+            let d = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(|e| {
+                Error::image(
+                    what,
+                    format!("layer blob {}: cannot decompress: {e}", desc.digest()),
+                )
+            })?;
+            Ok(Box::new(d))
+        }
+        _ => Err(Error::image(what, format!("has no layer {i}"))),
+    }
+}
+
+/// The largest `index.json` read.
+const INDEX_MAX: u64 = JSON_MAX;
+
+/// An OCI layout or archive, read with bounds: `index.json` is read up to
+/// [`INDEX_MAX`] and a layout's blobs are opened only when they are regular
+/// files (a FIFO, socket or device is an error, never a wait).
+pub trait OciSource {
+    /// The parsed `index.json`, or a message saying what is wrong.
+    fn index(&self) -> std::result::Result<ImageIndex, String>;
+    /// A reader of the blob `desc` names, of the size it says.
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String>;
+}
+
+/// Opens `path` of `dir` (`name` in messages) for reading without waiting
+/// (a FIFO would block an ordinary open), and only if it is a regular file.
+fn open_regular(dir: &Dir, path: &str, name: &str) -> std::result::Result<(File, u64), String> {
+    use ocidir::cap_std::fs::{OpenOptions, OpenOptionsExt};
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    let f = dir
+        .open_with(path, &o)
+        .map_err(|e| format!("cannot open {name}: {e}"))?
+        .into_std();
+    let md = f
+        .metadata()
+        .map_err(|e| format!("cannot read the metadata of {name}: {e}"))?;
+    if !md.is_file() {
+        return Err(format!(
+            "{name} is not a regular file; an image layout holds only regular files"
+        ));
+    }
+    Ok((f, md.len()))
+}
+
+impl OciSource for OciDir {
+    fn index(&self) -> std::result::Result<ImageIndex, String> {
+        let (f, len) = open_regular(self.dir(), "index.json", "index.json")?;
+        if len > INDEX_MAX {
+            return Err(format!(
+                "index.json is {len} bytes, over the limit of {} MiB",
+                INDEX_MAX >> 20
+            ));
+        }
+        ImageIndex::from_reader(BufReader::new(f.take(INDEX_MAX + 1)))
+            .map_err(|e| format!("index.json is not valid: {e}"))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+        let digest = desc.digest().to_string();
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| format!("unsupported digest {digest:?} (only sha256 is read)"))?;
+        let (f, len) = open_regular(self.blobs_dir(), hex, &format!("blobs/sha256/{hex}"))?;
+        if len != desc.size() {
+            return Err(format!(
+                "the blob is {len} bytes, its descriptor says {}; the image is damaged",
+                desc.size()
+            ));
+        }
+        Ok(Box::new(f.take(len)))
+    }
+}
+
+impl OciSource for OciArchive {
+    fn index(&self) -> std::result::Result<ImageIndex, String> {
+        self.read_index().map_err(|e| oci_msg(&e))
+    }
+
+    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+        Ok(Box::new(self.read_blob(desc).map_err(|e| oci_msg(&e))?))
+    }
+}
+
+/// Opens an OCI archive: only a regular file, whose tar headers are checked
+/// against the bounds of [`crate::limits::BoundedTar`] before the layout
+/// library indexes it.
+pub(crate) fn open_archive(file: &Path) -> std::result::Result<OciArchive, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let md = f.metadata().map_err(|e| e.to_string())?;
+    if !md.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    crate::limits::check_tar_headers(&f).map_err(|e| e.to_string())?;
+    check_archive_index_size(&f)?;
+    OciArchive::from_file(f).map_err(|e| oci_msg(&e))
+}
+
+/// Refuses an OCI archive whose `index.json` is larger than [`INDEX_MAX`]
+/// (the layout library would parse it whole). The headers were checked by
+/// [`crate::limits::check_tar_headers`]; the walk seeks over the data.
+fn check_archive_index_size(mut f: &File) -> std::result::Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut ar = tar::Archive::new(f);
+    for e in ar.entries_with_seek().map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.path_bytes();
+        let name = name.strip_prefix(b"./").unwrap_or(&name);
+        if name == b"index.json" && e.size() > INDEX_MAX {
+            return Err(format!(
+                "index.json is {} bytes, over the limit of {} MiB",
+                e.size(),
+                INDEX_MAX >> 20
+            ));
+        }
+    }
+    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A readable message for a layout library error, with its causes.
+pub fn oci_msg(e: &ocidir::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+pub(crate) fn layer_codec(what: &str, desc: &Descriptor) -> Result<Codec> {
+    let mt = desc.media_type().to_string();
+    Codec::from_media_type(&mt).ok_or_else(|| {
+        Error::image(
+            what,
+            format!(
+                "layer {} has media type {mt:?}, which is not a tar layer (plain, gzip or zstd)",
+                desc.digest()
+            ),
+        )
+    })
+}
+
+/// Read a small JSON blob whole, check its digest, and parse it.
+pub(crate) fn read_json<S: OciSource + ?Sized, T: serde::de::DeserializeOwned>(
+    src: &S,
+    what: &str,
+    desc: &Descriptor,
+    kind: &str,
+) -> Result<T> {
+    if desc.size() > JSON_MAX {
+        return Err(Error::image(
+            what,
+            format!(
+                "{kind} {} is {} bytes; too large",
+                desc.digest(),
+                desc.size()
+            ),
+        ));
+    }
+    let mut buf = Vec::new();
+    // Read at most one byte more than the descriptor says: a longer blob
+    // is refused below (its digest cannot match) without reading it all.
+    src.open_blob(desc)
+        .map_err(|m| Error::image(what, format!("{kind} {}: {m}", desc.digest())))?
+        .take(desc.size() + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::image(what, format!("{kind} {}: {e}", desc.digest())))?;
+    let found = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
+    if found != desc.digest().to_string() {
+        return Err(Error::image(
+            what,
+            format!(
+                "{kind} {} does not match its digest (found {found}); the image is damaged",
+                desc.digest()
+            ),
+        ));
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| Error::image(what, format!("{kind} {} is not valid: {e}", desc.digest())))
+}
+
+fn tag_of(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+        .map(String::as_str)
+}
+
+fn is_index(d: &Descriptor) -> bool {
+    matches!(d.media_type(), MediaType::ImageIndex)
+        || d.media_type().to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+fn platform_of(d: &Descriptor) -> String {
+    d.platform()
+        .as_ref()
+        .map(|p| format!("{}/{}", p.os(), p.architecture()))
+        .unwrap_or_else(|| "unknown platform".to_string())
+}
+
+/// Pick the manifest descriptor: by tag, or the only one.
+pub(crate) fn select_manifest<S: OciSource + ?Sized>(
+    src: &S,
+    what: &str,
+    tag: Option<&str>,
+    architecture: Option<&str>,
+) -> Result<Descriptor> {
+    let index = src
+        .index()
+        .map_err(|m| Error::image(what, format!("cannot read index.json: {m}")))?;
+    let tags: Vec<String> = index
+        .manifests()
+        .iter()
+        .map(|d| tag_of(d).unwrap_or("(untagged)").to_string())
+        .collect();
+    let chosen = match tag {
+        Some(t) => index
+            .manifests()
+            .iter()
+            .find(|d| tag_of(d) == Some(t))
+            .ok_or_else(|| {
+                Error::image(
+                    what,
+                    format!("has no tag {t:?}; its tags: {}", list_or_none(&tags)),
+                )
+            })?,
+        None => match index.manifests().as_slice() {
+            [one] => one,
+            [] => return Err(Error::image(what, "index.json lists no image")),
+            _ => {
+                return Err(Error::image(
+                    what,
+                    format!(
+                        "holds several images; name one with :TAG (tags: {})",
+                        tags.join(", ")
+                    ),
+                ))
+            }
+        },
+    };
+    if !is_index(chosen) {
+        return Ok(chosen.clone());
+    }
+    let nested: ImageIndex = read_json(src, what, chosen, "image index")?;
+    let ms = nested.manifests();
+    if let [one] = ms.as_slice() {
+        return Ok(one.clone());
+    }
+    let platforms: Vec<String> = ms.iter().map(platform_of).collect();
+    if let Some(arch) = architecture {
+        let hits: Vec<&Descriptor> = ms
+            .iter()
+            .filter(|d| {
+                d.platform().as_ref().is_some_and(|p| {
+                    p.architecture().to_string() == arch && p.os().to_string() == "linux"
+                })
+            })
+            .collect();
+        if let [one] = hits.as_slice() {
+            return Ok((*one).clone());
+        }
+        return Err(Error::image(
+            what,
+            format!(
+                "has no single linux/{arch} image; its platforms: {}",
+                platforms.join(", ")
+            ),
+        ));
+    }
+    Err(Error::image(
+        what,
+        format!(
+            "is a multi-platform index ({}); set image.architecture to pick one",
+            platforms.join(", ")
+        ),
+    ))
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn open_image<S: OciSource + ?Sized>(
+    src: &S,
+    what: &str,
+    tag: Option<&str>,
+    architecture: Option<&str>,
+) -> Result<(ImageConfiguration, Vec<BaseLayer>, MergedIndex)> {
+    let mdesc = select_manifest(src, what, tag, architecture)?;
+    let manifest: ImageManifest = read_json(src, what, &mdesc, "manifest")?;
+    let config: ImageConfiguration = read_json(src, what, manifest.config(), "config")?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(Error::image(
+            what,
+            format!(
+                "config {} lists {} diff_ids for {} layers",
+                manifest.config().digest(),
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        ));
+    }
+    let mut index = MergedIndex::new();
+    let mut layers = Vec::new();
+    let mut budget = KeepBudget::default();
+    for (i, (desc, want_diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
+        let (changes, diff_id, tar_size) =
+            scan_blob_verified(src, what, desc, i, Some(&mut budget), Some(want_diff))?;
+        index.apply(changes);
+        layers.push(BaseLayer {
+            descriptor: Some(desc.clone()),
+            diff_id,
+            tar_size,
+            normalise: false,
+        });
+    }
+    Ok((config, layers, index))
+}
+
+/// Stream one layer blob into its changes, checking the blob digest and,
+/// when given, the expected diff_id. Returns the changes, the diff_id and
+/// the uncompressed size.
+pub(crate) fn scan_blob_verified<S: OciSource + ?Sized>(
+    src: &S,
+    what: &str,
+    desc: &Descriptor,
+    i: usize,
+    keep: Option<&mut KeepBudget>,
+    want_diff: Option<&str>,
+) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
+    let codec = layer_codec(what, desc)?;
+    let raw = src
+        .open_blob(desc)
+        .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?;
+    let ctx = format!("{what}: layer {}", desc.digest());
+    let blob_hash = HashReader::new(raw);
+    let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))
+        .map_err(|e| Error::image(&ctx, format!("cannot decompress: {e}")))?;
+    let tar_hash = HashReader::new(dec);
+    let (changes, tar_hash) = scan_layer(tar_hash, i as u32, keep, &ctx)?;
+    let read_err = |e: std::io::Error| Error::image(&ctx, format!("reading: {e}"));
+    let (diff_id, tar_size, dec) = tar_hash.drain_into_inner().map_err(read_err)?;
+    let mut buffered = dec.into_inner();
+    std::io::copy(&mut buffered, &mut std::io::sink()).map_err(read_err)?;
+    let (blob_digest, _) = buffered.into_inner().drain().map_err(read_err)?;
+    if blob_digest != desc.digest().to_string() {
+        return Err(Error::image(
+            what,
+            format!(
+                "layer blob {} does not match its digest (found {blob_digest}); the image is damaged",
+                desc.digest()
+            ),
+        ));
+    }
+    if let Some(want) = want_diff {
+        if diff_id != want {
+            return Err(Error::image(
+                what,
+                format!(
+                    "layer {}: uncompressed digest {diff_id} differs from the config's diff_id {want}",
+                    desc.digest()
+                ),
+            ));
+        }
+    }
+    Ok((changes, diff_id, tar_size))
+}
+
+/// Images for tests, here and in other crates.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::unwrap_used)]
+pub mod fixtures {
+    use super::*;
+    use crate::output::{write, Compression, Format, ImageMeta, LayerPlan, OutputOptions};
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::{FileTree, ImagePath, Node};
+
+    /// A one-layer OCI layout written by nodeimg itself at `dir` (the
+    /// fuzz harness's seed too).
+    pub fn layout(dir: &Path) {
+        let mut t = FileTree::new();
+        t.insert(
+            ImagePath::new("/etc/os-release").unwrap(),
+            Node::file("ID=x\n", Origin::new("file", "file[0]")),
+        )
+        .unwrap();
+        write(
+            &Base::scratch(),
+            &[LayerPlan {
+                name: "l".into(),
+                tree: t,
+            }],
+            &ImageMeta {
+                name: "n".into(),
+                tag: "v1".into(),
+                architecture: "amd64".into(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                created: 0,
+            },
+            &OutputOptions {
+                path: dir.to_path_buf(),
+                format: Format::Oci,
+                compression: Compression::None,
+                force: false,
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::fixtures::layout;
+    use super::*;
+
+    #[test]
+    fn references_parse() {
+        let r = Path::new("/recipes");
+        assert_eq!(BaseRef::parse("scratch", r).unwrap(), BaseRef::Scratch);
+        assert_eq!(
+            BaseRef::parse("oci:img", r).unwrap(),
+            BaseRef::Oci {
+                dir: "/recipes/img".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci:../out/img:v1.2", r).unwrap(),
+            BaseRef::Oci {
+                dir: "/recipes/../out/img".into(),
+                tag: Some("v1.2".into())
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci-archive:/abs/a.tar:latest", r).unwrap(),
+            BaseRef::OciArchive {
+                file: "/abs/a.tar".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("rootfs:root.tar.zst", r).unwrap(),
+            BaseRef::Rootfs {
+                file: "/recipes/root.tar.zst".into()
+            }
+        );
+        assert_eq!(
+            BaseRef::parse("oci:img:v1", r).unwrap().to_string(),
+            "oci:/recipes/img:v1"
+        );
+        for bad in [
+            "docker://",
+            "docker://Not A Ref",
+            "debian:12",
+            "oci:",
+            "oci:img:",
+            "rootfs:root.zip",
+            "rootfs:",
+            "",
+        ] {
+            let e = BaseRef::parse(bad, r).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert!(BaseRef::parse("rootfs:x.img", r)
+            .unwrap_err()
+            .contains(".tar.zst"));
+        assert!(BaseRef::parse("ubuntu", r)
+            .unwrap_err()
+            .contains("oci:DIR[:TAG]"));
+        let reg = BaseRef::parse("docker://127.0.0.1:5000/base:v1", r).unwrap();
+        assert_eq!(
+            reg,
+            BaseRef::Registry {
+                reference: "docker://127.0.0.1:5000/base:v1".into()
+            }
+        );
+        assert_eq!(reg.to_string(), "docker://127.0.0.1:5000/base:v1");
+    }
+
+    fn put_json(dir: &Path, v: &serde_json::Value) -> (String, usize) {
+        let b = serde_json::to_vec(v).unwrap();
+        let h = hex::encode(Sha256::digest(&b));
+        std::fs::write(dir.join("blobs/sha256").join(&h), &b).unwrap();
+        (format!("sha256:{h}"), b.len())
+    }
+
+    #[test]
+    fn tags_and_platform_indexes_select_one_manifest() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("img");
+        layout(&dir);
+        let ip = dir.join("index.json");
+        let mut ix: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&ip).unwrap()).unwrap();
+        let m0 = ix["manifests"][0].clone();
+        let mut m1 = m0.clone();
+        m1["annotations"][crate::output::REF_NAME] = "v2".into();
+        ix["manifests"] = serde_json::json!([m0, m1]);
+        std::fs::write(&ip, serde_json::to_vec(&ix).unwrap()).unwrap();
+        let e = Base::open(&BaseRef::parse("oci:img", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("v1, v2"), "{e}");
+        let b = Base::open(&BaseRef::parse("oci:img:v2", t.path()).unwrap()).unwrap();
+        assert_eq!(
+            b.view().read_text("/etc/os-release").as_deref(),
+            Some("ID=x\n")
+        );
+
+        // A multi-platform index under one tag.
+        let mut amd = m0.clone();
+        amd["annotations"] = serde_json::Value::Null;
+        let mut arm = amd.clone();
+        arm["platform"]["architecture"] = "arm64".into();
+        let nested = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [amd, arm],
+        });
+        let (d, size) = put_json(&dir, &nested);
+        let top = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": d,
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": "multi"}
+            }]
+        });
+        std::fs::write(&ip, serde_json::to_vec(&top).unwrap()).unwrap();
+        let r = BaseRef::parse("oci:img:multi", t.path()).unwrap();
+        let e = Base::open(&r).err().unwrap();
+        assert!(e.to_string().contains("linux/amd64, linux/arm64"), "{e}");
+        assert!(Base::open_for(&r, Some("amd64")).is_ok());
+        let e = Base::open_for(&r, Some("s390x")).err().unwrap();
+        assert!(e.to_string().contains("linux/s390x"), "{e}");
+    }
+
+    #[test]
+    fn missing_bases_say_what_is_wrong() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Base::open(&BaseRef::parse("oci:nothing", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Image { .. }));
+        assert!(e.to_string().contains("nothing"), "{e}");
+        std::fs::write(t.path().join("r.tar"), b"not a tar at all, clearly").unwrap();
+        let e = Base::open(&BaseRef::parse("rootfs:r.tar", t.path()).unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("r.tar"), "{e}");
+        let s = Base::scratch();
+        assert!(s.layers().is_empty() && s.config().is_none() && s.architecture().is_none());
+        assert_eq!(s.view().list("/"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_archive_index_over_the_bound_is_refused_before_it_is_parsed() {
+        let t = tempfile::tempdir().unwrap();
+        let write = |name: &str, index_size: u64| {
+            let p = t.path().join(name);
+            let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(30);
+            h.set_mode(0o644);
+            b.append_data(
+                &mut h,
+                "oci-layout",
+                &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
+            )
+            .unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(index_size);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "index.json", std::io::repeat(b' ').take(index_size))
+                .unwrap();
+            b.finish().unwrap();
+            p
+        };
+        let big = write("big.tar", INDEX_MAX + 1);
+        let e = open_archive(&big).err().unwrap();
+        assert!(e.contains("over the limit of 16 MiB"), "{e}");
+        // Within the bound the archive is handed to the layout library.
+        let small = write("small.tar", 2);
+        assert!(!open_archive(&small)
+            .err()
+            .unwrap_or_default()
+            .contains("over the limit"));
+    }
+}

@@ -1,0 +1,18 @@
+//! nodeimg images: tar streams read and written with hashing and codecs,
+//! bounded readers for hostile tars, base images (OCI layout, OCI archive,
+//! rootfs tar, or a registry's through a [`base::Puller`]) indexed into a
+//! read-only view, the packer of new layers, the writers of OCI layouts,
+//! OCI archives and rootfs tars (atomic, locked), and `inspect`.
+
+pub mod base;
+pub mod epoch;
+pub mod error;
+pub mod inspect;
+pub mod limits;
+pub mod output;
+pub mod pack;
+pub mod tarindex;
+pub mod tarname;
+pub mod tarstream;
+
+pub use error::{Error, IoContext, Result};

@@ -1,0 +1,1151 @@
+//! rpm packages from yum and zypper repositories, installed natively: the
+//! second backend of the `packages` item, beside the apt one, sharing its
+//! download cache and mirrors.
+//!
+//! For one layer: the `.repo` files of `/etc/yum.repos.d` and
+//! `/etc/zypp/repos.d` are read from the image as it stands; for each
+//! enabled repository `repodata/repomd.xml` is fetched (and, with
+//! `repo_gpgcheck`, verified against the repository's own `gpgkey` with
+//! its detached `repomd.xml.asc`), `primary.xml` is fetched through the
+//! cache and checked against repomd's SHA256 and size, the requests are
+//! resolved against the packages the image's rpm database records, every
+//! `.rpm` is downloaded into the cache and verified (size and SHA256 from
+//! primary.xml; with `gpgcheck`, its header signature against the
+//! repository key), unpacked into the layer, and registered in the
+//! image's rpm database by rpm (see [`install`]).
+
+pub mod install;
+pub mod repodata;
+pub mod resolve;
+pub mod root;
+pub mod rpmfile;
+pub mod version;
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use nodeimg_layers::{FileTree, ImagePath, RootView};
+use pgp::composed::{Deserializable, StandaloneSignature};
+use pgp::packet::Signature;
+
+use nodeimg_fetch::cachefile::CachedFile;
+use nodeimg_fetch::fetch::{Cache, FetchError};
+use nodeimg_pkg::lock::PackageRules;
+use nodeimg_fetch::openpgp::Keyring;
+use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
+use nodeimg_pkg::driver::{build_err, PackagesError};
+use nodeimg_fetch::progress::Meter;
+
+/// An rpm package's `epoch:version-release` as a lock names it (the
+/// epoch is required).
+pub fn locked_evr(p: &LockedPackage) -> Result<version::Evr, String> {
+    let bad = |why: &str| {
+        format!(
+            "{:?} is not an rpm epoch:version-release ({why})",
+            p.version
+        )
+    };
+    if !p.version.contains(':') {
+        return Err(bad("no epoch"));
+    }
+    let evr = version::Evr::parse(&p.version).map_err(|m| bad(&m))?;
+    if evr.release.is_none() {
+        return Err(bad("no release"));
+    }
+    Ok(evr)
+}
+
+/// The rpm package backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rpm;
+
+impl PackageRules for Rpm {
+    fn kind(&self) -> LayerKind {
+        LayerKind::Rpm
+    }
+
+    fn check_locked(
+        &self,
+        p: &LockedPackage,
+        architecture: &str,
+    ) -> Result<(), (&'static str, String)> {
+        locked_evr(p).map_err(|m| ("version", m))?;
+        let arch = nodeimg_pkg::arch::rpm(nodeimg_pkg::arch::oci_from_debian(architecture));
+        if p.architecture != "noarch" && p.architecture != arch {
+            return Err((
+                "architecture",
+                format!(
+                    "{} {} is for {}, the lock for {arch} ({architecture})",
+                    p.name, p.version, p.architecture
+                ),
+            ));
+        }
+        if !p.multi_arch.is_empty() {
+            return Err(("multi-arch", "an rpm package has no Multi-Arch".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where yum and zypper read repository files.
+pub const REPO_DIRS: [&str; 2] = ["/etc/yum.repos.d", "/etc/zypp/repos.d"];
+
+/// One enabled repository of a `.repo` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// The file it is in.
+    pub file: String,
+    /// Its id (the `[section]`).
+    pub id: String,
+    /// `baseurl`, variables substituted; the first one is used.
+    pub baseurl: String,
+    /// `gpgcheck`: package header signatures are verified.
+    pub gpgcheck: bool,
+    /// `repo_gpgcheck`: `repomd.xml` is verified.
+    pub repo_gpgcheck: bool,
+    /// `gpgkey` URLs.
+    pub gpgkeys: Vec<String>,
+}
+
+/// Whether the image has any `.repo` file (the `packages` item then uses
+/// this backend when it has no apt source).
+pub fn has_repos(view: &dyn RootView) -> bool {
+    REPO_DIRS
+        .iter()
+        .any(|d| view.list(d).iter().any(|n| n.ends_with(".repo")))
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "yes" | "true" | "on"
+    )
+}
+
+/// Parses one `.repo` file; `vars` substitutes `$basearch`, `$arch` and
+/// `$releasever`.
+pub fn parse_repo_file(
+    text: &str,
+    file: &str,
+    zypper: bool,
+    vars: &[(&str, Option<&str>)],
+) -> Result<Vec<RepoConfig>, String> {
+    #[derive(Default)]
+    struct Section {
+        id: String,
+        keys: Vec<(String, String)>,
+    }
+    let mut sections: Vec<Section> = Vec::new();
+    let mut last_key: Option<usize> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+            continue;
+        }
+        if let Some(id) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            sections.push(Section {
+                id: id.trim().to_string(),
+                keys: Vec::new(),
+            });
+            last_key = None;
+            continue;
+        }
+        let Some(sec) = sections.last_mut() else {
+            return Err(format!("line {}: a setting before any [repository]", n + 1));
+        };
+        if line.starts_with([' ', '\t']) {
+            // A continuation line (more baseurls or keys).
+            if let Some(k) = last_key {
+                let v = &mut sec.keys[k].1;
+                v.push(' ');
+                v.push_str(t);
+                continue;
+            }
+        }
+        let Some((k, v)) = t.split_once('=') else {
+            return Err(format!("line {}: expected key=value, found {t:?}", n + 1));
+        };
+        sec.keys
+            .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        last_key = Some(sec.keys.len() - 1);
+    }
+    let mut out = Vec::new();
+    for s in sections {
+        let get = |k: &str| {
+            s.keys
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        if get("enabled").is_some_and(|v| !truthy(v)) {
+            continue;
+        }
+        let subst = |v: &str| -> Result<String, String> {
+            let mut out = v.to_string();
+            for (name, value) in vars {
+                let token = format!("${name}");
+                if out.contains(&token) {
+                    match value {
+                        Some(x) => out = out.replace(&token, x),
+                        None => {
+                            return Err(format!(
+                                "[{}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)",
+                                s.id
+                            ))
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let Some(base) = get("baseurl").and_then(|b| b.split_whitespace().next()) else {
+            return Err(format!(
+                "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
+                s.id
+            ));
+        };
+        let gpgcheck = get("gpgcheck").is_none_or(truthy);
+        let repo_gpgcheck = match get("repo_gpgcheck") {
+            Some(v) => truthy(v),
+            // zypper checks repomd.xml whenever gpgcheck is on.
+            None => zypper && gpgcheck,
+        };
+        let gpgkeys = get("gpgkey")
+            .unwrap_or("")
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|k| !k.is_empty())
+            .map(subst)
+            .collect::<Result<_, _>>()?;
+        out.push(RepoConfig {
+            file: file.to_string(),
+            id: s.id.clone(),
+            baseurl: subst(base)?,
+            gpgcheck,
+            repo_gpgcheck,
+            gpgkeys,
+        });
+    }
+    Ok(out)
+}
+
+fn os_version(view: &dyn RootView) -> Option<String> {
+    let text = view
+        .read_text("/etc/os-release")
+        .or_else(|| view.read_text("/usr/lib/os-release"))?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("VERSION_ID=")
+            .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+/// The enabled repositories of the image, in file name order.
+pub fn read_repos(view: &dyn RootView, arch: &str) -> Result<Vec<RepoConfig>, PackagesError> {
+    let release = os_version(view);
+    let vars = [
+        ("basearch", Some(arch)),
+        ("arch", Some(arch)),
+        ("releasever", release.as_deref()),
+    ];
+    let mut out = Vec::new();
+    for dir in REPO_DIRS {
+        let mut names: Vec<String> = view
+            .list(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".repo"))
+            .collect();
+        names.sort();
+        for n in names {
+            let file = format!("{dir}/{n}");
+            let Some(text) = view.read_text(&file) else {
+                return Err(build_err(
+                    &file,
+                    "the repository file cannot be read from the image",
+                ));
+            };
+            let mut repos = parse_repo_file(&text, &file, dir.contains("zypp"), &vars)
+                .map_err(|m| build_err(&file, m))?;
+            out.append(&mut repos);
+        }
+    }
+    Ok(out)
+}
+
+/// The repository's keys: `file://` paths in the image, `http(s)://` URLs
+/// through the cache (and its mirrors).
+fn keyring(
+    view: &dyn RootView,
+    cache: &Cache,
+    repo: &RepoConfig,
+) -> Result<Keyring, PackagesError> {
+    if repo.gpgkeys.is_empty() {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "the repository [{}] in {} checks signatures but names no gpgkey",
+                repo.id, repo.file
+            ),
+            hint: Some(
+                "give the repository's key with the yum-repo or zypper-repo item's gpgkey".into(),
+            ),
+        });
+    }
+    let mut bytes = Vec::new();
+    for k in &repo.gpgkeys {
+        let b = if let Some(p) = k.strip_prefix("file://") {
+            let ip = ImagePath::new(p)
+                .map_err(|m| build_err(&repo.file, format!("gpgkey {k:?}: {m}")))?;
+            view.read(&ip)
+                .ok_or_else(|| build_err(&repo.file, format!("gpgkey {k} is not in the image")))?
+        } else {
+            cache
+                .fetch_unverified(k)
+                .map_err(|e| build_err("download", format!("gpgkey of [{}]: {e}", repo.id)))?
+        };
+        let armored = b.trim_ascii_start().starts_with(b"-----BEGIN");
+        bytes.extend_from_slice(&b);
+        if armored {
+            bytes.push(b'\n');
+        }
+    }
+    Keyring::from_bytes(&bytes, &format!("gpgkey of [{}] ({})", repo.id, repo.file))
+        .map_err(|e| build_err(&repo.file, e))
+}
+
+fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> {
+    let trimmed = bytes.trim_ascii_start();
+    if trimmed.is_empty() {
+        return Err(format!("{file}: the signature is empty"));
+    }
+    let read = |e: pgp::errors::Error| format!("{file}: cannot read the signature: {e}");
+    if trimmed.starts_with(b"-----BEGIN") {
+        let text = std::str::from_utf8(trimmed).map_err(|_| format!("{file}: not UTF-8"))?;
+        let (iter, _) = StandaloneSignature::from_string_many(text).map_err(read)?;
+        iter.map(|s| s.map(|s| s.signature))
+            .collect::<Result<_, _>>()
+            .map_err(read)
+    } else {
+        StandaloneSignature::from_bytes_many(trimmed)
+            .map_err(read)?
+            .map(|s| s.map(|s| s.signature))
+            .collect::<Result<_, _>>()
+            .map_err(read)
+    }
+}
+
+fn join(base: &str, rel: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        rel.trim_start_matches('/')
+    )
+}
+
+/// Fetches and verifies one repository's metadata; returns its packages
+/// and the primary.xml file read (canonical URL, size, SHA256).
+fn read_metadata(
+    env: &Env,
+    repo: &RepoConfig,
+    keys: Option<&Keyring>,
+) -> Result<(Vec<repodata::RpmPackage>, LockedFile), PackagesError> {
+    let (cache, now) = (env.cache, env.now);
+    let url = join(&repo.baseurl, "repodata/repomd.xml");
+    let repomd = cache
+        .fetch_unverified(&url)
+        .map_err(|e| build_err("download", e))?;
+    if repo.repo_gpgcheck {
+        let Some(keys) = keys else {
+            return Err(build_err(
+                &repo.file,
+                "repo_gpgcheck is on but there is no key",
+            ));
+        };
+        let asc = format!("{url}.asc");
+        let sig = cache.fetch_unverified(&asc).map_err(|e| {
+            if e.is_not_found() {
+                build_err(
+                    "repository metadata",
+                    format!("{e}: the repository [{}] is not signed, and its repo_gpgcheck requires a signed repomd.xml", repo.id),
+                )
+            } else {
+                build_err("download", e)
+            }
+        })?;
+        let sigs = parse_signatures(&sig, &asc).map_err(|m| build_err("repository metadata", m))?;
+        keys.verify(&sigs, &repomd, now, &url)
+            .map_err(|e| build_err("repository metadata", e))?;
+    }
+    let loc =
+        repodata::parse_repomd(&repomd, &url).map_err(|e| build_err("repository metadata", e))?;
+    let purl = join(&repo.baseurl, &loc.href);
+    let path = nodeimg_pkg::driver::fetch_shown(
+        env.cache,
+        env.meter,
+        &purl,
+        loc.size,
+        &loc.sha256,
+        &format!("index {purl}"),
+    )?;
+    let index = LockedFile {
+        url: purl.clone(),
+        size: loc.size,
+        sha256: loc.sha256.to_ascii_lowercase(),
+    };
+    let file = path.reader();
+    let reader: Box<dyn Read> = if loc.href.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else if loc.href.ends_with(".xz") {
+        nodeimg_image::limits::xz_decoder(BufReader::new(file))
+    } else if loc.href.ends_with(".zst") {
+        Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| build_err("repository metadata", format!("{purl}: {e}")))?,
+        )
+    } else if loc.href.ends_with(".xml") {
+        Box::new(file)
+    } else {
+        return Err(build_err(
+            "repository metadata",
+            format!("{purl}: unsupported compression (gz, xz, zst or none)"),
+        ));
+    };
+    let packages = repodata::parse_primary(BufReader::new(reader), &purl)
+        .map_err(|e| build_err("repository metadata", e))?;
+    Ok((packages, index))
+}
+
+/// Checks a downloaded package's header signature against the repository
+/// key; returns whether that signature also covers the payload (through
+/// the header's payload digest).
+fn verify_package(
+    file: &CachedFile,
+    url: &str,
+    keys: &Keyring,
+    now: DateTime<Utc>,
+) -> Result<bool, PackagesError> {
+    let rpm =
+        rpmfile::RpmFile::from_reader(file.reader(), url).map_err(|e| build_err("package", e))?;
+    let Some(sig) = rpm
+        .header_signature()
+        .map_err(|e| build_err("package", e))?
+    else {
+        return Err(build_err(
+            "package signature",
+            format!("{url}: the package is not signed, and its repository has gpgcheck on"),
+        ));
+    };
+    let sigs = parse_signatures(sig, url).map_err(|m| build_err("package signature", m))?;
+    keys.verify(&sigs, rpm.header.raw(), now, url)
+        .map_err(|e| build_err("package signature", e))?;
+    Ok(rpm.has_payload_digest())
+}
+
+/// Whether the request `r` is `name-VERSION...` (a digit or an epoch after
+/// the dash), so `docker-ce-cli-1.0` does not count as a pin of `docker-ce`.
+pub fn names_pin(r: &str, name: &str) -> bool {
+    r.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
+    use resolve::ResolveError as R;
+    let name = match e {
+        R::NotFound { name, .. } | R::PinNotFound { name, .. } => Some(name.as_str()),
+        R::InvalidRequest { text } => Some(text.as_str()),
+        _ => None,
+    };
+    let key = name
+        .and_then(|n| requests.iter().rposition(|r| r == n || names_pin(r, n)))
+        .map_or_else(|| "packages".to_string(), |j| format!("packages[{j}]"));
+    let hint = match e {
+        R::NotFound { .. } => {
+            Some("check the name and that a yum-repo or zypper-repo of the image offers it".into())
+        }
+        R::InvalidRequest { .. } => Some("write name, name-version or name-version-release".into()),
+        _ => None,
+    };
+    PackagesError::Recipe {
+        key,
+        message: e.to_string(),
+        hint,
+    }
+}
+
+/// What installing a layer needs from the build: the download cache, the
+/// scratch directory, the time signatures are checked against, and where
+/// progress goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The verified download cache (with its mirrors).
+    pub cache: &'a Cache,
+    /// Holds the unpacked contents.
+    pub scratch: &'a Path,
+    /// The build's clock.
+    pub now: DateTime<Utc>,
+    /// Downloads and steps are shown here.
+    pub meter: &'a Meter,
+    /// The base's layers: with them, a layer over an image that has its
+    /// own rpm is registered by that rpm (see [`open_db`]).
+    pub base: Option<&'a nodeimg_image::base::BaseTars>,
+}
+
+/// What resolving a layer found, for the lock file.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The layer as the lock records it.
+    pub layer: LockedLayer,
+    /// The primary.xml files read.
+    pub indexes: Vec<LockedFile>,
+}
+
+/// A repository as the lock file records it.
+pub fn locked_repo(r: &RepoConfig) -> LockedRepo {
+    LockedRepo {
+        file: r.file.clone(),
+        id: r.id.clone(),
+        baseurl: r.baseurl.clone(),
+        gpgcheck: r.gpgcheck,
+        repo_gpgcheck: r.repo_gpgcheck,
+        gpgkeys: r.gpgkeys.clone(),
+    }
+}
+
+/// `epoch:version-release`, the epoch always written.
+pub fn full_evr(evr: &version::Evr) -> String {
+    match &evr.release {
+        Some(r) => format!("{}:{}-{r}", evr.epoch, evr.version),
+        None => format!("{}:{}", evr.epoch, evr.version),
+    }
+}
+
+/// The installed packages as [`nodeimg_pkg::lock::rpmdb_digest`] reads them.
+fn installed_digest(installed: &[repodata::RpmPackage]) -> String {
+    let nevras: Vec<String> = installed
+        .iter()
+        .map(|p| format!("{}-{}.{}", p.name, full_evr(&p.evr), p.arch))
+        .collect();
+    nodeimg_pkg::lock::rpmdb_digest(&nevras)
+}
+
+fn enabled_repos(view: &dyn RootView, rarch: &str) -> Result<Vec<RepoConfig>, PackagesError> {
+    let repos = read_repos(view, rarch)?;
+    if repos.is_empty() {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: "the image has no enabled rpm repository".into(),
+            hint: Some("add a yum-repo or zypper-repo item in this layer or one below".into()),
+        });
+    }
+    Ok(repos)
+}
+
+/// Installs `requests` from the image's rpm repositories over `view` for
+/// the OCI architecture `arch`; returns the layer's packages tree and what
+/// was resolved (for a lock file). Warnings (scriptlets not run) go to
+/// stderr naming `layer`.
+pub fn install_layer(
+    env: &Env,
+    view: &dyn RootView,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<(FileTree, Resolved), PackagesError> {
+    let rarch = resolve::rpm_arch(arch);
+    let repos = enabled_repos(view, rarch)?;
+    env.meter
+        .status(&format!("resolving the packages of layer {layer:?}"));
+    let (db, runner, installed) = open_db(env, view, layer)?;
+    let mut indexes = Vec::new();
+    let mut keyrings = Vec::new();
+    let mut read = Vec::new();
+    for r in &repos {
+        let keys = if r.gpgcheck || r.repo_gpgcheck {
+            Some(keyring(view, env.cache, r)?)
+        } else {
+            None
+        };
+        let (packages, index) = read_metadata(env, r, keys.as_ref())?;
+        indexes.push(resolve::Repository {
+            id: r.id.clone(),
+            packages,
+        });
+        read.push(index);
+        keyrings.push(keys);
+    }
+    let planned = resolve::resolve(&installed, &indexes, rarch, requests)
+        .map_err(|e| recipe_err(requests, &e))?;
+    let mut pkgs = Vec::with_capacity(planned.len());
+    let mut locked = Vec::with_capacity(planned.len());
+    for (order, p) in planned.into_iter().enumerate() {
+        let Some(i) = repos.iter().position(|r| r.id == p.repository) else {
+            return Err(build_err(
+                "resolving packages",
+                format!("unknown repository {}", p.repository),
+            ));
+        };
+        let url = join(&repos[i].baseurl, &p.package.href);
+        let path = nodeimg_pkg::driver::fetch_shown(
+            env.cache,
+            env.meter,
+            &url,
+            p.package.size,
+            &p.package.sha256,
+            &p.package.nevra(),
+        )?;
+        if repos[i].gpgcheck {
+            if let Some(keys) = &keyrings[i] {
+                let covered = verify_package(&path, &url, keys, env.now)?;
+                if !covered && !repos[i].repo_gpgcheck {
+                    // Built by rpm before 4.14: the header signature does not
+                    // reach the payload, which only primary.xml's SHA256
+                    // vouches for, and that is unsigned here.
+                    env.meter.suspend(|| eprintln!(
+                        "warning: layer {layer:?}: {url}: the package has no payload digest, so its signature covers the header only; set repo-gpgcheck on [{}] to have the payload's SHA256 signed",
+                        repos[i].id
+                    ));
+                }
+            }
+        }
+        let name = &p.package.name;
+        locked.push(LockedPackage {
+            name: name.clone(),
+            version: full_evr(&p.package.evr),
+            architecture: p.package.arch.clone(),
+            multi_arch: String::new(),
+            auto: !requests.iter().any(|r| r == name || names_pin(r, name)),
+            order,
+            source: p.repository.clone(),
+            url: url.clone(),
+            size: p.package.size,
+            sha256: p.package.sha256.to_ascii_lowercase(),
+        });
+        pkgs.push(install::Package {
+            rpm: path,
+            url,
+            planned: p,
+        });
+    }
+    let tree = unpack_and_register(env, view, &db, &runner, &pkgs, layer)?;
+    let resolved = Resolved {
+        layer: LockedLayer {
+            name: layer.to_string(),
+            kind: LayerKind::Rpm,
+            requests: requests.to_vec(),
+            dpkg_status: String::new(),
+            rpmdb: installed_digest(&installed),
+            sources: Vec::new(),
+            repos: repos.iter().map(locked_repo).collect(),
+            packages: locked,
+        },
+        indexes: read,
+    };
+    Ok((tree, resolved))
+}
+
+/// Installs the packages `ll` locks for the layer: no repository metadata
+/// is read, each `.rpm` comes from the cache or its locked URL (through
+/// the mirrors) and is verified against the locked size and SHA256. The
+/// requests and the repositories the layer sees must be the locked ones;
+/// `lock_file` names the lock in messages.
+pub fn install_locked(
+    env: &Env,
+    view: &dyn RootView,
+    ll: &LockedLayer,
+    lock_file: &Path,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    let lf = lock_file.display();
+    let run_lock = format!("nodeimg lock {}", lock_file.with_extension("").display());
+    let hint = Some(format!(
+        "run `{run_lock}` to resolve the recipe again and update {lf}, or build with --no-lock"
+    ));
+    if ll.kind != LayerKind::Rpm {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "layer {layer:?} installs rpm packages (the image has yum or zypper repositories and no apt source), but {lf} locks Debian packages for it"
+            ),
+            hint,
+        });
+    }
+    let changes = nodeimg_pkg::lock::diff_requests_of(LayerKind::Rpm, &ll.requests, requests);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(PackagesError::Recipe {
+            key: first.key(),
+            message: format!(
+                "the packages of layer {layer:?} no longer match {lf}: {}",
+                text.join("; ")
+            ),
+            hint,
+        });
+    }
+    let rarch = resolve::rpm_arch(arch);
+    let repos = enabled_repos(view, rarch)?;
+    let now: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
+    let diff = nodeimg_pkg::lock::diff_repos(&ll.repos, &now);
+    if !diff.is_empty() {
+        return Err(PackagesError::Recipe {
+            key: "packages".into(),
+            message: format!(
+                "the rpm repositories layer {layer:?} installs from are not the ones in {lf}: {}",
+                diff.join("; ")
+            ),
+            hint,
+        });
+    }
+    env.meter
+        .status(&format!("fetching the packages of layer {layer:?}"));
+    let (db, runner, installed) = open_db(env, view, layer)?;
+    if installed_digest(&installed) != ll.rpmdb {
+        env.meter.suspend(|| {
+            eprintln!(
+                "warning: layer {layer:?}: the rpm packages installed in the image below it are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{run_lock}` to resolve them against this image"
+            );
+        });
+    }
+    let mut pkgs = Vec::with_capacity(ll.packages.len());
+    for p in ll.in_order() {
+        let evr = locked_evr(p)
+            .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+        let nevra = format!("{}-{}.{}", p.name, evr, p.architecture);
+        let mut d = env.meter.download(&nevra, p.size);
+        let got = env
+            .cache
+            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
+        nodeimg_pkg::driver::report_damaged(env.cache, env.meter);
+        let path = got.map_err(|e| match e {
+                FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
+                    lf.to_string(),
+                    format!(
+                        "{nevra} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{run_lock}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name"
+                    ),
+                ),
+                e => build_err("download", e),
+            })?;
+        d.finish();
+        pkgs.push(install::Package {
+            rpm: path,
+            url: p.url.clone(),
+            planned: resolve::Planned {
+                repository: p.source.clone(),
+                package: repodata::RpmPackage {
+                    name: p.name.clone(),
+                    arch: p.architecture.clone(),
+                    evr,
+                    sha256: p.sha256.clone(),
+                    size: p.size,
+                    href: p.url.clone(),
+                    ..Default::default()
+                },
+            },
+        });
+    }
+    unpack_and_register(env, view, &db, &runner, &pkgs, layer)
+}
+
+/// The image's rpm database and the rpm that reads and writes it, with the
+/// packages it records. When the image has its own rpm (`/usr/bin/rpm` or
+/// `/bin/rpm`) and the base's layers are at hand, the image below the layer
+/// is materialised in a folder of the sandbox and that rpm runs with it as
+/// the sandbox's root, so the database keeps the format the image's rpm
+/// uses (Berkeley DB, sqlite, ndb); the time it takes is shown. Otherwise
+/// (or when the image's rpm is built for another architecture than the
+/// build host, which is said) the build host's rpm, sandboxed too, writes a
+/// copy of `/var/lib/rpm` alone.
+pub fn open_db(
+    env: &Env,
+    view: &dyn RootView,
+    layer: &str,
+) -> Result<(install::DbRoot, install::Runner, Vec<repodata::RpmPackage>), PackagesError> {
+    if let (Some(rpm), Some(base)) = (root::image_rpm(view), env.base) {
+        env.meter.step(&format!(
+            "materialising the image below layer {layer:?} for its rpm {rpm}"
+        ));
+        let started = std::time::Instant::now();
+        let (db, counts) =
+            install::materialise_image(base, view).map_err(|e| build_err("rpm database", e))?;
+        env.meter.done(&format!(
+            "materialised the image below layer {layer:?} ({} base entries, {}, {} changed by the recipe's layers) in {:.1}s",
+            counts.base_entries,
+            nodeimg_fetch::progress::human_size(counts.base_bytes),
+            counts.view_changes,
+            started.elapsed().as_secs_f64()
+        ));
+        let runner = install::Runner::image(rpm);
+        let checked = runner
+            .check_machine(db.path())
+            .and_then(|()| db.installed(&runner));
+        match checked {
+            Ok(installed) => return Ok((db, runner, installed)),
+            Err(e) if e.0.contains(install::FOREIGN_ARCH) => {
+                env.meter.suspend(|| {
+                    eprintln!("warning: layer {layer:?}: {e}; the build host's rpm registers the packages instead")
+                });
+            }
+            Err(e) => return Err(build_err("rpm database", e)),
+        }
+    }
+    let runner = install::Runner::default();
+    let db = install::materialise(view).map_err(|e| build_err("rpm database", e))?;
+    let installed = db
+        .installed(&runner)
+        .map_err(|e| build_err("rpm database", e))?;
+    Ok((db, runner, installed))
+}
+
+/// Unpacks `pkgs` into the layer's tree and registers them in the image's
+/// rpm database; reports the scriptlets that were not run.
+fn unpack_and_register(
+    env: &Env,
+    view: &dyn RootView,
+    db: &install::DbRoot,
+    runner: &install::Runner,
+    pkgs: &[install::Package],
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    env.meter.step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        pkgs.len()
+    ));
+    let what = format!("installing the packages of layer {layer:?}");
+    let (mut tree, report) =
+        install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_err(&what, e))?;
+    env.meter.step(&format!(
+        "registering {} package(s) in the rpm database of layer {layer:?} with {}",
+        pkgs.len(),
+        runner.describe()
+    ));
+    let db_tree = db
+        .register(runner, pkgs, env.scratch, "packages")
+        .map_err(|e| build_err(&what, e))?;
+    for (p, n) in db_tree {
+        tree.replace(p, n);
+    }
+    for line in report.to_string().lines() {
+        if line.starts_with("not run") {
+            env.meter
+                .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
+        }
+    }
+    Ok(tree)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_files() {
+        let text = "# Docker\n[docker-ce-stable]\nname=Docker CE Stable - $basearch\nbaseurl=https://repo.invalid/centos/$releasever/$basearch/stable\n  https://other.invalid/\nenabled=1\ngpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-docker\n\n[docker-ce-test]\nbaseurl=https://repo.invalid/test\nenabled=0\n";
+        let vars = [("basearch", Some("x86_64")), ("releasever", Some("7"))];
+        let r = parse_repo_file(text, "/etc/yum.repos.d/docker-ce.repo", false, &vars).unwrap();
+        assert_eq!(
+            r,
+            [RepoConfig {
+                file: "/etc/yum.repos.d/docker-ce.repo".into(),
+                id: "docker-ce-stable".into(),
+                baseurl: "https://repo.invalid/centos/7/x86_64/stable".into(),
+                gpgcheck: true,
+                repo_gpgcheck: false,
+                gpgkeys: vec!["file:///etc/pki/rpm-gpg/RPM-GPG-KEY-docker".into()],
+            }]
+        );
+        // zypper checks repomd.xml with gpgcheck.
+        let z = parse_repo_file("[k]\nbaseurl=http://x.invalid/\n", "z.repo", true, &vars).unwrap();
+        assert!(z[0].gpgcheck && z[0].repo_gpgcheck);
+        let e = parse_repo_file(
+            "[k]\nmirrorlist=http://x.invalid/\n",
+            "m.repo",
+            false,
+            &vars,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("[k]: no baseurl"), "{e}");
+        let e = parse_repo_file("baseurl=x\n", "m.repo", false, &vars).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let e = parse_repo_file(
+            "[k]\nbaseurl=http://x/$releasever\n",
+            "m.repo",
+            false,
+            &[("releasever", None)],
+        )
+        .unwrap_err();
+        assert!(e.contains("$releasever"), "{e}");
+    }
+
+    const PRIMARY: &str = r#"<?xml version="1.0"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="1">
+<package type="rpm"><name>cri-o</name><arch>x86_64</arch><version epoch="0" ver="1.24.6" rel="1.1"/>
+<checksum type="sha256" pkgid="YES">cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc</checksum>
+<size package="10"/><location href="Packages/cri-o.rpm"/></package>
+</metadata>"#;
+
+    /// A repository in `dir` whose primary.xml is stored as `name`.
+    fn repo_with(dir: &Path, name: &str, stored: &[u8]) -> RepoConfig {
+        use sha2::Digest;
+        std::fs::create_dir_all(dir.join("repodata")).unwrap();
+        std::fs::write(dir.join("repodata").join(name), stored).unwrap();
+        let repomd = format!(
+            "<repomd><data type=\"primary\"><checksum type=\"sha256\">{}</checksum><location href=\"repodata/{name}\"/><size>{}</size></data></repomd>",
+            hex::encode(sha2::Sha256::digest(stored)),
+            stored.len()
+        );
+        std::fs::write(dir.join("repodata/repomd.xml"), repomd).unwrap();
+        RepoConfig {
+            file: "/etc/yum.repos.d/t.repo".into(),
+            id: "t".into(),
+            baseurl: format!("file://{}", dir.display()),
+            gpgcheck: false,
+            repo_gpgcheck: false,
+            gpgkeys: vec![],
+        }
+    }
+
+    #[test]
+    fn primary_in_every_compression() {
+        use std::io::Write;
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache")).unwrap();
+        let now = Utc::now();
+        let xml = PRIMARY.as_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(xml).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(xml).unwrap();
+        let zst = zstd::encode_all(xml, 1).unwrap();
+        let forms: Vec<(&str, Vec<u8>)> = vec![
+            ("primary.xml", xml.to_vec()),
+            ("primary.xml.gz", gz.finish().unwrap()),
+            ("primary.xml.xz", xz.finish().unwrap()),
+            ("primary.xml.zst", zst),
+        ];
+        for (i, (name, bytes)) in forms.into_iter().enumerate() {
+            let repo = repo_with(&t.path().join(format!("r{i}")), name, &bytes);
+            let meter = Meter::quiet();
+            let env = Env {
+                cache: &cache,
+                scratch: t.path(),
+                now,
+                meter: &meter,
+                base: None,
+            };
+            let (pkgs, index) = read_metadata(&env, &repo, None).unwrap();
+            assert_eq!(index.size, bytes.len() as u64, "{name}");
+            assert_eq!(
+                index.url,
+                format!(
+                    "file://{}/repodata/{name}",
+                    t.path().join(format!("r{i}")).display()
+                )
+            );
+            assert_eq!(pkgs.len(), 1, "{name}");
+            assert_eq!(pkgs[0].nevra(), "cri-o-1.24.6-1.1.x86_64", "{name}");
+        }
+        // The stored file changed after repomd.xml was written.
+        let dir = t.path().join("bad");
+        let repo = repo_with(&dir, "primary.xml", xml);
+        let mut tampered = xml.to_vec();
+        tampered[60] ^= 1;
+        std::fs::write(dir.join("repodata/primary.xml"), tampered).unwrap();
+        // (A cache that already holds the right bytes would serve those.)
+        let cache = Cache::new(t.path().join("cache-2")).unwrap();
+        let meter = Meter::quiet();
+        let env = Env {
+            cache: &cache,
+            scratch: t.path(),
+            now,
+            meter: &meter,
+            base: None,
+        };
+        let e = match read_metadata(&env, &repo, None) {
+            Err(PackagesError::Build(e)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(e.contains("primary.xml: SHA256 is"), "{e}");
+        // repo_gpgcheck without a signature file.
+        let mut repo = repo_with(&t.path().join("unsigned"), "primary.xml", xml);
+        repo.repo_gpgcheck = true;
+        let keys = Keyring::from_bytes(KEY.as_bytes(), "test").unwrap();
+        let e = match read_metadata(&env, &repo, Some(&keys)) {
+            Err(PackagesError::Build(e)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            e.contains("repomd.xml.asc: not found") && e.contains("is not signed"),
+            "{e}"
+        );
+    }
+
+    /// A throwaway Ed25519 public key, only used to build a keyring.
+    const KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----
+
+mDMEawfg/xYJKwYBBAHaRw8BAQdASE0JQ1nACxxmK5t5+fH66hmRBbF2xrrpfgbu
+uMsZaU+0GHRlc3QgPHRlc3RAcmVwby5pbnZhbGlkPoiQBBMWCAA4FiEEiJVgPGlZ
+jqCWB+FftmlKTfqKX7AFAmsH4P8CGwMFCwkIBwIGFQoJCAsCBBYCAwECHgECF4AA
+CgkQtmlKTfqKX7C7vQD/U57X/xOA70+thJj2La4dcNEL2ZQ//yPue5CClCHszK4B
+AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
+=afAx
+-----END PGP PUBLIC KEY BLOCK-----
+";
+
+    #[test]
+    fn resolve_errors_locate_the_request() {
+        let reqs: Vec<String> = ["docker-ce-18.09.1", "docker-ce-cli-19.03.11"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = resolve::ResolveError::PinNotFound {
+            name: "docker-ce".into(),
+            version: "18.09.1".into(),
+            arch: "x86_64".into(),
+            available: vec!["3:19.03.11-3.el7".into()],
+        };
+        match recipe_err(&reqs, &e) {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages[0]"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+        let e = resolve::ResolveError::Unsatisfiable {
+            package: "a".into(),
+            dep: "b".into(),
+        };
+        match recipe_err(&reqs, &e) {
+            PackagesError::Recipe { key, .. } => assert_eq!(key, "packages"),
+            PackagesError::Build(e) => panic!("{e}"),
+        }
+    }
+
+    fn locked(requests: &[&str], repos: Vec<LockedRepo>) -> LockedLayer {
+        LockedLayer {
+            name: "docker".into(),
+            kind: LayerKind::Rpm,
+            requests: requests.iter().map(|r| r.to_string()).collect(),
+            dpkg_status: String::new(),
+            rpmdb: nodeimg_pkg::lock::rpmdb_digest(&[]),
+            sources: vec![],
+            repos,
+            packages: vec![],
+        }
+    }
+
+    fn locked_err(ll: &LockedLayer, view: &dyn RootView, requests: &[&str]) -> (String, String) {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache"))
+            .unwrap()
+            .with_offline(true);
+        let meter = Meter::quiet();
+        let env = Env {
+            cache: &cache,
+            scratch: t.path(),
+            now: Utc::now(),
+            meter: &meter,
+            base: None,
+        };
+        let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
+        match install_locked(
+            &env,
+            view,
+            ll,
+            Path::new("r.toml.lock"),
+            &reqs,
+            "amd64",
+            "docker",
+        ) {
+            Err(PackagesError::Recipe { key, message, hint }) => {
+                assert!(hint.unwrap().contains("nodeimg lock r.toml"));
+                (key, message)
+            }
+            Err(PackagesError::Build(e)) => panic!("{e}"),
+            Ok(_) => panic!("installed"),
+        }
+    }
+
+    #[test]
+    fn a_lock_that_no_longer_matches_is_refused_before_any_download() {
+        let view = nodeimg_layers::MemView::new()
+            .file("/etc/os-release", "VERSION_ID=\"7\"\n")
+            .file(
+                "/etc/yum.repos.d/docker-ce.repo",
+                "[docker-ce-stable]\nbaseurl=https://download.example/linux/centos/$releasever/$basearch/stable\ngpgkey=https://download.example/linux/centos/gpg\n",
+            );
+        let repos = read_repos(&view, "x86_64").unwrap();
+        let mine: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
+        assert_eq!(
+            mine[0].baseurl,
+            "https://download.example/linux/centos/7/x86_64/stable"
+        );
+        // A pin changed: the entry, both texts.
+        let ll = locked(&["docker-ce-19.03.11"], mine.clone());
+        let (key, m) = locked_err(&ll, &view, &["docker-ce-20.10.0"]);
+        assert_eq!(key, "packages[0]");
+        assert_eq!(
+            m,
+            "the packages of layer \"docker\" no longer match r.toml.lock: \"docker-ce-20.10.0\" was \"docker-ce-19.03.11\" when the lock was made"
+        );
+        // The repository moved.
+        let mut other = mine.clone();
+        other[0].baseurl = "https://mirror.example/centos".into();
+        let (key, m) = locked_err(
+            &locked(&["docker-ce-19.03.11"], other),
+            &view,
+            &["docker-ce-19.03.11"],
+        );
+        assert_eq!(key, "packages");
+        assert!(
+            m.contains("the rpm repositories layer \"docker\" installs from are not the ones in r.toml.lock: [docker-ce-stable] in /etc/yum.repos.d/docker-ce.repo: baseurl https://mirror.example/centos -> https://download.example/linux/centos/7/x86_64/stable"),
+            "{m}"
+        );
+        // A Debian layer locked under the same name.
+        let mut deb = locked(&["docker-ce-19.03.11"], mine);
+        deb.kind = LayerKind::Deb;
+        let (_, m) = locked_err(&deb, &view, &["docker-ce-19.03.11"]);
+        assert!(
+            m.contains("but r.toml.lock locks Debian packages for it"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn evr_always_names_the_epoch() {
+        assert_eq!(
+            full_evr(&version::Evr::new(0, "1.2.13", Some("3.2.el7"))),
+            "0:1.2.13-3.2.el7"
+        );
+        assert_eq!(
+            full_evr(&version::Evr::new(3, "19.03.11", None)),
+            "3:19.03.11"
+        );
+        let p = repodata::RpmPackage {
+            name: "a".into(),
+            arch: "noarch".into(),
+            evr: version::Evr::new(0, "1", Some("1")),
+            ..Default::default()
+        };
+        assert_eq!(
+            installed_digest(std::slice::from_ref(&p)),
+            nodeimg_pkg::lock::rpmdb_digest(&["a-0:1-1.noarch".to_string()])
+        );
+    }
+
+    #[test]
+    fn signature_parse_errors_name_the_file() {
+        assert!(parse_signatures(b"", "r.asc")
+            .unwrap_err()
+            .contains("r.asc"));
+        assert!(
+            parse_signatures(b"-----BEGIN PGP SIGNATURE-----\nxx\n", "r.asc")
+                .unwrap_err()
+                .contains("r.asc")
+        );
+        assert_eq!(join("http://h/a/", "/repodata/x"), "http://h/a/repodata/x");
+    }
+}
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testutil;
