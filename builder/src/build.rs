@@ -446,7 +446,7 @@ impl Checked {
         self.prepared
             .findings
             .iter()
-            .filter(|f| f.severity == Severity::Error)
+            .filter(|f| f.severity() == Severity::Error)
             .count()
     }
 }

@@ -365,7 +365,7 @@ impl StderrProgress {
     fn print_findings(&mut self, findings: &[Finding]) {
         let shown: Vec<Finding> = findings
             .iter()
-            .filter(|f| !self.quiet || f.severity == Severity::Error)
+            .filter(|f| !self.quiet || f.severity() == Severity::Error)
             .cloned()
             .collect();
         if shown.is_empty() {
@@ -647,7 +647,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
             c.info
         );
     }
-    let errors = p.findings.iter().any(|f| f.severity == Severity::Error);
+    let errors = p.findings.iter().any(|f| f.severity() == Severity::Error);
     Ok(if errors {
         ExitCode::from(1)
     } else {

@@ -1,8 +1,11 @@
 //! Lint rules, as data: every build and `nodeimg check` run them.
 //!
-//! [`RULES`] lists every rule (id, severity, summary, hint); [`run`] checks a
-//! recipe against the base it builds on and returns the findings, each
-//! pointing at a recipe file, line and key.
+//! Each rule is one static [`Rule`] (id, severity, summary, hint and its
+//! check), next to its check function; [`RULES`] lists them all. [`run`]
+//! runs every rule's check on a recipe and the base it builds on and returns
+//! the findings, each carrying its rule and pointing at a recipe file, line
+//! and key. Adding a rule: a static and its check here, and an entry in
+//! [`RULES`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -36,7 +39,8 @@ impl std::fmt::Display for Severity {
     }
 }
 
-/// A lint rule.
+/// A lint rule: what it checks, how bad its findings are, what to do
+/// about them, and the check itself.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Rule {
     /// Stable id, e.g. `NI001`.
@@ -47,64 +51,24 @@ pub struct Rule {
     pub summary: &'static str,
     /// What to do about a finding.
     pub hint: &'static str,
+    /// Looks at the recipe and its base; every finding it adds is this
+    /// rule's.
+    #[serde(skip)]
+    check: fn(&mut Ctx<'_>),
 }
 
-/// Every rule.
-pub static RULES: &[Rule] = &[
-    Rule {
-        id: "NI001",
-        severity: Severity::Error,
-        summary: "cgroup drivers disagree between docker, containerd, CRI-O and the kubelet",
-        hint: "use the same driver everywhere: `systemd` (docker exec-opts native.cgroupdriver=systemd, containerd systemd-cgroup = true, crio cgroup-manager = \"systemd\", kubelet cgroup-driver = \"systemd\")",
-    },
-    Rule {
-        id: "NI002",
-        severity: Severity::Error,
-        summary: "the cgroup driver is not systemd on a systemd base",
-        hint: "on a systemd host the runtime and the kubelet must use the `systemd` cgroup driver; two cgroup managers make the node unstable under resource pressure",
-    },
-    Rule {
-        id: "NI003",
-        severity: Severity::Error,
-        summary: "containerd `extra` keys that do not belong to the chosen config version",
-        hint: "config-version 2 (containerd 1.x) uses plugins.\"io.containerd.grpc.v1.cri\"; 3 (containerd 2.x) uses plugins.\"io.containerd.cri.v1.runtime\" and \"io.containerd.cri.v1.images\"; use `systemd-cgroup` instead of the old `systemd_cgroup` key",
-    },
-    Rule {
-        id: "NI004",
-        severity: Severity::Error,
-        summary: "a CRI runtime without the kernel prerequisites (overlay, br_netfilter, bridge and forwarding sysctls)",
-        hint: "add a layer with modules = { file = \"k8s\", load = [\"overlay\", \"br_netfilter\"] } and sysctl = { file = \"99-kubernetes-cri\", set = { \"net.bridge.bridge-nf-call-iptables\" = 1, \"net.bridge.bridge-nf-call-ip6tables\" = 1, \"net.ipv4.ip_forward\" = 1 } }",
-    },
-    Rule {
-        id: "NI005",
-        severity: Severity::Error,
-        summary: "two CRI runtimes enabled at once",
-        hint: "enable one runtime per image: containerd (also under docker) or CRI-O",
-    },
-    Rule {
-        id: "NI006",
-        severity: Severity::Error,
-        summary: "a daemon.json value dockerd accepts but is wrong",
-        hint: "dockerd --validate does not check these values; fix the spelling (see the dockerd documentation)",
-    },
-    Rule {
-        id: "NI007",
-        severity: Severity::Warning,
-        summary: "the base's /etc/machine-id is kept in an immutable image",
-        hint: "add file = [{ path = \"/etc/machine-id\", content = \"\" }] (systemd then makes one at first boot), or remove = [\"/etc/machine-id\"]",
-    },
-    Rule {
-        id: "NI008",
-        severity: Severity::Warning,
-        summary: "the kubelet's container-runtime-endpoint does not match the configured runtime",
-        hint: "containerd: unix:///run/containerd/containerd.sock; CRI-O: unix:///var/run/crio/crio.sock; docker: unix:///run/cri-dockerd.sock",
-    },
-    Rule {
-        id: "NI009",
-        severity: Severity::Error,
-        summary: "a package pin to a container runtime version with a known vulnerability",
-        hint: "pin a fixed version (see the message), or leave the package unpinned to take the newest one the repository offers",
-    },
+/// Rules are the same rule when their ids are (ids are unique).
+impl PartialEq for Rule {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Rule {}
+
+/// Every rule, in id order: [`run`] runs them in this order.
+pub static RULES: &[&Rule] = &[
+    &NI001, &NI002, &NI003, &NI004, &NI005, &NI006, &NI007, &NI008, &NI009,
 ];
 
 /// A range of a package's versions (dpkg order) with a known vulnerability.
@@ -293,17 +257,11 @@ impl Vulnerable {
     }
 }
 
-fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
-}
-
 /// One finding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Rule id.
-    pub rule: &'static str,
-    /// Severity.
-    pub severity: Severity,
+    /// The rule that found it.
+    pub rule: &'static Rule,
     /// Recipe file, as shown in messages.
     pub file: String,
     /// 1-based line, when known.
@@ -312,32 +270,60 @@ pub struct Finding {
     pub key: String,
     /// What is wrong.
     pub message: String,
-    /// What to do.
-    pub hint: String,
 }
 
+impl Finding {
+    /// Its rule's severity.
+    pub fn severity(&self) -> Severity {
+        self.rule.severity
+    }
+
+    /// What to do: its rule's hint.
+    pub fn hint(&self) -> &'static str {
+        self.rule.hint
+    }
+}
+
+/// A finding in JSON: `{"rule": id, "severity", "file", "line", "key",
+/// "message", "hint"}`.
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut f = s.serialize_struct("Finding", 7)?;
+        f.serialize_field("rule", self.rule.id)?;
+        f.serialize_field("severity", &self.rule.severity)?;
+        f.serialize_field("file", &self.file)?;
+        f.serialize_field("line", &self.line)?;
+        f.serialize_field("key", &self.key)?;
+        f.serialize_field("message", &self.message)?;
+        f.serialize_field("hint", self.rule.hint)?;
+        f.end()
+    }
+}
+
+/// What a rule's check sees (the recipe and the base it builds on) and
+/// where its findings go, all of them under that rule.
 struct Ctx<'a> {
+    rule: &'static Rule,
     recipe: &'a Recipe,
-    out: Vec<Finding>,
+    base: &'a dyn RootView,
+    out: &'a mut Vec<Finding>,
 }
 
 impl Ctx<'_> {
-    fn add(&mut self, id: &str, l: &RecipeLayer, sub: &str, message: String) {
+    fn add(&mut self, l: &RecipeLayer, sub: &str, message: String) {
         let key = l.key_of(sub);
-        self.add_at(id, l.file, key, message);
+        self.add_at(l.file, key, message);
     }
 
-    fn add_at(&mut self, id: &str, file: usize, key: String, message: String) {
-        let r = rule(id);
+    fn add_at(&mut self, file: usize, key: String, message: String) {
         let (f, line) = self.recipe.locate(file, &key);
         self.out.push(Finding {
-            rule: r.id,
-            severity: r.severity,
+            rule: self.rule,
             file: f.display().to_string(),
             line,
             key,
             message,
-            hint: r.hint.to_string(),
         });
     }
 
@@ -459,32 +445,62 @@ pub fn systemd_base(view: &dyn RootView) -> bool {
     }
 }
 
-fn cgroup_rules(c: &mut Ctx, view: &dyn RootView) {
+/// NI001: the cgroup drivers of the runtimes and the kubelet disagree.
+pub static NI001: Rule = Rule {
+    id: "NI001",
+    severity: Severity::Error,
+    summary: "cgroup drivers disagree between docker, containerd, CRI-O and the kubelet",
+    hint: "use the same driver everywhere: `systemd` (docker exec-opts native.cgroupdriver=systemd, containerd systemd-cgroup = true, crio cgroup-manager = \"systemd\", kubelet cgroup-driver = \"systemd\")",
+    check: cgroup_drivers_disagree,
+};
+
+fn cgroup_drivers_disagree(c: &mut Ctx) {
     let ds = drivers(c.recipe);
-    if let Some(first) = ds.first() {
-        if let Some(other) = ds.iter().find(|d| d.value != first.value) {
-            let all: Vec<String> = ds
-                .iter()
-                .map(|d| format!("{} = {} ({})", d.what, d.value, c.place(d.layer, &d.key)))
-                .collect();
-            let msg = format!("cgroup drivers disagree: {}", all.join(", "));
-            c.add("NI001", other.layer, &other.key, msg);
-        }
+    let Some(first) = ds.first() else { return };
+    if let Some(other) = ds.iter().find(|d| d.value != first.value) {
+        let all: Vec<String> = ds
+            .iter()
+            .map(|d| format!("{} = {} ({})", d.what, d.value, c.place(d.layer, &d.key)))
+            .collect();
+        let msg = format!("cgroup drivers disagree: {}", all.join(", "));
+        c.add(other.layer, &other.key, msg);
     }
-    if systemd_base(view) {
-        for d in &ds {
-            if d.value != "systemd" {
-                let msg = format!(
-                    "{} uses the {:?} cgroup driver, but the base boots with systemd",
-                    d.what, d.value
-                );
-                c.add("NI002", d.layer, &d.key, msg);
-            }
+}
+
+/// NI002: a cgroup driver other than systemd on a systemd base.
+pub static NI002: Rule = Rule {
+    id: "NI002",
+    severity: Severity::Error,
+    summary: "the cgroup driver is not systemd on a systemd base",
+    hint: "on a systemd host the runtime and the kubelet must use the `systemd` cgroup driver; two cgroup managers make the node unstable under resource pressure",
+    check: cgroup_driver_not_systemd,
+};
+
+fn cgroup_driver_not_systemd(c: &mut Ctx) {
+    if !systemd_base(c.base) {
+        return;
+    }
+    for d in &drivers(c.recipe) {
+        if d.value != "systemd" {
+            let msg = format!(
+                "{} uses the {:?} cgroup driver, but the base boots with systemd",
+                d.what, d.value
+            );
+            c.add(d.layer, &d.key, msg);
         }
     }
 }
 
-fn containerd_rules(c: &mut Ctx) {
+/// NI003: containerd `extra` keys of another config version.
+pub static NI003: Rule = Rule {
+    id: "NI003",
+    severity: Severity::Error,
+    summary: "containerd `extra` keys that do not belong to the chosen config version",
+    hint: "config-version 2 (containerd 1.x) uses plugins.\"io.containerd.grpc.v1.cri\"; 3 (containerd 2.x) uses plugins.\"io.containerd.cri.v1.runtime\" and \"io.containerd.cri.v1.images\"; use `systemd-cgroup` instead of the old `systemd_cgroup` key",
+    check: containerd_keys_of_another_version,
+};
+
+fn containerd_keys_of_another_version(c: &mut Ctx) {
     for l in &c.recipe.layers {
         let Some(cd) = &l.spec.containerd else {
             continue;
@@ -509,7 +525,7 @@ fn containerd_rules(c: &mut Ctx) {
                         "plugins.{} is {why}, but config-version is {v}; containerd ignores it",
                         sourcemap::key_segment(k)
                     );
-                    c.add("NI003", l, &key, msg);
+                    c.add(l, &key, msg);
                 }
             }
         }
@@ -517,7 +533,6 @@ fn containerd_rules(c: &mut Ctx) {
         find_key(&cd.extra, "systemd_cgroup", base, &mut old);
         for (key, _) in old {
             c.add(
-                "NI003",
                 l,
                 &key,
                 "the old `systemd_cgroup` key makes containerd 1.x skip the CRI plugin".to_string(),
@@ -526,11 +541,10 @@ fn containerd_rules(c: &mut Ctx) {
         match cd.extra.get("version") {
             Some(toml::Value::Integer(n)) if *n != i64::from(v) => {
                 let msg = format!("extra sets version = {n}, but config-version is {v}");
-                c.add("NI003", l, "containerd.extra.version", msg);
+                c.add(l, "containerd.extra.version", msg);
             }
             Some(toml::Value::Integer(_)) | None => {}
             Some(_) => c.add(
-                "NI003",
                 l,
                 "containerd.extra.version",
                 "`version` must be an integer; without it containerd reads the file as version 1"
@@ -584,7 +598,16 @@ fn base_prerequisites(
     }
 }
 
-fn prerequisite_rule(c: &mut Ctx, view: &dyn RootView) {
+/// NI004: a CRI runtime without its kernel prerequisites.
+pub static NI004: Rule = Rule {
+    id: "NI004",
+    severity: Severity::Error,
+    summary: "a CRI runtime without the kernel prerequisites (overlay, br_netfilter, bridge and forwarding sysctls)",
+    hint: "add a layer with modules = { file = \"k8s\", load = [\"overlay\", \"br_netfilter\"] } and sysctl = { file = \"99-kubernetes-cri\", set = { \"net.bridge.bridge-nf-call-iptables\" = 1, \"net.bridge.bridge-nf-call-ip6tables\" = 1, \"net.ipv4.ip_forward\" = 1 } }",
+    check: missing_kernel_prerequisites,
+};
+
+fn missing_kernel_prerequisites(c: &mut Ctx) {
     // The first place a runtime is configured or enabled.
     let mut runtime: Option<(&RecipeLayer, String, &str)> = None;
     let mut modules = BTreeSet::new();
@@ -623,7 +646,7 @@ fn prerequisite_rule(c: &mut Ctx, view: &dyn RootView) {
     let Some((l, key, what)) = runtime else {
         return;
     };
-    base_prerequisites(view, &mut modules, &mut sysctls);
+    base_prerequisites(c.base, &mut modules, &mut sysctls);
     let mut missing = Vec::new();
     for m in ["overlay", "br_netfilter"] {
         if !modules.contains(m) {
@@ -644,11 +667,20 @@ fn prerequisite_rule(c: &mut Ctx, view: &dyn RootView) {
             "{what} is configured, but the image does not set up {}",
             missing.join(", ")
         );
-        c.add("NI004", l, &key, msg);
+        c.add(l, &key, msg);
     }
 }
 
-fn two_runtimes_rule(c: &mut Ctx) {
+/// NI005: two CRI runtimes enabled.
+pub static NI005: Rule = Rule {
+    id: "NI005",
+    severity: Severity::Error,
+    summary: "two CRI runtimes enabled at once",
+    hint: "enable one runtime per image: containerd (also under docker) or CRI-O",
+    check: two_runtimes,
+};
+
+fn two_runtimes(c: &mut Ctx) {
     let mut enabled: BTreeMap<&str, (&RecipeLayer, String)> = BTreeMap::new();
     for l in &c.recipe.layers {
         if let Some(s) = &l.spec.systemd {
@@ -673,7 +705,7 @@ fn two_runtimes_rule(c: &mut Ctx) {
                     "crio.service and {other} ({}) are both enabled; kubelet can use only one CRI runtime",
                     c.place(ol, okey)
                 );
-                c.add("NI005", l, key, msg);
+                c.add(l, key, msg);
             }
         }
     }
@@ -732,7 +764,16 @@ const STORAGE_DRIVERS: &[&str] = &[
     "zfs",
 ];
 
-fn docker_rule(c: &mut Ctx) {
+/// NI006: daemon.json values dockerd takes but are wrong.
+pub static NI006: Rule = Rule {
+    id: "NI006",
+    severity: Severity::Error,
+    summary: "a daemon.json value dockerd accepts but is wrong",
+    hint: "dockerd --validate does not check these values; fix the spelling (see the dockerd documentation)",
+    check: wrong_daemon_json_values,
+};
+
+fn wrong_daemon_json_values(c: &mut Ctx) {
     for l in &c.recipe.layers {
         let Some(d) = &l.spec.docker else { continue };
         if let Some(serde_json::Value::Array(opts)) = d.0.get("exec-opts") {
@@ -745,7 +786,7 @@ fn docker_rule(c: &mut Ctx) {
                         let msg = format!(
                             "native.cgroupdriver={v} is not a cgroup driver (systemd or cgroupfs)"
                         );
-                        c.add("NI006", l, &format!("docker.exec-opts[{j}]"), msg);
+                        c.add(l, &format!("docker.exec-opts[{j}]"), msg);
                     }
                 }
             }
@@ -754,7 +795,7 @@ fn docker_rule(c: &mut Ctx) {
             if let Some(v) = opts.get("max-size") {
                 if !v.as_str().is_some_and(valid_size) {
                     let msg = format!("log-opts max-size {v} is not a size like \"100m\"");
-                    c.add("NI006", l, "docker.log-opts.max-size", msg);
+                    c.add(l, "docker.log-opts.max-size", msg);
                 }
             }
             if let Some(v) = opts.get("max-file") {
@@ -763,7 +804,7 @@ fn docker_rule(c: &mut Ctx) {
                     .is_some_and(|s| s.parse::<u32>().is_ok_and(|n| n > 0))
                 {
                     let msg = format!("log-opts max-file {v} is not a positive count like \"3\"");
-                    c.add("NI006", l, "docker.log-opts.max-file", msg);
+                    c.add(l, "docker.log-opts.max-file", msg);
                 }
             }
         }
@@ -774,17 +815,26 @@ fn docker_rule(c: &mut Ctx) {
             if let Some(v) = d.0.get(field) {
                 if !v.as_str().is_some_and(|s| known.contains(&s)) {
                     let msg = format!("unknown {field} {v}; known: {}", known.join(", "));
-                    c.add("NI006", l, &format!("docker.{field}"), msg);
+                    c.add(l, &format!("docker.{field}"), msg);
                 }
             }
         }
     }
 }
 
-fn machine_id_rule(c: &mut Ctx, view: &dyn RootView) {
+/// NI007: the base's machine-id kept.
+pub static NI007: Rule = Rule {
+    id: "NI007",
+    severity: Severity::Warning,
+    summary: "the base's /etc/machine-id is kept in an immutable image",
+    hint: "add file = [{ path = \"/etc/machine-id\", content = \"\" }] (systemd then makes one at first boot), or remove = [\"/etc/machine-id\"]",
+    check: machine_id_kept,
+};
+
+fn machine_id_kept(c: &mut Ctx) {
     let has = nodeimg_layers::ImagePath::new("/etc/machine-id")
         .ok()
-        .and_then(|p| view.read(&p))
+        .and_then(|p| c.base.read(&p))
         .is_some_and(|b| !b.iter().all(u8::is_ascii_whitespace));
     if !has {
         return;
@@ -798,7 +848,6 @@ fn machine_id_rule(c: &mut Ctx, view: &dyn RootView) {
     });
     if !handled {
         c.add_at(
-            "NI007",
             0,
             "image".to_string(),
             "the base has an /etc/machine-id; every node built from this image would share it"
@@ -807,7 +856,16 @@ fn machine_id_rule(c: &mut Ctx, view: &dyn RootView) {
     }
 }
 
-fn endpoint_rule(c: &mut Ctx) {
+/// NI008: the kubelet connects to another runtime's socket.
+pub static NI008: Rule = Rule {
+    id: "NI008",
+    severity: Severity::Warning,
+    summary: "the kubelet's container-runtime-endpoint does not match the configured runtime",
+    hint: "containerd: unix:///run/containerd/containerd.sock; CRI-O: unix:///var/run/crio/crio.sock; docker: unix:///run/cri-dockerd.sock",
+    check: endpoint_of_another_runtime,
+};
+
+fn endpoint_of_another_runtime(c: &mut Ctx) {
     let mut runtimes = BTreeSet::new();
     for l in &c.recipe.layers {
         if l.spec.containerd.is_some() {
@@ -849,7 +907,7 @@ fn endpoint_rule(c: &mut Ctx) {
         if let Some(ep) = &k.container_runtime_endpoint {
             if !ep.ends_with(sock) {
                 let msg = format!("the image runs {rt}, but the kubelet connects to {ep}");
-                c.add("NI008", l, "kubelet.container-runtime-endpoint", msg);
+                c.add(l, "kubelet.container-runtime-endpoint", msg);
             }
         }
     }
@@ -892,17 +950,26 @@ fn vulnerable_rpm_pins(c: &mut Ctx, l: &RecipeLayer) {
                     "{p} is affected by {} ({}); fixed in {}",
                     vuln.cve, vuln.effect, vuln.fixed
                 );
-                c.add("NI009", l, &format!("packages[{j}]"), msg);
+                c.add(l, &format!("packages[{j}]"), msg);
             }
         }
     }
 }
 
-/// NI009: `name=version` pins (rpm layers: `name-version[-release]`) in a
+/// NI009: a pin to a container runtime version with a known vulnerability.
+pub static NI009: Rule = Rule {
+    id: "NI009",
+    severity: Severity::Error,
+    summary: "a package pin to a container runtime version with a known vulnerability",
+    hint: "pin a fixed version (see the message), or leave the package unpinned to take the newest one the repository offers",
+    check: vulnerable_pins,
+};
+
+/// `name=version` pins (rpm layers: `name-version[-release]`) in a
 /// vulnerable range. Unpinned packages and versions that do not parse are
 /// left to the resolver.
-fn vulnerable_pin_rule(c: &mut Ctx, base: &dyn RootView) {
-    let rpm = rpm_layers(c.recipe, base);
+fn vulnerable_pins(c: &mut Ctx) {
+    let rpm = rpm_layers(c.recipe, c.base);
     for (i, l) in c.recipe.layers.iter().enumerate() {
         if rpm.get(i).copied().unwrap_or(false) {
             vulnerable_rpm_pins(c, l);
@@ -921,7 +988,7 @@ fn vulnerable_pin_rule(c: &mut Ctx, base: &dyn RootView) {
                     "{p} is affected by {} ({}); fixed in {}",
                     vuln.cve, vuln.effect, vuln.fixed
                 );
-                c.add("NI009", l, &format!("packages[{j}]"), msg);
+                c.add(l, &format!("packages[{j}]"), msg);
             }
         }
     }
@@ -930,30 +997,26 @@ fn vulnerable_pin_rule(c: &mut Ctx, base: &dyn RootView) {
 /// Run every rule on `recipe` built over `base`. Findings are sorted by
 /// file order, line, rule.
 pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
-    let mut c = Ctx {
-        recipe,
-        out: Vec::new(),
-    };
-    cgroup_rules(&mut c, base);
-    containerd_rules(&mut c);
-    prerequisite_rule(&mut c, base);
-    two_runtimes_rule(&mut c);
-    docker_rule(&mut c);
-    machine_id_rule(&mut c, base);
-    endpoint_rule(&mut c);
-    vulnerable_pin_rule(&mut c, base);
+    let mut out = Vec::new();
+    for rule in RULES {
+        (rule.check)(&mut Ctx {
+            rule,
+            recipe,
+            base,
+            out: &mut out,
+        });
+    }
     let order: BTreeMap<String, usize> = recipe
         .files
         .iter()
         .enumerate()
         .map(|(i, f)| (f.display.display().to_string(), i))
         .collect();
-    let mut out = c.out;
     out.sort_by(|a, b| {
-        (order.get(&a.file), a.line, a.rule, &a.key).cmp(&(
+        (order.get(&a.file), a.line, a.rule.id, &a.key).cmp(&(
             order.get(&b.file),
             b.line,
-            b.rule,
+            b.rule.id,
             &b.key,
         ))
     });
@@ -975,7 +1038,7 @@ pub struct Counts {
 pub fn counts(findings: &[Finding]) -> Counts {
     let mut c = Counts::default();
     for f in findings {
-        match f.severity {
+        match f.severity() {
             Severity::Error => c.error += 1,
             Severity::Warning => c.warning += 1,
             Severity::Info => c.info += 1,
@@ -991,8 +1054,15 @@ pub fn print_text(findings: &[Finding], w: &mut dyn Write) -> std::io::Result<()
             Some(l) => write!(w, "{}:{l}: ", f.file)?,
             None => write!(w, "{}: ", f.file)?,
         }
-        writeln!(w, "{}[{}] {}: {}", f.severity, f.rule, f.key, f.message)?;
-        writeln!(w, "  hint: {}", f.hint)?;
+        writeln!(
+            w,
+            "{}[{}] {}: {}",
+            f.severity(),
+            f.rule.id,
+            f.key,
+            f.message
+        )?;
+        writeln!(w, "  hint: {}", f.hint())?;
     }
     Ok(())
 }

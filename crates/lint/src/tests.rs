@@ -1,6 +1,6 @@
 use super::*;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nodeimg_layers::MemView;
 
@@ -14,8 +14,13 @@ sysctl = { file = "99-k8s", set = { "net.bridge.bridge-nf-call-iptables" = 1, "n
 "#;
 
 fn lint_on(base: &MemView, layers: &str) -> Vec<Finding> {
+    lint_recipe(base, &format!("{PREREQS}{layers}"))
+}
+
+/// Lint `[image]` and the given layers (without [`PREREQS`]).
+fn lint_recipe(base: &MemView, layers: &str) -> Vec<Finding> {
     let d = tempfile::tempdir().unwrap();
-    let text = format!("[image]\nname = \"n\"\n{PREREQS}{layers}");
+    let text = format!("[image]\nname = \"n\"\n{layers}");
     std::fs::write(d.path().join("recipe.toml"), text).unwrap();
     let r = Loaded::load(&d.path().join("recipe.toml"))
         .unwrap()
@@ -29,7 +34,7 @@ fn lint(layers: &str) -> Vec<Finding> {
 }
 
 fn ids(f: &[Finding]) -> Vec<&'static str> {
-    f.iter().map(|f| f.rule).collect()
+    f.iter().map(|f| f.rule.id).collect()
 }
 
 fn systemd_base() -> MemView {
@@ -48,6 +53,107 @@ fn rules_are_data() {
     assert!(RULES
         .iter()
         .all(|r| !r.summary.is_empty() && !r.hint.is_empty()));
+}
+
+#[test]
+fn rule_ids_are_unique_and_well_formed() {
+    let mut seen = BTreeSet::new();
+    for r in RULES {
+        let digits = r.id.strip_prefix("NI").unwrap_or("");
+        assert!(
+            digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()),
+            "{}: not NI and three digits",
+            r.id
+        );
+        assert!(seen.insert(r.id), "{}: listed twice", r.id);
+    }
+    // Listed in id order, as `run` runs them.
+    assert!(RULES.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+/// For every rule, a base and a recipe's layers on which it finds something.
+fn examples() -> Vec<(&'static Rule, MemView, String)> {
+    let layers = |l: &str| format!("{PREREQS}[[layer]]\nname = \"rt\"\n{l}");
+    let none = MemView::new;
+    vec![
+        (
+            &NI001,
+            none(),
+            layers("crio = {}\nkubelet = { cgroup-driver = \"cgroupfs\" }\n"),
+        ),
+        (
+            &NI002,
+            systemd_base(),
+            layers("crio = { cgroup-manager = \"cgroupfs\" }\n"),
+        ),
+        (
+            &NI003,
+            none(),
+            layers("containerd = { config-version = 2, extra = { plugins = { cri = {} } } }\n"),
+        ),
+        // A runtime without the kernel layer [`PREREQS`].
+        (
+            &NI004,
+            none(),
+            "[[layer]]\nname = \"rt\"\ncrio = {}\n".to_string(),
+        ),
+        (
+            &NI005,
+            none(),
+            layers("systemd = { enable = [\"crio.service\", \"docker.service\"] }\n"),
+        ),
+        (
+            &NI006,
+            none(),
+            layers("docker = { log-driver = \"json\" }\n"),
+        ),
+        (
+            &NI007,
+            none().file("/etc/machine-id", "0123456789abcdef\n"),
+            layers(""),
+        ),
+        (
+            &NI008,
+            none(),
+            layers("crio = {}\nkubelet = { container-runtime-endpoint = \"unix:///run/containerd/containerd.sock\" }\n"),
+        ),
+        (
+            &NI009,
+            none(),
+            layers("packages = [\"runc=1.0.0~rc6\"]\n"),
+        ),
+    ]
+}
+
+#[test]
+fn every_rule_finds_its_example_and_findings_carry_it() {
+    let examples = examples();
+    // One example per rule in RULES, and no rule outside it.
+    let covered: Vec<&str> = examples.iter().map(|(r, ..)| r.id).collect();
+    let listed: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+    assert_eq!(covered, listed);
+    for (rule, base, layers) in &examples {
+        assert!(
+            RULES.iter().any(|r| std::ptr::eq(*r, *rule)),
+            "{} is not in RULES",
+            rule.id
+        );
+        let f = lint_recipe(base, layers);
+        assert!(
+            f.iter().any(|f| std::ptr::eq(f.rule, *rule)),
+            "{}: its example finds nothing: {f:?}",
+            rule.id
+        );
+        for f in &f {
+            assert!(
+                RULES.iter().any(|r| std::ptr::eq(f.rule, *r)),
+                "{}: a finding of a rule not in RULES",
+                f.rule.id
+            );
+            assert_eq!(f.severity(), f.rule.severity);
+            assert_eq!(f.hint(), f.rule.hint);
+        }
+    }
 }
 
 #[test]
@@ -79,7 +185,7 @@ kubelet = { cgroup-driver = "cgroupfs" }
 "#,
     );
     assert_eq!(ids(&f), ["NI001"]);
-    assert_eq!(f[0].severity, Severity::Error);
+    assert_eq!(f[0].severity(), Severity::Error);
     assert_eq!(f[0].key, "layer[2].kubelet.cgroup-driver");
     assert_eq!(f[0].line, Some(15));
     assert!(f[0].file.ends_with("/recipe.toml"));
@@ -184,7 +290,7 @@ fn ni004_prerequisites() {
         .unwrap();
     let f = run(&r, &MemView::new());
     assert_eq!(ids(&f), ["NI004"]);
-    assert_eq!(f[0].severity, Severity::Error);
+    assert_eq!(f[0].severity(), Severity::Error);
     assert_eq!(f[0].key, "layer[0].systemd.enable[0]");
     assert_eq!(
         f[0].message,
@@ -307,6 +413,15 @@ fn output_forms() {
     assert_eq!(j["findings"][0]["rule"], "NI001");
     assert_eq!(j["findings"][0]["severity"], "error");
     assert_eq!(j["findings"][0]["line"], 11);
+    // A finding in JSON: its rule's id, severity and hint around its place.
+    let one = serde_json::to_string(&f[0]).unwrap();
+    let expected = format!(
+        "{{\"rule\":\"NI001\",\"severity\":\"error\",\"file\":{},\"line\":11,\"key\":\"layer[1].kubelet.cgroup-driver\",\"message\":{},\"hint\":{}}}",
+        serde_json::to_string(&f[0].file).unwrap(),
+        serde_json::to_string(&f[0].message).unwrap(),
+        serde_json::to_string(NI001.hint).unwrap(),
+    );
+    assert_eq!(one, expected);
 }
 
 fn pins(packages: &[&str]) -> Vec<Finding> {
@@ -350,7 +465,7 @@ fn ni009_vulnerable_runtime_pins_name_the_cve_and_the_fix() {
     for (pin, fixed) in table {
         let f = pins(&[pin]);
         assert_eq!(ids(&f), ["NI009"], "{pin}: {f:?}");
-        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].severity(), Severity::Error);
         assert_eq!(f[0].key, "layer[1].packages[0]", "{pin}");
         assert_eq!(f[0].line, Some(10), "{pin}");
         let m = &f[0].message;
@@ -440,7 +555,7 @@ fn ni009_vulnerable_rpm_pins_in_rpm_order() {
     for (pin, fixed) in table {
         let f = rpm_pins(&[pin]);
         assert_eq!(ids(&f), ["NI009"], "{pin}: {f:?}");
-        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(f[0].severity(), Severity::Error);
         assert_eq!(f[0].key, "layer[2].packages[0]", "{pin}");
         assert_eq!(f[0].line, Some(17), "{pin}");
         let m = &f[0].message;
