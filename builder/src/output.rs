@@ -1538,6 +1538,9 @@ mod tests {
             .collect()
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn docker_archive_is_what_docker_load_reads() {
         let t = tempfile::tempdir().unwrap();
@@ -1634,6 +1637,9 @@ mod tests {
         assert_eq!(left, ["a.tar", "b.tar", "oci"]);
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn same_inputs_same_digest_and_created_changes_it() {
         let t1 = tempfile::tempdir().unwrap();
@@ -1733,6 +1739,9 @@ mod tests {
         assert!(tar_names(&tarbytes).iter().all(|e| e.3 == 100 && e.2 == 0));
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn base_layers_are_reused_byte_for_byte() {
         let t = tempfile::tempdir().unwrap();
@@ -2129,6 +2138,9 @@ mod tests {
         );
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn flattening_keeps_hard_links_and_final_folder_owners() {
         let t = tempfile::tempdir().unwrap();
@@ -2353,6 +2365,9 @@ mod tests {
             .is_ok()
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn real_consumers_accept_the_layout() {
         let t = tempfile::tempdir().unwrap();
