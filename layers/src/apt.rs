@@ -119,6 +119,7 @@ impl AptSource {
         Ok(types)
     }
 
+    /// At least one URI and one suite, each well formed.
     fn check_uris_and_suites(&self, key: &str) -> Result<()> {
         if self.uris.is_empty() {
             return Err(Error::invalid_hint(
