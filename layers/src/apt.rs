@@ -51,96 +51,10 @@ impl AptSource {
     pub fn render(&self, key: &str, ctx: &Context) -> Result<FileTree> {
         check_name(key, &self.name)?;
         let origin = Origin::new("apt-source", key);
-        let types: Vec<String> = if self.types.is_empty() {
-            vec!["deb".to_string()]
-        } else {
-            self.types.clone()
-        };
-        for (i, t) in types.iter().enumerate() {
-            if t != "deb" && t != "deb-src" {
-                return Err(Error::invalid_hint(
-                    format!("{key}.types[{i}]"),
-                    format!("{t:?} is not a repository type"),
-                    "use \"deb\" for binary packages or \"deb-src\" for sources",
-                ));
-            }
-        }
-        if self.uris.is_empty() {
-            return Err(Error::invalid_hint(
-                format!("{key}.uris"),
-                "no URIs given",
-                "add the repository address, e.g. uris = [\"https://deb.example.org/debian\"]",
-            ));
-        }
-        for (i, u) in self.uris.iter().enumerate() {
-            check_uri(&format!("{key}.uris[{i}]"), u)?;
-        }
-        if self.suites.is_empty() {
-            return Err(Error::invalid_hint(
-                format!("{key}.suites"),
-                "no suites given",
-                "add the distribution codename, e.g. suites = [\"bookworm\"], or \"/\" for a flat repository",
-            ));
-        }
-        for (i, s) in self.suites.iter().enumerate() {
-            check_word(&format!("{key}.suites[{i}]"), s, "suite")?;
-        }
-        let flat = self.suites.iter().filter(|s| s.ends_with('/')).count();
-        if flat > 0 && flat < self.suites.len() {
-            return Err(Error::invalid_hint(
-                format!("{key}.suites"),
-                "mixes flat suites (ending in /) with distribution suites",
-                "put the flat repository in its own apt-source entry",
-            ));
-        }
-        let flat = flat > 0;
-        if flat && !self.components.is_empty() {
-            return Err(Error::invalid_hint(
-                format!("{key}.components"),
-                "a flat repository (suite ending in /) has no components",
-                "remove components, or use a distribution suite without the trailing /",
-            ));
-        }
-        if !flat && self.components.is_empty() {
-            return Err(Error::invalid_hint(
-                format!("{key}.components"),
-                "no components given for a distribution suite",
-                "add e.g. components = [\"main\"]; for a flat repository end the suite with / (e.g. \"/\")",
-            ));
-        }
-        for (i, c) in self.components.iter().enumerate() {
-            check_word(&format!("{key}.components[{i}]"), c, "component")?;
-        }
-        for (i, a) in self.architectures.iter().enumerate() {
-            check_word(&format!("{key}.architectures[{i}]"), a, "architecture")?;
-        }
-        for (name, value) in &self.options {
-            let k = format!("{key}.options.{name}");
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(Error::invalid_hint(
-                    k,
-                    format!("{name:?} is not a deb822 field name"),
-                    "field names use letters, digits and -, e.g. Check-Valid-Until",
-                ));
-            }
-            let managed = MANAGED
-                .iter()
-                .find(|m| m.eq_ignore_ascii_case(name))
-                .filter(|m| **m != "Signed-By" || self.key.is_some());
-            if let Some(m) = managed {
-                return Err(Error::invalid_hint(
-                    k,
-                    format!("{m} is written from this item's own keys"),
-                    "set it with types, uris, suites, components, architectures or key instead",
-                ));
-            }
-            if value.contains('\n') || value.contains('\r') {
-                return Err(Error::invalid(k, "the value contains a newline"));
-            }
-            if value.trim().is_empty() {
-                return Err(Error::invalid(k, "the value is empty"));
-            }
-        }
+        let types = self.types(key)?;
+        self.check_uris_and_suites(key)?;
+        let flat = self.flat(key)?;
+        self.check_options(key)?;
 
         let mut tree = FileTree::new();
         let mut signed_by = None;
@@ -184,6 +98,118 @@ impl AptSource {
         let p = ImagePath::new(&path).map_err(|m| Error::invalid(key, m))?;
         tree.insert(p, Node::file(out, origin))?;
         Ok(tree)
+    }
+
+    /// The repository types, `deb` when none are given.
+    fn types(&self, key: &str) -> Result<Vec<String>> {
+        let types: Vec<String> = if self.types.is_empty() {
+            vec!["deb".to_string()]
+        } else {
+            self.types.clone()
+        };
+        for (i, t) in types.iter().enumerate() {
+            if t != "deb" && t != "deb-src" {
+                return Err(Error::invalid_hint(
+                    format!("{key}.types[{i}]"),
+                    format!("{t:?} is not a repository type"),
+                    "use \"deb\" for binary packages or \"deb-src\" for sources",
+                ));
+            }
+        }
+        Ok(types)
+    }
+
+    /// At least one URI and one suite, each well formed.
+    fn check_uris_and_suites(&self, key: &str) -> Result<()> {
+        if self.uris.is_empty() {
+            return Err(Error::invalid_hint(
+                format!("{key}.uris"),
+                "no URIs given",
+                "add the repository address, e.g. uris = [\"https://deb.example.org/debian\"]",
+            ));
+        }
+        for (i, u) in self.uris.iter().enumerate() {
+            check_uri(&format!("{key}.uris[{i}]"), u)?;
+        }
+        if self.suites.is_empty() {
+            return Err(Error::invalid_hint(
+                format!("{key}.suites"),
+                "no suites given",
+                "add the distribution codename, e.g. suites = [\"bookworm\"], or \"/\" for a flat repository",
+            ));
+        }
+        for (i, s) in self.suites.iter().enumerate() {
+            check_word(&format!("{key}.suites[{i}]"), s, "suite")?;
+        }
+        Ok(())
+    }
+
+    /// Whether this is a flat repository (its suites end in `/`), with the
+    /// components (none, or some) that goes with it, and the other words.
+    fn flat(&self, key: &str) -> Result<bool> {
+        let flat = self.suites.iter().filter(|s| s.ends_with('/')).count();
+        if flat > 0 && flat < self.suites.len() {
+            return Err(Error::invalid_hint(
+                format!("{key}.suites"),
+                "mixes flat suites (ending in /) with distribution suites",
+                "put the flat repository in its own apt-source entry",
+            ));
+        }
+        let flat = flat > 0;
+        if flat && !self.components.is_empty() {
+            return Err(Error::invalid_hint(
+                format!("{key}.components"),
+                "a flat repository (suite ending in /) has no components",
+                "remove components, or use a distribution suite without the trailing /",
+            ));
+        }
+        if !flat && self.components.is_empty() {
+            return Err(Error::invalid_hint(
+                format!("{key}.components"),
+                "no components given for a distribution suite",
+                "add e.g. components = [\"main\"]; for a flat repository end the suite with / (e.g. \"/\")",
+            ));
+        }
+        for (i, c) in self.components.iter().enumerate() {
+            check_word(&format!("{key}.components[{i}]"), c, "component")?;
+        }
+        for (i, a) in self.architectures.iter().enumerate() {
+            check_word(&format!("{key}.architectures[{i}]"), a, "architecture")?;
+        }
+        Ok(flat)
+    }
+
+    /// Extra fields: deb822 names, not one this item writes itself, one
+    /// non-empty line each.
+    fn check_options(&self, key: &str) -> Result<()> {
+        for (name, value) in &self.options {
+            let k = format!("{key}.options.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(Error::invalid_hint(
+                    k,
+                    format!("{name:?} is not a deb822 field name"),
+                    "field names use letters, digits and -, e.g. Check-Valid-Until",
+                ));
+            }
+            let managed = MANAGED
+                .iter()
+                .find(|m| m.eq_ignore_ascii_case(name))
+                .filter(|m| **m != "Signed-By" || self.key.is_some());
+            if let Some(m) = managed {
+                return Err(Error::invalid_hint(
+                    k,
+                    format!("{m} is written from this item's own keys"),
+                    "set it with types, uris, suites, components, architectures or key instead",
+                ));
+            }
+            if value.contains('\n') || value.contains('\r') {
+                return Err(Error::invalid(k, "the value contains a newline"));
+            }
+            if value.trim().is_empty() {
+                return Err(Error::invalid(k, "the value is empty"));
+            }
+        }
+        Ok(())
     }
 }
 

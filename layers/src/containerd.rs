@@ -60,6 +60,37 @@ impl Containerd {
         if let Some(p) = &self.registry_config_path {
             check_config_path(&format!("{key}.registry-config-path"), p)?;
         }
+        let plugins = self.plugins(version);
+        let mut root = Table::new();
+        root.insert("version".into(), Value::Integer(i64::from(version)));
+        root.insert("plugins".into(), Value::Table(plugins));
+
+        let xkey = format!("{key}.extra");
+        if let Some(v) = self.extra.get("version") {
+            if v.as_integer() != Some(i64::from(version)) {
+                return Err(Error::invalid_hint(
+                    format!("{xkey}.version"),
+                    format!("sets version = {v}, but config-version is {version}"),
+                    "set the file version with config-version, and drop version from extra",
+                ));
+            }
+        }
+        let typed = typed_keys(version);
+        check_shadowing(key, &xkey, &self.extra, &typed)?;
+        check_toml_merge(&xkey, &root, &self.extra)?;
+        toml_merge(&mut root, &self.extra);
+
+        let text = toml_text(&xkey, &root)?;
+        let path =
+            ImagePath::new("/etc/containerd/config.toml").map_err(|m| Error::invalid(key, m))?;
+        let mut tree = FileTree::new();
+        tree.insert(path, Node::file(text, Origin::new("containerd", key)))?;
+        Ok(tree)
+    }
+
+    /// The `plugins` table: runc under the systemd (or cgroupfs) driver,
+    /// the sandbox image and the registry folder, where `version` puts them.
+    fn plugins(&self, version: u8) -> Table {
         let systemd = self.systemd_cgroup.unwrap_or(true);
         let runc = table([
             ("runtime_type", Value::from(RUNC_V2)),
@@ -100,75 +131,56 @@ impl Containerd {
                 plugins.insert(V3_IMAGES.into(), Value::Table(images));
             }
         }
+        plugins
+    }
+}
 
-        let mut root = Table::new();
-        root.insert("version".into(), Value::Integer(i64::from(version)));
-        root.insert("plugins".into(), Value::Table(plugins));
-
-        let xkey = format!("{key}.extra");
-        if let Some(v) = self.extra.get("version") {
-            if v.as_integer() != Some(i64::from(version)) {
-                return Err(Error::invalid_hint(
-                    format!("{xkey}.version"),
-                    format!("sets version = {v}, but config-version is {version}"),
-                    "set the file version with config-version, and drop version from extra",
-                ));
-            }
-        }
-        let typed: [(&[&str], &str); 3] = if version == 2 {
-            [
-                (
-                    &[
-                        "plugins",
-                        V2_CRI,
-                        "containerd",
-                        "runtimes",
-                        "runc",
-                        "options",
-                        "SystemdCgroup",
-                    ],
-                    "systemd-cgroup",
-                ),
-                (&["plugins", V2_CRI, "sandbox_image"], "sandbox-image"),
-                (
-                    &["plugins", V2_CRI, "registry", "config_path"],
-                    "registry-config-path",
-                ),
-            ]
-        } else {
-            [
-                (
-                    &[
-                        "plugins",
-                        V3_RUNTIME,
-                        "containerd",
-                        "runtimes",
-                        "runc",
-                        "options",
-                        "SystemdCgroup",
-                    ],
-                    "systemd-cgroup",
-                ),
-                (
-                    &["plugins", V3_IMAGES, "pinned_images", "sandbox"],
-                    "sandbox-image",
-                ),
-                (
-                    &["plugins", V3_IMAGES, "registry", "config_path"],
-                    "registry-config-path",
-                ),
-            ]
-        };
-        check_shadowing(key, &xkey, &self.extra, &typed)?;
-        check_toml_merge(&xkey, &root, &self.extra)?;
-        toml_merge(&mut root, &self.extra);
-
-        let text = toml_text(&xkey, &root)?;
-        let path =
-            ImagePath::new("/etc/containerd/config.toml").map_err(|m| Error::invalid(key, m))?;
-        let mut tree = FileTree::new();
-        tree.insert(path, Node::file(text, Origin::new("containerd", key)))?;
-        Ok(tree)
+/// Where `version` puts the settings this item has keys for: the path of
+/// each in the file, and its key.
+fn typed_keys(version: u8) -> [(&'static [&'static str], &'static str); 3] {
+    if version == 2 {
+        [
+            (
+                &[
+                    "plugins",
+                    V2_CRI,
+                    "containerd",
+                    "runtimes",
+                    "runc",
+                    "options",
+                    "SystemdCgroup",
+                ],
+                "systemd-cgroup",
+            ),
+            (&["plugins", V2_CRI, "sandbox_image"], "sandbox-image"),
+            (
+                &["plugins", V2_CRI, "registry", "config_path"],
+                "registry-config-path",
+            ),
+        ]
+    } else {
+        [
+            (
+                &[
+                    "plugins",
+                    V3_RUNTIME,
+                    "containerd",
+                    "runtimes",
+                    "runc",
+                    "options",
+                    "SystemdCgroup",
+                ],
+                "systemd-cgroup",
+            ),
+            (
+                &["plugins", V3_IMAGES, "pinned_images", "sandbox"],
+                "sandbox-image",
+            ),
+            (
+                &["plugins", V3_IMAGES, "registry", "config_path"],
+                "registry-config-path",
+            ),
+        ]
     }
 }
 

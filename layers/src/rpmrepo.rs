@@ -96,28 +96,7 @@ impl RpmRepo {
         if let Some(u) = &self.mirrorlist {
             check_value(&format!("{key}.mirrorlist"), u)?;
         }
-        for (name, value) in &self.options {
-            let k = format!("{key}.options.{name}");
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(Error::invalid_hint(
-                    k,
-                    format!("{name:?} is not a repository option name"),
-                    "option names use letters, digits, _ and -, e.g. skip_if_unavailable",
-                ));
-            }
-            if MANAGED.contains(&name.as_str()) {
-                return Err(Error::invalid_hint(
-                    k,
-                    format!("{name} is written from this item's own keys"),
-                    "set it with title, baseurl, mirrorlist, enabled, gpgcheck, gpgkey or repo-gpgcheck",
-                ));
-            }
-            check_value(&k, value)?;
-        }
+        self.check_options(key)?;
 
         let mut tree = FileTree::new();
         let gpgkey = match &self.gpgkey {
@@ -147,6 +126,44 @@ impl RpmRepo {
             }
         };
 
+        let out = self.repo_text(title, gpgkey.as_deref());
+        let path = format!("{}/{file}.repo", flavor.dir());
+        let p = ImagePath::new(&path).map_err(|m| Error::invalid(format!("{key}.file"), m))?;
+        tree.insert(p, Node::file(out, origin))?;
+        Ok(tree)
+    }
+
+    /// Extra options: names of letters, digits, `_` and `-`, not one this
+    /// item writes itself, with one-line values.
+    fn check_options(&self, key: &str) -> Result<()> {
+        for (name, value) in &self.options {
+            let k = format!("{key}.options.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(Error::invalid_hint(
+                    k,
+                    format!("{name:?} is not a repository option name"),
+                    "option names use letters, digits, _ and -, e.g. skip_if_unavailable",
+                ));
+            }
+            if MANAGED.contains(&name.as_str()) {
+                return Err(Error::invalid_hint(
+                k,
+                format!("{name} is written from this item's own keys"),
+                "set it with title, baseurl, mirrorlist, enabled, gpgcheck, gpgkey or repo-gpgcheck",
+            ));
+            }
+            check_value(&k, value)?;
+        }
+        Ok(())
+    }
+
+    /// The `.repo` file: the section `[name]`, the settings, then the
+    /// extra options.
+    fn repo_text(&self, title: &str, gpgkey: Option<&str>) -> String {
         let flag = |b: bool| if b { "1" } else { "0" };
         let mut out = format!("[{}]\nname={title}\n", self.name);
         if let Some(u) = &self.baseurl {
@@ -169,10 +186,7 @@ impl RpmRepo {
         for (name, value) in &self.options {
             out.push_str(&format!("{name}={value}\n"));
         }
-        let path = format!("{}/{file}.repo", flavor.dir());
-        let p = ImagePath::new(&path).map_err(|m| Error::invalid(format!("{key}.file"), m))?;
-        tree.insert(p, Node::file(out, origin))?;
-        Ok(tree)
+        out
     }
 }
 

@@ -82,7 +82,17 @@ impl Systemd {
     /// this layer's other entries). Disabling a link that exists below
     /// yields a whiteout.
     pub fn render_enablement(&self, key: &str, view: &dyn RootView) -> Result<FileTree> {
+        self.check_lists(key)?;
         let mut tree = FileTree::new();
+        self.enable_links(key, view, &mut tree)?;
+        self.disable_links(key, view, &mut tree)?;
+        self.mask_links(key, view, &mut tree)?;
+        Ok(tree)
+    }
+
+    /// The names in enable, disable and mask are unit names, and no unit
+    /// is both enabled and disabled or masked.
+    fn check_lists(&self, key: &str) -> Result<()> {
         let lists = [
             ("enable", &self.enable),
             ("disable", &self.disable),
@@ -111,8 +121,11 @@ impl Systemd {
                 ));
             }
         }
+        Ok(())
+    }
 
-        // Enable: every link, checked against what the view already holds.
+    /// Enable: every link, checked against what the view already holds.
+    fn enable_links(&self, key: &str, view: &dyn RootView, tree: &mut FileTree) -> Result<()> {
         let mut made: BTreeMap<ImagePath, (String, String)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (i, name) in self.enable.iter().enumerate() {
@@ -141,8 +154,11 @@ impl Systemd {
                 made.insert(l.path, (k.clone(), l.target));
             }
         }
+        Ok(())
+    }
 
-        // Disable: whiteouts for the links that exist.
+    /// Disable: whiteouts for the links that exist.
+    fn disable_links(&self, key: &str, view: &dyn RootView, tree: &mut FileTree) -> Result<()> {
         for (i, name) in self.disable.iter().enumerate() {
             let k = format!("{key}.disable[{i}]");
             let links = install_links(view, name, &k, false)?;
@@ -155,35 +171,38 @@ impl Systemd {
                 }
             }
         }
+        Ok(())
+    }
 
-        // Mask: a link to /dev/null in /etc/systemd/system.
+    /// Mask: a link to /dev/null in /etc/systemd/system.
+    fn mask_links(&self, key: &str, view: &dyn RootView, tree: &mut FileTree) -> Result<()> {
         for (i, name) in self.mask.iter().enumerate() {
             let k = format!("{key}.mask[{i}]");
             let path = image_path(&k, &format!("{CONFIG_DIR}/{name}"))?;
             match view.stat(&view.resolve_parent(&path)).map(|s| s.kind) {
-                None => {}
-                Some(StatKind::Symlink(t)) if t == "/dev/null" => continue,
-                Some(StatKind::Symlink(t)) => {
-                    return Err(Error::invalid_hint(
-                        &k,
-                        format!("{path} already exists and is a link to {t}"),
-                        "it is an alias of another unit; mask that unit, or remove the link first (remove = [...])",
-                    ))
-                }
-                Some(_) => {
-                    return Err(Error::invalid_hint(
-                        &k,
-                        format!("{path} already exists and is not a link; masking would replace it"),
-                        "remove the unit file (remove = [...]) or do not mask the unit",
-                    ))
-                }
+            None => {}
+            Some(StatKind::Symlink(t)) if t == "/dev/null" => continue,
+            Some(StatKind::Symlink(t)) => {
+                return Err(Error::invalid_hint(
+                    &k,
+                    format!("{path} already exists and is a link to {t}"),
+                    "it is an alias of another unit; mask that unit, or remove the link first (remove = [...])",
+                ))
             }
+            Some(_) => {
+                return Err(Error::invalid_hint(
+                    &k,
+                    format!("{path} already exists and is not a link; masking would replace it"),
+                    "remove the unit file (remove = [...]) or do not mask the unit",
+                ))
+            }
+        }
             if tree.get(&path).is_some() {
                 continue;
             }
             tree.insert(path, Node::symlink("/dev/null", Origin::new("systemd", &k)))?;
         }
-        Ok(tree)
+        Ok(())
     }
 }
 
@@ -727,37 +746,8 @@ fn install_links(view: &dyn RootView, name: &str, key: &str, strict: bool) -> Re
         let found = match discover(view, &n) {
             Ok(f) => f,
             Err(_) if !primary => continue, // systemctl ignores a missing Also= unit
-            Err(Lookup::Missing) => {
-                let mut dirs: Vec<&str> = SEARCH_PATH
-                    .iter()
-                    .copied()
-                    .filter(|d| !GENERATED.contains(d))
-                    .collect();
-                dirs.dedup();
-                return Err(Error::invalid_hint(
-                    key,
-                    format!("unit {n} does not exist in the image (searched {})", dirs.join(", ")),
-                    "add the package that ships it in an earlier layer, or define it with systemd.unit",
-                ));
-            }
-            Err(Lookup::Masked(p)) if !strict => {
-                let _ = p;
-                continue;
-            }
-            Err(Lookup::Masked(p)) => {
-                return Err(Error::invalid_hint(
-                    key,
-                    format!("unit {n} is masked ({p} links to /dev/null)"),
-                    "remove the mask (remove = [...]) before enabling it",
-                ))
-            }
-            Err(Lookup::Refused(m)) => {
-                return Err(Error::invalid_hint(
-                    key,
-                    format!("cannot enable {n}: {m}"),
-                    "enable the unit by its real name, or install it as a file with systemd.unit",
-                ))
-            }
+            Err(Lookup::Masked(_)) if !strict => continue,
+            Err(e) => return Err(lookup_error(key, &n, e)),
         };
         let inst = &found.install;
         if primary && !inst.has_rules() {
@@ -773,75 +763,122 @@ fn install_links(view: &dyn RootView, name: &str, key: &str, strict: bool) -> Re
                 "add an [Install] section with a drop-in (systemd.dropin), or link it from a target's .wants with a symlink item",
             ));
         }
-        let un = UnitName::parse(&found.name).map_err(|m| Error::invalid(key, m))?;
-        let mut link = |path: String, force: bool| -> Result<()> {
-            out.push(Link {
-                path: image_path(key, &path)?,
-                target: found.path.clone(),
-                force,
-            });
-            Ok(())
-        };
-        if found.linked {
-            link(format!("{CONFIG_DIR}/{}", found.name), false)?;
-        }
-        for a in &inst.alias {
-            let dst = printf(key, &found.name, a)?;
-            let dun = UnitName::parse(&dst)
-                .map_err(|m| Error::invalid(key, format!("{n}: Alias={dst} is not valid: {m}")))?;
-            let bad = dun.suffix != un.suffix
-                || (dun.instance.is_some() && un.instance.is_none())
-                || (un.is_template() && !dun.is_template())
-                || (dun.instance.is_none() && un.instance.is_some());
-            if bad {
-                if !strict {
-                    continue;
-                }
-                return Err(Error::invalid(
-                    key,
-                    format!("{n}: cannot alias {} as {dst} ({})", found.name, found.path),
-                ));
-            }
-            let dst = if un.is_instance() && dun.is_template() {
-                dun.with_instance(un.instance.as_deref().unwrap_or_default())
-            } else {
-                dst
-            };
-            link(format!("{CONFIG_DIR}/{dst}"), false)?;
-        }
-        let member = match (&inst.default_instance, un.is_template()) {
-            (Some(i), true) => un.with_instance(i),
-            _ => found.name.clone(),
-        };
-        let mun = UnitName::parse(&member).map_err(|m| Error::invalid(key, m))?;
-        for (list, dir) in [(&inst.wanted_by, "wants"), (&inst.required_by, "requires")] {
-            for w in list {
-                let dst = printf(key, &found.name, w)?;
-                let dun = UnitName::parse(&dst).map_err(|m| {
-                    Error::invalid(
-                        key,
-                        format!("{n}: {dst} in [Install] is not a unit name: {m}"),
-                    )
-                })?;
-                if mun.is_template() && dun.instance.is_none() {
-                    if !strict {
-                        continue;
-                    }
-                    return Err(Error::invalid_hint(
-                        key,
-                        format!("cannot enable the template {member}: its target {dst} is not a template"),
-                        format!("enable an instance instead, e.g. \"{}\"", mun.with_instance("name")),
-                    ));
-                }
-                link(format!("{CONFIG_DIR}/{dst}.{dir}/{member}"), true)?;
-            }
-        }
+        found_links(key, &n, &found, strict, &mut out)?;
         for a in inst.also.iter().rev() {
             let dst = printf(key, &found.name, a)?;
             queue.push((dst, false));
         }
     }
     Ok(out)
+}
+
+/// The error for unit `n` that `discover` did not find (or refused).
+fn lookup_error(key: &str, n: &str, e: Lookup) -> Error {
+    match e {
+        Lookup::Missing => {
+            let mut dirs: Vec<&str> = SEARCH_PATH
+                .iter()
+                .copied()
+                .filter(|d| !GENERATED.contains(d))
+                .collect();
+            dirs.dedup();
+            Error::invalid_hint(
+                key,
+                format!(
+                    "unit {n} does not exist in the image (searched {})",
+                    dirs.join(", ")
+                ),
+                "add the package that ships it in an earlier layer, or define it with systemd.unit",
+            )
+        }
+        Lookup::Masked(p) => Error::invalid_hint(
+            key,
+            format!("unit {n} is masked ({p} links to /dev/null)"),
+            "remove the mask (remove = [...]) before enabling it",
+        ),
+        Lookup::Refused(m) => Error::invalid_hint(
+            key,
+            format!("cannot enable {n}: {m}"),
+            "enable the unit by its real name, or install it as a file with systemd.unit",
+        ),
+    }
+}
+
+/// The links that enable the unit `found` (asked for as `n`) makes by its
+/// own `[Install]` rules: its name when linked from outside the search
+/// path, its aliases, and its place in the `.wants`/`.requires` of the
+/// units that want or require it.
+fn found_links(key: &str, n: &str, found: &Found, strict: bool, out: &mut Vec<Link>) -> Result<()> {
+    let inst = &found.install;
+    let un = UnitName::parse(&found.name).map_err(|m| Error::invalid(key, m))?;
+    let mut link = |path: String, force: bool| -> Result<()> {
+        out.push(Link {
+            path: image_path(key, &path)?,
+            target: found.path.clone(),
+            force,
+        });
+        Ok(())
+    };
+    if found.linked {
+        link(format!("{CONFIG_DIR}/{}", found.name), false)?;
+    }
+    for a in &inst.alias {
+        let dst = printf(key, &found.name, a)?;
+        let dun = UnitName::parse(&dst)
+            .map_err(|m| Error::invalid(key, format!("{n}: Alias={dst} is not valid: {m}")))?;
+        let bad = dun.suffix != un.suffix
+            || (dun.instance.is_some() && un.instance.is_none())
+            || (un.is_template() && !dun.is_template())
+            || (dun.instance.is_none() && un.instance.is_some());
+        if bad {
+            if !strict {
+                continue;
+            }
+            return Err(Error::invalid(
+                key,
+                format!("{n}: cannot alias {} as {dst} ({})", found.name, found.path),
+            ));
+        }
+        let dst = if un.is_instance() && dun.is_template() {
+            dun.with_instance(un.instance.as_deref().unwrap_or_default())
+        } else {
+            dst
+        };
+        link(format!("{CONFIG_DIR}/{dst}"), false)?;
+    }
+    let member = match (&inst.default_instance, un.is_template()) {
+        (Some(i), true) => un.with_instance(i),
+        _ => found.name.clone(),
+    };
+    let mun = UnitName::parse(&member).map_err(|m| Error::invalid(key, m))?;
+    for (list, dir) in [(&inst.wanted_by, "wants"), (&inst.required_by, "requires")] {
+        for w in list {
+            let dst = printf(key, &found.name, w)?;
+            let dun = UnitName::parse(&dst).map_err(|m| {
+                Error::invalid(
+                    key,
+                    format!("{n}: {dst} in [Install] is not a unit name: {m}"),
+                )
+            })?;
+            if mun.is_template() && dun.instance.is_none() {
+                if !strict {
+                    continue;
+                }
+                return Err(Error::invalid_hint(
+                    key,
+                    format!(
+                        "cannot enable the template {member}: its target {dst} is not a template"
+                    ),
+                    format!(
+                        "enable an instance instead, e.g. \"{}\"",
+                        mun.with_instance("name")
+                    ),
+                ));
+            }
+            link(format!("{CONFIG_DIR}/{dst}.{dir}/{member}"), true)?;
+        }
+    }
+    Ok(())
 }
 
 /// The node for a link, given what the view holds at its path: `None` when

@@ -482,17 +482,7 @@ fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
 
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
-    if a.push.is_some() && !matches!(a.format, FormatArg::Oci | FormatArg::OciArchive) {
-        return Err(nodeimg::Error::Usage(
-            "--push needs --format oci or oci-archive (the image is pushed as built)".into(),
-        )
-        .into());
-    }
-    if let Some(dest) = &a.push {
-        nodeimg_registry::parse_reference(dest)
-            .map_err(|m| nodeimg::Error::Usage(format!("--push {m}")))?;
-        nodeimg_registry::check_insecure(&a.recipe.insecure_registries)?;
-    }
+    check_push_args(a.push.as_deref(), &a.format, &a.recipe.insecure_registries)?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let build_time = match &epoch {
         Some(v) => build::parse_epoch(Some(v))?,
@@ -531,25 +521,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     ));
     progress.finish();
     let pushed = match &a.push {
-        Some(dest) => {
-            let tag = (opts.format == Format::Oci).then(|| outcome.tag.clone());
-            let mount = mount_source(Some(&outcome.base), dest);
-            let report = nodeimg_registry::push(
-                &outcome.built.path,
-                tag.as_deref(),
-                dest,
-                mount.as_deref(),
-                &registry,
-            )?;
-            if Some(&report.digest) != outcome.built.manifest_digest.as_ref() {
-                return Err(anyhow::anyhow!(
-                    "the pushed digest {} differs from the built {}",
-                    report.digest,
-                    outcome.built.manifest_digest.as_deref().unwrap_or("(none)")
-                ));
-            }
-            Some(report)
-        }
+        Some(dest) => Some(push_built(&outcome, opts.format, dest, &registry)?),
         None => None,
     };
     let doc = build::metadata(
@@ -564,11 +536,70 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         text.push(b'\n');
         write_atomic(file, &text)?;
     }
+    print_built(&outcome, opts.format, &doc, a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--push` is for OCI outputs, to a destination that parses.
+fn check_push_args(
+    push: Option<&str>,
+    format: &FormatArg,
+    insecure_registries: &[String],
+) -> anyhow::Result<()> {
+    if push.is_some() && !matches!(format, FormatArg::Oci | FormatArg::OciArchive) {
+        return Err(nodeimg::Error::Usage(
+            "--push needs --format oci or oci-archive (the image is pushed as built)".into(),
+        )
+        .into());
+    }
+    if let Some(dest) = push {
+        nodeimg_registry::parse_reference(dest)
+            .map_err(|m| nodeimg::Error::Usage(format!("--push {m}")))?;
+        nodeimg_registry::check_insecure(insecure_registries)?;
+    }
+    Ok(())
+}
+
+/// Push the image just built to `dest`; the registry must end up with the
+/// digest that was built.
+fn push_built(
+    outcome: &build::Outcome,
+    format: Format,
+    dest: &str,
+    registry: &nodeimg_registry::RegistryOptions,
+) -> anyhow::Result<nodeimg_registry::PushReport> {
+    let tag = (format == Format::Oci).then(|| outcome.tag.clone());
+    let mount = mount_source(Some(&outcome.base), dest);
+    let report = nodeimg_registry::push(
+        &outcome.built.path,
+        tag.as_deref(),
+        dest,
+        mount.as_deref(),
+        registry,
+    )?;
+    if Some(&report.digest) != outcome.built.manifest_digest.as_ref() {
+        return Err(anyhow::anyhow!(
+            "the pushed digest {} differs from the built {}",
+            report.digest,
+            outcome.built.manifest_digest.as_deref().unwrap_or("(none)")
+        ));
+    }
+    Ok(report)
+}
+
+/// What `build` prints: the build document (`--json`), else the digest
+/// of the image (manifest) or, for a rootfs, of the file.
+fn print_built(
+    outcome: &build::Outcome,
+    format: Format,
+    doc: &serde_json::Value,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string(&doc)?)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string(doc)?)?;
     } else {
-        let line = match opts.format {
+        let line = match format {
             Format::Rootfs => outcome.built.file_digest.as_deref(),
             _ => outcome.built.manifest_digest.as_deref(),
         }
@@ -577,7 +608,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
         writeln!(out, "{line}")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {

@@ -188,6 +188,21 @@ pub struct Base {
 /// Largest manifest, index or config we read (they are small JSON documents).
 const JSON_MAX: u64 = 16 << 20;
 
+/// Open the OCI layout folder `dir` (the base named `what`).
+fn open_layout(dir: &Path, what: &str) -> Result<OciDir> {
+    let d = Dir::open_ambient_dir(dir, ambient_authority())
+        .map_err(|e| Error::image(what, format!("cannot open the layout directory: {e}")))?;
+    OciDir::open(d).map_err(|e| {
+        Error::image(
+            what,
+            format!(
+                "not an OCI image layout (no blobs/sha256?): {}",
+                oci_msg(&e)
+            ),
+        )
+    })
+}
+
 impl Base {
     /// Open and index a base image. The layers are read once, streaming, to
     /// build the view; nothing is extracted to disk.
@@ -230,18 +245,7 @@ impl Base {
                 })
             }
             BaseRef::Oci { dir, tag } => {
-                let d = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| {
-                    Error::image(&what, format!("cannot open the layout directory: {e}"))
-                })?;
-                let oci = OciDir::open(d).map_err(|e| {
-                    Error::image(
-                        &what,
-                        format!(
-                            "not an OCI image layout (no blobs/sha256?): {}",
-                            oci_msg(&e)
-                        ),
-                    )
-                })?;
+                let oci = open_layout(dir, &what)?;
                 let (config, layers, index) =
                     open_image(&oci, &what, tag.as_deref(), architecture)?;
                 Ok(Base {
@@ -264,43 +268,46 @@ impl Base {
                     source: std::sync::Arc::new(Source::Archive(ar)),
                 })
             }
-            BaseRef::Rootfs { file } => {
-                let codec = Codec::from_tar_name(file).ok_or_else(|| {
-                    Error::image(
-                        &what,
-                        format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
-                    )
-                })?;
-                let f = File::open(file)
-                    .map_err(|e| Error::image(&what, format!("cannot open the tarball: {e}")))?;
-                let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
-                    .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
-                let hr = HashReader::new(dec);
-                let mut budget = KeepBudget::default();
-                let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
-                let normalise = changes.unnormalised;
-                let (diff_id, tar_size) = hr
-                    .drain()
-                    .map_err(|e| Error::image(&what, format!("reading the tarball: {e}")))?;
-                let mut index = MergedIndex::new();
-                index.apply(changes);
-                Ok(Base {
-                    what,
-                    index,
-                    config: None,
-                    layers: vec![BaseLayer {
-                        descriptor: None,
-                        diff_id,
-                        tar_size,
-                        normalise,
-                    }],
-                    source: std::sync::Arc::new(Source::Rootfs {
-                        file: file.clone(),
-                        codec,
-                    }),
-                })
-            }
+            BaseRef::Rootfs { file } => Self::open_rootfs(file, what),
         }
+    }
+
+    /// A rootfs tarball as a one-layer base without a configuration.
+    fn open_rootfs(file: &Path, what: String) -> Result<Base> {
+        let codec = Codec::from_tar_name(file).ok_or_else(|| {
+            Error::image(
+                &what,
+                format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
+            )
+        })?;
+        let f = File::open(file)
+            .map_err(|e| Error::image(&what, format!("cannot open the tarball: {e}")))?;
+        let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
+            .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
+        let hr = HashReader::new(dec);
+        let mut budget = KeepBudget::default();
+        let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
+        let normalise = changes.unnormalised;
+        let (diff_id, tar_size) = hr
+            .drain()
+            .map_err(|e| Error::image(&what, format!("reading the tarball: {e}")))?;
+        let mut index = MergedIndex::new();
+        index.apply(changes);
+        Ok(Base {
+            what,
+            index,
+            config: None,
+            layers: vec![BaseLayer {
+                descriptor: None,
+                diff_id,
+                tar_size,
+                normalise,
+            }],
+            source: std::sync::Arc::new(Source::Rootfs {
+                file: file.to_path_buf(),
+                codec,
+            }),
+        })
     }
 
     /// The empty base.

@@ -510,6 +510,9 @@ mod tests {
         out
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn reports_layers_files_and_origins() {
         let t = tempfile::tempdir().unwrap();

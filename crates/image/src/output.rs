@@ -222,41 +222,13 @@ pub fn write_locked(
             built.path = opts.path.clone();
             Ok(built)
         }
-        Format::OciArchive => {
-            let tmp = temp_dir(&parent, &name)?;
-            let layout = tmp.path().join("layout");
-            std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
-            let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
-            let file = temp_file(&parent, &name)?;
-            let w = BufWriter::with_capacity(1 << 17, file.as_file());
-            let hw = tar_layout(&layout, mtime, HashWriter::new(w))?;
-            let (w, digest, _) = hw.finish();
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .ctx(|| format!("writing {}", opts.path.display()))?;
-            persist(file, &opts.path)?;
-            built.path = opts.path.clone();
-            built.file_digest = Some(digest);
-            Ok(built)
-        }
-        Format::DockerArchive => {
-            let tmp = temp_dir(&parent, &name)?;
-            let layout = tmp.path().join("layout");
-            std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
-            let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
-            let file = temp_file(&parent, &name)?;
-            let w = BufWriter::with_capacity(1 << 17, file.as_file());
-            let hw = tar_docker(&layout, &built, meta, mtime, tmp.path(), HashWriter::new(w))?;
-            let (w, digest, _) = hw.finish();
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .ctx(|| format!("writing {}", opts.path.display()))?;
-            persist(file, &opts.path)?;
-            built.path = opts.path.clone();
-            built.file_digest = Some(digest);
-            Ok(built)
+        Format::OciArchive | Format::DockerArchive => {
+            let at = Destination {
+                path: &opts.path,
+                parent: &parent,
+                name: &name,
+            };
+            write_archive(&at, base, layers, meta, opts, mtime)
         }
         Format::Rootfs => {
             let codec = rootfs_codec(&opts.path)?;
@@ -269,11 +241,7 @@ pub fn write_locked(
             let hw = enc
                 .finish()
                 .ctx(|| format!("writing {}", opts.path.display()))?;
-            let (w, digest, _) = hw.finish();
-            w.into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
-                .ctx(|| format!("writing {}", opts.path.display()))?;
+            let digest = flush_file(hw, &opts.path)?;
             persist(file, &opts.path)?;
             Ok(Built {
                 path: opts.path.clone(),
@@ -284,6 +252,51 @@ pub fn write_locked(
             })
         }
     }
+}
+
+/// Where an output file goes: its path, its folder and its file name.
+struct Destination<'a> {
+    path: &'a Path,
+    parent: &'a Path,
+    name: &'a str,
+}
+
+/// Write the image as an OCI or docker archive (`opts.format`): an OCI
+/// layout in a temporary folder first, then archived into the file.
+fn write_archive(
+    at: &Destination<'_>,
+    base: &Base,
+    layers: &[LayerPlan],
+    meta: &ImageMeta,
+    opts: &OutputOptions,
+    mtime: u64,
+) -> Result<Built> {
+    let tmp = temp_dir(at.parent, at.name)?;
+    let layout = tmp.path().join("layout");
+    std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
+    let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
+    let file = temp_file(at.parent, at.name)?;
+    let w = HashWriter::new(BufWriter::with_capacity(1 << 17, file.as_file()));
+    let hw = if opts.format == Format::DockerArchive {
+        tar_docker(&layout, &built, meta, mtime, tmp.path(), w)?
+    } else {
+        tar_layout(&layout, mtime, w)?
+    };
+    let digest = flush_file(hw, at.path)?;
+    persist(file, at.path)?;
+    built.path = at.path.to_path_buf();
+    built.file_digest = Some(digest);
+    Ok(built)
+}
+
+/// Flush the output file written through `hw` to disk; returns its digest.
+fn flush_file(hw: HashWriter<BufWriter<&File>>, dest: &Path) -> Result<String> {
+    let (w, digest, _) = hw.finish();
+    w.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("writing {}", dest.display()))?;
+    Ok(digest)
 }
 
 /// Put the finished temporary file at `dest` (see [`guard::put_in_place`]).
@@ -864,39 +877,8 @@ fn tar_docker<W: Write>(
         if !written.insert(id.clone()) {
             continue;
         }
-        let codec = Codec::from_media_type(&l.media_type).ok_or_else(|| {
-            Error::image(
-                "image",
-                format!(
-                    "layer {} has media type {}, not a tar layer",
-                    l.digest, l.media_type
-                ),
-            )
-        })?;
         let tmp = work.join("layer.tar");
-        {
-            let ctx = || format!("decompressing layer {}", l.digest);
-            let src = File::open(blobs.join(hex(&l.digest))).ctx(ctx)?;
-            let mut dec = crate::tarstream::Decoder::new(
-                codec,
-                std::io::BufReader::with_capacity(1 << 17, src),
-            )
-            .ctx(ctx)?;
-            let out = File::create(&tmp).ctx(ctx)?;
-            let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, out));
-            std::io::copy(&mut dec, &mut hw).ctx(ctx)?;
-            let (bw, diff_id, _) = hw.finish();
-            bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
-            if diff_id != l.diff_id {
-                return Err(Error::image(
-                    "image",
-                    format!(
-                        "layer {}: uncompressed digest {diff_id} is not its diff_id {}",
-                        l.digest, l.diff_id
-                    ),
-                ));
-            }
-        }
+        uncompressed_layer(&blobs, l, &tmp)?;
         write_header(
             &mut w,
             &EntryHeader {
@@ -915,6 +897,57 @@ fn tar_docker<W: Write>(
     }
     let config_name = format!("{}.json", hex(&config));
     tar_file(&mut w, &config_name, &blobs.join(hex(&config)), mtime)?;
+    docker_manifests(&mut w, built, meta, &config_name, &layer_names, mtime)?;
+    write_end(&mut w).ctx(|| "archiving the image".to_string())?;
+    Ok(w)
+}
+
+/// Decompress layer `l` of the layout's `blobs` into `tmp`, checking its
+/// uncompressed digest.
+fn uncompressed_layer(blobs: &Path, l: &BuiltLayer, tmp: &Path) -> Result<()> {
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let codec = Codec::from_media_type(&l.media_type).ok_or_else(|| {
+        Error::image(
+            "image",
+            format!(
+                "layer {} has media type {}, not a tar layer",
+                l.digest, l.media_type
+            ),
+        )
+    })?;
+    let ctx = || format!("decompressing layer {}", l.digest);
+    let src = File::open(blobs.join(hex(&l.digest))).ctx(ctx)?;
+    let mut dec =
+        crate::tarstream::Decoder::new(codec, std::io::BufReader::with_capacity(1 << 17, src))
+            .ctx(ctx)?;
+    let out = File::create(tmp).ctx(ctx)?;
+    let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, out));
+    std::io::copy(&mut dec, &mut hw).ctx(ctx)?;
+    let (bw, diff_id, _) = hw.finish();
+    bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+    if diff_id != l.diff_id {
+        return Err(Error::image(
+            "image",
+            format!(
+                "layer {}: uncompressed digest {diff_id} is not its diff_id {}",
+                l.digest, l.diff_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `manifest.json` and `repositories`, the files `docker load` reads
+/// first.
+fn docker_manifests<W: Write>(
+    w: &mut W,
+    built: &Built,
+    meta: &ImageMeta,
+    config_name: &str,
+    layer_names: &[String],
+    mtime: u64,
+) -> Result<()> {
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     let repo_tag = format!("{}:{}", meta.name, meta.tag);
     let manifest = serde_json::json!([{
         "Config": config_name,
@@ -931,15 +964,14 @@ fn tar_docker<W: Write>(
         serde_json::to_vec(v)
             .map_err(|e| Error::image("image", format!("writing manifest.json: {e}")))
     };
-    tar_bytes(&mut w, "manifest.json", &json(&manifest)?, mtime)?;
+    tar_bytes(w, "manifest.json", &json(&manifest)?, mtime)?;
     tar_bytes(
-        &mut w,
+        w,
         "repositories",
         &json(&serde_json::Value::Object(repositories))?,
         mtime,
     )?;
-    write_end(&mut w).ctx(|| "archiving the image".to_string())?;
-    Ok(w)
+    Ok(())
 }
 
 /// One input of the flattening: a tar stream to open (twice).
@@ -977,8 +1009,37 @@ fn flatten<W: Write>(
     mut w: W,
 ) -> Result<(W, Vec<BuiltLayer>)> {
     let mut sources: Vec<FlatSource<'_>> = (0..base.layers().len()).map(FlatSource::Base).collect();
-    let mut info: Vec<BuiltLayer> = base
-        .layers()
+    let mut info = base_layer_info(base);
+    for (i, l) in layers.iter().enumerate() {
+        let p = work.join(format!("layer-{i}.tar"));
+        let below = Stack {
+            lower: base.index(),
+            uppers: &layers[..i],
+        };
+        info.push(pack_plain(l, &below, mtime, &p)?);
+        sources.push(FlatSource::Packed(p, &l.name));
+    }
+
+    // Pass 1: the final tree, each entry knowing its layer and position.
+    let mut index = MergedIndex::new();
+    for (i, s) in sources.iter().enumerate() {
+        let what = source_name(base, s);
+        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, None, &what)?;
+        index.apply(changes);
+    }
+
+    // Pass 2: stream the winners.
+    let mut emitted: HashSet<String> = HashSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        stream_winners(&mut w, base, s, i as u32, &index, &mut emitted)?;
+    }
+    write_end(&mut w).ctx(|| "writing the rootfs".to_string())?;
+    Ok((w, info))
+}
+
+/// The base's layers as the build reports them.
+fn base_layer_info(base: &Base) -> Vec<BuiltLayer> {
+    base.layers()
         .iter()
         .map(|l| BuiltLayer {
             name: "base".to_string(),
@@ -1000,97 +1061,91 @@ fn flatten<W: Write>(
                 .map(|d| d.media_type().to_string())
                 .unwrap_or_else(|| Codec::Plain.layer_media_type().to_string()),
         })
-        .collect();
-    let lower = base.index();
-    for (i, l) in layers.iter().enumerate() {
-        let p = work.join(format!("layer-{i}.tar"));
-        let f = File::create(&p).ctx(|| format!("creating {}", p.display()))?;
-        let below = Stack {
-            lower,
-            uppers: &layers[..i],
+        .collect()
+}
+
+/// Pack recipe layer `l` (over `below`) as an uncompressed tar at `p`.
+fn pack_plain(l: &LayerPlan, below: &dyn RootView, mtime: u64, p: &Path) -> Result<BuiltLayer> {
+    let f = File::create(p).ctx(|| format!("creating {}", p.display()))?;
+    let hw = HashWriter::new(BufWriter::with_capacity(1 << 17, f));
+    let hw = write_tar(&l.tree, below, mtime, hw)?;
+    let (bw, diff_id, size) = hw.finish();
+    bw.into_inner()
+        .map_err(|e| e.into_error())
+        .ctx(|| format!("writing {}", p.display()))?;
+    Ok(BuiltLayer {
+        name: l.name.clone(),
+        digest: diff_id.clone(),
+        diff_id,
+        size,
+        from_base: false,
+        media_type: Codec::Plain.layer_media_type().to_string(),
+    })
+}
+
+/// Write the entries of source `s` (layer `layer`, lowest first) that the
+/// final tree `index` keeps: a folder the first time it appears, anything
+/// else where it was last written. `emitted`: the folders written so far.
+fn stream_winners<W: Write>(
+    w: &mut W,
+    base: &Base,
+    s: &FlatSource<'_>,
+    layer: u32,
+    index: &MergedIndex,
+    emitted: &mut HashSet<String>,
+) -> Result<()> {
+    let what = source_name(base, s);
+    let mut archive = crate::limits::tar_archive(open_source(base, s)?);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
+    for (ord, entry) in entries.enumerate() {
+        let mut entry =
+            entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
+        let parsed = crate::tarindex::parse_entry(&mut entry, layer, ord as u64, None)
+            .map_err(|m| Error::image(&what, m))?;
+        let Parsed::Entry(path, _) = parsed else {
+            continue;
         };
-        let hw = HashWriter::new(BufWriter::with_capacity(1 << 17, f));
-        let hw = write_tar(&l.tree, &below, mtime, hw)?;
-        let (bw, diff_id, size) = hw.finish();
-        bw.into_inner()
-            .map_err(|e| e.into_error())
-            .ctx(|| format!("writing {}", p.display()))?;
-        info.push(BuiltLayer {
-            name: l.name.clone(),
-            digest: diff_id.clone(),
-            diff_id,
-            size,
-            from_base: false,
-            media_type: Codec::Plain.layer_media_type().to_string(),
-        });
-        sources.push(FlatSource::Packed(p, &l.name));
-    }
-
-    // Pass 1: the final tree, each entry knowing its layer and position.
-    let mut index = MergedIndex::new();
-    for (i, s) in sources.iter().enumerate() {
-        let what = source_name(base, s);
-        let (changes, _) = scan_layer(open_source(base, s)?, i as u32, None, &what)?;
-        index.apply(changes);
-    }
-
-    // Pass 2: stream the winners.
-    let mut emitted: HashSet<String> = HashSet::new();
-    for (i, s) in sources.iter().enumerate() {
-        let what = source_name(base, s);
-        let mut archive = crate::limits::tar_archive(open_source(base, s)?);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
-        for (ord, entry) in entries.enumerate() {
-            let mut entry =
-                entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
-            let parsed = crate::tarindex::parse_entry(&mut entry, i as u32, ord as u64, None)
-                .map_err(|m| Error::image(&what, m))?;
-            let Parsed::Entry(path, _) = parsed else {
-                continue;
-            };
-            if path == "/" {
-                continue;
-            }
-            let Some(rec) = index.get(&path) else {
-                continue;
-            };
-            let wins = if rec.kind == Kind::Dir {
-                !emitted.contains(&path)
-            } else {
-                rec.layer == i as u32 && rec.ord == ord as u64
-            };
-            if !wins {
-                continue;
-            }
-            emit_parents(&mut w, &index, &path, &mut emitted)?;
-            if rec.kind == Kind::Dir {
-                emit_dir(&mut w, &path, rec, &mut emitted)?;
-                continue;
-            }
-            if let Kind::Hardlink(t) = &rec.kind {
-                let ok = index.get(t).is_some_and(|tr| {
-                    matches!(tr.kind, Kind::File(_))
-                        && (tr.layer < i as u32 || (tr.layer == i as u32 && tr.ord < ord as u64))
-                });
-                if !ok {
-                    return Err(Error::image(
-                        &what,
-                        format!(
-                            "hard link {path} -> {t}: its target is replaced or removed by a \
-                             later layer, which a flattened tar cannot express"
-                        ),
-                    ));
-                }
-            }
-            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(&what, m))?;
-            emit_entry(&mut w, &path, rec, &xattrs, &mut entry)
-                .ctx(|| format!("writing {path} of {what}"))?;
+        if path == "/" {
+            continue;
         }
+        let Some(rec) = index.get(&path) else {
+            continue;
+        };
+        let wins = if rec.kind == Kind::Dir {
+            !emitted.contains(&path)
+        } else {
+            rec.layer == layer && rec.ord == ord as u64
+        };
+        if !wins {
+            continue;
+        }
+        emit_parents(w, index, &path, emitted)?;
+        if rec.kind == Kind::Dir {
+            emit_dir(w, &path, rec, emitted)?;
+            continue;
+        }
+        if let Kind::Hardlink(t) = &rec.kind {
+            let ok = index.get(t).is_some_and(|tr| {
+                matches!(tr.kind, Kind::File(_))
+                    && (tr.layer < layer || (tr.layer == layer && tr.ord < ord as u64))
+            });
+            if !ok {
+                return Err(Error::image(
+                    &what,
+                    format!(
+                        "hard link {path} -> {t}: its target is replaced or removed by a \
+                         later layer, which a flattened tar cannot express"
+                    ),
+                ));
+            }
+        }
+        let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(&what, m))?;
+        emit_entry(w, &path, rec, &xattrs, &mut entry)
+            .ctx(|| format!("writing {path} of {what}"))?;
     }
-    write_end(&mut w).ctx(|| "writing the rootfs".to_string())?;
-    Ok((w, info))
+    Ok(())
 }
 
 fn emit_parents(
@@ -1500,6 +1555,9 @@ mod tests {
             .collect()
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn docker_archive_is_what_docker_load_reads() {
         let t = tempfile::tempdir().unwrap();
@@ -1596,6 +1654,9 @@ mod tests {
         assert_eq!(left, ["a.tar", "b.tar", "oci"]);
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn same_inputs_same_digest_and_created_changes_it() {
         let t1 = tempfile::tempdir().unwrap();
@@ -1695,6 +1756,9 @@ mod tests {
         assert!(tar_names(&tarbytes).iter().all(|e| e.3 == 100 && e.2 == 0));
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn base_layers_are_reused_byte_for_byte() {
         let t = tempfile::tempdir().unwrap();
@@ -2091,6 +2155,9 @@ mod tests {
         );
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn flattening_keeps_hard_links_and_final_folder_owners() {
         let t = tempfile::tempdir().unwrap();
@@ -2315,6 +2382,9 @@ mod tests {
             .is_ok()
     }
 
+    // One scenario, read top to bottom: setting it up in pieces would
+    // hide what is checked against what.
+    #[allow(clippy::too_many_lines)]
     #[test]
     fn real_consumers_accept_the_layout() {
         let t = tempfile::tempdir().unwrap();

@@ -95,34 +95,12 @@ fn write_parent(w: &mut dyn Write, p: &ImagePath, below: &dyn RootView, mtime: u
         },
         None => Meta::DIR,
     };
-    write_header(
-        w,
-        &EntryHeader {
-            name: &tar_name(p, true),
-            kind: tar::EntryType::Directory,
-            meta,
-            size: 0,
-            mtime,
-            link: None,
-            device: (0, 0),
-        },
-    )
-    .ctx(io_err(p))
+    let name = tar_name(p, true);
+    write_header(w, &entry(&name, tar::EntryType::Directory, meta, mtime)).ctx(io_err(p))
 }
 
 fn empty_file(w: &mut dyn Write, name: &[u8], meta: Meta, mtime: u64) -> std::io::Result<()> {
-    write_header(
-        w,
-        &EntryHeader {
-            name,
-            kind: tar::EntryType::Regular,
-            meta,
-            size: 0,
-            mtime,
-            link: None,
-            device: (0, 0),
-        },
-    )
+    write_header(w, &entry(name, tar::EntryType::Regular, meta, mtime))
 }
 
 fn write_content(w: &mut dyn Write, path: &ImagePath, c: &Content) -> Result<()> {
@@ -172,28 +150,18 @@ fn write_content(w: &mut dyn Write, path: &ImagePath, c: &Content) -> Result<()>
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn header(
-    w: &mut dyn Write,
-    name: &[u8],
-    kind: tar::EntryType,
-    meta: Meta,
-    size: u64,
-    link: Option<&[u8]>,
-    mtime: u64,
-) -> std::io::Result<()> {
-    write_header(
-        w,
-        &EntryHeader {
-            name,
-            kind,
-            meta,
-            size,
-            mtime,
-            link,
-            device: (0, 0),
-        },
-    )
+/// The header of an entry named `name`: no content, no link target, no
+/// device numbers. Entries that have them say so with `..entry(..)`.
+fn entry(name: &[u8], kind: tar::EntryType, meta: Meta, mtime: u64) -> EntryHeader<'_> {
+    EntryHeader {
+        name,
+        kind,
+        meta,
+        size: 0,
+        mtime,
+        link: None,
+        device: (0, 0),
+    }
 }
 
 fn write_node(
@@ -216,22 +184,34 @@ fn write_node(
             return Ok(());
         };
         if leader == path {
-            header(w, &name, T::Regular, *meta, c.len(), None, mtime).ctx(io_err(path))?;
+            let h = EntryHeader {
+                size: c.len(),
+                ..entry(&name, T::Regular, *meta, mtime)
+            };
+            write_header(w, &h).ctx(io_err(path))?;
             write_content(w, path, c)?;
             return write_padding(w, c.len()).ctx(io_err(path));
         }
         let lname = crate::tarname::encode(leader.relative());
-        return header(w, &name, T::Link, *meta, 0, Some(&lname), mtime).ctx(io_err(path));
+        let h = EntryHeader {
+            link: Some(&lname),
+            ..entry(&name, T::Link, *meta, mtime)
+        };
+        return write_header(w, &h).ctx(io_err(path));
     }
     match &node.kind {
         NodeKind::File(c) => {
-            header(w, &name, T::Regular, node.meta, c.len(), None, mtime).ctx(io_err(path))?;
+            let h = EntryHeader {
+                size: c.len(),
+                ..entry(&name, T::Regular, node.meta, mtime)
+            };
+            write_header(w, &h).ctx(io_err(path))?;
             write_content(w, path, c)?;
             write_padding(w, c.len()).ctx(io_err(path))
         }
         NodeKind::Dir | NodeKind::Opaque => {
             let dname = tar_name(path, true);
-            header(w, &dname, T::Directory, node.meta, 0, None, mtime).ctx(io_err(path))?;
+            write_header(w, &entry(&dname, T::Directory, node.meta, mtime)).ctx(io_err(path))?;
             if node.kind == NodeKind::Opaque {
                 let mut marker = if path.is_root() { Vec::new() } else { dname };
                 marker.extend_from_slice(b".wh..wh..opq");
@@ -243,16 +223,14 @@ fn write_node(
             }
             Ok(())
         }
-        NodeKind::Symlink(t) => header(
-            w,
-            &name,
-            T::Symlink,
-            node.meta,
-            0,
-            Some(&crate::tarname::encode(t)),
-            mtime,
-        )
-        .ctx(io_err(path)),
+        NodeKind::Symlink(t) => {
+            let target = crate::tarname::encode(t);
+            let h = EntryHeader {
+                link: Some(&target),
+                ..entry(&name, T::Symlink, node.meta, mtime)
+            };
+            write_header(w, &h).ctx(io_err(path))
+        }
         NodeKind::Hardlink(_) => Ok(()),
         NodeKind::Whiteout => {
             let parent = path.parent().unwrap_or_else(ImagePath::root);

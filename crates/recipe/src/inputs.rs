@@ -210,137 +210,182 @@ fn kind_name(t: FileType) -> &'static str {
 /// `dir`), resolving symbolic links here, one component at a time, never
 /// letting the kernel follow one.
 fn walk(root: &OwnedFd, dir: &Path, rel: &str) -> Result<Opened, InputError> {
-    let open_err = |source: std::io::Error| InputError::Open {
-        rel: rel.to_string(),
-        dir: dir.to_path_buf(),
-        source,
+    let mut w = Walk {
+        root,
+        dir,
+        rel,
+        pending: rel
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(OsString::from)
+            .collect(),
+        dirs: Vec::new(),
+        links: 0,
+        last_link: None,
     };
-    // Components still to walk, the next one last.
-    let mut pending: Vec<OsString> = rel
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(OsString::from)
-        .collect();
-    // The folders walked into below `root`, by name, with their handles.
-    let mut dirs: Vec<(OsString, OwnedFd)> = Vec::new();
-    let mut links = 0;
-    // The last link followed: an escape after it is its doing.
-    let mut last_link: Option<(String, String)> = None;
-    let here = |dirs: &[(OsString, OwnedFd)], name: &OsStr| -> String {
+    w.run()
+}
+
+/// The state of [`walk`].
+struct Walk<'a> {
+    root: &'a OwnedFd,
+    dir: &'a Path,
+    rel: &'a str,
+    /// Components still to walk, the next one last.
+    pending: Vec<OsString>,
+    /// The folders walked into below `root`, by name, with their handles.
+    dirs: Vec<(OsString, OwnedFd)>,
+    /// Symbolic links followed so far.
+    links: usize,
+    /// The last link followed: an escape after it is its doing.
+    last_link: Option<(String, String)>,
+}
+
+impl Walk<'_> {
+    fn run(&mut self) -> Result<Opened, InputError> {
+        while let Some(name) = self.pending.pop() {
+            if name == "." {
+                continue;
+            }
+            if name == ".." {
+                self.up()?;
+                continue;
+            }
+            let last = self.pending.is_empty();
+            let mut flags = OFlags::RDONLY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY;
+            if !last {
+                flags |= OFlags::DIRECTORY;
+            }
+            match rustix::fs::openat(self.parent(), name.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) if last => return self.file(fd, &name),
+                Ok(fd) => self.dirs.push((name, fd)),
+                // O_NOFOLLOW refuses a symbolic link with ELOOP (or ENOTDIR
+                // with O_DIRECTORY): resolve it here.
+                Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => self.follow(&name, e)?,
+                Err(e) => return Err(self.open_err(e.into())),
+            }
+        }
+        // The path ended on a folder (`files/.`, a link to a folder, ...).
+        Err(InputError::NotRegular {
+            rel: self.rel.to_string(),
+            what: "a folder",
+        })
+    }
+
+    fn open_err(&self, source: std::io::Error) -> InputError {
+        InputError::Open {
+            rel: self.rel.to_string(),
+            dir: self.dir.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The folder the next component is opened in.
+    fn parent(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dirs
+            .last()
+            .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// The path walked so far, then `name`.
+    fn here(&self, name: &OsStr) -> PathBuf {
         let mut p = PathBuf::new();
-        for (n, _) in dirs {
+        for (n, _) in &self.dirs {
             p.push(n);
         }
         p.push(name);
-        p.display().to_string()
-    };
-    while let Some(name) = pending.pop() {
-        if name == "." {
-            continue;
-        }
-        if name == ".." {
-            if dirs.pop().is_none() {
-                return Err(match &last_link {
-                    Some((link, target)) => InputError::OutsideThroughLink {
-                        rel: rel.to_string(),
-                        link: link.clone(),
-                        target: target.clone(),
-                    },
-                    None => InputError::Leaves(rel.to_string()),
-                });
-            }
-            continue;
-        }
-        let last = pending.is_empty();
-        let parent = dirs.last().map_or(root.as_fd(), |(_, fd)| fd.as_fd());
-        let mut flags =
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-        if !last {
-            flags |= OFlags::DIRECTORY;
-        }
-        match rustix::fs::openat(parent, name.as_os_str(), flags, Mode::empty()) {
-            Ok(fd) if last => {
-                let st = rustix::fs::fstat(&fd).map_err(|e| open_err(e.into()))?;
-                let t = FileType::from_raw_mode(st.st_mode);
-                if t != FileType::RegularFile {
-                    if t == FileType::Directory {
-                        // `files/sub` as a source: say so plainly.
-                        return Err(InputError::NotRegular {
-                            rel: rel.to_string(),
-                            what: "a folder",
-                        });
-                    }
-                    return Err(InputError::NotRegular {
-                        rel: rel.to_string(),
-                        what: kind_name(t),
-                    });
-                }
-                let mut resolved = PathBuf::new();
-                for (n, _) in &dirs {
-                    resolved.push(n);
-                }
-                resolved.push(&name);
-                return Ok(Opened {
-                    file: File::from(fd),
-                    size: u64::try_from(st.st_size).unwrap_or(0),
-                    resolved: resolved.to_string_lossy().into_owned(),
-                });
-            }
-            Ok(fd) => dirs.push((name, fd)),
-            // O_NOFOLLOW refuses a symbolic link with ELOOP (or ENOTDIR
-            // with O_DIRECTORY): resolve it here.
-            Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
-                let is_link =
-                    rustix::fs::statat(parent, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
-                if !is_link {
-                    return Err(open_err(e.into()));
-                }
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(InputError::TooManyLinks(rel.to_string()));
-                }
-                let target = rustix::fs::readlinkat(parent, name.as_os_str(), Vec::new())
-                    .map_err(|e| open_err(e.into()))?;
-                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
-                let link = here(&dirs, &name);
-                let shown = target.display().to_string();
-                let rest = if target.is_absolute() {
-                    // An absolute link into the folder itself is fine.
-                    match target.strip_prefix(dir) {
-                        Ok(rest) => {
-                            dirs.clear();
-                            rest.to_path_buf()
-                        }
-                        Err(_) => {
-                            return Err(InputError::OutsideThroughLink {
-                                rel: rel.to_string(),
-                                link,
-                                target: shown,
-                            })
-                        }
-                    }
-                } else {
-                    target
-                };
-                for c in rest.components().rev() {
-                    match c {
-                        Component::Normal(n) => pending.push(n.to_os_string()),
-                        Component::ParentDir => pending.push(OsString::from("..")),
-                        Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-                    }
-                }
-                last_link = Some((link, shown));
-            }
-            Err(e) => return Err(open_err(e.into())),
-        }
+        p
     }
-    // The path ended on a folder (`files/.`, a link to a folder, ...).
-    Err(InputError::NotRegular {
-        rel: rel.to_string(),
-        what: "a folder",
-    })
+
+    /// `..`: back out of the last folder, never above `root`.
+    fn up(&mut self) -> Result<(), InputError> {
+        if self.dirs.pop().is_none() {
+            return Err(match &self.last_link {
+                Some((link, target)) => InputError::OutsideThroughLink {
+                    rel: self.rel.to_string(),
+                    link: link.clone(),
+                    target: target.clone(),
+                },
+                None => InputError::Leaves(self.rel.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The last component, opened: it must be a regular file.
+    fn file(&self, fd: OwnedFd, name: &OsStr) -> Result<Opened, InputError> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.open_err(e.into()))?;
+        let t = FileType::from_raw_mode(st.st_mode);
+        if t != FileType::RegularFile {
+            if t == FileType::Directory {
+                // `files/sub` as a source: say so plainly.
+                return Err(InputError::NotRegular {
+                    rel: self.rel.to_string(),
+                    what: "a folder",
+                });
+            }
+            return Err(InputError::NotRegular {
+                rel: self.rel.to_string(),
+                what: kind_name(t),
+            });
+        }
+        Ok(Opened {
+            file: File::from(fd),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            resolved: self.here(name).to_string_lossy().into_owned(),
+        })
+    }
+
+    /// `name` could not be opened without following it (`e`): if it is a
+    /// symbolic link, put its target's components in front of the rest.
+    fn follow(&mut self, name: &OsStr, e: Errno) -> Result<(), InputError> {
+        let is_link = rustix::fs::statat(self.parent(), name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+        if !is_link {
+            return Err(self.open_err(e.into()));
+        }
+        self.links += 1;
+        if self.links > MAX_LINKS {
+            return Err(InputError::TooManyLinks(self.rel.to_string()));
+        }
+        let target = rustix::fs::readlinkat(self.parent(), name, Vec::new())
+            .map_err(|e| self.open_err(e.into()))?;
+        let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+        let link = self.here(name).display().to_string();
+        let shown = target.display().to_string();
+        let rest = if target.is_absolute() {
+            // An absolute link into the folder itself is fine.
+            match target.strip_prefix(self.dir) {
+                Ok(rest) => {
+                    self.dirs.clear();
+                    rest.to_path_buf()
+                }
+                Err(_) => {
+                    return Err(InputError::OutsideThroughLink {
+                        rel: self.rel.to_string(),
+                        link,
+                        target: shown,
+                    })
+                }
+            }
+        } else {
+            target
+        };
+        for c in rest.components().rev() {
+            match c {
+                Component::Normal(n) => self.pending.push(n.to_os_string()),
+                Component::ParentDir => self.pending.push(OsString::from("..")),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        self.last_link = Some((link, shown));
+        Ok(())
+    }
 }
 
 /// Read a file named on the command line (a `--mirrors` file, a mirror's

@@ -629,38 +629,10 @@ impl Loaded {
                 ));
             }
             let joined = here.join(p).to_string_lossy().into_owned();
-            let outside = || {
-                Some(format!(
-                    "fragments must live inside {}; copy the fragment there",
-                    self.dir.display()
-                ))
-            };
-            let opened = self.inputs.open_fragment(&joined).map_err(|e| {
-                let (message, hint) = match e {
-                    InputError::Leaves(_) => {
-                        (format!("include {inc:?} leaves the recipe's folder"), outside())
-                    }
-                    InputError::OutsideThroughLink { link, target, .. } => (
-                        format!(
-                            "include {inc:?} leaves the recipe's folder through a symbolic link ({link} -> {target})"
-                        ),
-                        outside(),
-                    ),
-                    InputError::NotRegular { what, .. } => (
-                        format!("include {inc:?} is not a regular file but {what}"),
-                        Some("name a fragment .toml file".to_string()),
-                    ),
-                    InputError::Open { source, .. } => (
-                        format!("cannot open include {inc:?}: {source}"),
-                        Some("paths are relative to the including file".to_string()),
-                    ),
-                    other => (
-                        format!("include {inc:?}: {other}"),
-                        Some("paths are relative to the including file".to_string()),
-                    ),
-                };
-                located(&self.files[idx], &key, message, hint)
-            })?;
+            let opened = self
+                .inputs
+                .open_fragment(&joined)
+                .map_err(|e| self.include_error(idx, &key, inc, e))?;
             let rel_path = PathBuf::from(&opened.resolved);
             let canon = self.dir.join(&rel_path);
             if let Some(pos) = stack.iter().position(|s| s == &opened.resolved) {
@@ -684,10 +656,48 @@ impl Loaded {
             self.collect(new, stack, seen)?;
             stack.pop();
         }
-        let f = &self.files[idx];
-        for j in 0..f.layers {
+        for j in 0..self.files[idx].layers {
             self.order.push((idx, j));
         }
+        self.define_vars(idx)
+    }
+
+    /// The error for include `inc` (at `key` of file `idx`) that cannot be
+    /// opened.
+    fn include_error(&self, idx: usize, key: &str, inc: &str, e: InputError) -> Error {
+        let outside = || {
+            Some(format!(
+                "fragments must live inside {}; copy the fragment there",
+                self.dir.display()
+            ))
+        };
+        let (message, hint) = match e {
+            InputError::Leaves(_) => (format!("include {inc:?} leaves the recipe's folder"), outside()),
+            InputError::OutsideThroughLink { link, target, .. } => (
+                format!(
+                    "include {inc:?} leaves the recipe's folder through a symbolic link ({link} -> {target})"
+                ),
+                outside(),
+            ),
+            InputError::NotRegular { what, .. } => (
+                format!("include {inc:?} is not a regular file but {what}"),
+                Some("name a fragment .toml file".to_string()),
+            ),
+            InputError::Open { source, .. } => (
+                format!("cannot open include {inc:?}: {source}"),
+                Some("paths are relative to the including file".to_string()),
+            ),
+            other => (
+                format!("include {inc:?}: {other}"),
+                Some("paths are relative to the including file".to_string()),
+            ),
+        };
+        located(&self.files[idx], key, message, hint)
+    }
+
+    /// Add the variables file `idx` defines, checking their names.
+    fn define_vars(&mut self, idx: usize) -> Result<()> {
+        let f = &self.files[idx];
         let defs: Vec<(String, String)> =
             f.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (k, v) in defs {
@@ -792,6 +802,39 @@ impl Loaded {
             no_builtins: None,
             cache: BTreeMap::new(),
         };
+        let values = self.values(&mut r, &builtins, overrides)?;
+        let (image, layer_specs) = self.expand_files(&mut r)?;
+        let Some(img) = image else {
+            return Err(located(&self.files[0], "image", "no [image] table", None));
+        };
+        self.check_image(&img)?;
+        let architecture = self.architecture(overrides)?;
+        let layers = self.ordered_layers(layer_specs)?;
+        Ok(Recipe {
+            dir: self.dir.clone(),
+            inputs: Arc::clone(&self.inputs),
+            files: self.files.clone(),
+            image: Image {
+                name: img.name,
+                tag: img.tag,
+                base,
+                architecture,
+                labels: img.labels,
+                annotations: img.annotations,
+            },
+            layers,
+            vars: values,
+        })
+    }
+
+    /// Every variable's value as the recipe sees it: the definitions
+    /// (expanded), then the built-ins, then the overrides on top.
+    fn values(
+        &self,
+        r: &mut Resolver<'_>,
+        builtins: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         for name in self.defs.keys() {
             if let Some(v) = r.value(name, &mut Vec::new())? {
@@ -800,28 +843,20 @@ impl Loaded {
         }
         values.extend(builtins.iter().map(|(k, v)| (k.clone(), v.clone())));
         values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(values)
+    }
 
+    /// Expand every file's values and read them again as a recipe (file 0)
+    /// or a fragment: the `[image]` table of the recipe and each file's
+    /// layers, in file order.
+    fn expand_files(
+        &self,
+        r: &mut Resolver<'_>,
+    ) -> Result<(Option<ImageSection>, Vec<Vec<LayerSpec>>)> {
         let mut layer_specs: Vec<Vec<LayerSpec>> = Vec::new();
         let mut image = None;
         for (fi, f) in self.files.iter().enumerate() {
-            let mut t = f.raw.clone();
-            t.remove("vars");
-            t.remove("include");
-            for (k, v) in t.iter_mut() {
-                if fi == 0 && k == "image" {
-                    if let toml::Value::Table(it) = v {
-                        for (ik, iv) in it.iter_mut() {
-                            if ik != "base" {
-                                let key = sourcemap::join("image", ik);
-                                r.expand_value(iv, f, &key, &mut Vec::new())?;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                let key = sourcemap::key_segment(k);
-                r.expand_value(v, f, &key, &mut Vec::new())?;
-            }
+            let t = Self::expand_file(r, fi, f)?;
             let wrap = |e: toml::de::Error| {
                 located(
                     f,
@@ -839,9 +874,36 @@ impl Loaded {
                 layer_specs.push(doc.layer);
             }
         }
-        let Some(img) = image else {
-            return Err(located(&self.files[0], "image", "no [image] table", None));
-        };
+        Ok((image, layer_specs))
+    }
+
+    /// File `fi`'s table with its variables expanded, without `vars` and
+    /// `include`. The recipe's `image.base` is left as written: it is
+    /// expanded earlier, with fewer variables.
+    fn expand_file(r: &mut Resolver<'_>, fi: usize, f: &SourceFile) -> Result<toml::Table> {
+        let mut t = f.raw.clone();
+        t.remove("vars");
+        t.remove("include");
+        for (k, v) in t.iter_mut() {
+            if fi == 0 && k == "image" {
+                if let toml::Value::Table(it) = v {
+                    for (ik, iv) in it.iter_mut() {
+                        if ik != "base" {
+                            let key = sourcemap::join("image", ik);
+                            r.expand_value(iv, f, &key, &mut Vec::new())?;
+                        }
+                    }
+                }
+                continue;
+            }
+            let key = sourcemap::key_segment(k);
+            r.expand_value(v, f, &key, &mut Vec::new())?;
+        }
+        Ok(t)
+    }
+
+    /// The image name and tag, as expanded, are valid.
+    fn check_image(&self, img: &ImageSection) -> Result<()> {
         let rf = &self.files[0];
         if !valid_image_name(&img.name) {
             return Err(located(
@@ -859,11 +921,14 @@ impl Loaded {
                 Some("a tag is up to 128 letters, digits, `.`, `_`, `-`, not starting with `.` or `-`".to_string()),
             ));
         }
-        let architecture = self.architecture(overrides)?;
+        Ok(())
+    }
 
+    /// The layers of every file in build order (`order` interleaves the
+    /// files' layers: included ones first), each checked.
+    fn ordered_layers(&self, layer_specs: Vec<Vec<LayerSpec>>) -> Result<Vec<RecipeLayer>> {
         let mut layers = Vec::new();
         let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        // `order` interleaves the files' layers: included ones first.
         let mut per_file: Vec<Vec<Option<LayerSpec>>> = layer_specs
             .into_iter()
             .map(|v| v.into_iter().map(Some).collect())
@@ -876,66 +941,64 @@ impl Loaded {
             else {
                 continue;
             };
-            let f = &self.files[fi];
             let rl = RecipeLayer {
                 spec,
                 file: fi,
                 index: li,
             };
-            let name = rl.spec.name.clone();
-            if name.trim().is_empty() || name.chars().any(char::is_control) {
-                return Err(located(
-                    f,
-                    &rl.key_of("name"),
-                    "a layer needs a non-empty name without control characters",
-                    None,
-                ));
-            }
-            if let Some(&(pf, pl)) = seen.get(&name) {
-                let first = &self.files[pf];
-                let pkey = format!("layer[{pl}].name");
-                let where_ = match first.map.locate(&pkey) {
-                    Some((l, _)) => format!("{}:{l}", first.display.display()),
-                    None => first.display.display().to_string(),
-                };
-                return Err(located(
-                    f,
-                    &rl.key_of("name"),
-                    format!("layer name {name:?} is already used at {where_} ({pkey})"),
-                    Some(
-                        "layer names must be unique across the recipe and its includes; rename one"
-                            .to_string(),
-                    ),
-                ));
-            }
-            seen.insert(name, (fi, li));
-            for (k, rel) in layer_inputs(&rl.spec) {
-                if let Err(e) = self.inputs.open(&rel) {
-                    return Err(located(
-                        f,
-                        &rl.key_of(&k),
-                        e.to_string(),
-                        Some(e.hint().to_string()),
-                    ));
-                }
-            }
+            self.check_layer(&rl, &mut seen)?;
             layers.push(rl);
         }
-        Ok(Recipe {
-            dir: self.dir.clone(),
-            inputs: Arc::clone(&self.inputs),
-            files: self.files.clone(),
-            image: Image {
-                name: img.name,
-                tag: img.tag,
-                base,
-                architecture,
-                labels: img.labels,
-                annotations: img.annotations,
-            },
-            layers,
-            vars: values,
-        })
+        Ok(layers)
+    }
+
+    /// A layer has a usable name, not used by an earlier layer (`seen`:
+    /// name to file and index), and the files it names can be opened.
+    fn check_layer(
+        &self,
+        rl: &RecipeLayer,
+        seen: &mut BTreeMap<String, (usize, usize)>,
+    ) -> Result<()> {
+        let (fi, li) = (rl.file, rl.index);
+        let f = &self.files[fi];
+        let name = rl.spec.name.clone();
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(located(
+                f,
+                &rl.key_of("name"),
+                "a layer needs a non-empty name without control characters",
+                None,
+            ));
+        }
+        if let Some(&(pf, pl)) = seen.get(&name) {
+            let first = &self.files[pf];
+            let pkey = format!("layer[{pl}].name");
+            let where_ = match first.map.locate(&pkey) {
+                Some((l, _)) => format!("{}:{l}", first.display.display()),
+                None => first.display.display().to_string(),
+            };
+            return Err(located(
+                f,
+                &rl.key_of("name"),
+                format!("layer name {name:?} is already used at {where_} ({pkey})"),
+                Some(
+                    "layer names must be unique across the recipe and its includes; rename one"
+                        .to_string(),
+                ),
+            ));
+        }
+        seen.insert(name, (fi, li));
+        for (k, rel) in layer_inputs(&rl.spec) {
+            if let Err(e) = self.inputs.open(&rel) {
+                return Err(located(
+                    f,
+                    &rl.key_of(&k),
+                    e.to_string(),
+                    Some(e.hint().to_string()),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

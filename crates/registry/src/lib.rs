@@ -712,60 +712,13 @@ impl Session {
             self.progress
                 .line(&format!("pulling {} ({})", short(digest), human(size)));
         }
-        let digest_owned = digest.to_string();
         let fetched = self.retry(&format!("downloading blob {digest}"), |s| {
             pb.set_position(0);
             let tmp = tempfile::Builder::new()
                 .prefix(".blob-")
                 .tempfile_in(dir)
                 .map_err(OciDistributionError::IoError)?;
-            let r2 = r.clone();
-            let d2 = digest_owned.clone();
-            let pb2 = pb.clone();
-            s.rt.block_on(async move {
-                let mut stream = s.client.pull_blob_stream(&r2, d2.as_str()).await?;
-                if stream.content_length.is_some_and(|n| n != size) {
-                    return Err(OciDistributionError::GenericError(Some(format!(
-                        "the registry announces {} bytes for a blob of {size}",
-                        stream.content_length.unwrap_or_default()
-                    ))));
-                }
-                let mut h = Sha256::new();
-                let mut n: u64 = 0;
-                let mut mismatch = None;
-                let mut w = std::io::BufWriter::with_capacity(1 << 17, tmp.as_file());
-                while let Some(chunk) = stream.stream.next().await {
-                    let chunk = match chunk {
-                        Ok(c) => c,
-                        Err(e) if e.to_string().to_ascii_lowercase().contains("digest") => {
-                            // The library's own check; ours below says it plainly.
-                            let got = e
-                                .to_string()
-                                .rsplit("got ")
-                                .next()
-                                .unwrap_or("a different digest")
-                                .to_string();
-                            mismatch = Some(got);
-                            break;
-                        }
-                        Err(e) => return Err(OciDistributionError::IoError(e)),
-                    };
-                    n += chunk.len() as u64;
-                    if n > size {
-                        return Err(OciDistributionError::GenericError(Some(format!(
-                            "the registry sent more than the {size} bytes of the blob"
-                        ))));
-                    }
-                    h.update(&chunk);
-                    w.write_all(&chunk)?;
-                    pb2.set_position(n);
-                }
-                w.flush()?;
-                drop(w);
-                let found =
-                    mismatch.unwrap_or_else(|| format!("sha256:{}", hex::encode(h.finalize())));
-                Ok((tmp, found, n))
-            })
+            s.rt.block_on(stream_blob(&s.client, r, digest, size, tmp, &pb))
         });
         pb.finish_and_clear();
         let (tmp, found, n) = fetched.map_err(|m| Error::image(what, m))?;
@@ -789,6 +742,60 @@ impl Session {
             .ctx(|| format!("storing {}", dest.display()))?;
         Ok(CachedFile::written(file, dest.to_path_buf(), size))
     }
+}
+
+/// Stream blob `digest` of `size` bytes from the registry into `tmp`,
+/// hashing it on the way; returns the file, the digest found and the
+/// bytes received.
+async fn stream_blob(
+    client: &Client,
+    r: &Reference,
+    digest: &str,
+    size: u64,
+    tmp: tempfile::NamedTempFile,
+    pb: &indicatif::ProgressBar,
+) -> std::result::Result<(tempfile::NamedTempFile, String, u64), OciDistributionError> {
+    let mut stream = client.pull_blob_stream(r, digest).await?;
+    if stream.content_length.is_some_and(|n| n != size) {
+        return Err(OciDistributionError::GenericError(Some(format!(
+            "the registry announces {} bytes for a blob of {size}",
+            stream.content_length.unwrap_or_default()
+        ))));
+    }
+    let mut h = Sha256::new();
+    let mut n: u64 = 0;
+    let mut mismatch = None;
+    let mut w = std::io::BufWriter::with_capacity(1 << 17, tmp.as_file());
+    while let Some(chunk) = stream.stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) if e.to_string().to_ascii_lowercase().contains("digest") => {
+                // The library's own check; ours below says it plainly.
+                let got = e
+                    .to_string()
+                    .rsplit("got ")
+                    .next()
+                    .unwrap_or("a different digest")
+                    .to_string();
+                mismatch = Some(got);
+                break;
+            }
+            Err(e) => return Err(OciDistributionError::IoError(e)),
+        };
+        n += chunk.len() as u64;
+        if n > size {
+            return Err(OciDistributionError::GenericError(Some(format!(
+                "the registry sent more than the {size} bytes of the blob"
+            ))));
+        }
+        h.update(&chunk);
+        w.write_all(&chunk)?;
+        pb.set_position(n);
+    }
+    w.flush()?;
+    drop(w);
+    let found = mismatch.unwrap_or_else(|| format!("sha256:{}", hex::encode(h.finalize())));
+    Ok((tmp, found, n))
 }
 
 /// Remove a folder put where a blob goes (a rename does not replace one;
@@ -1113,6 +1120,60 @@ impl Puller<'_> {
             .ctx(|| format!("storing {}", dest.display()))?;
         Ok(())
     }
+
+    /// The manifest (or index) the reference names: fetched by digest
+    /// (from the cache when there), or resolved by tag and kept.
+    fn top_manifest(&mut self) -> Result<Vec<u8>> {
+        match self.r.digest() {
+            Some(d) => self.manifest_by_digest(d, None, true),
+            None => {
+                let body = self.s.manifest(self.r, self.what)?;
+                self.keep(&sha256_hex(&body), &body)?;
+                Ok(body)
+            }
+        }
+    }
+
+    /// The image manifest for `arch`: `top` itself, or the one an index
+    /// names for that platform. Returns its bytes, media type and digest.
+    fn platform_manifest(&mut self, top: Vec<u8>, arch: &str) -> Result<(Vec<u8>, String, String)> {
+        let what = self.what;
+        let mut body = top;
+        let mut mt = media_type_of(&body);
+        let mut digest = sha256_hex(&body);
+        if is_index_type(&mt) {
+            let chosen = pick_platform(&body, arch, what)?;
+            body = self.manifest_by_digest(&chosen.digest, Some(chosen.size), false)?;
+            if sha256_hex(&body) != chosen.digest {
+                return Err(Error::image(
+                    what,
+                    format!("manifest {} does not match its digest", chosen.digest),
+                ));
+            }
+            digest = chosen.digest;
+            mt = media_type_of(&body);
+            if is_index_type(&mt) {
+                return Err(Error::image(
+                    what,
+                    "an image index names another index; not supported",
+                ));
+            }
+        }
+        Ok((body, mt, digest))
+    }
+
+    /// The config and layers of a manifest, each once, by digest.
+    fn blobs(&mut self, info: &ManifestInfo) -> Result<BTreeMap<String, CachedFile>> {
+        let mut blobs = BTreeMap::new();
+        for b in std::iter::once(&info.config).chain(info.layers.iter()) {
+            if blobs.contains_key(&b.digest) {
+                continue;
+            }
+            let f = self.blob(b)?;
+            blobs.insert(b.digest.clone(), f);
+        }
+        Ok(blobs)
+    }
 }
 
 /// An error with what was found in the cache before it.
@@ -1164,45 +1225,11 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
         offline: opts.offline,
         fetched: 0,
     };
-    let top = match r.digest() {
-        Some(d) => p.manifest_by_digest(d, None, true)?,
-        None => {
-            let body = s.manifest(&r, &what)?;
-            p.keep(&sha256_hex(&body), &body)?;
-            body
-        }
-    };
-    let mut body = top;
-    let mut mt = media_type_of(&body);
-    let mut digest = sha256_hex(&body);
-    if is_index_type(&mt) {
-        let chosen = pick_platform(&body, arch, &what)?;
-        body = p.manifest_by_digest(&chosen.digest, Some(chosen.size), false)?;
-        if sha256_hex(&body) != chosen.digest {
-            return Err(Error::image(
-                &what,
-                format!("manifest {} does not match its digest", chosen.digest),
-            ));
-        }
-        digest = chosen.digest;
-        mt = media_type_of(&body);
-        if is_index_type(&mt) {
-            return Err(Error::image(
-                &what,
-                "an image index names another index; not supported",
-            ));
-        }
-    }
+    let top = p.top_manifest()?;
+    let (body, mt, digest) = p.platform_manifest(top, arch)?;
     let info = parse_manifest(&body)
         .map_err(|m| Error::image(&what, format!("manifest {digest}: {m}")))?;
-    let mut blobs = BTreeMap::new();
-    for b in std::iter::once(&info.config).chain(info.layers.iter()) {
-        if blobs.contains_key(&b.digest) {
-            continue;
-        }
-        let f = p.blob(b)?;
-        blobs.insert(b.digest.clone(), f);
-    }
+    let mut blobs = p.blobs(&info)?;
     let fetched = p.fetched;
     let mdesc = nodeimg_image::output::descriptor_for(&mt, body.len() as u64, &digest)?;
     let index: ImageIndex = serde_json::from_value(serde_json::json!({
@@ -1391,67 +1418,26 @@ pub fn push(
             format!("cannot read index.json: {}", nodeimg_image::base::oci_msg(&e)),
         )
     })?;
-    let manifests = index.manifests();
-    let chosen: Vec<Descriptor> = match tag {
-        Some(t) => {
-            let d = manifests
-                .iter()
-                .find(|d| tag_of(d) == Some(t))
-                .ok_or_else(|| {
-                    let tags: Vec<&str> = manifests.iter().filter_map(tag_of).collect();
-                    Error::image(
-                        &what,
-                        format!("has no tag {t:?}; its tags: {}", tags.join(", ")),
-                    )
-                })?;
-            vec![d.clone()]
-        }
-        None if manifests.is_empty() => {
-            return Err(Error::image(&what, "index.json lists no image"))
-        }
-        None => manifests.to_vec(),
-    };
+    let chosen = chosen_manifests(index.manifests(), tag, &what)?;
     let s = Session::new(opts)?;
     s.login(&r)?;
-    let mount = match mount_from {
-        Some(m) => {
-            let mr: Reference = format!("{}/{m}", r.registry())
-                .parse()
-                .map_err(|e| Error::Usage(format!("--mount-from {m:?}: {e}")))?;
-            Some(mr)
-        }
-        None => None,
-    };
+    let mount = mount_reference(&r, mount_from)?;
     let started = Instant::now();
     let mut report = PushReport {
         reference: r.whole(),
         ..PushReport::default()
     };
+    let pusher = Pusher {
+        s: &s,
+        src: &src,
+        r: &r,
+        mount: mount.as_ref(),
+        what: &what,
+    };
     let top = if chosen.len() == 1 {
-        let d = &chosen[0];
-        push_tree(&s, &src, &r, d, true, mount.as_ref(), &what, &mut report)?
+        pusher.tree(&chosen[0], true, &mut report)?
     } else {
-        // Several images: each by digest, then an index of them under the tag.
-        let mut entries = Vec::new();
-        for d in &chosen {
-            let digest = push_tree(&s, &src, &r, d, false, mount.as_ref(), &what, &mut report)?;
-            let mut e = serde_json::json!({
-                "mediaType": d.media_type().to_string(),
-                "digest": digest,
-                "size": d.size(),
-            });
-            if let Some(p) = d.platform() {
-                e["platform"] = serde_json::to_value(p).unwrap_or(Value::Null);
-            }
-            entries.push(e);
-        }
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": entries,
-        });
-        let body = serde_json::to_vec(&index).map_err(|e| Error::image(&what, e.to_string()))?;
-        put_manifest(&s, &r, body, OCI_INDEX, &what)?
+        pusher.index(&chosen, &mut report)?
     };
     // The registry must now serve exactly that digest under the tag.
     let auth = auth_for(r.resolve_registry())?;
@@ -1479,63 +1465,196 @@ pub fn push(
     Ok(report)
 }
 
-/// Push one manifest (or a nested index and its manifests) and its blobs;
-/// returns its digest. `tagged`: put it under the reference's tag, else by
-/// digest.
-#[allow(clippy::too_many_arguments)]
-fn push_tree(
-    s: &Session,
-    src: &Source,
-    r: &Reference,
-    d: &Descriptor,
-    tagged: bool,
-    mount: Option<&Reference>,
+/// The images of the index to push: the one tagged `tag`, else all of them.
+fn chosen_manifests(
+    manifests: &[Descriptor],
+    tag: Option<&str>,
     what: &str,
-    report: &mut PushReport,
-) -> Result<String> {
-    let body = src.json(d, what)?;
-    let mt = {
-        let m = d.media_type().to_string();
-        if m.is_empty() {
-            media_type_of(&body)
+) -> Result<Vec<Descriptor>> {
+    match tag {
+        Some(t) => {
+            let d = manifests
+                .iter()
+                .find(|d| tag_of(d) == Some(t))
+                .ok_or_else(|| {
+                    let tags: Vec<&str> = manifests.iter().filter_map(tag_of).collect();
+                    Error::image(
+                        what,
+                        format!("has no tag {t:?}; its tags: {}", tags.join(", ")),
+                    )
+                })?;
+            Ok(vec![d.clone()])
+        }
+        None if manifests.is_empty() => Err(Error::image(what, "index.json lists no image")),
+        None => Ok(manifests.to_vec()),
+    }
+}
+
+/// `--mount-from`: a repository of the destination's registry.
+fn mount_reference(r: &Reference, mount_from: Option<&str>) -> Result<Option<Reference>> {
+    match mount_from {
+        Some(m) => {
+            let mr: Reference = format!("{}/{m}", r.registry())
+                .parse()
+                .map_err(|e| Error::Usage(format!("--mount-from {m:?}: {e}")))?;
+            Ok(Some(mr))
+        }
+        None => Ok(None),
+    }
+}
+
+/// What every manifest and blob of one push shares: the session, the
+/// local image, the destination, the repository to mount blobs from, and
+/// the image as named in messages.
+struct Pusher<'a> {
+    s: &'a Session,
+    src: &'a Source,
+    r: &'a Reference,
+    mount: Option<&'a Reference>,
+    what: &'a str,
+}
+
+impl Pusher<'_> {
+    /// Several images: each by digest, then an index of them under the
+    /// tag; returns the index's digest.
+    fn index(&self, chosen: &[Descriptor], report: &mut PushReport) -> Result<String> {
+        let mut entries = Vec::new();
+        for d in chosen {
+            let digest = self.tree(d, false, report)?;
+            let mut e = serde_json::json!({
+                "mediaType": d.media_type().to_string(),
+                "digest": digest,
+                "size": d.size(),
+            });
+            if let Some(p) = d.platform() {
+                e["platform"] = serde_json::to_value(p).unwrap_or(Value::Null);
+            }
+            entries.push(e);
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries,
+        });
+        let body =
+            serde_json::to_vec(&index).map_err(|e| Error::image(self.what, e.to_string()))?;
+        put_manifest(self.s, self.r, body, OCI_INDEX, self.what)
+    }
+
+    /// Push one manifest (or a nested index and its manifests) and its
+    /// blobs; returns its digest. `tagged`: put it under the reference's
+    /// tag, else by digest.
+    fn tree(&self, d: &Descriptor, tagged: bool, report: &mut PushReport) -> Result<String> {
+        let Pusher {
+            s, src, r, what, ..
+        } = *self;
+        let body = src.json(d, what)?;
+        let mt = {
+            let m = d.media_type().to_string();
+            if m.is_empty() {
+                media_type_of(&body)
+            } else {
+                m
+            }
+        };
+        let digest = d.digest().to_string();
+        if is_index_type(&mt) {
+            let idx: Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::image(what, format!("index {digest} is not JSON: {e}")))?;
+            let children: Vec<Descriptor> = idx
+                .get("manifests")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| Error::image(what, format!("index {digest}: {e}")))?
+                .unwrap_or_default();
+            for c in &children {
+                self.tree(c, false, report)?;
+            }
         } else {
-            m
+            let info = parse_manifest(&body)
+                .map_err(|m| Error::image(what, format!("manifest {digest}: {m}")))?;
+            for b in std::iter::once(&info.config).chain(info.layers.iter()) {
+                self.blob(b, report)?;
+            }
         }
-    };
-    let digest = d.digest().to_string();
-    if is_index_type(&mt) {
-        let idx: Value = serde_json::from_slice(&body)
-            .map_err(|e| Error::image(what, format!("index {digest} is not JSON: {e}")))?;
-        let children: Vec<Descriptor> = idx
-            .get("manifests")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| Error::image(what, format!("index {digest}: {e}")))?
-            .unwrap_or_default();
-        for c in &children {
-            push_tree(s, src, r, c, false, mount, what, report)?;
+        let target = if tagged {
+            r.clone()
+        } else {
+            r.clone_with_digest(digest.clone())
+        };
+        let pushed = put_manifest(s, &target, body, &mt, what)?;
+        if pushed != digest {
+            return Err(Error::image(
+                what,
+                format!("pushed manifest {pushed} differs from {digest}"),
+            ));
         }
-    } else {
-        let info = parse_manifest(&body)
-            .map_err(|m| Error::image(what, format!("manifest {digest}: {m}")))?;
-        for b in std::iter::once(&info.config).chain(info.layers.iter()) {
-            push_blob(s, src, r, b, mount, what, report)?;
-        }
+        Ok(digest)
     }
-    let target = if tagged {
-        r.clone()
-    } else {
-        r.clone_with_digest(digest.clone())
-    };
-    let pushed = put_manifest(s, &target, body, &mt, what)?;
-    if pushed != digest {
-        return Err(Error::image(
+
+    /// Send one blob, unless the registry has it or can mount it.
+    fn blob(&self, b: &Blob, report: &mut PushReport) -> Result<()> {
+        let Pusher {
+            s,
+            src,
+            r,
+            mount,
             what,
-            format!("pushed manifest {pushed} differs from {digest}"),
-        ));
+        } = *self;
+        let present = s
+            .retry(&format!("checking blob {}", b.digest), |s| {
+                s.rt.block_on(s.client.blob_exists(r, &b.digest))
+            })
+            .map_err(|m| Error::image(r.whole(), m))?;
+        if present {
+            report.present += 1;
+            return Ok(());
+        }
+        if let Some(m) = mount {
+            let mounted = s.rt.block_on(s.client.mount_blob(r, m, &b.digest)).is_ok();
+            if mounted {
+                s.progress.line(&format!(
+                    "mounted {} from {}",
+                    short(&b.digest),
+                    m.repository()
+                ));
+                report.mounted += 1;
+                return Ok(());
+            }
+        }
+        let desc = nodeimg_image::output::descriptor_for(&b.media_type, b.size, &b.digest)?;
+        let pb = s
+            .progress
+            .bar(&format!("push {}", short(&b.digest)), b.size);
+        if !s.progress.tty {
+            s.progress
+                .line(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
+        }
+        // Chunked uploads send one request per stream item: larger items.
+        let (client, item) = if b.size >= CHUNKED_FROM {
+            (s.chunked(), 16 << 20)
+        } else {
+            (&s.client, 1 << 20)
+        };
+        s.retry(&format!("uploading blob {}", b.digest), |s| {
+            pb.set_position(0);
+            let reader = src.reader(&desc).map_err(|e| {
+                OciDistributionError::GenericError(Some(format!(
+                    "{what}: blob {}: {}",
+                    b.digest,
+                    nodeimg_image::base::oci_msg(&e)
+                )))
+            })?;
+            let stream = blob_stream(reader, b.size, item, pb.clone());
+            s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
+        })
+        .map_err(|m| Error::image(r.whole(), m))?;
+        pb.finish_and_clear();
+        report.uploaded += 1;
+        report.uploaded_bytes += b.size;
+        Ok(())
     }
-    Ok(digest)
 }
 
 fn put_manifest(s: &Session, r: &Reference, body: Vec<u8>, mt: &str, what: &str) -> Result<String> {
@@ -1555,69 +1674,6 @@ fn put_manifest(s: &Session, r: &Reference, body: Vec<u8>, mt: &str, what: &str)
     )
     .map_err(|m| Error::image(r.whole(), m))?;
     Ok(digest)
-}
-
-fn push_blob(
-    s: &Session,
-    src: &Source,
-    r: &Reference,
-    b: &Blob,
-    mount: Option<&Reference>,
-    what: &str,
-    report: &mut PushReport,
-) -> Result<()> {
-    let present = s
-        .retry(&format!("checking blob {}", b.digest), |s| {
-            s.rt.block_on(s.client.blob_exists(r, &b.digest))
-        })
-        .map_err(|m| Error::image(r.whole(), m))?;
-    if present {
-        report.present += 1;
-        return Ok(());
-    }
-    if let Some(m) = mount {
-        let mounted = s.rt.block_on(s.client.mount_blob(r, m, &b.digest)).is_ok();
-        if mounted {
-            s.progress.line(&format!(
-                "mounted {} from {}",
-                short(&b.digest),
-                m.repository()
-            ));
-            report.mounted += 1;
-            return Ok(());
-        }
-    }
-    let desc = nodeimg_image::output::descriptor_for(&b.media_type, b.size, &b.digest)?;
-    let pb = s
-        .progress
-        .bar(&format!("push {}", short(&b.digest)), b.size);
-    if !s.progress.tty {
-        s.progress
-            .line(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
-    }
-    // Chunked uploads send one request per stream item: larger items.
-    let (client, item) = if b.size >= CHUNKED_FROM {
-        (s.chunked(), 16 << 20)
-    } else {
-        (&s.client, 1 << 20)
-    };
-    s.retry(&format!("uploading blob {}", b.digest), |s| {
-        pb.set_position(0);
-        let reader = src.reader(&desc).map_err(|e| {
-            OciDistributionError::GenericError(Some(format!(
-                "{what}: blob {}: {}",
-                b.digest,
-                nodeimg_image::base::oci_msg(&e)
-            )))
-        })?;
-        let stream = blob_stream(reader, b.size, item, pb.clone());
-        s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
-    })
-    .map_err(|m| Error::image(r.whole(), m))?;
-    pb.finish_and_clear();
-    report.uploaded += 1;
-    report.uploaded_bytes += b.size;
-    Ok(())
 }
 
 /// The blob as a stream of `item`-byte chunks; refuses to send more or
