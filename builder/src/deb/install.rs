@@ -564,8 +564,8 @@ fn open_deb<'p>(
         .control()
         .control_text()
         .ok_or_else(|| perr("the control file is not UTF-8".into()))?;
-    let stanzas = control::parse(text, Syntax::strict())
-        .map_err(|e| perr(format!("control file: {e}")))?;
+    let stanzas =
+        control::parse(text, Syntax::strict()).map_err(|e| perr(format!("control file: {e}")))?;
     let [control]: [Stanza; 1] = stanzas.try_into().map_err(|s: Vec<Stanza>| {
         perr(format!(
             "the control file holds {} stanzas instead of one",
@@ -1009,13 +1009,7 @@ impl State<'_> {
             if name.contains('/') || name.starts_with('.') {
                 continue;
             }
-            self.info(
-                info_name,
-                name,
-                f.contents.clone(),
-                f.mode & 0o7777,
-                origin,
-            )?;
+            self.info(info_name, name, f.contents.clone(), f.mode & 0o7777, origin)?;
         }
         Ok(())
     }
