@@ -732,30 +732,8 @@ impl BinaryPackage {
         let version = Version::parse(&required("Version")?)
             .map_err(|e| err("Version", format!("field `Version` of `{name}`: {e}")))?;
         let architecture = required("Architecture")?;
-        let multi_arch = match stanza.field("Multi-Arch").map(Field::folded).as_deref() {
-            None | Some("no") => MultiArch::No,
-            Some("same") => MultiArch::Same,
-            Some("foreign") => MultiArch::Foreign,
-            Some("allowed") => MultiArch::Allowed,
-            Some(other) => {
-                return Err(err(
-                    "Multi-Arch",
-                    format!(
-                        "field `Multi-Arch` of `{name}`: `{other}` is not one of no, same, foreign, allowed"
-                    ),
-                ))
-            }
-        };
-        let essential = match stanza.field("Essential").map(Field::folded).as_deref() {
-            None | Some("no") => false,
-            Some("yes") => true,
-            Some(other) => {
-                return Err(err(
-                    "Essential",
-                    format!("field `Essential` of `{name}`: `{other}` is not yes or no"),
-                ))
-            }
-        };
+        let multi_arch = multi_arch_field(stanza, &name)?;
+        let essential = essential_field(stanza, &name)?;
         let rels = |field: &str, alternatives: bool| -> Result<Relations, ControlError> {
             match stanza.field(field) {
                 None => Ok(Vec::new()),
@@ -773,31 +751,8 @@ impl BinaryPackage {
                 format!("package `{name}`: field `Provides`: only `=` versions may be provided, found `{bad}`"),
             ));
         }
-        let size = match stanza.field("Size") {
-            None => None,
-            Some(f) => Some(f.folded().parse::<u64>().map_err(|_| {
-                ControlError::new(
-                    f.line,
-                    format!(
-                        "field `Size` of `{name}`: `{}` is not a byte count",
-                        f.folded()
-                    ),
-                )
-            })?),
-        };
-        let sha256 = match stanza.field("SHA256") {
-            None => None,
-            Some(f) => {
-                let h = f.folded().to_ascii_lowercase();
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ControlError::new(
-                        f.line,
-                        format!("field `SHA256` of `{name}`: `{h}` is not 64 hex digits"),
-                    ));
-                }
-                Some(h)
-            }
-        };
+        let size = size_field(stanza, &name)?;
+        let sha256 = sha256_field(stanza, &name)?;
         let status = match stanza.field("Status") {
             None => None,
             Some(f) => Some(
@@ -824,6 +779,78 @@ impl BinaryPackage {
             essential,
         })
     }
+}
+
+/// The line of the field `field` of `stanza`, else of the stanza.
+fn field_line(stanza: &Stanza, field: &str) -> usize {
+    stanza.field(field).map_or(stanza.line, |f| f.line)
+}
+
+/// The `Multi-Arch` field of the package `name`.
+fn multi_arch_field(stanza: &Stanza, name: &str) -> Result<MultiArch, ControlError> {
+    Ok(match stanza.field("Multi-Arch").map(Field::folded).as_deref() {
+        None | Some("no") => MultiArch::No,
+        Some("same") => MultiArch::Same,
+        Some("foreign") => MultiArch::Foreign,
+        Some("allowed") => MultiArch::Allowed,
+        Some(other) => {
+            return Err(ControlError::new(
+                field_line(stanza, "Multi-Arch"),
+                format!(
+                    "field `Multi-Arch` of `{name}`: `{other}` is not one of no, same, foreign, allowed"
+                ),
+            ))
+        }
+    })
+}
+
+/// The `Essential` field of the package `name`.
+fn essential_field(stanza: &Stanza, name: &str) -> Result<bool, ControlError> {
+    Ok(
+        match stanza.field("Essential").map(Field::folded).as_deref() {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(other) => {
+                return Err(ControlError::new(
+                    field_line(stanza, "Essential"),
+                    format!("field `Essential` of `{name}`: `{other}` is not yes or no"),
+                ))
+            }
+        },
+    )
+}
+
+/// The `Size` field of the package `name`.
+fn size_field(stanza: &Stanza, name: &str) -> Result<Option<u64>, ControlError> {
+    Ok(match stanza.field("Size") {
+        None => None,
+        Some(f) => Some(f.folded().parse::<u64>().map_err(|_| {
+            ControlError::new(
+                f.line,
+                format!(
+                    "field `Size` of `{name}`: `{}` is not a byte count",
+                    f.folded()
+                ),
+            )
+        })?),
+    })
+}
+
+/// The `SHA256` field of the package `name`, in lower case.
+fn sha256_field(stanza: &Stanza, name: &str) -> Result<Option<String>, ControlError> {
+    Ok(match stanza.field("SHA256") {
+        None => None,
+        Some(f) => {
+            let h = f.folded().to_ascii_lowercase();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ControlError::new(
+                    f.line,
+                    format!("field `SHA256` of `{name}`: `{h}` is not 64 hex digits"),
+                ));
+            }
+            Some(h)
+        }
+    })
 }
 
 /// Parses a `Packages` index into packages, in file order.
