@@ -255,47 +255,10 @@ impl<'k> Lines<'k> {
             ));
         }
         if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
-            match self.last_kept {
-                Some(true) => {
-                    if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
-                        field.value.push('\n');
-                        field.value.push_str(line.trim_end());
-                    }
-                }
-                Some(false) => {}
-                None => {
-                    return Err(ControlError::new(
-                        n,
-                        "continuation line (starting with a space) outside any field",
-                    ))
-                }
-            }
+            self.continuation(n, line)?;
             return Ok(None);
         }
-        if line.starts_with('-') {
-            return Err(ControlError::new(
-                n,
-                format!(
-                    "field name must not start with `-` (found `{}`); OpenPGP-signed data must be \
-                     verified and unwrapped first",
-                    line.trim_end()
-                ),
-            ));
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(ControlError::new(
-                n,
-                format!("expected `Field: value`, found `{}`", line.trim_end()),
-            ));
-        };
-        if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ControlError::new(
-                n,
-                format!(
-                    "field name `{name}` contains {c:?}; a field name must be followed by a colon"
-                ),
-            ));
-        }
+        let (name, value) = split_field(n, line)?;
         let stanza = self.cur.get_or_insert_with(|| Stanza {
             line: n,
             fields: Vec::new(),
@@ -334,6 +297,25 @@ impl<'k> Lines<'k> {
             });
         }
         Ok(None)
+    }
+
+    /// Takes the continuation line `n`: adds it to the value of the last
+    /// field if that is kept.
+    fn continuation(&mut self, n: usize, line: &str) -> Result<(), ControlError> {
+        match self.last_kept {
+            Some(true) => {
+                if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
+                    field.value.push('\n');
+                    field.value.push_str(line.trim_end());
+                }
+                Ok(())
+            }
+            Some(false) => Ok(()),
+            None => Err(ControlError::new(
+                n,
+                "continuation line (starting with a space) outside any field",
+            )),
+        }
     }
 
     /// The stanza in progress, if any (at a blank line or the end).
@@ -487,6 +469,62 @@ pub fn parse_relations(field: &str, text: &str, alternatives: bool) -> Result<Re
     Ok(out)
 }
 
+/// Splits the field line `n` into name and value, refusing a name that
+/// starts with `-` (OpenPGP armour) or holds blanks or control characters.
+fn split_field(n: usize, line: &str) -> Result<(&str, &str), ControlError> {
+    if line.starts_with('-') {
+        return Err(ControlError::new(
+            n,
+            format!(
+                "field name must not start with `-` (found `{}`); OpenPGP-signed data must be \
+                 verified and unwrapped first",
+                line.trim_end()
+            ),
+        ));
+    }
+    let Some((name, value)) = line.split_once(':') else {
+        return Err(ControlError::new(
+            n,
+            format!("expected `Field: value`, found `{}`", line.trim_end()),
+        ));
+    };
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ControlError::new(
+            n,
+            format!("field name `{name}` contains {c:?}; a field name must be followed by a colon"),
+        ));
+    }
+    Ok((name, value))
+}
+
+/// Parses a version restriction after `name (` up to its `)`; returns it
+/// and the text after the `)`, without leading blanks.
+fn parse_restriction<'t>(r: &'t str, name: &str) -> Result<((Op, Version), &'t str), String> {
+    let Some(close) = r.find(')') else {
+        return Err(format!("missing `)` after `{name} (`"));
+    };
+    let inner = r[..close].trim();
+    let ops = [
+        ("<<", Op::Earlier),
+        ("<=", Op::EarlierOrEqual),
+        (">=", Op::LaterOrEqual),
+        (">>", Op::Later),
+        ("=", Op::Equal),
+        ("<", Op::EarlierOrEqual),
+        (">", Op::LaterOrEqual),
+    ];
+    let Some((op, vtext)) = ops
+        .iter()
+        .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
+    else {
+        return Err(format!(
+            "missing relation operator (one of << <= = >= >>) in `({inner})`"
+        ));
+    };
+    let v = Version::parse(vtext).map_err(|e| e.to_string())?;
+    Ok(((op, v), r[close + 1..].trim_start()))
+}
+
 fn parse_relation(text: &str) -> Result<Relation, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -521,30 +559,9 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
     }
     rest = rest.trim_start();
     if let Some(r) = rest.strip_prefix('(') {
-        let Some(close) = r.find(')') else {
-            return Err(format!("missing `)` after `{name} (`"));
-        };
-        let inner = r[..close].trim();
-        let ops = [
-            ("<<", Op::Earlier),
-            ("<=", Op::EarlierOrEqual),
-            (">=", Op::LaterOrEqual),
-            (">>", Op::Later),
-            ("=", Op::Equal),
-            ("<", Op::EarlierOrEqual),
-            (">", Op::LaterOrEqual),
-        ];
-        let Some((op, vtext)) = ops
-            .iter()
-            .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
-        else {
-            return Err(format!(
-                "missing relation operator (one of << <= = >= >>) in `({inner})`"
-            ));
-        };
-        let v = Version::parse(vtext).map_err(|e| e.to_string())?;
-        rel.version = Some((op, v));
-        rest = r[close + 1..].trim_start();
+        let (version, after) = parse_restriction(r, name)?;
+        rel.version = Some(version);
+        rest = after;
     }
     while let Some(r) = rest.strip_prefix('[') {
         let Some(close) = r.find(']') else {

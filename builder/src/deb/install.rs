@@ -1966,6 +1966,11 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one scenario against the real dpkg: the installation is built once, each of \
+                  its properties checked in turn, then handed to dpkg"
+    )]
     fn installs_packages_that_the_real_dpkg_accepts() {
         let Some(arch) = have_dpkg() else { return };
         let tmp = tempfile::tempdir().unwrap();
@@ -2347,6 +2352,11 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one scenario run twice, by update-alternatives and by the installer, whose \
+                  files are compared side by side"
+    )]
     fn alternatives_match_update_alternatives() {
         let Some(_) = have_dpkg() else { return };
         let tmp = tempfile::tempdir().unwrap();
