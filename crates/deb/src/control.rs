@@ -255,47 +255,10 @@ impl<'k> Lines<'k> {
             ));
         }
         if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
-            match self.last_kept {
-                Some(true) => {
-                    if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
-                        field.value.push('\n');
-                        field.value.push_str(line.trim_end());
-                    }
-                }
-                Some(false) => {}
-                None => {
-                    return Err(ControlError::new(
-                        n,
-                        "continuation line (starting with a space) outside any field",
-                    ))
-                }
-            }
+            self.continuation(n, line)?;
             return Ok(None);
         }
-        if line.starts_with('-') {
-            return Err(ControlError::new(
-                n,
-                format!(
-                    "field name must not start with `-` (found `{}`); OpenPGP-signed data must be \
-                     verified and unwrapped first",
-                    line.trim_end()
-                ),
-            ));
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(ControlError::new(
-                n,
-                format!("expected `Field: value`, found `{}`", line.trim_end()),
-            ));
-        };
-        if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ControlError::new(
-                n,
-                format!(
-                    "field name `{name}` contains {c:?}; a field name must be followed by a colon"
-                ),
-            ));
-        }
+        let (name, value) = split_field(n, line)?;
         let stanza = self.cur.get_or_insert_with(|| Stanza {
             line: n,
             fields: Vec::new(),
@@ -334,6 +297,25 @@ impl<'k> Lines<'k> {
             });
         }
         Ok(None)
+    }
+
+    /// Takes the continuation line `n`: adds it to the value of the last
+    /// field if that is kept.
+    fn continuation(&mut self, n: usize, line: &str) -> Result<(), ControlError> {
+        match self.last_kept {
+            Some(true) => {
+                if let Some(field) = self.cur.as_mut().and_then(|s| s.fields.last_mut()) {
+                    field.value.push('\n');
+                    field.value.push_str(line.trim_end());
+                }
+                Ok(())
+            }
+            Some(false) => Ok(()),
+            None => Err(ControlError::new(
+                n,
+                "continuation line (starting with a space) outside any field",
+            )),
+        }
     }
 
     /// The stanza in progress, if any (at a blank line or the end).
@@ -487,6 +469,62 @@ pub fn parse_relations(field: &str, text: &str, alternatives: bool) -> Result<Re
     Ok(out)
 }
 
+/// Splits the field line `n` into name and value, refusing a name that
+/// starts with `-` (OpenPGP armour) or holds blanks or control characters.
+fn split_field(n: usize, line: &str) -> Result<(&str, &str), ControlError> {
+    if line.starts_with('-') {
+        return Err(ControlError::new(
+            n,
+            format!(
+                "field name must not start with `-` (found `{}`); OpenPGP-signed data must be \
+                 verified and unwrapped first",
+                line.trim_end()
+            ),
+        ));
+    }
+    let Some((name, value)) = line.split_once(':') else {
+        return Err(ControlError::new(
+            n,
+            format!("expected `Field: value`, found `{}`", line.trim_end()),
+        ));
+    };
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ControlError::new(
+            n,
+            format!("field name `{name}` contains {c:?}; a field name must be followed by a colon"),
+        ));
+    }
+    Ok((name, value))
+}
+
+/// Parses a version restriction after `name (` up to its `)`; returns it
+/// and the text after the `)`, without leading blanks.
+fn parse_restriction<'t>(r: &'t str, name: &str) -> Result<((Op, Version), &'t str), String> {
+    let Some(close) = r.find(')') else {
+        return Err(format!("missing `)` after `{name} (`"));
+    };
+    let inner = r[..close].trim();
+    let ops = [
+        ("<<", Op::Earlier),
+        ("<=", Op::EarlierOrEqual),
+        (">=", Op::LaterOrEqual),
+        (">>", Op::Later),
+        ("=", Op::Equal),
+        ("<", Op::EarlierOrEqual),
+        (">", Op::LaterOrEqual),
+    ];
+    let Some((op, vtext)) = ops
+        .iter()
+        .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
+    else {
+        return Err(format!(
+            "missing relation operator (one of << <= = >= >>) in `({inner})`"
+        ));
+    };
+    let v = Version::parse(vtext).map_err(|e| e.to_string())?;
+    Ok(((op, v), r[close + 1..].trim_start()))
+}
+
 fn parse_relation(text: &str) -> Result<Relation, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -521,30 +559,9 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
     }
     rest = rest.trim_start();
     if let Some(r) = rest.strip_prefix('(') {
-        let Some(close) = r.find(')') else {
-            return Err(format!("missing `)` after `{name} (`"));
-        };
-        let inner = r[..close].trim();
-        let ops = [
-            ("<<", Op::Earlier),
-            ("<=", Op::EarlierOrEqual),
-            (">=", Op::LaterOrEqual),
-            (">>", Op::Later),
-            ("=", Op::Equal),
-            ("<", Op::EarlierOrEqual),
-            (">", Op::LaterOrEqual),
-        ];
-        let Some((op, vtext)) = ops
-            .iter()
-            .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
-        else {
-            return Err(format!(
-                "missing relation operator (one of << <= = >= >>) in `({inner})`"
-            ));
-        };
-        let v = Version::parse(vtext).map_err(|e| e.to_string())?;
-        rel.version = Some((op, v));
-        rest = r[close + 1..].trim_start();
+        let (version, after) = parse_restriction(r, name)?;
+        rel.version = Some(version);
+        rest = after;
     }
     while let Some(r) = rest.strip_prefix('[') {
         let Some(close) = r.find(']') else {
@@ -732,30 +749,8 @@ impl BinaryPackage {
         let version = Version::parse(&required("Version")?)
             .map_err(|e| err("Version", format!("field `Version` of `{name}`: {e}")))?;
         let architecture = required("Architecture")?;
-        let multi_arch = match stanza.field("Multi-Arch").map(Field::folded).as_deref() {
-            None | Some("no") => MultiArch::No,
-            Some("same") => MultiArch::Same,
-            Some("foreign") => MultiArch::Foreign,
-            Some("allowed") => MultiArch::Allowed,
-            Some(other) => {
-                return Err(err(
-                    "Multi-Arch",
-                    format!(
-                        "field `Multi-Arch` of `{name}`: `{other}` is not one of no, same, foreign, allowed"
-                    ),
-                ))
-            }
-        };
-        let essential = match stanza.field("Essential").map(Field::folded).as_deref() {
-            None | Some("no") => false,
-            Some("yes") => true,
-            Some(other) => {
-                return Err(err(
-                    "Essential",
-                    format!("field `Essential` of `{name}`: `{other}` is not yes or no"),
-                ))
-            }
-        };
+        let multi_arch = multi_arch_field(stanza, &name)?;
+        let essential = essential_field(stanza, &name)?;
         let rels = |field: &str, alternatives: bool| -> Result<Relations, ControlError> {
             match stanza.field(field) {
                 None => Ok(Vec::new()),
@@ -773,31 +768,8 @@ impl BinaryPackage {
                 format!("package `{name}`: field `Provides`: only `=` versions may be provided, found `{bad}`"),
             ));
         }
-        let size = match stanza.field("Size") {
-            None => None,
-            Some(f) => Some(f.folded().parse::<u64>().map_err(|_| {
-                ControlError::new(
-                    f.line,
-                    format!(
-                        "field `Size` of `{name}`: `{}` is not a byte count",
-                        f.folded()
-                    ),
-                )
-            })?),
-        };
-        let sha256 = match stanza.field("SHA256") {
-            None => None,
-            Some(f) => {
-                let h = f.folded().to_ascii_lowercase();
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ControlError::new(
-                        f.line,
-                        format!("field `SHA256` of `{name}`: `{h}` is not 64 hex digits"),
-                    ));
-                }
-                Some(h)
-            }
-        };
+        let size = size_field(stanza, &name)?;
+        let sha256 = sha256_field(stanza, &name)?;
         let status = match stanza.field("Status") {
             None => None,
             Some(f) => Some(
@@ -824,6 +796,78 @@ impl BinaryPackage {
             essential,
         })
     }
+}
+
+/// The line of the field `field` of `stanza`, else of the stanza.
+fn field_line(stanza: &Stanza, field: &str) -> usize {
+    stanza.field(field).map_or(stanza.line, |f| f.line)
+}
+
+/// The `Multi-Arch` field of the package `name`.
+fn multi_arch_field(stanza: &Stanza, name: &str) -> Result<MultiArch, ControlError> {
+    Ok(match stanza.field("Multi-Arch").map(Field::folded).as_deref() {
+        None | Some("no") => MultiArch::No,
+        Some("same") => MultiArch::Same,
+        Some("foreign") => MultiArch::Foreign,
+        Some("allowed") => MultiArch::Allowed,
+        Some(other) => {
+            return Err(ControlError::new(
+                field_line(stanza, "Multi-Arch"),
+                format!(
+                    "field `Multi-Arch` of `{name}`: `{other}` is not one of no, same, foreign, allowed"
+                ),
+            ))
+        }
+    })
+}
+
+/// The `Essential` field of the package `name`.
+fn essential_field(stanza: &Stanza, name: &str) -> Result<bool, ControlError> {
+    Ok(
+        match stanza.field("Essential").map(Field::folded).as_deref() {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(other) => {
+                return Err(ControlError::new(
+                    field_line(stanza, "Essential"),
+                    format!("field `Essential` of `{name}`: `{other}` is not yes or no"),
+                ))
+            }
+        },
+    )
+}
+
+/// The `Size` field of the package `name`.
+fn size_field(stanza: &Stanza, name: &str) -> Result<Option<u64>, ControlError> {
+    Ok(match stanza.field("Size") {
+        None => None,
+        Some(f) => Some(f.folded().parse::<u64>().map_err(|_| {
+            ControlError::new(
+                f.line,
+                format!(
+                    "field `Size` of `{name}`: `{}` is not a byte count",
+                    f.folded()
+                ),
+            )
+        })?),
+    })
+}
+
+/// The `SHA256` field of the package `name`, in lower case.
+fn sha256_field(stanza: &Stanza, name: &str) -> Result<Option<String>, ControlError> {
+    Ok(match stanza.field("SHA256") {
+        None => None,
+        Some(f) => {
+            let h = f.folded().to_ascii_lowercase();
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ControlError::new(
+                    f.line,
+                    format!("field `SHA256` of `{name}`: `{h}` is not 64 hex digits"),
+                ));
+            }
+            Some(h)
+        }
+    })
 }
 
 /// Parses a `Packages` index into packages, in file order.

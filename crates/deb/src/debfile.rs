@@ -644,6 +644,38 @@ impl<'a, 'r> DataEntries<'a, 'r> {
             .flatten()
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        let (kind, size, link_target) = self.entry_kind(&entry, &raw_path)?;
+        if path.is_empty() && kind != EntryKind::Dir {
+            return Err(err(format!("{raw_path:?}: the root must be a directory")));
+        }
+        Ok(DataEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            uname,
+            gname,
+            mtime,
+            size,
+            link_target,
+            reader: entry,
+        })
+    }
+
+    /// The kind of `entry` (at `raw_path`), its size and its link target.
+    fn entry_kind(
+        &self,
+        entry: &tar::Entry<'a, nodeimg_image::limits::BoundedTar<Box<dyn Read + 'r>>>,
+        raw_path: &str,
+    ) -> Result<(EntryKind, u64, Option<String>)> {
+        let err = |reason: String| DebError::Tar {
+            file: self.file.clone(),
+            member: self.member.clone(),
+            reason,
+        };
+        let h = entry.header();
+        let ctx = |e: io::Error| err(format!("{raw_path:?}: {e}"));
         let link = || -> Result<String> {
             let l = entry
                 .link_name()
@@ -690,22 +722,7 @@ impl<'a, 'r> DataEntries<'a, 'r> {
                 )))
             }
         };
-        if path.is_empty() && kind != EntryKind::Dir {
-            return Err(err(format!("{raw_path:?}: the root must be a directory")));
-        }
-        Ok(DataEntry {
-            path,
-            kind,
-            mode,
-            uid,
-            gid,
-            uname,
-            gname,
-            mtime,
-            size,
-            link_target,
-            reader: entry,
-        })
+        Ok((kind, size, link_target))
     }
 }
 

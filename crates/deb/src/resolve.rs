@@ -193,6 +193,24 @@ pub struct Conflict {
     pub via: Vec<String>,
 }
 
+/// Refuses a package requested twice with different versions.
+fn check_duplicates(requests: &[Request]) -> Result<(), ResolveError> {
+    let mut seen: BTreeMap<&str, &Request> = BTreeMap::new();
+    for req in requests {
+        if let Some(first) = seen.insert(&req.name, req) {
+            if first.version == req.version {
+                continue;
+            }
+            return Err(ResolveError::DuplicateRequest {
+                name: req.name.clone(),
+                first: first.to_string(),
+                second: req.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn via_text(via: &[String]) -> String {
     if via.len() > 1 {
         format!(" (needed by {})", via.join(" -> "))
@@ -684,21 +702,36 @@ impl<'a> Resolver<'a> {
         });
     }
 
+    /// The error for the request `req` pinned at `pin`, a version none of
+    /// the candidates `named` has: the versions there are, newest first.
+    fn pin_not_found(&self, req: &Request, pin: &Version, named: &[usize]) -> ResolveError {
+        let mut versions: Vec<usize> = named.to_vec();
+        versions.sort_by(|&a, &b| {
+            self.cand(b)
+                .version
+                .cmp(&self.cand(a).version)
+                .then(a.cmp(&b))
+        });
+        ResolveError::PinNotFound {
+            name: req.name.clone(),
+            version: pin.to_string(),
+            arch: self.native.to_string(),
+            available: versions
+                .into_iter()
+                .map(|i| {
+                    format!(
+                        "{} ({})",
+                        self.cand(i).version,
+                        self.repo_ids[self.repo_of[i]]
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// Step 1: a candidate for every request.
     fn choose_requests(&mut self, requests: &[Request]) -> Result<(), ResolveError> {
-        let mut seen: BTreeMap<&str, &Request> = BTreeMap::new();
-        for req in requests {
-            if let Some(first) = seen.insert(&req.name, req) {
-                if first.version == req.version {
-                    continue;
-                }
-                return Err(ResolveError::DuplicateRequest {
-                    name: req.name.clone(),
-                    first: first.to_string(),
-                    second: req.to_string(),
-                });
-            }
-        }
+        check_duplicates(requests)?;
         for req in requests {
             if self.chosen_by_name.contains_key(req.name.as_str()) {
                 continue;
@@ -722,28 +755,7 @@ impl<'a> Resolver<'a> {
                         .copied()
                         .find(|&i| &self.cand(i).version == pin)
                     else {
-                        let mut versions: Vec<usize> = named.clone();
-                        versions.sort_by(|&a, &b| {
-                            self.cand(b)
-                                .version
-                                .cmp(&self.cand(a).version)
-                                .then(a.cmp(&b))
-                        });
-                        return Err(ResolveError::PinNotFound {
-                            name: req.name.clone(),
-                            version: pin.to_string(),
-                            arch: self.native.to_string(),
-                            available: versions
-                                .into_iter()
-                                .map(|i| {
-                                    format!(
-                                        "{} ({})",
-                                        self.cand(i).version,
-                                        self.repo_ids[self.repo_of[i]]
-                                    )
-                                })
-                                .collect(),
-                        });
+                        return Err(self.pin_not_found(req, pin, &named));
                     };
                     c
                 }
@@ -1013,10 +1025,10 @@ impl<'a> Resolver<'a> {
         Ok(())
     }
 
-    /// Step 4: installation order and the output records.
-    fn plan(&self, requests: &[Request]) -> Result<Vec<Planned>, ResolveError> {
+    /// For every choice, the choices it needs first: (choice, whether by
+    /// Pre-Depends).
+    fn predecessors(&self) -> Vec<BTreeSet<(usize, bool)>> {
         let n = self.chosen.len();
-        // preds[c]: (choice it needs first, whether by Pre-Depends).
         let mut preds: Vec<BTreeSet<(usize, bool)>> = vec![BTreeSet::new(); n];
         for (c, pred) in preds.iter_mut().enumerate() {
             let pkg = self.cand(self.chosen[c].cand);
@@ -1037,6 +1049,14 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        preds
+    }
+
+    /// Step 4: installation order and the output records.
+    fn plan(&self, requests: &[Request]) -> Result<Vec<Planned>, ResolveError> {
+        let n = self.chosen.len();
+        // preds[c]: (choice it needs first, whether by Pre-Depends).
+        let preds = self.predecessors();
         // reach[c]: every package c needs before it, directly or not. Two
         // packages are in the same cycle when each reaches the other.
         let reach: Vec<BTreeSet<usize>> = (0..n)

@@ -126,6 +126,21 @@ pub enum Parsed {
     Skip,
 }
 
+/// The mode bits and owner of the entry `name` from its tar `header`.
+fn header_meta(header: &tar::Header, name: &str) -> std::result::Result<Meta, String> {
+    Ok(Meta {
+        mode: header
+            .mode()
+            .map_err(|e| format!("entry {name:?}: mode: {e}"))?
+            & 0o7777,
+        // An empty owner field (some writers leave it blank) means root.
+        uid: u32::try_from(header.uid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: uid out of range"))?,
+        gid: u32::try_from(header.gid().unwrap_or(0))
+            .map_err(|_| format!("entry {name:?}: gid out of range"))?,
+    })
+}
+
 /// Interpret one tar entry of layer `layer` at position `ord`. Keeps the
 /// bytes of the entry when given a budget and [`keeps`] says so (reading
 /// them from `entry`).
@@ -160,17 +175,7 @@ pub fn parse_entry<R: Read>(
             .map_err(|e| format!("whiteout {name:?}: {e}"))?;
         return Ok(Parsed::Whiteout(target.as_str().to_string()));
     }
-    let meta = Meta {
-        mode: header
-            .mode()
-            .map_err(|e| format!("entry {name:?}: mode: {e}"))?
-            & 0o7777,
-        // An empty owner field (some writers leave it blank) means root.
-        uid: u32::try_from(header.uid().unwrap_or(0))
-            .map_err(|_| format!("entry {name:?}: uid out of range"))?,
-        gid: u32::try_from(header.gid().unwrap_or(0))
-            .map_err(|_| format!("entry {name:?}: gid out of range"))?,
-    };
+    let meta = header_meta(header, &name)?;
     let mtime = header.mtime().unwrap_or(0);
     let link = || -> std::result::Result<String, String> {
         let l = entry

@@ -527,6 +527,50 @@ impl Word {
             self.line = line;
         }
     }
+
+    /// Adds the rest of a single-quoted string, up to its closing quote.
+    fn single_quoted(&mut self, chars: &mut Chars) {
+        for n in chars.by_ref() {
+            if n == '\'' {
+                break;
+            }
+            self.text.push(n);
+        }
+    }
+
+    /// Adds the rest of a double-quoted string, up to its closing quote:
+    /// a backslash escapes `$`, `` ` ``, `"`, `\\` and a newline only.
+    fn double_quoted(&mut self, chars: &mut Chars) {
+        while let Some(n) = chars.next() {
+            match n {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('\n') | None => {}
+                    Some(m) if "$`\"\\".contains(m) => self.text.push(m),
+                    Some(m) => {
+                        self.text.push('\\');
+                        self.text.push(m);
+                    }
+                },
+                m => self.text.push(m),
+            }
+        }
+    }
+}
+
+/// Ends the simple command of `words` (if any word is left after the
+/// keywords and assignments) and adds it to `out` with its first line.
+fn end_command(words: &mut Vec<(String, usize)>, out: &mut Vec<(usize, Vec<String>)>) {
+    let mut w = std::mem::take(words);
+    let start = w
+        .iter()
+        .position(|(x, _)| !KEYWORDS.contains(&x.as_str()) && !is_assignment(x))
+        .unwrap_or(w.len());
+    w.drain(..start);
+    if let Some((_, line)) = w.first() {
+        let line = *line;
+        out.push((line, w.into_iter().map(|(x, _)| x).collect()));
+    }
 }
 
 /// The simple commands of a script with the line each starts on: words
@@ -550,18 +594,6 @@ fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
             *word = Word::default();
         }
     };
-    let end_cmd = |words: &mut Vec<(String, usize)>, out: &mut Vec<(usize, Vec<String>)>| {
-        let mut w = std::mem::take(words);
-        let start = w
-            .iter()
-            .position(|(x, _)| !KEYWORDS.contains(&x.as_str()) && !is_assignment(x))
-            .unwrap_or(w.len());
-        w.drain(..start);
-        if let Some((_, line)) = w.first() {
-            let line = *line;
-            out.push((line, w.into_iter().map(|(x, _)| x).collect()));
-        }
-    };
     loop {
         let line = chars.line;
         let Some(c) = chars.next() else { break };
@@ -575,29 +607,11 @@ fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
             },
             '\'' => {
                 word.start(line);
-                for n in chars.by_ref() {
-                    if n == '\'' {
-                        break;
-                    }
-                    word.text.push(n);
-                }
+                word.single_quoted(&mut chars);
             }
             '"' => {
                 word.start(line);
-                while let Some(n) = chars.next() {
-                    match n {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some('\n') | None => {}
-                            Some(m) if "$`\"\\".contains(m) => word.text.push(m),
-                            Some(m) => {
-                                word.text.push('\\');
-                                word.text.push(m);
-                            }
-                        },
-                        m => word.text.push(m),
-                    }
-                }
+                word.double_quoted(&mut chars);
             }
             '#' if !word.started => {
                 for n in chars.by_ref() {
@@ -605,7 +619,7 @@ fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
                         break;
                     }
                 }
-                end_cmd(&mut words, &mut out);
+                end_command(&mut words, &mut out);
             }
             '<' | '>' => {
                 // A file descriptor number written before the operator.
@@ -621,7 +635,7 @@ fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
             ';' | '&' | '|' | '\n' | '(' | ')' => {
                 end_word(&mut word, &mut words, &mut skip_next_word);
                 skip_next_word = false;
-                end_cmd(&mut words, &mut out);
+                end_command(&mut words, &mut out);
             }
             c if c.is_whitespace() => {
                 end_word(&mut word, &mut words, &mut skip_next_word);
@@ -633,7 +647,7 @@ fn commands(script: &str) -> Vec<(usize, Vec<String>)> {
         }
     }
     end_word(&mut word, &mut words, &mut skip_next_word);
-    end_cmd(&mut words, &mut out);
+    end_command(&mut words, &mut out);
     out
 }
 

@@ -32,7 +32,7 @@ use nodeimg_layers::tree::Origin;
 use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootView};
 
 use super::resolve::Planned;
-use super::rpmfile::{tag, RpmFile, FILE_CONFIG, FILE_GHOST};
+use super::rpmfile::{tag, CpioEntry, FileInfo, Payload, RpmFile, FILE_CONFIG, FILE_GHOST};
 use nodeimg_pkg::accounts::{Accounts, AccountsError, IdRule, Request};
 use nodeimg_pkg::scripts::{self, Effect};
 use nodeimg_pkg::sandbox::{self, Sandbox, Workspace};
@@ -189,9 +189,8 @@ pub fn unpack(
     scratch: &Path,
     origin_key: &str,
 ) -> Result<(FileTree, Report), InstallError> {
-    let mut tree = FileTree::new();
     let mut report = Report::default();
-    let mut accounts = Accounts::read(view, IdRule::USERADD)?;
+    let accounts = Accounts::read(view, IdRule::USERADD)?;
     let dir = tempfile::Builder::new()
         .prefix("rpm-")
         .tempdir_in(scratch)
@@ -202,11 +201,45 @@ pub fn unpack(
             ))
         })?
         .keep();
-    let mut counter = 0usize;
+    let mut u = Unpacker {
+        tree: FileTree::new(),
+        accounts,
+        dir,
+        counter: 0,
+    };
     // Scriptlets first, for every package: a %pre creates the users and
     // groups files of this and later packages are owned by.
     let mut reports = Vec::with_capacity(pkgs.len());
     for pkg in pkgs {
+        reports.push(u.scriptlets(pkg)?);
+    }
+    // Then the files, owned by names the scriptlets may have added.
+    for (pkg, mut rep) in pkgs.iter().zip(reports) {
+        u.files(pkg, &mut rep, &Origin::new("packages", origin_key))?;
+        report.packages.push(rep);
+    }
+    let Unpacker {
+        mut tree, accounts, ..
+    } = u;
+    accounts.write(&mut tree, &Origin::new("packages", origin_key));
+    Ok((tree, report))
+}
+
+/// The state of an [`unpack`].
+struct Unpacker {
+    tree: FileTree,
+    /// The image's users and groups, with those the scriptlets add.
+    accounts: Accounts,
+    /// Where the regular files' contents are written.
+    dir: PathBuf,
+    /// Regular files written so far (their names in `dir`).
+    counter: usize,
+}
+
+impl Unpacker {
+    /// Checks that `pkg` is what the metadata planned, applies the effects
+    /// of its install-time scriptlets and starts its report.
+    fn scriptlets(&mut self, pkg: &Package) -> Result<PackageReport, InstallError> {
         let rpm = RpmFile::from_reader(pkg.rpm.reader(), &pkg.url)?;
         let (name, evr, arch) = rpm.nevra()?;
         let want = &pkg.planned.package;
@@ -234,58 +267,75 @@ pub fn unpack(
             }
             rep.not_run.push(label.to_string());
             let is_install = matches!(*label, "%pre" | "%post" | "%pretrans" | "%posttrans");
+            if !is_install {
+                continue;
+            }
             for script in &body {
-                if !is_install {
-                    continue;
-                }
-                let scan = scripts::scan(script);
-                let nevra = want.nevra();
-                for e in scan.effects {
-                    let who = Request {
-                        package: &nevra,
-                        script: label,
-                        line: e.line,
-                    };
-                    match e.effect {
-                        Effect::Group(g) => {
-                            if let Some(gid) = accounts.add_group(&g, &who)? {
-                                rep.accounts
-                                    .push(format!("system group {} ({gid})", g.name));
-                            }
-                        }
-                        Effect::User(u) => {
-                            if let Some(added) = accounts.add_user(&u, &who)? {
-                                if let Some(gid) = added.own_group {
-                                    rep.accounts
-                                        .push(format!("system group {} ({gid})", u.name));
-                                }
-                                rep.accounts
-                                    .push(format!("system user {} ({})", u.name, added.uid));
-                            }
-                        }
-                        Effect::SystemdEnable(unit) => {
-                            if !rep.units.contains(&unit) {
-                                rep.units.push(unit);
-                            }
-                        }
-                        Effect::Alternative(a) => rep
-                            .not_understood
-                            .push(format!("update-alternatives {}", a.name)),
-                    }
-                }
-                rep.not_understood.extend(scan.not_understood);
-                for u in systemd_units(script) {
-                    if !rep.units.contains(&u) {
-                        rep.units.push(u);
-                    }
-                }
+                self.scriptlet(script, label, &mut rep)?;
             }
         }
-        reports.push(rep);
+        Ok(rep)
     }
-    // Then the files, owned by names the scriptlets may have added.
-    for (pkg, mut rep) in pkgs.iter().zip(reports) {
-        let origin = Origin::new("packages", origin_key);
+
+    /// Applies what the install-time scriptlet `label` reads as: users and
+    /// groups are added, units and the rest reported in `rep`.
+    fn scriptlet(
+        &mut self,
+        script: &str,
+        label: &str,
+        rep: &mut PackageReport,
+    ) -> Result<(), InstallError> {
+        let scan = scripts::scan(script);
+        let nevra = rep.nevra.clone();
+        for e in scan.effects {
+            let who = Request {
+                package: &nevra,
+                script: label,
+                line: e.line,
+            };
+            match e.effect {
+                Effect::Group(g) => {
+                    if let Some(gid) = self.accounts.add_group(&g, &who)? {
+                        rep.accounts
+                            .push(format!("system group {} ({gid})", g.name));
+                    }
+                }
+                Effect::User(u) => {
+                    if let Some(added) = self.accounts.add_user(&u, &who)? {
+                        if let Some(gid) = added.own_group {
+                            rep.accounts
+                                .push(format!("system group {} ({gid})", u.name));
+                        }
+                        rep.accounts
+                            .push(format!("system user {} ({})", u.name, added.uid));
+                    }
+                }
+                Effect::SystemdEnable(unit) => {
+                    if !rep.units.contains(&unit) {
+                        rep.units.push(unit);
+                    }
+                }
+                Effect::Alternative(a) => rep
+                    .not_understood
+                    .push(format!("update-alternatives {}", a.name)),
+            }
+        }
+        rep.not_understood.extend(scan.not_understood);
+        for u in systemd_units(script) {
+            if !rep.units.contains(&u) {
+                rep.units.push(u);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpacks the payload of `pkg` into the tree.
+    fn files(
+        &mut self,
+        pkg: &Package,
+        rep: &mut PackageReport,
+        origin: &Origin,
+    ) -> Result<(), InstallError> {
         let rpm = RpmFile::from_reader(pkg.rpm.reader(), &pkg.url)?;
         let files = rpm.files()?;
         let by_path: BTreeMap<&str, usize> = files
@@ -303,73 +353,37 @@ pub fn unpack(
         }
         let url = pkg.url.clone();
         let mut payload = rpm.payload()?;
+        // Hard links whose data comes with a later entry, by inode.
         let mut pending: BTreeMap<u32, Vec<ImagePath>> = BTreeMap::new();
         while let Some(e) = payload.next_entry()? {
             let path = ImagePath::new(&e.path)
                 .map_err(|m| InstallError(format!("{url}: payload path {:?}: {m}", e.path)))?;
             let info = by_path.get(e.path.as_str()).map(|&i| &files[i]);
             let mode = info.map_or(e.mode, |i| i.mode);
-            let (user, group) =
-                info.map_or(("root", "root"), |i| (i.user.as_str(), i.group.as_str()));
-            let uid = owner_uid(&accounts, user).unwrap_or_else(|| {
-                let o = format!("user {user} of {}", e.path);
-                rep.unknown_owners.push(o);
-                0
-            });
-            let gid = owner_gid(&accounts, group).unwrap_or_else(|| {
-                rep.unknown_owners
-                    .push(format!("group {group} of {}", e.path));
-                0
-            });
-            let meta = Meta {
-                mode: mode & 0o7777,
-                uid,
-                gid,
-            };
+            let meta = self.entry_meta(info, &e, mode, rep);
             let kind = match mode & 0o170000 {
                 0o040000 => {
                     payload.data(&e, &mut std::io::sink())?;
                     NodeKind::Dir
                 }
-                0o120000 => {
-                    let mut target = Vec::new();
-                    if e.size > 4096 {
-                        return Err(InstallError(format!("{url}: symlink {} is too long", e.path)));
-                    }
-                    payload.data(&e, &mut target)?;
-                    let t = String::from_utf8(target)
-                        .map_err(|_| InstallError(format!("{url}: symlink {} is not UTF-8", e.path)))?;
-                    NodeKind::Symlink(t)
+                0o120000 => read_symlink(&mut payload, &e, &url)?,
+                0o100000 if e.nlink > 1 && e.size == 0 => {
+                    payload.data(&e, &mut std::io::sink())?;
+                    pending.entry(e.ino).or_default().push(path);
+                    rep.entries += 1;
+                    continue;
                 }
                 0o100000 => {
-                    if e.nlink > 1 && e.size == 0 {
-                        payload.data(&e, &mut std::io::sink())?;
-                        pending.entry(e.ino).or_default().push(path);
-                        rep.entries += 1;
-                        continue;
+                    let kind = self.write_file(&mut payload, &e)?;
+                    for o in pending.remove(&e.ino).unwrap_or_default() {
+                        let n = Node {
+                            kind: NodeKind::Hardlink(path.clone()),
+                            meta,
+                            origin: origin.clone(),
+                        };
+                        insert(&mut self.tree, o, n, &url)?;
                     }
-                    counter += 1;
-                    let host = dir.join(counter.to_string());
-                    let out = File::create(&host)
-                        .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
-                    let mut w = BufWriter::new(out);
-                    payload.data(&e, &mut w)?;
-                    std::io::Write::flush(&mut w)
-                        .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
-                    if let Some(others) = pending.remove(&e.ino) {
-                        for o in others {
-                            let n = Node {
-                                kind: NodeKind::Hardlink(path.clone()),
-                                meta,
-                                origin: origin.clone(),
-                            };
-                            insert(&mut tree, o, n, &url)?;
-                        }
-                    }
-                    NodeKind::File(Content::Host {
-                        path: host,
-                        size: e.size,
-                    })
+                    kind
                 }
                 _ => {
                     return Err(InstallError(format!(
@@ -384,7 +398,7 @@ pub fn unpack(
                 meta,
                 origin: origin.clone(),
             };
-            insert(&mut tree, path, n, &url)?;
+            insert(&mut self.tree, path, n, &url)?;
         }
         if let Some((_, paths)) = pending.into_iter().next() {
             return Err(InstallError(format!(
@@ -397,10 +411,71 @@ pub fn unpack(
             )));
         }
         payload.finish()?;
-        report.packages.push(rep);
+        Ok(())
     }
-    accounts.write(&mut tree, &Origin::new("packages", origin_key));
-    Ok((tree, report))
+
+    /// The mode bits and owner of a payload entry, by the header's file
+    /// list (`info`) when it names the entry; owners the image does not
+    /// know become root and are reported.
+    fn entry_meta(
+        &self,
+        info: Option<&FileInfo>,
+        e: &CpioEntry,
+        mode: u32,
+        rep: &mut PackageReport,
+    ) -> Meta {
+        let (user, group) = info.map_or(("root", "root"), |i| (i.user.as_str(), i.group.as_str()));
+        let uid = owner_uid(&self.accounts, user).unwrap_or_else(|| {
+            let o = format!("user {user} of {}", e.path);
+            rep.unknown_owners.push(o);
+            0
+        });
+        let gid = owner_gid(&self.accounts, group).unwrap_or_else(|| {
+            rep.unknown_owners
+                .push(format!("group {group} of {}", e.path));
+            0
+        });
+        Meta {
+            mode: mode & 0o7777,
+            uid,
+            gid,
+        }
+    }
+
+    /// Writes the data of the regular file `e` into the scratch directory.
+    fn write_file(
+        &mut self,
+        payload: &mut Payload,
+        e: &CpioEntry,
+    ) -> Result<NodeKind, InstallError> {
+        self.counter += 1;
+        let host = self.dir.join(self.counter.to_string());
+        let out = File::create(&host)
+            .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+        let mut w = BufWriter::new(out);
+        payload.data(e, &mut w)?;
+        std::io::Write::flush(&mut w)
+            .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+        Ok(NodeKind::File(Content::Host {
+            path: host,
+            size: e.size,
+        }))
+    }
+}
+
+/// Reads the target of the symlink `e` of the package at `url`.
+fn read_symlink(payload: &mut Payload, e: &CpioEntry, url: &str) -> Result<NodeKind, InstallError> {
+    let mut target = Vec::new();
+    if e.size > 4096 {
+        return Err(InstallError(format!(
+            "{url}: symlink {} is too long",
+            e.path
+        )));
+    }
+    payload.data(e, &mut target)?;
+    let t = String::from_utf8(target)
+        .map_err(|_| InstallError(format!("{url}: symlink {} is not UTF-8", e.path)))?;
+    Ok(NodeKind::Symlink(t))
 }
 
 fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result<(), InstallError> {
@@ -832,6 +907,18 @@ impl DbRoot {
             let _ = super::root::remove_tree(&mount);
         }
         ran?;
+        self.changed_db_files(runner, scratch, origin_key)
+    }
+
+    /// The database files that `runner` changed, copied into `scratch` as
+    /// layer entries; the write-ahead log and shared-memory index of a
+    /// checkpointed database are left out (and the base's removed).
+    fn changed_db_files(
+        &self,
+        runner: &Runner,
+        scratch: &Path,
+        origin_key: &str,
+    ) -> Result<FileTree, InstallError> {
         let out_dir = tempfile::Builder::new()
             .prefix("rpmdb-out-")
             .tempdir_in(scratch)

@@ -102,6 +102,17 @@ pub fn parse_repomd(xml: &[u8], file: &str) -> Result<PrimaryLocation, MetadataE
     if !seen_root {
         return Err(err(file, "not a repomd.xml (no <repomd> element)"));
     }
+    primary_location(file, href, sum, sum_type, size)
+}
+
+/// The primary entry of `repomd.xml` from what was read of it, checked.
+fn primary_location(
+    file: &str,
+    href: Option<String>,
+    sum: Option<String>,
+    sum_type: Option<String>,
+    size: Option<u64>,
+) -> Result<PrimaryLocation, MetadataError> {
     let href = href.ok_or_else(|| err(file, "no <data type=\"primary\"> with a <location>"))?;
     let sum = sum.ok_or_else(|| err(file, "the primary entry has no <checksum>"))?;
     match sum_type.as_deref() {
@@ -256,66 +267,7 @@ pub fn parse_primary<R: BufRead>(input: R, file: &str) -> Result<Vec<RpmPackage>
                     buf.clear();
                     continue;
                 };
-                match name.as_str() {
-                    "version" => {
-                        let epoch = match attr(&e, "epoch", file)? {
-                            None => 0,
-                            Some(s) if s.is_empty() => 0,
-                            Some(s) => s.parse::<u64>().map_err(|_| {
-                                err(file, format!("epoch {s:?} is not a number{}", at(p)))
-                            })?,
-                        };
-                        let ver = attr(&e, "ver", file)?
-                            .ok_or_else(|| err(file, format!("<version> without ver{}", at(p))))?;
-                        let rel = attr(&e, "rel", file)?;
-                        p.evr = Evr::new(epoch, &ver, rel.as_deref());
-                    }
-                    "checksum" => {
-                        let t = attr(&e, "type", file)?;
-                        if t.as_deref() != Some("sha256") {
-                            return Err(err(
-                                file,
-                                format!(
-                                    "package checksum type {:?}{}; only sha256 is accepted",
-                                    t.unwrap_or_default(),
-                                    at(p)
-                                ),
-                            ));
-                        }
-                        field = name;
-                    }
-                    "size" => {
-                        if let Some(s) = attr(&e, "package", file)? {
-                            p.size = s.parse().map_err(|_| {
-                                err(file, format!("package size {s:?} is not a number{}", at(p)))
-                            })?;
-                        }
-                    }
-                    "location" => {
-                        let href = attr(&e, "href", file)?.ok_or_else(|| {
-                            err(file, format!("<location> without href{}", at(p)))
-                        })?;
-                        check_href(&href, file)?;
-                        p.href = href;
-                    }
-                    "provides" => list = List::Provides,
-                    "requires" => list = List::Requires,
-                    "conflicts" => list = List::Conflicts,
-                    "obsoletes" => list = List::Obsoletes,
-                    "suggests" | "recommends" | "supplements" | "enhances" => list = List::Other,
-                    "entry" => {
-                        let dep = read_entry(&e, file, &at(p))?;
-                        match list {
-                            List::Provides => p.provides.push(dep),
-                            List::Requires => p.requires.push(dep),
-                            List::Conflicts => p.conflicts.push(dep),
-                            List::Obsoletes => p.obsoletes.push(dep),
-                            List::Other | List::None => {}
-                        }
-                    }
-                    "name" | "arch" | "file" => field = name,
-                    _ => {}
-                }
+                package_element(p, &e, name, file, &mut field, &mut list)?;
             }
             Event::Text(t) => {
                 if let Some(p) = cur.as_mut() {
@@ -355,6 +307,79 @@ pub fn parse_primary<R: BufRead>(input: R, file: &str) -> Result<Vec<RpmPackage>
         return Err(err(file, "not a primary.xml (no <metadata> element)"));
     }
     Ok(out)
+}
+
+/// Reads the start (or empty) element `e`, named `name`, inside the
+/// `<package>` `p`: its attributes, or which text (`field`) or dependency
+/// list (`list`) follows.
+fn package_element(
+    p: &mut RpmPackage,
+    e: &BytesStart,
+    name: String,
+    file: &str,
+    field: &mut String,
+    list: &mut List,
+) -> Result<(), MetadataError> {
+    match name.as_str() {
+        "version" => {
+            let epoch = match attr(e, "epoch", file)? {
+                None => 0,
+                Some(s) if s.is_empty() => 0,
+                Some(s) => s
+                    .parse::<u64>()
+                    .map_err(|_| err(file, format!("epoch {s:?} is not a number{}", at(p))))?,
+            };
+            let ver = attr(e, "ver", file)?
+                .ok_or_else(|| err(file, format!("<version> without ver{}", at(p))))?;
+            let rel = attr(e, "rel", file)?;
+            p.evr = Evr::new(epoch, &ver, rel.as_deref());
+        }
+        "checksum" => {
+            let t = attr(e, "type", file)?;
+            if t.as_deref() != Some("sha256") {
+                return Err(err(
+                    file,
+                    format!(
+                        "package checksum type {:?}{}; only sha256 is accepted",
+                        t.unwrap_or_default(),
+                        at(p)
+                    ),
+                ));
+            }
+            *field = name;
+        }
+        "size" => {
+            if let Some(s) = attr(e, "package", file)? {
+                p.size = s.parse().map_err(|_| {
+                    err(file, format!("package size {s:?} is not a number{}", at(p)))
+                })?;
+            }
+        }
+        "location" => {
+            let href = attr(e, "href", file)?
+                .ok_or_else(|| err(file, format!("<location> without href{}", at(p))))?;
+            check_href(&href, file)?;
+            p.href = href;
+        }
+        "provides" => *list = List::Provides,
+        "requires" => *list = List::Requires,
+        "conflicts" => *list = List::Conflicts,
+        "obsoletes" => *list = List::Obsoletes,
+        "suggests" | "recommends" | "supplements" | "enhances" => *list = List::Other,
+        "entry" => {
+            let dep = read_entry(e, file, &at(p))?;
+            match list {
+                List::Provides => p.provides.push(dep),
+                List::Requires => p.requires.push(dep),
+                List::Conflicts => p.conflicts.push(dep),
+                List::Obsoletes => p.obsoletes.push(dep),
+                List::Other | List::None => {}
+            }
+        }
+        "name" | "arch" | "file" => *field = name,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_package(p: &RpmPackage, file: &str) -> Result<(), MetadataError> {

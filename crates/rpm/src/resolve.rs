@@ -262,6 +262,60 @@ fn rich_alternatives(name: &str) -> Result<Vec<Dep>, String> {
     Ok(out)
 }
 
+/// What satisfies the dependency `dep` of `p`: any alternative of a rich
+/// dependency, else `dep` itself.
+fn dep_alternatives(p: &RpmPackage, dep: &Dep) -> Result<Vec<Dep>, ResolveError> {
+    Ok(if dep.name.starts_with('(') {
+        rich_alternatives(&dep.name).map_err(|d| ResolveError::RichDependency {
+            package: p.nevra(),
+            dep: d,
+        })?
+    } else {
+        vec![dep.clone()]
+    })
+}
+
+/// The best candidate of the repositories for the request `pin`.
+fn best_match(ix: &Index, pin: &Pin, arch: &str) -> Result<usize, ResolveError> {
+    let Some(cands) = ix.by_name.get(pin.name.as_str()) else {
+        return Err(ResolveError::NotFound {
+            name: pin.name.clone(),
+            arch: arch.into(),
+        });
+    };
+    let mut matching: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|&i| match &pin.evr {
+            None => true,
+            Some(want) => {
+                let p = &ix.all[i].1.evr;
+                (!pin.epoch || want.epoch == p.epoch)
+                    && rpmvercmp(&want.version, &p.version).is_eq()
+                    && want.release.as_ref().is_none_or(|r| {
+                        p.release
+                            .as_ref()
+                            .is_some_and(|pr| rpmvercmp(r, pr).is_eq())
+                    })
+            }
+        })
+        .collect();
+    if matching.is_empty() {
+        let mut available: Vec<&Evr> = cands.iter().map(|&i| &ix.all[i].1.evr).collect();
+        available.sort_by(|a, b| a.compare(b));
+        let mut available: Vec<String> = available.into_iter().map(|e| e.to_string()).collect();
+        available.dedup();
+        return Err(ResolveError::PinNotFound {
+            name: pin.name.clone(),
+            version: pin.evr.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            arch: arch.into(),
+            available,
+        });
+    }
+    matching.sort_by(|&a, &b| ix.better(a, b, &pin.name));
+    Ok(matching[0])
+}
+
 /// Resolves `requests` for the rpm architecture `arch` over `installed`.
 pub fn resolve(
     installed: &[RpmPackage],
@@ -274,43 +328,7 @@ pub fn resolve(
     let mut queue: Vec<usize> = Vec::new();
     for r in requests {
         let pin = parse_request(r, &ix)?;
-        let Some(cands) = ix.by_name.get(pin.name.as_str()) else {
-            return Err(ResolveError::NotFound {
-                name: pin.name,
-                arch: arch.into(),
-            });
-        };
-        let mut matching: Vec<usize> = cands
-            .iter()
-            .copied()
-            .filter(|&i| match &pin.evr {
-                None => true,
-                Some(want) => {
-                    let p = &ix.all[i].1.evr;
-                    (!pin.epoch || want.epoch == p.epoch)
-                        && rpmvercmp(&want.version, &p.version).is_eq()
-                        && want.release.as_ref().is_none_or(|r| {
-                            p.release
-                                .as_ref()
-                                .is_some_and(|pr| rpmvercmp(r, pr).is_eq())
-                        })
-                }
-            })
-            .collect();
-        if matching.is_empty() {
-            let mut available: Vec<&Evr> = cands.iter().map(|&i| &ix.all[i].1.evr).collect();
-            available.sort_by(|a, b| a.compare(b));
-            let mut available: Vec<String> = available.into_iter().map(|e| e.to_string()).collect();
-            available.dedup();
-            return Err(ResolveError::PinNotFound {
-                name: pin.name,
-                version: pin.evr.map(|e| e.to_string()).unwrap_or_default(),
-                arch: arch.into(),
-                available,
-            });
-        }
-        matching.sort_by(|&a, &b| ix.better(a, b, &pin.name));
-        let best = matching[0];
+        let best = best_match(&ix, &pin, arch)?;
         if let Some(&prev) = chosen.get(&pin.name) {
             if prev != best {
                 return Err(ResolveError::InvalidRequest { text: r.clone() });
@@ -341,14 +359,7 @@ pub fn resolve(
             if dep.name.starts_with("rpmlib(") {
                 continue;
             }
-            let alternatives = if dep.name.starts_with('(') {
-                rich_alternatives(&dep.name).map_err(|d| ResolveError::RichDependency {
-                    package: p.nevra(),
-                    dep: d,
-                })?
-            } else {
-                vec![dep.clone()]
-            };
+            let alternatives = dep_alternatives(p, dep)?;
             let satisfied = alternatives.iter().any(|d| {
                 installed.iter().any(|q| provides_dep(q, d))
                     || chosen.values().any(|&c| provides_dep(ix.all[c].1, d))
