@@ -8,18 +8,18 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use nodeimg_image::base::{Base, BaseRef};
 use crate::error::{Error, IoContext, Result};
-use nodeimg_recipe::inputs::RecipeInputs;
-use nodeimg_lint::{self as lint, Finding, Severity};
-use nodeimg_pkg::lock::{self, Lock};
-use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use crate::packages::{self, PackageEnv};
 use crate::plan;
 use nodeimg_fetch::progress::{human_size, Meter};
+use nodeimg_image::base::{Base, BaseRef};
+use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
+use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_pkg::lock::{self, Lock};
+use nodeimg_recipe::inputs::RecipeInputs;
 use nodeimg_recipe::recipe::{self, Loaded, Recipe};
-use nodeimg_registry::RegistryOptions;
 use nodeimg_recipe::vars;
+use nodeimg_registry::RegistryOptions;
 
 pub use nodeimg_image::output::RECIPE_DIGEST_ANNOTATION;
 
@@ -279,7 +279,11 @@ pub fn prepare_with(
         r => {
             progress.step(&format!("opening base {r}"));
             let wanted = loaded.architecture(&overrides)?;
-            Base::open_with(r, wanted.as_deref(), &nodeimg_registry::BasePuller(registry))?
+            Base::open_with(
+                r,
+                wanted.as_deref(),
+                &nodeimg_registry::BasePuller(registry),
+            )?
         }
     };
     let arch = match loaded.architecture(&overrides)? {
@@ -1016,7 +1020,8 @@ mod tests {
     /// The bytes of `/etc/motd` in a packed layer.
     fn motd_in(tree: &nodeimg_layers::FileTree) -> Vec<u8> {
         let tar =
-            nodeimg_image::pack::write_tar(tree, &nodeimg_layers::MemView::new(), 0, Vec::new()).unwrap();
+            nodeimg_image::pack::write_tar(tree, &nodeimg_layers::MemView::new(), 0, Vec::new())
+                .unwrap();
         let mut ar = tar::Archive::new(&tar[..]);
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use nodeimg_image::base::{Base, BaseRef};
 use nodeimg_deb::control::{self, Syntax};
 use nodeimg_deb::repo::{self, Release};
 use nodeimg_fetch::openpgp::Keyring;
+use nodeimg_image::base::{Base, BaseRef};
 use nodeimg_pkg::lock::Lock;
 use nodeimg_recipe::recipe::Loaded;
 use nodeimg_rpm::{repodata, rpmfile::RpmFile, testutil};
@@ -214,7 +214,9 @@ fn rpm_run(data: &[u8], scratch: &Path) -> Outcome {
     let _ = rpm.nevra();
     let _ = rpm.header_signature();
     let _ = rpm.files();
-    let _ = rpm.header.strings(nodeimg_rpm::rpmfile::tag::PREIN, "p.rpm");
+    let _ = rpm
+        .header
+        .strings(nodeimg_rpm::rpmfile::tag::PREIN, "p.rpm");
     let mut payload = rpm.payload().map_err(|e| e.to_string())?;
     let mut sink = Vec::new();
     for _ in 0..64 {

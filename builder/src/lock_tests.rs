@@ -417,15 +417,13 @@ fn rpm_sample() -> Lock {
     Lock::new(
         "amd64",
         vec![LockedFile {
-            url: "https://download.example/linux/centos/7/x86_64/stable/repodata/repomd.xml"
-                .into(),
+            url: "https://download.example/linux/centos/7/x86_64/stable/repodata/repomd.xml".into(),
             size: 3000,
             sha256: SHA_A.into(),
         }],
         vec![LockedFile {
-            url:
-                "https://download.example/linux/centos/7/x86_64/stable/repodata/primary.xml.gz"
-                    .into(),
+            url: "https://download.example/linux/centos/7/x86_64/stable/repodata/primary.xml.gz"
+                .into(),
             size: 4000,
             sha256: SHA_B.into(),
         }],
@@ -462,9 +460,13 @@ fn rpm_layers_round_trip_beside_debian_ones() {
     );
     // A lock written before rpm layers existed still reads as Debian.
     assert_eq!(
-        Lock::parse(&sample().render().unwrap(), Path::new("r.toml.lock"), LOCK_RULES)
-            .unwrap()
-            .layers[0]
+        Lock::parse(
+            &sample().render().unwrap(),
+            Path::new("r.toml.lock"),
+            LOCK_RULES
+        )
+        .unwrap()
+        .layers[0]
             .kind,
         LayerKind::Deb
     );
@@ -479,8 +481,7 @@ fn invalid_rpm_layers_are_refused() {
     ));
     assert_eq!(e.key.as_deref(), Some("layer[1].package[1].version"));
     assert!(e.message.contains("no epoch"), "{}", e.message);
-    let e =
-        parse_err(&good.replace("version = \"3:19.03.11-3.el7\"", "version = \"3:19.03.11\""));
+    let e = parse_err(&good.replace("version = \"3:19.03.11-3.el7\"", "version = \"3:19.03.11\""));
     assert!(e.message.contains("no release"), "{}", e.message);
     let e = parse_err(&good.replace("architecture = \"x86_64\"", "architecture = \"aarch64\""));
     assert_eq!(e.key.as_deref(), Some("layer[1].package[1].architecture"));
@@ -500,8 +501,7 @@ fn invalid_rpm_layers_are_refused() {
     // A Debian layer without its dpkg status, an rpm one with one.
     let e = parse_err(&good.replacen(&format!("dpkg-status = \"{SHA_A}\"\n"), "", 1));
     assert_eq!(e.key.as_deref(), Some("layer[0].dpkg-status"));
-    let e =
-        parse_err(&good.replace("kind = \"rpm\"\n", "kind = \"rpm\"\ndpkg-status = \"x\"\n"));
+    let e = parse_err(&good.replace("kind = \"rpm\"\n", "kind = \"rpm\"\ndpkg-status = \"x\"\n"));
     assert_eq!(e.key.as_deref(), Some("layer[1].kind"));
     let e = parse_err(&good.replace("kind = \"rpm\"", "kind = \"apk\""));
     assert!(e.message.contains("apk"), "{}", e.message);

@@ -19,17 +19,17 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use nodeimg_layers::{FileTree, ImagePath, RootView};
 
-use nodeimg_fetch::cachefile::{self, CachedFile};
+use crate::error::{Error, IoContext, Result};
 use nodeimg_deb::control::{self, BinaryPackage, Syntax};
-use nodeimg_fetch::fetch::{Cache, FetchError, Mirrors};
 use nodeimg_deb::install::{self, Package};
 use nodeimg_deb::repo;
-use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_deb::resolve::{self, Request, ResolveError};
 use nodeimg_deb::version::Version;
-use crate::error::{Error, IoContext, Result};
-use nodeimg_pkg::lock::{self, Lock, LockedFile, LockedLayer, LockedPackage, LockedSource};
+use nodeimg_fetch::cachefile::{self, CachedFile};
+use nodeimg_fetch::fetch::{Cache, FetchError, Mirrors};
+use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_fetch::progress::Meter;
+use nodeimg_pkg::lock::{self, Lock, LockedFile, LockedLayer, LockedPackage, LockedSource};
 
 pub use nodeimg_deb::SOURCES_DIR;
 
@@ -292,7 +292,6 @@ pub fn debian_arch(oci: &str) -> &str {
 
 pub use nodeimg_pkg::driver::{build_err, fetch_shown, report_damaged, PackagesError};
 
-
 /// One enabled `deb` source of the image.
 #[derive(Debug, Clone)]
 struct Source {
@@ -463,12 +462,12 @@ fn read_index(
 ) -> Result<control::PackageIndex, PackagesError> {
     let reading = || format!("reading {} (cached {url})", file.path().display());
     match loc.stream(file.reader(), url, |r| control::read_packages(r)) {
-        Err(repo::StreamError::Read(source)) => Err(PackagesError::Build(
-            nodeimg_image::Error::Io {
+        Err(repo::StreamError::Read(source)) => {
+            Err(PackagesError::Build(nodeimg_image::Error::Io {
                 context: reading(),
                 source,
-            },
-        )),
+            }))
+        }
         Err(repo::StreamError::Repo(e)) => Err(build_err("repository metadata", e)),
         // An error of the stream is the one above.
         Ok(Err(control::IndexError::Io(e))) => Err(build_err(

@@ -2,9 +2,9 @@
 
 use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
 
-use nodeimg_image::base::Base;
 use crate::error::{Error, Result};
 use crate::packages::{self, PackageEnv, PackagesError};
+use nodeimg_image::base::Base;
 use nodeimg_recipe::recipe::{Recipe, RecipeLayer};
 
 pub use nodeimg_image::output::LayerPlan;
@@ -130,7 +130,9 @@ pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) 
         }
         _ => None,
     });
-    recipe.error(l.file, &l.key_of(e.key()), message, hint).into()
+    recipe
+        .error(l.file, &l.key_of(e.key()), message, hint)
+        .into()
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use nodeimg::build::{self, BuildOptions, Progress};
-use nodeimg_lint::{self as lint, Finding, Severity};
-use nodeimg_image::output::{Compression, Format};
 use nodeimg_fetch::progress::Meter;
+use nodeimg_image::output::{Compression, Format};
+use nodeimg_lint::{self as lint, Finding, Severity};
 
 const AFTER_HELP: &str = "\
 Examples:

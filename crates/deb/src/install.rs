@@ -73,8 +73,8 @@ use serde::Serialize;
 use super::control::{self, MultiArch, Stanza, Syntax};
 use super::debfile::{ControlFiles, DataEntry, Deb, DebError, EntryKind};
 use super::resolve::Planned;
-use nodeimg_pkg::scripts::{self, AlternativeSpec, Effect, Located};
 use nodeimg_pkg::accounts::{Accounts, AccountsError, IdRule, Request};
+use nodeimg_pkg::scripts::{self, AlternativeSpec, Effect, Located};
 
 const STATUS: &str = "/var/lib/dpkg/status";
 const INFO: &str = "/var/lib/dpkg/info";

@@ -975,7 +975,10 @@ mod tests {
         let later = Utc::now() + chrono::Duration::days(2);
         let err =
             verify_inrelease(&f.inrelease_c_expired_key, &ring, later, "InRelease").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::KeyExpired { .. })), "{err}");
+        assert!(
+            matches!(err, RepoError::Signature(SignatureError::KeyExpired { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -983,7 +986,10 @@ mod tests {
         let f = need_gpg!();
         let ring = Keyring::from_bytes(&f.keyring_a_armored, "a.asc").unwrap();
         let err = verify_inrelease(&f.release, &ring, now(), "http://r/InRelease").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::Unsigned { .. })), "{err}");
+        assert!(
+            matches!(err, RepoError::Signature(SignatureError::Unsigned { .. })),
+            "{err}"
+        );
         assert!(
             err.to_string()
                 .starts_with("http://r/InRelease: not signed"),
@@ -998,7 +1004,10 @@ mod tests {
         let text = String::from_utf8(f.inrelease_a.clone()).unwrap();
         let cut = &text[..text.find("-----BEGIN PGP SIGNATURE-----").unwrap()];
         let err = verify_inrelease(cut.as_bytes(), &ring, now(), "InRelease").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::Unsigned { .. })), "{err}");
+        assert!(
+            matches!(err, RepoError::Signature(SignatureError::Unsigned { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1022,7 +1031,10 @@ mod tests {
         // And the other way round: B's keyring does not accept A's subkey signature.
         let ring_b = Keyring::from_bytes(&f.keyring_b, "b.asc").unwrap();
         let err = verify_inrelease(&f.inrelease_a, &ring_b, now(), "InRelease").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::WrongKey { .. })), "{err}");
+        assert!(
+            matches!(err, RepoError::Signature(SignatureError::WrongKey { .. })),
+            "{err}"
+        );
         assert!(verify_inrelease(&f.inrelease_b, &ring_b, now(), "InRelease").is_ok());
     }
 
@@ -1034,12 +1046,24 @@ mod tests {
         let tampered = text.replace("Suite: stable", "Suite: stabl3");
         assert_ne!(tampered, text);
         let err = verify_inrelease(tampered.as_bytes(), &ring, now(), "InRelease").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::BadSignature { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                RepoError::Signature(SignatureError::BadSignature { .. })
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("does not verify"), "{err}");
         let mut release = f.release.clone();
         release[0] = b'o';
         let err = verify_detached(&release, &f.detached_a, &ring, now(), "Release").unwrap_err();
-        assert!(matches!(err, RepoError::Signature(SignatureError::BadSignature { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                RepoError::Signature(SignatureError::BadSignature { .. })
+            ),
+            "{err}"
+        );
         // Text before the signed block is refused rather than ignored.
         let mut prefixed = b"Suite: evil\n\n".to_vec();
         prefixed.extend_from_slice(&f.inrelease_a);
@@ -1348,7 +1372,10 @@ mod tests {
             if let Some(f) = fixtures() {
                 let other = Keyring::from_bytes(&f.keyring_a_armored, "a.asc").unwrap();
                 let err = verify_inrelease(&bytes, &other, date, &file).unwrap_err();
-                assert!(matches!(err, RepoError::Signature(SignatureError::WrongKey { .. })), "{err}");
+                assert!(
+                    matches!(err, RepoError::Signature(SignatureError::WrongKey { .. })),
+                    "{err}"
+                );
             }
         }
     }

@@ -2002,10 +2002,8 @@ Architecture: amd64
         );
         let bare = Repository {
             id: "bare".into(),
-            packages: crate::control::parse_packages(
-                "Package: p\nVersion: 1\nArchitecture: all\n",
-            )
-            .unwrap(),
+            packages: crate::control::parse_packages("Package: p\nVersion: 1\nArchitecture: all\n")
+                .unwrap(),
         };
         let e = run(&[], &[bare], "amd64", &["p"]).unwrap_err();
         assert_eq!(

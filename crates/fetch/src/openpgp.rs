@@ -248,4 +248,3 @@ fn split_armor_blocks(text: &str) -> Vec<&str> {
     }
     blocks
 }
-

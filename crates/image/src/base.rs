@@ -220,11 +220,7 @@ impl Base {
     /// As [`Base::open_for`]; a registry base is pulled (for
     /// `architecture`, default amd64) by `puller`, and its layers then
     /// reused by digest like those of an OCI layout.
-    pub fn open_with(
-        r: &BaseRef,
-        architecture: Option<&str>,
-        puller: &dyn Puller,
-    ) -> Result<Base> {
+    pub fn open_with(r: &BaseRef, architecture: Option<&str>, puller: &dyn Puller) -> Result<Base> {
         let what = r.to_string();
         match r {
             BaseRef::Scratch => Ok(Base::scratch()),

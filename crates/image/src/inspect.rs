@@ -441,8 +441,8 @@ pub fn print_text(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::base::Base;
-    use crate::output::{write, Compression, Format, ImageMeta, OutputOptions};
     use crate::output::LayerPlan;
+    use crate::output::{write, Compression, Format, ImageMeta, OutputOptions};
     use nodeimg_layers::tree::Origin;
     use nodeimg_layers::{FileTree, Node};
 

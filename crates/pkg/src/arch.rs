@@ -16,26 +16,17 @@ const NAMES: [(&str, &str, &str); 7] = [
 /// Debian's name for an OCI architecture (`arm` is `armhf`, `386` is
 /// `i386`, ...).
 pub fn debian(oci: &str) -> &str {
-    NAMES
-        .iter()
-        .find(|n| n.0 == oci)
-        .map_or(oci, |n| n.1)
+    NAMES.iter().find(|n| n.0 == oci).map_or(oci, |n| n.1)
 }
 
 /// The OCI name for Debian's spelling.
 pub fn oci_from_debian(debian: &str) -> &str {
-    NAMES
-        .iter()
-        .find(|n| n.1 == debian)
-        .map_or(debian, |n| n.0)
+    NAMES.iter().find(|n| n.1 == debian).map_or(debian, |n| n.0)
 }
 
 /// rpm's name for an OCI architecture (`amd64` is `x86_64`, ...).
 pub fn rpm(oci: &str) -> &str {
-    NAMES
-        .iter()
-        .find(|n| n.0 == oci)
-        .map_or(oci, |n| n.2)
+    NAMES.iter().find(|n| n.0 == oci).map_or(oci, |n| n.2)
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 //! sandbox that runs an image's own programs with no view of the host.
 
 pub mod accounts;
+pub mod arch;
+pub mod error;
 pub mod lock;
 pub mod sandbox;
 pub mod scripts;
-pub mod arch;
-pub mod error;
 
 pub use error::{Error, Result};
 pub mod driver;

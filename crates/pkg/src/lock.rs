@@ -797,16 +797,18 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
         let changes = diff_requests_of(ll.kind, &ll.requests, &l.spec.packages);
         if let Some(first) = changes.first() {
             let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-            return Err(recipe.error(
-                l.file,
-                &l.key_of(&first.key()),
-                format!(
-                    "the packages of layer {:?} no longer match {lf}: {}",
-                    l.spec.name,
-                    text.join("; ")
-                ),
-                hint,
-            ).into());
+            return Err(recipe
+                .error(
+                    l.file,
+                    &l.key_of(&first.key()),
+                    format!(
+                        "the packages of layer {:?} no longer match {lf}: {}",
+                        l.spec.name,
+                        text.join("; ")
+                    ),
+                    hint,
+                )
+                .into());
         }
     }
     let recipe_names: Vec<&str> = with_packages.iter().map(|l| l.spec.name.as_str()).collect();
@@ -824,16 +826,18 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
         }
     }
     if recipe_names != locked_names {
-        return Err(recipe.error(
-            0,
-            "",
-            format!(
-                "the layers with packages are in another order than in {lf} ({} there, {} now)",
-                locked_names.join(", "),
-                recipe_names.join(", ")
-            ),
-            hint,
-        ).into());
+        return Err(recipe
+            .error(
+                0,
+                "",
+                format!(
+                    "the layers with packages are in another order than in {lf} ({} there, {} now)",
+                    locked_names.join(", "),
+                    recipe_names.join(", ")
+                ),
+                hint,
+            )
+            .into());
     }
     Ok(())
 }

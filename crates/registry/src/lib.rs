@@ -82,7 +82,8 @@ impl nodeimg_image::base::Puller for BasePuller<'_> {
 
 impl nodeimg_image::base::OciSource for Pulled {
     fn index(&self) -> std::result::Result<ImageIndex, String> {
-        self.read_index().map_err(|e| nodeimg_image::base::oci_msg(&e))
+        self.read_index()
+            .map_err(|e| nodeimg_image::base::oci_msg(&e))
     }
 
     fn open_blob(
@@ -1307,8 +1308,12 @@ impl Source {
                 ocidir::cap_std::ambient_authority(),
             )
             .map_err(|e| format!("cannot open: {e}"))?;
-            let o = OciDir::open(d)
-                .map_err(|e| format!("not an OCI image layout: {}", nodeimg_image::base::oci_msg(&e)))?;
+            let o = OciDir::open(d).map_err(|e| {
+                format!(
+                    "not an OCI image layout: {}",
+                    nodeimg_image::base::oci_msg(&e)
+                )
+            })?;
             Ok(Source::Dir(o))
         } else {
             let a = OciArchive::open(path).map_err(|e| {
@@ -1415,7 +1420,10 @@ pub fn push(
     let index = src.index().map_err(|e| {
         Error::image(
             &what,
-            format!("cannot read index.json: {}", nodeimg_image::base::oci_msg(&e)),
+            format!(
+                "cannot read index.json: {}",
+                nodeimg_image::base::oci_msg(&e)
+            ),
         )
     })?;
     let chosen = chosen_manifests(index.manifests(), tag, &what)?;

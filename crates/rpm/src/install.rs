@@ -34,8 +34,8 @@ use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootVie
 use super::resolve::Planned;
 use super::rpmfile::{tag, CpioEntry, FileInfo, Payload, RpmFile, FILE_CONFIG, FILE_GHOST};
 use nodeimg_pkg::accounts::{Accounts, AccountsError, IdRule, Request};
-use nodeimg_pkg::scripts::{self, Effect};
 use nodeimg_pkg::sandbox::{self, Sandbox, Workspace};
+use nodeimg_pkg::scripts::{self, Effect};
 
 /// A downloaded, verified package to install.
 #[derive(Debug, Clone)]

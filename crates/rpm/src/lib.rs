@@ -31,11 +31,11 @@ use pgp::packet::Signature;
 
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::fetch::{Cache, FetchError};
-use nodeimg_pkg::lock::PackageRules;
 use nodeimg_fetch::openpgp::Keyring;
-use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
-use nodeimg_pkg::driver::{build_err, PackagesError};
 use nodeimg_fetch::progress::Meter;
+use nodeimg_pkg::driver::{build_err, PackagesError};
+use nodeimg_pkg::lock::PackageRules;
+use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
 
 /// An rpm package's `epoch:version-release` as a lock names it (the
 /// epoch is required).
@@ -711,8 +711,8 @@ pub fn install_locked(
     }
     let mut pkgs = Vec::with_capacity(ll.packages.len());
     for p in ll.in_order() {
-        let evr = locked_evr(p)
-            .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+        let evr =
+            locked_evr(p).map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
         let nevra = format!("{}-{}.{}", p.name, evr, p.architecture);
         let mut d = env.meter.download(&nevra, p.size);
         let got = env

@@ -513,7 +513,6 @@ mod tests {
     use super::fixtures::{PRIMARY, REPOMD};
     use super::*;
 
-
     #[test]
     fn repomd_primary_entry() {
         let p = parse_repomd(REPOMD.as_bytes(), "r/repomd.xml").unwrap();
@@ -546,7 +545,6 @@ mod tests {
         let e = parse_repomd(nosize.as_bytes(), "x").unwrap_err();
         assert!(e.to_string().contains("<size>"), "{e}");
     }
-
 
     #[test]
     fn primary_packages() {

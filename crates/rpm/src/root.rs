@@ -457,8 +457,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        let base =
-            nodeimg_image::base::Base::open(&nodeimg_image::base::BaseRef::Rootfs { file: tarfile }).unwrap();
+        let base = nodeimg_image::base::Base::open(&nodeimg_image::base::BaseRef::Rootfs {
+            file: tarfile,
+        })
+        .unwrap();
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
         let counts = extract_base(&base.tars(), &root).unwrap();
