@@ -242,11 +242,11 @@ pub fn prepare_with(
     let base_ref = match base_arg {
         Some(s) => {
             let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
-            BaseRef::parse(s, &cwd).map_err(|m| Error::Usage(format!("--base {s:?}: {m}")))?
+            parse_base(s, &cwd).map_err(|m| Error::Usage(format!("--base {s:?}: {m}")))?
         }
         None => match loaded.base(&overrides)? {
             None => BaseRef::Scratch,
-            Some(s) => BaseRef::parse(&s, &loaded.dir).map_err(|m| {
+            Some(s) => parse_base(&s, &loaded.dir).map_err(|m| {
                 loaded.files[0].error_at(
                     "image.base",
                     m,
@@ -313,6 +313,16 @@ pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, St
 }
 
 /// The host path a base reference reads, if any.
+/// A base reference as the user wrote it, relative to `dir`; a registry
+/// reference must name a host, a repository and a tag or digest.
+pub fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, String> {
+    let r = BaseRef::parse(s, dir)?;
+    if let BaseRef::Registry { reference } = &r {
+        nodeimg_registry::parse_reference(reference).map_err(|m| format!("base {m}"))?;
+    }
+    Ok(r)
+}
+
 fn base_path(r: &BaseRef) -> Option<&Path> {
     match r {
         BaseRef::Scratch | BaseRef::Registry { .. } => None,
@@ -860,6 +870,20 @@ pub fn metadata(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_bases_are_checked_when_parsed() {
+        let dir = Path::new("/recipes");
+        for bad in ["docker://", "docker://Not A Ref", "docker://base:v1"] {
+            let e = parse_base(bad, dir).unwrap_err();
+            assert!(e.starts_with("base "), "{bad}: {e}");
+        }
+        assert!(matches!(
+            parse_base("docker://127.0.0.1:5000/base:v1", dir),
+            Ok(BaseRef::Registry { .. })
+        ));
+        assert!(matches!(parse_base("oci:img", dir), Ok(BaseRef::Oci { .. })));
+    }
 
     #[test]
     fn epoch() {

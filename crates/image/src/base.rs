@@ -934,8 +934,6 @@ mod tests {
             "oci:/recipes/img:v1"
         );
         for bad in [
-            "docker://",
-            "docker://Not A Ref",
             "debian:12",
             "oci:",
             "oci:img:",
