@@ -52,7 +52,7 @@ e2e: deps fixtures
 	$(CARGO) test -p nodeimg-e2e --no-fail-fast
 
 boot: deps
-	$(CARGO) build -p nodeimg --bins
+	$(CARGO) build -p nodeimg-cli
 	$(CARGO) test -p nodeimg-e2e --test boot
 
 lint:

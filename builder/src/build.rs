@@ -335,12 +335,7 @@ pub use nodeimg_image::epoch::{parse as parse_epoch, rfc3339};
 
 /// The default output path for an image name and format.
 pub fn default_output(name: &str, format: Format) -> PathBuf {
-    match format {
-        Format::Oci => PathBuf::from("out").join(name),
-        Format::OciArchive | Format::Rootfs | Format::DockerArchive => {
-            PathBuf::from("out").join(format!("{name}.tar"))
-        }
-    }
+    format.default_output(name)
 }
 
 fn hash_entry(h: &mut Sha256, kind: &str, name: &str, len: u64) {

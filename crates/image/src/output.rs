@@ -66,6 +66,19 @@ pub enum Format {
     DockerArchive,
 }
 
+impl Format {
+    /// Where an image named `name` is written when no path is given:
+    /// `out/NAME` for a layout folder, `out/NAME.tar` for the tar formats.
+    pub fn default_output(self, name: &str) -> PathBuf {
+        match self {
+            Format::Oci => PathBuf::from("out").join(name),
+            Format::OciArchive | Format::Rootfs | Format::DockerArchive => {
+                PathBuf::from("out").join(format!("{name}.tar"))
+            }
+        }
+    }
+}
+
 /// Compression of new layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
