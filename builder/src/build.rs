@@ -460,78 +460,29 @@ impl Checked {
     }
 }
 
-/// Prepare, lint (findings go to `progress`) and render the layers,
-/// offline: layers' `packages` are not installed.
-pub fn check(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
-    progress: &mut dyn Progress,
-) -> Result<Checked> {
-    check_with(recipe_path, var_args, base_arg, None, progress)
+/// What [`check`] reads and how.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckOptions<'a> {
+    /// The recipe file, as the user named it.
+    pub recipe: &'a Path,
+    /// `--var NAME=VALUE` arguments.
+    pub vars: &'a [String],
+    /// `--base REF`.
+    pub base: Option<&'a str>,
+    /// Install layers' `packages` with these; `None`: they are not
+    /// installed (offline).
+    pub packages: Option<&'a PackageOptions>,
+    /// How the lock file is followed (offline, only the pins, layers and
+    /// architecture are compared; the apt sources are compared by `build`).
+    pub lock: LockUse,
+    /// How a registry base is pulled.
+    pub registry: &'a RegistryOptions,
 }
 
-/// [`check`], installing layers' `packages` when `packages` is given.
-pub fn check_with(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
-    packages: Option<&PackageOptions>,
-    progress: &mut dyn Progress,
-) -> Result<Checked> {
-    let lock_use = packages.map_or(LockUse::Auto, |o| o.lock);
-    check_inner(
-        recipe_path,
-        var_args,
-        base_arg,
-        packages,
-        LockStep::Follow(lock_use),
-        &RegistryOptions::default(),
-        progress,
-    )
-}
-
-/// [`check`], comparing the recipe with its lock file as `lock_use` says
-/// (offline: the pins, layers and architecture; the apt sources are
-/// compared by `build`), pulling a registry base as `registry` says.
-pub fn check_locked(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
-    lock_use: LockUse,
-    registry: &RegistryOptions,
-    progress: &mut dyn Progress,
-) -> Result<Checked> {
-    check_inner(
-        recipe_path,
-        var_args,
-        base_arg,
-        None,
-        LockStep::Follow(lock_use),
-        registry,
-        progress,
-    )
-}
-
-/// [`check_with`], pulling a registry base as `registry` says.
-pub fn check_registry(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
-    packages: Option<&PackageOptions>,
-    registry: &RegistryOptions,
-    progress: &mut dyn Progress,
-) -> Result<Checked> {
-    let lock_use = packages.map_or(LockUse::Auto, |o| o.lock);
-    check_inner(
-        recipe_path,
-        var_args,
-        base_arg,
-        packages,
-        LockStep::Follow(lock_use),
-        registry,
-        progress,
-    )
+/// Prepare, lint (findings go to `progress`) and render the layers as
+/// `opts` says.
+pub fn check(opts: &CheckOptions<'_>, progress: &mut dyn Progress) -> Result<Checked> {
+    check_inner(opts, LockStep::Follow(opts.lock), progress)
 }
 
 /// Whether a run follows the lock file or writes one.
@@ -542,14 +493,12 @@ enum LockStep {
 }
 
 fn check_inner(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
-    packages: Option<&PackageOptions>,
+    opts: &CheckOptions<'_>,
     step: LockStep,
-    registry: &RegistryOptions,
     progress: &mut dyn Progress,
 ) -> Result<Checked> {
+    let (recipe_path, packages) = (opts.recipe, opts.packages);
+    let (var_args, base_arg, registry) = (opts.vars, opts.base, opts.registry);
     if let Some(o) = packages {
         nodeimg_fetch::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
@@ -680,6 +629,9 @@ pub struct LockOptions {
     pub base: Option<String>,
     /// Cache and mirrors (`offline` and `lock` are not used).
     pub packages: PackageOptions,
+    /// How a registry base is pulled (`--insecure-registry`); the cache is
+    /// the packages' when none is named.
+    pub registry: RegistryOptions,
 }
 
 /// The result of [`lock_with`].
@@ -703,18 +655,19 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
         lock: LockUse::Ignore,
         ..opts.packages.clone()
     };
-    let c = check_inner(
-        &opts.recipe,
-        &opts.vars,
-        opts.base.as_deref(),
-        Some(&packages),
-        LockStep::Record,
-        &RegistryOptions {
-            cache_dir: opts.packages.cache_dir.clone(),
-            ..RegistryOptions::default()
-        },
-        progress,
-    )?;
+    let mut registry = opts.registry.clone();
+    if registry.cache_dir.is_none() {
+        registry.cache_dir = opts.packages.cache_dir.clone();
+    }
+    let check = CheckOptions {
+        recipe: &opts.recipe,
+        vars: &opts.vars,
+        base: opts.base.as_deref(),
+        packages: Some(&packages),
+        lock: LockUse::Ignore,
+        registry: &registry,
+    };
+    let c = check_inner(&check, LockStep::Record, progress)?;
     let arch = &c.prepared.arch;
     let lock = c
         .packages
@@ -760,12 +713,15 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     }
     // --offline: no network for the base either.
     registry.offline |= opts.packages.offline;
-    let c = check_registry(
-        &opts.recipe,
-        &opts.vars,
-        opts.base.as_deref(),
-        Some(&opts.packages),
-        &registry,
+    let c = check(
+        &CheckOptions {
+            recipe: &opts.recipe,
+            vars: &opts.vars,
+            base: opts.base.as_deref(),
+            packages: Some(&opts.packages),
+            lock: opts.packages.lock,
+            registry: &registry,
+        },
         progress,
     )?;
     let errors = c.lint_errors();
@@ -877,7 +833,10 @@ mod tests {
             parse_base("docker://127.0.0.1:5000/base:v1", dir),
             Ok(BaseRef::Registry { .. })
         ));
-        assert!(matches!(parse_base("oci:img", dir), Ok(BaseRef::Oci { .. })));
+        assert!(matches!(
+            parse_base("oci:img", dir),
+            Ok(BaseRef::Oci { .. })
+        ));
     }
 
     #[test]

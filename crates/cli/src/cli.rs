@@ -611,9 +611,10 @@ fn print_built(
     Ok(())
 }
 
-fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
+/// What `nodeimg lock` resolves, from its arguments.
+fn lock_options(a: LockArgs) -> anyhow::Result<build::LockOptions> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
-    let opts = build::LockOptions {
+    Ok(build::LockOptions {
         recipe: a.recipe.recipe,
         vars: a.recipe.vars,
         base: a.recipe.base,
@@ -622,8 +623,17 @@ fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
             mirrors,
             ..build::PackageOptions::default()
         },
-    };
-    let mut progress = StderrProgress::new(a.quiet);
+        registry: nodeimg_registry::RegistryOptions {
+            insecure: a.recipe.insecure_registries,
+            ..Default::default()
+        },
+    })
+}
+
+fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
+    let quiet = a.quiet;
+    let opts = lock_options(a)?;
+    let mut progress = StderrProgress::new(quiet);
     let started = std::time::Instant::now();
     let outcome = build::lock_with(&opts, &mut progress)?;
     let count: usize = outcome.lock.layers.iter().map(|l| l.packages.len()).sum();
@@ -651,12 +661,15 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         quiet: false,
         offline: false,
     };
-    let c = build::check_locked(
-        &a.recipe.recipe,
-        &a.recipe.vars,
-        a.recipe.base.as_deref(),
-        lock_use(false, a.no_lock),
-        &registry,
+    let c = build::check(
+        &build::CheckOptions {
+            recipe: &a.recipe.recipe,
+            vars: &a.recipe.vars,
+            base: a.recipe.base.as_deref(),
+            packages: None,
+            lock: lock_use(false, a.no_lock),
+            registry: &registry,
+        },
         &mut build::Silent,
     )?;
     let p = &c.prepared;
@@ -932,12 +945,15 @@ mod tests {
             .unwrap();
         assert_eq!(check(&[]), ExitCode::from(2));
         assert_eq!(check(&["--no-lock"]), ExitCode::SUCCESS);
-        let e = build::check_locked(
-            &recipe,
-            &[],
-            None,
-            build::LockUse::Auto,
-            &Default::default(),
+        let e = build::check(
+            &build::CheckOptions {
+                recipe: &recipe,
+                vars: &[],
+                base: None,
+                packages: None,
+                lock: build::LockUse::Auto,
+                registry: &Default::default(),
+            },
             &mut build::Silent,
         )
         .err()
@@ -956,17 +972,42 @@ mod tests {
             "version = 1\narchitecture = \"amd64\"\n[[layer]]\n",
         )
         .unwrap();
-        let e = build::check_locked(
-            &recipe,
-            &[],
-            None,
-            build::LockUse::Auto,
-            &Default::default(),
+        let e = build::check(
+            &build::CheckOptions {
+                recipe: &recipe,
+                vars: &[],
+                base: None,
+                packages: None,
+                lock: build::LockUse::Auto,
+                registry: &Default::default(),
+            },
             &mut build::Silent,
         )
         .err()
         .unwrap();
         assert!(e.to_string().contains("r.toml.lock:3"), "{e}");
+    }
+
+    #[test]
+    fn lock_pulls_registry_bases_as_told() {
+        let cli = Cli::try_parse_from([
+            "nodeimg",
+            "lock",
+            "r.toml",
+            "--insecure-registry",
+            "127.0.0.1:5000",
+        ])
+        .unwrap();
+        let Command::Lock(a) = cli.command else {
+            panic!("not lock");
+        };
+        let opts = lock_options(a).unwrap();
+        assert_eq!(opts.registry.insecure, ["127.0.0.1:5000"]);
+        let cli = Cli::try_parse_from(["nodeimg", "lock", "r.toml"]).unwrap();
+        let Command::Lock(a) = cli.command else {
+            panic!("not lock");
+        };
+        assert!(lock_options(a).unwrap().registry.insecure.is_empty());
     }
 
     #[test]
