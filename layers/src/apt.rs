@@ -368,7 +368,7 @@ mod tests {
     fn several_values_and_options_in_order_without_key() {
         let mut s = src(
             "deb",
-            "http://deb.debian.org/debian",
+            "http://debian.mirror.example/debian",
             "bookworm",
             &["main", "contrib"],
         );
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(
             t.text("/etc/apt/sources.list.d/deb.sources").unwrap(),
             "Types: deb deb-src\n\
-             URIs: http://deb.debian.org/debian mirror+file:/etc/apt/mirrors.txt\n\
+             URIs: http://debian.mirror.example/debian mirror+file:/etc/apt/mirrors.txt\n\
              Suites: bookworm bookworm-updates\n\
              Components: main contrib\n\
              Architectures: amd64 arm64\n\
