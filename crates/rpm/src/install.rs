@@ -123,6 +123,12 @@ impl From<super::rpmfile::RpmError> for InstallError {
     }
 }
 
+impl From<super::root::RootError> for InstallError {
+    fn from(e: super::root::RootError) -> Self {
+        InstallError(e.0)
+    }
+}
+
 impl From<AccountsError> for InstallError {
     fn from(e: AccountsError) -> Self {
         InstallError(e.to_string())

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use nodeimg_layers::{ImagePath, RootView, StatKind};
 
-use super::install::InstallError;
 use nodeimg_image::base::BaseTars;
 use nodeimg_image::tarindex::{parse_entry, Kind, Parsed};
 
@@ -96,6 +95,11 @@ fn host_of(root: &Path, comps: &[String]) -> PathBuf {
     p
 }
 
+/// Why the image below a layer cannot be materialised for rpm.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RootError(pub String);
+
 pub use nodeimg_pkg::sandbox::remove_tree;
 
 fn remove_any(p: &Path) -> io::Result<()> {
@@ -125,11 +129,11 @@ fn place(root: &Path, path: &str) -> Result<PathBuf, String> {
 }
 
 /// Extracts the base's layers into `root`, in order, applying whiteouts.
-pub fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, InstallError> {
+pub fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootError> {
     let mut counts = Counts::default();
     for i in 0..base.len() {
         let what = format!("{} layer {}", base.what(), i + 1);
-        let err = |m: String| InstallError(format!("materialising {what}: {m}"));
+        let err = |m: String| RootError(format!("materialising {what}: {m}"));
         let r = base.open(i).map_err(|e| err(e.to_string()))?;
         let mut archive = nodeimg_image::limits::tar_archive(r);
         let entries = archive
@@ -229,9 +233,9 @@ pub fn match_view(
     dir: &ImagePath,
     skip: &ImagePath,
     counts: &mut Counts,
-) -> Result<(), InstallError> {
+) -> Result<(), RootError> {
     let host_dir = root.join(dir.relative());
-    let err = |p: &str, e: String| InstallError(format!("materialising {p} of the image: {e}"));
+    let err = |p: &str, e: String| RootError(format!("materialising {p} of the image: {e}"));
     let names = view.list_raw(dir);
     let mut present: Vec<String> = fs::read_dir(&host_dir)
         .map_err(|e| err(dir.as_str(), e.to_string()))?
@@ -321,7 +325,7 @@ pub fn materialise_root(
     view: &dyn RootView,
     root: &Path,
     skip: &ImagePath,
-) -> Result<Counts, InstallError> {
+) -> Result<Counts, RootError> {
     let mut counts = extract_base(base, root)?;
     match_view(view, root, &ImagePath::root(), skip, &mut counts)?;
     Ok(counts)
