@@ -328,6 +328,21 @@ fn a_or_refused(r: &Run, out: &Path, clean_a: &str, on_b: &str, label: &str, err
     }
 }
 
+/// The clean builds: A and B into one cache; their digests, which differ.
+fn clean_builds(img: &Images, pin_a: &str, pin_b: &str, clean: &Path) -> (String, String) {
+    let d = &img.dir;
+    let r = img.build(pin_a, clean, "a.tar", &[], "clean A");
+    assert_eq!(r.code, 0, "{r}");
+    let on_a = single_digest_line(&r);
+    assert_eq!(marker_of(&d.join("a.tar")), "a\n");
+    let r = img.build(pin_b, clean, "b.tar", &[], "clean B");
+    assert_eq!(r.code, 0, "{r}");
+    let on_b = single_digest_line(&r);
+    assert_eq!(marker_of(&d.join("b.tar")), "b\n");
+    assert_ne!(on_a, on_b);
+    (on_a, on_b)
+}
+
 #[test]
 fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
     let Some(mut img) = Images::setup() else {
@@ -338,16 +353,7 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
     let pin_a = img.pinned("a", &img.a);
     let pin_b = img.pinned("b", &img.b);
 
-    // The clean builds: A and B into one cache.
-    let r = img.build(&pin_a, &clean, "a.tar", &[], "clean A");
-    assert_eq!(r.code, 0, "{r}");
-    let on_a = single_digest_line(&r);
-    assert_eq!(marker_of(&d.join("a.tar")), "a\n");
-    let r = img.build(&pin_b, &clean, "b.tar", &[], "clean B");
-    assert_eq!(r.code, 0, "{r}");
-    let on_b = single_digest_line(&r);
-    assert_eq!(marker_of(&d.join("b.tar")), "b\n");
-    assert_ne!(on_a, on_b);
+    let (on_a, on_b) = clean_builds(&img, &pin_a, &pin_b, &clean);
 
     let mut cases = Cases::new();
     // Online: A again, whatever the cache says.
