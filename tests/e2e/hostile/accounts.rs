@@ -279,6 +279,31 @@ fn rootfs_files(tar: &Path) -> BTreeMap<String, OutFile> {
     out
 }
 
+/// `nodeimg build RECIPE -o dir/<label>.tar --format rootfs` on the rootfs
+/// `base`, with the download cache `dir/cache-<label>` and the repository
+/// URL `from` mirrored to `server`.
+fn build_rootfs(
+    dir: &Path,
+    recipe: &Path,
+    base: &Path,
+    label: &str,
+    from: &str,
+    server: &RepoServer,
+) -> Run {
+    run(nodeimg(dir)
+        .arg("build")
+        .arg(recipe)
+        .arg("-o")
+        .arg(dir.join(format!("{label}.tar")))
+        .args(["--format", "rootfs"])
+        .arg("--base")
+        .arg(format!("rootfs:{}", base.display()))
+        .arg("--cache-dir")
+        .arg(dir.join(format!("cache-{label}")))
+        .arg("--mirror")
+        .arg(format!("{from}={}", server.url())))
+}
+
 /// Builds `package` from the test apt repository (served on 127.0.0.1) on
 /// `base` into `dir/<label>.tar`; returns the run and the output path.
 fn build_deb(dir: &Path, base: &Path, package: &str, label: &str) -> (Run, PathBuf) {
@@ -301,18 +326,7 @@ packages = ["{package}"]
     )
     .expect("write recipe");
     let out = dir.join(format!("{label}.tar"));
-    let run = run(nodeimg(dir)
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(&out)
-        .args(["--format", "rootfs"])
-        .arg("--base")
-        .arg(format!("rootfs:{}", base.display()))
-        .arg("--cache-dir")
-        .arg(dir.join(format!("cache-{label}")))
-        .arg("--mirror")
-        .arg(format!("{APT_URL}={}", server.url())));
+    let run = build_rootfs(dir, &recipe, base, label, APT_URL, &server);
     drop(server);
     (run, out)
 }
@@ -596,18 +610,7 @@ packages = ["{name}"]
     )
     .expect("write recipe");
     let out = dir.join(format!("{name}.tar"));
-    let r = run(nodeimg(dir)
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(&out)
-        .args(["--format", "rootfs"])
-        .arg("--base")
-        .arg(format!("rootfs:{}", base.display()))
-        .arg("--cache-dir")
-        .arg(dir.join(format!("cache-{name}")))
-        .arg("--mirror")
-        .arg(format!("{YUM_URL}={}", server.url())));
+    let r = build_rootfs(dir, &recipe, base, name, YUM_URL, server);
     (r, out)
 }
 

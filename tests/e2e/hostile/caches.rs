@@ -194,41 +194,40 @@ fn marker_of(tar: &Path) -> String {
     .into_owned()
 }
 
-/// Every `blobs/sha256` folder under `root`.
-fn blob_dirs(root: &Path) -> Vec<PathBuf> {
+/// Every folder (`true`) and other file (`false`) under `root`, depth first.
+fn walk(root: &Path) -> Vec<(PathBuf, bool)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if p.ends_with("blobs/sha256") {
-                    out.push(p.clone());
-                }
-                stack.push(p);
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                stack.push(p.clone());
             }
+            out.push((p, is_dir));
         }
     }
     out
 }
 
+/// Every `blobs/sha256` folder under `root`.
+fn blob_dirs(root: &Path) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|(p, is_dir)| *is_dir && p.ends_with("blobs/sha256"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Every `index.json` under `root`.
 fn index_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if e.file_name() == "index.json" {
-                out.push(p);
-            }
-        }
-    }
-    out
+    walk(root)
+        .into_iter()
+        .filter(|(p, is_dir)| !*is_dir && p.file_name().is_some_and(|n| n == "index.json"))
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// How the attacker edits the cache entry of A.
