@@ -668,6 +668,82 @@ pub fn repos_dir() -> PathBuf {
     .clone()
 }
 
+/// Debian: `dists/bookworm/main`, amd64.
+fn generate_debian(root: &Path, work: &Path, home: &Path) {
+    let debian = root.join("debian");
+    for p in debian_packages() {
+        let letter = &p.name[..1];
+        p.build(work, &debian.join(format!("pool/main/{letter}/{}", p.name)));
+    }
+    let rel = debian.join("dists/bookworm");
+    let files = write_index(
+        &debian,
+        "pool",
+        "amd64",
+        &rel.join("main/binary-amd64"),
+        &rel,
+    );
+    write_release(
+        &rel,
+        "Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n",
+        &files,
+        home,
+        false,
+    );
+}
+
+/// Docker: `dists/focal/stable`, amd64 and arm64.
+fn generate_docker(root: &Path, work: &Path, home: &Path) {
+    let docker = root.join("docker");
+    let rel = docker.join("dists/focal");
+    let mut files = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        for p in docker_packages(arch) {
+            p.build(
+                work,
+                &docker.join(format!("dists/focal/pool/stable/{arch}")),
+            );
+        }
+        files.extend(write_index(
+            &docker,
+            &format!("dists/focal/pool/stable/{arch}"),
+            arch,
+            &rel.join(format!("stable/binary-{arch}")),
+            &rel,
+        ));
+    }
+    write_release(
+        &rel,
+        "Origin: Docker\nLabel: Docker CE\nSuite: focal\nCodename: focal\nArchitectures: amd64 arm64\nComponents: stable\n",
+        &files,
+        home,
+        false,
+    );
+}
+
+/// kubic: flat repositories, one per distribution.
+fn generate_kubic(root: &Path, work: &Path, home: &Path) {
+    for (dist, arch) in [
+        (KUBIC_UBUNTU, "amd64"),
+        ("Debian_10", "amd64"),
+        ("Raspbian_10", "armhf"),
+    ] {
+        let flat = root.join("kubic").join(dist);
+        for p in kubic_packages(arch) {
+            let sub = if p.arch == "all" { "all" } else { arch };
+            p.build(work, &flat.join(sub));
+        }
+        let files = write_index(&flat, ".", arch, &flat, &flat);
+        write_release(
+            &flat,
+            &format!("Origin: obs://build.opensuse.org/devel:kubic:libcontainers:stable/{dist}\nLabel: devel:kubic:libcontainers:stable\nArchitectures: {arch} all\n"),
+            &files,
+            home,
+            true,
+        );
+    }
+}
+
 /// The generated repositories, their keys and the server.
 pub struct SeedRepos {
     /// The folder everything is generated in.
@@ -698,78 +774,9 @@ impl SeedRepos {
         let other = gpg_fixed_key(&d.join("gnupg-other"), "other");
         fs::write(d.join("other.asc"), other).expect("write key");
 
-        // Debian: dists/bookworm/main, amd64.
-        let debian = root.join("debian");
-        for p in debian_packages() {
-            let letter = &p.name[..1];
-            p.build(
-                &work,
-                &debian.join(format!("pool/main/{letter}/{}", p.name)),
-            );
-        }
-        let rel = debian.join("dists/bookworm");
-        let files = write_index(
-            &debian,
-            "pool",
-            "amd64",
-            &rel.join("main/binary-amd64"),
-            &rel,
-        );
-        write_release(
-            &rel,
-            "Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n",
-            &files,
-            &home,
-            false,
-        );
-
-        // Docker: dists/focal/stable, amd64 and arm64.
-        let docker = root.join("docker");
-        let rel = docker.join("dists/focal");
-        let mut files = Vec::new();
-        for arch in ["amd64", "arm64"] {
-            for p in docker_packages(arch) {
-                p.build(
-                    &work,
-                    &docker.join(format!("dists/focal/pool/stable/{arch}")),
-                );
-            }
-            files.extend(write_index(
-                &docker,
-                &format!("dists/focal/pool/stable/{arch}"),
-                arch,
-                &rel.join(format!("stable/binary-{arch}")),
-                &rel,
-            ));
-        }
-        write_release(
-            &rel,
-            "Origin: Docker\nLabel: Docker CE\nSuite: focal\nCodename: focal\nArchitectures: amd64 arm64\nComponents: stable\n",
-            &files,
-            &home,
-            false,
-        );
-
-        // kubic: flat repositories, one per distribution.
-        for (dist, arch) in [
-            (KUBIC_UBUNTU, "amd64"),
-            ("Debian_10", "amd64"),
-            ("Raspbian_10", "armhf"),
-        ] {
-            let flat = root.join("kubic").join(dist);
-            for p in kubic_packages(arch) {
-                let sub = if p.arch == "all" { "all" } else { arch };
-                p.build(&work, &flat.join(sub));
-            }
-            let files = write_index(&flat, ".", arch, &flat, &flat);
-            write_release(
-                &flat,
-                &format!("Origin: obs://build.opensuse.org/devel:kubic:libcontainers:stable/{dist}\nLabel: devel:kubic:libcontainers:stable\nArchitectures: {arch} all\n"),
-                &files,
-                &home,
-                true,
-            );
-        }
+        generate_debian(&root, &work, &home);
+        generate_docker(&root, &work, &home);
+        generate_kubic(&root, &work, &home);
         for h in [home, d.join("gnupg-other")] {
             let _ = run(Command::new("gpgconf")
                 .arg("--homedir")

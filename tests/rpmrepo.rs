@@ -221,12 +221,11 @@ struct Fixtures {
     old_docker: PathBuf,
 }
 
-fn fixtures(dir: &Path, home: &Path) -> Fixtures {
-    let b = dir.join("build");
-    fs::create_dir_all(&b).unwrap();
-    let docker_ce = rpmbuild(
-        &b,
-        &Spec {
+/// The Docker repository's own packages: docker-ce (two versions), its cli and
+/// moby-engine.
+fn docker_specs() -> [Spec<'static>; 4] {
+    [
+        Spec {
             name: "docker-ce",
             epoch: Some(3),
             version: "19.03.11",
@@ -247,10 +246,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             post: "systemctl --no-reload preset docker.service >/dev/null 2>&1 || :",
             ..Default::default()
         },
-    );
-    let docker_ce_old = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "docker-ce",
             epoch: Some(3),
             version: "19.03.5",
@@ -259,10 +255,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/bin/dockerd", "dockerd old\n", "")],
             ..Default::default()
         },
-    );
-    let cli = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "docker-ce-cli",
             epoch: Some(1),
             version: "19.03.11",
@@ -271,75 +264,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/bin/docker", "docker\n", "%attr(0755,root,root)")],
             ..Default::default()
         },
-    );
-    let containerd = rpmbuild(
-        &b,
-        &Spec {
-            name: "containerd.io",
-            version: "1.2.13",
-            release: "3.2.el7",
-            arch: "x86_64",
-            requires: &["container-selinux >= 2:2.74"],
-            provides: &["containerd", "runc"],
-            files: &[
-                ("/usr/bin/containerd", "containerd\n", "%attr(0755,root,root)"),
-                (
-                    "/etc/containerd/config.toml",
-                    "disabled_plugins = []\n",
-                    "%config(noreplace) %attr(0640,root,docker)",
-                ),
-                ("/usr/lib/systemd/system/containerd.service", CONTAINERD_UNIT, ""),
-            ],
-            install: "ln %{buildroot}/usr/bin/containerd %{buildroot}/usr/bin/containerd-shim\nln -s containerd %{buildroot}/usr/bin/ctr",
-            extra_files: &[
-                "%attr(0755,root,root) /usr/bin/containerd-shim",
-                "/usr/bin/ctr",
-                "%dir /etc/containerd",
-            ],
-            ..Default::default()
-        },
-    );
-    let containerd_arm = rpmbuild(
-        &b,
-        &Spec {
-            name: "containerd.io",
-            version: "1.2.13",
-            release: "3.2.el7",
-            arch: "aarch64",
-            files: &[(
-                "/usr/bin/containerd",
-                "containerd arm64\n",
-                "%attr(0755,root,root)",
-            )],
-            ..Default::default()
-        },
-    );
-    let selinux = rpmbuild(
-        &b,
-        &Spec {
-            name: "container-selinux",
-            epoch: Some(2),
-            version: "2.119.2",
-            release: "1.911c772.el7_8",
-            arch: "noarch",
-            files: &[("/usr/sbin/container-selinux-check", "policy\n", "")],
-            ..Default::default()
-        },
-    );
-    let nft = rpmbuild(
-        &b,
-        &Spec {
-            name: "nftables",
-            version: "0.8",
-            release: "14.el7",
-            arch: "x86_64",
-            files: &[("/usr/sbin/nft", "nft\n", "%attr(0755,root,root)")],
-            ..Default::default()
-        },
-    );
-    let moby = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "moby-engine",
             version: "20.10.0",
             release: "1",
@@ -348,10 +273,72 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/bin/moby", "moby\n", "")],
             ..Default::default()
         },
-    );
-    let cri_o = rpmbuild(
-        &b,
-        &Spec {
+    ]
+}
+
+/// containerd (for both architectures) and what docker-ce requires besides.
+fn containerd_specs() -> [Spec<'static>; 4] {
+    [
+        Spec {
+        name: "containerd.io",
+        version: "1.2.13",
+        release: "3.2.el7",
+        arch: "x86_64",
+        requires: &["container-selinux >= 2:2.74"],
+        provides: &["containerd", "runc"],
+        files: &[
+            ("/usr/bin/containerd", "containerd\n", "%attr(0755,root,root)"),
+            (
+                "/etc/containerd/config.toml",
+                "disabled_plugins = []\n",
+                "%config(noreplace) %attr(0640,root,docker)",
+            ),
+            ("/usr/lib/systemd/system/containerd.service", CONTAINERD_UNIT, ""),
+        ],
+        install: "ln %{buildroot}/usr/bin/containerd %{buildroot}/usr/bin/containerd-shim\nln -s containerd %{buildroot}/usr/bin/ctr",
+        extra_files: &[
+            "%attr(0755,root,root) /usr/bin/containerd-shim",
+            "/usr/bin/ctr",
+            "%dir /etc/containerd",
+        ],
+        ..Default::default()
+        },
+        Spec {
+        name: "containerd.io",
+        version: "1.2.13",
+        release: "3.2.el7",
+        arch: "aarch64",
+        files: &[(
+            "/usr/bin/containerd",
+            "containerd arm64\n",
+            "%attr(0755,root,root)",
+        )],
+        ..Default::default()
+        },
+        Spec {
+        name: "container-selinux",
+        epoch: Some(2),
+        version: "2.119.2",
+        release: "1.911c772.el7_8",
+        arch: "noarch",
+        files: &[("/usr/sbin/container-selinux-check", "policy\n", "")],
+        ..Default::default()
+        },
+        Spec {
+        name: "nftables",
+        version: "0.8",
+        release: "14.el7",
+        arch: "x86_64",
+        files: &[("/usr/sbin/nft", "nft\n", "%attr(0755,root,root)")],
+        ..Default::default()
+        },
+    ]
+}
+
+/// The kubic repository's packages: cri-o and conmon.
+fn kubic_specs() -> [Spec<'static>; 2] {
+    [
+        Spec {
             name: "cri-o",
             version: "1.24.6",
             release: "1.1",
@@ -368,10 +355,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             ],
             ..Default::default()
         },
-    );
-    let conmon = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "conmon",
             epoch: Some(2),
             version: "2.1.2",
@@ -380,11 +364,14 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/bin/conmon", "conmon\n", "%attr(0755,root,root)")],
             ..Default::default()
         },
-    );
-    // Unsigned, for the gpgcheck attack.
-    let unsigned = rpmbuild(
-        &b,
-        &Spec {
+    ]
+}
+
+/// An unsigned package, for the gpgcheck attack; the base packages (one
+/// providing `/bin/sh`, an old `docker` that moby-engine obsoletes).
+fn unlisted_specs() -> [Spec<'static>; 3] {
+    [
+        Spec {
             name: "unsigned-tool",
             version: "1.0",
             release: "1",
@@ -392,10 +379,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/share/unsigned-tool/x", "x\n", "")],
             ..Default::default()
         },
-    );
-    let base_files = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "centos-base",
             version: "7",
             release: "9.2009.0.el7",
@@ -403,10 +387,7 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/bin/sh", "#!sh\n", "%attr(0755,root,root)")],
             ..Default::default()
         },
-    );
-    let old_docker = rpmbuild(
-        &b,
-        &Spec {
+        Spec {
             name: "docker",
             epoch: Some(1),
             version: "1.13.1",
@@ -415,7 +396,17 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
             files: &[("/usr/share/doc/docker-old/README", "old\n", "")],
             ..Default::default()
         },
-    );
+    ]
+}
+
+fn fixtures(dir: &Path, home: &Path) -> Fixtures {
+    let b = dir.join("build");
+    fs::create_dir_all(&b).unwrap();
+    let build = |s: Spec| rpmbuild(&b, &s);
+    let [docker_ce, docker_ce_old, cli, moby] = docker_specs().map(&build);
+    let [containerd, containerd_arm, selinux, nft] = containerd_specs().map(&build);
+    let [cri_o, conmon] = kubic_specs().map(&build);
+    let [unsigned, base_files, old_docker] = unlisted_specs().map(&build);
     let signed = vec![
         docker_ce.clone(),
         docker_ce_old.clone(),
@@ -468,28 +459,9 @@ fn fixtures(dir: &Path, home: &Path) -> Fixtures {
     }
 }
 
-/// A test base `<dir>/<name>.tar`: `foundation` (a rootfs tar) if given,
-/// with the host's rpm, its libraries and `/usr/lib/rpm`,
-/// `%_dbpath /var/lib/rpm`, root's account, a CentOS 7 os-release, and a
-/// database holding `registered` (registered by that rpm, chrooted).
-fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&Path>) -> PathBuf {
-    let root = dir.join(name);
-    if let Some(f) = foundation {
-        crate::extract_tar(f, &root);
-    }
-    fs::create_dir_all(root.join("etc/rpm")).unwrap();
-    fs::write(root.join("etc/rpm/macros"), "%_dbpath /var/lib/rpm\n").unwrap();
-    // The Debian fixture links /etc/os-release to /usr/lib/os-release: the
-    // link is replaced, the file it names is left alone.
-    let _ = fs::remove_file(root.join("etc/os-release"));
-    fs::write(
-        root.join("etc/os-release"),
-        "NAME=\"CentOS Linux\"\nID=\"centos\"\nVERSION_ID=\"7\"\n",
-    )
-    .unwrap();
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    // rpm, and rpmdb (`rpm --initdb` runs it).
+/// The host's rpm and rpmdb (`rpm --initdb` runs it) with the libraries they
+/// load, and `/usr/lib/rpm`, copied into `root`.
+fn copy_host_rpm(root: &Path) {
     let mut copies: Vec<PathBuf> = Vec::new();
     for bin in ["/usr/bin/rpm", "/usr/bin/rpmdb"] {
         let ldd = run(Command::new("ldd").arg(bin)).ok();
@@ -514,6 +486,11 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
         .arg("/usr/lib/rpm")
         .arg(root.join("usr/lib/")))
     .ok();
+}
+
+/// A database in `root` holding `registered`, registered by the rpm in `root`
+/// (chrooted) with the test epoch as install time.
+fn register(root: &Path, registered: &[&Path]) {
     fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
     fs::create_dir_all(root.join("tmp")).unwrap();
     let pkgs = root.join("tmp/pkgs");
@@ -527,12 +504,12 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
     // The install time rpm records is the test epoch.
     run(Command::new("chroot")
         .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
-        .arg(&root)
+        .arg(root)
         .args(["/usr/bin/rpm", "--initdb"]))
     .ok();
     run(Command::new("chroot")
         .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
-        .arg(&root)
+        .arg(root)
         .args([
             "/usr/bin/rpm",
             "-i",
@@ -544,6 +521,31 @@ fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&P
         .args(&names))
     .ok();
     fs::remove_dir_all(&pkgs).unwrap();
+}
+
+/// A test base `<dir>/<name>.tar`: `foundation` (a rootfs tar) if given,
+/// with the host's rpm, its libraries and `/usr/lib/rpm`,
+/// `%_dbpath /var/lib/rpm`, root's account, a CentOS 7 os-release, and a
+/// database holding `registered` (registered by that rpm, chrooted).
+fn make_base(dir: &Path, name: &str, registered: &[&Path], foundation: Option<&Path>) -> PathBuf {
+    let root = dir.join(name);
+    if let Some(f) = foundation {
+        crate::extract_tar(f, &root);
+    }
+    fs::create_dir_all(root.join("etc/rpm")).unwrap();
+    fs::write(root.join("etc/rpm/macros"), "%_dbpath /var/lib/rpm\n").unwrap();
+    // The Debian fixture links /etc/os-release to /usr/lib/os-release: the
+    // link is replaced, the file it names is left alone.
+    let _ = fs::remove_file(root.join("etc/os-release"));
+    fs::write(
+        root.join("etc/os-release"),
+        "NAME=\"CentOS Linux\"\nID=\"centos\"\nVERSION_ID=\"7\"\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    copy_host_rpm(&root);
+    register(&root, registered);
     // With the write-ahead log checkpointed (empty), sqlite rebuilds the
     // database's shared-memory index on open: its random salts are zeroed,
     // the file kept (a base as rpm leaves it).

@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 
 use nodeimg_e2e::*;
 
@@ -856,6 +857,50 @@ fn names_location(stderr: &str, file: &str, line: usize) -> bool {
     })
 }
 
+/// The `FILE:LINE`s a case's error may name: each line marked `# <- HERE`
+/// in the files of `c.at`.
+fn wanted_locations(c: &Case) -> Vec<(&'static str, usize)> {
+    let mut wanted = Vec::new();
+    for f in c.at {
+        let text = c
+            .files
+            .iter()
+            .find(|(p, _)| Path::new(p).file_name() == Path::new(f).file_name())
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("case {}: no file {f}", c.name));
+        let lines = marked_lines(text);
+        assert!(
+            !lines.is_empty(),
+            "case {}: {f} has no `{MARK}` marker",
+            c.name
+        );
+        wanted.extend(lines.into_iter().map(|l| (*f, l)));
+    }
+    wanted
+}
+
+/// `nodeimg VERB RECIPE` in `w` for case `c`; a build writes `out/img` from
+/// the case's base.
+fn case_command(c: &Case, verb: &str, base: Option<&Path>, w: &Path) -> Command {
+    let recipe = c.recipe.unwrap_or("r/recipe.toml");
+    let mut cmd = nodeimg(w);
+    cmd.arg(verb).arg(recipe);
+    if verb == "build" {
+        cmd.args(["-o", "out/img"]).args(c.args);
+        match c.base {
+            Base::Scratch => {
+                cmd.args(["--base", "scratch"]);
+            }
+            Base::Fixture => {
+                let b = base.expect("fixture base");
+                cmd.args(["--base", &fixture_base_ref(b)]);
+            }
+            Base::Recipe => {}
+        }
+    }
+    cmd
+}
+
 fn check_case(c: &Case, verb: &str, base: Option<&Path>, failures: &mut Vec<String>) {
     let tmp = temp_dir("bad");
     let w = tmp.path();
@@ -868,24 +913,8 @@ fn check_case(c: &Case, verb: &str, base: Option<&Path>, failures: &mut Vec<Stri
     fs::create_dir_all(w.join("out")).expect("mkdir out");
     let before = tree_listing(w);
 
-    let recipe = c.recipe.unwrap_or("r/recipe.toml");
     {
-        let mut cmd = nodeimg(w);
-        cmd.arg(verb).arg(recipe);
-        if verb == "build" {
-            cmd.args(["-o", "out/img"]).args(c.args);
-            match c.base {
-                Base::Scratch => {
-                    cmd.args(["--base", "scratch"]);
-                }
-                Base::Fixture => {
-                    let b = base.expect("fixture base");
-                    cmd.args(["--base", &fixture_base_ref(b)]);
-                }
-                Base::Recipe => {}
-            }
-        }
-        let r = run(&mut cmd);
+        let r = run(&mut case_command(c, verb, base, w));
         // Build errors go to stderr; `check` may print its findings on either.
         let said = if verb == "build" {
             r.stderr.clone()
@@ -900,22 +929,7 @@ fn check_case(c: &Case, verb: &str, base: Option<&Path>, failures: &mut Vec<Stri
             problems.push("stderr does not say `error`".to_string());
         }
         if !c.at.is_empty() {
-            let mut wanted = Vec::new();
-            for f in c.at {
-                let text = c
-                    .files
-                    .iter()
-                    .find(|(p, _)| Path::new(p).file_name() == Path::new(f).file_name())
-                    .map(|(_, t)| *t)
-                    .unwrap_or_else(|| panic!("case {}: no file {f}", c.name));
-                let lines = marked_lines(text);
-                assert!(
-                    !lines.is_empty(),
-                    "case {}: {f} has no `{MARK}` marker",
-                    c.name
-                );
-                wanted.extend(lines.into_iter().map(|l| (*f, l)));
-            }
+            let wanted = wanted_locations(c);
             if !wanted.iter().any(|(f, l)| names_location(&said, f, *l)) {
                 problems.push(format!("stderr names none of {wanted:?} as FILE:LINE"));
             }

@@ -20,7 +20,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nodeimg_e2e::*;
@@ -296,31 +296,29 @@ fn probe_report(serial: &str) -> Option<Vec<String>> {
     )
 }
 
-/// Make an ext4 disk of a rootfs tar (no mount, no loop device) and boot
-/// it under QEMU (TCG), read-only root, until the probe powers it off.
-fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Result<Boot, String> {
-    let tree = work.join(format!("{label}-root"));
-    let t = Instant::now();
-    extract_owned(tar, &tree)?;
-    let extract_time = t.elapsed();
-    let boot_file = |prefix: &str| -> Result<PathBuf, String> {
-        let mut found: Vec<PathBuf> = fs::read_dir(tree.join("boot"))
-            .map_err(|e| format!("{label}: no /boot in the image: {e}"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
-            .collect();
-        found.sort();
-        let src = found
-            .pop()
-            .ok_or(format!("{label}: no /boot/{prefix}* in the image"))?;
-        let dst = work.join(format!("{label}-{prefix}"));
-        fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
-        Ok(dst)
-    };
+/// The newest `/boot/<prefix>*` of the extracted image `tree`, copied to
+/// `<work>/<label>-<prefix>` (outside the disk image).
+fn boot_file(label: &str, tree: &Path, work: &Path, prefix: &str) -> Result<PathBuf, String> {
+    let mut found: Vec<PathBuf> = fs::read_dir(tree.join("boot"))
+        .map_err(|e| format!("{label}: no /boot in the image: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    let src = found
+        .pop()
+        .ok_or(format!("{label}: no /boot/{prefix}* in the image"))?;
+    let dst = work.join(format!("{label}-{prefix}"));
+    fs::copy(&src, &dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
+    Ok(dst)
+}
+
+/// The kernel and initrd to boot `tree` with, once its probe unit is clean.
+fn kernel_and_initrd(label: &str, tree: &Path, work: &Path) -> Result<(PathBuf, PathBuf), String> {
     // The probe unit itself must be what systemd reads: a misplaced key
     // (e.g. SuccessAction= outside [Unit]) is only a warning.
     let verify = run(Command::new("systemd-analyze")
@@ -330,34 +328,32 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
     if verify.code != 0 || !verify.stderr.trim().is_empty() {
         return Err(format!("{label}: the probe unit is not clean: {verify}"));
     }
-    let kernel = boot_file("vmlinuz-")?;
-    let initrd = boot_file("initrd.img-")?;
+    let kernel = boot_file(label, tree, work, "vmlinuz-")?;
+    let initrd = boot_file(label, tree, work, "initrd.img-")?;
+    Ok((kernel, initrd))
+}
 
-    let disk = work.join(format!("{label}.ext4"));
-    let t = Instant::now();
-    let mkfs = run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "root", "-d"])
-        .arg(&tree)
-        .arg(&disk)
-        .arg("2G"));
-    let mkfs_time = t.elapsed();
-    let _ = fs::remove_dir_all(&tree);
-    if mkfs.code != 0 {
-        return Err(format!("{label}: mkfs.ext4 -d failed: {mkfs}"));
-    }
-
-    let serial_path = work.join(format!("{label}-serial.log"));
+/// Runs QEMU (TCG) on `disk` with the serial console into `serial_path`,
+/// until it exits or `timeout` passes (then it is killed).
+fn run_qemu(
+    label: &str,
+    kernel: &Path,
+    initrd: &Path,
+    disk: &Path,
+    serial_path: &Path,
+    timeout: Duration,
+) -> Result<(ExitStatus, Duration), String> {
     let serial =
-        fs::File::create(&serial_path).map_err(|e| format!("{}: {e}", serial_path.display()))?;
+        fs::File::create(serial_path).map_err(|e| format!("{}: {e}", serial_path.display()))?;
     let serial_err = serial.try_clone().map_err(|e| e.to_string())?;
     let smp = env_u64("NODEIMG_BOOT_SMP", 2).to_string();
     let t = Instant::now();
     let child = Command::new(find_tool("qemu-system-x86_64").unwrap_or_default())
         .args(["-accel", "tcg", "-m", "1024", "-smp", &smp])
         .args(["-nographic", "-no-reboot", "-nic", "none", "-kernel"])
-        .arg(&kernel)
+        .arg(kernel)
         .arg("-initrd")
-        .arg(&initrd)
+        .arg(initrd)
         .args([
             "-append",
             "root=/dev/vda ro console=ttyS0 panic=-1 quiet loglevel=3",
@@ -378,17 +374,20 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
                 return Err(format!(
                     "{label}: no power-off within {} s (NODEIMG_BOOT_TIMEOUT); serial log tail:\n{}",
                     timeout.as_secs(),
-                    tail(&serial_path, 40)
+                    tail(serial_path, 40)
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(250)),
             Err(e) => return Err(format!("{label}: waiting for qemu: {e}")),
         }
     };
-    let boot_time = t.elapsed();
-    let _ = fs::remove_file(&disk);
+    Ok((status, t.elapsed()))
+}
+
+/// All the serial console printed.
+fn read_serial(serial_path: &Path) -> Result<String, String> {
     let mut text = String::new();
-    fs::File::open(&serial_path)
+    fs::File::open(serial_path)
         .and_then(|mut f| {
             f.seek(SeekFrom::Start(0))?;
             let mut b = Vec::new();
@@ -397,6 +396,35 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
             Ok(())
         })
         .map_err(|e| format!("{}: {e}", serial_path.display()))?;
+    Ok(text)
+}
+
+/// Make an ext4 disk of a rootfs tar (no mount, no loop device) and boot
+/// it under QEMU (TCG), read-only root, until the probe powers it off.
+fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Result<Boot, String> {
+    let tree = work.join(format!("{label}-root"));
+    let t = Instant::now();
+    extract_owned(tar, &tree)?;
+    let extract_time = t.elapsed();
+    let (kernel, initrd) = kernel_and_initrd(label, &tree, work)?;
+
+    let disk = work.join(format!("{label}.ext4"));
+    let t = Instant::now();
+    let mkfs = run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "root", "-d"])
+        .arg(&tree)
+        .arg(&disk)
+        .arg("2G"));
+    let mkfs_time = t.elapsed();
+    let _ = fs::remove_dir_all(&tree);
+    if mkfs.code != 0 {
+        return Err(format!("{label}: mkfs.ext4 -d failed: {mkfs}"));
+    }
+
+    let serial_path = work.join(format!("{label}-serial.log"));
+    let (status, boot_time) = run_qemu(label, &kernel, &initrd, &disk, &serial_path, timeout)?;
+    let _ = fs::remove_file(&disk);
+    let text = read_serial(&serial_path)?;
     let report = probe_report(&text).ok_or_else(|| {
         format!(
             "{label}: qemu exited ({status}) after {:.1} s without the probe's report; serial log tail:\n{}",
@@ -475,6 +503,59 @@ fn check_boots(node: &Boot, base: &Boot) -> Vec<String> {
     failures
 }
 
+/// Boots the node's and the base's probe images (at once, unless
+/// `NODEIMG_BOOT_PARALLEL=0`) and says what each reported; fails unless both
+/// booted to the probe's report.
+fn boot_both(node_probe: &Path, base_probe: &Path, w: &Path) -> Vec<Boot> {
+    let timeout = Duration::from_secs(env_u64("NODEIMG_BOOT_TIMEOUT", 480));
+    let parallel = std::env::var("NODEIMG_BOOT_PARALLEL").map_or(true, |v| v != "0");
+    let t = Instant::now();
+    let (node_boot, base_boot) = if parallel {
+        std::thread::scope(|s| {
+            let n = s.spawn(|| boot("node", node_probe, w, timeout));
+            let b = s.spawn(|| boot("base", base_probe, w, timeout));
+            (
+                n.join()
+                    .unwrap_or_else(|_| Err("node: boot panicked".into())),
+                b.join()
+                    .unwrap_or_else(|_| Err("base: boot panicked".into())),
+            )
+        })
+    } else {
+        let n = boot("node", node_probe, w, timeout);
+        let b = boot("base", base_probe, w, timeout);
+        (n, b)
+    };
+    say(&format!(
+        "boots ({}): {}",
+        if parallel {
+            "parallel"
+        } else {
+            "one after the other"
+        },
+        secs(t)
+    ));
+    let mut errors = Vec::new();
+    let boots: Vec<Boot> = [node_boot, base_boot]
+        .into_iter()
+        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
+        .collect();
+    for b in &boots {
+        say(&format!(
+            "{}: tar -x {:.1} s, mkfs.ext4 -d {:.1} s, boot to power-off {:.1} s; report:",
+            b.label,
+            b.extract.as_secs_f64(),
+            b.mkfs.as_secs_f64(),
+            b.boot.as_secs_f64()
+        ));
+        for l in &b.report {
+            say(&format!("  {}: {l}", b.label));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+    boots
+}
+
 #[test]
 fn node_image_boots_with_its_configuration() {
     let started = Instant::now();
@@ -521,52 +602,7 @@ fn node_image_boots_with_its_configuration() {
     build_rootfs(&root, PROBE, &base, &base_probe, &[]);
     let _ = fs::remove_file(&node);
 
-    let timeout = Duration::from_secs(env_u64("NODEIMG_BOOT_TIMEOUT", 480));
-    let parallel = std::env::var("NODEIMG_BOOT_PARALLEL").map_or(true, |v| v != "0");
-    let t = Instant::now();
-    let (node_boot, base_boot) = if parallel {
-        std::thread::scope(|s| {
-            let n = s.spawn(|| boot("node", &node_probe, w, timeout));
-            let b = s.spawn(|| boot("base", &base_probe, w, timeout));
-            (
-                n.join()
-                    .unwrap_or_else(|_| Err("node: boot panicked".into())),
-                b.join()
-                    .unwrap_or_else(|_| Err("base: boot panicked".into())),
-            )
-        })
-    } else {
-        let n = boot("node", &node_probe, w, timeout);
-        let b = boot("base", &base_probe, w, timeout);
-        (n, b)
-    };
-    say(&format!(
-        "boots ({}): {}",
-        if parallel {
-            "parallel"
-        } else {
-            "one after the other"
-        },
-        secs(t)
-    ));
-    let mut errors = Vec::new();
-    let boots: Vec<Boot> = [node_boot, base_boot]
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
-        .collect();
-    for b in &boots {
-        say(&format!(
-            "{}: tar -x {:.1} s, mkfs.ext4 -d {:.1} s, boot to power-off {:.1} s; report:",
-            b.label,
-            b.extract.as_secs_f64(),
-            b.mkfs.as_secs_f64(),
-            b.boot.as_secs_f64()
-        ));
-        for l in &b.report {
-            say(&format!("  {}: {l}", b.label));
-        }
-    }
-    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+    let boots = boot_both(&node_probe, &base_probe, w);
     let failures = check_boots(&boots[0], &boots[1]);
     say(&format!("total: {}", secs(started)));
     assert!(

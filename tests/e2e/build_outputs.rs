@@ -58,193 +58,228 @@ fn id_of(v: &toml::Value, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the tests expect at each path of the flattened image.
+type Expects = BTreeMap<String, Expect>;
+
+/// A layer's items of one kind (an array of tables, or one table).
+fn items_of(layer: &toml::Table, kind: &str) -> Vec<toml::Value> {
+    match layer.get(kind) {
+        Some(toml::Value::Array(a)) => a.clone(),
+        Some(v) => vec![v.clone()],
+        None => vec![],
+    }
+}
+
+/// The files of a layer's `modules` and `sysctl` items.
+fn expect_kernel_config(layer: &toml::Table, lname: &str, exp: &mut Expects) {
+    let items = |kind: &str| items_of(layer, kind);
+    for it in items("modules") {
+        let f = str_of(&it, "file").expect("modules.file");
+        let load: Vec<String> = it
+            .get("load")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let content = load.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let content = (!has_var(&content)).then(|| content.into_bytes());
+        exp.insert(
+            format!("/etc/modules-load.d/{f}.conf"),
+            file(0o644, content, format!("layer {lname}: modules")),
+        );
+    }
+    for it in items("sysctl") {
+        let f = str_of(&it, "file").expect("sysctl.file");
+        let mut content = String::new();
+        if let Some(set) = it.get("set").and_then(|v| v.as_table()) {
+            for (k, v) in set {
+                content.push_str(&format!("{k} = {}\n", toml_scalar_text(v)));
+            }
+        }
+        let content = (!has_var(&content)).then(|| content.into_bytes());
+        exp.insert(
+            format!("/etc/sysctl.d/{f}.conf"),
+            file(0o644, content, format!("layer {lname}: sysctl")),
+        );
+    }
+}
+
+/// The files of a layer's `docker`, `containerd`, `crio` and `kubelet` items.
+fn expect_runtime_config(layer: &toml::Table, lname: &str, exp: &mut Expects) {
+    let items = |kind: &str| items_of(layer, kind);
+    for it in items("docker") {
+        let mut e = file(0o644, None, format!("layer {lname}: docker"));
+        let j = toml_to_json(&it);
+        if !has_var(&j.to_string()) {
+            e.json = Some(j);
+        }
+        exp.insert("/etc/docker/daemon.json".into(), e);
+    }
+    for _ in items("containerd") {
+        exp.insert(
+            "/etc/containerd/config.toml".into(),
+            file(0o644, None, format!("layer {lname}: containerd")),
+        );
+    }
+    for it in items("crio") {
+        let f = str_of(&it, "file").unwrap_or("02-cgroup-manager");
+        exp.insert(
+            format!("/etc/crio/crio.conf.d/{f}.conf"),
+            file(0o644, None, format!("layer {lname}: crio")),
+        );
+    }
+    for it in items("kubelet") {
+        let mut paths = vec!["/var/lib/kubelet/config.yaml", "/etc/default/kubelet"];
+        if it.get("container-runtime-endpoint").is_some() {
+            paths.push("/etc/crictl.yaml");
+        }
+        for p in paths {
+            exp.insert(
+                p.into(),
+                file(0o644, None, format!("layer {lname}: kubelet")),
+            );
+        }
+    }
+}
+
+/// The files of a layer's `apt-source`, `yum-repo` and `zypper-repo` items.
+fn expect_repositories(layer: &toml::Table, lname: &str, exp: &mut Expects) {
+    let items = |kind: &str| items_of(layer, kind);
+    for it in items("apt-source") {
+        let n = str_of(&it, "name").expect("apt-source.name");
+        exp.insert(
+            format!("/etc/apt/sources.list.d/{n}.sources"),
+            file(0o644, None, format!("layer {lname}: apt-source")),
+        );
+        if it.get("key").is_some() {
+            exp.insert(
+                format!("/etc/apt/keyrings/{n}.gpg"),
+                file(0o644, None, format!("layer {lname}: apt-source key")),
+            );
+        }
+    }
+    for (kind, dir) in [
+        ("yum-repo", "/etc/yum.repos.d"),
+        ("zypper-repo", "/etc/zypp/repos.d"),
+    ] {
+        for it in items(kind) {
+            if let Some(f) = str_of(&it, "file") {
+                exp.insert(
+                    format!("{dir}/{f}.repo"),
+                    file(0o644, None, format!("layer {lname}: {kind}")),
+                );
+            }
+        }
+    }
+}
+
+/// The units, drop-ins and masks of a layer's `systemd` items.
+fn expect_systemd(layer: &toml::Table, lname: &str, exp: &mut Expects) {
+    let items = |kind: &str| items_of(layer, kind);
+    for it in items("systemd") {
+        if let Some(units) = it.get("unit").and_then(|v| v.as_array()) {
+            for u in units {
+                let n = str_of(u, "name").expect("systemd.unit.name");
+                let content = str_of(u, "content")
+                    .filter(|c| !has_var(c))
+                    .map(|c| c.as_bytes().to_vec());
+                exp.insert(
+                    format!("/etc/systemd/system/{n}"),
+                    file(0o644, content, format!("layer {lname}: systemd.unit")),
+                );
+            }
+        }
+        if let Some(dropins) = it.get("dropin").and_then(|v| v.as_array()) {
+            for d in dropins {
+                let u = str_of(d, "unit").expect("systemd.dropin.unit");
+                let n = str_of(d, "name").expect("systemd.dropin.name");
+                let content = str_of(d, "content")
+                    .filter(|c| !has_var(c))
+                    .map(|c| c.as_bytes().to_vec());
+                exp.insert(
+                    format!("/etc/systemd/system/{u}.d/{n}.conf"),
+                    file(0o644, content, format!("layer {lname}: systemd.dropin")),
+                );
+            }
+        }
+        if let Some(mask) = it.get("mask").and_then(|v| v.as_array()) {
+            for u in mask.iter().filter_map(|v| v.as_str()) {
+                exp.insert(
+                    format!("/etc/systemd/system/{u}"),
+                    Expect {
+                        kind: 'l',
+                        mode: 0o777,
+                        uid: 0,
+                        gid: 0,
+                        content: None,
+                        link: Some("/dev/null".into()),
+                        json: None,
+                        why: format!("layer {lname}: systemd.mask"),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A layer's `file`, `dir` and `symlink` items.
+fn expect_files(layer: &toml::Table, lname: &str, exp: &mut Expects) {
+    let items = |kind: &str| items_of(layer, kind);
+    for it in items("file") {
+        let p = str_of(&it, "path").expect("file.path");
+        if has_var(p) {
+            continue;
+        }
+        let mut e = file(
+            mode_of(&it, 0o644),
+            str_of(&it, "content")
+                .filter(|c| !has_var(c))
+                .map(|c| c.as_bytes().to_vec()),
+            format!("layer {lname}: file"),
+        );
+        e.uid = id_of(&it, "owner");
+        e.gid = id_of(&it, "group");
+        exp.insert(p.into(), e);
+    }
+    for it in items("dir") {
+        let p = str_of(&it, "path").expect("dir.path");
+        if has_var(p) {
+            continue;
+        }
+        let mut e = file(mode_of(&it, 0o755), None, format!("layer {lname}: dir"));
+        e.kind = 'd';
+        e.uid = id_of(&it, "owner");
+        e.gid = id_of(&it, "group");
+        exp.insert(p.trim_end_matches('/').into(), e);
+    }
+    for it in items("symlink") {
+        let p = str_of(&it, "path").expect("symlink.path");
+        let t = str_of(&it, "target").expect("symlink.target");
+        if has_var(p) || has_var(t) {
+            continue;
+        }
+        let mut e = file(0o777, None, format!("layer {lname}: symlink"));
+        e.kind = 'l';
+        e.link = Some(t.into());
+        exp.insert(p.into(), e);
+    }
+}
+
 /// Predict the files a recipe writes, from the recipe alone.
-fn expectations(m: &RecipeModel) -> (BTreeMap<String, Expect>, Vec<String>) {
-    let mut exp: BTreeMap<String, Expect> = BTreeMap::new();
+fn expectations(m: &RecipeModel) -> (Expects, Vec<String>) {
+    let mut exp = Expects::new();
     let mut removed = Vec::new();
     for layer in &m.layers {
         let lname = layer.get("name").and_then(|v| v.as_str()).unwrap_or("?");
-        let items = |kind: &str| -> Vec<toml::Value> {
-            match layer.get(kind) {
-                Some(toml::Value::Array(a)) => a.clone(),
-                Some(v) => vec![v.clone()],
-                None => vec![],
-            }
-        };
-        for it in items("modules") {
-            let f = str_of(&it, "file").expect("modules.file");
-            let load: Vec<String> = it
-                .get("load")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let content = load.iter().map(|l| format!("{l}\n")).collect::<String>();
-            let content = (!has_var(&content)).then(|| content.into_bytes());
-            exp.insert(
-                format!("/etc/modules-load.d/{f}.conf"),
-                file(0o644, content, format!("layer {lname}: modules")),
-            );
-        }
-        for it in items("sysctl") {
-            let f = str_of(&it, "file").expect("sysctl.file");
-            let mut content = String::new();
-            if let Some(set) = it.get("set").and_then(|v| v.as_table()) {
-                for (k, v) in set {
-                    content.push_str(&format!("{k} = {}\n", toml_scalar_text(v)));
-                }
-            }
-            let content = (!has_var(&content)).then(|| content.into_bytes());
-            exp.insert(
-                format!("/etc/sysctl.d/{f}.conf"),
-                file(0o644, content, format!("layer {lname}: sysctl")),
-            );
-        }
-        for it in items("docker") {
-            let mut e = file(0o644, None, format!("layer {lname}: docker"));
-            let j = toml_to_json(&it);
-            if !has_var(&j.to_string()) {
-                e.json = Some(j);
-            }
-            exp.insert("/etc/docker/daemon.json".into(), e);
-        }
-        for _ in items("containerd") {
-            exp.insert(
-                "/etc/containerd/config.toml".into(),
-                file(0o644, None, format!("layer {lname}: containerd")),
-            );
-        }
-        for it in items("crio") {
-            let f = str_of(&it, "file").unwrap_or("02-cgroup-manager");
-            exp.insert(
-                format!("/etc/crio/crio.conf.d/{f}.conf"),
-                file(0o644, None, format!("layer {lname}: crio")),
-            );
-        }
-        for it in items("kubelet") {
-            let mut paths = vec!["/var/lib/kubelet/config.yaml", "/etc/default/kubelet"];
-            if it.get("container-runtime-endpoint").is_some() {
-                paths.push("/etc/crictl.yaml");
-            }
-            for p in paths {
-                exp.insert(
-                    p.into(),
-                    file(0o644, None, format!("layer {lname}: kubelet")),
-                );
-            }
-        }
-        for it in items("apt-source") {
-            let n = str_of(&it, "name").expect("apt-source.name");
-            exp.insert(
-                format!("/etc/apt/sources.list.d/{n}.sources"),
-                file(0o644, None, format!("layer {lname}: apt-source")),
-            );
-            if it.get("key").is_some() {
-                exp.insert(
-                    format!("/etc/apt/keyrings/{n}.gpg"),
-                    file(0o644, None, format!("layer {lname}: apt-source key")),
-                );
-            }
-        }
-        for (kind, dir) in [
-            ("yum-repo", "/etc/yum.repos.d"),
-            ("zypper-repo", "/etc/zypp/repos.d"),
-        ] {
-            for it in items(kind) {
-                if let Some(f) = str_of(&it, "file") {
-                    exp.insert(
-                        format!("{dir}/{f}.repo"),
-                        file(0o644, None, format!("layer {lname}: {kind}")),
-                    );
-                }
-            }
-        }
-        for it in items("systemd") {
-            if let Some(units) = it.get("unit").and_then(|v| v.as_array()) {
-                for u in units {
-                    let n = str_of(u, "name").expect("systemd.unit.name");
-                    let content = str_of(u, "content")
-                        .filter(|c| !has_var(c))
-                        .map(|c| c.as_bytes().to_vec());
-                    exp.insert(
-                        format!("/etc/systemd/system/{n}"),
-                        file(0o644, content, format!("layer {lname}: systemd.unit")),
-                    );
-                }
-            }
-            if let Some(dropins) = it.get("dropin").and_then(|v| v.as_array()) {
-                for d in dropins {
-                    let u = str_of(d, "unit").expect("systemd.dropin.unit");
-                    let n = str_of(d, "name").expect("systemd.dropin.name");
-                    let content = str_of(d, "content")
-                        .filter(|c| !has_var(c))
-                        .map(|c| c.as_bytes().to_vec());
-                    exp.insert(
-                        format!("/etc/systemd/system/{u}.d/{n}.conf"),
-                        file(0o644, content, format!("layer {lname}: systemd.dropin")),
-                    );
-                }
-            }
-            if let Some(mask) = it.get("mask").and_then(|v| v.as_array()) {
-                for u in mask.iter().filter_map(|v| v.as_str()) {
-                    exp.insert(
-                        format!("/etc/systemd/system/{u}"),
-                        Expect {
-                            kind: 'l',
-                            mode: 0o777,
-                            uid: 0,
-                            gid: 0,
-                            content: None,
-                            link: Some("/dev/null".into()),
-                            json: None,
-                            why: format!("layer {lname}: systemd.mask"),
-                        },
-                    );
-                }
-            }
-        }
-        for it in items("file") {
-            let p = str_of(&it, "path").expect("file.path");
-            if has_var(p) {
-                continue;
-            }
-            let mut e = file(
-                mode_of(&it, 0o644),
-                str_of(&it, "content")
-                    .filter(|c| !has_var(c))
-                    .map(|c| c.as_bytes().to_vec()),
-                format!("layer {lname}: file"),
-            );
-            e.uid = id_of(&it, "owner");
-            e.gid = id_of(&it, "group");
-            exp.insert(p.into(), e);
-        }
-        for it in items("dir") {
-            let p = str_of(&it, "path").expect("dir.path");
-            if has_var(p) {
-                continue;
-            }
-            let mut e = file(mode_of(&it, 0o755), None, format!("layer {lname}: dir"));
-            e.kind = 'd';
-            e.uid = id_of(&it, "owner");
-            e.gid = id_of(&it, "group");
-            exp.insert(p.trim_end_matches('/').into(), e);
-        }
-        for it in items("symlink") {
-            let p = str_of(&it, "path").expect("symlink.path");
-            let t = str_of(&it, "target").expect("symlink.target");
-            if has_var(p) || has_var(t) {
-                continue;
-            }
-            let mut e = file(0o777, None, format!("layer {lname}: symlink"));
-            e.kind = 'l';
-            e.link = Some(t.into());
-            exp.insert(p.into(), e);
-        }
-        for it in items("remove") {
+        expect_kernel_config(layer, lname, &mut exp);
+        expect_runtime_config(layer, lname, &mut exp);
+        expect_repositories(layer, lname, &mut exp);
+        expect_systemd(layer, lname, &mut exp);
+        expect_files(layer, lname, &mut exp);
+        for it in items_of(layer, "remove") {
             if let Some(p) = it.as_str() {
                 exp.remove(p);
                 removed.push(p.to_string());
@@ -309,13 +344,20 @@ fn rpm_owners(tar: &Path) -> BTreeMap<String, (u64, u64)> {
 fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)) {
     let entries = read_tar(tar);
     let idx = by_path(&entries);
-    let name = recipe.display();
+    let name = &recipe.display().to_string();
     let (exp, removed) = expectations(m);
     assert!(
         !exp.is_empty(),
         "{name}: the recipe predicts no files at all"
     );
+    check_base_entries(name, &idx, &entries);
+    check_owners(recipe, name, tar, &entries, &exp, user);
+    check_expected(name, &idx, &exp, &removed);
+    check_kubernetes_prerequisites(name, &idx);
+}
 
+/// The base is in the rootfs, whole and flattened.
+fn check_base_entries(name: &str, idx: &BTreeMap<String, TarEntry>, entries: &[TarEntry]) {
     // The base is there, merged-/usr links intact.
     for (p, target) in [
         ("/bin", "usr/bin"),
@@ -347,7 +389,7 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
         entries.len(),
         "{name}: duplicate paths in the rootfs tar"
     );
-    for e in &entries {
+    for e in entries {
         let leaf = e.path.rsplit('/').next().unwrap_or_default();
         assert!(
             !leaf.starts_with(".wh."),
@@ -355,15 +397,24 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
             e.path
         );
     }
+}
 
-    // Owners: never the building user's; 0:0 unless the recipe says otherwise
-    // or an rpm package the recipe installs does.
+/// Owners: never the building user's; 0:0 unless the recipe says otherwise
+/// or an rpm package the recipe installs does.
+fn check_owners(
+    recipe: &Path,
+    name: &str,
+    tar: &Path,
+    entries: &[TarEntry],
+    exp: &Expects,
+    user: (u32, u32),
+) {
     let packaged = if rpmrepo::has_rpm_packages(recipe) {
         rpm_owners(tar)
     } else {
         BTreeMap::new()
     };
-    for e in &entries {
+    for e in entries {
         if let Some(x) = exp.get(&e.path) {
             assert_eq!(
                 (e.uid, e.gid),
@@ -397,8 +448,11 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
             );
         }
     }
+}
 
-    for (p, x) in &exp {
+/// Every predicted path is there as predicted; every removed one is gone.
+fn check_expected(name: &str, idx: &BTreeMap<String, TarEntry>, exp: &Expects, removed: &[String]) {
+    for (p, x) in exp {
         let e = idx
             .get(p)
             .unwrap_or_else(|| panic!("{name}: {p} missing from the rootfs ({})", x.why));
@@ -426,30 +480,38 @@ fn check_rootfs_tar(recipe: &Path, m: &RecipeModel, tar: &Path, user: (u32, u32)
             assert_eq!(e.link.as_deref(), Some(l.as_str()), "{name}: target of {p}");
         }
         if let Some(j) = &x.json {
-            let text = String::from_utf8_lossy(&e.data);
-            let got: serde_json::Value = serde_json::from_str(&text)
-                .unwrap_or_else(|err| panic!("{name}: {p} is not JSON: {err}\n{text}"));
-            assert_eq!(
-                &got, j,
-                "{name}: {p} differs from the recipe's docker table"
-            );
-            assert!(text.ends_with("}\n"), "{name}: {p} must end with a newline");
-            if let Some(second) = text.lines().nth(1) {
-                assert!(
-                    second.starts_with("  \"") && !second.starts_with("   "),
-                    "{name}: {p} must use a 2-space indent: {second:?}"
-                );
-            }
+            check_json(name, p, &e.data, j);
         }
     }
     for p in removed {
         assert!(
-            !idx.contains_key(&p),
+            !idx.contains_key(p),
             "{name}: {p} was removed by the recipe but is present"
         );
     }
+}
 
-    // The kernel prerequisites every Kubernetes node needs.
+/// A `docker` item's `daemon.json`: the recipe's table, 2-space indented,
+/// ending with a newline.
+fn check_json(name: &str, p: &str, data: &[u8], j: &serde_json::Value) {
+    let text = String::from_utf8_lossy(data);
+    let got: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("{name}: {p} is not JSON: {err}\n{text}"));
+    assert_eq!(
+        &got, j,
+        "{name}: {p} differs from the recipe's docker table"
+    );
+    assert!(text.ends_with("}\n"), "{name}: {p} must end with a newline");
+    if let Some(second) = text.lines().nth(1) {
+        assert!(
+            second.starts_with("  \"") && !second.starts_with("   "),
+            "{name}: {p} must use a 2-space indent: {second:?}"
+        );
+    }
+}
+
+/// The kernel prerequisites every Kubernetes node needs.
+fn check_kubernetes_prerequisites(name: &str, idx: &BTreeMap<String, TarEntry>) {
     let sysctl = idx
         .get("/etc/sysctl.d/99-kubernetes-cri.conf")
         .unwrap_or_else(|| panic!("{name}: /etc/sysctl.d/99-kubernetes-cri.conf missing"));
@@ -562,6 +624,55 @@ fn check_layer_blobs(label: &str, layout: &Path, json: &serde_json::Value) {
     }
 }
 
+/// The `--json` object of a build: the printed digest, the output path, the
+/// base tar unchanged as the first layer, then one layer per `[[layer]]`.
+fn check_build_json(
+    label: &str,
+    j: &serde_json::Value,
+    digest: &str,
+    base: &Path,
+    m: &RecipeModel,
+) {
+    assert_eq!(
+        j["manifest_digest"], digest,
+        "{label}: --json digest differs"
+    );
+    assert!(j["path"].is_string(), "{label}: --json lacks path: {j}");
+    let layers = j["layers"].as_array().expect("--json layers");
+    assert_eq!(
+        layers.len(),
+        1 + m.layers.len(),
+        "{label}: one base layer plus one per [[layer]]: {j}"
+    );
+    // A rootfs base becomes one layer holding the base tar as it is.
+    assert_eq!(
+        layers[0]["diff_id"].as_str(),
+        Some(sha256_file(base).as_str()),
+        "{label}: the first layer must be the base tar, unchanged: {j}"
+    );
+    let mut names: Vec<String> = layers[1..]
+        .iter()
+        .map(|l| {
+            assert_eq!(l["from_base"], false, "{label}: {l}");
+            for k in ["digest", "diff_id"] {
+                assert!(
+                    l[k].as_str().is_some_and(|s| s.starts_with("sha256:")),
+                    "{label}: layer {k}: {l}"
+                );
+            }
+            assert!(
+                l["size"].as_u64().is_some_and(|s| s > 0),
+                "{label}: layer size: {l}"
+            );
+            l["name"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    names.sort();
+    let mut want = m.layer_names();
+    want.sort();
+    assert_eq!(names, want, "{label}: layer names");
+}
+
 #[test]
 fn every_recipe_builds_in_every_format_and_passes_validators() {
     for (tool, pkg) in [
@@ -608,45 +719,7 @@ fn every_recipe_builds_in_every_format_and_passes_validators() {
         .ok();
         let j: serde_json::Value = serde_json::from_str(r.stdout.trim())
             .unwrap_or_else(|e| panic!("{label}: --json output is not one JSON object: {e}\n{r}"));
-        assert_eq!(
-            j["manifest_digest"],
-            digest.as_str(),
-            "{label}: --json digest differs"
-        );
-        assert!(j["path"].is_string(), "{label}: --json lacks path: {j}");
-        let layers = j["layers"].as_array().expect("--json layers");
-        assert_eq!(
-            layers.len(),
-            1 + m.layers.len(),
-            "{label}: one base layer plus one per [[layer]]: {j}"
-        );
-        // A rootfs base becomes one layer holding the base tar as it is.
-        assert_eq!(
-            layers[0]["diff_id"].as_str(),
-            Some(sha256_file(base).as_str()),
-            "{label}: the first layer must be the base tar, unchanged: {j}"
-        );
-        let mut names: Vec<String> = layers[1..]
-            .iter()
-            .map(|l| {
-                assert_eq!(l["from_base"], false, "{label}: {l}");
-                for k in ["digest", "diff_id"] {
-                    assert!(
-                        l[k].as_str().is_some_and(|s| s.starts_with("sha256:")),
-                        "{label}: layer {k}: {l}"
-                    );
-                }
-                assert!(
-                    l["size"].as_u64().is_some_and(|s| s > 0),
-                    "{label}: layer size: {l}"
-                );
-                l["name"].as_str().unwrap_or_default().to_string()
-            })
-            .collect();
-        names.sort();
-        let mut want = m.layer_names();
-        want.sort();
-        assert_eq!(names, want, "{label}: layer names");
+        check_build_json(&label, &j, &digest, base, &m);
         check_layer_blobs(&label, &oci2, &j);
 
         // OCI archive: the same image; its unpacked layout validates too.

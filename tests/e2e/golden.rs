@@ -207,6 +207,95 @@ fn check_bases(recorded: &BTreeMap<String, String>, now: &BTreeMap<String, Strin
     }
 }
 
+/// Lock files made by the test: (file name, bytes).
+type Locks = Vec<(String, Vec<u8>)>;
+
+/// Builds every recipe on the fixture `base` (in `tmp`): the values to record
+/// of each, and the locks of [`APT_LOCK_RECIPE`] and [`RPM_LOCK_RECIPE`].
+fn build_all(base: &Path, tmp: &Path) -> (Vec<(String, String)>, Locks) {
+    // Two workers, one per package backend: each download cache is used by
+    // one build at a time.
+    let (rpm_recipes, apt_recipes): (Vec<PathBuf>, Vec<PathBuf>) = recipes()
+        .into_iter()
+        .partition(|r| rpmrepo::has_rpm_packages(r));
+    let results: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let locks: Mutex<Locks> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for (kind, list, lock_name) in [
+            ("apt", &apt_recipes, APT_LOCK_RECIPE),
+            ("rpm", &rpm_recipes, RPM_LOCK_RECIPE),
+        ] {
+            let (results, locks) = (&results, &locks);
+            s.spawn(move || {
+                for recipe in list {
+                    let file = recipe
+                        .file_name()
+                        .expect("a recipe file name")
+                        .to_string_lossy()
+                        .into_owned();
+                    let dir = tmp.join(kind).join(&file);
+                    fs::create_dir_all(&dir).expect("mkdir");
+                    let d = build_recipe(recipe, base, &dir);
+                    results.lock().expect("results").extend(d);
+                    if file == lock_name {
+                        let ldir = tmp.join(kind).join(format!("lock-{file}"));
+                        fs::create_dir_all(&ldir).expect("mkdir");
+                        let bytes = lock_recipe(recipe, base, &ldir);
+                        locks
+                            .lock()
+                            .expect("locks")
+                            .push((format!("{file}.lock"), bytes));
+                    }
+                }
+            });
+        }
+    });
+    (
+        results.into_inner().expect("results"),
+        locks.into_inner().expect("locks"),
+    )
+}
+
+/// What differs between the recorded values and locks (in `dir`) and
+/// today's, a line each.
+fn differences(
+    recorded: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+    locks: &[(String, Vec<u8>)],
+    dir: &Path,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (k, v) in now {
+        match recorded.get(k) {
+            Some(r) if r == v => {}
+            Some(r) => diffs.push(format!("  {k}: recorded {r}, now {v}")),
+            None => diffs.push(format!("  {k}: not recorded, now {v}")),
+        }
+    }
+    for (k, r) in recorded {
+        if !now.contains_key(k) {
+            diffs.push(format!("  {k}: recorded {r}, now missing"));
+        }
+    }
+    for (name, bytes) in locks {
+        let p = dir.join(name);
+        let want = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        if &want != bytes {
+            let got = String::from_utf8_lossy(bytes);
+            let want = String::from_utf8_lossy(&want);
+            let first = want
+                .lines()
+                .zip(got.lines())
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+                .map(|(i, (a, b))| format!("line {}: recorded `{a}`, now `{b}`", i + 1))
+                .unwrap_or_else(|| "the lengths differ".to_string());
+            diffs.push(format!("  {name}: the lock file differs ({first})"));
+        }
+    }
+    diffs
+}
+
 #[test]
 fn every_recipe_gives_the_recorded_image_and_lock() {
     let Some(base) = fixture_base() else { return };
@@ -240,45 +329,8 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
     };
 
     let tmp = temp_dir("golden");
-    // Two workers, one per package backend: each download cache is used by
-    // one build at a time.
-    let (rpm_recipes, apt_recipes): (Vec<PathBuf>, Vec<PathBuf>) = recipes()
-        .into_iter()
-        .partition(|r| rpmrepo::has_rpm_packages(r));
-    let results: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let locks: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for (kind, list, lock_name) in [
-            ("apt", &apt_recipes, APT_LOCK_RECIPE),
-            ("rpm", &rpm_recipes, RPM_LOCK_RECIPE),
-        ] {
-            let (base, tmp, results, locks) = (&base, tmp.path(), &results, &locks);
-            s.spawn(move || {
-                for recipe in list {
-                    let file = recipe
-                        .file_name()
-                        .expect("a recipe file name")
-                        .to_string_lossy()
-                        .into_owned();
-                    let dir = tmp.join(kind).join(&file);
-                    fs::create_dir_all(&dir).expect("mkdir");
-                    let d = build_recipe(recipe, base, &dir);
-                    results.lock().expect("results").extend(d);
-                    if file == lock_name {
-                        let ldir = tmp.join(kind).join(format!("lock-{file}"));
-                        fs::create_dir_all(&ldir).expect("mkdir");
-                        let bytes = lock_recipe(recipe, base, &ldir);
-                        locks
-                            .lock()
-                            .expect("locks")
-                            .push((format!("{file}.lock"), bytes));
-                    }
-                }
-            });
-        }
-    });
-    now.extend(results.into_inner().expect("results"));
-    let locks = locks.into_inner().expect("locks");
+    let (results, locks) = build_all(&base, tmp.path());
+    now.extend(results);
     assert_eq!(
         locks.len(),
         2,
@@ -303,35 +355,7 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
         return;
     }
 
-    let mut diffs = Vec::new();
-    for (k, v) in &now {
-        match recorded.get(k) {
-            Some(r) if r == v => {}
-            Some(r) => diffs.push(format!("  {k}: recorded {r}, now {v}")),
-            None => diffs.push(format!("  {k}: not recorded, now {v}")),
-        }
-    }
-    for (k, r) in &recorded {
-        if !now.contains_key(k) {
-            diffs.push(format!("  {k}: recorded {r}, now missing"));
-        }
-    }
-    for (name, bytes) in &locks {
-        let p = dir.join(name);
-        let want = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-        if &want != bytes {
-            let got = String::from_utf8_lossy(bytes);
-            let want = String::from_utf8_lossy(&want);
-            let first = want
-                .lines()
-                .zip(got.lines())
-                .enumerate()
-                .find(|(_, (a, b))| a != b)
-                .map(|(i, (a, b))| format!("line {}: recorded `{a}`, now `{b}`", i + 1))
-                .unwrap_or_else(|| "the lengths differ".to_string());
-            diffs.push(format!("  {name}: the lock file differs ({first})"));
-        }
-    }
+    let diffs = differences(&recorded, &now, &locks, &dir);
     assert!(
         diffs.is_empty(),
         "the outputs differ from the golden values in {} (bases unchanged, so the code \

@@ -469,32 +469,47 @@ fn build_oci(
     nodeimg_with(dir, "build", recipe, repo, cache, base, &args)
 }
 
-#[test]
-fn lock_offline_and_a_recipe_that_moved_on() {
-    if !tools() {
-        return;
-    }
-    let Some(base) = fixture_base() else {
-        return;
-    };
-    let base = fixture_base_ref(&base);
-    let t = temp_dir("packages-lock");
-    let dir = t.path();
-    let (home, key) = gpg_key(dir, "repo");
-    fs::write(dir.join("key.asc"), key).unwrap();
-    let repo = make_repo(dir, &home);
-    let recipe_path = recipe(dir, "key.asc", "demo-runtime");
-    let original = fs::read_to_string(&recipe_path).unwrap();
-    let lock_path = PathBuf::from(format!("{}.lock", recipe_path.display()));
+/// One recipe, its repository and its lock file, for the phases of
+/// `lock_offline_and_a_recipe_that_moved_on`.
+struct LockScenario {
+    dir: PathBuf,
+    base: String,
+    repo: PathBuf,
+    recipe_path: PathBuf,
+    /// The recipe as written first; the phases that change it put it back.
+    original: String,
+    lock_path: PathBuf,
+}
+
+/// The lock as `nodeimg lock` first wrote it.
+struct Locked {
+    text: String,
+    /// The SHA256 the lock records for demo-lib's `.deb`.
+    lib_sha: String,
+    /// How long `nodeimg lock` took.
+    time: std::time::Duration,
+}
+
+/// Builds before there is a lock: resolving gives the reference digest
+/// (returned); `--locked` and `--offline` refuse.
+fn builds_without_a_lock(s: &LockScenario) -> String {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        lock_path,
+        ..
+    } = s;
 
     // A build that resolves (no lock yet): the reference digest.
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
+        recipe_path,
+        repo,
         &dir.join("cache-resolve"),
         &dir.join("out-resolved"),
-        &base,
+        base,
         &[],
     );
     assert_eq!(r.code, 0, "{r}");
@@ -515,11 +530,11 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     // --locked refuses to resolve.
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
+        recipe_path,
+        repo,
         &dir.join("cache-resolve"),
         &dir.join("out-locked"),
-        &base,
+        base,
         &["--locked"],
     );
     assert_eq!(r.code, 2, "{r}");
@@ -532,11 +547,11 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     // --offline without a lock says what to do.
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
+        recipe_path,
+        repo,
         &dir.join("cache-resolve"),
         &dir.join("out-nolock"),
-        &base,
+        base,
         &["--offline"],
     );
     assert_eq!(r.code, 2, "{r}");
@@ -546,10 +561,24 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     );
     assert!(!dir.join("out-nolock").exists());
 
+    digest
+}
+
+/// `nodeimg lock` into `cache`: the lock file, the same bytes again, and
+/// `check` accepting the recipe.
+fn lock_the_recipe(s: &LockScenario, cache: &Path) -> Locked {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        lock_path,
+        ..
+    } = s;
+
     // lock: resolves, fills its cache, writes RECIPE.lock with canonical URLs.
-    let cache = dir.join("cache-lock");
     let started = std::time::Instant::now();
-    let r = nodeimg_with(dir, "lock", &recipe_path, &repo, &cache, &base, &[]);
+    let r = nodeimg_with(dir, "lock", recipe_path, repo, cache, base, &[]);
     let lock_time = started.elapsed();
     assert_eq!(r.code, 0, "{r}");
     assert_eq!(r.stdout.trim(), lock_path.display().to_string(), "{r}");
@@ -557,8 +586,33 @@ fn lock_offline_and_a_recipe_that_moved_on() {
         r.stderr.contains("locked 2 package(s) of 1 layer(s)"),
         "{r}"
     );
-    let text = fs::read_to_string(&lock_path).unwrap();
-    let lock: toml::Value = toml::from_str(&text).unwrap();
+    let text = fs::read_to_string(lock_path).unwrap();
+    let lib_sha = check_lock_file(&text, repo);
+    // Locking again gives the same bytes.
+    let r = nodeimg_with(dir, "lock", recipe_path, repo, cache, base, &["-q"]);
+    assert_eq!(r.code, 0, "{r}");
+    // Quiet: no progress, only the warnings.
+    assert!(!r.stderr.contains("nodeimg:"), "{r}");
+    assert!(r.stderr.contains("not run: demo-runtime postinst"), "{r}");
+    assert_eq!(fs::read_to_string(lock_path).unwrap(), text);
+    // check compares the recipe with the lock, offline.
+    let c = run(nodeimg(dir)
+        .arg("check")
+        .arg(recipe_path)
+        .args(["--base", base]));
+    assert_eq!(c.code, 0, "{c}");
+
+    Locked {
+        text,
+        lib_sha,
+        time: lock_time,
+    }
+}
+
+/// The lock file `text`: its release, its packages in install order with
+/// their canonical URLs and digests; no mirror. Returns demo-lib's SHA256.
+fn check_lock_file(text: &str, repo: &Path) -> String {
+    let lock: toml::Value = toml::from_str(text).unwrap();
     assert_eq!(lock["version"].as_integer(), Some(1));
     assert_eq!(lock["architecture"].as_str(), Some("amd64"));
     assert_eq!(
@@ -618,28 +672,34 @@ fn lock_offline_and_a_recipe_that_moved_on() {
         !text.contains("file://"),
         "the mirror is not recorded:\n{text}"
     );
-    // Locking again gives the same bytes.
-    let r = nodeimg_with(dir, "lock", &recipe_path, &repo, &cache, &base, &["-q"]);
-    assert_eq!(r.code, 0, "{r}");
-    // Quiet: no progress, only the warnings.
-    assert!(!r.stderr.contains("nodeimg:"), "{r}");
-    assert!(r.stderr.contains("not run: demo-runtime postinst"), "{r}");
-    assert_eq!(fs::read_to_string(&lock_path).unwrap(), text);
-    // check compares the recipe with the lock, offline.
-    let c = run(nodeimg(dir)
-        .arg("check")
-        .arg(&recipe_path)
-        .args(["--base", &base]));
-    assert_eq!(c.code, 0, "{c}");
+    lib_sha
+}
+
+/// Builds from the lock: online with a fresh cache, offline from the lock's
+/// cache with the repository gone (the same digest), and offline with an
+/// empty cache (every missing file named).
+fn builds_from_the_lock(
+    s: &LockScenario,
+    cache: &Path,
+    digest: &str,
+    lock_time: std::time::Duration,
+) {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        ..
+    } = s;
 
     // A build from the lock (fresh cache, online) gives the same digest.
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
+        recipe_path,
+        repo,
         &dir.join("cache-fresh"),
         &dir.join("out-locked-build"),
-        &base,
+        base,
         &["--locked"],
     );
     assert_eq!(r.code, 0, "{r}");
@@ -648,15 +708,15 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     // --offline with the cache lock filled: same digest, and no repository
     // is reachable (the repository folder is moved away).
     let away = dir.join("repo-away");
-    fs::rename(&repo, &away).unwrap();
+    fs::rename(repo, &away).unwrap();
     let started = std::time::Instant::now();
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
-        &cache,
+        recipe_path,
+        repo,
+        cache,
         &dir.join("out-offline"),
-        &base,
+        base,
         &["--offline"],
     );
     let offline_time = started.elapsed();
@@ -674,11 +734,11 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     let out = dir.join("out-offline-empty");
     let r = build_oci(
         dir,
-        &recipe_path,
-        &repo,
+        recipe_path,
+        repo,
         &dir.join("cache-empty"),
         &out,
-        &base,
+        base,
         &["--offline"],
     );
     assert_eq!(r.code, 1, "{r}");
@@ -699,16 +759,28 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     }
     assert!(r.stderr.contains("nodeimg lock"), "{r}");
     assert!(!out.exists());
-    fs::rename(&away, &repo).unwrap();
+    fs::rename(&away, repo).unwrap();
+}
+
+/// A pin changed in the recipe: refused by build and check, resolved anew
+/// with `--no-lock`.
+fn refuses_a_changed_pin(s: &LockScenario, cache: &Path, out: &Path, digest: &str) {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        original,
+        ..
+    } = s;
 
     // A pin changed in the recipe: refused, naming it, until locked again.
     fs::write(
-        &recipe_path,
+        recipe_path,
         original.replace("\"demo-runtime\"", "\"demo-runtime=2.0-1\""),
     )
     .unwrap();
-    let out = dir.join("out-pin");
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("layer[1].packages[0]"), "{r}");
     assert!(
@@ -720,35 +792,40 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     assert!(!out.exists());
     let c = run(nodeimg(dir)
         .arg("check")
-        .arg(&recipe_path)
-        .args(["--base", &base]));
+        .arg(recipe_path)
+        .args(["--base", base]));
     assert_eq!(c.code, 2, "{c}");
     assert!(c.stderr.contains("demo-runtime=2.0-1"), "{c}");
     // --no-lock resolves anew (the recipe text changed, and with it the
     // recipe digest annotation, so the image digest differs).
-    let r = build_oci(
-        dir,
-        &recipe_path,
-        &repo,
-        &cache,
-        &out,
-        &base,
-        &["--no-lock"],
-    );
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &["--no-lock"]);
     assert_eq!(r.code, 0, "{r}");
     assert_ne!(r.stdout.trim(), digest, "{r}");
-    fs::remove_dir_all(&out).unwrap();
+    fs::remove_dir_all(out).unwrap();
+}
+
+/// The recipe's apt source or layer name changed: refused; the image below
+/// the layer changed: built as locked, with a warning.
+fn refuses_other_changes_to_the_recipe(s: &LockScenario, cache: &Path, out: &Path) {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        original,
+        ..
+    } = s;
 
     // An apt source changed: refused before anything is fetched.
     fs::write(
-        &recipe_path,
+        recipe_path,
         original.replace(
             &format!("uris = [\"{REPO_URL}\"]"),
             &format!("uris = [\"{REPO_URL}/\", \"http://other.invalid/debian\"]"),
         ),
     )
     .unwrap();
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("apt sources"), "{r}");
     assert!(r.stderr.contains("http://other.invalid/debian"), "{r}");
@@ -756,11 +833,11 @@ fn lock_offline_and_a_recipe_that_moved_on() {
 
     // The layer renamed.
     fs::write(
-        &recipe_path,
+        recipe_path,
         original.replace("name = \"runtime\"", "name = \"containers\""),
     )
     .unwrap();
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 2, "{r}");
     assert!(
         r.stderr.contains("layer \"containers\" installs packages"),
@@ -768,35 +845,48 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     );
     assert!(r.stderr.contains("(it has: runtime)"), "{r}");
     assert!(!out.exists());
-    fs::write(&recipe_path, &original).unwrap();
+    fs::write(recipe_path, original).unwrap();
 
     // The image below the layer changed (another dpkg status): built as
     // locked, with a warning that says to lock again.
     fs::write(
-        &recipe_path,
+        recipe_path,
         original.replace(
             r#"content = "" }"#,
             r#"content = "Package: other\nStatus: install ok installed\nVersion: 1.0\nArchitecture: all\n" }"#,
         ),
     )
     .unwrap();
-    assert_ne!(fs::read_to_string(&recipe_path).unwrap(), original);
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_ne!(fs::read_to_string(recipe_path).unwrap(), *original);
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 0, "{r}");
     assert!(
         r.stderr.contains("warning: layer \"runtime\": the packages installed in the image below it (its dpkg status) are not the ones"),
         "{r}"
     );
     assert!(r.stderr.contains("run `nodeimg lock"), "{r}");
-    fs::remove_dir_all(&out).unwrap();
-    fs::write(&recipe_path, &original).unwrap();
+    fs::remove_dir_all(out).unwrap();
+    fs::write(recipe_path, original).unwrap();
+}
 
+/// A lock file whose SHA256 for demo-lib was changed: the `.deb` does not
+/// match it; one that is not a SHA256 at all: the lock file's line and key.
+fn refuses_a_tampered_lock(s: &LockScenario, cache: &Path, out: &Path, locked: &Locked) {
+    let LockScenario {
+        dir,
+        base,
+        repo,
+        recipe_path,
+        lock_path,
+        ..
+    } = s;
+    let Locked { text, lib_sha, .. } = locked;
     // A lock whose SHA256 was tampered with: the .deb does not match it.
     let other = "0".repeat(64);
     let tampered = text.replace(lib_sha.trim_start_matches("sha256:"), &other);
-    assert_ne!(tampered, text);
-    fs::write(&lock_path, tampered).unwrap();
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    assert_ne!(&tampered, text);
+    fs::write(lock_path, tampered).unwrap();
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 1, "{r}");
     assert!(r.stderr.contains("demo-lib_1.0-1_all.deb"), "{r}");
     assert!(r.stderr.contains(&format!("expected {other}")), "{r}");
@@ -808,13 +898,49 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     assert!(!out.exists());
     // One that is not a SHA256 at all: the lock file's line and key.
     fs::write(
-        &lock_path,
+        lock_path,
         text.replace(lib_sha.trim_start_matches("sha256:"), "beef"),
     )
     .unwrap();
-    let r = build_oci(dir, &recipe_path, &repo, &cache, &out, &base, &[]);
+    let r = build_oci(dir, recipe_path, repo, cache, out, base, &[]);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains(".toml.lock:"), "{r}");
     assert!(r.stderr.contains("layer[0].package[0].sha256"), "{r}");
     assert!(!out.exists());
+}
+
+#[test]
+fn lock_offline_and_a_recipe_that_moved_on() {
+    if !tools() {
+        return;
+    }
+    let Some(base) = fixture_base() else {
+        return;
+    };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("packages-lock");
+    let dir = t.path();
+    let (home, key) = gpg_key(dir, "repo");
+    fs::write(dir.join("key.asc"), key).unwrap();
+    let repo = make_repo(dir, &home);
+    let recipe_path = recipe(dir, "key.asc", "demo-runtime");
+    let original = fs::read_to_string(&recipe_path).unwrap();
+    let lock_path = PathBuf::from(format!("{}.lock", recipe_path.display()));
+    let s = LockScenario {
+        dir: dir.to_path_buf(),
+        base,
+        repo,
+        recipe_path,
+        original,
+        lock_path,
+    };
+
+    let digest = builds_without_a_lock(&s);
+    let cache = dir.join("cache-lock");
+    let locked = lock_the_recipe(&s, &cache);
+    builds_from_the_lock(&s, &cache, &digest, locked.time);
+    let out = dir.join("out-pin");
+    refuses_a_changed_pin(&s, &cache, &out, &digest);
+    refuses_other_changes_to_the_recipe(&s, &cache, &out);
+    refuses_a_tampered_lock(&s, &cache, &out, &locked);
 }

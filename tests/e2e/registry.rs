@@ -77,15 +77,10 @@ fn push_json(w: &Path, image: &str, dest: &str, reg: &TestRegistry) -> serde_jso
     serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("push --json: {e}: {r}"))
 }
 
-#[test]
-fn registry_base_builds_the_same_image_and_push_round_trips() {
-    let Some(w) = work("registry") else { return };
-    let Some(reg) = TestRegistry::start() else {
-        return;
-    };
+/// The same base, from a layout and from the registry: the same image (its
+/// digest returned).
+fn builds_on_the_registry_base(w: &Work, reg: &TestRegistry) -> String {
     let d = &w.dir;
-    skopeo_push(&d.join("base"), "v1", &reg.docker_ref("fixture/base:v1"));
-
     // The same base, from a layout and from the registry: the same image.
     let from_layout = build_ok(d, &w.recipe, &d.join("node-layout"), "oci", "oci:base:v1");
     let t = Instant::now();
@@ -102,6 +97,14 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
     );
     assert_eq!(single_digest_line(&r), from_layout, "{r}");
     assert!(r.stderr.contains("pulled"), "pull progress is shown: {r}");
+    from_layout
+}
+
+/// The base's blobs are cached by digest (a second build does not fetch
+/// them again); a damaged cached blob is fetched again. Returns the digest
+/// of the base's layer.
+fn registry_blobs_are_cached(w: &Work, reg: &TestRegistry, from_layout: &str) -> String {
+    let d = &w.dir;
     // Cached by digest: the base layer blob is in the cache, byte for byte.
     let base_index: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("base/index.json")).unwrap()).unwrap();
@@ -155,21 +158,27 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
     assert_eq!(single_digest_line(&r), from_layout);
     assert!(r.stderr.contains("damaged; fetching it again"), "{r}");
     assert_eq!(sha256_file(&cached), layer);
+    layer
+}
 
+/// nodeimg's push is read back by skopeo with the same digest; a second
+/// push uploads no blob.
+fn push_round_trips(w: &Work, reg: &TestRegistry, from_layout: &str) {
+    let d = &w.dir;
     // Push: skopeo reads back the same digest.
     let dest = reg.docker_ref("nodes/node:v1");
     let t = Instant::now();
-    let first = push_json(d, "node-layout:v1", &dest, &reg);
+    let first = push_json(d, "node-layout:v1", &dest, reg);
     eprintln!("first push: {:.2} s: {first}", t.elapsed().as_secs_f64());
-    assert_eq!(first["digest"], from_layout.as_str());
+    assert_eq!(first["digest"], from_layout);
     assert_eq!(first["uploaded"], 3, "config and two layers: {first}");
     assert_eq!(skopeo_digest(&dest), from_layout);
 
     // A second push uploads no blob: none in our report, none in the
     // registry's access log.
     let posts = reg.count_requests("POST");
-    let second = push_json(d, "node-layout:v1", &dest, &reg);
-    assert_eq!(second["digest"], from_layout.as_str());
+    let second = push_json(d, "node-layout:v1", &dest, reg);
+    assert_eq!(second["digest"], from_layout);
     assert_eq!(second["uploaded"], 0, "{second}");
     assert_eq!(second["present"], 3, "{second}");
     assert_eq!(
@@ -177,7 +186,12 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
         posts,
         "no upload was started by the second push"
     );
+}
 
+/// `build --push` with `--metadata-file`: the base's blobs mounted, the
+/// metadata naming the image, the recipe, the tags and the layers.
+fn build_pushes_with_metadata(w: &Work, reg: &TestRegistry, from_layout: &str, layer: &str) {
+    let d = &w.dir;
     // build --push, with the metadata file; blobs of the base are mounted
     // from the base's repository on the same registry.
     let dest2 = reg.docker_ref("nodes/pushed:v1");
@@ -194,8 +208,8 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
     assert_eq!(skopeo_digest(&dest2), from_layout);
     let meta: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("meta/node.json")).unwrap()).unwrap();
-    assert_eq!(meta["image_digest"], from_layout.as_str());
-    assert_eq!(meta["pushed"]["digest"], from_layout.as_str());
+    assert_eq!(meta["image_digest"], from_layout);
+    assert_eq!(meta["pushed"]["digest"], from_layout);
     assert_eq!(meta["recipe"]["path"], w.recipe.display().to_string());
     assert!(meta["recipe"]["digest"]
         .as_str()
@@ -216,14 +230,18 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
         layers[1]["media_type"],
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
-    assert_eq!(layers[0]["digest"], layer.as_str());
+    assert_eq!(layers[0]["digest"], layer);
     // No leftover temporary file beside the metadata.
     let names: Vec<String> = fs::read_dir(d.join("meta"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["node.json"]);
+}
 
+/// The base named by the recipe itself: its blobs are mounted too.
+fn base_named_by_the_recipe_is_mounted(w: &Work, reg: &TestRegistry) {
+    let d = &w.dir;
     // The base named by the recipe itself, and its blobs mounted too.
     fs::write(
         d.join("in-recipe.toml"),
@@ -253,13 +271,24 @@ fn registry_base_builds_the_same_image_and_push_round_trips() {
 }
 
 #[test]
-fn several_images_are_pushed_as_one_index() {
-    let Some(w) = work("registry-index") else {
-        return;
-    };
+fn registry_base_builds_the_same_image_and_push_round_trips() {
+    let Some(w) = work("registry") else { return };
     let Some(reg) = TestRegistry::start() else {
         return;
     };
+    let d = &w.dir;
+    skopeo_push(&d.join("base"), "v1", &reg.docker_ref("fixture/base:v1"));
+
+    let from_layout = builds_on_the_registry_base(&w, &reg);
+    let layer = registry_blobs_are_cached(&w, &reg, &from_layout);
+    push_round_trips(&w, &reg, &from_layout);
+    build_pushes_with_metadata(&w, &reg, &from_layout, &layer);
+    base_named_by_the_recipe_is_mounted(&w, &reg);
+}
+
+/// Two architectures of the node image in one layout, `amd` (the second
+/// image's blobs and manifest merged into the first's): the two digests.
+fn two_architectures_in_one_layout(w: &Work) -> (String, String) {
     let d = &w.dir;
     // Two architectures of the node image in one layout.
     let amd = build_ok(d, &w.recipe, &d.join("amd"), "oci", "oci:base:v1");
@@ -288,6 +317,19 @@ fn several_images_are_pushed_as_one_index() {
     m2["platform"]["architecture"] = "arm64".into();
     index["manifests"].as_array_mut().unwrap().push(m2);
     fs::write(d.join("amd/index.json"), index.to_string()).unwrap();
+    (amd, other)
+}
+
+#[test]
+fn several_images_are_pushed_as_one_index() {
+    let Some(w) = work("registry-index") else {
+        return;
+    };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
+    let d = &w.dir;
+    let (amd, other) = two_architectures_in_one_layout(&w);
 
     let dest = reg.docker_ref("nodes/multi:v1");
     let j = push_json(d, "amd", &dest, &reg);

@@ -107,43 +107,11 @@ packages = [{packages}]
     p
 }
 
-#[test]
-fn installs_rpm_packages_and_refuses_attacks() {
-    if !tools() {
-        return;
-    }
-    let Some(repos) = rpm_repos() else { return };
-    let t = temp_dir("rpm");
-    let dir = t.path();
-    fs::copy(&repos.key, dir.join("key.asc")).unwrap();
-    fs::copy(&repos.other_key, dir.join("other.asc")).unwrap();
-    let (base, base_old) = (&repos.base, &repos.base_old);
-    let cache = dir.join("cache");
-
-    // The recipes as written in the repository, with the kubic key file
-    // replaced by the test key (the test repositories are signed with it).
-    let recipes = &repos.recipes;
-    assert_eq!(
-        fs::read(recipes.join("keys/kubic-libcontainers.asc")).unwrap(),
-        fs::read(&repos.key).unwrap(),
-        "the recipes' copy holds the test key"
-    );
-    let recipe = recipes.join("docker-centos.toml");
-    let out = dir.join("docker.tar");
-    let r = build(dir, &recipe, base, repos, &cache, &out, None);
-    assert_eq!(r.code, 0, "{r}");
-    assert!(
-        r.stderr
-            .contains("not run docker-ce-3:19.03.11-3.el7.x86_64: %post"),
-        "{r}"
-    );
-    assert!(
-        r.stderr.contains("systemd preset/enable of docker.service"),
-        "{r}"
-    );
-    let root = dir.join("docker-root");
-    extract_owned(&out, &root);
-    let qa = rpm_q(&root, &["-qa", "--qf", "%{NEVRA}\\n"]).ok();
+/// The rootfs of `docker-centos.toml`: the packages rpm lists, and verifies
+/// with the image's own rpm; the config the %pre's group owns, the links,
+/// the enabled service.
+fn check_docker_root(root: &Path) {
+    let qa = rpm_q(root, &["-qa", "--qf", "%{NEVRA}\\n"]).ok();
     let mut listed: Vec<&str> = qa.stdout.lines().collect();
     listed.sort();
     assert_eq!(
@@ -161,7 +129,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
     // The image's own rpm, chrooted in a user namespace, verifies the files
     // (owners by the image's own /etc/passwd and /etc/group).
     let v = own_rpm(
-        &root,
+        root,
         &[
             "-V",
             "docker-ce",
@@ -173,7 +141,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
     );
     assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
     // %config is recorded; the docker group the %pre creates owns the config.
-    let c = rpm_q(&root, &["-qc", "containerd.io"]).ok();
+    let c = rpm_q(root, &["-qc", "containerd.io"]).ok();
     assert_eq!(c.stdout.trim(), "/etc/containerd/config.toml");
     let group = fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(group.contains("docker:x:999:"), "{group}");
@@ -196,17 +164,40 @@ fn installs_rpm_packages_and_refuses_attacks() {
     // The image's own rpm reads the database.
     let own = run(Command::new("unshare")
         .args(["--user", "--map-root-user", "chroot"])
-        .arg(&root)
+        .arg(root)
         .args(["/usr/bin/rpm", "-q", "docker-ce"]));
     assert_eq!(
         own.stdout.trim(),
         "docker-ce-19.03.11-3.el7.x86_64",
         "{own}"
     );
+}
+
+/// `docker-centos.toml` as written: built, checked, and built again from the
+/// warm cache to the same bytes.
+fn builds_docker_centos(dir: &Path, repos: &RpmRepos, cache: &Path) {
+    let base = &repos.base;
+    let recipes = &repos.recipes;
+    let recipe = recipes.join("docker-centos.toml");
+    let out = dir.join("docker.tar");
+    let r = build(dir, &recipe, base, repos, cache, &out, None);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stderr
+            .contains("not run docker-ce-3:19.03.11-3.el7.x86_64: %post"),
+        "{r}"
+    );
+    assert!(
+        r.stderr.contains("systemd preset/enable of docker.service"),
+        "{r}"
+    );
+    let root = dir.join("docker-root");
+    extract_owned(&out, &root);
+    check_docker_root(&root);
 
     // A second build from the warm cache gives the same files.
     let out2 = dir.join("docker2.tar");
-    let r2 = build(dir, &recipe, base, repos, &cache, &out2, None);
+    let r2 = build(dir, &recipe, base, repos, cache, &out2, None);
     assert_eq!(r2.code, 0, "{r2}");
     // ... and the same bytes: the rpm database records the build's epoch.
     assert_eq!(
@@ -214,12 +205,18 @@ fn installs_rpm_packages_and_refuses_attacks() {
         nodeimg_e2e::sha256_file(&out2),
         "the same recipe built twice gave another rootfs"
     );
+}
 
+/// The CRI-O recipes (the kubic repository, zypper and yum) and containerd
+/// on CentOS.
+fn builds_crio_and_containerd(dir: &Path, repos: &RpmRepos, cache: &Path) {
+    let base = &repos.base;
+    let recipes = &repos.recipes;
     // The CRI-O recipes: the kubic repository, zypper and yum.
     for name in ["crio-opensuse", "crio-centos"] {
         let recipe = recipes.join(format!("{name}.toml"));
         let out = dir.join(format!("{name}.tar"));
-        let r = build(dir, &recipe, base, repos, &cache, &out, None);
+        let r = build(dir, &recipe, base, repos, cache, &out, None);
         assert_eq!(r.code, 0, "{name}: {r}");
         let root = dir.join(format!("{name}-root"));
         extract_owned(&out, &root);
@@ -239,7 +236,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
     // containerd on CentOS.
     let recipe = recipes.join("containerd-centos.toml");
     let out = dir.join("containerd.tar");
-    let r = build(dir, &recipe, base, repos, &cache, &out, None);
+    let r = build(dir, &recipe, base, repos, cache, &out, None);
     assert_eq!(r.code, 0, "{r}");
     let root = dir.join("containerd-root");
     extract_owned(&out, &root);
@@ -256,11 +253,16 @@ fn installs_rpm_packages_and_refuses_attacks() {
         v.stdout, "SM5......  c /etc/containerd/config.toml\n",
         "{v}"
     );
+}
 
+/// Recipes that cannot be built: a missing pin, an obsoleted package in the
+/// base, an unsigned package, repository metadata signed by another key.
+fn refuses_bad_recipes(dir: &Path, repos: &RpmRepos, cache: &Path) {
+    let (base, base_old) = (&repos.base, &repos.base_old);
     // A pin that does not exist lists the versions that do.
     let key_rel = "key.asc";
     let p = small_recipe(dir, "missing-pin", "\"docker-ce-19.03.99\"", key_rel, "");
-    let r = build(dir, &p, base, repos, &cache, &dir.join("x.tar"), None);
+    let r = build(dir, &p, base, repos, cache, &dir.join("x.tar"), None);
     assert_eq!(r.code, 2, "{r}");
     assert!(
         r.stderr.contains("docker-ce 19.03.99 is not in the image's rpm repositories for x86_64; available: 3:19.03.5-3.el7, 3:19.03.11-3.el7"),
@@ -270,7 +272,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
 
     // An obsoleted package in the base is named with the package that obsoletes it.
     let p = small_recipe(dir, "obsoletes", "\"moby-engine\"", key_rel, "");
-    let r = build(dir, &p, base_old, repos, &cache, &dir.join("x.tar"), None);
+    let r = build(dir, &p, base_old, repos, cache, &dir.join("x.tar"), None);
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stderr
@@ -280,7 +282,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
 
     // An unsigned package with gpgcheck.
     let p = small_recipe(dir, "unsigned", "\"unsigned-tool\"", key_rel, "");
-    let r = build(dir, &p, base, repos, &cache, &dir.join("x.tar"), None);
+    let r = build(dir, &p, base, repos, cache, &dir.join("x.tar"), None);
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stderr
@@ -290,7 +292,7 @@ fn installs_rpm_packages_and_refuses_attacks() {
 
     // repomd.xml signed by another key than the recipe names.
     let p = small_recipe(dir, "other-key", "\"nftables\"", "other.asc", "");
-    let r = build(dir, &p, base, repos, &cache, &dir.join("x.tar"), None);
+    let r = build(dir, &p, base, repos, cache, &dir.join("x.tar"), None);
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stderr.contains("/repodata/repomd.xml: signed by")
@@ -299,7 +301,13 @@ fn installs_rpm_packages_and_refuses_attacks() {
         "{r}"
     );
     assert!(!dir.join("x.tar").exists());
+}
 
+/// Served files tampered with (and put back): primary.xml, a package, and
+/// repomd.xml under its signature.
+fn refuses_tampered_repositories(dir: &Path, repos: &RpmRepos) {
+    let base = &repos.base;
+    let key_rel = "key.asc";
     // A tampered primary.xml (re-signed repomd, so only the checksum catches it).
     let x86 = repos.served.join("docker/7/x86_64/stable");
     let primary = x86.join("repodata/primary.xml.gz");
@@ -308,9 +316,11 @@ fn installs_rpm_packages_and_refuses_attacks() {
     let n = bad.len();
     bad[n - 10] ^= 0xff;
     fs::write(&primary, &bad).unwrap();
+    // The recipe of the missing pin (see `refuses_bad_recipes`): the build
+    // fails at the index, before the pin is looked up.
     let r = build(
         dir,
-        &p.with_file_name("missing-pin.toml"),
+        &dir.join("missing-pin.toml"),
         base,
         repos,
         &dir.join("cache-2"),
@@ -373,7 +383,35 @@ fn installs_rpm_packages_and_refuses_attacks() {
     assert!(!dir.join("x.tar").exists());
     fs::write(&repomd, saved_repomd).unwrap();
     fs::write(&asc, saved).unwrap();
+}
 
+#[test]
+fn installs_rpm_packages_and_refuses_attacks() {
+    if !tools() {
+        return;
+    }
+    let Some(repos) = rpm_repos() else { return };
+    let t = temp_dir("rpm");
+    let dir = t.path();
+    fs::copy(&repos.key, dir.join("key.asc")).unwrap();
+    fs::copy(&repos.other_key, dir.join("other.asc")).unwrap();
+    let base = &repos.base;
+    let cache = dir.join("cache");
+
+    // The recipes as written in the repository, with the kubic key file
+    // replaced by the test key (the test repositories are signed with it).
+    let recipes = &repos.recipes;
+    assert_eq!(
+        fs::read(recipes.join("keys/kubic-libcontainers.asc")).unwrap(),
+        fs::read(&repos.key).unwrap(),
+        "the recipes' copy holds the test key"
+    );
+    builds_docker_centos(dir, repos, &cache);
+    builds_crio_and_containerd(dir, repos, &cache);
+    refuses_bad_recipes(dir, repos, &cache);
+    refuses_tampered_repositories(dir, repos);
+
+    let key_rel = "key.asc";
     // The aarch64 build picks the aarch64 package and the noarch one.
     let p = small_recipe(dir, "arm", "\"containerd.io-1.2.13\"", key_rel, "");
     let text = fs::read_to_string(&p)

@@ -171,31 +171,27 @@ fn rpm_qa(dir: &Path, tar: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn lock_then_build_exactly_the_locked_rpms_and_offline() {
-    if !tools() {
-        return;
-    }
-    let t = temp_dir("rpm-lock");
-    let dir = t.path();
-    let home = dir.join("gnupg");
-    let key = gpg_key(&home, "repo");
-    let served = dir.join("served");
-    // Served as $releasever/$basearch below the recipe's URL.
-    let tree = served.join("9");
-    fs::create_dir_all(&tree).unwrap();
-    repository(dir, &tree, &home, "2.0");
-    fs::rename(tree.join("demo"), tree.join("x86_64")).unwrap();
-    fs::write(served.join("gpg"), &key).unwrap();
-    let server = RepoServer::start(&served);
-    let mirror = vec!["--mirror".to_string(), format!("{URL}={}", server.url())];
-    let base = base(dir);
-    let cache = dir.join("cache");
-    let recipe = recipe(dir, "\"demo-tool-2.0\"");
+/// The served repository's recipe builds: the work folder, the base, the
+/// download cache and the `--mirror` arguments that reach the server.
+struct Demo<'a> {
+    dir: &'a Path,
+    base: PathBuf,
+    cache: PathBuf,
+    mirror: Vec<String>,
+}
 
+/// `nodeimg lock`: the resolved packages and the metadata read, written next
+/// to the recipe; locking again writes the same bytes. Returns the lock file.
+fn locks_the_recipe(d: &Demo, recipe: &Path) -> PathBuf {
+    let Demo {
+        dir,
+        base,
+        cache,
+        mirror,
+    } = d;
     // lock: the resolved packages, the metadata read, written next to the recipe.
-    let mut c = nodeimg_cmd(dir, "lock", &recipe, &base, &cache);
-    let r = run(c.args(&mirror));
+    let mut c = nodeimg_cmd(dir, "lock", recipe, base, cache);
+    let r = run(c.args(mirror));
     assert_eq!(r.code, 0, "{r}");
     let lock_file = dir.join("demo.toml.lock");
     let text = fs::read_to_string(&lock_file).unwrap();
@@ -214,15 +210,26 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
     }
     assert!(!text.contains("dpkg-status"), "{text}");
     // The same resolution writes the same bytes.
-    let mut c = nodeimg_cmd(dir, "lock", &recipe, &base, &cache);
-    run(c.args(&mirror)).ok();
+    let mut c = nodeimg_cmd(dir, "lock", recipe, base, cache);
+    run(c.args(mirror)).ok();
     assert_eq!(fs::read_to_string(&lock_file).unwrap(), text);
+    lock_file
+}
 
+/// A build with the lock reads no repository metadata; the .rpms come from
+/// the cache the lock filled. Returns the rootfs.
+fn builds_exactly_the_locked_rpms(d: &Demo, recipe: &Path, server: &RepoServer) -> PathBuf {
+    let Demo {
+        dir,
+        base,
+        cache,
+        mirror,
+    } = d;
     // A build with the lock reads no repository metadata; the .rpms come
     // from the cache the lock filled; progress has one line per step.
     let before = server.served().len();
     let out = dir.join("locked.tar");
-    let r = build(dir, &recipe, &base, &cache, &out, &mirror);
+    let r = build(dir, recipe, base, cache, &out, mirror);
     assert_eq!(r.code, 0, "{r}");
     let after: Vec<String> = server.served()[before..].to_vec();
     assert!(after.is_empty(), "a locked build fetched {after:?}");
@@ -243,34 +250,39 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
             "demo-tool-2:2.0-1.el9.x86_64"
         ]
     );
+    out
+}
 
+/// The repository moves on (a 3.0 replaces 2.0): the locked build is the
+/// same rootfs `out` from the cache, a fresh cache cannot have it; the
+/// recipe changed is refused.
+fn the_repository_moves_on(d: &Demo, recipe: &Path, served: &Path, home: &Path, out: &Path) {
+    let Demo {
+        dir,
+        base,
+        cache,
+        mirror,
+    } = d;
     // The repository moves on (a 3.0 replaces 2.0): the locked build still
     // installs the locked files, which the cache holds.
     let tree = served.join("9");
-    repository(dir, &tree, &home, "3.0");
+    repository(dir, &tree, home, "3.0");
     fs::remove_dir_all(tree.join("x86_64")).unwrap();
     fs::rename(tree.join("demo"), tree.join("x86_64")).unwrap();
     let out2 = dir.join("locked-again.tar");
-    let r = build(dir, &recipe, &base, &cache, &out2, &mirror);
+    let r = build(dir, recipe, base, cache, &out2, mirror);
     assert_eq!(r.code, 0, "{r}");
-    assert_eq!(fs::read(&out).unwrap(), fs::read(&out2).unwrap());
+    assert_eq!(fs::read(out).unwrap(), fs::read(&out2).unwrap());
 
     // ... but a fresh cache must download the locked 2.0, which is gone.
     let fresh = dir.join("fresh-cache");
-    let r = build(dir, &recipe, &base, &fresh, &dir.join("gone.tar"), &mirror);
+    let r = build(dir, recipe, base, &fresh, &dir.join("gone.tar"), mirror);
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("demo-tool-2.0-1.el9.x86_64.rpm"), "{r}");
 
     // The recipe changed: refused with its line and key, and the hint.
     let changed = recipe_with(dir, "\"demo-tool-3.0\"");
-    let r = build(
-        dir,
-        &changed,
-        &base,
-        &cache,
-        &dir.join("changed.tar"),
-        &mirror,
-    );
+    let r = build(dir, &changed, base, cache, &dir.join("changed.tar"), mirror);
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stderr
@@ -280,27 +292,23 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
             && r.stderr.contains("nodeimg lock"),
         "{r}"
     );
-    // Back to the locked recipe.
-    let recipe = recipe_with(dir, "\"demo-tool-2.0\"");
+}
 
-    // --offline: no server at all; from the lock and the cache.
-    drop(server);
+/// `--offline`: the same rootfs `out` from the lock and the cache; with an
+/// empty cache every missing package named; without the lock, refused.
+fn builds_offline(d: &Demo, recipe: &Path, out: &Path) {
+    let Demo {
+        dir, base, cache, ..
+    } = d;
     let out3 = dir.join("offline.tar");
-    let r = build(
-        dir,
-        &recipe,
-        &base,
-        &cache,
-        &out3,
-        &["--offline".to_string()],
-    );
+    let r = build(dir, recipe, base, cache, &out3, &["--offline".to_string()]);
     assert_eq!(r.code, 0, "{r}");
-    assert_eq!(fs::read(&out).unwrap(), fs::read(&out3).unwrap());
+    assert_eq!(fs::read(out).unwrap(), fs::read(&out3).unwrap());
     // --offline with an empty cache names every missing package.
     let r = build(
         dir,
-        &recipe,
-        &base,
+        recipe,
+        base,
         &dir.join("empty-cache"),
         &dir.join("o.tar"),
         &["--offline".to_string()],
@@ -314,17 +322,22 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
     // --offline without the lock cannot resolve.
     let r = build(
         dir,
-        &recipe,
-        &base,
-        &cache,
+        recipe,
+        base,
+        cache,
         &dir.join("n.tar"),
         &["--offline".to_string(), "--no-lock".to_string()],
     );
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("--offline"), "{r}");
+}
 
-    // A lock whose SHA256 was edited is refused before anything is unpacked.
-    let text = fs::read_to_string(&lock_file).unwrap();
+/// A lock whose SHA256 was edited is refused before anything is unpacked.
+fn refuses_an_edited_lock(d: &Demo, recipe: &Path, lock_file: &Path) {
+    let Demo {
+        dir, base, cache, ..
+    } = d;
+    let text = fs::read_to_string(lock_file).unwrap();
     let tool = text.find("name = \"demo-tool\"").unwrap();
     let sha_at = tool + text[tool..].find("sha256 = \"").unwrap() + 10;
     let mut edited = text.clone();
@@ -334,17 +347,54 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
         "0"
     };
     edited.replace_range(sha_at..sha_at + 1, flip);
-    fs::write(&lock_file, edited).unwrap();
+    fs::write(lock_file, edited).unwrap();
     let r = build(
         dir,
-        &recipe,
-        &base,
-        &cache,
+        recipe,
+        base,
+        cache,
         &dir.join("t.tar"),
         &["--offline".to_string()],
     );
     assert_ne!(r.code, 0, "{r}");
     assert!(r.stderr.contains("demo-tool"), "{r}");
+}
+
+#[test]
+fn lock_then_build_exactly_the_locked_rpms_and_offline() {
+    if !tools() {
+        return;
+    }
+    let t = temp_dir("rpm-lock");
+    let dir = t.path();
+    let home = dir.join("gnupg");
+    let key = gpg_key(&home, "repo");
+    let served = dir.join("served");
+    // Served as $releasever/$basearch below the recipe's URL.
+    let tree = served.join("9");
+    fs::create_dir_all(&tree).unwrap();
+    repository(dir, &tree, &home, "2.0");
+    fs::rename(tree.join("demo"), tree.join("x86_64")).unwrap();
+    fs::write(served.join("gpg"), &key).unwrap();
+    let server = RepoServer::start(&served);
+    let d = Demo {
+        dir,
+        mirror: vec!["--mirror".to_string(), format!("{URL}={}", server.url())],
+        base: base(dir),
+        cache: dir.join("cache"),
+    };
+    let recipe = recipe(dir, "\"demo-tool-2.0\"");
+
+    let lock_file = locks_the_recipe(&d, &recipe);
+    let out = builds_exactly_the_locked_rpms(&d, &recipe, &server);
+    the_repository_moves_on(&d, &recipe, &served, &home, &out);
+    // Back to the locked recipe.
+    let recipe = recipe_with(dir, "\"demo-tool-2.0\"");
+
+    // --offline: no server at all; from the lock and the cache.
+    drop(server);
+    builds_offline(&d, &recipe, &out);
+    refuses_an_edited_lock(&d, &recipe, &lock_file);
 }
 
 fn recipe_with(dir: &Path, packages: &str) -> PathBuf {

@@ -279,6 +279,31 @@ fn rootfs_files(tar: &Path) -> BTreeMap<String, OutFile> {
     out
 }
 
+/// `nodeimg build RECIPE -o dir/<label>.tar --format rootfs` on the rootfs
+/// `base`, with the download cache `dir/cache-<label>` and the repository
+/// URL `from` mirrored to `server`.
+fn build_rootfs(
+    dir: &Path,
+    recipe: &Path,
+    base: &Path,
+    label: &str,
+    from: &str,
+    server: &RepoServer,
+) -> Run {
+    run(nodeimg(dir)
+        .arg("build")
+        .arg(recipe)
+        .arg("-o")
+        .arg(dir.join(format!("{label}.tar")))
+        .args(["--format", "rootfs"])
+        .arg("--base")
+        .arg(format!("rootfs:{}", base.display()))
+        .arg("--cache-dir")
+        .arg(dir.join(format!("cache-{label}")))
+        .arg("--mirror")
+        .arg(format!("{from}={}", server.url())))
+}
+
 /// Builds `package` from the test apt repository (served on 127.0.0.1) on
 /// `base` into `dir/<label>.tar`; returns the run and the output path.
 fn build_deb(dir: &Path, base: &Path, package: &str, label: &str) -> (Run, PathBuf) {
@@ -301,18 +326,7 @@ packages = ["{package}"]
     )
     .expect("write recipe");
     let out = dir.join(format!("{label}.tar"));
-    let run = run(nodeimg(dir)
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(&out)
-        .args(["--format", "rootfs"])
-        .arg("--base")
-        .arg(format!("rootfs:{}", base.display()))
-        .arg("--cache-dir")
-        .arg(dir.join(format!("cache-{label}")))
-        .arg("--mirror")
-        .arg(format!("{APT_URL}={}", server.url())));
+    let run = build_rootfs(dir, &recipe, base, label, APT_URL, &server);
     drop(server);
     (run, out)
 }
@@ -521,36 +535,14 @@ fn rpm_base(dir: &Path) -> PathBuf {
     )
 }
 
-#[test]
-fn hostile_accounts_from_rpm_scriptlets_are_refused_and_the_clean_twin_is_added() {
-    if !rpm_tools() {
-        return;
-    }
-    let t = temp_dir("hostile-accounts-rpm");
-    let dir = t.path();
+/// Serves the rpm packages of `cases` ((name, %pre, ...)) and the
+/// scriptlets' interpreter from a signed repository under `dir/served`.
+fn serve_rpm_cases(dir: &Path, cases: &[(&str, &str, &[&str])]) -> RepoServer {
     let home = dir.join("gnupg");
     let key = repo::gpg_key(&home, "accounts");
     let served = dir.join("served");
     let b = dir.join("build");
     fs::create_dir_all(&b).expect("mkdir");
-    // (name, %pre, words of the refusal); the calls are on line 2.
-    let cases: &[(&str, &str, &[&str])] = &[
-        (
-            "acct-clean",
-            "getent group clean >/dev/null || :\nuseradd -r -M -d /var/lib/clean -s /sbin/nologin -c 'Clean daemon' clean",
-            &[],
-        ),
-        (
-            "acct-gecos",
-            "getent passwd evil >/dev/null || :\nuseradd -r -M -c 'x\npwn::0:0::/root:/bin/sh' evil",
-            &["system user: the GECOS field", "control character '\\n'"],
-        ),
-        (
-            "acct-uid0",
-            "getent passwd toor >/dev/null || :\nuseradd -r -M -u 0 toor",
-            &["user \"toor\" asks for uid 0, root's"],
-        ),
-    ];
     let mut rpms = Vec::new();
     for (name, pre, _) in cases {
         let doc = format!("/usr/share/doc/{name}/README");
@@ -587,14 +579,17 @@ fn hostile_accounts_from_rpm_scriptlets_are_refused_and_the_clean_twin_is_added(
         .arg("--homedir")
         .arg(&home)
         .args(["--kill", "gpg-agent"]));
-    let server = RepoServer::start(&served);
-    let base = rpm_base(dir);
-    let build = |name: &str| -> (Run, PathBuf) {
-        let recipe = dir.join(format!("{name}.toml"));
-        fs::write(
-            &recipe,
-            format!(
-                r#"[image]
+    RepoServer::start(&served)
+}
+
+/// Builds the rootfs of a recipe installing package `name` from `server` on
+/// `base`: the run and the output.
+fn build_rpm_case(dir: &Path, base: &Path, server: &RepoServer, name: &str) -> (Run, PathBuf) {
+    let recipe = dir.join(format!("{name}.toml"));
+    fs::write(
+        &recipe,
+        format!(
+            r#"[image]
 name = "accounts-rpm"
 
 [[layer]]
@@ -611,24 +606,42 @@ repo-gpgcheck = true
 name = "pkgs"
 packages = ["{name}"]
 "#
-            ),
-        )
-        .expect("write recipe");
-        let out = dir.join(format!("{name}.tar"));
-        let r = run(nodeimg(dir)
-            .arg("build")
-            .arg(&recipe)
-            .arg("-o")
-            .arg(&out)
-            .args(["--format", "rootfs"])
-            .arg("--base")
-            .arg(format!("rootfs:{}", base.display()))
-            .arg("--cache-dir")
-            .arg(dir.join(format!("cache-{name}")))
-            .arg("--mirror")
-            .arg(format!("{YUM_URL}={}", server.url())));
-        (r, out)
-    };
+        ),
+    )
+    .expect("write recipe");
+    let out = dir.join(format!("{name}.tar"));
+    let r = build_rootfs(dir, &recipe, base, name, YUM_URL, server);
+    (r, out)
+}
+
+#[test]
+fn hostile_accounts_from_rpm_scriptlets_are_refused_and_the_clean_twin_is_added() {
+    if !rpm_tools() {
+        return;
+    }
+    let t = temp_dir("hostile-accounts-rpm");
+    let dir = t.path();
+    // (name, %pre, words of the refusal); the calls are on line 2.
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "acct-clean",
+            "getent group clean >/dev/null || :\nuseradd -r -M -d /var/lib/clean -s /sbin/nologin -c 'Clean daemon' clean",
+            &[],
+        ),
+        (
+            "acct-gecos",
+            "getent passwd evil >/dev/null || :\nuseradd -r -M -c 'x\npwn::0:0::/root:/bin/sh' evil",
+            &["system user: the GECOS field", "control character '\\n'"],
+        ),
+        (
+            "acct-uid0",
+            "getent passwd toor >/dev/null || :\nuseradd -r -M -u 0 toor",
+            &["user \"toor\" asks for uid 0, root's"],
+        ),
+    ];
+    let server = serve_rpm_cases(dir, cases);
+    let base = rpm_base(dir);
+    let build = |name: &str| build_rpm_case(dir, &base, &server, name);
 
     // The clean twin: shadow's useradd -r ids, from 999 down, the user's
     // own group taking its uid.

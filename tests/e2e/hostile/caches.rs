@@ -194,41 +194,40 @@ fn marker_of(tar: &Path) -> String {
     .into_owned()
 }
 
-/// Every `blobs/sha256` folder under `root`.
-fn blob_dirs(root: &Path) -> Vec<PathBuf> {
+/// Every folder (`true`) and other file (`false`) under `root`, depth first.
+fn walk(root: &Path) -> Vec<(PathBuf, bool)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                if p.ends_with("blobs/sha256") {
-                    out.push(p.clone());
-                }
-                stack.push(p);
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                stack.push(p.clone());
             }
+            out.push((p, is_dir));
         }
     }
     out
 }
 
+/// Every `blobs/sha256` folder under `root`.
+fn blob_dirs(root: &Path) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|(p, is_dir)| *is_dir && p.ends_with("blobs/sha256"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Every `index.json` under `root`.
 fn index_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if e.file_name() == "index.json" {
-                out.push(p);
-            }
-        }
-    }
-    out
+    walk(root)
+        .into_iter()
+        .filter(|(p, is_dir)| !*is_dir && p.file_name().is_some_and(|n| n == "index.json"))
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// How the attacker edits the cache entry of A.
@@ -328,6 +327,21 @@ fn a_or_refused(r: &Run, out: &Path, clean_a: &str, on_b: &str, label: &str, err
     }
 }
 
+/// The clean builds: A and B into one cache; their digests, which differ.
+fn clean_builds(img: &Images, pin_a: &str, pin_b: &str, clean: &Path) -> (String, String) {
+    let d = &img.dir;
+    let r = img.build(pin_a, clean, "a.tar", &[], "clean A");
+    assert_eq!(r.code, 0, "{r}");
+    let on_a = single_digest_line(&r);
+    assert_eq!(marker_of(&d.join("a.tar")), "a\n");
+    let r = img.build(pin_b, clean, "b.tar", &[], "clean B");
+    assert_eq!(r.code, 0, "{r}");
+    let on_b = single_digest_line(&r);
+    assert_eq!(marker_of(&d.join("b.tar")), "b\n");
+    assert_ne!(on_a, on_b);
+    (on_a, on_b)
+}
+
 #[test]
 fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
     let Some(mut img) = Images::setup() else {
@@ -338,16 +352,7 @@ fn a_pinned_registry_base_is_checked_against_its_digest_on_every_use() {
     let pin_a = img.pinned("a", &img.a);
     let pin_b = img.pinned("b", &img.b);
 
-    // The clean builds: A and B into one cache.
-    let r = img.build(&pin_a, &clean, "a.tar", &[], "clean A");
-    assert_eq!(r.code, 0, "{r}");
-    let on_a = single_digest_line(&r);
-    assert_eq!(marker_of(&d.join("a.tar")), "a\n");
-    let r = img.build(&pin_b, &clean, "b.tar", &[], "clean B");
-    assert_eq!(r.code, 0, "{r}");
-    let on_b = single_digest_line(&r);
-    assert_eq!(marker_of(&d.join("b.tar")), "b\n");
-    assert_ne!(on_a, on_b);
+    let (on_a, on_b) = clean_builds(&img, &pin_a, &pin_b, &clean);
 
     let mut cases = Cases::new();
     // Online: A again, whatever the cache says.

@@ -9,26 +9,7 @@ use std::process::Command;
 
 use nodeimg_e2e::*;
 
-use crate::resources::{assert_refused, bounded, small_recipe, Bounded};
-
-/// Builds the small recipe on `base` (a rootfs tar) into `out` in `format`.
-fn build(dir: &Path, base: &Path, format: &str, out: &Path) -> Bounded {
-    let recipe = small_recipe(dir);
-    let base = format!("rootfs:{}", base.display());
-    bounded(
-        dir,
-        &[
-            "build",
-            recipe.to_str().unwrap_or_default(),
-            "--base",
-            &base,
-            "--format",
-            format,
-            "-o",
-            out.to_str().unwrap_or_default(),
-        ],
-    )
-}
+use crate::resources::{assert_refused, build_small};
 
 /// Raw names (bytes) and contents of the regular files of a tar (plain or
 /// gzip), links as "-> target".
@@ -97,6 +78,18 @@ fn dir_entry(b: &mut tar::Builder<std::fs::File>, name: &str) {
         .expect("append");
 }
 
+/// The small recipe built on `base` to the rootfs `dir/out.tar`, which must
+/// succeed: its files by raw name (as [`strip`] leaves it).
+fn flattened(dir: &Path, base: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let out = dir.join("out.tar");
+    let r = build_small(dir, base, "rootfs", &out);
+    assert_eq!(r.code, Some(0), "{r}");
+    raw_entries(&out)
+        .into_iter()
+        .map(|(k, v)| (strip(&k), v))
+        .collect()
+}
+
 #[test]
 fn non_utf8_names_are_kept_byte_for_byte() {
     let dir = temp_dir("non-utf8");
@@ -106,13 +99,7 @@ fn non_utf8_names_are_kept_byte_for_byte() {
     file(&mut b, b"etc/caf\xe9", b"e-acute");
     file(&mut b, b"etc/caf\xe8", b"e-grave");
     b.finish().expect("finish");
-    let out = dir.path().join("out.tar");
-    let r = build(dir.path(), &base, "rootfs", &out);
-    assert_eq!(r.code, Some(0), "{r}");
-    let got: BTreeMap<Vec<u8>, Vec<u8>> = raw_entries(&out)
-        .into_iter()
-        .map(|(k, v)| (strip(&k), v))
-        .collect();
+    let got = flattened(dir.path(), &base);
     assert_eq!(
         got.get(&b"etc/caf\xe9"[..]).map(Vec::as_slice),
         Some(&b"e-acute"[..]),
@@ -156,7 +143,7 @@ fn sparse_case(format: &str, size: u64) {
     let dir = temp_dir(&format!("sparse-{format}"));
     let base = sparse_base(dir.path(), format, size);
     let out = dir.path().join("out.tar");
-    let r = build(dir.path(), &base, "rootfs", &out);
+    let r = build_small(dir.path(), &base, "rootfs", &out);
     assert!(r.code.is_some(), "did not finish in time: {r}");
     if r.code != Some(0) {
         assert_refused(&r, &["sparse"]);
@@ -218,13 +205,7 @@ fn a_file_that_replaces_a_directory_in_the_same_tar() {
         .args(["--recursive-unlink", "-xf"])
         .arg(&base));
     assert_eq!(std::fs::read(gnu.join("x")).expect("tar -x"), b"the file");
-    let out = dir.path().join("out.tar");
-    let r = build(dir.path(), &base, "rootfs", &out);
-    assert_eq!(r.code, Some(0), "{r}");
-    let got: BTreeMap<Vec<u8>, Vec<u8>> = raw_entries(&out)
-        .into_iter()
-        .map(|(k, v)| (strip(&k), v))
-        .collect();
+    let got = flattened(dir.path(), &base);
     assert_eq!(
         got.get(&b"x"[..]).map(Vec::as_slice),
         Some(&b"the file"[..])
@@ -247,7 +228,7 @@ fn a_rootfs_base_becomes_a_layer_of_normalised_entries() {
         .expect("append");
     b.finish().expect("finish");
     let out = dir.path().join("layout");
-    let r = build(dir.path(), &base, "oci", &out);
+    let r = build_small(dir.path(), &base, "oci", &out);
     assert_eq!(r.code, Some(0), "{r}");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("index.json")).expect("index"))
@@ -314,7 +295,7 @@ fn a_file_capability_survives_flattening() {
     let cap = b"\x01\x00\x00\x02\x00\x20\x00\x00";
     let base = xattr_base(dir.path(), cap);
     let out = dir.path().join("out.tar");
-    let r = build(dir.path(), &base, "rootfs", &out);
+    let r = build_small(dir.path(), &base, "rootfs", &out);
     assert_eq!(r.code, Some(0), "{r}");
     let mut ar = tar::Archive::new(std::fs::File::open(&out).expect("open"));
     let mut found = None;
@@ -344,7 +325,7 @@ fn an_attribute_the_reader_cannot_split_is_refused_not_dropped() {
     let dir = temp_dir("xattr-newline");
     let base = xattr_base(dir.path(), b"\x01\n\x02");
     let out = dir.path().join("out.tar");
-    let r = build(dir.path(), &base, "rootfs", &out);
+    let r = build_small(dir.path(), &base, "rootfs", &out);
     assert_refused(&r, &["usr/bin/ping", "PAX", "extended attribute"]);
     assert!(!out.exists());
 }

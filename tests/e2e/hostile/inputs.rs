@@ -113,6 +113,14 @@ impl Folder {
         run_with_deadline(&mut cmd, self.root())
     }
 
+    /// Builds the recipe as last written and asserts its refusal at
+    /// `recipe.toml:LINE` (see [`assert_refused`]).
+    #[track_caller]
+    fn assert_build_refused(&self, line: usize, words: &[&str]) {
+        let r = self.build(&[]);
+        assert_refused(self, &r, &format!("recipe.toml:{line}"), words);
+    }
+
     /// No image and no temp file beside it.
     fn assert_no_output(&self, r: &Run) {
         let out = self.root().join("out");
@@ -150,6 +158,7 @@ fn mkfifo(path: &Path) -> bool {
 
 /// A refused build: exit 2, `recipe.toml:LINE` and every word of `words` on
 /// stderr, no output, and the outside bytes nowhere on stdout or stderr.
+#[track_caller]
 fn assert_refused(f: &Folder, r: &Run, file_line: &str, words: &[&str]) {
     assert_eq!(r.code, 2, "expected a recipe error (exit 2)\n{r}");
     assert!(
@@ -195,11 +204,8 @@ fn source_symlink_out_of_the_folder_is_refused() {
     let f = Folder::new("source-out");
     symlink("../../secret.txt", f.dir().join("files/link.conf")).expect("symlink");
     f.recipe("frag.toml", "files/link.conf", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{SOURCE_LINE}"),
+    f.assert_build_refused(
+        SOURCE_LINE,
         &[
             "file[0].source",
             "files/link.conf",
@@ -213,22 +219,10 @@ fn source_symlink_out_of_the_folder_is_refused() {
     let abs = f.root().join("secret.txt");
     symlink(&abs, f.dir().join("files/abs.conf")).expect("symlink");
     f.recipe("frag.toml", "files/abs.conf", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{SOURCE_LINE}"),
-        &["file[0].source", "outside", "symbolic link"],
-    );
+    f.assert_build_refused(SOURCE_LINE, &["file[0].source", "outside", "symbolic link"]);
     symlink("..", f.dir().join("up")).expect("symlink");
     f.recipe("frag.toml", "up/secret.txt", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{SOURCE_LINE}"),
-        &["file[0].source", "outside", "symbolic link"],
-    );
+    f.assert_build_refused(SOURCE_LINE, &["file[0].source", "outside", "symbolic link"]);
 }
 
 #[test]
@@ -254,23 +248,14 @@ fn source_fifo_is_refused_without_blocking() {
         return;
     }
     f.recipe("frag.toml", "files/pipe.conf", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{SOURCE_LINE}"),
+    f.assert_build_refused(
+        SOURCE_LINE,
         &["file[0].source", "files/pipe.conf", "not a regular file"],
     );
 
     // A folder is not a regular file either.
     f.recipe("frag.toml", "files", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{SOURCE_LINE}"),
-        &["file[0].source", "not a regular file"],
-    );
+    f.assert_build_refused(SOURCE_LINE, &["file[0].source", "not a regular file"]);
 }
 
 #[test]
@@ -278,11 +263,8 @@ fn include_symlink_out_of_the_folder_is_refused() {
     let f = Folder::new("include-out");
     symlink("../outside.toml", f.dir().join("frag-link.toml")).expect("symlink");
     f.recipe("frag-link.toml", "files/app.conf", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{INCLUDE_LINE}"),
+    f.assert_build_refused(
+        INCLUDE_LINE,
         &["include[0]", "frag-link.toml", "symbolic link"],
     );
 
@@ -301,11 +283,8 @@ fn include_fifo_is_refused_without_blocking() {
         return;
     }
     f.recipe("pipe.toml", "files/app.conf", "keys/docker.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{INCLUDE_LINE}"),
+    f.assert_build_refused(
+        INCLUDE_LINE,
         &["include[0]", "pipe.toml", "not a regular file"],
     );
 }
@@ -320,11 +299,8 @@ fn key_symlink_out_of_the_folder_is_refused() {
     .expect("copy the key");
     symlink("../../outside.asc", f.dir().join("keys/link.asc")).expect("symlink");
     f.recipe("frag.toml", "files/app.conf", "keys/link.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{KEY_LINE}"),
+    f.assert_build_refused(
+        KEY_LINE,
         &[
             "apt-source[0].key",
             "keys/link.asc",
@@ -341,11 +317,8 @@ fn key_fifo_is_refused_without_blocking() {
         return;
     }
     f.recipe("frag.toml", "files/app.conf", "keys/pipe.asc");
-    let r = f.build(&[]);
-    assert_refused(
-        &f,
-        &r,
-        &format!("recipe.toml:{KEY_LINE}"),
+    f.assert_build_refused(
+        KEY_LINE,
         &["apt-source[0].key", "keys/pipe.asc", "not a regular file"],
     );
 }

@@ -127,10 +127,18 @@ fn gz(path: &Path) -> flate2::write::GzEncoder<std::fs::File> {
     )
 }
 
-fn build_rootfs(dir: &Path, base: &Path) -> Bounded {
+/// Ends a gzip tar after its hostile entry: one short regular file, the
+/// end-of-archive blocks, the gzip trailer.
+fn finish_gz(mut w: flate2::write::GzEncoder<std::fs::File>) {
+    w.write_all(&raw_header(b"short", b'0', 0)).expect("write");
+    w.write_all(&[0u8; 1024]).expect("write end");
+    w.finish().expect("finish");
+}
+
+/// Builds the small recipe on `base` (a rootfs tar) into `out` in `format`.
+pub(crate) fn build_small(dir: &Path, base: &Path, format: &str, out: &Path) -> Bounded {
     let recipe = small_recipe(dir);
     let base = format!("rootfs:{}", base.display());
-    let out = dir.join("out.tar");
     bounded(
         dir,
         &[
@@ -139,11 +147,16 @@ fn build_rootfs(dir: &Path, base: &Path) -> Bounded {
             "--base",
             &base,
             "--format",
-            "rootfs",
+            format,
             "-o",
             out.to_str().unwrap_or_default(),
         ],
     )
+}
+
+/// Builds the small recipe on `base` (a rootfs tar) into `dir/out.tar`.
+fn build_rootfs(dir: &Path, base: &Path) -> Bounded {
+    build_small(dir, base, "rootfs", &dir.join("out.tar"))
 }
 
 #[test]
@@ -170,9 +183,7 @@ fn a_gnu_long_name_of_256_mib() {
     w.write_all(&raw_header(b"././@LongLink", b'L', n))
         .expect("write");
     stream_fill(&mut w, b'a', n);
-    w.write_all(&raw_header(b"short", b'0', 0)).expect("write");
-    w.write_all(&[0u8; 1024]).expect("write end");
-    w.finish().expect("finish");
+    finish_gz(w);
     let r = build_rootfs(dir.path(), &path);
     assert_refused(&r, &["long.tar.gz"]);
 }
@@ -203,9 +214,7 @@ fn a_pax_record_of_256_mib() {
     w.write_all(b"\n").expect("write");
     w.write_all(&vec![0u8; ((512 - len % 512) % 512) as usize])
         .expect("pad");
-    w.write_all(&raw_header(b"short", b'0', 0)).expect("write");
-    w.write_all(&[0u8; 1024]).expect("write end");
-    w.finish().expect("finish");
+    finish_gz(w);
     let r = build_rootfs(dir.path(), &path);
     assert!(r.code.is_some(), "did not finish in time: {r}");
     if r.code != Some(0) {
