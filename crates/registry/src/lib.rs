@@ -487,7 +487,7 @@ impl Session {
 
     /// A session for pushes: as [`Session::new`], waiting as long for
     /// answers as an upload may take.
-    pub fn uploading(opts: &RegistryOptions) -> Result<Session> {
+    pub(crate) fn uploading(opts: &RegistryOptions) -> Result<Session> {
         Session::with(opts, true)
     }
 
