@@ -354,7 +354,7 @@ impl StderrProgress {
     fn new(quiet: bool) -> Self {
         StderrProgress {
             quiet,
-            meter: Meter::stderr(quiet),
+            meter: crate::progress::stderr(quiet),
         }
     }
 
@@ -461,7 +461,7 @@ fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
     let opts = nodeimg_registry::RegistryOptions {
         insecure: a.insecure_registries,
         cache_dir: None,
-        quiet: a.quiet,
+        meter: crate::progress::stderr(a.quiet),
         offline: false,
     };
     let report = nodeimg_registry::push(
@@ -488,10 +488,11 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         Some(v) => build::parse_epoch(Some(v))?,
         None => chrono::Utc::now().timestamp(),
     };
+    let mut progress = StderrProgress::new(a.quiet);
     let registry = nodeimg_registry::RegistryOptions {
         insecure: a.recipe.insecure_registries.clone(),
         cache_dir: a.cache_dir.clone(),
-        quiet: a.quiet,
+        meter: progress.meter.clone(),
         offline: a.offline,
     };
     let opts = BuildOptions {
@@ -511,7 +512,6 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         registry: registry.clone(),
     };
-    let mut progress = StderrProgress::new(a.quiet);
     let outcome = build::build_with(&opts, &mut progress)?;
     progress.step(&format!(
         "built {}:{} at {}",
@@ -658,7 +658,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let registry = nodeimg_registry::RegistryOptions {
         insecure: a.recipe.insecure_registries.clone(),
         cache_dir: None,
-        quiet: false,
+        meter: crate::progress::stderr(false),
         offline: false,
     };
     let c = build::check(

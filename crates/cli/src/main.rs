@@ -1,6 +1,7 @@
 //! The `nodeimg` command; see `nodeimg --help`.
 
 mod cli;
+mod progress;
 
 fn main() -> std::process::ExitCode {
     cli::main_with(std::env::args_os())

@@ -252,10 +252,7 @@ pub fn remove_entry(path: &Path) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn sha(b: &[u8]) -> String {
-        hex::encode(Sha256::digest(b))
-    }
+    use crate::sha256_hex as sha;
 
     fn damaged(e: Entry) -> String {
         match e {

@@ -11,25 +11,13 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 pub use crate::cachefile::CachedFile;
 use crate::cachefile::{self, Entry};
-
-/// The HTTP settings nodeimg's requests share (repositories, registry
-/// manifests): statuses handled by the caller, connect 30 s, answer and
-/// each read 60 s, 10 redirects, nodeimg's user agent.
-pub fn http_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .max_redirects(10)
-        .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
-}
+use crate::policy::{self, HttpPolicy};
+use crate::progress::Meter;
 
 /// Default cap for [`Cache::fetch_unverified`] (InRelease, Release, Release.gpg).
 pub const DEFAULT_METADATA_CAP: u64 = 64 << 20;
@@ -274,7 +262,10 @@ pub struct Cache {
     mirrors: Mirrors,
     offline: bool,
     metadata_cap: u64,
+    policy: HttpPolicy,
     agent: ureq::Agent,
+    /// Where retries are told.
+    meter: Meter,
     /// Every file [`Cache::fetch_unverified`] returned, in order.
     metadata: std::sync::Mutex<Vec<Fetched>>,
     /// Damaged entries found and removed, not yet reported.
@@ -312,13 +303,15 @@ impl Cache {
             path: objects.display().to_string(),
             source,
         })?;
-        let config = http_config().build();
+        let policy = HttpPolicy::default();
         Ok(Self {
             dir,
             mirrors: Mirrors::new(),
             offline: false,
             metadata_cap: DEFAULT_METADATA_CAP,
-            agent: config.into(),
+            agent: policy.agent(),
+            policy,
+            meter: Meter::quiet(),
             metadata: std::sync::Mutex::new(Vec::new()),
             damaged: std::sync::Mutex::new(Vec::new()),
         })
@@ -332,6 +325,20 @@ impl Cache {
     /// With `offline`, nothing is downloaded: only verified cached files are served.
     pub fn with_offline(mut self, offline: bool) -> Self {
         self.offline = offline;
+        self
+    }
+
+    /// With another HTTP policy than [`HttpPolicy::default`] (tests shorten
+    /// its waits).
+    pub fn with_policy(mut self, policy: HttpPolicy) -> Self {
+        self.agent = policy.agent();
+        self.policy = policy;
+        self
+    }
+
+    /// Retries are told to `meter` (a line each); quiet by default.
+    pub fn with_meter(mut self, meter: Meter) -> Self {
+        self.meter = meter;
         self
     }
 
@@ -448,33 +455,10 @@ impl Cache {
             path: self.dir.display().to_string(),
             source,
         };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(self.dir.join("sha256"))
-            .map_err(cache_err)?;
-        let source = self.open(&mapped)?;
-        // One byte more than expected is enough to know the size is wrong.
-        let mut limited = source.take(expected_size.saturating_add(1));
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match limited.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(FetchError::Transport {
-                        url: mapped,
-                        reason: e.to_string(),
-                    })
-                }
-            };
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(cache_err)?;
-            size += n as u64;
-            progress(size);
-        }
+        // A broken transfer starts again from the first byte; a file of the
+        // wrong size or checksum is not fetched again.
+        let (tmp, size, hash) =
+            self.with_retries(|| self.download_once(&mapped, expected_size, progress))?;
         if size != expected_size {
             return Err(FetchError::SizeMismatch {
                 url: mapped,
@@ -482,7 +466,6 @@ impl Cache {
                 actual: size,
             });
         }
-        let hash = hex::encode(hasher.finalize());
         if !hash.eq_ignore_ascii_case(expected_sha256) {
             return Err(FetchError::HashMismatch {
                 url: mapped,
@@ -501,6 +484,51 @@ impl Cache {
         Ok(CachedFile::written(file, target, size))
     }
 
+    /// One attempt at downloading `url` into a new temporary file of the
+    /// cache: the file, the bytes received (at most one more than
+    /// expected) and their SHA256.
+    fn download_once(
+        &self,
+        url: &str,
+        expected_size: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(tempfile::NamedTempFile, u64, String), Attempt> {
+        let cache_err = |source| FetchError::Cache {
+            path: self.dir.display().to_string(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(self.dir.join("sha256"))
+            .map_err(|e| Attempt::last(cache_err(e)))?;
+        let (source, again) = self.open(url)?;
+        // One byte more than expected is enough to know the size is wrong.
+        let mut limited = source.take(expected_size.saturating_add(1));
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let error = FetchError::Transport {
+                        url: url.to_string(),
+                        reason: e.to_string(),
+                    };
+                    return Err(Attempt { error, again });
+                }
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .map_err(|e| Attempt::last(cache_err(e)))?;
+            size += n as u64;
+            progress(size);
+        }
+        Ok((tmp, size, hex::encode(hasher.finalize())))
+    }
+
     /// Small metadata (InRelease, Release, Release.gpg) that is verified by other means;
     /// refused when larger than the metadata cap. Not cached.
     pub fn fetch_unverified(&self, url: &str) -> Result<Vec<u8>> {
@@ -513,15 +541,21 @@ impl Cache {
                 damaged: None,
             });
         }
-        let source = self.open(&mapped)?;
-        let mut out = Vec::new();
-        source
-            .take(self.metadata_cap + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| FetchError::Transport {
-                url: mapped.clone(),
-                reason: e.to_string(),
-            })?;
+        let out = self.with_retries(|| {
+            let (source, again) = self.open(&mapped)?;
+            let mut out = Vec::new();
+            source
+                .take(self.metadata_cap + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Attempt {
+                    error: FetchError::Transport {
+                        url: mapped.clone(),
+                        reason: e.to_string(),
+                    },
+                    again,
+                })?;
+            Ok(out)
+        })?;
         if out.len() as u64 > self.metadata_cap {
             return Err(FetchError::TooLarge {
                 url: mapped,
@@ -531,13 +565,33 @@ impl Cache {
         let fetched = Fetched {
             url: url.to_string(),
             size: out.len() as u64,
-            sha256: hex::encode(Sha256::digest(&out)),
+            sha256: crate::sha256_hex(&out),
         };
         self.metadata
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(fetched);
         Ok(out)
+    }
+
+    /// Run `op` as the HTTP policy says: again after a failure that may
+    /// pass, each retry told to the meter.
+    fn with_retries<T>(&self, op: impl FnMut() -> Result<T, Attempt>) -> Result<T> {
+        self.policy
+            .retry(
+                op,
+                |a| a.again,
+                |a, r| {
+                    self.meter.done(&format!(
+                        "{} (attempt {} of {}, again in {:.1} s)",
+                        a.error,
+                        r.attempt,
+                        r.of,
+                        r.wait.as_secs_f64()
+                    ));
+                },
+            )
+            .map_err(|f| f.error.error)
     }
 
     /// The files [`Cache::fetch_unverified`] returned so far (InRelease, Release,
@@ -554,45 +608,70 @@ impl Cache {
         self.offline
     }
 
-    fn open(&self, url: &str) -> Result<Source> {
+    /// The body of `url`, and whether a failure reading it may pass (it
+    /// may over HTTP, not from a file).
+    fn open(&self, url: &str) -> Result<(Source, bool), Attempt> {
         if let Some(rest) = url.strip_prefix("file://") {
             let path = percent_decode(rest);
             return match File::open(&path) {
-                Ok(f) => Ok(Source::File(f)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::NotFound {
-                    url: url.to_string(),
-                    status: String::new(),
-                }),
-                Err(e) => Err(FetchError::Transport {
+                Ok(f) => Ok((Source::File(f), false)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Err(Attempt::last(FetchError::NotFound {
+                        url: url.to_string(),
+                        status: String::new(),
+                    }))
+                }
+                Err(e) => Err(Attempt::last(FetchError::Transport {
                     url: url.to_string(),
                     reason: e.to_string(),
-                }),
+                })),
             };
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(FetchError::Scheme {
+            return Err(Attempt::last(FetchError::Scheme {
                 url: url.to_string(),
-            });
+            }));
         }
-        let response = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| FetchError::Transport {
+        let response = self.agent.get(url).call().map_err(|e| Attempt {
+            again: policy::transient_error(&e),
+            error: FetchError::Transport {
                 url: url.to_string(),
                 reason: e.to_string(),
-            })?;
+            },
+        })?;
         let status = response.status().as_u16();
         match status {
-            200 => Ok(Source::Http(Box::new(response.into_body().into_reader()))),
-            404 | 410 => Err(FetchError::NotFound {
+            200 => Ok((
+                Source::Http(Box::new(response.into_body().into_reader())),
+                true,
+            )),
+            404 | 410 => Err(Attempt::last(FetchError::NotFound {
                 url: url.to_string(),
                 status: format!(" (HTTP {status})"),
+            })),
+            _ => Err(Attempt {
+                again: policy::transient_status(status),
+                error: FetchError::Status {
+                    url: url.to_string(),
+                    status,
+                },
             }),
-            _ => Err(FetchError::Status {
-                url: url.to_string(),
-                status,
-            }),
+        }
+    }
+}
+
+/// A failed attempt, and whether it is worth another.
+struct Attempt {
+    error: FetchError,
+    again: bool,
+}
+
+impl Attempt {
+    /// A failure that will not pass.
+    fn last(error: FetchError) -> Self {
+        Attempt {
+            error,
+            again: false,
         }
     }
 }
@@ -647,20 +726,29 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::thread::JoinHandle;
+    use std::time::Duration;
 
-    fn sha(data: &[u8]) -> String {
-        hex::encode(Sha256::digest(data))
-    }
+    use crate::sha256_hex as sha;
 
     /// A one-request-per-connection HTTP server on 127.0.0.1, stopped on drop.
     struct Server {
         port: u16,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
+        /// The path of every request, in order.
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl Server {
         fn start(routes: BTreeMap<String, (u16, Vec<u8>)>) -> Self {
+            Self::scripted(routes.into_iter().map(|(p, a)| (p, vec![a])).collect())
+        }
+
+        /// Each path answered with its answers in turn, the last one again
+        /// and again.
+        fn scripted(mut routes: BTreeMap<String, Vec<(u16, Vec<u8>)>>) -> Self {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let stop = Arc::new(AtomicBool::new(false));
@@ -683,10 +771,12 @@ mod tests {
                         }
                     }
                     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let (status, body) = routes
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or((404, b"not found".to_vec()));
+                    log.lock().unwrap().push(path.clone());
+                    let (status, body) = match routes.get_mut(&path) {
+                        Some(answers) if answers.len() > 1 => answers.remove(0),
+                        Some(answers) => answers[0].clone(),
+                        None => (404, b"not found".to_vec()),
+                    };
                     let head = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
@@ -699,7 +789,12 @@ mod tests {
                 port,
                 stop,
                 thread: Some(thread),
+                seen,
             }
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().unwrap().clone()
         }
 
         fn url(&self, path: &str) -> String {
@@ -714,6 +809,14 @@ mod tests {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
+        }
+    }
+
+    /// The default policy with short waits.
+    fn quick() -> HttpPolicy {
+        HttpPolicy {
+            first_wait: Duration::from_millis(5),
+            ..HttpPolicy::default()
         }
     }
 
@@ -976,6 +1079,7 @@ to = "file:///srv/debian"
         .unwrap();
         let cache = Cache::new(tmp.path())
             .unwrap()
+            .with_policy(quick())
             .with_mirrors(mirrors)
             .with_metadata_cap(50);
 
@@ -1047,10 +1151,76 @@ to = "file:///srv/debian"
             l.local_addr().unwrap().port()
         };
         let tmp = tempfile::tempdir().unwrap();
-        let cache = Cache::new(tmp.path()).unwrap();
+        let cache = Cache::new(tmp.path()).unwrap().with_policy(quick());
         let url = format!("http://127.0.0.1:{port}/InRelease");
         let err = cache.fetch_unverified(&url).unwrap_err();
         assert!(matches!(err, FetchError::Transport { .. }), "{err}");
         assert!(err.to_string().starts_with(&url), "{err}");
+    }
+
+    #[test]
+    fn server_errors_are_retried_and_not_found_is_not() {
+        let deb = b"runc 1.1.12".to_vec();
+        let busy = (503, b"busy".to_vec());
+        let mut routes = BTreeMap::new();
+        routes.insert(
+            "/pool/runc.deb".to_string(),
+            vec![busy.clone(), busy.clone(), (200, deb.clone())],
+        );
+        routes.insert(
+            "/dists/x/InRelease".to_string(),
+            vec![(429, Vec::new()), (200, b"signed".to_vec())],
+        );
+        routes.insert("/always-busy".to_string(), vec![busy]);
+        let server = Server::scripted(routes);
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path()).unwrap().with_policy(quick());
+        let got = cache
+            .fetch(&server.url("/pool/runc.deb"), deb.len() as u64, &sha(&deb))
+            .unwrap();
+        assert_eq!(got.read_all().unwrap(), deb);
+        assert_eq!(server.seen(), ["/pool/runc.deb"; 3]);
+        let missing = server.url("/pool/missing.deb");
+        let err = cache.fetch(&missing, 1, &sha(b"x")).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        assert_eq!(
+            server
+                .seen()
+                .iter()
+                .filter(|p| **p == "/pool/missing.deb")
+                .count(),
+            1
+        );
+        let signed = cache
+            .fetch_unverified(&server.url("/dists/x/InRelease"))
+            .unwrap();
+        assert_eq!(signed, b"signed");
+        let err = cache
+            .fetch_unverified(&server.url("/always-busy"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: HTTP status 503", server.url("/always-busy"))
+        );
+        let busy = server
+            .seen()
+            .iter()
+            .filter(|p| *p == "/always-busy")
+            .count();
+        assert_eq!(busy, 6);
+    }
+
+    #[test]
+    fn wrong_checksums_are_not_fetched_again() {
+        let mut routes = BTreeMap::new();
+        routes.insert("/a.deb".to_string(), (200, b"tampered".to_vec()));
+        let server = Server::start(routes);
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path()).unwrap().with_policy(quick());
+        let err = cache
+            .fetch(&server.url("/a.deb"), 8, &sha(b"original"))
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+        assert_eq!(server.seen(), ["/a.deb"]);
     }
 }

@@ -1,41 +1,114 @@
-//! Progress on stderr for the steps of a build and the package downloads.
+//! Progress on stderr for the steps of a build, the package downloads and
+//! the registry transfers.
 //!
-//! On a terminal: a spinner for the current step and one bar per download,
-//! drawn by indicatif. Otherwise: one plain line per step
-//! (`nodeimg: fetched containerd 1.6.20 (30.1 MB)`), written when the step
-//! is done, so logs and captured stderr stay readable. Quiet: nothing.
-//! stdout is never written to.
+//! A [`Meter`] is a cheap handle over a [`Progress`]: what every crate
+//! tells, whoever shows it. Here: [`Meter::quiet`] (nothing) and
+//! [`Meter::lines`] (one plain line per step, written when the step is
+//! done: `nodeimg: fetched containerd 1.6.20 (30.1 MB)`, so logs and
+//! captured stderr stay readable). The command line adds bars on a
+//! terminal. stdout is never written to.
 
 use std::fmt;
-use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+/// Where progress is shown. Implementations write to stderr only.
+pub trait Progress: Send + Sync {
+    /// A name for `Debug` (`quiet`, `lines`, `terminal`).
+    fn kind(&self) -> &'static str;
+
+    /// True when nothing is shown.
+    fn is_quiet(&self) -> bool {
+        false
+    }
+
+    /// A step starts: a spinner's message, or a line `nodeimg: <message>`.
+    fn step(&self, message: &str);
+
+    /// What is going on, for a spinner only: no line is written without
+    /// a terminal (the steps' own lines follow).
+    fn status(&self, message: &str);
+
+    /// A finished step worth keeping on screen: a line either way.
+    fn done(&self, message: &str);
+
+    /// Run `f` (which writes to stderr) with the bars out of the way.
+    fn suspend(&self, f: &mut dyn FnMut());
+
+    /// A transfer of `size` bytes starts; `what` names it. The bar it
+    /// returns is cleared when dropped.
+    fn bar(&self, what: &str, size: u64) -> Box<dyn Bar>;
+
+    /// Clear what is on the terminal (the end of the command).
+    fn finish(&self);
+}
+
+/// The bar of one transfer; cleared when dropped.
+pub trait Bar: Send + Sync {
+    /// `n` bytes transferred so far.
+    fn set_position(&self, n: u64);
+}
+
+/// A bar that shows nothing.
+struct NoBar;
+
+impl Bar for NoBar {
+    fn set_position(&self, _: u64) {}
+}
+
+/// Says nothing.
+struct Quiet;
+
+impl Progress for Quiet {
+    fn kind(&self) -> &'static str {
+        "quiet"
+    }
+    fn is_quiet(&self) -> bool {
+        true
+    }
+    fn step(&self, _: &str) {}
+    fn status(&self, _: &str) {}
+    fn done(&self, _: &str) {}
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        f();
+    }
+    fn bar(&self, _: &str, _: u64) -> Box<dyn Bar> {
+        Box::new(NoBar)
+    }
+    fn finish(&self) {}
+}
+
+/// One line per step on stderr, whatever stderr is.
+struct Lines;
+
+impl Progress for Lines {
+    fn kind(&self) -> &'static str {
+        "lines"
+    }
+    fn step(&self, message: &str) {
+        eprintln!("nodeimg: {message}");
+    }
+    fn status(&self, _: &str) {}
+    fn done(&self, message: &str) {
+        eprintln!("nodeimg: {message}");
+    }
+    fn suspend(&self, f: &mut dyn FnMut()) {
+        f();
+    }
+    fn bar(&self, _: &str, _: u64) -> Box<dyn Bar> {
+        Box::new(NoBar)
+    }
+    fn finish(&self) {}
+}
 
 /// Where progress goes; cheap to clone (clones share the terminal).
 #[derive(Clone)]
 pub struct Meter {
-    mode: Arc<Mode>,
-}
-
-enum Mode {
-    Quiet,
-    Lines,
-    Terminal {
-        multi: MultiProgress,
-        spinner: ProgressBar,
-    },
+    shown: Arc<dyn Progress>,
 }
 
 impl fmt::Debug for Meter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = match *self.mode {
-            Mode::Quiet => "quiet",
-            Mode::Lines => "lines",
-            Mode::Terminal { .. } => "terminal",
-        };
-        write!(f, "Meter({m})")
+        write!(f, "Meter({})", self.shown.kind())
     }
 }
 
@@ -46,108 +119,97 @@ impl Default for Meter {
 }
 
 impl Meter {
+    /// Progress shown by `shown`.
+    pub fn new(shown: impl Progress + 'static) -> Self {
+        Meter {
+            shown: Arc::new(shown),
+        }
+    }
+
     /// Says nothing.
     pub fn quiet() -> Self {
-        Meter {
-            mode: Arc::new(Mode::Quiet),
-        }
+        Meter::new(Quiet)
     }
 
     /// One line per step on stderr, whatever stderr is.
     pub fn lines() -> Self {
-        Meter {
-            mode: Arc::new(Mode::Lines),
-        }
-    }
-
-    /// For stderr: nothing when `quiet`, bars on a terminal, lines otherwise.
-    pub fn stderr(quiet: bool) -> Self {
-        if quiet {
-            return Meter::quiet();
-        }
-        if !std::io::stderr().is_terminal() {
-            return Meter::lines();
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let spinner = multi.add(ProgressBar::new_spinner());
-        spinner.enable_steady_tick(Duration::from_millis(100));
-        Meter {
-            mode: Arc::new(Mode::Terminal { multi, spinner }),
-        }
+        Meter::new(Lines)
     }
 
     /// True when nothing is shown.
     pub fn is_quiet(&self) -> bool {
-        matches!(*self.mode, Mode::Quiet)
+        self.shown.is_quiet()
     }
 
     /// A step starts: the spinner's message, or a line `nodeimg: <message>`.
     pub fn step(&self, message: &str) {
-        match &*self.mode {
-            Mode::Quiet => {}
-            Mode::Lines => eprintln!("nodeimg: {message}"),
-            Mode::Terminal { spinner, .. } => spinner.set_message(message.to_string()),
-        }
+        self.shown.step(message);
     }
 
     /// What is going on, for the spinner only: no line is written without
     /// a terminal (the steps' own lines follow).
     pub fn status(&self, message: &str) {
-        if let Mode::Terminal { spinner, .. } = &*self.mode {
-            spinner.set_message(message.to_string());
-        }
+        self.shown.status(message);
     }
 
     /// A finished step worth keeping on screen: a line either way.
     pub fn done(&self, message: &str) {
-        match &*self.mode {
-            Mode::Quiet => {}
-            Mode::Lines => eprintln!("nodeimg: {message}"),
-            Mode::Terminal { multi, .. } => {
-                // Printing fails only when the terminal is gone.
-                let _ = multi.println(format!("nodeimg: {message}"));
-            }
-        }
+        self.shown.done(message);
     }
 
     /// Run `f` (which writes to stderr) with the bars out of the way.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &*self.mode {
-            Mode::Terminal { multi, .. } => multi.suspend(f),
-            _ => f(),
+        let mut f = Some(f);
+        let mut out = None;
+        self.shown.suspend(&mut || {
+            if let Some(f) = f.take() {
+                out = Some(f());
+            }
+        });
+        match (out, f) {
+            (Some(r), _) => r,
+            // A `Progress` that did not run it: run it here.
+            (None, Some(f)) => f(),
+            (None, None) => unreachable!("a closure taken is run and its result kept"),
+        }
+    }
+
+    /// The bar of a transfer of `size` bytes (`what` names it), without a
+    /// line of its own; cleared when the last clone is dropped.
+    pub fn bar(&self, what: &str, size: u64) -> Transfer {
+        Transfer {
+            bar: Arc::from(self.shown.bar(what, size)),
         }
     }
 
     /// A download of `size` bytes starts; `what` names it
     /// (`containerd 1.6.20`).
     pub fn download(&self, what: &str, size: u64) -> Download {
-        let bar = match &*self.mode {
-            Mode::Terminal { multi, .. } => {
-                let pb = multi.add(ProgressBar::new(size));
-                if let Ok(style) = ProgressStyle::with_template(
-                    "{msg:36!} [{bar:30}] {decimal_bytes:>9}/{decimal_total_bytes:<9} {decimal_bytes_per_sec}",
-                ) {
-                    pb.set_style(style.progress_chars("=> "));
-                }
-                pb.set_message(what.to_string());
-                Some(pb)
-            }
-            _ => None,
-        };
         Download {
             meter: self.clone(),
             what: what.to_string(),
             size,
             received: 0,
-            bar,
+            bar: Some(self.shown.bar(what, size)),
         }
     }
 
     /// Clear the terminal's bars (the end of the command).
     pub fn finish(&self) {
-        if let Mode::Terminal { spinner, .. } = &*self.mode {
-            spinner.finish_and_clear();
-        }
+        self.shown.finish();
+    }
+}
+
+/// The bar of one transfer; see [`Meter::bar`]. Clones share the bar.
+#[derive(Clone)]
+pub struct Transfer {
+    bar: Arc<dyn Bar>,
+}
+
+impl Transfer {
+    /// `n` bytes transferred so far.
+    pub fn set_position(&self, n: u64) {
+        self.bar.set_position(n);
     }
 }
 
@@ -157,15 +219,15 @@ pub struct Download {
     what: String,
     size: u64,
     received: u64,
-    bar: Option<ProgressBar>,
+    bar: Option<Box<dyn Bar>>,
 }
 
 impl Download {
     /// `n` bytes received so far.
     pub fn received(&mut self, n: u64) {
         self.received = n;
-        if let Some(pb) = &self.bar {
-            pb.set_position(n);
+        if let Some(bar) = &self.bar {
+            bar.set_position(n);
         }
     }
 
@@ -173,9 +235,8 @@ impl Download {
     /// downloaded, `verified NAME from the cache (SIZE)` when the cache
     /// already held it.
     pub fn finish(mut self) {
-        if let Some(pb) = self.bar.take() {
-            pb.finish_and_clear();
-        }
+        // The bar is cleared before the line is written.
+        drop(self.bar.take());
         let how = if self.received > 0 || self.size == 0 {
             format!("fetched {} ({})", self.what, human_size(self.size))
         } else {
@@ -186,15 +247,6 @@ impl Download {
             )
         };
         self.meter.done(&how);
-    }
-}
-
-impl Drop for Download {
-    fn drop(&mut self) {
-        // A failed download clears its bar; the error says the rest.
-        if let Some(pb) = self.bar.take() {
-            pb.finish_and_clear();
-        }
     }
 }
 
@@ -241,5 +293,7 @@ mod tests {
         d.finish();
         assert_eq!(format!("{m:?}"), "Meter(quiet)");
         assert!(!Meter::lines().is_quiet());
+        assert_eq!(m.suspend(|| 7), 7);
+        m.bar("push 0123", 3).set_position(3);
     }
 }

@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -27,6 +27,9 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use nodeimg_fetch::cachefile::{self, CachedFile, CachedReader, Entry};
+use nodeimg_fetch::policy::{self, HttpPolicy};
+use nodeimg_fetch::progress::Transfer;
+use nodeimg_fetch::{sha256_digest, Meter};
 use nodeimg_image::error::{Error, IoContext, Result};
 
 /// The prefix of a registry reference.
@@ -41,8 +44,6 @@ const JSON_MAX: usize = 16 << 20;
 const BLOB_MAX: u64 = 1 << 40;
 /// Blobs larger than this are uploaded in chunks.
 const CHUNKED_FROM: u64 = 512 << 20;
-/// Attempts of one request (server errors and dropped connections).
-const ATTEMPTS: u32 = 6;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -51,7 +52,7 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 const ACCEPTED: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
 /// How to reach registries.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RegistryOptions {
     /// `--insecure-registry HOST[:PORT]`: loopback registries spoken to over
     /// plain HTTP.
@@ -59,11 +60,26 @@ pub struct RegistryOptions {
     /// The cache for pulled images; default
     /// [`nodeimg_fetch::default_cache_dir`].
     pub cache_dir: Option<PathBuf>,
-    /// No progress on stderr.
-    pub quiet: bool,
+    /// Where pulls and pushes show their progress (lines, bars, retries);
+    /// [`Meter::quiet`] for none. Warnings (a damaged cache entry) are
+    /// written to stderr even then.
+    pub meter: Meter,
     /// `--offline`: no network; a base pinned by digest comes from the
     /// cache alone (verified), a tag is refused.
     pub offline: bool,
+}
+
+impl Default for RegistryOptions {
+    /// No insecure registries, the default cache, online, one line per step
+    /// on stderr.
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: Vec::new(),
+            cache_dir: None,
+            meter: Meter::lines(),
+            offline: false,
+        }
+    }
 }
 
 /// Pulls `docker://` bases for [`nodeimg_image::base::Base::open_with`]
@@ -273,7 +289,7 @@ fn default_registry() -> Option<(String, String)> {
 /// connection)?
 fn retryable(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
+        OciDistributionError::ServerError { code, .. } => policy::transient_status(*code),
         // A name that does not resolve will not resolve in a second.
         OciDistributionError::RequestError(_) if chain(e).contains("dns error") => false,
         OciDistributionError::RequestError(r) => {
@@ -348,7 +364,7 @@ impl Fetch {
         match self {
             Fetch::Auth(e) => retryable(e),
             Fetch::Transport(_) => true,
-            Fetch::Status(s, _) => *s >= 500 || *s == 429,
+            Fetch::Status(s, _) => policy::transient_status(*s),
             Fetch::Final(_) | Fetch::TooLarge => false,
         }
     }
@@ -395,48 +411,6 @@ fn registry_says(body: &[u8]) -> String {
     }
 }
 
-/// Progress of transfers: bars on a terminal, plain lines otherwise.
-struct Transfers {
-    quiet: bool,
-    tty: bool,
-}
-
-impl Transfers {
-    fn new(quiet: bool) -> Self {
-        Transfers {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn line(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("nodeimg: {msg}");
-        }
-    }
-
-    /// A warning, shown even when quiet (a damaged cache may be an attack).
-    fn warn(&self, msg: &str) {
-        eprintln!("warning: {msg}");
-    }
-
-    /// A bar for `size` bytes of `what` (hidden when quiet or not a terminal).
-    fn bar(&self, what: &str, size: u64) -> indicatif::ProgressBar {
-        if self.quiet || !self.tty {
-            return indicatif::ProgressBar::hidden();
-        }
-        let pb = indicatif::ProgressBar::new(size);
-        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.set_message(what.to_string());
-        pb
-    }
-}
-
 fn short(d: &str) -> &str {
     let h = d.strip_prefix("sha256:").unwrap_or(d);
     h.get(..12).unwrap_or(h)
@@ -468,11 +442,23 @@ pub struct Session {
     auth: std::sync::Mutex<Vec<(String, RegistryAuth)>>,
     /// The HTTP client for manifests, read with a bound.
     http: ureq::Agent,
-    progress: Transfers,
-    backoff: Duration,
+    /// Where transfers and retries are shown.
+    meter: Meter,
+    /// Timeouts and retries.
+    policy: HttpPolicy,
+    /// Whether the session uploads (its answers wait longer).
+    uploads: bool,
 }
 
-fn client_config(insecure: &[String], monolithic: bool) -> ClientConfig {
+/// The oci-client settings of the HTTP policy (timeouts, user agent; TLS
+/// is reqwest's platform verifier, the system's trust store, as the
+/// policy's).
+fn client_config(
+    insecure: &[String],
+    monolithic: bool,
+    policy: &HttpPolicy,
+    uploads: bool,
+) -> ClientConfig {
     ClientConfig {
         protocol: if insecure.is_empty() {
             ClientProtocol::Https
@@ -481,15 +467,31 @@ fn client_config(insecure: &[String], monolithic: bool) -> ClientConfig {
         },
         use_monolithic_push: monolithic,
         platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(300)),
+        connect_timeout: Some(policy.connect_timeout),
+        read_timeout: Some(if uploads {
+            policy.upload_read_timeout
+        } else {
+            policy.read_timeout
+        }),
+        user_agent: nodeimg_fetch::policy::USER_AGENT,
         ..ClientConfig::default()
     }
 }
 
 impl Session {
-    /// A session honouring `opts` (insecure loopback hosts, quiet).
+    /// A session for pulls honouring `opts` (insecure loopback hosts,
+    /// progress).
     pub fn new(opts: &RegistryOptions) -> Result<Session> {
+        Session::with(opts, false)
+    }
+
+    /// A session for pushes: as [`Session::new`], waiting as long for
+    /// answers as an upload may take.
+    pub(crate) fn uploading(opts: &RegistryOptions) -> Result<Session> {
+        Session::with(opts, true)
+    }
+
+    fn with(opts: &RegistryOptions, uploads: bool) -> Result<Session> {
         check_insecure(&opts.insecure)?;
         // The TLS backend's crypto; already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -497,23 +499,17 @@ impl Session {
             .enable_all()
             .build()
             .ctx(|| "starting the network runtime".to_string())?;
+        let policy = HttpPolicy::default();
         Ok(Session {
             rt,
-            client: Client::new(client_config(&opts.insecure, true)),
+            client: Client::new(client_config(&opts.insecure, true, &policy, uploads)),
             chunked: std::sync::OnceLock::new(),
             insecure: opts.insecure.clone(),
             auth: std::sync::Mutex::new(Vec::new()),
-            http: nodeimg_fetch::fetch::http_config()
-                // The system's trust store, as oci-client's reqwest uses.
-                .tls_config(
-                    ureq::tls::TlsConfig::builder()
-                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                        .build(),
-                )
-                .build()
-                .into(),
-            progress: Transfers::new(opts.quiet),
-            backoff: Duration::from_millis(500),
+            http: policy.agent(),
+            meter: opts.meter.clone(),
+            policy,
+            uploads,
         })
     }
 
@@ -532,7 +528,12 @@ impl Session {
     /// The chunked-upload client, logged in like the main one.
     fn chunked(&self) -> &Client {
         self.chunked.get_or_init(|| {
-            let c = Client::new(client_config(&self.insecure, false));
+            let c = Client::new(client_config(
+                &self.insecure,
+                false,
+                &self.policy,
+                self.uploads,
+            ));
             if let Ok(v) = self.auth.lock() {
                 for (registry, auth) in v.iter() {
                     self.rt.block_on(c.store_auth_if_needed(registry, auth));
@@ -542,8 +543,8 @@ impl Session {
         })
     }
 
-    /// Run `op` until it succeeds, fails for good, or the attempts are
-    /// used up; waits 0.5 s, 1 s, 2 s, ... between attempts.
+    /// Run `op` as the HTTP policy says: until it succeeds, fails for
+    /// good, or the attempts are used up.
     fn retry<T, F>(&self, what: &str, op: F) -> std::result::Result<T, String>
     where
         F: FnMut(&Session) -> std::result::Result<T, OciDistributionError>,
@@ -563,31 +564,28 @@ impl Session {
     where
         F: FnMut(&Session) -> std::result::Result<T, E>,
     {
-        let mut wait = self.backoff;
-        let mut attempt = 1;
-        loop {
-            match op(self) {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt < ATTEMPTS && again(&e) => {
-                    self.progress.line(&format!(
-                        "{what}: {} (attempt {attempt} of {ATTEMPTS}, again in {:.1} s)",
-                        text(&e),
-                        wait.as_secs_f64()
+        self.policy
+            .retry(
+                || op(self),
+                again,
+                |e, r| {
+                    self.meter.done(&format!(
+                        "{what}: {} (attempt {} of {}, again in {:.1} s)",
+                        text(e),
+                        r.attempt,
+                        r.of,
+                        r.wait.as_secs_f64()
                     ));
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(8));
-                    attempt += 1;
-                }
-                Err(e) => {
-                    let tries = if attempt > 1 {
-                        format!(" (after {attempt} attempts)")
-                    } else {
-                        String::new()
-                    };
-                    return Err(format!("{what}: {}{tries}", text(&e)));
-                }
-            }
-        }
+                },
+            )
+            .map_err(|f| {
+                let tries = if f.attempts > 1 {
+                    format!(" (after {} attempts)", f.attempts)
+                } else {
+                    String::new()
+                };
+                format!("{what}: {}{tries}", text(&f.error))
+            })
     }
 
     /// One attempt at fetching the manifest of `r`: the credentials
@@ -626,11 +624,12 @@ impl Session {
             }
             _ => {}
         }
-        let res = req.call().map_err(|e| match e {
-            ureq::Error::HostNotFound | ureq::Error::BadUri(_) | ureq::Error::Tls(_) => {
+        let res = req.call().map_err(|e| {
+            if policy::transient_error(&e) {
+                Fetch::Transport(e.to_string())
+            } else {
                 Fetch::Final(e.to_string())
             }
-            e => Fetch::Transport(e.to_string()),
         })?;
         let status = res.status().as_u16();
         let length = res
@@ -675,7 +674,7 @@ impl Session {
             )
             .map_err(|m| Error::image(what, m))?;
         if let Some(d) = r.digest() {
-            let found = sha256_hex(&body);
+            let found = sha256_digest(&body);
             if found != d {
                 return Err(Error::image(
                     what,
@@ -708,11 +707,9 @@ impl Session {
             ));
         }
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let pb = self.progress.bar(&format!("pull {}", short(digest)), size);
-        if !self.progress.tty {
-            self.progress
-                .line(&format!("pulling {} ({})", short(digest), human(size)));
-        }
+        self.meter
+            .step(&format!("pulling {} ({})", short(digest), human(size)));
+        let pb = self.meter.bar(&format!("pull {}", short(digest)), size);
         let fetched = self.retry(&format!("downloading blob {digest}"), |s| {
             pb.set_position(0);
             let tmp = tempfile::Builder::new()
@@ -721,7 +718,7 @@ impl Session {
                 .map_err(OciDistributionError::IoError)?;
             s.rt.block_on(stream_blob(&s.client, r, digest, size, tmp, &pb))
         });
-        pb.finish_and_clear();
+        drop(pb);
         let (tmp, found, n) = fetched.map_err(|m| Error::image(what, m))?;
         if found != digest || n != size {
             return Err(Error::image(
@@ -754,7 +751,7 @@ async fn stream_blob(
     digest: &str,
     size: u64,
     tmp: tempfile::NamedTempFile,
-    pb: &indicatif::ProgressBar,
+    pb: &Transfer,
 ) -> std::result::Result<(tempfile::NamedTempFile, String, u64), OciDistributionError> {
     let mut stream = client.pull_blob_stream(r, digest).await?;
     if stream.content_length.is_some_and(|n| n != size) {
@@ -806,10 +803,6 @@ fn clear_folder(dest: &Path) -> Result<()> {
         cachefile::remove_entry(dest).ctx(|| format!("removing {}", dest.display()))?;
     }
     Ok(())
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
 // ------------------------------------------------------------------ pull
@@ -889,6 +882,14 @@ fn is_index_type(mt: &str) -> bool {
 }
 
 /// Pick the `linux/arch` entry of an index.
+///
+/// Not `nodeimg_image::base::select_manifest`, on purpose: that one reads
+/// the index of a local layout (by tag; a nested index's platform must be
+/// unique, and a one-entry index is taken whatever its platform). This one
+/// reads a registry's answer before anything of it is trusted: raw JSON (an
+/// OCI index or a Docker manifest list), each descriptor checked as it is
+/// taken, and the first `linux/ARCH` entry wins, as `docker pull` chooses
+/// (registries list variants and attestations next to the images).
 fn pick_platform(body: &[u8], arch: &str, what: &str) -> Result<Blob> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| Error::image(what, format!("the image index is not JSON: {e}")))?;
@@ -1042,9 +1043,9 @@ impl Puller<'_> {
             ));
         }
         if let Some(damaged) = why.strip_suffix(" and was removed") {
-            self.s
-                .progress
-                .warn(&format!("{damaged}; fetching it again"));
+            // Shown even when quiet: a damaged cache may be an attack.
+            let warning = format!("warning: {damaged}; fetching it again");
+            self.s.meter.suspend(|| eprintln!("{warning}"));
         }
         Ok(())
     }
@@ -1106,6 +1107,12 @@ impl Puller<'_> {
 
     /// Keep a manifest or index (already checked against `digest`) in the
     /// blob store, atomically.
+    ///
+    /// The store is not an OCI layout, on purpose, and is not written with
+    /// `ocidir`: it is a content-addressed cache with no `index.json`
+    /// (nothing of the cache says which manifest a reference means; see
+    /// [`Pulled`]), whose entries are read only through
+    /// [`cachefile::open_verified`] and replaced when damaged.
     fn keep(&self, digest: &str, body: &[u8]) -> Result<()> {
         let dest = self.path(digest);
         let mut tmp = tempfile::Builder::new()
@@ -1129,7 +1136,7 @@ impl Puller<'_> {
             Some(d) => self.manifest_by_digest(d, None, true),
             None => {
                 let body = self.s.manifest(self.r, self.what)?;
-                self.keep(&sha256_hex(&body), &body)?;
+                self.keep(&sha256_digest(&body), &body)?;
                 Ok(body)
             }
         }
@@ -1141,11 +1148,11 @@ impl Puller<'_> {
         let what = self.what;
         let mut body = top;
         let mut mt = media_type_of(&body);
-        let mut digest = sha256_hex(&body);
+        let mut digest = sha256_digest(&body);
         if is_index_type(&mt) {
             let chosen = pick_platform(&body, arch, what)?;
             body = self.manifest_by_digest(&chosen.digest, Some(chosen.size), false)?;
-            if sha256_hex(&body) != chosen.digest {
+            if sha256_digest(&body) != chosen.digest {
                 return Err(Error::image(
                     what,
                     format!("manifest {} does not match its digest", chosen.digest),
@@ -1217,7 +1224,7 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
         s.login(&r)?;
     }
     let started = Instant::now();
-    s.progress.line(&format!("pulling {}", r.whole()));
+    s.meter.done(&format!("pulling {}", r.whole()));
     let mut p = Puller {
         s: &s,
         r: &r,
@@ -1242,7 +1249,7 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
     // The manifest itself, verified above, served from memory.
     let mfile = manifest_file(&p, &digest, &body)?;
     blobs.insert(digest.clone(), mfile);
-    s.progress.line(&format!(
+    s.meter.done(&format!(
         "pulled {} ({digest}): {} fetched in {:.1} s",
         r.whole(),
         human(fetched),
@@ -1358,7 +1365,7 @@ impl Source {
             })?
             .read_to_end(&mut buf)
             .map_err(|e| Error::image(what, format!("{}: {e}", desc.digest())))?;
-        let found = sha256_hex(&buf);
+        let found = sha256_digest(&buf);
         if found != desc.digest().to_string() {
             return Err(Error::image(
                 what,
@@ -1374,6 +1381,13 @@ impl Source {
 
 /// Split `PATH[:TAG]`: the whole string when it exists, else the part
 /// before the last `:`.
+///
+/// Not the base reference's splitter (`nodeimg_image::base::BaseRef`), on
+/// purpose: `push` names an image on this host, so a path that exists is
+/// taken whole even with a `:` in it, while a base is parsed before
+/// anything is opened (relative to the recipe, an empty tag refused).
+/// `inspect` splits only when the part before the `:` exists; here the tag
+/// is split off anyway, so that the error names the missing path alone.
 pub fn split_image_arg(s: &str) -> (PathBuf, Option<String>) {
     if Path::new(s).exists() {
         return (PathBuf::from(s), None);
@@ -1427,7 +1441,7 @@ pub fn push(
         )
     })?;
     let chosen = chosen_manifests(index.manifests(), tag, &what)?;
-    let s = Session::new(opts)?;
+    let s = Session::uploading(opts)?;
     s.login(&r)?;
     let mount = mount_reference(&r, mount_from)?;
     let started = Instant::now();
@@ -1461,7 +1475,7 @@ pub fn push(
         ));
     }
     report.digest = top;
-    s.progress.line(&format!(
+    s.meter.done(&format!(
         "pushed {} in {:.1} s: {} blob(s) uploaded ({}), {} already present, {} mounted",
         report.reference,
         started.elapsed().as_secs_f64(),
@@ -1524,7 +1538,8 @@ struct Pusher<'a> {
 
 impl Pusher<'_> {
     /// Several images: each by digest, then an index of them under the
-    /// tag; returns the index's digest.
+    /// tag; returns the index's digest. The index is written here, key by
+    /// key, because its bytes are the digest the registry must serve.
     fn index(&self, chosen: &[Descriptor], report: &mut PushReport) -> Result<String> {
         let mut entries = Vec::new();
         for d in chosen {
@@ -1622,7 +1637,7 @@ impl Pusher<'_> {
         if let Some(m) = mount {
             let mounted = s.rt.block_on(s.client.mount_blob(r, m, &b.digest)).is_ok();
             if mounted {
-                s.progress.line(&format!(
+                s.meter.done(&format!(
                     "mounted {} from {}",
                     short(&b.digest),
                     m.repository()
@@ -1632,13 +1647,9 @@ impl Pusher<'_> {
             }
         }
         let desc = nodeimg_image::output::descriptor_for(&b.media_type, b.size, &b.digest)?;
-        let pb = s
-            .progress
-            .bar(&format!("push {}", short(&b.digest)), b.size);
-        if !s.progress.tty {
-            s.progress
-                .line(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
-        }
+        s.meter
+            .step(&format!("pushing {} ({})", short(&b.digest), human(b.size)));
+        let pb = s.meter.bar(&format!("push {}", short(&b.digest)), b.size);
         // Chunked uploads send one request per stream item: larger items.
         let (client, item) = if b.size >= CHUNKED_FROM {
             (s.chunked(), 16 << 20)
@@ -1658,7 +1669,7 @@ impl Pusher<'_> {
             s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
         })
         .map_err(|m| Error::image(r.whole(), m))?;
-        pb.finish_and_clear();
+        drop(pb);
         report.uploaded += 1;
         report.uploaded_bytes += b.size;
         Ok(())
@@ -1666,7 +1677,7 @@ impl Pusher<'_> {
 }
 
 fn put_manifest(s: &Session, r: &Reference, body: Vec<u8>, mt: &str, what: &str) -> Result<String> {
-    let digest = sha256_hex(&body);
+    let digest = sha256_digest(&body);
     let ct = http::HeaderValue::from_str(mt).map_err(|_| {
         Error::image(
             what,
@@ -1690,7 +1701,7 @@ fn blob_stream(
     reader: BlobReader,
     size: u64,
     item: usize,
-    pb: indicatif::ProgressBar,
+    pb: Transfer,
 ) -> impl futures_util::Stream<Item = std::result::Result<Bytes, OciDistributionError>> + Send + 'static
 {
     futures_util::stream::unfold((reader, 0u64, false), move |(mut r, sent, done)| {
@@ -1738,6 +1749,7 @@ fn blob_stream(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn references() {
@@ -1853,7 +1865,7 @@ mod tests {
         let s = Session::new(&RegistryOptions {
             insecure: vec!["127.0.0.1:1".into()],
             cache_dir: None,
-            quiet: true,
+            meter: Meter::quiet(),
             offline: false,
         })
         .unwrap();
@@ -1904,11 +1916,11 @@ mod tests {
         let mut s = Session::new(&RegistryOptions {
             insecure: vec![addr.to_string()],
             cache_dir: None,
-            quiet: true,
+            meter: Meter::quiet(),
             offline: false,
         })
         .unwrap();
-        s.backoff = Duration::from_millis(10);
+        s.policy.first_wait = Duration::from_millis(10);
         s
     }
 
@@ -1969,7 +1981,7 @@ mod tests {
         let opts = RegistryOptions {
             insecure: vec!["127.0.0.1:1".into()],
             cache_dir: Some(t.path().to_path_buf()),
-            quiet: true,
+            meter: Meter::quiet(),
             offline: true,
         };
         let e = pull("docker://127.0.0.1:1/x:y", "amd64", &opts).unwrap_err();
@@ -1998,7 +2010,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            blob_stream(reader, size, item, indicatif::ProgressBar::hidden())
+            blob_stream(reader, size, item, Meter::quiet().bar("b", size))
                 .map(|r| r.map(|b| b.len()).map_err(|e| chain(&e)))
                 .collect::<Vec<_>>()
                 .await
