@@ -185,36 +185,7 @@ pub fn parse_entry<R: Read>(
     }
     let meta = header_meta(header, &name)?;
     let mtime = header.mtime().unwrap_or(0);
-    let link = || -> std::result::Result<String, EntryError> {
-        let l = entry
-            .link_name_bytes()
-            .ok_or_else(|| EntryError::NoTarget { name: name.clone() })?;
-        crate::tarname::decode(&l).map_err(|source| EntryError::Target {
-            name: name.clone(),
-            source,
-        })
-    };
-    let kind = match et {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            Kind::File(entry.size())
-        }
-        tar::EntryType::Directory => Kind::Dir,
-        tar::EntryType::Symlink => Kind::Symlink(link()?),
-        tar::EntryType::Link => {
-            let t = link()?;
-            let tp = ImagePath::from_archive(&t).map_err(|reason| EntryError::HardLink {
-                name: name.clone(),
-                target: t.clone(),
-                reason,
-            })?;
-            Kind::Hardlink(tp.as_str().to_string())
-        }
-        other => {
-            let major = header.device_major().ok().flatten().unwrap_or(0);
-            let minor = header.device_minor().ok().flatten().unwrap_or(0);
-            Kind::Other(other.as_byte(), major, minor)
-        }
-    };
+    let kind = entry_kind(entry, &name)?;
     let content = match (&kind, keep) {
         (Kind::File(size), Some(budget)) if keeps(path.as_str(), *size) => {
             budget.take(path.as_str(), *size)?;
@@ -237,6 +208,46 @@ pub fn parse_entry<R: Read>(
             content,
         },
     ))
+}
+
+/// The kind of the entry `name` (not a whiteout), with its link target.
+fn entry_kind<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    name: &str,
+) -> std::result::Result<Kind, EntryError> {
+    let header = entry.header();
+    let link = || -> std::result::Result<String, EntryError> {
+        let l = entry
+            .link_name_bytes()
+            .ok_or_else(|| EntryError::NoTarget {
+                name: name.to_string(),
+            })?;
+        crate::tarname::decode(&l).map_err(|source| EntryError::Target {
+            name: name.to_string(),
+            source,
+        })
+    };
+    Ok(match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File(entry.size())
+        }
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink(link()?),
+        tar::EntryType::Link => {
+            let t = link()?;
+            let tp = ImagePath::from_archive(&t).map_err(|reason| EntryError::HardLink {
+                name: name.to_string(),
+                target: t.clone(),
+                reason,
+            })?;
+            Kind::Hardlink(tp.as_str().to_string())
+        }
+        other => {
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            Kind::Other(other.as_byte(), major, minor)
+        }
+    })
 }
 
 /// Refuse a sparse file (a GNU `S` entry, or a PAX entry with
