@@ -249,7 +249,7 @@ pub fn prepare_with(
             Some(s) => parse_base(&s, &loaded.dir).map_err(|m| {
                 loaded.files[0].error_at(
                     "image.base",
-                    m,
+                    m.to_string(),
                     Some(
                         "scratch | oci:DIR[:TAG] | oci-archive:FILE[:TAG] | rootfs:FILE (.tar, .tar.gz, .tar.zst), relative to the recipe's folder | docker://HOST[:PORT]/REPO:TAG"
                             .to_string(),

@@ -424,19 +424,20 @@ fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+    use nodeimg_image::IoContext as _;
+    std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
     use std::os::unix::fs::PermissionsExt;
     let mut f = tempfile::Builder::new()
         .prefix(".metadata.tmp-")
         .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(&parent)
-        .map_err(|e| anyhow::anyhow!("creating a file in {}: {e}", parent.display()))?;
+        .ctx(|| format!("creating a file in {}", parent.display()))?;
     f.write_all(bytes)
         .and_then(|_| f.as_file().sync_all())
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        .ctx(|| format!("writing {}", path.display()))?;
     f.persist(path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error))?;
+        .map_err(|e| e.error)
+        .ctx(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -1040,6 +1041,18 @@ mod tests {
         );
         let e = anyhow::Error::new(std::io::Error::other("inner")).context("outer");
         assert_eq!(error_text(&e), "error: outer\n  caused by: inner");
+        // A cause the message already ends with is not printed again.
+        let read = nodeimg_image::Error::read(
+            "rootfs:r.tar",
+            "cannot open the tarball",
+            std::io::Error::other("denied"),
+        );
+        let e = anyhow::Error::new(nodeimg::Error::from(read));
+        assert_eq!(
+            error_text(&e),
+            "error: rootfs:r.tar: cannot open the tarball: denied"
+        );
+        assert_eq!(exit_code(&e), 1);
     }
 
     #[test]

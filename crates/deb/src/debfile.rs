@@ -618,7 +618,7 @@ impl<'a, 'r> DataEntries<'a, 'r> {
             reason,
         };
         let entry = item.map_err(|e| err(e.to_string()))?;
-        nodeimg_image::limits::check_tar_entry(&entry).map_err(&err)?;
+        nodeimg_image::limits::check_tar_entry(&entry).map_err(|e| err(e.to_string()))?;
         let raw_path = {
             let p = entry.path().map_err(|e| err(e.to_string()))?;
             p.to_str()

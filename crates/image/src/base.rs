@@ -15,7 +15,7 @@ use ocidir::oci_spec::image::{
 use ocidir::{OciArchive, OciDir, OciRead};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError};
 use crate::limits::KeepBudget;
 use crate::tarindex::{scan_layer, MergedIndex};
 use crate::tarstream::{Codec, Decoder, HashReader, TAR_EXTENSIONS};
@@ -55,10 +55,14 @@ pub enum BaseRef {
 
 impl BaseRef {
     /// Parse a base reference; relative paths are joined to `relative_to`.
-    pub fn parse(s: &str, relative_to: &Path) -> std::result::Result<BaseRef, String> {
-        let join = |p: &str| -> std::result::Result<PathBuf, String> {
+    pub fn parse(s: &str, relative_to: &Path) -> std::result::Result<BaseRef, BaseRefError> {
+        let bad = |reason| BaseRefError {
+            base: s.to_string(),
+            reason,
+        };
+        let join = |p: &str| -> std::result::Result<PathBuf, BaseRefError> {
             if p.is_empty() {
-                return Err(format!("base {s:?} names no path"));
+                return Err(bad(BaseRefReason::NoPath));
             }
             let p = Path::new(p);
             Ok(if p.is_absolute() {
@@ -67,18 +71,14 @@ impl BaseRef {
                 relative_to.join(p)
             })
         };
-        let split_tag = |rest: &str| -> std::result::Result<(PathBuf, Option<String>), String> {
-            match rest.rsplit_once(':') {
-                Some((p, t)) if !t.contains('/') => {
-                    if t.is_empty() {
-                        return Err(format!(
-                            "base {s:?} ends with an empty tag; drop the last ':' or name the tag"
-                        ));
-                    }
-                    Ok((join(p)?, Some(t.to_string())))
+        let split_tag = |rest: &str| match rest.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') => {
+                if t.is_empty() {
+                    return Err(bad(BaseRefReason::EmptyTag));
                 }
-                _ => Ok((join(rest)?, None)),
+                Ok((join(p)?, Some(t.to_string())))
             }
+            _ => Ok((join(rest)?, None)),
         };
         if s == "scratch" {
             return Ok(BaseRef::Scratch);
@@ -99,16 +99,53 @@ impl BaseRef {
         if let Some(rest) = s.strip_prefix("rootfs:") {
             let file = join(rest)?;
             if Codec::from_tar_name(&file).is_none() {
-                return Err(format!(
-                    "base {s:?}: a rootfs tarball must be named {TAR_EXTENSIONS}"
-                ));
+                return Err(bad(BaseRefReason::RootfsName));
             }
             return Ok(BaseRef::Rootfs { file });
         }
-        Err(format!(
-            "unknown base {s:?}; use scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], \
-             rootfs:FILE (.tar, .tar.gz, .tar.zst) or docker://HOST/REPO:TAG"
-        ))
+        Err(bad(BaseRefReason::Unknown))
+    }
+}
+
+/// A base reference that does not parse (see [`BaseRef::parse`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct BaseRefError {
+    /// The reference as written.
+    pub base: String,
+    /// What is wrong with it.
+    pub reason: BaseRefReason,
+}
+
+/// What is wrong with a base reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseRefReason {
+    /// `oci:`, `oci-archive:` or `rootfs:` with nothing after it.
+    NoPath,
+    /// A `:` with no tag after it.
+    EmptyTag,
+    /// A rootfs tarball whose name says no tar codec.
+    RootfsName,
+    /// No known prefix.
+    Unknown,
+}
+
+impl BaseRefError {
+    fn message(&self) -> String {
+        let s = &self.base;
+        match self.reason {
+            BaseRefReason::NoPath => format!("base {s:?} names no path"),
+            BaseRefReason::EmptyTag => {
+                format!("base {s:?} ends with an empty tag; drop the last ':' or name the tag")
+            }
+            BaseRefReason::RootfsName => {
+                format!("base {s:?}: a rootfs tarball must be named {TAR_EXTENSIONS}")
+            }
+            BaseRefReason::Unknown => format!(
+                "unknown base {s:?}; use scratch, oci:DIR[:TAG], oci-archive:FILE[:TAG], \
+                 rootfs:FILE (.tar, .tar.gz, .tar.zst) or docker://HOST/REPO:TAG"
+            ),
+        }
     }
 }
 
@@ -191,35 +228,24 @@ const JSON_MAX: u64 = 16 << 20;
 /// Open the OCI layout folder `dir` (the base named `what`).
 fn open_layout(dir: &Path, what: &str) -> Result<OciDir> {
     let d = Dir::open_ambient_dir(dir, ambient_authority())
-        .map_err(|e| Error::image(what, format!("cannot open the layout directory: {e}")))?;
-    OciDir::open(d).map_err(|e| {
-        Error::image(
-            what,
-            format!(
-                "not an OCI image layout (no blobs/sha256?): {}",
-                oci_msg(&e)
-            ),
-        )
-    })
+        .map_err(|e| Error::read(what, "cannot open the layout directory", e))?;
+    OciDir::open(d)
+        .map_err(|e| Error::layout(what, "not an OCI image layout (no blobs/sha256?)", e))
 }
 
 impl Base {
-    /// Open and index a base image. The layers are read once, streaming, to
-    /// build the view; nothing is extracted to disk.
+    /// Open and index a local base image (a registry base is refused; see
+    /// [`Base::open_with`]). The layers are read once, streaming, to build
+    /// the view; nothing is extracted to disk.
     pub fn open(r: &BaseRef) -> Result<Base> {
-        Self::open_for(r, None)
+        Self::open_with(r, None, &NoRegistry)
     }
 
     /// As [`Base::open`]; when the chosen tag is a multi-platform image
     /// index, pick the manifest for `architecture` (OCI spelling). A
-    /// registry base needs [`Base::open_with`] and a [`Puller`].
-    pub fn open_for(r: &BaseRef, architecture: Option<&str>) -> Result<Base> {
-        Self::open_with(r, architecture, &NoRegistry)
-    }
-
-    /// As [`Base::open_for`]; a registry base is pulled (for
-    /// `architecture`, default amd64) by `puller`, and its layers then
-    /// reused by digest like those of an OCI layout.
+    /// registry base is pulled (for `architecture`, default amd64) by
+    /// `puller`, and its layers then reused by digest like those of an OCI
+    /// layout.
     pub fn open_with(r: &BaseRef, architecture: Option<&str>, puller: &dyn Puller) -> Result<Base> {
         let what = r.to_string();
         match r {
@@ -254,7 +280,7 @@ impl Base {
             }
             BaseRef::OciArchive { file, tag } => {
                 let ar = open_archive(file)
-                    .map_err(|e| Error::image(&what, format!("cannot read the archive: {e}")))?;
+                    .map_err(|e| Error::source_error(&what, "cannot read the archive", e))?;
                 let (config, layers, index) = open_image(&ar, &what, tag.as_deref(), architecture)?;
                 Ok(Base {
                     what,
@@ -276,17 +302,16 @@ impl Base {
                 format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
             )
         })?;
-        let f = File::open(file)
-            .map_err(|e| Error::image(&what, format!("cannot open the tarball: {e}")))?;
+        let f = File::open(file).map_err(|e| Error::read(&what, "cannot open the tarball", e))?;
         let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
-            .map_err(|e| Error::image(&what, format!("cannot decompress: {e}")))?;
+            .map_err(|e| Error::read(&what, "cannot decompress", e))?;
         let hr = HashReader::new(dec);
         let mut budget = KeepBudget::default();
         let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
         let normalise = changes.unnormalised;
         let (diff_id, tar_size) = hr
             .drain()
-            .map_err(|e| Error::image(&what, format!("reading the tarball: {e}")))?;
+            .map_err(|e| Error::read(&what, "reading the tarball", e))?;
         let mut index = MergedIndex::new();
         index.apply(changes);
         Ok(Base {
@@ -426,20 +451,15 @@ impl BaseTars {
 }
 
 fn open_blob_of(what: &str, source: &Source, desc: &Descriptor) -> Result<Box<dyn Read + Send>> {
-    let err = |e: &ocidir::Error| {
-        Error::image(
-            what,
-            format!("layer blob {}: {}", desc.digest(), oci_msg(e)),
-        )
-    };
+    let context = || format!("layer blob {}", desc.digest());
+    let err = |e| Error::source_error(what, context(), e);
     let r: Box<dyn Read + Send> = match source {
-        Source::Dir(d) => d
-            .open_blob(desc)
-            .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?,
-        Source::Archive(a) => Box::new(a.read_blob(desc).map_err(|e| err(&e))?),
-        Source::Remote(p) => p
-            .open_blob(desc)
-            .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?,
+        Source::Dir(d) => d.open_blob(desc).map_err(err)?,
+        Source::Archive(a) => Box::new(
+            a.read_blob(desc)
+                .map_err(|e| Error::layout(what, context(), e))?,
+        ),
+        Source::Remote(p) => p.open_blob(desc).map_err(err)?,
         _ => return Err(Error::image(what, format!("has no blob {}", desc.digest()))),
     };
     Ok(r)
@@ -456,19 +476,20 @@ fn open_layer_tar(
         .ok_or_else(|| Error::image(what, format!("has no layer {i}")))?;
     match (source, &layer.descriptor) {
         (Source::Rootfs { file, codec }, _) => {
-            let f = File::open(file)
-                .map_err(|e| Error::image(what, format!("cannot open the tarball: {e}")))?;
+            let f =
+                File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
             let d = Decoder::new(*codec, BufReader::with_capacity(1 << 17, f))
-                .map_err(|e| Error::image(what, format!("cannot decompress: {e}")))?;
+                .map_err(|e| Error::read(what, "cannot decompress", e))?;
             Ok(Box::new(d))
         }
         (_, Some(desc)) => {
             let codec = layer_codec(what, desc)?;
             let raw = open_blob_of(what, source, desc)?;
             let d = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw)).map_err(|e| {
-                Error::image(
+                Error::read(
                     what,
-                    format!("layer blob {}: cannot decompress: {e}", desc.digest()),
+                    format!("layer blob {}: cannot decompress", desc.digest()),
+                    e,
                 )
             })?;
             Ok(Box::new(d))
@@ -478,118 +499,126 @@ fn open_layer_tar(
 }
 
 /// The largest `index.json` read.
-const INDEX_MAX: u64 = JSON_MAX;
+pub(crate) const INDEX_MAX: u64 = JSON_MAX;
 
 /// An OCI layout or archive, read with bounds: `index.json` is read up to
 /// [`INDEX_MAX`] and a layout's blobs are opened only when they are regular
 /// files (a FIFO, socket or device is an error, never a wait).
 pub trait OciSource {
-    /// The parsed `index.json`, or a message saying what is wrong.
-    fn index(&self) -> std::result::Result<ImageIndex, String>;
+    /// The parsed `index.json`, or what is wrong with it.
+    fn index(&self) -> std::result::Result<ImageIndex, SourceError>;
     /// A reader of the blob `desc` names, of the size it says.
-    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String>;
+    fn open_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> std::result::Result<Box<dyn Read + Send>, SourceError>;
 }
 
 /// Opens `path` of `dir` (`name` in messages) for reading without waiting
 /// (a FIFO would block an ordinary open), and only if it is a regular file.
-fn open_regular(dir: &Dir, path: &str, name: &str) -> std::result::Result<(File, u64), String> {
+fn open_regular(
+    dir: &Dir,
+    path: &str,
+    name: &str,
+) -> std::result::Result<(File, u64), SourceError> {
     use ocidir::cap_std::fs::{OpenOptions, OpenOptionsExt};
     let mut o = OpenOptions::new();
     o.read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
     let f = dir
         .open_with(path, &o)
-        .map_err(|e| format!("cannot open {name}: {e}"))?
+        .map_err(|source| SourceError::Open {
+            name: name.to_string(),
+            source,
+        })?
         .into_std();
-    let md = f
-        .metadata()
-        .map_err(|e| format!("cannot read the metadata of {name}: {e}"))?;
+    let md = f.metadata().map_err(|source| SourceError::Metadata {
+        name: name.to_string(),
+        source,
+    })?;
     if !md.is_file() {
-        return Err(format!(
-            "{name} is not a regular file; an image layout holds only regular files"
-        ));
+        return Err(SourceError::NotRegular {
+            name: name.to_string(),
+        });
     }
     Ok((f, md.len()))
 }
 
 impl OciSource for OciDir {
-    fn index(&self) -> std::result::Result<ImageIndex, String> {
+    fn index(&self) -> std::result::Result<ImageIndex, SourceError> {
         let (f, len) = open_regular(self.dir(), "index.json", "index.json")?;
         if len > INDEX_MAX {
-            return Err(format!(
-                "index.json is {len} bytes, over the limit of {} MiB",
-                INDEX_MAX >> 20
-            ));
+            return Err(SourceError::IndexTooLarge { len });
         }
         ImageIndex::from_reader(BufReader::new(f.take(INDEX_MAX + 1)))
-            .map_err(|e| format!("index.json is not valid: {e}"))
+            .map_err(SourceError::InvalidIndex)
     }
 
-    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
+    fn open_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> std::result::Result<Box<dyn Read + Send>, SourceError> {
         let digest = desc.digest().to_string();
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| format!("unsupported digest {digest:?} (only sha256 is read)"))?;
+            .ok_or_else(|| SourceError::UnsupportedDigest(digest.clone()))?;
         let (f, len) = open_regular(self.blobs_dir(), hex, &format!("blobs/sha256/{hex}"))?;
         if len != desc.size() {
-            return Err(format!(
-                "the blob is {len} bytes, its descriptor says {}; the image is damaged",
-                desc.size()
-            ));
+            return Err(SourceError::Size {
+                len,
+                expected: desc.size(),
+            });
         }
         Ok(Box::new(f.take(len)))
     }
 }
 
 impl OciSource for OciArchive {
-    fn index(&self) -> std::result::Result<ImageIndex, String> {
-        self.read_index().map_err(|e| oci_msg(&e))
+    fn index(&self) -> std::result::Result<ImageIndex, SourceError> {
+        Ok(self.read_index()?)
     }
 
-    fn open_blob(&self, desc: &Descriptor) -> std::result::Result<Box<dyn Read + Send>, String> {
-        Ok(Box::new(self.read_blob(desc).map_err(|e| oci_msg(&e))?))
+    fn open_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> std::result::Result<Box<dyn Read + Send>, SourceError> {
+        Ok(Box::new(self.read_blob(desc)?))
     }
 }
 
 /// Opens an OCI archive: only a regular file, whose tar headers are checked
 /// against the bounds of [`crate::limits::BoundedTar`] before the layout
 /// library indexes it.
-pub(crate) fn open_archive(file: &Path) -> std::result::Result<OciArchive, String> {
+pub(crate) fn open_archive(file: &Path) -> std::result::Result<OciArchive, SourceError> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(file)
-        .map_err(|e| e.to_string())?;
-    let md = f.metadata().map_err(|e| e.to_string())?;
-    if !md.is_file() {
-        return Err("not a regular file".to_string());
+        .open(file)?;
+    if !f.metadata()?.is_file() {
+        return Err(SourceError::ArchiveNotRegular);
     }
-    crate::limits::check_tar_headers(&f).map_err(|e| e.to_string())?;
+    crate::limits::check_tar_headers(&f)?;
     check_archive_index_size(&f)?;
-    OciArchive::from_file(f).map_err(|e| oci_msg(&e))
+    Ok(OciArchive::from_file(f)?)
 }
 
 /// Refuses an OCI archive whose `index.json` is larger than [`INDEX_MAX`]
 /// (the layout library would parse it whole). The headers were checked by
 /// [`crate::limits::check_tar_headers`]; the walk seeks over the data.
-fn check_archive_index_size(mut f: &File) -> std::result::Result<(), String> {
+fn check_archive_index_size(mut f: &File) -> std::result::Result<(), SourceError> {
     use std::io::{Seek, SeekFrom};
     let mut ar = tar::Archive::new(f);
-    for e in ar.entries_with_seek().map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| e.to_string())?;
+    for e in ar.entries_with_seek()? {
+        let e = e?;
         let name = e.path_bytes();
         let name = name.strip_prefix(b"./").unwrap_or(&name);
         if name == b"index.json" && e.size() > INDEX_MAX {
-            return Err(format!(
-                "index.json is {} bytes, over the limit of {} MiB",
-                e.size(),
-                INDEX_MAX >> 20
-            ));
+            return Err(SourceError::IndexTooLarge { len: e.size() });
         }
     }
-    f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::Start(0))?;
     Ok(())
 }
 
@@ -638,23 +667,25 @@ pub(crate) fn read_json<S: OciSource + ?Sized, T: serde::de::DeserializeOwned>(
     let mut buf = Vec::new();
     // Read at most one byte more than the descriptor says: a longer blob
     // is refused below (its digest cannot match) without reading it all.
+    let item = || format!("{kind} {}", desc.digest());
     src.open_blob(desc)
-        .map_err(|m| Error::image(what, format!("{kind} {}: {m}", desc.digest())))?
+        .map_err(|e| Error::source_error(what, item(), e))?
         .take(desc.size() + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| Error::image(what, format!("{kind} {}: {e}", desc.digest())))?;
+        .map_err(|e| Error::read(what, item(), e))?;
     let found = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
     if found != desc.digest().to_string() {
-        return Err(Error::image(
-            what,
-            format!(
-                "{kind} {} does not match its digest (found {found}); the image is damaged",
-                desc.digest()
-            ),
-        ));
+        return Err(Error::Digest {
+            what: what.to_string(),
+            item: item(),
+            found,
+        });
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| Error::image(what, format!("{kind} {} is not valid: {e}", desc.digest())))
+    serde_json::from_slice(&buf).map_err(|source| Error::Json {
+        what: what.to_string(),
+        item: item(),
+        source,
+    })
 }
 
 fn tag_of(d: &Descriptor) -> Option<&str> {
@@ -685,7 +716,7 @@ pub(crate) fn select_manifest<S: OciSource + ?Sized>(
 ) -> Result<Descriptor> {
     let index = src
         .index()
-        .map_err(|m| Error::image(what, format!("cannot read index.json: {m}")))?;
+        .map_err(|e| Error::source_error(what, "cannot read index.json", e))?;
     let tags: Vec<String> = index
         .manifests()
         .iter()
@@ -814,36 +845,33 @@ pub(crate) fn scan_blob_verified<S: OciSource + ?Sized>(
     let codec = layer_codec(what, desc)?;
     let raw = src
         .open_blob(desc)
-        .map_err(|m| Error::image(what, format!("layer blob {}: {m}", desc.digest())))?;
+        .map_err(|e| Error::source_error(what, format!("layer blob {}", desc.digest()), e))?;
     let ctx = format!("{what}: layer {}", desc.digest());
     let blob_hash = HashReader::new(raw);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))
-        .map_err(|e| Error::image(&ctx, format!("cannot decompress: {e}")))?;
+        .map_err(|e| Error::read(&ctx, "cannot decompress", e))?;
     let tar_hash = HashReader::new(dec);
     let (changes, tar_hash) = scan_layer(tar_hash, i as u32, keep, &ctx)?;
-    let read_err = |e: std::io::Error| Error::image(&ctx, format!("reading: {e}"));
+    let read_err = |e: std::io::Error| Error::read(&ctx, "reading", e);
     let (diff_id, tar_size, dec) = tar_hash.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();
     std::io::copy(&mut buffered, &mut std::io::sink()).map_err(read_err)?;
     let (blob_digest, _) = buffered.into_inner().drain().map_err(read_err)?;
     if blob_digest != desc.digest().to_string() {
-        return Err(Error::image(
-            what,
-            format!(
-                "layer blob {} does not match its digest (found {blob_digest}); the image is damaged",
-                desc.digest()
-            ),
-        ));
+        return Err(Error::Digest {
+            what: what.to_string(),
+            item: format!("layer blob {}", desc.digest()),
+            found: blob_digest,
+        });
     }
     if let Some(want) = want_diff {
         if diff_id != want {
-            return Err(Error::image(
-                what,
-                format!(
-                    "layer {}: uncompressed digest {diff_id} differs from the config's diff_id {want}",
-                    desc.digest()
-                ),
-            ));
+            return Err(Error::DiffId {
+                what: what.to_string(),
+                layer: desc.digest().to_string(),
+                found: diff_id,
+                expected: want.to_string(),
+            });
         }
     }
     Ok((changes, diff_id, tar_size))
@@ -941,14 +969,16 @@ mod tests {
             "rootfs:",
             "",
         ] {
-            let e = BaseRef::parse(bad, r).unwrap_err();
+            let e = BaseRef::parse(bad, r).unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
         }
         assert!(BaseRef::parse("rootfs:x.img", r)
             .unwrap_err()
+            .to_string()
             .contains(".tar.zst"));
         assert!(BaseRef::parse("ubuntu", r)
             .unwrap_err()
+            .to_string()
             .contains("oci:DIR[:TAG]"));
         let reg = BaseRef::parse("docker://127.0.0.1:5000/base:v1", r).unwrap();
         assert_eq!(
@@ -1014,8 +1044,10 @@ mod tests {
         let r = BaseRef::parse("oci:img:multi", t.path()).unwrap();
         let e = Base::open(&r).err().unwrap();
         assert!(e.to_string().contains("linux/amd64, linux/arm64"), "{e}");
-        assert!(Base::open_for(&r, Some("amd64")).is_ok());
-        let e = Base::open_for(&r, Some("s390x")).err().unwrap();
+        assert!(Base::open_with(&r, Some("amd64"), &NoRegistry).is_ok());
+        let e = Base::open_with(&r, Some("s390x"), &NoRegistry)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("linux/s390x"), "{e}");
     }
 
@@ -1025,7 +1057,7 @@ mod tests {
         let e = Base::open(&BaseRef::parse("oci:nothing", t.path()).unwrap())
             .err()
             .unwrap();
-        assert!(matches!(e, Error::Image { .. }));
+        assert!(matches!(e, Error::Read { .. }));
         assert!(e.to_string().contains("nothing"), "{e}");
         std::fs::write(t.path().join("r.tar"), b"not a tar at all, clearly").unwrap();
         let e = Base::open(&BaseRef::parse("rootfs:r.tar", t.path()).unwrap())
@@ -1062,11 +1094,13 @@ mod tests {
         };
         let big = write("big.tar", INDEX_MAX + 1);
         let e = open_archive(&big).err().unwrap();
-        assert!(e.contains("over the limit of 16 MiB"), "{e}");
+        assert!(matches!(e, SourceError::IndexTooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("over the limit of 16 MiB"), "{e}");
         // Within the bound the archive is handed to the layout library.
         let small = write("small.tar", 2);
         assert!(!open_archive(&small)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default()
             .contains("over the limit"));
     }

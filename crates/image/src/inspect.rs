@@ -10,7 +10,7 @@ use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{ImageConfiguration, ImageManifest};
 use ocidir::{OciDir, OciRead};
 
-use crate::base::{oci_msg, read_json, scan_blob_verified, select_manifest};
+use crate::base::{read_json, scan_blob_verified, select_manifest};
 use crate::error::{Error, Result};
 use crate::output::{LAYER_ANNOTATION, ORIGINS_ANNOTATION, REF_NAME};
 use crate::tarindex::{scan_layer, Kind, LayerChanges, MergedIndex};
@@ -105,15 +105,13 @@ pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
     };
     let (path, tag) = split_tag(image);
     let what = image.display().to_string();
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| Error::image(&what, format!("cannot read it: {e}")))?;
+    let meta = std::fs::metadata(&path).map_err(|e| Error::read(&what, "cannot read it", e))?;
     let mut changes = Vec::new();
     let mut report = if meta.is_dir() {
         let d = Dir::open_ambient_dir(&path, ambient_authority())
-            .map_err(|e| Error::image(&what, format!("cannot open: {e}")))?;
-        let oci = OciDir::open(d).map_err(|e| {
-            Error::image(&what, format!("not an OCI image layout: {}", oci_msg(&e)))
-        })?;
+            .map_err(|e| Error::read(&what, "cannot open", e))?;
+        let oci =
+            OciDir::open(d).map_err(|e| Error::layout(&what, "not an OCI image layout", e))?;
         inspect_oci(&oci, &what, tag.as_deref(), "oci", &mut changes)?
     } else {
         match crate::base::open_archive(&path) {
@@ -261,17 +259,17 @@ fn inspect_rootfs(
     what: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
 ) -> Result<Report> {
-    let open = || File::open(path).map_err(|e| Error::image(what, format!("cannot read it: {e}")));
+    let open = || File::open(path).map_err(|e| Error::read(what, "cannot read it", e));
     let mut head = [0u8; 4];
     let n = open()?
         .read(&mut head)
-        .map_err(|e| Error::image(what, format!("cannot read it: {e}")))?;
+        .map_err(|e| Error::read(what, "cannot read it", e))?;
     let codec = Codec::sniff(&head[..n]);
     let raw = HashReader::new(open()?);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw))
-        .map_err(|e| Error::image(what, format!("cannot decompress: {e}")))?;
+        .map_err(|e| Error::read(what, "cannot decompress", e))?;
     let (ch, hr) = scan_layer(HashReader::new(dec), 0, None, what)?;
-    let read_err = |e: std::io::Error| Error::image(what, format!("reading: {e}"));
+    let read_err = |e: std::io::Error| Error::read(what, "reading", e);
     let (diff_id, _, dec) = hr.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();
     std::io::copy(&mut buffered, &mut std::io::sink()).map_err(read_err)?;

@@ -6,6 +6,8 @@
 
 use std::io::{self, Read};
 
+pub use crate::error::EntryError;
+
 /// The longest path or link target a tar entry may have, in bytes (Linux's
 /// `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -38,30 +40,33 @@ fn shown(raw: &[u8]) -> String {
 
 /// Checks that a path read from a tar entry (`what` says which: "entry",
 /// "link target") is within [`PATH_MAX`] and [`PATH_DEPTH_MAX`].
-pub(crate) fn check_tar_path(raw: &[u8], what: &str) -> Result<(), String> {
+pub(crate) fn check_tar_path(raw: &[u8], what: &'static str) -> Result<(), EntryError> {
     if raw.len() > PATH_MAX {
-        return Err(format!(
-            "{what} {} is {} bytes long, over the limit of {PATH_MAX} bytes",
-            shown(raw),
-            raw.len()
-        ));
+        return Err(EntryError::PathTooLong {
+            what,
+            shown: shown(raw),
+            len: raw.len(),
+        });
     }
     let depth = raw.split(|b| *b == b'/').filter(|c| !c.is_empty()).count();
     if depth > PATH_DEPTH_MAX {
-        return Err(format!(
-            "{what} {} has {depth} components, over the limit of {PATH_DEPTH_MAX}",
-            shown(raw)
-        ));
+        return Err(EntryError::PathTooDeep {
+            what,
+            shown: shown(raw),
+            depth,
+        });
     }
     Ok(())
 }
 
 /// Checks the path and link target of a tar entry (see [`check_tar_path`]).
-pub fn check_tar_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), String> {
+pub fn check_tar_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), EntryError> {
     check_tar_path(&entry.path_bytes(), "entry")?;
     if let Some(l) = entry.link_name_bytes() {
-        check_tar_path(&l, "the link target of entry")
-            .map_err(|m| format!("{m} ({})", shown(&entry.path_bytes())))?;
+        check_tar_path(&l, "the link target of entry").map_err(|e| EntryError::LinkTarget {
+            entry: shown(&entry.path_bytes()),
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }
@@ -82,14 +87,12 @@ impl Default for KeepBudget {
 
 impl KeepBudget {
     /// Takes `size` bytes for the file at `path`, or says why not.
-    pub(crate) fn take(&mut self, path: &str, size: u64) -> Result<(), String> {
+    pub(crate) fn take(&mut self, path: &str, size: u64) -> Result<(), EntryError> {
         if size > self.left {
-            return Err(format!(
-                "keeping {path} ({size} bytes) in memory would take the base's files kept \
-                 in memory over the limit of {} MiB; the base's system databases or unit \
-                 folders are too large",
-                KEPT_TOTAL_MAX >> 20
-            ));
+            return Err(EntryError::KeepBudget {
+                path: path.to_string(),
+                size,
+            });
         }
         self.left -= size;
         Ok(())
@@ -515,10 +518,12 @@ mod tests {
     fn paths_are_bounded_in_length_and_depth() {
         assert!(check_tar_path(b"etc/os-release", "entry").is_ok());
         let long = vec![b'a'; PATH_MAX + 1];
-        let e = check_tar_path(&long, "entry").unwrap_err();
+        let e = check_tar_path(&long, "entry").unwrap_err().to_string();
         assert!(e.contains("4097 bytes") && e.contains("4096"), "{e}");
         let deep = "a/".repeat(PATH_DEPTH_MAX + 1);
-        let e = check_tar_path(deep.as_bytes(), "entry").unwrap_err();
+        let e = check_tar_path(deep.as_bytes(), "entry")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1025 components"), "{e}");
         assert!(check_tar_path("a/".repeat(PATH_DEPTH_MAX).as_bytes(), "entry").is_ok());
     }
@@ -528,7 +533,7 @@ mod tests {
         let mut b = KeepBudget::default();
         b.take("/var/lib/rpm/a", KEPT_TOTAL_MAX - 10).unwrap();
         b.take("/var/lib/rpm/b", 10).unwrap();
-        let e = b.take("/var/lib/rpm/c", 1).unwrap_err();
+        let e = b.take("/var/lib/rpm/c", 1).unwrap_err().to_string();
         assert!(e.contains("/var/lib/rpm/c") && e.contains("256 MiB"), "{e}");
     }
 

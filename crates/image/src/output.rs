@@ -25,8 +25,8 @@ use ocidir::oci_spec::image::{
 };
 use ocidir::OciDir;
 
-use crate::base::{oci_msg, Base};
-use crate::error::{Error, IoContext, Result};
+use crate::base::Base;
+use crate::error::{EntryError, Error, IoContext, Result};
 use crate::pack::write_tar;
 use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
 use crate::tarstream::{
@@ -397,8 +397,11 @@ fn oci_err(what: &str) -> impl Fn(ocidir::Error) -> Error + '_ {
     }
 }
 
-fn spec_err(e: ocidir::oci_spec::OciSpecError) -> Error {
-    Error::image("image", format!("building the image metadata: {e}"))
+fn spec_err(source: ocidir::oci_spec::OciSpecError) -> Error {
+    Error::Spec {
+        context: "building the image metadata".to_string(),
+        source,
+    }
 }
 
 struct NewLayer {
@@ -502,10 +505,7 @@ fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor,
                 let mut src = base.open_blob(desc)?;
                 std::io::copy(&mut src, &mut bw).ctx(|| ctx.clone())?;
                 bw.complete_verified_as(desc).map_err(|e| {
-                    Error::image(
-                        base.what(),
-                        format!("layer blob {}: {}", desc.digest(), oci_msg(&e)),
-                    )
+                    Error::layout(base.what(), format!("layer blob {}", desc.digest()), e)
                 })?;
                 let mut desc = desc.clone();
                 if let Some(mt) = oci_media_type(desc.media_type().as_ref()) {
@@ -594,9 +594,10 @@ fn descriptor(
     digest: &str,
     annotations: Option<HashMap<String, String>>,
 ) -> Result<Descriptor> {
-    let d: ocidir::oci_spec::image::Digest = digest
-        .parse()
-        .map_err(|e| Error::image("image", format!("digest {digest}: {e}")))?;
+    let d: ocidir::oci_spec::image::Digest = digest.parse().map_err(|source| Error::Spec {
+        context: format!("digest {digest}"),
+        source,
+    })?;
     let mut b = DescriptorBuilder::default()
         .media_type(MediaType::from(media_type))
         .size(size)
@@ -974,8 +975,10 @@ fn docker_manifests<W: Write>(
         repositories.insert(meta.name.clone(), tags.into());
     }
     let json = |v: &serde_json::Value| -> Result<Vec<u8>> {
-        serde_json::to_vec(v)
-            .map_err(|e| Error::image("image", format!("writing manifest.json: {e}")))
+        serde_json::to_vec(v).map_err(|source| Error::Encode {
+            item: "manifest.json".to_string(),
+            source,
+        })
     };
     tar_bytes(w, "manifest.json", &json(&manifest)?, mtime)?;
     tar_bytes(
@@ -1111,12 +1114,11 @@ fn stream_winners<W: Write>(
     let mut archive = crate::limits::tar_archive(open_source(base, s)?);
     let entries = archive
         .entries()
-        .map_err(|e| Error::image(&what, format!("not a tar stream: {e}")))?;
+        .map_err(|e| Error::read(&what, "not a tar stream", e))?;
     for (ord, entry) in entries.enumerate() {
-        let mut entry =
-            entry.map_err(|e| Error::image(&what, format!("broken tar stream: {e}")))?;
+        let mut entry = entry.map_err(|e| Error::read(&what, "broken tar stream", e))?;
         let parsed = crate::tarindex::parse_entry(&mut entry, layer, ord as u64, None)
-            .map_err(|m| Error::image(&what, m))?;
+            .map_err(|e| Error::entry(&what, e))?;
         let Parsed::Entry(path, _) = parsed else {
             continue;
         };
@@ -1154,7 +1156,7 @@ fn stream_winners<W: Write>(
                 ));
             }
         }
-        let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(&what, m))?;
+        let xattrs = xattr_records(&mut entry).map_err(|e| Error::entry(&what, e))?;
         emit_entry(w, &path, rec, &xattrs, &mut entry)
             .ctx(|| format!("writing {path} of {what}"))?;
     }
@@ -1235,10 +1237,9 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
     {
         let entries = archive
             .entries()
-            .map_err(|e| Error::image(what, format!("not a tar stream: {e}")))?;
+            .map_err(|e| Error::read(what, "not a tar stream", e))?;
         for (ord, entry) in entries.enumerate() {
-            let mut entry =
-                entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            let mut entry = entry.map_err(|e| Error::read(what, "broken tar stream", e))?;
             let h = entry.header();
             let marker_meta = Meta {
                 mode: h.mode().unwrap_or(0o644) & 0o7777,
@@ -1254,9 +1255,9 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
                     .unwrap_or(0),
             };
             let mtime = h.mtime().unwrap_or(0);
-            let xattrs = xattr_records(&mut entry).map_err(|m| Error::image(what, m))?;
+            let xattrs = xattr_records(&mut entry).map_err(|e| Error::entry(what, e))?;
             let parsed = crate::tarindex::parse_entry(&mut entry, 0, ord as u64, None)
-                .map_err(|m| Error::image(what, m))?;
+                .map_err(|e| Error::entry(what, e))?;
             let (marker, path) = match parsed {
                 Parsed::Skip => continue,
                 Parsed::Entry(path, rec) => {
@@ -1311,19 +1312,16 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
 /// dropped.
 fn xattr_records<R: Read>(
     entry: &mut tar::Entry<'_, R>,
-) -> std::result::Result<Vec<PaxRecord>, String> {
+) -> std::result::Result<Vec<PaxRecord>, EntryError> {
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
     let Ok(Some(pax)) = entry.pax_extensions() else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for r in pax {
-        let r = r.map_err(|_| {
-            format!(
-                "entry {name:?}: a record of its PAX extended header cannot be read (an \
-                 extended attribute whose value holds a newline byte?); nodeimg does not \
-                 hand on an entry with attributes lost: remove the attribute from the base"
-            )
+        let r = r.map_err(|source| EntryError::PaxRecord {
+            name: name.clone(),
+            source,
         })?;
         let k = r.key_bytes();
         if [&b"SCHILY.xattr."[..], b"LIBARCHIVE.xattr.", b"SCHILY.acl."]
@@ -1907,7 +1905,7 @@ mod tests {
         bad[n - 3] ^= 0xff; // gzip trailer: size stays, digest and CRC break
         std::fs::write(&layer, &bad).unwrap();
         let e = Base::open(&r).err().unwrap();
-        assert!(matches!(e, Error::Image { .. }), "{e}");
+        assert!(matches!(e, Error::Read { .. }), "{e}");
         assert!(e.to_string().contains(&a.layers[0].digest), "{e}");
 
         std::fs::remove_file(&layer).unwrap();
@@ -1941,7 +1939,16 @@ mod tests {
         // Bad JSON in the manifest.
         std::fs::write(&ip, b"{not json").unwrap();
         let e = Base::open(&r).err().unwrap();
-        assert!(matches!(e, Error::Image { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Source {
+                    source: crate::error::SourceError::InvalidIndex(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
 
         // Wrong tag lists the tags.
         let t2 = tempfile::tempdir().unwrap();

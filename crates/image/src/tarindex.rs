@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use nodeimg_layers::{ImagePath, Meta, RootView, Stat, StatKind};
 
-use crate::error::{Error, Result};
+use crate::error::{EntryError, Error, Result};
 use crate::limits::KeepBudget;
 
 /// The account files, whose bytes a base image's index keeps.
@@ -127,17 +127,19 @@ pub enum Parsed {
 }
 
 /// The mode bits and owner of the entry `name` from its tar `header`.
-fn header_meta(header: &tar::Header, name: &str) -> std::result::Result<Meta, String> {
+fn header_meta(header: &tar::Header, name: &str) -> std::result::Result<Meta, EntryError> {
+    let range = |field| EntryError::OwnerRange {
+        name: name.to_string(),
+        field,
+    };
     Ok(Meta {
-        mode: header
-            .mode()
-            .map_err(|e| format!("entry {name:?}: mode: {e}"))?
-            & 0o7777,
+        mode: header.mode().map_err(|source| EntryError::Mode {
+            name: name.to_string(),
+            source,
+        })? & 0o7777,
         // An empty owner field (some writers leave it blank) means root.
-        uid: u32::try_from(header.uid().unwrap_or(0))
-            .map_err(|_| format!("entry {name:?}: uid out of range"))?,
-        gid: u32::try_from(header.gid().unwrap_or(0))
-            .map_err(|_| format!("entry {name:?}: gid out of range"))?,
+        uid: u32::try_from(header.uid().unwrap_or(0)).map_err(|_| range("uid"))?,
+        gid: u32::try_from(header.gid().unwrap_or(0)).map_err(|_| range("gid"))?,
     })
 }
 
@@ -149,11 +151,13 @@ pub fn parse_entry<R: Read>(
     layer: u32,
     ord: u64,
     keep: Option<&mut KeepBudget>,
-) -> std::result::Result<Parsed, String> {
+) -> std::result::Result<Parsed, EntryError> {
     crate::limits::check_tar_entry(entry)?;
     let raw = entry.path_bytes();
-    let name = crate::tarname::decode(&raw)
-        .map_err(|e| format!("entry {:?}: {e}", String::from_utf8_lossy(&raw)))?;
+    let name = crate::tarname::decode(&raw).map_err(|source| EntryError::Reserved {
+        name: String::from_utf8_lossy(&raw).into_owned(),
+        source,
+    })?;
     let et = entry.header().entry_type();
     if matches!(
         et,
@@ -163,51 +167,32 @@ pub fn parse_entry<R: Read>(
     }
     refuse_sparse(entry, &name)?;
     let header = entry.header();
-    let path = ImagePath::from_archive(&name).map_err(|e| format!("entry {name:?}: {e}"))?;
+    let path = ImagePath::from_archive(&name).map_err(|reason| EntryError::Name {
+        name: name.clone(),
+        reason,
+    })?;
     let file_name = path.file_name();
     if let Some(hidden) = file_name.strip_prefix(".wh.") {
         let parent = path.parent().unwrap_or_else(ImagePath::root);
         if hidden == ".wh..opq" {
             return Ok(Parsed::Opaque(parent.as_str().to_string()));
         }
-        let target = parent
-            .join(hidden)
-            .map_err(|e| format!("whiteout {name:?}: {e}"))?;
+        let target = parent.join(hidden).map_err(|reason| EntryError::Whiteout {
+            name: name.clone(),
+            reason,
+        })?;
         return Ok(Parsed::Whiteout(target.as_str().to_string()));
     }
     let meta = header_meta(header, &name)?;
     let mtime = header.mtime().unwrap_or(0);
-    let link = || -> std::result::Result<String, String> {
-        let l = entry
-            .link_name_bytes()
-            .ok_or_else(|| format!("link {name:?} has no target"))?;
-        crate::tarname::decode(&l).map_err(|e| format!("link {name:?}: its target: {e}"))
-    };
-    let kind = match et {
-        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-            Kind::File(entry.size())
-        }
-        tar::EntryType::Directory => Kind::Dir,
-        tar::EntryType::Symlink => Kind::Symlink(link()?),
-        tar::EntryType::Link => {
-            let t = link()?;
-            let tp = ImagePath::from_archive(&t)
-                .map_err(|e| format!("hard link {name:?} -> {t:?}: {e}"))?;
-            Kind::Hardlink(tp.as_str().to_string())
-        }
-        other => {
-            let major = header.device_major().ok().flatten().unwrap_or(0);
-            let minor = header.device_minor().ok().flatten().unwrap_or(0);
-            Kind::Other(other.as_byte(), major, minor)
-        }
-    };
+    let kind = entry_kind(entry, &name)?;
     let content = match (&kind, keep) {
         (Kind::File(size), Some(budget)) if keeps(path.as_str(), *size) => {
             budget.take(path.as_str(), *size)?;
             let mut buf = Vec::with_capacity(*size as usize);
             entry
                 .read_to_end(&mut buf)
-                .map_err(|e| format!("reading {name:?}: {e}"))?;
+                .map_err(|source| EntryError::Read { name, source })?;
             Some(Arc::from(buf))
         }
         _ => None,
@@ -225,6 +210,46 @@ pub fn parse_entry<R: Read>(
     ))
 }
 
+/// The kind of the entry `name` (not a whiteout), with its link target.
+fn entry_kind<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    name: &str,
+) -> std::result::Result<Kind, EntryError> {
+    let header = entry.header();
+    let link = || -> std::result::Result<String, EntryError> {
+        let l = entry
+            .link_name_bytes()
+            .ok_or_else(|| EntryError::NoTarget {
+                name: name.to_string(),
+            })?;
+        crate::tarname::decode(&l).map_err(|source| EntryError::Target {
+            name: name.to_string(),
+            source,
+        })
+    };
+    Ok(match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File(entry.size())
+        }
+        tar::EntryType::Directory => Kind::Dir,
+        tar::EntryType::Symlink => Kind::Symlink(link()?),
+        tar::EntryType::Link => {
+            let t = link()?;
+            let tp = ImagePath::from_archive(&t).map_err(|reason| EntryError::HardLink {
+                name: name.to_string(),
+                target: t.clone(),
+                reason,
+            })?;
+            Kind::Hardlink(tp.as_str().to_string())
+        }
+        other => {
+            let major = header.device_major().ok().flatten().unwrap_or(0);
+            let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            Kind::Other(other.as_byte(), major, minor)
+        }
+    })
+}
+
 /// Refuse a sparse file (a GNU `S` entry, or a PAX entry with
 /// `GNU.sparse.*` records), before any of its data is read: the tar
 /// reader would expand its holes (or, for PAX sparse files, hand on the
@@ -232,7 +257,7 @@ pub fn parse_entry<R: Read>(
 fn refuse_sparse<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     name: &str,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), EntryError> {
     let mut sparse = entry.header().entry_type() == tar::EntryType::GNUSparse;
     let mut real_name = None;
     if let Ok(Some(pax)) = entry.pax_extensions() {
@@ -249,11 +274,9 @@ fn refuse_sparse<R: Read>(
     if !sparse {
         return Ok(());
     }
-    let shown = real_name.unwrap_or_else(|| name.to_string());
-    Err(format!(
-        "entry {shown:?} is a sparse file; sparse files are not supported: pack the base \
-         without --sparse (GNU tar -S), so that the file is stored whole"
-    ))
+    Err(EntryError::Sparse {
+        name: real_name.unwrap_or_else(|| name.to_string()),
+    })
 }
 
 /// Read a whole layer tar into its changes, keeping the bytes of files
@@ -271,13 +294,12 @@ pub(crate) fn scan_layer<R: Read>(
     {
         let entries = archive
             .entries()
-            .map_err(|e| Error::image(what, format!("not a tar stream: {e}")))?;
+            .map_err(|e| Error::read(what, "not a tar stream", e))?;
         for (ord, entry) in entries.enumerate() {
-            let mut entry =
-                entry.map_err(|e| Error::image(what, format!("broken tar stream: {e}")))?;
+            let mut entry = entry.map_err(|e| Error::read(what, "broken tar stream", e))?;
             ch.unnormalised |= !normalised_names(&entry);
             match parse_entry(&mut entry, layer, ord as u64, keep.as_deref_mut())
-                .map_err(|m| Error::image(what, m))?
+                .map_err(|e| Error::entry(what, e))?
             {
                 Parsed::Entry(p, rec) => {
                     if rec.kind != Kind::Dir && p != "/" {

@@ -33,7 +33,7 @@ fn raw_byte(c: char) -> Option<u8> {
 /// Decode a tar name (or link target) into a string: UTF-8 as it is, each
 /// byte of an invalid sequence as its reserved stand-in. An error when a
 /// UTF-8 part holds a reserved code point.
-pub(crate) fn decode(raw: &[u8]) -> Result<String, String> {
+pub(crate) fn decode(raw: &[u8]) -> Result<String, ReservedCodePoint> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     loop {
@@ -56,13 +56,19 @@ pub(crate) fn decode(raw: &[u8]) -> Result<String, String> {
     }
 }
 
-fn push_checked(out: &mut String, s: &str) -> Result<(), String> {
+/// A UTF-8 name holds one of the code points that stand for the bytes of
+/// names that are not UTF-8.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the name holds the code point U+{:X}, which nodeimg reserves for the bytes of \
+     names that are not UTF-8; rename the file",
+    u32::from(*.0)
+)]
+pub struct ReservedCodePoint(pub char);
+
+fn push_checked(out: &mut String, s: &str) -> Result<(), ReservedCodePoint> {
     if let Some(c) = s.chars().find(|c| raw_byte(*c).is_some()) {
-        return Err(format!(
-            "the name holds the code point U+{:X}, which nodeimg reserves for the bytes of \
-             names that are not UTF-8; rename the file",
-            u32::from(c)
-        ));
+        return Err(ReservedCodePoint(c));
     }
     out.push_str(s);
     Ok(())
@@ -116,7 +122,7 @@ mod tests {
 
     #[test]
     fn reserved_code_points_in_real_names_are_refused() {
-        let e = decode("x\u{10FFE9}".as_bytes()).unwrap_err();
+        let e = decode("x\u{10FFE9}".as_bytes()).unwrap_err().to_string();
         assert!(e.contains("U+10FFE9"), "{e}");
         assert!(decode("x\u{10FF7F}".as_bytes()).is_ok());
     }

@@ -97,19 +97,15 @@ impl nodeimg_image::base::Puller for BasePuller<'_> {
 }
 
 impl nodeimg_image::base::OciSource for Pulled {
-    fn index(&self) -> std::result::Result<ImageIndex, String> {
-        self.read_index()
-            .map_err(|e| nodeimg_image::base::oci_msg(&e))
+    fn index(&self) -> std::result::Result<ImageIndex, nodeimg_image::error::SourceError> {
+        Ok(self.read_index()?)
     }
 
     fn open_blob(
         &self,
         desc: &Descriptor,
-    ) -> std::result::Result<Box<dyn std::io::Read + Send>, String> {
-        Ok(Box::new(
-            self.read_blob(desc)
-                .map_err(|e| nodeimg_image::base::oci_msg(&e))?,
-        ))
+    ) -> std::result::Result<Box<dyn std::io::Read + Send>, nodeimg_image::error::SourceError> {
+        Ok(Box::new(self.read_blob(desc)?))
     }
 }
 

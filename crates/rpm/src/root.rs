@@ -141,7 +141,8 @@ pub fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootError> {
             .map_err(|e| err(format!("not a tar stream: {e}")))?;
         for (ord, entry) in entries.enumerate() {
             let mut entry = entry.map_err(|e| err(format!("broken tar stream: {e}")))?;
-            let parsed = parse_entry(&mut entry, i as u32, ord as u64, None).map_err(err)?;
+            let parsed = parse_entry(&mut entry, i as u32, ord as u64, None)
+                .map_err(|e| err(e.to_string()))?;
             match parsed {
                 Parsed::Skip => {}
                 Parsed::Whiteout(p) => {

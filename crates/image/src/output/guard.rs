@@ -269,13 +269,12 @@ fn foreign(path: &Path, md: &Metadata, format: Format) -> Option<String> {
     if md.len() == 0 {
         return None;
     }
-    let r = match format {
-        Format::Rootfs => rootfs_tar(path),
-        Format::OciArchive => archive_with(path, "oci-layout", "an OCI archive"),
-        Format::DockerArchive => archive_with(path, "manifest.json", "a docker archive"),
-        Format::Oci => Ok(()),
-    };
-    r.err()
+    match format {
+        Format::Rootfs => not_rootfs_tar(path),
+        Format::OciArchive => not_archive_with(path, "oci-layout", "an OCI archive"),
+        Format::DockerArchive => not_archive_with(path, "manifest.json", "a docker archive"),
+        Format::Oci => None,
+    }
 }
 
 fn dir_names(path: &Path) -> std::io::Result<Vec<String>> {
@@ -352,41 +351,86 @@ fn foreign_layout(path: &Path, names: &[String]) -> Option<String> {
     }
 }
 
-fn read_small(path: &Path) -> std::result::Result<Vec<u8>, String> {
+/// Why a folder that looks like an OCI layout is not one nodeimg wrote.
+#[derive(Debug, thiserror::Error)]
+enum LayoutProbe {
+    /// A file of it cannot be read.
+    #[error("{name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of it is not a regular file.
+    #[error("{name} is not a file")]
+    NotFile { name: String },
+    /// A file of it is larger than [`MAX_JSON`].
+    #[error("{name} is {len} bytes")]
+    TooLarge { name: String, len: u64 },
+    /// A JSON document of it does not parse.
+    #[error("{item}: {source}")]
+    Json {
+        item: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `index.json` has no `manifests` array.
+    #[error("index.json lists no manifests")]
+    NoManifests,
+    /// `index.json` lists other than one image.
+    #[error("index.json lists {0} images")]
+    Images(usize),
+    /// The manifest's descriptor has no sha256 digest.
+    #[error("index.json names no sha256 manifest")]
+    NoManifestDigest,
+}
+
+fn read_small(path: &Path) -> std::result::Result<Vec<u8>, LayoutProbe> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    let read_err = |source| LayoutProbe::Read {
+        name: name.clone(),
+        source,
+    };
+    let md = std::fs::symlink_metadata(path).map_err(read_err)?;
     if !md.is_file() {
-        return Err(format!("{name} is not a file"));
+        return Err(LayoutProbe::NotFile { name });
     }
     if md.len() > MAX_JSON {
-        return Err(format!("{name} is {} bytes", md.len()));
+        return Err(LayoutProbe::TooLarge {
+            name,
+            len: md.len(),
+        });
     }
-    std::fs::read(path).map_err(|e| format!("{name}: {e}"))
+    std::fs::read(path).map_err(read_err)
 }
 
 /// Whether the layout at `path` holds one image, built by nodeimg.
-fn nodeimg_manifest(path: &Path) -> std::result::Result<bool, String> {
-    let index: serde_json::Value = serde_json::from_slice(&read_small(&path.join("index.json"))?)
-        .map_err(|e| format!("index.json: {e}"))?;
+fn nodeimg_manifest(path: &Path) -> std::result::Result<bool, LayoutProbe> {
+    let json = |item, bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|source| LayoutProbe::Json { item, source })
+    };
+    let index = json("index.json", &read_small(&path.join("index.json"))?)?;
     let manifests = index
         .get("manifests")
         .and_then(|m| m.as_array())
-        .ok_or("index.json lists no manifests")?;
+        .ok_or(LayoutProbe::NoManifests)?;
     let [one] = manifests.as_slice() else {
-        return Err(format!("index.json lists {} images", manifests.len()));
+        return Err(LayoutProbe::Images(manifests.len()));
     };
     let hex = one
         .get("digest")
         .and_then(|d| d.as_str())
         .and_then(|d| d.strip_prefix("sha256:"))
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or("index.json names no sha256 manifest")?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&read_small(&path.join("blobs/sha256").join(hex))?)
-            .map_err(|e| format!("the manifest: {e}"))?;
+        .ok_or(LayoutProbe::NoManifestDigest)?;
+    let manifest = json(
+        "the manifest",
+        &read_small(&path.join("blobs/sha256").join(hex))?,
+    )?;
     let has = |v: &serde_json::Value, key: &str| {
         v.get("annotations")
             .and_then(|a| a.as_object())
@@ -427,8 +471,9 @@ fn tar_header(block: &[u8; 512]) -> bool {
     sum == stored
 }
 
-/// A rootfs output: a tar, compressed as its name says.
-fn rootfs_tar(path: &Path) -> std::result::Result<(), String> {
+/// What the file at `path` is, unless it is a rootfs output: a tar,
+/// compressed as its name says.
+fn not_rootfs_tar(path: &Path) -> Option<String> {
     let codec = Codec::from_tar_name(path).unwrap_or(Codec::Plain);
     let what = match codec {
         Codec::Plain => "a file that is not a tar",
@@ -443,33 +488,39 @@ fn rootfs_tar(path: &Path) -> std::result::Result<(), String> {
             Ok(tar_header(&block))
         })
         .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
+    (!ok).then(|| what.to_string())
 }
 
-/// An archive output: a plain tar holding the entry `marker`.
-fn archive_with(path: &Path, marker: &str, kind: &str) -> std::result::Result<(), String> {
-    let not = || format!("a file that is not {kind}");
-    let mut f = File::open(path).map_err(|e| format!("a file that cannot be read ({e})"))?;
+/// What the file at `path` is, unless it is an archive output: a plain
+/// tar holding the entry `marker`.
+fn not_archive_with(path: &Path, marker: &str, kind: &str) -> Option<String> {
+    let not = || Some(format!("a file that is not {kind}"));
+    let unreadable = |e: std::io::Error| Some(format!("a file that cannot be read ({e})"));
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return unreadable(e),
+    };
     let mut block = [0u8; 512];
     if f.read_exact(&mut block).is_err() || !tar_header(&block) {
-        return Err(not());
+        return not();
     }
-    let f = File::open(path).map_err(|e| format!("a file that cannot be read ({e})"))?;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return unreadable(e),
+    };
     let mut ar = tar::Archive::new(f);
-    let entries = ar.entries_with_seek().map_err(|_| not())?;
+    let Ok(entries) = ar.entries_with_seek() else {
+        return not();
+    };
     for e in entries.take(MAX_ENTRIES) {
         let Ok(e) = e else {
-            return Err(not());
+            return not();
         };
         if e.path_bytes().as_ref() == marker.as_bytes() {
-            return Ok(());
+            return None;
         }
     }
-    Err(format!("a tar without {marker}, not {kind}"))
+    Some(format!("a tar without {marker}, not {kind}"))
 }
 
 /// Put the finished `tmp` (file or folder) at `dest`. A file over a file
