@@ -316,7 +316,7 @@ pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, St
 /// A base reference as the user wrote it, relative to `dir`; a registry
 /// reference must name a host, a repository and a tag or digest.
 pub fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, String> {
-    let r = BaseRef::parse(s, dir)?;
+    let r = BaseRef::parse(s, dir).map_err(|e| e.to_string())?;
     if let BaseRef::Registry { reference } = &r {
         nodeimg_registry::parse_reference(reference).map_err(|m| format!("base {m}"))?;
     }
