@@ -1,8 +1,21 @@
-//! What every package backend does the same way: report a layer's
-//! problems (the recipe's, or the build's), fetch a verified file through
-//! the cache with progress, warn about damaged cache entries.
+//! The driver of every package backend: for one layer, choose the backend
+//! ([`detect`]), check the layer against the lock, resolve it against the
+//! repositories (recording it for a lock) or take the locked packages,
+//! fetch and verify each package through the cache, have the backend
+//! unpack and register them, and report its warnings. And what every
+//! backend does the same way: report a layer's problems (the recipe's, or
+//! the build's), fetch a verified file with progress, warn about damaged
+//! cache entries.
 
+use std::path::Path;
+
+use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::{Cache, CachedFile, Meter};
+use nodeimg_layers::{FileTree, RootView};
+
+use crate::backend::{detect, Backend};
+use crate::env::{LayerInstalled, LockMode, PackageEnv};
+use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
 /// Why a layer's packages cannot be installed.
 #[derive(Debug)]
@@ -57,4 +70,187 @@ pub fn report_damaged(cache: &Cache, meter: &Meter) {
 /// A problem of the build (not the recipe's): `what` was being done.
 pub fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
     PackagesError::Build(nodeimg_image::Error::image(what, message.to_string()))
+}
+
+/// The lock file a layer is installed from, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct LockRef<'a> {
+    /// The lock file.
+    pub file: &'a Path,
+}
+
+impl LockRef<'_> {
+    /// The command that makes the lock again.
+    pub fn run_lock(&self) -> String {
+        format!("nodeimg lock {}", self.file.with_extension("").display())
+    }
+
+    /// What to do when the lock no longer matches.
+    pub fn hint(&self) -> Option<String> {
+        Some(format!(
+            "run `{}` to resolve the recipe again and update {}, or build with --no-lock",
+            self.run_lock(),
+            self.file.display()
+        ))
+    }
+
+    /// A mismatch between the recipe (at `key`) and the lock.
+    pub fn mismatch(&self, key: impl Into<String>, message: String) -> PackagesError {
+        PackagesError::Recipe {
+            key: key.into(),
+            message,
+            hint: self.hint(),
+        }
+    }
+}
+
+/// Installs `requests` over `view` (the image below plus the layer's own
+/// items) for the OCI architecture `arch` with the backend [`detect`]
+/// chooses among `backends`; returns the packages' tree. `layer` names the
+/// layer in warnings, which go to stderr (the maintainer scripts and
+/// triggers that were not run).
+///
+/// With a lock ([`PackageEnv::using_lock`]) the layer's locked packages are
+/// installed as they are, once the repositories the layer sees are found
+/// to be the locked ones; otherwise the requests are resolved against the
+/// repositories' metadata (and recorded with [`PackageEnv::recording`]).
+/// Every package is fetched and verified through the cache.
+pub fn install_layer(
+    env: &PackageEnv,
+    backends: &[&dyn Backend],
+    view: &dyn RootView,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    let Some(backend) = detect(backends, view, arch) else {
+        return Err(build_err("packages", "no package backend"));
+    };
+    let locked = match &env.lock {
+        LockMode::Use(lock, file) => {
+            let by = LockRef { file };
+            Some((check_layer(backend, lock, by, requests, layer)?, by))
+        }
+        LockMode::Resolve | LockMode::Record(_) => None,
+    };
+    let mut install = backend.open(env, view, requests, arch, layer)?;
+    env.meter().status(&format!(
+        "{} the packages of layer {layer:?}",
+        if locked.is_some() {
+            "fetching"
+        } else {
+            "resolving"
+        }
+    ));
+    let packages = match locked {
+        Some((ll, by)) => {
+            install.check_lock(ll, &by)?;
+            install.take_locked(ll, &by)?;
+            let packages: Vec<LockedPackage> = ll.in_order().into_iter().cloned().collect();
+            for (i, p) in packages.iter().enumerate() {
+                install.fetched(i, fetch_locked(env, backend, p, &by, layer)?)?;
+            }
+            packages
+        }
+        None => {
+            let resolved = install.resolve()?;
+            let packages: Vec<LockedPackage> =
+                resolved.layer.in_order().into_iter().cloned().collect();
+            for (i, p) in packages.iter().enumerate() {
+                let what = backend
+                    .label(p)
+                    .map_err(|m| build_err("resolving packages", m))?;
+                install.fetched(
+                    i,
+                    fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?,
+                )?;
+            }
+            env.record(resolved.layer, resolved.indexes);
+            packages
+        }
+    };
+    env.meter().step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        packages.len()
+    ));
+    let (tree, warnings) = install.install()?;
+    for line in warnings {
+        env.meter()
+            .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
+    }
+    env.note_installed(LayerInstalled {
+        layer: layer.to_string(),
+        kind: backend.kind(),
+        packages,
+    });
+    Ok(tree)
+}
+
+/// The layer as `lock` names it: present, installed by `backend`, for the
+/// same requests.
+fn check_layer<'l>(
+    backend: &dyn Backend,
+    lock: &'l Lock,
+    by: LockRef<'_>,
+    requests: &[String],
+    layer: &str,
+) -> Result<&'l LockedLayer, PackagesError> {
+    let lf = by.file.display();
+    let Some(ll) = lock.layer(layer) else {
+        return Err(by.mismatch("packages", format!("layer {layer:?} is not in {lf}")));
+    };
+    if ll.kind != backend.kind() {
+        return Err(by.mismatch(
+            "packages",
+            format!(
+                "layer {layer:?} installs {}, but {lf} locks {} for it",
+                backend.installs(),
+                ll.kind.noun()
+            ),
+        ));
+    }
+    let changes = lock::diff_requests_of(ll.kind, &ll.requests, requests);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(by.mismatch(
+            first.key(),
+            format!(
+                "the packages of layer {layer:?} no longer match {lf}: {}",
+                text.join("; ")
+            ),
+        ));
+    }
+    Ok(ll)
+}
+
+/// A locked package from the cache or its locked URL, verified against the
+/// locked size and SHA256; a file that is not the locked one names the lock.
+fn fetch_locked(
+    env: &PackageEnv,
+    backend: &dyn Backend,
+    p: &LockedPackage,
+    by: &LockRef<'_>,
+    layer: &str,
+) -> Result<CachedFile, PackagesError> {
+    let lf = by.file.display();
+    let label = backend
+        .label(p)
+        .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+    let mut d = env.meter().download(&label, p.size);
+    let got = env
+        .cache()
+        .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
+    report_damaged(env.cache(), env.meter());
+    let file = got.map_err(|e| match e {
+        FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
+            lf.to_string(),
+            format!(
+                "{label} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name",
+                by.run_lock()
+            ),
+        ),
+        e => build_err("download", e),
+    })?;
+    d.finish();
+    Ok(file)
 }

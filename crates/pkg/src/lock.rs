@@ -154,6 +154,14 @@ impl LayerKind {
     pub fn is_deb(&self) -> bool {
         *self == LayerKind::Deb
     }
+
+    /// What a layer of this kind installs, for messages.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            LayerKind::Deb => "Debian packages",
+            LayerKind::Rpm => "rpm packages",
+        }
+    }
 }
 
 /// One layer's packages.
