@@ -602,7 +602,7 @@ fn check_inner(
                             .into(),
                     )
                 })?;
-            let env = PackageEnv::new(&dir, &o.mirrors)?
+            let env = packages::new_env(&dir, &o.mirrors)?
                 .with_offline(o.offline)
                 .with_meter(progress.meter())
                 .with_base(p.base.tars());
