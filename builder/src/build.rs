@@ -293,7 +293,7 @@ pub fn prepare_with(
     let os_release = os_release_of(base.view());
     let recipe = loaded.expand(&arch, &os_release, &overrides)?;
     progress.step("linting");
-    let findings = lint::run(&recipe, base.view());
+    let findings = lint::run(&recipe, base.view(), &arch, packages::BACKENDS);
     Ok(Prepared {
         recipe,
         base,
