@@ -126,19 +126,27 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// Parses one `.repo` file; `vars` substitutes `$basearch`, `$arch` and
-/// `$releasever`.
-pub fn parse_repo_file(
-    text: &str,
-    file: &str,
-    zypper: bool,
-    vars: &[(&str, Option<&str>)],
-) -> Result<Vec<RepoConfig>, String> {
-    #[derive(Default)]
-    struct Section {
-        id: String,
-        keys: Vec<(String, String)>,
+/// One `[section]` of a `.repo` file: its id and its `key=value` lines
+/// (keys lowercase, continuation lines joined).
+#[derive(Default)]
+struct Section {
+    id: String,
+    keys: Vec<(String, String)>,
+}
+
+impl Section {
+    /// The last value of `k`.
+    fn get(&self, k: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
+}
+
+/// The sections of a `.repo` file, in order.
+fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
     let mut sections: Vec<Section> = Vec::new();
     let mut last_key: Option<usize> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -174,64 +182,79 @@ pub fn parse_repo_file(
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         last_key = Some(sec.keys.len() - 1);
     }
-    let mut out = Vec::new();
-    for s in sections {
-        let get = |k: &str| {
-            s.keys
-                .iter()
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        if get("enabled").is_some_and(|v| !truthy(v)) {
-            continue;
-        }
-        let subst = |v: &str| -> Result<String, String> {
-            let mut out = v.to_string();
-            for (name, value) in vars {
-                let token = format!("${name}");
-                if out.contains(&token) {
-                    match value {
-                        Some(x) => out = out.replace(&token, x),
-                        None => {
-                            return Err(format!(
-                                "[{}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)",
-                                s.id
-                            ))
-                        }
-                    }
+    Ok(sections)
+}
+
+/// `v` with the `vars` substituted; a variable without a value is an error
+/// naming the repository `id`.
+fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, String> {
+    let mut out = v.to_string();
+    for (name, value) in vars {
+        let token = format!("${name}");
+        if out.contains(&token) {
+            match value {
+                Some(x) => out = out.replace(&token, x),
+                None => {
+                    return Err(format!(
+                        "[{id}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)"
+                    ))
                 }
             }
-            Ok(out)
-        };
-        let Some(base) = get("baseurl").and_then(|b| b.split_whitespace().next()) else {
-            return Err(format!(
-                "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
-                s.id
-            ));
-        };
-        let gpgcheck = get("gpgcheck").is_none_or(truthy);
-        let repo_gpgcheck = match get("repo_gpgcheck") {
-            Some(v) => truthy(v),
-            // zypper checks repomd.xml whenever gpgcheck is on.
-            None => zypper && gpgcheck,
-        };
-        let gpgkeys = get("gpgkey")
-            .unwrap_or("")
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|k| !k.is_empty())
-            .map(subst)
-            .collect::<Result<_, _>>()?;
-        out.push(RepoConfig {
-            file: file.to_string(),
-            id: s.id.clone(),
-            baseurl: subst(base)?,
-            gpgcheck,
-            repo_gpgcheck,
-            gpgkeys,
-        });
+        }
     }
     Ok(out)
+}
+
+/// The repository of an enabled section.
+fn repo_config(
+    s: &Section,
+    file: &str,
+    zypper: bool,
+    vars: &[(&str, Option<&str>)],
+) -> Result<RepoConfig, String> {
+    let subst = |v: &str| substitute(v, &s.id, vars);
+    let Some(base) = s.get("baseurl").and_then(|b| b.split_whitespace().next()) else {
+        return Err(format!(
+            "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
+            s.id
+        ));
+    };
+    let gpgcheck = s.get("gpgcheck").is_none_or(truthy);
+    let repo_gpgcheck = match s.get("repo_gpgcheck") {
+        Some(v) => truthy(v),
+        // zypper checks repomd.xml whenever gpgcheck is on.
+        None => zypper && gpgcheck,
+    };
+    let gpgkeys = s
+        .get("gpgkey")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|k| !k.is_empty())
+        .map(subst)
+        .collect::<Result<_, _>>()?;
+    Ok(RepoConfig {
+        file: file.to_string(),
+        id: s.id.clone(),
+        baseurl: subst(base)?,
+        gpgcheck,
+        repo_gpgcheck,
+        gpgkeys,
+    })
+}
+
+/// Parses one `.repo` file; `vars` substitutes `$basearch`, `$arch` and
+/// `$releasever`.
+pub fn parse_repo_file(
+    text: &str,
+    file: &str,
+    zypper: bool,
+    vars: &[(&str, Option<&str>)],
+) -> Result<Vec<RepoConfig>, String> {
+    parse_sections(text)?
+        .iter()
+        .filter(|s| s.get("enabled").is_none_or(truthy))
+        .map(|s| repo_config(s, file, zypper, vars))
+        .collect()
 }
 
 fn os_version(view: &dyn RootView) -> Option<String> {
