@@ -927,4 +927,61 @@ SHA256: 000000000000000000000000000000000000000000000000000000000000000a
             PackagesError::Build(e) => panic!("{e}"),
         }
     }
+
+    #[test]
+    fn the_backend_of_a_layer() {
+        use nodeimg_pkg::backend::detect;
+        let backends: &[&dyn Backend] = &[&Deb];
+        let disabled = MemView::new().file(
+            "/etc/apt/sources.list.d/a.sources",
+            "Types: deb\nURIs: http://a.invalid/\nSuites: s\nComponents: main\nEnabled: no\n",
+        );
+        assert!(!Deb.present(&disabled, "amd64"));
+        let other_arch = MemView::new().file(
+            "/etc/apt/sources.list.d/a.sources",
+            "Types: deb\nURIs: http://a.invalid/\nSuites: s\nComponents: main\nArchitectures: armhf\n",
+        );
+        assert!(!Deb.present(&other_arch, "amd64"));
+        assert!(Deb.present(&other_arch, "arm"));
+        // A source without a key, or a file that does not parse, is the
+        // Debian backend's to report.
+        let unsigned = MemView::new().file(
+            "/etc/apt/sources.list.d/a.sources",
+            "Types: deb\nURIs: http://a.invalid/\nSuites: s\nComponents: main\n",
+        );
+        assert!(Deb.present(&unsigned, "amd64"));
+        let broken = MemView::new().file("/etc/apt/sources.list.d/a.sources", "no colon\n");
+        assert!(Deb.present(&broken, "amd64"));
+        // With none present, the first backend.
+        assert!(detect(backends, &MemView::new(), "amd64").is_some());
+    }
+
+    #[test]
+    fn pins_and_order() {
+        assert_eq!(
+            Deb.pin_version("runc=1.0.0~rc6", "runc").as_deref(),
+            Some("1.0.0~rc6")
+        );
+        assert_eq!(
+            Deb.pin_version("runc:amd64 =1.0", "runc").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(Deb.pin_version("runc", "runc"), None);
+        assert_eq!(Deb.pin_version("runc=", "runc"), None);
+        assert_eq!(Deb.pin_version("other=1", "runc"), None);
+        assert_eq!(Deb.version_lt("1.0.0~rc6", "1.0.0~rc6+dfsg1-3"), Some(true));
+        assert_eq!(Deb.version_lt("5:18.09.1", "18.06.2~"), Some(false));
+        assert_eq!(Deb.version_lt("x y", "1"), None);
+    }
+
+    #[test]
+    fn a_layer_lists_what_the_dpkg_status_gained() {
+        let a = "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n";
+        let b = "Package: b\nStatus: install ok installed\nVersion: 2\nArchitecture: all\n";
+        let below = MemView::new().file("/var/lib/dpkg/status", a);
+        let above = MemView::new().file("/var/lib/dpkg/status", format!("{a}\n{b}"));
+        let got = Deb.layer_packages(&below, &above, &[]);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].name.as_str(), got[0].version.as_str()), ("b", "2"));
+    }
 }

@@ -270,3 +270,73 @@ fn resolve_layer(l: &mut RpmLayer<'_>) -> Result<Resolution, PackagesError> {
         indexes: read,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use nodeimg_layers::MemView;
+
+    fn locked(name: &str, version: &str, arch: &str) -> LockedPackage {
+        LockedPackage {
+            name: name.into(),
+            version: version.into(),
+            architecture: arch.into(),
+            multi_arch: String::new(),
+            auto: false,
+            order: 0,
+            source: "r".into(),
+            url: "https://repo.invalid/p.rpm".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn a_layer_lists_the_packages_it_installed() {
+        let (below, above) = (MemView::new(), MemView::new());
+        let installed = [
+            locked("docker-ce", "3:19.03.11-3.el7", "x86_64"),
+            locked("container-selinux", "2:2.119.2-1.911c772.el7_8", "noarch"),
+        ];
+        let got: Vec<(String, String, String)> = Rpm
+            .layer_packages(&below, &above, &installed)
+            .into_iter()
+            .map(|p| (p.name, p.version, p.architecture))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "container-selinux".into(),
+                    "2:2.119.2-1.911c772.el7_8".into(),
+                    "noarch".into()
+                ),
+                (
+                    "docker-ce".into(),
+                    "3:19.03.11-3.el7".into(),
+                    "x86_64".into()
+                ),
+            ]
+        );
+        // Nothing installed, nothing listed (whatever the views hold).
+        assert!(Rpm.layer_packages(&below, &above, &[]).is_empty());
+    }
+
+    #[test]
+    fn pins_and_order() {
+        assert_eq!(
+            Rpm.pin_version("docker-ce-3:18.09.1-3.el7", "docker-ce")
+                .as_deref(),
+            Some("18.09.1-3.el7")
+        );
+        assert_eq!(Rpm.pin_version("docker-ce-cli-18.09.1", "docker-ce"), None);
+        assert_eq!(Rpm.pin_version("docker-ce", "docker-ce"), None);
+        assert_eq!(Rpm.version_lt("1.0.0~rc6", "1.0.0~rc7"), Some(true));
+        assert_eq!(Rpm.version_lt("18.09.2", "18.09.1"), Some(false));
+        assert_eq!(
+            Rpm.label(&locked("a", "0:1-1", "noarch")).unwrap(),
+            "a-1-1.noarch"
+        );
+    }
+}
