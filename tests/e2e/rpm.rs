@@ -397,8 +397,9 @@ fn installs_rpm_packages_and_refuses_attacks() {
 }
 
 /// The build metadata lists the rpm packages each layer installed (name,
-/// `epoch:version-release`, architecture), as it lists a Debian layer's;
-/// a layer without packages, and the base's packages, are not listed.
+/// `epoch:version-release`, architecture; the dependency too), as it lists
+/// a Debian layer's; a layer without packages, and the base's packages
+/// (centos-base), are not listed.
 #[test]
 fn build_metadata_lists_the_rpm_packages_a_layer_installed() {
     if !tools() {
@@ -431,6 +432,7 @@ fn build_metadata_lists_the_rpm_packages_a_layer_installed() {
     assert_eq!(
         layer("packages")["packages"],
         serde_json::json!([
+            {"name": "container-selinux", "version": "2:2.119.2-1.911c772.el7_8", "architecture": "noarch"},
             {"name": "containerd.io", "version": "0:1.2.13-3.2.el7", "architecture": "x86_64"}
         ]),
         "{j}"

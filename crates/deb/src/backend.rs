@@ -740,6 +740,10 @@ mod tests {
     /// The resolver answers the same (plans and errors) on the packages
     /// [`select_packages`] keeps as on the whole indexes.
     #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the two indexes are written out in full, next to the requests they answer"
+    )]
     fn selected_packages_resolve_as_the_whole_indexes() {
         let main = "\
 Package: app

@@ -254,3 +254,200 @@ fn fetch_locked(
     d.finish();
     Ok(file)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::{InstalledPackage, LayerInstall, Resolution};
+    use crate::lock::{LayerKind, LockedFile, PackageRules};
+    use nodeimg_layers::{LayerSpec, MemView};
+    use sha2::Digest;
+
+    /// A backend that resolves every layer to the one file at `url`.
+    struct Fake {
+        url: String,
+        sha256: String,
+    }
+
+    struct FakeLayer<'a> {
+        fake: &'a Fake,
+        layer: &'a str,
+        requests: &'a [String],
+        fetched: usize,
+    }
+
+    impl PackageRules for Fake {
+        fn kind(&self) -> LayerKind {
+            LayerKind::Rpm
+        }
+        fn check_locked(&self, _: &LockedPackage, _: &str) -> Result<(), (&'static str, String)> {
+            Ok(())
+        }
+    }
+
+    impl Backend for Fake {
+        fn present(&self, _: &dyn RootView, _: &str) -> bool {
+            true
+        }
+        fn declared_by(&self, _: &LayerSpec) -> bool {
+            true
+        }
+        fn installs(&self) -> &'static str {
+            "fake packages"
+        }
+        fn open<'a>(
+            &'a self,
+            _: &'a PackageEnv,
+            _: &'a dyn RootView,
+            requests: &'a [String],
+            _: &str,
+            layer: &'a str,
+        ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError> {
+            Ok(Box::new(FakeLayer {
+                fake: self,
+                layer,
+                requests,
+                fetched: 0,
+            }))
+        }
+        fn label(&self, p: &LockedPackage) -> Result<String, String> {
+            Ok(p.label())
+        }
+        fn layer_packages(
+            &self,
+            _: &dyn RootView,
+            _: &dyn RootView,
+            _: &[LockedPackage],
+        ) -> Vec<InstalledPackage> {
+            Vec::new()
+        }
+        fn pin_version(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+        fn version_lt(&self, _: &str, _: &str) -> Option<bool> {
+            None
+        }
+    }
+
+    impl LayerInstall for FakeLayer<'_> {
+        fn check_lock(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
+            Ok(())
+        }
+        fn take_locked(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
+            Ok(())
+        }
+        fn resolve(&mut self) -> Result<Resolution, PackagesError> {
+            let p = LockedPackage {
+                name: "a".into(),
+                version: "1".into(),
+                architecture: "noarch".into(),
+                multi_arch: String::new(),
+                auto: false,
+                order: 0,
+                source: "r".into(),
+                url: self.fake.url.clone(),
+                size: 5,
+                sha256: self.fake.sha256.clone(),
+            };
+            Ok(Resolution {
+                layer: LockedLayer {
+                    name: self.layer.to_string(),
+                    kind: LayerKind::Rpm,
+                    requests: self.requests.to_vec(),
+                    dpkg_status: String::new(),
+                    rpmdb: crate::lock::rpmdb_digest(&[]),
+                    sources: vec![],
+                    repos: vec![],
+                    packages: vec![p],
+                },
+                indexes: vec![LockedFile {
+                    url: "file:///index".into(),
+                    size: 0,
+                    sha256: self.fake.sha256.clone(),
+                }],
+            })
+        }
+        fn fetched(&mut self, _: usize, _: CachedFile) -> Result<(), PackagesError> {
+            self.fetched += 1;
+            Ok(())
+        }
+        fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
+            assert_eq!(self.fetched, 1);
+            Ok((FileTree::new(), vec!["not run a: %post".into()]))
+        }
+    }
+
+    fn fake(dir: &Path) -> Fake {
+        let file = dir.join("a.pkg");
+        std::fs::write(&file, b"hello").unwrap();
+        Fake {
+            url: format!("file://{}", file.display()),
+            sha256: hex::encode(sha2::Sha256::digest(b"hello")),
+        }
+    }
+
+    #[test]
+    fn a_resolved_layer_is_fetched_recorded_and_listed() {
+        let t = tempfile::tempdir().unwrap();
+        let f = fake(t.path());
+        let env = PackageEnv::new(&t.path().join("cache"), &[])
+            .unwrap()
+            .recording();
+        let reqs = vec!["a".to_string()];
+        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        let lock = env.recorded_lock("amd64").unwrap();
+        assert_eq!(lock.layers.len(), 1);
+        assert_eq!(lock.layers[0].packages[0].name, "a");
+        assert_eq!(lock.indexes.len(), 1);
+        let done = env.installed();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].layer.as_str(), done[0].kind),
+            ("l", LayerKind::Rpm)
+        );
+        assert_eq!(done[0].packages[0].url, f.url);
+        // Without recording, nothing is kept for a lock; what was
+        // installed still is.
+        let env = PackageEnv::new(&t.path().join("cache"), &[]).unwrap();
+        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        assert!(env.recorded_lock("amd64").is_none());
+        assert_eq!(env.installed().len(), 1);
+    }
+
+    #[test]
+    fn a_lock_of_another_kind_or_without_the_layer_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let f = fake(t.path());
+        let reqs = vec!["a".to_string()];
+        let mut deb = LockedLayer {
+            name: "l".into(),
+            kind: LayerKind::Deb,
+            requests: reqs.clone(),
+            dpkg_status: String::new(),
+            rpmdb: String::new(),
+            sources: vec![],
+            repos: vec![],
+            packages: vec![],
+        };
+        let run = |ll: LockedLayer| {
+            let lock = Lock::new("amd64", vec![], vec![], vec![ll]);
+            let env = PackageEnv::new(&t.path().join("cache"), &[])
+                .unwrap()
+                .using_lock(lock, Path::new("r.toml.lock"));
+            match install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l") {
+                Err(PackagesError::Recipe { message, hint, .. }) => {
+                    assert!(hint.unwrap().contains("nodeimg lock r.toml"));
+                    message
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        };
+        assert_eq!(
+            run(deb.clone()),
+            "layer \"l\" installs fake packages, but r.toml.lock locks Debian packages for it"
+        );
+        deb.name = "other".into();
+        assert_eq!(run(deb), "layer \"l\" is not in r.toml.lock");
+    }
+}
