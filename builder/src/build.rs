@@ -141,72 +141,50 @@ pub struct Outcome {
     pub recipe_digest: String,
     /// The base, as the recipe or `--base` named it.
     pub base: String,
-    /// The Debian packages each recipe layer installed (name, version,
-    /// architecture), by recipe layer name; layers without packages are absent.
+    /// The packages each recipe layer installed (name, version,
+    /// architecture, in its backend's spelling), by recipe layer name;
+    /// layers without packages are absent.
     pub packages: BTreeMap<String, Vec<InstalledPackage>>,
 }
 
-/// A package a layer installed.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct InstalledPackage {
-    /// Package name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Debian architecture.
-    pub architecture: String,
-}
+pub use nodeimg_pkg::backend::InstalledPackage;
 
-/// The installed packages of a dpkg status file.
-fn dpkg_installed(status: &str) -> BTreeSet<InstalledPackage> {
-    let mut out = BTreeSet::new();
-    for stanza in status.split("\n\n") {
-        let field = |k: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(k)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
-        let installed = field("Status").is_some_and(|s| s.ends_with(" installed"));
-        if let (true, Some(name), Some(version)) = (installed, field("Package"), field("Version")) {
-            out.insert(InstalledPackage {
-                name,
-                version,
-                architecture: field("Architecture").unwrap_or_default(),
-            });
-        }
-    }
-    out
-}
-
-/// The packages each layer with `packages` added to the image's dpkg
-/// database (read from `/var/lib/dpkg/status` below and at that layer).
+/// The packages each layer with `packages` added to the image, as the
+/// backend that installed them lists them (the Debian backend reads the
+/// dpkg status below and at the layer; the rpm backend lists what it
+/// installed). A layer the driver did not install (no environment) is
+/// listed by the backend [`nodeimg_pkg::backend::detect`] chooses for it.
 fn layer_packages(
     recipe: &Recipe,
     base: &Base,
     plans: &[plan::LayerPlan],
+    arch: &str,
+    env: Option<&PackageEnv>,
 ) -> BTreeMap<String, Vec<InstalledPackage>> {
-    const STATUS: &str = "/var/lib/dpkg/status";
+    let installed = env.map(PackageEnv::installed).unwrap_or_default();
     let mut out = BTreeMap::new();
     for (i, l) in recipe.layers.iter().enumerate() {
         if l.spec.packages.is_empty() || i >= plans.len() {
             continue;
         }
-        let read = |n: usize| {
-            let v = nodeimg_layers::Stack {
-                lower: base.index(),
-                uppers: &plans[..n],
-            };
-            nodeimg_layers::RootView::read_text(&v, STATUS)
-                .map(|t| dpkg_installed(&t))
-                .unwrap_or_default()
+        let view = |n: usize| nodeimg_layers::Stack {
+            lower: base.index(),
+            uppers: &plans[..n],
         };
-        let before = read(i);
-        let after = read(i + 1);
+        let (below, above) = (view(i), view(i + 1));
+        let done = installed.iter().find(|d| d.layer == l.spec.name);
+        let backend = match done {
+            Some(d) => packages::BACKENDS
+                .iter()
+                .copied()
+                .find(|b| b.kind() == d.kind),
+            None => nodeimg_pkg::backend::detect(packages::BACKENDS, &above, arch),
+        };
+        let Some(backend) = backend else { continue };
+        let pkgs = done.map_or(&[][..], |d| &d.packages[..]);
         out.insert(
             l.spec.name.clone(),
-            after.difference(&before).cloned().collect(),
+            backend.layer_packages(&below, &above, pkgs),
         );
     }
     out
@@ -293,7 +271,7 @@ pub fn prepare_with(
     let os_release = os_release_of(base.view());
     let recipe = loaded.expand(&arch, &os_release, &overrides)?;
     progress.step("linting");
-    let findings = lint::run(&recipe, base.view());
+    let findings = lint::run(&recipe, base.view(), &arch, packages::BACKENDS);
     Ok(Prepared {
         recipe,
         base,
@@ -545,31 +523,15 @@ fn check_inner(
         lock::check_recipe(l, &lock_file, &p.recipe, &deb_arch)?;
     }
     let env = match packages {
-        Some(o) if wanted => {
-            let dir = o
-                .cache_dir
-                .clone()
-                .or_else(packages::default_cache_dir)
-                .ok_or_else(|| {
-                    Error::Usage(
-                        "no package cache directory: give --cache-dir, or set XDG_CACHE_HOME or HOME"
-                            .into(),
-                    )
-                })?;
-            let env = PackageEnv::new(&dir, &o.mirrors)?
-                .with_offline(o.offline)
-                .with_meter(progress.meter())
-                .with_base(p.base.tars());
-            let env = match (step, lock) {
-                (LockStep::Record, _) => env.recording(),
-                (_, Some(l)) => env.using_lock(l, &lock_file),
-                (_, None) => env,
-            };
-            if o.offline {
-                check_offline(&env, recipe_path)?;
-            }
-            Some(env)
-        }
+        Some(o) if wanted => Some(package_env(
+            o,
+            step,
+            lock,
+            &lock_file,
+            recipe_path,
+            &p,
+            progress,
+        )?),
         _ => None,
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
@@ -580,6 +542,42 @@ fn check_inner(
         inputs,
         packages: env,
     })
+}
+
+/// The package environment of a build of `recipe_path` with `o`: the cache,
+/// the mirrors, progress, the base, and what to do with the lock.
+fn package_env(
+    o: &PackageOptions,
+    step: LockStep,
+    lock: Option<Lock>,
+    lock_file: &Path,
+    recipe_path: &Path,
+    p: &Prepared,
+    progress: &mut dyn Progress,
+) -> Result<PackageEnv> {
+    let dir = o
+        .cache_dir
+        .clone()
+        .or_else(packages::default_cache_dir)
+        .ok_or_else(|| {
+            Error::Usage(
+                "no package cache directory: give --cache-dir, or set XDG_CACHE_HOME or HOME"
+                    .into(),
+            )
+        })?;
+    let env = packages::new_env(&dir, &o.mirrors)?
+        .with_offline(o.offline)
+        .with_meter(progress.meter())
+        .with_base(p.base.tars());
+    let env = match (step, lock) {
+        (LockStep::Record, _) => env.recording(),
+        (_, Some(l)) => env.using_lock(l, lock_file),
+        (_, None) => env,
+    };
+    if o.offline {
+        check_offline(&env, recipe_path)?;
+    }
+    Ok(env)
 }
 
 /// `--offline`: every file the lock names must be in the cache; the error
@@ -743,7 +741,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     progress.step(&format!("writing {}", out.path.display()));
     let built = output::write_locked(&lock, &p.base, &c.plans, &meta, &out)?;
     drop(lock);
-    let packages = layer_packages(&p.recipe, &p.base, &c.plans);
+    let packages = layer_packages(&p.recipe, &p.base, &c.plans, &p.arch, c.packages.as_ref());
     let base = p.base.what().to_string();
     Ok(Outcome {
         built,
@@ -894,7 +892,7 @@ mod tests {
     #[test]
     fn dpkg_status_packages() {
         let status = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nVersion: 3\nStatus: install ok installed\n";
-        let got: Vec<(String, String)> = dpkg_installed(status)
+        let got: Vec<(String, String)> = nodeimg_deb::backend::dpkg_installed(status)
             .into_iter()
             .map(|p| (p.name, p.version))
             .collect();
@@ -905,7 +903,7 @@ mod tests {
                 ("c".into(), "3".into())
             ]
         );
-        assert!(dpkg_installed("").is_empty());
+        assert!(nodeimg_deb::backend::dpkg_installed("").is_empty());
     }
 
     #[test]
@@ -947,7 +945,7 @@ mod tests {
                 tree: st(&format!("{a}\n{b}")),
             },
         ];
-        let got = layer_packages(&r, &Base::scratch(), &plans);
+        let got = layer_packages(&r, &Base::scratch(), &plans, "amd64", None);
         type Row<'a> = (&'a str, Vec<(&'a str, &'a str, &'a str)>);
         let names: Vec<Row> = got
             .iter()

@@ -433,3 +433,47 @@ fn installs_rpm_packages_and_refuses_attacks() {
         "containerd arm64\n"
     );
 }
+
+/// The build metadata lists the rpm packages each layer installed (name,
+/// `epoch:version-release`, architecture; the dependency too), as it lists
+/// a Debian layer's; a layer without packages, and the base's packages
+/// (centos-base), are not listed.
+#[test]
+fn build_metadata_lists_the_rpm_packages_a_layer_installed() {
+    if !tools() {
+        return;
+    }
+    let Some(repos) = rpm_repos() else { return };
+    let t = temp_dir("rpm-meta");
+    let dir = t.path();
+    fs::copy(&repos.key, dir.join("key.asc")).unwrap();
+    let p = small_recipe(dir, "meta", "\"containerd.io\"", "key.asc", "");
+    let mut c = nodeimg(dir);
+    c.arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(dir.join("meta.tar"))
+        .args(["--format", "rootfs", "--json", "--base"])
+        .arg(format!("rootfs:{}", repos.base.display()))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(repos.mirror_args());
+    let r = run(&mut c).ok();
+    let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let layers = j["layers"].as_array().unwrap();
+    let layer = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no layer {name}: {j}"))
+    };
+    assert_eq!(
+        layer("packages")["packages"],
+        serde_json::json!([
+            {"name": "container-selinux", "version": "2:2.119.2-1.911c772.el7_8", "architecture": "noarch"},
+            {"name": "containerd.io", "version": "0:1.2.13-3.2.el7", "architecture": "x86_64"}
+        ]),
+        "{j}"
+    );
+    assert!(layer("repo").get("packages").is_none(), "{j}");
+}

@@ -3,6 +3,7 @@
 //! apt repository metadata, `.deb` files, and installing them into a layer
 //! with the dpkg database updated, without running apt or dpkg.
 
+pub mod backend;
 pub mod control;
 pub mod debfile;
 pub mod install;

@@ -13,7 +13,8 @@ use std::io::Write;
 use nodeimg_layers::RootView;
 use serde::Serialize;
 
-use nodeimg_deb::version::Version;
+use nodeimg_pkg::backend::{pick, Backend};
+use nodeimg_pkg::lock::LayerKind;
 use nodeimg_recipe::recipe::{Recipe, RecipeLayer};
 use nodeimg_recipe::sourcemap;
 
@@ -71,14 +72,15 @@ pub static RULES: &[&Rule] = &[
     &NI001, &NI002, &NI003, &NI004, &NI005, &NI006, &NI007, &NI008, &NI009,
 ];
 
-/// A range of a package's versions (dpkg order) with a known vulnerability.
+/// A range of a package's versions (in the order of the backend that
+/// installs it) with a known vulnerability.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Vulnerable {
     /// The CVE id.
     pub cve: &'static str,
     /// What an attacker can do.
     pub effect: &'static str,
-    /// The Debian package name.
+    /// The package name.
     pub package: &'static str,
     /// Lowest affected version (inclusive); `None`: every version below `below`.
     pub from: Option<&'static str>,
@@ -150,22 +152,9 @@ pub static VULNERABLE: &[Vulnerable] = &[
 /// A range of an rpm package's versions (rpm order, `rpmvercmp`) with a
 /// known vulnerability. Bounds are `version[-release]`; epochs are not
 /// compared (a pin without an epoch matches any epoch, as yum's does, and
-/// Docker's epochs follow its versions).
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct VulnerableRpm {
-    /// The CVE id.
-    pub cve: &'static str,
-    /// What an attacker can do.
-    pub effect: &'static str,
-    /// The rpm package name.
-    pub package: &'static str,
-    /// Lowest affected version (inclusive); `None`: every version below `below`.
-    pub from: Option<&'static str>,
-    /// First version that is not affected any more (exclusive); `None`: no fixed release.
-    pub below: Option<&'static str>,
-    /// The fixed releases, as the message names them.
-    pub fixed: &'static str,
-}
+/// Docker's epochs follow its versions: the rpm backend's pins leave them
+/// out).
+pub type VulnerableRpm = Vulnerable;
 
 /// Pinned rpm versions NI009 refuses in a layer that installs from yum or
 /// zypper repositories.
@@ -219,41 +208,26 @@ pub static VULNERABLE_RPM: &[VulnerableRpm] = &[
     },
 ];
 
-impl VulnerableRpm {
-    /// True when the pinned `evr` of `package` is in this range (epochs
-    /// not compared; the release only when both sides have one).
-    pub fn affects(&self, package: &str, evr: &nodeimg_rpm::version::Evr) -> bool {
-        use nodeimg_rpm::version::Evr;
-        let pin = Evr {
-            epoch: 0,
-            ..evr.clone()
-        };
-        let parse = |s: &str| Evr::parse(s).ok();
-        package == self.package
-            && self
-                .from
-                .and_then(parse)
-                .is_none_or(|from| pin.compare(&from).is_ge())
+impl Vulnerable {
+    /// True when the pinned `version` (as `backend` reads pins, see
+    /// [`Backend::pin_version`]) is in this range; a bound that is not a
+    /// version of `backend` does not count.
+    pub fn affects(&self, backend: &dyn Backend, version: &str) -> bool {
+        self.from
+            .and_then(|from| backend.version_lt(version, from))
+            .is_none_or(|lt| !lt)
             && self
                 .below
-                .and_then(parse)
-                .is_none_or(|below| pin.compare(&below).is_lt())
+                .and_then(|below| backend.version_lt(version, below))
+                .is_none_or(|lt| lt)
     }
 }
 
-impl Vulnerable {
-    /// True when `version` of `package` is in this range.
-    pub fn affects(&self, package: &str, version: &Version) -> bool {
-        let parse = |s: &str| Version::parse(s).ok();
-        package == self.package
-            && self
-                .from
-                .and_then(parse)
-                .is_none_or(|from| *version >= from)
-            && self
-                .below
-                .and_then(parse)
-                .is_none_or(|below| *version < below)
+/// The ranges NI009 refuses in a layer of `kind`.
+fn vulnerable_for(kind: LayerKind) -> &'static [Vulnerable] {
+    match kind {
+        LayerKind::Deb => VULNERABLE,
+        LayerKind::Rpm => VULNERABLE_RPM,
     }
 }
 
@@ -307,6 +281,8 @@ struct Ctx<'a> {
     rule: &'static Rule,
     recipe: &'a Recipe,
     base: &'a dyn RootView,
+    arch: &'a str,
+    backends: &'a [&'a dyn Backend],
     out: &'a mut Vec<Finding>,
 }
 
@@ -913,47 +889,18 @@ fn endpoint_of_another_runtime(c: &mut Ctx) {
     }
 }
 
-/// Which layers install rpm packages: those whose image (the base and
-/// the layers up to it) has yum or zypper repositories and no apt source,
-/// as the `packages` item chooses its backend.
-fn rpm_layers(recipe: &Recipe, base: &dyn RootView) -> Vec<bool> {
-    let mut apt = base
-        .list(nodeimg_deb::SOURCES_DIR)
-        .iter()
-        .any(|n| n.ends_with(".sources"));
-    let mut rpm = nodeimg_rpm::has_repos(base);
-    recipe
-        .layers
-        .iter()
-        .map(|l| {
-            apt |= !l.spec.apt_source.is_empty();
-            rpm |= !l.spec.yum_repo.is_empty() || !l.spec.zypper_repo.is_empty();
-            rpm && !apt
+/// The backend of each layer: chosen by [`pick`], as a build chooses it,
+/// from the repositories the base declares and those the layers up to it
+/// declare with their items.
+fn layer_backends<'a>(c: &Ctx<'a>) -> Vec<Option<&'a dyn Backend>> {
+    let layers = &c.recipe.layers;
+    (0..layers.len())
+        .map(|i| {
+            pick(c.backends, |b| {
+                b.present(c.base, c.arch) || layers[..=i].iter().any(|l| b.declared_by(&l.spec))
+            })
         })
         .collect()
-}
-
-/// NI009 for a layer installing rpm packages: `name-version[-release]`
-/// pins in a vulnerable range (rpm order).
-fn vulnerable_rpm_pins(c: &mut Ctx, l: &RecipeLayer) {
-    for (j, p) in l.spec.packages.iter().enumerate() {
-        for vuln in VULNERABLE_RPM {
-            if !nodeimg_rpm::names_pin(p, vuln.package) {
-                continue;
-            }
-            let version = &p[vuln.package.len() + 1..];
-            let Ok(evr) = nodeimg_rpm::version::Evr::parse(version) else {
-                continue;
-            };
-            if vuln.affects(vuln.package, &evr) {
-                let msg = format!(
-                    "{p} is affected by {} ({}); fixed in {}",
-                    vuln.cve, vuln.effect, vuln.fixed
-                );
-                c.add(l, &format!("packages[{j}]"), msg);
-            }
-        }
-    }
 }
 
 /// NI009: a pin to a container runtime version with a known vulnerability.
@@ -965,44 +912,47 @@ pub static NI009: Rule = Rule {
     check: vulnerable_pins,
 };
 
-/// `name=version` pins (rpm layers: `name-version[-release]`) in a
-/// vulnerable range. Unpinned packages and versions that do not parse are
-/// left to the resolver.
+/// Pins (`name=version`; rpm layers: `name-version[-release]`, as the
+/// layer's backend reads them) in a vulnerable range. Unpinned packages and
+/// versions that do not parse are left to the resolver.
 fn vulnerable_pins(c: &mut Ctx) {
-    let rpm = rpm_layers(c.recipe, c.base);
-    for (i, l) in c.recipe.layers.iter().enumerate() {
-        if rpm.get(i).copied().unwrap_or(false) {
-            vulnerable_rpm_pins(c, l);
-            continue;
-        }
+    let backends = layer_backends(c);
+    for (l, b) in c.recipe.layers.iter().zip(backends) {
+        let Some(b) = b else { continue };
         for (j, p) in l.spec.packages.iter().enumerate() {
-            let Some((name, version)) = p.split_once('=') else {
-                continue;
-            };
-            let name = name.split(':').next().unwrap_or(name).trim();
-            let Ok(v) = Version::parse(version) else {
-                continue;
-            };
-            for vuln in VULNERABLE.iter().filter(|x| x.affects(name, &v)) {
-                let msg = format!(
-                    "{p} is affected by {} ({}); fixed in {}",
-                    vuln.cve, vuln.effect, vuln.fixed
-                );
-                c.add(l, &format!("packages[{j}]"), msg);
+            for vuln in vulnerable_for(b.kind()) {
+                let Some(version) = b.pin_version(p, vuln.package) else {
+                    continue;
+                };
+                if vuln.affects(b, &version) {
+                    let msg = format!(
+                        "{p} is affected by {} ({}); fixed in {}",
+                        vuln.cve, vuln.effect, vuln.fixed
+                    );
+                    c.add(l, &format!("packages[{j}]"), msg);
+                }
             }
         }
     }
 }
 
-/// Run every rule on `recipe` built over `base`. Findings are sorted by
-/// file order, line, rule.
-pub fn run(recipe: &Recipe, base: &dyn RootView) -> Vec<Finding> {
+/// Run every rule on `recipe` built over `base` for the OCI architecture
+/// `arch`, with the package `backends` a build chooses from. Findings are
+/// sorted by file order, line, rule.
+pub fn run(
+    recipe: &Recipe,
+    base: &dyn RootView,
+    arch: &str,
+    backends: &[&dyn Backend],
+) -> Vec<Finding> {
     let mut out = Vec::new();
     for rule in RULES {
         (rule.check)(&mut Ctx {
             rule,
             recipe,
             base,
+            arch,
+            backends,
             out: &mut out,
         });
     }

@@ -6,6 +6,8 @@ use nodeimg_layers::MemView;
 
 use nodeimg_recipe::recipe::Loaded;
 
+const BACKENDS: &[&dyn Backend] = &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
+
 const PREREQS: &str = r#"
 [[layer]]
 name = "kernel"
@@ -26,7 +28,7 @@ fn lint_recipe(base: &MemView, layers: &str) -> Vec<Finding> {
         .unwrap()
         .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
         .unwrap();
-    run(&r, base)
+    run(&r, base, "amd64", BACKENDS)
 }
 
 fn lint(layers: &str) -> Vec<Finding> {
@@ -288,7 +290,7 @@ fn ni004_prerequisites() {
         .unwrap()
         .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
         .unwrap();
-    let f = run(&r, &MemView::new());
+    let f = run(&r, &MemView::new(), "amd64", BACKENDS);
     assert_eq!(ids(&f), ["NI004"]);
     assert_eq!(f[0].severity(), Severity::Error);
     assert_eq!(f[0].key, "layer[0].systemd.enable[0]");
@@ -303,7 +305,7 @@ fn ni004_prerequisites() {
             "/etc/sysctl.d/k8s.conf",
             "net.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables=1\nnet/ipv4/ip_forward = 1\n",
         );
-    assert_eq!(run(&r, &base), []);
+    assert_eq!(run(&r, &base, "amd64", BACKENDS), []);
 }
 
 #[test]

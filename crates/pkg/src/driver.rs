@@ -1,8 +1,21 @@
-//! What every package backend does the same way: report a layer's
-//! problems (the recipe's, or the build's), fetch a verified file through
-//! the cache with progress, warn about damaged cache entries.
+//! The driver of every package backend: for one layer, choose the backend
+//! ([`detect`]), check the layer against the lock, resolve it against the
+//! repositories (recording it for a lock) or take the locked packages,
+//! fetch and verify each package through the cache, have the backend
+//! unpack and register them, and report its warnings. And what every
+//! backend does the same way: report a layer's problems (the recipe's, or
+//! the build's), fetch a verified file with progress, warn about damaged
+//! cache entries.
 
+use std::path::Path;
+
+use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::{Cache, CachedFile, Meter};
+use nodeimg_layers::{FileTree, RootView};
+
+use crate::backend::{detect, Backend};
+use crate::env::{LayerInstalled, LockMode, PackageEnv};
+use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
 /// Why a layer's packages cannot be installed.
 #[derive(Debug)]
@@ -57,4 +70,384 @@ pub fn report_damaged(cache: &Cache, meter: &Meter) {
 /// A problem of the build (not the recipe's): `what` was being done.
 pub fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
     PackagesError::Build(nodeimg_image::Error::image(what, message.to_string()))
+}
+
+/// The lock file a layer is installed from, for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct LockRef<'a> {
+    /// The lock file.
+    pub file: &'a Path,
+}
+
+impl LockRef<'_> {
+    /// The command that makes the lock again.
+    pub fn run_lock(&self) -> String {
+        format!("nodeimg lock {}", self.file.with_extension("").display())
+    }
+
+    /// What to do when the lock no longer matches.
+    pub fn hint(&self) -> Option<String> {
+        Some(format!(
+            "run `{}` to resolve the recipe again and update {}, or build with --no-lock",
+            self.run_lock(),
+            self.file.display()
+        ))
+    }
+
+    /// A mismatch between the recipe (at `key`) and the lock.
+    pub fn mismatch(&self, key: impl Into<String>, message: String) -> PackagesError {
+        PackagesError::Recipe {
+            key: key.into(),
+            message,
+            hint: self.hint(),
+        }
+    }
+}
+
+/// Installs `requests` over `view` (the image below plus the layer's own
+/// items) for the OCI architecture `arch` with the backend [`detect`]
+/// chooses among `backends`; returns the packages' tree. `layer` names the
+/// layer in warnings, which go to stderr (the maintainer scripts and
+/// triggers that were not run).
+///
+/// With a lock ([`PackageEnv::using_lock`]) the layer's locked packages are
+/// installed as they are, once the repositories the layer sees are found
+/// to be the locked ones; otherwise the requests are resolved against the
+/// repositories' metadata (and recorded with [`PackageEnv::recording`]).
+/// Every package is fetched and verified through the cache.
+pub fn install_layer(
+    env: &PackageEnv,
+    backends: &[&dyn Backend],
+    view: &dyn RootView,
+    requests: &[String],
+    arch: &str,
+    layer: &str,
+) -> Result<FileTree, PackagesError> {
+    let Some(backend) = detect(backends, view, arch) else {
+        return Err(build_err("packages", "no package backend"));
+    };
+    let locked = match &env.lock {
+        LockMode::Use(lock, file) => {
+            let by = LockRef { file };
+            Some((check_layer(backend, lock, by, requests, layer)?, by))
+        }
+        LockMode::Resolve | LockMode::Record(_) => None,
+    };
+    let mut install = backend.open(env, view, requests, arch, layer)?;
+    env.meter().status(&format!(
+        "{} the packages of layer {layer:?}",
+        if locked.is_some() {
+            "fetching"
+        } else {
+            "resolving"
+        }
+    ));
+    let packages = match locked {
+        Some((ll, by)) => {
+            install.check_lock(ll, &by)?;
+            install.take_locked(ll, &by)?;
+            let packages: Vec<LockedPackage> = ll.in_order().into_iter().cloned().collect();
+            for (i, p) in packages.iter().enumerate() {
+                install.fetched(i, fetch_locked(env, backend, p, &by, layer)?)?;
+            }
+            packages
+        }
+        None => {
+            let resolved = install.resolve()?;
+            let packages: Vec<LockedPackage> =
+                resolved.layer.in_order().into_iter().cloned().collect();
+            for (i, p) in packages.iter().enumerate() {
+                let what = backend
+                    .label(p)
+                    .map_err(|m| build_err("resolving packages", m))?;
+                install.fetched(
+                    i,
+                    fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?,
+                )?;
+            }
+            env.record(resolved.layer, resolved.indexes);
+            packages
+        }
+    };
+    env.meter().step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        packages.len()
+    ));
+    let (tree, warnings) = install.install()?;
+    for line in warnings {
+        env.meter()
+            .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
+    }
+    env.note_installed(LayerInstalled {
+        layer: layer.to_string(),
+        kind: backend.kind(),
+        packages,
+    });
+    Ok(tree)
+}
+
+/// The layer as `lock` names it: present, installed by `backend`, for the
+/// same requests.
+fn check_layer<'l>(
+    backend: &dyn Backend,
+    lock: &'l Lock,
+    by: LockRef<'_>,
+    requests: &[String],
+    layer: &str,
+) -> Result<&'l LockedLayer, PackagesError> {
+    let lf = by.file.display();
+    let Some(ll) = lock.layer(layer) else {
+        return Err(by.mismatch("packages", format!("layer {layer:?} is not in {lf}")));
+    };
+    if ll.kind != backend.kind() {
+        return Err(by.mismatch(
+            "packages",
+            format!(
+                "layer {layer:?} installs {}, but {lf} locks {} for it",
+                backend.installs(),
+                ll.kind.noun()
+            ),
+        ));
+    }
+    let changes = lock::diff_requests_of(ll.kind, &ll.requests, requests);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(by.mismatch(
+            first.key(),
+            format!(
+                "the packages of layer {layer:?} no longer match {lf}: {}",
+                text.join("; ")
+            ),
+        ));
+    }
+    Ok(ll)
+}
+
+/// A locked package from the cache or its locked URL, verified against the
+/// locked size and SHA256; a file that is not the locked one names the lock.
+fn fetch_locked(
+    env: &PackageEnv,
+    backend: &dyn Backend,
+    p: &LockedPackage,
+    by: &LockRef<'_>,
+    layer: &str,
+) -> Result<CachedFile, PackagesError> {
+    let lf = by.file.display();
+    let label = backend
+        .label(p)
+        .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+    let mut d = env.meter().download(&label, p.size);
+    let got = env
+        .cache()
+        .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
+    report_damaged(env.cache(), env.meter());
+    let file = got.map_err(|e| match e {
+        FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
+            lf.to_string(),
+            format!(
+                "{label} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name",
+                by.run_lock()
+            ),
+        ),
+        e => build_err("download", e),
+    })?;
+    d.finish();
+    Ok(file)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backend::{InstalledPackage, LayerInstall, Resolution};
+    use crate::lock::{LayerKind, LockedFile, PackageRules};
+    use nodeimg_layers::{LayerSpec, MemView};
+    use sha2::Digest;
+
+    /// A backend that resolves every layer to the one file at `url`.
+    struct Fake {
+        url: String,
+        sha256: String,
+    }
+
+    struct FakeLayer<'a> {
+        fake: &'a Fake,
+        layer: &'a str,
+        requests: &'a [String],
+        fetched: usize,
+    }
+
+    impl PackageRules for Fake {
+        fn kind(&self) -> LayerKind {
+            LayerKind::Rpm
+        }
+        fn check_locked(&self, _: &LockedPackage, _: &str) -> Result<(), (&'static str, String)> {
+            Ok(())
+        }
+    }
+
+    impl Backend for Fake {
+        fn present(&self, _: &dyn RootView, _: &str) -> bool {
+            true
+        }
+        fn declared_by(&self, _: &LayerSpec) -> bool {
+            true
+        }
+        fn installs(&self) -> &'static str {
+            "fake packages"
+        }
+        fn open<'a>(
+            &'a self,
+            _: &'a PackageEnv,
+            _: &'a dyn RootView,
+            requests: &'a [String],
+            _: &str,
+            layer: &'a str,
+        ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError> {
+            Ok(Box::new(FakeLayer {
+                fake: self,
+                layer,
+                requests,
+                fetched: 0,
+            }))
+        }
+        fn label(&self, p: &LockedPackage) -> Result<String, String> {
+            Ok(p.label())
+        }
+        fn layer_packages(
+            &self,
+            _: &dyn RootView,
+            _: &dyn RootView,
+            _: &[LockedPackage],
+        ) -> Vec<InstalledPackage> {
+            Vec::new()
+        }
+        fn pin_version(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+        fn version_lt(&self, _: &str, _: &str) -> Option<bool> {
+            None
+        }
+    }
+
+    impl LayerInstall for FakeLayer<'_> {
+        fn check_lock(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
+            Ok(())
+        }
+        fn take_locked(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
+            Ok(())
+        }
+        fn resolve(&mut self) -> Result<Resolution, PackagesError> {
+            let p = LockedPackage {
+                name: "a".into(),
+                version: "1".into(),
+                architecture: "noarch".into(),
+                multi_arch: String::new(),
+                auto: false,
+                order: 0,
+                source: "r".into(),
+                url: self.fake.url.clone(),
+                size: 5,
+                sha256: self.fake.sha256.clone(),
+            };
+            Ok(Resolution {
+                layer: LockedLayer {
+                    name: self.layer.to_string(),
+                    kind: LayerKind::Rpm,
+                    requests: self.requests.to_vec(),
+                    dpkg_status: String::new(),
+                    rpmdb: crate::lock::rpmdb_digest(&[]),
+                    sources: vec![],
+                    repos: vec![],
+                    packages: vec![p],
+                },
+                indexes: vec![LockedFile {
+                    url: "file:///index".into(),
+                    size: 0,
+                    sha256: self.fake.sha256.clone(),
+                }],
+            })
+        }
+        fn fetched(&mut self, _: usize, _: CachedFile) -> Result<(), PackagesError> {
+            self.fetched += 1;
+            Ok(())
+        }
+        fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
+            assert_eq!(self.fetched, 1);
+            Ok((FileTree::new(), vec!["not run a: %post".into()]))
+        }
+    }
+
+    fn fake(dir: &Path) -> Fake {
+        let file = dir.join("a.pkg");
+        std::fs::write(&file, b"hello").unwrap();
+        Fake {
+            url: format!("file://{}", file.display()),
+            sha256: hex::encode(sha2::Sha256::digest(b"hello")),
+        }
+    }
+
+    #[test]
+    fn a_resolved_layer_is_fetched_recorded_and_listed() {
+        let t = tempfile::tempdir().unwrap();
+        let f = fake(t.path());
+        let env = PackageEnv::new(&t.path().join("cache"), &[])
+            .unwrap()
+            .recording();
+        let reqs = vec!["a".to_string()];
+        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        let lock = env.recorded_lock("amd64").unwrap();
+        assert_eq!(lock.layers.len(), 1);
+        assert_eq!(lock.layers[0].packages[0].name, "a");
+        assert_eq!(lock.indexes.len(), 1);
+        let done = env.installed();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].layer.as_str(), done[0].kind),
+            ("l", LayerKind::Rpm)
+        );
+        assert_eq!(done[0].packages[0].url, f.url);
+        // Without recording, nothing is kept for a lock; what was
+        // installed still is.
+        let env = PackageEnv::new(&t.path().join("cache"), &[]).unwrap();
+        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        assert!(env.recorded_lock("amd64").is_none());
+        assert_eq!(env.installed().len(), 1);
+    }
+
+    #[test]
+    fn a_lock_of_another_kind_or_without_the_layer_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let f = fake(t.path());
+        let reqs = vec!["a".to_string()];
+        let mut deb = LockedLayer {
+            name: "l".into(),
+            kind: LayerKind::Deb,
+            requests: reqs.clone(),
+            dpkg_status: String::new(),
+            rpmdb: String::new(),
+            sources: vec![],
+            repos: vec![],
+            packages: vec![],
+        };
+        let run = |ll: LockedLayer| {
+            let lock = Lock::new("amd64", vec![], vec![], vec![ll]);
+            let env = PackageEnv::new(&t.path().join("cache"), &[])
+                .unwrap()
+                .using_lock(lock, Path::new("r.toml.lock"));
+            match install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l") {
+                Err(PackagesError::Recipe { message, hint, .. }) => {
+                    assert!(hint.unwrap().contains("nodeimg lock r.toml"));
+                    message
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        };
+        assert_eq!(
+            run(deb.clone()),
+            "layer \"l\" installs fake packages, but r.toml.lock locks Debian packages for it"
+        );
+        deb.name = "other".into();
+        assert_eq!(run(deb), "layer \"l\" is not in r.toml.lock");
+    }
 }

@@ -11,4 +11,6 @@ pub mod sandbox;
 pub mod scripts;
 
 pub use error::{Error, Result};
+pub mod backend;
 pub mod driver;
+pub mod env;

@@ -154,6 +154,14 @@ impl LayerKind {
     pub fn is_deb(&self) -> bool {
         *self == LayerKind::Deb
     }
+
+    /// What a layer of this kind installs, for messages.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            LayerKind::Deb => "Debian packages",
+            LayerKind::Rpm => "rpm packages",
+        }
+    }
 }
 
 /// One layer's packages.
@@ -401,55 +409,8 @@ impl Lock {
                     format!("layer {:?} appears twice", l.name),
                 ));
             }
-            match l.kind {
-                LayerKind::Deb => {
-                    check_sha256(&l.dpkg_status)
-                        .map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
-                    if !l.rpmdb.is_empty() || !l.repos.is_empty() {
-                        return Err(err(
-                            &format!("{key}.kind"),
-                            "rpmdb and [[layer.repo]] belong to a layer of kind = \"rpm\"".into(),
-                        ));
-                    }
-                }
-                LayerKind::Rpm => {
-                    check_sha256(&l.rpmdb).map_err(|m| err(&format!("{key}.rpmdb"), m))?;
-                    if !l.dpkg_status.is_empty() || !l.sources.is_empty() {
-                        return Err(err(
-                            &format!("{key}.kind"),
-                            "dpkg-status and [[layer.source]] belong to a Debian layer, not one of kind = \"rpm\"".into(),
-                        ));
-                    }
-                    for (ri, r) in l.repos.iter().enumerate() {
-                        check_url(&r.baseurl)
-                            .map_err(|m| err(&format!("{key}.repo[{ri}].baseurl"), m))?;
-                    }
-                }
-            }
-            let mut orders = BTreeSet::new();
-            for (pi, p) in l.packages.iter().enumerate() {
-                let pkey = format!("{key}.package[{pi}]");
-                if p.name.is_empty() {
-                    return Err(err(&format!("{pkey}.name"), "the name is empty".into()));
-                }
-                if let Some(r) = rules.iter().find(|r| r.kind() == l.kind) {
-                    r.check_locked(p, &self.architecture)
-                        .map_err(|(field, m)| err(&format!("{pkey}.{field}"), m))?;
-                }
-                check_url(&p.url).map_err(|m| err(&format!("{pkey}.url"), m))?;
-                check_sha256(&p.sha256).map_err(|m| err(&format!("{pkey}.sha256"), m))?;
-                if p.order >= l.packages.len() || !orders.insert(p.order) {
-                    return Err(err(
-                        &format!("{pkey}.order"),
-                        format!(
-                            "order {} of {} is repeated or out of range 0..{}",
-                            p.order,
-                            p.name,
-                            l.packages.len()
-                        ),
-                    ));
-                }
-            }
+            validate_kind(l, &key, &err)?;
+            self.validate_packages(l, &key, rules, &err)?;
         }
         Ok(())
     }
@@ -500,6 +461,71 @@ impl Lock {
         tmp.persist(path)
             .map_err(|e| e.error)
             .ctx(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The fields of a layer that only its kind may have.
+fn validate_kind(l: &LockedLayer, key: &str, err: &dyn Fn(&str, String) -> Error) -> Result<()> {
+    match l.kind {
+        LayerKind::Deb => {
+            check_sha256(&l.dpkg_status).map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
+            if !l.rpmdb.is_empty() || !l.repos.is_empty() {
+                return Err(err(
+                    &format!("{key}.kind"),
+                    "rpmdb and [[layer.repo]] belong to a layer of kind = \"rpm\"".into(),
+                ));
+            }
+        }
+        LayerKind::Rpm => {
+            check_sha256(&l.rpmdb).map_err(|m| err(&format!("{key}.rpmdb"), m))?;
+            if !l.dpkg_status.is_empty() || !l.sources.is_empty() {
+                return Err(err(
+                    &format!("{key}.kind"),
+                    "dpkg-status and [[layer.source]] belong to a Debian layer, not one of kind = \"rpm\"".into(),
+                ));
+            }
+            for (ri, r) in l.repos.iter().enumerate() {
+                check_url(&r.baseurl).map_err(|m| err(&format!("{key}.repo[{ri}].baseurl"), m))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Lock {
+    /// The packages of layer `l` (at `key`).
+    fn validate_packages(
+        &self,
+        l: &LockedLayer,
+        key: &str,
+        rules: &[&dyn PackageRules],
+        err: &dyn Fn(&str, String) -> Error,
+    ) -> Result<()> {
+        let mut orders = BTreeSet::new();
+        for (pi, p) in l.packages.iter().enumerate() {
+            let pkey = format!("{key}.package[{pi}]");
+            if p.name.is_empty() {
+                return Err(err(&format!("{pkey}.name"), "the name is empty".into()));
+            }
+            if let Some(r) = rules.iter().find(|r| r.kind() == l.kind) {
+                r.check_locked(p, &self.architecture)
+                    .map_err(|(field, m)| err(&format!("{pkey}.{field}"), m))?;
+            }
+            check_url(&p.url).map_err(|m| err(&format!("{pkey}.url"), m))?;
+            check_sha256(&p.sha256).map_err(|m| err(&format!("{pkey}.sha256"), m))?;
+            if p.order >= l.packages.len() || !orders.insert(p.order) {
+                return Err(err(
+                    &format!("{pkey}.order"),
+                    format!(
+                        "order {} of {} is repeated or out of range 0..{}",
+                        p.order,
+                        p.name,
+                        l.packages.len()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -782,34 +808,7 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
         .collect();
     let locked_names: Vec<&str> = lock.layers.iter().map(|l| l.name.as_str()).collect();
     for l in &with_packages {
-        let Some(ll) = lock.layer(&l.spec.name) else {
-            return Err(recipe.error(
-                l.file,
-                &l.key_of("packages"),
-                format!(
-                    "layer {:?} installs packages but {lf} has no layer of that name (it has: {}); the layer was renamed or its packages added since the lock was made",
-                    l.spec.name,
-                    if locked_names.is_empty() { "none".to_string() } else { locked_names.join(", ") }
-                ),
-                hint,
-            ).into());
-        };
-        let changes = diff_requests_of(ll.kind, &ll.requests, &l.spec.packages);
-        if let Some(first) = changes.first() {
-            let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-            return Err(recipe
-                .error(
-                    l.file,
-                    &l.key_of(&first.key()),
-                    format!(
-                        "the packages of layer {:?} no longer match {lf}: {}",
-                        l.spec.name,
-                        text.join("; ")
-                    ),
-                    hint,
-                )
-                .into());
-        }
+        check_layer(lock, &lf.to_string(), recipe, l, &locked_names, &hint)?;
     }
     let recipe_names: Vec<&str> = with_packages.iter().map(|l| l.spec.name.as_str()).collect();
     for ll in &lock.layers {
@@ -836,6 +835,46 @@ pub fn check_recipe(lock: &Lock, lock_file: &Path, recipe: &Recipe, arch: &str) 
                     recipe_names.join(", ")
                 ),
                 hint,
+            )
+            .into());
+    }
+    Ok(())
+}
+
+/// A recipe layer with packages against the lock: locked, for the same requests.
+fn check_layer(
+    lock: &Lock,
+    lf: &str,
+    recipe: &Recipe,
+    l: &nodeimg_recipe::recipe::RecipeLayer,
+    locked_names: &[&str],
+    hint: &Option<String>,
+) -> Result<()> {
+    let Some(ll) = lock.layer(&l.spec.name) else {
+        return Err(recipe.error(
+            l.file,
+            &l.key_of("packages"),
+            format!(
+                "layer {:?} installs packages but {lf} has no layer of that name (it has: {}); the layer was renamed or its packages added since the lock was made",
+                l.spec.name,
+                if locked_names.is_empty() { "none".to_string() } else { locked_names.join(", ") }
+            ),
+            hint.clone(),
+        ).into());
+    };
+    let changes = diff_requests_of(ll.kind, &ll.requests, &l.spec.packages);
+    if let Some(first) = changes.first() {
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        return Err(recipe
+            .error(
+                l.file,
+                &l.key_of(&first.key()),
+                format!(
+                    "the packages of layer {:?} no longer match {lf}: {}",
+                    l.spec.name,
+                    text.join("; ")
+                ),
+                hint.clone(),
             )
             .into());
     }

@@ -14,6 +14,7 @@
 //! repository key), unpacked into the layer, and registered in the
 //! image's rpm database by rpm (see [`install`]).
 
+pub mod backend;
 pub mod install;
 pub mod repodata;
 pub mod resolve;
@@ -30,12 +31,14 @@ use pgp::composed::{Deserializable, StandaloneSignature};
 use pgp::packet::Signature;
 
 use nodeimg_fetch::cachefile::CachedFile;
-use nodeimg_fetch::fetch::{Cache, FetchError};
+use nodeimg_fetch::fetch::Cache;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_fetch::progress::Meter;
 use nodeimg_pkg::driver::{build_err, PackagesError};
+#[cfg(test)]
+use nodeimg_pkg::lock::LockedLayer;
 use nodeimg_pkg::lock::PackageRules;
-use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedLayer, LockedPackage, LockedRepo};
+use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedPackage, LockedRepo};
 
 /// An rpm package's `epoch:version-release` as a lock names it (the
 /// epoch is required).
@@ -123,19 +126,27 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-/// Parses one `.repo` file; `vars` substitutes `$basearch`, `$arch` and
-/// `$releasever`.
-pub fn parse_repo_file(
-    text: &str,
-    file: &str,
-    zypper: bool,
-    vars: &[(&str, Option<&str>)],
-) -> Result<Vec<RepoConfig>, String> {
-    #[derive(Default)]
-    struct Section {
-        id: String,
-        keys: Vec<(String, String)>,
+/// One `[section]` of a `.repo` file: its id and its `key=value` lines
+/// (keys lowercase, continuation lines joined).
+#[derive(Default)]
+struct Section {
+    id: String,
+    keys: Vec<(String, String)>,
+}
+
+impl Section {
+    /// The last value of `k`.
+    fn get(&self, k: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
+}
+
+/// The sections of a `.repo` file, in order.
+fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
     let mut sections: Vec<Section> = Vec::new();
     let mut last_key: Option<usize> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -171,64 +182,79 @@ pub fn parse_repo_file(
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         last_key = Some(sec.keys.len() - 1);
     }
-    let mut out = Vec::new();
-    for s in sections {
-        let get = |k: &str| {
-            s.keys
-                .iter()
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
-        if get("enabled").is_some_and(|v| !truthy(v)) {
-            continue;
-        }
-        let subst = |v: &str| -> Result<String, String> {
-            let mut out = v.to_string();
-            for (name, value) in vars {
-                let token = format!("${name}");
-                if out.contains(&token) {
-                    match value {
-                        Some(x) => out = out.replace(&token, x),
-                        None => {
-                            return Err(format!(
-                                "[{}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)",
-                                s.id
-                            ))
-                        }
-                    }
+    Ok(sections)
+}
+
+/// `v` with the `vars` substituted; a variable without a value is an error
+/// naming the repository `id`.
+fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, String> {
+    let mut out = v.to_string();
+    for (name, value) in vars {
+        let token = format!("${name}");
+        if out.contains(&token) {
+            match value {
+                Some(x) => out = out.replace(&token, x),
+                None => {
+                    return Err(format!(
+                        "[{id}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)"
+                    ))
                 }
             }
-            Ok(out)
-        };
-        let Some(base) = get("baseurl").and_then(|b| b.split_whitespace().next()) else {
-            return Err(format!(
-                "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
-                s.id
-            ));
-        };
-        let gpgcheck = get("gpgcheck").is_none_or(truthy);
-        let repo_gpgcheck = match get("repo_gpgcheck") {
-            Some(v) => truthy(v),
-            // zypper checks repomd.xml whenever gpgcheck is on.
-            None => zypper && gpgcheck,
-        };
-        let gpgkeys = get("gpgkey")
-            .unwrap_or("")
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|k| !k.is_empty())
-            .map(subst)
-            .collect::<Result<_, _>>()?;
-        out.push(RepoConfig {
-            file: file.to_string(),
-            id: s.id.clone(),
-            baseurl: subst(base)?,
-            gpgcheck,
-            repo_gpgcheck,
-            gpgkeys,
-        });
+        }
     }
     Ok(out)
+}
+
+/// The repository of an enabled section.
+fn repo_config(
+    s: &Section,
+    file: &str,
+    zypper: bool,
+    vars: &[(&str, Option<&str>)],
+) -> Result<RepoConfig, String> {
+    let subst = |v: &str| substitute(v, &s.id, vars);
+    let Some(base) = s.get("baseurl").and_then(|b| b.split_whitespace().next()) else {
+        return Err(format!(
+            "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
+            s.id
+        ));
+    };
+    let gpgcheck = s.get("gpgcheck").is_none_or(truthy);
+    let repo_gpgcheck = match s.get("repo_gpgcheck") {
+        Some(v) => truthy(v),
+        // zypper checks repomd.xml whenever gpgcheck is on.
+        None => zypper && gpgcheck,
+    };
+    let gpgkeys = s
+        .get("gpgkey")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|k| !k.is_empty())
+        .map(subst)
+        .collect::<Result<_, _>>()?;
+    Ok(RepoConfig {
+        file: file.to_string(),
+        id: s.id.clone(),
+        baseurl: subst(base)?,
+        gpgcheck,
+        repo_gpgcheck,
+        gpgkeys,
+    })
+}
+
+/// Parses one `.repo` file; `vars` substitutes `$basearch`, `$arch` and
+/// `$releasever`.
+pub fn parse_repo_file(
+    text: &str,
+    file: &str,
+    zypper: bool,
+    vars: &[(&str, Option<&str>)],
+) -> Result<Vec<RepoConfig>, String> {
+    parse_sections(text)?
+        .iter()
+        .filter(|s| s.get("enabled").is_none_or(truthy))
+        .map(|s| repo_config(s, file, zypper, vars))
+        .collect()
 }
 
 fn os_version(view: &dyn RootView) -> Option<String> {
@@ -275,7 +301,7 @@ pub fn read_repos(view: &dyn RootView, arch: &str) -> Result<Vec<RepoConfig>, Pa
 
 /// The repository's keys: `file://` paths in the image, `http(s)://` URLs
 /// through the cache (and its mirrors).
-fn keyring(
+pub(crate) fn keyring(
     view: &dyn RootView,
     cache: &Cache,
     repo: &RepoConfig,
@@ -335,7 +361,7 @@ fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> 
     }
 }
 
-fn join(base: &str, rel: &str) -> String {
+pub(crate) fn join(base: &str, rel: &str) -> String {
     format!(
         "{}/{}",
         base.trim_end_matches('/'),
@@ -345,7 +371,7 @@ fn join(base: &str, rel: &str) -> String {
 
 /// Fetches and verifies one repository's metadata; returns its packages
 /// and the primary.xml file read (canonical URL, size, SHA256).
-fn read_metadata(
+pub(crate) fn read_metadata(
     env: &Env,
     repo: &RepoConfig,
     keys: Option<&Keyring>,
@@ -419,7 +445,7 @@ fn read_metadata(
 /// Checks a downloaded package's header signature against the repository
 /// key; returns whether that signature also covers the payload (through
 /// the header's payload digest).
-fn verify_package(
+pub(crate) fn verify_package(
     file: &CachedFile,
     url: &str,
     keys: &Keyring,
@@ -450,7 +476,7 @@ pub fn names_pin(r: &str, name: &str) -> bool {
         .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
+pub(crate) fn recipe_err(requests: &[String], e: &resolve::ResolveError) -> PackagesError {
     use resolve::ResolveError as R;
     let name = match e {
         R::NotFound { name, .. } | R::PinNotFound { name, .. } => Some(name.as_str()),
@@ -492,15 +518,6 @@ pub struct Env<'a> {
     pub base: Option<&'a nodeimg_image::base::BaseTars>,
 }
 
-/// What resolving a layer found, for the lock file.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The layer as the lock records it.
-    pub layer: LockedLayer,
-    /// The primary.xml files read.
-    pub indexes: Vec<LockedFile>,
-}
-
 /// A repository as the lock file records it.
 pub fn locked_repo(r: &RepoConfig) -> LockedRepo {
     LockedRepo {
@@ -522,7 +539,7 @@ pub fn full_evr(evr: &version::Evr) -> String {
 }
 
 /// The installed packages as [`nodeimg_pkg::lock::rpmdb_digest`] reads them.
-fn installed_digest(installed: &[repodata::RpmPackage]) -> String {
+pub(crate) fn installed_digest(installed: &[repodata::RpmPackage]) -> String {
     let nevras: Vec<String> = installed
         .iter()
         .map(|p| format!("{}-{}.{}", p.name, full_evr(&p.evr), p.arch))
@@ -530,7 +547,10 @@ fn installed_digest(installed: &[repodata::RpmPackage]) -> String {
     nodeimg_pkg::lock::rpmdb_digest(&nevras)
 }
 
-fn enabled_repos(view: &dyn RootView, rarch: &str) -> Result<Vec<RepoConfig>, PackagesError> {
+pub(crate) fn enabled_repos(
+    view: &dyn RootView,
+    rarch: &str,
+) -> Result<Vec<RepoConfig>, PackagesError> {
     let repos = read_repos(view, rarch)?;
     if repos.is_empty() {
         return Err(PackagesError::Recipe {
@@ -540,213 +560,6 @@ fn enabled_repos(view: &dyn RootView, rarch: &str) -> Result<Vec<RepoConfig>, Pa
         });
     }
     Ok(repos)
-}
-
-/// Installs `requests` from the image's rpm repositories over `view` for
-/// the OCI architecture `arch`; returns the layer's packages tree and what
-/// was resolved (for a lock file). Warnings (scriptlets not run) go to
-/// stderr naming `layer`.
-pub fn install_layer(
-    env: &Env,
-    view: &dyn RootView,
-    requests: &[String],
-    arch: &str,
-    layer: &str,
-) -> Result<(FileTree, Resolved), PackagesError> {
-    let rarch = resolve::rpm_arch(arch);
-    let repos = enabled_repos(view, rarch)?;
-    env.meter
-        .status(&format!("resolving the packages of layer {layer:?}"));
-    let (db, runner, installed) = open_db(env, view, layer)?;
-    let mut indexes = Vec::new();
-    let mut keyrings = Vec::new();
-    let mut read = Vec::new();
-    for r in &repos {
-        let keys = if r.gpgcheck || r.repo_gpgcheck {
-            Some(keyring(view, env.cache, r)?)
-        } else {
-            None
-        };
-        let (packages, index) = read_metadata(env, r, keys.as_ref())?;
-        indexes.push(resolve::Repository {
-            id: r.id.clone(),
-            packages,
-        });
-        read.push(index);
-        keyrings.push(keys);
-    }
-    let planned = resolve::resolve(&installed, &indexes, rarch, requests)
-        .map_err(|e| recipe_err(requests, &e))?;
-    let mut pkgs = Vec::with_capacity(planned.len());
-    let mut locked = Vec::with_capacity(planned.len());
-    for (order, p) in planned.into_iter().enumerate() {
-        let Some(i) = repos.iter().position(|r| r.id == p.repository) else {
-            return Err(build_err(
-                "resolving packages",
-                format!("unknown repository {}", p.repository),
-            ));
-        };
-        let url = join(&repos[i].baseurl, &p.package.href);
-        let path = nodeimg_pkg::driver::fetch_shown(
-            env.cache,
-            env.meter,
-            &url,
-            p.package.size,
-            &p.package.sha256,
-            &p.package.nevra(),
-        )?;
-        if repos[i].gpgcheck {
-            if let Some(keys) = &keyrings[i] {
-                let covered = verify_package(&path, &url, keys, env.now)?;
-                if !covered && !repos[i].repo_gpgcheck {
-                    // Built by rpm before 4.14: the header signature does not
-                    // reach the payload, which only primary.xml's SHA256
-                    // vouches for, and that is unsigned here.
-                    env.meter.suspend(|| eprintln!(
-                        "warning: layer {layer:?}: {url}: the package has no payload digest, so its signature covers the header only; set repo-gpgcheck on [{}] to have the payload's SHA256 signed",
-                        repos[i].id
-                    ));
-                }
-            }
-        }
-        let name = &p.package.name;
-        locked.push(LockedPackage {
-            name: name.clone(),
-            version: full_evr(&p.package.evr),
-            architecture: p.package.arch.clone(),
-            multi_arch: String::new(),
-            auto: !requests.iter().any(|r| r == name || names_pin(r, name)),
-            order,
-            source: p.repository.clone(),
-            url: url.clone(),
-            size: p.package.size,
-            sha256: p.package.sha256.to_ascii_lowercase(),
-        });
-        pkgs.push(install::Package {
-            rpm: path,
-            url,
-            planned: p,
-        });
-    }
-    let tree = unpack_and_register(env, view, &db, &runner, &pkgs, layer)?;
-    let resolved = Resolved {
-        layer: LockedLayer {
-            name: layer.to_string(),
-            kind: LayerKind::Rpm,
-            requests: requests.to_vec(),
-            dpkg_status: String::new(),
-            rpmdb: installed_digest(&installed),
-            sources: Vec::new(),
-            repos: repos.iter().map(locked_repo).collect(),
-            packages: locked,
-        },
-        indexes: read,
-    };
-    Ok((tree, resolved))
-}
-
-/// Installs the packages `ll` locks for the layer: no repository metadata
-/// is read, each `.rpm` comes from the cache or its locked URL (through
-/// the mirrors) and is verified against the locked size and SHA256. The
-/// requests and the repositories the layer sees must be the locked ones;
-/// `lock_file` names the lock in messages.
-pub fn install_locked(
-    env: &Env,
-    view: &dyn RootView,
-    ll: &LockedLayer,
-    lock_file: &Path,
-    requests: &[String],
-    arch: &str,
-    layer: &str,
-) -> Result<FileTree, PackagesError> {
-    let lf = lock_file.display();
-    let run_lock = format!("nodeimg lock {}", lock_file.with_extension("").display());
-    let hint = Some(format!(
-        "run `{run_lock}` to resolve the recipe again and update {lf}, or build with --no-lock"
-    ));
-    if ll.kind != LayerKind::Rpm {
-        return Err(PackagesError::Recipe {
-            key: "packages".into(),
-            message: format!(
-                "layer {layer:?} installs rpm packages (the image has yum or zypper repositories and no apt source), but {lf} locks Debian packages for it"
-            ),
-            hint,
-        });
-    }
-    let changes = nodeimg_pkg::lock::diff_requests_of(LayerKind::Rpm, &ll.requests, requests);
-    if let Some(first) = changes.first() {
-        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
-        return Err(PackagesError::Recipe {
-            key: first.key(),
-            message: format!(
-                "the packages of layer {layer:?} no longer match {lf}: {}",
-                text.join("; ")
-            ),
-            hint,
-        });
-    }
-    let rarch = resolve::rpm_arch(arch);
-    let repos = enabled_repos(view, rarch)?;
-    let now: Vec<LockedRepo> = repos.iter().map(locked_repo).collect();
-    let diff = nodeimg_pkg::lock::diff_repos(&ll.repos, &now);
-    if !diff.is_empty() {
-        return Err(PackagesError::Recipe {
-            key: "packages".into(),
-            message: format!(
-                "the rpm repositories layer {layer:?} installs from are not the ones in {lf}: {}",
-                diff.join("; ")
-            ),
-            hint,
-        });
-    }
-    env.meter
-        .status(&format!("fetching the packages of layer {layer:?}"));
-    let (db, runner, installed) = open_db(env, view, layer)?;
-    if installed_digest(&installed) != ll.rpmdb {
-        env.meter.suspend(|| {
-            eprintln!(
-                "warning: layer {layer:?}: the rpm packages installed in the image below it are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{run_lock}` to resolve them against this image"
-            );
-        });
-    }
-    let mut pkgs = Vec::with_capacity(ll.packages.len());
-    for p in ll.in_order() {
-        let evr =
-            locked_evr(p).map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
-        let nevra = format!("{}-{}.{}", p.name, evr, p.architecture);
-        let mut d = env.meter.download(&nevra, p.size);
-        let got = env
-            .cache
-            .fetch_with_progress(&p.url, p.size, &p.sha256, &mut |n| d.received(n));
-        nodeimg_pkg::driver::report_damaged(env.cache, env.meter);
-        let path = got.map_err(|e| match e {
-                FetchError::HashMismatch { .. } | FetchError::SizeMismatch { .. } => build_err(
-                    lf.to_string(),
-                    format!(
-                        "{nevra} (layer {layer:?}) is not the file the lock names: {e}\n  hint: if {lf} was edited, restore it (or run `{run_lock}` where the repositories are trusted); if it was not, the repository or mirror now serves another file under the same name"
-                    ),
-                ),
-                e => build_err("download", e),
-            })?;
-        d.finish();
-        pkgs.push(install::Package {
-            rpm: path,
-            url: p.url.clone(),
-            planned: resolve::Planned {
-                repository: p.source.clone(),
-                package: repodata::RpmPackage {
-                    name: p.name.clone(),
-                    arch: p.architecture.clone(),
-                    evr,
-                    sha256: p.sha256.clone(),
-                    size: p.size,
-                    href: p.url.clone(),
-                    ..Default::default()
-                },
-            },
-        });
-    }
-    unpack_and_register(env, view, &db, &runner, &pkgs, layer)
 }
 
 /// The image's rpm database and the rpm that reads and writes it, with the
@@ -800,19 +613,15 @@ pub fn open_db(
 }
 
 /// Unpacks `pkgs` into the layer's tree and registers them in the image's
-/// rpm database; reports the scriptlets that were not run.
-fn unpack_and_register(
+/// rpm database; returns the tree and the scriptlets that were not run.
+pub(crate) fn unpack_and_register(
     env: &Env,
     view: &dyn RootView,
     db: &install::DbRoot,
     runner: &install::Runner,
     pkgs: &[install::Package],
     layer: &str,
-) -> Result<FileTree, PackagesError> {
-    env.meter.step(&format!(
-        "unpacking {} package(s) into layer {layer:?}",
-        pkgs.len()
-    ));
+) -> Result<(FileTree, Vec<String>), PackagesError> {
     let what = format!("installing the packages of layer {layer:?}");
     let (mut tree, report) =
         install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_err(&what, e))?;
@@ -827,13 +636,13 @@ fn unpack_and_register(
     for (p, n) in db_tree {
         tree.replace(p, n);
     }
-    for line in report.to_string().lines() {
-        if line.starts_with("not run") {
-            env.meter
-                .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
-        }
-    }
-    Ok(tree)
+    let warnings = report
+        .to_string()
+        .lines()
+        .filter(|l| l.starts_with("not run"))
+        .map(str::to_string)
+        .collect();
+    Ok((tree, warnings))
 }
 
 #[cfg(test)]
@@ -1036,27 +845,13 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
 
     fn locked_err(ll: &LockedLayer, view: &dyn RootView, requests: &[&str]) -> (String, String) {
         let t = tempfile::tempdir().unwrap();
-        let cache = Cache::new(t.path().join("cache"))
+        let lock = nodeimg_pkg::lock::Lock::new("amd64", vec![], vec![], vec![ll.clone()]);
+        let env = nodeimg_pkg::env::PackageEnv::new(&t.path().join("cache"), &[])
             .unwrap()
-            .with_offline(true);
-        let meter = Meter::quiet();
-        let env = Env {
-            cache: &cache,
-            scratch: t.path(),
-            now: Utc::now(),
-            meter: &meter,
-            base: None,
-        };
+            .with_offline(true)
+            .using_lock(lock, Path::new("r.toml.lock"));
         let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
-        match install_locked(
-            &env,
-            view,
-            ll,
-            Path::new("r.toml.lock"),
-            &reqs,
-            "amd64",
-            "docker",
-        ) {
+        match nodeimg_pkg::driver::install_layer(&env, &[&Rpm], view, &reqs, "amd64", "docker") {
             Err(PackagesError::Recipe { key, message, hint }) => {
                 assert!(hint.unwrap().contains("nodeimg lock r.toml"));
                 (key, message)

@@ -1,0 +1,139 @@
+//! The package-backend seam: what a backend (Debian, rpm) does for the
+//! generic driver ([`crate::driver::install_layer`]), for the build
+//! metadata and for lint, and the one function that chooses the backend of
+//! a layer ([`detect`]).
+
+use nodeimg_fetch::CachedFile;
+use nodeimg_layers::{FileTree, LayerSpec, RootView};
+use serde::Serialize;
+
+use crate::driver::{LockRef, PackagesError};
+use crate::env::PackageEnv;
+use crate::lock::{LockedFile, LockedLayer, LockedPackage, PackageRules};
+
+/// A package a layer installed, as the build metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Version, in the backend's spelling.
+    pub version: String,
+    /// Architecture, in the backend's spelling.
+    pub architecture: String,
+}
+
+/// One package backend: how a layer's `packages` are installed from the
+/// repositories the image declares, and the backend's rules for the lock
+/// file ([`PackageRules`]), the build metadata and lint.
+pub trait Backend: PackageRules + Send + Sync {
+    /// Whether the image `view` declares repositories of this backend for
+    /// the OCI architecture `arch` (an unreadable declaration counts: the
+    /// backend reports it when it installs).
+    fn present(&self, view: &dyn RootView, arch: &str) -> bool;
+
+    /// Whether the items of `layer` declare repositories of this backend
+    /// (what lint sees of a layer before it is rendered).
+    fn declared_by(&self, layer: &LayerSpec) -> bool;
+
+    /// What a layer of this backend installs and why, for messages
+    /// (`Debian packages (the image has apt sources)`).
+    fn installs(&self) -> &'static str;
+
+    /// Starts installing `requests` over `view` (the image below plus the
+    /// layer's own items) for the OCI architecture `arch`: the requests
+    /// are parsed and the repositories read from the image.
+    fn open<'a>(
+        &'a self,
+        env: &'a PackageEnv,
+        view: &'a dyn RootView,
+        requests: &'a [String],
+        arch: &str,
+        layer: &'a str,
+    ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError>;
+
+    /// How a package is named while it is fetched and in messages;
+    /// `Err` when the lock's version is not one of this backend.
+    fn label(&self, p: &LockedPackage) -> Result<String, String>;
+
+    /// The packages a layer added, for the build metadata: `below` is the
+    /// image under the layer, `above` the image with it, `installed` what
+    /// the driver installed for it.
+    fn layer_packages(
+        &self,
+        below: &dyn RootView,
+        above: &dyn RootView,
+        installed: &[LockedPackage],
+    ) -> Vec<InstalledPackage>;
+
+    /// The version `request` pins `package` to, when it does and the
+    /// version is one of this backend, in a form [`Backend::version_lt`]
+    /// compares (lint).
+    fn pin_version(&self, request: &str, package: &str) -> Option<String>;
+
+    /// Whether version `a` is older than `b` in this backend's order;
+    /// `None` when either is not a version of this backend.
+    fn version_lt(&self, a: &str, b: &str) -> Option<bool>;
+}
+
+/// What resolving a layer against the repositories found: the layer as
+/// the lock records it (its packages in installation order by `order`)
+/// and the index files read.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The layer for the lock file.
+    pub layer: LockedLayer,
+    /// The index files (Packages, primary.xml) read.
+    pub indexes: Vec<LockedFile>,
+}
+
+/// One layer being installed by a backend, driven by
+/// [`crate::driver::install_layer`].
+pub trait LayerInstall {
+    /// The repositories the layer sees must be the ones `locked` was made
+    /// from; a changed package database below is warned about.
+    fn check_lock(&mut self, locked: &LockedLayer, lock: &LockRef<'_>)
+        -> Result<(), PackagesError>;
+
+    /// Installs what `locked` names (in installation order) as it is.
+    fn take_locked(
+        &mut self,
+        locked: &LockedLayer,
+        lock: &LockRef<'_>,
+    ) -> Result<(), PackagesError>;
+
+    /// Resolves the requests against the repositories' metadata; the
+    /// packages to fetch are the layer's, in installation order.
+    fn resolve(&mut self) -> Result<Resolution, PackagesError>;
+
+    /// The `i`th package (installation order) was fetched and verified
+    /// against its size and SHA256.
+    fn fetched(&mut self, i: usize, file: CachedFile) -> Result<(), PackagesError>;
+
+    /// Unpacks and registers the packages; returns the layer's packages
+    /// tree and the lines to warn about (scripts not run).
+    fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError>;
+}
+
+/// The first of `backends` for which `present` holds, else the first one
+/// (whose own checks then say what the image lacks). Builds and lint
+/// choose a layer's backend with it, so they always agree.
+pub fn pick<'a>(
+    backends: &[&'a dyn Backend],
+    present: impl Fn(&dyn Backend) -> bool,
+) -> Option<&'a dyn Backend> {
+    backends
+        .iter()
+        .copied()
+        .find(|b| present(*b))
+        .or_else(|| backends.first().copied())
+}
+
+/// The backend of a layer whose image (below plus its own items) is `view`,
+/// for the OCI architecture `arch`: see [`pick`].
+pub fn detect<'a>(
+    backends: &[&'a dyn Backend],
+    view: &dyn RootView,
+    arch: &str,
+) -> Option<&'a dyn Backend> {
+    pick(backends, |b| b.present(view, arch))
+}
