@@ -168,8 +168,9 @@ impl PackageEnv {
         self
     }
 
-    /// Downloads and unpacking are shown on `meter`.
+    /// Downloads, their retries and unpacking are shown on `meter`.
     pub fn with_meter(mut self, meter: Meter) -> Self {
+        self.cache = self.cache.with_meter(meter.clone());
         self.meter = meter;
         self
     }
