@@ -207,7 +207,7 @@ pub fn prepare(
 }
 
 /// [`prepare`], pulling a registry base as `registry` says.
-pub fn prepare_with(
+pub(crate) fn prepare_with(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
@@ -283,7 +283,7 @@ pub fn prepare_with(
 
 /// The `os.*` variables of an image: `/etc/os-release`, else
 /// `/usr/lib/os-release` (symlinks resolved inside the image).
-pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, String> {
+pub(crate) fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, String> {
     view.read_text("/etc/os-release")
         .or_else(|| view.read_text("/usr/lib/os-release"))
         .map(|t| vars::parse_os_release(&t))
@@ -293,7 +293,7 @@ pub fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<String, St
 /// The host path a base reference reads, if any.
 /// A base reference as the user wrote it, relative to `dir`; a registry
 /// reference must name a host, a repository and a tag or digest.
-pub fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, String> {
+pub(crate) fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, String> {
     let r = BaseRef::parse(s, dir).map_err(|e| e.to_string())?;
     if let BaseRef::Registry { reference } = &r {
         nodeimg_registry::parse_reference(reference).map_err(|m| format!("base {m}"))?;
@@ -323,7 +323,7 @@ fn hash_entry(h: &mut Sha256, kind: &str, name: &str, len: u64) {
 /// sha256 over the recipe files, every input file and the overrides, by
 /// recipe-relative name (no host paths, no times): the same recipe gives
 /// the same digest wherever it is built.
-pub fn recipe_digest(
+pub(crate) fn recipe_digest(
     recipe: &Recipe,
     inputs: &RecipeInputs,
     overrides: &BTreeMap<String, String>,
@@ -380,7 +380,7 @@ pub fn recipe_digest(
 }
 
 /// Image metadata: name, tag, architecture, labels, annotations.
-pub fn image_meta(recipe: &Recipe, arch: &str, created: i64, digest: &str) -> ImageMeta {
+pub(crate) fn image_meta(recipe: &Recipe, arch: &str, created: i64, digest: &str) -> ImageMeta {
     let img = &recipe.image;
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -429,7 +429,7 @@ pub struct Checked {
 
 impl Checked {
     /// How many error findings.
-    pub fn lint_errors(&self) -> usize {
+    pub(crate) fn lint_errors(&self) -> usize {
         self.prepared
             .findings
             .iter()

@@ -20,12 +20,12 @@ pub use nodeimg_pkg::env::{Missing, PackageEnv};
 pub const BACKENDS: &[&dyn Backend] = &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
 
 /// The rules of every package backend for the packages a lock names.
-pub const LOCK_RULES: &[&dyn nodeimg_pkg::lock::PackageRules] =
+pub(crate) const LOCK_RULES: &[&dyn nodeimg_pkg::lock::PackageRules] =
     &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
 
 /// A package environment with the cache in `cache_dir` and the
 /// `--mirror FROM=TO` pairs (see [`PackageEnv::new`]).
-pub fn new_env(cache_dir: &Path, mirrors: &[String]) -> Result<PackageEnv> {
+pub(crate) fn new_env(cache_dir: &Path, mirrors: &[String]) -> Result<PackageEnv> {
     PackageEnv::new(cache_dir, mirrors).map_err(|e| match e {
         nodeimg_image::Error::Usage(m) => Error::Usage(m),
         e => Error::Image(e),
@@ -34,7 +34,7 @@ pub fn new_env(cache_dir: &Path, mirrors: &[String]) -> Result<PackageEnv> {
 
 /// Debian's name for an OCI architecture (`arm` is `armhf`, `386` is
 /// `i386`, ...).
-pub fn debian_arch(oci: &str) -> &str {
+pub(crate) fn debian_arch(oci: &str) -> &str {
     nodeimg_pkg::arch::debian(oci)
 }
 

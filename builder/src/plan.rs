@@ -34,7 +34,7 @@ pub fn render_with(
 /// Render every layer of `recipe`, in order, over the image `lower`: each
 /// layer sees the base and the layers before it, and its tree is landed on
 /// them (paths resolved through their symlinks).
-pub fn render_over(
+pub(crate) fn render_over(
     recipe: &Recipe,
     lower: &dyn RootView,
     inputs: &dyn Inputs,
@@ -60,7 +60,7 @@ impl From<nodeimg_layers::Error> for LayerFail {
 /// Without `env` (an offline check) packages are not installed, and in a
 /// layer that has packages the `systemd` enablement lists are not checked
 /// (they may name units the packages ship).
-pub fn render_over_with(
+pub(crate) fn render_over_with(
     recipe: &Recipe,
     lower: &dyn RootView,
     inputs: &dyn Inputs,
@@ -117,7 +117,7 @@ pub fn render_over_with(
 
 /// A layer error as a recipe error: the layer's file, the line of the key,
 /// the key path within the file.
-pub fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) -> Error {
+pub(crate) fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) -> Error {
     let message = match e {
         nodeimg_layers::Error::Invalid { message, .. } => message.clone(),
         nodeimg_layers::Error::Input { path, message, .. } => {

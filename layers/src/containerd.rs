@@ -245,7 +245,7 @@ pub fn key_segment(k: &str) -> String {
 /// Deep-merge `over` into `base`: tables merge recursively, any other value
 /// (arrays included) replaces what `base` had. New keys keep `over`'s order
 /// after `base`'s keys.
-pub fn toml_merge(base: &mut Table, over: &Table) {
+pub(crate) fn toml_merge(base: &mut Table, over: &Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
             (Some(Value::Table(b)), Value::Table(o)) => toml_merge(b, o),
@@ -262,7 +262,7 @@ pub fn toml_merge(base: &mut Table, over: &Table) {
 /// one), so the raw key would silently win over what lint checked. `item`
 /// is the item's key path, `key` the key path of `extra`, and `typed` lists
 /// raw key paths with the setting to use instead.
-pub fn check_shadowing(
+pub(crate) fn check_shadowing(
     item: &str,
     key: &str,
     extra: &Table,
@@ -292,7 +292,7 @@ pub fn check_shadowing(
 /// plain value or a plain value with a table: that drops generated settings
 /// or changes their type, and is never what a recipe means. `key` is the key
 /// path of `over` (e.g. `containerd.extra`).
-pub fn check_toml_merge(key: &str, base: &Table, over: &Table) -> Result<()> {
+pub(crate) fn check_toml_merge(key: &str, base: &Table, over: &Table) -> Result<()> {
     for (k, v) in over {
         let here = format!("{key}.{}", key_segment(k));
         match (base.get(k), v) {
@@ -318,7 +318,7 @@ pub fn check_toml_merge(key: &str, base: &Table, over: &Table) -> Result<()> {
 }
 
 /// A table as TOML text (tables as `[headers]`), ending in a newline.
-pub fn toml_text(key: &str, t: &Table) -> Result<String> {
+pub(crate) fn toml_text(key: &str, t: &Table) -> Result<String> {
     let mut s = toml::to_string(t)
         .map_err(|e| Error::invalid(key, format!("cannot be written as TOML: {e}")))?;
     if !s.ends_with('\n') {

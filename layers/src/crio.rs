@@ -28,7 +28,7 @@ pub struct Crio {
 }
 
 /// The drop-in name used when `file` is not set.
-pub const DEFAULT_FILE: &str = "02-cgroup-manager";
+pub(crate) const DEFAULT_FILE: &str = "02-cgroup-manager";
 
 impl Crio {
     /// Render the drop-in.

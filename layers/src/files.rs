@@ -142,7 +142,7 @@ fn entry_path(key: &str, path: &str) -> Result<ImagePath> {
 
 /// Parse an octal mode string as written in a recipe: 3 or 4 octal digits
 /// (`"644"`, `"0600"`, `"1777"`).
-pub fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+pub(crate) fn parse_mode(s: &str) -> std::result::Result<u32, String> {
     let hint = "write the mode as an octal string of 3 or 4 digits, e.g. \"0644\" or \"755\"";
     if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(format!("{s:?} is not an octal mode; {hint}"));

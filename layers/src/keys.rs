@@ -9,7 +9,7 @@ const BEGIN_PUBLIC: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
 const END_PUBLIC: &str = "-----END PGP PUBLIC KEY BLOCK-----";
 
 /// The OpenPGP CRC-24 of `data` (RFC 4880 section 6.1).
-pub fn crc24(data: &[u8]) -> u32 {
+pub(crate) fn crc24(data: &[u8]) -> u32 {
     let mut crc: u32 = 0x00B7_04CE;
     for &b in data {
         crc ^= u32::from(b) << 16;
@@ -25,7 +25,7 @@ pub fn crc24(data: &[u8]) -> u32 {
 
 /// Whether `data` looks like ASCII armor (it starts, after white space, with
 /// a `-----BEGIN PGP` line).
-pub fn is_armored(data: &[u8]) -> bool {
+pub(crate) fn is_armored(data: &[u8]) -> bool {
     let start = data
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -137,7 +137,7 @@ pub fn armor(bin: &[u8]) -> String {
 
 /// Check that `bin` starts with an OpenPGP public-key packet (tag 6) whose
 /// header is well formed and whose key version is known (3 to 6).
-pub fn check_public_key(bin: &[u8]) -> Result<(), String> {
+pub(crate) fn check_public_key(bin: &[u8]) -> Result<(), String> {
     let not_key = "it does not start with an OpenPGP public-key packet; give the key as \
                    exported by gpg --export (binary) or gpg --armor --export";
     let first = *bin.first().ok_or_else(|| "the key is empty".to_string())?;
@@ -191,7 +191,7 @@ pub fn check_public_key(bin: &[u8]) -> Result<(), String> {
 
 /// Accept a public key as a repository key file holds it: ASCII-armored
 /// (de-armored and checked) or binary (checked), returning binary packets.
-pub fn load_public_key(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn load_public_key(data: &[u8]) -> Result<Vec<u8>, String> {
     if is_armored(data) {
         dearmor(data)
     } else {

@@ -76,7 +76,7 @@ fn check_module_name(key: &str, name: &str) -> Result<()> {
 /// non-empty, no `/`, only `[A-Za-z0-9._-]`, not ending in `.conf` (the
 /// suffix is added), and not `.`/`..`-like. `key` is the key path of the
 /// `file` value itself.
-pub fn check_conf_name(key: &str, name: &str) -> Result<()> {
+pub(crate) fn check_conf_name(key: &str, name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid_hint(
             key,
@@ -119,7 +119,7 @@ pub fn check_conf_name(key: &str, name: &str) -> Result<()> {
 }
 
 /// `<dir>/<name>.conf` after [`check_conf_name`].
-pub fn conf_path(dir: &str, key: &str, name: &str) -> Result<ImagePath> {
+pub(crate) fn conf_path(dir: &str, key: &str, name: &str) -> Result<ImagePath> {
     check_conf_name(key, name)?;
     ImagePath::new(&format!("{dir}/{name}.conf")).map_err(|m| Error::invalid(key, m))
 }

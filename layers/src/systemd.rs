@@ -58,7 +58,7 @@ pub struct Systemd {
 
 impl Systemd {
     /// Render the unit files and drop-ins. `key` is this item's key path.
-    pub fn render_units(&self, key: &str, ctx: &Context) -> Result<FileTree> {
+    pub(crate) fn render_units(&self, key: &str, ctx: &Context) -> Result<FileTree> {
         let mut tree = FileTree::new();
         for (i, u) in self.unit.iter().enumerate() {
             let k = format!("{key}.unit[{i}]");
@@ -81,7 +81,7 @@ impl Systemd {
     /// Render enable/disable/mask against `view` (the image so far including
     /// this layer's other entries). Disabling a link that exists below
     /// yields a whiteout.
-    pub fn render_enablement(&self, key: &str, view: &dyn RootView) -> Result<FileTree> {
+    pub(crate) fn render_enablement(&self, key: &str, view: &dyn RootView) -> Result<FileTree> {
         self.check_lists(key)?;
         let mut tree = FileTree::new();
         self.enable_links(key, view, &mut tree)?;
@@ -207,11 +207,11 @@ impl Systemd {
 }
 
 /// Where recipe units, drop-ins, masks and enablement links go.
-pub const CONFIG_DIR: &str = "/etc/systemd/system";
+pub(crate) const CONFIG_DIR: &str = "/etc/systemd/system";
 
 /// The system unit search path in the order systemd 252 (`systemctl
 /// --root`) looks units up: the first directory holding a name wins.
-pub const SEARCH_PATH: [&str; 13] = [
+pub(crate) const SEARCH_PATH: [&str; 13] = [
     "/etc/systemd/system.control",
     "/run/systemd/system.control",
     "/run/systemd/transient",
@@ -254,7 +254,7 @@ const SUFFIXES: [&str; 11] = [
 
 /// A checked unit name: `prefix[@instance].suffix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnitName {
+pub(crate) struct UnitName {
     /// Before `@` (or the whole name without suffix).
     pub prefix: String,
     /// `None` for a plain unit, `Some("")` for a template, `Some(i)` for an instance.
@@ -309,12 +309,12 @@ impl UnitName {
     }
 
     /// Whether this is a template (`foo@.service`).
-    pub fn is_template(&self) -> bool {
+    pub(crate) fn is_template(&self) -> bool {
         self.instance.as_deref() == Some("")
     }
 
     /// Whether this is an instance (`foo@bar.service`).
-    pub fn is_instance(&self) -> bool {
+    pub(crate) fn is_instance(&self) -> bool {
         matches!(self.instance.as_deref(), Some(i) if !i.is_empty())
     }
 
@@ -324,7 +324,7 @@ impl UnitName {
     }
 
     /// This template with an instance (`foo@i.service`).
-    pub fn with_instance(&self, instance: &str) -> String {
+    pub(crate) fn with_instance(&self, instance: &str) -> String {
         format!("{}@{instance}.{}", self.prefix, self.suffix)
     }
 }
@@ -437,7 +437,7 @@ pub struct Install {
 
 impl Install {
     /// Whether `systemctl enable` would find anything to do.
-    pub fn has_rules(&self) -> bool {
+    pub(crate) fn has_rules(&self) -> bool {
         !(self.wanted_by.is_empty()
             && self.required_by.is_empty()
             && self.alias.is_empty()

@@ -167,7 +167,7 @@ impl Meta {
         gid: 0,
     };
     /// A root-owned symlink (mode 0777, as tar records them).
-    pub const LINK: Meta = Meta {
+    pub(crate) const LINK: Meta = Meta {
         mode: 0o777,
         uid: 0,
         gid: 0,
@@ -453,7 +453,7 @@ impl FileTree {
     }
 
     /// Add every entry of `other` (see [`FileTree::insert`]).
-    pub fn merge(&mut self, other: FileTree) -> Result<()> {
+    pub(crate) fn merge(&mut self, other: FileTree) -> Result<()> {
         for (p, n) in other.nodes {
             self.insert(p, n)?;
         }

@@ -94,7 +94,7 @@ impl Field {
     /// The continuation lines of a multi-line field (`Description`,
     /// `Conffiles`, `SHA256` in `Release`), with the one leading space
     /// removed and ` .` turned into an empty line.
-    pub fn continuation_lines(&self) -> Vec<&str> {
+    pub(crate) fn continuation_lines(&self) -> Vec<&str> {
         self.value
             .split('\n')
             .skip(1)
@@ -386,7 +386,7 @@ pub struct Relation {
 impl Relation {
     /// Whether `version` satisfies this relation's constraint (always, when
     /// there is none).
-    pub fn version_matches(&self, version: &Version) -> bool {
+    pub(crate) fn version_matches(&self, version: &Version) -> bool {
         self.version
             .as_ref()
             .is_none_or(|(op, want)| op.holds(version, want))
@@ -414,10 +414,10 @@ impl fmt::Display for Relation {
 
 /// A dependency field: all of the outer list must hold; each inner list is
 /// a set of alternatives (`a | b`), first preferred.
-pub type Relations = Vec<Vec<Relation>>;
+pub(crate) type Relations = Vec<Vec<Relation>>;
 
 /// Writes a dependency field back in canonical form.
-pub fn format_relations(rels: &Relations) -> String {
+pub(crate) fn format_relations(rels: &Relations) -> String {
     rels.iter()
         .map(|alts| {
             alts.iter()
@@ -675,7 +675,7 @@ impl Status {
     /// Whether the package is fully installed and configured (`ok
     /// installed`, whatever the selection: `install`, `hold`, ...). Only
     /// such packages satisfy dependencies.
-    pub fn is_installed(&self) -> bool {
+    pub(crate) fn is_installed(&self) -> bool {
         self.flag == "ok" && self.state == "installed"
     }
 }
@@ -726,7 +726,7 @@ pub struct BinaryPackage {
 impl BinaryPackage {
     /// Reads the typed fields of a package stanza. `Package`, `Version` and
     /// `Architecture` are required. Errors carry the line of the field.
-    pub fn from_stanza(stanza: &Stanza) -> Result<BinaryPackage, ControlError> {
+    pub(crate) fn from_stanza(stanza: &Stanza) -> Result<BinaryPackage, ControlError> {
         let at = |name: &str| stanza.field(name).map_or(stanza.line, |f| f.line);
         let err = |name: &str, msg: String| ControlError::new(at(name), msg);
         let required = |name: &str| {
@@ -880,7 +880,7 @@ pub fn parse_packages(text: &str) -> Result<Vec<BinaryPackage>, ControlError> {
 
 /// The fields of a `Packages` stanza that [`BinaryPackage::from_stanza`]
 /// reads; [`read_packages`] keeps only these.
-pub const INDEX_FIELDS: &[&str] = &[
+pub(crate) const INDEX_FIELDS: &[&str] = &[
     "Package",
     "Version",
     "Architecture",

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 /// Largest decompressed control member accepted.
-pub const MAX_CONTROL_SIZE: u64 = 64 << 20;
+pub(crate) const MAX_CONTROL_SIZE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
@@ -268,7 +268,7 @@ impl ControlFiles {
     }
 
     /// The `control` file's text.
-    pub fn control_text(&self) -> Option<&str> {
+    pub(crate) fn control_text(&self) -> Option<&str> {
         self.get("control")
             .and_then(|b| std::str::from_utf8(b).ok())
     }

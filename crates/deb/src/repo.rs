@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use nodeimg_fetch::openpgp::{Keyring, SignatureError};
 
 /// Largest decompressed `Packages` index accepted (the Debian main archive's is about 70 MiB).
-pub const MAX_INDEX_SIZE: u64 = 1 << 30;
+pub(crate) const MAX_INDEX_SIZE: u64 = 1 << 30;
 
 /// Everything that can be wrong with repository metadata.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ pub fn verify_inrelease(
 }
 
 /// Verifies `Release` against the detached `Release.gpg` (armored or binary) and parses it.
-pub fn verify_detached(
+pub(crate) fn verify_detached(
     release: &[u8],
     signature: &[u8],
     keyring: &Keyring,
@@ -154,13 +154,13 @@ pub fn verify_detached(
 }
 
 /// True for a flat repository: its suite ends in `/` (e.g. `xUbuntu_20.04/`, `./`).
-pub fn is_flat(suite: &str) -> bool {
+pub(crate) fn is_flat(suite: &str) -> bool {
     suite.ends_with('/')
 }
 
 /// The URL of the directory holding `InRelease`/`Release` (ending in `/`): `URI/dists/SUITE/`,
 /// or `URI/SUITE` for a flat repository.
-pub fn release_dir_url(uri: &str, suite: &str) -> String {
+pub(crate) fn release_dir_url(uri: &str, suite: &str) -> String {
     let base = uri.trim_end_matches('/');
     if is_flat(suite) {
         let sub = suite.trim_start_matches("./").trim_matches('/');
@@ -176,7 +176,7 @@ pub fn release_dir_url(uri: &str, suite: &str) -> String {
 
 /// The URL of a package's `Filename` from `Packages`: relative to `URI` in the `dists/`
 /// layout, to the suite directory in a flat repository.
-pub fn package_url(uri: &str, suite: &str, filename: &str) -> String {
+pub(crate) fn package_url(uri: &str, suite: &str, filename: &str) -> String {
     let rel = filename.trim_start_matches("./");
     if is_flat(suite) {
         format!("{}{rel}", release_dir_url(uri, suite))
@@ -270,7 +270,7 @@ pub fn parse_fields(text: &str) -> std::result::Result<Vec<(String, String)>, St
 }
 
 /// Parses an RFC 2822 date as apt writes it ("Sat, 09 Nov 2024 10:00:00 UTC").
-pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     let normalized = ["UTC", "GMT", "Z", "UT"]
         .iter()

@@ -134,7 +134,7 @@ fn order(c: Option<u8>) -> i32 {
 }
 
 /// dpkg's `verrevcmp` on one part (upstream or revision).
-pub fn compare_part(a: &str, b: &str) -> Ordering {
+pub(crate) fn compare_part(a: &str, b: &str) -> Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0, 0);
     let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);

@@ -20,7 +20,7 @@ use crate::policy::{self, HttpPolicy};
 use crate::progress::Meter;
 
 /// Default cap for [`Cache::fetch_unverified`] (InRelease, Release, Release.gpg).
-pub const DEFAULT_METADATA_CAP: u64 = 64 << 20;
+pub(crate) const DEFAULT_METADATA_CAP: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -119,7 +119,7 @@ struct MirrorEntry {
 }
 
 /// What separates `FROM=TO` from the mirror's key in a `--mirror` value.
-pub const KEY_SEPARATOR: &str = ",key=";
+pub(crate) const KEY_SEPARATOR: &str = ",key=";
 
 impl Mirrors {
     pub fn new() -> Self {
@@ -194,7 +194,7 @@ impl Mirrors {
     }
 
     /// [`Mirrors::add`] with the key of a mirror that re-signs.
-    pub fn add_mirror(
+    pub(crate) fn add_mirror(
         &mut self,
         from: &str,
         to: &str,
@@ -356,7 +356,7 @@ impl Cache {
     }
 
     /// Where the file with this digest is stored.
-    pub fn path_for(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn path_for(&self, sha256: &str) -> PathBuf {
         self.dir.join("sha256").join(sha256.to_ascii_lowercase())
     }
 

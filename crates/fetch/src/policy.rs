@@ -88,7 +88,7 @@ impl HttpPolicy {
     /// agent, the system's trust store, and statuses handled by the caller
     /// (a 404 is an answer, not an error). Retries are the caller's, with
     /// [`HttpPolicy::retry`].
-    pub fn ureq_config(&self) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    pub(crate) fn ureq_config(&self) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(self.connect_timeout))
@@ -109,7 +109,7 @@ impl HttpPolicy {
     }
 
     /// The wait after failed attempt `attempt` (1 for the first).
-    pub fn wait_after(&self, attempt: u32) -> Duration {
+    pub(crate) fn wait_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(31);
         self.first_wait
             .saturating_mul(1u32 << doublings)

@@ -198,7 +198,7 @@ impl Error {
     }
 
     /// The source of `what` refused a read while doing `context`.
-    pub fn source_error(
+    pub(crate) fn source_error(
         what: impl Into<String>,
         context: impl Into<String>,
         source: SourceError,

@@ -10,22 +10,22 @@ pub use crate::error::EntryError;
 
 /// The longest path or link target a tar entry may have, in bytes (Linux's
 /// `PATH_MAX`).
-pub const PATH_MAX: usize = 4096;
+pub(crate) const PATH_MAX: usize = 4096;
 
 /// The most components a tar entry's path may have.
-pub const PATH_DEPTH_MAX: usize = 1024;
+pub(crate) const PATH_DEPTH_MAX: usize = 1024;
 
 /// The largest tar header extension (a GNU long name or long link, a PAX
 /// header), in bytes. The tar reader reads these whole into memory.
-pub const TAR_EXTENSION_MAX: u64 = 1 << 20;
+pub(crate) const TAR_EXTENSION_MAX: u64 = 1 << 20;
 
 /// The most bytes of base files the base index keeps in memory, across all
 /// layers of a base (each file is also capped, see
 /// [`crate::tarindex::keeps`]).
-pub const KEPT_TOTAL_MAX: u64 = 256 << 20;
+pub(crate) const KEPT_TOTAL_MAX: u64 = 256 << 20;
 
 /// The most memory an xz decoder may use (its dictionary, mostly).
-pub const XZ_MEMLIMIT: u64 = 256 << 20;
+pub(crate) const XZ_MEMLIMIT: u64 = 256 << 20;
 
 /// The first bytes of a name, for messages about a name too long to show.
 fn shown(raw: &[u8]) -> String {

@@ -165,10 +165,10 @@ impl Compression {
 }
 
 /// Annotation on each new layer's descriptor: the recipe layer's name.
-pub const LAYER_ANNOTATION: &str = "io.nodeimg.layer";
+pub(crate) const LAYER_ANNOTATION: &str = "io.nodeimg.layer";
 /// Annotation on each new layer's descriptor: compact JSON mapping each
 /// path the layer writes to the recipe item (key path) that produced it.
-pub const ORIGINS_ANNOTATION: &str = "io.nodeimg.origins";
+pub(crate) const ORIGINS_ANNOTATION: &str = "io.nodeimg.origins";
 /// The tag annotation of `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -356,7 +356,7 @@ fn temp_file(parent: &Path, name: &str) -> Result<tempfile::NamedTempFile> {
 /// runtime's packages hold thousands of files, and the package database in
 /// the image already says which package owns each): the empty key `""`
 /// stands for all of them, with the value `packages`.
-pub fn origins_json(tree: &FileTree) -> String {
+pub(crate) fn origins_json(tree: &FileTree) -> String {
     let mut from_packages = false;
     let mut map: BTreeMap<&str, &str> = tree
         .iter()
@@ -382,7 +382,7 @@ pub fn origins_json(tree: &FileTree) -> String {
 
 /// The key of `io.nodeimg.origins` that stands for every path the layer's
 /// packages installed.
-pub const PACKAGES_ORIGIN_KEY: &str = "";
+pub(crate) const PACKAGES_ORIGIN_KEY: &str = "";
 
 fn rfc3339(secs: i64) -> Result<String> {
     chrono::DateTime::from_timestamp(secs, 0)

@@ -22,7 +22,7 @@ pub const ACCOUNT_FILE_MAX: u64 = 64 << 20;
 /// The account files ([`ACCOUNT_FILES`]) are kept too, up to
 /// [`ACCOUNT_FILE_MAX`], and the dpkg status files up to
 /// [`DPKG_STATUS_MAX`].
-pub const KEEP_PATHS: &[&str] = &[
+pub(crate) const KEEP_PATHS: &[&str] = &[
     "/etc/os-release",
     "/usr/lib/os-release",
     "/etc/systemd/",
@@ -47,10 +47,10 @@ const DPKG_STATUS_D: &str = "/var/lib/dpkg/status.d/";
 
 /// The largest dpkg status file the view keeps; a larger one is an error
 /// where it is read, never an empty database.
-pub const DPKG_STATUS_MAX: u64 = 64 << 20;
+pub(crate) const DPKG_STATUS_MAX: u64 = 64 << 20;
 
 /// The largest file whose bytes the view keeps.
-pub const KEEP_MAX: u64 = 1 << 20;
+pub(crate) const KEEP_MAX: u64 = 1 << 20;
 
 /// The largest rpm database file (under `/var/lib/rpm/`) the view keeps:
 /// a distribution's database is larger than [`KEEP_MAX`].

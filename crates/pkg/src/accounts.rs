@@ -25,16 +25,16 @@ use nodeimg_layers::{FileTree, ImagePath, Meta, Node, RootView, StatKind};
 use crate::scripts::{GroupSpec, PrimaryGroup, UserSpec};
 
 /// The user database.
-pub const PASSWD: &str = "/etc/passwd";
+pub(crate) const PASSWD: &str = "/etc/passwd";
 /// The group database.
-pub const GROUP: &str = "/etc/group";
+pub(crate) const GROUP: &str = "/etc/group";
 /// The users' passwords.
-pub const SHADOW: &str = "/etc/shadow";
+pub(crate) const SHADOW: &str = "/etc/shadow";
 /// The groups' passwords.
-pub const GSHADOW: &str = "/etc/gshadow";
+pub(crate) const GSHADOW: &str = "/etc/gshadow";
 pub use nodeimg_image::tarindex::{ACCOUNT_FILES as FILES, ACCOUNT_FILE_MAX as FILE_MAX};
 /// The longest user or group name (shadow's and adduser's limit).
-pub const NAME_MAX: usize = 32;
+pub(crate) const NAME_MAX: usize = 32;
 /// The group id a user of the missing group `nogroup` gets (Debian's).
 const NOGROUP: u32 = 65534;
 
@@ -160,7 +160,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Checks a free-text field of `/etc/passwd` (GECOS): no `:`, newline or
 /// other control character.
-pub fn check_text(what: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_text(what: &str, value: &str) -> Result<(), String> {
     if let Some(c) = value.chars().find(|c| *c == ':' || c.is_control()) {
         let kind = if c == ':' {
             "a ':', which separates the fields of the account files".to_string()

@@ -92,7 +92,7 @@ use nodeimg_recipe::recipe::Recipe;
 use nodeimg_recipe::sourcemap::SourceMap;
 
 /// The format version this build reads and writes.
-pub const LOCK_VERSION: u32 = 1;
+pub(crate) const LOCK_VERSION: u32 = 1;
 
 const HEADER: &str = "\
 # Written by `nodeimg lock`: the packages this recipe's layers install,
@@ -151,12 +151,12 @@ pub enum LayerKind {
 
 impl LayerKind {
     /// True for [`LayerKind::Deb`] (which the file leaves out).
-    pub fn is_deb(&self) -> bool {
+    pub(crate) fn is_deb(&self) -> bool {
         *self == LayerKind::Deb
     }
 
     /// What a layer of this kind installs, for messages.
-    pub fn noun(&self) -> &'static str {
+    pub(crate) fn noun(&self) -> &'static str {
         match self {
             LayerKind::Deb => "Debian packages",
             LayerKind::Rpm => "rpm packages",

@@ -38,20 +38,20 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The host uid and gid the sandbox's root is when nodeimg runs as root.
-pub const SANDBOX_UID: u32 = 65534;
+pub(crate) const SANDBOX_UID: u32 = 65534;
 
 /// The environment variable with the seconds a sandboxed program may run.
-pub const TIMEOUT_VAR: &str = "NODEIMG_SANDBOX_TIMEOUT";
+pub(crate) const TIMEOUT_VAR: &str = "NODEIMG_SANDBOX_TIMEOUT";
 
 /// The environment variable with the MiB of address space a sandboxed
 /// program may map.
-pub const MEMORY_VAR: &str = "NODEIMG_SANDBOX_MEMORY";
+pub(crate) const MEMORY_VAR: &str = "NODEIMG_SANDBOX_MEMORY";
 
 /// Seconds a sandboxed program may run unless [`TIMEOUT_VAR`] says.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
 /// MiB of address space unless [`MEMORY_VAR`] says.
-pub const DEFAULT_MEMORY_MIB: u64 = 4096;
+pub(crate) const DEFAULT_MEMORY_MIB: u64 = 4096;
 
 /// The most standard output kept; past it the program is stopped.
 const STDOUT_MAX: usize = 512 << 20;
@@ -134,7 +134,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
 }
 
 /// Whether nodeimg runs as root (and so drops to [`SANDBOX_UID`]).
-pub fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
@@ -173,7 +173,7 @@ fn tool(name: &'static str, package: &'static str) -> Result<PathBuf, SandboxErr
 
 /// The limits a run has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Wall-clock time.
     pub timeout: Duration,
     /// Address space, bytes.
@@ -182,7 +182,7 @@ pub struct Limits {
 
 impl Limits {
     /// The defaults, or what [`TIMEOUT_VAR`] and [`MEMORY_VAR`] say.
-    pub fn from_env() -> Result<Limits, SandboxError> {
+    pub(crate) fn from_env() -> Result<Limits, SandboxError> {
         Limits::parse(
             std::env::var(TIMEOUT_VAR).ok().as_deref(),
             std::env::var(MEMORY_VAR).ok().as_deref(),
@@ -326,7 +326,7 @@ fn bwrap_disables_userns(bwrap: &Path) -> bool {
 
 /// Marks every open descriptor above 2 of this process close-on-exec, so
 /// that no child inherits one.
-pub fn close_inherited_descriptors() -> Result<(), SandboxError> {
+pub(crate) fn close_inherited_descriptors() -> Result<(), SandboxError> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map_err(io_err("listing the open descriptors (/proc/self/fd)"))?
@@ -501,7 +501,7 @@ impl Sandbox {
     }
 
     /// [`Sandbox::run`] with the given limits.
-    pub fn run_limited(
+    pub(crate) fn run_limited(
         &self,
         program: &OsStr,
         args: &[OsString],

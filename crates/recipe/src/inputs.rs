@@ -93,7 +93,7 @@ impl InputError {
 /// An input opened by [`RecipeInputs::open_fragment`]: the file, its size
 /// when opened, and its path inside the folder with every link resolved.
 #[derive(Debug)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The open file.
     pub file: File,
     /// Its size when it was opened.
@@ -168,7 +168,7 @@ impl RecipeInputs {
     /// Open the recipe fragment at `rel`, a path relative to the folder
     /// that may use `..` as long as it stays inside. Not kept: the caller
     /// reads it once.
-    pub fn open_fragment(&self, rel: &str) -> Result<Opened, InputError> {
+    pub(crate) fn open_fragment(&self, rel: &str) -> Result<Opened, InputError> {
         check_name(rel)?;
         walk(&self.root, &self.dir, rel)
     }

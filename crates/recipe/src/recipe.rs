@@ -29,7 +29,7 @@ fn default_tag() -> String {
 /// The `[image]` table.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ImageSection {
+pub(crate) struct ImageSection {
     /// Image name: lowercase letters, digits, `.`, `_`, `-`. Required.
     pub name: String,
     /// Tag, written as `org.opencontainers.image.ref.name`; default `latest`.
@@ -54,7 +54,7 @@ pub struct ImageSection {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "nodeimg recipe")]
-pub struct RecipeFile {
+pub(crate) struct RecipeFile {
     /// Fragments (relative to this file, inside the recipe's folder) whose
     /// `[vars]` and `[[layer]]`s come before this file's own.
     #[serde(default)]
@@ -74,7 +74,7 @@ pub struct RecipeFile {
 /// An included fragment: only `include`, `[vars]` and `[[layer]]`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FragmentFile {
+pub(crate) struct FragmentFile {
     /// Further fragments, relative to this one.
     #[serde(default)]
     pub include: Vec<String>,
@@ -486,7 +486,7 @@ const BASE_NO_OS: &str =
     "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}` unless image.architecture is a plain value)";
 
 /// Known OCI architectures.
-pub const ARCHITECTURES: &[&str] = &[
+pub(crate) const ARCHITECTURES: &[&str] = &[
     "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
     "ppc64le", "riscv64", "s390x",
 ];

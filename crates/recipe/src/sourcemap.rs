@@ -178,7 +178,7 @@ impl SourceMap {
 
     /// The innermost key path whose value contains all of `range` (the
     /// table a missing key belongs to); `None` for the document root.
-    pub fn path_containing(&self, range: Range<usize>) -> Option<String> {
+    pub(crate) fn path_containing(&self, range: Range<usize>) -> Option<String> {
         self.entries
             .iter()
             .filter_map(|e| {
@@ -191,7 +191,7 @@ impl SourceMap {
     }
 
     /// The innermost key path whose key or value contains `offset`.
-    pub fn path_at(&self, offset: usize) -> Option<String> {
+    pub(crate) fn path_at(&self, offset: usize) -> Option<String> {
         let mut best: Option<(&Entry, usize)> = None;
         for e in &self.entries {
             for r in [&e.key, &e.value].into_iter().flatten() {

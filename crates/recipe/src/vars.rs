@@ -21,7 +21,7 @@ pub enum ExpandError {
 /// The longest string an expansion may produce: far more than any recipe
 /// value needs, and a bound on what a few variables that double each other
 /// can cost.
-pub const MAX_EXPANDED: usize = 1 << 20;
+pub(crate) const MAX_EXPANDED: usize = 1 << 20;
 
 impl std::fmt::Display for ExpandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +47,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Expand `s`, asking `lookup` for each variable (it may itself fail, e.g.
 /// on a cycle).
-pub fn expand_with<F>(s: &str, mut lookup: F) -> Result<String, ExpandError>
+pub(crate) fn expand_with<F>(s: &str, mut lookup: F) -> Result<String, ExpandError>
 where
     F: FnMut(&str) -> Result<Option<String>, ExpandError>,
 {
@@ -144,7 +144,7 @@ fn unquote(v: &str) -> String {
 }
 
 /// The built-in variables: `arch` and `os.<KEY>`.
-pub fn builtins(arch: &str, os_release: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn builtins(arch: &str, os_release: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = os_release
         .iter()
         .map(|(k, v)| (format!("os.{k}"), v.clone()))
@@ -154,7 +154,7 @@ pub fn builtins(arch: &str, os_release: &BTreeMap<String, String>) -> BTreeMap<S
 }
 
 /// Whether a name is reserved for built-ins.
-pub fn is_builtin_name(name: &str) -> bool {
+pub(crate) fn is_builtin_name(name: &str) -> bool {
     name == "arch" || name.starts_with("os.")
 }
 

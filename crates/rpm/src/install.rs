@@ -500,7 +500,7 @@ fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result
 }
 
 /// The rpm database directory inside the image.
-pub const DBPATH: &str = "/var/lib/rpm";
+pub(crate) const DBPATH: &str = "/var/lib/rpm";
 
 /// How rpm runs, always in the sandbox ([`nodeimg_pkg::sandbox`]): either the
 /// image's own `rpm` with the materialised image as the sandbox's root, or
@@ -556,7 +556,7 @@ fn elf_machine_name(m: u16) -> &'static str {
 
 /// Part of the message when the image's rpm cannot be run on this host
 /// because it is built for another architecture.
-pub const FOREIGN_ARCH: &str = "is built for another architecture than the build host";
+pub(crate) const FOREIGN_ARCH: &str = "is built for another architecture than the build host";
 
 impl Default for Runner {
     /// `rpm` from `PATH`, with the build's `SOURCE_DATE_EPOCH` (0 when
@@ -589,7 +589,7 @@ impl Runner {
     /// machine than the build host (it could not run, or would only run
     /// through an emulator the sandbox does not hold). `root` is the
     /// materialised image.
-    pub fn check_machine(&self, root: &Path) -> Result<(), InstallError> {
+    pub(crate) fn check_machine(&self, root: &Path) -> Result<(), InstallError> {
         if !self.in_image {
             return Ok(());
         }
@@ -794,7 +794,7 @@ fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, 
 /// `base`, then what `view` changes) into a temporary root for the image's
 /// own rpm; its database folder holds the view's database files, in
 /// whatever format the image's rpm wrote them.
-pub fn materialise_image(
+pub(crate) fn materialise_image(
     base: &nodeimg_image::base::BaseTars,
     view: &dyn RootView,
 ) -> Result<(DbRoot, super::root::Counts), InstallError> {

@@ -112,12 +112,12 @@ pub enum ResolveError {
 }
 
 /// The architectures a target installs: its own and `noarch`.
-pub fn compatible(arch: &str, pkg_arch: &str) -> bool {
+pub(crate) fn compatible(arch: &str, pkg_arch: &str) -> bool {
     pkg_arch == arch || pkg_arch == "noarch"
 }
 
 /// rpm's name for an OCI architecture.
-pub fn rpm_arch(oci: &str) -> &str {
+pub(crate) fn rpm_arch(oci: &str) -> &str {
     nodeimg_pkg::arch::rpm(oci)
 }
 

@@ -39,7 +39,7 @@ pub struct Counts {
 /// them (the last one too when `follow_last`) are followed as the image
 /// would, an absolute target restarting at `root` and `..` stopping there.
 /// Missing components are kept as they are. Gives up after 40 links.
-pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Vec<String>, String> {
+pub(crate) fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Vec<String>, String> {
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -98,7 +98,7 @@ fn host_of(root: &Path, comps: &[String]) -> PathBuf {
 /// Why the image below a layer cannot be materialised for rpm.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct RootError(pub String);
+pub(crate) struct RootError(pub String);
 
 pub use nodeimg_pkg::sandbox::remove_tree;
 
@@ -129,7 +129,7 @@ fn place(root: &Path, path: &str) -> Result<PathBuf, String> {
 }
 
 /// Extracts the base's layers into `root`, in order, applying whiteouts.
-pub fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootError> {
+pub(crate) fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootError> {
     let mut counts = Counts::default();
     for i in 0..base.len() {
         let what = format!("{} layer {}", base.what(), i + 1);
@@ -228,7 +228,7 @@ fn write_entry(
 
 /// Brings the tree at `root` in line with `view`, below `dir` (a folder
 /// of the view, and a real folder of `root`). `skip` is left as it is.
-pub fn match_view(
+pub(crate) fn match_view(
     view: &dyn RootView,
     root: &Path,
     dir: &ImagePath,
@@ -309,7 +309,7 @@ pub fn match_view(
 /// The rpm executable of the image, as a path inside it: `/usr/bin/rpm`
 /// or `/bin/rpm`, when the view has a regular file there (through its
 /// symlinks).
-pub fn image_rpm(view: &dyn RootView) -> Option<&'static str> {
+pub(crate) fn image_rpm(view: &dyn RootView) -> Option<&'static str> {
     ["/usr/bin/rpm", "/bin/rpm"].into_iter().find(|p| {
         ImagePath::new(p)
             .ok()
@@ -321,7 +321,7 @@ pub fn image_rpm(view: &dyn RootView) -> Option<&'static str> {
 /// Materialises the image `view` shows (the base `base` under the recipe's
 /// layers) into `root`, leaving out the folder `skip` (the rpm database,
 /// written from the view by its caller).
-pub fn materialise_root(
+pub(crate) fn materialise_root(
     base: &BaseTars,
     view: &dyn RootView,
     root: &Path,

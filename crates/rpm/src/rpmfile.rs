@@ -31,50 +31,50 @@ fn err(file: &str, reason: impl Into<String>) -> RpmError {
 /// Header tags used here.
 pub mod tag {
     /// Signature header: RSA (OpenPGP) signature over the header.
-    pub const SIG_RSAHEADER: u32 = 268;
+    pub(crate) const SIG_RSAHEADER: u32 = 268;
     /// Signature header: DSA/EdDSA (OpenPGP) signature over the header.
-    pub const SIG_DSAHEADER: u32 = 267;
+    pub(crate) const SIG_DSAHEADER: u32 = 267;
     /// Signature header: SHA256 of the header, hex.
-    pub const SIG_SHA256: u32 = 273;
+    pub(crate) const SIG_SHA256: u32 = 273;
     pub const NAME: u32 = 1000;
     pub const VERSION: u32 = 1001;
     pub const RELEASE: u32 = 1002;
-    pub const EPOCH: u32 = 1003;
+    pub(crate) const EPOCH: u32 = 1003;
     pub const ARCH: u32 = 1022;
     pub const PREIN: u32 = 1023;
-    pub const POSTIN: u32 = 1024;
-    pub const PREUN: u32 = 1025;
-    pub const POSTUN: u32 = 1026;
-    pub const OLDFILENAMES: u32 = 1027;
-    pub const FILESIZES: u32 = 1028;
-    pub const FILEMODES: u32 = 1030;
-    pub const FILELINKTOS: u32 = 1036;
-    pub const FILEFLAGS: u32 = 1037;
+    pub(crate) const POSTIN: u32 = 1024;
+    pub(crate) const PREUN: u32 = 1025;
+    pub(crate) const POSTUN: u32 = 1026;
+    pub(crate) const OLDFILENAMES: u32 = 1027;
+    pub(crate) const FILESIZES: u32 = 1028;
+    pub(crate) const FILEMODES: u32 = 1030;
+    pub(crate) const FILELINKTOS: u32 = 1036;
+    pub(crate) const FILEFLAGS: u32 = 1037;
     pub const FILEUSERNAME: u32 = 1039;
     pub const FILEGROUPNAME: u32 = 1040;
-    pub const TRIGGERSCRIPTS: u32 = 1065;
-    pub const PREINPROG: u32 = 1085;
-    pub const POSTINPROG: u32 = 1086;
-    pub const PREUNPROG: u32 = 1087;
-    pub const POSTUNPROG: u32 = 1088;
-    pub const DIRINDEXES: u32 = 1116;
-    pub const BASENAMES: u32 = 1117;
-    pub const DIRNAMES: u32 = 1118;
-    pub const PAYLOADFORMAT: u32 = 1124;
-    pub const PAYLOADCOMPRESSOR: u32 = 1125;
-    pub const PRETRANS: u32 = 1151;
-    pub const POSTTRANS: u32 = 1152;
-    pub const LONGFILESIZES: u32 = 5008;
-    pub const FILETRIGGERSCRIPTS: u32 = 5066;
-    pub const TRANSFILETRIGGERSCRIPTS: u32 = 5076;
-    pub const PAYLOADDIGEST: u32 = 5092;
-    pub const PAYLOADDIGESTALGO: u32 = 5093;
+    pub(crate) const TRIGGERSCRIPTS: u32 = 1065;
+    pub(crate) const PREINPROG: u32 = 1085;
+    pub(crate) const POSTINPROG: u32 = 1086;
+    pub(crate) const PREUNPROG: u32 = 1087;
+    pub(crate) const POSTUNPROG: u32 = 1088;
+    pub(crate) const DIRINDEXES: u32 = 1116;
+    pub(crate) const BASENAMES: u32 = 1117;
+    pub(crate) const DIRNAMES: u32 = 1118;
+    pub(crate) const PAYLOADFORMAT: u32 = 1124;
+    pub(crate) const PAYLOADCOMPRESSOR: u32 = 1125;
+    pub(crate) const PRETRANS: u32 = 1151;
+    pub(crate) const POSTTRANS: u32 = 1152;
+    pub(crate) const LONGFILESIZES: u32 = 5008;
+    pub(crate) const FILETRIGGERSCRIPTS: u32 = 5066;
+    pub(crate) const TRANSFILETRIGGERSCRIPTS: u32 = 5076;
+    pub(crate) const PAYLOADDIGEST: u32 = 5092;
+    pub(crate) const PAYLOADDIGESTALGO: u32 = 5093;
 }
 
 /// `%config` in the file flags.
-pub const FILE_CONFIG: u32 = 1;
+pub(crate) const FILE_CONFIG: u32 = 1;
 /// `%ghost` in the file flags: not in the payload, not installed.
-pub const FILE_GHOST: u32 = 64;
+pub(crate) const FILE_GHOST: u32 = 64;
 
 const HEADER_MAGIC: [u8; 8] = [0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0];
 const LEAD_MAGIC: [u8; 4] = [0xed, 0xab, 0xee, 0xdb];
@@ -203,7 +203,7 @@ impl Header {
     }
 
     /// The numbers of an INT8/16/32/64 tag, widened.
-    pub fn ints(&self, t: u32, file: &str) -> Result<Option<Vec<u64>>, RpmError> {
+    pub(crate) fn ints(&self, t: u32, file: &str) -> Result<Option<Vec<u64>>, RpmError> {
         let Some(e) = self.entries.get(&t) else {
             return Ok(None);
         };
@@ -328,7 +328,7 @@ impl RpmFile {
 
     /// Whether the header carries a SHA256 payload digest (rpm 4.14 and
     /// later), which a header signature then covers.
-    pub fn has_payload_digest(&self) -> bool {
+    pub(crate) fn has_payload_digest(&self) -> bool {
         self.header.has(tag::PAYLOADDIGEST)
     }
 

@@ -26,7 +26,7 @@ pub fn strings(t: u32, v: &[&str]) -> Tag {
     Tag(t, 8, d, v.len() as u32)
 }
 
-pub fn int32(t: u32, v: &[u32]) -> Tag {
+pub(crate) fn int32(t: u32, v: &[u32]) -> Tag {
     Tag(
         t,
         4,
@@ -35,7 +35,7 @@ pub fn int32(t: u32, v: &[u32]) -> Tag {
     )
 }
 
-pub fn int16(t: u32, v: &[u16]) -> Tag {
+pub(crate) fn int16(t: u32, v: &[u16]) -> Tag {
     Tag(
         t,
         3,

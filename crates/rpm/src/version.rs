@@ -194,7 +194,7 @@ pub enum Op {
 
 impl Op {
     /// From primary.xml's `flags` attribute (`LT`, `LE`, `EQ`, `GE`, `GT`).
-    pub fn from_flags(s: &str) -> Option<Op> {
+    pub(crate) fn from_flags(s: &str) -> Option<Op> {
         Some(match s {
             "LT" => Op::Lt,
             "LE" => Op::Le,
@@ -206,7 +206,7 @@ impl Op {
     }
 
     /// From the header's sense flags (RPMSENSE_LESS 2, GREATER 4, EQUAL 8).
-    pub fn from_sense(flags: u32) -> Option<Op> {
+    pub(crate) fn from_sense(flags: u32) -> Option<Op> {
         match flags & 0xe {
             2 => Some(Op::Lt),
             10 => Some(Op::Le),
@@ -248,7 +248,7 @@ impl fmt::Display for Op {
 /// Whether a provide `(op_p, p)` satisfies a requirement `(op_r, r)`: the
 /// two ranges overlap (rpm's `rpmdsCompare`). Either side without a version
 /// matches anything.
-pub fn ranges_overlap(provide: Option<(Op, &Evr)>, require: Option<(Op, &Evr)>) -> bool {
+pub(crate) fn ranges_overlap(provide: Option<(Op, &Evr)>, require: Option<(Op, &Evr)>) -> bool {
     let (Some((op_p, p)), Some((op_r, r))) = (provide, require) else {
         return true;
     };
