@@ -144,7 +144,10 @@ fn unquote(v: &str) -> String {
 }
 
 /// The built-in variables: `arch` and `os.<KEY>`.
-pub(crate) fn builtins(arch: &str, os_release: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn builtins(
+    arch: &str,
+    os_release: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut m: BTreeMap<String, String> = os_release
         .iter()
         .map(|(k, v)| (format!("os.{k}"), v.clone()))

@@ -39,7 +39,11 @@ pub struct Counts {
 /// them (the last one too when `follow_last`) are followed as the image
 /// would, an absolute target restarting at `root` and `..` stopping there.
 /// Missing components are kept as they are. Gives up after 40 links.
-pub(crate) fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Vec<String>, String> {
+pub(crate) fn resolve_in_root(
+    root: &Path,
+    path: &str,
+    follow_last: bool,
+) -> Result<Vec<String>, String> {
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
