@@ -323,12 +323,7 @@ fn enabled_stanzas(
     view: &dyn RootView,
     arch: &str,
 ) -> Result<Vec<(String, control::Stanza)>, PackagesError> {
-    let mut names: Vec<String> = view
-        .list(SOURCES_DIR)
-        .into_iter()
-        .filter(|n| n.ends_with(".sources"))
-        .collect();
-    names.sort();
+    let names = nodeimg_pkg::backend::files_ending(view, SOURCES_DIR, ".sources");
     let mut out = Vec::new();
     for name in names {
         let file = format!("{SOURCES_DIR}/{name}");

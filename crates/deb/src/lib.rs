@@ -45,15 +45,7 @@ impl PackageRules for Deb {
                 format!("{:?} is not a Debian version: {}", e.text, e.reason),
             )
         })?;
-        if p.architecture != "all" && p.architecture != architecture {
-            return Err((
-                "architecture",
-                format!(
-                    "{} {} is for {}, the lock for {architecture}",
-                    p.name, p.version, p.architecture
-                ),
-            ));
-        }
+        nodeimg_pkg::lock::check_architecture(p, "all", architecture, architecture)?;
         if locked_multi_arch(p).is_none() {
             return Err((
                 "multi-arch",

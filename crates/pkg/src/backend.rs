@@ -114,6 +114,18 @@ pub trait LayerInstall {
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError>;
 }
 
+/// The files of `dir` in the image whose names end in `suffix`, sorted by
+/// name: the order apt, yum and zypper read their source files in.
+pub fn files_ending(view: &dyn RootView, dir: &str, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = view
+        .list(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The first of `backends` for which `present` holds, else the first one
 /// (whose own checks then say what the image lacks). Builds and lint
 /// choose a layer's backend with it, so they always agree.

@@ -283,6 +283,28 @@ impl LockedPackage {
     }
 }
 
+/// That a locked package is for the lock's architecture `arch` (spelled
+/// `shown` in the message) or for every architecture (`neutral`: `all`,
+/// `noarch`); otherwise the field and what is wrong, as
+/// [`PackageRules::check_locked`] returns them.
+pub fn check_architecture(
+    p: &LockedPackage,
+    neutral: &str,
+    arch: &str,
+    shown: &str,
+) -> std::result::Result<(), (&'static str, String)> {
+    if p.architecture == neutral || p.architecture == arch {
+        return Ok(());
+    }
+    Err((
+        "architecture",
+        format!(
+            "{} {} is for {}, the lock for {shown}",
+            p.name, p.version, p.architecture
+        ),
+    ))
+}
+
 /// The checks one package backend makes of the packages a lock names for
 /// the layers it installs.
 pub trait PackageRules {

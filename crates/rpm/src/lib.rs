@@ -75,15 +75,12 @@ impl PackageRules for Rpm {
     ) -> Result<(), (&'static str, String)> {
         locked_evr(p).map_err(|m| ("version", m))?;
         let arch = nodeimg_pkg::arch::rpm(nodeimg_pkg::arch::oci_from_debian(architecture));
-        if p.architecture != "noarch" && p.architecture != arch {
-            return Err((
-                "architecture",
-                format!(
-                    "{} {} is for {}, the lock for {arch} ({architecture})",
-                    p.name, p.version, p.architecture
-                ),
-            ));
-        }
+        nodeimg_pkg::lock::check_architecture(
+            p,
+            "noarch",
+            arch,
+            &format!("{arch} ({architecture})"),
+        )?;
         if !p.multi_arch.is_empty() {
             return Err(("multi-arch", "an rpm package has no Multi-Arch".into()));
         }
@@ -277,12 +274,7 @@ pub fn read_repos(view: &dyn RootView, arch: &str) -> Result<Vec<RepoConfig>, Pa
     ];
     let mut out = Vec::new();
     for dir in REPO_DIRS {
-        let mut names: Vec<String> = view
-            .list(dir)
-            .into_iter()
-            .filter(|n| n.ends_with(".repo"))
-            .collect();
-        names.sort();
+        let names = nodeimg_pkg::backend::files_ending(view, dir, ".repo");
         for n in names {
             let file = format!("{dir}/{n}");
             let Some(text) = view.read_text(&file) else {
