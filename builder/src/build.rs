@@ -535,7 +535,13 @@ fn check_inner(
         _ => None,
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
-    let plans = plan::render_with(&p.recipe, &p.base, inputs.as_ref(), &p.arch, env.as_ref())?;
+    let plans = plan::render(
+        &p.recipe,
+        p.base.view(),
+        inputs.as_ref(),
+        &p.arch,
+        env.as_ref(),
+    )?;
     Ok(Checked {
         prepared: p,
         plans,
@@ -1033,8 +1039,14 @@ mod tests {
                 std::fs::rename(dir.join("files/new"), &motd).unwrap();
             }
             assert_eq!(std::fs::read(&motd).unwrap(), b"SECRT\n");
-            let plans = plan::render_over(&r, &nodeimg_layers::MemView::new(), i.as_ref(), "amd64")
-                .unwrap();
+            let plans = plan::render(
+                &r,
+                &nodeimg_layers::MemView::new(),
+                i.as_ref(),
+                "amd64",
+                None,
+            )
+            .unwrap();
             assert_eq!(motd_in(&plans[0].tree), b"hello\n", "{how}");
             assert_eq!(recipe_digest(&r, &i, &none).unwrap(), clean, "{how}");
         }
@@ -1050,8 +1062,14 @@ mod tests {
         ] {
             let dir = t.path().join(how);
             let (r, i) = recipe_in(&dir, "hello\n");
-            let plans = plan::render_over(&r, &nodeimg_layers::MemView::new(), i.as_ref(), "amd64")
-                .unwrap();
+            let plans = plan::render(
+                &r,
+                &nodeimg_layers::MemView::new(),
+                i.as_ref(),
+                "amd64",
+                None,
+            )
+            .unwrap();
             // The same file (same inode), rewritten in place.
             std::fs::write(dir.join("files/motd"), now).unwrap();
             let e = nodeimg_image::pack::write_tar(

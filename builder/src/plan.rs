@@ -4,44 +4,9 @@ use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
 
 use crate::error::{Error, Result};
 use crate::packages::{self, PackageEnv, PackagesError};
-use nodeimg_image::base::Base;
 use nodeimg_recipe::recipe::{Recipe, RecipeLayer};
 
 pub use nodeimg_image::output::LayerPlan;
-
-/// Render every layer of `recipe`, in order, over `base`.
-pub fn render(
-    recipe: &Recipe,
-    base: &Base,
-    inputs: &dyn Inputs,
-    arch: &str,
-) -> Result<Vec<LayerPlan>> {
-    render_over(recipe, base.view(), inputs, arch)
-}
-
-/// [`render`], installing each layer's `packages` with `env`; without an
-/// environment packages are not installed (see [`render_over_with`]).
-pub fn render_with(
-    recipe: &Recipe,
-    base: &Base,
-    inputs: &dyn Inputs,
-    arch: &str,
-    env: Option<&PackageEnv>,
-) -> Result<Vec<LayerPlan>> {
-    render_over_with(recipe, base.view(), inputs, arch, env)
-}
-
-/// Render every layer of `recipe`, in order, over the image `lower`: each
-/// layer sees the base and the layers before it, and its tree is landed on
-/// them (paths resolved through their symlinks).
-pub(crate) fn render_over(
-    recipe: &Recipe,
-    lower: &dyn RootView,
-    inputs: &dyn Inputs,
-    arch: &str,
-) -> Result<Vec<LayerPlan>> {
-    render_over_with(recipe, lower, inputs, arch, None)
-}
 
 /// A layer failing: an item's error, or the packages'.
 enum LayerFail {
@@ -55,12 +20,15 @@ impl From<nodeimg_layers::Error> for LayerFail {
     }
 }
 
-/// [`render_over`], installing each layer's `packages` with `env`, after
-/// the layer's other items and before its systemd units and enablement.
-/// Without `env` (an offline check) packages are not installed, and in a
-/// layer that has packages the `systemd` enablement lists are not checked
-/// (they may name units the packages ship).
-pub(crate) fn render_over_with(
+/// Render every layer of `recipe`, in order, over the image `lower` (the
+/// base's view): each layer sees the base and the layers before it, and its
+/// tree is landed on them (paths resolved through their symlinks). Each
+/// layer's `packages` are installed with `env`, after the layer's other
+/// items and before its systemd units and enablement. Without `env` (an
+/// offline check) packages are not installed, and in a layer that has
+/// packages the `systemd` enablement lists are not checked (they may name
+/// units the packages ship).
+pub fn render(
     recipe: &Recipe,
     lower: &dyn RootView,
     inputs: &dyn Inputs,
@@ -196,7 +164,7 @@ mod tests {
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new().file("/etc/machine-id", "x");
-        let plans = render_over(&r, &base, &inputs, "amd64").unwrap();
+        let plans = render(&r, &base, &inputs, "amd64", None).unwrap();
         let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(matches!(
@@ -213,7 +181,7 @@ mod tests {
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new();
-        let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
+        let e = rec(render(&r, &base, &inputs, "amd64", None).unwrap_err());
         assert_eq!(e.line, Some(5));
         assert_eq!(e.key.as_deref(), Some("layer[0].systemd.enable[0]"));
         assert!(e.message.contains("nope.service"), "{}", e.message);
@@ -222,7 +190,7 @@ mod tests {
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\n[[layer.file]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n",
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
-        let e = rec(render_over(&r, &base, &inputs, "amd64").unwrap_err());
+        let e = rec(render(&r, &base, &inputs, "amd64", None).unwrap_err());
         assert_eq!(e.line, Some(8));
         assert_eq!(e.key.as_deref(), Some("layer[0].file[0].mode"));
     }
