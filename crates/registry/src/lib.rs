@@ -34,6 +34,10 @@ use nodeimg_image::error::{Error, IoContext, Result};
 
 /// The prefix of a registry reference.
 pub use nodeimg_image::base::DOCKER_PREFIX;
+
+mod error;
+pub use error::RegistryError;
+use error::Retried;
 /// Environment variable holding a bearer token for every registry.
 pub const TOKEN_ENV: &str = "NODEIMG_REGISTRY_TOKEN";
 
@@ -306,7 +310,7 @@ fn retryable(e: &OciDistributionError) -> bool {
 }
 
 /// Full text of an error and its causes.
-fn chain(e: &OciDistributionError) -> String {
+pub(crate) fn chain(e: &OciDistributionError) -> String {
     if let OciDistributionError::GenericError(Some(m)) = e {
         return m.clone();
     }
@@ -342,7 +346,7 @@ fn without_query(m: &str) -> String {
 
 /// Why one attempt at fetching a manifest failed.
 #[derive(Debug)]
-enum Fetch {
+pub enum Fetch {
     /// Getting the credentials failed.
     Auth(OciDistributionError),
     /// The connection failed or broke: worth another attempt.
@@ -388,6 +392,21 @@ impl Fetch {
                 "the registry sent a manifest of more than {} MiB; refused",
                 JSON_MAX >> 20
             ),
+        }
+    }
+}
+
+impl std::fmt::Display for Fetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl std::error::Error for Fetch {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Fetch::Auth(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -541,7 +560,11 @@ impl Session {
 
     /// Run `op` as the HTTP policy says: until it succeeds, fails for
     /// good, or the attempts are used up.
-    fn retry<T, F>(&self, what: &str, op: F) -> std::result::Result<T, String>
+    fn retry<T, F>(
+        &self,
+        what: &str,
+        op: F,
+    ) -> std::result::Result<T, Retried<OciDistributionError>>
     where
         F: FnMut(&Session) -> std::result::Result<T, OciDistributionError>,
     {
@@ -556,7 +579,7 @@ impl Session {
         mut op: F,
         again: impl Fn(&E) -> bool,
         text: impl Fn(&E) -> String,
-    ) -> std::result::Result<T, String>
+    ) -> std::result::Result<T, Retried<E>>
     where
         F: FnMut(&Session) -> std::result::Result<T, E>,
     {
@@ -580,7 +603,11 @@ impl Session {
                 } else {
                     String::new()
                 };
-                format!("{what}: {}{tries}", text(&f.error))
+                Retried {
+                    action: what.to_string(),
+                    tries,
+                    error: f.error,
+                }
             })
     }
 
@@ -668,7 +695,12 @@ impl Session {
                 Fetch::again,
                 Fetch::text,
             )
-            .map_err(|m| Error::image(what, m))?;
+            .map_err(|f| RegistryError::Fetch {
+                what: what.to_string(),
+                action: f.action,
+                tries: f.tries,
+                source: f.error,
+            })?;
         if let Some(d) = r.digest() {
             let found = sha256_digest(&body);
             if found != d {
@@ -695,7 +727,7 @@ impl Session {
         size: u64,
         dest: &Path,
     ) -> Result<CachedFile> {
-        check_digest(digest).map_err(|m| Error::image(what, m))?;
+        check_digest(digest).map_err(|m| RegistryError::refused(what, m))?;
         if size > BLOB_MAX {
             return Err(Error::image(
                 what,
@@ -715,7 +747,7 @@ impl Session {
             s.rt.block_on(stream_blob(&s.client, r, digest, size, tmp, &pb))
         });
         drop(pb);
-        let (tmp, found, n) = fetched.map_err(|m| Error::image(what, m))?;
+        let (tmp, found, n) = fetched.map_err(|f| f.of(what))?;
         if found != digest || n != size {
             return Err(Error::image(
                 what,
@@ -887,8 +919,11 @@ fn is_index_type(mt: &str) -> bool {
 /// taken, and the first `linux/ARCH` entry wins, as `docker pull` chooses
 /// (registries list variants and attestations next to the images).
 fn pick_platform(body: &[u8], arch: &str, what: &str) -> Result<Blob> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::image(what, format!("the image index is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| RegistryError::Json {
+        what: what.to_string(),
+        item: "the image index is not JSON: ".to_string(),
+        source: e,
+    })?;
     let ms = v
         .get("manifests")
         .and_then(Value::as_array)
@@ -906,7 +941,10 @@ fn pick_platform(body: &[u8], arch: &str, what: &str) -> Result<Blob> {
             .unwrap_or("?");
         platforms.push(format!("{os}/{a}"));
         if os == "linux" && a == arch && hit.is_none() {
-            hit = Some(blob_of(m, &format!("manifests[{i}]")).map_err(|m| Error::image(what, m))?);
+            hit = Some(
+                blob_of(m, &format!("manifests[{i}]"))
+                    .map_err(|m| RegistryError::refused(what, m))?,
+            );
         }
     }
     hit.ok_or_else(|| {
@@ -1001,7 +1039,7 @@ impl Puller<'_> {
         digest: &str,
         size: Option<u64>,
     ) -> Result<std::result::Result<CachedFile, String>> {
-        check_digest(digest).map_err(|m| Error::image(self.what, m))?;
+        check_digest(digest).map_err(|m| RegistryError::refused(self.what, m))?;
         let path = self.path(digest);
         let hex = digest.trim_start_matches("sha256:");
         let entry = match size {
@@ -1241,7 +1279,11 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
         "mediaType": OCI_INDEX,
         "manifests": [mdesc],
     }))
-    .map_err(|e| Error::image(&what, format!("describing manifest {digest}: {e}")))?;
+    .map_err(|e| RegistryError::Json {
+        what: what.to_string(),
+        item: format!("describing manifest {digest}: "),
+        source: e,
+    })?;
     // The manifest itself, verified above, served from memory.
     let mfile = manifest_file(&p, &digest, &body)?;
     blobs.insert(digest.clone(), mfile);
@@ -1353,14 +1395,17 @@ impl Source {
         }
         let mut buf = Vec::new();
         self.reader(desc)
-            .map_err(|e| {
-                Error::image(
-                    what,
-                    format!("{}: {}", desc.digest(), nodeimg_image::base::oci_msg(&e)),
-                )
+            .map_err(|e| RegistryError::Layout {
+                what: what.to_string(),
+                item: format!("{}: ", desc.digest()),
+                source: e,
             })?
             .read_to_end(&mut buf)
-            .map_err(|e| Error::image(what, format!("{}: {e}", desc.digest())))?;
+            .map_err(|e| RegistryError::Read {
+                what: what.to_string(),
+                item: format!("{}: ", desc.digest()),
+                source: e,
+            })?;
         let found = sha256_digest(&buf);
         if found != desc.digest().to_string() {
             return Err(Error::image(
@@ -1426,15 +1471,11 @@ pub fn push(
             "push destination {dest:?} names a digest; name a tag (HOST/REPO:TAG), the digest is the image's own"
         )));
     }
-    let src = Source::open(image).map_err(|m| Error::image(&what, m))?;
-    let index = src.index().map_err(|e| {
-        Error::image(
-            &what,
-            format!(
-                "cannot read index.json: {}",
-                nodeimg_image::base::oci_msg(&e)
-            ),
-        )
+    let src = Source::open(image).map_err(|m| RegistryError::refused(&what, m))?;
+    let index = src.index().map_err(|e| RegistryError::Layout {
+        what: what.clone(),
+        item: "cannot read index.json: ".to_string(),
+        source: e,
     })?;
     let chosen = chosen_manifests(index.manifests(), tag, &what)?;
     let s = Session::uploading(opts)?;
@@ -1463,7 +1504,7 @@ pub fn push(
         .retry(&format!("checking {}", r.whole()), |s| {
             s.rt.block_on(s.client.fetch_manifest_digest(&r, &auth))
         })
-        .map_err(|m| Error::image(&report.reference, m))?;
+        .map_err(|f| f.of(&report.reference))?;
     if served != top {
         return Err(Error::image(
             &report.reference,
@@ -1555,8 +1596,11 @@ impl Pusher<'_> {
             "mediaType": OCI_INDEX,
             "manifests": entries,
         });
-        let body =
-            serde_json::to_vec(&index).map_err(|e| Error::image(self.what, e.to_string()))?;
+        let body = serde_json::to_vec(&index).map_err(|e| RegistryError::Json {
+            what: self.what.to_string(),
+            item: String::new(),
+            source: e,
+        })?;
         put_manifest(self.s, self.r, body, OCI_INDEX, self.what)
     }
 
@@ -1578,14 +1622,21 @@ impl Pusher<'_> {
         };
         let digest = d.digest().to_string();
         if is_index_type(&mt) {
-            let idx: Value = serde_json::from_slice(&body)
-                .map_err(|e| Error::image(what, format!("index {digest} is not JSON: {e}")))?;
+            let idx: Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Json {
+                what: what.to_string(),
+                item: format!("index {digest} is not JSON: "),
+                source: e,
+            })?;
             let children: Vec<Descriptor> = idx
                 .get("manifests")
                 .cloned()
                 .map(serde_json::from_value)
                 .transpose()
-                .map_err(|e| Error::image(what, format!("index {digest}: {e}")))?
+                .map_err(|e| RegistryError::Json {
+                    what: what.to_string(),
+                    item: format!("index {digest}: "),
+                    source: e,
+                })?
                 .unwrap_or_default();
             for c in &children {
                 self.tree(c, false, report)?;
@@ -1625,7 +1676,7 @@ impl Pusher<'_> {
             .retry(&format!("checking blob {}", b.digest), |s| {
                 s.rt.block_on(s.client.blob_exists(r, &b.digest))
             })
-            .map_err(|m| Error::image(r.whole(), m))?;
+            .map_err(|f| f.of(r.whole()))?;
         if present {
             report.present += 1;
             return Ok(());
@@ -1664,7 +1715,7 @@ impl Pusher<'_> {
             let stream = blob_stream(reader, b.size, item, pb.clone());
             s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
         })
-        .map_err(|m| Error::image(r.whole(), m))?;
+        .map_err(|f| f.of(r.whole()))?;
         drop(pb);
         report.uploaded += 1;
         report.uploaded_bytes += b.size;
@@ -1687,7 +1738,7 @@ fn put_manifest(s: &Session, r: &Reference, body: Vec<u8>, mt: &str, what: &str)
             s.rt.block_on(s.client.push_manifest_raw(r, body.clone(), ct.clone()))
         },
     )
-    .map_err(|m| Error::image(r.whole(), m))?;
+    .map_err(|f| f.of(r.whole()))?;
     Ok(digest)
 }
 
