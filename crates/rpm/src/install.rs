@@ -34,7 +34,7 @@ use nodeimg_layers::{Content, FileTree, ImagePath, Meta, Node, NodeKind, RootVie
 use super::resolve::Planned;
 use super::rpmfile::{tag, CpioEntry, FileInfo, Payload, RpmFile, FILE_CONFIG, FILE_GHOST};
 use nodeimg_pkg::accounts::{Accounts, AccountsError, IdRule, Request};
-use nodeimg_pkg::sandbox::{self, Sandbox, Workspace};
+use nodeimg_pkg::sandbox::{self, Sandbox, SandboxError, Workspace};
 use nodeimg_pkg::scripts::{self, Effect};
 
 /// A downloaded, verified package to install.
@@ -114,24 +114,47 @@ impl fmt::Display for Report {
 
 /// Why a package cannot be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InstallError(pub String);
-
-impl From<super::rpmfile::RpmError> for InstallError {
-    fn from(e: super::rpmfile::RpmError) -> Self {
-        InstallError(e.to_string())
-    }
+pub enum InstallError {
+    /// A package file cannot be read.
+    #[error("{0}")]
+    Rpm(#[from] super::rpmfile::RpmError),
+    /// The image's accounts cannot be read.
+    #[error("{0}")]
+    Accounts(#[from] AccountsError),
+    /// The image cannot be materialised for rpm.
+    #[error("{0}")]
+    Root(#[from] super::root::RootError),
+    /// A file or folder of the build host cannot be written or read.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// rpm's sandbox cannot be prepared or run.
+    #[error("{context}: {source}")]
+    Sandbox {
+        context: String,
+        #[source]
+        source: SandboxError,
+    },
+    /// A file lands where the layer cannot hold it.
+    #[error("{0}")]
+    Tree(#[source] nodeimg_layers::Error),
+    /// The packages or the image are refused, with no further cause.
+    #[error("{0}")]
+    Refused(String),
 }
 
-impl From<super::root::RootError> for InstallError {
-    fn from(e: super::root::RootError) -> Self {
-        InstallError(e.0)
+impl InstallError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
+        let context = context.into();
+        move |source| InstallError::Io { context, source }
     }
-}
 
-impl From<AccountsError> for InstallError {
-    fn from(e: AccountsError) -> Self {
-        InstallError(e.to_string())
+    fn sandbox(context: impl Into<String>) -> impl FnOnce(SandboxError) -> InstallError {
+        let context = context.into();
+        move |source| InstallError::Sandbox { context, source }
     }
 }
 
@@ -200,12 +223,10 @@ pub fn unpack(
     let dir = tempfile::Builder::new()
         .prefix("rpm-")
         .tempdir_in(scratch)
-        .map_err(|e| {
-            InstallError(format!(
-                "creating a scratch directory in {}: {e}",
-                scratch.display()
-            ))
-        })?
+        .map_err(InstallError::io(format!(
+            "creating a scratch directory in {}",
+            scratch.display()
+        )))?
         .keep();
     let mut u = Unpacker {
         tree: FileTree::new(),
@@ -250,7 +271,7 @@ impl Unpacker {
         let (name, evr, arch) = rpm.nevra()?;
         let want = &pkg.planned.package;
         if name != want.name || !evr.compare(&want.evr).is_eq() || arch != want.arch {
-            return Err(InstallError(format!(
+            return Err(InstallError::Refused(format!(
                 "{}: the package is {name}-{evr}.{arch}, the repository metadata says {}",
                 pkg.url,
                 want.nevra()
@@ -362,8 +383,9 @@ impl Unpacker {
         // Hard links whose data comes with a later entry, by inode.
         let mut pending: BTreeMap<u32, Vec<ImagePath>> = BTreeMap::new();
         while let Some(e) = payload.next_entry()? {
-            let path = ImagePath::new(&e.path)
-                .map_err(|m| InstallError(format!("{url}: payload path {:?}: {m}", e.path)))?;
+            let path = ImagePath::new(&e.path).map_err(|m| {
+                InstallError::Refused(format!("{url}: payload path {:?}: {m}", e.path))
+            })?;
             let info = by_path.get(e.path.as_str()).map(|&i| &files[i]);
             let mode = info.map_or(e.mode, |i| i.mode);
             let meta = self.entry_meta(info, &e, mode, rep);
@@ -392,7 +414,7 @@ impl Unpacker {
                     kind
                 }
                 _ => {
-                    return Err(InstallError(format!(
+                    return Err(InstallError::Refused(format!(
                         "{url}: {} is a device node or fifo, which a layer does not carry; the package cannot be installed this way",
                         e.path
                     )))
@@ -407,7 +429,7 @@ impl Unpacker {
             insert(&mut self.tree, path, n, &url)?;
         }
         if let Some((_, paths)) = pending.into_iter().next() {
-            return Err(InstallError(format!(
+            return Err(InstallError::Refused(format!(
                 "{url}: the hardlinks {} have no data in the payload",
                 paths
                     .iter()
@@ -456,12 +478,12 @@ impl Unpacker {
     ) -> Result<NodeKind, InstallError> {
         self.counter += 1;
         let host = self.dir.join(self.counter.to_string());
-        let out = File::create(&host)
-            .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+        let out =
+            File::create(&host).map_err(InstallError::io(format!("writing {}", host.display())))?;
         let mut w = BufWriter::new(out);
         payload.data(e, &mut w)?;
         std::io::Write::flush(&mut w)
-            .map_err(|x| InstallError(format!("writing {}: {x}", host.display())))?;
+            .map_err(InstallError::io(format!("writing {}", host.display())))?;
         Ok(NodeKind::File(Content::Host {
             path: host,
             size: e.size,
@@ -473,14 +495,14 @@ impl Unpacker {
 fn read_symlink(payload: &mut Payload, e: &CpioEntry, url: &str) -> Result<NodeKind, InstallError> {
     let mut target = Vec::new();
     if e.size > 4096 {
-        return Err(InstallError(format!(
+        return Err(InstallError::Refused(format!(
             "{url}: symlink {} is too long",
             e.path
         )));
     }
     payload.data(e, &mut target)?;
     let t = String::from_utf8(target)
-        .map_err(|_| InstallError(format!("{url}: symlink {} is not UTF-8", e.path)))?;
+        .map_err(|_| InstallError::Refused(format!("{url}: symlink {} is not UTF-8", e.path)))?;
     Ok(NodeKind::Symlink(t))
 }
 
@@ -491,12 +513,11 @@ fn insert(tree: &mut FileTree, path: ImagePath, node: Node, url: &str) -> Result
         }
     }
     if tree.get(&path).is_some() {
-        return Err(InstallError(format!(
+        return Err(InstallError::Refused(format!(
             "{url}: {path} is also shipped by another package of this layer"
         )));
     }
-    tree.insert(path, node)
-        .map_err(|e| InstallError(e.to_string()))
+    tree.insert(path, node).map_err(InstallError::Tree)
 }
 
 /// The rpm database directory inside the image.
@@ -594,7 +615,8 @@ impl Runner {
             return Ok(());
         }
         let inside = self.rpm.to_string_lossy();
-        let comps = super::root::resolve_in_root(root, &inside, true).map_err(InstallError)?;
+        let comps =
+            super::root::resolve_in_root(root, &inside, true).map_err(InstallError::Refused)?;
         let mut host = root.to_path_buf();
         host.extend(&comps);
         let mut head = [0u8; 20];
@@ -608,7 +630,7 @@ impl Runner {
             u16::from_le_bytes([head[18], head[19]])
         };
         match HOST_MACHINE {
-            Some((m, _)) if m != machine => Err(InstallError(format!(
+            Some((m, _)) if m != machine => Err(InstallError::Refused(format!(
                 "the image's rpm ({inside}) {FOREIGN_ARCH} ({}, ELF machine {machine}, where the build host is {}); build on a host of the image's architecture",
                 elf_machine_name(machine),
                 HOST_MACHINE.map_or("?", |h| h.1),
@@ -640,14 +662,14 @@ impl Runner {
             let found = sandbox::find_on_path(self.rpm.as_os_str())
                 .and_then(|p| std::fs::canonicalize(p).ok())
                 .ok_or_else(|| {
-                    InstallError(format!(
+                    InstallError::Refused(format!(
                         "{what}: {} cannot be run on the build host (it is not on PATH); install rpm (Debian: apt-get install rpm)",
                         self.rpm.display()
                     ))
                 })?;
             let mut s = Sandbox::host(root, IMAGE_INSIDE);
             s.host_program(&found)
-                .map_err(|e| InstallError(format!("{what}: {e}")))?;
+                .map_err(InstallError::sandbox(what))?;
             args.push("--root".into());
             args.push(IMAGE_INSIDE.into());
             (s, found.into_os_string())
@@ -674,7 +696,7 @@ impl Runner {
         args.extend(extra.iter().cloned());
         let out = sandbox
             .run(&program, &args, &self.describe())
-            .map_err(|e| InstallError(format!("{what}: {e}")))?;
+            .map_err(InstallError::sandbox(what))?;
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -686,23 +708,23 @@ impl Runner {
         let joined = msg.join("; ");
         if let Some(exec) = sandbox::exec_failure(&out.stderr) {
             if self.in_image && exec.contains("Exec format error") {
-                return Err(InstallError(format!(
+                return Err(InstallError::Refused(format!(
                     "{what}: the image's rpm ({}) {FOREIGN_ARCH} ({joined}); build on a host of the image's architecture, or register an emulator for it with binfmt_misc",
                     self.rpm.display()
                 )));
             }
             if self.in_image {
-                return Err(InstallError(format!(
+                return Err(InstallError::Refused(format!(
                     "{what}: the image's rpm ({}) cannot be run in the image ({joined}); check that its libraries are in the image",
                     self.rpm.display()
                 )));
             }
-            return Err(InstallError(format!(
+            return Err(InstallError::Refused(format!(
                 "{what}: {} cannot be run on the build host ({joined}); install rpm (Debian: apt-get install rpm)",
                 self.rpm.display()
             )));
         }
-        Err(InstallError(format!(
+        Err(InstallError::Refused(format!(
             "{what}: {} failed ({}): {joined}",
             self.describe(),
             out.status
@@ -729,7 +751,7 @@ pub fn materialise(view: &dyn RootView) -> Result<DbRoot, InstallError> {
     let db = root.join(DBPATH.trim_start_matches('/'));
     let names = view.list(DBPATH);
     if names.iter().any(|n| n == "Packages") && !names.iter().any(|n| n == "rpmdb.sqlite") {
-        return Err(InstallError(format!(
+        return Err(InstallError::Refused(format!(
             "{DBPATH} in the image is a Berkeley DB rpm database (rpm before 4.16), which the build host's rpm cannot write; use a base whose rpm uses the sqlite backend, or one that has its own rpm (/usr/bin/rpm), which registers the packages itself"
         )));
     }
@@ -746,31 +768,29 @@ pub fn materialise(view: &dyn RootView) -> Result<DbRoot, InstallError> {
 /// A workspace of the sandbox and the (empty) root folder in it.
 fn temp_root() -> Result<(Workspace, PathBuf), InstallError> {
     let workspace =
-        Workspace::new("rpm").map_err(|e| InstallError(format!("preparing rpm's sandbox: {e}")))?;
+        Workspace::new("rpm").map_err(InstallError::sandbox("preparing rpm's sandbox"))?;
     let root = workspace.path().join("root");
-    std::fs::create_dir(&root).map_err(|e| {
-        InstallError(format!(
-            "creating a temporary root: {}: {e}",
-            root.display()
-        ))
-    })?;
+    std::fs::create_dir(&root).map_err(InstallError::io(format!(
+        "creating a temporary root: {}",
+        root.display()
+    )))?;
     Ok((workspace, root))
 }
 
 fn hand_over(workspace: &Workspace, path: &Path) -> Result<(), InstallError> {
     workspace
         .hand_over(path)
-        .map_err(|e| InstallError(format!("preparing rpm's sandbox: {e}")))
+        .map_err(InstallError::sandbox("preparing rpm's sandbox"))
 }
 
 /// Writes the database files of the image's `/var/lib/rpm` into `db`
 /// (created); returns them by name.
 fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, InstallError> {
-    std::fs::create_dir_all(db).map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+    std::fs::create_dir_all(db).map_err(InstallError::io(db.display().to_string()))?;
     let mut before = BTreeMap::new();
     for n in view.list(DBPATH) {
         let p = format!("{DBPATH}/{n}");
-        let ip = ImagePath::new(&p).map_err(InstallError)?;
+        let ip = ImagePath::new(&p).map_err(InstallError::Refused)?;
         let Some(stat) = view.stat_follow(&ip) else {
             continue;
         };
@@ -778,13 +798,12 @@ fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, 
             continue;
         }
         let Some(bytes) = view.read(&ip) else {
-            return Err(InstallError(format!(
+            return Err(InstallError::Refused(format!(
                 "{p}: the image's rpm database file cannot be read (too large for the base view, which keeps files up to {} bytes)",
                 nodeimg_image::tarindex::RPMDB_KEEP_MAX
             )));
         };
-        std::fs::write(db.join(&n), &bytes)
-            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+        std::fs::write(db.join(&n), &bytes).map_err(InstallError::io(db.display().to_string()))?;
         before.insert(n, bytes);
     }
     Ok(before)
@@ -799,16 +818,15 @@ pub(crate) fn materialise_image(
     view: &dyn RootView,
 ) -> Result<(DbRoot, super::root::Counts), InstallError> {
     let (workspace, root) = temp_root()?;
-    let dbpath = ImagePath::new(DBPATH).map_err(InstallError)?;
+    let dbpath = ImagePath::new(DBPATH).map_err(InstallError::Refused)?;
     let resolved = view.resolve(&dbpath);
     let counts = super::root::materialise_root(base, view, &root, &resolved)?;
     let comps = super::root::resolve_in_root(&root, resolved.as_str(), true)
-        .map_err(|m| InstallError(format!("{DBPATH}: {m}")))?;
+        .map_err(|m| InstallError::Refused(format!("{DBPATH}: {m}")))?;
     let mut db = root.clone();
     db.extend(&comps);
     if std::fs::symlink_metadata(&db).is_ok() {
-        super::root::remove_tree(&db)
-            .map_err(|e| InstallError(format!("{}: {e}", db.display())))?;
+        super::root::remove_tree(&db).map_err(InstallError::io(db.display().to_string()))?;
     }
     let before = fill_db(view, &db)?;
     hand_over(&workspace, &root)?;
@@ -883,7 +901,10 @@ impl DbRoot {
         .collect();
         // rpm sees the packages only as copies, bound read-only.
         let rpms = self.workspace.path().join("rpms");
-        let io = |p: &Path, e: std::io::Error| InstallError(format!("{}: {e}", p.display()));
+        let io = |p: &Path, source: std::io::Error| InstallError::Io {
+            context: p.display().to_string(),
+            source,
+        };
         super::root::remove_tree(&rpms).map_err(|e| io(&rpms, e))?;
         std::fs::create_dir(&rpms).map_err(|e| io(&rpms, e))?;
         for (i, p) in pkgs.iter().enumerate() {
@@ -928,15 +949,13 @@ impl DbRoot {
         let out_dir = tempfile::Builder::new()
             .prefix("rpmdb-out-")
             .tempdir_in(scratch)
-            .map_err(|e| InstallError(format!("creating a scratch directory: {e}")))?
+            .map_err(InstallError::io("creating a scratch directory"))?
             .keep();
         // What rpm left is read through the copy's root folder: a symlink
         // it made never leads out of it.
-        let db_err = |e: std::io::Error| {
-            InstallError(format!(
-                "reading back {DBPATH} after {}: {e}",
-                runner.describe()
-            ))
+        let db_err = |source: std::io::Error| InstallError::Io {
+            context: format!("reading back {DBPATH} after {}", runner.describe()),
+            source,
         };
         let root_dir = Dir::open_ambient_dir(&self.root, ambient_authority()).map_err(db_err)?;
         let rel = self.db.strip_prefix(&self.root).unwrap_or(Path::new("."));
@@ -964,14 +983,15 @@ impl DbRoot {
             // left out, and the base's removed.
             if wal_empty && (n.ends_with("-wal") || n.ends_with("-shm")) {
                 if self.before.contains_key(&n) {
-                    let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError)?;
+                    let p =
+                        ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError::Refused)?;
                     tree.replace(p, Node::whiteout(Origin::new("packages", origin_key)));
                 }
                 continue;
             }
             let size = db.symlink_metadata(&n).map_err(db_err)?.len();
             if size > DB_FILE_MAX {
-                return Err(InstallError(format!(
+                return Err(InstallError::Refused(format!(
                     "{DBPATH}/{n} is {size} bytes after {}, more than a database file can be ({DB_FILE_MAX})",
                     runner.describe()
                 )));
@@ -981,9 +1001,8 @@ impl DbRoot {
                 continue;
             }
             let dst = out_dir.join(&n);
-            std::fs::write(&dst, &bytes)
-                .map_err(|e| InstallError(format!("{}: {e}", dst.display())))?;
-            let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError)?;
+            std::fs::write(&dst, &bytes).map_err(InstallError::io(dst.display().to_string()))?;
+            let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError::Refused)?;
             let node = Node {
                 kind: NodeKind::File(Content::Host {
                     path: dst,
@@ -1016,7 +1035,7 @@ fn parse_query(text: &str) -> Result<Vec<super::repodata::RpmPackage>, InstallEr
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
         let bad = || {
-            InstallError(format!(
+            InstallError::Refused(format!(
                 "the image's rpm database query, line {}: {line:?}",
                 n + 1
             ))

@@ -102,7 +102,7 @@ fn host_of(root: &Path, comps: &[String]) -> PathBuf {
 /// Why the image below a layer cannot be materialised for rpm.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct RootError(pub String);
+pub struct RootError(pub(crate) String);
 
 pub use nodeimg_pkg::sandbox::remove_tree;
 
