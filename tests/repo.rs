@@ -594,9 +594,20 @@ fn write_index(cwd: &Path, dir: &str, arch: &str, into: &Path, release_dir: &Pat
     ]))
     .ok();
     fs::create_dir_all(into).expect("mkdir index dir");
-    fs::write(into.join("Packages"), &scan.stdout).expect("write Packages");
+    // dpkg-scanpackages lists the packages in the order it finds the files,
+    // which is not the same in every new folder: sorted, the index (and the
+    // Release and InRelease listing it) are the same bytes on every run.
+    let mut stanzas: Vec<&str> = scan
+        .stdout
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    stanzas.sort_unstable();
+    let packages: String = stanzas.iter().map(|s| format!("{s}\n\n")).collect();
+    fs::write(into.join("Packages"), &packages).expect("write Packages");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(scan.stdout.as_bytes()).expect("gzip");
+    gz.write_all(packages.as_bytes()).expect("gzip");
     fs::write(into.join("Packages.gz"), gz.finish().expect("gzip")).expect("write Packages.gz");
     ["Packages", "Packages.gz"]
         .iter()
