@@ -13,6 +13,14 @@
 //! metadata dated by a fixed epoch); the server's port changes, and appears
 //! in no output (the recipes' own URLs are mirrored).
 //!
+//! In the recorded locks, a `sha256` (and the `size` before it) of a file the
+//! test repositories serve is written as the path it is served under:
+//! `sha256 = <served /debian/dists/bookworm/InRelease>`. The test checks that
+//! the lock names exactly that file's hash and size, and is not tied to the
+//! bytes the build host's `dpkg-deb`, `dpkg-scanpackages` or `gpg` generate
+//! (which may change with their versions). Everything else, and every image
+//! digest, is compared byte for byte.
+//!
 //! The values hold only for the inputs they were recorded with: the fixture
 //! base (real Debian bookworm packages, see `scripts/make-test-base`) and the
 //! rpm fixture base (that base plus the build host's rpm, see
@@ -207,6 +215,62 @@ fn check_bases(recorded: &BTreeMap<String, String>, now: &BTreeMap<String, Strin
     }
 }
 
+/// Every regular file under `root` (what a test server serves), by its
+/// sha256 (hex): its paths under `root` (with a leading `/`, sorted: equal
+/// files may be served under several) and size.
+fn served_files(root: &Path) -> BTreeMap<String, (Vec<String>, u64)> {
+    let mut out: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
+    for rel in files_under(root, "") {
+        let p = root.join(rel.trim_start_matches('/'));
+        let size = fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+            .len();
+        let hex = sha256_file(&p).trim_start_matches("sha256:").to_string();
+        let entry = out.entry(hex).or_insert_with(|| (Vec::new(), size));
+        entry.0.push(rel);
+        entry.0.sort();
+    }
+    out
+}
+
+/// `lock` with each `sha256 = "H"` of a file in `served` written as
+/// `sha256 = <served PATH>`, and the `size = N` line before it as
+/// `size = <served PATH>` when N is that file's size (see the module
+/// documentation). PATH is the one the entry's `url` ends with, else the
+/// first. A hash or size of anything else stays as it is.
+fn served_as_paths(lock: &str, served: &BTreeMap<String, (Vec<String>, u64)>) -> String {
+    let mut lines: Vec<String> = lock.lines().map(str::to_string).collect();
+    for i in 0..lines.len() {
+        let Some(hex) = lines[i]
+            .strip_prefix("sha256 = \"")
+            .and_then(|r| r.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let Some((paths, size)) = served.get(hex) else {
+            continue;
+        };
+        let url = lines[i.saturating_sub(3)..i]
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("url = \""))
+            .map(|u| u.trim_end_matches('"').to_string());
+        let path = url
+            .and_then(|u| paths.iter().find(|p| u.ends_with(p.as_str())))
+            .unwrap_or(&paths[0])
+            .clone();
+        lines[i] = format!("sha256 = <served {path}>");
+        if i > 0 && lines[i - 1] == format!("size = {size}") {
+            lines[i - 1] = format!("size = <served {path}>");
+        }
+    }
+    let mut out = lines.join("\n");
+    if lock.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 /// Lock files made by the test: (file name, bytes).
 type Locks = Vec<(String, Vec<u8>)>;
 
@@ -309,7 +373,10 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
     let Some(rpm_base) = rpmrepo::rpm_fixture_base() else {
         return;
     };
-    let _ = (apt, rpm);
+    // What the repositories serve, by hash, for the locks (see the module
+    // documentation).
+    let mut served = served_files(&apt.root);
+    served.extend(served_files(&rpm.served));
 
     let mut now: BTreeMap<String, String> = BTreeMap::new();
     now.insert("base fixture-base.tar".to_string(), sha256_file(&base));
@@ -331,6 +398,23 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
     let tmp = temp_dir("golden");
     let (results, locks) = build_all(&base, tmp.path());
     now.extend(results);
+    let locks: Locks = locks
+        .into_iter()
+        .map(|(name, bytes)| {
+            let text = String::from_utf8(bytes).expect("a lock file is UTF-8");
+            (name, served_as_paths(&text, &served).into_bytes())
+        })
+        .collect();
+    let hashed = locks
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).matches("<served ").count())
+        .collect::<Vec<_>>();
+    // Every lock names served files (its index and packages at least): the
+    // substitution found them.
+    assert!(
+        hashed.iter().all(|&n| n >= 4),
+        "a lock names fewer served files than expected ({hashed:?} hashes and sizes)"
+    );
     assert_eq!(
         locks.len(),
         2,
@@ -362,5 +446,22 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
          changed them):\n{}\nIf the change is intended, {RERECORD}",
         dir.display(),
         diffs.join("\n")
+    );
+}
+
+#[test]
+fn a_lock_hash_is_written_as_the_served_file_only_when_it_is_that_files() {
+    let mut served = BTreeMap::new();
+    served.insert(
+        "aa".to_string(),
+        (vec!["/c/InRelease".to_string(), "/d/InRelease".to_string()], 10),
+    );
+    let lock = "[[release]]\nurl = \"http://x/d/InRelease\"\nsize = 10\nsha256 = \"aa\"\n\
+                [[index]]\nsize = 10\nsha256 = \"bb\"\n[[x]]\nsize = 11\nsha256 = \"aa\"\n";
+    assert_eq!(
+        served_as_paths(lock, &served),
+        "[[release]]\nurl = \"http://x/d/InRelease\"\nsize = <served /d/InRelease>\n\
+         sha256 = <served /d/InRelease>\n[[index]]\nsize = 10\nsha256 = \"bb\"\n\
+         [[x]]\nsize = 11\nsha256 = <served /c/InRelease>\n"
     );
 }
