@@ -20,7 +20,7 @@ use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
 use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, Resolution};
-use nodeimg_pkg::driver::{build_err, fetch_shown, LockRef, PackagesError};
+use nodeimg_pkg::driver::{build_cause, build_err, fetch_shown, LockRef, PackagesError};
 use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{self, LockedFile, LockedLayer, LockedPackage, LockedSource};
 
@@ -200,7 +200,7 @@ impl LayerInstall for DebLayer<'_> {
             self.env.scratch(),
             "packages",
         )
-        .map_err(|e| build_err(format!("installing the packages of layer {layer:?}"), e))?;
+        .map_err(|e| build_cause(format!("installing the packages of layer {layer:?}"), e))?;
         let warnings = done
             .report
             .to_string()
@@ -261,7 +261,7 @@ fn resolve_layer(l: &mut DebLayer<'_>) -> Result<Resolution, PackagesError> {
         architecture: arch,
     };
     let planned = resolve::resolve(&input, &l.reqs).map_err(|e| {
-        recipe_err(l.requests, &e).unwrap_or_else(|| build_err("resolving packages", e))
+        recipe_err(l.requests, &e).unwrap_or_else(|| build_cause("resolving packages", e))
     })?;
     let mut locked = Vec::with_capacity(planned.len());
     for (order, p) in planned.iter().enumerate() {
@@ -396,7 +396,7 @@ fn read_keyring(
             .collect::<Vec<_>>()
             .join("\n");
         return Keyring::from_bytes(text.as_bytes(), &format!("{file} Signed-By"))
-            .map_err(|e| build_err(file, e));
+            .map_err(|e| build_cause(file, e));
     }
     let mut bytes = Vec::new();
     for p in field.folded().split_whitespace() {
@@ -420,7 +420,7 @@ fn read_keyring(
             bytes.push(b'\n');
         }
     }
-    Keyring::from_bytes(&bytes, &field.folded()).map_err(|e| build_err(file, e))
+    Keyring::from_bytes(&bytes, &field.folded()).map_err(|e| build_cause(file, e))
 }
 
 /// Repository id -> (URI, suite): where its `Filename`s are relative to.
@@ -451,7 +451,7 @@ fn read_indexes(
                 for comp in comps {
                     let loc = release
                         .packages_index(comp, arch)
-                        .map_err(|e| build_err(&s.file, e))?;
+                        .map_err(|e| build_cause(&s.file, e))?;
                     let url = format!("{dir}{}", loc.fetch_path);
                     let file = fetch_shown(
                         env.cache(),
@@ -495,11 +495,14 @@ fn read_index(
                 source,
             }))
         }
-        Err(repo::StreamError::Repo(e)) => Err(build_err("repository metadata", e)),
+        Err(repo::StreamError::Repo(e)) => Err(build_cause("repository metadata", e)),
         // An error of the stream is the one above.
-        Ok(Err(control::IndexError::Io(e))) => Err(build_err(
-            "repository metadata",
-            format!("{url}: cannot decompress ({}): {e}", loc.compression),
+        Ok(Err(control::IndexError::Io(e))) => Err(build_cause(
+            format!(
+                "repository metadata: {url}: cannot decompress ({})",
+                loc.compression
+            ),
+            e,
         )),
         Ok(Err(control::IndexError::NotUtf8)) => {
             Err(build_err(url, "the Packages index is not UTF-8"))
@@ -557,13 +560,13 @@ fn fetch_release(
     let inrelease = format!("{dir}InRelease");
     match env.cache().fetch_unverified(&inrelease) {
         Ok(bytes) => repo::verify_inrelease(&bytes, keyring, env.now(), &inrelease)
-            .map_err(|e| build_err("repository metadata", e)),
+            .map_err(|e| build_cause("repository metadata", e)),
         Err(e) if e.is_not_found() => {
             let release = format!("{dir}Release");
             let text = env
                 .cache()
                 .fetch_unverified(&release)
-                .map_err(|e| build_err("download", e))?;
+                .map_err(|e| build_cause("download", e))?;
             let sig = env
                 .cache()
                 .fetch_unverified(&format!("{release}.gpg"))
@@ -574,13 +577,13 @@ fn fetch_release(
                             format!("{e}: the repository is not signed (no InRelease, no Release.gpg); packages are only installed from signed repositories"),
                         )
                     } else {
-                        build_err("download", e)
+                        build_cause("download", e)
                     }
                 })?;
             repo::verify_detached(&text, &sig, keyring, env.now(), &release)
-                .map_err(|e| build_err("repository metadata", e))
+                .map_err(|e| build_cause("repository metadata", e))
         }
-        Err(e) => Err(build_err("download", e)),
+        Err(e) => Err(build_cause("download", e)),
     }
 }
 

@@ -22,6 +22,22 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A step on `what` failed for a reason another library gives (a
+    /// download, a signature, a package, a registry): the cause is kept as
+    /// the error's `source()`. Exit 1.
+    #[error("{what}: {source}")]
+    Cause {
+        /// What was being done, or on what.
+        what: String,
+        /// Why, with its own causes.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The error of a crate that serves this one through a trait (a
+    /// registry behind [`crate::base::Puller`]), whole: its message and its
+    /// causes are its own. Exit 1.
+    #[error(transparent)]
+    External(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Reading an input image (a file, a blob, a tar stream) failed.
     #[error("{what}: {context}: {source}")]
     Read {
@@ -207,6 +223,17 @@ impl Error {
             what: what.into(),
             context: context.into(),
             source,
+        }
+    }
+
+    /// `what` failed because of `source`, which stays the error's cause.
+    pub fn cause(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Cause {
+            what: what.into(),
+            source: source.into(),
         }
     }
 

@@ -18,10 +18,11 @@ use crate::env::{LayerInstalled, LockMode, PackageEnv};
 use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
 /// Why a layer's packages cannot be installed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum PackagesError {
     /// The recipe's fault: `key` relative to the layer (`packages[j]` or
     /// `packages`).
+    #[error("{key}: {message}")]
     Recipe {
         /// Key path within the layer.
         key: String,
@@ -31,6 +32,7 @@ pub enum PackagesError {
         hint: Option<String>,
     },
     /// Anything else (network, signatures, checksums, the image).
+    #[error(transparent)]
     Build(nodeimg_image::Error),
 }
 
@@ -54,7 +56,7 @@ pub fn fetch_shown(
     let mut d = meter.download(what, size);
     let got = cache.fetch_with_progress(url, size, sha256, &mut |n| d.received(n));
     report_damaged(cache, meter);
-    let file = got.map_err(|e| build_err("download", e))?;
+    let file = got.map_err(|e| build_cause("download", e))?;
     d.finish();
     Ok(file)
 }
@@ -67,9 +69,19 @@ pub fn report_damaged(cache: &Cache, meter: &Meter) {
     }
 }
 
-/// A problem of the build (not the recipe's): `what` was being done.
-pub fn build_err(what: impl Into<String>, message: impl ToString) -> PackagesError {
-    PackagesError::Build(nodeimg_image::Error::image(what, message.to_string()))
+/// A problem of the build (not the recipe's) with nothing beneath it but
+/// `message`: `what` was being done.
+pub fn build_err(what: impl Into<String>, message: impl Into<String>) -> PackagesError {
+    PackagesError::Build(nodeimg_image::Error::image(what, message))
+}
+
+/// A problem of the build (not the recipe's): `what` was being done when
+/// `source` failed; `source` stays the error's cause.
+pub fn build_cause(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> PackagesError {
+    PackagesError::Build(nodeimg_image::Error::cause(what, source))
 }
 
 /// The lock file a layer is installed from, for messages.
@@ -249,7 +261,7 @@ fn fetch_locked(
                 by.run_lock()
             ),
         ),
-        e => build_err("download", e),
+        e => build_cause("download", e),
     })?;
     d.finish();
     Ok(file)

@@ -95,7 +95,7 @@ impl PackageEnv {
             Mirrors::parse(mirrors).map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
         let mirror_keys = mirror_keys(&mirrors)?;
         let cache = Cache::new(cache_dir)
-            .map_err(|e| Error::image("--cache-dir", e.to_string()))?
+            .map_err(|e| Error::cause("--cache-dir", e))?
             .with_mirrors(mirrors);
         // Private: it holds the contents of packages being installed.
         let scratch = tempfile::Builder::new()
@@ -233,7 +233,7 @@ impl PackageEnv {
             let damaged = match self
                 .cache
                 .check(p.size, &p.sha256)
-                .map_err(|e| Error::image("--cache-dir", e.to_string()))?
+                .map_err(|e| Error::cause("--cache-dir", e))?
             {
                 cachefile::Entry::Verified(_) => continue,
                 cachefile::Entry::Absent => None,

@@ -93,37 +93,16 @@ impl RegistryError {
             reason: reason.into(),
         }
     }
-
-    /// The image this error is about, if it names one.
-    fn what(&self) -> Option<&str> {
-        match self {
-            RegistryError::Request { what, .. }
-            | RegistryError::Fetch { what, .. }
-            | RegistryError::Json { what, .. }
-            | RegistryError::Layout { what, .. }
-            | RegistryError::Read { what, .. }
-            | RegistryError::Refused { what, .. } => Some(what),
-            RegistryError::Usage(_) | RegistryError::Image(_) => None,
-        }
-    }
 }
 
 /// At the boundary with the image crate (its `Puller` trait and the
-/// callers that expect its error), the same sentence as an image error.
+/// callers that expect its error): the same sentence, the causes kept.
 impl From<RegistryError> for nodeimg_image::Error {
     fn from(e: RegistryError) -> Self {
-        let text = e.to_string();
         match e {
             RegistryError::Usage(m) => nodeimg_image::Error::Usage(m),
             RegistryError::Image(e) => e,
-            e => {
-                let what = e.what().unwrap_or_default().to_string();
-                let message = text
-                    .strip_prefix(&format!("{what}: "))
-                    .unwrap_or(&text)
-                    .to_string();
-                nodeimg_image::Error::image(what, message)
-            }
+            e => nodeimg_image::Error::External(Box::new(e)),
         }
     }
 }
@@ -174,6 +153,10 @@ mod tests {
         let image: nodeimg_image::Error = e.into();
         assert_eq!(image.to_string(), sentence);
         assert_eq!(image.exit_code(), 1);
+        assert!(
+            image.source().unwrap().is::<serde_json::Error>(),
+            "the cause survives the image crate's boundary"
+        );
 
         let e = Retried {
             action: "checking blob sha256:ab".into(),

@@ -34,7 +34,7 @@ use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::fetch::Cache;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_fetch::progress::Meter;
-use nodeimg_pkg::driver::{build_err, PackagesError};
+use nodeimg_pkg::driver::{build_cause, build_err, PackagesError};
 #[cfg(test)]
 use nodeimg_pkg::lock::LockedLayer;
 use nodeimg_pkg::lock::PackageRules;
@@ -320,7 +320,7 @@ pub(crate) fn keyring(
         } else {
             cache
                 .fetch_unverified(k)
-                .map_err(|e| build_err("download", format!("gpgkey of [{}]: {e}", repo.id)))?
+                .map_err(|e| build_cause(format!("download: gpgkey of [{}]", repo.id), e))?
         };
         let armored = b.trim_ascii_start().starts_with(b"-----BEGIN");
         bytes.extend_from_slice(&b);
@@ -329,7 +329,7 @@ pub(crate) fn keyring(
         }
     }
     Keyring::from_bytes(&bytes, &format!("gpgkey of [{}] ({})", repo.id, repo.file))
-        .map_err(|e| build_err(&repo.file, e))
+        .map_err(|e| build_cause(&repo.file, e))
 }
 
 fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> {
@@ -372,7 +372,7 @@ pub(crate) fn read_metadata(
     let url = join(&repo.baseurl, "repodata/repomd.xml");
     let repomd = cache
         .fetch_unverified(&url)
-        .map_err(|e| build_err("download", e))?;
+        .map_err(|e| build_cause("download", e))?;
     if repo.repo_gpgcheck {
         let Some(keys) = keys else {
             return Err(build_err(
@@ -388,15 +388,15 @@ pub(crate) fn read_metadata(
                     format!("{e}: the repository [{}] is not signed, and its repo_gpgcheck requires a signed repomd.xml", repo.id),
                 )
             } else {
-                build_err("download", e)
+                build_cause("download", e)
             }
         })?;
         let sigs = parse_signatures(&sig, &asc).map_err(|m| build_err("repository metadata", m))?;
         keys.verify(&sigs, &repomd, now, &url)
-            .map_err(|e| build_err("repository metadata", e))?;
+            .map_err(|e| build_cause("repository metadata", e))?;
     }
     let loc =
-        repodata::parse_repomd(&repomd, &url).map_err(|e| build_err("repository metadata", e))?;
+        repodata::parse_repomd(&repomd, &url).map_err(|e| build_cause("repository metadata", e))?;
     let purl = join(&repo.baseurl, &loc.href);
     let path = nodeimg_pkg::driver::fetch_shown(
         env.cache,
@@ -419,7 +419,7 @@ pub(crate) fn read_metadata(
     } else if loc.href.ends_with(".zst") {
         Box::new(
             zstd::stream::read::Decoder::new(file)
-                .map_err(|e| build_err("repository metadata", format!("{purl}: {e}")))?,
+                .map_err(|e| build_cause(format!("repository metadata: {purl}"), e))?,
         )
     } else if loc.href.ends_with(".xml") {
         Box::new(file)
@@ -430,7 +430,7 @@ pub(crate) fn read_metadata(
         ));
     };
     let packages = repodata::parse_primary(BufReader::new(reader), &purl)
-        .map_err(|e| build_err("repository metadata", e))?;
+        .map_err(|e| build_cause("repository metadata", e))?;
     Ok((packages, index))
 }
 
@@ -444,10 +444,10 @@ pub(crate) fn verify_package(
     now: DateTime<Utc>,
 ) -> Result<bool, PackagesError> {
     let rpm =
-        rpmfile::RpmFile::from_reader(file.reader(), url).map_err(|e| build_err("package", e))?;
+        rpmfile::RpmFile::from_reader(file.reader(), url).map_err(|e| build_cause("package", e))?;
     let Some(sig) = rpm
         .header_signature()
-        .map_err(|e| build_err("package", e))?
+        .map_err(|e| build_cause("package", e))?
     else {
         return Err(build_err(
             "package signature",
@@ -456,7 +456,7 @@ pub(crate) fn verify_package(
     };
     let sigs = parse_signatures(sig, url).map_err(|m| build_err("package signature", m))?;
     keys.verify(&sigs, rpm.header.raw(), now, url)
-        .map_err(|e| build_err("package signature", e))?;
+        .map_err(|e| build_cause("package signature", e))?;
     Ok(rpm.has_payload_digest())
 }
 
@@ -574,7 +574,7 @@ pub fn open_db(
         ));
         let started = std::time::Instant::now();
         let (db, counts) =
-            install::materialise_image(base, view).map_err(|e| build_err("rpm database", e))?;
+            install::materialise_image(base, view).map_err(|e| build_cause("rpm database", e))?;
         env.meter.done(&format!(
             "materialised the image below layer {layer:?} ({} base entries, {}, {} changed by the recipe's layers) in {:.1}s",
             counts.base_entries,
@@ -593,14 +593,14 @@ pub fn open_db(
                     eprintln!("warning: layer {layer:?}: {e}; the build host's rpm registers the packages instead")
                 });
             }
-            Err(e) => return Err(build_err("rpm database", e)),
+            Err(e) => return Err(build_cause("rpm database", e)),
         }
     }
     let runner = install::Runner::default();
-    let db = install::materialise(view).map_err(|e| build_err("rpm database", e))?;
+    let db = install::materialise(view).map_err(|e| build_cause("rpm database", e))?;
     let installed = db
         .installed(&runner)
-        .map_err(|e| build_err("rpm database", e))?;
+        .map_err(|e| build_cause("rpm database", e))?;
     Ok((db, runner, installed))
 }
 
@@ -616,7 +616,7 @@ pub(crate) fn unpack_and_register(
 ) -> Result<(FileTree, Vec<String>), PackagesError> {
     let what = format!("installing the packages of layer {layer:?}");
     let (mut tree, report) =
-        install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_err(&what, e))?;
+        install::unpack(view, pkgs, env.scratch, "packages").map_err(|e| build_cause(&what, e))?;
     env.meter.step(&format!(
         "registering {} package(s) in the rpm database of layer {layer:?} with {}",
         pkgs.len(),
@@ -624,7 +624,7 @@ pub(crate) fn unpack_and_register(
     ));
     let db_tree = db
         .register(runner, pkgs, env.scratch, "packages")
-        .map_err(|e| build_err(&what, e))?;
+        .map_err(|e| build_cause(&what, e))?;
     for (p, n) in db_tree {
         tree.replace(p, n);
     }
