@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use nodeimg_layers::{FileTree, RootView};
-use nodeimg_pkg::backend::Backend;
+use nodeimg_pkg::backend::{Backend, LayerRequest};
 
 use crate::error::{Error, Result};
 
@@ -48,7 +48,16 @@ pub fn install_layer(
     arch: &str,
     layer: &str,
 ) -> Result<FileTree, PackagesError> {
-    nodeimg_pkg::driver::install_layer(env, BACKENDS, view, requests, arch, layer)
+    nodeimg_pkg::driver::install_layer(
+        BACKENDS,
+        LayerRequest {
+            env,
+            view,
+            requests,
+            arch,
+            layer,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -454,7 +454,10 @@ fn a_lock_hash_is_written_as_the_served_file_only_when_it_is_that_files() {
     let mut served = BTreeMap::new();
     served.insert(
         "aa".to_string(),
-        (vec!["/c/InRelease".to_string(), "/d/InRelease".to_string()], 10),
+        (
+            vec!["/c/InRelease".to_string(), "/d/InRelease".to_string()],
+            10,
+        ),
     );
     let lock = "[[release]]\nurl = \"http://x/d/InRelease\"\nsize = 10\nsha256 = \"aa\"\n\
                 [[index]]\nsize = 10\nsha256 = \"bb\"\n[[x]]\nsize = 11\nsha256 = \"aa\"\n";

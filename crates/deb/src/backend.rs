@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, Resolution};
+use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
 use nodeimg_pkg::driver::{build_cause, build_err, fetch_shown, LockRef, PackagesError};
 use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{self, LockedFile, LockedLayer, LockedPackage, LockedSource};
@@ -46,29 +46,25 @@ impl Backend for Deb {
 
     fn open<'a>(
         &'a self,
-        env: &'a PackageEnv,
-        view: &'a dyn RootView,
-        requests: &'a [String],
-        arch: &str,
-        layer: &'a str,
+        req: LayerRequest<'a>,
     ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError> {
-        let arch = nodeimg_pkg::arch::debian(arch).to_string();
-        let mut reqs = Vec::with_capacity(requests.len());
-        for (j, r) in requests.iter().enumerate() {
+        let arch = nodeimg_pkg::arch::debian(req.arch).to_string();
+        let mut reqs = Vec::with_capacity(req.requests.len());
+        for (j, r) in req.requests.iter().enumerate() {
             reqs.push(Request::parse(r).map_err(|e| PackagesError::Recipe {
                 key: format!("packages[{j}]"),
                 message: e.to_string(),
                 hint: Some("write name or name=version (an exact pin)".into()),
             })?);
         }
-        let sources = read_sources(view, &arch)?;
+        let sources = read_sources(req.view, &arch)?;
         Ok(Box::new(DebLayer {
-            env,
-            view,
-            requests,
+            env: req.env,
+            view: req.view,
+            requests: req.requests,
             reqs,
             arch,
-            layer,
+            layer: req.layer,
             sources,
             planned: Vec::new(),
             pkgs: Vec::new(),
@@ -145,28 +141,14 @@ struct DebLayer<'a> {
 }
 
 impl LayerInstall for DebLayer<'_> {
-    fn check_lock(&mut self, ll: &LockedLayer, by: &LockRef<'_>) -> Result<(), PackagesError> {
-        let (layer, lf) = (self.layer, by.file.display());
+    fn repositories_diff(&self, ll: &LockedLayer) -> (&'static str, Vec<String>) {
         let now: Vec<LockedSource> = self.sources.iter().map(locked_source).collect();
-        let diff = lock::diff_sources(&ll.sources, &now);
-        if !diff.is_empty() {
-            return Err(by.mismatch(
-                "packages",
-                format!(
-                    "the apt sources layer {layer:?} installs from are not the ones in {lf}: {}",
-                    diff.join("; ")
-                ),
-            ));
-        }
-        if status_digest(self.view)? != ll.dpkg_status {
-            self.env.meter().suspend(|| {
-                eprintln!(
-                    "warning: layer {layer:?}: the packages installed in the image below it (its dpkg status) are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{}` to resolve them against this image",
-                    by.run_lock()
-                );
-            });
-        }
-        Ok(())
+        ("apt sources", lock::diff_sources(&ll.sources, &now))
+    }
+
+    fn below_changed(&mut self, ll: &LockedLayer) -> Result<Option<&'static str>, PackagesError> {
+        Ok((status_digest(self.view)? != ll.dpkg_status)
+            .then_some("packages installed in the image below it (its dpkg status)"))
     }
 
     fn take_locked(&mut self, ll: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {

@@ -22,6 +22,23 @@ pub struct InstalledPackage {
     pub architecture: String,
 }
 
+/// What a layer asks of a package backend: install `requests` over `view`
+/// (the image below plus the layer's own items) for the OCI architecture
+/// `arch`, in the build's `env`; `layer` names the layer in messages.
+#[derive(Clone, Copy)]
+pub struct LayerRequest<'a> {
+    /// The build's package settings (cache, lock mode, progress).
+    pub env: &'a PackageEnv,
+    /// The image below the layer plus the layer's own items.
+    pub view: &'a dyn RootView,
+    /// The layer's package requests, as the recipe writes them.
+    pub requests: &'a [String],
+    /// The OCI architecture (`amd64`, `arm64`...).
+    pub arch: &'a str,
+    /// The layer's name.
+    pub layer: &'a str,
+}
+
 /// One package backend: how a layer's `packages` are installed from the
 /// repositories the image declares, and the backend's rules for the lock
 /// file ([`PackageRules`]), the build metadata and lint.
@@ -39,16 +56,12 @@ pub trait Backend: PackageRules + Send + Sync {
     /// (`Debian packages (the image has apt sources)`).
     fn installs(&self) -> &'static str;
 
-    /// Starts installing `requests` over `view` (the image below plus the
-    /// layer's own items) for the OCI architecture `arch`: the requests
-    /// are parsed and the repositories read from the image.
+    /// Starts installing the request's packages over its view (the image
+    /// below plus the layer's own items) for its OCI architecture: the
+    /// requests are parsed and the repositories read from the image.
     fn open<'a>(
         &'a self,
-        env: &'a PackageEnv,
-        view: &'a dyn RootView,
-        requests: &'a [String],
-        arch: &str,
-        layer: &'a str,
+        req: LayerRequest<'a>,
     ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError>;
 
     /// How a package is named while it is fetched and in messages;
@@ -89,10 +102,18 @@ pub struct Resolution {
 /// One layer being installed by a backend, driven by
 /// [`crate::driver::install_layer`].
 pub trait LayerInstall {
-    /// The repositories the layer sees must be the ones `locked` was made
-    /// from; a changed package database below is warned about.
-    fn check_lock(&mut self, locked: &LockedLayer, lock: &LockRef<'_>)
-        -> Result<(), PackagesError>;
+    /// What the layer's repositories are called in messages (`apt
+    /// sources`), and how those it sees differ from the ones `locked` was
+    /// made from, a line each (none: the same).
+    fn repositories_diff(&self, locked: &LockedLayer) -> (&'static str, Vec<String>);
+
+    /// `Some(what)` when the packages installed below the layer are not the
+    /// ones `locked` was made against; `what` names them in the warning
+    /// (`packages installed in the image below it (its dpkg status)`).
+    fn below_changed(
+        &mut self,
+        locked: &LockedLayer,
+    ) -> Result<Option<&'static str>, PackagesError>;
 
     /// Installs what `locked` names (in installation order) as it is.
     fn take_locked(

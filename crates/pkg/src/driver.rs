@@ -11,9 +11,9 @@ use std::path::Path;
 
 use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::{Cache, CachedFile, Meter};
-use nodeimg_layers::{FileTree, RootView};
+use nodeimg_layers::FileTree;
 
-use crate::backend::{detect, Backend};
+use crate::backend::{detect, Backend, LayerInstall, LayerRequest};
 use crate::env::{LayerInstalled, LockMode, PackageEnv};
 use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
@@ -116,6 +116,37 @@ impl LockRef<'_> {
     }
 }
 
+/// The repositories the layer sees must be the ones `ll` was made from; a
+/// change of the packages installed below is warned about.
+fn check_lock(
+    install: &mut dyn LayerInstall,
+    env: &PackageEnv,
+    ll: &LockedLayer,
+    by: &LockRef<'_>,
+    layer: &str,
+) -> Result<(), PackagesError> {
+    let lf = by.file.display();
+    let (what, diff) = install.repositories_diff(ll);
+    if !diff.is_empty() {
+        return Err(by.mismatch(
+            "packages",
+            format!(
+                "the {what} layer {layer:?} installs from are not the ones in {lf}: {}",
+                diff.join("; ")
+            ),
+        ));
+    }
+    if let Some(what) = install.below_changed(ll)? {
+        env.meter().suspend(|| {
+            eprintln!(
+                "warning: layer {layer:?}: the {what} are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{}` to resolve them against this image",
+                by.run_lock()
+            );
+        });
+    }
+    Ok(())
+}
+
 /// Installs `requests` over `view` (the image below plus the layer's own
 /// items) for the OCI architecture `arch` with the backend [`detect`]
 /// chooses among `backends`; returns the packages' tree. `layer` names the
@@ -128,13 +159,16 @@ impl LockRef<'_> {
 /// repositories' metadata (and recorded with [`PackageEnv::recording`]).
 /// Every package is fetched and verified through the cache.
 pub fn install_layer(
-    env: &PackageEnv,
     backends: &[&dyn Backend],
-    view: &dyn RootView,
-    requests: &[String],
-    arch: &str,
-    layer: &str,
+    req: LayerRequest<'_>,
 ) -> Result<FileTree, PackagesError> {
+    let LayerRequest {
+        env,
+        view,
+        requests,
+        arch,
+        layer,
+    } = req;
     let Some(backend) = detect(backends, view, arch) else {
         return Err(build_err("packages", "no package backend"));
     };
@@ -145,7 +179,7 @@ pub fn install_layer(
         }
         LockMode::Resolve | LockMode::Record(_) => None,
     };
-    let mut install = backend.open(env, view, requests, arch, layer)?;
+    let mut install = backend.open(req)?;
     env.meter().status(&format!(
         "{} the packages of layer {layer:?}",
         if locked.is_some() {
@@ -156,7 +190,7 @@ pub fn install_layer(
     ));
     let packages = match locked {
         Some((ll, by)) => {
-            install.check_lock(ll, &by)?;
+            check_lock(&mut *install, env, ll, &by, layer)?;
             install.take_locked(ll, &by)?;
             let packages: Vec<LockedPackage> = ll.in_order().into_iter().cloned().collect();
             for (i, p) in packages.iter().enumerate() {
@@ -271,8 +305,27 @@ fn fetch_locked(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_error_keeps_its_cause_and_says_the_same_sentence() {
+        use std::error::Error as _;
+        let cause = nodeimg_fetch::FetchError::Status {
+            url: "http://r/x.deb".into(),
+            status: 500,
+        };
+        let e = build_cause("download", cause);
+        assert_eq!(e.to_string(), "download: http://r/x.deb: HTTP status 500");
+        let source = e.source().expect("a cause");
+        assert!(
+            source.is::<nodeimg_fetch::FetchError>(),
+            "the typed cause is kept, not its text"
+        );
+        // A message with nothing beneath it has no cause.
+        assert!(build_err("packages", "no package backend").source().is_none());
+    }
     use crate::backend::{InstalledPackage, LayerInstall, Resolution};
     use crate::lock::{LayerKind, LockedFile, PackageRules};
+    use nodeimg_layers::RootView;
     use nodeimg_layers::{LayerSpec, MemView};
     use sha2::Digest;
 
@@ -310,16 +363,12 @@ mod tests {
         }
         fn open<'a>(
             &'a self,
-            _: &'a PackageEnv,
-            _: &'a dyn RootView,
-            requests: &'a [String],
-            _: &str,
-            layer: &'a str,
+            req: LayerRequest<'a>,
         ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError> {
             Ok(Box::new(FakeLayer {
                 fake: self,
-                layer,
-                requests,
+                layer: req.layer,
+                requests: req.requests,
                 fetched: 0,
             }))
         }
@@ -343,8 +392,14 @@ mod tests {
     }
 
     impl LayerInstall for FakeLayer<'_> {
-        fn check_lock(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
-            Ok(())
+        fn repositories_diff(&self, _: &LockedLayer) -> (&'static str, Vec<String>) {
+            ("fake repositories", Vec::new())
+        }
+        fn below_changed(
+            &mut self,
+            _: &LockedLayer,
+        ) -> Result<Option<&'static str>, PackagesError> {
+            Ok(None)
         }
         fn take_locked(&mut self, _: &LockedLayer, _: &LockRef<'_>) -> Result<(), PackagesError> {
             Ok(())
@@ -407,7 +462,17 @@ mod tests {
             .unwrap()
             .recording();
         let reqs = vec!["a".to_string()];
-        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        install_layer(
+            &[&f],
+            LayerRequest {
+                env: &env,
+                view: &MemView::new(),
+                requests: &reqs,
+                arch: "amd64",
+                layer: "l",
+            },
+        )
+        .unwrap();
         let lock = env.recorded_lock("amd64").unwrap();
         assert_eq!(lock.layers.len(), 1);
         assert_eq!(lock.layers[0].packages[0].name, "a");
@@ -422,7 +487,17 @@ mod tests {
         // Without recording, nothing is kept for a lock; what was
         // installed still is.
         let env = PackageEnv::new(&t.path().join("cache"), &[]).unwrap();
-        install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l").unwrap();
+        install_layer(
+            &[&f],
+            LayerRequest {
+                env: &env,
+                view: &MemView::new(),
+                requests: &reqs,
+                arch: "amd64",
+                layer: "l",
+            },
+        )
+        .unwrap();
         assert!(env.recorded_lock("amd64").is_none());
         assert_eq!(env.installed().len(), 1);
     }
@@ -447,7 +522,16 @@ mod tests {
             let env = PackageEnv::new(&t.path().join("cache"), &[])
                 .unwrap()
                 .using_lock(lock, Path::new("r.toml.lock"));
-            match install_layer(&env, &[&f], &MemView::new(), &reqs, "amd64", "l") {
+            match install_layer(
+                &[&f],
+                LayerRequest {
+                    env: &env,
+                    view: &MemView::new(),
+                    requests: &reqs,
+                    arch: "amd64",
+                    layer: "l",
+                },
+            ) {
                 Err(PackagesError::Recipe { message, hint, .. }) => {
                     assert!(hint.unwrap().contains("nodeimg lock r.toml"));
                     message

@@ -375,8 +375,12 @@ impl Lock {
 
     /// The file's text: a comment header, then TOML.
     pub fn render(&self) -> Result<String> {
-        let body = toml::to_string(self)
-            .map_err(|e| Error::Image(nodeimg_image::Error::cause("lock file: cannot write TOML", e)))?;
+        let body = toml::to_string(self).map_err(|e| {
+            Error::Image(nodeimg_image::Error::cause(
+                "lock file: cannot write TOML",
+                e,
+            ))
+        })?;
         Ok(format!("{HEADER}\n{body}"))
     }
 

@@ -8,9 +8,8 @@
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, Resolution};
+use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
 use nodeimg_pkg::driver::{build_err, LockRef, PackagesError};
-use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{LayerKind, LockedLayer, LockedPackage, LockedRepo};
 
 use crate::{install, repodata, resolve, version, Env, RepoConfig, Rpm};
@@ -24,20 +23,13 @@ impl Backend for Rpm {
         !layer.yum_repo.is_empty() || !layer.zypper_repo.is_empty()
     }
 
-    fn installs(&self) -> &'static str {
-        "rpm packages (the image has yum or zypper repositories and no apt source)"
-    }
-
     fn open<'a>(
         &'a self,
-        env: &'a PackageEnv,
-        view: &'a dyn RootView,
-        requests: &'a [String],
-        arch: &str,
-        layer: &'a str,
+        req: LayerRequest<'a>,
     ) -> Result<Box<dyn LayerInstall + 'a>, PackagesError> {
-        let rarch = resolve::rpm_arch(arch).to_string();
-        let repos = crate::enabled_repos(view, &rarch)?;
+        let rarch = resolve::rpm_arch(req.arch).to_string();
+        let repos = crate::enabled_repos(req.view, &rarch)?;
+        let env = req.env;
         Ok(Box::new(RpmLayer {
             env: Env {
                 cache: env.cache(),
@@ -46,16 +38,20 @@ impl Backend for Rpm {
                 meter: env.meter(),
                 base: env.base(),
             },
-            view,
-            requests,
+            view: req.view,
+            requests: req.requests,
             rarch,
-            layer,
+            layer: req.layer,
             repos,
             db: None,
             keyrings: Vec::new(),
             planned: Vec::new(),
             pkgs: Vec::new(),
         }))
+    }
+
+    fn installs(&self) -> &'static str {
+        "rpm packages (the image has yum or zypper repositories and no apt source)"
     }
 
     fn label(&self, p: &LockedPackage) -> Result<String, String> {
@@ -126,28 +122,17 @@ impl RpmLayer<'_> {
 }
 
 impl LayerInstall for RpmLayer<'_> {
-    fn check_lock(&mut self, ll: &LockedLayer, by: &LockRef<'_>) -> Result<(), PackagesError> {
-        let (layer, lf) = (self.layer, by.file.display());
+    fn repositories_diff(&self, ll: &LockedLayer) -> (&'static str, Vec<String>) {
         let now: Vec<LockedRepo> = self.repos.iter().map(crate::locked_repo).collect();
-        let diff = nodeimg_pkg::lock::diff_repos(&ll.repos, &now);
-        if !diff.is_empty() {
-            return Err(by.mismatch(
-                "packages",
-                format!(
-                    "the rpm repositories layer {layer:?} installs from are not the ones in {lf}: {}",
-                    diff.join("; ")
-                ),
-            ));
-        }
-        if crate::installed_digest(&self.open_db()?) != ll.rpmdb {
-            self.env.meter.suspend(|| {
-                eprintln!(
-                    "warning: layer {layer:?}: the rpm packages installed in the image below it are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{}` to resolve them against this image",
-                    by.run_lock()
-                );
-            });
-        }
-        Ok(())
+        (
+            "rpm repositories",
+            nodeimg_pkg::lock::diff_repos(&ll.repos, &now),
+        )
+    }
+
+    fn below_changed(&mut self, ll: &LockedLayer) -> Result<Option<&'static str>, PackagesError> {
+        Ok((crate::installed_digest(&self.open_db()?) != ll.rpmdb)
+            .then_some("rpm packages installed in the image below it"))
     }
 
     fn take_locked(&mut self, ll: &LockedLayer, by: &LockRef<'_>) -> Result<(), PackagesError> {

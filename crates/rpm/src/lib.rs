@@ -843,7 +843,16 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             .with_offline(true)
             .using_lock(lock, Path::new("r.toml.lock"));
         let reqs: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
-        match nodeimg_pkg::driver::install_layer(&env, &[&Rpm], view, &reqs, "amd64", "docker") {
+        match nodeimg_pkg::driver::install_layer(
+            &[&Rpm],
+            nodeimg_pkg::backend::LayerRequest {
+                env: &env,
+                view: view,
+                requests: &reqs,
+                arch: "amd64",
+                layer: "docker",
+            },
+        ) {
             Err(PackagesError::Recipe { key, message, hint }) => {
                 assert!(hint.unwrap().contains("nodeimg lock r.toml"));
                 (key, message)
