@@ -88,8 +88,8 @@ pub fn render(
 pub(crate) fn layer_error(recipe: &Recipe, l: &RecipeLayer, e: &nodeimg_layers::Error) -> Error {
     let message = match e {
         nodeimg_layers::Error::Invalid { message, .. } => message.clone(),
-        nodeimg_layers::Error::Input { path, message, .. } => {
-            format!("cannot read {path:?}: {message}")
+        nodeimg_layers::Error::Input { path, source, .. } => {
+            format!("cannot read {path:?}: {source}")
         }
     };
     let hint = e.hint().map(str::to_string).or_else(|| match e {

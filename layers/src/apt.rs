@@ -60,10 +60,10 @@ impl AptSource {
         let mut signed_by = None;
         if let Some(rel) = &self.key {
             let k = format!("{key}.key");
-            let data = ctx.inputs.read(rel).map_err(|message| Error::Input {
+            let data = ctx.inputs.read(rel).map_err(|source| Error::Input {
                 key: k.clone(),
                 path: rel.clone(),
-                message,
+                source,
             })?;
             let bin = keys::load_public_key(&data).map_err(|m| {
                 Error::invalid_hint(

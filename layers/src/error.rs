@@ -21,14 +21,15 @@ pub enum Error {
         hint: Option<String>,
     },
     /// A file named by the recipe could not be read.
-    #[error("{key}: cannot read {path:?}: {message}")]
+    #[error("{key}: cannot read {path:?}: {source}")]
     Input {
         /// Key path relative to the layer table.
         key: String,
         /// The path as written in the recipe.
         path: String,
         /// Why it could not be read.
-        message: String,
+        #[source]
+        source: crate::view::InputCause,
     },
 }
 

@@ -58,10 +58,10 @@ impl File {
         let content = match (&self.content, &self.source) {
             (Some(text), None) => Content::Bytes(text.as_bytes().to_vec()),
             (None, Some(src)) => {
-                let file = ctx.inputs.host_file(src).map_err(|message| Error::Input {
+                let file = ctx.inputs.host_file(src).map_err(|source| Error::Input {
                     key: format!("{key}.source"),
                     path: src.clone(),
-                    message,
+                    source,
                 })?;
                 Content::Input(file)
             }
@@ -173,7 +173,7 @@ fn meta(
 mod tests {
     use super::*;
     use crate::tree::InputFile;
-    use crate::view::{Inputs, MemInputs, MemView};
+    use crate::view::{InputCause, Inputs, MemInputs, MemView};
     use std::sync::{Arc, OnceLock};
 
     /// One open file standing for `files/big.bin` (any file will do: the
@@ -189,14 +189,14 @@ mod tests {
 
     struct HostInputs;
     impl Inputs for HostInputs {
-        fn read(&self, rel: &str) -> std::result::Result<Vec<u8>, String> {
-            Err(format!("{rel}: not here"))
+        fn read(&self, rel: &str) -> std::result::Result<Vec<u8>, InputCause> {
+            Err(format!("{rel}: not here").into())
         }
-        fn host_file(&self, rel: &str) -> std::result::Result<InputFile, String> {
+        fn host_file(&self, rel: &str) -> std::result::Result<InputFile, InputCause> {
             if rel == "files/big.bin" {
                 Ok(big())
             } else {
-                Err("no such file".to_string())
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound).into())
             }
         }
     }
@@ -277,10 +277,22 @@ mod tests {
         let mut f = file("/opt/x");
         f.source = Some("files/missing".into());
         match render(&f, &HostInputs).unwrap_err() {
-            Error::Input { key, path, message } => {
+            e @ Error::Input { .. } => {
+                let Error::Input { key, path, source } = &e else {
+                    unreachable!()
+                };
                 assert_eq!(key, "file[2].source");
                 assert_eq!(path, "files/missing");
-                assert_eq!(message, "no such file");
+                // The implementation's error is the cause, whole.
+                let io = source
+                    .downcast_ref::<std::io::Error>()
+                    .expect("an io::Error");
+                assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+                assert!(std::error::Error::source(&e).is_some());
+                assert_eq!(
+                    e.to_string(),
+                    format!("file[2].source: cannot read \"files/missing\": {io}")
+                );
             }
             e => panic!("unexpected {e:?}"),
         }

@@ -27,5 +27,5 @@ pub use error::{Error, Result};
 pub use spec::LayerSpec;
 pub use tree::{Content, FileTree, ImagePath, InputFile, InputReader, Meta, Node, NodeKind};
 pub use view::{
-    land, Context, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind,
+    land, Context, InputCause, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind,
 };

@@ -107,10 +107,10 @@ impl RpmRepo {
             }
             Some(rel) => {
                 let k = format!("{key}.gpgkey");
-                let data = ctx.inputs.read(rel).map_err(|message| Error::Input {
+                let data = ctx.inputs.read(rel).map_err(|source| Error::Input {
                     key: k.clone(),
                     path: rel.clone(),
-                    message,
+                    source,
                 })?;
                 let bin = keys::load_public_key(&data).map_err(|m| {
                     Error::invalid_hint(

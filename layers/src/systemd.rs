@@ -387,10 +387,10 @@ fn text_of(
         (Some(c), None) => c.to_string(),
         (None, Some(rel)) => {
             let k = format!("{key}.source");
-            let bytes = ctx.inputs.read(rel).map_err(|message| Error::Input {
+            let bytes = ctx.inputs.read(rel).map_err(|source| Error::Input {
                 key: k.clone(),
                 path: rel.to_string(),
-                message,
+                source,
             })?;
             String::from_utf8(bytes).map_err(|_| {
                 Error::invalid(k, format!("{rel} is not UTF-8 text; unit files are text"))

@@ -176,12 +176,17 @@ fn resolve_in<V: RootView + ?Sized>(view: &V, path: &ImagePath, follow_last: boo
 /// builder checks that they stay inside it.
 pub trait Inputs {
     /// Read a small input file whole (keys, unit files, snippets).
-    fn read(&self, rel: &str) -> Result<Vec<u8>, String>;
+    fn read(&self, rel: &str) -> Result<Vec<u8>, InputCause>;
 
     /// A large input file to be streamed at pack time: the file, opened
     /// once and checked, with its size.
-    fn host_file(&self, rel: &str) -> Result<InputFile, String>;
+    fn host_file(&self, rel: &str) -> Result<InputFile, InputCause>;
 }
+
+/// Why an [`Inputs`] implementation could not give a file: its own error
+/// (the folder walk refused a link, the system refused the open...), kept
+/// whole as the cause of [`crate::Error::Input`].
+pub type InputCause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything a renderer may look at.
 pub struct Context<'a> {
@@ -501,15 +506,15 @@ impl MemInputs {
 }
 
 impl Inputs for MemInputs {
-    fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
+    fn read(&self, rel: &str) -> Result<Vec<u8>, InputCause> {
         self.files
             .get(rel)
             .cloned()
-            .ok_or_else(|| "no such file".to_string())
+            .ok_or_else(|| "no such file".into())
     }
 
-    fn host_file(&self, rel: &str) -> Result<InputFile, String> {
-        Err(format!("{rel}: in-memory inputs have no host files"))
+    fn host_file(&self, rel: &str) -> Result<InputFile, InputCause> {
+        Err(format!("{rel}: in-memory inputs have no host files").into())
     }
 }
 

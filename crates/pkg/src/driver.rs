@@ -321,7 +321,9 @@ mod tests {
             "the typed cause is kept, not its text"
         );
         // A message with nothing beneath it has no cause.
-        assert!(build_err("packages", "no package backend").source().is_none());
+        assert!(build_err("packages", "no package backend")
+            .source()
+            .is_none());
     }
     use crate::backend::{InstalledPackage, LayerInstall, Resolution};
     use crate::lock::{LayerKind, LockedFile, PackageRules};

@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nodeimg_layers::{InputFile, Inputs};
+use nodeimg_layers::{InputCause, InputFile, Inputs};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -62,6 +62,14 @@ pub enum InputError {
         rel: String,
         /// What it is (`a FIFO`, `a folder`, ...).
         what: &'static str,
+    },
+    /// It was opened, but reading it failed (or it changed size meanwhile).
+    #[error("{rel:?}: {source}")]
+    Read {
+        /// The input as written.
+        rel: String,
+        /// What the system said.
+        source: std::io::Error,
     },
     /// It cannot be opened (missing, no permission, a file used as folder).
     #[error("{rel:?} cannot be opened in {}: {source}", dir.display())]
@@ -411,15 +419,18 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 impl Inputs for RecipeInputs {
-    fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
-        let f = self.open(rel).map_err(|e| e.to_string())?;
-        let b = f.read_all().map_err(|e| format!("{rel:?}: {e}"))?;
+    fn read(&self, rel: &str) -> Result<Vec<u8>, InputCause> {
+        let f = self.open(rel)?;
+        let b = f.read_all().map_err(|source| InputError::Read {
+            rel: rel.to_string(),
+            source,
+        })?;
         self.note(rel);
         Ok(b)
     }
 
-    fn host_file(&self, rel: &str) -> Result<InputFile, String> {
-        let f = self.open(rel).map_err(|e| e.to_string())?;
+    fn host_file(&self, rel: &str) -> Result<InputFile, InputCause> {
+        let f = self.open(rel)?;
         self.note(rel);
         Ok(f)
     }
@@ -444,15 +455,24 @@ mod tests {
         let inp = RecipeInputs::new(&dir).unwrap();
         assert_eq!(inp.read("files/a").unwrap(), b"A");
         assert_eq!(inp.host_file("files/a").unwrap().size(), 1);
-        assert!(inp.read("../secret").unwrap_err().contains("`..`"));
-        assert!(inp.read("files/../../secret").unwrap_err().contains("`..`"));
+        assert!(inp
+            .read("../secret")
+            .unwrap_err()
+            .to_string()
+            .contains("`..`"));
+        assert!(inp
+            .read("files/../../secret")
+            .unwrap_err()
+            .to_string()
+            .contains("`..`"));
         let abs = root.path().join("secret");
         assert!(inp
             .read(abs.to_str().unwrap())
             .unwrap_err()
+            .to_string()
             .contains("absolute"));
         for l in ["link", "rel-link", "up/secret"] {
-            let e = inp.read(l).unwrap_err();
+            let e = inp.read(l).unwrap_err().to_string();
             assert!(
                 e.contains("outside") && e.contains("symbolic link"),
                 "{l}: {e}"
@@ -461,10 +481,12 @@ mod tests {
         assert!(inp
             .read("missing")
             .unwrap_err()
+            .to_string()
             .contains("cannot be opened"));
         assert!(inp
             .read("files")
             .unwrap_err()
+            .to_string()
             .contains("not a regular file but a folder"));
         assert_eq!(inp.used(), vec!["files/a".to_string()]);
     }
@@ -485,10 +507,15 @@ mod tests {
         for rel in ["files/alias", "d/a", "files/sub/back", "abs", "./d/./a"] {
             assert_eq!(inp.read(rel).unwrap(), b"A", "{rel}");
         }
-        assert!(inp.read("loop").unwrap_err().contains("symbolic links"));
+        assert!(inp
+            .read("loop")
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic links"));
         assert!(inp
             .read("files/alias/x")
             .unwrap_err()
+            .to_string()
             .contains("cannot be opened"));
         let f = inp.open_fragment("files/sub/../alias").unwrap();
         assert_eq!(f.resolved, "files/sub/a");
@@ -512,6 +539,15 @@ mod tests {
         .unwrap();
         let inp = RecipeInputs::new(root.path()).unwrap();
         let e = inp.read("pipe").unwrap_err();
+        // The walk's own error is the cause, typed.
+        assert!(
+            matches!(
+                e.downcast_ref::<InputError>(),
+                Some(InputError::NotRegular { .. })
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("not a regular file but a FIFO"), "{e}");
     }
 
