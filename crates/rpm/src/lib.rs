@@ -40,21 +40,45 @@ use nodeimg_pkg::lock::LockedLayer;
 use nodeimg_pkg::lock::PackageRules;
 use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedPackage, LockedRepo};
 
+/// Why a lock's version is not an rpm `epoch:version-release`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockedEvrError {
+    /// The version has no epoch.
+    #[error("{version:?} is not an rpm epoch:version-release (no epoch)")]
+    NoEpoch {
+        /// The version as the lock writes it.
+        version: String,
+    },
+    /// The version does not parse.
+    #[error("{version:?} is not an rpm epoch:version-release ({source})")]
+    Invalid {
+        /// The version as the lock writes it.
+        version: String,
+        /// Why it does not parse.
+        #[source]
+        source: version::EvrError,
+    },
+    /// The version has no release.
+    #[error("{version:?} is not an rpm epoch:version-release (no release)")]
+    NoRelease {
+        /// The version as the lock writes it.
+        version: String,
+    },
+}
+
 /// An rpm package's `epoch:version-release` as a lock names it (the
 /// epoch is required).
-pub fn locked_evr(p: &LockedPackage) -> Result<version::Evr, String> {
-    let bad = |why: &str| {
-        format!(
-            "{:?} is not an rpm epoch:version-release ({why})",
-            p.version
-        )
-    };
+pub fn locked_evr(p: &LockedPackage) -> Result<version::Evr, LockedEvrError> {
+    let version = || p.version.clone();
     if !p.version.contains(':') {
-        return Err(bad("no epoch"));
+        return Err(LockedEvrError::NoEpoch { version: version() });
     }
-    let evr = version::Evr::parse(&p.version).map_err(|m| bad(&m))?;
+    let evr = version::Evr::parse(&p.version).map_err(|source| LockedEvrError::Invalid {
+        version: version(),
+        source,
+    })?;
     if evr.release.is_none() {
-        return Err(bad("no release"));
+        return Err(LockedEvrError::NoRelease { version: version() });
     }
     Ok(evr)
 }
@@ -73,7 +97,7 @@ impl PackageRules for Rpm {
         p: &LockedPackage,
         architecture: &str,
     ) -> Result<(), (&'static str, String)> {
-        locked_evr(p).map_err(|m| ("version", m))?;
+        locked_evr(p).map_err(|e| ("version", e.to_string()))?;
         let arch = nodeimg_pkg::arch::rpm(nodeimg_pkg::arch::oci_from_debian(architecture));
         nodeimg_pkg::lock::check_architecture(
             p,
