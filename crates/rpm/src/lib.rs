@@ -166,8 +166,43 @@ impl Section {
     }
 }
 
+/// Why a `.repo` file cannot be used. The build names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoFileError {
+    /// A `key=value` line comes before the first `[section]`.
+    #[error("line {line}: a setting before any [repository]")]
+    SettingOutsideSection {
+        /// The line (from 1).
+        line: usize,
+    },
+    /// A line is neither a section, a setting nor a comment.
+    #[error("line {line}: expected key=value, found {text:?}")]
+    NotKeyValue {
+        /// The line (from 1).
+        line: usize,
+        /// What it says, trimmed.
+        text: String,
+    },
+    /// A value uses a variable the image gives no value.
+    #[error("[{id}]: {value:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)")]
+    UndefinedVariable {
+        /// The repository.
+        id: String,
+        /// The value as written.
+        value: String,
+        /// The variable, without its `$`.
+        name: String,
+    },
+    /// An enabled repository has no `baseurl`.
+    #[error("[{id}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl")]
+    NoBaseurl {
+        /// The repository.
+        id: String,
+    },
+}
+
 /// The sections of a `.repo` file, in order.
-fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
+fn parse_sections(text: &str) -> Result<Vec<Section>, RepoFileError> {
     let mut sections: Vec<Section> = Vec::new();
     let mut last_key: Option<usize> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -185,7 +220,7 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
             continue;
         }
         let Some(sec) = sections.last_mut() else {
-            return Err(format!("line {}: a setting before any [repository]", n + 1));
+            return Err(RepoFileError::SettingOutsideSection { line: n + 1 });
         };
         if line.starts_with([' ', '\t']) {
             // A continuation line (more baseurls or keys).
@@ -197,7 +232,10 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
             }
         }
         let Some((k, v)) = t.split_once('=') else {
-            return Err(format!("line {}: expected key=value, found {t:?}", n + 1));
+            return Err(RepoFileError::NotKeyValue {
+                line: n + 1,
+                text: t.to_string(),
+            });
         };
         sec.keys
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
@@ -208,7 +246,7 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
 
 /// `v` with the `vars` substituted; a variable without a value is an error
 /// naming the repository `id`.
-fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, String> {
+fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, RepoFileError> {
     let mut out = v.to_string();
     for (name, value) in vars {
         let token = format!("${name}");
@@ -216,9 +254,11 @@ fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String
             match value {
                 Some(x) => out = out.replace(&token, x),
                 None => {
-                    return Err(format!(
-                        "[{id}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)"
-                    ))
+                    return Err(RepoFileError::UndefinedVariable {
+                        id: id.to_string(),
+                        value: v.to_string(),
+                        name: (*name).to_string(),
+                    })
                 }
             }
         }
@@ -232,13 +272,10 @@ fn repo_config(
     file: &str,
     zypper: bool,
     vars: &[(&str, Option<&str>)],
-) -> Result<RepoConfig, String> {
+) -> Result<RepoConfig, RepoFileError> {
     let subst = |v: &str| substitute(v, &s.id, vars);
     let Some(base) = s.get("baseurl").and_then(|b| b.split_whitespace().next()) else {
-        return Err(format!(
-            "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
-            s.id
-        ));
+        return Err(RepoFileError::NoBaseurl { id: s.id.clone() });
     };
     let gpgcheck = s.get("gpgcheck").is_none_or(truthy);
     let repo_gpgcheck = match s.get("repo_gpgcheck") {
@@ -270,7 +307,7 @@ pub fn parse_repo_file(
     file: &str,
     zypper: bool,
     vars: &[(&str, Option<&str>)],
-) -> Result<Vec<RepoConfig>, String> {
+) -> Result<Vec<RepoConfig>, RepoFileError> {
     parse_sections(text)?
         .iter()
         .filter(|s| s.get("enabled").is_none_or(truthy))
@@ -308,7 +345,7 @@ pub fn read_repos(view: &dyn RootView, arch: &str) -> Result<Vec<RepoConfig>, Pa
                 ));
             };
             let mut repos = parse_repo_file(&text, &file, dir.contains("zypp"), &vars)
-                .map_err(|m| build_err(&file, m))?;
+                .map_err(|e| build_cause(&file, e))?;
             out.append(&mut repos);
         }
     }
@@ -692,9 +729,21 @@ mod tests {
             &vars,
         )
         .unwrap_err();
-        assert!(e.starts_with("[k]: no baseurl"), "{e}");
+        assert!(e.to_string().starts_with("[k]: no baseurl"), "{e}");
         let e = parse_repo_file("baseurl=x\n", "m.repo", false, &vars).unwrap_err();
-        assert!(e.contains("line 1"), "{e}");
+        assert_eq!(e.to_string(), "line 1: a setting before any [repository]");
+        let e = parse_repo_file("[k]\nbaseurl\n", "m.repo", false, &vars).unwrap_err();
+        assert_eq!(
+            e,
+            RepoFileError::NotKeyValue {
+                line: 2,
+                text: "baseurl".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 2: expected key=value, found \"baseurl\""
+        );
         let e = parse_repo_file(
             "[k]\nbaseurl=http://x/$releasever\n",
             "m.repo",
@@ -702,7 +751,10 @@ mod tests {
             &[("releasever", None)],
         )
         .unwrap_err();
-        assert!(e.contains("$releasever"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "[k]: \"http://x/$releasever\" uses $releasever, which the image does not define (no VERSION_ID in /etc/os-release)"
+        );
     }
 
     const PRIMARY: &str = r#"<?xml version="1.0"?>
