@@ -393,14 +393,52 @@ pub(crate) fn keyring(
         .map_err(|e| build_cause(&repo.file, e))
 }
 
-fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> {
+/// Why a detached OpenPGP signature (of `repomd.xml` or a package header)
+/// cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureParseError {
+    /// The signature has no bytes (or only blanks).
+    #[error("{file}: the signature is empty")]
+    Empty {
+        /// The signature's file or URL.
+        file: String,
+    },
+    /// An armored signature is not UTF-8 text.
+    #[error("{file}: not UTF-8")]
+    NotUtf8 {
+        /// The signature's file or URL.
+        file: String,
+        /// Where the text stops being UTF-8.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// The OpenPGP packets cannot be read.
+    #[error("{file}: cannot read the signature: {source}")]
+    Unreadable {
+        /// The signature's file or URL.
+        file: String,
+        /// What the OpenPGP reader says.
+        #[source]
+        source: pgp::errors::Error,
+    },
+}
+
+fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, SignatureParseError> {
     let trimmed = bytes.trim_ascii_start();
     if trimmed.is_empty() {
-        return Err(format!("{file}: the signature is empty"));
+        return Err(SignatureParseError::Empty {
+            file: file.to_string(),
+        });
     }
-    let read = |e: pgp::errors::Error| format!("{file}: cannot read the signature: {e}");
+    let read = |source: pgp::errors::Error| SignatureParseError::Unreadable {
+        file: file.to_string(),
+        source,
+    };
     if trimmed.starts_with(b"-----BEGIN") {
-        let text = std::str::from_utf8(trimmed).map_err(|_| format!("{file}: not UTF-8"))?;
+        let text = std::str::from_utf8(trimmed).map_err(|source| SignatureParseError::NotUtf8 {
+            file: file.to_string(),
+            source,
+        })?;
         let (iter, _) = StandaloneSignature::from_string_many(text).map_err(read)?;
         iter.map(|s| s.map(|s| s.signature))
             .collect::<Result<_, _>>()
@@ -412,6 +450,18 @@ fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> 
             .collect::<Result<_, _>>()
             .map_err(read)
     }
+}
+
+/// A repository with `repo_gpgcheck` serves no `repomd.xml.asc`: the
+/// download's error is the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}: the repository [{id}] is not signed, and its repo_gpgcheck requires a signed repomd.xml")]
+pub struct UnsignedRepository {
+    /// The repository.
+    pub id: String,
+    /// The failed download of the signature.
+    #[source]
+    pub source: nodeimg_fetch::fetch::FetchError,
 }
 
 pub(crate) fn join(base: &str, rel: &str) -> String {
@@ -442,17 +492,19 @@ pub(crate) fn read_metadata(
             ));
         };
         let asc = format!("{url}.asc");
-        let sig = cache.fetch_unverified(&asc).map_err(|e| {
-            if e.is_not_found() {
-                build_err(
-                    "repository metadata",
-                    format!("{e}: the repository [{}] is not signed, and its repo_gpgcheck requires a signed repomd.xml", repo.id),
-                )
+        let sig = cache.fetch_unverified(&asc).map_err(|source| {
+            if source.is_not_found() {
+                let e = UnsignedRepository {
+                    id: repo.id.clone(),
+                    source,
+                };
+                build_cause("repository metadata", e)
             } else {
-                build_cause("download", e)
+                build_cause("download", source)
             }
         })?;
-        let sigs = parse_signatures(&sig, &asc).map_err(|m| build_err("repository metadata", m))?;
+        let sigs =
+            parse_signatures(&sig, &asc).map_err(|e| build_cause("repository metadata", e))?;
         keys.verify(&sigs, &repomd, now, &url)
             .map_err(|e| build_cause("repository metadata", e))?;
     }
@@ -515,7 +567,7 @@ pub(crate) fn verify_package(
             format!("{url}: the package is not signed, and its repository has gpgcheck on"),
         ));
     };
-    let sigs = parse_signatures(sig, url).map_err(|m| build_err("package signature", m))?;
+    let sigs = parse_signatures(sig, url).map_err(|e| build_cause("package signature", e))?;
     keys.verify(&sigs, rpm.header.raw(), now, url)
         .map_err(|e| build_cause("package signature", e))?;
     Ok(rpm.has_payload_digest())
@@ -1006,15 +1058,74 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
     }
 
     #[test]
-    fn signature_parse_errors_name_the_file() {
-        assert!(parse_signatures(b"", "r.asc")
-            .unwrap_err()
-            .contains("r.asc"));
-        assert!(
-            parse_signatures(b"-----BEGIN PGP SIGNATURE-----\nxx\n", "r.asc")
-                .unwrap_err()
-                .contains("r.asc")
+    fn locked_versions_need_epoch_and_release() {
+        let p = |version: &str| LockedPackage {
+            name: "a".into(),
+            version: version.into(),
+            architecture: "noarch".into(),
+            multi_arch: String::new(),
+            auto: false,
+            order: 0,
+            source: "r".into(),
+            url: "http://h/a.rpm".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+        };
+        assert_eq!(
+            locked_evr(&p("3:1.0-2")).unwrap(),
+            version::Evr::new(3, "1.0", Some("2"))
         );
+        assert_eq!(
+            locked_evr(&p("1.0-2")).unwrap_err().to_string(),
+            "\"1.0-2\" is not an rpm epoch:version-release (no epoch)"
+        );
+        assert_eq!(
+            locked_evr(&p("0:1.0")).unwrap_err().to_string(),
+            "\"0:1.0\" is not an rpm epoch:version-release (no release)"
+        );
+        let e = locked_evr(&p("x:1.0-2")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"x:1.0-2\" is not an rpm epoch:version-release (\"x:1.0-2\": the epoch \"x\" is not a number)"
+        );
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(matches!(
+            source.downcast_ref::<version::EvrError>(),
+            Some(version::EvrError::Epoch { .. })
+        ));
+        // Through the build's error, the cause stays reachable.
+        let PackagesError::Build(b) = build_cause("demo.lock: a", e) else {
+            panic!("a build error");
+        };
+        assert_eq!(
+            b.to_string(),
+            "demo.lock: a: \"x:1.0-2\" is not an rpm epoch:version-release (\"x:1.0-2\": the epoch \"x\" is not a number)"
+        );
+        let cause = std::error::Error::source(&b).unwrap();
+        assert!(cause.is::<LockedEvrError>(), "{cause}");
+    }
+
+    #[test]
+    fn signature_parse_errors_name_the_file() {
+        assert_eq!(
+            parse_signatures(b"", "r.asc").unwrap_err().to_string(),
+            "r.asc: the signature is empty"
+        );
+        let e = parse_signatures(b"-----BEGIN PGP SIGNATURE-----\nxx\n", "r.asc").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.asc: cannot read the signature: "),
+            "{e}"
+        );
+        // The OpenPGP reader's error stays the cause.
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.is::<pgp::errors::Error>(), "{source}");
+        assert!(e.to_string().ends_with(&source.to_string()), "{e}");
+        let e = parse_signatures(b"-----BEGIN \xff", "r.asc").unwrap_err();
+        assert_eq!(e.to_string(), "r.asc: not UTF-8");
+        assert!(std::error::Error::source(&e)
+            .unwrap()
+            .is::<std::str::Utf8Error>());
         assert_eq!(join("http://h/a/", "/repodata/x"), "http://h/a/repodata/x");
     }
 }
