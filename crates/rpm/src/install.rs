@@ -124,6 +124,13 @@ pub enum InstallError {
     /// The image cannot be materialised for rpm.
     #[error("{0}")]
     Root(#[from] super::root::RootError),
+    /// The image's rpm cannot be found inside the materialised image.
+    #[error("{0}")]
+    Place(#[source] super::root::PlaceError),
+    /// The rpm database folder cannot be found inside the materialised
+    /// image.
+    #[error("{DBPATH}: {0}", DBPATH = DBPATH)]
+    DbPath(#[source] super::root::PlaceError),
     /// A file or folder of the build host cannot be written or read.
     #[error("{context}: {source}")]
     Io {
@@ -616,7 +623,7 @@ impl Runner {
         }
         let inside = self.rpm.to_string_lossy();
         let comps =
-            super::root::resolve_in_root(root, &inside, true).map_err(InstallError::Refused)?;
+            super::root::resolve_in_root(root, &inside, true).map_err(InstallError::Place)?;
         let mut host = root.to_path_buf();
         host.extend(&comps);
         let mut head = [0u8; 20];
@@ -822,7 +829,7 @@ pub(crate) fn materialise_image(
     let resolved = view.resolve(&dbpath);
     let counts = super::root::materialise_root(base, view, &root, &resolved)?;
     let comps = super::root::resolve_in_root(&root, resolved.as_str(), true)
-        .map_err(|m| InstallError::Refused(format!("{DBPATH}: {m}")))?;
+        .map_err(InstallError::DbPath)?;
     let mut db = root.clone();
     db.extend(&comps);
     if std::fs::symlink_metadata(&db).is_ok() {
