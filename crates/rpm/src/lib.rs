@@ -975,7 +975,7 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             &[&Rpm],
             nodeimg_pkg::backend::LayerRequest {
                 env: &env,
-                view: view,
+                view,
                 requests: &reqs,
                 arch: "amd64",
                 layer: "docker",

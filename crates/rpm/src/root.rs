@@ -160,9 +160,10 @@ pub enum RootError {
     Open {
         /// The layer, as messages name it.
         layer: String,
-        /// Why it cannot be opened.
+        /// Why it cannot be opened: a [`nodeimg_image::Error`], boxed so
+        /// this error stays small.
         #[source]
-        source: nodeimg_image::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The layer is not a tar stream.
     #[error("materialising {layer}: not a tar stream: {source}")]
@@ -278,7 +279,7 @@ pub(crate) fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootE
         };
         let r = base.open(i).map_err(|source| RootError::Open {
             layer: layer.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let mut archive = nodeimg_image::limits::tar_archive(r);
         let entries = archive.entries().map_err(|source| RootError::NotTar {
@@ -561,6 +562,29 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!("materialising / of the image: {source}")
+        );
+    }
+
+    #[test]
+    fn a_layer_that_cannot_be_opened_is_named_with_its_cause() {
+        let t = tempfile::tempdir().unwrap();
+        let tarfile = t.path().join("base.tar");
+        fs::write(&tarfile, tar_of(&[("etc/", tar::EntryType::Directory, "")])).unwrap();
+        let base = nodeimg_image::base::Base::open(&nodeimg_image::base::BaseRef::Rootfs {
+            file: tarfile.clone(),
+        })
+        .unwrap();
+        let tars = base.tars();
+        fs::remove_file(&tarfile).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let e = extract_base(&tars, &root).unwrap_err();
+        assert!(matches!(e, RootError::Open { .. }), "{e}");
+        let source = std::error::Error::source(&e).unwrap();
+        let image = source.downcast_ref::<nodeimg_image::Error>().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("materialising {} layer 1: {image}", tars.what())
         );
     }
 
