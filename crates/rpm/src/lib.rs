@@ -701,7 +701,7 @@ pub fn open_db(
             .and_then(|()| db.installed(&runner));
         match checked {
             Ok(installed) => return Ok((db, runner, installed)),
-            Err(e) if e.to_string().contains(install::FOREIGN_ARCH) => {
+            Err(e @ install::InstallError::ForeignArch(_)) => {
                 env.meter.suspend(|| {
                     eprintln!("warning: layer {layer:?}: {e}; the build host's rpm registers the packages instead")
                 });
