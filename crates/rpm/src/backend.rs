@@ -9,7 +9,7 @@ use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, LayerSpec, RootView};
 use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
-use nodeimg_pkg::driver::{build_err, LockRef, PackagesError};
+use nodeimg_pkg::driver::{build_cause, build_err, LockRef, PackagesError};
 use nodeimg_pkg::lock::{LayerKind, LockedLayer, LockedPackage, LockedRepo};
 
 use crate::{install, repodata, resolve, version, Env, RepoConfig, Rpm};
@@ -55,7 +55,7 @@ impl Backend for Rpm {
     }
 
     fn label(&self, p: &LockedPackage) -> Result<String, String> {
-        let evr = version::Evr::parse(&p.version)?;
+        let evr = version::Evr::parse(&p.version).map_err(|e| e.to_string())?;
         Ok(format!("{}-{}.{}", p.name, evr, p.architecture))
     }
 
@@ -138,8 +138,8 @@ impl LayerInstall for RpmLayer<'_> {
     fn take_locked(&mut self, ll: &LockedLayer, by: &LockRef<'_>) -> Result<(), PackagesError> {
         let lf = by.file.display();
         for p in ll.in_order() {
-            let evr = crate::locked_evr(p)
-                .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+            let evr =
+                crate::locked_evr(p).map_err(|e| build_cause(format!("{lf}: {}", p.name), e))?;
             let package = repodata::RpmPackage {
                 name: p.name.clone(),
                 arch: p.architecture.clone(),

@@ -124,6 +124,13 @@ pub enum InstallError {
     /// The image cannot be materialised for rpm.
     #[error("{0}")]
     Root(#[from] super::root::RootError),
+    /// The image's rpm cannot be found inside the materialised image.
+    #[error("{0}")]
+    Place(#[source] super::root::PlaceError),
+    /// The rpm database folder cannot be found inside the materialised
+    /// image.
+    #[error("{DBPATH}: {0}", DBPATH = DBPATH)]
+    DbPath(#[source] super::root::PlaceError),
     /// A file or folder of the build host cannot be written or read.
     #[error("{context}: {source}")]
     Io {
@@ -144,6 +151,10 @@ pub enum InstallError {
     /// The packages or the image are refused, with no further cause.
     #[error("{0}")]
     Refused(String),
+    /// The image's rpm is built for another architecture than the build
+    /// host, so it cannot run here (the build host's rpm can stand in).
+    #[error("{0}")]
+    ForeignArch(String),
 }
 
 impl InstallError {
@@ -616,7 +627,7 @@ impl Runner {
         }
         let inside = self.rpm.to_string_lossy();
         let comps =
-            super::root::resolve_in_root(root, &inside, true).map_err(InstallError::Refused)?;
+            super::root::resolve_in_root(root, &inside, true).map_err(InstallError::Place)?;
         let mut host = root.to_path_buf();
         host.extend(&comps);
         let mut head = [0u8; 20];
@@ -630,7 +641,7 @@ impl Runner {
             u16::from_le_bytes([head[18], head[19]])
         };
         match HOST_MACHINE {
-            Some((m, _)) if m != machine => Err(InstallError::Refused(format!(
+            Some((m, _)) if m != machine => Err(InstallError::ForeignArch(format!(
                 "the image's rpm ({inside}) {FOREIGN_ARCH} ({}, ELF machine {machine}, where the build host is {}); build on a host of the image's architecture",
                 elf_machine_name(machine),
                 HOST_MACHINE.map_or("?", |h| h.1),
@@ -708,7 +719,7 @@ impl Runner {
         let joined = msg.join("; ");
         if let Some(exec) = sandbox::exec_failure(&out.stderr) {
             if self.in_image && exec.contains("Exec format error") {
-                return Err(InstallError::Refused(format!(
+                return Err(InstallError::ForeignArch(format!(
                     "{what}: the image's rpm ({}) {FOREIGN_ARCH} ({joined}); build on a host of the image's architecture, or register an emulator for it with binfmt_misc",
                     self.rpm.display()
                 )));
@@ -822,7 +833,7 @@ pub(crate) fn materialise_image(
     let resolved = view.resolve(&dbpath);
     let counts = super::root::materialise_root(base, view, &root, &resolved)?;
     let comps = super::root::resolve_in_root(&root, resolved.as_str(), true)
-        .map_err(|m| InstallError::Refused(format!("{DBPATH}: {m}")))?;
+        .map_err(InstallError::DbPath)?;
     let mut db = root.clone();
     db.extend(&comps);
     if std::fs::symlink_metadata(&db).is_ok() {
@@ -1147,7 +1158,10 @@ mod tests {
         std::fs::set_permissions(bin.join("rpm"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let runner = Runner::image("/usr/bin/rpm");
         assert_eq!(runner.describe(), "the image's rpm (/usr/bin/rpm)");
-        let e = runner.check_machine(db.path()).unwrap_err().to_string();
+        let e = runner.check_machine(db.path()).unwrap_err();
+        // Typed, so the build can fall back to its own rpm.
+        assert!(matches!(e, InstallError::ForeignArch(_)), "{e}");
+        let e = e.to_string();
         assert!(
             e.contains(&format!(
                 "the image's rpm (/usr/bin/rpm) {FOREIGN_ARCH} ({name}, ELF machine {other}"

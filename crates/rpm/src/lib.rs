@@ -40,21 +40,45 @@ use nodeimg_pkg::lock::LockedLayer;
 use nodeimg_pkg::lock::PackageRules;
 use nodeimg_pkg::lock::{LayerKind, LockedFile, LockedPackage, LockedRepo};
 
+/// Why a lock's version is not an rpm `epoch:version-release`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockedEvrError {
+    /// The version has no epoch.
+    #[error("{version:?} is not an rpm epoch:version-release (no epoch)")]
+    NoEpoch {
+        /// The version as the lock writes it.
+        version: String,
+    },
+    /// The version does not parse.
+    #[error("{version:?} is not an rpm epoch:version-release ({source})")]
+    Invalid {
+        /// The version as the lock writes it.
+        version: String,
+        /// Why it does not parse.
+        #[source]
+        source: version::EvrError,
+    },
+    /// The version has no release.
+    #[error("{version:?} is not an rpm epoch:version-release (no release)")]
+    NoRelease {
+        /// The version as the lock writes it.
+        version: String,
+    },
+}
+
 /// An rpm package's `epoch:version-release` as a lock names it (the
 /// epoch is required).
-pub fn locked_evr(p: &LockedPackage) -> Result<version::Evr, String> {
-    let bad = |why: &str| {
-        format!(
-            "{:?} is not an rpm epoch:version-release ({why})",
-            p.version
-        )
-    };
+pub fn locked_evr(p: &LockedPackage) -> Result<version::Evr, LockedEvrError> {
+    let version = || p.version.clone();
     if !p.version.contains(':') {
-        return Err(bad("no epoch"));
+        return Err(LockedEvrError::NoEpoch { version: version() });
     }
-    let evr = version::Evr::parse(&p.version).map_err(|m| bad(&m))?;
+    let evr = version::Evr::parse(&p.version).map_err(|source| LockedEvrError::Invalid {
+        version: version(),
+        source,
+    })?;
     if evr.release.is_none() {
-        return Err(bad("no release"));
+        return Err(LockedEvrError::NoRelease { version: version() });
     }
     Ok(evr)
 }
@@ -73,7 +97,7 @@ impl PackageRules for Rpm {
         p: &LockedPackage,
         architecture: &str,
     ) -> Result<(), (&'static str, String)> {
-        locked_evr(p).map_err(|m| ("version", m))?;
+        locked_evr(p).map_err(|e| ("version", e.to_string()))?;
         let arch = nodeimg_pkg::arch::rpm(nodeimg_pkg::arch::oci_from_debian(architecture));
         nodeimg_pkg::lock::check_architecture(
             p,
@@ -142,8 +166,43 @@ impl Section {
     }
 }
 
+/// Why a `.repo` file cannot be used. The build names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoFileError {
+    /// A `key=value` line comes before the first `[section]`.
+    #[error("line {line}: a setting before any [repository]")]
+    SettingOutsideSection {
+        /// The line (from 1).
+        line: usize,
+    },
+    /// A line is neither a section, a setting nor a comment.
+    #[error("line {line}: expected key=value, found {text:?}")]
+    NotKeyValue {
+        /// The line (from 1).
+        line: usize,
+        /// What it says, trimmed.
+        text: String,
+    },
+    /// A value uses a variable the image gives no value.
+    #[error("[{id}]: {value:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)")]
+    UndefinedVariable {
+        /// The repository.
+        id: String,
+        /// The value as written.
+        value: String,
+        /// The variable, without its `$`.
+        name: String,
+    },
+    /// An enabled repository has no `baseurl`.
+    #[error("[{id}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl")]
+    NoBaseurl {
+        /// The repository.
+        id: String,
+    },
+}
+
 /// The sections of a `.repo` file, in order.
-fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
+fn parse_sections(text: &str) -> Result<Vec<Section>, RepoFileError> {
     let mut sections: Vec<Section> = Vec::new();
     let mut last_key: Option<usize> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -161,7 +220,7 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
             continue;
         }
         let Some(sec) = sections.last_mut() else {
-            return Err(format!("line {}: a setting before any [repository]", n + 1));
+            return Err(RepoFileError::SettingOutsideSection { line: n + 1 });
         };
         if line.starts_with([' ', '\t']) {
             // A continuation line (more baseurls or keys).
@@ -173,7 +232,10 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
             }
         }
         let Some((k, v)) = t.split_once('=') else {
-            return Err(format!("line {}: expected key=value, found {t:?}", n + 1));
+            return Err(RepoFileError::NotKeyValue {
+                line: n + 1,
+                text: t.to_string(),
+            });
         };
         sec.keys
             .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
@@ -184,7 +246,7 @@ fn parse_sections(text: &str) -> Result<Vec<Section>, String> {
 
 /// `v` with the `vars` substituted; a variable without a value is an error
 /// naming the repository `id`.
-fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, String> {
+fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String, RepoFileError> {
     let mut out = v.to_string();
     for (name, value) in vars {
         let token = format!("${name}");
@@ -192,9 +254,11 @@ fn substitute(v: &str, id: &str, vars: &[(&str, Option<&str>)]) -> Result<String
             match value {
                 Some(x) => out = out.replace(&token, x),
                 None => {
-                    return Err(format!(
-                        "[{id}]: {v:?} uses ${name}, which the image does not define (no VERSION_ID in /etc/os-release)"
-                    ))
+                    return Err(RepoFileError::UndefinedVariable {
+                        id: id.to_string(),
+                        value: v.to_string(),
+                        name: (*name).to_string(),
+                    })
                 }
             }
         }
@@ -208,13 +272,10 @@ fn repo_config(
     file: &str,
     zypper: bool,
     vars: &[(&str, Option<&str>)],
-) -> Result<RepoConfig, String> {
+) -> Result<RepoConfig, RepoFileError> {
     let subst = |v: &str| substitute(v, &s.id, vars);
     let Some(base) = s.get("baseurl").and_then(|b| b.split_whitespace().next()) else {
-        return Err(format!(
-            "[{}]: no baseurl; a mirrorlist or metalink alone is not supported, give the repository's baseurl",
-            s.id
-        ));
+        return Err(RepoFileError::NoBaseurl { id: s.id.clone() });
     };
     let gpgcheck = s.get("gpgcheck").is_none_or(truthy);
     let repo_gpgcheck = match s.get("repo_gpgcheck") {
@@ -246,7 +307,7 @@ pub fn parse_repo_file(
     file: &str,
     zypper: bool,
     vars: &[(&str, Option<&str>)],
-) -> Result<Vec<RepoConfig>, String> {
+) -> Result<Vec<RepoConfig>, RepoFileError> {
     parse_sections(text)?
         .iter()
         .filter(|s| s.get("enabled").is_none_or(truthy))
@@ -284,7 +345,7 @@ pub fn read_repos(view: &dyn RootView, arch: &str) -> Result<Vec<RepoConfig>, Pa
                 ));
             };
             let mut repos = parse_repo_file(&text, &file, dir.contains("zypp"), &vars)
-                .map_err(|m| build_err(&file, m))?;
+                .map_err(|e| build_cause(&file, e))?;
             out.append(&mut repos);
         }
     }
@@ -332,14 +393,52 @@ pub(crate) fn keyring(
         .map_err(|e| build_cause(&repo.file, e))
 }
 
-fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> {
+/// Why a detached OpenPGP signature (of `repomd.xml` or a package header)
+/// cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureParseError {
+    /// The signature has no bytes (or only blanks).
+    #[error("{file}: the signature is empty")]
+    Empty {
+        /// The signature's file or URL.
+        file: String,
+    },
+    /// An armored signature is not UTF-8 text.
+    #[error("{file}: not UTF-8")]
+    NotUtf8 {
+        /// The signature's file or URL.
+        file: String,
+        /// Where the text stops being UTF-8.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// The OpenPGP packets cannot be read.
+    #[error("{file}: cannot read the signature: {source}")]
+    Unreadable {
+        /// The signature's file or URL.
+        file: String,
+        /// What the OpenPGP reader says.
+        #[source]
+        source: pgp::errors::Error,
+    },
+}
+
+fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, SignatureParseError> {
     let trimmed = bytes.trim_ascii_start();
     if trimmed.is_empty() {
-        return Err(format!("{file}: the signature is empty"));
+        return Err(SignatureParseError::Empty {
+            file: file.to_string(),
+        });
     }
-    let read = |e: pgp::errors::Error| format!("{file}: cannot read the signature: {e}");
+    let read = |source: pgp::errors::Error| SignatureParseError::Unreadable {
+        file: file.to_string(),
+        source,
+    };
     if trimmed.starts_with(b"-----BEGIN") {
-        let text = std::str::from_utf8(trimmed).map_err(|_| format!("{file}: not UTF-8"))?;
+        let text = std::str::from_utf8(trimmed).map_err(|source| SignatureParseError::NotUtf8 {
+            file: file.to_string(),
+            source,
+        })?;
         let (iter, _) = StandaloneSignature::from_string_many(text).map_err(read)?;
         iter.map(|s| s.map(|s| s.signature))
             .collect::<Result<_, _>>()
@@ -351,6 +450,18 @@ fn parse_signatures(bytes: &[u8], file: &str) -> Result<Vec<Signature>, String> 
             .collect::<Result<_, _>>()
             .map_err(read)
     }
+}
+
+/// A repository with `repo_gpgcheck` serves no `repomd.xml.asc`: the
+/// download's error is the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}: the repository [{id}] is not signed, and its repo_gpgcheck requires a signed repomd.xml")]
+pub struct UnsignedRepository {
+    /// The repository.
+    pub id: String,
+    /// The failed download of the signature.
+    #[source]
+    pub source: nodeimg_fetch::fetch::FetchError,
 }
 
 pub(crate) fn join(base: &str, rel: &str) -> String {
@@ -381,17 +492,19 @@ pub(crate) fn read_metadata(
             ));
         };
         let asc = format!("{url}.asc");
-        let sig = cache.fetch_unverified(&asc).map_err(|e| {
-            if e.is_not_found() {
-                build_err(
-                    "repository metadata",
-                    format!("{e}: the repository [{}] is not signed, and its repo_gpgcheck requires a signed repomd.xml", repo.id),
-                )
+        let sig = cache.fetch_unverified(&asc).map_err(|source| {
+            if source.is_not_found() {
+                let e = UnsignedRepository {
+                    id: repo.id.clone(),
+                    source,
+                };
+                build_cause("repository metadata", e)
             } else {
-                build_cause("download", e)
+                build_cause("download", source)
             }
         })?;
-        let sigs = parse_signatures(&sig, &asc).map_err(|m| build_err("repository metadata", m))?;
+        let sigs =
+            parse_signatures(&sig, &asc).map_err(|e| build_cause("repository metadata", e))?;
         keys.verify(&sigs, &repomd, now, &url)
             .map_err(|e| build_cause("repository metadata", e))?;
     }
@@ -454,7 +567,7 @@ pub(crate) fn verify_package(
             format!("{url}: the package is not signed, and its repository has gpgcheck on"),
         ));
     };
-    let sigs = parse_signatures(sig, url).map_err(|m| build_err("package signature", m))?;
+    let sigs = parse_signatures(sig, url).map_err(|e| build_cause("package signature", e))?;
     keys.verify(&sigs, rpm.header.raw(), now, url)
         .map_err(|e| build_cause("package signature", e))?;
     Ok(rpm.has_payload_digest())
@@ -588,7 +701,7 @@ pub fn open_db(
             .and_then(|()| db.installed(&runner));
         match checked {
             Ok(installed) => return Ok((db, runner, installed)),
-            Err(e) if e.to_string().contains(install::FOREIGN_ARCH) => {
+            Err(e @ install::InstallError::ForeignArch(_)) => {
                 env.meter.suspend(|| {
                     eprintln!("warning: layer {layer:?}: {e}; the build host's rpm registers the packages instead")
                 });
@@ -668,9 +781,21 @@ mod tests {
             &vars,
         )
         .unwrap_err();
-        assert!(e.starts_with("[k]: no baseurl"), "{e}");
+        assert!(e.to_string().starts_with("[k]: no baseurl"), "{e}");
         let e = parse_repo_file("baseurl=x\n", "m.repo", false, &vars).unwrap_err();
-        assert!(e.contains("line 1"), "{e}");
+        assert_eq!(e.to_string(), "line 1: a setting before any [repository]");
+        let e = parse_repo_file("[k]\nbaseurl\n", "m.repo", false, &vars).unwrap_err();
+        assert_eq!(
+            e,
+            RepoFileError::NotKeyValue {
+                line: 2,
+                text: "baseurl".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "line 2: expected key=value, found \"baseurl\""
+        );
         let e = parse_repo_file(
             "[k]\nbaseurl=http://x/$releasever\n",
             "m.repo",
@@ -678,7 +803,10 @@ mod tests {
             &[("releasever", None)],
         )
         .unwrap_err();
-        assert!(e.contains("$releasever"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "[k]: \"http://x/$releasever\" uses $releasever, which the image does not define (no VERSION_ID in /etc/os-release)"
+        );
     }
 
     const PRIMARY: &str = r#"<?xml version="1.0"?>
@@ -847,7 +975,7 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             &[&Rpm],
             nodeimg_pkg::backend::LayerRequest {
                 env: &env,
-                view: view,
+                view,
                 requests: &reqs,
                 arch: "amd64",
                 layer: "docker",
@@ -930,15 +1058,74 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
     }
 
     #[test]
-    fn signature_parse_errors_name_the_file() {
-        assert!(parse_signatures(b"", "r.asc")
-            .unwrap_err()
-            .contains("r.asc"));
-        assert!(
-            parse_signatures(b"-----BEGIN PGP SIGNATURE-----\nxx\n", "r.asc")
-                .unwrap_err()
-                .contains("r.asc")
+    fn locked_versions_need_epoch_and_release() {
+        let p = |version: &str| LockedPackage {
+            name: "a".into(),
+            version: version.into(),
+            architecture: "noarch".into(),
+            multi_arch: String::new(),
+            auto: false,
+            order: 0,
+            source: "r".into(),
+            url: "http://h/a.rpm".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+        };
+        assert_eq!(
+            locked_evr(&p("3:1.0-2")).unwrap(),
+            version::Evr::new(3, "1.0", Some("2"))
         );
+        assert_eq!(
+            locked_evr(&p("1.0-2")).unwrap_err().to_string(),
+            "\"1.0-2\" is not an rpm epoch:version-release (no epoch)"
+        );
+        assert_eq!(
+            locked_evr(&p("0:1.0")).unwrap_err().to_string(),
+            "\"0:1.0\" is not an rpm epoch:version-release (no release)"
+        );
+        let e = locked_evr(&p("x:1.0-2")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"x:1.0-2\" is not an rpm epoch:version-release (\"x:1.0-2\": the epoch \"x\" is not a number)"
+        );
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(matches!(
+            source.downcast_ref::<version::EvrError>(),
+            Some(version::EvrError::Epoch { .. })
+        ));
+        // Through the build's error, the cause stays reachable.
+        let PackagesError::Build(b) = build_cause("demo.lock: a", e) else {
+            panic!("a build error");
+        };
+        assert_eq!(
+            b.to_string(),
+            "demo.lock: a: \"x:1.0-2\" is not an rpm epoch:version-release (\"x:1.0-2\": the epoch \"x\" is not a number)"
+        );
+        let cause = std::error::Error::source(&b).unwrap();
+        assert!(cause.is::<LockedEvrError>(), "{cause}");
+    }
+
+    #[test]
+    fn signature_parse_errors_name_the_file() {
+        assert_eq!(
+            parse_signatures(b"", "r.asc").unwrap_err().to_string(),
+            "r.asc: the signature is empty"
+        );
+        let e = parse_signatures(b"-----BEGIN PGP SIGNATURE-----\nxx\n", "r.asc").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.asc: cannot read the signature: "),
+            "{e}"
+        );
+        // The OpenPGP reader's error stays the cause.
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.is::<pgp::errors::Error>(), "{source}");
+        assert!(e.to_string().ends_with(&source.to_string()), "{e}");
+        let e = parse_signatures(b"-----BEGIN \xff", "r.asc").unwrap_err();
+        assert_eq!(e.to_string(), "r.asc: not UTF-8");
+        assert!(std::error::Error::source(&e)
+            .unwrap()
+            .is::<std::str::Utf8Error>());
         assert_eq!(join("http://h/a/", "/repodata/x"), "http://h/a/repodata/x");
     }
 }

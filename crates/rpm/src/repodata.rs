@@ -12,18 +12,36 @@ use super::version::{Evr, Op};
 
 /// Why metadata cannot be used. Every message names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {reason}")]
+#[error("{file}: {reason}{}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
 pub struct MetadataError {
     /// The file (URL) the problem is in.
     pub file: String,
-    /// What is wrong.
+    /// What is wrong, or where the XML reader's `source` failed.
     pub reason: String,
+    /// The XML reader's error beneath (a [`quick_xml::Error`] or an
+    /// attribute's [`quick_xml::events::attributes::AttrError`]), if any.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 fn err(file: &str, reason: impl Into<String>) -> MetadataError {
     MetadataError {
         file: file.to_string(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+/// The XML reader failed on `file` at `context`.
+fn xml_err(
+    file: &str,
+    context: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> MetadataError {
+    MetadataError {
+        file: file.to_string(),
+        reason: context.into(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -50,9 +68,10 @@ pub fn parse_repomd(xml: &[u8], file: &str) -> Result<PrimaryLocation, MetadataE
     loop {
         match r.read_event_into(&mut buf) {
             Err(e) => {
-                return Err(err(
+                return Err(xml_err(
                     file,
-                    format!("malformed XML at byte {}: {e}", r.error_position()),
+                    format!("malformed XML at byte {}", r.error_position()),
+                    e,
                 ))
             }
             Ok(Event::Eof) => break,
@@ -76,9 +95,7 @@ pub fn parse_repomd(xml: &[u8], file: &str) -> Result<PrimaryLocation, MetadataE
                 }
             }
             Ok(Event::Text(t)) if in_primary => {
-                let text = t
-                    .unescape()
-                    .map_err(|e| err(file, format!("bad text: {e}")))?;
+                let text = t.unescape().map_err(|e| xml_err(file, "bad text", e))?;
                 match field.as_str() {
                     "checksum" => sum = Some(text.trim().to_ascii_lowercase()),
                     "size" => {
@@ -247,9 +264,10 @@ pub fn parse_primary<R: BufRead>(input: R, file: &str) -> Result<Vec<RpmPackage>
     let mut seen_root = false;
     loop {
         let ev = r.read_event_into(&mut buf).map_err(|e| {
-            err(
+            xml_err(
                 file,
-                format!("malformed XML at byte {}: {e}", r.error_position()),
+                format!("malformed XML at byte {}", r.error_position()),
+                e,
             )
         })?;
         match ev {
@@ -271,9 +289,7 @@ pub fn parse_primary<R: BufRead>(input: R, file: &str) -> Result<Vec<RpmPackage>
             }
             Event::Text(t) => {
                 if let Some(p) = cur.as_mut() {
-                    let text = t
-                        .unescape()
-                        .map_err(|e| err(file, format!("bad text: {e}")))?;
+                    let text = t.unescape().map_err(|e| xml_err(file, "bad text", e))?;
                     match field.as_str() {
                         "name" => p.name = text.into_owned(),
                         "arch" => p.arch = text.into_owned(),
@@ -437,11 +453,11 @@ fn local(e: &BytesStart) -> String {
 
 fn attr(e: &BytesStart, key: &str, file: &str) -> Result<Option<String>, MetadataError> {
     for a in e.attributes() {
-        let a = a.map_err(|x| err(file, format!("bad attribute: {x}")))?;
+        let a = a.map_err(|x| xml_err(file, "bad attribute", x))?;
         if a.key.local_name().as_ref() == key.as_bytes() {
             let v = a
                 .unescape_value()
-                .map_err(|x| err(file, format!("bad attribute {key}: {x}")))?;
+                .map_err(|x| xml_err(file, format!("bad attribute {key}"), x))?;
             return Ok(Some(v.into_owned()));
         }
     }
@@ -537,6 +553,10 @@ mod tests {
         assert!(e.to_string().contains("\"sha\""), "{e}");
         let e = parse_repomd(b"<repomd><data type=\"primary\"></dat", "x").unwrap_err();
         assert!(e.to_string().contains("malformed XML"), "{e}");
+        // The XML reader's error stays the cause, its text the message's end.
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.is::<quick_xml::Error>(), "{source}");
+        assert!(e.to_string().ends_with(&format!(": {source}")), "{e}");
         let e = parse_repomd(b"<html/>", "x").unwrap_err();
         assert!(e.to_string().contains("not a repomd.xml"), "{e}");
         let up = REPOMD.replace("repodata/abc-primary", "../../etc/primary");

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::repodata::{Dep, RpmPackage};
-use super::version::{ranges_overlap, rpmvercmp, Evr, Op};
+use super::version::{ranges_overlap, rpmvercmp, Evr, EvrError, Op};
 
 /// The packages of one repository.
 #[derive(Debug, Clone)]
@@ -62,12 +62,13 @@ pub enum ResolveError {
         dep: String,
     },
     /// A rich dependency other than `(a or b ...)`.
-    #[error("{package} requires the rich dependency {dep:?}; only (a or b ...) is supported")]
+    #[error("{package} requires the rich dependency {:?}; only (a or b ...) is supported", .source.dep())]
     RichDependency {
         /// The requiring package.
         package: String,
-        /// The dependency.
-        dep: String,
+        /// What in the dependency is not supported.
+        #[source]
+        source: RichError,
     },
     /// A chosen package obsoletes an installed or chosen one.
     #[error("{package} obsoletes {other} ({dep}), which is {where_}; remove it from the base or pin another version")]
@@ -220,15 +221,63 @@ fn provides_dep(p: &RpmPackage, dep: &Dep) -> bool {
     dep.name.starts_with('/') && p.files.contains(&dep.name)
 }
 
+/// Why a rich dependency is not one of the form `(a or b ...)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RichError {
+    /// Not in parentheses, nested, or an alternative that is not
+    /// `name [op version]`.
+    #[error("{dep:?} is not of the form (a or b ...)")]
+    Shape {
+        /// The dependency.
+        dep: String,
+    },
+    /// An operator other than `or` (`and`, `if`, `with`...), or a
+    /// comparison rpm does not have.
+    #[error("{dep:?} uses {operator:?}")]
+    Operator {
+        /// The dependency.
+        dep: String,
+        /// The operator.
+        operator: String,
+    },
+    /// The version an alternative is compared with does not parse.
+    #[error("{dep:?}: {source}")]
+    Version {
+        /// The dependency.
+        dep: String,
+        /// Why the version does not parse.
+        #[source]
+        source: EvrError,
+    },
+}
+
+impl RichError {
+    /// The dependency, as written.
+    pub fn dep(&self) -> &str {
+        match self {
+            RichError::Shape { dep }
+            | RichError::Operator { dep, .. }
+            | RichError::Version { dep, .. } => dep,
+        }
+    }
+}
+
 /// Splits a rich dependency `(a or b or c)` into its alternatives; an error
-/// (the operator) for any other rich dependency.
-fn rich_alternatives(name: &str) -> Result<Vec<Dep>, String> {
+/// (what is not supported) for any other rich dependency.
+fn rich_alternatives(name: &str) -> Result<Vec<Dep>, RichError> {
+    let shape = || RichError::Shape {
+        dep: name.to_string(),
+    };
+    let operator = |w: &str| RichError::Operator {
+        dep: name.to_string(),
+        operator: w.to_string(),
+    };
     let inner = name
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| name.to_string())?;
+        .ok_or_else(shape)?;
     if inner.contains('(') {
-        return Err(name.to_string());
+        return Err(shape());
     }
     let mut out = Vec::new();
     for alt in inner.split(" or ") {
@@ -245,17 +294,21 @@ fn rich_alternatives(name: &str) -> Result<Vec<Dep>, String> {
                     "=" => Op::Eq,
                     ">=" => Op::Ge,
                     ">" => Op::Gt,
-                    _ => return Err(name.to_string()),
+                    w => return Err(operator(w)),
                 };
+                let evr = Evr::parse(v).map_err(|source| RichError::Version {
+                    dep: name.to_string(),
+                    source,
+                })?;
                 Dep {
                     name: (*n).to_string(),
-                    constraint: Some((op, Evr::parse(v).map_err(|_| name.to_string())?)),
+                    constraint: Some((op, evr)),
                 }
             }
-            _ => return Err(name.to_string()),
+            _ => return Err(shape()),
         };
         if ["and", "if", "else", "with", "without", "unless"].contains(&dep.name.as_str()) {
-            return Err(name.to_string());
+            return Err(operator(&dep.name));
         }
         out.push(dep);
     }
@@ -266,9 +319,9 @@ fn rich_alternatives(name: &str) -> Result<Vec<Dep>, String> {
 /// dependency, else `dep` itself.
 fn dep_alternatives(p: &RpmPackage, dep: &Dep) -> Result<Vec<Dep>, ResolveError> {
     Ok(if dep.name.starts_with('(') {
-        rich_alternatives(&dep.name).map_err(|d| ResolveError::RichDependency {
+        rich_alternatives(&dep.name).map_err(|source| ResolveError::RichDependency {
             package: p.nevra(),
-            dep: d,
+            source,
         })?
     } else {
         vec![dep.clone()]
@@ -750,9 +803,13 @@ mod tests {
             e,
             ResolveError::RichDependency {
                 package: "b-1-1.noarch".into(),
-                dep: "(c if d)".into()
+                source: RichError::Operator {
+                    dep: "(c if d)".into(),
+                    operator: "if".into()
+                }
             }
         );
+        assert_eq!(e.to_string(), "b-1-1.noarch requires the rich dependency \"(c if d)\"; only (a or b ...) is supported");
         // The file dependency /bin/sh is only satisfied by the base.
         let repos = repo(docker_repo());
         let e = resolve(&[], &repos, "x86_64", &["container-selinux".into()]).unwrap_err();
@@ -805,6 +862,16 @@ mod tests {
         assert_eq!(alts[1].to_string(), "nftables");
         assert!(rich_alternatives("(a and b)").is_err());
         assert!(rich_alternatives("(a or (b with c))").is_err());
+        // A version that does not parse: the same sentence, its cause kept.
+        let repos = repo(vec![pkg("b 1-1", "noarch", &["(c >= x:1 or d)"])]);
+        let e = resolve(&[], &repos, "x86_64", &["b".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "b-1-1.noarch requires the rich dependency \"(c >= x:1 or d)\"; only (a or b ...) is supported");
+        let rich = std::error::Error::source(&e).unwrap();
+        let evr = rich.source().unwrap().downcast_ref::<EvrError>().unwrap();
+        assert!(
+            matches!(evr, EvrError::Epoch { epoch, .. } if epoch == "x"),
+            "{evr}"
+        );
         assert_eq!(rpm_arch("amd64"), "x86_64");
         assert_eq!(rpm_arch("arm64"), "aarch64");
     }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use nodeimg_layers::{ImagePath, RootView, StatKind};
 
 use nodeimg_image::base::BaseTars;
+use nodeimg_image::error::EntryError;
 use nodeimg_image::tarindex::{parse_entry, Kind, Parsed};
 
 /// What materialising did, for the progress line.
@@ -43,7 +44,7 @@ pub(crate) fn resolve_in_root(
     root: &Path,
     path: &str,
     follow_last: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, PlaceError> {
     let mut pending: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -70,10 +71,14 @@ pub(crate) fn resolve_in_root(
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(format!("{path}: too many levels of symbolic links"));
+                    return Err(PlaceError::SymlinkLoop {
+                        path: path.to_string(),
+                    });
                 }
-                let target =
-                    fs::read_link(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+                let target = fs::read_link(&host).map_err(|source| PlaceError::Host {
+                    host: host.clone(),
+                    source,
+                })?;
                 let t = target.to_string_lossy().into_owned();
                 if t.starts_with('/') {
                     cur.clear();
@@ -99,10 +104,132 @@ fn host_of(root: &Path, comps: &[String]) -> PathBuf {
     p
 }
 
+/// Why a path of the image cannot be placed inside the materialised root.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// The path goes through more than 40 symlinks.
+    #[error("{path}: too many levels of symbolic links")]
+    SymlinkLoop {
+        /// The path inside the image.
+        path: String,
+    },
+    /// A symlink cannot be read, or a folder created, on the host.
+    #[error("{}: {source}", .host.display())]
+    Host {
+        /// The host path.
+        host: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why an entry of a base layer cannot be written into the root.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Removing what is there, or writing the entry, failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The tar stream ends inside the file's data.
+    #[error("the tar entry ends after {written} of {size} bytes")]
+    Short {
+        /// Bytes written.
+        written: u64,
+        /// Bytes the entry's header announces.
+        size: u64,
+    },
+    /// A hard link's target cannot be placed.
+    #[error("{0}")]
+    Place(#[from] PlaceError),
+    /// A hard link can neither be made nor its target copied.
+    #[error("hard link to {target}: {source}")]
+    HardLink {
+        /// The link's target, inside the image.
+        target: String,
+        /// Why copying it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Why the image below a layer cannot be materialised for rpm.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RootError(pub(crate) String);
+pub enum RootError {
+    /// A layer of the base cannot be opened.
+    #[error("materialising {layer}: {source}")]
+    Open {
+        /// The layer, as messages name it.
+        layer: String,
+        /// Why it cannot be opened: a [`nodeimg_image::Error`], boxed so
+        /// this error stays small.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The layer is not a tar stream.
+    #[error("materialising {layer}: not a tar stream: {source}")]
+    NotTar {
+        /// The layer, as messages name it.
+        layer: String,
+        /// The tar reader's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The layer's tar stream breaks off or is malformed.
+    #[error("materialising {layer}: broken tar stream: {source}")]
+    BrokenTar {
+        /// The layer, as messages name it.
+        layer: String,
+        /// The tar reader's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A tar entry of the layer is refused.
+    #[error("materialising {layer}: {source}")]
+    Entry {
+        /// The layer, as messages name it.
+        layer: String,
+        /// Why the entry is refused.
+        #[source]
+        source: EntryError,
+    },
+    /// An entry's path cannot be placed inside the root.
+    #[error("materialising {layer}: {source}")]
+    Place {
+        /// The layer, as messages name it.
+        layer: String,
+        /// Why.
+        #[source]
+        source: PlaceError,
+    },
+    /// An entry (or a whiteout) cannot be applied.
+    #[error("materialising {layer}: {path}: {source}")]
+    Write {
+        /// The layer, as messages name it.
+        layer: String,
+        /// The entry's path inside the image.
+        path: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// Bringing the root in line with the layer's view failed on the host.
+    #[error("materialising {path} of the image: {source}")]
+    View {
+        /// The path inside the image (or the name in its folder).
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A name the view lists does not make a path of the image.
+    #[error("materialising {name} of the image: {message}")]
+    ViewPath {
+        /// The name in its folder.
+        name: String,
+        /// Why it is not a path.
+        message: String,
+    },
+}
 
 pub use nodeimg_pkg::sandbox::remove_tree;
 
@@ -120,14 +247,17 @@ fn file_mode(mode: u32) -> fs::Permissions {
 
 /// Where the entry `path` of the image goes on the host: its parent
 /// resolved inside `root` (and created), its own name kept.
-fn place(root: &Path, path: &str) -> Result<PathBuf, String> {
+fn place(root: &Path, path: &str) -> Result<PathBuf, PlaceError> {
     let comps = resolve_in_root(root, path, false)?;
     let Some((name, parent)) = comps.split_last() else {
         return Ok(root.to_path_buf());
     };
     let dir = host_of(root, parent);
     if !dir.is_dir() {
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|source| PlaceError::Host {
+            host: dir.clone(),
+            source,
+        })?;
     }
     Ok(dir.join(name))
 }
@@ -136,29 +266,49 @@ fn place(root: &Path, path: &str) -> Result<PathBuf, String> {
 pub(crate) fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootError> {
     let mut counts = Counts::default();
     for i in 0..base.len() {
-        let what = format!("{} layer {}", base.what(), i + 1);
-        let err = |m: String| RootError(format!("materialising {what}: {m}"));
-        let r = base.open(i).map_err(|e| err(e.to_string()))?;
+        let layer = format!("{} layer {}", base.what(), i + 1);
+        let layer = layer.as_str();
+        let placed = |source| RootError::Place {
+            layer: layer.to_string(),
+            source,
+        };
+        let write = |path: &str, source| RootError::Write {
+            layer: layer.to_string(),
+            path: path.to_string(),
+            source,
+        };
+        let r = base.open(i).map_err(|source| RootError::Open {
+            layer: layer.to_string(),
+            source: Box::new(source),
+        })?;
         let mut archive = nodeimg_image::limits::tar_archive(r);
-        let entries = archive
-            .entries()
-            .map_err(|e| err(format!("not a tar stream: {e}")))?;
+        let entries = archive.entries().map_err(|source| RootError::NotTar {
+            layer: layer.to_string(),
+            source,
+        })?;
         for (ord, entry) in entries.enumerate() {
-            let mut entry = entry.map_err(|e| err(format!("broken tar stream: {e}")))?;
-            let parsed = parse_entry(&mut entry, i as u32, ord as u64, None)
-                .map_err(|e| err(e.to_string()))?;
+            let mut entry = entry.map_err(|source| RootError::BrokenTar {
+                layer: layer.to_string(),
+                source,
+            })?;
+            let parsed = parse_entry(&mut entry, i as u32, ord as u64, None).map_err(|source| {
+                RootError::Entry {
+                    layer: layer.to_string(),
+                    source,
+                }
+            })?;
             match parsed {
                 Parsed::Skip => {}
                 Parsed::Whiteout(p) => {
-                    let host = place(root, &p).map_err(err)?;
-                    remove_any(&host).map_err(|e| err(format!("{p}: {e}")))?;
+                    let host = place(root, &p).map_err(placed)?;
+                    remove_any(&host).map_err(|e| write(&p, e.into()))?;
                 }
                 Parsed::Opaque(p) => {
-                    let comps = resolve_in_root(root, &p, true).map_err(err)?;
+                    let comps = resolve_in_root(root, &p, true).map_err(placed)?;
                     let host = host_of(root, &comps);
                     if let Ok(rd) = fs::read_dir(&host) {
                         for e in rd.flatten() {
-                            remove_any(&e.path()).map_err(|e| err(format!("{p}: {e}")))?;
+                            remove_any(&e.path()).map_err(|e| write(&p, e.into()))?;
                         }
                     }
                 }
@@ -167,9 +317,9 @@ pub(crate) fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootE
                         continue;
                     }
                     counts.base_entries += 1;
-                    let host = place(root, &p).map_err(err)?;
+                    let host = place(root, &p).map_err(placed)?;
                     write_entry(root, &host, &rec.kind, rec.meta.mode, &mut entry)
-                        .map_err(|e| err(format!("{p}: {e}")))?;
+                        .map_err(|e| write(&p, e))?;
                     if let Kind::File(size) = rec.kind {
                         counts.base_bytes += size;
                     }
@@ -186,8 +336,8 @@ fn write_entry(
     kind: &Kind,
     mode: u32,
     data: &mut dyn Read,
-) -> Result<(), String> {
-    let io = |e: io::Error| e.to_string();
+) -> Result<(), WriteError> {
+    let io = WriteError::Io;
     let existing = fs::symlink_metadata(host).ok();
     match kind {
         Kind::Dir => {
@@ -207,7 +357,10 @@ fn write_entry(
             let mut w = BufWriter::new(f);
             let n = io::copy(&mut data.take(*size), &mut w).map_err(io)?;
             if n != *size {
-                return Err(format!("the tar entry ends after {n} of {size} bytes"));
+                return Err(WriteError::Short {
+                    written: n,
+                    size: *size,
+                });
             }
             w.flush().map_err(io)?;
             fs::set_permissions(host, file_mode(mode)).map_err(io)?;
@@ -220,7 +373,10 @@ fn write_entry(
             let target = place(root, t)?;
             remove_any(host).map_err(io)?;
             if fs::hard_link(&target, host).is_err() {
-                fs::copy(&target, host).map_err(|e| format!("hard link to {t}: {e}"))?;
+                fs::copy(&target, host).map_err(|source| WriteError::HardLink {
+                    target: t.clone(),
+                    source,
+                })?;
             }
         }
         // Device nodes, fifos, sockets: not needed to run rpm, and an
@@ -240,22 +396,28 @@ pub(crate) fn match_view(
     counts: &mut Counts,
 ) -> Result<(), RootError> {
     let host_dir = root.join(dir.relative());
-    let err = |p: &str, e: String| RootError(format!("materialising {p} of the image: {e}"));
+    let err = |p: &str, source: io::Error| RootError::View {
+        path: p.to_string(),
+        source,
+    };
     let names = view.list_raw(dir);
     let mut present: Vec<String> = fs::read_dir(&host_dir)
-        .map_err(|e| err(dir.as_str(), e.to_string()))?
+        .map_err(|e| err(dir.as_str(), e))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     present.sort();
     for n in present {
         if names.binary_search(&n).is_err() {
-            remove_any(&host_dir.join(&n)).map_err(|e| err(&n, e.to_string()))?;
+            remove_any(&host_dir.join(&n)).map_err(|e| err(&n, e))?;
             counts.view_changes += 1;
         }
     }
     for n in names {
-        let path = dir.join(&n).map_err(|e| err(&n, e))?;
+        let path = dir.join(&n).map_err(|message| RootError::ViewPath {
+            name: n.clone(),
+            message,
+        })?;
         if &path == skip {
             continue;
         }
@@ -264,7 +426,7 @@ pub(crate) fn match_view(
         };
         let host = host_dir.join(&n);
         let existing = fs::symlink_metadata(&host).ok();
-        let e = |x: io::Error| err(path.as_str(), x.to_string());
+        let e = |x: io::Error| err(path.as_str(), x);
         match &stat.kind {
             StatKind::Dir => {
                 if !existing.as_ref().is_some_and(|m| m.is_dir()) {
@@ -360,6 +522,7 @@ mod tests {
         );
         assert!(resolve_in_root(r, "/loop/x", true)
             .unwrap_err()
+            .to_string()
             .contains("too many levels"));
         // A file written through an absolute symlink lands in the root.
         let host = place(r, "/lib/libx.so").unwrap();
@@ -367,6 +530,62 @@ mod tests {
         let host = place(r, "/usr/up/shadow").unwrap();
         assert_eq!(host, r.join("etc/shadow"));
         assert!(r.join("etc").is_dir());
+    }
+
+    #[test]
+    fn host_errors_keep_their_io_cause() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::write(r.join("a"), "a file, not a folder").unwrap();
+        // A folder cannot be made below a file.
+        let e = place(r, "/a/b/c").unwrap_err();
+        let PlaceError::Host { host, source } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(host, &r.join("a/b"));
+        assert_eq!(
+            e.to_string(),
+            format!("{}: {source}", r.join("a/b").display())
+        );
+        assert!(std::error::Error::source(&e).unwrap().is::<io::Error>());
+        // The view's folder is missing from the root.
+        let view = nodeimg_layers::MemView::new().dir("/etc");
+        let missing = r.join("missing");
+        let skip = ImagePath::new("/var/lib/rpm").unwrap();
+        let mut counts = Counts::default();
+        let e = match_view(&view, &missing, &ImagePath::root(), &skip, &mut counts).unwrap_err();
+        let source = std::error::Error::source(&e)
+            .unwrap()
+            .downcast_ref::<io::Error>()
+            .unwrap();
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!("materialising / of the image: {source}")
+        );
+    }
+
+    #[test]
+    fn a_layer_that_cannot_be_opened_is_named_with_its_cause() {
+        let t = tempfile::tempdir().unwrap();
+        let tarfile = t.path().join("base.tar");
+        fs::write(&tarfile, tar_of(&[("etc/", tar::EntryType::Directory, "")])).unwrap();
+        let base = nodeimg_image::base::Base::open(&nodeimg_image::base::BaseRef::Rootfs {
+            file: tarfile.clone(),
+        })
+        .unwrap();
+        let tars = base.tars();
+        fs::remove_file(&tarfile).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let e = extract_base(&tars, &root).unwrap_err();
+        assert!(matches!(e, RootError::Open { .. }), "{e}");
+        let source = std::error::Error::source(&e).unwrap();
+        let image = source.downcast_ref::<nodeimg_image::Error>().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("materialising {} layer 1: {image}", tars.what())
+        );
     }
 
     #[test]

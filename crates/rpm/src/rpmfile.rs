@@ -13,18 +13,31 @@ use sha2::{Digest, Sha256};
 
 /// Why an `.rpm` cannot be read. Every message names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {reason}")]
+#[error("{file}: {reason}{}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
 pub struct RpmError {
     /// The file.
     pub file: String,
-    /// What is wrong.
+    /// What is wrong, or what was being read when `source` failed.
     pub reason: String,
+    /// The I/O (or decompression) error beneath, if any.
+    #[source]
+    pub source: Option<io::Error>,
 }
 
 fn err(file: &str, reason: impl Into<String>) -> RpmError {
     RpmError {
         file: file.to_string(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+/// Reading `file` failed while doing `context`.
+fn io_err(file: &str, context: impl Into<String>, source: io::Error) -> RpmError {
+    RpmError {
+        file: file.to_string(),
+        reason: context.into(),
+        source: Some(source),
     }
 }
 
@@ -105,7 +118,7 @@ fn read_exact(r: &mut impl Read, buf: &mut [u8], file: &str, what: &str) -> Resu
         if e.kind() == io::ErrorKind::UnexpectedEof {
             err(file, format!("truncated in the {what}"))
         } else {
-            err(file, format!("reading the {what}: {e}"))
+            io_err(file, format!("reading the {what}"), e)
         }
     })
 }
@@ -283,7 +296,7 @@ impl RpmFile {
     /// is checked when present.
     pub fn open(path: &Path, file: &str) -> Result<RpmFile, RpmError> {
         let f =
-            File::open(path).map_err(|e| err(file, format!("opening {}: {e}", path.display())))?;
+            File::open(path).map_err(|e| io_err(file, format!("opening {}", path.display()), e))?;
         Self::from_reader(f, file)
     }
 
@@ -479,7 +492,7 @@ impl RpmFile {
             "xz" | "lzma" => nodeimg_image::limits::xz_decoder(reader),
             "zstd" => Box::new(
                 zstd::stream::read::Decoder::new(reader)
-                    .map_err(|e| err(&f, format!("zstd payload: {e}")))?,
+                    .map_err(|e| io_err(&f, "zstd payload", e))?,
             ),
             "identity" => Box::new(reader),
             other => {
@@ -601,7 +614,7 @@ impl Payload {
     pub fn data(&mut self, e: &CpioEntry, out: &mut dyn io::Write) -> Result<(), RpmError> {
         let f = self.file.clone();
         let n = io::copy(&mut (&mut self.cpio).take(e.size), out)
-            .map_err(|x| err(&f, format!("{}: {x}", e.path)))?;
+            .map_err(|x| io_err(&f, e.path.as_str(), x))?;
         if n != e.size {
             return Err(err(&f, format!("truncated in the payload at {}", e.path)));
         }
@@ -611,12 +624,12 @@ impl Payload {
     /// Reads the rest of the compressed payload and checks its digest.
     pub fn finish(mut self) -> Result<(), RpmError> {
         let f = self.file.clone();
-        io::copy(&mut self.cpio, &mut io::sink()).map_err(|e| err(&f, format!("payload: {e}")))?;
+        io::copy(&mut self.cpio, &mut io::sink()).map_err(|e| io_err(&f, "payload", e))?;
         drop(self.cpio);
         let Some(mut h) = self.hashing.borrow_mut().take() else {
             return Ok(());
         };
-        io::copy(&mut h.inner, &mut h.hasher).map_err(|e| err(&f, format!("payload: {e}")))?;
+        io::copy(&mut h.inner, &mut h.hasher).map_err(|e| io_err(&f, "payload", e))?;
         if let Some(want) = &self.digest {
             let got = hex::encode(h.hasher.finalize());
             if !got.eq_ignore_ascii_case(want) {
@@ -727,6 +740,18 @@ mod tests {
         lead[0] = 0;
         let e = RpmFile::open(&write(t.path(), &lead), "z.rpm").unwrap_err();
         assert_eq!(e.to_string(), "z.rpm: not an rpm package (no lead magic)");
+        // A file that cannot be opened: the I/O error stays the cause.
+        let missing = t.path().join("missing.rpm");
+        let e = RpmFile::open(&missing, "m.rpm").unwrap_err();
+        let source = std::error::Error::source(&e)
+            .unwrap()
+            .downcast_ref::<io::Error>()
+            .unwrap();
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            format!("m.rpm: opening {}: {source}", missing.display())
+        );
         // Every truncation, and every single-byte change in the headers,
         // is an error or a readable package: never a panic.
         let path = t.path().join("cut.rpm");

@@ -109,6 +109,28 @@ fn segment_cmp(mut sa: &[u8], mut sb: &[u8], numeric: bool) -> Ordering {
     sa.cmp(sb)
 }
 
+/// Why a text is not an `[epoch:]version[-release]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvrError {
+    /// The part before the colon is not a number.
+    #[error("{text:?}: the epoch {epoch:?} is not a number")]
+    Epoch {
+        /// The whole text.
+        text: String,
+        /// The epoch as written.
+        epoch: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// The version is empty, or the release after a dash is.
+    #[error("{text:?} is not an [epoch:]version[-release]")]
+    Malformed {
+        /// The whole text.
+        text: String,
+    },
+}
+
 /// An epoch:version-release. A missing epoch is 0; a missing release (in a
 /// dependency) matches any release.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,11 +154,14 @@ impl Evr {
     }
 
     /// Parses `[epoch:]version[-release]`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, EvrError> {
         let (epoch, rest) = match s.split_once(':') {
             Some((e, rest)) => (
-                e.parse::<u64>()
-                    .map_err(|_| format!("{s:?}: the epoch {e:?} is not a number"))?,
+                e.parse::<u64>().map_err(|source| EvrError::Epoch {
+                    text: s.to_string(),
+                    epoch: e.to_string(),
+                    source,
+                })?,
                 rest,
             ),
             None => (0, s),
@@ -146,7 +171,9 @@ impl Evr {
             None => (rest, None),
         };
         if version.is_empty() || release == Some("") {
-            return Err(format!("{s:?} is not an [epoch:]version[-release]"));
+            return Err(EvrError::Malformed {
+                text: s.to_string(),
+            });
         }
         Ok(Evr::new(epoch, version, release))
     }
@@ -484,8 +511,14 @@ mod tests {
         assert_eq!(e, Evr::new(3, "19.03.11", Some("3.el7")));
         assert_eq!(e.to_string(), "3:19.03.11-3.el7");
         assert_eq!(Evr::parse("1.2.13").unwrap().release, None);
-        assert!(Evr::parse("x:1").is_err());
-        assert!(Evr::parse("1-").is_err());
+        let e = Evr::parse("x:1").unwrap_err();
+        assert_eq!(e.to_string(), "\"x:1\": the epoch \"x\" is not a number");
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.is::<std::num::ParseIntError>(), "{source}");
+        assert_eq!(
+            Evr::parse("1-").unwrap_err().to_string(),
+            "\"1-\" is not an [epoch:]version[-release]"
+        );
         assert!(Evr::parse("").is_err());
         // The epoch wins over the version.
         assert_eq!(
