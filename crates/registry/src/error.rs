@@ -10,9 +10,11 @@ use oci_client::ParseError;
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// What can go wrong pulling from or pushing to a registry. Every variant
-/// but the command-line ones, [`RegistryError::Io`] and
+/// but the command-line ones, [`RegistryError::Io`],
+/// [`RegistryError::Upload`] (the destination first) and
 /// [`RegistryError::Image`] starts its message with `what`: the image as
-/// the user named it.
+/// the user named it. [`RegistryError::exit_code`] says 2 for command-line
+/// mistakes, 1 for the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The command line is wrong (a refused insecure registry, a push
@@ -47,52 +49,35 @@ pub enum RegistryError {
         #[source]
         source: AuthFileError,
     },
-    /// A request to the registry failed for good (after `tries`).
-    #[error("{what}: {action}: {}{tries}", crate::chain(.source))]
+    /// A request to the registry failed for good (after `attempts`).
+    #[error("{what}: {action}: {}{}", crate::chain(.source), tries(.attempts))]
     Request {
         /// The image.
         what: String,
         /// What was asked: `downloading blob D`, `checking blob D`...
         action: String,
-        /// ` (after N attempts)`, or nothing.
-        tries: String,
+        /// Attempts made.
+        attempts: u32,
         /// The client's error (its causes are part of the message).
         #[source]
         source: OciDistributionError,
     },
-    /// Fetching a manifest failed for good (after `tries`).
-    #[error("{what}: {action}: {source}{tries}")]
+    /// Fetching a manifest failed for good (after `attempts`).
+    #[error("{what}: {action}: {source}{}", tries(.attempts))]
     Fetch {
         /// The image.
         what: String,
         /// `fetching the manifest of REF`.
         action: String,
-        /// ` (after N attempts)`, or nothing.
-        tries: String,
+        /// Attempts made.
+        attempts: u32,
         /// Why.
         #[source]
         source: crate::Fetch,
     },
     /// A blob of the image to push could not be opened for an upload.
-    #[error(
-        "{dest}: {action}: {what}: blob {digest}: {}{tries}",
-        nodeimg_image::base::oci_msg(.source)
-    )]
-    Upload {
-        /// The destination (`HOST/REPO:TAG`).
-        dest: String,
-        /// `uploading blob D`.
-        action: String,
-        /// The local image.
-        what: String,
-        /// The blob.
-        digest: String,
-        /// ` (after N attempts)`, or nothing.
-        tries: String,
-        /// The library error (its causes are part of the message).
-        #[source]
-        source: ocidir::Error,
-    },
+    #[error(transparent)]
+    Upload(Box<UploadError>),
     /// A JSON document from a registry or an image is not valid.
     #[error("{what}: {item}{source}")]
     Json {
@@ -181,7 +166,7 @@ pub enum RegistryError {
         what: String,
         /// Why the blob was fetched again after the cache failed to serve
         /// it, when it was.
-        refetch: Option<CacheMiss>,
+        refetch: Option<Box<CacheMiss>>,
         /// Why.
         reason: Refusal,
     },
@@ -190,8 +175,40 @@ pub enum RegistryError {
     Image(#[from] nodeimg_image::Error),
 }
 
+/// ` (after N attempts)` when there were several, else nothing.
+fn tries(attempts: &u32) -> String {
+    if *attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+/// The blob of an image to push that could not be opened for an upload.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{dest}: {action}: {what}: blob {digest}: {}{}",
+    nodeimg_image::base::oci_msg(.source),
+    tries(.attempts)
+)]
+pub struct UploadError {
+    /// The destination (`HOST/REPO:TAG`).
+    pub dest: String,
+    /// `uploading blob D`.
+    pub action: String,
+    /// The local image.
+    pub what: String,
+    /// The blob.
+    pub digest: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The library error (its causes are part of the message).
+    #[source]
+    pub source: ocidir::Error,
+}
+
 /// `WHY; fetching it again failed: `, or nothing.
-fn refetched(note: &Option<CacheMiss>) -> String {
+fn refetched(note: &Option<Box<CacheMiss>>) -> String {
     match note {
         Some(why) => format!("{why}; fetching it again failed: "),
         None => String::new(),
@@ -541,8 +558,8 @@ pub enum Refusal {
 pub(crate) struct Retried<E> {
     /// What was attempted.
     pub(crate) action: String,
-    /// ` (after N attempts)`, or nothing.
-    pub(crate) tries: String,
+    /// Attempts made.
+    pub(crate) attempts: u32,
     /// The last error.
     pub(crate) error: E,
 }
@@ -553,7 +570,7 @@ impl Retried<OciDistributionError> {
         RegistryError::Request {
             what: what.into(),
             action: self.action,
-            tries: self.tries,
+            attempts: self.attempts,
             source: self.error,
         }
     }
@@ -590,7 +607,7 @@ mod tests {
 
         let e = Retried {
             action: "checking blob sha256:ab".into(),
-            tries: " (after 3 attempts)".into(),
+            attempts: 3,
             error: OciDistributionError::GenericError(Some("refused".into())),
         };
         let e = e.of("reg/x:1");
@@ -603,5 +620,283 @@ mod tests {
         let usage: nodeimg_image::Error = RegistryError::Usage("bad".into()).into();
         assert_eq!(usage.exit_code(), 2);
         assert_eq!(usage.to_string(), "bad");
+    }
+
+    /// The errors beneath an error, nearest first.
+    fn causes<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Vec<&'a (dyn std::error::Error + 'static)> {
+        let mut out = Vec::new();
+        let mut next = e.source();
+        while let Some(c) = next {
+            out.push(c);
+            next = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_json_keeps_the_parse_error() {
+        let shown = serde_json::from_slice::<serde_json::Value>(b"[")
+            .unwrap_err()
+            .to_string();
+        let e = RegistryError::Manifest {
+            what: "reg/x:1".into(),
+            digest: "sha256:ab".into(),
+            source: crate::parse_manifest(b"[").unwrap_err(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("reg/x:1: manifest sha256:ab: not JSON: {shown}")
+        );
+        assert!(matches!(
+            e.source().unwrap().downcast_ref::<ManifestError>(),
+            Some(ManifestError::NotJson(_))
+        ));
+        assert!(causes(&e)[1].is::<serde_json::Error>());
+        // Across the image crate's boundary: the same sentence and causes.
+        let sentence = e.to_string();
+        let image: nodeimg_image::Error = e.into();
+        assert_eq!((image.to_string(), image.exit_code()), (sentence, 1));
+        assert!(causes(&image).iter().any(|c| c.is::<serde_json::Error>()));
+    }
+
+    #[test]
+    fn a_failed_request_keeps_the_client_error_and_what_is_beneath() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = Retried {
+            action: "downloading blob sha256:ab".into(),
+            attempts: 6,
+            error: OciDistributionError::IoError(reset),
+        }
+        .of("reg/x:1");
+        assert_eq!(
+            e.to_string(),
+            "reg/x:1: downloading blob sha256:ab: reset by peer (after 6 attempts)"
+        );
+        match e.source().unwrap().downcast_ref::<OciDistributionError>() {
+            Some(OciDistributionError::IoError(io)) => {
+                assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset)
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let body = crate::Fetch::Body(std::io::Error::other("cut"));
+        let e = RegistryError::Fetch {
+            what: "base".into(),
+            action: "fetching the manifest of reg/x:1".into(),
+            attempts: 1,
+            source: body,
+        };
+        assert_eq!(
+            e.to_string(),
+            "base: fetching the manifest of reg/x:1: reading the answer: cut; \
+             check the name of the registry and the network"
+        );
+        assert!(causes(&e)[1].is::<std::io::Error>());
+    }
+
+    #[test]
+    fn a_blob_that_cannot_be_opened_for_upload_keeps_the_layout_error() {
+        let e = Retried {
+            action: "uploading blob sha256:ab".into(),
+            attempts: 1,
+            error: crate::Upload::Open(ocidir::Error::Io(std::io::Error::other("gone"))),
+        }
+        .of("reg/x:1".into(), "img:v1", "sha256:ab");
+        let layout = e.source().unwrap().downcast_ref::<ocidir::Error>().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "reg/x:1: uploading blob sha256:ab: img:v1: blob sha256:ab: {}",
+                nodeimg_image::base::oci_msg(layout)
+            )
+        );
+    }
+
+    #[test]
+    fn command_line_mistakes_exit_2_and_keep_their_cause() {
+        let e = RegistryError::Reference {
+            role: "push destination ",
+            source: crate::parse_reference("127.0.0.1:1/x@sha256:abc").unwrap_err(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "push destination \"127.0.0.1:1/x@sha256:abc\" is not an image reference \
+             (invalid reference format); write HOST[:PORT]/REPO:TAG or \
+             HOST[:PORT]/REPO@sha256:HEX"
+        );
+        assert_eq!(e.exit_code(), 2);
+        assert!(causes(&e)[1].is::<ParseError>());
+        let e = RegistryError::AuthFile {
+            file: "/run/auth.json".into(),
+            source: crate::auth_in(r#"{"auths": {"x": {"auth": "@@@"}}}"#, "x").unwrap_err(),
+        };
+        assert!(causes(&e)[1].is::<base64::DecodeError>());
+        let sentence = e.to_string();
+        assert!(
+            sentence.starts_with("/run/auth.json: auths.x.auth is not base64: ")
+                && sentence.ends_with("; fix the file or point REGISTRY_AUTH_FILE at another"),
+            "{sentence}"
+        );
+        let image: nodeimg_image::Error = e.into();
+        assert_eq!((image.to_string(), image.exit_code()), (sentence, 2));
+        let e = RegistryError::MountFrom {
+            repository: "Bad".into(),
+            source: ParseError::NameContainsUppercase,
+        };
+        assert_eq!(
+            e.to_string(),
+            "--mount-from \"Bad\": repository name must be lowercase"
+        );
+        assert_eq!(e.exit_code(), 2);
+        let e = RegistryError::io("creating /c", std::io::Error::other("full"));
+        assert_eq!(
+            (e.to_string().as_str(), e.exit_code()),
+            ("creating /c: full", 1)
+        );
+    }
+
+    #[test]
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one table of every refusal and its sentence"
+    )]
+    fn refusals_say_the_sentences_they_always_said() {
+        let d = "sha256:ab";
+        let cases = [
+            (
+                Refusal::ManifestMismatch {
+                    expected: d.into(),
+                    found: "sha256:cd".into(),
+                },
+                "the registry sent a manifest that does not match sha256:ab (found sha256:cd); \
+                 the registry or something between is corrupt",
+            ),
+            (
+                Refusal::ManifestSize {
+                    digest: d.into(),
+                    sent: 3,
+                    listed: 4,
+                },
+                "the registry sent 3 bytes for manifest sha256:ab, its index says 4",
+            ),
+            (
+                Refusal::ManifestDigest { digest: d.into() },
+                "manifest sha256:ab does not match its digest",
+            ),
+            (
+                Refusal::BlobTooLarge {
+                    digest: d.into(),
+                    size: 9,
+                },
+                "blob sha256:ab claims 9 bytes; refusing",
+            ),
+            (
+                Refusal::NoManifests,
+                "the image index has no manifests list",
+            ),
+            (
+                Refusal::NoPlatform {
+                    arch: "s390x".into(),
+                    platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+                },
+                "has no linux/s390x image (its platforms: linux/amd64, linux/arm64); \
+                 set image.architecture to one of them",
+            ),
+            (
+                Refusal::NestedIndex,
+                "an image index names another index; not supported",
+            ),
+            (
+                Refusal::JsonTooLarge {
+                    digest: d.into(),
+                    size: 7,
+                },
+                "sha256:ab is 7 bytes; too large",
+            ),
+            (
+                Refusal::Damaged {
+                    digest: d.into(),
+                    found: "sha256:cd".into(),
+                },
+                "sha256:ab does not match its digest (found sha256:cd); the image is damaged",
+            ),
+            (
+                Refusal::NoTag {
+                    tag: "v2".into(),
+                    tags: vec!["v1".into(), "v3".into()],
+                },
+                "has no tag \"v2\"; its tags: v1, v3",
+            ),
+            (Refusal::EmptyIndex, "index.json lists no image"),
+            (
+                Refusal::MediaType("a\nb".into()),
+                "media type \"a\\nb\" is not a valid header value",
+            ),
+            (
+                Refusal::PushedDigest {
+                    pushed: "sha256:cd".into(),
+                    digest: d.into(),
+                },
+                "pushed manifest sha256:cd differs from sha256:ab",
+            ),
+            (
+                Refusal::Raced {
+                    served: "sha256:cd".into(),
+                    pushed: d.into(),
+                },
+                "the registry serves sha256:cd after pushing sha256:ab; another push raced \
+                 this one, or the registry rewrote the manifest",
+            ),
+        ];
+        for (reason, sentence) in cases {
+            let e = RegistryError::refused("img", reason);
+            assert_eq!(e.to_string(), format!("img: {sentence}"));
+            assert!(e.source().is_none(), "a refusal has nothing beneath it");
+        }
+    }
+
+    #[test]
+    fn a_refetch_after_a_damaged_cache_entry_says_both() {
+        let e = RegistryError::Refused {
+            what: "reg/x:1".into(),
+            refetch: Some(Box::new(CacheMiss::Damaged {
+                path: "/c/ab".into(),
+                why: "3 bytes instead of 4".into(),
+            })),
+            reason: Refusal::BlobMismatch {
+                digest: "sha256:ab".into(),
+                found: "sha256:cd".into(),
+                received: 4,
+                size: 4,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "reg/x:1: the cached blob /c/ab (3 bytes instead of 4) is damaged and was removed; \
+             fetching it again failed: the registry sent a blob that does not match sha256:ab \
+             (found sha256:cd, 4 of 4 bytes); nothing was cached. The registry's storage or a \
+             proxy in between is corrupt: repair it or pull from another registry"
+        );
+        let offline = RegistryError::refused(
+            "reg/x@sha256:ab",
+            Refusal::Offline(CacheMiss::Absent {
+                digest: "sha256:ab".into(),
+                path: "/c/ab".into(),
+            }),
+        );
+        assert_eq!(
+            offline.to_string(),
+            "reg/x@sha256:ab: blob sha256:ab is not in the cache (/c/ab), and --offline allows \
+             no download: build once without --offline with the same --cache-dir to fetch it \
+             again"
+        );
+        assert_eq!(
+            RegistryError::refused("r", Refusal::OfflineTag).to_string(),
+            "r: --offline: a tag can only be resolved by the registry; pin the base by digest \
+             (HOST/REPO@sha256:..., the digest a build online prints as `pulled ... \
+             (sha256:...)`) or build without --offline"
+        );
     }
 }

@@ -37,7 +37,7 @@ pub use nodeimg_image::base::DOCKER_PREFIX;
 mod error;
 pub use error::{
     AuthFileError, CacheMiss, DescriptorError, DigestError, ManifestError, ReferenceError, Refusal,
-    RegistryError, Result,
+    RegistryError, Result, UploadError,
 };
 use error::{IoContext, Retried};
 /// Environment variable holding a bearer token for every registry.
@@ -357,11 +357,11 @@ pub enum Fetch {
     /// Getting the credentials failed.
     Auth(OciDistributionError),
     /// The connection failed or broke: worth another attempt.
-    Transport(ureq::Error),
+    Transport(Box<ureq::Error>),
     /// Reading the answer failed: worth another attempt.
     Body(std::io::Error),
     /// Failed for good before an answer (no such host, bad TLS).
-    Final(ureq::Error),
+    Final(Box<ureq::Error>),
     /// The registry answered with this status (and these words).
     Status(u16, String),
     /// The manifest is larger than [`JSON_MAX`].
@@ -418,7 +418,7 @@ impl std::error::Error for Fetch {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Fetch::Auth(e) => Some(e),
-            Fetch::Transport(e) | Fetch::Final(e) => Some(e),
+            Fetch::Transport(e) | Fetch::Final(e) => Some(&**e),
             Fetch::Body(e) => Some(e),
             Fetch::Status(..) | Fetch::TooLarge => None,
         }
@@ -611,17 +611,10 @@ impl Session {
                     ));
                 },
             )
-            .map_err(|f| {
-                let tries = if f.attempts > 1 {
-                    format!(" (after {} attempts)", f.attempts)
-                } else {
-                    String::new()
-                };
-                Retried {
-                    action: what.to_string(),
-                    tries,
-                    error: f.error,
-                }
+            .map_err(|f| Retried {
+                action: what.to_string(),
+                attempts: f.attempts,
+                error: f.error,
             })
     }
 
@@ -663,9 +656,9 @@ impl Session {
         }
         let res = req.call().map_err(|e| {
             if policy::transient_error(&e) {
-                Fetch::Transport(e)
+                Fetch::Transport(Box::new(e))
             } else {
-                Fetch::Final(e)
+                Fetch::Final(Box::new(e))
             }
         })?;
         let status = res.status().as_u16();
@@ -712,7 +705,7 @@ impl Session {
             .map_err(|f| RegistryError::Fetch {
                 what: what.to_string(),
                 action: f.action,
-                tries: f.tries,
+                attempts: f.attempts,
                 source: f.error,
             })?;
         if let Some(d) = r.digest() {
@@ -1244,7 +1237,7 @@ fn noted(e: RegistryError, note: CacheMiss) -> RegistryError {
             reason,
         } => RegistryError::Refused {
             what,
-            refetch: Some(note),
+            refetch: Some(Box::new(note)),
             reason,
         },
         e => e,
@@ -1797,17 +1790,17 @@ impl Retried<Upload> {
     /// The registry error of pushing blob `digest` of `what` to `dest`.
     fn of(self, dest: String, what: &str, digest: &str) -> RegistryError {
         match self.error {
-            Upload::Open(source) => RegistryError::Upload {
+            Upload::Open(source) => RegistryError::Upload(Box::new(UploadError {
                 dest,
                 action: self.action,
                 what: what.to_string(),
                 digest: digest.to_string(),
-                tries: self.tries,
+                attempts: self.attempts,
                 source,
-            },
+            })),
             Upload::Send(error) => Retried {
                 action: self.action,
-                tries: self.tries,
+                attempts: self.attempts,
                 error,
             }
             .of(dest),
