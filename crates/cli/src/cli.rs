@@ -727,12 +727,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The exit code for an error: the library's mapping (2 for usage and
-/// recipe errors, 1 otherwise), 1 for anything else.
+/// recipe errors, 1 otherwise; a registry's error, from `push`, maps its
+/// command-line mistakes to 2), 1 for anything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    match e.downcast_ref::<nodeimg::Error>() {
-        Some(err) => u8::try_from(err.exit_code()).unwrap_or(1),
-        None => 1,
-    }
+    let code = if let Some(err) = e.downcast_ref::<nodeimg::Error>() {
+        err.exit_code()
+    } else if let Some(err) = e.downcast_ref::<nodeimg_registry::RegistryError>() {
+        err.exit_code()
+    } else {
+        1
+    };
+    u8::try_from(code).unwrap_or(1)
 }
 
 /// Format an error and its causes, each cause once.
@@ -1053,6 +1058,18 @@ mod tests {
             "error: rootfs:r.tar: cannot open the tarball: denied"
         );
         assert_eq!(exit_code(&e), 1);
+        // A registry's command-line mistakes (from push) exit 2.
+        let e = check_push_args(
+            Some("127.0.0.1:1/x:y"),
+            &FormatArg::Oci,
+            &["10.0.0.1:5000".into()],
+        )
+        .unwrap_err();
+        assert_eq!(exit_code(&e), 2, "{e}");
+        let e = check_push_args(Some("docker://debian:12"), &FormatArg::Oci, &[]).unwrap_err();
+        assert_eq!(exit_code(&e), 2, "{e}");
+        let e = anyhow::Error::new(nodeimg_registry::RegistryError::Usage("bad".into()));
+        assert_eq!((exit_code(&e), error_text(&e).as_str()), (2, "error: bad"));
     }
 
     #[test]

@@ -30,14 +30,16 @@ use nodeimg_fetch::cachefile::{self, CachedFile, CachedReader, Entry};
 use nodeimg_fetch::policy::{self, HttpPolicy};
 use nodeimg_fetch::progress::Transfer;
 use nodeimg_fetch::{sha256_digest, Meter};
-use nodeimg_image::error::{Error, IoContext, Result};
 
 /// The prefix of a registry reference.
 pub use nodeimg_image::base::DOCKER_PREFIX;
 
 mod error;
-pub use error::RegistryError;
-use error::Retried;
+pub use error::{
+    AuthFileError, CacheMiss, DescriptorError, DigestError, ManifestError, ReferenceError, Refusal,
+    RegistryError, Result, UploadError,
+};
+use error::{IoContext, Retried};
 /// Environment variable holding a bearer token for every registry.
 pub const TOKEN_ENV: &str = "NODEIMG_REGISTRY_TOKEN";
 
@@ -95,7 +97,7 @@ impl nodeimg_image::base::Puller for BasePuller<'_> {
         &self,
         reference: &str,
         arch: &str,
-    ) -> Result<Box<dyn nodeimg_image::base::OciSource + Send + Sync>> {
+    ) -> nodeimg_image::Result<Box<dyn nodeimg_image::base::OciSource + Send + Sync>> {
         Ok(Box::new(pull(reference, arch, self.0)?))
     }
 }
@@ -114,30 +116,37 @@ impl nodeimg_image::base::OciSource for Pulled {
 }
 
 /// Parse `[docker://]HOST[:PORT]/REPO(:TAG|@sha256:...)`.
-pub fn parse_reference(s: &str) -> std::result::Result<Reference, String> {
+pub fn parse_reference(s: &str) -> Result<Reference, ReferenceError> {
     let rest = s.strip_prefix(DOCKER_PREFIX).unwrap_or(s);
     if rest.is_empty() {
-        return Err(format!("{s:?} names no image"));
+        return Err(ReferenceError::Empty {
+            input: s.to_string(),
+        });
     }
     // The registry host is always written: no implicit default registry.
     let first = rest.split('/').next().unwrap_or_default();
     let is_host =
         rest.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if !is_host {
-        return Err(format!(
-            "{s:?} names no registry host; write HOST[:PORT]/REPO:TAG (e.g. 127.0.0.1:5000/{rest})"
-        ));
+        return Err(ReferenceError::NoHost {
+            input: s.to_string(),
+            rest: rest.to_string(),
+        });
     }
-    let r: Reference = rest.parse().map_err(|e| {
-        format!("{s:?} is not an image reference ({e}); write HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@sha256:HEX")
+    let r: Reference = rest.parse().map_err(|e| ReferenceError::Invalid {
+        input: s.to_string(),
+        source: e,
     })?;
     if let Some(d) = r.digest() {
-        check_digest(d).map_err(|m| format!("{s:?}: {m}"))?;
+        check_digest(d).map_err(|e| ReferenceError::Digest {
+            input: s.to_string(),
+            source: e,
+        })?;
     }
     Ok(r)
 }
 
-fn check_digest(d: &str) -> std::result::Result<(), String> {
+fn check_digest(d: &str) -> Result<(), DigestError> {
     match d.strip_prefix("sha256:") {
         Some(h)
             if h.len() == 64
@@ -146,9 +155,7 @@ fn check_digest(d: &str) -> std::result::Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!(
-            "digest {d:?} is not sha256:<64 lowercase hex digits>"
-        )),
+        _ => Err(DigestError(d.to_string())),
     }
 }
 
@@ -175,12 +182,12 @@ pub fn is_loopback(host_port: &str) -> bool {
 pub fn check_insecure(hosts: &[String]) -> Result<()> {
     for h in hosts {
         if h.is_empty() || h.contains('/') {
-            return Err(Error::Usage(format!(
+            return Err(RegistryError::Usage(format!(
                 "--insecure-registry {h:?}: give HOST[:PORT], e.g. 127.0.0.1:5000"
             )));
         }
         if !is_loopback(h) {
-            return Err(Error::Usage(format!(
+            return Err(RegistryError::Usage(format!(
                 "--insecure-registry {h:?}: plain HTTP is allowed for loopback registries only \
                  (localhost, 127.0.0.1, [::1]); give the registry a TLS certificate instead"
             )));
@@ -202,12 +209,9 @@ pub fn auth_for(registry: &str) -> Result<RegistryAuth> {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        if let Some(a) = auth_in(&text, registry).map_err(|m| {
-            Error::Usage(format!(
-                "{}: {m}; fix the file or point REGISTRY_AUTH_FILE at another",
-                file.display()
-            ))
-        })? {
+        if let Some(a) =
+            auth_in(&text, registry).map_err(|e| RegistryError::AuthFile { file, source: e })?
+        {
             return Ok(a);
         }
     }
@@ -232,9 +236,9 @@ fn auth_files() -> Vec<PathBuf> {
 /// `{"auths": {"HOST": {"auth": base64("user:password")}}}`; a key may
 /// carry a scheme and path, as the default registry's key does; the
 /// default registry's names, as the reference parser knows them, are one).
-pub fn auth_in(text: &str, registry: &str) -> std::result::Result<Option<RegistryAuth>, String> {
+pub fn auth_in(text: &str, registry: &str) -> Result<Option<RegistryAuth>, AuthFileError> {
     use base64::Engine as _;
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = serde_json::from_str(text).map_err(AuthFileError::NotJson)?;
     let Some(auths) = v.get("auths").and_then(Value::as_object) else {
         return Ok(None);
     };
@@ -265,11 +269,14 @@ pub fn auth_in(text: &str, registry: &str) -> std::result::Result<Option<Registr
         };
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|e| format!("auths.{k}.auth is not base64: {e}"))?;
-        let s = String::from_utf8(raw).map_err(|_| format!("auths.{k}.auth is not UTF-8"))?;
+            .map_err(|e| AuthFileError::NotBase64 {
+                key: k.clone(),
+                source: e,
+            })?;
+        let s = String::from_utf8(raw).map_err(|_| AuthFileError::NotUtf8 { key: k.clone() })?;
         let (user, pass) = s
             .split_once(':')
-            .ok_or_else(|| format!("auths.{k}.auth is not base64 of user:password"))?;
+            .ok_or_else(|| AuthFileError::NotUserPassword { key: k.clone() })?;
         return Ok(Some(RegistryAuth::Basic(
             user.to_string(),
             pass.to_string(),
@@ -350,9 +357,11 @@ pub enum Fetch {
     /// Getting the credentials failed.
     Auth(OciDistributionError),
     /// The connection failed or broke: worth another attempt.
-    Transport(String),
+    Transport(Box<ureq::Error>),
+    /// Reading the answer failed: worth another attempt.
+    Body(std::io::Error),
     /// Failed for good before an answer (no such host, bad TLS).
-    Final(String),
+    Final(Box<ureq::Error>),
     /// The registry answered with this status (and these words).
     Status(u16, String),
     /// The manifest is larger than [`JSON_MAX`].
@@ -363,7 +372,7 @@ impl Fetch {
     fn again(&self) -> bool {
         match self {
             Fetch::Auth(e) => retryable(e),
-            Fetch::Transport(_) => true,
+            Fetch::Transport(_) | Fetch::Body(_) => true,
             Fetch::Status(s, _) => policy::transient_status(*s),
             Fetch::Final(_) | Fetch::TooLarge => false,
         }
@@ -375,8 +384,11 @@ impl Fetch {
                 "{}; check the name of the registry and the credentials",
                 chain(e)
             ),
-            Fetch::Transport(m) | Fetch::Final(m) => {
-                format!("{m}; check the name of the registry and the network")
+            Fetch::Transport(e) | Fetch::Final(e) => {
+                format!("{e}; check the name of the registry and the network")
+            }
+            Fetch::Body(e) => {
+                format!("reading the answer: {e}; check the name of the registry and the network")
             }
             Fetch::Status(s, said) => {
                 let hint = match s {
@@ -406,7 +418,9 @@ impl std::error::Error for Fetch {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Fetch::Auth(e) => Some(e),
-            _ => None,
+            Fetch::Transport(e) | Fetch::Final(e) => Some(&**e),
+            Fetch::Body(e) => Some(e),
+            Fetch::Status(..) | Fetch::TooLarge => None,
         }
     }
 }
@@ -597,17 +611,10 @@ impl Session {
                     ));
                 },
             )
-            .map_err(|f| {
-                let tries = if f.attempts > 1 {
-                    format!(" (after {} attempts)", f.attempts)
-                } else {
-                    String::new()
-                };
-                Retried {
-                    action: what.to_string(),
-                    tries,
-                    error: f.error,
-                }
+            .map_err(|f| Retried {
+                action: what.to_string(),
+                attempts: f.attempts,
+                error: f.error,
             })
     }
 
@@ -649,9 +656,9 @@ impl Session {
         }
         let res = req.call().map_err(|e| {
             if policy::transient_error(&e) {
-                Fetch::Transport(e.to_string())
+                Fetch::Transport(Box::new(e))
             } else {
-                Fetch::Final(e.to_string())
+                Fetch::Final(Box::new(e))
             }
         })?;
         let status = res.status().as_u16();
@@ -677,7 +684,7 @@ impl Session {
             .into_reader()
             .take(JSON_MAX as u64 + 1)
             .read_to_end(&mut body)
-            .map_err(|e| Fetch::Transport(format!("reading the answer: {e}")))?;
+            .map_err(Fetch::Body)?;
         if body.len() > JSON_MAX {
             return Err(Fetch::TooLarge);
         }
@@ -698,18 +705,18 @@ impl Session {
             .map_err(|f| RegistryError::Fetch {
                 what: what.to_string(),
                 action: f.action,
-                tries: f.tries,
+                attempts: f.attempts,
                 source: f.error,
             })?;
         if let Some(d) = r.digest() {
             let found = sha256_digest(&body);
             if found != d {
-                return Err(Error::image(
+                return Err(RegistryError::refused(
                     what,
-                    format!(
-                        "the registry sent a manifest that does not match {d} (found {found}); \
-                         the registry or something between is corrupt"
-                    ),
+                    Refusal::ManifestMismatch {
+                        expected: d.to_string(),
+                        found,
+                    },
                 ));
             }
         }
@@ -727,11 +734,17 @@ impl Session {
         size: u64,
         dest: &Path,
     ) -> Result<CachedFile> {
-        check_digest(digest).map_err(|m| RegistryError::refused(what, m))?;
+        check_digest(digest).map_err(|e| RegistryError::Digest {
+            what: what.to_string(),
+            source: e,
+        })?;
         if size > BLOB_MAX {
-            return Err(Error::image(
+            return Err(RegistryError::refused(
                 what,
-                format!("blob {digest} claims {size} bytes; refusing"),
+                Refusal::BlobTooLarge {
+                    digest: digest.to_string(),
+                    size,
+                },
             ));
         }
         let dir = dest.parent().unwrap_or(Path::new("."));
@@ -749,13 +762,14 @@ impl Session {
         drop(pb);
         let (tmp, found, n) = fetched.map_err(|f| f.of(what))?;
         if found != digest || n != size {
-            return Err(Error::image(
+            return Err(RegistryError::refused(
                 what,
-                format!(
-                    "the registry sent a blob that does not match {digest} (found {found}, \
-                     {n} of {size} bytes); nothing was cached. The registry's storage or a \
-                     proxy in between is corrupt: repair it or pull from another registry"
-                ),
+                Refusal::BlobMismatch {
+                    digest: digest.to_string(),
+                    found,
+                    received: n,
+                    size,
+                },
             ));
         }
         tmp.as_file()
@@ -849,16 +863,19 @@ struct Blob {
     media_type: String,
 }
 
-fn blob_of(v: &Value, key: &str) -> std::result::Result<Blob, String> {
+fn blob_of(v: &Value, key: &str) -> Result<Blob, DescriptorError> {
     let digest = v
         .get("digest")
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{key} has no digest"))?;
-    check_digest(digest).map_err(|m| format!("{key}: {m}"))?;
+        .ok_or_else(|| DescriptorError::NoDigest { key: key.into() })?;
+    check_digest(digest).map_err(|e| DescriptorError::Digest {
+        key: key.into(),
+        source: e,
+    })?;
     let size = v
         .get("size")
         .and_then(Value::as_u64)
-        .ok_or_else(|| format!("{key} has no size (a non-negative integer)"))?;
+        .ok_or_else(|| DescriptorError::NoSize { key: key.into() })?;
     let media_type = v
         .get("mediaType")
         .and_then(Value::as_str)
@@ -871,20 +888,19 @@ fn blob_of(v: &Value, key: &str) -> std::result::Result<Blob, String> {
     })
 }
 
-fn parse_manifest(body: &[u8]) -> std::result::Result<ManifestInfo, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let config = blob_of(
-        v.get("config").ok_or("the manifest has no config")?,
-        "config",
-    )?;
+fn parse_manifest(body: &[u8]) -> Result<ManifestInfo, ManifestError> {
+    let v: Value = serde_json::from_slice(body).map_err(ManifestError::NotJson)?;
+    let config = blob_of(v.get("config").ok_or(ManifestError::NoConfig)?, "config")
+        .map_err(ManifestError::Descriptor)?;
     let layers = v
         .get("layers")
         .and_then(Value::as_array)
-        .ok_or("the manifest has no layers list")?
+        .ok_or(ManifestError::NoLayers)?
         .iter()
         .enumerate()
         .map(|(i, l)| blob_of(l, &format!("layers[{i}]")))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ManifestError::Descriptor)?;
     Ok(ManifestInfo { config, layers })
 }
 
@@ -927,7 +943,7 @@ fn pick_platform(body: &[u8], arch: &str, what: &str) -> Result<Blob> {
     let ms = v
         .get("manifests")
         .and_then(Value::as_array)
-        .ok_or_else(|| Error::image(what, "the image index has no manifests list"))?;
+        .ok_or_else(|| RegistryError::refused(what, Refusal::NoManifests))?;
     let mut platforms = Vec::new();
     let mut hit = None;
     for (i, m) in ms.iter().enumerate() {
@@ -941,19 +957,21 @@ fn pick_platform(body: &[u8], arch: &str, what: &str) -> Result<Blob> {
             .unwrap_or("?");
         platforms.push(format!("{os}/{a}"));
         if os == "linux" && a == arch && hit.is_none() {
-            hit = Some(
-                blob_of(m, &format!("manifests[{i}]"))
-                    .map_err(|m| RegistryError::refused(what, m))?,
-            );
+            hit = Some(blob_of(m, &format!("manifests[{i}]")).map_err(|e| {
+                RegistryError::Descriptor {
+                    what: what.to_string(),
+                    source: e,
+                }
+            })?);
         }
     }
     hit.ok_or_else(|| {
-        Error::image(
+        RegistryError::refused(
             what,
-            format!(
-                "has no linux/{arch} image (its platforms: {}); set image.architecture to one of them",
-                platforms.join(", ")
-            ),
+            Refusal::NoPlatform {
+                arch: arch.to_string(),
+                platforms,
+            },
         )
     })
 }
@@ -965,7 +983,7 @@ fn cache_root(opts: &RegistryOptions) -> Result<PathBuf> {
         .clone()
         .or_else(nodeimg_fetch::default_cache_dir)
         .ok_or_else(|| {
-            Error::Usage(
+            RegistryError::Usage(
                 "no cache directory for pulled images: give --cache-dir, or set XDG_CACHE_HOME or HOME"
                     .into(),
             )
@@ -1034,12 +1052,11 @@ impl Puller<'_> {
 
     /// The cached blob `digest` when it is intact; a damaged one is
     /// reported and removed. Returns the blob, or why it must be fetched.
-    fn cached(
-        &self,
-        digest: &str,
-        size: Option<u64>,
-    ) -> Result<std::result::Result<CachedFile, String>> {
-        check_digest(digest).map_err(|m| RegistryError::refused(self.what, m))?;
+    fn cached(&self, digest: &str, size: Option<u64>) -> Result<Result<CachedFile, CacheMiss>> {
+        check_digest(digest).map_err(|e| RegistryError::Digest {
+            what: self.what.to_string(),
+            source: e,
+        })?;
         let path = self.path(digest);
         let hex = digest.trim_start_matches("sha256:");
         let entry = match size {
@@ -1049,17 +1066,14 @@ impl Puller<'_> {
         .ctx(|| format!("reading the cached blob {}", path.display()))?;
         Ok(match entry {
             Entry::Verified(f) => Ok(f),
-            Entry::Absent => Err(format!(
-                "blob {digest} is not in the cache ({})",
-                path.display()
-            )),
+            Entry::Absent => Err(CacheMiss::Absent {
+                digest: digest.to_string(),
+                path,
+            }),
             Entry::Damaged(why) => {
                 cachefile::remove_entry(&path)
                     .ctx(|| format!("removing the damaged cache entry {}", path.display()))?;
-                Err(format!(
-                    "the cached blob {} ({why}) is damaged and was removed",
-                    path.display()
-                ))
+                Err(CacheMiss::Damaged { path, why })
             }
         })
     }
@@ -1067,35 +1081,32 @@ impl Puller<'_> {
     /// What is done when the cache cannot serve a blob (`why`): with
     /// `--offline` an error that says why and what to do; else a damaged
     /// entry is reported and the blob fetched again.
-    fn need_network(&self, why: &str) -> Result<()> {
+    fn need_network(&self, why: CacheMiss) -> Result<CacheMiss> {
         if self.offline {
-            return Err(Error::image(
-                self.what,
-                format!(
-                    "{why}, and --offline allows no download: build once without --offline with the same --cache-dir to fetch it again"
-                ),
-            ));
+            return Err(RegistryError::refused(self.what, Refusal::Offline(why)));
         }
-        if let Some(damaged) = why.strip_suffix(" and was removed") {
+        if let CacheMiss::Damaged { path, why } = &why {
             // Shown even when quiet: a damaged cache may be an attack.
-            let warning = format!("warning: {damaged}; fetching it again");
+            let warning = format!(
+                "warning: the cached blob {} ({why}) is damaged; fetching it again",
+                path.display()
+            );
             self.s.meter.suspend(|| eprintln!("{warning}"));
         }
-        Ok(())
+        Ok(why)
     }
 
     /// A config or layer blob, verified against its descriptor.
     fn blob(&mut self, b: &Blob) -> Result<CachedFile> {
         let why = match self.cached(&b.digest, Some(b.size))? {
             Ok(f) => return Ok(f),
-            Err(why) => why,
+            Err(why) => self.need_network(why)?,
         };
-        self.need_network(&why)?;
         let dest = self.path(&b.digest);
         let f = self
             .s
             .download(self.r, self.what, &b.digest, b.size, &dest)
-            .map_err(|e| noted(e, &why))?;
+            .map_err(|e| noted(e, why))?;
         self.fetched += b.size;
         Ok(f)
     }
@@ -1110,7 +1121,7 @@ impl Puller<'_> {
         online_first: bool,
     ) -> Result<Vec<u8>> {
         let why = if online_first && !self.offline {
-            "the registry is asked first for a pinned manifest".to_string()
+            CacheMiss::Pinned
         } else {
             match self.cached(digest, size)? {
                 Ok(f) => {
@@ -1121,18 +1132,18 @@ impl Puller<'_> {
                 Err(why) => why,
             }
         };
-        self.need_network(&why)?;
+        self.need_network(why)?;
         let body = self
             .s
             .manifest(&self.r.clone_with_digest(digest.to_string()), self.what)?;
-        if size.is_some_and(|n| n != body.len() as u64) {
-            return Err(Error::image(
+        if let Some(listed) = size.filter(|n| *n != body.len() as u64) {
+            return Err(RegistryError::refused(
                 self.what,
-                format!(
-                    "the registry sent {} bytes for manifest {digest}, its index says {}",
-                    body.len(),
-                    size.unwrap_or_default()
-                ),
+                Refusal::ManifestSize {
+                    digest: digest.to_string(),
+                    sent: body.len(),
+                    listed,
+                },
             ));
         }
         self.keep(digest, &body)?;
@@ -1187,18 +1198,17 @@ impl Puller<'_> {
             let chosen = pick_platform(&body, arch, what)?;
             body = self.manifest_by_digest(&chosen.digest, Some(chosen.size), false)?;
             if sha256_digest(&body) != chosen.digest {
-                return Err(Error::image(
+                return Err(RegistryError::refused(
                     what,
-                    format!("manifest {} does not match its digest", chosen.digest),
+                    Refusal::ManifestDigest {
+                        digest: chosen.digest,
+                    },
                 ));
             }
             digest = chosen.digest;
             mt = media_type_of(&body);
             if is_index_type(&mt) {
-                return Err(Error::image(
-                    what,
-                    "an image index names another index; not supported",
-                ));
+                return Err(RegistryError::refused(what, Refusal::NestedIndex));
             }
         }
         Ok((body, mt, digest))
@@ -1219,11 +1229,17 @@ impl Puller<'_> {
 }
 
 /// An error with what was found in the cache before it.
-fn noted(e: Error, note: &str) -> Error {
+fn noted(e: RegistryError, note: CacheMiss) -> RegistryError {
     match e {
-        Error::Image { what, message } => {
-            Error::image(what, format!("{note}; fetching it again failed: {message}"))
-        }
+        RegistryError::Refused {
+            what,
+            refetch: None,
+            reason,
+        } => RegistryError::Refused {
+            what,
+            refetch: Some(Box::new(note)),
+            reason,
+        },
         e => e,
     }
 }
@@ -1241,14 +1257,12 @@ fn noted(e: Error, note: &str) -> Error {
 /// fetched again (offline: an error naming it).
 pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulled> {
     let what = reference.to_string();
-    let r = parse_reference(reference).map_err(Error::Usage)?;
+    let r = parse_reference(reference).map_err(|e| RegistryError::Reference {
+        role: "",
+        source: e,
+    })?;
     if opts.offline && r.digest().is_none() {
-        return Err(Error::image(
-            &what,
-            "--offline: a tag can only be resolved by the registry; pin the base by digest \
-             (HOST/REPO@sha256:..., the digest a build online prints as `pulled ... (sha256:...)`) \
-             or build without --offline",
-        ));
+        return Err(RegistryError::refused(&what, Refusal::OfflineTag));
     }
     let root = cache_root(opts)?;
     let store = root.join("blobs/sha256");
@@ -1269,8 +1283,11 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
     };
     let top = p.top_manifest()?;
     let (body, mt, digest) = p.platform_manifest(top, arch)?;
-    let info = parse_manifest(&body)
-        .map_err(|m| Error::image(&what, format!("manifest {digest}: {m}")))?;
+    let info = parse_manifest(&body).map_err(|e| RegistryError::Manifest {
+        what: what.clone(),
+        digest: digest.clone(),
+        source: e,
+    })?;
     let mut blobs = p.blobs(&info)?;
     let fetched = p.fetched;
     let mdesc = nodeimg_image::output::descriptor_for(&mt, body.len() as u64, &digest)?;
@@ -1346,27 +1363,27 @@ impl Read for BlobReader {
 }
 
 impl Source {
-    fn open(path: &Path) -> std::result::Result<Source, String> {
+    /// The image at `path`, named `what` in messages.
+    fn open(path: &Path, what: &str) -> Result<Source> {
+        let layout = |item: &str, e| RegistryError::Layout {
+            what: what.to_string(),
+            item: item.to_string(),
+            source: e,
+        };
         if path.is_dir() {
             let d = ocidir::cap_std::fs::Dir::open_ambient_dir(
                 path,
                 ocidir::cap_std::ambient_authority(),
             )
-            .map_err(|e| format!("cannot open: {e}"))?;
-            let o = OciDir::open(d).map_err(|e| {
-                format!(
-                    "not an OCI image layout: {}",
-                    nodeimg_image::base::oci_msg(&e)
-                )
+            .map_err(|e| RegistryError::Open {
+                what: what.to_string(),
+                source: e,
             })?;
+            let o = OciDir::open(d).map_err(|e| layout("not an OCI image layout: ", e))?;
             Ok(Source::Dir(o))
         } else {
-            let a = OciArchive::open(path).map_err(|e| {
-                format!(
-                    "not an OCI layout folder nor an OCI archive: {}",
-                    nodeimg_image::base::oci_msg(&e)
-                )
-            })?;
+            let a = OciArchive::open(path)
+                .map_err(|e| layout("not an OCI layout folder nor an OCI archive: ", e))?;
             Ok(Source::Archive(a))
         }
     }
@@ -1388,9 +1405,12 @@ impl Source {
     /// A small JSON blob, whole, checked against its digest.
     fn json(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
         if desc.size() > JSON_MAX as u64 {
-            return Err(Error::image(
+            return Err(RegistryError::refused(
                 what,
-                format!("{} is {} bytes; too large", desc.digest(), desc.size()),
+                Refusal::JsonTooLarge {
+                    digest: desc.digest().to_string(),
+                    size: desc.size(),
+                },
             ));
         }
         let mut buf = Vec::new();
@@ -1408,12 +1428,12 @@ impl Source {
             })?;
         let found = sha256_digest(&buf);
         if found != desc.digest().to_string() {
-            return Err(Error::image(
+            return Err(RegistryError::refused(
                 what,
-                format!(
-                    "{} does not match its digest (found {found}); the image is damaged",
-                    desc.digest()
-                ),
+                Refusal::Damaged {
+                    digest: desc.digest().to_string(),
+                    found,
+                },
             ));
         }
         Ok(buf)
@@ -1465,13 +1485,16 @@ pub fn push(
         Some(t) => format!("{}:{t}", image.display()),
         None => image.display().to_string(),
     };
-    let r = parse_reference(dest).map_err(|m| Error::Usage(format!("push destination {m}")))?;
+    let r = parse_reference(dest).map_err(|e| RegistryError::Reference {
+        role: "push destination ",
+        source: e,
+    })?;
     if r.digest().is_some() {
-        return Err(Error::Usage(format!(
+        return Err(RegistryError::Usage(format!(
             "push destination {dest:?} names a digest; name a tag (HOST/REPO:TAG), the digest is the image's own"
         )));
     }
-    let src = Source::open(image).map_err(|m| RegistryError::refused(&what, m))?;
+    let src = Source::open(image, &what)?;
     let index = src.index().map_err(|e| RegistryError::Layout {
         what: what.clone(),
         item: "cannot read index.json: ".to_string(),
@@ -1506,9 +1529,12 @@ pub fn push(
         })
         .map_err(|f| f.of(&report.reference))?;
     if served != top {
-        return Err(Error::image(
+        return Err(RegistryError::refused(
             &report.reference,
-            format!("the registry serves {served} after pushing {top}; another push raced this one, or the registry rewrote the manifest"),
+            Refusal::Raced {
+                served,
+                pushed: top,
+            },
         ));
     }
     report.digest = top;
@@ -1536,15 +1562,18 @@ fn chosen_manifests(
                 .iter()
                 .find(|d| tag_of(d) == Some(t))
                 .ok_or_else(|| {
-                    let tags: Vec<&str> = manifests.iter().filter_map(tag_of).collect();
-                    Error::image(
+                    let tags = manifests.iter().filter_map(tag_of).map(String::from);
+                    RegistryError::refused(
                         what,
-                        format!("has no tag {t:?}; its tags: {}", tags.join(", ")),
+                        Refusal::NoTag {
+                            tag: t.to_string(),
+                            tags: tags.collect(),
+                        },
                     )
                 })?;
             Ok(vec![d.clone()])
         }
-        None if manifests.is_empty() => Err(Error::image(what, "index.json lists no image")),
+        None if manifests.is_empty() => Err(RegistryError::refused(what, Refusal::EmptyIndex)),
         None => Ok(manifests.to_vec()),
     }
 }
@@ -1553,9 +1582,13 @@ fn chosen_manifests(
 fn mount_reference(r: &Reference, mount_from: Option<&str>) -> Result<Option<Reference>> {
     match mount_from {
         Some(m) => {
-            let mr: Reference = format!("{}/{m}", r.registry())
-                .parse()
-                .map_err(|e| Error::Usage(format!("--mount-from {m:?}: {e}")))?;
+            let mr: Reference =
+                format!("{}/{m}", r.registry())
+                    .parse()
+                    .map_err(|e| RegistryError::MountFrom {
+                        repository: m.to_string(),
+                        source: e,
+                    })?;
             Ok(Some(mr))
         }
         None => Ok(None),
@@ -1642,8 +1675,11 @@ impl Pusher<'_> {
                 self.tree(c, false, report)?;
             }
         } else {
-            let info = parse_manifest(&body)
-                .map_err(|m| Error::image(what, format!("manifest {digest}: {m}")))?;
+            let info = parse_manifest(&body).map_err(|e| RegistryError::Manifest {
+                what: what.to_string(),
+                digest: digest.clone(),
+                source: e,
+            })?;
             for b in std::iter::once(&info.config).chain(info.layers.iter()) {
                 self.blob(b, report)?;
             }
@@ -1655,9 +1691,9 @@ impl Pusher<'_> {
         };
         let pushed = put_manifest(s, &target, body, &mt, what)?;
         if pushed != digest {
-            return Err(Error::image(
+            return Err(RegistryError::refused(
                 what,
-                format!("pushed manifest {pushed} differs from {digest}"),
+                Refusal::PushedDigest { pushed, digest },
             ));
         }
         Ok(digest)
@@ -1703,19 +1739,19 @@ impl Pusher<'_> {
         } else {
             (&s.client, 1 << 20)
         };
-        s.retry(&format!("uploading blob {}", b.digest), |s| {
-            pb.set_position(0);
-            let reader = src.reader(&desc).map_err(|e| {
-                OciDistributionError::GenericError(Some(format!(
-                    "{what}: blob {}: {}",
-                    b.digest,
-                    nodeimg_image::base::oci_msg(&e)
-                )))
-            })?;
-            let stream = blob_stream(reader, b.size, item, pb.clone());
-            s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
-        })
-        .map_err(|f| f.of(r.whole()))?;
+        s.retry_when(
+            &format!("uploading blob {}", b.digest),
+            |s| {
+                pb.set_position(0);
+                let reader = src.reader(&desc).map_err(Upload::Open)?;
+                let stream = blob_stream(reader, b.size, item, pb.clone());
+                s.rt.block_on(client.push_blob_stream(r, stream, &b.digest, Some(b.size)))
+                    .map_err(Upload::Send)
+            },
+            Upload::again,
+            |e| e.text(what, &b.digest),
+        )
+        .map_err(|f| f.of(r.whole(), what, &b.digest))?;
         drop(pb);
         report.uploaded += 1;
         report.uploaded_bytes += b.size;
@@ -1723,14 +1759,60 @@ impl Pusher<'_> {
     }
 }
 
+/// Why one attempt at uploading a blob failed.
+enum Upload {
+    /// The local blob could not be opened: not worth another attempt.
+    Open(ocidir::Error),
+    /// The registry or the connection failed.
+    Send(OciDistributionError),
+}
+
+impl Upload {
+    fn again(&self) -> bool {
+        match self {
+            Upload::Open(_) => false,
+            Upload::Send(e) => retryable(e),
+        }
+    }
+
+    /// What to tell the user, the local image being `what`.
+    fn text(&self, what: &str, digest: &str) -> String {
+        match self {
+            Upload::Open(e) => {
+                format!("{what}: blob {digest}: {}", nodeimg_image::base::oci_msg(e))
+            }
+            Upload::Send(e) => chain(e),
+        }
+    }
+}
+
+impl Retried<Upload> {
+    /// The registry error of pushing blob `digest` of `what` to `dest`.
+    fn of(self, dest: String, what: &str, digest: &str) -> RegistryError {
+        match self.error {
+            Upload::Open(source) => RegistryError::Upload(Box::new(UploadError {
+                dest,
+                action: self.action,
+                what: what.to_string(),
+                digest: digest.to_string(),
+                attempts: self.attempts,
+                source,
+            })),
+            Upload::Send(error) => Retried {
+                action: self.action,
+                attempts: self.attempts,
+                error,
+            }
+            .of(dest),
+        }
+    }
+}
+
 fn put_manifest(s: &Session, r: &Reference, body: Vec<u8>, mt: &str, what: &str) -> Result<String> {
     let digest = sha256_digest(&body);
-    let ct = http::HeaderValue::from_str(mt).map_err(|_| {
-        Error::image(
-            what,
-            format!("media type {mt:?} is not a valid header value"),
-        )
-    })?;
+    // The header library's error says nothing the sentence does not.
+    let ct = http::HeaderValue::from_str(mt)
+        .map_err(|_| RegistryError::refused(what, Refusal::MediaType(mt.to_string())))?;
     let body = Bytes::from(body);
     s.retry(
         &format!("pushing manifest {digest} to {}", r.whole()),
@@ -1813,13 +1895,14 @@ mod tests {
             "debian:12",
             "docker://library/debian",
         ] {
-            let e = parse_reference(no_host).unwrap_err();
+            let e = parse_reference(no_host).unwrap_err().to_string();
             assert!(e.contains("names no registry host"), "{e}");
         }
         assert!(parse_reference("localhost/x:y").is_ok());
         assert!(parse_reference("docker://Bad Name/x").is_err());
-        let e =
-            parse_reference(&format!("localhost:5000/x@sha256:{}", "A".repeat(64))).unwrap_err();
+        let e = parse_reference(&format!("localhost:5000/x@sha256:{}", "A".repeat(64)))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("lowercase") || e.contains("not an image reference"),
             "{e}"
@@ -1847,7 +1930,8 @@ mod tests {
         }
         assert!(check_insecure(&["127.0.0.1:5000".into()]).is_ok());
         let e = check_insecure(&["10.1.1.1:5000".into()]).unwrap_err();
-        assert!(matches!(e, Error::Usage(_)));
+        assert!(matches!(e, RegistryError::Usage(_)));
+        assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("loopback"), "{e}");
         assert!(check_insecure(&["http://127.0.0.1".into()]).is_err());
     }
@@ -1872,11 +1956,20 @@ mod tests {
         }
         assert!(auth_in(text, "other:1").unwrap().is_none());
         assert!(auth_in("{}", "x").unwrap().is_none());
-        assert!(auth_in("not json", "x").unwrap_err().contains("not JSON"));
+        assert!(auth_in("not json", "x")
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
         let bad = r#"{"auths": {"x": {"auth": "@@@"}}}"#;
-        assert!(auth_in(bad, "x").unwrap_err().contains("base64"));
+        assert!(auth_in(bad, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("base64"));
         let nocolon = r#"{"auths": {"x": {"auth": "dXNlcg=="}}}"#;
-        assert!(auth_in(nocolon, "x").unwrap_err().contains("user:password"));
+        assert!(auth_in(nocolon, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("user:password"));
     }
 
     #[test]
@@ -1888,14 +1981,21 @@ mod tests {
         let m = parse_manifest(good.as_bytes()).unwrap();
         assert_eq!(m.config.size, 3);
         assert_eq!(m.layers[0].size, 10);
-        assert!(parse_manifest(b"[").unwrap_err().contains("not JSON"));
+        assert!(parse_manifest(b"[")
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
         let neg = good.replace("\"size\":10", "\"size\":-1");
         assert!(parse_manifest(neg.as_bytes())
             .unwrap_err()
+            .to_string()
             .contains("layers[0]"));
         let baddigest = good.replace(&d, "sha256:xyz");
         assert!(parse_manifest(baddigest.as_bytes()).is_err());
-        assert!(parse_manifest(b"{}").unwrap_err().contains("config"));
+        assert!(parse_manifest(b"{}")
+            .unwrap_err()
+            .to_string()
+            .contains("config"));
 
         let idx = format!(
             r#"{{"manifests":[{{"digest":"{d}","size":5,"platform":{{"os":"linux","architecture":"arm64"}}}}]}}"#
