@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
+use nodeimg_pkg::backend::{
+    Backend, InstalledPackage, LabelError, LayerInstall, LayerRequest, Resolution,
+};
 use nodeimg_pkg::driver::{build_cause, build_err, fetch_shown, LockRef, PackagesError};
 use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{self, LockedFile, LockedLayer, LockedPackage, LockedSource};
@@ -71,7 +73,7 @@ impl Backend for Deb {
         }))
     }
 
-    fn label(&self, p: &LockedPackage) -> Result<String, String> {
+    fn label(&self, p: &LockedPackage) -> Result<String, LabelError> {
         Ok(p.label())
     }
 
