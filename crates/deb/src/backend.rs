@@ -711,7 +711,7 @@ mod tests {
         );
         let cause = cause_of::<control::ControlError>(&e);
         assert!(matches!(
-            cause.cause,
+            cause.cause.as_deref(),
             Some(control::FieldCause::Status(
                 control::StatusError::Unknown { .. }
             ))

@@ -17,17 +17,29 @@ use super::version::{Version, VersionError};
 
 /// A syntax or value error in control data, with its 1-based line. The
 /// caller adds the file name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlError {
     /// 1-based line of the offending text.
     pub line: usize,
     /// What is wrong, and what to do when not obvious.
     pub message: String,
     /// The error of the field's value the message tells of, when there is
-    /// one.
-    #[source]
-    pub cause: Option<FieldCause>,
+    /// one (its `source()`); boxed, so the error stays small.
+    pub cause: Option<Box<FieldCause>>,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl ControlError {
@@ -44,7 +56,7 @@ impl ControlError {
         ControlError {
             line,
             message,
-            cause: Some(cause.into()),
+            cause: Some(Box::new(cause.into())),
         }
     }
 }
@@ -1488,7 +1500,7 @@ Architecture: amd64
             e.to_string(),
             "line 4: package `a`: field `Depends`: invalid version `x`: version number does not start with digit in `b (>= x)`"
         );
-        let Some(FieldCause::Relation(r)) = &e.cause else {
+        let Some(FieldCause::Relation(r)) = e.cause.as_deref() else {
             panic!("{e:?}")
         };
         assert_eq!((r.field.as_str(), r.text.as_str()), ("Depends", "b (>= x)"));
@@ -1496,18 +1508,18 @@ Architecture: amd64
         assert!(e.source().is_some_and(|c| c.is::<FieldCause>()));
         let e = parse_packages(&format!("{base}Status: install ok gone\n")).unwrap_err();
         assert!(
-            matches!(&e.cause, Some(FieldCause::Status(StatusError::Unknown { what: "state", word, .. })) if word == "gone"),
+            matches!(e.cause.as_deref(), Some(FieldCause::Status(StatusError::Unknown { what: "state", word, .. })) if word == "gone"),
             "{e:?}"
         );
         let e = parse_packages("Package: a\nVersion: x\nArchitecture: all\n").unwrap_err();
         assert!(
-            matches!(&e.cause, Some(FieldCause::Version(v)) if v.text == "x"),
+            matches!(e.cause.as_deref(), Some(FieldCause::Version(v)) if v.text == "x"),
             "{e:?}"
         );
         let e = parse_installed("Package: x\nStatus: install\n").unwrap_err();
         assert_eq!(
-            e.cause,
-            Some(FieldCause::Status(StatusError::Words("install".into())))
+            e.cause.as_deref(),
+            Some(&FieldCause::Status(StatusError::Words("install".into())))
         );
         // A syntax error has no value beneath it.
         assert_eq!(parse_packages("Package a\n").unwrap_err().cause, None);

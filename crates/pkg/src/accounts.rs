@@ -104,10 +104,23 @@ pub enum AccountsError {
         line: usize,
         /// What is refused, why, and what to do.
         message: String,
-        /// The rule the account breaks, when a name or field is refused.
+        /// The rule the account breaks (an [`AccountError`]), when a name
+        /// or field is refused; boxed, so the error stays small.
         #[source]
-        cause: Option<AccountError>,
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+}
+
+impl AccountsError {
+    /// The rule a refused name or field breaks.
+    pub fn rule(&self) -> Option<&AccountError> {
+        match self {
+            AccountsError::Refused {
+                cause: Some(cause), ..
+            } => cause.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl Request<'_> {
@@ -117,10 +130,14 @@ impl Request<'_> {
 
     /// A refusal of the `what` (`system user`) because of `cause`.
     fn refuse_because(&self, what: &str, cause: AccountError) -> AccountsError {
-        self.refuse_for(format!("{what}: {cause}"), Some(cause))
+        self.refuse_for(format!("{what}: {cause}"), Some(Box::new(cause)))
     }
 
-    fn refuse_for(&self, message: String, cause: Option<AccountError>) -> AccountsError {
+    fn refuse_for(
+        &self,
+        message: String,
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> AccountsError {
         AccountsError::Refused {
             package: self.package.to_string(),
             script: self.script.to_string(),
@@ -688,6 +705,7 @@ mod tests {
         );
         let cause = e.source().and_then(|c| c.downcast_ref::<AccountError>());
         assert_eq!(cause, Some(&AccountError::AllDigits("1234".into())));
+        assert_eq!(e.rule(), cause);
         let mut u = user("svc2");
         u.shell = "bin/sh".into();
         let e = a.add_user(&u, &WHO).unwrap_err();
@@ -698,7 +716,8 @@ mod tests {
         // A refusal with no rule beneath it has no cause.
         let mut u = user("evil");
         u.uid = Some(0);
-        assert!(a.add_user(&u, &WHO).unwrap_err().source().is_none());
+        let e = a.add_user(&u, &WHO).unwrap_err();
+        assert!(e.source().is_none() && e.rule().is_none());
     }
 
     #[test]
