@@ -17,9 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nodeimg_fetch::cachefile::CachedFile;
+use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
+use nodeimg_pkg::backend::{
+    Backend, InstalledPackage, LabelError, LayerInstall, LayerRequest, Resolution,
+};
 use nodeimg_pkg::driver::{build_cause, build_err, fetch_shown, LockRef, PackagesError};
 use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{self, LockedFile, LockedLayer, LockedPackage, LockedSource};
@@ -28,7 +31,7 @@ use crate::control::{self, BinaryPackage, Syntax};
 use crate::install::{self, Package};
 use crate::repo;
 use crate::resolve::{self, Request, ResolveError};
-use crate::version::Version;
+use crate::version::{Version, VersionError};
 use crate::{Deb, SOURCES_DIR};
 
 impl Backend for Deb {
@@ -71,7 +74,7 @@ impl Backend for Deb {
         }))
     }
 
-    fn label(&self, p: &LockedPackage) -> Result<String, String> {
+    fn label(&self, p: &LockedPackage) -> Result<String, LabelError> {
         Ok(p.label())
     }
 
@@ -194,12 +197,31 @@ impl LayerInstall for DebLayer<'_> {
     }
 }
 
+/// A locked package whose version is not a Debian version.
+#[derive(Debug, thiserror::Error)]
+#[error("{package}: version {:?}: {}", source.text, source.reason)]
+struct LockedVersionError {
+    package: String,
+    source: VersionError,
+}
+
+/// A repository with neither `InRelease` nor `Release.gpg`: `source` is
+/// the download of `Release.gpg` that found nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}: the repository is not signed (no InRelease, no Release.gpg); packages are only installed from signed repositories")]
+struct UnsignedRepository {
+    source: FetchError,
+}
+
 /// A locked package as the installer takes it.
 fn planned_from_lock(p: &LockedPackage) -> Result<resolve::Planned, PackagesError> {
-    let version = Version::parse(&p.version).map_err(|e| {
-        build_err(
+    let version = Version::parse(&p.version).map_err(|source| {
+        build_cause(
             "lock file",
-            format!("{}: version {:?}: {}", p.name, e.text, e.reason),
+            LockedVersionError {
+                package: p.name.clone(),
+                source,
+            },
         )
     })?;
     let multi_arch = crate::locked_multi_arch(p).ok_or_else(|| {
@@ -312,8 +334,8 @@ fn enabled_stanzas(
         let Some(text) = view.read_text(&file) else {
             continue;
         };
-        let stanzas = control::parse(&text, Syntax::with_comments())
-            .map_err(|e| build_err(&file, format!("line {}: {}", e.line, e.message)))?;
+        let stanzas =
+            control::parse(&text, Syntax::with_comments()).map_err(|e| build_cause(&file, e))?;
         for st in stanzas {
             if st
                 .get("Enabled")
@@ -489,9 +511,7 @@ fn read_index(
         Ok(Err(control::IndexError::NotUtf8)) => {
             Err(build_err(url, "the Packages index is not UTF-8"))
         }
-        Ok(Err(control::IndexError::Control(e))) => {
-            Err(build_err(url, format!("line {}: {}", e.line, e.message)))
-        }
+        Ok(Err(control::IndexError::Control(e))) => Err(build_cause(url, e)),
         Ok(Ok(index)) => Ok(index),
     }
 }
@@ -520,12 +540,8 @@ fn select_packages(
             )
         }));
     let refs: Vec<&control::PackageIndex> = indexes.iter().map(|(_, i)| i).collect();
-    let selected = control::reachable(&refs, names).map_err(|e| {
-        build_err(
-            "repository metadata",
-            format!("line {}: {}", e.line, e.message),
-        )
-    })?;
+    let selected =
+        control::reachable(&refs, names).map_err(|e| build_cause("repository metadata", e))?;
     Ok(indexes
         .into_iter()
         .zip(selected)
@@ -554,10 +570,7 @@ fn fetch_release(
                 .fetch_unverified(&format!("{release}.gpg"))
                 .map_err(|e| {
                     if e.is_not_found() {
-                        build_err(
-                            "repository metadata",
-                            format!("{e}: the repository is not signed (no InRelease, no Release.gpg); packages are only installed from signed repositories"),
-                        )
+                        build_cause("repository metadata", UnsignedRepository { source: e })
                     } else {
                         build_cause("download", e)
                     }
@@ -617,8 +630,7 @@ fn installed(view: &dyn RootView) -> Result<Vec<BinaryPackage>, PackagesError> {
     let mut out = Vec::new();
     for f in files {
         if let Some(text) = status_text(view, &f)? {
-            let mut pkgs = control::parse_installed(&text)
-                .map_err(|e| build_err(&f, format!("line {}: {}", e.line, e.message)))?;
+            let mut pkgs = control::parse_installed(&text).map_err(|e| build_cause(&f, e))?;
             out.append(&mut pkgs);
         }
     }
@@ -669,6 +681,89 @@ fn locked_source(s: &Source) -> LockedSource {
 mod tests {
     use super::*;
     use nodeimg_layers::MemView;
+
+    /// The cause kept beneath a build error, as `T`.
+    fn cause_of<T: std::error::Error + 'static>(e: &PackagesError) -> &T {
+        use std::error::Error as _;
+        e.source()
+            .and_then(|c| c.downcast_ref::<T>())
+            .unwrap_or_else(|| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn unreadable_control_data_keeps_its_control_error() {
+        let v = MemView::new().file("/etc/apt/sources.list.d/x.sources", "Types deb\n");
+        let e = read_sources(&v, "amd64").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/apt/sources.list.d/x.sources: line 1: expected `Field: value`, found `Types deb`"
+        );
+        assert_eq!(cause_of::<control::ControlError>(&e).line, 1);
+        let v = MemView::new().file(
+            "/var/lib/dpkg/status",
+            "Package: a\nStatus: install ok gone\nVersion: 1\nArchitecture: all\n",
+        );
+        let e = installed(&v).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/var/lib/dpkg/status: line 2: field `Status`: unknown state `gone`"),
+            "{e}"
+        );
+        let cause = cause_of::<control::ControlError>(&e);
+        assert!(matches!(
+            cause.cause.as_deref(),
+            Some(control::FieldCause::Status(
+                control::StatusError::Unknown { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn a_locked_version_that_is_not_debian_keeps_the_version_error() {
+        let p = LockedPackage {
+            name: "a".into(),
+            version: "x".into(),
+            architecture: "all".into(),
+            multi_arch: "no".into(),
+            auto: false,
+            order: 0,
+            source: String::new(),
+            url: "http://r/a.deb".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+        };
+        let e = planned_from_lock(&p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lock file: a: version \"x\": version number does not start with digit"
+        );
+        let locked = cause_of::<LockedVersionError>(&e);
+        assert_eq!(
+            std::error::Error::source(locked)
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("invalid version `x`: version number does not start with digit")
+        );
+    }
+
+    #[test]
+    fn an_unsigned_repository_keeps_the_failed_download() {
+        let e = build_cause(
+            "repository metadata",
+            UnsignedRepository {
+                source: FetchError::NotFound {
+                    url: "http://r/Release.gpg".into(),
+                    status: String::new(),
+                },
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "repository metadata: http://r/Release.gpg: not found: the repository is not signed (no InRelease, no Release.gpg); packages are only installed from signed repositories"
+        );
+        let unsigned = cause_of::<UnsignedRepository>(&e);
+        assert!(matches!(unsigned.source, FetchError::NotFound { .. }));
+    }
 
     #[test]
     fn source_without_signed_by_is_refused() {

@@ -13,17 +13,33 @@
 
 use std::fmt;
 
-use super::version::Version;
+use super::version::{Version, VersionError};
 
 /// A syntax or value error in control data, with its 1-based line. The
 /// caller adds the file name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlError {
     /// 1-based line of the offending text.
     pub line: usize,
     /// What is wrong, and what to do when not obvious.
     pub message: String,
+    /// The error of the field's value the message tells of, when there is
+    /// one (its `source()`); boxed, so the error stays small.
+    pub cause: Option<Box<FieldCause>>,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl ControlError {
@@ -31,8 +47,114 @@ impl ControlError {
         ControlError {
             line,
             message: message.into(),
+            cause: None,
         }
     }
+
+    /// The value of a field is refused for `cause`; `message` tells of it.
+    fn because(line: usize, message: String, cause: impl Into<FieldCause>) -> Self {
+        ControlError {
+            line,
+            message,
+            cause: Some(Box::new(cause.into())),
+        }
+    }
+}
+
+/// Why the value of a field is refused, as a [`ControlError`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldCause {
+    /// The `Version` field.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// A dependency field.
+    #[error(transparent)]
+    Relation(#[from] RelationError),
+    /// The `Status` field.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+}
+
+/// Why a dependency field is refused: the field, its text and the fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {fault} in `{text}`")]
+pub struct RelationError {
+    /// The field (`Depends`).
+    pub field: String,
+    /// Its value, without surrounding blanks.
+    pub text: String,
+    /// What is wrong with it.
+    #[source]
+    pub fault: RelationFault,
+}
+
+/// What is wrong with a dependency field ([`RelationError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelationFault {
+    /// Nothing between two commas.
+    #[error("empty entry between commas")]
+    EmptyEntry,
+    /// `|` in a field without alternatives (the field).
+    #[error("alternatives (`|`) are not allowed in {0}")]
+    Alternatives(String),
+    /// Nothing on one side of a `|`.
+    #[error("empty alternative around `|`")]
+    EmptyAlternative,
+    /// Not a package name.
+    #[error(
+        "invalid package name `{0}` (letters, digits and `+-._`, starting with a letter or digit)"
+    )]
+    Name(String),
+    /// `name:` with nothing after the colon.
+    #[error("empty architecture qualifier after `{0}:`")]
+    EmptyQualifier(String),
+    /// `name (` with no `)`.
+    #[error("missing `)` after `{0} (`")]
+    UnclosedVersion(String),
+    /// A version restriction without an operator (what is in the brackets).
+    #[error("missing relation operator (one of << <= = >= >>) in `({0})`")]
+    NoOperator(String),
+    /// The version of a restriction.
+    #[error("{0}")]
+    Version(#[source] VersionError),
+    /// `name [` with no `]`.
+    #[error("missing `]` after `{0} [`")]
+    UnclosedArches(String),
+    /// `name []`.
+    #[error("empty architecture list after `{0}`")]
+    EmptyArches(String),
+    /// `name <` with no `>`.
+    #[error("missing `>` after `{0} <`")]
+    UnclosedProfiles(String),
+    /// `name <>`.
+    #[error("empty build profile list after `{0}`")]
+    EmptyProfiles(String),
+    /// Text after the relation.
+    #[error("unexpected `{rest}` after `{name}`")]
+    Trailing {
+        /// The package name.
+        name: String,
+        /// What follows the relation.
+        rest: String,
+    },
+}
+
+/// Why a dpkg `Status` field is refused ([`Status::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    /// Not three words (the field's text).
+    #[error("field `Status`: expected three words (want flag state), found `{0}`")]
+    Words(String),
+    /// A word that is not one of dpkg's.
+    #[error("field `Status`: unknown {what} `{word}` (expected one of {expected})")]
+    Unknown {
+        /// `want`, `flag` or `state`.
+        what: &'static str,
+        /// The word.
+        word: String,
+        /// The words dpkg knows there, comma-separated.
+        expected: String,
+    },
 }
 
 /// Which dialect to accept.
@@ -443,8 +565,16 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// `alternatives` says whether `|` is allowed (not in `Conflicts`,
 /// `Breaks`, `Replaces`, `Provides`). An empty value is an empty list; a
 /// trailing comma is tolerated.
-pub fn parse_relations(field: &str, text: &str, alternatives: bool) -> Result<Relations, String> {
-    let fail = |what: String| format!("field `{field}`: {what} in `{}`", text.trim());
+pub fn parse_relations(
+    field: &str,
+    text: &str,
+    alternatives: bool,
+) -> Result<Relations, RelationError> {
+    let fail = |fault: RelationFault| RelationError {
+        field: field.to_string(),
+        text: text.trim().to_string(),
+        fault,
+    };
     let mut out = Vec::new();
     let items: Vec<&str> = text.split(',').collect();
     for (i, item) in items.iter().enumerate() {
@@ -452,13 +582,11 @@ pub fn parse_relations(field: &str, text: &str, alternatives: bool) -> Result<Re
             if i + 1 == items.len() && i > 0 || items.len() == 1 {
                 continue; // trailing comma, or an empty field
             }
-            return Err(fail("empty entry between commas".into()));
+            return Err(fail(RelationFault::EmptyEntry));
         }
         let alts: Vec<&str> = item.split('|').collect();
         if alts.len() > 1 && !alternatives {
-            return Err(fail(format!(
-                "alternatives (`|`) are not allowed in {field}"
-            )));
+            return Err(fail(RelationFault::Alternatives(field.to_string())));
         }
         let mut group = Vec::new();
         for alt in alts {
@@ -499,9 +627,12 @@ fn split_field(n: usize, line: &str) -> Result<(&str, &str), ControlError> {
 
 /// Parses a version restriction after `name (` up to its `)`; returns it
 /// and the text after the `)`, without leading blanks.
-fn parse_restriction<'t>(r: &'t str, name: &str) -> Result<((Op, Version), &'t str), String> {
+fn parse_restriction<'t>(
+    r: &'t str,
+    name: &str,
+) -> Result<((Op, Version), &'t str), RelationFault> {
     let Some(close) = r.find(')') else {
-        return Err(format!("missing `)` after `{name} (`"));
+        return Err(RelationFault::UnclosedVersion(name.to_string()));
     };
     let inner = r[..close].trim();
     let ops = [
@@ -517,27 +648,23 @@ fn parse_restriction<'t>(r: &'t str, name: &str) -> Result<((Op, Version), &'t s
         .iter()
         .find_map(|(p, op)| inner.strip_prefix(p).map(|v| (*op, v.trim())))
     else {
-        return Err(format!(
-            "missing relation operator (one of << <= = >= >>) in `({inner})`"
-        ));
+        return Err(RelationFault::NoOperator(inner.to_string()));
     };
-    let v = Version::parse(vtext).map_err(|e| e.to_string())?;
+    let v = Version::parse(vtext).map_err(RelationFault::Version)?;
     Ok(((op, v), r[close + 1..].trim_start()))
 }
 
-fn parse_relation(text: &str) -> Result<Relation, String> {
+fn parse_relation(text: &str) -> Result<Relation, RelationFault> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty alternative around `|`".into());
+        return Err(RelationFault::EmptyAlternative);
     }
     let end = s
         .find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<' | ':'))
         .unwrap_or(s.len());
     let name = &s[..end];
     if !valid_name(name) {
-        return Err(format!(
-            "invalid package name `{name}` (letters, digits and `+-._`, starting with a letter or digit)"
-        ));
+        return Err(RelationFault::Name(name.to_string()));
     }
     let mut rest = &s[end..];
     let mut rel = Relation {
@@ -552,7 +679,7 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .unwrap_or(r.len());
         if end == 0 {
-            return Err(format!("empty architecture qualifier after `{name}:`"));
+            return Err(RelationFault::EmptyQualifier(name.to_string()));
         }
         rel.arch = Some(r[..end].to_string());
         rest = &r[end..];
@@ -565,28 +692,31 @@ fn parse_relation(text: &str) -> Result<Relation, String> {
     }
     while let Some(r) = rest.strip_prefix('[') {
         let Some(close) = r.find(']') else {
-            return Err(format!("missing `]` after `{name} [`"));
+            return Err(RelationFault::UnclosedArches(name.to_string()));
         };
         let list: Vec<String> = r[..close].split_whitespace().map(str::to_string).collect();
         if list.is_empty() {
-            return Err(format!("empty architecture list after `{name}`"));
+            return Err(RelationFault::EmptyArches(name.to_string()));
         }
         rel.arches.extend(list);
         rest = r[close + 1..].trim_start();
     }
     while let Some(r) = rest.strip_prefix('<') {
         let Some(close) = r.find('>') else {
-            return Err(format!("missing `>` after `{name} <`"));
+            return Err(RelationFault::UnclosedProfiles(name.to_string()));
         };
         let list: Vec<String> = r[..close].split_whitespace().map(str::to_string).collect();
         if list.is_empty() {
-            return Err(format!("empty build profile list after `{name}`"));
+            return Err(RelationFault::EmptyProfiles(name.to_string()));
         }
         rel.profiles.push(list);
         rest = r[close + 1..].trim_start();
     }
     if !rest.is_empty() {
-        return Err(format!("unexpected `{rest}` after `{name}`"));
+        return Err(RelationFault::Trailing {
+            name: name.to_string(),
+            rest: rest.to_string(),
+        });
     }
     Ok(rel)
 }
@@ -630,22 +760,20 @@ pub struct Status {
 
 impl Status {
     /// Parses `want flag state`, checking each word against dpkg's values.
-    pub fn parse(text: &str) -> Result<Status, String> {
+    pub fn parse(text: &str) -> Result<Status, StatusError> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let [want, flag, state] = words[..] else {
-            return Err(format!(
-                "field `Status`: expected three words (want flag state), found `{}`",
-                text.trim()
-            ));
+            return Err(StatusError::Words(text.trim().to_string()));
         };
-        let check = |word: &str, what: &str, allowed: &[&str]| {
+        let check = |word: &str, what: &'static str, allowed: &[&str]| {
             if allowed.contains(&word) {
                 Ok(word.to_string())
             } else {
-                Err(format!(
-                    "field `Status`: unknown {what} `{word}` (expected one of {})",
-                    allowed.join(", ")
-                ))
+                Err(StatusError::Unknown {
+                    what,
+                    word: word.to_string(),
+                    expected: allowed.join(", "),
+                })
             }
         };
         Ok(Status {
@@ -746,16 +874,22 @@ impl BinaryPackage {
         if !valid_name(&name) {
             return Err(err("Package", format!("invalid package name `{name}`")));
         }
-        let version = Version::parse(&required("Version")?)
-            .map_err(|e| err("Version", format!("field `Version` of `{name}`: {e}")))?;
+        let version = Version::parse(&required("Version")?).map_err(|e| {
+            ControlError::because(
+                at("Version"),
+                format!("field `Version` of `{name}`: {e}"),
+                e,
+            )
+        })?;
         let architecture = required("Architecture")?;
         let multi_arch = multi_arch_field(stanza, &name)?;
         let essential = essential_field(stanza, &name)?;
         let rels = |field: &str, alternatives: bool| -> Result<Relations, ControlError> {
             match stanza.field(field) {
                 None => Ok(Vec::new()),
-                Some(f) => parse_relations(field, &f.folded(), alternatives)
-                    .map_err(|m| ControlError::new(f.line, format!("package `{name}`: {m}"))),
+                Some(f) => parse_relations(field, &f.folded(), alternatives).map_err(|e| {
+                    ControlError::because(f.line, format!("package `{name}`: {e}"), e)
+                }),
             }
         };
         let provides: Vec<Relation> = rels("Provides", false)?.into_iter().flatten().collect();
@@ -770,13 +904,13 @@ impl BinaryPackage {
         }
         let size = size_field(stanza, &name)?;
         let sha256 = sha256_field(stanza, &name)?;
-        let status = match stanza.field("Status") {
-            None => None,
-            Some(f) => Some(
-                Status::parse(&f.folded())
-                    .map_err(|m| ControlError::new(f.line, format!("package `{name}`: {m}")))?,
-            ),
-        };
+        let status =
+            match stanza.field("Status") {
+                None => None,
+                Some(f) => Some(Status::parse(&f.folded()).map_err(|e| {
+                    ControlError::because(f.line, format!("package `{name}`: {e}"), e)
+                })?),
+            };
         Ok(BinaryPackage {
             priority: stanza.field("Priority").map(Field::folded),
             filename: stanza.field("Filename").map(Field::folded),
@@ -1094,7 +1228,8 @@ pub fn parse_installed(text: &str) -> Result<Vec<BinaryPackage>, ControlError> {
                 format!("status stanza of package `{pkg}` has no `Status` field"),
             ));
         };
-        let status = Status::parse(&f.folded()).map_err(|m| ControlError::new(f.line, m))?;
+        let status = Status::parse(&f.folded())
+            .map_err(|e| ControlError::because(f.line, e.to_string(), e))?;
         if status.is_installed() {
             out.push(BinaryPackage::from_stanza(&stanza)?);
         }
@@ -1264,7 +1399,7 @@ mod tests {
         ];
         for (field, text, alts, want) in cases {
             assert_eq!(
-                parse_relations(field, text, alts).unwrap_err(),
+                parse_relations(field, text, alts).unwrap_err().to_string(),
                 want,
                 "{text}"
             );
@@ -1354,6 +1489,89 @@ Architecture: amd64
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn field_errors_keep_the_typed_error_of_the_value() {
+        use std::error::Error as _;
+        let base = "Package: a\nVersion: 1\nArchitecture: all\n";
+        let e = parse_packages(&format!("{base}Depends: b (>= x)\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 4: package `a`: field `Depends`: invalid version `x`: version number does not start with digit in `b (>= x)`"
+        );
+        let Some(FieldCause::Relation(r)) = e.cause.as_deref() else {
+            panic!("{e:?}")
+        };
+        assert_eq!((r.field.as_str(), r.text.as_str()), ("Depends", "b (>= x)"));
+        assert!(matches!(&r.fault, RelationFault::Version(v) if v.text == "x"));
+        assert!(e.source().is_some_and(|c| c.is::<FieldCause>()));
+        let e = parse_packages(&format!("{base}Status: install ok gone\n")).unwrap_err();
+        assert!(
+            matches!(e.cause.as_deref(), Some(FieldCause::Status(StatusError::Unknown { what: "state", word, .. })) if word == "gone"),
+            "{e:?}"
+        );
+        let e = parse_packages("Package: a\nVersion: x\nArchitecture: all\n").unwrap_err();
+        assert!(
+            matches!(e.cause.as_deref(), Some(FieldCause::Version(v)) if v.text == "x"),
+            "{e:?}"
+        );
+        let e = parse_installed("Package: x\nStatus: install\n").unwrap_err();
+        assert_eq!(
+            e.cause.as_deref(),
+            Some(&FieldCause::Status(StatusError::Words("install".into())))
+        );
+        // A syntax error has no value beneath it.
+        assert_eq!(parse_packages("Package a\n").unwrap_err().cause, None);
+    }
+
+    #[test]
+    fn relation_faults_are_typed() {
+        let fault =
+            |text: &str, alts: bool| parse_relations("Depends", text, alts).unwrap_err().fault;
+        assert_eq!(fault("a, , b", true), RelationFault::EmptyEntry);
+        assert_eq!(
+            fault("a | b", false),
+            RelationFault::Alternatives("Depends".into())
+        );
+        assert_eq!(fault("a |", true), RelationFault::EmptyAlternative);
+        assert_eq!(fault("-a", true), RelationFault::Name("-a".into()));
+        assert_eq!(
+            fault("a: (>= 1)", true),
+            RelationFault::EmptyQualifier("a".into())
+        );
+        assert_eq!(
+            fault("a (>= 1", true),
+            RelationFault::UnclosedVersion("a".into())
+        );
+        assert_eq!(
+            fault("a (1.0)", true),
+            RelationFault::NoOperator("1.0".into())
+        );
+        assert_eq!(
+            fault("a [amd64", true),
+            RelationFault::UnclosedArches("a".into())
+        );
+        assert_eq!(fault("a []", true), RelationFault::EmptyArches("a".into()));
+        assert_eq!(
+            fault("a <x", true),
+            RelationFault::UnclosedProfiles("a".into())
+        );
+        assert_eq!(
+            fault("a <>", true),
+            RelationFault::EmptyProfiles("a".into())
+        );
+        assert_eq!(
+            fault("a b", true),
+            RelationFault::Trailing {
+                name: "a".into(),
+                rest: "b".into()
+            }
+        );
+        let e = parse_relations("Depends", " a (>= x) ", true).unwrap_err();
+        let source = std::error::Error::source(&e).expect("the fault");
+        let version = source.source().expect("the version error");
+        assert!(version.is::<VersionError>());
     }
 
     /// A generated index of `n` packages with every kind of field, the

@@ -39,6 +39,14 @@ pub enum DebError {
         member: String,
         reason: String,
     },
+    /// A path in a member that is refused.
+    #[error("{file}: {member}: {source}")]
+    Path {
+        file: String,
+        member: String,
+        #[source]
+        source: PathError,
+    },
     #[error("{file}: cannot read: {source}")]
     Io {
         file: String,
@@ -48,6 +56,32 @@ pub enum DebError {
 }
 
 pub type Result<T, E = DebError> = std::result::Result<T, E>;
+
+/// Why a path in a member of a package is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path has a `..` component.
+    #[error("{0:?}: a path with \"..\" is not allowed")]
+    DotDot(String),
+    /// The path is absolute.
+    #[error("{0:?}: an absolute path is not allowed")]
+    Absolute(String),
+}
+
+/// Why the `control` fields of a package cannot be read
+/// ([`ControlFiles::fields`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlFieldsError {
+    /// The package has no `control` file.
+    #[error("no UTF-8 control file")]
+    Missing,
+    /// The `control` file is not UTF-8.
+    #[error("no UTF-8 control file")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// The `control` file is not one deb822 paragraph.
+    #[error("{0}")]
+    Fields(#[from] crate::repo::FieldError),
+}
 
 const AR_MAGIC: &[u8; 8] = b"!<arch>\n";
 
@@ -274,11 +308,10 @@ impl ControlFiles {
     }
 
     /// The `control` fields in file order (continuation lines joined with '\n').
-    pub fn fields(&self) -> std::result::Result<Vec<(String, String)>, String> {
-        let text = self
-            .control_text()
-            .ok_or_else(|| "no UTF-8 control file".to_string())?;
-        super::repo::parse_fields(text)
+    pub fn fields(&self) -> std::result::Result<Vec<(String, String)>, ControlFieldsError> {
+        let bytes = self.get("control").ok_or(ControlFieldsError::Missing)?;
+        let text = std::str::from_utf8(bytes).map_err(ControlFieldsError::NotUtf8)?;
+        Ok(super::repo::parse_fields(text)?)
     }
 
     /// One `control` field, by case-insensitive name.
@@ -493,7 +526,11 @@ fn read_control(reader: impl Read, member: &str, file: &str) -> Result<ControlFi
             .to_str()
             .ok_or_else(|| tar_err("a path is not UTF-8".into()))?
             .to_string();
-        let name = normalize_path(&raw).map_err(tar_err)?;
+        let name = normalize_path(&raw).map_err(|source| DebError::Path {
+            file: file.to_string(),
+            member: member.to_string(),
+            source,
+        })?;
         match entry.header().entry_type() {
             tar::EntryType::Directory if name.is_empty() => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
@@ -528,17 +565,17 @@ fn read_control(reader: impl Read, member: &str, file: &str) -> Result<ControlFi
 }
 
 /// `./usr/bin/x` -> `usr/bin/x`, `./` -> ``; refuses `..` and absolute paths.
-fn normalize_path(raw: &str) -> std::result::Result<String, String> {
+fn normalize_path(raw: &str) -> std::result::Result<String, PathError> {
     let mut parts = Vec::new();
     for comp in raw.split('/') {
         match comp {
             "" | "." => {}
-            ".." => return Err(format!("{raw:?}: a path with \"..\" is not allowed")),
+            ".." => return Err(PathError::DotDot(raw.to_string())),
             c => parts.push(c),
         }
     }
     if raw.starts_with('/') && !parts.is_empty() {
-        return Err(format!("{raw:?}: an absolute path is not allowed"));
+        return Err(PathError::Absolute(raw.to_string()));
     }
     Ok(parts.join("/"))
 }
@@ -608,6 +645,15 @@ impl<'a, 'r> Iterator for DataEntries<'a, 'r> {
 }
 
 impl<'a, 'r> DataEntries<'a, 'r> {
+    /// A refused path of the data member.
+    fn path_err(&self, source: PathError) -> DebError {
+        DebError::Path {
+            file: self.file.clone(),
+            member: self.member.clone(),
+            source,
+        }
+    }
+
     fn convert(
         &self,
         item: io::Result<tar::Entry<'a, nodeimg_image::limits::BoundedTar<Box<dyn Read + 'r>>>>,
@@ -625,7 +671,7 @@ impl<'a, 'r> DataEntries<'a, 'r> {
                 .ok_or_else(|| err(format!("the path {p:?} is not UTF-8")))?
                 .to_string()
         };
-        let path = normalize_path(&raw_path).map_err(&err)?;
+        let path = normalize_path(&raw_path).map_err(|e| self.path_err(e))?;
         let h = entry.header();
         let ctx = |e: io::Error| err(format!("{raw_path:?}: {e}"));
         let mode = h.mode().map_err(ctx)? & 0o7777;
@@ -704,7 +750,7 @@ impl<'a, 'r> DataEntries<'a, 'r> {
             }
             tar::EntryType::Link => {
                 let target = link()?;
-                link_target = Some(normalize_path(&target).map_err(&err)?);
+                link_target = Some(normalize_path(&target).map_err(|e| self.path_err(e))?);
                 EntryKind::Hardlink
             }
             tar::EntryType::Char => {
@@ -1153,6 +1199,12 @@ mod tests {
         let mut deb = Deb::open(&bytes[..], "evil.deb").unwrap();
         let err = deb.entries().unwrap().next().unwrap().unwrap_err();
         assert!(err.to_string().contains("\"..\" is not allowed"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "evil.deb: data.tar.gz: \"./../etc/evil\": a path with \"..\" is not allowed"
+        );
+        let cause = std::error::Error::source(&err).and_then(|c| c.downcast_ref::<PathError>());
+        assert_eq!(cause, Some(&PathError::DotDot("./../etc/evil".into())));
     }
 
     /// Counts the bytes taken from the underlying reader.
@@ -1215,5 +1267,43 @@ mod tests {
         assert_eq!(normalize_path("usr//lib/").unwrap(), "usr/lib");
         assert!(normalize_path("/etc/passwd").is_err());
         assert!(normalize_path("usr/../../x").is_err());
+        let e = normalize_path("/etc/passwd").unwrap_err();
+        assert_eq!(e, PathError::Absolute("/etc/passwd".into()));
+        assert_eq!(
+            e.to_string(),
+            "\"/etc/passwd\": an absolute path is not allowed"
+        );
+        assert_eq!(
+            normalize_path("usr/../../x").unwrap_err(),
+            PathError::DotDot("usr/../../x".into())
+        );
+    }
+
+    #[test]
+    fn control_fields_say_why_they_cannot_be_read() {
+        use std::error::Error as _;
+        let files = |control: &[u8]| ControlFiles {
+            files: BTreeMap::from([(
+                "control".to_string(),
+                ControlFile {
+                    mode: 0o644,
+                    contents: control.to_vec(),
+                },
+            )]),
+        };
+        let good = files(b"Package: a\nVersion: 1\n");
+        assert_eq!(good.field("version").as_deref(), Some("1"));
+        let e = ControlFiles::default().fields().unwrap_err();
+        assert_eq!(e, ControlFieldsError::Missing);
+        assert_eq!(e.to_string(), "no UTF-8 control file");
+        let e = files(b"Package: \xff\n").fields().unwrap_err();
+        assert!(matches!(e, ControlFieldsError::NotUtf8(_)), "{e}");
+        assert_eq!(e.to_string(), "no UTF-8 control file");
+        assert!(e.source().is_some_and(|c| c.is::<std::str::Utf8Error>()));
+        let e = files(b"Package: a\n x\nPackage: b\n").fields().unwrap_err();
+        assert_eq!(e.to_string(), "line 3: field Package appears twice");
+        assert!(e
+            .source()
+            .is_some_and(|c| c.is::<crate::repo::FieldError>()));
     }
 }

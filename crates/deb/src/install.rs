@@ -222,6 +222,26 @@ pub enum InstallError {
         /// What is wrong.
         message: String,
     },
+    /// The control file of a package is not the control data of one
+    /// package.
+    #[error("package {package}: control file: {source}")]
+    Control {
+        /// `name=version`.
+        package: String,
+        /// What is wrong, at which line.
+        #[source]
+        source: control::ControlError,
+    },
+    /// A stanza of the image's dpkg status is not control data; the line
+    /// is the file's.
+    #[error("{path} in the image: {source}")]
+    ImageControl {
+        /// Image path.
+        path: String,
+        /// What is wrong, at which line.
+        #[source]
+        source: control::ControlError,
+    },
 }
 
 /// The result: the layer's files and what was done.
@@ -564,16 +584,18 @@ fn open_deb<'p>(
         .control()
         .control_text()
         .ok_or_else(|| perr("the control file is not UTF-8".into()))?;
-    let stanzas =
-        control::parse(text, Syntax::strict()).map_err(|e| perr(format!("control file: {e}")))?;
+    let cerr = |source| InstallError::Control {
+        package: label.to_string(),
+        source,
+    };
+    let stanzas = control::parse(text, Syntax::strict()).map_err(cerr)?;
     let [control]: [Stanza; 1] = stanzas.try_into().map_err(|s: Vec<Stanza>| {
         perr(format!(
             "the control file holds {} stanzas instead of one",
             s.len()
         ))
     })?;
-    let bin = control::BinaryPackage::from_stanza(&control)
-        .map_err(|e| perr(format!("control file: {e}")))?;
+    let bin = control::BinaryPackage::from_stanza(&control).map_err(cerr)?;
     if bin.name != planned.name
         || bin.version != planned.version
         || bin.architecture != planned.architecture
@@ -1420,8 +1442,14 @@ impl StatusDb {
             path: STATUS.into(),
             message: m,
         };
-        let stanzas = control::parse(&text, Syntax::strict())
-            .map_err(|e| bad(format!("line {}: {}", e.line + line - 1, e.message)))?;
+        let stanzas =
+            control::parse(&text, Syntax::strict()).map_err(|e| InstallError::ImageControl {
+                path: STATUS.into(),
+                source: control::ControlError {
+                    line: e.line + line - 1,
+                    ..e
+                },
+            })?;
         let Some(s) = stanzas.first() else {
             return Err(bad(format!("line {line}: empty stanza")));
         };
@@ -2334,6 +2362,14 @@ mod tests {
             e.to_string()
                 .starts_with("/var/lib/dpkg/status in the image: line 3:"),
             "{e}"
+        );
+        // The control error is kept, at the line of the file.
+        let source =
+            std::error::Error::source(&e).and_then(|c| c.downcast_ref::<control::ControlError>());
+        assert_eq!(source.map(|c| c.line), Some(3), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("/var/lib/dpkg/status in the image: {}", source.unwrap())
         );
     }
 

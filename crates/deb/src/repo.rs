@@ -29,6 +29,13 @@ pub enum RepoError {
     },
     #[error("{file}: malformed Release: {reason}")]
     Malformed { file: String, reason: String },
+    /// The Release paragraph is not deb822 (see [`parse_fields`]).
+    #[error("{file}: malformed Release: {source}")]
+    Fields {
+        file: String,
+        #[source]
+        source: FieldError,
+    },
     #[error("{file}: lists no SHA256 checksums; refusing a repository with only weak checksums")]
     NoSha256 { file: String },
     #[error("{file}: {what} is not offered (Release lists {listed})")]
@@ -55,11 +62,12 @@ pub enum RepoError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: cannot decompress ({compression}): {reason}")]
+    #[error("{file}: cannot decompress ({compression}): {source}")]
     Decompress {
         file: String,
         compression: Compression,
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Signature(#[from] SignatureError),
@@ -218,9 +226,42 @@ pub struct Release {
     pub sha256: Vec<FileEntry>,
 }
 
+/// Why a deb822 paragraph is refused ([`parse_fields`]), with its 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A second paragraph follows the first.
+    #[error("line {line}: more than one paragraph")]
+    Paragraphs { line: usize },
+    /// A continuation line comes before any field.
+    #[error("line {line}: continuation line before any field")]
+    Continuation { line: usize },
+    /// A line is not `Field: value`.
+    #[error("line {line}: expected \"Field: value\", got {text:?}")]
+    NoColon { line: usize, text: String },
+    /// A field name is empty or holds blanks.
+    #[error("line {line}: bad field name {name:?}")]
+    BadName { line: usize, name: String },
+    /// A field appears twice.
+    #[error("line {line}: field {name} appears twice")]
+    Twice { line: usize, name: String },
+}
+
+impl FieldError {
+    /// The 1-based line of the fault.
+    pub fn line(&self) -> usize {
+        match self {
+            FieldError::Paragraphs { line }
+            | FieldError::Continuation { line }
+            | FieldError::NoColon { line, .. }
+            | FieldError::BadName { line, .. }
+            | FieldError::Twice { line, .. } => *line,
+        }
+    }
+}
+
 /// Parses one deb822 paragraph into (field, value) pairs in file order; continuation lines are
 /// joined with '\n' (the first line of a multi-line field may be empty).
-pub fn parse_fields(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+pub fn parse_fields(text: &str) -> std::result::Result<Vec<(String, String)>, FieldError> {
     let mut fields: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -234,7 +275,7 @@ pub fn parse_fields(text: &str) -> std::result::Result<Vec<(String, String)>, St
                 .skip(n)
                 .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
             {
-                return Err(format!("line {}: more than one paragraph", n + 1));
+                return Err(FieldError::Paragraphs { line: n + 1 });
             }
             break;
         }
@@ -243,26 +284,29 @@ pub fn parse_fields(text: &str) -> std::result::Result<Vec<(String, String)>, St
         }
         if line.starts_with(' ') || line.starts_with('\t') {
             let Some(last) = fields.last_mut() else {
-                return Err(format!(
-                    "line {}: continuation line before any field",
-                    n + 1
-                ));
+                return Err(FieldError::Continuation { line: n + 1 });
             };
             last.1.push('\n');
             last.1.push_str(line.trim());
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!(
-                "line {}: expected \"Field: value\", got {line:?}",
-                n + 1
-            ));
+            return Err(FieldError::NoColon {
+                line: n + 1,
+                text: line.to_string(),
+            });
         };
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(format!("line {}: bad field name {name:?}", n + 1));
+            return Err(FieldError::BadName {
+                line: n + 1,
+                name: name.to_string(),
+            });
         }
         if fields.iter().any(|(f, _)| f.eq_ignore_ascii_case(name)) {
-            return Err(format!("line {}: field {name} appears twice", n + 1));
+            return Err(FieldError::Twice {
+                line: n + 1,
+                name: name.to_string(),
+            });
         }
         fields.push((name.to_string(), value.trim().to_string()));
     }
@@ -288,7 +332,10 @@ impl Release {
             file: file.to_string(),
             reason,
         };
-        let fields = parse_fields(text).map_err(malformed)?;
+        let fields = parse_fields(text).map_err(|source| RepoError::Fields {
+            file: file.to_string(),
+            source,
+        })?;
         let get = |name: &str| {
             fields
                 .iter()
@@ -485,10 +532,10 @@ impl IndexLocation {
         });
         match out {
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) | Err(StreamError::Read(e)) => Err(RepoError::Decompress {
+            Ok(Err(source)) | Err(StreamError::Read(source)) => Err(RepoError::Decompress {
                 file: file.to_string(),
                 compression: self.compression,
-                reason: e.to_string(),
+                source,
             }),
             Err(StreamError::Repo(e)) => Err(e),
         }
@@ -557,11 +604,11 @@ impl IndexLocation {
                 actual: hash,
             }));
         }
-        if let Some(reason) = failed {
+        if let Some(source) = failed {
             return Err(StreamError::Repo(RepoError::Decompress {
                 file: file.to_string(),
                 compression: self.compression,
-                reason,
+                source,
             }));
         }
         Ok(out)
@@ -610,30 +657,37 @@ impl<R: Read> Read for Hashed<R> {
     }
 }
 
-/// Stops after `left` bytes and keeps the first error, as text.
+/// Stops after `left` bytes and keeps the first error; the reader is
+/// given its text.
 struct Limited<R> {
     inner: R,
     left: u64,
-    error: Option<String>,
+    error: Option<std::io::Error>,
 }
 
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(e) = &self.error {
-            return Err(std::io::Error::other(e.clone()));
+            return Err(std::io::Error::other(e.to_string()));
         }
-        let reason = match self.inner.read(buf) {
+        let error = match self.inner.read(buf) {
             Ok(n) if n as u64 <= self.left => {
                 self.left -= n as u64;
                 return Ok(n);
             }
-            Ok(_) => format!("larger than {MAX_INDEX_SIZE} bytes"),
+            Ok(_) => too_large(),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
-        self.error = Some(reason.clone());
-        Err(std::io::Error::other(reason))
+        let copy = std::io::Error::other(error.to_string());
+        self.error = Some(error);
+        Err(copy)
     }
+}
+
+/// A decompressed index over [`MAX_INDEX_SIZE`].
+fn too_large() -> std::io::Error {
+    std::io::Error::other(format!("larger than {MAX_INDEX_SIZE} bytes"))
 }
 
 /// Checks the size and SHA256 of a downloaded index (the weak MD5/SHA1 lists are never used).
@@ -664,10 +718,10 @@ pub fn verify_index(
 
 /// Decompresses an index, refusing results larger than [`MAX_INDEX_SIZE`].
 pub fn decompress(bytes: &[u8], compression: Compression, file: &str) -> Result<Vec<u8>> {
-    let err = |reason: String| RepoError::Decompress {
+    let err = |source: std::io::Error| RepoError::Decompress {
         file: file.to_string(),
         compression,
-        reason,
+        source,
     };
     let reader: Box<dyn Read + '_> = match compression {
         Compression::None => return Ok(bytes.to_vec()),
@@ -678,9 +732,9 @@ pub fn decompress(bytes: &[u8], compression: Compression, file: &str) -> Result<
     reader
         .take(MAX_INDEX_SIZE + 1)
         .read_to_end(&mut out)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
     if out.len() as u64 > MAX_INDEX_SIZE {
-        return Err(err(format!("larger than {MAX_INDEX_SIZE} bytes")));
+        return Err(err(too_large()));
     }
     Ok(out)
 }
@@ -1290,6 +1344,77 @@ mod tests {
     }
 
     #[test]
+    fn a_decompression_failure_keeps_the_io_error_as_its_source() {
+        use std::error::Error as _;
+        let plain = PACKAGES.as_bytes();
+        let loc = location(plain, Compression::Gzip);
+        let streamed = match loc.stream(plain, "P.gz", read_all).unwrap_err() {
+            StreamError::Repo(e) => e,
+            other => panic!("{other}"),
+        };
+        let decompressed = decompress(plain, Compression::Gzip, "P.gz").unwrap_err();
+        let opened = loc.open(plain, "P.gz").unwrap_err();
+        for err in [&streamed, &decompressed, &opened] {
+            assert!(matches!(err, RepoError::Decompress { .. }), "{err}");
+            let source = err.source().expect("a cause");
+            let io = source
+                .downcast_ref::<std::io::Error>()
+                .expect("the io::Error");
+            assert_eq!(
+                err.to_string(),
+                format!("P.gz: cannot decompress (gzip): {io}")
+            );
+        }
+        assert_eq!(streamed.to_string(), decompressed.to_string());
+    }
+
+    #[test]
+    fn a_malformed_paragraph_names_its_line_and_fault() {
+        let cases = [
+            (
+                "A: 1\n\nB: 2\n",
+                FieldError::Paragraphs { line: 2 },
+                "line 2: more than one paragraph",
+            ),
+            (
+                " x\n",
+                FieldError::Continuation { line: 1 },
+                "line 1: continuation line before any field",
+            ),
+            (
+                "A: 1\nB\n",
+                FieldError::NoColon {
+                    line: 2,
+                    text: "B".into(),
+                },
+                "line 2: expected \"Field: value\", got \"B\"",
+            ),
+            (
+                "A B: 1\n",
+                FieldError::BadName {
+                    line: 1,
+                    name: "A B".into(),
+                },
+                "line 1: bad field name \"A B\"",
+            ),
+            (
+                "A: 1\na: 2\n",
+                FieldError::Twice {
+                    line: 2,
+                    name: "a".into(),
+                },
+                "line 2: field a appears twice",
+            ),
+        ];
+        for (text, want, message) in cases {
+            let e = parse_fields(text).unwrap_err();
+            assert_eq!(e.line(), want.line());
+            assert_eq!(e, want, "{text:?}");
+            assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
     fn flat_repository_and_missing_indexes() {
         let plain = PACKAGES.as_bytes();
         let text = format!(
@@ -1320,7 +1445,20 @@ mod tests {
     #[test]
     fn malformed_release_is_refused() {
         let err = Release::parse("Suite stable\n", "R", None).unwrap_err();
-        assert!(matches!(err, RepoError::Malformed { .. }), "{err}");
+        assert!(
+            matches!(
+                &err,
+                RepoError::Fields {
+                    source: FieldError::NoColon { line: 1, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "R: malformed Release: line 1: expected \"Field: value\", got \"Suite stable\""
+        );
         let err = Release::parse("SHA256:\n abc 1 Packages\n", "R", None).unwrap_err();
         assert!(err.to_string().contains("bad hash"), "{err}");
         let bad_date = format!("Valid-Until: someday\nSHA256:\n{}", line("Packages", b""));

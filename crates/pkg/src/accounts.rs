@@ -104,11 +104,40 @@ pub enum AccountsError {
         line: usize,
         /// What is refused, why, and what to do.
         message: String,
+        /// The rule the account breaks (an [`AccountError`]), when a name
+        /// or field is refused; boxed, so the error stays small.
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+}
+
+impl AccountsError {
+    /// The rule a refused name or field breaks.
+    pub fn rule(&self) -> Option<&AccountError> {
+        match self {
+            AccountsError::Refused {
+                cause: Some(cause), ..
+            } => cause.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl Request<'_> {
     fn refuse(&self, message: String) -> AccountsError {
+        self.refuse_for(message, None)
+    }
+
+    /// A refusal of the `what` (`system user`) because of `cause`.
+    fn refuse_because(&self, what: &str, cause: AccountError) -> AccountsError {
+        self.refuse_for(format!("{what}: {cause}"), Some(Box::new(cause)))
+    }
+
+    fn refuse_for(
+        &self,
+        message: String,
+        cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> AccountsError {
         AccountsError::Refused {
             package: self.package.to_string(),
             script: self.script.to_string(),
@@ -117,8 +146,73 @@ impl Request<'_> {
                 "{message}; nodeimg does not add such accounts: use another version of the \
                  package or leave it out"
             ),
+            cause,
         }
     }
+}
+
+/// Why a name or a field of an account is refused; the message names the
+/// value and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The name is empty.
+    #[error("the name {0:?} is empty")]
+    EmptyName(String),
+    /// The name has more than [`NAME_MAX`] characters.
+    #[error("the name {0:?} is longer than {NAME_MAX} characters")]
+    LongName(String),
+    /// The name is `.` or `..`.
+    #[error("the name {0:?} is not a name")]
+    DotName(String),
+    /// The name starts with `-`.
+    #[error("the name {0:?} starts with '-'")]
+    DashFirst(String),
+    /// The name is all digits.
+    #[error("the name {0:?} is all digits (it would read as an id)")]
+    AllDigits(String),
+    /// The name is only `$`.
+    #[error("the name {0:?} is only '$'")]
+    OnlyDollar(String),
+    /// The name holds a character names may not have.
+    #[error(
+        "the name {name:?} holds {found:?}; a name is made of letters, digits, '_', '.', '-' \
+         and may end in '$'"
+    )]
+    BadChar {
+        /// The name.
+        name: String,
+        /// The first character refused.
+        found: char,
+    },
+    /// A field holds `:`, which separates the fields of the account files.
+    #[error("the {what} {value:?} holds a ':', which separates the fields of the account files")]
+    Colon {
+        /// The field (`GECOS field`, `shell`).
+        what: String,
+        /// Its value.
+        value: String,
+    },
+    /// A field holds a control character.
+    #[error(
+        "the {what} {value:?} holds the control character {found:?}, which would split or hide \
+         lines of the account files"
+    )]
+    Control {
+        /// The field.
+        what: String,
+        /// Its value.
+        value: String,
+        /// The first control character.
+        found: char,
+    },
+    /// A path field is not absolute.
+    #[error("the {what} {value:?} is not an absolute path")]
+    Relative {
+        /// The field (`home directory`, `shell`).
+        what: String,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// Checks a user or group name by shadow's rules (which Debian's adduser
@@ -126,60 +220,63 @@ impl Request<'_> {
 /// first), an optional final `$`, not all digits, not `.` or `..`, at most
 /// [`NAME_MAX`] characters. So no `:`, `,`, `/`, whitespace or control
 /// characters, which would break the account files.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("the name {name:?} {why}"));
+pub fn check_name(name: &str) -> Result<(), AccountError> {
+    let owned = || name.to_string();
     if name.is_empty() {
-        return bad("is empty");
+        return Err(AccountError::EmptyName(owned()));
     }
     if name.chars().count() > NAME_MAX {
-        return bad(&format!("is longer than {NAME_MAX} characters"));
+        return Err(AccountError::LongName(owned()));
     }
     if name == "." || name == ".." {
-        return bad("is not a name");
+        return Err(AccountError::DotName(owned()));
     }
     if name.starts_with('-') {
-        return bad("starts with '-'");
+        return Err(AccountError::DashFirst(owned()));
     }
     if name.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("is all digits (it would read as an id)");
+        return Err(AccountError::AllDigits(owned()));
     }
     let body = name.strip_suffix('$').unwrap_or(name);
     if body.is_empty() {
-        return bad("is only '$'");
+        return Err(AccountError::OnlyDollar(owned()));
     }
-    if let Some(c) = body
+    if let Some(found) = body
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return bad(&format!(
-            "holds {c:?}; a name is made of letters, digits, '_', '.', '-' and may end in '$'"
-        ));
+        return Err(AccountError::BadChar {
+            name: owned(),
+            found,
+        });
     }
     Ok(())
 }
 
 /// Checks a free-text field of `/etc/passwd` (GECOS): no `:`, newline or
 /// other control character.
-pub(crate) fn check_text(what: &str, value: &str) -> Result<(), String> {
-    if let Some(c) = value.chars().find(|c| *c == ':' || c.is_control()) {
-        let kind = if c == ':' {
-            "a ':', which separates the fields of the account files".to_string()
-        } else {
-            format!(
-                "the control character {c:?}, which would split or hide lines of the account files"
-            )
-        };
-        return Err(format!("the {what} {value:?} holds {kind}"));
+pub(crate) fn check_text(what: &str, value: &str) -> Result<(), AccountError> {
+    let (what, owned) = (what.to_string(), value.to_string());
+    match value.chars().find(|c| *c == ':' || c.is_control()) {
+        None => Ok(()),
+        Some(':') => Err(AccountError::Colon { what, value: owned }),
+        Some(found) => Err(AccountError::Control {
+            what,
+            value: owned,
+            found,
+        }),
     }
-    Ok(())
 }
 
 /// Checks a path field of `/etc/passwd` (home, shell): absolute, and a
 /// valid [`check_text`] field.
-pub fn check_path(what: &str, value: &str) -> Result<(), String> {
+pub fn check_path(what: &str, value: &str) -> Result<(), AccountError> {
     check_text(what, value)?;
     if !value.starts_with('/') {
-        return Err(format!("the {what} {value:?} is not an absolute path"));
+        return Err(AccountError::Relative {
+            what: what.to_string(),
+            value: value.to_string(),
+        });
     }
     Ok(())
 }
@@ -416,7 +513,7 @@ impl Accounts {
         g: &GroupSpec,
         who: &Request<'_>,
     ) -> Result<Option<u32>, AccountsError> {
-        check_name(&g.name).map_err(|m| who.refuse(format!("system group: {m}")))?;
+        check_name(&g.name).map_err(|e| who.refuse_because("system group", e))?;
         if self.group.has(&g.name) {
             return Ok(None);
         }
@@ -445,7 +542,7 @@ impl Accounts {
         u: &UserSpec,
         who: &Request<'_>,
     ) -> Result<Option<UserAdded>, AccountsError> {
-        let user = |m: String| who.refuse(format!("system user: {m}"));
+        let user = |e: AccountError| who.refuse_because("system user", e);
         check_name(&u.name).map_err(user)?;
         check_text("GECOS field", &u.gecos).map_err(user)?;
         check_path("home directory", &u.home).map_err(user)?;
@@ -581,6 +678,49 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_name_keeps_its_rule_as_the_cause_and_says_the_same_sentence() {
+        use std::error::Error as _;
+        let mut a = Accounts::read(&view(), IdRule::ADDUSER).unwrap();
+        let e = a.add_user(&user("a:b"), &WHO).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "package demo=1.0: postinst line 7: system user: the name \"a:b\" holds ':'; a name \
+             is made of letters, digits, '_', '.', '-' and may end in '$'; nodeimg does not add \
+             such accounts: use another version of the package or leave it out"
+        );
+        let cause = e.source().and_then(|c| c.downcast_ref::<AccountError>());
+        assert_eq!(
+            cause,
+            Some(&AccountError::BadChar {
+                name: "a:b".into(),
+                found: ':'
+            })
+        );
+        let e = a.add_group(&group("1234", None), &WHO).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "system group: the name \"1234\" is all digits (it would read as an id);"
+            ),
+            "{e}"
+        );
+        let cause = e.source().and_then(|c| c.downcast_ref::<AccountError>());
+        assert_eq!(cause, Some(&AccountError::AllDigits("1234".into())));
+        assert_eq!(e.rule(), cause);
+        let mut u = user("svc2");
+        u.shell = "bin/sh".into();
+        let e = a.add_user(&u, &WHO).unwrap_err();
+        assert!(matches!(
+            e.source().and_then(|c| c.downcast_ref::<AccountError>()),
+            Some(AccountError::Relative { what, .. }) if what == "shell"
+        ));
+        // A refusal with no rule beneath it has no cause.
+        let mut u = user("evil");
+        u.uid = Some(0);
+        let e = a.add_user(&u, &WHO).unwrap_err();
+        assert!(e.source().is_none() && e.rule().is_none());
+    }
+
+    #[test]
     fn names_follow_shadow_and_debian_rules() {
         for good in [
             "docker",
@@ -613,7 +753,7 @@ mod tests {
             ("é", "holds 'é'"),
             (&"a".repeat(33), "longer than 32"),
         ] {
-            let e = check_name(bad).unwrap_err();
+            let e = check_name(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
@@ -623,15 +763,18 @@ mod tests {
         assert_eq!(check_text("GECOS field", "Foo daemon,,,"), Ok(()));
         assert!(check_text("GECOS field", "x\npwn::0:0::/root:/bin/sh")
             .unwrap_err()
+            .to_string()
             .contains("control character '\\n'"));
         assert!(check_text("GECOS field", "a:b")
             .unwrap_err()
+            .to_string()
             .contains("holds a ':'"));
         assert!(check_text("GECOS field", "a\rb").is_err());
         assert_eq!(check_path("home directory", "/var/lib/x"), Ok(()));
         assert!(check_path("home directory", "/var:/x").is_err());
         assert!(check_path("shell", "bin/sh")
             .unwrap_err()
+            .to_string()
             .contains("not an absolute path"));
         assert!(check_path("shell", "").is_err());
     }

@@ -39,6 +39,22 @@ pub struct LayerRequest<'a> {
     pub layer: &'a str,
 }
 
+/// Why a backend cannot name a package ([`Backend::label`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    /// The version is not one of the backend's; the backend's own error
+    /// (or its message) says why.
+    #[error("{0}")]
+    Version(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl LabelError {
+    /// The version is refused for `why` (an error, or a message).
+    pub fn version(why: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        LabelError::Version(why.into())
+    }
+}
+
 /// One package backend: how a layer's `packages` are installed from the
 /// repositories the image declares, and the backend's rules for the lock
 /// file ([`PackageRules`]), the build metadata and lint.
@@ -66,7 +82,7 @@ pub trait Backend: PackageRules + Send + Sync {
 
     /// How a package is named while it is fetched and in messages;
     /// `Err` when the lock's version is not one of this backend.
-    fn label(&self, p: &LockedPackage) -> Result<String, String>;
+    fn label(&self, p: &LockedPackage) -> Result<String, LabelError>;
 
     /// The packages a layer added, for the build metadata: `below` is the
     /// image under the layer, `above` the image with it, `installed` what

@@ -13,7 +13,7 @@ use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::{Cache, CachedFile, Meter};
 use nodeimg_layers::FileTree;
 
-use crate::backend::{detect, Backend, LayerInstall, LayerRequest};
+use crate::backend::{detect, Backend, LabelError, LayerInstall, LayerRequest};
 use crate::env::{LayerInstalled, LockMode, PackageEnv};
 use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
@@ -205,7 +205,7 @@ pub fn install_layer(
             for (i, p) in packages.iter().enumerate() {
                 let what = backend
                     .label(p)
-                    .map_err(|m| build_err("resolving packages", m))?;
+                    .map_err(|e| build_cause("resolving packages", e))?;
                 install.fetched(
                     i,
                     fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?,
@@ -269,6 +269,14 @@ fn check_layer<'l>(
     Ok(ll)
 }
 
+/// A locked package its backend cannot name: the package and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{package}: {source}")]
+struct UnnamedPackage {
+    package: String,
+    source: LabelError,
+}
+
 /// A locked package from the cache or its locked URL, verified against the
 /// locked size and SHA256; a file that is not the locked one names the lock.
 fn fetch_locked(
@@ -279,9 +287,15 @@ fn fetch_locked(
     layer: &str,
 ) -> Result<CachedFile, PackagesError> {
     let lf = by.file.display();
-    let label = backend
-        .label(p)
-        .map_err(|m| build_err(lf.to_string(), format!("{}: {m}", p.name)))?;
+    let label = backend.label(p).map_err(|source| {
+        build_cause(
+            lf.to_string(),
+            UnnamedPackage {
+                package: p.name.clone(),
+                source,
+            },
+        )
+    })?;
     let mut d = env.meter().download(&label, p.size);
     let got = env
         .cache()
@@ -324,6 +338,23 @@ mod tests {
         assert!(build_err("packages", "no package backend")
             .source()
             .is_none());
+    }
+
+    #[test]
+    fn a_package_its_backend_cannot_name_keeps_the_backend_error() {
+        use std::error::Error as _;
+        let e = build_cause(
+            "x.lock",
+            UnnamedPackage {
+                package: "a".into(),
+                source: LabelError::version("bad epoch \"x\""),
+            },
+        );
+        assert_eq!(e.to_string(), "x.lock: a: bad epoch \"x\"");
+        let named = e.source().and_then(|c| c.downcast_ref::<UnnamedPackage>());
+        let label = named.and_then(|n| n.source()).expect("the label error");
+        assert!(label.is::<LabelError>());
+        assert_eq!(label.to_string(), "bad epoch \"x\"");
     }
     use crate::backend::{InstalledPackage, LayerInstall, Resolution};
     use crate::lock::{LayerKind, LockedFile, PackageRules};
@@ -374,7 +405,7 @@ mod tests {
                 fetched: 0,
             }))
         }
-        fn label(&self, p: &LockedPackage) -> Result<String, String> {
+        fn label(&self, p: &LockedPackage) -> Result<String, LabelError> {
             Ok(p.label())
         }
         fn layer_packages(

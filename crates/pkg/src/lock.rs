@@ -422,8 +422,9 @@ impl Lock {
         }
         for (what, files) in [("release", &self.releases), ("index", &self.indexes)] {
             for (i, f) in files.iter().enumerate() {
-                check_url(&f.url).map_err(|m| err(&format!("{what}[{i}].url"), m))?;
-                check_sha256(&f.sha256).map_err(|m| err(&format!("{what}[{i}].sha256"), m))?;
+                check_url(&f.url).map_err(|e| err(&format!("{what}[{i}].url"), e.to_string()))?;
+                check_sha256(&f.sha256)
+                    .map_err(|e| err(&format!("{what}[{i}].sha256"), e.to_string()))?;
             }
         }
         let mut names = BTreeSet::new();
@@ -495,7 +496,8 @@ impl Lock {
 fn validate_kind(l: &LockedLayer, key: &str, err: &dyn Fn(&str, String) -> Error) -> Result<()> {
     match l.kind {
         LayerKind::Deb => {
-            check_sha256(&l.dpkg_status).map_err(|m| err(&format!("{key}.dpkg-status"), m))?;
+            check_sha256(&l.dpkg_status)
+                .map_err(|e| err(&format!("{key}.dpkg-status"), e.to_string()))?;
             if !l.rpmdb.is_empty() || !l.repos.is_empty() {
                 return Err(err(
                     &format!("{key}.kind"),
@@ -504,7 +506,7 @@ fn validate_kind(l: &LockedLayer, key: &str, err: &dyn Fn(&str, String) -> Error
             }
         }
         LayerKind::Rpm => {
-            check_sha256(&l.rpmdb).map_err(|m| err(&format!("{key}.rpmdb"), m))?;
+            check_sha256(&l.rpmdb).map_err(|e| err(&format!("{key}.rpmdb"), e.to_string()))?;
             if !l.dpkg_status.is_empty() || !l.sources.is_empty() {
                 return Err(err(
                     &format!("{key}.kind"),
@@ -512,7 +514,8 @@ fn validate_kind(l: &LockedLayer, key: &str, err: &dyn Fn(&str, String) -> Error
                 ));
             }
             for (ri, r) in l.repos.iter().enumerate() {
-                check_url(&r.baseurl).map_err(|m| err(&format!("{key}.repo[{ri}].baseurl"), m))?;
+                check_url(&r.baseurl)
+                    .map_err(|e| err(&format!("{key}.repo[{ri}].baseurl"), e.to_string()))?;
             }
         }
     }
@@ -538,8 +541,8 @@ impl Lock {
                 r.check_locked(p, &self.architecture)
                     .map_err(|(field, m)| err(&format!("{pkey}.{field}"), m))?;
             }
-            check_url(&p.url).map_err(|m| err(&format!("{pkey}.url"), m))?;
-            check_sha256(&p.sha256).map_err(|m| err(&format!("{pkey}.sha256"), m))?;
+            check_url(&p.url).map_err(|e| err(&format!("{pkey}.url"), e.to_string()))?;
+            check_sha256(&p.sha256).map_err(|e| err(&format!("{pkey}.sha256"), e.to_string()))?;
             if p.order >= l.packages.len() || !orders.insert(p.order) {
                 return Err(err(
                     &format!("{pkey}.order"),
@@ -576,24 +579,33 @@ fn lock_error(
     })
 }
 
-fn check_url(url: &str) -> std::result::Result<(), String> {
+/// Why a value of the lock file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LockValueError {
+    /// Not a URL nodeimg fetches from.
+    #[error("{0:?} is not an http://, https:// or file:// URL")]
+    Url(String),
+    /// Not a SHA256 as the lock writes it.
+    #[error("{0:?} is not a SHA256 (64 lowercase hex digits)")]
+    Sha256(String),
+}
+
+fn check_url(url: &str) -> std::result::Result<(), LockValueError> {
     if ["http://", "https://", "file://"]
         .iter()
         .any(|s| url.starts_with(s))
     {
         Ok(())
     } else {
-        Err(format!(
-            "{url:?} is not an http://, https:// or file:// URL"
-        ))
+        Err(LockValueError::Url(url.to_string()))
     }
 }
 
-fn check_sha256(s: &str) -> std::result::Result<(), String> {
+fn check_sha256(s: &str) -> std::result::Result<(), LockValueError> {
     if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
-        Err(format!("{s:?} is not a SHA256 (64 lowercase hex digits)"))
+        Err(LockValueError::Sha256(s.to_string()))
     }
 }
 
@@ -910,6 +922,24 @@ fn check_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_values_are_refused_by_kind_with_the_same_sentence() {
+        assert_eq!(check_url("https://r/x.deb"), Ok(()));
+        let e = check_url("ftp://r/x").unwrap_err();
+        assert_eq!(e, LockValueError::Url("ftp://r/x".into()));
+        assert_eq!(
+            e.to_string(),
+            "\"ftp://r/x\" is not an http://, https:// or file:// URL"
+        );
+        assert_eq!(check_sha256(&"a".repeat(64)), Ok(()));
+        let e = check_sha256(&"A".repeat(64)).unwrap_err();
+        assert!(matches!(&e, LockValueError::Sha256(s) if s.len() == 64));
+        assert_eq!(
+            check_sha256("xyz").unwrap_err().to_string(),
+            "\"xyz\" is not a SHA256 (64 lowercase hex digits)"
+        );
+    }
 
     #[test]
     fn rpm_requests_are_named_by_package() {

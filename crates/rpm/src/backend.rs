@@ -54,8 +54,9 @@ impl Backend for Rpm {
         "rpm packages (the image has yum or zypper repositories and no apt source)"
     }
 
-    fn label(&self, p: &LockedPackage) -> Result<String, String> {
-        let evr = version::Evr::parse(&p.version).map_err(|e| e.to_string())?;
+    fn label(&self, p: &LockedPackage) -> Result<String, nodeimg_pkg::backend::LabelError> {
+        let evr =
+            version::Evr::parse(&p.version).map_err(nodeimg_pkg::backend::LabelError::version)?;
         Ok(format!("{}-{}.{}", p.name, evr, p.architecture))
     }
 
