@@ -1061,3 +1061,59 @@ fn bad_recipe_table_is_well_formed() {
         1
     ));
 }
+
+/// A rootfs base holding only `/etc/machine-id` with `content`.
+fn machine_id_base(path: &Path, content: &[u8]) {
+    let mut b = tar::Builder::new(fs::File::create(path).expect("create base"));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "etc/", std::io::empty())
+        .expect("etc/");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o444);
+    h.set_size(content.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, "etc/machine-id", content)
+        .expect("machine-id");
+    b.finish().expect("finish the base");
+}
+
+#[test]
+fn lint_names_a_machine_id_kept_from_a_rootfs_base() {
+    let tmp = temp_dir("machine-id");
+    let dir = tmp.path();
+    let recipe = dir.join("recipe.toml");
+    fs::write(
+        &recipe,
+        "[image]\nname = \"m\"\n\n[[layer]]\nname = \"k\"\nsysctl = { file = \"99-k\", set = { \"net.ipv4.ip_forward\" = 1 } }\n",
+    )
+    .expect("write recipe");
+    let with = dir.join("with.tar");
+    machine_id_base(&with, b"0123456789abcdef0123456789abcdef\n");
+    let r = run(nodeimg(dir)
+        .arg("check")
+        .arg(&recipe)
+        .args(["--base", &format!("rootfs:{}", with.display())]));
+    // A warning: the check passes, and names the rule and the file.
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout.contains("warning[NI007]") && r.stdout.contains("/etc/machine-id"),
+        "{r}"
+    );
+    // Negative control: an empty machine-id (systemd makes one at first
+    // boot) is what the rule asks for.
+    let empty = dir.join("empty.tar");
+    machine_id_base(&empty, b"");
+    let r = run(nodeimg(dir)
+        .arg("check")
+        .arg(&recipe)
+        .args(["--base", &format!("rootfs:{}", empty.display())]));
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        !r.stderr.contains("NI007") && !r.stdout.contains("NI007"),
+        "{r}"
+    );
+}

@@ -24,6 +24,8 @@ pub const ACCOUNT_FILE_MAX: u64 = 64 << 20;
 /// [`DPKG_STATUS_MAX`].
 pub(crate) const KEEP_PATHS: &[&str] = &[
     "/etc/os-release",
+    // Lint's NI007 reads it: a base's machine-id shared by every node.
+    "/etc/machine-id",
     "/usr/lib/os-release",
     "/etc/systemd/",
     "/lib/systemd/",
