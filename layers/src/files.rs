@@ -130,7 +130,8 @@ impl Symlink {
 
 /// Check the `path` of an entry: absolute, plain, not the root.
 fn entry_path(key: &str, path: &str) -> Result<ImagePath> {
-    let p = ImagePath::new(path).map_err(|m| Error::invalid(format!("{key}.path"), m))?;
+    let p =
+        ImagePath::new(path).map_err(|m| Error::invalid(format!("{key}.path"), m.to_string()))?;
     if p.is_root() {
         return Err(Error::invalid(
             format!("{key}.path"),

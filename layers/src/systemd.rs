@@ -347,7 +347,7 @@ fn name_error(key: String, message: String) -> Error {
 }
 
 fn image_path(key: &str, s: &str) -> Result<ImagePath> {
-    ImagePath::new(s).map_err(|m| Error::invalid(key, m))
+    ImagePath::new(s).map_err(|m| Error::invalid(key, m.to_string()))
 }
 
 fn check_dropin_name(key: &str, name: &str) -> Result<()> {
