@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::packages::{self, PackageEnv};
 use crate::plan;
 use nodeimg_fetch::progress::{human_size, Meter};
-use nodeimg_image::base::{Base, BaseRef};
+use nodeimg_image::base::{Base, BaseRef, BaseRefError};
 use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use nodeimg_lint::{self as lint, Finding, Severity};
 use nodeimg_pkg::lock::{self, Lock};
@@ -293,12 +293,24 @@ pub(crate) fn os_release_of(view: &dyn nodeimg_layers::RootView) -> BTreeMap<Str
 /// The host path a base reference reads, if any.
 /// A base reference as the user wrote it, relative to `dir`; a registry
 /// reference must name a host, a repository and a tag or digest.
-pub(crate) fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, String> {
-    let r = BaseRef::parse(s, dir).map_err(|e| e.to_string())?;
+pub(crate) fn parse_base(s: &str, dir: &Path) -> std::result::Result<BaseRef, BaseError> {
+    let r = BaseRef::parse(s, dir)?;
     if let BaseRef::Registry { reference } = &r {
-        nodeimg_registry::parse_reference(reference).map_err(|m| format!("base {m}"))?;
+        nodeimg_registry::parse_reference(reference)?;
     }
     Ok(r)
+}
+
+/// Why a base reference (`--base` or `image.base`) is refused; the caller
+/// says where it was written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BaseError {
+    /// No known kind of base, or a kind with a missing part.
+    #[error("{0}")]
+    Ref(#[from] BaseRefError),
+    /// A registry reference that does not name an image.
+    #[error("base {0}")]
+    Registry(#[from] nodeimg_registry::ReferenceError),
 }
 
 fn base_path(r: &BaseRef) -> Option<&Path> {
@@ -831,8 +843,21 @@ mod tests {
         let dir = Path::new("/recipes");
         for bad in ["docker://", "docker://Not A Ref", "docker://base:v1"] {
             let e = parse_base(bad, dir).unwrap_err();
-            assert!(e.starts_with("base "), "{bad}: {e}");
+            assert!(matches!(e, BaseError::Registry(_)), "{bad}: {e:?}");
+            assert!(e.to_string().starts_with("base "), "{bad}: {e}");
         }
+        let e = parse_base("docker://base:v1", dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "base \"docker://base:v1\" names no registry host; write HOST[:PORT]/REPO:TAG (e.g. \
+             127.0.0.1:5000/base:v1)"
+        );
+        let e = parse_base("oci:", dir).unwrap_err();
+        assert!(matches!(e, BaseError::Ref(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            BaseRef::parse("oci:", dir).unwrap_err().to_string()
+        );
         assert!(matches!(
             parse_base("docker://127.0.0.1:5000/base:v1", dir),
             Ok(BaseRef::Registry { .. })

@@ -73,7 +73,7 @@ impl AptSource {
                 )
             })?;
             let path = format!("/etc/apt/keyrings/{}.gpg", self.name);
-            let p = ImagePath::new(&path).map_err(|m| Error::invalid(key, m))?;
+            let p = ImagePath::new(&path).map_err(|m| Error::invalid(key, m.to_string()))?;
             tree.insert(p, Node::file(bin, origin.clone()))?;
             signed_by = Some(path);
         }
@@ -95,7 +95,7 @@ impl AptSource {
             out.push_str(&format!("{name}: {}\n", value.trim()));
         }
         let path = format!("/etc/apt/sources.list.d/{}.sources", self.name);
-        let p = ImagePath::new(&path).map_err(|m| Error::invalid(key, m))?;
+        let p = ImagePath::new(&path).map_err(|m| Error::invalid(key, m.to_string()))?;
         tree.insert(p, Node::file(out, origin))?;
         Ok(tree)
     }

@@ -81,8 +81,8 @@ impl Containerd {
         toml_merge(&mut root, &self.extra);
 
         let text = toml_text(&xkey, &root)?;
-        let path =
-            ImagePath::new("/etc/containerd/config.toml").map_err(|m| Error::invalid(key, m))?;
+        let path = ImagePath::new("/etc/containerd/config.toml")
+            .map_err(|m| Error::invalid(key, m.to_string()))?;
         let mut tree = FileTree::new();
         tree.insert(path, Node::file(text, Origin::new("containerd", key)))?;
         Ok(tree)

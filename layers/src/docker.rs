@@ -30,7 +30,8 @@ impl Docker {
         let mut text = serde_json::to_string_pretty(&Value::Object(top))
             .map_err(|e| Error::invalid(key, format!("cannot be written as JSON: {e}")))?;
         text.push('\n');
-        let path = ImagePath::new("/etc/docker/daemon.json").map_err(|m| Error::invalid(key, m))?;
+        let path = ImagePath::new("/etc/docker/daemon.json")
+            .map_err(|m| Error::invalid(key, m.to_string()))?;
         let mut tree = FileTree::new();
         tree.insert(path, Node::file(text, Origin::new("docker", key)))?;
         Ok(tree)

@@ -130,7 +130,8 @@ impl Symlink {
 
 /// Check the `path` of an entry: absolute, plain, not the root.
 fn entry_path(key: &str, path: &str) -> Result<ImagePath> {
-    let p = ImagePath::new(path).map_err(|m| Error::invalid(format!("{key}.path"), m))?;
+    let p =
+        ImagePath::new(path).map_err(|m| Error::invalid(format!("{key}.path"), m.to_string()))?;
     if p.is_root() {
         return Err(Error::invalid(
             format!("{key}.path"),
@@ -142,12 +143,35 @@ fn entry_path(key: &str, path: &str) -> Result<ImagePath> {
 
 /// Parse an octal mode string as written in a recipe: 3 or 4 octal digits
 /// (`"644"`, `"0600"`, `"1777"`).
-pub(crate) fn parse_mode(s: &str) -> std::result::Result<u32, String> {
-    let hint = "write the mode as an octal string of 3 or 4 digits, e.g. \"0644\" or \"755\"";
+pub(crate) fn parse_mode(s: &str) -> std::result::Result<u32, ModeError> {
     if !(3..=4).contains(&s.len()) || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!("{s:?} is not an octal mode; {hint}"));
+        return Err(ModeError::NotOctal(s.to_string()));
     }
-    u32::from_str_radix(s, 8).map_err(|e| format!("{s:?}: {e}; {hint}"))
+    u32::from_str_radix(s, 8).map_err(|source| ModeError::Number {
+        mode: s.to_string(),
+        source,
+    })
+}
+
+/// How a mode is written, said after every [`ModeError`].
+const MODE_HINT: &str =
+    "write the mode as an octal string of 3 or 4 digits, e.g. \"0644\" or \"755\"";
+
+/// Why a recipe's mode string is not a mode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ModeError {
+    /// Not 3 or 4 octal digits.
+    #[error("{0:?} is not an octal mode; {hint}", hint = MODE_HINT)]
+    NotOctal(String),
+    /// Octal digits the number parser still refused.
+    #[error("{mode:?}: {source}; {hint}", hint = MODE_HINT)]
+    Number {
+        /// The mode as written.
+        mode: String,
+        /// The parser's error.
+        #[source]
+        source: std::num::ParseIntError,
+    },
 }
 
 fn meta(
@@ -158,7 +182,9 @@ fn meta(
     group: Option<u32>,
 ) -> Result<Meta> {
     let mode = match mode {
-        Some(m) => parse_mode(m).map_err(|msg| Error::invalid(format!("{key}.mode"), msg))?,
+        Some(m) => {
+            parse_mode(m).map_err(|e| Error::invalid(format!("{key}.mode"), e.to_string()))?
+        }
         None => default,
     };
     Ok(Meta {
@@ -333,6 +359,11 @@ mod tests {
         ] {
             assert!(parse_mode(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            parse_mode("0648").unwrap_err().to_string(),
+            "\"0648\" is not an octal mode; write the mode as an octal string of 3 or 4 digits, \
+             e.g. \"0644\" or \"755\""
+        );
         let mut f = file("/etc/x");
         f.content = Some("x".into());
         f.mode = Some("0999".into());

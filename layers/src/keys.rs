@@ -8,6 +8,81 @@ use base64::Engine;
 const BEGIN_PUBLIC: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
 const END_PUBLIC: &str = "-----END PGP PUBLIC KEY BLOCK-----";
 
+/// What the first packet of a key must be, and how to give it.
+const NOT_KEY: &str = "it does not start with an OpenPGP public-key packet; give the key as \
+                       exported by gpg --export (binary) or gpg --armor --export";
+
+/// Why bytes given as a public key are not one; each message is a sentence
+/// that can be shown to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Armor that is not text.
+    #[error("the armored key is not ASCII text")]
+    NotText(#[source] std::str::Utf8Error),
+    /// A private key (armor header or packet tag 5).
+    #[error("this is a private key; give the public key (gpg --export)")]
+    Private,
+    /// Armor whose first line is not the public key block's.
+    #[error("expected {:?} as the first line, found {found:?}", BEGIN_PUBLIC)]
+    NoBegin {
+        /// The first line that is not blank.
+        found: String,
+    },
+    /// A line between the checksum line and the end line.
+    #[error(
+        "unexpected line {line:?} after the checksum line; the armor must end with {:?}",
+        END_PUBLIC
+    )]
+    AfterChecksum {
+        /// The line, trailing white space removed.
+        line: String,
+    },
+    /// Armor without its end line.
+    #[error("the armor has no {:?} line", END_PUBLIC)]
+    NoEnd,
+    /// An armor body that base64 does not decode.
+    #[error("the armored key body is not valid base64: {0}")]
+    Body(#[source] base64::DecodeError),
+    /// A checksum line that base64 does not decode.
+    #[error("the armor checksum line ={line} is not valid base64: {source}")]
+    ChecksumLine {
+        /// The checksum, without its `=`.
+        line: String,
+        /// The base64 error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// A checksum that does not match the body.
+    #[error(
+        "the armor checksum does not match (line ={line}, computed ={computed}); the key file is \
+         damaged, download it again"
+    )]
+    ChecksumMismatch {
+        /// The checksum the armor gives, without its `=`.
+        line: String,
+        /// The checksum of the body, in base64.
+        computed: String,
+    },
+    /// No bytes at all.
+    #[error("the key is empty")]
+    Empty,
+    /// Bytes that do not start with a well-formed packet header.
+    #[error("{}", NOT_KEY)]
+    NotKey,
+    /// A first packet of another kind than a public key.
+    #[error("{} (first packet has tag {tag})", NOT_KEY)]
+    OtherPacket {
+        /// The packet tag.
+        tag: u8,
+    },
+    /// A public-key packet longer than the bytes given, or empty.
+    #[error("the public-key packet is truncated; the key file is damaged")]
+    Truncated,
+    /// A key version that is not 3 to 6.
+    #[error("unknown OpenPGP key version {0}")]
+    Version(u8),
+}
+
 /// The OpenPGP CRC-24 of `data` (RFC 4880 section 6.1).
 pub(crate) fn crc24(data: &[u8]) -> u32 {
     let mut crc: u32 = 0x00B7_04CE;
@@ -38,9 +113,8 @@ pub(crate) fn is_armored(data: &[u8]) -> bool {
 /// Armor headers (`Version: ...`) are skipped, the CRC-24 checksum line is
 /// verified when present (RFC 9580 made it optional), and the result must
 /// start with a public-key packet.
-pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
-    let text =
-        std::str::from_utf8(data).map_err(|_| "the armored key is not ASCII text".to_string())?;
+pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let text = std::str::from_utf8(data).map_err(KeyError::NotText)?;
     let mut lines = text.lines().map(|l| l.trim_end());
     let begin = lines
         .by_ref()
@@ -48,11 +122,11 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
         .unwrap_or_default();
     if begin != BEGIN_PUBLIC {
         if begin.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK") {
-            return Err("this is a private key; give the public key (gpg --export)".to_string());
+            return Err(KeyError::Private);
         }
-        return Err(format!(
-            "expected {BEGIN_PUBLIC:?} as the first line, found {begin:?}"
-        ));
+        return Err(KeyError::NoBegin {
+            found: begin.to_string(),
+        });
     }
     let mut in_headers = true;
     let mut body = String::new();
@@ -77,9 +151,9 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
             continue;
         }
         if checksum.is_some() {
-            return Err(format!(
-                "unexpected line {line:?} after the checksum line; the armor must end with {END_PUBLIC:?}"
-            ));
+            return Err(KeyError::AfterChecksum {
+                line: line.to_string(),
+            });
         }
         match line.strip_prefix('=') {
             Some(c) if c.len() == 4 => checksum = Some(c),
@@ -87,22 +161,23 @@ pub fn dearmor(data: &[u8]) -> Result<Vec<u8>, String> {
         }
     }
     if !ended {
-        return Err(format!("the armor has no {END_PUBLIC:?} line"));
+        return Err(KeyError::NoEnd);
     }
-    let bin = STANDARD
-        .decode(body.as_bytes())
-        .map_err(|e| format!("the armored key body is not valid base64: {e}"))?;
+    let bin = STANDARD.decode(body.as_bytes()).map_err(KeyError::Body)?;
     if let Some(c) = checksum {
         let sum = STANDARD
             .decode(c.as_bytes())
-            .map_err(|e| format!("the armor checksum line ={c} is not valid base64: {e}"))?;
+            .map_err(|source| KeyError::ChecksumLine {
+                line: c.to_string(),
+                source,
+            })?;
         let want = sum.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
         let got = crc24(&bin);
         if sum.len() != 3 || want != got {
-            return Err(format!(
-                "the armor checksum does not match (line ={c}, computed ={}); the key file is damaged, download it again",
-                checksum_b64(got)
-            ));
+            return Err(KeyError::ChecksumMismatch {
+                line: c.to_string(),
+                computed: checksum_b64(got),
+            });
         }
     }
     check_public_key(&bin)?;
@@ -137,29 +212,27 @@ pub fn armor(bin: &[u8]) -> String {
 
 /// Check that `bin` starts with an OpenPGP public-key packet (tag 6) whose
 /// header is well formed and whose key version is known (3 to 6).
-pub(crate) fn check_public_key(bin: &[u8]) -> Result<(), String> {
-    let not_key = "it does not start with an OpenPGP public-key packet; give the key as \
-                   exported by gpg --export (binary) or gpg --armor --export";
-    let first = *bin.first().ok_or_else(|| "the key is empty".to_string())?;
+pub(crate) fn check_public_key(bin: &[u8]) -> Result<(), KeyError> {
+    let first = *bin.first().ok_or(KeyError::Empty)?;
     if first & 0x80 == 0 {
-        return Err(not_key.to_string());
+        return Err(KeyError::NotKey);
     }
     let (tag, len, hdr) = if first & 0x40 != 0 {
         // New format: one, two or five length octets.
         let tag = first & 0x3f;
-        let l0 = *bin.get(1).ok_or_else(|| not_key.to_string())? as usize;
+        let l0 = *bin.get(1).ok_or(KeyError::NotKey)? as usize;
         match l0 {
             0..=191 => (tag, l0, 2),
             192..=223 => {
-                let l1 = *bin.get(2).ok_or_else(|| not_key.to_string())? as usize;
+                let l1 = *bin.get(2).ok_or(KeyError::NotKey)? as usize;
                 (tag, ((l0 - 192) << 8) + l1 + 192, 3)
             }
             255 => {
-                let b = bin.get(2..6).ok_or_else(|| not_key.to_string())?;
+                let b = bin.get(2..6).ok_or(KeyError::NotKey)?;
                 let l = b.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x));
                 (tag, l, 6)
             }
-            _ => return Err(not_key.to_string()),
+            _ => return Err(KeyError::NotKey),
         }
     } else {
         // Old format: the length type is in the two low bits.
@@ -168,30 +241,30 @@ pub(crate) fn check_public_key(bin: &[u8]) -> Result<(), String> {
             0 => 1,
             1 => 2,
             2 => 4,
-            _ => return Err(not_key.to_string()),
+            _ => return Err(KeyError::NotKey),
         };
-        let b = bin.get(1..1 + n).ok_or_else(|| not_key.to_string())?;
+        let b = bin.get(1..1 + n).ok_or(KeyError::NotKey)?;
         let l = b.iter().fold(0usize, |a, x| (a << 8) | usize::from(*x));
         (tag, l, 1 + n)
     };
     if tag == 5 {
-        return Err("this is a private key; give the public key (gpg --export)".to_string());
+        return Err(KeyError::Private);
     }
     if tag != 6 {
-        return Err(format!("{not_key} (first packet has tag {tag})"));
+        return Err(KeyError::OtherPacket { tag });
     }
     if bin.len() < hdr + len || len == 0 {
-        return Err("the public-key packet is truncated; the key file is damaged".to_string());
+        return Err(KeyError::Truncated);
     }
     match bin[hdr] {
         3..=6 => Ok(()),
-        v => Err(format!("unknown OpenPGP key version {v}")),
+        v => Err(KeyError::Version(v)),
     }
 }
 
 /// Accept a public key as a repository key file holds it: ASCII-armored
 /// (de-armored and checked) or binary (checked), returning binary packets.
-pub(crate) fn load_public_key(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn load_public_key(data: &[u8]) -> Result<Vec<u8>, KeyError> {
     if is_armored(data) {
         dearmor(data)
     } else {
@@ -266,12 +339,12 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
     #[test]
     fn corrupted_checksum_is_refused() {
         let bad = TEST_KEY_ASC.replace("=etto", "=etta");
-        let e = dearmor(bad.as_bytes()).unwrap_err();
+        let e = dearmor(bad.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("checksum does not match"), "{e}");
         assert!(e.contains("=etto"), "{e}");
         // A flipped body character is caught by the checksum too.
         let bad = TEST_KEY_ASC.replace("mDMEawe14", "mDMEawe15");
-        let e = dearmor(bad.as_bytes()).unwrap_err();
+        let e = dearmor(bad.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("checksum"), "{e}");
     }
 
@@ -293,18 +366,115 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
     #[test]
     fn broken_armor_is_refused() {
         let no_end = TEST_KEY_ASC.replace(END_PUBLIC, "");
-        assert!(dearmor(no_end.as_bytes()).unwrap_err().contains("no "));
+        assert!(dearmor(no_end.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("no "));
         let private = TEST_KEY_ASC.replace("PUBLIC KEY", "PRIVATE KEY");
         assert!(dearmor(private.as_bytes())
             .unwrap_err()
+            .to_string()
             .contains("private key"));
         let msg = TEST_KEY_ASC.replace("PUBLIC KEY BLOCK", "MESSAGE");
-        assert!(dearmor(msg.as_bytes()).unwrap_err().contains("expected"));
+        assert!(dearmor(msg.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("expected"));
         let junk = TEST_KEY_ASC.replace("mDMEawe14", "mDMEaw!14");
-        assert!(dearmor(junk.as_bytes()).unwrap_err().contains("base64"));
+        assert!(dearmor(junk.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("base64"));
         // Valid armor around something that is not a key.
         let sig = armor(&[0x88, 0x01, 0x04]);
-        assert!(dearmor(sig.as_bytes()).unwrap_err().contains("tag 2"));
+        assert!(dearmor(sig.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("tag 2"));
+    }
+
+    #[test]
+    fn each_key_refusal_has_its_variant_and_sentence() {
+        let e = dearmor(&[0xff, 0xfe]).unwrap_err();
+        assert!(matches!(e, KeyError::NotText(_)));
+        assert_eq!(e.to_string(), "the armored key is not ASCII text");
+        let msg = TEST_KEY_ASC.replace("PUBLIC KEY BLOCK", "MESSAGE");
+        let e = dearmor(msg.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, KeyError::NoBegin { found } if found == "-----BEGIN PGP MESSAGE-----")
+        );
+        assert_eq!(
+            e.to_string(),
+            "expected \"-----BEGIN PGP PUBLIC KEY BLOCK-----\" as the first line, found \
+             \"-----BEGIN PGP MESSAGE-----\""
+        );
+        let after = TEST_KEY_ASC.replace("=etto\n", "=etto\nmore\n");
+        assert_eq!(
+            dearmor(after.as_bytes()).unwrap_err().to_string(),
+            "unexpected line \"more\" after the checksum line; the armor must end with \
+             \"-----END PGP PUBLIC KEY BLOCK-----\""
+        );
+        let no_end = TEST_KEY_ASC.replace(END_PUBLIC, "");
+        let e = dearmor(no_end.as_bytes()).unwrap_err();
+        assert!(matches!(e, KeyError::NoEnd));
+        assert_eq!(
+            e.to_string(),
+            "the armor has no \"-----END PGP PUBLIC KEY BLOCK-----\" line"
+        );
+        let junk = TEST_KEY_ASC.replace("mDMEawe14", "mDMEaw!14");
+        let e = dearmor(junk.as_bytes()).unwrap_err();
+        let KeyError::Body(cause) = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("the armored key body is not valid base64: {cause}")
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let bad_sum = TEST_KEY_ASC.replace("=etto", "=et!o");
+        let e = dearmor(bad_sum.as_bytes()).unwrap_err();
+        let KeyError::ChecksumLine { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("the armor checksum line =et!o is not valid base64: {source}")
+        );
+        let bad_sum = TEST_KEY_ASC.replace("=etto", "=etta");
+        assert_eq!(
+            dearmor(bad_sum.as_bytes()).unwrap_err().to_string(),
+            "the armor checksum does not match (line =etta, computed =etto); the key file is \
+             damaged, download it again"
+        );
+        let not_key = "it does not start with an OpenPGP public-key packet; give the key as \
+                       exported by gpg --export (binary) or gpg --armor --export";
+        let e = check_public_key(b"hello").unwrap_err();
+        assert!(matches!(e, KeyError::NotKey));
+        assert_eq!(e.to_string(), not_key);
+        let e = dearmor(armor(&[0x88, 0x01, 0x04]).as_bytes()).unwrap_err();
+        assert!(matches!(e, KeyError::OtherPacket { tag: 2 }));
+        assert_eq!(e.to_string(), format!("{not_key} (first packet has tag 2)"));
+        let e = check_public_key(&[0x94, 0x01, 0x04]).unwrap_err();
+        assert!(matches!(e, KeyError::Private));
+        assert_eq!(
+            e.to_string(),
+            "this is a private key; give the public key (gpg --export)"
+        );
+        assert_eq!(
+            check_public_key(b"").unwrap_err().to_string(),
+            "the key is empty"
+        );
+        assert_eq!(
+            check_public_key(&test_key_bin()[..20])
+                .unwrap_err()
+                .to_string(),
+            "the public-key packet is truncated; the key file is damaged"
+        );
+        let mut v9 = test_key_bin();
+        v9[2] = 9;
+        let e = load_public_key(&v9).unwrap_err();
+        assert!(matches!(e, KeyError::Version(9)));
+        assert_eq!(e.to_string(), "unknown OpenPGP key version 9");
     }
 
     #[test]
@@ -315,17 +485,25 @@ Wdb1AU5X4vgOAwEAm6emySPC8Ud6cIFB6cGtKCYVE7lRs9gUGQZnYv3NOwI=
         let mut newfmt = vec![0xC6, 0x33];
         newfmt.extend_from_slice(&bin[2..]);
         assert!(check_public_key(&newfmt).is_ok());
-        assert!(check_public_key(b"").unwrap_err().contains("empty"));
+        assert!(check_public_key(b"")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         assert!(check_public_key(b"hello").is_err());
         assert!(check_public_key(&bin[..20])
             .unwrap_err()
+            .to_string()
             .contains("truncated"));
         // Secret-key packet (tag 5, old format).
         assert!(check_public_key(&[0x94, 0x01, 0x04])
             .unwrap_err()
+            .to_string()
             .contains("private key"));
         let mut v9 = bin.clone();
         v9[2] = 9;
-        assert!(check_public_key(&v9).unwrap_err().contains("version 9"));
+        assert!(check_public_key(&v9)
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
     }
 }

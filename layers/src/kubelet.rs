@@ -125,7 +125,7 @@ impl Kubelet {
 }
 
 fn path(p: &str, key: &str) -> Result<ImagePath> {
-    ImagePath::new(p).map_err(|m| Error::invalid(key, m))
+    ImagePath::new(p).map_err(|m| Error::invalid(key, m.to_string()))
 }
 
 /// A CRI endpoint: `unix:///absolute/socket` or `tcp://host:port`.

@@ -25,7 +25,10 @@ pub mod view;
 
 pub use error::{Error, Result};
 pub use spec::LayerSpec;
-pub use tree::{Content, FileTree, ImagePath, InputFile, InputReader, Meta, Node, NodeKind};
+pub use tree::{
+    Content, FileTree, ImagePath, InputFile, InputReader, Meta, Node, NodeKind, PathError,
+};
 pub use view::{
-    land, Context, InputCause, Inputs, MemInputs, MemView, Overlay, RootView, Stack, Stat, StatKind,
+    land, Context, InputCause, Inputs, MemInputs, MemView, Overlay, ReadRequiredError, RootView,
+    Stack, Stat, StatKind,
 };

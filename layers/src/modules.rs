@@ -121,7 +121,7 @@ pub(crate) fn check_conf_name(key: &str, name: &str) -> Result<()> {
 /// `<dir>/<name>.conf` after [`check_conf_name`].
 pub(crate) fn conf_path(dir: &str, key: &str, name: &str) -> Result<ImagePath> {
     check_conf_name(key, name)?;
-    ImagePath::new(&format!("{dir}/{name}.conf")).map_err(|m| Error::invalid(key, m))
+    ImagePath::new(&format!("{dir}/{name}.conf")).map_err(|m| Error::invalid(key, m.to_string()))
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ impl RpmRepo {
                     )
                 })?;
                 let path = format!("/etc/pki/rpm-gpg/RPM-GPG-KEY-{}", self.name);
-                let p = ImagePath::new(&path).map_err(|m| Error::invalid(&k, m))?;
+                let p = ImagePath::new(&path).map_err(|m| Error::invalid(&k, m.to_string()))?;
                 tree.insert(p, Node::file(keys::armor(&bin), origin.clone()))?;
                 Some(format!("file://{path}"))
             }
@@ -128,7 +128,8 @@ impl RpmRepo {
 
         let out = self.repo_text(title, gpgkey.as_deref());
         let path = format!("{}/{file}.repo", flavor.dir());
-        let p = ImagePath::new(&path).map_err(|m| Error::invalid(format!("{key}.file"), m))?;
+        let p = ImagePath::new(&path)
+            .map_err(|m| Error::invalid(format!("{key}.file"), m.to_string()))?;
         tree.insert(p, Node::file(out, origin))?;
         Ok(tree)
     }

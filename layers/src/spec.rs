@@ -146,7 +146,7 @@ impl LayerSpec {
         }
         for (i, r) in self.remove.iter().enumerate() {
             let key = format!("remove[{i}]");
-            let p = ImagePath::new(r).map_err(|m| Error::invalid(&key, m))?;
+            let p = ImagePath::new(r).map_err(|m| Error::invalid(&key, m.to_string()))?;
             if p.is_root() {
                 return Err(Error::invalid(&key, "cannot remove the image root").into());
             }

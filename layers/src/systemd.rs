@@ -252,6 +252,38 @@ const SUFFIXES: [&str; 11] = [
     "device",
 ];
 
+/// Why a string is not a unit name; each variant is one rule systemd has.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UnitNameError {
+    /// Empty, or longer than 255 bytes.
+    #[error("{0:?} is not a unit name (1 to 255 characters)")]
+    Length(String),
+    /// A character systemd does not allow in unit names.
+    #[error(
+        "{name:?} is not a unit name: {character:?} is not allowed (use letters, digits and :_.\\@-)"
+    )]
+    Character {
+        /// The name.
+        name: String,
+        /// The first character refused.
+        character: char,
+    },
+    /// No known unit type at the end.
+    #[error("{0:?} is not a unit name: it must end in a unit type ({types})", types = unit_types())]
+    NoType(String),
+    /// More than one `@`.
+    #[error("{0:?} is not a unit name: more than one @")]
+    ManyAts(String),
+    /// Nothing before `@` or the type.
+    #[error("{0:?} is not a unit name: nothing before the type")]
+    NoPrefix(String),
+}
+
+/// The unit types, as suffixes: `.service, .socket, ...`.
+fn unit_types() -> String {
+    SUFFIXES.map(|s| format!(".{s}")).join(", ")
+}
+
 /// A checked unit name: `prefix[@instance].suffix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct UnitName {
@@ -266,40 +298,34 @@ pub(crate) struct UnitName {
 impl UnitName {
     /// Check a unit name as systemd does (known type suffix, allowed
     /// characters, at most one `@`).
-    pub fn parse(name: &str) -> std::result::Result<UnitName, String> {
+    pub fn parse(name: &str) -> std::result::Result<UnitName, UnitNameError> {
         if name.is_empty() || name.len() > 255 {
-            return Err(format!("{name:?} is not a unit name (1 to 255 characters)"));
+            return Err(UnitNameError::Length(name.to_string()));
         }
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || ":_.\\@-".contains(*c)))
         {
-            return Err(format!(
-                "{name:?} is not a unit name: {c:?} is not allowed (use letters, digits and :_.\\@-)"
-            ));
+            return Err(UnitNameError::Character {
+                name: name.to_string(),
+                character: c,
+            });
         }
         let (stem, suffix) = match name.rsplit_once('.') {
             Some((s, x)) if SUFFIXES.contains(&x) => (s, x),
-            _ => {
-                return Err(format!(
-                    "{name:?} is not a unit name: it must end in a unit type ({})",
-                    SUFFIXES.map(|s| format!(".{s}")).join(", ")
-                ))
-            }
+            _ => return Err(UnitNameError::NoType(name.to_string())),
         };
         let (prefix, instance) = match stem.split_once('@') {
             Some((p, i)) => {
                 if i.contains('@') {
-                    return Err(format!("{name:?} is not a unit name: more than one @"));
+                    return Err(UnitNameError::ManyAts(name.to_string()));
                 }
                 (p, Some(i.to_string()))
             }
             None => (stem, None),
         };
         if prefix.is_empty() {
-            return Err(format!(
-                "{name:?} is not a unit name: nothing before the type"
-            ));
+            return Err(UnitNameError::NoPrefix(name.to_string()));
         }
         Ok(UnitName {
             prefix: prefix.to_string(),
@@ -338,16 +364,16 @@ impl std::fmt::Display for UnitName {
     }
 }
 
-fn name_error(key: String, message: String) -> Error {
+fn name_error(key: String, message: UnitNameError) -> Error {
     Error::invalid_hint(
         key,
-        message,
+        message.to_string(),
         "write the full unit name with its type, e.g. \"docker.service\" or \"getty@tty1.service\"",
     )
 }
 
 fn image_path(key: &str, s: &str) -> Result<ImagePath> {
-    ImagePath::new(s).map_err(|m| Error::invalid(key, m))
+    ImagePath::new(s).map_err(|m| Error::invalid(key, m.to_string()))
 }
 
 fn check_dropin_name(key: &str, name: &str) -> Result<()> {
@@ -701,7 +727,7 @@ struct Link {
 /// Expand the specifiers systemd allows in `[Install]` that make sense
 /// offline.
 fn printf(key: &str, unit: &str, value: &str) -> Result<String> {
-    let un = UnitName::parse(unit).map_err(|m| Error::invalid(key, m))?;
+    let un = UnitName::parse(unit).map_err(|m| Error::invalid(key, m.to_string()))?;
     let mut out = String::new();
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
@@ -810,7 +836,7 @@ fn lookup_error(key: &str, n: &str, e: Lookup) -> Error {
 /// units that want or require it.
 fn found_links(key: &str, n: &str, found: &Found, strict: bool, out: &mut Vec<Link>) -> Result<()> {
     let inst = &found.install;
-    let un = UnitName::parse(&found.name).map_err(|m| Error::invalid(key, m))?;
+    let un = UnitName::parse(&found.name).map_err(|m| Error::invalid(key, m.to_string()))?;
     let mut link = |path: String, force: bool| -> Result<()> {
         out.push(Link {
             path: image_path(key, &path)?,
@@ -850,7 +876,7 @@ fn found_links(key: &str, n: &str, found: &Found, strict: bool, out: &mut Vec<Li
         (Some(i), true) => un.with_instance(i),
         _ => found.name.clone(),
     };
-    let mun = UnitName::parse(&member).map_err(|m| Error::invalid(key, m))?;
+    let mun = UnitName::parse(&member).map_err(|m| Error::invalid(key, m.to_string()))?;
     for (list, dir) in [(&inst.wanted_by, "wants"), (&inst.required_by, "requires")] {
         for w in list {
             let dst = printf(key, &found.name, w)?;
@@ -1642,6 +1668,36 @@ mod tests {
         ] {
             assert!(UnitName::parse(bad).is_err(), "{bad:?}");
         }
+        let e = UnitName::parse("a b.service").unwrap_err();
+        assert_eq!(
+            e,
+            UnitNameError::Character {
+                name: "a b.service".to_string(),
+                character: ' '
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "\"a b.service\" is not a unit name: ' ' is not allowed (use letters, digits and \
+             :_.\\@-)"
+        );
+        assert_eq!(
+            UnitName::parse("docker").unwrap_err().to_string(),
+            "\"docker\" is not a unit name: it must end in a unit type (.service, .socket, \
+             .target, .timer, .mount, .automount, .path, .slice, .scope, .swap, .device)"
+        );
+        assert_eq!(
+            UnitName::parse("").unwrap_err().to_string(),
+            "\"\" is not a unit name (1 to 255 characters)"
+        );
+        assert_eq!(
+            UnitName::parse("a@b@c.service").unwrap_err().to_string(),
+            "\"a@b@c.service\" is not a unit name: more than one @"
+        );
+        assert_eq!(
+            UnitName::parse("@x.service").unwrap_err().to_string(),
+            "\"@x.service\" is not a unit name: nothing before the type"
+        );
     }
 
     fn ctx_render(s: &Systemd, inputs: &MemInputs) -> Result<FileTree> {

@@ -7,6 +7,26 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+/// Why a string is not an image path; each variant is one rule of
+/// [`ImagePath`], its message a sentence that can be shown to the user.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// A recipe path that does not start with `/`.
+    #[error("{0:?} is not an absolute image path (start it with /)")]
+    NotAbsolute(String),
+    /// A path with a NUL byte.
+    #[error("{0:?} contains a NUL byte")]
+    Nul(String),
+    /// A path with a `.` or `..` component.
+    #[error("{path:?} has a {component:?} component; image paths must be plain")]
+    NotPlain {
+        /// The path as checked.
+        path: String,
+        /// The component refused: `.` or `..`.
+        component: String,
+    },
+}
+
 /// A normalised absolute path inside the image: starts with `/`, no trailing
 /// slash (except the root itself), no empty, `.` or `..` components, no NUL.
 ///
@@ -26,17 +46,15 @@ impl ImagePath {
     /// Repeated slashes and a trailing slash are folded; `.` and `..`
     /// components, relative paths and NUL bytes are refused with a message
     /// that can be shown to the user.
-    pub fn new(s: &str) -> std::result::Result<Self, String> {
+    pub fn new(s: &str) -> std::result::Result<Self, PathError> {
         if !s.starts_with('/') {
-            return Err(format!(
-                "{s:?} is not an absolute image path (start it with /)"
-            ));
+            return Err(PathError::NotAbsolute(s.to_string()));
         }
         Self::from_parts(s)
     }
 
     /// Normalise a path read from an archive (`./etc/x`, `etc/x`, `/etc/x`).
-    pub fn from_archive(s: &str) -> std::result::Result<Self, String> {
+    pub fn from_archive(s: &str) -> std::result::Result<Self, PathError> {
         let t = s.strip_prefix("./").unwrap_or(s);
         if t == "." || t.is_empty() {
             return Ok(Self::root());
@@ -44,18 +62,19 @@ impl ImagePath {
         Self::from_parts(t)
     }
 
-    fn from_parts(s: &str) -> std::result::Result<Self, String> {
+    fn from_parts(s: &str) -> std::result::Result<Self, PathError> {
         if s.contains('\0') {
-            return Err(format!("{s:?} contains a NUL byte"));
+            return Err(PathError::Nul(s.to_string()));
         }
         let mut out = String::with_capacity(s.len() + 1);
         for comp in s.split('/') {
             match comp {
                 "" => continue,
                 "." | ".." => {
-                    return Err(format!(
-                        "{s:?} has a {comp:?} component; image paths must be plain"
-                    ))
+                    return Err(PathError::NotPlain {
+                        path: s.to_string(),
+                        component: comp.to_string(),
+                    })
                 }
                 c => {
                     out.push('/');
@@ -106,7 +125,7 @@ impl ImagePath {
     }
 
     /// Append one or more components (`"a/b"`), checked like [`ImagePath::new`].
-    pub fn join(&self, rest: &str) -> std::result::Result<ImagePath, String> {
+    pub fn join(&self, rest: &str) -> std::result::Result<ImagePath, PathError> {
         Self::from_parts(&format!("{}/{}", self.0, rest))
     }
 
@@ -551,6 +570,31 @@ mod tests {
             "/etc/x"
         );
         assert_eq!(ImagePath::from_archive("./").unwrap().as_str(), "/");
+    }
+
+    #[test]
+    fn each_path_rule_has_its_variant_and_sentence() {
+        let e = ImagePath::new("etc/x").unwrap_err();
+        assert_eq!(e, PathError::NotAbsolute("etc/x".to_string()));
+        assert_eq!(
+            e.to_string(),
+            "\"etc/x\" is not an absolute image path (start it with /)"
+        );
+        let e = ImagePath::new("/a\0b").unwrap_err();
+        assert_eq!(e, PathError::Nul("/a\0b".to_string()));
+        assert_eq!(e.to_string(), "\"/a\\0b\" contains a NUL byte");
+        let e = ImagePath::from_archive("./etc/../x").unwrap_err();
+        assert!(matches!(&e, PathError::NotPlain { component, .. } if component == ".."));
+        assert_eq!(
+            e.to_string(),
+            "\"etc/../x\" has a \"..\" component; image paths must be plain"
+        );
+        // A join names the whole path it checked.
+        let e = ImagePath::new("/etc").unwrap().join("./x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"/etc/./x\" has a \".\" component; image paths must be plain"
+        );
     }
 
     #[test]

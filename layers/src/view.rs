@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::tree::{Content, FileTree, ImagePath, InputFile, Meta, NodeKind};
+use crate::tree::{Content, FileTree, ImagePath, InputFile, Meta, NodeKind, PathError};
 
 /// What a path is in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,29 +83,23 @@ pub trait RootView {
     /// read as a regular file (a folder, a link that does not resolve, a
     /// file whose bytes the view does not hold), so that it is never taken
     /// for an absent or empty file.
-    fn read_required(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+    fn read_required(&self, path: &str) -> Result<Option<Vec<u8>>, ReadRequiredError> {
         let p = ImagePath::new(path)?;
         let resolved = self.resolve(&p);
         let Some(stat) = self.stat(&resolved) else {
             return Ok(None);
         };
-        let at = if resolved == p {
-            String::new()
-        } else {
-            format!(" (at {resolved})")
-        };
+        let at = (resolved != p).then(|| resolved.clone());
+        let path = path.to_string();
         match stat.kind {
-            StatKind::File(size) => self.read_raw(&resolved).map(Some).ok_or_else(|| {
-                format!(
-                    "{path}{at}: the image holds it ({size} bytes) but its content cannot be read \
-                     here (larger than nodeimg keeps of it, or a hard link to a file whose bytes \
-                     are missing); store it as a regular file of a reasonable size in the base"
-                )
-            }),
-            StatKind::Symlink(t) => Err(format!(
-                "{path}{at}: is a symbolic link ({t}) that does not resolve to a file"
-            )),
-            StatKind::Dir | StatKind::Other => Err(format!("{path}{at}: is not a regular file")),
+            StatKind::File(size) => self
+                .read_raw(&resolved)
+                .map(Some)
+                .ok_or(ReadRequiredError::Unreadable { path, at, size }),
+            StatKind::Symlink(target) => {
+                Err(ReadRequiredError::DanglingSymlink { path, at, target })
+            }
+            StatKind::Dir | StatKind::Other => Err(ReadRequiredError::NotRegular { path, at }),
         }
     }
 
@@ -123,6 +117,58 @@ pub trait RootView {
             Ok(p) => self.list_raw(&self.resolve(&p)),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// Why [`RootView::read_required`] cannot give a file that is there. `path`
+/// is as asked; `at` is where it resolved to, when that is elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadRequiredError {
+    /// A regular file whose bytes the view does not hold.
+    #[error(
+        "{path}{}: the image holds it ({size} bytes) but its content cannot be read \
+         here (larger than nodeimg keeps of it, or a hard link to a file whose bytes \
+         are missing); store it as a regular file of a reasonable size in the base",
+        at_note(.at.as_ref())
+    )]
+    Unreadable {
+        /// The path as asked.
+        path: String,
+        /// Where it resolved to, if elsewhere.
+        at: Option<ImagePath>,
+        /// The size the image gives for it.
+        size: u64,
+    },
+    /// A symbolic link that does not lead to a file.
+    #[error(
+        "{path}{}: is a symbolic link ({target}) that does not resolve to a file",
+        at_note(.at.as_ref())
+    )]
+    DanglingSymlink {
+        /// The path as asked.
+        path: String,
+        /// Where it resolved to, if elsewhere.
+        at: Option<ImagePath>,
+        /// The link's target, verbatim.
+        target: String,
+    },
+    /// A folder or a special file.
+    #[error("{path}{}: is not a regular file", at_note(.at.as_ref()))]
+    NotRegular {
+        /// The path as asked.
+        path: String,
+        /// Where it resolved to, if elsewhere.
+        at: Option<ImagePath>,
+    },
+    /// The path asked for is not an image path.
+    #[error("{0}")]
+    BadPath(#[from] PathError),
+}
+
+fn at_note(at: Option<&ImagePath>) -> String {
+    match at {
+        Some(r) => format!(" (at {r})"),
+        None => String::new(),
     }
 }
 
@@ -535,22 +581,60 @@ mod tests {
             .unheld("/var/lib/dpkg/big", 5 << 20)
             .symlink("/etc/dangling", "/nowhere")
             .symlink("/etc/loop", "/etc/loop")
-            .dir("/etc/dir");
+            .dir("/etc/dir")
+            .symlink("/etc/to-dir", "dir");
         assert_eq!(v.read_required("/nope").unwrap(), None);
         assert_eq!(
             v.read_required("/etc/status").unwrap().unwrap(),
             b"Package: a\n"
         );
         let e = v.read_required("/var/lib/dpkg/big").unwrap_err();
-        assert!(
-            e.contains("5242880 bytes") && e.contains("cannot be read"),
-            "{e}"
+        assert!(matches!(
+            e,
+            ReadRequiredError::Unreadable {
+                size: 5_242_880,
+                at: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "/var/lib/dpkg/big: the image holds it (5242880 bytes) but its content cannot be \
+             read here (larger than nodeimg keeps of it, or a hard link to a file whose bytes \
+             are missing); store it as a regular file of a reasonable size in the base"
         );
         assert_eq!(v.read_required("/etc/dangling").unwrap(), None);
         let e = v.read_required("/etc/loop").unwrap_err();
-        assert!(e.contains("does not resolve"), "{e}");
+        assert!(matches!(e, ReadRequiredError::DanglingSymlink { .. }));
+        assert_eq!(
+            e.to_string(),
+            "/etc/loop: is a symbolic link (/etc/loop) that does not resolve to a file"
+        );
         let e = v.read_required("/etc/dir").unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
+        assert_eq!(
+            e,
+            ReadRequiredError::NotRegular {
+                path: "/etc/dir".to_string(),
+                at: None
+            }
+        );
+        assert_eq!(e.to_string(), "/etc/dir: is not a regular file");
+        let e = v.read_required("/etc/to-dir").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/to-dir (at /etc/dir): is not a regular file"
+        );
+        let e = v.read_required("etc/dir").unwrap_err();
+        assert_eq!(
+            e,
+            ReadRequiredError::BadPath(PathError::NotAbsolute("etc/dir".to_string()))
+        );
+        assert_eq!(
+            e.to_string(),
+            "\"etc/dir\" is not an absolute image path (start it with /)"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some(e.to_string().as_str()));
     }
 
     #[test]

@@ -602,7 +602,7 @@ fn status_files(view: &dyn RootView) -> Vec<String> {
 fn status_text(view: &dyn RootView, file: &str) -> Result<Option<String>, PackagesError> {
     let Some(bytes) = view
         .read_required(file)
-        .map_err(|m| build_err("the image's dpkg database", m))?
+        .map_err(|e| build_cause("the image's dpkg database", e))?
     else {
         return Ok(None);
     };

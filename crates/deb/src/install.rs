@@ -89,7 +89,7 @@ fn read_state(view: &dyn RootView, path: &str) -> Result<Option<String>, Install
         path: path.to_string(),
         message,
     };
-    match view.read_required(path).map_err(bad)? {
+    match view.read_required(path).map_err(|e| bad(e.to_string()))? {
         None => Ok(None),
         Some(b) => String::from_utf8(b)
             .map(Some)
@@ -416,9 +416,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
 }
 
 fn ipath(s: &str) -> Result<ImagePath, InstallError> {
-    ImagePath::new(s).map_err(|m| InstallError::Image {
+    ImagePath::new(s).map_err(|e| InstallError::Image {
         path: s.to_string(),
-        message: m,
+        message: e.to_string(),
     })
 }
 
@@ -1403,9 +1403,9 @@ impl StatusDb {
     fn read(view: &dyn RootView) -> Result<Self, InstallError> {
         let Some(bytes) = view
             .read_required(STATUS)
-            .map_err(|m| InstallError::Image {
+            .map_err(|e| InstallError::Image {
                 path: STATUS.into(),
-                message: m,
+                message: e.to_string(),
             })?
         else {
             return Ok(StatusDb { chunks: Vec::new() });

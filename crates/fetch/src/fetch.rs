@@ -149,7 +149,8 @@ impl Mirrors {
                     "expected FROM=TO or FROM=TO{KEY_SEPARATOR}FILE"
                 )));
             };
-            m.add_mirror(from, to, key).map_err(err)?;
+            m.add_mirror(from, to, key)
+                .map_err(|e| err(e.to_string()))?;
         }
         Ok(m)
     }
@@ -189,7 +190,7 @@ impl Mirrors {
     }
 
     /// Adds one remapping; a later pair with the same `FROM` replaces the earlier one.
-    pub fn add(&mut self, from: &str, to: &str) -> std::result::Result<(), String> {
+    pub fn add(&mut self, from: &str, to: &str) -> std::result::Result<(), MirrorError> {
         self.add_mirror(from, to, None)
     }
 
@@ -199,14 +200,12 @@ impl Mirrors {
         from: &str,
         to: &str,
         key: Option<PathBuf>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), MirrorError> {
         if from.is_empty() || to.is_empty() {
-            return Err("FROM and TO must not be empty".into());
+            return Err(MirrorError::Empty);
         }
         if !has_scheme(to) {
-            return Err(format!(
-                "{to:?} is not a URL (http://, https:// or file://)"
-            ));
+            return Err(MirrorError::NotUrl(to.to_string()));
         }
         // Map whole path segments: "http://a/debian" and "http://a/debian/" behave the same.
         let norm = |s: &str| s.trim_end_matches('/').to_string();
@@ -247,6 +246,17 @@ impl Mirrors {
     pub fn key_for(&self, url: &str) -> Option<&Path> {
         self.best(url).and_then(|m| m.key.as_deref())
     }
+}
+
+/// Why a `FROM`/`TO` pair is not a mirror.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MirrorError {
+    /// `FROM` or `TO` is empty.
+    #[error("FROM and TO must not be empty")]
+    Empty,
+    /// `TO` has no scheme nodeimg fetches from.
+    #[error("{0:?} is not a URL (http://, https:// or file://)")]
+    NotUrl(String),
 }
 
 fn has_scheme(url: &str) -> bool {
@@ -857,6 +867,18 @@ mod tests {
         assert!(Mirrors::parse(&["no-equals-sign"]).is_err());
         let err = Mirrors::parse(&["http://a=/srv"]).unwrap_err();
         assert!(err.to_string().contains("is not a URL"), "{err}");
+        let mut m = Mirrors::new();
+        assert_eq!(m.add("http://a", ""), Err(MirrorError::Empty));
+        assert_eq!(
+            Mirrors::parse(&["=http://b"]).unwrap_err().to_string(),
+            "mirror \"=http://b\": FROM and TO must not be empty"
+        );
+        let err = m.add("http://a", "/srv").unwrap_err();
+        assert_eq!(err, MirrorError::NotUrl("/srv".to_string()));
+        assert_eq!(
+            err.to_string(),
+            "\"/srv\" is not a URL (http://, https:// or file://)"
+        );
     }
 
     #[test]

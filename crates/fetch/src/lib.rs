@@ -11,7 +11,7 @@ pub mod policy;
 pub mod progress;
 
 pub use cachefile::CachedFile;
-pub use fetch::{Cache, FetchError, Mirrors};
+pub use fetch::{Cache, FetchError, MirrorError, Mirrors};
 pub use openpgp::{Keyring, SignatureError};
 pub use policy::HttpPolicy;
 pub use progress::{Meter, Progress};

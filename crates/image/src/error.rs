@@ -387,8 +387,9 @@ pub enum EntryError {
     Name {
         /// The name, as read.
         name: String,
-        /// Why.
-        reason: String,
+        /// The path rule it breaks.
+        #[source]
+        reason: nodeimg_layers::PathError,
     },
     /// The entry's name holds a reserved code point.
     #[error("entry {name:?}: {source}")]
@@ -421,8 +422,9 @@ pub enum EntryError {
     Whiteout {
         /// The whiteout's name.
         name: String,
-        /// Why.
-        reason: String,
+        /// The path rule it breaks.
+        #[source]
+        reason: nodeimg_layers::PathError,
     },
     /// A link has no target.
     #[error("link {name:?} has no target")]
@@ -446,8 +448,9 @@ pub enum EntryError {
         name: String,
         /// Its target.
         target: String,
-        /// Why.
-        reason: String,
+        /// The path rule it breaks.
+        #[source]
+        reason: nodeimg_layers::PathError,
     },
     /// Reading the entry's data failed.
     #[error("reading {name:?}: {source}")]

@@ -1270,13 +1270,13 @@ fn write_normalised<R: Read>(src: R, what: &str, w: &mut dyn Write) -> Result<R>
                     continue;
                 }
                 Parsed::Whiteout(p) => {
-                    let ip = ImagePath::new(&p).map_err(|e| Error::image(what, e))?;
+                    let ip = ImagePath::new(&p).map_err(|e| Error::cause(what, e))?;
                     let parent = ip.parent().unwrap_or_else(ImagePath::root);
                     (format!(".wh.{}", ip.file_name()), parent)
                 }
                 Parsed::Opaque(d) => (
                     ".wh..wh..opq".to_string(),
-                    ImagePath::new(&d).map_err(|e| Error::image(what, e))?,
+                    ImagePath::new(&d).map_err(|e| Error::cause(what, e))?,
                 ),
             };
             let mut name = if path.is_root() {

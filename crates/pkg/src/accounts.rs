@@ -345,9 +345,9 @@ impl AccountFile {
 
 /// Reads an account file through `view`: `None` when the image has none.
 fn read(view: &dyn RootView, path: &str) -> Result<Option<AccountFile>, AccountsError> {
-    let p = ImagePath::new(path).map_err(|message| AccountsError::Image {
+    let p = ImagePath::new(path).map_err(|e| AccountsError::Image {
         path: path.to_string(),
-        message,
+        message: e.to_string(),
     })?;
     let resolved = view.resolve(&p);
     let named = if resolved == p {
@@ -422,9 +422,9 @@ impl Accounts {
             match f {
                 Some(f) => Ok(f),
                 None => {
-                    let p = ImagePath::new(path).map_err(|message| AccountsError::Image {
+                    let p = ImagePath::new(path).map_err(|e| AccountsError::Image {
                         path: path.to_string(),
-                        message,
+                        message: e.to_string(),
                     })?;
                     Ok(AccountFile::new(
                         view.resolve_parent(&p),

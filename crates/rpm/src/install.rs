@@ -801,7 +801,7 @@ fn fill_db(view: &dyn RootView, db: &Path) -> Result<BTreeMap<String, Vec<u8>>, 
     let mut before = BTreeMap::new();
     for n in view.list(DBPATH) {
         let p = format!("{DBPATH}/{n}");
-        let ip = ImagePath::new(&p).map_err(InstallError::Refused)?;
+        let ip = ImagePath::new(&p).map_err(|e| InstallError::Refused(e.to_string()))?;
         let Some(stat) = view.stat_follow(&ip) else {
             continue;
         };
@@ -829,7 +829,7 @@ pub(crate) fn materialise_image(
     view: &dyn RootView,
 ) -> Result<(DbRoot, super::root::Counts), InstallError> {
     let (workspace, root) = temp_root()?;
-    let dbpath = ImagePath::new(DBPATH).map_err(InstallError::Refused)?;
+    let dbpath = ImagePath::new(DBPATH).map_err(|e| InstallError::Refused(e.to_string()))?;
     let resolved = view.resolve(&dbpath);
     let counts = super::root::materialise_root(base, view, &root, &resolved)?;
     let comps = super::root::resolve_in_root(&root, resolved.as_str(), true)
@@ -994,8 +994,8 @@ impl DbRoot {
             // left out, and the base's removed.
             if wal_empty && (n.ends_with("-wal") || n.ends_with("-shm")) {
                 if self.before.contains_key(&n) {
-                    let p =
-                        ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError::Refused)?;
+                    let p = ImagePath::new(&format!("{DBPATH}/{n}"))
+                        .map_err(|e| InstallError::Refused(e.to_string()))?;
                     tree.replace(p, Node::whiteout(Origin::new("packages", origin_key)));
                 }
                 continue;
@@ -1013,7 +1013,8 @@ impl DbRoot {
             }
             let dst = out_dir.join(&n);
             std::fs::write(&dst, &bytes).map_err(InstallError::io(dst.display().to_string()))?;
-            let p = ImagePath::new(&format!("{DBPATH}/{n}")).map_err(InstallError::Refused)?;
+            let p = ImagePath::new(&format!("{DBPATH}/{n}"))
+                .map_err(|e| InstallError::Refused(e.to_string()))?;
             let node = Node {
                 kind: NodeKind::File(Content::Host {
                     path: dst,

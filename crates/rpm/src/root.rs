@@ -222,12 +222,13 @@ pub enum RootError {
         source: io::Error,
     },
     /// A name the view lists does not make a path of the image.
-    #[error("materialising {name} of the image: {message}")]
+    #[error("materialising {name} of the image: {source}")]
     ViewPath {
         /// The name in its folder.
         name: String,
         /// Why it is not a path.
-        message: String,
+        #[source]
+        source: nodeimg_layers::PathError,
     },
 }
 
@@ -414,9 +415,9 @@ pub(crate) fn match_view(
         }
     }
     for n in names {
-        let path = dir.join(&n).map_err(|message| RootError::ViewPath {
+        let path = dir.join(&n).map_err(|source| RootError::ViewPath {
             name: n.clone(),
-            message,
+            source,
         })?;
         if &path == skip {
             continue;
