@@ -705,7 +705,7 @@ pub fn verify_index(
             actual,
         });
     }
-    let hash = hex::encode(Sha256::digest(bytes));
+    let hash = nodeimg_fetch::sha256_hex(bytes);
     if !hash.eq_ignore_ascii_case(expected_sha256) {
         return Err(RepoError::HashMismatch {
             file: file.to_string(),

@@ -315,7 +315,7 @@ impl RpmFile {
         read_exact(&mut r, &mut skip[..pad], file, "signature header padding")?;
         let header = Header::read(&mut r, file, "header")?;
         if let Some(want) = signature.string(tag::SIG_SHA256, file)? {
-            let got = hex::encode(Sha256::digest(header.raw()));
+            let got = nodeimg_fetch::sha256_hex(header.raw());
             if !got.eq_ignore_ascii_case(want.trim()) {
                 return Err(err(
                     file,
