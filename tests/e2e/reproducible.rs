@@ -188,3 +188,51 @@ fn changed_recipe_content_changes_the_digest() {
     let d2 = build_in(&a, &rel, "out/two", "oci", &base_ref, Some(TEST_EPOCH));
     assert_ne!(d1, d2, "{file}: an added layer did not change the digest");
 }
+
+/// Layer compression runs on every core the process may use, and the bytes
+/// do not depend on how many: a build pinned to one CPU (`taskset -c 0`)
+/// gives the same manifest digest as one on all of them, for gzip and zstd
+/// layers (the rootfs base is compressed as a new layer too).
+#[test]
+fn compressed_layers_do_not_depend_on_the_number_of_cores() {
+    let Some(base) = fixture_base() else { return };
+    let Some(taskset) = find_tool("taskset") else {
+        skip_or_fail("taskset", "install util-linux");
+        return;
+    };
+    let recipe = recipes()
+        .into_iter()
+        .find(|r| !rpmrepo::has_rpm_packages(r))
+        .expect("a recipe without rpm packages");
+    let build = test_build(&recipe, &base);
+    let tmp = temp_dir("cores");
+    for codec in ["gzip", "zstd"] {
+        let digest = |pinned: bool| {
+            let out = tmp.path().join(format!("{codec}-{pinned}"));
+            let reference = nodeimg(tmp.path());
+            let mut c = if pinned {
+                let mut c = Command::new(&taskset);
+                c.args(["-c", "0"]).arg(reference.get_program());
+                c
+            } else {
+                Command::new(reference.get_program())
+            };
+            c.current_dir(tmp.path())
+                .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
+                .env_remove("RUST_LOG")
+                .arg("build")
+                .arg(&build.recipe)
+                .arg("-o")
+                .arg(&out)
+                .args(["--format", "oci", "--compression", codec])
+                .args(["--base", &build.base_ref()])
+                .args(&build.args);
+            single_digest_line(&run(&mut c).ok())
+        };
+        let (one, all) = (digest(true), digest(false));
+        assert_eq!(
+            one, all,
+            "{codec}: the image built on one core differs from the one built on all"
+        );
+    }
+}

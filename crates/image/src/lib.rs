@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod limits;
 pub mod output;
 pub mod pack;
+mod pgzip;
 pub mod tarindex;
 pub mod tarname;
 pub mod tarstream;

@@ -9,6 +9,8 @@ use std::path::Path;
 use nodeimg_layers::Meta;
 use sha2::{Digest as _, Sha256};
 
+use crate::pgzip::{self, ParGzEncoder, Reservation};
+
 /// Format a finished SHA-256 as an OCI digest string.
 pub(crate) fn sha256_digest(h: Sha256) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
@@ -191,23 +193,45 @@ impl<R: BufRead> Read for Decoder<R> {
 }
 
 /// A compressing writer that gives its sink back when finished.
+///
+/// Both codecs compress on several threads and write the same bytes for any
+/// number of them: gzip cut into fixed blocks ([`crate::pgzip`]), zstd in
+/// multithreaded mode with at least one worker.
 pub(crate) enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(ParGzEncoder<W>, Reservation),
+    Zstd(zstd::stream::write::Encoder<'static, W>, Reservation),
 }
 
 impl<W: Write> Encoder<W> {
-    /// gzip at flate2's default level (no name, mtime 0 in the header), zstd
-    /// at level 3, or nothing.
+    /// gzip at level 6 (no name, mtime 0 in the header), zstd at level 3,
+    /// or nothing; compressing on as many threads as the process budget
+    /// ([`crate::pgzip::Reservation`]) gives.
     pub(crate) fn new(codec: Codec, w: W) -> io::Result<Self> {
+        let threads = match codec {
+            Codec::Plain => 0,
+            Codec::Gzip | Codec::Zstd => pgzip::cores(),
+        };
+        Self::with_reservation(codec, w, Reservation::take(threads))
+    }
+
+    /// As [`Encoder::new`] with exactly `threads` (at least one) compression
+    /// threads, outside the budget.
+    #[cfg(test)]
+    pub(crate) fn with_threads(codec: Codec, w: W, threads: usize) -> io::Result<Self> {
+        Self::with_reservation(codec, w, Reservation::exactly(threads))
+    }
+
+    fn with_reservation(codec: Codec, w: W, r: Reservation) -> io::Result<Self> {
         Ok(match codec {
             Codec::Plain => Encoder::Plain(w),
-            Codec::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                w,
-                flate2::Compression::default(),
-            )),
-            Codec::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
+            Codec::Gzip => Encoder::Gzip(ParGzEncoder::new(w, r.threads())?, r),
+            Codec::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(w, 3)?;
+                let n = u32::try_from(r.threads()).unwrap_or(u32::MAX);
+                e.multithread(n)?;
+                Encoder::Zstd(e, r)
+            }
         })
     }
 
@@ -217,8 +241,8 @@ impl<W: Write> Encoder<W> {
                 w.flush()?;
                 Ok(w)
             }
-            Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
+            Encoder::Gzip(e, _budget) => e.finish(),
+            Encoder::Zstd(e, _budget) => e.finish(),
         }
     }
 }
@@ -227,16 +251,16 @@ impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Plain(w) => w.write(buf),
-            Encoder::Gzip(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e, _) => e.write(buf),
+            Encoder::Zstd(e, _) => e.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Plain(w) => w.flush(),
-            Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e, _) => e.flush(),
+            Encoder::Zstd(e, _) => e.flush(),
         }
     }
 }
