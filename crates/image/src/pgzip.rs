@@ -357,7 +357,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let run = (x % 50_000) as usize;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 for _ in 0..run / 8 {
                     x ^= x << 13;
                     x ^= x >> 7;

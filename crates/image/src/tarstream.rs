@@ -208,11 +208,10 @@ impl<W: Write> Encoder<W> {
     /// or nothing; compressing on as many threads as the process budget
     /// ([`crate::pgzip::Reservation`]) gives.
     pub(crate) fn new(codec: Codec, w: W) -> io::Result<Self> {
-        let threads = match codec {
-            Codec::Plain => 0,
-            Codec::Gzip | Codec::Zstd => pgzip::cores(),
-        };
-        Self::with_reservation(codec, w, Reservation::take(threads))
+        if codec == Codec::Plain {
+            return Ok(Encoder::Plain(w));
+        }
+        Self::with_reservation(codec, w, Reservation::take(pgzip::cores()))
     }
 
     /// As [`Encoder::new`] with exactly `threads` (at least one) compression
