@@ -487,6 +487,20 @@ mod tests {
         }
     }
 
+    /// Installs `reqs` as layer "l" (amd64, an empty view) with `f` alone.
+    fn install_one(f: &Fake, env: &PackageEnv, reqs: &[String]) -> Result<FileTree, PackagesError> {
+        install_layer(
+            &[f],
+            LayerRequest {
+                env,
+                view: &MemView::new(),
+                requests: reqs,
+                arch: "amd64",
+                layer: "l",
+            },
+        )
+    }
+
     #[test]
     fn a_resolved_layer_is_fetched_recorded_and_listed() {
         let t = tempfile::tempdir().unwrap();
@@ -495,17 +509,7 @@ mod tests {
             .unwrap()
             .recording();
         let reqs = vec!["a".to_string()];
-        install_layer(
-            &[&f],
-            LayerRequest {
-                env: &env,
-                view: &MemView::new(),
-                requests: &reqs,
-                arch: "amd64",
-                layer: "l",
-            },
-        )
-        .unwrap();
+        install_one(&f, &env, &reqs).unwrap();
         let lock = env.recorded_lock("amd64").unwrap();
         assert_eq!(lock.layers.len(), 1);
         assert_eq!(lock.layers[0].packages[0].name, "a");
@@ -520,17 +524,7 @@ mod tests {
         // Without recording, nothing is kept for a lock; what was
         // installed still is.
         let env = PackageEnv::new(&t.path().join("cache"), &[]).unwrap();
-        install_layer(
-            &[&f],
-            LayerRequest {
-                env: &env,
-                view: &MemView::new(),
-                requests: &reqs,
-                arch: "amd64",
-                layer: "l",
-            },
-        )
-        .unwrap();
+        install_one(&f, &env, &reqs).unwrap();
         assert!(env.recorded_lock("amd64").is_none());
         assert_eq!(env.installed().len(), 1);
     }
@@ -555,16 +549,7 @@ mod tests {
             let env = PackageEnv::new(&t.path().join("cache"), &[])
                 .unwrap()
                 .using_lock(lock, Path::new("r.toml.lock"));
-            match install_layer(
-                &[&f],
-                LayerRequest {
-                    env: &env,
-                    view: &MemView::new(),
-                    requests: &reqs,
-                    arch: "amd64",
-                    layer: "l",
-                },
-            ) {
+            match install_one(&f, &env, &reqs) {
                 Err(PackagesError::Recipe { message, hint, .. }) => {
                     assert!(hint.unwrap().contains("nodeimg lock r.toml"));
                     message
