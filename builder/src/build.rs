@@ -1008,6 +1008,11 @@ mod tests {
         assert_eq!(default_output("n", Format::Rootfs), Path::new("out/n.tar"));
     }
 
+    /// The layer plans of `r` on an empty base (amd64, no packages).
+    fn plans_over_nothing(r: &Recipe, i: &RecipeInputs) -> Vec<crate::plan::LayerPlan> {
+        plan::render(r, &nodeimg_layers::MemView::new(), i, "amd64", None).unwrap()
+    }
+
     fn recipe_in(dir: &Path, input: &str) -> (Recipe, std::sync::Arc<RecipeInputs>) {
         std::fs::create_dir_all(dir.join("files")).unwrap();
         std::fs::write(dir.join("files/motd"), input).unwrap();
@@ -1064,14 +1069,7 @@ mod tests {
                 std::fs::rename(dir.join("files/new"), &motd).unwrap();
             }
             assert_eq!(std::fs::read(&motd).unwrap(), b"SECRT\n");
-            let plans = plan::render(
-                &r,
-                &nodeimg_layers::MemView::new(),
-                i.as_ref(),
-                "amd64",
-                None,
-            )
-            .unwrap();
+            let plans = plans_over_nothing(&r, &i);
             assert_eq!(motd_in(&plans[0].tree), b"hello\n", "{how}");
             assert_eq!(recipe_digest(&r, &i, &none).unwrap(), clean, "{how}");
         }
@@ -1087,14 +1085,7 @@ mod tests {
         ] {
             let dir = t.path().join(how);
             let (r, i) = recipe_in(&dir, "hello\n");
-            let plans = plan::render(
-                &r,
-                &nodeimg_layers::MemView::new(),
-                i.as_ref(),
-                "amd64",
-                None,
-            )
-            .unwrap();
+            let plans = plans_over_nothing(&r, &i);
             // The same file (same inode), rewritten in place.
             std::fs::write(dir.join("files/motd"), now).unwrap();
             let e = nodeimg_image::pack::write_tar(

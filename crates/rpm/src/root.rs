@@ -555,10 +555,7 @@ mod tests {
         let skip = ImagePath::new("/var/lib/rpm").unwrap();
         let mut counts = Counts::default();
         let e = match_view(&view, &missing, &ImagePath::root(), &skip, &mut counts).unwrap_err();
-        let source = std::error::Error::source(&e)
-            .unwrap()
-            .downcast_ref::<io::Error>()
-            .unwrap();
+        let source = crate::testutil::io_cause(&e);
         assert_eq!(source.kind(), io::ErrorKind::NotFound);
         assert_eq!(
             e.to_string(),

@@ -743,10 +743,7 @@ mod tests {
         // A file that cannot be opened: the I/O error stays the cause.
         let missing = t.path().join("missing.rpm");
         let e = RpmFile::open(&missing, "m.rpm").unwrap_err();
-        let source = std::error::Error::source(&e)
-            .unwrap()
-            .downcast_ref::<io::Error>()
-            .unwrap();
+        let source = crate::testutil::io_cause(&e);
         assert_eq!(source.kind(), io::ErrorKind::NotFound);
         assert_eq!(
             e.to_string(),

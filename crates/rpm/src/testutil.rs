@@ -172,3 +172,11 @@ pub fn rpm(name: &str, arch: &str, extra: Vec<Tag>, payload: &[u8], pre: Option<
     out.extend_from_slice(&compressed);
     out
 }
+
+/// The `io::Error` that is `e`'s direct cause (panics, naming `e`, when
+/// there is none).
+pub fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> &'a std::io::Error {
+    e.source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("{e}: its cause is not an io::Error"))
+}
