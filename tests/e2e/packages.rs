@@ -173,22 +173,42 @@ fn tools() -> bool {
         && require("systemctl", "systemd")
 }
 
-#[test]
-fn installs_verified_packages_and_refuses_attacks() {
+/// What each scenario starts from: the fixture base (as `--base`), a temp
+/// folder holding a signing key `key.asc` and its gpg home, and the signed
+/// repository made with it. `None` (skipped) without the tools or the base.
+struct Setup {
+    t: tempfile::TempDir,
+    base: String,
+    home: PathBuf,
+    repo: PathBuf,
+}
+
+fn setup(label: &str) -> Option<Setup> {
     if !tools() {
-        return;
+        return None;
     }
-    let Some(base) = fixture_base() else {
-        return;
-    };
-    let base = fixture_base_ref(&base);
-    let t = temp_dir("packages");
+    let base = fixture_base_ref(&fixture_base()?);
+    let t = temp_dir(label);
     let dir = t.path();
     let (home, key) = gpg_key(dir, "repo");
-    let (_other_home, other_key) = gpg_key(dir, "other");
     fs::write(dir.join("key.asc"), key).unwrap();
-    fs::write(dir.join("other.asc"), other_key).unwrap();
     let repo = make_repo(dir, &home);
+    Some(Setup {
+        t,
+        base,
+        home,
+        repo,
+    })
+}
+
+#[test]
+fn installs_verified_packages_and_refuses_attacks() {
+    let Some(Setup { t, base, repo, .. }) = setup("packages") else {
+        return;
+    };
+    let dir = t.path();
+    let (_other_home, other_key) = gpg_key(dir, "other");
+    fs::write(dir.join("other.asc"), other_key).unwrap();
 
     // The good build; check stays offline and accepts the recipe.
     let good = recipe(dir, "key.asc", "demo-runtime");
@@ -374,18 +394,17 @@ fn clearsign(home: &Path, dists: &Path) {
 
 #[test]
 fn refuses_a_tampered_index_expired_and_unsigned_metadata() {
-    if !tools() {
-        return;
-    }
-    let Some(base) = fixture_base() else {
+    let Some(Setup {
+        t,
+        base,
+        home,
+        repo,
+        ..
+    }) = setup("packages-meta")
+    else {
         return;
     };
-    let base = fixture_base_ref(&base);
-    let t = temp_dir("packages-meta");
     let dir = t.path();
-    let (home, key) = gpg_key(dir, "repo");
-    fs::write(dir.join("key.asc"), key).unwrap();
-    let repo = make_repo(dir, &home);
     let good = recipe(dir, "key.asc", "demo-runtime");
     let dists = repo.join("dists/stable");
 
@@ -911,18 +930,10 @@ fn refuses_a_tampered_lock(s: &LockScenario, cache: &Path, out: &Path, locked: &
 
 #[test]
 fn lock_offline_and_a_recipe_that_moved_on() {
-    if !tools() {
-        return;
-    }
-    let Some(base) = fixture_base() else {
+    let Some(Setup { t, base, repo, .. }) = setup("packages-lock") else {
         return;
     };
-    let base = fixture_base_ref(&base);
-    let t = temp_dir("packages-lock");
     let dir = t.path();
-    let (home, key) = gpg_key(dir, "repo");
-    fs::write(dir.join("key.asc"), key).unwrap();
-    let repo = make_repo(dir, &home);
     let recipe_path = recipe(dir, "key.asc", "demo-runtime");
     let original = fs::read_to_string(&recipe_path).unwrap();
     let lock_path = PathBuf::from(format!("{}.lock", recipe_path.display()));
