@@ -280,11 +280,14 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Timed {
 }
 
 /// A `nodeimg` command running in `cwd`, with `SOURCE_DATE_EPOCH` set to
-/// [`TEST_EPOCH`].
+/// [`TEST_EPOCH`] and the layer cache off (`NODEIMG_NO_CACHE`).
 pub fn nodeimg(cwd: &Path) -> Command {
     let mut c = Command::new(nodeimg_bin());
     c.current_dir(cwd)
         .env("SOURCE_DATE_EPOCH", TEST_EPOCH.to_string())
+        // Every build is a cold one (the cache's tests turn it on), so
+        // what a test checks is never a blob an earlier build left.
+        .env("NODEIMG_NO_CACHE", "1")
         .env_remove("RUST_LOG");
     c
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,7 @@ use crate::packages::{self, PackageEnv};
 use crate::plan;
 use nodeimg_fetch::progress::{human_size, Meter};
 use nodeimg_image::base::{Base, BaseRef, BaseRefError};
+use nodeimg_image::cache::{Counts, LayerCache};
 use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
 use nodeimg_lint::{self as lint, Finding, Severity};
 use nodeimg_pkg::lock::{self, Lock};
@@ -47,6 +49,9 @@ pub struct BuildOptions {
     pub packages: PackageOptions,
     /// How registry bases are pulled (`docker://` bases).
     pub registry: RegistryOptions,
+    /// Reuse and keep layers in the layer cache (`layers/` of the cache
+    /// directory); `false` (`--no-cache`) builds every layer anew.
+    pub layer_cache: bool,
 }
 
 /// How layers' `packages` are fetched.
@@ -89,6 +94,7 @@ impl BuildOptions {
             source_date_epoch: None,
             packages: PackageOptions::default(),
             registry: RegistryOptions::default(),
+            layer_cache: true,
         }
     }
 }
@@ -99,6 +105,10 @@ pub trait Progress {
     fn step(&mut self, message: &str);
     /// Lint findings, before the build goes on or stops.
     fn findings(&mut self, findings: &[Finding]);
+    /// Something the user should know that does not stop the build.
+    fn warn(&mut self, message: &str) {
+        self.meter().suspend(|| eprintln!("warning: {message}"));
+    }
     /// Where package downloads and unpacking are shown; quiet by default.
     fn meter(&self) -> Meter {
         Meter::quiet()
@@ -145,6 +155,8 @@ pub struct Outcome {
     /// architecture, in its backend's spelling), by recipe layer name;
     /// layers without packages are absent.
     pub packages: BTreeMap<String, Vec<InstalledPackage>>,
+    /// What the layer cache did (`None` without one).
+    pub cache: Option<Counts>,
 }
 
 pub use nodeimg_pkg::backend::InstalledPackage;
@@ -202,16 +214,19 @@ pub fn prepare(
         var_args,
         base_arg,
         &RegistryOptions::default(),
+        None,
         progress,
     )
 }
 
-/// [`prepare`], pulling a registry base as `registry` says.
+/// [`prepare`], pulling a registry base as `registry` says, the base's
+/// index from `cache` when it holds it.
 pub(crate) fn prepare_with(
     recipe_path: &Path,
     var_args: &[String],
     base_arg: Option<&str>,
     registry: &RegistryOptions,
+    cache: Option<&LayerCache>,
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     let overrides = recipe::parse_overrides(var_args)?;
@@ -257,10 +272,11 @@ pub(crate) fn prepare_with(
         r => {
             progress.step(&format!("opening base {r}"));
             let wanted = loaded.architecture(&overrides)?;
-            Base::open_with(
+            Base::open_cached(
                 r,
                 wanted.as_deref(),
                 &nodeimg_registry::BasePuller(registry),
+                cache,
             )?
         }
     };
@@ -467,6 +483,8 @@ pub struct CheckOptions<'a> {
     pub lock: LockUse,
     /// How a registry base is pulled.
     pub registry: &'a RegistryOptions,
+    /// The layer cache the base's index may come from.
+    pub cache: Option<&'a LayerCache>,
 }
 
 /// Prepare, lint (findings go to `progress`) and render the layers as
@@ -493,7 +511,14 @@ fn check_inner(
         nodeimg_fetch::fetch::Mirrors::parse(&o.mirrors)
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
     }
-    let p = prepare_with(recipe_path, var_args, base_arg, registry, progress)?;
+    let p = prepare_with(
+        recipe_path,
+        var_args,
+        base_arg,
+        registry,
+        opts.cache,
+        progress,
+    )?;
     progress.findings(&p.findings);
     // Lint errors stop a build before any package is downloaded (a pin
     // with a known vulnerability is never fetched).
@@ -682,6 +707,7 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
         packages: Some(&packages),
         lock: LockUse::Ignore,
         registry: &registry,
+        cache: None,
     };
     let c = check_inner(&check, LockStep::Record, progress)?;
     let arch = &c.prepared.arch;
@@ -703,23 +729,48 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
     })
 }
 
+/// The layer cache of a build: `layers/` in the cache directory, unless
+/// the build asks for none.
+/// A cache that cannot be opened is a warning: the build goes on without.
+fn layer_cache(opts: &BuildOptions, progress: &mut dyn Progress) -> Option<Arc<LayerCache>> {
+    if !opts.layer_cache {
+        return None;
+    }
+    let dir = opts
+        .packages
+        .cache_dir
+        .clone()
+        .or_else(packages::default_cache_dir)?;
+    match LayerCache::open(&dir) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            progress.warn(&format!(
+                "layer cache: cannot use {}: {e}; every layer is built anew",
+                dir.join(nodeimg_image::cache::LAYERS_DIR).display()
+            ));
+            None
+        }
+    }
+}
+
 /// Build the image: recipe -> base -> variables -> lint -> plan -> output.
 /// Lint errors stop the build with [`Error::Lint`] after `progress` has
 /// seen the findings, before anything is written.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
-    let out_opts = |path: PathBuf| OutputOptions {
+    let out_opts = |path: PathBuf, cache: Option<Arc<LayerCache>>| OutputOptions {
         path,
         format: opts.format,
         compression: opts.compression,
         force: opts.force,
+        cache,
     };
     // The output named on the command line is locked (and checked) before
     // any work, so that a second build of it fails at once.
     let early = match &opts.output {
         Some(path) => {
             output::check_path(path, opts.format)?;
-            Some(output::lock(&out_opts(path.clone()))?)
+            Some(output::lock(&out_opts(path.clone(), None))?)
         }
         None => None,
     };
@@ -729,6 +780,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     }
     // --offline: no network for the base either.
     registry.offline |= opts.packages.offline;
+    let cache = layer_cache(opts, progress);
     let c = check(
         &CheckOptions {
             recipe: &opts.recipe,
@@ -737,6 +789,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
             packages: Some(&opts.packages),
             lock: opts.packages.lock,
             registry: &registry,
+            cache: cache.as_deref(),
         },
         progress,
     )?;
@@ -751,14 +804,21 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         .output
         .clone()
         .unwrap_or_else(|| default_output(&meta.name, opts.format));
-    let out = out_opts(path);
+    let out = out_opts(path, cache.clone());
     let lock = match early {
         Some(lock) => lock,
         None => output::lock(&out)?,
     };
     progress.step(&format!("writing {}", out.path.display()));
-    let built = output::write_locked(&lock, &p.base, &c.plans, &meta, &out)?;
+    let built = output::write_locked(&lock, &p.base, &c.plans, &meta, &out);
     drop(lock);
+    let cache_counts = cache.as_ref().map(|c| {
+        for note in c.take_notes() {
+            progress.warn(&note);
+        }
+        c.counts()
+    });
+    let built = built?;
     let packages = layer_packages(&p.recipe, &p.base, &c.plans, &p.arch, c.packages.as_ref());
     let base = p.base.what().to_string();
     Ok(Outcome {
@@ -769,6 +829,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         recipe_digest: digest,
         base,
         packages,
+        cache: cache_counts,
     })
 }
 

@@ -162,7 +162,7 @@ impl fmt::Debug for ImagePath {
 }
 
 /// Ownership and permission bits of an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {
     /// Permission bits including setuid, setgid and sticky (`0o7777` mask).
     pub mode: u32,

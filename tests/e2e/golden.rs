@@ -109,8 +109,61 @@ fn layout_digests(layout: &Path) -> Vec<(String, String)> {
             .unwrap_or_else(|| panic!("{}: layer {i} has no digest", manifest_path.display()));
         out.push((format!("layer{i}"), d.to_string()));
     }
+    // The diff_ids: a layer whose tar is the recorded one but whose blob
+    // is not was compressed differently (see `layer_cache_format_moves`).
+    let config_path = blob(str_at(&m, "/config/digest", &manifest_path));
+    let config = json(&config_path);
+    let diff_ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .unwrap_or_else(|| panic!("{}: no diff_ids", config_path.display()));
+    for (i, d) in diff_ids.iter().enumerate() {
+        let d = d
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: diff_id {i} is not a string", config_path.display()));
+        out.push((format!("diff{i}"), d.to_string()));
+    }
     out
 }
+
+/// The layer cache format of the binary (`nodeimg cache --json`).
+fn layer_cache_format() -> String {
+    let t = temp_dir("golden-format");
+    let r = run(nodeimg(t.path())
+        .args(["cache", "--json", "--cache-dir"])
+        .arg(t.path()))
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("nodeimg cache --json");
+    v.get("layer_cache_format")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("no layer_cache_format in {r}"))
+        .to_string()
+}
+
+/// Recording: a layer whose tar (diff_id) is the recorded one but whose
+/// blob is not means the same input now compresses to other bytes. Layer
+/// caches filled by the previous code would serve the old bytes for it,
+/// so the layer cache format must have moved; the names of such layers.
+fn layer_cache_format_moves(
+    old: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    if old.get(FORMAT_KEY) != now.get(FORMAT_KEY) {
+        return Vec::new();
+    }
+    now.iter()
+        .filter_map(|(k, blob)| {
+            let (recipe, i) = k.rsplit_once(" layer")?;
+            let diff = format!("{recipe} diff{i}");
+            let same_tar = old.get(&diff).is_some_and(|d| now.get(&diff) == Some(d));
+            let other_blob = old.get(k).is_some_and(|b| b != blob);
+            (same_tar && other_blob).then(|| k.clone())
+        })
+        .collect()
+}
+
+/// The key of the layer cache format in the golden values.
+const FORMAT_KEY: &str = "layer-cache-format";
 
 /// Build `recipe` (a file of the workspace's `recipes/`) as the tests build
 /// it on `base` into `dir/img` (an OCI layout); its digests, keyed
@@ -360,6 +413,30 @@ fn differences(
     diffs
 }
 
+/// Write the golden values `now` and the `locks` into `dir`, unless a
+/// layer's blob moved while its tar did not and the layer cache format
+/// stayed (see [`layer_cache_format_moves`]).
+fn record(dir: &Path, now: &BTreeMap<String, String>, locks: &Locks) {
+    let path = dir.join(DIGESTS);
+    let old = fs::read_to_string(&path)
+        .map(|t| parse(&t))
+        .unwrap_or_default();
+    let moved = layer_cache_format_moves(&old, now);
+    assert!(
+        moved.is_empty(),
+        "the same layer tars now compress to other bytes ({}): raise FORMAT in \
+         crates/image/src/cache.rs, so that layer caches filled before do not serve \
+         the old blobs, then record again",
+        moved.join(", ")
+    );
+    fs::create_dir_all(dir).expect("mkdir tests/golden");
+    fs::write(&path, render(now)).expect("write the golden digests");
+    for (name, bytes) in locks {
+        fs::write(dir.join(name), bytes).expect("write a golden lock");
+    }
+    eprintln!("recorded {} values in {}", now.len(), dir.display());
+}
+
 #[test]
 fn every_recipe_gives_the_recorded_image_and_lock() {
     let Some(base) = fixture_base() else { return };
@@ -429,13 +506,9 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
         );
     }
 
+    now.insert(FORMAT_KEY.to_string(), layer_cache_format());
     if recording() {
-        fs::create_dir_all(&dir).expect("mkdir tests/golden");
-        fs::write(dir.join(DIGESTS), render(&now)).expect("write the golden digests");
-        for (name, bytes) in &locks {
-            fs::write(dir.join(name), bytes).expect("write a golden lock");
-        }
-        eprintln!("recorded {} values in {}", now.len(), dir.display());
+        record(&dir, &now, &locks);
         return;
     }
 
@@ -447,6 +520,47 @@ fn every_recipe_gives_the_recorded_image_and_lock() {
         dir.display(),
         diffs.join("\n")
     );
+}
+
+#[test]
+fn a_new_compression_of_the_same_tar_needs_a_new_layer_cache_format() {
+    let v = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    };
+    let old = v(&[
+        (FORMAT_KEY, "1"),
+        ("a.toml layer0", "sha256:b0"),
+        ("a.toml diff0", "sha256:t0"),
+        ("a.toml layer1", "sha256:b1"),
+        ("a.toml diff1", "sha256:t1"),
+    ]);
+    // The recipe changed layer 1's files: its tar and blob move together.
+    let edited = v(&[
+        (FORMAT_KEY, "1"),
+        ("a.toml layer0", "sha256:b0"),
+        ("a.toml diff0", "sha256:t0"),
+        ("a.toml layer1", "sha256:b9"),
+        ("a.toml diff1", "sha256:t9"),
+    ]);
+    assert!(layer_cache_format_moves(&old, &edited).is_empty());
+    // The compressor changed: same tar, other blob.
+    let recompressed = v(&[
+        (FORMAT_KEY, "1"),
+        ("a.toml layer0", "sha256:c0"),
+        ("a.toml diff0", "sha256:t0"),
+        ("a.toml layer1", "sha256:b1"),
+        ("a.toml diff1", "sha256:t1"),
+    ]);
+    assert_eq!(
+        layer_cache_format_moves(&old, &recompressed),
+        vec!["a.toml layer0".to_string()]
+    );
+    let mut raised = recompressed.clone();
+    raised.insert(FORMAT_KEY.to_string(), "2".to_string());
+    assert!(layer_cache_format_moves(&old, &raised).is_empty());
 }
 
 #[test]

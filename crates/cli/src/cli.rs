@@ -1,4 +1,4 @@
-//! The command line: `nodeimg build | lock | check | inspect | schema`.
+//! The command line: `nodeimg build | lock | check | inspect | push | cache | schema`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -129,6 +129,21 @@ $XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json.
 
 Exit codes: 0 pushed, 1 push failure, 2 usage error.")]
     Push(PushArgs),
+    /// Show what the cache directory holds (downloads, registry bases,
+    /// built layers); `nodeimg cache prune` trims it.
+    #[command(after_help = "\
+Examples:
+  nodeimg cache                                   # sizes of each part
+  nodeimg cache --json --cache-dir /var/cache/nodeimg
+  nodeimg cache prune --older-than 30d --max-size 20G
+
+Builds keep what they download and the layers they compress in the cache
+(--cache-dir of build), and verify every file again when they use it, so a
+damaged or pruned entry only costs the work of making it again. Each use
+refreshes a file's modification time, which is what --older-than reads.
+
+Exit codes: 0 success, 1 failure, 2 usage error.")]
+    Cache(crate::cache::CacheArgs),
     /// Print the JSON Schema of the recipe format (for editor completion).
     Schema,
 }
@@ -223,11 +238,23 @@ pub struct BuildArgs {
     /// No progress on stderr (lint errors are still printed).
     #[arg(short, long)]
     pub quiet: bool,
-    /// Download cache for layers' packages (repository indexes and .debs,
-    /// by SHA256; every cached file is verified again before use)
+    /// Cache of downloads (repository indexes and packages, by SHA256) and
+    /// of built layers (layers/: compressed blobs and base indexes, put
+    /// into OCI outputs by reflink or hard link); every cached file is
+    /// verified again before use. `nodeimg cache` shows and prunes it
     /// [default: $XDG_CACHE_HOME/nodeimg, else ~/.cache/nodeimg].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Build every layer anew: neither reuse nor keep layers in the layer
+    /// cache (downloads still use --cache-dir).
+    /// [env: NODEIMG_NO_CACHE=1]
+    #[arg(
+        long,
+        env = "NODEIMG_NO_CACHE",
+        hide_env = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_cache: bool,
     /// Fetch repository URLs starting with FROM from TO instead (an
     /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
     /// Signatures are checked against the sources' own keys, unless the
@@ -512,8 +539,15 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
             lock: lock_use(a.locked, a.no_lock),
         },
         registry: registry.clone(),
+        layer_cache: !a.no_cache,
     };
     let outcome = build::build_with(&opts, &mut progress)?;
+    if let Some(c) = outcome.cache.filter(|c| c.reused + c.built > 0) {
+        progress.step(&format!(
+            "layer cache: {} layer(s) reused, {} built; {} base layer index(es) reused",
+            c.reused, c.built, c.indexes_reused
+        ));
+    }
     progress.step(&format!(
         "built {}:{} at {}",
         outcome.name,
@@ -670,6 +704,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
             packages: None,
             lock: lock_use(false, a.no_lock),
             registry: &registry,
+            cache: None,
         },
         &mut build::Silent,
     )?;
@@ -719,6 +754,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(a) => run_lock(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Push(a) => run_push(a),
+        Command::Cache(a) => crate::cache::run_cache(a),
         Command::Schema => {
             print!("{}", nodeimg_recipe::schema::schema_text());
             Ok(ExitCode::SUCCESS)
@@ -959,6 +995,7 @@ mod tests {
                 packages: None,
                 lock: build::LockUse::Auto,
                 registry: &Default::default(),
+                cache: None,
             },
             &mut build::Silent,
         )
@@ -986,6 +1023,7 @@ mod tests {
                 packages: None,
                 lock: build::LockUse::Auto,
                 registry: &Default::default(),
+                cache: None,
             },
             &mut build::Silent,
         )

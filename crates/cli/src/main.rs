@@ -1,5 +1,6 @@
 //! The `nodeimg` command; see `nodeimg --help`.
 
+mod cache;
 mod cli;
 mod progress;
 

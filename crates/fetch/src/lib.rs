@@ -4,6 +4,7 @@
 //! signed metadata, and the progress every crate reports to (shown by the
 //! command line).
 
+pub mod cachedir;
 pub mod cachefile;
 pub mod fetch;
 pub mod openpgp;

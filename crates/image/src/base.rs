@@ -15,10 +15,11 @@ use ocidir::oci_spec::image::{
 use ocidir::{OciArchive, OciDir, OciRead};
 use sha2::{Digest as _, Sha256};
 
+use crate::cache::{self, LayerCache};
 use crate::error::{Error, Result, SourceError};
 use crate::limits::KeepBudget;
 use crate::tarindex::{scan_layer, MergedIndex};
-use crate::tarstream::{Codec, Decoder, HashReader, TAR_EXTENSIONS};
+use crate::tarstream::{CheckedTar, Codec, Decoder, HashReader, TAR_EXTENSIONS};
 
 /// Where the base image comes from, as written after `base =` or `--base`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +248,21 @@ impl Base {
     /// `puller`, and its layers then reused by digest like those of an OCI
     /// layout.
     pub fn open_with(r: &BaseRef, architecture: Option<&str>, puller: &dyn Puller) -> Result<Base> {
+        Self::open_cached(r, architecture, puller, None)
+    }
+
+    /// As [`Base::open_with`], taking the index of each layer from `cache`
+    /// when it holds it (and keeping it there when it does not): a rootfs
+    /// tarball's by the tarball's SHA-256 (the file is hashed, not
+    /// decompressed and read entry by entry), an OCI layer's by its blob
+    /// digest and diff_id (the blob is not read; it is verified where it
+    /// is copied).
+    pub fn open_cached(
+        r: &BaseRef,
+        architecture: Option<&str>,
+        puller: &dyn Puller,
+        cache: Option<&LayerCache>,
+    ) -> Result<Base> {
         let what = r.to_string();
         match r {
             BaseRef::Scratch => Ok(Base::scratch()),
@@ -257,7 +273,8 @@ impl Base {
                 // is the manifest the reference means, whatever the cache
                 // holds besides.
                 let pulled = puller.pull(reference, arch)?;
-                let (config, layers, index) = open_image(&*pulled, &what, None, architecture)?;
+                let (config, layers, index) =
+                    open_image(&*pulled, &what, None, architecture, cache)?;
                 Ok(Base {
                     what,
                     index,
@@ -269,7 +286,7 @@ impl Base {
             BaseRef::Oci { dir, tag } => {
                 let oci = open_layout(dir, &what)?;
                 let (config, layers, index) =
-                    open_image(&oci, &what, tag.as_deref(), architecture)?;
+                    open_image(&oci, &what, tag.as_deref(), architecture, cache)?;
                 Ok(Base {
                     what,
                     index,
@@ -281,7 +298,8 @@ impl Base {
             BaseRef::OciArchive { file, tag } => {
                 let ar = open_archive(file)
                     .map_err(|e| Error::source_error(&what, "cannot read the archive", e))?;
-                let (config, layers, index) = open_image(&ar, &what, tag.as_deref(), architecture)?;
+                let (config, layers, index) =
+                    open_image(&ar, &what, tag.as_deref(), architecture, cache)?;
                 Ok(Base {
                     what,
                     index,
@@ -290,28 +308,44 @@ impl Base {
                     source: std::sync::Arc::new(Source::Archive(ar)),
                 })
             }
-            BaseRef::Rootfs { file } => Self::open_rootfs(file, what),
+            BaseRef::Rootfs { file } => Self::open_rootfs(file, what, cache),
         }
     }
 
     /// A rootfs tarball as a one-layer base without a configuration.
-    fn open_rootfs(file: &Path, what: String) -> Result<Base> {
+    fn open_rootfs(file: &Path, what: String, cache: Option<&LayerCache>) -> Result<Base> {
         let codec = Codec::from_tar_name(file).ok_or_else(|| {
             Error::image(
                 &what,
                 format!("a rootfs tarball must be named {TAR_EXTENSIONS}"),
             )
         })?;
-        let f = File::open(file).map_err(|e| Error::read(&what, "cannot open the tarball", e))?;
-        let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, f))
-            .map_err(|e| Error::read(&what, "cannot decompress", e))?;
-        let hr = HashReader::new(dec);
         let mut budget = KeepBudget::default();
-        let (changes, hr) = scan_layer(hr, 0, Some(&mut budget), &what)?;
-        let normalise = changes.unnormalised;
-        let (diff_id, tar_size) = hr
-            .drain()
-            .map_err(|e| Error::read(&what, "reading the tarball", e))?;
+        let cached = match cache {
+            Some(c) => {
+                let f = File::open(file)
+                    .map_err(|e| Error::read(&what, "cannot open the tarball", e))?;
+                let (sha, _) = HashReader::new(BufReader::with_capacity(1 << 20, f))
+                    .drain()
+                    .map_err(|e| Error::read(&what, "reading the tarball", e))?;
+                let key = cache::key(&["rootfs-index", &sha]);
+                match c.load_index(&key) {
+                    Some(entry) => Some(entry),
+                    None => {
+                        let entry = scan_rootfs(file, codec, &what, Some(&sha))?;
+                        c.store_index(&key, &entry);
+                        Some(entry)
+                    }
+                }
+            }
+            None => None,
+        };
+        let entry = match cached {
+            Some(e) => e,
+            None => scan_rootfs(file, codec, &what, None)?,
+        };
+        let mut changes = entry.changes;
+        charge_kept(&mut changes, 0, &mut budget, &what)?;
         let mut index = MergedIndex::new();
         index.apply(changes);
         Ok(Base {
@@ -320,9 +354,9 @@ impl Base {
             config: None,
             layers: vec![BaseLayer {
                 descriptor: None,
-                diff_id,
-                tar_size,
-                normalise,
+                diff_id: entry.diff_id,
+                tar_size: entry.tar_size,
+                normalise: entry.normalise,
             }],
             source: std::sync::Arc::new(Source::Rootfs {
                 file: file.to_path_buf(),
@@ -444,9 +478,19 @@ impl BaseTars {
         self.layers.is_empty()
     }
 
-    /// The uncompressed tar of layer `i` (lowest is 0).
+    /// The uncompressed tar of layer `i` (lowest is 0). Read to its end,
+    /// it fails unless it is the tar the base was indexed from (its
+    /// diff_id): a base that changed since, or whose index came from the
+    /// layer cache and does not match it, is not used.
     pub fn open(&self, i: usize) -> Result<Box<dyn Read + Send>> {
-        open_layer_tar(&self.what, &self.source, &self.layers, i)
+        let r = open_layer_tar(&self.what, &self.source, &self.layers, i)?;
+        let want = self
+            .layers
+            .get(i)
+            .map(|l| l.diff_id.clone())
+            .unwrap_or_default();
+        let name = format!("{} layer {}", self.what, i + 1);
+        Ok(Box::new(CheckedTar::new(r, &want, name)))
     }
 }
 
@@ -798,6 +842,7 @@ fn open_image<S: OciSource + ?Sized>(
     what: &str,
     tag: Option<&str>,
     architecture: Option<&str>,
+    cache: Option<&LayerCache>,
 ) -> Result<(ImageConfiguration, Vec<BaseLayer>, MergedIndex)> {
     let mdesc = select_manifest(src, what, tag, architecture)?;
     let manifest: ImageManifest = read_json(src, what, &mdesc, "manifest")?;
@@ -818,8 +863,30 @@ fn open_image<S: OciSource + ?Sized>(
     let mut layers = Vec::new();
     let mut budget = KeepBudget::default();
     for (i, (desc, want_diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
-        let (changes, diff_id, tar_size) =
-            scan_blob_verified(src, what, desc, i, Some(&mut budget), Some(want_diff))?;
+        let key = cache::key(&["layer-index", desc.digest().as_ref(), want_diff]);
+        let (changes, diff_id, tar_size) = match cache.and_then(|c| c.load_index(&key)) {
+            Some(e) if e.diff_id == *want_diff => {
+                let mut changes = e.changes;
+                charge_kept(&mut changes, i as u32, &mut budget, what)?;
+                (changes, e.diff_id, e.tar_size)
+            }
+            _ => {
+                let (changes, diff_id, tar_size) =
+                    scan_blob_verified(src, what, desc, i, Some(&mut budget), Some(want_diff))?;
+                if let Some(c) = cache {
+                    let entry = cache::IndexEntry {
+                        diff_id,
+                        tar_size,
+                        normalise: false,
+                        changes,
+                    };
+                    c.store_index(&key, &entry);
+                    (entry.changes, entry.diff_id, entry.tar_size)
+                } else {
+                    (changes, diff_id, tar_size)
+                }
+            }
+        };
         index.apply(changes);
         layers.push(BaseLayer {
             descriptor: Some(desc.clone()),
@@ -829,6 +896,60 @@ fn open_image<S: OciSource + ?Sized>(
         });
     }
     Ok((config, layers, index))
+}
+
+/// Read the rootfs tarball `file` (compressed with `codec`) entry by entry
+/// into its index. With `want_sha`, the file must still have that SHA-256
+/// (it was hashed to find the index in the cache).
+fn scan_rootfs(
+    file: &Path,
+    codec: Codec,
+    what: &str,
+    want_sha: Option<&str>,
+) -> Result<cache::IndexEntry> {
+    let f = File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
+    let file_hash = HashReader::new(f);
+    let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, file_hash))
+        .map_err(|e| Error::read(what, "cannot decompress", e))?;
+    let hr = HashReader::new(dec);
+    let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
+    let read_err = |e| Error::read(what, "reading the tarball", e);
+    let (diff_id, tar_size, dec) = hr.drain_into_inner().map_err(read_err)?;
+    let mut rest = dec.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
+    let (sha, _) = rest.into_inner().drain().map_err(read_err)?;
+    if want_sha.is_some_and(|w| w != sha) {
+        return Err(Error::image(
+            what,
+            "changed while the image was being built; run the build again",
+        ));
+    }
+    Ok(cache::IndexEntry {
+        diff_id,
+        tar_size,
+        normalise: changes.unnormalised,
+        changes,
+    })
+}
+
+/// Make the changes of a layer from the cache those of layer `layer` of
+/// this stack, and charge the bytes they keep to `budget` as reading the
+/// layer would have.
+fn charge_kept(
+    changes: &mut crate::tarindex::LayerChanges,
+    layer: u32,
+    budget: &mut KeepBudget,
+    what: &str,
+) -> Result<()> {
+    for (path, rec) in &mut changes.entries {
+        rec.layer = layer;
+        if let Some(c) = &rec.content {
+            budget
+                .take(path, c.len() as u64)
+                .map_err(|e| Error::entry(what, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Stream one layer blob into its changes, checking the blob digest and,
@@ -914,6 +1035,7 @@ pub mod fixtures {
                 format: Format::Oci,
                 compression: Compression::None,
                 force: false,
+                cache: None,
             },
         )
         .unwrap();

@@ -502,6 +502,7 @@ mod tests {
                 format,
                 compression: Compression::Gzip,
                 force: false,
+                cache: None,
             },
         )
         .unwrap();

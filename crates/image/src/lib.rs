@@ -2,9 +2,11 @@
 //! bounded readers for hostile tars, base images (OCI layout, OCI archive,
 //! rootfs tar, or a registry's through a [`base::Puller`]) indexed into a
 //! read-only view, the packer of new layers, the writers of OCI layouts,
-//! OCI archives and rootfs tars (atomic, locked), and `inspect`.
+//! OCI archives and rootfs tars (atomic, locked), the layer cache, and
+//! `inspect`.
 
 pub mod base;
+pub mod cache;
 pub mod epoch;
 pub mod error;
 pub mod inspect;

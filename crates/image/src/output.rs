@@ -26,6 +26,7 @@ use ocidir::oci_spec::image::{
 use ocidir::OciDir;
 
 use crate::base::Base;
+use crate::cache::{self, BlobEntry, LayerCache};
 use crate::error::{EntryError, Error, IoContext, Result};
 use crate::pack::write_tar;
 use crate::tarindex::{scan_layer, Kind, MergedIndex, Parsed, Rec};
@@ -120,6 +121,9 @@ pub struct OutputOptions {
     /// Replace what is at `path` even when it is not a previous output
     /// (`--force`).
     pub force: bool,
+    /// The layer cache blobs are reused from and kept in (OCI layouts and
+    /// archives); `None` builds every layer anew.
+    pub cache: Option<std::sync::Arc<LayerCache>>,
 }
 
 /// One layer of the written image.
@@ -229,7 +233,7 @@ pub fn write_locked(
     match opts.format {
         Format::Oci => {
             let tmp = temp_dir(&parent, &name)?;
-            let mut built = write_layout(tmp.path(), base, layers, meta, opts.compression)?;
+            let mut built = write_layout(tmp.path(), base, layers, meta, opts)?;
             guard::put_in_place(tmp.path(), &opts.path)?;
             drop(tmp);
             built.path = opts.path.clone();
@@ -287,7 +291,7 @@ fn write_archive(
     let tmp = temp_dir(at.parent, at.name)?;
     let layout = tmp.path().join("layout");
     std::fs::create_dir(&layout).ctx(|| format!("creating {}", layout.display()))?;
-    let mut built = write_layout(&layout, base, layers, meta, opts.compression)?;
+    let mut built = write_layout(&layout, base, layers, meta, opts)?;
     let file = temp_file(at.parent, at.name)?;
     let w = HashWriter::new(BufWriter::with_capacity(1 << 17, file.as_file()));
     let hw = if opts.format == Format::DockerArchive {
@@ -435,9 +439,64 @@ fn pack_layer(
     })
 }
 
+/// The diff_id of the tar `tree` packs to over `below`: the tar is
+/// written to a hasher only.
+fn tar_digest(tree: &FileTree, below: &dyn RootView, mtime: u64) -> Result<String> {
+    let w = BufWriter::with_capacity(1 << 17, HashWriter::new(std::io::sink()));
+    let w = write_tar(tree, below, mtime, w)?;
+    let hw = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .ctx(|| "hashing a layer".to_string())?;
+    Ok(hw.finish().1)
+}
+
+/// One recipe layer into the layout: its blob from the layer cache when
+/// the cache holds its tar compressed the same way, else packed (and kept).
+fn pack_or_reuse(
+    blobs: &Blobs<'_>,
+    tree: &FileTree,
+    below: &dyn RootView,
+    mtime: u64,
+    codec: Codec,
+    name: &str,
+) -> Result<NewLayer> {
+    let Some(cache) = blobs.cache else {
+        return pack_layer(blobs.oci, tree, below, mtime, codec, name);
+    };
+    let diff_id = tar_digest(tree, below, mtime)?;
+    let key = cache::blob_key(codec, &diff_id, false);
+    if let Some(e) = cache.entry(&key).filter(|e| e.diff_id == diff_id) {
+        if blobs.reuse(&e.digest, e.size) {
+            return Ok(NewLayer {
+                digest: e.digest,
+                diff_id,
+                size: e.size,
+            });
+        }
+    }
+    let packed = pack_layer(blobs.oci, tree, below, mtime, codec, name)?;
+    if packed.diff_id != diff_id {
+        return Err(Error::image(
+            format!("layer {name}"),
+            "its files changed while it was being written; run the build again",
+        ));
+    }
+    blobs.keep(&packed.digest);
+    cache.store_entry(
+        &key,
+        &BlobEntry {
+            digest: packed.digest.clone(),
+            size: packed.size,
+            diff_id,
+        },
+    );
+    Ok(packed)
+}
+
 /// Pack every recipe layer, two at a time; results in layer order.
 fn pack_all(
-    oci: &OciDir,
+    blobs: &Blobs<'_>,
     base: &Base,
     layers: &[LayerPlan],
     mtime: u64,
@@ -465,7 +524,7 @@ fn pack_all(
                     uppers: &layers[..i],
                 };
                 let l = &layers[i];
-                let r = pack_layer(oci, &l.tree, &below, mtime, codec, &l.name);
+                let r = pack_or_reuse(blobs, &l.tree, &below, mtime, codec, &l.name);
                 if r.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -493,76 +552,162 @@ fn pack_all(
     Ok(out)
 }
 
-/// Copy base layers into `oci`: reused blobs byte for byte (verified), a
-/// rootfs tarball compressed as a new blob.
-fn copy_base(oci: &OciDir, base: &Base, codec: Codec) -> Result<Vec<(Descriptor, BuiltLayer)>> {
-    let mut out = Vec::new();
-    for (i, layer) in base.layers().iter().enumerate() {
-        match &layer.descriptor {
-            Some(desc) => {
-                let ctx = format!("copying base layer {}", desc.digest());
-                let mut bw = oci.create_blob().map_err(oci_err(&ctx))?;
-                let mut src = base.open_blob(desc)?;
-                std::io::copy(&mut src, &mut bw).ctx(|| ctx.clone())?;
-                bw.complete_verified_as(desc).map_err(|e| {
-                    Error::layout(base.what(), format!("layer blob {}", desc.digest()), e)
-                })?;
-                let mut desc = desc.clone();
-                if let Some(mt) = oci_media_type(desc.media_type().as_ref()) {
-                    desc.set_media_type(MediaType::from(mt));
-                }
-                out.push((
-                    desc.clone(),
-                    BuiltLayer {
-                        name: "base".to_string(),
-                        digest: desc.digest().to_string(),
-                        diff_id: layer.diff_id.clone(),
-                        size: desc.size(),
-                        from_base: true,
-                        media_type: desc.media_type().to_string(),
-                    },
-                ));
-            }
-            None => {
-                let ctx = || format!("compressing the base {}", base.what());
-                let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
-                let mut enc = Encoder::new(codec, bw).ctx(ctx)?;
-                let mut src = HashReader::new(base.open_tar(i)?);
-                let (src_diff_id, diff_id) = if layer.normalise {
-                    let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, &mut enc));
-                    let src = write_normalised(src, base.what(), &mut hw)?;
-                    let (bw, new_diff_id, _) = hw.finish();
-                    bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
-                    (src.drain().ctx(ctx)?.0, new_diff_id)
-                } else {
-                    std::io::copy(&mut src, &mut enc).ctx(ctx)?;
-                    let (d, _) = src.drain().ctx(ctx)?;
-                    (d.clone(), d)
-                };
-                if src_diff_id != layer.diff_id {
-                    return Err(Error::image(
-                        base.what(),
-                        "changed while the image was being built; run the build again",
-                    ));
-                }
-                let blob = enc.finish().ctx(ctx)?.complete().map_err(oci_err(&ctx()))?;
-                let digest = format!("sha256:{}", blob.sha256().digest());
-                let desc = descriptor(codec.layer_media_type(), blob.size(), &digest, None)?;
-                out.push((
-                    desc,
-                    BuiltLayer {
-                        name: "base".to_string(),
-                        digest,
-                        diff_id,
-                        size: blob.size(),
-                        from_base: false,
-                        media_type: codec.layer_media_type().to_string(),
-                    },
-                ));
-            }
+/// Where the blobs of the layout being written go, and the layer cache
+/// they may come from and are kept in.
+struct Blobs<'a> {
+    oci: &'a OciDir,
+    dir: PathBuf,
+    cache: Option<&'a LayerCache>,
+}
+
+impl Blobs<'_> {
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Put the cached blob `digest` (`size` bytes) into the layout,
+    /// verified; `false` when the cache has no sound copy.
+    fn reuse(&self, digest: &str, size: u64) -> bool {
+        let Some(c) = self.cache else {
+            return false;
+        };
+        let dest = self.path(digest);
+        // Written (and verified) by this build already.
+        dest.exists() || c.place_blob(digest, size, &dest)
+    }
+
+    /// Keep the blob `digest` this build wrote in the cache.
+    fn keep(&self, digest: &str) {
+        if let Some(c) = self.cache {
+            c.keep_blob(&self.path(digest), digest);
         }
     }
+}
+
+/// Copy base layers into the layout: reused blobs byte for byte
+/// (verified), a rootfs tarball compressed as a new blob (or its blob
+/// from the layer cache).
+fn copy_base(
+    blobs: &Blobs<'_>,
+    base: &Base,
+    codec: Codec,
+) -> Result<Vec<(Descriptor, BuiltLayer)>> {
+    let mut out = Vec::new();
+    for (i, layer) in base.layers().iter().enumerate() {
+        out.push(match &layer.descriptor {
+            Some(desc) => copy_base_blob(blobs, base, layer, desc)?,
+            None => compress_base(blobs, base, i, layer, codec)?,
+        });
+    }
     Ok(out)
+}
+
+/// A base layer's blob into the layout: from the layer cache, else copied
+/// from the base (verified) and kept.
+fn copy_base_blob(
+    blobs: &Blobs<'_>,
+    base: &Base,
+    layer: &crate::base::BaseLayer,
+    desc: &Descriptor,
+) -> Result<(Descriptor, BuiltLayer)> {
+    let digest = desc.digest().to_string();
+    if !blobs.reuse(&digest, desc.size()) {
+        let ctx = format!("copying base layer {digest}");
+        let mut bw = blobs.oci.create_blob().map_err(oci_err(&ctx))?;
+        let mut src = base.open_blob(desc)?;
+        std::io::copy(&mut src, &mut bw).ctx(|| ctx.clone())?;
+        bw.complete_verified_as(desc)
+            .map_err(|e| Error::layout(base.what(), format!("layer blob {digest}"), e))?;
+        blobs.keep(&digest);
+    }
+    let mut desc = desc.clone();
+    if let Some(mt) = oci_media_type(desc.media_type().as_ref()) {
+        desc.set_media_type(MediaType::from(mt));
+    }
+    let built = BuiltLayer {
+        name: "base".to_string(),
+        digest,
+        diff_id: layer.diff_id.clone(),
+        size: desc.size(),
+        from_base: true,
+        media_type: desc.media_type().to_string(),
+    };
+    Ok((desc, built))
+}
+
+/// A rootfs base compressed as a new layer (its blob from the layer cache
+/// when the cache holds the same tar compressed the same way).
+fn compress_base(
+    blobs: &Blobs<'_>,
+    base: &Base,
+    i: usize,
+    layer: &crate::base::BaseLayer,
+    codec: Codec,
+) -> Result<(Descriptor, BuiltLayer)> {
+    let key = cache::blob_key(codec, &layer.diff_id, layer.normalise);
+    let cached = blobs
+        .cache
+        .and_then(|c| c.entry(&key))
+        .filter(|e| blobs.reuse(&e.digest, e.size));
+    let entry = match cached {
+        Some(e) => e,
+        None => {
+            let e = compress_base_tar(blobs.oci, base, i, layer, codec)?;
+            blobs.keep(&e.digest);
+            if let Some(c) = blobs.cache {
+                c.store_entry(&key, &e);
+            }
+            e
+        }
+    };
+    let desc = descriptor(codec.layer_media_type(), entry.size, &entry.digest, None)?;
+    let built = BuiltLayer {
+        name: "base".to_string(),
+        digest: entry.digest,
+        diff_id: entry.diff_id,
+        size: entry.size,
+        from_base: false,
+        media_type: codec.layer_media_type().to_string(),
+    };
+    Ok((desc, built))
+}
+
+/// Compress the tar of base layer `i` (a rootfs tarball, its names
+/// normalised when the layer says so) into a blob of `oci`.
+fn compress_base_tar(
+    oci: &OciDir,
+    base: &Base,
+    i: usize,
+    layer: &crate::base::BaseLayer,
+    codec: Codec,
+) -> Result<BlobEntry> {
+    let ctx = || format!("compressing the base {}", base.what());
+    let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
+    let mut enc = Encoder::new(codec, bw).ctx(ctx)?;
+    let mut src = HashReader::new(base.open_tar(i)?);
+    let (src_diff_id, diff_id) = if layer.normalise {
+        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 17, &mut enc));
+        let src = write_normalised(src, base.what(), &mut hw)?;
+        let (bw, new_diff_id, _) = hw.finish();
+        bw.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+        (src.drain().ctx(ctx)?.0, new_diff_id)
+    } else {
+        std::io::copy(&mut src, &mut enc).ctx(ctx)?;
+        let (d, _) = src.drain().ctx(ctx)?;
+        (d.clone(), d)
+    };
+    if src_diff_id != layer.diff_id {
+        return Err(Error::image(
+            base.what(),
+            "changed while the image was being built; run the build again",
+        ));
+    }
+    let blob = enc.finish().ctx(ctx)?.complete().map_err(oci_err(&ctx()))?;
+    Ok(BlobEntry {
+        digest: format!("sha256:{}", blob.sha256().digest()),
+        size: blob.size(),
+        diff_id,
+    })
 }
 
 /// The OCI spelling of a Docker layer media type (same bytes, so the blob
@@ -686,15 +831,20 @@ fn write_layout(
     base: &Base,
     layers: &[LayerPlan],
     meta: &ImageMeta,
-    compression: Compression,
+    opts: &OutputOptions,
 ) -> Result<Built> {
     let mtime = u64::try_from(meta.created).unwrap_or(0);
-    let codec = compression.codec();
+    let codec = opts.compression.codec();
     let d = Dir::open_ambient_dir(dir, ambient_authority())
         .ctx(|| format!("opening {}", dir.display()))?;
     let oci = OciDir::ensure(d).map_err(oci_err("creating the image layout"))?;
-    let based = copy_base(&oci, base, codec)?;
-    let packed = pack_all(&oci, base, layers, mtime, codec)?;
+    let blobs = Blobs {
+        oci: &oci,
+        dir: dir.join("blobs/sha256"),
+        cache: opts.cache.as_deref(),
+    };
+    let based = copy_base(&blobs, base, codec)?;
+    let packed = pack_all(&blobs, base, layers, mtime, codec)?;
 
     let mut descs = Vec::new();
     let mut built = Vec::new();
@@ -1528,6 +1678,7 @@ mod tests {
             format,
             compression: Compression::Gzip,
             force: false,
+            cache: None,
         }
     }
 
@@ -2585,6 +2736,7 @@ mod memory {
                     format,
                     compression: Compression::Gzip,
                     force: false,
+                    cache: None,
                 },
             )
             .unwrap();

@@ -80,7 +80,7 @@ pub fn keeps(path: &str, size: u64) -> bool {
 }
 
 /// What an indexed entry is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     File(u64),
     Dir,
@@ -92,7 +92,7 @@ pub enum Kind {
 }
 
 /// One indexed entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rec {
     pub kind: Kind,
     pub meta: Meta,
@@ -102,11 +102,63 @@ pub struct Rec {
     /// Position of the entry in that layer's tar (the last one counts).
     /// `u64::MAX` for parents implied by an entry.
     pub ord: u64,
+    #[serde(with = "kept_bytes")]
     pub content: Option<Arc<[u8]>>,
 }
 
+/// Kept bytes as one byte string in the layer cache's index files.
+mod kept_bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Arc<[u8]>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(serde_bytes_ref).serialize(s)
+    }
+
+    fn serde_bytes_ref(b: &[u8]) -> Bytes<'_> {
+        Bytes(b)
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<[u8]>>, D::Error> {
+        let v: Option<ByteBuf> = Option::deserialize(d)?;
+        Ok(v.map(|b| Arc::from(b.0)))
+    }
+
+    struct ByteBuf(Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
 /// The entries of one layer, with its whiteouts.
-#[derive(Default, Debug, Clone)]
+#[derive(Default, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LayerChanges {
     pub entries: BTreeMap<String, Rec>,
     /// Paths removed from the layers below (`.wh.NAME`).

@@ -81,6 +81,47 @@ impl<R: Read> HashReader<R> {
     }
 }
 
+/// A reader of a layer's tar that checks, when it reaches the end, that
+/// what was read has the layer's diff_id: a base that changed since it was
+/// indexed fails to read instead of being used. Read it to the end (past
+/// the tar's end-of-archive blocks) for the check to happen.
+pub(crate) struct CheckedTar<R> {
+    inner: HashReader<R>,
+    want: String,
+    what: String,
+    checked: bool,
+}
+
+impl<R: Read> CheckedTar<R> {
+    /// `inner`, which must read as `want` (a `sha256:` digest); `what`
+    /// names it in the error.
+    pub(crate) fn new(inner: R, want: &str, what: String) -> Self {
+        CheckedTar {
+            inner: HashReader::new(inner),
+            want: want.to_string(),
+            what,
+            checked: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CheckedTar<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.checked {
+            self.checked = true;
+            let found = sha256_digest(self.inner.hasher.clone());
+            if found != self.want {
+                return Err(io::Error::other(format!(
+                    "{} changed since it was read: its tar is {found}, not {}; run the build again",
+                    self.what, self.want
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -141,6 +182,15 @@ impl Codec {
             Codec::Zstd
         } else {
             Codec::Plain
+        }
+    }
+
+    /// Its name in cache keys.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Codec::Plain => "plain",
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
         }
     }
 

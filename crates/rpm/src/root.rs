@@ -327,6 +327,14 @@ pub(crate) fn extract_base(base: &BaseTars, root: &Path) -> Result<Counts, RootE
                 }
             }
         }
+        // Read to the end: the layer's reader checks it was the tar the
+        // base was indexed from.
+        std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|source| {
+            RootError::BrokenTar {
+                layer: layer.to_string(),
+                source,
+            }
+        })?;
     }
     Ok(counts)
 }

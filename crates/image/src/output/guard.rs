@@ -582,6 +582,7 @@ mod tests {
             format,
             compression: Compression::Gzip,
             force: false,
+            cache: None,
         }
     }
 

@@ -1,0 +1,610 @@
+//! The layer cache, `layers/` in the cache directory: what a build made
+//! that the next build of the same input would make again, kept so that it
+//! is not made again.
+//!
+//! - `blobs/<hex>`: compressed layer blobs, named by their SHA-256. A blob
+//!   is put into an output by reflink or hard link when the cache and the
+//!   output share a file system, by copy otherwise, and the placed file is
+//!   hashed against its digest every time: a damaged blob is reported,
+//!   removed and built again, so a warm build is the cold one bit for bit.
+//! - `entries/<key>.json`: which blob a layer compresses to. The key is a
+//!   SHA-256 over [`FORMAT`], the compression and the digest of the layer's
+//!   uncompressed tar (its diff_id): the tar is everything that decides the
+//!   blob's bytes (the rendered files, the packages installed, the folders'
+//!   owners taken from the layers below), so an equal key means equal bytes.
+//! - `index/<key>`: the file index of a base layer (what a build reads of a
+//!   base instead of its bytes): a rootfs tarball's by the tarball's
+//!   SHA-256, an OCI layer's by its blob digest and diff_id. Each file
+//!   carries the SHA-256 of its content, checked before it is read, and is
+//!   bounded in size.
+//!
+//! The cache is an optimisation: an entry that cannot be read, or a write
+//! that fails (a read-only or full disk), is a warning, never an error.
+//! Files are written under a temporary name and renamed, so a reader never
+//! sees half an entry; unused entries age out with `nodeimg cache prune`
+//! (each reuse refreshes a file's modification time).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nodeimg_fetch::cachefile::{self, Entry};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::tarindex::LayerChanges;
+use crate::tarstream::Codec;
+
+/// The version of what nodeimg writes for a given input (compression
+/// settings and libraries, index layout). Raise it with any change that
+/// moves a layer's blob for the same tar: entries of another version are
+/// then never found. The golden test (`tests/e2e/golden.rs`) refuses to
+/// record a blob that moved while its diff_id did not unless this moved.
+pub const FORMAT: u32 = 1;
+
+/// The folder of the layer cache in a cache directory.
+pub const LAYERS_DIR: &str = "layers";
+
+/// The largest index file read (the kept files of a base are bounded by
+/// `limits::KEPT_TOTAL_MAX`; the entries themselves are small).
+const INDEX_MAX: u64 = 768 << 20;
+/// The largest blob entry read.
+const ENTRY_MAX: u64 = 4096;
+/// The first bytes of an index file, before the SHA-256 of the rest.
+const INDEX_MAGIC: &[u8] = b"nodeimg layer index\n";
+
+/// What the cache did during a build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Layer blobs put into the output from the cache.
+    pub reused: usize,
+    /// Layer blobs compressed (and kept).
+    pub built: usize,
+    /// Base layers whose index came from the cache.
+    pub indexes_reused: usize,
+    /// Entries found damaged (removed, and built again).
+    pub damaged: usize,
+}
+
+/// An opened layer cache (see the module documentation).
+#[derive(Debug)]
+pub struct LayerCache {
+    dir: PathBuf,
+    notes: Mutex<Vec<String>>,
+    counts: Mutex<Counts>,
+}
+
+/// Which blob a layer compresses to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BlobEntry {
+    /// The blob's digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The diff_id of the layer the blob holds.
+    pub diff_id: String,
+}
+
+/// The index of one base layer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct IndexEntry {
+    /// The diff_id of the layer (of a rootfs tarball: of its tar).
+    pub diff_id: String,
+    /// The size of its tar.
+    pub tar_size: u64,
+    /// Whether its names must be normalised (see `BaseLayer::normalise`).
+    pub normalise: bool,
+    /// What the layer holds.
+    pub changes: LayerChanges,
+}
+
+/// The key of a cache entry: SHA-256 over the format and `parts`.
+pub(crate) fn key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("nodeimg layer cache {FORMAT}\n"));
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// The key of the blob of a layer whose tar has `diff_id`, compressed
+/// with `codec`; `normalised` for a base tarball rewritten with normalised
+/// names (`diff_id` is then the tarball's).
+pub(crate) fn blob_key(codec: Codec, diff_id: &str, normalised: bool) -> String {
+    let form = if normalised { "normalised" } else { "tar" };
+    key(&["blob", codec.name(), form, diff_id])
+}
+
+/// Whether `d` is `sha256:` and 64 lowercase hex digits.
+fn is_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Read the regular file at `path` (never through a symbolic link, never
+/// a FIFO or device), at most `max` bytes. `Ok(None)` when absent,
+/// `Ok(Some(Err(why)))` when it is not a usable entry.
+fn read_entry_file(
+    path: &Path,
+    max: u64,
+) -> io::Result<Option<std::result::Result<Vec<u8>, String>>> {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Some(Err("a symbolic link".to_string())))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Ok(Some(Err("not a regular file".to_string())));
+    }
+    if meta.len() > max {
+        return Ok(Some(Err(format!("{} bytes, more than {max}", meta.len()))));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(Some(Err(format!("more than {max} bytes"))));
+    }
+    Ok(Some(Ok(bytes)))
+}
+
+impl LayerCache {
+    /// The layer cache of the cache directory `cache_dir` (created when
+    /// missing).
+    pub fn open(cache_dir: &Path) -> io::Result<LayerCache> {
+        let dir = cache_dir.join(LAYERS_DIR);
+        for sub in ["blobs", "entries", "index"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        Ok(LayerCache {
+            dir,
+            notes: Mutex::new(Vec::new()),
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// The folder of the layer cache.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What went wrong with the cache so far (damaged entries, failed
+    /// writes), one sentence each; taken, so each is said once.
+    pub fn take_notes(&self) -> Vec<String> {
+        self.notes
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// What the cache did so far.
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
+    }
+
+    fn note(&self, message: String) {
+        if let Ok(mut v) = self.notes.lock() {
+            v.push(message);
+        }
+    }
+
+    /// The entry at `path` is damaged (`why`): said, counted and removed.
+    fn damaged(&self, path: &Path, why: &str) {
+        self.count(|c| c.damaged += 1);
+        let removed = match cachefile::remove_entry(path) {
+            Ok(()) => "removed it".to_string(),
+            Err(e) => format!("could not remove it ({e})"),
+        };
+        self.note(format!(
+            "layer cache: {} is damaged ({why}); {removed}, and the layer is built again",
+            path.display()
+        ));
+    }
+
+    fn store_failed(&self, what: &str, e: &io::Error) {
+        self.note(format!(
+            "layer cache: could not keep {what} in {}: {e}",
+            self.dir.display()
+        ));
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Write `bytes` as the file `dest` of the cache, atomically.
+    fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+        let parent = dest.parent().unwrap_or(&self.dir);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(parent)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// The blob entry `key`, when there is a sound one.
+    pub(crate) fn entry(&self, key: &str) -> Option<BlobEntry> {
+        let path = self.dir.join("entries").join(format!("{key}.json"));
+        let bytes = match read_entry_file(&path, ENTRY_MAX) {
+            Ok(Some(Ok(b))) => b,
+            Ok(None) => return None,
+            Ok(Some(Err(why))) => {
+                self.damaged(&path, &why);
+                return None;
+            }
+            Err(e) => {
+                self.note(format!("layer cache: cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        match serde_json::from_slice::<BlobEntry>(&bytes) {
+            Ok(e) if is_digest(&e.digest) && is_digest(&e.diff_id) => Some(e),
+            Ok(_) => {
+                self.damaged(&path, "a digest is not sha256:<64 hex digits>");
+                None
+            }
+            Err(e) => {
+                self.damaged(&path, &format!("not a blob entry: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Record that the layer of `key` compresses to `entry`.
+    pub(crate) fn store_entry(&self, key: &str, entry: &BlobEntry) {
+        let path = self.dir.join("entries").join(format!("{key}.json"));
+        let bytes = match serde_json::to_vec(entry) {
+            Ok(b) => b,
+            Err(e) => return self.store_failed("a blob entry", &io::Error::other(e)),
+        };
+        if let Err(e) = self.write_atomic(&path, &bytes) {
+            self.store_failed("a blob entry", &e);
+        }
+    }
+
+    /// Put the cached blob `digest` (`size` bytes) at `dest` (a new path
+    /// of an output being written): reflink, else hard link, else copy;
+    /// then hash what is at `dest`. `false` when the cache has no sound
+    /// copy (a damaged one is reported and removed) and nothing is at
+    /// `dest`.
+    pub(crate) fn place_blob(&self, digest: &str, size: u64, dest: &Path) -> bool {
+        let src = self.blob_path(digest);
+        match fs::symlink_metadata(&src) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => {
+                self.damaged(&src, "not a regular file");
+                return false;
+            }
+            Err(_) => return false,
+        }
+        if let Err(e) = link_or_copy(&src, dest) {
+            let _ = fs::remove_file(dest);
+            self.note(format!(
+                "layer cache: cannot use {} ({e}); the layer is built again",
+                src.display()
+            ));
+            return false;
+        }
+        let hex = digest.trim_start_matches("sha256:");
+        match cachefile::open_verified(dest, size, hex) {
+            Ok(Entry::Verified(f)) => {
+                drop(f);
+                self.count(|c| c.reused += 1);
+                // Used now: pruning by age keeps it.
+                if let Ok(f) = File::options().write(true).open(&src) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                true
+            }
+            Ok(Entry::Damaged(why)) => {
+                let _ = fs::remove_file(dest);
+                self.damaged(&src, &why);
+                false
+            }
+            Ok(Entry::Absent) => false,
+            Err(e) => {
+                let _ = fs::remove_file(dest);
+                self.note(format!(
+                    "layer cache: cannot read {} ({e}); the layer is built again",
+                    src.display()
+                ));
+                false
+            }
+        }
+    }
+
+    /// Keep the finished blob at `src` (named by `digest`, written and
+    /// hashed by this build) in the cache, in place of what the cache
+    /// had under that name (which was not used, so may be damaged).
+    pub(crate) fn keep_blob(&self, src: &Path, digest: &str) {
+        self.count(|c| c.built += 1);
+        let dest = self.blob_path(digest);
+        let tmp = self.dir.join("blobs").join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        let r = link_or_copy(src, &tmp).and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            self.store_failed(&format!("blob {digest}"), &e);
+        }
+    }
+
+    /// The index `key`, when there is a sound one.
+    pub(crate) fn load_index(&self, key: &str) -> Option<IndexEntry> {
+        let path = self.dir.join("index").join(key);
+        let bytes = match read_entry_file(&path, INDEX_MAX) {
+            Ok(Some(Ok(b))) => b,
+            Ok(None) => return None,
+            Ok(Some(Err(why))) => {
+                self.damaged(&path, &why);
+                return None;
+            }
+            Err(e) => {
+                self.note(format!("layer cache: cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        match decode_index(&bytes) {
+            Ok(e) => {
+                self.count(|c| c.indexes_reused += 1);
+                if let Ok(f) = File::options().write(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Some(e)
+            }
+            Err(why) => {
+                self.damaged(&path, &why);
+                None
+            }
+        }
+    }
+
+    /// Keep the index `key`.
+    pub(crate) fn store_index(&self, key: &str, entry: &IndexEntry) {
+        let path = self.dir.join("index").join(key);
+        let r = postcard::to_stdvec(entry)
+            .map_err(io::Error::other)
+            .map(|payload| encode_index(&payload))
+            .and_then(|bytes| self.write_atomic(&path, &bytes));
+        if let Err(e) = r {
+            self.store_failed("a base index", &e);
+        }
+    }
+}
+
+/// A suffix for temporary names, unique within the process.
+fn fastrand_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{n}-{t:08x}")
+}
+
+/// An index file: [`INDEX_MAGIC`], the SHA-256 of the payload (hex, and a
+/// newline), the payload.
+fn encode_index(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INDEX_MAGIC.len() + 65 + payload.len());
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(hex::encode(Sha256::digest(payload)).as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(payload);
+    out
+}
+
+fn decode_index(bytes: &[u8]) -> std::result::Result<IndexEntry, String> {
+    let rest = bytes
+        .strip_prefix(INDEX_MAGIC)
+        .ok_or("not a layer index file")?;
+    if rest.len() < 65 || rest[64] != b'\n' {
+        return Err("truncated".to_string());
+    }
+    let (sum, payload) = (&rest[..64], &rest[65..]);
+    let found = hex::encode(Sha256::digest(payload));
+    if found.as_bytes() != sum {
+        return Err(format!(
+            "its content's SHA256 is {found}, not the {} it records",
+            String::from_utf8_lossy(sum)
+        ));
+    }
+    let entry: IndexEntry =
+        postcard::from_bytes(payload).map_err(|e| format!("unreadable: {e}"))?;
+    if !is_digest(&entry.diff_id) {
+        return Err("its diff_id is not sha256:<64 hex digits>".to_string());
+    }
+    let bad = entry
+        .changes
+        .entries
+        .keys()
+        .chain(&entry.changes.whiteouts)
+        .chain(&entry.changes.opaques)
+        .find(|p| nodeimg_layers::ImagePath::new(p.as_str()).is_err());
+    if let Some(p) = bad {
+        return Err(format!("it names the path {p:?}, which no layer can hold"));
+    }
+    Ok(entry)
+}
+
+/// Make `dest` (a new path) the content of `src`: a reflink (a copy that
+/// shares blocks, on file systems that can), else a hard link, else a
+/// copy. `src` is never followed through a symbolic link.
+fn link_or_copy(src: &Path, dest: &Path) -> io::Result<()> {
+    let from = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src)?;
+    if !from.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dest)?;
+    if rustix::fs::ioctl_ficlone(&to, &from).is_ok() {
+        return Ok(());
+    }
+    drop(to);
+    fs::remove_file(dest)?;
+    if fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dest)?;
+    io::copy(&mut (&from), &mut to)?;
+    to.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn digest_of(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    #[test]
+    fn blobs_are_placed_verified_and_damaged_ones_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let c = LayerCache::open(&t.path().join("cache")).unwrap();
+        let out = t.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let blob = b"a compressed layer".to_vec();
+        let d = digest_of(&blob);
+        let made = out.join("made");
+        fs::write(&made, &blob).unwrap();
+        c.keep_blob(&made, &d);
+        let e = BlobEntry {
+            digest: d.clone(),
+            size: blob.len() as u64,
+            diff_id: digest_of(b"tar"),
+        };
+        let k = blob_key(Codec::Gzip, &e.diff_id, false);
+        c.store_entry(&k, &e);
+        assert_eq!(c.entry(&k), Some(e.clone()));
+        assert_eq!(c.entry(&blob_key(Codec::Zstd, &e.diff_id, false)), None);
+        assert_eq!(c.entry(&blob_key(Codec::Gzip, &e.diff_id, true)), None);
+
+        assert!(c.place_blob(&d, e.size, &out.join("a")));
+        assert_eq!(fs::read(out.join("a")).unwrap(), blob);
+        assert!(c.take_notes().is_empty());
+
+        // Damaged in the cache: refused, nothing placed, said, removed.
+        let cached = c.dir().join("blobs").join(d.trim_start_matches("sha256:"));
+        fs::remove_file(&cached).unwrap();
+        fs::write(&cached, b"a compressed layeR").unwrap();
+        assert!(!c.place_blob(&d, e.size, &out.join("b")));
+        assert!(!out.join("b").exists());
+        let notes = c.take_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("is damaged") && notes[0].contains("SHA256"),
+            "{notes:?}"
+        );
+        assert!(!cached.exists());
+        assert_eq!(c.counts().damaged, 1);
+        assert_eq!(c.counts().reused, 1);
+
+        // A symbolic link in its place is not followed.
+        let host = t.path().join("host");
+        fs::write(&host, &blob).unwrap();
+        std::os::unix::fs::symlink(&host, &cached).unwrap();
+        assert!(!c.place_blob(&d, e.size, &out.join("c")));
+        assert!(!out.join("c").exists() && host.exists());
+    }
+
+    #[test]
+    fn entries_and_indexes_that_do_not_check_out_are_damaged() {
+        let t = tempfile::tempdir().unwrap();
+        let c = LayerCache::open(t.path()).unwrap();
+        let k = key(&["x"]);
+        fs::write(
+            c.dir().join("entries").join(format!("{k}.json")),
+            b"{\"digest\":1}",
+        )
+        .unwrap();
+        assert_eq!(c.entry(&k), None);
+        assert!(c.take_notes()[0].contains("not a blob entry"));
+
+        let mut changes = LayerChanges::default();
+        changes.whiteouts.push("/etc/gone".to_string());
+        let ie = IndexEntry {
+            diff_id: digest_of(b"t"),
+            tar_size: 1024,
+            normalise: false,
+            changes,
+        };
+        c.store_index(&k, &ie);
+        let back = c.load_index(&k).unwrap();
+        assert_eq!(back.changes.whiteouts, vec!["/etc/gone".to_string()]);
+        assert_eq!(back.tar_size, 1024);
+        // One byte changed: its recorded SHA256 no longer matches.
+        let p = c.dir().join("index").join(&k);
+        let mut bytes = fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&p, &bytes).unwrap();
+        assert!(c.load_index(&k).is_none());
+        assert!(c.take_notes()[0].contains("SHA256"));
+        assert!(!p.exists());
+        // A path no layer can hold, with a matching checksum.
+        let mut bad = IndexEntry {
+            diff_id: digest_of(b"t"),
+            tar_size: 0,
+            normalise: false,
+            changes: LayerChanges::default(),
+        };
+        bad.changes.opaques.push("/etc/../../x".to_string());
+        c.store_index(&k, &bad);
+        assert!(c.load_index(&k).is_none());
+        assert!(c.take_notes()[0].contains("no layer can hold"));
+    }
+
+    #[test]
+    fn keys_depend_on_every_part() {
+        let d = "sha256:".to_string() + &"a".repeat(64);
+        let all = [
+            blob_key(Codec::Gzip, &d, false),
+            blob_key(Codec::Zstd, &d, false),
+            blob_key(Codec::Plain, &d, false),
+            blob_key(Codec::Gzip, &d, true),
+            blob_key(
+                Codec::Gzip,
+                &("sha256:".to_string() + &"b".repeat(64)),
+                false,
+            ),
+        ];
+        let set: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+    }
+}
