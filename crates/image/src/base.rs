@@ -221,6 +221,7 @@ pub struct Base {
     config: Option<ImageConfiguration>,
     layers: Vec<BaseLayer>,
     source: std::sync::Arc<Source>,
+    pending: Option<cache::PendingHash>,
 }
 
 /// Largest manifest, index or config we read (they are small JSON documents).
@@ -281,6 +282,7 @@ impl Base {
                     config: Some(config),
                     layers,
                     source: std::sync::Arc::new(Source::Remote(pulled)),
+                    pending: None,
                 })
             }
             BaseRef::Oci { dir, tag } => {
@@ -293,6 +295,7 @@ impl Base {
                     config: Some(config),
                     layers,
                     source: std::sync::Arc::new(Source::Dir(oci)),
+                    pending: None,
                 })
             }
             BaseRef::OciArchive { file, tag } => {
@@ -306,6 +309,7 @@ impl Base {
                     config: Some(config),
                     layers,
                     source: std::sync::Arc::new(Source::Archive(ar)),
+                    pending: None,
                 })
             }
             BaseRef::Rootfs { file } => Self::open_rootfs(file, what, cache),
@@ -321,27 +325,15 @@ impl Base {
             )
         })?;
         let mut budget = KeepBudget::default();
-        let cached = match cache {
-            Some(c) => {
-                let f = File::open(file)
-                    .map_err(|e| Error::read(&what, "cannot open the tarball", e))?;
-                let (sha, _) = HashReader::new(BufReader::with_capacity(1 << 20, f))
-                    .drain()
-                    .map_err(|e| Error::read(&what, "reading the tarball", e))?;
-                let key = cache::key(&["rootfs-index", &sha]);
-                match c.load_index(&key) {
-                    Some(entry) => Some(entry),
-                    None => {
-                        let entry = scan_rootfs(file, codec, &what, Some(&sha))?;
-                        c.store_index(&key, &entry);
-                        Some(entry)
-                    }
+        let mut pending = None;
+        let entry = match cache {
+            Some(c) => match hinted_index(c, file) {
+                Some((entry, p)) => {
+                    pending = Some(p);
+                    entry
                 }
-            }
-            None => None,
-        };
-        let entry = match cached {
-            Some(e) => e,
+                None => rootfs_index(c, file, codec, &what)?,
+            },
             None => scan_rootfs(file, codec, &what, None)?,
         };
         let mut changes = entry.changes;
@@ -362,7 +354,19 @@ impl Base {
                 file: file.to_path_buf(),
                 codec,
             }),
+            pending,
         })
+    }
+
+    /// Wait for the check of a rootfs base whose index came from the
+    /// layer cache by its file's identity while its SHA-256 was still being
+    /// computed: an error unless the tarball is the one the index was made
+    /// from. The writers call it before an output is put in place.
+    pub fn confirm(&self) -> Result<()> {
+        match &self.pending {
+            Some(p) => p.confirm(&self.what),
+            None => Ok(()),
+        }
     }
 
     /// The empty base.
@@ -373,6 +377,7 @@ impl Base {
             config: None,
             layers: Vec::new(),
             source: std::sync::Arc::new(Source::Scratch),
+            pending: None,
         }
     }
 
@@ -898,6 +903,53 @@ fn open_image<S: OciSource + ?Sized>(
     Ok((config, layers, index))
 }
 
+/// The index of the rootfs tarball `file` from the layer cache by the
+/// file's identity (see [`cache::FileId`]), with the check of its SHA-256
+/// running meanwhile; `None` when the cache has no index for it.
+fn hinted_index(c: &LayerCache, file: &Path) -> Option<(cache::IndexEntry, cache::PendingHash)> {
+    let id = cache::FileId::of(file).ok()?;
+    let sha = c.hint(&id)?;
+    let entry = c.load_index(&cache::key(&["rootfs-index", &sha]))?;
+    let hashing = file.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let f = File::open(&hashing)?;
+        HashReader::new(BufReader::with_capacity(1 << 20, f))
+            .drain()
+            .map(|(d, _)| d.trim_start_matches("sha256:").to_string())
+    });
+    Some((entry, cache::PendingHash::new(sha, id, c.dir(), handle)))
+}
+
+/// The index of the rootfs tarball `file`: hashed, then from the layer
+/// cache, else read entry by entry and kept; the file's identity is
+/// remembered with its SHA-256 for the next build.
+fn rootfs_index(
+    c: &LayerCache,
+    file: &Path,
+    codec: Codec,
+    what: &str,
+) -> Result<cache::IndexEntry> {
+    let before = cache::FileId::of(file).ok();
+    let f = File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
+    let (sha, _) = HashReader::new(BufReader::with_capacity(1 << 20, f))
+        .drain()
+        .map_err(|e| Error::read(what, "reading the tarball", e))?;
+    let sha = sha.trim_start_matches("sha256:").to_string();
+    let key = cache::key(&["rootfs-index", &sha]);
+    let entry = match c.load_index(&key) {
+        Some(entry) => entry,
+        None => {
+            let entry = scan_rootfs(file, codec, what, Some(&sha))?;
+            c.store_index(&key, &entry);
+            entry
+        }
+    };
+    if let Some(id) = before.filter(|b| cache::FileId::of(file).ok().as_ref() == Some(b)) {
+        c.remember(&id, &sha);
+    }
+    Ok(entry)
+}
+
 /// Read the rootfs tarball `file` (compressed with `codec`) entry by entry
 /// into its index. With `want_sha`, the file must still have that SHA-256
 /// (it was hashed to find the index in the cache).
@@ -918,7 +970,7 @@ fn scan_rootfs(
     let mut rest = dec.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
     let (sha, _) = rest.into_inner().drain().map_err(read_err)?;
-    if want_sha.is_some_and(|w| w != sha) {
+    if want_sha.is_some_and(|w| w != sha.trim_start_matches("sha256:")) {
         return Err(Error::image(
             what,
             "changed while the image was being built; run the build again",

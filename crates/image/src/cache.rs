@@ -396,6 +396,119 @@ impl LayerCache {
     }
 }
 
+/// What identifies a file's content without reading it, as far as the
+/// file system tells: device, inode, size, and modification and change
+/// times in nanoseconds (the change time moves with every write and cannot
+/// be set back). Used only to start work early: the content is hashed
+/// all the same ([`PendingHash`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileId(String);
+
+impl FileId {
+    /// The identity of `path` now.
+    pub(crate) fn of(path: &Path) -> io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path)?;
+        let abs = fs::canonicalize(path)?;
+        Ok(FileId(key(&[
+            "file",
+            &abs.to_string_lossy(),
+            &format!(
+                "{} {} {} {}.{} {}.{}",
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            ),
+        ])))
+    }
+}
+
+/// The SHA-256 of a file being computed on another thread, and the value
+/// the build went on with.
+#[derive(Debug)]
+pub(crate) struct PendingHash {
+    want: String,
+    hint: PathBuf,
+    handle: Mutex<Option<std::thread::JoinHandle<io::Result<String>>>>,
+}
+
+impl PendingHash {
+    /// `handle` computes the hex SHA-256 of the file `id`, which the
+    /// layer cache in `dir` remembered as `want`.
+    pub(crate) fn new(
+        want: String,
+        id: FileId,
+        dir: &Path,
+        handle: std::thread::JoinHandle<io::Result<String>>,
+    ) -> PendingHash {
+        PendingHash {
+            want,
+            hint: hint_path(dir, &id),
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Wait for the hash: an error naming `what` unless it is the value
+    /// the build went on with (the remembered identity is then forgotten,
+    /// so the next build hashes first).
+    pub(crate) fn confirm(&self, what: &str) -> crate::Result<()> {
+        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        let found = match handle.join() {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(crate::Error::read(what, "reading the tarball", e)),
+            Err(_) => return Err(crate::Error::image(what, "hashing the tarball failed")),
+        };
+        if found == self.want {
+            return Ok(());
+        }
+        let _ = fs::remove_file(&self.hint);
+        Err(crate::Error::image(
+            what,
+            format!(
+                "changed in place since its index was made (SHA-256 {found}, not {}, with the \
+                 same size and times); run the build again",
+                self.want
+            ),
+        ))
+    }
+}
+
+fn hint_path(dir: &Path, id: &FileId) -> PathBuf {
+    dir.join("index").join(format!("file-{}", id.0))
+}
+
+impl LayerCache {
+    /// The SHA-256 (hex) a file of identity `id` had when it was last
+    /// hashed, if remembered.
+    pub(crate) fn hint(&self, id: &FileId) -> Option<String> {
+        let path = hint_path(&self.dir, id);
+        match read_entry_file(&path, 64) {
+            Ok(Some(Ok(b))) if b.len() == 64 && b.iter().all(u8::is_ascii_hexdigit) => {
+                String::from_utf8(b).ok().map(|s| s.to_ascii_lowercase())
+            }
+            Ok(Some(_)) => {
+                self.damaged(&path, "not a SHA-256");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Remember that the file of identity `id` has the SHA-256 `sha` (hex).
+    pub(crate) fn remember(&self, id: &FileId, sha: &str) {
+        if let Err(e) = self.write_atomic(&hint_path(&self.dir, id), sha.as_bytes()) {
+            self.store_failed("a file's SHA-256", &e);
+        }
+    }
+}
+
 /// A suffix for temporary names, unique within the process.
 fn fastrand_suffix() -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -588,6 +701,49 @@ mod tests {
         c.store_index(&k, &bad);
         assert!(c.load_index(&k).is_none());
         assert!(c.take_notes()[0].contains("no layer can hold"));
+    }
+
+    #[test]
+    fn a_file_is_known_by_its_identity_and_a_wrong_guess_fails_the_build() {
+        let t = tempfile::tempdir().unwrap();
+        let c = LayerCache::open(&t.path().join("cache")).unwrap();
+        let f = t.path().join("base.tar");
+        fs::write(&f, b"a tarball").unwrap();
+        let id = FileId::of(&f).unwrap();
+        assert_eq!(c.hint(&id), None);
+        let sha = hex::encode(Sha256::digest(b"a tarball"));
+        c.remember(&id, &sha);
+        assert_eq!(c.hint(&id), Some(sha.clone()));
+        // Any write moves the identity (the change time at least).
+        fs::write(&f, b"a tarbalL").unwrap();
+        assert_ne!(FileId::of(&f).unwrap(), id);
+
+        // The hash agrees: fine, once and again.
+        let agree = sha.clone();
+        let p = PendingHash::new(
+            sha.clone(),
+            id.clone(),
+            c.dir(),
+            std::thread::spawn(move || Ok(agree)),
+        );
+        p.confirm("rootfs:base.tar").unwrap();
+        p.confirm("rootfs:base.tar").unwrap();
+        // It does not: the build fails naming both, and the guess is forgotten.
+        let other = "0".repeat(64);
+        let found = other.clone();
+        let p = PendingHash::new(
+            sha.clone(),
+            id.clone(),
+            c.dir(),
+            std::thread::spawn(move || Ok(found)),
+        );
+        let e = p.confirm("rootfs:base.tar").unwrap_err().to_string();
+        assert!(
+            e.contains("rootfs:base.tar") && e.contains(&other) && e.contains(&sha),
+            "{e}"
+        );
+        assert!(e.contains("run the build again"), "{e}");
+        assert_eq!(c.hint(&id), None);
     }
 
     #[test]

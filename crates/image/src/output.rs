@@ -234,6 +234,7 @@ pub fn write_locked(
         Format::Oci => {
             let tmp = temp_dir(&parent, &name)?;
             let mut built = write_layout(tmp.path(), base, layers, meta, opts)?;
+            base.confirm()?;
             guard::put_in_place(tmp.path(), &opts.path)?;
             drop(tmp);
             built.path = opts.path.clone();
@@ -259,6 +260,7 @@ pub fn write_locked(
                 .finish()
                 .ctx(|| format!("writing {}", opts.path.display()))?;
             let digest = flush_file(hw, &opts.path)?;
+            base.confirm()?;
             persist(file, &opts.path)?;
             Ok(Built {
                 path: opts.path.clone(),
@@ -300,6 +302,7 @@ fn write_archive(
         tar_layout(&layout, mtime, w)?
     };
     let digest = flush_file(hw, at.path)?;
+    base.confirm()?;
     persist(file, at.path)?;
     built.path = at.path.to_path_buf();
     built.file_digest = Some(digest);
