@@ -244,7 +244,20 @@ fn a_changed_input_misses_the_cache_and_only_its_layer_is_built() {
         .open(&moved)
         .and_then(|f| f.set_modified(mtime))
         .expect("set mtime");
-    let warm = build(&recipe, &base2, &t.path().join("e"), "oci", Some(&cache));
+    // Even when told to trust a file's identity: the write moved it.
+    let r = run(nodeimg(t.path())
+        .env_remove("NODEIMG_NO_CACHE")
+        .arg("build")
+        .arg(&recipe)
+        .arg("-o")
+        .arg(t.path().join("e"))
+        .args(["--base", &base2, "--trust-base-stat", "--cache-dir"])
+        .arg(&cache))
+    .ok();
+    let warm = Built {
+        digest: single_digest_line(&r),
+        stderr: r.stderr,
+    };
     assert!(
         cache_line(&warm).ends_with("; 0 base layer index(es) reused"),
         "{}",
@@ -252,6 +265,22 @@ fn a_changed_input_misses_the_cache_and_only_its_layer_is_built() {
     );
     let cold = build(&recipe, &base2, &t.path().join("e-cold"), "oci", None);
     assert_eq!(warm.digest, cold.digest);
+    // Unchanged since: trusted, its index is reused.
+    let r = run(nodeimg(t.path())
+        .env_remove("NODEIMG_NO_CACHE")
+        .arg("build")
+        .arg(&recipe)
+        .arg("-o")
+        .arg(t.path().join("f"))
+        .args(["--base", &base2, "--trust-base-stat", "--cache-dir"])
+        .arg(&cache))
+    .ok();
+    assert_eq!(single_digest_line(&r), cold.digest);
+    assert!(
+        r.stderr
+            .contains("layer cache: 4 layer(s) reused, 0 built; 1 base layer index(es) reused"),
+        "{r}"
+    );
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -329,7 +329,7 @@ impl Base {
         let entry = match cache {
             Some(c) => match hinted_index(c, file) {
                 Some((entry, p)) => {
-                    pending = Some(p);
+                    pending = p;
                     entry
                 }
                 None => rootfs_index(c, file, codec, &what)?,
@@ -906,18 +906,26 @@ fn open_image<S: OciSource + ?Sized>(
 /// The index of the rootfs tarball `file` from the layer cache by the
 /// file's identity (see [`cache::FileId`]), with the check of its SHA-256
 /// running meanwhile; `None` when the cache has no index for it.
-fn hinted_index(c: &LayerCache, file: &Path) -> Option<(cache::IndexEntry, cache::PendingHash)> {
+/// When the cache trusts file identities (`--trust-base-stat`), the file
+/// is not hashed at all.
+fn hinted_index(
+    c: &LayerCache,
+    file: &Path,
+) -> Option<(cache::IndexEntry, Option<cache::PendingHash>)> {
     let id = cache::FileId::of(file).ok()?;
     let sha = c.hint(&id)?;
-    let entry = c.load_index(&cache::key(&["rootfs-index", &sha]))?;
-    let hashing = file.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        let f = File::open(&hashing)?;
-        HashReader::new(BufReader::with_capacity(1 << 20, f))
-            .drain()
-            .map(|(d, _)| d.trim_start_matches("sha256:").to_string())
+    let pending = (!c.trusts_identity()).then(|| {
+        let hashing = file.to_path_buf();
+        let handle = std::thread::spawn(move || {
+            let f = File::open(&hashing)?;
+            HashReader::new(BufReader::with_capacity(4 << 20, f))
+                .drain()
+                .map(|(d, _)| d.trim_start_matches("sha256:").to_string())
+        });
+        cache::PendingHash::new(sha.clone(), id, c.dir(), handle)
     });
-    Some((entry, cache::PendingHash::new(sha, id, c.dir(), handle)))
+    let entry = c.load_index(&cache::key(&["rootfs-index", &sha]))?;
+    Some((entry, pending))
 }
 
 /// The index of the rootfs tarball `file`: hashed, then from the layer

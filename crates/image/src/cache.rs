@@ -74,6 +74,7 @@ pub struct LayerCache {
     dir: PathBuf,
     notes: Mutex<Vec<String>>,
     counts: Mutex<Counts>,
+    trust_identity: bool,
 }
 
 /// Which blob a layer compresses to.
@@ -172,7 +173,22 @@ impl LayerCache {
             dir,
             notes: Mutex::new(Vec::new()),
             counts: Mutex::new(Counts::default()),
+            trust_identity: false,
         })
+    }
+
+    /// Take a rootfs base whose file identity (device, inode, size,
+    /// modification and change times) is the one remembered for its
+    /// SHA-256 as having that SHA-256, without hashing it (the user's
+    /// choice: `--trust-base-stat`).
+    pub fn trusting_identity(mut self, trust: bool) -> LayerCache {
+        self.trust_identity = trust;
+        self
+    }
+
+    /// Whether file identities are trusted (see [`Self::trusting_identity`]).
+    pub(crate) fn trusts_identity(&self) -> bool {
+        self.trust_identity
     }
 
     /// The folder of the layer cache.
