@@ -50,13 +50,19 @@ struct Built {
 /// Build `recipe` on `base` into `out` (`format`); with `cache`, through
 /// that layer cache, else with none.
 fn build(recipe: &Path, base: &str, out: &Path, format: &str, cache: Option<&Path>) -> Built {
+    build_args(recipe, base, out, cache, &["--format", format])
+}
+
+/// [`build`] with more arguments (`--format` among them, or the default).
+fn build_args(recipe: &Path, base: &str, out: &Path, cache: Option<&Path>, args: &[&str]) -> Built {
     let dir = recipe.parent().expect("folder");
     let mut c = nodeimg(dir);
     c.arg("build")
         .arg(recipe)
         .arg("-o")
         .arg(out)
-        .args(["--format", format, "--base", base]);
+        .args(["--base", base])
+        .args(args);
     match cache {
         Some(cache) => {
             c.env_remove("NODEIMG_NO_CACHE")
@@ -208,29 +214,34 @@ fn a_changed_input_misses_the_cache_and_only_its_layer_is_built() {
     );
 
     // Another compression is another blob.
-    let mut c = nodeimg(t.path());
-    let r = run(c
-        .env_remove("NODEIMG_NO_CACHE")
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(t.path().join("zstd"))
-        .args(["--compression", "zstd", "--base", &base])
-        .arg("--cache-dir")
-        .arg(&cache))
-    .ok();
-    assert!(
-        r.stderr
-            .contains("layer cache: 0 layer(s) reused, 4 built; 1 base layer index(es) reused"),
-        "{r}"
+    let zstd = build_args(
+        &recipe,
+        &base,
+        &t.path().join("zstd"),
+        Some(&cache),
+        &["--compression", "zstd"],
     );
+    assert_eq!(
+        cache_line(&zstd),
+        "layer cache: 0 layer(s) reused, 4 built; 1 base layer index(es) reused"
+    );
+}
 
-    // The base tarball rewritten in place, its size and mtime kept: it is
-    // hashed, so its old index and blob are not used.
+#[test]
+fn a_rootfs_base_rewritten_in_place_gets_a_new_index() {
+    let Some(base_tar) = fixture_base() else {
+        return;
+    };
+    let t = temp_dir("cache-rewritten");
+    let cache = t.path().join("cache");
+    let recipe = recipe_dir(t.path(), 262_144);
     let moved = t.path().join("base.tar");
     fs::copy(&base_tar, &moved).expect("copy");
-    let base2 = format!("rootfs:{}", moved.display());
-    build(&recipe, &base2, &t.path().join("d"), "oci", Some(&cache));
+    let base = format!("rootfs:{}", moved.display());
+    build(&recipe, &base, &t.path().join("a"), "oci", Some(&cache));
+    // Its size and mtime kept, one byte changed: it is hashed, so its old
+    // index and blob are not used, even when the build is told to trust a
+    // file's identity (the write moved the change time).
     let mtime = fs::metadata(&moved)
         .expect("stat")
         .modified()
@@ -244,42 +255,20 @@ fn a_changed_input_misses_the_cache_and_only_its_layer_is_built() {
         .open(&moved)
         .and_then(|f| f.set_modified(mtime))
         .expect("set mtime");
-    // Even when told to trust a file's identity: the write moved it.
-    let r = run(nodeimg(t.path())
-        .env_remove("NODEIMG_NO_CACHE")
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(t.path().join("e"))
-        .args(["--base", &base2, "--trust-base-stat", "--cache-dir"])
-        .arg(&cache))
-    .ok();
-    let warm = Built {
-        digest: single_digest_line(&r),
-        stderr: r.stderr,
-    };
-    assert!(
-        cache_line(&warm).ends_with("; 0 base layer index(es) reused"),
-        "{}",
-        warm.stderr
+    let trusted = ["--trust-base-stat"];
+    let warm = build_args(&recipe, &base, &t.path().join("b"), Some(&cache), &trusted);
+    assert_eq!(
+        cache_line(&warm),
+        "layer cache: 3 layer(s) reused, 1 built; 0 base layer index(es) reused"
     );
-    let cold = build(&recipe, &base2, &t.path().join("e-cold"), "oci", None);
+    let cold = build(&recipe, &base, &t.path().join("b-cold"), "oci", None);
     assert_eq!(warm.digest, cold.digest);
     // Unchanged since: trusted, its index is reused.
-    let r = run(nodeimg(t.path())
-        .env_remove("NODEIMG_NO_CACHE")
-        .arg("build")
-        .arg(&recipe)
-        .arg("-o")
-        .arg(t.path().join("f"))
-        .args(["--base", &base2, "--trust-base-stat", "--cache-dir"])
-        .arg(&cache))
-    .ok();
-    assert_eq!(single_digest_line(&r), cold.digest);
-    assert!(
-        r.stderr
-            .contains("layer cache: 4 layer(s) reused, 0 built; 1 base layer index(es) reused"),
-        "{r}"
+    let warm = build_args(&recipe, &base, &t.path().join("c"), Some(&cache), &trusted);
+    assert_eq!(warm.digest, cold.digest);
+    assert_eq!(
+        cache_line(&warm),
+        "layer cache: 4 layer(s) reused, 0 built; 1 base layer index(es) reused"
     );
 }
 
@@ -301,17 +290,11 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-#[test]
-fn damaged_entries_are_reported_removed_and_built_again() {
-    let Some(base) = fixture_base() else { return };
-    let base = fixture_base_ref(&base);
-    let t = temp_dir("cache-damaged");
-    let cache = t.path().join("cache");
-    let recipe = recipe_dir(t.path(), 262_144);
-    let cold = build(&recipe, &base, &t.path().join("cold"), "oci", None);
-    build(&recipe, &base, &t.path().join("a"), "oci", Some(&cache));
-    let layers = cache.join("layers");
-
+/// Damage the layer cache `layers` every way there is: three blobs (a
+/// flipped byte, a truncation, a symbolic link to `host`, a copy with the
+/// right content), the base index (one byte), the entry of the fourth blob
+/// (not JSON). What each warning must say, and the path.
+fn damage_every_kind(layers: &Path, host: &Path) -> Vec<(&'static str, PathBuf)> {
     // Every blob damaged in a different way: a flipped byte, a truncation,
     // a symbolic link to a file of the host with the right content.
     let blobs = files_in(&layers.join("blobs"));
@@ -327,10 +310,9 @@ fn damaged_entries_are_reported_removed_and_built_again() {
         .open(&blobs[1])
         .and_then(|f| f.set_len(len / 2))
         .expect("truncate");
-    let host = t.path().join("host-copy");
-    fs::copy(&blobs[2], &host).expect("copy");
+    fs::copy(&blobs[2], host).expect("copy");
     fs::remove_file(&blobs[2]).expect("rm");
-    std::os::unix::fs::symlink(&host, &blobs[2]).expect("symlink");
+    std::os::unix::fs::symlink(host, &blobs[2]).expect("symlink");
     // The base index: one byte of its content changed. (The other file
     // there remembers the tarball's SHA-256 by its identity.)
     let index: Vec<PathBuf> = files_in(&layers.join("index"))
@@ -361,6 +343,27 @@ fn damaged_entries_are_reported_removed_and_built_again() {
         .expect("the entry of the intact blob");
     fs::write(&entry, b"not json").expect("write");
 
+    vec![
+        ("its SHA256 is", blobs[0].clone()),
+        ("bytes instead of", blobs[1].clone()),
+        ("not a regular file", blobs[2].clone()),
+        ("its content's SHA256 is", index[0].clone()),
+        ("not a blob entry", entry),
+    ]
+}
+
+#[test]
+fn damaged_entries_are_reported_removed_and_built_again() {
+    let Some(base) = fixture_base() else { return };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("cache-damaged");
+    let cache = t.path().join("cache");
+    let recipe = recipe_dir(t.path(), 262_144);
+    let cold = build(&recipe, &base, &t.path().join("cold"), "oci", None);
+    build(&recipe, &base, &t.path().join("a"), "oci", Some(&cache));
+    let host = t.path().join("host-copy");
+    let damaged = damage_every_kind(&cache.join("layers"), &host);
+
     let again = build(&recipe, &base, &t.path().join("b"), "oci", Some(&cache));
     assert_eq!(again.digest, cold.digest, "{}", again.stderr);
     let warnings: Vec<&str> = again
@@ -369,13 +372,7 @@ fn damaged_entries_are_reported_removed_and_built_again() {
         .filter(|l| l.starts_with("warning: layer cache:"))
         .collect();
     assert_eq!(warnings.len(), 5, "{}", again.stderr);
-    for (what, path) in [
-        ("its SHA256 is", &blobs[0]),
-        ("bytes instead of", &blobs[1]),
-        ("not a regular file", &blobs[2]),
-        ("its content's SHA256 is", &index[0]),
-        ("not a blob entry", &entry),
-    ] {
+    for (what, path) in &damaged {
         let p = path.display().to_string();
         assert!(
             warnings
