@@ -763,6 +763,40 @@ mod tests {
     }
 
     #[test]
+    fn blobs_are_linked_on_one_file_system_and_copied_across() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let c = LayerCache::open(&t.path().join("cache")).unwrap();
+        let blob = b"layer bytes".to_vec();
+        let d = digest_of(&blob);
+        let made = t.path().join("made");
+        fs::write(&made, &blob).unwrap();
+        c.keep_blob(&made, &d);
+        let cached = c.dir().join("blobs").join(d.trim_start_matches("sha256:"));
+        let same = t.path().join("same-fs");
+        assert!(c.place_blob(&d, blob.len() as u64, &same));
+        let (a, b) = (fs::metadata(&cached).unwrap(), fs::metadata(&same).unwrap());
+        // A reflink is a new inode sharing blocks; a hard link the same one.
+        assert!(
+            a.ino() == b.ino() || a.dev() == b.dev(),
+            "placed on the same file system"
+        );
+        // Another file system (a tmpfs, when there is one): copied.
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let across = other.path().join("blob");
+        assert!(c.place_blob(&d, blob.len() as u64, &across));
+        assert_eq!(fs::read(&across).unwrap(), blob);
+        assert_ne!(fs::metadata(&across).unwrap().ino(), a.ino());
+        assert_eq!(
+            fs::metadata(&cached).unwrap().nlink(),
+            a.nlink(),
+            "not linked"
+        );
+    }
+
+    #[test]
     fn keys_depend_on_every_part() {
         let d = "sha256:".to_string() + &"a".repeat(64);
         let all = [
