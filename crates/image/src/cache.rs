@@ -781,7 +781,7 @@ mod tests {
         let probe = t.path().join("probe");
         fs::write(&probe, b"x").unwrap();
         let to = fs::File::create(t.path().join("probe2")).unwrap();
-        let reflinks = rustix::fs::ioctl_ficlone(&to, &fs::File::open(&probe).unwrap()).is_ok();
+        let reflinks = rustix::fs::ioctl_ficlone(&to, fs::File::open(&probe).unwrap()).is_ok();
         assert!(reflinks || a.ino() == b.ino(), "linked, not copied");
         // Another file system (a tmpfs, when there is one): copied.
         let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
