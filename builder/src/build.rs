@@ -487,8 +487,9 @@ pub struct CheckOptions<'a> {
     pub lock: LockUse,
     /// How a registry base is pulled.
     pub registry: &'a RegistryOptions,
-    /// The layer cache the base's index may come from.
-    pub cache: Option<&'a LayerCache>,
+    /// The layer cache the base's index and layers' installed packages
+    /// may come from.
+    pub cache: Option<&'a Arc<LayerCache>>,
 }
 
 /// Prepare, lint (findings go to `progress`) and render the layers as
@@ -520,7 +521,7 @@ fn check_inner(
         var_args,
         base_arg,
         registry,
-        opts.cache,
+        opts.cache.map(|c| &**c),
         progress,
     )?;
     progress.findings(&p.findings);
@@ -564,21 +565,18 @@ fn check_inner(
         lock::check_recipe(l, &lock_file, &p.recipe, &deb_arch)?;
     }
     let env = match packages {
-        Some(o) if wanted => Some(package_env(
-            o,
-            step,
-            lock,
-            &lock_file,
-            recipe_path,
-            &p,
-            progress,
-        )?),
+        Some(o) if wanted => Some(
+            package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
+                .with_layer_cache(opts.cache.cloned()),
+        ),
         _ => None,
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
+    let base_id = plan::base_id(&p.base);
     let plans = plan::render(
         &p.recipe,
         p.base.view(),
+        &base_id,
         inputs.as_ref(),
         &p.arch,
         env.as_ref(),
@@ -793,7 +791,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
             packages: Some(&opts.packages),
             lock: opts.packages.lock,
             registry: &registry,
-            cache: cache.as_deref(),
+            cache: cache.as_ref(),
         },
         progress,
     )?;
@@ -1075,7 +1073,7 @@ mod tests {
 
     /// The layer plans of `r` on an empty base (amd64, no packages).
     fn plans_over_nothing(r: &Recipe, i: &RecipeInputs) -> Vec<crate::plan::LayerPlan> {
-        plan::render(r, &nodeimg_layers::MemView::new(), i, "amd64", None).unwrap()
+        plan::render(r, &nodeimg_layers::MemView::new(), "", i, "amd64", None).unwrap()
     }
 
     fn recipe_in(dir: &Path, input: &str) -> (Recipe, std::sync::Arc<RecipeInputs>) {

@@ -44,6 +44,7 @@ pub(crate) fn debian_arch(oci: &str) -> &str {
 pub fn install_layer(
     env: &PackageEnv,
     view: &dyn RootView,
+    view_id: Option<&str>,
     requests: &[String],
     arch: &str,
     layer: &str,
@@ -56,6 +57,7 @@ pub fn install_layer(
             requests,
             arch,
             layer,
+            view_id,
         },
     )
 }

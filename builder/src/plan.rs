@@ -28,15 +28,24 @@ impl From<nodeimg_layers::Error> for LayerFail {
 /// offline check) packages are not installed, and in a layer that has
 /// packages the `systemd` enablement lists are not checked (they may name
 /// units the packages ship).
+///
+/// With a layer cache in `env`, each layer with packages is given a digest
+/// of the image it is installed on (`base_id`, see [`base_id`], the trees
+/// below and its own items), with which the cache keys what it installs.
 pub fn render(
     recipe: &Recipe,
     lower: &dyn RootView,
+    base_id: &str,
     inputs: &dyn Inputs,
     arch: &str,
     env: Option<&PackageEnv>,
 ) -> Result<Vec<LayerPlan>> {
     let mut trees: Vec<FileTree> = Vec::with_capacity(recipe.layers.len());
-    for l in &recipe.layers {
+    // The digest of the image so far, while a layer above installs packages.
+    let mut below = env
+        .and_then(PackageEnv::layer_cache)
+        .map(|_| base_id.to_string());
+    for (i, l) in recipe.layers.iter().enumerate() {
         let view = Stack {
             lower,
             uppers: &trees,
@@ -47,9 +56,20 @@ pub fn render(
             arch,
         };
         let rendered = match env {
-            Some(env) if !l.spec.packages.is_empty() => l.spec.render_with(&ctx, |v| {
-                packages::install_layer(env, v, &l.spec.packages, arch, &l.spec.name)
-                    .map_err(LayerFail::Packages)
+            Some(env) if !l.spec.packages.is_empty() => l.spec.render_with(&ctx, |v, own| {
+                let view_id = match &below {
+                    Some(b) => Some(chain(b, own).map_err(LayerFail::Packages)?),
+                    None => None,
+                };
+                packages::install_layer(
+                    env,
+                    v,
+                    view_id.as_deref(),
+                    &l.spec.packages,
+                    arch,
+                    &l.spec.name,
+                )
+                .map_err(LayerFail::Packages)
             }),
             None if !l.spec.packages.is_empty() => {
                 let mut spec = l.spec.clone();
@@ -70,6 +90,16 @@ pub fn render(
             }
             Err(LayerFail::Packages(PackagesError::Build(e))) => return Err(e.into()),
         };
+        let above = &recipe.layers[i + 1..];
+        below = match below {
+            Some(b) if above.iter().any(|l| !l.spec.packages.is_empty()) => {
+                Some(chain(&b, &tree).map_err(|e| match e {
+                    PackagesError::Build(e) => Error::from(e),
+                    e => Error::from(nodeimg_image::Error::cause("packing a layer", e)),
+                })?)
+            }
+            _ => None,
+        };
         trees.push(tree);
     }
     Ok(recipe
@@ -81,6 +111,20 @@ pub fn render(
             tree,
         })
         .collect())
+}
+
+/// The digest of a base: its layers' diff_ids.
+pub fn base_id(base: &nodeimg_image::base::Base) -> String {
+    let ids: Vec<&str> = std::iter::once("base")
+        .chain(base.layers().iter().map(|l| l.diff_id.as_str()))
+        .collect();
+    nodeimg_image::cache::key(&ids)
+}
+
+/// The digest of the image `below` with `tree` on it.
+fn chain(below: &str, tree: &FileTree) -> std::result::Result<String, PackagesError> {
+    let d = nodeimg_image::pack::tree_digest(tree)?;
+    Ok(nodeimg_image::cache::key(&["layer", below, &d]))
 }
 
 /// A layer error as a recipe error: the layer's file, the line of the key,
@@ -164,7 +208,7 @@ mod tests {
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new().file("/etc/machine-id", "x");
-        let plans = render(&r, &base, &inputs, "amd64", None).unwrap();
+        let plans = render(&r, &base, "", &inputs, "amd64", None).unwrap();
         let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(matches!(
@@ -181,7 +225,7 @@ mod tests {
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
         let base = nodeimg_layers::MemView::new();
-        let e = rec(render(&r, &base, &inputs, "amd64", None).unwrap_err());
+        let e = rec(render(&r, &base, "", &inputs, "amd64", None).unwrap_err());
         assert_eq!(e.line, Some(5));
         assert_eq!(e.key.as_deref(), Some("layer[0].systemd.enable[0]"));
         assert!(e.message.contains("nope.service"), "{}", e.message);
@@ -190,7 +234,7 @@ mod tests {
             "[image]\nname = \"n\"\n[[layer]]\nname = \"a\"\n[[layer.file]]\npath = \"/x\"\ncontent = \"\"\nmode = \"rwx\"\n",
         );
         let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
-        let e = rec(render(&r, &base, &inputs, "amd64", None).unwrap_err());
+        let e = rec(render(&r, &base, "", &inputs, "amd64", None).unwrap_err());
         assert_eq!(e.line, Some(8));
         assert_eq!(e.key.as_deref(), Some("layer[0].file[0].mode"));
     }

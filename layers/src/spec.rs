@@ -71,17 +71,18 @@ impl LayerSpec {
     /// `packages` is not rendered here (it needs the network); see
     /// [`LayerSpec::render_with`].
     pub fn render(&self, ctx: &Context) -> Result<FileTree> {
-        self.render_with(ctx, |_| Ok(FileTree::new()))
+        self.render_with(ctx, |_, _| Ok(FileTree::new()))
     }
 
     /// [`LayerSpec::render`], with `packages` merged into the layer's tree
     /// right before its systemd units and enablement: `packages` is given
     /// the image as it stands (`ctx.view` under everything rendered so
-    /// far) and returns the packages' tree. Its errors pass through.
+    /// far) and the tree of the layer's items rendered before them, and
+    /// returns the packages' tree. Its errors pass through.
     pub fn render_with<E: From<Error>>(
         &self,
         ctx: &Context,
-        packages: impl FnOnce(&dyn RootView) -> std::result::Result<FileTree, E>,
+        packages: impl FnOnce(&dyn RootView, &FileTree) -> std::result::Result<FileTree, E>,
     ) -> std::result::Result<FileTree, E> {
         let mut tree = FileTree::new();
         for (i, f) in self.file.iter().enumerate() {
@@ -120,10 +121,13 @@ impl LayerSpec {
         if let Some(k) = &self.kubelet {
             tree.merge(k.render("kubelet")?)?;
         }
-        let installed = packages(&Overlay {
-            tree: &tree,
-            lower: ctx.view,
-        })?;
+        let installed = packages(
+            &Overlay {
+                tree: &tree,
+                lower: ctx.view,
+            },
+            &tree,
+        )?;
         for (p, n) in installed.iter() {
             // Directories the packages share with the items stay as the items made them.
             if n.kind == NodeKind::Dir && tree.get(p).is_some_and(|o| o.kind == NodeKind::Dir) {
@@ -196,7 +200,7 @@ mod tests {
         assert!(s.render(&ctx).is_err());
         let mut seen_lower = false;
         let tree = s
-            .render_with(&ctx, |v| {
+            .render_with(&ctx, |v, _| {
                 seen_lower = v.exists("/etc");
                 Ok::<_, Error>(unit_tree())
             })
@@ -224,7 +228,7 @@ mod tests {
             arch: "amd64",
         };
         let e = s
-            .render_with(&ctx, |_| Ok::<_, Error>(unit_tree()))
+            .render_with(&ctx, |_, _| Ok::<_, Error>(unit_tree()))
             .unwrap_err();
         assert_eq!(e.key(), "packages[0]");
         let m = e.to_string();

@@ -479,3 +479,121 @@ fn oci_bases_are_indexed_once_and_their_blobs_linked() {
     assert!(r.stderr.contains(&first_layer), "{r}");
     assert!(!t.path().join("d").exists());
 }
+
+/// `packages_args` of `recipe` with the download cache `cache` instead of
+/// the shared one: the layer cache of a test is its own.
+fn package_args_with_cache(recipe: &Path, cache: &Path) -> Vec<String> {
+    let mut args = packages_args(recipe);
+    let at = args
+        .iter()
+        .position(|a| a == "--cache-dir")
+        .expect("the package arguments name a cache");
+    args.drain(at..at + 2);
+    args.push("--cache-dir".to_string());
+    args.push(cache.display().to_string());
+    args
+}
+
+/// Build `recipe` with its packages from the test repositories; `cache`
+/// is the layer cache (and download cache), `None` builds without a layer
+/// cache. The digest and stderr.
+fn build_packages(recipe: &Path, base: &str, out: &Path, cache: &Path, use_cache: bool) -> Built {
+    let args = package_args_with_cache(recipe, cache);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = nodeimg(recipe.parent().expect("folder"));
+    c.arg("build")
+        .arg(recipe)
+        .arg("-o")
+        .arg(out)
+        .args(["--base", base])
+        .args(&args);
+    if use_cache {
+        c.env_remove("NODEIMG_NO_CACHE");
+    }
+    let r = run(&mut c).ok();
+    Built {
+        digest: single_digest_line(&r),
+        stderr: r.stderr,
+    }
+}
+
+#[test]
+fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
+    let Some(base) = fixture_base() else { return };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("cache-packages");
+    copy_dir(&workspace_root().join("recipes"), &t.path().join("recipes"));
+    let recipe = t.path().join("recipes/containerd-debian.toml");
+    let cache = t.path().join("cache");
+    let cold = build_packages(&recipe, &base, &t.path().join("cold"), &cache, false);
+
+    let first = build_packages(&recipe, &base, &t.path().join("a"), &cache, true);
+    assert_eq!(first.digest, cold.digest);
+    assert!(
+        cache_line(&first).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        "{}",
+        first.stderr
+    );
+    let warm = build_packages(&recipe, &base, &t.path().join("b"), &cache, true);
+    assert_eq!(warm.digest, cold.digest);
+    assert!(
+        cache_line(&warm).ends_with("; the packages of 1 layer(s) reused, 0 installed"),
+        "{}",
+        warm.stderr
+    );
+    assert!(
+        warm.stderr.contains("from the layer cache"),
+        "{}",
+        warm.stderr
+    );
+    verify_layout_blobs(&t.path().join("b"), "latest").expect("blobs");
+
+    // A kept file damaged: said, and the packages installed again.
+    let files = files_in(&cache.join("layers/files"));
+    let biggest = files
+        .iter()
+        .max_by_key(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .expect("kept files");
+    let mut bytes = fs::read(biggest).expect("read");
+    bytes[0] ^= 1;
+    fs::remove_file(biggest).expect("rm");
+    fs::write(biggest, &bytes).expect("write");
+    let again = build_packages(&recipe, &base, &t.path().join("c"), &cache, true);
+    assert_eq!(again.digest, cold.digest);
+    assert!(
+        again.stderr.contains(&format!(
+            "warning: layer cache: {} is damaged",
+            biggest.display()
+        )),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        cache_line(&again).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        "{}",
+        again.stderr
+    );
+
+    // A sysctl of the layer below the packages changed: the image they are
+    // installed on is another, so they are installed again.
+    let kernel = t.path().join("recipes/common/kubernetes-kernel.toml");
+    let text = fs::read_to_string(&kernel).expect("read");
+    let changed = text.replace(
+        "\"net.ipv4.ip_forward\" = 1",
+        "\"net.ipv4.ip_forward\" = 1, \"vm.swappiness\" = 1",
+    );
+    assert_ne!(
+        changed, text,
+        "the kernel fragment sets net.ipv4.ip_forward"
+    );
+    fs::write(&kernel, changed).expect("write");
+    let below = build_packages(&recipe, &base, &t.path().join("d"), &cache, true);
+    assert!(
+        cache_line(&below).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        "{}",
+        below.stderr
+    );
+    let below_cold = build_packages(&recipe, &base, &t.path().join("d-cold"), &cache, false);
+    assert_eq!(below.digest, below_cold.digest);
+    assert_ne!(below.digest, cold.digest);
+}

@@ -550,8 +550,16 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = build::build_with(&opts, &mut progress)?;
     if let Some(c) = outcome.cache.filter(|c| c.reused + c.built > 0) {
+        let packages = if c.trees_reused + c.trees_built > 0 {
+            format!(
+                "; the packages of {} layer(s) reused, {} installed",
+                c.trees_reused, c.trees_built
+            )
+        } else {
+            String::new()
+        };
         progress.step(&format!(
-            "layer cache: {} layer(s) reused, {} built; {} base layer index(es) reused",
+            "layer cache: {} layer(s) reused, {} built; {} base layer index(es) reused{packages}",
             c.reused, c.built, c.indexes_reused
         ));
     }

@@ -38,6 +38,11 @@ impl CachedFile {
         }
     }
 
+    /// The open, verified file, shared.
+    pub fn shared(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
     /// Where the entry is in the cache (for messages; never reopen it).
     pub fn path(&self) -> &Path {
         &self.path

@@ -66,6 +66,10 @@ pub struct Counts {
     pub indexes_reused: usize,
     /// Entries found damaged (removed, and built again).
     pub damaged: usize,
+    /// Package layers whose installed files came from the cache.
+    pub trees_reused: usize,
+    /// Package layers installed (and kept).
+    pub trees_built: usize,
 }
 
 /// An opened layer cache (see the module documentation).
@@ -103,7 +107,7 @@ pub(crate) struct IndexEntry {
 }
 
 /// The key of a cache entry: SHA-256 over the format and `parts`.
-pub(crate) fn key(parts: &[&str]) -> String {
+pub fn key(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     h.update(format!("nodeimg layer cache {FORMAT}\n"));
     for p in parts {
@@ -525,6 +529,253 @@ impl LayerCache {
     }
 }
 
+/// A layer's packages as installed, kept by what decided them (see
+/// [`LayerCache::load_tree`]): the tree's entries, its files by SHA-256 in
+/// `files/`, and the warnings the installation gave.
+#[derive(Serialize, Deserialize)]
+struct StoredTree {
+    nodes: Vec<StoredNode>,
+    warnings: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredNode {
+    path: String,
+    kind: StoredKind,
+    meta: nodeimg_layers::Meta,
+    item: String,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+enum StoredKind {
+    File { sha256: String, size: u64 },
+    Dir,
+    Symlink(String),
+    Hardlink(String),
+    Whiteout,
+    Opaque,
+}
+
+/// The SHA-256 (hex) of the running program, by its file's identity, so
+/// that what one nodeimg installed is never taken for what another would.
+pub fn program_digest(cache: &LayerCache) -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let id = FileId::of(&exe).ok()?;
+    if let Some(sha) = cache.hint(&id) {
+        return Some(sha);
+    }
+    let (sha, _) = hash_file(&exe).ok()?;
+    if FileId::of(&exe).ok().as_ref() == Some(&id) {
+        cache.remember(&id, &sha);
+    }
+    Some(sha)
+}
+
+impl LayerCache {
+    fn tree_path(&self, key: &str) -> PathBuf {
+        self.dir.join("trees").join(key)
+    }
+
+    fn file_path(&self, sha: &str) -> PathBuf {
+        self.dir.join("files").join(sha)
+    }
+
+    /// The tree and warnings kept as `key`, every file verified and held
+    /// open (the layer is packed from the handle that was verified);
+    /// `None` when there is no sound one (a damaged part is reported and
+    /// removed).
+    pub fn load_tree(&self, key: &str) -> Option<(nodeimg_layers::FileTree, Vec<String>)> {
+        let path = self.tree_path(key);
+        let bytes = match read_entry_file(&path, INDEX_MAX) {
+            Ok(Some(Ok(b))) => b,
+            Ok(None) => return None,
+            Ok(Some(Err(why))) => {
+                self.damaged(&path, &why);
+                return None;
+            }
+            Err(e) => {
+                self.note(format!("layer cache: cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let stored: StoredTree = match checked_payload(&bytes)
+            .and_then(|p| postcard::from_bytes(p).map_err(|e| format!("unreadable: {e}")))
+        {
+            Ok(t) => t,
+            Err(why) => {
+                self.damaged(&path, &why);
+                return None;
+            }
+        };
+        let mut tree = nodeimg_layers::FileTree::new();
+        for n in stored.nodes {
+            let kind = self.node_of(&path, n.kind)?;
+            let (Ok(p), Some(kind)) = (nodeimg_layers::ImagePath::new(&n.path), kind) else {
+                self.damaged(
+                    &path,
+                    &format!("it names {:?}, which no layer can hold", n.path),
+                );
+                return None;
+            };
+            let node = nodeimg_layers::Node {
+                kind,
+                meta: n.meta,
+                origin: nodeimg_layers::tree::Origin::new(n.item, n.key),
+            };
+            if let Err(e) = tree.insert(p, node) {
+                self.damaged(&path, &e.to_string());
+                return None;
+            }
+        }
+        self.count(|c| c.trees_reused += 1);
+        touch(&path);
+        Some((tree, stored.warnings))
+    }
+
+    /// The node kind of a stored one: `None` when a file is missing or
+    /// damaged (said), `Some(None)` when a link target is no image path.
+    fn node_of(&self, tree: &Path, kind: StoredKind) -> Option<Option<nodeimg_layers::NodeKind>> {
+        use nodeimg_layers::{Content, InputFile, NodeKind};
+        Some(Some(match kind {
+            StoredKind::File { sha256, size } => {
+                let path = self.file_path(&sha256);
+                match cachefile::open_verified(&path, size, &sha256) {
+                    Ok(Entry::Verified(f)) => {
+                        touch(&path);
+                        let name = format!("the layer cache's {}", path.display());
+                        NodeKind::File(Content::Input(InputFile::new(f.shared(), size, name)))
+                    }
+                    Ok(Entry::Damaged(why)) => {
+                        self.damaged(&path, &why);
+                        return None;
+                    }
+                    Ok(Entry::Absent) => {
+                        self.note(format!(
+                            "layer cache: {} names {}, which is not there; the layer is built again",
+                            tree.display(),
+                            path.display()
+                        ));
+                        return None;
+                    }
+                    Err(e) => {
+                        self.note(format!("layer cache: cannot read {}: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
+            StoredKind::Dir => NodeKind::Dir,
+            StoredKind::Symlink(t) => NodeKind::Symlink(t),
+            StoredKind::Hardlink(t) => match nodeimg_layers::ImagePath::new(&t) {
+                Ok(p) => NodeKind::Hardlink(p),
+                Err(_) => return Some(None),
+            },
+            StoredKind::Whiteout => NodeKind::Whiteout,
+            StoredKind::Opaque => NodeKind::Opaque,
+        }))
+    }
+
+    /// Keep `tree` (its files by content) and `warnings` as `key`.
+    pub fn store_tree(&self, key: &str, tree: &nodeimg_layers::FileTree, warnings: &[String]) {
+        self.count(|c| c.trees_built += 1);
+        if let Err(e) = self.try_store_tree(key, tree, warnings) {
+            self.store_failed("a layer's packages", &e);
+        }
+    }
+
+    fn try_store_tree(
+        &self,
+        key: &str,
+        tree: &nodeimg_layers::FileTree,
+        warnings: &[String],
+    ) -> io::Result<()> {
+        use nodeimg_layers::NodeKind;
+        fs::create_dir_all(self.dir.join("trees"))?;
+        fs::create_dir_all(self.dir.join("files"))?;
+        let mut nodes = Vec::new();
+        for (p, n) in tree.iter() {
+            let kind = match &n.kind {
+                NodeKind::File(c) => {
+                    let (sha256, size) = self.keep_file(c)?;
+                    StoredKind::File { sha256, size }
+                }
+                NodeKind::Dir => StoredKind::Dir,
+                NodeKind::Symlink(t) => StoredKind::Symlink(t.clone()),
+                NodeKind::Hardlink(t) => StoredKind::Hardlink(t.as_str().to_string()),
+                NodeKind::Whiteout => StoredKind::Whiteout,
+                NodeKind::Opaque => StoredKind::Opaque,
+            };
+            nodes.push(StoredNode {
+                path: p.as_str().to_string(),
+                kind,
+                meta: n.meta,
+                item: n.origin.item.clone(),
+                key: n.origin.key.clone(),
+            });
+        }
+        let payload = postcard::to_stdvec(&StoredTree {
+            nodes,
+            warnings: warnings.to_vec(),
+        })
+        .map_err(io::Error::other)?;
+        self.write_atomic(&self.tree_path(key), &encode_index(&payload))
+    }
+
+    /// Keep one file's content in `files/` (linked from a file of the
+    /// build's scratch folder when it can be): its SHA-256 and size.
+    fn keep_file(&self, c: &nodeimg_layers::Content) -> io::Result<(String, u64)> {
+        use nodeimg_layers::Content;
+        let tmp = self.dir.join("files").join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        let (sha, size) = match c {
+            Content::Host { path, .. } => {
+                let (sha, size) = hash_file(path)?;
+                if !self.file_path(&sha).exists() {
+                    link_or_copy(path, &tmp)?;
+                }
+                (sha, size)
+            }
+            Content::Bytes(b) => {
+                let sha = hex::encode(Sha256::digest(b));
+                if !self.file_path(&sha).exists() {
+                    fs::write(&tmp, b)?;
+                }
+                (sha, b.len() as u64)
+            }
+            Content::Input(f) => {
+                let b = f.read_all()?;
+                let sha = hex::encode(Sha256::digest(&b));
+                if !self.file_path(&sha).exists() {
+                    fs::write(&tmp, &b)?;
+                }
+                (sha, b.len() as u64)
+            }
+        };
+        if tmp.exists() {
+            fs::rename(&tmp, self.file_path(&sha))?;
+        }
+        Ok((sha, size))
+    }
+}
+
+/// The SHA-256 (hex) and size of the file at `path`.
+fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let f = File::open(path)?;
+    let mut h = Sha256::new();
+    let n = io::copy(&mut io::BufReader::with_capacity(1 << 20, f), &mut h)?;
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Refresh a cache file's modification time (pruning by age keeps it).
+fn touch(path: &Path) {
+    if let Ok(f) = File::options().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
 /// A suffix for temporary names, unique within the process.
 fn fastrand_suffix() -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -547,7 +798,9 @@ fn encode_index(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_index(bytes: &[u8]) -> std::result::Result<IndexEntry, String> {
+/// The payload of an index or tree file, once its recorded SHA-256 is
+/// found to be its content's.
+fn checked_payload(bytes: &[u8]) -> std::result::Result<&[u8], String> {
     let rest = bytes
         .strip_prefix(INDEX_MAGIC)
         .ok_or("not a layer index file")?;
@@ -562,6 +815,11 @@ fn decode_index(bytes: &[u8]) -> std::result::Result<IndexEntry, String> {
             String::from_utf8_lossy(sum)
         ));
     }
+    Ok(payload)
+}
+
+fn decode_index(bytes: &[u8]) -> std::result::Result<IndexEntry, String> {
+    let payload = checked_payload(bytes)?;
     let entry: IndexEntry =
         postcard::from_bytes(payload).map_err(|e| format!("unreadable: {e}"))?;
     if !is_digest(&entry.diff_id) {

@@ -150,6 +150,40 @@ fn write_content(w: &mut dyn Write, path: &ImagePath, c: &Content) -> Result<()>
     }
 }
 
+/// A digest of what `tree` holds, whatever its layer is packed over:
+/// every path with its kind, owner, mode, link target and the SHA-256 of
+/// its content (origins are left out). Two trees with the same digest pack
+/// the same tar over the same image.
+pub fn tree_digest(tree: &FileTree) -> Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for (path, node) in tree.iter() {
+        let m = node.meta;
+        h.update(format!(
+            "{}\0{:o} {} {}\0",
+            path.as_str(),
+            m.mode,
+            m.uid,
+            m.gid
+        ));
+        match &node.kind {
+            NodeKind::File(c) => {
+                let mut ch = crate::tarstream::HashWriter::new(std::io::sink());
+                write_content(&mut ch, path, c)?;
+                let (_, d, n) = ch.finish();
+                h.update(format!("file {n} {d}"));
+            }
+            NodeKind::Dir => h.update("dir"),
+            NodeKind::Symlink(t) => h.update(format!("symlink {t}")),
+            NodeKind::Hardlink(t) => h.update(format!("hardlink {}", t.as_str())),
+            NodeKind::Whiteout => h.update("whiteout"),
+            NodeKind::Opaque => h.update("opaque"),
+        }
+        h.update(b"\n");
+    }
+    Ok(crate::tarstream::sha256_digest(h))
+}
+
 /// The header of an entry named `name`: no content, no link target, no
 /// device numbers. Entries that have them say so with `..entry(..)`.
 fn entry(name: &[u8], kind: tar::EntryType, meta: Meta, mtime: u64) -> EntryHeader<'_> {

@@ -37,6 +37,11 @@ pub struct LayerRequest<'a> {
     pub arch: &'a str,
     /// The layer's name.
     pub layer: &'a str,
+    /// A digest of `view` (the base's layers, the trees of the layers
+    /// below and the layer's own items), when the build keeps installed
+    /// packages in a layer cache: with the packages, the key of what they
+    /// install.
+    pub view_id: Option<&'a str>,
 }
 
 /// Why a backend cannot name a package ([`Backend::label`]).

@@ -168,6 +168,7 @@ pub fn install_layer(
         requests,
         arch,
         layer,
+        view_id,
     } = req;
     let Some(backend) = detect(backends, view, arch) else {
         return Err(build_err("packages", "no package backend"));
@@ -215,11 +216,8 @@ pub fn install_layer(
             packages
         }
     };
-    env.meter().step(&format!(
-        "unpacking {} package(s) into layer {layer:?}",
-        packages.len()
-    ));
-    let (tree, warnings) = install.install()?;
+    let key = tree_key(env, backend, arch, view_id, &packages);
+    let (tree, warnings) = install_or_reuse(install, env, key.as_deref(), layer, &packages)?;
     for line in warnings {
         env.meter()
             .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
@@ -230,6 +228,71 @@ pub fn install_layer(
         packages,
     });
     Ok(tree)
+}
+
+/// The key of a layer's installed packages in the layer cache: the
+/// program, the backend, the architecture, the image the packages go on
+/// (`view_id`), every package (name, version, architecture, size and
+/// SHA-256, in installation order) and `SOURCE_DATE_EPOCH`; `None` without
+/// a layer cache.
+fn tree_key(
+    env: &PackageEnv,
+    backend: &dyn Backend,
+    arch: &str,
+    view_id: Option<&str>,
+    packages: &[LockedPackage],
+) -> Option<String> {
+    let cache = env.layer_cache()?;
+    let program = nodeimg_image::cache::program_digest(cache)?;
+    let kind = format!("{:?}", backend.kind());
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").unwrap_or_default();
+    let mut parts: Vec<String> = vec![
+        "packages".to_string(),
+        program,
+        kind,
+        arch.to_string(),
+        view_id?.to_string(),
+        epoch,
+    ];
+    for p in packages {
+        parts.push(format!(
+            "{} {} {} {} {}",
+            p.name, p.version, p.architecture, p.size, p.sha256
+        ));
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Some(nodeimg_image::cache::key(&parts))
+}
+
+/// The layer's packages installed (and kept in the layer cache as `key`),
+/// or, when the cache holds them, taken from it: the tree and the
+/// installation's warnings.
+fn install_or_reuse(
+    install: Box<dyn LayerInstall + '_>,
+    env: &PackageEnv,
+    key: Option<&str>,
+    layer: &str,
+    packages: &[LockedPackage],
+) -> Result<(FileTree, Vec<String>), PackagesError> {
+    let cache = env.layer_cache();
+    if let (Some(c), Some(k)) = (cache, key) {
+        if let Some(kept) = c.load_tree(k) {
+            env.meter().step(&format!(
+                "{} package(s) of layer {layer:?} from the layer cache",
+                packages.len()
+            ));
+            return Ok(kept);
+        }
+    }
+    env.meter().step(&format!(
+        "unpacking {} package(s) into layer {layer:?}",
+        packages.len()
+    ));
+    let (tree, warnings) = install.install()?;
+    if let (Some(c), Some(k)) = (cache, key) {
+        c.store_tree(k, &tree, &warnings);
+    }
+    Ok((tree, warnings))
 }
 
 /// The layer as `lock` names it: present, installed by `backend`, for the
@@ -497,6 +560,7 @@ mod tests {
                 requests: reqs,
                 arch: "amd64",
                 layer: "l",
+                view_id: None,
             },
         )
     }

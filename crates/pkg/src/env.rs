@@ -33,6 +33,8 @@ pub struct PackageEnv {
     base: Option<nodeimg_image::base::BaseTars>,
     /// What each layer installed, in the order the layers were installed.
     installed: Mutex<Vec<LayerInstalled>>,
+    /// Where layers' installed packages are kept and found again.
+    layer_cache: Option<std::sync::Arc<nodeimg_image::cache::LayerCache>>,
 }
 
 /// The packages the driver installed for one layer, and which backend did.
@@ -115,6 +117,7 @@ impl PackageEnv {
             meter: Meter::quiet(),
             base: None,
             installed: Mutex::new(Vec::new()),
+            layer_cache: None,
         })
     }
 
@@ -163,6 +166,20 @@ impl PackageEnv {
     /// The base image's layers: an rpm layer over a base that has its own
     /// rpm materialises the image below it and registers its packages with
     /// that rpm.
+    pub fn with_layer_cache(
+        mut self,
+        cache: Option<std::sync::Arc<nodeimg_image::cache::LayerCache>>,
+    ) -> Self {
+        self.layer_cache = cache;
+        self
+    }
+
+    /// The layer cache installed packages are kept in, if the build has one.
+    pub fn layer_cache(&self) -> Option<&nodeimg_image::cache::LayerCache> {
+        self.layer_cache.as_deref()
+    }
+
+    /// The base's layers, for backends that run the image's own tools.
     pub fn with_base(mut self, base: nodeimg_image::base::BaseTars) -> Self {
         self.base = Some(base);
         self

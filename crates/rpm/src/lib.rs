@@ -979,6 +979,7 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
                 requests: &reqs,
                 arch: "amd64",
                 layer: "docker",
+                view_id: None,
             },
         ) {
             Err(PackagesError::Recipe { key, message, hint }) => {
