@@ -8,7 +8,11 @@
 #   make boot    only the boot proof (tests/e2e/boot.rs): the node image and its
 #                bare base booted under QEMU, the node's state read back
 #   make lint    rustfmt and clippy, warnings are errors
-#   make bench   time and peak memory of builds, against a tar|gzip baseline
+#   make bench   time and peak memory of builds, as root: the node image cold,
+#                warm and rebuilt after one sysctl change (rootfs and OCI base);
+#                the base compressed, against pigz and zstd; the packages layer,
+#                against apt-get in a chroot and dpkg-deb | pigz; rebuilds on
+#                generated bases of 100 MB to 2 GB (scripts/bench)
 #   make fuzz    mutation fuzzing of the parsers of hostile input, longer than
 #                the bounded run in make test (FUZZ_ITERS inputs per parser,
 #                a random seed, printed; FUZZ_SEED=N repeats a run)
