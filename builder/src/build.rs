@@ -52,9 +52,10 @@ pub struct BuildOptions {
     /// Reuse and keep layers in the layer cache (`layers/` of the cache
     /// directory); `false` (`--no-cache`) builds every layer anew.
     pub layer_cache: bool,
-    /// `--trust-base-stat`: a rootfs base whose file identity the layer
-    /// cache remembers is not hashed again.
-    pub trust_base_stat: bool,
+    /// `--trust-stat`: a rootfs base, or a blob of the layer cache, whose
+    /// file identity is the one recorded when it was last hashed is not
+    /// hashed again.
+    pub trust_stat: bool,
 }
 
 /// How layers' `packages` are fetched.
@@ -98,7 +99,7 @@ impl BuildOptions {
             packages: PackageOptions::default(),
             registry: RegistryOptions::default(),
             layer_cache: true,
-            trust_base_stat: false,
+            trust_stat: false,
         }
     }
 }
@@ -744,7 +745,7 @@ fn layer_cache(opts: &BuildOptions, progress: &mut dyn Progress) -> Option<Arc<L
         .clone()
         .or_else(packages::default_cache_dir)?;
     match LayerCache::open(&dir) {
-        Ok(c) => Some(Arc::new(c.trusting_identity(opts.trust_base_stat))),
+        Ok(c) => Some(Arc::new(c.trusting_identity(opts.trust_stat))),
         Err(e) => {
             progress.warn(&format!(
                 "layer cache: cannot use {}: {e}; every layer is built anew",

@@ -255,7 +255,7 @@ fn a_rootfs_base_rewritten_in_place_gets_a_new_index() {
         .open(&moved)
         .and_then(|f| f.set_modified(mtime))
         .expect("set mtime");
-    let trusted = ["--trust-base-stat"];
+    let trusted = ["--trust-stat"];
     let warm = build_args(&recipe, &base, &t.path().join("b"), Some(&cache), &trusted);
     assert_eq!(
         cache_line(&warm),
@@ -269,6 +269,27 @@ fn a_rootfs_base_rewritten_in_place_gets_a_new_index() {
     assert_eq!(
         cache_line(&warm),
         "layer cache: 4 layer(s) reused, 0 built; 1 base layer index(es) reused"
+    );
+    assert!(!warm.stderr.contains("warning"), "{}", warm.stderr);
+    // A cached blob changed in place, its size kept: trusted only by its
+    // identity, which the write moved, so it is hashed and found damaged.
+    let blob = files_in(&cache.join("layers/blobs"))
+        .into_iter()
+        .max_by_key(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .expect("the base's blob");
+    let mut bytes = fs::read(&blob).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&blob, &bytes).expect("write in place");
+    let again = build_args(&recipe, &base, &t.path().join("d"), Some(&cache), &trusted);
+    assert_eq!(again.digest, cold.digest);
+    assert!(
+        again.stderr.contains(&format!(
+            "warning: layer cache: {} is damaged",
+            blob.display()
+        )),
+        "{}",
+        again.stderr
     );
 }
 

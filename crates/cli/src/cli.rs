@@ -255,12 +255,13 @@ pub struct BuildArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub no_cache: bool,
-    /// Take a rootfs base (rootfs:FILE) as unchanged when its device,
-    /// inode, size, modification and change times are those the layer
-    /// cache recorded with its SHA-256, without hashing it again (by
-    /// default it is hashed on every build, alongside the work).
+    /// Take a rootfs base (rootfs:FILE) and the layer cache's blobs as
+    /// unchanged when their device, inode, size, modification and change
+    /// times are those recorded when they were last hashed, without
+    /// hashing them again (by default both are hashed on every build, the
+    /// base alongside the work).
     #[arg(long, conflicts_with = "no_cache")]
-    pub trust_base_stat: bool,
+    pub trust_stat: bool,
     /// Fetch repository URLs starting with FROM from TO instead (an
     /// internal mirror, or file:///DIR); repeatable, the longest FROM wins.
     /// Signatures are checked against the sources' own keys, unless the
@@ -546,7 +547,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         registry: registry.clone(),
         layer_cache: !a.no_cache,
-        trust_base_stat: a.trust_base_stat,
+        trust_stat: a.trust_stat,
     };
     let outcome = build::build_with(&opts, &mut progress)?;
     if let Some(c) = outcome.cache.filter(|c| c.reused + c.built > 0) {

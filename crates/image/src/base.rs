@@ -906,7 +906,7 @@ fn open_image<S: OciSource + ?Sized>(
 /// The index of the rootfs tarball `file` from the layer cache by the
 /// file's identity (see [`cache::FileId`]), with the check of its SHA-256
 /// running meanwhile; `None` when the cache has no index for it.
-/// When the cache trusts file identities (`--trust-base-stat`), the file
+/// When the cache trusts file identities (`--trust-stat`), the file
 /// is not hashed at all.
 fn hinted_index(
     c: &LayerCache,

@@ -81,6 +81,13 @@ pub struct LayerCache {
     trust_identity: bool,
 }
 
+/// What a placed blob was found to be.
+enum Check {
+    Sound,
+    Damaged(String),
+    Gone,
+}
+
 /// Which blob a layer compresses to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,10 +188,10 @@ impl LayerCache {
         })
     }
 
-    /// Take a rootfs base whose file identity (device, inode, size,
-    /// modification and change times) is the one remembered for its
-    /// SHA-256 as having that SHA-256, without hashing it (the user's
-    /// choice: `--trust-base-stat`).
+    /// Take a rootfs base, or a blob of the cache, whose file identity
+    /// (device, inode, size, modification and change times) is the one
+    /// remembered for its SHA-256 as having that SHA-256, without hashing
+    /// it (the user's choice: `--trust-stat`).
     pub fn trusting_identity(mut self, trust: bool) -> LayerCache {
         self.trust_identity = trust;
         self
@@ -319,6 +326,14 @@ impl LayerCache {
             }
             Err(_) => return false,
         }
+        let hex = digest.trim_start_matches("sha256:");
+        // With --trust-stat, a blob whose identity is the one recorded when
+        // it was last hashed is not hashed again (only its size checked).
+        let before = FileId::of(&src).ok();
+        let trusted = self.trust_identity
+            && before
+                .as_ref()
+                .is_some_and(|id| self.hint(id).as_deref() == Some(hex));
         if let Err(e) = link_or_copy(&src, dest) {
             let _ = fs::remove_file(dest);
             self.note(format!(
@@ -327,23 +342,41 @@ impl LayerCache {
             ));
             return false;
         }
-        let hex = digest.trim_start_matches("sha256:");
-        match cachefile::open_verified(dest, size, hex) {
-            Ok(Entry::Verified(f)) => {
-                drop(f);
+        let checked = if trusted {
+            fs::symlink_metadata(dest).map(|m| {
+                if m.is_file() && m.len() == size {
+                    Check::Sound
+                } else {
+                    Check::Damaged(format!("{} bytes instead of {size}", m.len()))
+                }
+            })
+        } else {
+            cachefile::open_verified(dest, size, hex).map(|e| match e {
+                Entry::Verified(_) => Check::Sound,
+                Entry::Damaged(why) => Check::Damaged(why),
+                Entry::Absent => Check::Gone,
+            })
+        };
+        match checked {
+            Ok(Check::Sound) => {
                 self.count(|c| c.reused += 1);
-                // Used now: pruning by age keeps it.
-                if let Ok(f) = File::options().write(true).open(&src) {
-                    let _ = f.set_modified(std::time::SystemTime::now());
+                // Used now: pruning by age keeps it; and its identity, as
+                // it is now, is remembered with its SHA-256.
+                touch(&src);
+                if let Some(id) = &before {
+                    let _ = fs::remove_file(hint_path(&self.dir, id));
+                }
+                if let Ok(id) = FileId::of(&src) {
+                    self.remember(&id, hex);
                 }
                 true
             }
-            Ok(Entry::Damaged(why)) => {
+            Ok(Check::Damaged(why)) => {
                 let _ = fs::remove_file(dest);
                 self.damaged(&src, &why);
                 false
             }
-            Ok(Entry::Absent) => false,
+            Ok(Check::Gone) => false,
             Err(e) => {
                 let _ = fs::remove_file(dest);
                 self.note(format!(
