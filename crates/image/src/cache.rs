@@ -329,7 +329,7 @@ impl LayerCache {
         let hex = digest.trim_start_matches("sha256:");
         // With --trust-stat, a blob whose identity is the one recorded when
         // it was last hashed is not hashed again (only its size checked).
-        let before = FileId::of(&src).ok();
+        let before = FileId::of_blob(&src).ok();
         let trusted = self.trust_identity
             && before
                 .as_ref()
@@ -366,7 +366,7 @@ impl LayerCache {
                 if let Some(id) = &before {
                     let _ = fs::remove_file(hint_path(&self.dir, id));
                 }
-                if let Ok(id) = FileId::of(&src) {
+                if let Ok(id) = FileId::of_blob(&src) {
                     self.remember(&id, hex);
                 }
                 true
@@ -460,21 +460,34 @@ pub(crate) struct FileId(String);
 impl FileId {
     /// The identity of `path` now.
     pub(crate) fn of(path: &Path) -> io::Result<FileId> {
+        Self::make(path, true)
+    }
+
+    /// The identity of a blob of the cache now: without the change time,
+    /// which moves whenever an output linked to the blob is removed.
+    fn of_blob(path: &Path) -> io::Result<FileId> {
+        Self::make(path, false)
+    }
+
+    fn make(path: &Path, ctime: bool) -> io::Result<FileId> {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(path)?;
         let abs = fs::canonicalize(path)?;
+        let changed = if ctime {
+            format!("{}.{}", m.ctime(), m.ctime_nsec())
+        } else {
+            "-".to_string()
+        };
         Ok(FileId(key(&[
             "file",
             &abs.to_string_lossy(),
             &format!(
-                "{} {} {} {}.{} {}.{}",
+                "{} {} {} {}.{} {changed}",
                 m.dev(),
                 m.ino(),
                 m.len(),
                 m.mtime(),
                 m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec()
             ),
         ])))
     }
