@@ -271,21 +271,27 @@ impl LayerCache {
         Ok(())
     }
 
-    /// The blob entry `key`, when there is a sound one.
-    pub(crate) fn entry(&self, key: &str) -> Option<BlobEntry> {
-        let path = self.dir.join("entries").join(format!("{key}.json"));
-        let bytes = match read_entry_file(&path, ENTRY_MAX) {
-            Ok(Some(Ok(b))) => b,
-            Ok(None) => return None,
+    /// The bytes of the cache file at `path` (at most `max`); `None` when
+    /// absent, or unusable (said; a damaged one removed).
+    fn read_entry(&self, path: &Path, max: u64) -> Option<Vec<u8>> {
+        match read_entry_file(path, max) {
+            Ok(Some(Ok(b))) => Some(b),
+            Ok(None) => None,
             Ok(Some(Err(why))) => {
-                self.damaged(&path, &why);
-                return None;
+                self.damaged(path, &why);
+                None
             }
             Err(e) => {
                 self.note(format!("layer cache: cannot read {}: {e}", path.display()));
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// The blob entry `key`, when there is a sound one.
+    pub(crate) fn entry(&self, key: &str) -> Option<BlobEntry> {
+        let path = self.dir.join("entries").join(format!("{key}.json"));
+        let bytes = self.read_entry(&path, ENTRY_MAX)?;
         match serde_json::from_slice::<BlobEntry>(&bytes) {
             Ok(e) if is_digest(&e.digest) && is_digest(&e.diff_id) => Some(e),
             Ok(_) => {
@@ -409,18 +415,7 @@ impl LayerCache {
     /// The index `key`, when there is a sound one.
     pub(crate) fn load_index(&self, key: &str) -> Option<IndexEntry> {
         let path = self.dir.join("index").join(key);
-        let bytes = match read_entry_file(&path, INDEX_MAX) {
-            Ok(Some(Ok(b))) => b,
-            Ok(None) => return None,
-            Ok(Some(Err(why))) => {
-                self.damaged(&path, &why);
-                return None;
-            }
-            Err(e) => {
-                self.note(format!("layer cache: cannot read {}: {e}", path.display()));
-                return None;
-            }
-        };
+        let bytes = self.read_entry(&path, INDEX_MAX)?;
         match decode_index(&bytes) {
             Ok(e) => {
                 self.count(|c| c.indexes_reused += 1);
@@ -633,18 +628,7 @@ impl LayerCache {
     /// removed).
     pub fn load_tree(&self, key: &str) -> Option<(nodeimg_layers::FileTree, Vec<String>)> {
         let path = self.tree_path(key);
-        let bytes = match read_entry_file(&path, INDEX_MAX) {
-            Ok(Some(Ok(b))) => b,
-            Ok(None) => return None,
-            Ok(Some(Err(why))) => {
-                self.damaged(&path, &why);
-                return None;
-            }
-            Err(e) => {
-                self.note(format!("layer cache: cannot read {}: {e}", path.display()));
-                return None;
-            }
-        };
+        let bytes = self.read_entry(&path, INDEX_MAX)?;
         let stored: StoredTree = match checked_payload(&bytes)
             .and_then(|p| postcard::from_bytes(p).map_err(|e| format!("unreadable: {e}")))
         {
