@@ -618,3 +618,36 @@ fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
     assert_eq!(below.digest, below_cold.digest);
     assert_ne!(below.digest, cold.digest);
 }
+
+#[test]
+fn a_cache_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(base) = fixture_base() else { return };
+    let base = fixture_base_ref(&base);
+    let t = temp_dir("cache-shared");
+    let recipe = recipe_dir(t.path(), 262_144);
+    let cache = t.path().join("cache");
+    fs::create_dir(&cache).expect("mkdir");
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let cold = build(&recipe, &base, &t.path().join("cold"), "oci", None);
+    for out in ["a", "b"] {
+        let b = build(&recipe, &base, &t.path().join(out), "oci", Some(&cache));
+        assert_eq!(b.digest, cold.digest);
+        assert!(
+            b.stderr.contains(&format!(
+                "warning: layer cache: cannot use {}",
+                cache.join("layers").display()
+            )) && b.stderr.contains("may be written by others"),
+            "{}",
+            b.stderr
+        );
+        assert!(!b.stderr.contains("layer(s) reused"), "{}", b.stderr);
+    }
+    // Made private, it is used.
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let b = build(&recipe, &base, &t.path().join("c"), "oci", Some(&cache));
+    assert_eq!(
+        cache_line(&b),
+        "layer cache: 0 layer(s) reused, 4 built; 0 base layer index(es) reused"
+    );
+}

@@ -104,6 +104,18 @@ fn files_under(dir: &Path) -> io::Result<Vec<File>> {
     Ok(out)
 }
 
+/// Create `dir` and its missing parents as folders only their owner may
+/// write to (0755 whatever the umask allows more), as every folder of the
+/// cache is made: the layer cache is used only in folders no one else can
+/// write.
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+}
+
 /// How much each part of the cache directory `dir` holds.
 pub fn usage(dir: &Path) -> io::Result<Usage> {
     let mut parts = Vec::new();

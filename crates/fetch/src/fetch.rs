@@ -8,7 +8,7 @@
 //! into place, so a wrong or partial download is never kept. `http://`, `https://` and `file://`
 //! URLs are read.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -309,7 +309,7 @@ impl Cache {
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         let objects = dir.join("sha256");
-        fs::create_dir_all(&objects).map_err(|source| FetchError::Cache {
+        crate::cachedir::create_dirs(&objects).map_err(|source| FetchError::Cache {
             path: objects.display().to_string(),
             source,
         })?;
@@ -731,6 +731,7 @@ fn percent_decode(s: &str) -> PathBuf {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::fs;
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -175,10 +175,19 @@ fn read_entry_file(
 impl LayerCache {
     /// The layer cache of the cache directory `cache_dir` (created when
     /// missing).
+    ///
+    /// Whoever can write the cache can choose what a build's layers hold
+    /// (an entry names its blob, a tree its files; checksums only find
+    /// damage), so the cache directory and `layers/` must belong to the
+    /// user running the build and be writable by no one else: an error
+    /// otherwise.
     pub fn open(cache_dir: &Path) -> io::Result<LayerCache> {
         let dir = cache_dir.join(LAYERS_DIR);
         for sub in ["blobs", "entries", "index"] {
-            fs::create_dir_all(dir.join(sub))?;
+            nodeimg_fetch::cachedir::create_dirs(&dir.join(sub))?;
+        }
+        for d in [cache_dir, dir.as_path()] {
+            private_to_user(d)?;
         }
         Ok(LayerCache {
             dir,
@@ -720,8 +729,8 @@ impl LayerCache {
         warnings: &[String],
     ) -> io::Result<()> {
         use nodeimg_layers::NodeKind;
-        fs::create_dir_all(self.dir.join("trees"))?;
-        fs::create_dir_all(self.dir.join("files"))?;
+        nodeimg_fetch::cachedir::create_dirs(&self.dir.join("trees"))?;
+        nodeimg_fetch::cachedir::create_dirs(&self.dir.join("files"))?;
         let mut nodes = Vec::new();
         for (p, n) in tree.iter() {
             let kind = match &n.kind {
@@ -815,6 +824,35 @@ fn fastrand_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{n}-{t:08x}")
+}
+
+/// `dir` is a folder of the user running the build that no one else may
+/// write to; an error saying what is wrong otherwise.
+fn private_to_user(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a folder",
+            dir.display()
+        )));
+    }
+    if m.uid() != me {
+        return Err(io::Error::other(format!(
+            "{} belongs to user {}, not to the user running the build ({me}); whoever owns it chooses what layers hold",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(io::Error::other(format!(
+            "{} may be written by others (mode {:o}); whoever can write it chooses what layers hold: chmod go-w it",
+            dir.display(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// An index file: [`INDEX_MAGIC`], the SHA-256 of the payload (hex, and a
@@ -1084,6 +1122,24 @@ mod tests {
             a.nlink(),
             "not linked"
         );
+    }
+
+    #[test]
+    fn a_cache_others_may_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("cache");
+        LayerCache::open(&d).unwrap();
+        for (path, mode) in [(d.clone(), 0o777), (d.join(LAYERS_DIR), 0o775)] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let e = LayerCache::open(&d).unwrap_err().to_string();
+            assert!(
+                e.contains(&path.display().to_string()) && e.contains("written by others"),
+                "{e}"
+            );
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        LayerCache::open(&d).unwrap();
     }
 
     #[test]

@@ -1266,7 +1266,7 @@ pub fn pull(reference: &str, arch: &str, opts: &RegistryOptions) -> Result<Pulle
     }
     let root = cache_root(opts)?;
     let store = root.join("blobs/sha256");
-    std::fs::create_dir_all(&store).ctx(|| format!("creating {}", store.display()))?;
+    nodeimg_fetch::cachedir::create_dirs(&store).ctx(|| format!("creating {}", store.display()))?;
     let s = Session::new(opts)?;
     if !opts.offline {
         s.login(&r)?;
