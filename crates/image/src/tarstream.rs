@@ -207,6 +207,9 @@ impl Codec {
 /// The spelling of tarball names `Codec::from_tar_name` accepts, for messages.
 pub(crate) const TAR_EXTENSIONS: &str = ".tar, .tar.gz (or .tgz), .tar.zst";
 
+/// The size of the jobs the zstd encoder hands its workers.
+const ZSTD_JOB: u32 = 2 << 20;
+
 /// A decompressing reader that gives its source back when done.
 pub(crate) enum Decoder<R: BufRead> {
     Plain(R),
@@ -279,6 +282,10 @@ impl<W: Write> Encoder<W> {
                 let mut e = zstd::stream::write::Encoder::new(w, 3)?;
                 let n = u32::try_from(r.threads()).unwrap_or(u32::MAX);
                 e.multithread(n)?;
+                // Fixed 2 MiB jobs (not zstd's 4 windows at level 3): the
+                // bytes still do not depend on the number of workers, and
+                // the buffers in flight stay small.
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 Encoder::Zstd(e, r)
             }
         })
