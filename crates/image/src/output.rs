@@ -417,15 +417,25 @@ struct NewLayer {
     size: u64,
 }
 
-/// Pack one recipe layer into a blob of `oci`, hashing while streaming.
-fn pack_layer(
-    oci: &OciDir,
-    tree: &FileTree,
-    below: &dyn RootView,
+/// One recipe layer to pack: its tree over the image `below`, every entry
+/// with `mtime`, compressed with `codec`; `name` for messages.
+struct LayerJob<'a> {
+    tree: &'a FileTree,
+    below: &'a dyn RootView,
     mtime: u64,
     codec: Codec,
-    name: &str,
-) -> Result<NewLayer> {
+    name: &'a str,
+}
+
+/// Pack one recipe layer into a blob of `oci`, hashing while streaming.
+fn pack_layer(oci: &OciDir, job: &LayerJob<'_>) -> Result<NewLayer> {
+    let LayerJob {
+        tree,
+        below,
+        mtime,
+        codec,
+        name,
+    } = *job;
     let ctx = || format!("writing layer {name}");
     let bw = oci.create_blob().map_err(oci_err(&ctx()))?;
     let enc = Encoder::new(codec, bw).ctx(ctx)?;
@@ -456,19 +466,12 @@ fn tar_digest(tree: &FileTree, below: &dyn RootView, mtime: u64) -> Result<Strin
 
 /// One recipe layer into the layout: its blob from the layer cache when
 /// the cache holds its tar compressed the same way, else packed (and kept).
-fn pack_or_reuse(
-    blobs: &Blobs<'_>,
-    tree: &FileTree,
-    below: &dyn RootView,
-    mtime: u64,
-    codec: Codec,
-    name: &str,
-) -> Result<NewLayer> {
+fn pack_or_reuse(blobs: &Blobs<'_>, job: &LayerJob<'_>) -> Result<NewLayer> {
     let Some(cache) = blobs.cache else {
-        return pack_layer(blobs.oci, tree, below, mtime, codec, name);
+        return pack_layer(blobs.oci, job);
     };
-    let diff_id = tar_digest(tree, below, mtime)?;
-    let key = cache::blob_key(codec, &diff_id, false);
+    let diff_id = tar_digest(job.tree, job.below, job.mtime)?;
+    let key = cache::blob_key(job.codec, &diff_id, false);
     if let Some(e) = cache.entry(&key).filter(|e| e.diff_id == diff_id) {
         if blobs.reuse(&e.digest, e.size) {
             return Ok(NewLayer {
@@ -478,10 +481,10 @@ fn pack_or_reuse(
             });
         }
     }
-    let packed = pack_layer(blobs.oci, tree, below, mtime, codec, name)?;
+    let packed = pack_layer(blobs.oci, job)?;
     if packed.diff_id != diff_id {
         return Err(Error::image(
-            format!("layer {name}"),
+            format!("layer {}", job.name),
             "its files changed while it was being written; run the build again",
         ));
     }
@@ -527,7 +530,14 @@ fn pack_all(
                     uppers: &layers[..i],
                 };
                 let l = &layers[i];
-                let r = pack_or_reuse(blobs, &l.tree, &below, mtime, codec, &l.name);
+                let job = LayerJob {
+                    tree: &l.tree,
+                    below: &below,
+                    mtime,
+                    codec,
+                    name: &l.name,
+                };
+                let r = pack_or_reuse(blobs, &job);
                 if r.is_err() {
                     failed.store(true, Ordering::SeqCst);
                 }
