@@ -58,7 +58,9 @@ pub fn render(
         let rendered = match env {
             Some(env) if !l.spec.packages.is_empty() => l.spec.render_with(&ctx, |v, own| {
                 let view_id = match &below {
-                    Some(b) => Some(chain(b, own).map_err(LayerFail::Packages)?),
+                    Some(b) => Some(
+                        chain(b, own).map_err(|e| LayerFail::Packages(PackagesError::Build(e)))?,
+                    ),
                     None => None,
                 };
                 packages::install_layer(
@@ -92,12 +94,7 @@ pub fn render(
         };
         let above = &recipe.layers[i + 1..];
         below = match below {
-            Some(b) if above.iter().any(|l| !l.spec.packages.is_empty()) => {
-                Some(chain(&b, &tree).map_err(|e| match e {
-                    PackagesError::Build(e) => Error::from(e),
-                    e => Error::from(nodeimg_image::Error::cause("packing a layer", e)),
-                })?)
-            }
+            Some(b) if above.iter().any(|l| !l.spec.packages.is_empty()) => Some(chain(&b, &tree)?),
             _ => None,
         };
         trees.push(tree);
@@ -122,7 +119,7 @@ pub fn base_id(base: &nodeimg_image::base::Base) -> String {
 }
 
 /// The digest of the image `below` with `tree` on it.
-fn chain(below: &str, tree: &FileTree) -> std::result::Result<String, PackagesError> {
+fn chain(below: &str, tree: &FileTree) -> nodeimg_image::Result<String> {
     let d = nodeimg_image::pack::tree_digest(tree)?;
     Ok(nodeimg_image::cache::key(&["layer", below, &d]))
 }

@@ -914,6 +914,8 @@ fn hinted_index(
 ) -> Option<(cache::IndexEntry, Option<cache::PendingHash>)> {
     let id = cache::FileId::of(file).ok()?;
     let sha = c.hint(&id)?;
+    // The index first: without it the file is hashed once, by the caller.
+    let entry = c.load_index(&cache::key(&["rootfs-index", &sha]))?;
     let pending = (!c.trusts_identity()).then(|| {
         let hashing = file.to_path_buf();
         let handle = std::thread::spawn(move || {
@@ -924,7 +926,6 @@ fn hinted_index(
         });
         cache::PendingHash::new(sha.clone(), id, c.dir(), handle)
     });
-    let entry = c.load_index(&cache::key(&["rootfs-index", &sha]))?;
     Some((entry, pending))
 }
 

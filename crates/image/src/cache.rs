@@ -409,14 +409,9 @@ impl LayerCache {
     pub(crate) fn keep_blob(&self, src: &Path, digest: &str) {
         self.count(|c| c.built += 1);
         let dest = self.blob_path(digest);
-        let tmp = self.dir.join("blobs").join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
-        let r = link_or_copy(src, &tmp).and_then(|()| fs::rename(&tmp, &dest));
+        let r = temp_in(&self.dir.join("blobs"), |p| link_or_copy(src, p))
+            .and_then(|tmp| tmp.persist(&dest).map_err(|e| e.error));
         if let Err(e) = r {
-            let _ = fs::remove_file(&tmp);
             self.store_failed(&format!("blob {digest}"), &e);
         }
     }
@@ -764,40 +759,38 @@ impl LayerCache {
     /// build's scratch folder when it can be): its SHA-256 and size.
     fn keep_file(&self, c: &nodeimg_layers::Content) -> io::Result<(String, u64)> {
         use nodeimg_layers::Content;
-        let tmp = self.dir.join("files").join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
-        let (sha, size) = match c {
-            Content::Host { path, .. } => {
-                let (sha, size) = hash_file(path)?;
-                if !self.file_path(&sha).exists() {
-                    link_or_copy(path, &tmp)?;
-                }
-                (sha, size)
-            }
-            Content::Bytes(b) => {
-                let sha = hex::encode(Sha256::digest(b));
-                if !self.file_path(&sha).exists() {
-                    fs::write(&tmp, b)?;
-                }
-                (sha, b.len() as u64)
-            }
-            Content::Input(f) => {
-                let b = f.read_all()?;
-                let sha = hex::encode(Sha256::digest(&b));
-                if !self.file_path(&sha).exists() {
-                    fs::write(&tmp, &b)?;
-                }
-                (sha, b.len() as u64)
-            }
-        };
-        if tmp.exists() {
-            fs::rename(&tmp, self.file_path(&sha))?;
-        }
+        let tmp = temp_in(&self.dir.join("files"), |p| match c {
+            Content::Host { path, .. } => link_or_copy(path, p),
+            Content::Bytes(b) => write_new(p, &mut b.as_slice()),
+            Content::Input(f) => write_new(p, &mut f.reader()),
+        })?;
+        let (sha, size) = hash_file(&tmp)?;
+        tmp.persist(self.file_path(&sha)).map_err(|e| e.error)?;
         Ok((sha, size))
     }
+}
+
+/// A new file in `dir` under a temporary name, made by `fill` (which must
+/// create it); removed unless persisted.
+fn temp_in(
+    dir: &Path,
+    fill: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<tempfile::TempPath> {
+    Ok(tempfile::Builder::new()
+        .prefix(".tmp-")
+        .make_in(dir, fill)?
+        .into_temp_path())
+}
+
+/// Create the file `path` (it must not exist) with what `r` reads.
+fn write_new(path: &Path, r: &mut dyn Read) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)?;
+    io::copy(r, &mut f)?;
+    f.sync_all()
 }
 
 /// The SHA-256 (hex) and size of the file at `path`.
@@ -813,17 +806,6 @@ fn touch(path: &Path) {
     if let Ok(f) = File::options().write(true).open(path) {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
-}
-
-/// A suffix for temporary names, unique within the process.
-fn fastrand_suffix() -> String {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{n}-{t:08x}")
 }
 
 /// `dir` is a folder of the user running the build that no one else may
