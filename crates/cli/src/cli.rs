@@ -21,6 +21,7 @@ Examples:
   nodeimg lock recipe.toml                 # pin every package in recipe.toml.lock
   nodeimg build recipe.toml --offline      # from the lock and the cache, no network
   nodeimg inspect out/containerd-ubuntu --why /etc/containerd/config.toml
+  nodeimg cache prune --older-than 30d     # trim the download and layer cache
   nodeimg schema > recipe.schema.json
 
 Exit codes:
@@ -29,7 +30,8 @@ Exit codes:
   2  usage error, or an error in the recipe (the message names file, line and key)
 
 Environment:
-  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)";
+  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)
+  NODEIMG_NO_CACHE   1: build without the layer cache (as build --no-cache)";
 
 /// Build immutable, preconfigured Kubernetes node images from TOML recipes.
 ///
@@ -58,6 +60,7 @@ Examples:
   nodeimg build recipe.toml --mirror https://deb.example.org/debian=http://mirror.lan/d,key=m.asc
   nodeimg build recipe.toml --mirrors mirrors.toml
   nodeimg lock recipe.toml && nodeimg build recipe.toml --offline
+  nodeimg build recipe.toml --trust-stat         # a rebuild that hashes neither base nor cache
   nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
       --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
   nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
@@ -66,6 +69,11 @@ Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
 the locked .debs are installed and a recipe that no longer matches the lock
 fails; --no-lock resolves anew, --locked requires the lock. --offline builds
 from the lock and --cache-dir without any network access.
+
+Layer cache: layers, a base's index and installed packages that did not
+change come from layers/ in --cache-dir (verified again on every use) and
+go there otherwise; --no-cache builds every layer anew; `nodeimg cache`
+shows and prunes the cache.
 
 Progress goes to stderr: bars on a terminal, one line per step otherwise
 (`nodeimg: fetched containerd 1.6.20 (30.1 MB)`), nothing with -q.
