@@ -551,14 +551,16 @@ fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
     let first = build_packages(&recipe, &base, &t.path().join("a"), &cache, true);
     assert_eq!(first.digest, cold.digest);
     assert!(
-        cache_line(&first).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        cache_line(&first)
+            .ends_with("; the packages of 0 layer(s) reused, 1 installed; 0 resolution(s) reused"),
         "{}",
         first.stderr
     );
     let warm = build_packages(&recipe, &base, &t.path().join("b"), &cache, true);
     assert_eq!(warm.digest, cold.digest);
     assert!(
-        cache_line(&warm).ends_with("; the packages of 1 layer(s) reused, 0 installed"),
+        cache_line(&warm)
+            .ends_with("; the packages of 1 layer(s) reused, 0 installed; 1 resolution(s) reused"),
         "{}",
         warm.stderr
     );
@@ -590,9 +592,41 @@ fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
         again.stderr
     );
     assert!(
-        cache_line(&again).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        cache_line(&again)
+            .ends_with("; the packages of 0 layer(s) reused, 1 installed; 1 resolution(s) reused"),
         "{}",
         again.stderr
+    );
+
+    // The kept resolution damaged: said, and the layer resolved again from
+    // the repository's index (the packages are still those kept).
+    let resolved = files_in(&cache.join("layers/resolved"));
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let mut bytes = fs::read(&resolved[0]).expect("read");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1;
+    fs::write(&resolved[0], &bytes).expect("write");
+    let re = build_packages(&recipe, &base, &t.path().join("r"), &cache, true);
+    assert_eq!(re.digest, cold.digest);
+    assert!(
+        re.stderr.contains(&format!(
+            "warning: layer cache: {} is damaged",
+            resolved[0].display()
+        )),
+        "{}",
+        re.stderr
+    );
+    assert!(
+        cache_line(&re)
+            .ends_with("; the packages of 1 layer(s) reused, 0 installed; 0 resolution(s) reused"),
+        "{}",
+        re.stderr
+    );
+    assert!(
+        warm.stderr.contains("the resolution of layer")
+            && !re.stderr.contains("the resolution of layer"),
+        "{}",
+        re.stderr
     );
 
     // A sysctl of the layer below the packages changed: the image they are
@@ -610,7 +644,8 @@ fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
     fs::write(&kernel, changed).expect("write");
     let below = build_packages(&recipe, &base, &t.path().join("d"), &cache, true);
     assert!(
-        cache_line(&below).ends_with("; the packages of 0 layer(s) reused, 1 installed"),
+        cache_line(&below)
+            .ends_with("; the packages of 0 layer(s) reused, 1 installed; 1 resolution(s) reused"),
         "{}",
         below.stderr
     );

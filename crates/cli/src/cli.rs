@@ -564,8 +564,8 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = outcome.cache.filter(|c| c.reused + c.built > 0) {
         let packages = if c.trees_reused + c.trees_built > 0 {
             format!(
-                "; the packages of {} layer(s) reused, {} installed",
-                c.trees_reused, c.trees_built
+                "; the packages of {} layer(s) reused, {} installed; {} resolution(s) reused",
+                c.trees_reused, c.trees_built, c.resolutions_reused
             )
         } else {
             String::new()

@@ -23,7 +23,9 @@ use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
 use nodeimg_pkg::backend::{
     Backend, InstalledPackage, LabelError, LayerInstall, LayerRequest, Resolution,
 };
-use nodeimg_pkg::driver::{build_cause, build_err, fetch_shown, LockRef, PackagesError};
+use nodeimg_pkg::driver::{
+    build_cause, build_err, fetch_shown, keep_resolution, kept_resolution, LockRef, PackagesError,
+};
 use nodeimg_pkg::env::PackageEnv;
 use nodeimg_pkg::lock::{self, LockedFile, LockedLayer, LockedPackage, LockedSource};
 
@@ -255,8 +257,25 @@ fn resolve_layer(l: &mut DebLayer<'_>) -> Result<Resolution, PackagesError> {
             hint: Some("add an apt-source item (with its key) in this layer or one below".into()),
         });
     }
+    let located = locate_indexes(env, &l.sources, arch)?;
+    let dpkg_status = status_digest(view)?;
+    let sources: Vec<LockedSource> = l.sources.iter().map(locked_source).collect();
+    let key = resolution_key(env, arch, l.requests, &dpkg_status, &sources, &located);
+    if let Some(kept) = key
+        .as_deref()
+        .and_then(|k| kept_resolution(env, k, l.requests))
+    {
+        env.meter().step(&format!(
+            "the resolution of layer {:?} from the layer cache (the same requests, installed packages and indexes)",
+            l.layer
+        ));
+        for p in kept.layer.in_order() {
+            l.planned.push(planned_from_lock(p)?);
+        }
+        return Ok(kept);
+    }
     let mut read = Vec::new();
-    let (indexes, roots) = read_indexes(env, &l.sources, arch, &mut read)?;
+    let (indexes, roots) = read_indexes(env, &located, &mut read)?;
     let installed = installed(view)?;
     let repos = select_packages(indexes, &l.reqs, &installed)?;
     let input = resolve::Input {
@@ -289,19 +308,48 @@ fn resolve_layer(l: &mut DebLayer<'_>) -> Result<Resolution, PackagesError> {
         });
     }
     l.planned = planned;
-    Ok(Resolution {
+    let resolution = Resolution {
         layer: LockedLayer {
             name: l.layer.to_string(),
             kind: lock::LayerKind::Deb,
             requests: l.requests.to_vec(),
-            dpkg_status: status_digest(view)?,
+            dpkg_status,
             rpmdb: String::new(),
-            sources: l.sources.iter().map(locked_source).collect(),
+            sources,
             repos: Vec::new(),
             packages: locked,
         },
         indexes: read,
-    })
+    };
+    if let Some(k) = &key {
+        keep_resolution(env, k, &resolution);
+    }
+    Ok(resolution)
+}
+
+/// The key of a layer's resolution in the layer cache (see
+/// [`nodeimg_pkg::driver::resolution_key`]): its requests, the dpkg status
+/// below it, its sources, and every index it reads by URL and SHA-256.
+fn resolution_key(
+    env: &PackageEnv,
+    arch: &str,
+    requests: &[String],
+    dpkg_status: &str,
+    sources: &[LockedSource],
+    located: &[Located],
+) -> Option<String> {
+    let mut inputs = vec![
+        serde_json::to_string(requests).ok()?,
+        dpkg_status.to_string(),
+        serde_json::to_string(sources).ok()?,
+    ];
+    for i in located {
+        inputs.push(format!(
+            "{} {} {} {} {}",
+            i.id, i.url, i.loc.size, i.loc.sha256, i.loc.compression
+        ));
+    }
+    nodeimg_pkg::driver::resolution_key(env, lock::LayerKind::Deb, arch, &inputs)
 }
 
 /// One enabled `deb` source of the image.
@@ -430,18 +478,25 @@ fn read_keyring(
 /// Repository id -> (URI, suite): where its `Filename`s are relative to.
 type Roots = BTreeMap<String, (String, String)>;
 
-/// The `Packages` indexes (one per source, URI, suite and component) in
-/// compact form, with their repository ids, and where each one's files are.
-/// Each index is streamed from the cache: verified (size and SHA256 from
-/// `Release`), decompressed and parsed in one pass, one stanza at a time.
-fn read_indexes(
+/// One `Packages` index a layer reads: its repository id, where its
+/// files are, its URL and what the verified `Release` says of it.
+struct Located {
+    id: String,
+    uri: String,
+    suite: String,
+    url: String,
+    loc: repo::IndexLocation,
+}
+
+/// The `Packages` indexes (one per source, URI, suite and component), as
+/// each source's verified `InRelease` (or `Release`) names them; nothing of
+/// the indexes themselves is read.
+fn locate_indexes(
     env: &PackageEnv,
     sources: &[Source],
     arch: &str,
-    read: &mut Vec<LockedFile>,
-) -> Result<(Vec<(String, control::PackageIndex)>, Roots), PackagesError> {
-    let mut indexes = Vec::new();
-    let mut roots = BTreeMap::new();
+) -> Result<Vec<Located>, PackagesError> {
+    let mut out = Vec::new();
     for s in sources {
         for uri in &s.uris {
             for suite in &s.suites {
@@ -456,30 +511,51 @@ fn read_indexes(
                     let loc = release
                         .packages_index(comp, arch)
                         .map_err(|e| build_cause(&s.file, e))?;
-                    let url = format!("{dir}{}", loc.fetch_path);
-                    let file = fetch_shown(
-                        env.cache(),
-                        env.meter(),
-                        &url,
-                        loc.size,
-                        &loc.sha256,
-                        &format!("index {url}"),
-                    )?;
-                    read.push(LockedFile {
-                        url: url.clone(),
-                        size: loc.size,
-                        sha256: loc.sha256.to_ascii_lowercase(),
+                    out.push(Located {
+                        id: match comp {
+                            Some(c) => format!("{uri} {suite} {c}"),
+                            None => format!("{uri} {suite}"),
+                        },
+                        uri: uri.clone(),
+                        suite: suite.clone(),
+                        url: format!("{dir}{}", loc.fetch_path),
+                        loc,
                     });
-                    let index = read_index(&file, &loc, &url)?;
-                    let id = match comp {
-                        Some(c) => format!("{uri} {suite} {c}"),
-                        None => format!("{uri} {suite}"),
-                    };
-                    roots.insert(id.clone(), (uri.clone(), suite.clone()));
-                    indexes.push((id, index));
                 }
             }
         }
+    }
+    Ok(out)
+}
+
+/// The `Packages` indexes `located` in compact form, with their repository
+/// ids, and where each one's files are. Each index is streamed from the
+/// cache: verified (size and SHA256 from `Release`), decompressed and
+/// parsed in one pass, one stanza at a time.
+fn read_indexes(
+    env: &PackageEnv,
+    located: &[Located],
+    read: &mut Vec<LockedFile>,
+) -> Result<(Vec<(String, control::PackageIndex)>, Roots), PackagesError> {
+    let mut indexes = Vec::new();
+    let mut roots = BTreeMap::new();
+    for l in located {
+        let file = fetch_shown(
+            env.cache(),
+            env.meter(),
+            &l.url,
+            l.loc.size,
+            &l.loc.sha256,
+            &format!("index {}", l.url),
+        )?;
+        read.push(LockedFile {
+            url: l.url.clone(),
+            size: l.loc.size,
+            sha256: l.loc.sha256.to_ascii_lowercase(),
+        });
+        let index = read_index(&file, &l.loc, &l.url)?;
+        roots.insert(l.id.clone(), (l.uri.clone(), l.suite.clone()));
+        indexes.push((l.id.clone(), index));
     }
     Ok((indexes, roots))
 }

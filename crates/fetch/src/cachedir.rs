@@ -16,7 +16,10 @@ use serde::Serialize;
 pub const PARTS: [(&str, &str); 3] = [
     ("sha256", "downloads (repository indexes and packages)"),
     ("registry", "registry bases (pulled blobs)"),
-    ("layers", "built layers (blobs, entries, base indexes)"),
+    (
+        "layers",
+        "built layers (blobs, entries, base indexes, installed packages, resolutions)",
+    ),
 ];
 
 /// Temporary files older than this are left from an interrupted write.

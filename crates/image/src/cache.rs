@@ -52,6 +52,8 @@ pub const LAYERS_DIR: &str = "layers";
 const INDEX_MAX: u64 = 768 << 20;
 /// The largest blob entry read.
 const ENTRY_MAX: u64 = 4096;
+/// The largest value of [`LayerCache::load_value`].
+const ENTRY_VALUE_MAX: u64 = 16 << 20;
 /// The first bytes of an index file, before the SHA-256 of the rest.
 const INDEX_MAGIC: &[u8] = b"nodeimg layer index\n";
 
@@ -70,6 +72,8 @@ pub struct Counts {
     pub trees_reused: usize,
     /// Package layers installed (and kept).
     pub trees_built: usize,
+    /// Package layers whose resolution came from the cache.
+    pub resolutions_reused: usize,
 }
 
 /// An opened layer cache (see the module documentation).
@@ -445,6 +449,51 @@ impl LayerCache {
         if let Err(e) = r {
             self.store_failed("a base index", &e);
         }
+    }
+}
+
+impl LayerCache {
+    /// The value kept as `key` in the folder `part` (see
+    /// [`LayerCache::store_value`]), once its recorded SHA-256 is found to
+    /// be its content's; `None` when there is none (a damaged one is
+    /// reported and removed). The caller still checks what it decodes.
+    pub fn load_value(&self, part: &str, key: &str) -> Option<Vec<u8>> {
+        let path = self.dir.join(part).join(key);
+        let bytes = self.read_entry(&path, ENTRY_VALUE_MAX)?;
+        match checked_payload(&bytes) {
+            Ok(p) => {
+                if let Ok(f) = File::options().write(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Some(p.to_vec())
+            }
+            Err(why) => {
+                self.damaged(&path, &why);
+                None
+            }
+        }
+    }
+
+    /// Keep `payload` as `key` in the folder `part` of the layer cache
+    /// (written atomically, with its SHA-256); a failure only warns.
+    pub fn store_value(&self, part: &str, key: &str, payload: &[u8]) {
+        let dir = self.dir.join(part);
+        let r = nodeimg_fetch::cachedir::create_dirs(&dir)
+            .and_then(|()| self.write_atomic(&dir.join(key), &encode_index(payload)));
+        if let Err(e) = r {
+            self.store_failed(part, &e);
+        }
+    }
+
+    /// A value of `part` was reused: counted for the build's summary.
+    pub fn count_resolution_reused(&self) {
+        self.count(|c| c.resolutions_reused += 1);
+    }
+
+    /// A value found unusable after its checksum held (it does not decode):
+    /// reported and removed.
+    pub fn value_damaged(&self, part: &str, key: &str, why: &str) {
+        self.damaged(&self.dir.join(part).join(key), why);
     }
 }
 

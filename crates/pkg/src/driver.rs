@@ -13,7 +13,7 @@ use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::{Cache, CachedFile, Meter};
 use nodeimg_layers::FileTree;
 
-use crate::backend::{detect, Backend, LabelError, LayerInstall, LayerRequest};
+use crate::backend::{detect, Backend, LabelError, LayerInstall, LayerRequest, Resolution};
 use crate::env::{LayerInstalled, LockMode, PackageEnv};
 use crate::lock::{self, Lock, LockedLayer, LockedPackage};
 
@@ -293,6 +293,73 @@ fn install_or_reuse(
         c.store_tree(k, &tree, &warnings);
     }
     Ok((tree, warnings))
+}
+
+/// The folder of the layer cache that resolutions are kept in.
+const RESOLVED: &str = "resolved";
+
+/// A resolution as the layer cache keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptResolution {
+    layer: LockedLayer,
+    indexes: Vec<lock::LockedFile>,
+}
+
+/// The key of a layer's resolution in the layer cache: the program (whose
+/// resolver decides), the backend, the architecture and `inputs`, all that
+/// the backend resolves from (the requests, the packages installed below,
+/// the repositories and the SHA-256 of every index, as their verified
+/// release files name them); `None` without a layer cache.
+pub fn resolution_key(
+    env: &PackageEnv,
+    kind: lock::LayerKind,
+    arch: &str,
+    inputs: &[String],
+) -> Option<String> {
+    let cache = env.layer_cache()?;
+    let program = nodeimg_image::cache::program_digest(cache)?;
+    let kind = format!("{kind:?}");
+    let mut parts: Vec<&str> = vec!["resolution", &program, &kind, arch];
+    parts.extend(inputs.iter().map(String::as_str));
+    Some(nodeimg_image::cache::key(&parts))
+}
+
+/// The resolution kept as `key` when the layer cache holds a sound one for
+/// `requests` (one that does not decode, or is for other requests, is
+/// reported and removed).
+pub fn kept_resolution(env: &PackageEnv, key: &str, requests: &[String]) -> Option<Resolution> {
+    let cache = env.layer_cache()?;
+    let bytes = cache.load_value(RESOLVED, key)?;
+    let kept: KeptResolution = match serde_json::from_slice(&bytes) {
+        Ok(k) => k,
+        Err(e) => {
+            cache.value_damaged(RESOLVED, key, &format!("unreadable: {e}"));
+            return None;
+        }
+    };
+    if kept.layer.requests != requests {
+        cache.value_damaged(RESOLVED, key, "it resolves other requests");
+        return None;
+    }
+    cache.count_resolution_reused();
+    Some(Resolution {
+        layer: kept.layer,
+        indexes: kept.indexes,
+    })
+}
+
+/// Keep `resolution` as `key` in the layer cache.
+pub fn keep_resolution(env: &PackageEnv, key: &str, resolution: &Resolution) {
+    let Some(cache) = env.layer_cache() else {
+        return;
+    };
+    let kept = KeptResolution {
+        layer: resolution.layer.clone(),
+        indexes: resolution.indexes.clone(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&kept) {
+        cache.store_value(RESOLVED, key, &bytes);
+    }
 }
 
 /// The layer as `lock` names it: present, installed by `backend`, for the
@@ -591,6 +658,85 @@ mod tests {
         install_one(&f, &env, &reqs).unwrap();
         assert!(env.recorded_lock("amd64").is_none());
         assert_eq!(env.installed().len(), 1);
+    }
+
+    #[test]
+    fn resolutions_are_kept_by_every_input_and_checked_when_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(
+            nodeimg_image::cache::LayerCache::open(&t.path().join("cache")).unwrap(),
+        );
+        let env = PackageEnv::new(&t.path().join("cache"), &[])
+            .unwrap()
+            .with_layer_cache(Some(cache.clone()));
+        let inputs = |index: &str| {
+            vec![
+                "[\"a\"]".to_string(),
+                format!("http://r/Packages.xz {index}"),
+            ]
+        };
+        let key = resolution_key(&env, LayerKind::Deb, "amd64", &inputs("1")).unwrap();
+        // Every input, the backend and the architecture are in the key.
+        for other in [
+            resolution_key(&env, LayerKind::Deb, "amd64", &inputs("2")),
+            resolution_key(&env, LayerKind::Rpm, "amd64", &inputs("1")),
+            resolution_key(&env, LayerKind::Deb, "arm64", &inputs("1")),
+        ] {
+            assert_ne!(other.unwrap(), key);
+        }
+        assert_eq!(
+            resolution_key(&env, LayerKind::Deb, "amd64", &inputs("1")).unwrap(),
+            key
+        );
+        let reqs = vec!["a".to_string()];
+        assert!(kept_resolution(&env, &key, &reqs).is_none());
+        let layer = LockedLayer {
+            name: "l".into(),
+            kind: LayerKind::Deb,
+            requests: reqs.clone(),
+            dpkg_status: "0".repeat(64),
+            rpmdb: String::new(),
+            sources: vec![],
+            repos: vec![],
+            packages: vec![],
+        };
+        let r = Resolution {
+            layer: layer.clone(),
+            indexes: vec![lock::LockedFile {
+                url: "http://r/Packages.xz".into(),
+                size: 3,
+                sha256: "1".repeat(64),
+            }],
+        };
+        keep_resolution(&env, &key, &r);
+        let back = kept_resolution(&env, &key, &reqs).unwrap();
+        assert_eq!(back.layer, layer);
+        assert_eq!(back.indexes, r.indexes);
+        assert_eq!(cache.counts().resolutions_reused, 1);
+        // Kept for other requests: not used, and removed.
+        let file = t.path().join("cache/layers/resolved").join(&key);
+        assert!(kept_resolution(&env, &key, &["b".to_string()]).is_none());
+        assert!(!file.exists());
+        assert!(cache
+            .take_notes()
+            .iter()
+            .any(|n| n.contains("resolves other requests")));
+        // A changed byte: damaged, removed.
+        keep_resolution(&env, &key, &r);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        assert!(kept_resolution(&env, &key, &reqs).is_none());
+        assert!(!file.exists());
+        assert!(cache
+            .take_notes()
+            .iter()
+            .any(|n| n.contains("is damaged") && n.contains("SHA256")));
+        assert_eq!(cache.counts().resolutions_reused, 1);
+        // Without a layer cache there is no key.
+        let plain = PackageEnv::new(&t.path().join("cache"), &[]).unwrap();
+        assert!(resolution_key(&plain, LayerKind::Deb, "amd64", &inputs("1")).is_none());
     }
 
     #[test]
