@@ -250,8 +250,9 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Cache of downloads (repository indexes and packages, by SHA256) and
-    /// of built layers (layers/: compressed blobs and base indexes, put
-    /// into OCI outputs by reflink or hard link); every cached file is
+    /// of built layers (layers/: compressed blobs, base indexes, installed
+    /// packages and resolutions; blobs are put into OCI outputs by reflink
+    /// or hard link); every cached file is
     /// verified again before use. `nodeimg cache` shows and prunes it
     /// [default: $XDG_CACHE_HOME/nodeimg, else ~/.cache/nodeimg].
     #[arg(long, value_name = "DIR")]
