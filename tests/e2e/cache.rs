@@ -538,6 +538,46 @@ fn build_packages(recipe: &Path, base: &str, out: &Path, cache: &Path, use_cache
     }
 }
 
+/// The kept resolution damaged: said, and the layer resolved again from
+/// the repository's index (the packages are still those kept).
+fn a_damaged_resolution_is_resolved_again(
+    recipe: &Path,
+    base: &str,
+    work: &Path,
+    cache: &Path,
+    cold: &Built,
+    warm: &Built,
+) {
+    let resolved = files_in(&cache.join("layers/resolved"));
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let mut bytes = fs::read(&resolved[0]).expect("read");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 1;
+    fs::write(&resolved[0], &bytes).expect("write");
+    let re = build_packages(recipe, base, &work.join("r"), cache, true);
+    assert_eq!(re.digest, cold.digest);
+    assert!(
+        re.stderr.contains(&format!(
+            "warning: layer cache: {} is damaged",
+            resolved[0].display()
+        )),
+        "{}",
+        re.stderr
+    );
+    assert!(
+        cache_line(&re)
+            .ends_with("; the packages of 1 layer(s) reused, 0 installed; 0 resolution(s) reused"),
+        "{}",
+        re.stderr
+    );
+    assert!(
+        warm.stderr.contains("the resolution of layer")
+            && !re.stderr.contains("the resolution of layer"),
+        "{}",
+        re.stderr
+    );
+}
+
 #[test]
 fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
     let Some(base) = fixture_base() else { return };
@@ -598,36 +638,7 @@ fn installed_packages_are_kept_and_reused_until_what_is_below_them_changes() {
         again.stderr
     );
 
-    // The kept resolution damaged: said, and the layer resolved again from
-    // the repository's index (the packages are still those kept).
-    let resolved = files_in(&cache.join("layers/resolved"));
-    assert_eq!(resolved.len(), 1, "{resolved:?}");
-    let mut bytes = fs::read(&resolved[0]).expect("read");
-    let last = bytes.len() - 2;
-    bytes[last] ^= 1;
-    fs::write(&resolved[0], &bytes).expect("write");
-    let re = build_packages(&recipe, &base, &t.path().join("r"), &cache, true);
-    assert_eq!(re.digest, cold.digest);
-    assert!(
-        re.stderr.contains(&format!(
-            "warning: layer cache: {} is damaged",
-            resolved[0].display()
-        )),
-        "{}",
-        re.stderr
-    );
-    assert!(
-        cache_line(&re)
-            .ends_with("; the packages of 1 layer(s) reused, 0 installed; 0 resolution(s) reused"),
-        "{}",
-        re.stderr
-    );
-    assert!(
-        warm.stderr.contains("the resolution of layer")
-            && !re.stderr.contains("the resolution of layer"),
-        "{}",
-        re.stderr
-    );
+    a_damaged_resolution_is_resolved_again(&recipe, &base, t.path(), &cache, &cold, &warm);
 
     // A sysctl of the layer below the packages changed: the image they are
     // installed on is another, so they are installed again.

@@ -189,35 +189,41 @@ pub fn install_layer(
             "resolving"
         }
     ));
-    let packages = match locked {
+    // The packages to install, and how each one is fetched once it is
+    // known that the layer cache does not hold them installed.
+    let (packages, by) = match locked {
         Some((ll, by)) => {
             check_lock(&mut *install, env, ll, &by, layer)?;
             install.take_locked(ll, &by)?;
             let packages: Vec<LockedPackage> = ll.in_order().into_iter().cloned().collect();
-            for (i, p) in packages.iter().enumerate() {
-                install.fetched(i, fetch_locked(env, backend, p, &by, layer)?)?;
-            }
-            packages
+            (packages, Some(by))
         }
         None => {
             let resolved = install.resolve()?;
             let packages: Vec<LockedPackage> =
                 resolved.layer.in_order().into_iter().cloned().collect();
-            for (i, p) in packages.iter().enumerate() {
-                let what = backend
-                    .label(p)
-                    .map_err(|e| build_cause("resolving packages", e))?;
-                install.fetched(
-                    i,
-                    fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?,
-                )?;
-            }
             env.record(resolved.layer, resolved.indexes);
-            packages
+            (packages, None)
         }
     };
     let key = tree_key(env, backend, arch, view_id, &packages);
-    let (tree, warnings) = install_or_reuse(install, env, key.as_deref(), layer, &packages)?;
+    let kept = match (env.layer_cache(), key.as_deref()) {
+        (Some(c), Some(k)) => c.load_tree(k),
+        _ => None,
+    };
+    let (tree, warnings) = match kept {
+        Some(kept) => {
+            env.meter().step(&format!(
+                "{} package(s) of layer {layer:?} from the layer cache",
+                packages.len()
+            ));
+            kept
+        }
+        None => {
+            fetch_all(&mut *install, env, backend, &packages, by.as_ref(), layer)?;
+            install_kept(install, env, key.as_deref(), layer, &packages)?
+        }
+    };
     for line in warnings {
         env.meter()
             .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
@@ -264,32 +270,46 @@ fn tree_key(
     Some(nodeimg_image::cache::key(&parts))
 }
 
-/// The layer's packages installed (and kept in the layer cache as `key`),
-/// or, when the cache holds them, taken from it: the tree and the
-/// installation's warnings.
-fn install_or_reuse(
+/// Every package of `packages` fetched and verified through the cache and
+/// handed to `install`: as the lock `by` names them, or as resolved.
+fn fetch_all(
+    install: &mut dyn LayerInstall,
+    env: &PackageEnv,
+    backend: &dyn Backend,
+    packages: &[LockedPackage],
+    by: Option<&LockRef<'_>>,
+    layer: &str,
+) -> Result<(), PackagesError> {
+    for (i, p) in packages.iter().enumerate() {
+        let file = match by {
+            Some(by) => fetch_locked(env, backend, p, by, layer)?,
+            None => {
+                let what = backend
+                    .label(p)
+                    .map_err(|e| build_cause("resolving packages", e))?;
+                fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?
+            }
+        };
+        install.fetched(i, file)?;
+    }
+    Ok(())
+}
+
+/// The layer's packages installed (and kept in the layer cache as `key`):
+/// the tree and the installation's warnings.
+fn install_kept(
     install: Box<dyn LayerInstall + '_>,
     env: &PackageEnv,
     key: Option<&str>,
     layer: &str,
     packages: &[LockedPackage],
 ) -> Result<(FileTree, Vec<String>), PackagesError> {
-    let cache = env.layer_cache();
-    if let (Some(c), Some(k)) = (cache, key) {
-        if let Some(kept) = c.load_tree(k) {
-            env.meter().step(&format!(
-                "{} package(s) of layer {layer:?} from the layer cache",
-                packages.len()
-            ));
-            return Ok(kept);
-        }
-    }
     env.meter().step(&format!(
         "unpacking {} package(s) into layer {layer:?}",
         packages.len()
     ));
     let (tree, warnings) = install.install()?;
-    if let (Some(c), Some(k)) = (cache, key) {
+    if let (Some(c), Some(k)) = (env.layer_cache(), key) {
         c.store_tree(k, &tree, &warnings);
     }
     Ok((tree, warnings))
