@@ -217,7 +217,8 @@ pub fn install_layer(
         }
     };
     let key = tree_key(env, backend, arch, view_id, &packages);
-    let (tree, warnings) = install_or_reuse(install, env, key.as_deref(), layer, &packages)?;
+    let (mut tree, warnings) = install_or_reuse(install, env, key.as_deref(), layer, &packages)?;
+    add_record(&mut tree, view, layer, backend.kind(), &packages)?;
     for line in warnings {
         env.meter()
             .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
@@ -228,6 +229,27 @@ pub fn install_layer(
         packages,
     });
     Ok(tree)
+}
+
+/// The layer's [`record`](crate::record) of its packages, in the tree
+/// where the image below puts `/var/lib/nodeimg/packages`.
+fn add_record(
+    tree: &mut FileTree,
+    view: &dyn nodeimg_layers::RootView,
+    layer: &str,
+    kind: lock::LayerKind,
+    packages: &[LockedPackage],
+) -> Result<(), PackagesError> {
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::{ImagePath, Node};
+    let path = ImagePath::new(&crate::record::record_path(layer))
+        .map_err(|e| build_err("recording the packages", e.to_string()))?;
+    let bytes = crate::record::record(layer, kind, packages).to_bytes();
+    tree.replace(
+        view.resolve_parent(&path),
+        Node::file(bytes, Origin::new("packages", "packages")),
+    );
+    Ok(())
 }
 
 /// The key of a layer's installed packages in the layer cache: the
