@@ -63,7 +63,40 @@ fn join_and(parts: &[String]) -> Option<String> {
 }
 
 /// The expression of one `License:` short name line (`GPL-2+ or Artistic`).
+/// A comma binds less than `or` and `and` (`GPL-1+ or Artistic, and BSD`
+/// is `(GPL-1.0-or-later OR LicenseRef-Artistic) AND BSD`).
 fn debian_field(line: &str) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    let chunks: Vec<&str> = line
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let several = chunks.len() > 1;
+    for chunk in chunks {
+        let (op, rest) = match chunk.split_once(char::is_whitespace) {
+            Some((w, rest)) if w.eq_ignore_ascii_case("or") || w.eq_ignore_ascii_case("and") => {
+                (Some(w.to_ascii_uppercase()), rest)
+            }
+            _ => (None, chunk),
+        };
+        let Some(expr) = debian_terms(rest) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(op.unwrap_or_else(|| "AND".to_string()));
+        }
+        out.push(if several && expr.contains(' ') {
+            format!("({expr})")
+        } else {
+            expr
+        });
+    }
+    (!out.is_empty()).then(|| out.join(" "))
+}
+
+/// The expression of names joined by `or` and `and` (no commas).
+fn debian_terms(line: &str) -> Option<String> {
     let mut out: Vec<String> = Vec::new();
     let mut term: Vec<&str> = Vec::new();
     let flush = |term: &mut Vec<&str>, out: &mut Vec<String>| {
@@ -111,7 +144,14 @@ fn debian_term(name: &str) -> String {
         Some(b) => (b, true),
         None => (name, false),
     };
-    match spdx_id(base) {
+    // `Apache-2` and `MPL-2` are Apache-2.0 and MPL-2.0.
+    let found = spdx_id(base).or_else(|| {
+        let last = base.rsplit('-').next().unwrap_or("");
+        (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| spdx_id(&format!("{base}.0")))
+            .flatten()
+    });
+    match found {
         Some(id) => format!("{id}{}", if or_later { "+" } else { "" }),
         None => license_ref(name),
     }
@@ -258,9 +298,14 @@ License: Apache-2.0
             assert_eq!(debian_term(debian), spdx, "{debian}");
         }
         assert_eq!(
-            debian_field("GPL-2+ or, Artistic,").unwrap(),
-            "GPL-2.0-or-later OR LicenseRef-Artistic"
+            debian_field("GPL-1+ or Artistic, and BSD-3-clause").unwrap(),
+            "(GPL-1.0-or-later OR LicenseRef-Artistic) AND BSD-3-Clause"
         );
+        assert_eq!(
+            debian_field("GPL-2+ or Artistic-2, or MIT").unwrap(),
+            "(GPL-2.0-or-later OR Artistic-2.0) OR MIT"
+        );
+        assert_eq!(debian_term("Apache-2"), "Apache-2.0");
         assert_eq!(debian_field("GPL-2 or").unwrap(), "GPL-2.0-only");
     }
 

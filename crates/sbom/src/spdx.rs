@@ -1,5 +1,7 @@
 //! SPDX 2.3 JSON: a document describing the image (a package of purpose
-//! `CONTAINER`) that contains its packages and files.
+//! `CONTAINER`, which contains its packages) and the image's files no
+//! package owns (described by the document itself: SPDX lets a package
+//! whose files were not all analysed contain none).
 //!
 //! - `documentNamespace` is `urn:uuid:` and a UUID (version 5) of the image
 //!   digest, `created` the image's time: the same image gives the same
@@ -46,7 +48,11 @@ pub fn document(s: &Sbom) -> Value {
         .iter()
         .map(|f| {
             let id = file_id(f);
-            relationships.push(contains(&id));
+            relationships.push(json!({
+                "spdxElementId": "SPDXRef-DOCUMENT",
+                "relationshipType": "DESCRIBES",
+                "relatedSpdxElement": id,
+            }));
             file(s, f, &id)
         })
         .collect();
