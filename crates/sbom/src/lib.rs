@@ -282,3 +282,6 @@ impl Error {
 
 /// The result of this crate's functions.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests;
