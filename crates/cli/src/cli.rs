@@ -31,7 +31,8 @@ Exit codes:
   2  usage error, or an error in the recipe (the message names file, line and key)
 
 Environment:
-  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)
+  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0),
+                     and the time an SBOM carries
   NODEIMG_NO_CACHE   1: build without the layer cache (as build --no-cache)";
 
 /// Build immutable, preconfigured Kubernetes node images from TOML recipes.
@@ -65,7 +66,8 @@ Examples:
   nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
       --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
   nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
-  nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json --sbom cyclonedx-json=out/sbom.cdx.json
+  nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json \\
+      --sbom cyclonedx-json=out/sbom.cdx.json
 
 Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
 the locked .debs are installed and a recipe that no longer matches the lock

@@ -15,7 +15,8 @@ Examples:
   nodeimg sbom out/node --format cyclonedx-json -o out/node.cdx.json
   nodeimg sbom out/node.tar:v1 --format spdx-json -o out/node.spdx.json
   nodeimg sbom out/node-rootfs.tar.zst --format cyclonedx-json
-  nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json --sbom cyclonedx-json=out/sbom.cdx.json
+  nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json \\
+      --sbom cyclonedx-json=out/sbom.cdx.json
 
 What it lists: every package of the image, the base's included, from the
 image's own databases (dpkg's status and status.d/, rpm's rpmdb.sqlite), with
@@ -141,6 +142,50 @@ pub fn write_outputs(image: &Path, outputs: &[SbomOutput]) -> anyhow::Result<()>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_and_the_build_flag_parse() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser as _;
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "build",
+            "r.toml",
+            "--sbom",
+            "spdx-json=a.json",
+            "--sbom",
+            "cyclonedx-json=b.json",
+        ])
+        .unwrap();
+        let Command::Build(b) = c.command else {
+            panic!("not build")
+        };
+        let formats: Vec<Format> = b.sbom.iter().map(|o| o.format).collect();
+        assert_eq!(formats, [Format::SpdxJson, Format::CycloneDxJson]);
+        let e =
+            Cli::try_parse_from(["nodeimg", "build", "r.toml", "--sbom", "x.json"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let c = Cli::try_parse_from([
+            "nodeimg",
+            "sbom",
+            "out/n",
+            "--format",
+            "cyclonedx-json",
+            "-o",
+            "x",
+        ])
+        .unwrap();
+        let Command::Sbom(s) = c.command else {
+            panic!("not sbom")
+        };
+        assert_eq!(Format::from(s.format), Format::CycloneDxJson);
+        assert_eq!(s.output, Some(PathBuf::from("x")));
+        let c = Cli::try_parse_from(["nodeimg", "sbom", "out/n"]).unwrap();
+        let Command::Sbom(s) = c.command else {
+            panic!("not sbom")
+        };
+        assert_eq!((s.format, s.output), (FormatArg::SpdxJson, None));
+    }
 
     #[test]
     fn sbom_outputs_parse() {

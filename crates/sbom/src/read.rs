@@ -32,6 +32,8 @@ const RPM_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 const OS_RELEASE: [&str; 2] = ["/etc/os-release", "/usr/lib/os-release"];
 /// The most bytes of all kept files together.
 const KEPT_MAX: u64 = 2 << 30;
+/// The largest dpkg status file read (as the base view reads it).
+const DPKG_STATUS_MAX: u64 = 64 << 20;
 /// The largest copyright, `.list` or `status.d` file read.
 const SMALL_MAX: u64 = 16 << 20;
 
@@ -95,7 +97,7 @@ struct Seen {
 /// The bound of the bytes kept of `path`, when it is one an SBOM reads.
 fn keep_max(path: &str) -> Option<u64> {
     if path == DPKG_STATUS {
-        return Some(nodeimg_image::tarindex::RPMDB_KEEP_MAX.min(64 << 20));
+        return Some(DPKG_STATUS_MAX);
     }
     if path.starts_with(DPKG_STATUS_D) || (path.starts_with(DPKG_INFO) && path.ends_with(".list")) {
         return Some(SMALL_MAX);
@@ -314,12 +316,14 @@ struct Work<'a> {
     namespace: Option<String>,
 }
 
+/// A package database as one layer left it: (name, architecture, version)
+/// of each package.
+type Snapshot = (u32, Vec<(String, String, String)>);
+
 /// Which layer each package (by name and architecture) arrived in: the
 /// layer of the first snapshot of the database, from the lowest, that has
 /// the package at the version it has in the next ones.
-fn arrivals(
-    snapshots: Vec<(u32, Vec<(String, String, String)>)>,
-) -> HashMap<(String, String), u32> {
+fn arrivals(snapshots: Vec<Snapshot>) -> HashMap<(String, String), u32> {
     let mut version: HashMap<(String, String), String> = HashMap::new();
     let mut arrived: HashMap<(String, String), u32> = HashMap::new();
     for (layer, entries) in snapshots {

@@ -75,7 +75,12 @@ fn image(dir: &Path, last_status: Option<&str>) -> std::path::PathBuf {
             "file[2]",
         ),
         ("/usr/bin/a", "a 1\n", "packages", "packages"),
-        ("/usr/share/doc/a/copyright", copyright, "packages", "packages"),
+        (
+            "/usr/share/doc/a/copyright",
+            copyright,
+            "packages",
+            "packages",
+        ),
     ]);
     let upgraded = status(&[("a", "1.0"), ("b", "2.0"), ("c", "1.0+b1")]);
     let record = nodeimg_pkg::record::record(
