@@ -57,6 +57,10 @@ fn locked(name: &str, version: &str) -> LockedPackage {
 /// Three layers: a base with packages a and b, a packages layer that
 /// upgrades b and adds c (recorded), a configuration layer that writes a
 /// file of its own and replaces one of a's.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the three layers, read top to bottom"
+)]
 fn image(dir: &Path, last_status: Option<&str>) -> std::path::PathBuf {
     let base_status = status(&[("a", "1.0"), ("b", "1.0")]);
     let copyright = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: me\nLicense: Expat\n";
