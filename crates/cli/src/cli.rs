@@ -1,4 +1,4 @@
-//! The command line: `nodeimg build | lock | check | inspect | push | cache | schema`.
+//! The command line: `nodeimg build | lock | check | inspect | sbom | push | cache | schema`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -21,6 +21,7 @@ Examples:
   nodeimg lock recipe.toml                 # pin every package in recipe.toml.lock
   nodeimg build recipe.toml --offline      # from the lock and the cache, no network
   nodeimg inspect out/containerd-ubuntu --why /etc/containerd/config.toml
+  nodeimg sbom out/containerd-ubuntu --format cyclonedx-json -o out/sbom.cdx.json
   nodeimg cache prune --older-than 30d     # trim the download and layer cache
   nodeimg schema > recipe.schema.json
 
@@ -30,7 +31,8 @@ Exit codes:
   2  usage error, or an error in the recipe (the message names file, line and key)
 
 Environment:
-  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)
+  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0),
+                     and the time an SBOM carries
   NODEIMG_NO_CACHE   1: build without the layer cache (as build --no-cache)";
 
 /// Build immutable, preconfigured Kubernetes node images from TOML recipes.
@@ -64,6 +66,8 @@ Examples:
   nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
       --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
   nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
+  nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json \\
+      --sbom cyclonedx-json=out/sbom.cdx.json
 
 Packages: with RECIPE.lock next to the recipe (see `nodeimg lock`), exactly
 the locked .debs are installed and a recipe that no longer matches the lock
@@ -124,6 +128,11 @@ Examples:
   nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
   nodeimg inspect out/node --why /etc/docker/daemon.json")]
     Inspect(InspectArgs),
+    /// Write a software bill of materials of an image (SPDX 2.3 or
+    /// CycloneDX 1.6 JSON): its packages, the base's included, and the
+    /// files no package owns.
+    #[command(after_help = crate::sbom::AFTER_HELP)]
+    Sbom(crate::sbom::SbomArgs),
     /// Push an image (OCI layout folder or OCI archive) to a registry;
     /// prints the pushed manifest digest.
     #[command(after_help = "\
@@ -306,6 +315,12 @@ pub struct BuildArgs {
     /// digests, tags, layers, packages, build time) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// Write a software bill of materials of the built image to FILE, in
+    /// FORMAT (spdx-json or cyclonedx-json), as `nodeimg sbom` makes it;
+    /// repeatable. Each is written atomically once the image is
+    /// (formats oci, oci-archive and rootfs).
+    #[arg(long = "sbom", value_name = "FORMAT=FILE", value_parser = crate::sbom::parse_output)]
+    pub sbom: Vec<crate::sbom::SbomOutput>,
 }
 
 /// `nodeimg lock`.
@@ -465,7 +480,7 @@ fn mirror_args(
 }
 
 /// Write `bytes` to `path` atomically (a temporary sibling renamed).
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -530,6 +545,12 @@ fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
     check_push_args(a.push.as_deref(), &a.format, &a.recipe.insecure_registries)?;
+    if !a.sbom.is_empty() && a.format == FormatArg::DockerArchive {
+        return Err(nodeimg::Error::Usage(
+            "--sbom needs --format oci, oci-archive or rootfs (run `nodeimg sbom` on an OCI output instead)".into(),
+        )
+        .into());
+    }
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let build_time = match &epoch {
         Some(v) => build::parse_epoch(Some(v))?,
@@ -583,6 +604,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         outcome.built.path.display()
     ));
     progress.finish();
+    crate::sbom::write_outputs(&outcome.built.path, &a.sbom)?;
     let pushed = match &a.push {
         Some(dest) => Some(push_built(&outcome, opts.format, dest, &registry)?),
         None => None,
@@ -781,6 +803,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => run_check(a),
         Command::Lock(a) => run_lock(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Sbom(a) => crate::sbom::run_sbom(a),
         Command::Push(a) => run_push(a),
         Command::Cache(a) => crate::cache::run_cache(a),
         Command::Schema => {

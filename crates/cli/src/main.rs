@@ -3,6 +3,7 @@
 mod cache;
 mod cli;
 mod progress;
+mod sbom;
 
 fn main() -> std::process::ExitCode {
     cli::main_with(std::env::args_os())

@@ -1024,6 +1024,19 @@ pub(crate) fn scan_blob_verified<S: OciSource + ?Sized>(
     keep: Option<&mut KeepBudget>,
     want_diff: Option<&str>,
 ) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
+    scan_blob_visiting(src, what, desc, i, keep, want_diff, None)
+}
+
+/// As [`scan_blob_verified`], showing every regular file to `visit`.
+pub(crate) fn scan_blob_visiting<S: OciSource + ?Sized>(
+    src: &S,
+    what: &str,
+    desc: &Descriptor,
+    i: usize,
+    keep: Option<&mut KeepBudget>,
+    want_diff: Option<&str>,
+    visit: Option<&mut (dyn crate::tarindex::FileVisitor + '_)>,
+) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
     let codec = layer_codec(what, desc)?;
     let raw = src
         .open_blob(desc)
@@ -1033,7 +1046,8 @@ pub(crate) fn scan_blob_verified<S: OciSource + ?Sized>(
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, blob_hash))
         .map_err(|e| Error::read(&ctx, "cannot decompress", e))?;
     let tar_hash = HashReader::new(dec);
-    let (changes, tar_hash) = scan_layer(tar_hash, i as u32, keep, &ctx)?;
+    let (changes, tar_hash) =
+        crate::tarindex::scan_layer_visiting(tar_hash, i as u32, keep, &ctx, visit)?;
     let read_err = |e: std::io::Error| Error::read(&ctx, "reading", e);
     let (diff_id, tar_size, dec) = tar_hash.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();

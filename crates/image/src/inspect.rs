@@ -10,10 +10,10 @@ use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{ImageConfiguration, ImageManifest};
 use ocidir::{OciDir, OciRead};
 
-use crate::base::{read_json, scan_blob_verified, select_manifest};
+use crate::base::{read_json, scan_blob_visiting, select_manifest};
 use crate::error::{Error, Result};
 use crate::output::{LAYER_ANNOTATION, ORIGINS_ANNOTATION, REF_NAME};
-use crate::tarindex::{scan_layer, Kind, LayerChanges, MergedIndex};
+use crate::tarindex::{scan_layer_visiting, FileVisitor, Kind, LayerChanges, MergedIndex};
 use crate::tarstream::{Codec, Decoder, HashReader};
 use nodeimg_layers::RootView;
 
@@ -32,6 +32,9 @@ pub struct Report {
     pub config_digest: Option<String>,
     /// Architecture from the config.
     pub architecture: Option<String>,
+    /// Creation time from the config (RFC 3339), when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// Layers, lowest first.
     pub layers: Vec<LayerReport>,
     /// The answer to `--why PATH`.
@@ -103,6 +106,20 @@ pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
         Some(w) => Some(ImagePath::new(w).map_err(|e| Error::Usage(format!("--why: {e}")))?),
         None => None,
     };
+    let (mut report, provenance) = walk(image, None)?;
+    if let Some(asked) = why_path {
+        report.why = Some(provenance.why(&asked));
+    }
+    Ok(report)
+}
+
+/// Read every layer of `image` (named as for [`inspect`]), verified, showing
+/// each regular file to `visit`: the report (without a `why` answer) and the
+/// [`Provenance`] of every path.
+pub fn walk(
+    image: &Path,
+    visit: Option<&mut (dyn FileVisitor + '_)>,
+) -> Result<(Report, Provenance)> {
     let (path, tag) = split_tag(image);
     let what = image.display().to_string();
     let meta = std::fs::metadata(&path).map_err(|e| Error::read(&what, "cannot read it", e))?;
@@ -112,30 +129,66 @@ pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
             .map_err(|e| Error::read(&what, "cannot open", e))?;
         let oci =
             OciDir::open(d).map_err(|e| Error::layout(&what, "not an OCI image layout", e))?;
-        inspect_oci(&oci, &what, tag.as_deref(), "oci", &mut changes)?
+        inspect_oci(&oci, &what, tag.as_deref(), "oci", &mut changes, visit)?
     } else {
         match crate::base::open_archive(&path) {
-            Ok(ar) if ar.read_index().is_ok() => {
-                inspect_oci(&ar, &what, tag.as_deref(), "oci-archive", &mut changes)?
-            }
-            _ => inspect_rootfs(&path, &what, &mut changes)?,
+            Ok(ar) if ar.read_index().is_ok() => inspect_oci(
+                &ar,
+                &what,
+                tag.as_deref(),
+                "oci-archive",
+                &mut changes,
+                visit,
+            )?,
+            _ => inspect_rootfs(&path, &what, &mut changes, visit)?,
         }
     };
     report.image = image.to_path_buf();
-    if let Some(asked) = why_path {
-        let mut merged = MergedIndex::new();
-        for (ch, _) in &changes {
-            merged.apply(ch.clone());
-        }
-        let real = merged.resolve_parent(&asked);
-        let mut w = answer_why(&report, &changes, &real);
+    let mut merged = MergedIndex::new();
+    for (ch, _) in &changes {
+        merged.apply(ch.clone());
+    }
+    let names = report
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.digest.clone()))
+        .collect();
+    Ok((
+        report,
+        Provenance {
+            layers: changes,
+            names,
+            merged,
+        },
+    ))
+}
+
+/// Which layer wrote each path of an image, and the recipe item behind it
+/// (from [`walk`]): what `inspect --why` answers, for any path.
+pub struct Provenance {
+    layers: Vec<(LayerChanges, LayerData)>,
+    /// Each layer's name and digest.
+    names: Vec<(String, String)>,
+    merged: MergedIndex,
+}
+
+impl Provenance {
+    /// The image's merged file tree.
+    pub fn tree(&self) -> &MergedIndex {
+        &self.merged
+    }
+
+    /// Which layer last wrote `asked` (its folders' symlinks followed) and
+    /// the recipe item that made it.
+    pub fn why(&self, asked: &ImagePath) -> Why {
+        let real = self.merged.resolve_parent(asked);
+        let mut w = answer_why(&self.names, &self.layers, &real);
         w.path = asked.to_string();
-        if real != asked {
+        if real != *asked {
             w.resolved = Some(real.to_string());
         }
-        report.why = Some(w);
+        w
     }
-    Ok(report)
 }
 
 fn split_tag(image: &Path) -> (PathBuf, Option<String>) {
@@ -201,6 +254,7 @@ fn inspect_oci<S: crate::base::OciSource>(
     tag: Option<&str>,
     format: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
+    mut visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<Report> {
     let mdesc = select_manifest(src, what, tag, None)?;
     let manifest: ImageManifest = read_json(src, what, &mdesc, "manifest")?;
@@ -216,7 +270,8 @@ fn inspect_oci<S: crate::base::OciSource>(
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers().iter().enumerate() {
         let want = config.rootfs().diff_ids().get(i).map(String::as_str);
-        let (ch, diff_id, _) = scan_blob_verified(src, what, desc, i, None, want)?;
+        let (ch, diff_id, _) =
+            scan_blob_visiting(src, what, desc, i, None, want, visit.as_deref_mut())?;
         let ann = desc.annotations().clone().unwrap_or_default();
         let name = ann
             .get(LAYER_ANNOTATION)
@@ -249,6 +304,7 @@ fn inspect_oci<S: crate::base::OciSource>(
         manifest_digest: Some(mdesc.digest().to_string()),
         config_digest: Some(manifest.config().digest().to_string()),
         architecture: Some(config.architecture().to_string()),
+        created: config.created().clone(),
         layers,
         why: None,
     })
@@ -258,6 +314,7 @@ fn inspect_rootfs(
     path: &Path,
     what: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
+    visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<Report> {
     let open = || File::open(path).map_err(|e| Error::read(what, "cannot read it", e));
     let mut head = [0u8; 4];
@@ -268,7 +325,7 @@ fn inspect_rootfs(
     let raw = HashReader::new(open()?);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw))
         .map_err(|e| Error::read(what, "cannot decompress", e))?;
-    let (ch, hr) = scan_layer(HashReader::new(dec), 0, None, what)?;
+    let (ch, hr) = scan_layer_visiting(HashReader::new(dec), 0, None, what, visit)?;
     let read_err = |e: std::io::Error| Error::read(what, "reading", e);
     let (diff_id, _, dec) = hr.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();
@@ -304,12 +361,17 @@ fn inspect_rootfs(
         manifest_digest: None,
         config_digest: None,
         architecture: None,
+        created: None,
         layers: vec![layer],
         why: None,
     })
 }
 
-fn answer_why(report: &Report, layers: &[(LayerChanges, LayerData)], path: &ImagePath) -> Why {
+fn answer_why(
+    names: &[(String, String)],
+    layers: &[(LayerChanges, LayerData)],
+    path: &ImagePath,
+) -> Why {
     let mut last: Option<usize> = None;
     let ancestors = path.ancestors();
     for (i, (ch, _)) in layers.iter().enumerate() {
@@ -339,8 +401,8 @@ fn answer_why(report: &Report, layers: &[(LayerChanges, LayerData)], path: &Imag
             resolved: None,
             in_image: true,
             layer: Some(i + 1),
-            layer_name: report.layers.get(i).map(|l| l.name.clone()),
-            layer_digest: report.layers.get(i).map(|l| l.digest.clone()),
+            layer_name: names.get(i).map(|l| l.0.clone()),
+            layer_digest: names.get(i).map(|l| l.1.clone()),
             origin: layers[i]
                 .1
                 .origins

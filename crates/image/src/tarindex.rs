@@ -340,8 +340,35 @@ fn refuse_sparse<R: Read>(
 pub(crate) fn scan_layer<R: Read>(
     r: R,
     layer: u32,
+    keep: Option<&mut KeepBudget>,
+    what: &str,
+) -> Result<(LayerChanges, R)> {
+    scan_layer_visiting(r, layer, keep, what, None)
+}
+
+/// Sees the content of every regular file of a layer while it is scanned
+/// (e.g. to hash it or keep a database file): `file` is called once per
+/// regular file entry, in tar order, and may read `content` (the entry's
+/// bytes, `size` of them) or leave it.
+pub trait FileVisitor {
+    /// The regular file `path` (an image path) of layer `layer` (0 is the
+    /// lowest), `size` bytes.
+    fn file(
+        &mut self,
+        layer: u32,
+        path: &str,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> std::io::Result<()>;
+}
+
+/// As [`scan_layer`], showing every regular file to `visit`.
+pub(crate) fn scan_layer_visiting<R: Read>(
+    r: R,
+    layer: u32,
     mut keep: Option<&mut KeepBudget>,
     what: &str,
+    mut visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<(LayerChanges, R)> {
     let mut archive = crate::limits::tar_archive(r);
     let mut ch = LayerChanges::default();
@@ -356,6 +383,13 @@ pub(crate) fn scan_layer<R: Read>(
                 .map_err(|e| Error::entry(what, e))?
             {
                 Parsed::Entry(p, rec) => {
+                    if let (Some(v), Kind::File(size)) = (visit.as_deref_mut(), &rec.kind) {
+                        let seen = match &rec.content {
+                            Some(kept) => v.file(layer, &p, *size, &mut &kept[..]),
+                            None => v.file(layer, &p, *size, &mut entry),
+                        };
+                        seen.map_err(|e| Error::read(what, format!("reading {p}"), e))?;
+                    }
                     if rec.kind != Kind::Dir && p != "/" {
                         remove_entries_below(&mut ch.entries, &p);
                     }
@@ -474,8 +508,14 @@ impl MergedIndex {
         }
     }
 
-    pub(crate) fn get(&self, path: &str) -> Option<&Rec> {
+    /// The entry at `path` (an image path, no symlink followed).
+    pub fn get(&self, path: &str) -> Option<&Rec> {
         self.map.get(path)
+    }
+
+    /// Every entry of the tree (implied folders too), in path order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Rec)> {
+        self.map.iter().map(|(p, r)| (p.as_str(), r))
     }
 
     /// Number of entries.

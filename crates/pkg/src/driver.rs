@@ -211,7 +211,7 @@ pub fn install_layer(
         (Some(c), Some(k)) => c.load_tree(k),
         _ => None,
     };
-    let (tree, warnings) = match kept {
+    let (mut tree, warnings) = match kept {
         Some(kept) => {
             env.meter().step(&format!(
                 "{} package(s) of layer {layer:?} from the layer cache",
@@ -224,6 +224,7 @@ pub fn install_layer(
             install_kept(install, env, key.as_deref(), layer, &packages)?
         }
     };
+    add_record(&mut tree, view, layer, backend.kind(), &packages)?;
     for line in warnings {
         env.meter()
             .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
@@ -234,6 +235,27 @@ pub fn install_layer(
         packages,
     });
     Ok(tree)
+}
+
+/// The layer's [`record`](crate::record) of its packages, in the tree
+/// where the image below puts `/var/lib/nodeimg/packages`.
+fn add_record(
+    tree: &mut FileTree,
+    view: &dyn nodeimg_layers::RootView,
+    layer: &str,
+    kind: lock::LayerKind,
+    packages: &[LockedPackage],
+) -> Result<(), PackagesError> {
+    use nodeimg_layers::tree::Origin;
+    use nodeimg_layers::{ImagePath, Node};
+    let path = ImagePath::new(&crate::record::record_path(layer))
+        .map_err(|e| build_err("recording the packages", e.to_string()))?;
+    let bytes = crate::record::record(layer, kind, packages).to_bytes();
+    tree.replace(
+        view.resolve_parent(&path),
+        Node::file(bytes, Origin::new("packages", "packages")),
+    );
+    Ok(())
 }
 
 /// The key of a layer's installed packages in the layer cache: the

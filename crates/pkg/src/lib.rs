@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod arch;
 pub mod error;
 pub mod lock;
+pub mod record;
 pub mod sandbox;
 pub mod scripts;
 

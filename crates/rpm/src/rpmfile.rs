@@ -52,7 +52,9 @@ pub mod tag {
     pub const NAME: u32 = 1000;
     pub const VERSION: u32 = 1001;
     pub const RELEASE: u32 = 1002;
-    pub(crate) const EPOCH: u32 = 1003;
+    pub const EPOCH: u32 = 1003;
+    pub const VENDOR: u32 = 1011;
+    pub const LICENSE: u32 = 1014;
     pub const ARCH: u32 = 1022;
     pub const PREIN: u32 = 1023;
     pub(crate) const POSTIN: u32 = 1024;
@@ -168,6 +170,37 @@ impl Header {
         })
     }
 
+    /// A header as the rpm database stores it (the index count, data size,
+    /// index and data, without the magic), e.g. a row of `rpmdb.sqlite`'s
+    /// `Packages` table; `file` names it in errors.
+    pub fn from_stored(blob: &[u8], file: &str, what: &str) -> Result<Header, RpmError> {
+        let mut with_magic = (&HEADER_MAGIC[..]).chain(blob);
+        Header::read(&mut with_magic, file, what)
+    }
+
+    /// The paths of the files the header lists (`BASENAMES` joined to their
+    /// `DIRNAMES`, or the old `OLDFILENAMES`), in header order.
+    pub fn file_paths(&self, file: &str) -> Result<Vec<String>, RpmError> {
+        match self.strings(tag::BASENAMES, file)? {
+            Some(base) => {
+                let dirs = self.strings(tag::DIRNAMES, file)?.unwrap_or_default();
+                let idx = self.ints(tag::DIRINDEXES, file)?.unwrap_or_default();
+                if idx.len() != base.len() {
+                    return Err(err(file, "the header's file lists differ in length"));
+                }
+                base.iter()
+                    .zip(&idx)
+                    .map(|(b, &i)| {
+                        dirs.get(i as usize)
+                            .map(|d| format!("{d}{b}"))
+                            .ok_or_else(|| err(file, "a file's directory index is out of range"))
+                    })
+                    .collect()
+            }
+            None => Ok(self.strings(tag::OLDFILENAMES, file)?.unwrap_or_default()),
+        }
+    }
+
     /// The header bytes as stored (intro, index, data).
     pub fn raw(&self) -> &[u8] {
         &self.raw
@@ -216,7 +249,7 @@ impl Header {
     }
 
     /// The numbers of an INT8/16/32/64 tag, widened.
-    pub(crate) fn ints(&self, t: u32, file: &str) -> Result<Option<Vec<u64>>, RpmError> {
+    pub fn ints(&self, t: u32, file: &str) -> Result<Option<Vec<u64>>, RpmError> {
         let Some(e) = self.entries.get(&t) else {
             return Ok(None);
         };
@@ -377,24 +410,7 @@ impl RpmFile {
     pub fn files(&self) -> Result<Vec<FileInfo>, RpmError> {
         let f = &self.file;
         let h = &self.header;
-        let paths: Vec<String> = match h.strings(tag::BASENAMES, f)? {
-            Some(base) => {
-                let dirs = h.strings(tag::DIRNAMES, f)?.unwrap_or_default();
-                let idx = h.ints(tag::DIRINDEXES, f)?.unwrap_or_default();
-                if idx.len() != base.len() {
-                    return Err(err(f, "the header's file lists differ in length"));
-                }
-                base.iter()
-                    .zip(&idx)
-                    .map(|(b, &i)| {
-                        dirs.get(i as usize)
-                            .map(|d| format!("{d}{b}"))
-                            .ok_or_else(|| err(f, "a file's directory index is out of range"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            None => h.strings(tag::OLDFILENAMES, f)?.unwrap_or_default(),
-        };
+        let paths = h.file_paths(f)?;
         let n = paths.len();
         let list = |t: u32| -> Result<Vec<String>, RpmError> {
             let v = h.strings(t, f)?.unwrap_or_else(|| vec![String::new(); n]);
