@@ -3,6 +3,7 @@
 mod cache;
 mod cli;
 mod progress;
+mod sign;
 
 fn main() -> std::process::ExitCode {
     cli::main_with(std::env::args_os())
