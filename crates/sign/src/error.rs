@@ -167,14 +167,16 @@ pub enum SignError {
         #[source]
         source: LayoutError,
     },
-    /// A document could not be written as JSON.
-    #[error("writing {what}: {source}")]
-    Json {
-        /// What.
-        what: &'static str,
-        /// The serializer's error.
-        #[source]
-        source: serde_json::Error,
+    /// The registry has no manifest of the digest just pushed.
+    #[error(
+        "{repository}: the registry has no manifest {digest}, which was just pushed there; \
+         another client removed it, or the registry lost it: push again"
+    )]
+    Missing {
+        /// `HOST/REPO`.
+        repository: String,
+        /// The digest.
+        digest: String,
     },
 }
 
@@ -200,3 +202,49 @@ impl SignError {
 
 /// Result alias for this crate.
 pub type Result<T, E = SignError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn exit_codes_and_causes() {
+        let key = SignError::Key {
+            path: "k.pem".into(),
+            source: KeyError::WrongPassword,
+        };
+        assert_eq!(key.exit_code(), 2);
+        assert!(
+            key.to_string().starts_with("k.pem: wrong password"),
+            "{key}"
+        );
+        assert!(key.source().unwrap().is::<KeyError>());
+        assert!(!key.is_registry_failure());
+        let missing = SignError::Missing {
+            repository: "h/r".into(),
+            digest: "sha256:ab".into(),
+        };
+        assert_eq!(missing.exit_code(), 1);
+        let usage = SignError::from(RegistryError::Usage("bad".into()));
+        assert_eq!(usage.exit_code(), 2);
+        assert!(!usage.is_registry_failure());
+        let down = SignError::from(RegistryError::Io {
+            context: "x".into(),
+            source: std::io::Error::other("down"),
+        });
+        assert_eq!(down.exit_code(), 1);
+        assert!(down.is_registry_failure());
+        let refused = SignError::Attachments {
+            reference: "h/r:sha256-ab.sig".into(),
+            source: LayoutError::NotManifest("an image index".into()),
+        };
+        assert_eq!(refused.exit_code(), 1);
+        assert!(
+            refused.to_string().contains("nothing was pushed"),
+            "{refused}"
+        );
+        assert!(refused.source().unwrap().is::<LayoutError>());
+    }
+}

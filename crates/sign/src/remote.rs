@@ -108,11 +108,9 @@ impl Target {
     /// what is signed is what was pushed whatever the tag names by now.
     pub fn pushed(reference: &str, digest: &str, opts: &RegistryOptions) -> Result<Target> {
         let repo = Repository::open(reference, opts, true)?;
-        let manifest = repo.manifest(digest)?.ok_or_else(|| {
-            SignError::Usage(format!(
-                "{}: the registry has no manifest {digest}",
-                repo.name()
-            ))
+        let manifest = repo.manifest(digest)?.ok_or_else(|| SignError::Missing {
+            repository: repo.name(),
+            digest: digest.to_string(),
         })?;
         Ok(Self::with(repo, manifest))
     }
