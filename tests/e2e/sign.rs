@@ -1,16 +1,20 @@
 //! Signatures and attestations, against a CNCF distribution registry on
 //! 127.0.0.1 and read by programs that are not nodeimg:
 //!
+//! - sigstore-rs (the sigstore project's Rust client) verifies the images
+//!   as `cosign verify --key` does: the `.sig` tag of the digest, each
+//!   payload against that digest, a signature by the public key; it
+//!   refuses an unsigned image, another key and a manifest changed after
+//!   signing. It also opens `nodeimg keygen`'s encrypted key with its
+//!   password, and nodeimg signs with a key it wrote.
 //! - skopeo (containers/image, the library of podman and CRI-O) finds the
-//!   signatures where cosign puts them (`use-sigstore-attachments`), copies
-//!   them with the image, and openssl verifies each one (ECDSA P-256 over
-//!   SHA-256 of the payload) with the public key, the payload naming the
-//!   digest skopeo copied; an unsigned image, one signed by another key and
-//!   one whose manifest changed after signing are each refused.
-//!   containers/image's `sigstoreSigned` policy is checked as well where
-//!   skopeo has it: Debian builds it without sigstore (`Debian-local
-//!   change: sigstore disabled`), so there it refuses every image, signed or
-//!   not, and only the refusals are asserted.
+//!   signatures where cosign puts them (`use-sigstore-attachments`) and
+//!   copies them with the image; openssl verifies each one (ECDSA P-256
+//!   over SHA-256 of the payload) with the public key, the payload naming
+//!   the digest skopeo copied. containers/image's `sigstoreSigned` policy is
+//!   checked where skopeo has it: Debian builds it without sigstore
+//!   (`Debian-local change: sigstore disabled`), so there it refuses every
+//!   image, signed or not, and only the refusals are asserted.
 //! - keys from openssl (P-256, PKCS#8) and from `nodeimg keygen` (cosign's
 //!   encrypted format, with its password from NODEIMG_KEY_PASSWORD or
 //!   COSIGN_PASSWORD); a P-384 key and a wrong password are refused.
@@ -19,7 +23,8 @@
 //!   built here; its subject is the pushed digest, its dependencies the
 //!   recipe, the lock and every package with the lock's SHA-256; a changed
 //!   payload is refused.
-//! - a registry refusing the signature tag leaves no tag and says why.
+//! - a registry refusing the signature tag leaves the tag as it was and
+//!   says why.
 
 #![allow(clippy::unwrap_used)]
 
@@ -337,6 +342,46 @@ fn claim(payload: &[u8]) -> (String, String) {
     )
 }
 
+/// sigstore-rs, the sigstore project's Rust client, verifying `reference`
+/// (`HOST/REPO:TAG` on the test registry at `addr`) as cosign does with a
+/// public key: the `.sig` tag of the digest the tag names, each layer's
+/// payload checked against its digest and that image digest, and at least
+/// one signed by `public`. `Err` with its words when it refuses.
+fn sigstore_rs_verifies(addr: &str, reference: &str, public: &Path) -> Result<(), String> {
+    use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
+    use sigstore::cosign::CosignCapabilities as _;
+    use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(vec![addr.to_string()]),
+            ..ClientConfig::default()
+        };
+        let mut client = sigstore::cosign::ClientBuilder::default()
+            .with_oci_client_config(config)
+            .build()
+            .map_err(|e| format!("client: {e}"))?;
+        let image: OciReference = reference
+            .parse()
+            .map_err(|e| format!("{reference}: {e:?}"))?;
+        let layers = client
+            .trusted_signature_layers(&Auth::Anonymous, &image)
+            .await
+            .map_err(|e| format!("signature layers: {e}"))?;
+        let key = fs::read(public).unwrap();
+        let verifier: Box<dyn VerificationConstraint> = Box::new(
+            PublicKeyVerifier::new(&key, &sigstore::crypto::SigningScheme::default())
+                .map_err(|e| format!("key: {e}"))?,
+        );
+        let constraints = [verifier];
+        sigstore::cosign::verify_constraints(&layers, constraints.iter())
+            .map_err(|e| format!("{} layer(s), none signed by the key: {e}", layers.len()))
+    })
+}
+
 /// Whether this skopeo has containers/image's sigstoreSigned policy (a
 /// Debian build refuses every image with "sigstore disabled").
 fn policy_supported(r: &Run) -> bool {
@@ -384,6 +429,11 @@ fn signatures_are_read_by_skopeo_and_verified_by_openssl() {
     ));
     let (r, v) = s.verify("nodes/node:v1", &s.a.1, false);
     assert_eq!((r.code, &v["verified"]), (0, &json!(true)), "{r}");
+    // sigstore-rs verifies it with the key, and not with another.
+    let node = s.bare("nodes/node:v1");
+    let addr = s.reg.addr.as_str();
+    sigstore_rs_verifies(addr, &node, &s.a.1).unwrap();
+    assert!(sigstore_rs_verifies(addr, &node, &s.b.1).is_err());
     let (r, v) = s.verify("nodes/node:v1", &s.b.1, false);
     assert_eq!((r.code, &v["verified"]), (1, &json!(false)), "{r}");
     assert!(r.stderr.contains("no valid signature by this key"), "{r}");
@@ -424,6 +474,8 @@ fn signatures_are_read_by_skopeo_and_verified_by_openssl() {
         &sigs[1].signature
     ));
     assert_eq!(s.verify("nodes/node:v1", &s.b.1, false).0.code, 0);
+    sigstore_rs_verifies(addr, &node, &s.b.1).unwrap();
+    sigstore_rs_verifies(addr, &node, &s.a.1).unwrap();
     // The same key again (its password from cosign's variable): nothing added.
     let r = s
         .sign("nodes/node:v1", &s.b.0, &[("COSIGN_PASSWORD", PASSWORD)])
@@ -445,6 +497,7 @@ fn signatures_are_read_by_skopeo_and_verified_by_openssl() {
         (1, Some(0)),
         "{r}"
     );
+    assert!(sigstore_rs_verifies(addr, &s.bare("nodes/plain:v1"), &s.a.1).is_err());
 
     // Negative control: the manifest changes after signing (another image
     // pushed under the signed tag). Its signature tag is empty...
@@ -456,6 +509,7 @@ fn signatures_are_read_by_skopeo_and_verified_by_openssl() {
     let (copied, sigs) = s.copied("nodes/node:v1", "copy-4");
     assert_eq!((copied.as_str(), sigs.len()), (changed.as_str(), 0));
     assert_eq!(s.verify("nodes/node:v1", &s.a.1, false).0.code, 1);
+    assert!(sigstore_rs_verifies(addr, &node, &s.a.1).is_err());
     // ... and the old signatures put under it name the old digest: the
     // signature is intact, the digest is not the image's.
     let m: Value = serde_json::from_slice(&old_sig).unwrap();
@@ -490,6 +544,8 @@ fn signatures_are_read_by_skopeo_and_verified_by_openssl() {
         why.contains(&format!("it is for {signed}, not {changed}")),
         "{why}"
     );
+    let e = sigstore_rs_verifies(addr, &node, &s.a.1).unwrap_err();
+    eprintln!("sigstore-rs refuses the moved signatures: {e}");
 
     // containers/image's policy, where skopeo has it.
     let r = s.policy_copy("nodes/node:v1", &s.a.1, "policy-changed");
@@ -879,6 +935,46 @@ fn bad_keys_and_a_refusing_registry_fail_cleanly() {
             .args(["keygen", "--output-key-prefix", "b"]));
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("b.key exists"), "{r}");
+    // Keys cross with sigstore-rs's implementation of cosign's format: it
+    // opens keygen's key with the password (and not without it), to the
+    // public key keygen wrote; nodeimg signs with a key it wrote, and it
+    // verifies that signature.
+    use sigstore::crypto::signing_key::SigStoreKeyPair;
+    let pem = fs::read(&s.b.0).unwrap();
+    let theirs = SigStoreKeyPair::from_encrypted_pem(&pem, PASSWORD.as_bytes()).unwrap();
+    assert_eq!(
+        theirs
+            .public_key_to_pem()
+            .unwrap()
+            .replace("\r\n", "\n")
+            .trim(),
+        fs::read_to_string(&s.b.1).unwrap().trim()
+    );
+    assert!(SigStoreKeyPair::from_encrypted_pem(&pem, b"wrong").is_err());
+    let made = sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .unwrap()
+        .to_sigstore_keypair()
+        .unwrap();
+    fs::write(
+        d.join("rs.key"),
+        made.private_key_to_encrypted_pem(b"rs password")
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    fs::write(d.join("rs.pub"), made.public_key_to_pem().unwrap()).unwrap();
+    s.sign(
+        "nodes/node:v1",
+        &d.join("rs.key"),
+        &[("NODEIMG_KEY_PASSWORD", "rs password")],
+    )
+    .ok();
+    assert_eq!(
+        s.verify("nodes/node:v1", &d.join("rs.pub"), false).0.code,
+        0
+    );
+    sigstore_rs_verifies(&s.reg.addr, &s.bare("nodes/node:v1"), &d.join("rs.pub")).unwrap();
     // The private key of keygen is the owner's alone.
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -915,11 +1011,19 @@ fn bad_keys_and_a_refusing_registry_fail_cleanly() {
         blob_puts.iter().all(|&i| i < refused),
         "blobs before the tag: {seen:?}"
     );
-    assert!(s.raw_manifest(&sig_tag).is_none(), "no signature tag");
+    // The tag holds what it held: the one signature by the sigstore-rs key.
+    let held: Value = serde_json::from_slice(&s.raw_manifest(&sig_tag).unwrap()).unwrap();
+    assert_eq!(held["layers"].as_array().unwrap().len(), 1);
     let (r, v) = s.verify("nodes/node:v1", &s.a.1, false);
     assert_eq!((r.code, &v["verified"]), (1, &json!(false)), "{r}");
     let (_, sigs) = s.copied("nodes/node:v1", "copy-refused");
-    assert!(sigs.is_empty());
+    assert_eq!(sigs.len(), 1);
+    assert!(!openssl_verifies(
+        d,
+        &s.a.1,
+        &sigs[0].payload,
+        &sigs[0].signature
+    ));
 
     // A registry that does not answer: verify says so, exit 3.
     let r = run(s
