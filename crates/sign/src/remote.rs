@@ -417,3 +417,173 @@ impl Target {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::sync::{Arc, Mutex};
+
+    /// One request a fake registry saw: method, path, body.
+    type Request = (String, String, Vec<u8>);
+    /// The requests a fake registry saw.
+    type Seen = Arc<Mutex<Vec<Request>>>;
+
+    /// A registry on 127.0.0.1 with one image (`nodes/n:v1`, `manifest`),
+    /// no blobs, accepting every upload and manifest; serving the
+    /// referrers API when `referrers`. One request per connection.
+    fn fake_registry(manifest: Vec<u8>, referrers: bool) -> (String, Seen) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = r.read_exact(&mut body);
+                let digest = crate::sha256_digest(&body);
+                let (status, headers, answer): (&str, String, Vec<u8>) =
+                    match (method.as_str(), path.as_str()) {
+                        ("GET", "/v2/") => ("200 OK", String::new(), Vec::new()),
+                        ("GET", "/v2/nodes/n/manifests/v1") => (
+                            "200 OK",
+                            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".into(),
+                            manifest.clone(),
+                        ),
+                        ("GET", p) if p.starts_with("/v2/nodes/n/referrers/") && referrers => (
+                            "200 OK",
+                            "Content-Type: application/vnd.oci.image.index.v1+json\r\n".into(),
+                            br#"{"schemaVersion":2,"manifests":[]}"#.to_vec(),
+                        ),
+                        ("POST", "/v2/nodes/n/blobs/uploads/") => (
+                            "202 Accepted",
+                            "Location: /v2/nodes/n/blobs/uploads/u1\r\n".into(),
+                            Vec::new(),
+                        ),
+                        ("PUT", p) if p.starts_with("/v2/nodes/n/blobs/uploads/u1") => (
+                            "201 Created",
+                            "Location: /v2/nodes/n/blobs/x\r\n".into(),
+                            Vec::new(),
+                        ),
+                        ("PUT", p) if p.starts_with("/v2/nodes/n/manifests/") => (
+                            "201 Created",
+                            format!(
+                                "Location: /v2/nodes/n/manifests/{digest}\r\nDocker-Content-Digest: {digest}\r\n"
+                            ),
+                            Vec::new(),
+                        ),
+                        _ => ("404 Not Found", String::new(), Vec::new()),
+                    };
+                log.lock().unwrap().push((method, path, body));
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = c.write_all(&answer);
+            }
+        });
+        (addr, seen)
+    }
+
+    fn attest_on(referrers: bool) -> (Attached, Vec<Request>, String) {
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":2},"layers":[]}"#.to_vec();
+        let digest = crate::sha256_digest(&manifest);
+        let (addr, seen) = fake_registry(manifest, referrers);
+        let opts = RegistryOptions {
+            insecure: vec![addr.clone()],
+            cache_dir: None,
+            meter: nodeimg_fetch::Meter::quiet(),
+            offline: false,
+        };
+        let t = Target::open(&format!("{addr}/nodes/n:v1"), &opts, true).unwrap();
+        assert_eq!(t.manifest.digest, digest);
+        let p = Predicate {
+            predicate_type: crate::intoto::SPDX_DOCUMENT.into(),
+            predicate: serde_json::json!({"spdxVersion": "SPDX-2.3"}),
+        };
+        let a = t.attest(&PrivateKey::generate(), &p).unwrap();
+        let seen = seen.lock().unwrap().clone();
+        (a, seen, digest)
+    }
+
+    #[test]
+    fn attestations_become_referrers_where_the_registry_serves_the_api() {
+        let (a, seen, digest) = attest_on(true);
+        let puts: Vec<&Request> = seen
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/manifests/"))
+            .collect();
+        assert_eq!(puts.len(), 2, "the referrer, then the tag: {seen:?}");
+        let referrer: serde_json::Value = serde_json::from_slice(&puts[0].2).unwrap();
+        assert!(puts[0].1.ends_with(&crate::sha256_digest(&puts[0].2)));
+        assert_eq!(referrer["subject"]["digest"], digest.as_str());
+        assert_eq!(
+            referrer["subject"]["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(referrer["artifactType"], layout::DSSE_MEDIA_TYPE);
+        assert_eq!(
+            referrer["annotations"]["predicateType"],
+            "https://spdx.dev/Document"
+        );
+        assert_eq!(a.referrer, Some(crate::sha256_digest(&puts[0].2)));
+        // The tag last, after every blob.
+        let tag = layout::tag(Kind::Attestations, &digest);
+        assert!(puts[1].1.ends_with(&tag), "{}", puts[1].1);
+        let last_blob = seen
+            .iter()
+            .rposition(|(m, p, _)| m == "PUT" && p.contains("/blobs/"))
+            .unwrap();
+        let tag_at = seen
+            .iter()
+            .position(|(m, p, _)| m == "PUT" && p.ends_with(&tag))
+            .unwrap();
+        assert!(last_blob < tag_at);
+        // The envelope uploaded is a DSSE envelope of an SPDX statement.
+        assert_eq!(
+            a.predicate_type.as_deref(),
+            Some("https://spdx.dev/Document")
+        );
+    }
+
+    #[test]
+    fn without_the_referrers_api_the_tag_alone() {
+        let (a, seen, digest) = attest_on(false);
+        assert!(a.referrer.is_none());
+        let probes = seen
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && p.contains("/referrers/"))
+            .count();
+        assert_eq!(probes, 1, "asked once: {seen:?}");
+        let puts: Vec<&String> = seen
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/manifests/"))
+            .map(|(_, p, _)| p)
+            .collect();
+        assert_eq!(puts.len(), 1, "{puts:?}");
+        assert!(puts[0].ends_with(&layout::tag(Kind::Attestations, &digest)));
+    }
+}
