@@ -157,8 +157,8 @@ pub enum SignError {
     /// What a tag holds cannot be added to (it is not a signature or
     /// attestation manifest): nothing was changed.
     #[error(
-        "{reference}: {source}; nothing was pushed under it (move or delete what is there, or \
-         sign in another repository)"
+        "{reference}: {source}: not a signature manifest that can be read or added to; nothing \
+         was pushed under it (move or delete what is there, or sign in another repository)"
     )]
     Attachments {
         /// `HOST/REPO:sha256-HEX.sig`.
