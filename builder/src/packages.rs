@@ -20,7 +20,7 @@ pub use nodeimg_pkg::env::{Missing, PackageEnv};
 pub const BACKENDS: &[&dyn Backend] = &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
 
 /// The rules of every package backend for the packages a lock names.
-pub(crate) const LOCK_RULES: &[&dyn nodeimg_pkg::lock::PackageRules] =
+pub const LOCK_RULES: &[&dyn nodeimg_pkg::lock::PackageRules] =
     &[&nodeimg_deb::Deb, &nodeimg_rpm::Rpm];
 
 /// A package environment with the cache in `cache_dir` and the

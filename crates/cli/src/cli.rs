@@ -1,4 +1,5 @@
-//! The command line: `nodeimg build | lock | check | inspect | sbom | push | cache | schema`.
+//! The command line: `nodeimg build | lock | check | inspect | sbom | push | sign | verify |
+//! keygen | cache | schema`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -23,17 +24,21 @@ Examples:
   nodeimg inspect out/containerd-ubuntu --why /etc/containerd/config.toml
   nodeimg sbom out/containerd-ubuntu --format cyclonedx-json -o out/sbom.cdx.json
   nodeimg cache prune --older-than 30d     # trim the download and layer cache
+  nodeimg keygen && nodeimg build recipe.toml --push HOST/nodes/node:1.30 --sign-key cosign.key
+  nodeimg verify HOST/nodes/node:1.30 --key cosign.pub --attestations
   nodeimg schema > recipe.schema.json
 
 Exit codes:
-  0  success (check: no lint errors)
-  1  build failure, or lint errors
+  0  success (check: no lint errors; verify: verified)
+  1  build failure, or lint errors (verify: not verified)
   2  usage error, or an error in the recipe (the message names file, line and key)
+  3  verify: the registry could not be asked
 
 Environment:
-  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0),
-                     and the time an SBOM carries
-  NODEIMG_NO_CACHE   1: build without the layer cache (as build --no-cache)";
+  SOURCE_DATE_EPOCH     creation time and mtime of every new file (default: 0),
+                        and the time an SBOM carries
+  NODEIMG_NO_CACHE      1: build without the layer cache (as build --no-cache)
+  NODEIMG_KEY_PASSWORD  password of an encrypted signing key (else COSIGN_PASSWORD)";
 
 /// Build immutable, preconfigured Kubernetes node images from TOML recipes.
 ///
@@ -65,6 +70,7 @@ Examples:
   nodeimg build recipe.toml --trust-stat         # a rebuild that hashes neither base nor cache
   nodeimg build recipe.toml --base docker://registry.example.org/bases/debian:12 \\
       --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
+  nodeimg build recipe.toml --push registry.example.org/nodes/node:1.30 --sign-key cosign.key
   nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
   nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json \\
       --sbom cyclonedx-json=out/sbom.cdx.json
@@ -78,6 +84,12 @@ Layer cache: layers, a base's index and installed packages that did not
 change come from layers/ in --cache-dir (verified again on every use) and
 go there otherwise; --no-cache builds every layer anew; `nodeimg cache`
 shows and prunes the cache.
+
+Signing: --push REF --sign-key KEY signs the pushed digest (as `nodeimg
+sign`) and attaches the build's SLSA provenance (recipe and its digest, the
+base and its layers, the lock and every package with its SHA-256, offline or
+not, SOURCE_DATE_EPOCH) as an in-toto attestation in a DSSE envelope, under
+sha256-<hex>.att; `nodeimg verify --attestations` checks both.
 
 Progress goes to stderr: bars on a terminal, one line per step otherwise
 (`nodeimg: fetched containerd 1.6.20 (30.1 MB)`), nothing with -q.
@@ -146,6 +158,67 @@ $XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json.
 
 Exit codes: 0 pushed, 1 push failure, 2 usage error.")]
     Push(PushArgs),
+    /// Sign an image in a registry with a key, as cosign does; prints the
+    /// digest signed.
+    #[command(after_help = "\
+Examples:
+  nodeimg keygen                               # cosign.key (encrypted) and cosign.pub
+  NODEIMG_KEY_PASSWORD=... nodeimg sign registry.example.org/nodes/node:1.30 --key cosign.key
+  nodeimg sign 127.0.0.1:5000/node:v1 --key ec-p256.pem --insecure-registry 127.0.0.1:5000
+  nodeimg verify registry.example.org/nodes/node:1.30 --key cosign.pub
+
+The tag is resolved once and its digest signed: the simple-signing payload
+(the image's HOST/REPO:TAG and manifest digest), ECDSA P-256 with SHA-256,
+goes under the tag sha256-<hex>.sig of the same repository, next to the
+signatures already there (none is dropped; signing again with the same key
+adds nothing). cosign verify and containers/image's sigstoreSigned policy
+(podman, skopeo, CRI-O) read it.
+
+Keys: PEM PKCS#8 P-256 (openssl genpkey -algorithm EC -pkeyopt
+ec_paramgen_curve:P-256), or cosign's encrypted format (nodeimg keygen,
+cosign generate-key-pair) opened with $NODEIMG_KEY_PASSWORD, else
+$COSIGN_PASSWORD. Keyless signing (Fulcio, Rekor) is not done.
+
+The signature's blob and config are pushed before its tag: a failure leaves
+the tag as it was.
+
+Exit codes: 0 signed, 1 registry failure, 2 usage error or a key that cannot
+be used (unreadable, wrong password, not P-256).")]
+    Sign(crate::sign::SignArgs),
+    /// Check an image's signatures (and attestations) against a public
+    /// key; prints the verdict and every signature checked.
+    #[command(after_help = "\
+Examples:
+  nodeimg verify registry.example.org/nodes/node:1.30 --key cosign.pub
+  nodeimg verify 127.0.0.1:5000/node:v1 --key cosign.pub --attestations --json \\
+      --insecure-registry 127.0.0.1:5000
+
+Verified: at least one signature under sha256-<hex>.sig verifies with the
+key and signs this manifest digest; with --attestations, also at least one
+DSSE envelope under sha256-<hex>.att verifies, has payload type
+application/vnd.in-toto+json and a subject with this digest. Every
+signature and attestation is listed with its verdict (--json: one object).
+
+Exit codes: 0 verified, 1 not verified, 2 usage error or a key that cannot be
+used, 3 the registry could not be asked (network, credentials, no such
+image).")]
+    Verify(crate::sign::VerifyArgs),
+    /// Make a key pair: PREFIX.key (cosign's encrypted format, mode 0600)
+    /// and PREFIX.pub; prints their paths.
+    #[command(after_help = "\
+Examples:
+  NODEIMG_KEY_PASSWORD=secret nodeimg keygen            # cosign.key, cosign.pub
+  COSIGN_PASSWORD=secret nodeimg keygen --output-key-prefix keys/nodes
+
+The private key is ECDSA P-256 in cosign's encrypted format (-----BEGIN
+ENCRYPTED SIGSTORE PRIVATE KEY-----: scrypt N=65536 r=8 p=1 and NaCl
+secretbox), which cosign reads with the same password. The password comes
+from $NODEIMG_KEY_PASSWORD, else $COSIGN_PASSWORD (set and empty: an empty
+password, as cosign takes it). Both files appear together, or neither;
+existing files are replaced only with --force.
+
+Exit codes: 0 written, 1 failure, 2 usage error (no password, files exist).")]
+    Keygen(crate::sign::KeygenArgs),
     /// Show what the cache directory holds (downloads, registry bases,
     /// built layers); `nodeimg cache prune` trims it.
     #[command(after_help = "\
@@ -321,6 +394,12 @@ pub struct BuildArgs {
     /// (formats oci, oci-archive and rootfs).
     #[arg(long = "sbom", value_name = "FORMAT=FILE", value_parser = crate::sbom::parse_output)]
     pub sbom: Vec<crate::sbom::SbomOutput>,
+    /// With --push: sign the pushed image with this private key and attach
+    /// the build's SLSA provenance as a signed in-toto attestation, as
+    /// `nodeimg sign` does (password: $NODEIMG_KEY_PASSWORD, else
+    /// $COSIGN_PASSWORD). The key is read before anything is built.
+    #[arg(long, value_name = "KEY", requires = "push")]
+    pub sign_key: Option<PathBuf>,
 }
 
 /// `nodeimg lock`.
@@ -551,6 +630,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    let sign_key = crate::sign::key_arg(a.sign_key.as_deref())?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let build_time = match &epoch {
         Some(v) => build::parse_epoch(Some(v))?,
@@ -583,19 +663,8 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         trust_stat: a.trust_stat,
     };
     let outcome = build::build_with(&opts, &mut progress)?;
-    if let Some(c) = outcome.cache.filter(|c| c.reused + c.built > 0) {
-        let packages = if c.trees_reused + c.trees_built > 0 {
-            format!(
-                "; the packages of {} layer(s) reused, {} installed; {} resolution(s) reused",
-                c.trees_reused, c.trees_built, c.resolutions_reused
-            )
-        } else {
-            String::new()
-        };
-        progress.step(&format!(
-            "layer cache: {} layer(s) reused, {} built; {} base layer index(es) reused{packages}",
-            c.reused, c.built, c.indexes_reused
-        ));
+    if let Some(line) = cache_summary(&outcome) {
+        progress.step(&line);
     }
     progress.step(&format!(
         "built {}:{} at {}",
@@ -604,18 +673,22 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         outcome.built.path.display()
     ));
     progress.finish();
-    crate::sbom::write_outputs(&outcome.built.path, &a.sbom)?;
+    let sboms = crate::sbom::write_outputs(&outcome.built.path, &a.sbom)?;
     let pushed = match &a.push {
         Some(dest) => Some(push_built(&outcome, opts.format, dest, &registry)?),
         None => None,
     };
-    let doc = build::metadata(
+    let mut doc = build::metadata(
         &opts.recipe,
         &outcome,
         opts.format,
         build_time,
         pushed.as_ref(),
     );
+    if let (Some(key), Some(p), Some(dest)) = (&sign_key, &pushed, &a.push) {
+        doc["signed"] =
+            crate::sign::attach_build(key, dest, p, (&opts, &outcome), &registry, &sboms)?;
+    }
     if let Some(file) = &a.metadata_file {
         let mut text = serde_json::to_vec_pretty(&doc)?;
         text.push(b'\n');
@@ -623,6 +696,24 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     print_built(&outcome, opts.format, &doc, a.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the layer cache gave a build, for its progress: `None` when the
+/// build had no layer cache or wrote no OCI layer.
+fn cache_summary(outcome: &build::Outcome) -> Option<String> {
+    let c = outcome.cache.filter(|c| c.reused + c.built > 0)?;
+    let packages = if c.trees_reused + c.trees_built > 0 {
+        format!(
+            "; the packages of {} layer(s) reused, {} installed; {} resolution(s) reused",
+            c.trees_reused, c.trees_built, c.resolutions_reused
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "layer cache: {} layer(s) reused, {} built; {} base layer index(es) reused{packages}",
+        c.reused, c.built, c.indexes_reused
+    ))
 }
 
 /// `--push` is for OCI outputs, to a destination that parses.
@@ -805,6 +896,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => run_inspect(a),
         Command::Sbom(a) => crate::sbom::run_sbom(a),
         Command::Push(a) => run_push(a),
+        Command::Sign(a) => crate::sign::run_sign(a),
+        Command::Verify(a) => crate::sign::run_verify(a),
+        Command::Keygen(a) => crate::sign::run_keygen(a),
         Command::Cache(a) => crate::cache::run_cache(a),
         Command::Schema => {
             print!("{}", nodeimg_recipe::schema::schema_text());
@@ -820,6 +914,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     let code = if let Some(err) = e.downcast_ref::<nodeimg::Error>() {
         err.exit_code()
     } else if let Some(err) = e.downcast_ref::<nodeimg_registry::RegistryError>() {
+        err.exit_code()
+    } else if let Some(err) = e.downcast_ref::<nodeimg_sign::SignError>() {
         err.exit_code()
     } else {
         1

@@ -4,6 +4,7 @@ mod cache;
 mod cli;
 mod progress;
 mod sbom;
+mod sign;
 
 fn main() -> std::process::ExitCode {
     cli::main_with(std::env::args_os())

@@ -122,20 +122,33 @@ pub fn run_sbom(a: SbomArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The documents `build --sbom` asked for, of the image just built at
-/// `image`, each written atomically.
-pub fn write_outputs(image: &Path, outputs: &[SbomOutput]) -> anyhow::Result<()> {
+/// `image`, each written atomically; returned as in-toto predicates, for
+/// `--sign-key` to attach.
+pub fn write_outputs(
+    image: &Path,
+    outputs: &[SbomOutput],
+) -> anyhow::Result<Vec<nodeimg_sign::intoto::Predicate>> {
     if outputs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let sbom = read(image)?;
-    let docs: Vec<(&Path, Vec<u8>)> = outputs
+    let docs: Vec<(&SbomOutput, Vec<u8>)> = outputs
         .iter()
-        .map(|o| (o.file.as_path(), sbom.to_json(o.format)))
+        .map(|o| (o, sbom.to_json(o.format)))
         .collect();
-    for (file, bytes) in docs {
-        crate::cli::write_atomic(file, &bytes)?;
+    let mut predicates = Vec::new();
+    for (o, bytes) in docs {
+        crate::cli::write_atomic(&o.file, &bytes)?;
+        predicates.push(nodeimg_sign::intoto::Predicate {
+            predicate_type: match o.format {
+                Format::SpdxJson => nodeimg_sign::intoto::SPDX_DOCUMENT,
+                Format::CycloneDxJson => nodeimg_sign::intoto::CYCLONEDX_BOM,
+            }
+            .to_string(),
+            predicate: serde_json::from_slice(&bytes)?,
+        });
     }
-    Ok(())
+    Ok(predicates)
 }
 
 #[cfg(test)]

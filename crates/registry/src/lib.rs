@@ -34,7 +34,9 @@ use nodeimg_fetch::{sha256_digest, Meter};
 /// The prefix of a registry reference.
 pub use nodeimg_image::base::DOCKER_PREFIX;
 
+mod artifacts;
 mod error;
+pub use artifacts::{referrers_supported, Manifest, Repository};
 pub use error::{
     AuthFileError, CacheMiss, DescriptorError, DigestError, ManifestError, ReferenceError, Refusal,
     RegistryError, Result, UploadError,
@@ -618,14 +620,16 @@ impl Session {
             })
     }
 
-    /// One attempt at fetching the manifest of `r`: the credentials
-    /// oci-client would use, then a GET whose body is read no further than
-    /// [`JSON_MAX`] bytes (oci-client would buffer all of it).
-    fn fetch_manifest(
+    /// One GET of `/v2/<repository>/<path>` of `r`'s registry with the
+    /// credentials oci-client would use, answering `accept`; the answer
+    /// whatever its status (its body not read yet).
+    fn get(
         &self,
         r: &Reference,
         auth: &RegistryAuth,
-    ) -> std::result::Result<Vec<u8>, Fetch> {
+        path: &str,
+        accept: &str,
+    ) -> std::result::Result<http::Response<ureq::Body>, Fetch> {
         let token = self
             .rt
             .block_on(self.client.auth(r, auth, RegistryOperation::Pull))
@@ -637,14 +641,13 @@ impl Session {
             "https"
         };
         let url = format!(
-            "{scheme}://{registry}/v2/{}/manifests/{}{}",
+            "{scheme}://{registry}/v2/{}/{path}{}",
             r.repository(),
-            r.digest().or(r.tag()).unwrap_or("latest"),
             r.namespace()
                 .map(|ns| format!("?ns={ns}"))
                 .unwrap_or_default()
         );
-        let mut req = self.http.get(&url).header("Accept", ACCEPTED.join(", "));
+        let mut req = self.http.get(&url).header("Accept", accept);
         match (token, auth) {
             (Some(t), _) => req = req.header("Authorization", format!("Bearer {t}")),
             (None, RegistryAuth::Basic(user, pass)) => {
@@ -654,13 +657,25 @@ impl Session {
             }
             _ => {}
         }
-        let res = req.call().map_err(|e| {
+        req.call().map_err(|e| {
             if policy::transient_error(&e) {
                 Fetch::Transport(Box::new(e))
             } else {
                 Fetch::Final(Box::new(e))
             }
-        })?;
+        })
+    }
+
+    /// One attempt at fetching the manifest of `r`: the credentials
+    /// oci-client would use, then a GET whose body is read no further than
+    /// [`JSON_MAX`] bytes (oci-client would buffer all of it).
+    fn fetch_manifest(
+        &self,
+        r: &Reference,
+        auth: &RegistryAuth,
+    ) -> std::result::Result<Vec<u8>, Fetch> {
+        let path = format!("manifests/{}", r.digest().or(r.tag()).unwrap_or("latest"));
+        let res = self.get(r, auth, &path, &ACCEPTED.join(", "))?;
         let status = res.status().as_u16();
         let length = res
             .headers()
