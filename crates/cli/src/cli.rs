@@ -395,7 +395,8 @@ pub struct BuildArgs {
     #[arg(long = "sbom", value_name = "FORMAT=FILE", value_parser = crate::sbom::parse_output)]
     pub sbom: Vec<crate::sbom::SbomOutput>,
     /// With --push: sign the pushed image with this private key and attach
-    /// the build's SLSA provenance as a signed in-toto attestation, as
+    /// the build's SLSA provenance (and each --sbom document) as signed
+    /// in-toto attestations, as
     /// `nodeimg sign` does (password: $NODEIMG_KEY_PASSWORD, else
     /// $COSIGN_PASSWORD). The key is read before anything is built.
     #[arg(long, value_name = "KEY", requires = "push")]
