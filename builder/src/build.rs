@@ -458,6 +458,9 @@ pub struct Checked {
     /// The package environment; its scratch directory holds the installed
     /// packages' contents the plans refer to, so it lives as long as they do.
     pub packages: Option<PackageEnv>,
+    /// What an offline check could not verify (the enablement of units
+    /// the packages it does not install may ship).
+    pub notes: Vec<plan::Note>,
 }
 
 impl Checked {
@@ -565,29 +568,51 @@ fn check_inner(
     if let Some(l) = &lock {
         lock::check_recipe(l, &lock_file, &p.recipe, &deb_arch)?;
     }
-    let env = match packages {
-        Some(o) if wanted => Some(
-            package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
-                .with_layer_cache(opts.cache.cloned()),
+    let (env, lock) = match packages {
+        Some(o) if wanted => (
+            Some(
+                package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
+                    .with_layer_cache(opts.cache.cloned()),
+            ),
+            None,
         ),
-        _ => None,
+        _ => (None, lock),
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
-    let base_id = plan::base_id(&p.base);
-    let plans = plan::render(
-        &p.recipe,
-        p.base.view(),
-        &base_id,
-        inputs.as_ref(),
-        &p.arch,
-        env.as_ref(),
-    )?;
+    let (plans, notes) = render_plans(&p, inputs.as_ref(), env.as_ref(), lock.as_ref())?;
     Ok(Checked {
         prepared: p,
         plans,
         inputs,
         packages: env,
+        notes,
     })
+}
+
+/// The layers of `p` rendered: their packages installed with `env`, or
+/// without it (offline) the units they ship taken from `lock`, with what
+/// that could not verify.
+fn render_plans(
+    p: &Prepared,
+    inputs: &RecipeInputs,
+    env: Option<&PackageEnv>,
+    lock: Option<&Lock>,
+) -> Result<(Vec<plan::LayerPlan>, Vec<plan::Note>)> {
+    match env {
+        Some(env) => {
+            let base_id = plan::base_id(&p.base);
+            let plans = plan::render(
+                &p.recipe,
+                p.base.view(),
+                &base_id,
+                inputs,
+                &p.arch,
+                Some(env),
+            )?;
+            Ok((plans, Vec::new()))
+        }
+        None => plan::render_offline(&p.recipe, p.base.view(), inputs, &p.arch, lock),
+    }
 }
 
 /// The package environment of a build of `recipe_path` with `o`: the cache,

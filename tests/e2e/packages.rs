@@ -614,12 +614,24 @@ fn lock_the_recipe(s: &LockScenario, cache: &Path) -> Locked {
     assert!(!r.stderr.contains("nodeimg:"), "{r}");
     assert!(r.stderr.contains("not run: demo-runtime postinst"), "{r}");
     assert_eq!(fs::read_to_string(lock_path).unwrap(), text);
-    // check compares the recipe with the lock, offline.
+    // check compares the recipe with the lock, offline, and checks the
+    // enablement of demo.service against the units the lock records.
     let c = run(nodeimg(dir)
         .arg("check")
         .arg(recipe_path)
         .args(["--base", base]));
     assert_eq!(c.code, 0, "{c}");
+    assert!(!c.stdout.contains("note:"), "checked, no note: {c}");
+    let c = run(nodeimg(dir)
+        .arg("check")
+        .arg(recipe_path)
+        .args(["--base", base, "--no-lock"]));
+    assert_eq!(c.code, 0, "{c}");
+    assert!(
+        c.stdout
+            .contains("note: layer[1].systemd.enable[0]: enabling demo.service is not checked"),
+        "{c}"
+    );
 
     Locked {
         text,
@@ -632,7 +644,7 @@ fn lock_the_recipe(s: &LockScenario, cache: &Path) -> Locked {
 /// their canonical URLs and digests; no mirror. Returns demo-lib's SHA256.
 fn check_lock_file(text: &str, repo: &Path) -> String {
     let lock: toml::Value = toml::from_str(text).unwrap();
-    assert_eq!(lock["version"].as_integer(), Some(1));
+    assert_eq!(lock["version"].as_integer(), Some(2));
     assert_eq!(lock["architecture"].as_str(), Some("amd64"));
     assert_eq!(
         lock["release"][0]["url"].as_str(),
@@ -682,6 +694,13 @@ fn check_lock_file(text: &str, repo: &Path) -> String {
             .as_str()
             .map(|s| format!("sha256:{s}")),
         Some(lib_sha.clone())
+    );
+    // The unit files each package ships: demo-runtime's unit, none for demo-lib.
+    assert!(layer["package"][0].get("units").is_none(), "{text}");
+    assert_eq!(
+        layer["package"][1]["units"],
+        toml::Value::Array(vec!["/usr/lib/systemd/system/demo.service".into()]),
+        "{text}"
     );
     assert_eq!(
         layer["package"][0]["source"].as_str(),

@@ -108,10 +108,12 @@ Examples:
   nodeimg check recipe.toml
   nodeimg check recipe.toml --json --var runtime=crio
 
-check works offline: layers' packages are not downloaded or installed, and
-in a layer with packages the systemd enable/disable/mask lists (which may
-name units the packages ship) are checked by build only. When RECIPE.lock
-exists, the recipe's packages and layers must match it (--no-lock skips this).
+check works offline: layers' packages are not downloaded or installed. When
+RECIPE.lock exists, the recipe's packages and layers must match it, and the
+enablement of units the packages ship is checked against the unit files the
+lock records (--no-lock skips both); without it, the enablement of a unit the
+image below lacks, above a layer with packages, is a note (unchecked), not an
+error.
 A docker:// base is pulled (into the default cache) like build pulls it.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
@@ -738,20 +740,23 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let p = &c.prepared;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&lint::to_json(&p.findings))?
-        )?;
+        let mut j = lint::to_json(&p.findings);
+        j["notes"] = serde_json::to_value(&c.notes)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;
     } else {
         lint::print_text(&p.findings, &mut out)?;
-        let c = lint::counts(&p.findings);
+        print_notes(&c.notes, &mut out)?;
+        let n = lint::counts(&p.findings);
+        let notes = match c.notes.len() {
+            0 => String::new(),
+            k => format!(", {k} note(s)"),
+        };
         eprintln!(
-            "{}: {} error(s), {} warning(s), {} info(s)",
+            "{}: {} error(s), {} warning(s), {} info(s){notes}",
             a.recipe.recipe.display(),
-            c.error,
-            c.warning,
-            c.info
+            n.error,
+            n.warning,
+            n.info
         );
     }
     let errors = p.findings.iter().any(|f| f.severity() == Severity::Error);
@@ -760,6 +765,20 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Print what `check` could not verify as `file:line: note: key: message`
+/// plus a hint line.
+fn print_notes(notes: &[nodeimg::plan::Note], w: &mut dyn Write) -> std::io::Result<()> {
+    for n in notes {
+        match n.line {
+            Some(l) => write!(w, "{}:{l}: ", n.file)?,
+            None => write!(w, "{}: ", n.file)?,
+        }
+        writeln!(w, "note: {}: {}", n.key, n.message)?;
+        writeln!(w, "  hint: {}", n.hint)?;
+    }
+    Ok(())
 }
 
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {

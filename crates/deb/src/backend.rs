@@ -176,6 +176,17 @@ impl LayerInstall for DebLayer<'_> {
         Ok(())
     }
 
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+        let Some(p) = self.pkgs.get(i) else {
+            return Err(build_err("listing unit files", format!("no package {i}")));
+        };
+        crate::debfile::unit_files(
+            std::io::BufReader::new(p.deb.reader()),
+            &format!("{} {}", p.planned.name, p.planned.version),
+        )
+        .map_err(|e| build_cause("listing the unit files of a package", e))
+    }
+
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
         let layer = self.layer;
         let done = install::install(
@@ -286,6 +297,7 @@ fn resolve_layer(l: &mut DebLayer<'_>) -> Result<Resolution, PackagesError> {
             url: repo::package_url(uri, suite, &p.filename),
             size: p.size,
             sha256: p.sha256.to_ascii_lowercase(),
+            units: Vec::new(),
         });
     }
     l.planned = planned;
@@ -731,6 +743,7 @@ mod tests {
             url: "http://r/a.deb".into(),
             size: 1,
             sha256: "0".repeat(64),
+            units: Vec::new(),
         };
         let e = planned_from_lock(&p).unwrap_err();
         assert_eq!(

@@ -151,6 +151,12 @@ pub trait LayerInstall {
     /// against its size and SHA256.
     fn fetched(&mut self, i: usize, file: CachedFile) -> Result<(), PackagesError>;
 
+    /// The systemd unit files the `i`th fetched package ships: its entries
+    /// in the system unit folders (see
+    /// [`nodeimg_layers::systemd::unit_file_name`]) as image paths, for the
+    /// lock being written.
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError>;
+
     /// Unpacks and registers the packages; returns the layer's packages
     /// tree and the lines to warn about (scripts not run).
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError>;

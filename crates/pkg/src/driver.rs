@@ -200,7 +200,7 @@ pub fn install_layer(
             packages
         }
         None => {
-            let resolved = install.resolve()?;
+            let mut resolved = install.resolve()?;
             let packages: Vec<LockedPackage> =
                 resolved.layer.in_order().into_iter().cloned().collect();
             for (i, p) in packages.iter().enumerate() {
@@ -211,6 +211,9 @@ pub fn install_layer(
                     i,
                     fetch_shown(env.cache(), env.meter(), &p.url, p.size, &p.sha256, &what)?,
                 )?;
+            }
+            if matches!(env.lock, LockMode::Record(_)) {
+                record_units(&*install, &packages, &mut resolved.layer)?;
             }
             env.record(resolved.layer, resolved.indexes);
             packages
@@ -228,6 +231,22 @@ pub fn install_layer(
         packages,
     });
     Ok(tree)
+}
+
+/// The unit files each of `packages` (installation order) ships, into the
+/// layer the lock records.
+fn record_units(
+    install: &dyn LayerInstall,
+    packages: &[LockedPackage],
+    layer: &mut LockedLayer,
+) -> Result<(), PackagesError> {
+    for (i, p) in packages.iter().enumerate() {
+        let units = install.unit_files(i)?;
+        if let Some(l) = layer.packages.iter_mut().find(|l| l.order == p.order) {
+            l.units = units;
+        }
+    }
+    Ok(())
 }
 
 /// The key of a layer's installed packages in the layer cache: the
@@ -512,6 +531,7 @@ mod tests {
                 url: self.fake.url.clone(),
                 size: 5,
                 sha256: self.fake.sha256.clone(),
+                units: Vec::new(),
             };
             Ok(Resolution {
                 layer: LockedLayer {
@@ -534,6 +554,14 @@ mod tests {
         fn fetched(&mut self, _: usize, _: CachedFile) -> Result<(), PackagesError> {
             self.fetched += 1;
             Ok(())
+        }
+        fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+            assert_eq!(
+                (i, self.fetched),
+                (0, 1),
+                "asked once the package is fetched"
+            );
+            Ok(vec!["/usr/lib/systemd/system/a.service".into()])
         }
         fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
             assert_eq!(self.fetched, 1);
@@ -577,6 +605,12 @@ mod tests {
         let lock = env.recorded_lock("amd64").unwrap();
         assert_eq!(lock.layers.len(), 1);
         assert_eq!(lock.layers[0].packages[0].name, "a");
+        assert_eq!(
+            lock.layers[0].packages[0].units,
+            ["/usr/lib/systemd/system/a.service"],
+            "the lock records the unit files the package ships"
+        );
+        assert!(lock.records_units());
         assert_eq!(lock.indexes.len(), 1);
         let done = env.installed();
         assert_eq!(done.len(), 1);

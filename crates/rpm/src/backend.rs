@@ -185,6 +185,20 @@ impl LayerInstall for RpmLayer<'_> {
         Ok(())
     }
 
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+        let Some(p) = self.pkgs.get(i) else {
+            return Err(build_err("listing unit files", format!("no package {i}")));
+        };
+        let rpm = crate::rpmfile::RpmFile::from_reader(p.rpm.reader(), &p.url)
+            .map_err(|e| build_cause("package", e))?;
+        let files = rpm.files().map_err(|e| build_cause("package", e))?;
+        Ok(files
+            .into_iter()
+            .filter(|f| nodeimg_layers::systemd::unit_file_name(&f.path).is_some())
+            .map(|f| f.path)
+            .collect())
+    }
+
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
         let Some((db, runner)) = &self.db else {
             return Err(build_err("rpm database", "the rpm database was not opened"));
@@ -239,6 +253,7 @@ fn resolve_layer(l: &mut RpmLayer<'_>) -> Result<Resolution, PackagesError> {
             url: url.clone(),
             size: p.package.size,
             sha256: p.package.sha256.to_ascii_lowercase(),
+            units: Vec::new(),
         });
         l.planned.push((p, url));
     }
@@ -275,6 +290,7 @@ mod tests {
             url: "https://repo.invalid/p.rpm".into(),
             size: 1,
             sha256: "0".repeat(64),
+            units: Vec::new(),
         }
     }
 
