@@ -5,6 +5,11 @@
 //! NI009, exit 1). A unit that no layer has, before any packages, is still
 //! refused (exit 2). The check of the enablement against a lock that records
 //! the units each package ships is in `rpm_lock`.
+//!
+//! A lint rule the recipe allows (`[lint] allow`) is shown as allowed with
+//! its reason, does not fail `check` or `build`, and is recorded in the
+//! build's metadata; without the allowance the same recipe fails both. The
+//! allowances refused (no reason, an unknown rule) are in `bad_recipes`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -155,4 +160,82 @@ fn a_unit_no_layer_ships_is_still_refused() {
     let r = check(t.path(), &above, true);
     assert_eq!(r.code, 0, "{r}");
     assert_eq!(json(&r)["notes"][0]["key"], "layer[1].systemd.enable[0]");
+}
+
+/// A recipe that configures containerd without the kernel prerequisites
+/// (NI004), allowing the rule or not.
+fn ni004_recipe(dir: &Path, allow: bool) -> PathBuf {
+    let mut text = String::from("[image]\nname = \"allowed\"\n\n");
+    if allow {
+        text.push_str(
+            "[lint]\nallow = [{ rule = \"NI004\", reason = \"the node's kernel settings come from its boot image\" }]\n\n",
+        );
+    }
+    text.push_str("[[layer]]\nname = \"runtime\"\ncontainerd = { systemd-cgroup = true }\n");
+    let p = dir.join(if allow {
+        "allowed.toml"
+    } else {
+        "refused.toml"
+    });
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_rule_the_recipe_allows_is_shown_with_its_reason_and_recorded() {
+    const REASON: &str = "the node's kernel settings come from its boot image";
+    let t = temp_dir("check-allow");
+    let dir = t.path();
+    let allowed = ni004_recipe(dir, true);
+    // check: shown as allowed, with the reason; exit 0.
+    let r = check(dir, &allowed, false);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(
+        r.stdout
+            .contains("allowed.toml:9: allowed error[NI004] layer[0].containerd: ")
+            && r.stdout
+                .contains(&format!("  allowed by the recipe: {REASON}")),
+        "{r}"
+    );
+    assert!(
+        r.stderr
+            .contains("0 error(s), 0 warning(s), 0 info(s), 1 allowed"),
+        "{r}"
+    );
+    let j = json(&check(dir, &allowed, true));
+    assert_eq!(j["counts"]["error"], 0);
+    assert_eq!(j["counts"]["allowed"], 1);
+    assert_eq!(j["findings"][0]["rule"], "NI004");
+    assert_eq!(j["findings"][0]["allowed"], REASON);
+    // build: goes on, and the metadata records the allowance and what it allowed.
+    let meta = dir.join("meta.json");
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(&allowed)
+        .arg("-o")
+        .arg(dir.join("out"))
+        .arg("--metadata-file")
+        .arg(&meta));
+    assert_eq!(r.code, 0, "{r}");
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        m["lint"]["allow"],
+        serde_json::json!([{ "rule": "NI004", "reason": REASON }])
+    );
+    assert_eq!(m["lint"]["allowed"][0]["rule"], "NI004");
+    assert_eq!(m["lint"]["allowed"][0]["key"], "layer[0].containerd");
+    assert_eq!(m["lint"]["allowed"][0]["allowed"], REASON);
+
+    // Negative control: the same recipe without the allowance fails both.
+    let refused = ni004_recipe(dir, false);
+    let r = check(dir, &refused, false);
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.contains("refused.toml:6: error[NI004]"), "{r}");
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(&refused)
+        .arg("-o")
+        .arg(dir.join("out-refused")));
+    assert_eq!(r.code, 1, "{r}");
+    assert!(!dir.join("out-refused").exists());
 }

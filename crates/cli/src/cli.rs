@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nodeimg::build::{self, BuildOptions, Progress};
 use nodeimg_fetch::progress::Meter;
 use nodeimg_image::output::{Compression, Format};
-use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_lint::{self as lint, Finding};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -113,8 +113,12 @@ RECIPE.lock exists, the recipe's packages and layers must match it, and the
 enablement of units the packages ship is checked against the unit files the
 lock records (--no-lock skips both); without it, the enablement of a unit the
 image below lacks, above a layer with packages, is a note (unchecked), not an
-error.
-A docker:// base is pulled (into the default cache) like build pulls it.
+error. A docker:// base is pulled (into the default cache) like build pulls it.
+
+A recipe may allow a rule that does not apply to it, with its reason:
+  [lint]
+  allow = [{ rule = \"NI004\", reason = \"set up by the boot image\" }]
+Its findings are then shown as allowed and do not fail check or build.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
     Check(CheckArgs),
@@ -412,7 +416,7 @@ impl StderrProgress {
     fn print_findings(&mut self, findings: &[Finding]) {
         let shown: Vec<Finding> = findings
             .iter()
-            .filter(|f| !self.quiet || f.severity() == Severity::Error)
+            .filter(|f| !self.quiet || f.is_error())
             .cloned()
             .collect();
         if shown.is_empty() {
@@ -747,10 +751,13 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         lint::print_text(&p.findings, &mut out)?;
         print_notes(&c.notes, &mut out)?;
         let n = lint::counts(&p.findings);
-        let notes = match c.notes.len() {
+        let mut notes = match n.allowed {
             0 => String::new(),
-            k => format!(", {k} note(s)"),
+            k => format!(", {k} allowed"),
         };
+        if !c.notes.is_empty() {
+            notes.push_str(&format!(", {} note(s)", c.notes.len()));
+        }
         eprintln!(
             "{}: {} error(s), {} warning(s), {} info(s){notes}",
             a.recipe.recipe.display(),
@@ -759,7 +766,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
             n.info
         );
     }
-    let errors = p.findings.iter().any(|f| f.severity() == Severity::Error);
+    let errors = p.findings.iter().any(Finding::is_error);
     Ok(if errors {
         ExitCode::from(1)
     } else {
