@@ -14,7 +14,7 @@ use std::process::Command;
 
 use nodeimg_e2e::{
     extract_tar, fixture_base, fixture_base_ref, nodeimg, repo, require, run, sha256_file,
-    temp_dir, Run,
+    temp_dir, Run, PACKAGE_EPOCH, TEST_EPOCH,
 };
 
 const REPO_URL: &str = "http://repo.invalid/debian";
@@ -357,7 +357,9 @@ packages = ["demo-runtime=2.0-1"]
 }
 
 /// `dpkg --root` lists both demo packages as installed (`ii`) with their
-/// versions, and `dpkg --verify` finds nothing wrong with their files.
+/// versions, and `dpkg --verify` finds nothing wrong with their files; the
+/// files keep the times the `.deb`s record, what nodeimg writes has the
+/// build's.
 fn assert_demo_packages_installed(root: &Path) {
     let l = run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
@@ -381,6 +383,14 @@ fn assert_demo_packages_installed(root: &Path) {
         .arg(format!("--root={}", root.display()))
         .arg("--verify"));
     assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
+    use std::os::unix::fs::MetadataExt;
+    let mtime = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mtime() as u64;
+    for p in ["usr/bin/demo-runtime", "usr/lib/demo/lib.txt"] {
+        assert_eq!(mtime(p), PACKAGE_EPOCH, "{p}");
+    }
+    for p in ["var/lib/dpkg/status", "var/lib/dpkg/info/demo-runtime.list"] {
+        assert_eq!(mtime(p), TEST_EPOCH, "{p}");
+    }
 }
 
 fn clearsign(home: &Path, dists: &Path) {

@@ -30,7 +30,8 @@ Exit codes:
   2  usage error, or an error in the recipe (the message names file, line and key)
 
 Environment:
-  SOURCE_DATE_EPOCH  creation time and mtime of every new file (default: 0)
+  SOURCE_DATE_EPOCH  creation time and mtime of every file nodeimg writes (default: 0;
+                     files from packages keep the mtime their package records)
   NODEIMG_NO_CACHE   1: build without the layer cache (as build --no-cache)";
 
 /// Build immutable, preconfigured Kubernetes node images from TOML recipes.

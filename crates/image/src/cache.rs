@@ -590,6 +590,7 @@ struct StoredNode {
     meta: nodeimg_layers::Meta,
     item: String,
     key: String,
+    mtime: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -656,6 +657,7 @@ impl LayerCache {
                 kind,
                 meta: n.meta,
                 origin: nodeimg_layers::tree::Origin::new(n.item, n.key),
+                mtime: n.mtime,
             };
             if let Err(e) = tree.insert(p, node) {
                 self.damaged(&path, &e.to_string());
@@ -745,6 +747,7 @@ impl LayerCache {
                 meta: n.meta,
                 item: n.origin.item.clone(),
                 key: n.origin.key.clone(),
+                mtime: n.mtime,
             });
         }
         let payload = postcard::to_stdvec(&StoredTree {
