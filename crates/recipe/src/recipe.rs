@@ -87,8 +87,10 @@ pub(crate) struct RecipeFile {
     /// The image to build.
     pub image: ImageSection,
     /// Variables, used as `${name}` in any string value. Values may use other
-    /// variables and the built-ins `${arch}` and `${os.<KEY>}` (the base's
-    /// os-release). `--var name=value` overrides.
+    /// variables and the built-ins `${arch}` (the OCI architecture: `arm`),
+    /// `${deb_arch}` (Debian's name for it: `armhf`), `${rpm_arch}` (rpm's:
+    /// `armv7hl`) and `${os.<KEY>}` (the base's os-release). `--var
+    /// name=value` overrides.
     #[serde(default)]
     pub vars: IndexMap<String, String>,
     /// Layers, in order; each becomes exactly one image layer.
@@ -516,7 +518,7 @@ impl Resolver<'_> {
 }
 
 const BASE_NO_OS: &str =
-    "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}` unless image.architecture is a plain value)";
+    "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}`, `${deb_arch}` and `${rpm_arch}` unless image.architecture is a plain value)";
 
 /// Known OCI architectures.
 pub(crate) const ARCHITECTURES: &[&str] = &[
@@ -748,7 +750,10 @@ impl Loaded {
                     &self.files[idx],
                     &key,
                     format!("`{k}` is a built-in variable and cannot be defined"),
-                    Some("`arch` and `os.*` come from the image; pick another name".to_string()),
+                    Some(
+                        "`arch`, `deb_arch`, `rpm_arch` and `os.*` come from the image; pick another name"
+                            .to_string(),
+                    ),
                 ));
             }
             // A later definition (the including file) overrides an earlier one.
@@ -803,7 +808,7 @@ impl Loaded {
     pub fn base(&self, overrides: &BTreeMap<String, String>) -> Result<Option<String>> {
         let mut builtins = BTreeMap::new();
         if let Some(a) = self.architecture(overrides)? {
-            builtins.insert("arch".to_string(), a);
+            builtins = vars::arch_builtins(&a);
         }
         let mut r = self.early_resolver(&builtins, overrides);
         match &self.image.base {

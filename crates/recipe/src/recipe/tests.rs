@@ -484,3 +484,32 @@ fn lint_allow_needs_a_reason_and_each_rule_once() {
         .unwrap()
         .contains("move `[image]` and `[lint]` to the recipe"));
 }
+
+#[test]
+fn architecture_variables_in_layers_and_the_base() {
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\narchitecture = \"arm\"\nbase = \"rootfs:${deb_arch}-${rpm_arch}.tar\"\n\n[vars]\nrepo = \"https://mirror.example.org/raspbian/${deb_arch}\"\n\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/arch\", content = \"${arch} ${deb_arch} ${rpm_arch} ${repo}\" }]\n",
+    )]);
+    let loaded = Loaded::load(&d.root.join("recipe.toml")).unwrap();
+    assert_eq!(
+        loaded.base(&BTreeMap::new()).unwrap().as_deref(),
+        Some("rootfs:armhf-armv7hl.tar")
+    );
+    let r = loaded.expand("arm", &os(), &BTreeMap::new()).unwrap();
+    assert_eq!(
+        r.layers[0].spec.file[0].content.as_deref(),
+        Some("arm armhf armv7hl https://mirror.example.org/raspbian/armhf")
+    );
+    assert_eq!(r.vars["deb_arch"], "armhf");
+    // The names are reserved.
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n\n[vars]\ndeb_arch = \"armel\"\n",
+    )]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("vars.deb_arch"));
+    assert_eq!(e.line, Some(5));
+    assert!(e.message.contains("built-in"), "{}", e.message);
+    assert!(e.hint.unwrap().contains("`deb_arch`"));
+}
