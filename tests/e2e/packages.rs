@@ -984,3 +984,60 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     refuses_other_changes_to_the_recipe(&s, &cache, &out);
     refuses_a_tampered_lock(&s, &cache, &out, &locked);
 }
+
+#[test]
+fn inspect_why_names_the_package_that_owns_a_path() {
+    let Some(Setup { t, base, repo, .. }) = setup("packages-why") else {
+        return;
+    };
+    let dir = t.path();
+    let recipe = recipe(dir, "key.asc", "demo-runtime");
+    let out = dir.join("out-why");
+    let r = build_oci(dir, &recipe, &repo, &dir.join("cache"), &out, &base, &[]);
+    assert_eq!(r.code, 0, "{r}");
+    let why = |path: &str, json: bool| {
+        let mut c = nodeimg(dir);
+        c.arg("inspect").arg(&out).args(["--why", path]);
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c).ok()
+    };
+    // A package's file: the layer, the item, and the package from the
+    // image's dpkg database; dpkg does not record the repository.
+    let w = why("/usr/bin/demo-runtime", false);
+    assert!(
+        w.stdout.contains("/usr/bin/demo-runtime: written by layer 3 (runtime, sha256:")
+            && w.stdout.trim_end().ends_with(
+                ", item packages, package demo-runtime 2.0-1 (all, dpkg), repository unknown (the image does not record it)"
+            ),
+        "{w}"
+    );
+    // Through the merged-/usr link, and as JSON.
+    let j: serde_json::Value =
+        serde_json::from_str(&why("/bin/demo-runtime", true).stdout).unwrap();
+    assert_eq!(j["why"]["resolved"], "/usr/bin/demo-runtime");
+    assert_eq!(
+        j["why"]["packages"],
+        serde_json::json!([{
+            "name": "demo-runtime",
+            "version": "2.0-1",
+            "architecture": "all",
+            "repository": null,
+            "database": "dpkg"
+        }])
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&why("/usr/lib/demo/lib.txt", true).stdout).unwrap();
+    assert_eq!(j["why"]["packages"][0]["name"], "demo-lib", "{j}");
+    // Negative controls: a file a recipe item wrote, which no package
+    // lists, and a path the image does not have.
+    let w = why("/etc/apt/sources.list.d/demo.sources", true);
+    let j: serde_json::Value = serde_json::from_str(&w.stdout).unwrap();
+    assert_eq!(j["why"]["origin"], "apt-source[0]", "{w}");
+    assert_eq!(j["why"]["packages"], serde_json::json!([]), "{w}");
+    let w = why("/etc/apt/sources.list.d/demo.sources", false);
+    assert!(!w.stdout.contains("package"), "{w}");
+    let w = why("/usr/bin/nothing-here", false);
+    assert_eq!(w.stdout, "/usr/bin/nothing-here: not in the image\n", "{w}");
+}

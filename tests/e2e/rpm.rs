@@ -195,6 +195,44 @@ fn check_docker_root(root: &Path) {
     );
 }
 
+/// `inspect --why` on the docker rootfs `out` names the package a file is
+/// from, as the image's rpm database lists it; a file no package lists
+/// (written by the recipe's docker item) names none.
+fn inspect_names_the_rpm_packages(dir: &Path, out: &Path) {
+    let why = |path: &str| {
+        let r = run(nodeimg(dir)
+            .arg("inspect")
+            .arg(out)
+            .args(["--why", path, "--json"]))
+        .ok();
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        j["why"]["packages"].clone()
+    };
+    assert_eq!(
+        why("/usr/bin/dockerd"),
+        serde_json::json!([{
+            "name": "docker-ce",
+            "version": "3:19.03.11-3.el7",
+            "architecture": "x86_64",
+            "repository": null,
+            "database": "rpm"
+        }])
+    );
+    assert_eq!(why("/usr/bin/ctr")[0]["name"], "containerd.io");
+    assert_eq!(why("/etc/docker/daemon.json"), serde_json::json!([]));
+    let r = run(nodeimg(dir)
+        .arg("inspect")
+        .arg(out)
+        .args(["--why", "/usr/bin/dockerd"]))
+    .ok();
+    assert!(
+        r.stdout.trim_end().ends_with(
+            ", package docker-ce 3:19.03.11-3.el7 (x86_64, rpm), repository unknown (the image does not record it)"
+        ),
+        "{r}"
+    );
+}
+
 /// `docker-centos.toml` as written: built, checked, and built again from the
 /// warm cache to the same bytes.
 fn builds_docker_centos(dir: &Path, repos: &RpmRepos, cache: &Path) {
@@ -216,6 +254,7 @@ fn builds_docker_centos(dir: &Path, repos: &RpmRepos, cache: &Path) {
     let root = dir.join("docker-root");
     extract_owned(&out, &root);
     check_docker_root(&root);
+    inspect_names_the_rpm_packages(dir, &out);
 
     // A second build from the warm cache gives the same files.
     let out2 = dir.join("docker2.tar");

@@ -129,7 +129,13 @@ Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recip
 Examples:
   nodeimg inspect out/node                      # OCI layout
   nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
-  nodeimg inspect out/node --why /etc/docker/daemon.json")]
+  nodeimg inspect out/node --why /etc/docker/daemon.json
+  nodeimg inspect out/node --why /usr/bin/containerd   # also the package it is a file of
+
+--why names the layer and recipe item that wrote a path, and the packages
+whose files it is (name, version, architecture), as the image's dpkg file
+lists or rpm database list them; images do not record the repository a
+package came from (the lock file does).")]
     Inspect(InspectArgs),
     /// Push an image (OCI layout folder or OCI archive) to a registry;
     /// prints the pushed manifest digest.
@@ -390,7 +396,8 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Show which recipe layer and item produced this path.
+    /// Show which recipe layer and item produced this path, and which
+    /// package it is a file of.
     #[arg(long, value_name = "PATH")]
     pub why: Option<String>,
 }
@@ -790,7 +797,7 @@ fn print_notes(notes: &[nodeimg::plan::Note], w: &mut dyn Write) -> std::io::Res
 }
 
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = nodeimg_image::inspect::inspect(&a.image, a.why.as_deref())?;
+    let report = nodeimg::inspect::inspect(&a.image, a.why.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

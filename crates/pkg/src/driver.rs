@@ -504,6 +504,13 @@ mod tests {
         fn version_lt(&self, _: &str, _: &str) -> Option<bool> {
             None
         }
+        fn owners(
+            &self,
+            _: &dyn RootView,
+            _: &nodeimg_layers::ImagePath,
+        ) -> Result<Vec<crate::backend::PackageOwner>, PackagesError> {
+            Ok(Vec::new())
+        }
     }
 
     impl LayerInstall for FakeLayer<'_> {

@@ -7,8 +7,10 @@
 
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
-use nodeimg_layers::{FileTree, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
+use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
+use nodeimg_pkg::backend::{
+    Backend, InstalledPackage, LayerInstall, LayerRequest, PackageOwner, Resolution,
+};
 use nodeimg_pkg::driver::{build_cause, build_err, LockRef, PackagesError};
 use nodeimg_pkg::lock::{LayerKind, LockedLayer, LockedPackage, LockedRepo};
 
@@ -91,6 +93,36 @@ impl Backend for Rpm {
     fn version_lt(&self, a: &str, b: &str) -> Option<bool> {
         let (a, b) = (version::Evr::parse(a).ok()?, version::Evr::parse(b).ok()?);
         Some(a.compare(&b).is_lt())
+    }
+
+    fn owners(
+        &self,
+        view: &dyn RootView,
+        path: &ImagePath,
+    ) -> Result<Vec<PackageOwner>, PackagesError> {
+        if view.list(install::DBPATH).is_empty() {
+            return Ok(Vec::new());
+        }
+        // The build host's rpm reads a copy of the database, sandboxed.
+        let db = install::materialise(view).map_err(|e| build_cause("rpm database", e))?;
+        let installed = db
+            .installed(&install::Runner::default())
+            .map_err(|e| build_cause("rpm database", e))?;
+        Ok(installed
+            .into_iter()
+            .filter(|p| {
+                p.files
+                    .iter()
+                    .any(|f| nodeimg_pkg::backend::lists(view, f, path))
+            })
+            .map(|p| PackageOwner {
+                version: crate::full_evr(&p.evr),
+                name: p.name,
+                architecture: p.arch,
+                repository: None,
+                database: "rpm".to_string(),
+            })
+            .collect())
     }
 }
 
