@@ -1,4 +1,5 @@
-//! The command line: `nodeimg build | lock | check | inspect | push | cache | schema`.
+//! The command line: `nodeimg build | lock | check | inspect | push | cache | schema |
+//! completions | man`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -167,6 +168,24 @@ Exit codes: 0 success, 1 failure, 2 usage error.")]
     Cache(crate::cache::CacheArgs),
     /// Print the JSON Schema of the recipe format (for editor completion).
     Schema,
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "\
+Examples:
+  nodeimg completions bash > ~/.local/share/bash-completion/completions/nodeimg
+  nodeimg completions zsh > ~/.zfunc/_nodeimg     # a folder on $fpath
+  nodeimg completions fish > ~/.config/fish/completions/nodeimg.fish
+
+`make install` installs all three (see README). Exit codes: 0 printed, 2 usage error.")]
+    Completions(crate::generate::CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a folder.
+    #[command(after_help = "\
+Examples:
+  nodeimg man | man -l -                          # read it
+  nodeimg man --out-dir /usr/local/share/man/man1 # nodeimg.1, nodeimg-build.1, ...
+
+The pages are generated from the same definitions as --help. Exit codes: 0
+printed or written, 1 failure, 2 usage error.")]
+    Man(crate::generate::ManArgs),
 }
 
 /// Output formats.
@@ -816,6 +835,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => run_inspect(a),
         Command::Push(a) => run_push(a),
         Command::Cache(a) => crate::cache::run_cache(a),
+        Command::Completions(a) => crate::generate::run_completions(&a),
+        Command::Man(a) => crate::generate::run_man(&a),
         Command::Schema => {
             print!("{}", nodeimg_recipe::schema::schema_text());
             Ok(ExitCode::SUCCESS)
