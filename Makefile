@@ -2,6 +2,10 @@
 #   make node    build a containerd node image (recipes/containerd-debian.toml)
 #                on a minimal Debian 12 base made with mmdebstrap
 #   make build   release build of the nodeimg binary
+#   make install release build, then install it with its manual pages and
+#                bash, zsh and fish completions under $(DESTDIR)$(PREFIX)
+#                (PREFIX=/usr/local by default); make install-files installs
+#                an already built $(INSTALL_BIN) the same way
 #   make test    install test dependencies, build the fixture base, run every
 #                test (unit and end-to-end), then lint; what .ci/run calls
 #   make e2e     only the end-to-end tests (tests/), the boot proof among them
@@ -26,10 +30,38 @@ export CARGO_TERM_PROGRESS_WHEN ?= never
 # archive this machine's apt configuration names (scripts/lib-apt.sh).
 MIRROR ?= $(shell . scripts/lib-apt.sh && debian_mirror)
 
-.PHONY: node build test e2e boot lint bench fuzz deps fixtures
+.PHONY: node build install install-files test e2e boot lint bench fuzz deps fixtures
 
 build:
 	$(CARGO) build --release
+
+PREFIX ?= /usr/local
+INSTALL_BIN ?= target/release/nodeimg
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MAN1DIR = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+
+install: build
+	$(MAKE) --no-print-directory install-files
+
+# The manual pages and completions come from the binary itself (the same
+# definitions as --help), generated in a temporary folder, then installed.
+install-files:
+	@set -eu; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	"$(INSTALL_BIN)" man --out-dir "$$tmp/man" >/dev/null; \
+	"$(INSTALL_BIN)" completions bash >"$$tmp/nodeimg.bash"; \
+	"$(INSTALL_BIN)" completions zsh >"$$tmp/_nodeimg"; \
+	"$(INSTALL_BIN)" completions fish >"$$tmp/nodeimg.fish"; \
+	install -d "$(BINDIR)" "$(MAN1DIR)" "$(BASHDIR)" "$(ZSHDIR)" "$(FISHDIR)"; \
+	install -m 0755 "$(INSTALL_BIN)" "$(BINDIR)/nodeimg"; \
+	install -m 0644 "$$tmp"/man/*.1 "$(MAN1DIR)/"; \
+	install -m 0644 "$$tmp/nodeimg.bash" "$(BASHDIR)/nodeimg"; \
+	install -m 0644 "$$tmp/_nodeimg" "$(ZSHDIR)/_nodeimg"; \
+	install -m 0644 "$$tmp/nodeimg.fish" "$(FISHDIR)/nodeimg.fish"; \
+	echo "installed $(BINDIR)/nodeimg, its manual pages in $(MAN1DIR) and completions"
 
 node:
 	scripts/install-test-deps --node

@@ -21,6 +21,11 @@ pub mod rpmrepo;
 /// `SOURCE_DATE_EPOCH` the tests build with unless a test says otherwise.
 pub const TEST_EPOCH: u64 = 1_710_000_000;
 
+/// The modification time of every file in the test packages (`.deb`s and
+/// `.rpm`s): another time than [`TEST_EPOCH`], so that a package file the
+/// build dates at its own epoch shows (`rpm -V` reports `.......T.`).
+pub const PACKAGE_EPOCH: u64 = 1_700_000_000;
+
 /// The workspace root (the parent of this crate's folder).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));

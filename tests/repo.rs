@@ -230,8 +230,15 @@ impl TestDeb {
         }
         fs::create_dir_all(dir).expect("mkdir pool");
         let out = dir.join(self.file_name());
-        // Every member and file dated at the test epoch: the same .deb on
-        // every run.
+        // Every file dated at the package epoch (not the build's, which the
+        // image must not give them), every member at the test epoch: the
+        // same .deb on every run.
+        run(Command::new("find")
+            .arg(&root)
+            .args(["-exec", "touch", "-h", "-d"])
+            .arg(format!("@{}", crate::PACKAGE_EPOCH))
+            .args(["{}", "+"]))
+        .ok();
         run(Command::new("dpkg-deb")
             .env("SOURCE_DATE_EPOCH", crate::TEST_EPOCH.to_string())
             .arg("--root-owner-group")

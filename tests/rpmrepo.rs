@@ -40,7 +40,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::repo::{gpg_fixed_key, gpg_sign, RepoServer};
-use crate::{create_tar, require, run, workspace_root, RecipeModel, TEST_EPOCH};
+use crate::{create_tar, require, run, workspace_root, RecipeModel, PACKAGE_EPOCH, TEST_EPOCH};
 
 /// Docker's yum repositories, as the recipes name them.
 pub const DOCKER_URL: &str = "https://download.docker.com/linux/centos";
@@ -103,10 +103,10 @@ pub fn rpmbuild(dir: &Path, s: &Spec) -> PathBuf {
         t.push_str(&format!("printf '%s' '{escaped}' > {p}\n"));
     }
     t.push_str(s.install);
-    // Every file dated at the build epoch, as nodeimg dates the layer's
-    // entries, so that `rpm -V` compares equal mtimes.
+    // Every file dated at the package epoch, not the build's: the image
+    // must keep the times the package records for `rpm -V` to pass.
     t.push_str(&format!(
-        "\nfind %{{buildroot}} -exec touch -h -d @{TEST_EPOCH} {{}} +\n"
+        "\nfind %{{buildroot}} -exec touch -h -d @{PACKAGE_EPOCH} {{}} +\n"
     ));
     if !s.pre.is_empty() {
         t.push_str(&format!("%pre\n{}\n", s.pre));

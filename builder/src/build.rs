@@ -16,7 +16,7 @@ use nodeimg_fetch::progress::{human_size, Meter};
 use nodeimg_image::base::{Base, BaseRef, BaseRefError};
 use nodeimg_image::cache::{Counts, LayerCache};
 use nodeimg_image::output::{self, Built, Compression, Format, ImageMeta, OutputOptions};
-use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_lint::{self as lint, Finding};
 use nodeimg_pkg::lock::{self, Lock};
 use nodeimg_recipe::inputs::RecipeInputs;
 use nodeimg_recipe::recipe::{self, Loaded, Recipe};
@@ -150,7 +150,7 @@ pub struct Outcome {
     pub name: String,
     /// Image tag.
     pub tag: String,
-    /// Lint findings (warnings and infos: errors stop the build).
+    /// Lint findings (warnings, infos and allowed findings: errors stop the build).
     pub findings: Vec<Finding>,
     /// The digest of the recipe and its inputs.
     pub recipe_digest: String,
@@ -162,6 +162,8 @@ pub struct Outcome {
     pub packages: BTreeMap<String, Vec<InstalledPackage>>,
     /// What the layer cache did (`None` without one).
     pub cache: Option<Counts>,
+    /// The lint rules the recipe allows, with its reasons.
+    pub lint_allow: Vec<nodeimg_recipe::recipe::LintAllow>,
 }
 
 pub use nodeimg_pkg::backend::InstalledPackage;
@@ -291,6 +293,19 @@ pub(crate) fn prepare_with(
     };
     let os_release = os_release_of(base.view());
     let recipe = loaded.expand(&arch, &os_release, &overrides)?;
+    if let Some((i, id)) = lint::unknown_allowed(&recipe) {
+        return Err(recipe
+            .error(
+                0,
+                &format!("lint.allow[{i}].rule"),
+                format!("{id:?} is not a lint rule"),
+                Some(format!(
+                    "the rules are {} (see docs/lint.md)",
+                    lint::rule_ids()
+                )),
+            )
+            .into());
+    }
     progress.step("linting");
     let findings = lint::run(&recipe, base.view(), &arch, packages::BACKENDS);
     Ok(Prepared {
@@ -458,6 +473,9 @@ pub struct Checked {
     /// The package environment; its scratch directory holds the installed
     /// packages' contents the plans refer to, so it lives as long as they do.
     pub packages: Option<PackageEnv>,
+    /// What an offline check could not verify (the enablement of units
+    /// the packages it does not install may ship).
+    pub notes: Vec<plan::Note>,
 }
 
 impl Checked {
@@ -466,7 +484,7 @@ impl Checked {
         self.prepared
             .findings
             .iter()
-            .filter(|f| f.severity() == Severity::Error)
+            .filter(|f| f.is_error())
             .count()
     }
 }
@@ -565,29 +583,51 @@ fn check_inner(
     if let Some(l) = &lock {
         lock::check_recipe(l, &lock_file, &p.recipe, &deb_arch)?;
     }
-    let env = match packages {
-        Some(o) if wanted => Some(
-            package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
-                .with_layer_cache(opts.cache.cloned()),
+    let (env, lock) = match packages {
+        Some(o) if wanted => (
+            Some(
+                package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
+                    .with_layer_cache(opts.cache.cloned()),
+            ),
+            None,
         ),
-        _ => None,
+        _ => (None, lock),
     };
     progress.step(&format!("rendering {} layer(s)", p.recipe.layers.len()));
-    let base_id = plan::base_id(&p.base);
-    let plans = plan::render(
-        &p.recipe,
-        p.base.view(),
-        &base_id,
-        inputs.as_ref(),
-        &p.arch,
-        env.as_ref(),
-    )?;
+    let (plans, notes) = render_plans(&p, inputs.as_ref(), env.as_ref(), lock.as_ref())?;
     Ok(Checked {
         prepared: p,
         plans,
         inputs,
         packages: env,
+        notes,
     })
+}
+
+/// The layers of `p` rendered: their packages installed with `env`, or
+/// without it (offline) the units they ship taken from `lock`, with what
+/// that could not verify.
+fn render_plans(
+    p: &Prepared,
+    inputs: &RecipeInputs,
+    env: Option<&PackageEnv>,
+    lock: Option<&Lock>,
+) -> Result<(Vec<plan::LayerPlan>, Vec<plan::Note>)> {
+    match env {
+        Some(env) => {
+            let base_id = plan::base_id(&p.base);
+            let plans = plan::render(
+                &p.recipe,
+                p.base.view(),
+                &base_id,
+                inputs,
+                &p.arch,
+                Some(env),
+            )?;
+            Ok((plans, Vec::new()))
+        }
+        None => plan::render_offline(&p.recipe, p.base.view(), inputs, &p.arch, lock),
+    }
 }
 
 /// The package environment of a build of `recipe_path` with `o`: the cache,
@@ -824,6 +864,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     let built = built?;
     let packages = layer_packages(&p.recipe, &p.base, &c.plans, &p.arch, c.packages.as_ref());
     let base = p.base.what().to_string();
+    let lint_allow = p.recipe.lint_allow.clone();
     Ok(Outcome {
         built,
         name: meta.name,
@@ -833,6 +874,7 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         base,
         packages,
         cache: cache_counts,
+        lint_allow,
     })
 }
 
@@ -840,7 +882,9 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
 /// recipe and its digest, the image's digests and tags, every layer (digest,
 /// size, media type, recipe layer, packages it installed), the build time
 /// (`build_time`: seconds since 1970, from `SOURCE_DATE_EPOCH` when set),
-/// and where it was pushed, if it was.
+/// the lint rules the recipe allows (`lint.allow`: rule and reason) and
+/// the findings they allowed (`lint.allowed`, as `check --json` shows
+/// them), and where it was pushed, if it was.
 pub fn metadata(
     recipe: &Path,
     outcome: &Outcome,
@@ -893,6 +937,10 @@ pub fn metadata(
         "file_digest": b.file_digest,
         "layers": layers,
         "build_time": rfc3339(build_time),
+        "lint": {
+            "allow": outcome.lint_allow,
+            "allowed": outcome.findings.iter().filter(|f| f.allowed.is_some()).collect::<Vec<_>>(),
+        },
         "pushed": pushed.map(|p| serde_json::json!({"reference": p.reference, "digest": p.digest})),
     })
 }

@@ -20,6 +20,7 @@ pub mod build;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod inspect;
 #[cfg(test)]
 mod lock_tests;
 pub mod packages;

@@ -25,6 +25,7 @@ fn pkg(name: &str, version: &str, order: usize, sha: &str) -> LockedPackage {
         url: format!("http://repo.invalid/debian/pool/main/d/{name}_{version}_all.deb"),
         size: 100 + order as u64,
         sha256: sha.into(),
+        units: Vec::new(),
     }
 }
 
@@ -70,7 +71,13 @@ pub(crate) fn sample() -> Lock {
             packages: vec![
                 pkg("demo-tools", "1:2.0~rc1-1", 2, SHA_B),
                 pkg("demo-lib", "1.0-1", 0, SHA_A),
-                pkg("demo-runtime", "2.0-1", 1, SHA_B),
+                LockedPackage {
+                    units: vec![
+                        "/lib/systemd/system/demo.socket".into(),
+                        "/lib/systemd/system/demo.service".into(),
+                    ],
+                    ..pkg("demo-runtime", "2.0-1", 1, SHA_B)
+                },
             ],
         }],
     )
@@ -105,8 +112,14 @@ fn canonical_order_and_exact_text() {
         "[[layer.package]]\nname = \"demo-tools\"\nversion = \"1:2.0~rc1-1\"\narchitecture = \"all\"\nmulti-arch = \"no\"\nauto = false\norder = 2\nsource = \"http://repo.invalid/debian stable main\"\nurl = \"http://repo.invalid/debian/pool/main/d/demo-tools_1:2.0~rc1-1_all.deb\"\nsize = 102\nsha256 = \"{SHA_B}\"\n"
     );
     assert!(text.ends_with(&expected_tail), "{text}");
+    // A package's unit files, sorted; none: no key.
     assert!(
-        text.contains("\nversion = 1\narchitecture = \"amd64\"\n\n[[release]]\nurl = \"http://a.invalid/InRelease\"\nsize = 11\n"),
+        text.contains(&format!("size = 101\nsha256 = \"{SHA_B}\"\nunits = [\"/lib/systemd/system/demo.service\", \"/lib/systemd/system/demo.socket\"]\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("units = ").count(), 1, "{text}");
+    assert!(
+        text.contains("\nversion = 2\narchitecture = \"amd64\"\n\n[[release]]\nurl = \"http://a.invalid/InRelease\"\nsize = 11\n"),
         "{text}"
     );
     assert!(
@@ -145,6 +158,24 @@ fn round_trip() {
     assert_eq!(lock_path(Path::new("x.toml")), Path::new("x.toml.lock"));
 }
 
+#[test]
+fn version_1_locks_are_read_without_units() {
+    let v2 = sample().render().unwrap();
+    let units = v2
+        .lines()
+        .find(|l| l.starts_with("units = "))
+        .unwrap()
+        .to_string();
+    let v1 =
+        v2.replacen("version = 2\n", "version = 1\n", 1)
+            .replacen(&format!("{units}\n"), "", 1);
+    let lock = Lock::parse(&v1, Path::new("r.toml.lock"), LOCK_RULES).unwrap();
+    assert_eq!(lock.version, 1);
+    assert!(!lock.records_units());
+    assert!(lock.packages().all(|(_, p)| p.units.is_empty()));
+    assert!(sample().records_units());
+}
+
 fn parse_err(text: &str) -> RecipeError {
     match Lock::parse(text, Path::new("r.toml.lock"), LOCK_RULES).unwrap_err() {
         Error::Recipe(r) => *r,
@@ -177,15 +208,32 @@ fn invalid_locks_are_refused_with_their_place() {
     let e = parse_err(&good.replace(SHA_B, &SHA_B.to_uppercase()));
     assert!(e.key.unwrap().ends_with(".sha256"));
     // Another version.
-    let e = parse_err(&good.replacen("version = 1\n", "version = 2\n", 1));
+    let e = parse_err(&good.replacen("version = 2\n", "version = 3\n", 1));
     assert_eq!(e.key.as_deref(), Some("version"));
     assert!(
-        e.message.contains("version 2 is not supported"),
+        e.message.contains("version 3 is not supported"),
         "{}",
         e.message
     );
+    // Units in a version 1 lock, which does not record them.
+    let e = parse_err(&good.replacen("version = 2\n", "version = 1\n", 1));
+    assert_eq!(e.key.as_deref(), Some("layer[0].package[1].units"));
+    // A unit file outside the unit folders, or not a unit's name.
+    for bad in [
+        "/etc/demo.service",
+        "/lib/systemd/system/demo.conf",
+        "demo.service",
+    ] {
+        let e = parse_err(&good.replacen("/lib/systemd/system/demo.socket", bad, 1));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("layer[0].package[1].units[1]"),
+            "{bad}"
+        );
+        assert!(e.message.contains("is not a unit file"), "{}", e.message);
+    }
     // Unknown keys are errors, with their line.
-    let e = parse_err(&good.replacen("version = 1\n", "version = 1\nextra = true\n", 1));
+    let e = parse_err(&good.replacen("version = 2\n", "version = 2\nextra = true\n", 1));
     assert!(e.message.contains("extra"), "{}", e.message);
     assert!(e.line.is_some());
     // Broken TOML.
@@ -394,6 +442,7 @@ fn rpm_layer() -> LockedLayer {
                 url: "https://download.example/linux/centos/7/x86_64/stable/Packages/docker-ce-19.03.11-3.el7.x86_64.rpm".into(),
                 size: 200,
                 sha256: SHA_A.into(),
+                units: Vec::new(),
             },
             LockedPackage {
                 name: "container-selinux".into(),
@@ -406,6 +455,7 @@ fn rpm_layer() -> LockedLayer {
                 url: "https://download.example/linux/centos/7/x86_64/stable/Packages/container-selinux.noarch.rpm".into(),
                 size: 100,
                 sha256: SHA_B.into(),
+                units: Vec::new(),
             },
         ],
     }

@@ -1,6 +1,10 @@
 //! The plan: one rendered [`FileTree`] per recipe layer.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use nodeimg_layers::{land, Context, FileTree, Inputs, RootView, Stack};
+use nodeimg_pkg::lock::Lock;
 
 use crate::error::{Error, Result};
 use crate::packages::{self, PackageEnv, PackagesError};
@@ -25,9 +29,10 @@ impl From<nodeimg_layers::Error> for LayerFail {
 /// tree is landed on them (paths resolved through their symlinks). Each
 /// layer's `packages` are installed with `env`, after the layer's other
 /// items and before its systemd units and enablement. Without `env` (an
-/// offline check) packages are not installed, and in a layer that has
-/// packages the `systemd` enablement lists are not checked (they may name
-/// units the packages ship).
+/// offline check) packages are not installed, and the `systemd` enablement
+/// of a unit the image lacks, in a layer with packages or above one, is
+/// not checked (the packages may ship it; [`render_offline`] checks it
+/// against a lock).
 ///
 /// With a layer cache in `env`, each layer with packages is given a digest
 /// of the image it is installed on (`base_id`, see [`base_id`], the trees
@@ -40,6 +45,146 @@ pub fn render(
     arch: &str,
     env: Option<&PackageEnv>,
 ) -> Result<Vec<LayerPlan>> {
+    let mode = match env {
+        Some(env) => Mode::Install(env),
+        None => Mode::Offline(None),
+    };
+    render_all(recipe, lower, base_id, inputs, arch, mode).map(|(plans, _)| plans)
+}
+
+/// [`render`] for an offline check: no package is installed, and the
+/// systemd enablement of a unit the image lacks is checked against the
+/// units the lock records for the packages of the layers up to it. Without
+/// a lock (or with one that does not record units) it cannot be checked:
+/// it is left out, and a [`Note`] says so.
+pub fn render_offline(
+    recipe: &Recipe,
+    lower: &dyn RootView,
+    inputs: &dyn Inputs,
+    arch: &str,
+    lock: Option<&Lock>,
+) -> Result<(Vec<LayerPlan>, Vec<Note>)> {
+    render_all(recipe, lower, "", inputs, arch, Mode::Offline(lock))
+}
+
+/// Something a check could not verify, at a recipe file, line and key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Note {
+    /// Recipe file, as shown in messages.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Key path in that file.
+    pub key: String,
+    /// What was not verified, and why.
+    pub message: String,
+    /// How to have it verified.
+    pub hint: String,
+}
+
+/// How layers' packages are rendered.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// Installed with this environment.
+    Install(&'a PackageEnv),
+    /// Not installed; the units they ship as this lock records them.
+    Offline(Option<&'a Lock>),
+}
+
+/// The units the packages of the layers rendered so far ship, when they
+/// are not installed (an offline check): what the lock records of them,
+/// and the layers whose packages' units it does not record.
+#[derive(Default)]
+struct LockedUnits {
+    shipped: BTreeSet<String>,
+    unknown: Vec<String>,
+    /// Whether the lock exists (and records no units: version 1).
+    old_lock: bool,
+    /// The units left unchecked, by key within the layer.
+    unchecked: RefCell<Vec<(String, String)>>,
+}
+
+impl LockedUnits {
+    /// Add the packages of layer `l` (named `name`).
+    fn add_layer(&mut self, lock: Option<&Lock>, name: &str) {
+        let locked = lock
+            .filter(|l| l.records_units())
+            .and_then(|l| l.layer(name));
+        match locked {
+            Some(ll) => {
+                let names = ll.packages.iter().flat_map(|p| &p.units);
+                self.shipped.extend(
+                    names
+                        .filter_map(|u| nodeimg_layers::systemd::unit_file_name(u))
+                        .map(str::to_string),
+                );
+            }
+            None => {
+                self.old_lock |= lock.is_some();
+                self.unknown.push(name.to_string());
+            }
+        }
+    }
+
+    /// The notes for the units layer `l` left unchecked.
+    fn notes(&self, recipe: &Recipe, l: &RecipeLayer) -> Vec<Note> {
+        let layers: Vec<String> = self.unknown.iter().map(|n| format!("{n:?}")).collect();
+        let why = if self.old_lock {
+            "the lock file does not record the unit files packages ship (it predates version 2)"
+        } else {
+            "there is no lock file recording the unit files packages ship"
+        };
+        self.unchecked
+            .take()
+            .into_iter()
+            .map(|(key, unit)| {
+                let key = l.key_of(&key);
+                let (file, line) = recipe.locate(l.file, &key);
+                Note {
+                    file: file.display().to_string(),
+                    line,
+                    key,
+                    message: format!(
+                        "enabling {unit} is not checked: the image below does not have it, the packages of layer {} are not installed by check, and {why}; build checks it",
+                        layers.join(", ")
+                    ),
+                    hint: "run `nodeimg lock` on the recipe: the lock records the unit files each package ships, and check verifies the enablement against them".to_string(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl nodeimg_layers::systemd::Elsewhere for LockedUnits {
+    fn leaves(&self, unit: &str, key: &str) -> bool {
+        let candidates = nodeimg_layers::systemd::unit_file_candidates(unit);
+        if candidates.iter().any(|c| self.shipped.contains(c)) {
+            return true;
+        }
+        if self.unknown.is_empty() {
+            return false;
+        }
+        self.unchecked
+            .borrow_mut()
+            .push((key.to_string(), unit.to_string()));
+        true
+    }
+}
+
+fn render_all(
+    recipe: &Recipe,
+    lower: &dyn RootView,
+    base_id: &str,
+    inputs: &dyn Inputs,
+    arch: &str,
+    mode: Mode<'_>,
+) -> Result<(Vec<LayerPlan>, Vec<Note>)> {
+    let env = match mode {
+        Mode::Install(env) => Some(env),
+        Mode::Offline(_) => None,
+    };
+    let mut units = LockedUnits::default();
+    let mut notes = Vec::new();
     let mut trees: Vec<FileTree> = Vec::with_capacity(recipe.layers.len());
     // The digest of the image so far, while a layer above installs packages.
     let mut below = env
@@ -73,16 +218,15 @@ pub fn render(
                 )
                 .map_err(LayerFail::Packages)
             }),
-            None if !l.spec.packages.is_empty() => {
-                let mut spec = l.spec.clone();
-                if let Some(s) = spec.systemd.as_mut() {
-                    s.enable.clear();
-                    s.disable.clear();
-                    s.mask.clear();
+            Some(_) => l.spec.render(&ctx).map_err(LayerFail::Item),
+            None => {
+                if let (false, Mode::Offline(lock)) = (l.spec.packages.is_empty(), mode) {
+                    units.add_layer(lock, &l.spec.name);
                 }
-                spec.render(&ctx).map_err(LayerFail::Item)
+                let r = l.spec.render_without_packages(&ctx, &units);
+                notes.extend(units.notes(recipe, l));
+                r.map_err(LayerFail::Item)
             }
-            _ => l.spec.render(&ctx).map_err(LayerFail::Item),
         };
         let tree = match rendered {
             Ok(t) => land(t, &view).map_err(|e| layer_error(recipe, l, &e))?,
@@ -99,7 +243,7 @@ pub fn render(
         };
         trees.push(tree);
     }
-    Ok(recipe
+    let plans = recipe
         .layers
         .iter()
         .zip(trees)
@@ -107,7 +251,8 @@ pub fn render(
             name: l.spec.name.clone(),
             tree,
         })
-        .collect())
+        .collect();
+    Ok((plans, notes))
 }
 
 /// The digest of a base: its layers' diff_ids.
@@ -234,5 +379,111 @@ mod tests {
         let e = rec(render(&r, &base, "", &inputs, "amd64", None).unwrap_err());
         assert_eq!(e.line, Some(8));
         assert_eq!(e.key.as_deref(), Some("layer[0].file[0].mode"));
+    }
+
+    fn locked(layer: &str, units: &[&str]) -> Lock {
+        use nodeimg_pkg::lock::{LayerKind, LockedLayer, LockedPackage};
+        let p = LockedPackage {
+            name: "demo".into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            multi_arch: String::new(),
+            auto: false,
+            order: 0,
+            source: "r".into(),
+            url: "http://r.invalid/demo.deb".into(),
+            size: 1,
+            sha256: "0".repeat(64),
+            units: units.iter().map(|u| u.to_string()).collect(),
+        };
+        Lock::new(
+            "amd64",
+            vec![],
+            vec![],
+            vec![LockedLayer {
+                name: layer.into(),
+                kind: LayerKind::Deb,
+                requests: vec!["demo".into()],
+                dpkg_status: "0".repeat(64),
+                rpmdb: String::new(),
+                sources: vec![],
+                repos: vec![],
+                packages: vec![p],
+            }],
+        )
+    }
+
+    const PACKAGES_THEN_ENABLE: &str = "[image]\nname = \"n\"\n[[layer]]\nname = \"pkgs\"\npackages = [\"demo\"]\n[[layer]]\nname = \"on\"\nsystemd = { enable = [\"UNIT\"] }\n";
+
+    fn offline(unit: &str, lock: Option<&Lock>) -> Result<(Vec<LayerPlan>, Vec<Note>)> {
+        let (d, r) = recipe(&PACKAGES_THEN_ENABLE.replace("UNIT", unit));
+        let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
+        render_offline(&r, &nodeimg_layers::MemView::new(), &inputs, "amd64", lock)
+    }
+
+    #[test]
+    fn offline_enablement_is_checked_against_the_units_the_lock_records() {
+        let lock = locked(
+            "pkgs",
+            &[
+                "/usr/lib/systemd/system/demo.service",
+                "/lib/systemd/system/getty@.service",
+            ],
+        );
+        for unit in ["demo.service", "getty@tty1.service"] {
+            let (plans, notes) = offline(unit, Some(&lock)).unwrap();
+            assert_eq!(plans.len(), 2);
+            assert!(notes.is_empty(), "{unit}: {notes:?}");
+        }
+        // A unit neither the image nor a locked package has: refused.
+        let e = rec(offline("nope.service", Some(&lock)).unwrap_err());
+        assert_eq!(e.key.as_deref(), Some("layer[1].systemd.enable[0]"));
+        assert_eq!(e.line, Some(8));
+        assert!(
+            e.message.contains("unit nope.service does not exist"),
+            "{}",
+            e.message
+        );
+        // The lock of another layer's packages does not count.
+        let other = locked("elsewhere", &["/usr/lib/systemd/system/demo.service"]);
+        let (_, notes) = offline("demo.service", Some(&other)).unwrap();
+        assert_eq!(notes.len(), 1, "the layer's units are not known: {notes:?}");
+    }
+
+    #[test]
+    fn offline_enablement_without_units_is_a_note_not_an_error() {
+        let (plans, notes) = offline("demo.service", None).unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(notes.len(), 1);
+        let n = &notes[0];
+        assert_eq!(n.key, "layer[1].systemd.enable[0]");
+        assert_eq!(n.line, Some(8));
+        assert!(
+            n.message.contains("enabling demo.service is not checked"),
+            "{}",
+            n.message
+        );
+        assert!(n.message.contains("no lock file"), "{}", n.message);
+        assert!(n.hint.contains("nodeimg lock"), "{}", n.hint);
+        // A version 1 lock records no units: the same note, saying why.
+        let mut v1 = locked("pkgs", &[]);
+        v1.version = 1;
+        let (_, notes) = offline("demo.service", Some(&v1)).unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].message.contains("predates version 2"),
+            "{}",
+            notes[0].message
+        );
+        // Without packages at or below the layer a missing unit stays an error.
+        let (d, r) = recipe(
+            "[image]\nname = \"n\"\n[[layer]]\nname = \"on\"\nsystemd = { enable = [\"demo.service\"] }\n[[layer]]\nname = \"pkgs\"\npackages = [\"demo\"]\n",
+        );
+        let inputs = nodeimg_recipe::inputs::RecipeInputs::new(d.path()).unwrap();
+        let e = rec(
+            render_offline(&r, &nodeimg_layers::MemView::new(), &inputs, "amd64", None)
+                .unwrap_err(),
+        );
+        assert_eq!(e.key.as_deref(), Some("layer[0].systemd.enable[0]"));
     }
 }

@@ -87,6 +87,7 @@ impl File {
                 kind: NodeKind::File(content),
                 meta,
                 origin,
+                mtime: None,
             },
         )?;
         Ok(tree)

@@ -8,6 +8,7 @@
 //! builder and by in-memory fakes in tests.
 
 pub mod apt;
+pub mod arch;
 pub mod containerd;
 pub mod crio;
 pub mod docker;

@@ -84,6 +84,26 @@ impl LayerSpec {
         ctx: &Context,
         packages: impl FnOnce(&dyn RootView, &FileTree) -> std::result::Result<FileTree, E>,
     ) -> std::result::Result<FileTree, E> {
+        self.render_parts(ctx, packages, &systemd::Nowhere)
+    }
+
+    /// [`LayerSpec::render`] for a check that installs no packages: the
+    /// enablement of a unit the image lacks is left to the packages not
+    /// installed (in this layer or below) when `elsewhere` says so.
+    pub fn render_without_packages(
+        &self,
+        ctx: &Context,
+        elsewhere: &dyn systemd::Elsewhere,
+    ) -> Result<FileTree> {
+        self.render_parts(ctx, |_, _| Ok(FileTree::new()), elsewhere)
+    }
+
+    fn render_parts<E: From<Error>>(
+        &self,
+        ctx: &Context,
+        packages: impl FnOnce(&dyn RootView, &FileTree) -> std::result::Result<FileTree, E>,
+        elsewhere: &dyn systemd::Elsewhere,
+    ) -> std::result::Result<FileTree, E> {
         let mut tree = FileTree::new();
         for (i, f) in self.file.iter().enumerate() {
             tree.merge(f.render(&format!("file[{i}]"), ctx)?)?;
@@ -142,7 +162,7 @@ impl LayerSpec {
                 tree: &tree,
                 lower: ctx.view,
             };
-            let links = s.render_enablement("systemd", &view)?;
+            let links = s.render_enablement("systemd", &view, elsewhere)?;
             for (p, n) in links {
                 // Enablement may rewrite a link an earlier item of this layer made.
                 tree.replace(p, n);
@@ -234,5 +254,51 @@ mod tests {
         let m = e.to_string();
         assert!(m.contains("/usr/lib/systemd/system/demo.service"), "{m}");
         assert!(m.contains("file[0]"), "{m}");
+    }
+
+    /// Leaves every unit to the packages, and remembers which.
+    #[derive(Default)]
+    struct Leaves(std::cell::RefCell<Vec<(String, String)>>);
+
+    impl systemd::Elsewhere for Leaves {
+        fn leaves(&self, unit: &str, key: &str) -> bool {
+            self.0.borrow_mut().push((unit.into(), key.into()));
+            true
+        }
+    }
+
+    #[test]
+    fn without_packages_a_missing_unit_is_left_to_them_when_told() {
+        let s = spec(
+            "name = \"a\"\npackages = [\"demo\"]\nsystemd = { enable = [\"here.service\", \"demo.service\"], disable = [\"gone.service\"] }\n",
+        );
+        let view = MemView::new().file(
+            "/usr/lib/systemd/system/here.service",
+            "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+        );
+        let inputs = MemInputs::new();
+        let ctx = Context {
+            view: &view,
+            inputs: &inputs,
+            arch: "amd64",
+        };
+        let leaves = Leaves::default();
+        let tree = s.render_without_packages(&ctx, &leaves).unwrap();
+        // The unit the image has is enabled; the missing ones are left.
+        assert!(tree
+            .get_str("/etc/systemd/system/multi-user.target.wants/here.service")
+            .is_some());
+        assert_eq!(
+            leaves.0.take(),
+            [
+                ("demo.service".to_string(), "systemd.enable[1]".to_string()),
+                ("gone.service".to_string(), "systemd.disable[0]".to_string()),
+            ]
+        );
+        // Told nothing comes from elsewhere: the missing unit is an error.
+        let e = s
+            .render_without_packages(&ctx, &systemd::Nowhere)
+            .unwrap_err();
+        assert_eq!(e.key(), "systemd.enable[1]");
     }
 }

@@ -80,12 +80,18 @@ impl Systemd {
 
     /// Render enable/disable/mask against `view` (the image so far including
     /// this layer's other entries). Disabling a link that exists below
-    /// yields a whiteout.
-    pub(crate) fn render_enablement(&self, key: &str, view: &dyn RootView) -> Result<FileTree> {
+    /// yields a whiteout. A unit to enable or disable that `view` lacks is
+    /// left alone when `elsewhere` says so (see [`Elsewhere`]).
+    pub(crate) fn render_enablement(
+        &self,
+        key: &str,
+        view: &dyn RootView,
+        elsewhere: &dyn Elsewhere,
+    ) -> Result<FileTree> {
         self.check_lists(key)?;
         let mut tree = FileTree::new();
-        self.enable_links(key, view, &mut tree)?;
-        self.disable_links(key, view, &mut tree)?;
+        self.enable_links(key, view, elsewhere, &mut tree)?;
+        self.disable_links(key, view, elsewhere, &mut tree)?;
         self.mask_links(key, view, &mut tree)?;
         Ok(tree)
     }
@@ -125,7 +131,13 @@ impl Systemd {
     }
 
     /// Enable: every link, checked against what the view already holds.
-    fn enable_links(&self, key: &str, view: &dyn RootView, tree: &mut FileTree) -> Result<()> {
+    fn enable_links(
+        &self,
+        key: &str,
+        view: &dyn RootView,
+        elsewhere: &dyn Elsewhere,
+        tree: &mut FileTree,
+    ) -> Result<()> {
         let mut made: BTreeMap<ImagePath, (String, String)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (i, name) in self.enable.iter().enumerate() {
@@ -133,6 +145,9 @@ impl Systemd {
                 continue;
             }
             let k = format!("{key}.enable[{i}]");
+            if left_elsewhere(view, name, &k, elsewhere) {
+                continue;
+            }
             let links = install_links(view, name, &k, true)?;
             for l in links {
                 if let Some((other, target)) = made.get(&l.path) {
@@ -158,9 +173,18 @@ impl Systemd {
     }
 
     /// Disable: whiteouts for the links that exist.
-    fn disable_links(&self, key: &str, view: &dyn RootView, tree: &mut FileTree) -> Result<()> {
+    fn disable_links(
+        &self,
+        key: &str,
+        view: &dyn RootView,
+        elsewhere: &dyn Elsewhere,
+        tree: &mut FileTree,
+    ) -> Result<()> {
         for (i, name) in self.disable.iter().enumerate() {
             let k = format!("{key}.disable[{i}]");
+            if left_elsewhere(view, name, &k, elsewhere) {
+                continue;
+            }
             let links = install_links(view, name, &k, false)?;
             for l in links {
                 let real = view.resolve_parent(&l.path);
@@ -203,6 +227,52 @@ impl Systemd {
             tree.insert(path, Node::symlink("/dev/null", Origin::new("systemd", &k)))?;
         }
         Ok(())
+    }
+}
+
+/// Where the units an image lacks may come from when the image is
+/// rendered without its packages (an offline check): packages that are not
+/// installed, whose unit files a lock may record.
+pub trait Elsewhere {
+    /// Whether the enablement (at `key`) of `unit`, which the image lacks,
+    /// is left to the packages not installed: true when they ship it, or
+    /// when what they ship is not known (then this says so).
+    fn leaves(&self, unit: &str, key: &str) -> bool;
+}
+
+/// Nothing comes from elsewhere: every unit must be in the image.
+pub struct Nowhere;
+
+impl Elsewhere for Nowhere {
+    fn leaves(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// Whether `name` (at `key`) is missing from `view` and `elsewhere` leaves
+/// its enablement to the packages not installed.
+fn left_elsewhere(view: &dyn RootView, name: &str, key: &str, elsewhere: &dyn Elsewhere) -> bool {
+    matches!(discover(view, name), Err(Lookup::Missing)) && elsewhere.leaves(name, key)
+}
+
+/// The unit name of a unit file a package ships at `path`: its file name,
+/// when `path` is in a directory of the system unit search path that
+/// packages ship units in and the name is a unit name.
+pub fn unit_file_name(path: &str) -> Option<&str> {
+    let (dir, name) = path.rsplit_once('/')?;
+    let dir = if dir.is_empty() { "/" } else { dir };
+    (SEARCH_PATH.contains(&dir) && !GENERATED.contains(&dir) && UnitName::parse(name).is_ok())
+        .then_some(name)
+}
+
+/// The unit file names systemctl looks `unit` up by: the name, and for an
+/// instance (`getty@tty1.service`) its template (`getty@.service`). Empty
+/// when `unit` is not a unit name.
+pub fn unit_file_candidates(unit: &str) -> Vec<String> {
+    match UnitName::parse(unit) {
+        Ok(un) if un.is_instance() => vec![unit.to_string(), un.template()],
+        Ok(_) => vec![unit.to_string()],
+        Err(_) => Vec::new(),
     }
 }
 
@@ -990,11 +1060,11 @@ mod tests {
     }
 
     fn links(view: &MemView, s: &Systemd) -> Vec<String> {
-        show(&s.render_enablement("systemd", view).unwrap())
+        show(&s.render_enablement("systemd", view, &Nowhere).unwrap())
     }
 
     fn err(view: &dyn RootView, s: &Systemd) -> Error {
-        s.render_enablement("systemd", view).unwrap_err()
+        s.render_enablement("systemd", view, &Nowhere).unwrap_err()
     }
 
     #[test]
@@ -1010,7 +1080,7 @@ mod tests {
             )
             .file("/usr/lib/systemd/system/d.service", unit("WantedBy=default.target"));
         let t = enable(&["a.service"])
-            .render_enablement("systemd", &v)
+            .render_enablement("systemd", &v, &Nowhere)
             .unwrap();
         assert_eq!(
             show(&t),
@@ -1442,7 +1512,7 @@ mod tests {
             tree: &units,
             lower: &base,
         };
-        let t = s.render_enablement("systemd", &view).unwrap();
+        let t = s.render_enablement("systemd", &view, &Nowhere).unwrap();
         assert_eq!(
             show(&t),
             ["/etc/systemd/system/multi-user.target.wants/kubelet.service -> /etc/systemd/system/kubelet.service"]
@@ -1470,7 +1540,7 @@ mod tests {
             lower: &base,
         };
         assert_eq!(
-            show(&s.render_enablement("systemd", &view).unwrap()),
+            show(&s.render_enablement("systemd", &view, &Nowhere).unwrap()),
             ["/etc/systemd/system/multi-user.target.wants/containerd.service -> /lib/systemd/system/containerd.service"]
         );
     }
@@ -1503,7 +1573,7 @@ mod tests {
             ],
             ..Systemd::default()
         };
-        let t = s.render_enablement("systemd", &v).unwrap();
+        let t = s.render_enablement("systemd", &v, &Nowhere).unwrap();
         assert_eq!(
             show(&t),
             [
@@ -1544,7 +1614,7 @@ mod tests {
             ],
             ..Systemd::default()
         };
-        let t = s.render_enablement("systemd", &v).unwrap();
+        let t = s.render_enablement("systemd", &v, &Nowhere).unwrap();
         assert_eq!(
             show(&t),
             [
@@ -1812,5 +1882,33 @@ mod tests {
             Error::Input { path, .. } => assert_eq!(path, "missing"),
             e => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn unit_files_and_their_lookup_names() {
+        assert_eq!(
+            unit_file_name("/lib/systemd/system/containerd.service"),
+            Some("containerd.service")
+        );
+        assert_eq!(
+            unit_file_name("/usr/lib/systemd/system/getty@.service"),
+            Some("getty@.service")
+        );
+        for not in [
+            "/lib/systemd/system/x.service.d/a.conf",
+            "/lib/systemd/system/README",
+            "/etc/init/x.service",
+            "/run/systemd/generator/x.service",
+            "x.service",
+            "/",
+        ] {
+            assert_eq!(unit_file_name(not), None, "{not}");
+        }
+        assert_eq!(unit_file_candidates("a.service"), ["a.service"]);
+        assert_eq!(
+            unit_file_candidates("getty@tty1.service"),
+            ["getty@tty1.service", "getty@.service"]
+        );
+        assert!(unit_file_candidates("not a unit").is_empty());
     }
 }

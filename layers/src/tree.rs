@@ -386,6 +386,10 @@ pub struct Node {
     pub meta: Meta,
     /// Which recipe item made it.
     pub origin: Origin,
+    /// Its modification time, seconds since the epoch, when it comes from a
+    /// package that records one (and a package verifier checks it); `None`
+    /// for what nodeimg writes, which gets the build's `SOURCE_DATE_EPOCH`.
+    pub mtime: Option<u64>,
 }
 
 impl Node {
@@ -395,6 +399,7 @@ impl Node {
             kind: NodeKind::File(Content::Bytes(bytes.into())),
             meta: Meta::FILE,
             origin,
+            mtime: None,
         }
     }
 
@@ -404,6 +409,7 @@ impl Node {
             kind: NodeKind::Dir,
             meta: Meta::DIR,
             origin,
+            mtime: None,
         }
     }
 
@@ -413,6 +419,7 @@ impl Node {
             kind: NodeKind::Symlink(target.into()),
             meta: Meta::LINK,
             origin,
+            mtime: None,
         }
     }
 
@@ -422,12 +429,19 @@ impl Node {
             kind: NodeKind::Whiteout,
             meta: Meta::FILE,
             origin,
+            mtime: None,
         }
     }
 
     /// The same node with another meta.
     pub fn with_meta(mut self, meta: Meta) -> Self {
         self.meta = meta;
+        self
+    }
+
+    /// The same node with the modification time `mtime` (a package's).
+    pub fn with_mtime(mut self, mtime: u64) -> Self {
+        self.mtime = Some(mtime);
         self
     }
 }

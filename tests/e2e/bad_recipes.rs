@@ -45,6 +45,67 @@ const MARK: &str = "# <- HERE";
 
 const CASES: &[Case] = &[
     Case {
+        name: "a lint rule allowed without a reason",
+        files: &[(
+            "r/recipe.toml",
+            r#"[image]
+name = "bad"
+
+[lint]
+allow = [{ rule = "NI004" }]  # <- HERE
+"#,
+        )],
+        args: &[],
+        recipe: None,
+        base: Base::Scratch,
+        code: 2,
+        at: &["recipe.toml"],
+        keys: &["lint.allow[0].reason", "reason"],
+    },
+    Case {
+        name: "a lint rule allowed with an empty reason",
+        files: &[(
+            "r/recipe.toml",
+            r#"[image]
+name = "bad"
+
+[lint]
+allow = [
+  { rule = "NI007", reason = "host settings" },
+  { rule = "NI004", reason = " " },  # <- HERE
+]
+"#,
+        )],
+        args: &[],
+        recipe: None,
+        base: Base::Scratch,
+        code: 2,
+        at: &["recipe.toml"],
+        keys: &["lint.allow[1].reason", "allowing NI004 needs a reason"],
+    },
+    Case {
+        name: "an unknown lint rule allowed",
+        files: &[(
+            "r/recipe.toml",
+            r#"[image]
+name = "bad"
+
+[lint]
+allow = [{ rule = "NI404", reason = "no such rule" }]  # <- HERE
+"#,
+        )],
+        args: &[],
+        recipe: None,
+        base: Base::Scratch,
+        code: 2,
+        at: &["recipe.toml"],
+        keys: &[
+            "lint.allow[0].rule",
+            "\"NI404\" is not a lint rule",
+            "NI009",
+        ],
+    },
+    Case {
         name: "toml syntax error",
         files: &[(
             "r/recipe.toml",

@@ -593,10 +593,14 @@ fn check_layout(label: &str, layout: &Path, tag: &str, digest: &str, work: &Path
     );
 }
 
-/// Recipe layers' tars: parent directories present, owners and mtimes fixed.
+/// Recipe layers' tars: parent directories present, owners and mtimes
+/// fixed: `SOURCE_DATE_EPOCH`, but for the files and links packages install,
+/// which keep their packages' (the test packages': [`PACKAGE_EPOCH`]).
 fn check_layer_blobs(label: &str, layout: &Path, json: &serde_json::Value) {
     // Skip the base layer: only the recipe's layers are nodeimg's own tars.
     for l in json["layers"].as_array().expect("layers").iter().skip(1) {
+        let installs = l.get("packages").is_some();
+        let mut packaged = 0;
         let d = l["digest"].as_str().expect("layer digest");
         let blob = layout
             .join("blobs/sha256")
@@ -615,12 +619,22 @@ fn check_layer_blobs(label: &str, layout: &Path, json: &serde_json::Value) {
                     );
                 }
             }
+            if installs && e.kind != 'd' && e.mtime == PACKAGE_EPOCH {
+                packaged += 1;
+                continue;
+            }
             assert_eq!(
                 e.mtime, TEST_EPOCH,
                 "{label}: layer {} entry {} mtime",
                 l["name"], e.path
             );
         }
+        assert_eq!(
+            installs,
+            packaged > 0,
+            "{label}: layer {}: {packaged} entries keep a package's mtime",
+            l["name"]
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use nodeimg_e2e::{
     extract_tar, fixture_base, fixture_base_ref, nodeimg, repo, require, run, sha256_file,
-    temp_dir, Run,
+    temp_dir, Run, PACKAGE_EPOCH, TEST_EPOCH,
 };
 
 const REPO_URL: &str = "http://repo.invalid/debian";
@@ -357,7 +357,9 @@ packages = ["demo-runtime=2.0-1"]
 }
 
 /// `dpkg --root` lists both demo packages as installed (`ii`) with their
-/// versions, and `dpkg --verify` finds nothing wrong with their files.
+/// versions, and `dpkg --verify` finds nothing wrong with their files; the
+/// files keep the times the `.deb`s record, what nodeimg writes has the
+/// build's.
 fn assert_demo_packages_installed(root: &Path) {
     let l = run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
@@ -381,6 +383,14 @@ fn assert_demo_packages_installed(root: &Path) {
         .arg(format!("--root={}", root.display()))
         .arg("--verify"));
     assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
+    use std::os::unix::fs::MetadataExt;
+    let mtime = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mtime() as u64;
+    for p in ["usr/bin/demo-runtime", "usr/lib/demo/lib.txt"] {
+        assert_eq!(mtime(p), PACKAGE_EPOCH, "{p}");
+    }
+    for p in ["var/lib/dpkg/status", "var/lib/dpkg/info/demo-runtime.list"] {
+        assert_eq!(mtime(p), TEST_EPOCH, "{p}");
+    }
 }
 
 fn clearsign(home: &Path, dists: &Path) {
@@ -614,12 +624,24 @@ fn lock_the_recipe(s: &LockScenario, cache: &Path) -> Locked {
     assert!(!r.stderr.contains("nodeimg:"), "{r}");
     assert!(r.stderr.contains("not run: demo-runtime postinst"), "{r}");
     assert_eq!(fs::read_to_string(lock_path).unwrap(), text);
-    // check compares the recipe with the lock, offline.
+    // check compares the recipe with the lock, offline, and checks the
+    // enablement of demo.service against the units the lock records.
     let c = run(nodeimg(dir)
         .arg("check")
         .arg(recipe_path)
         .args(["--base", base]));
     assert_eq!(c.code, 0, "{c}");
+    assert!(!c.stdout.contains("note:"), "checked, no note: {c}");
+    let c = run(nodeimg(dir)
+        .arg("check")
+        .arg(recipe_path)
+        .args(["--base", base, "--no-lock"]));
+    assert_eq!(c.code, 0, "{c}");
+    assert!(
+        c.stdout
+            .contains("note: layer[1].systemd.enable[0]: enabling demo.service is not checked"),
+        "{c}"
+    );
 
     Locked {
         text,
@@ -632,7 +654,7 @@ fn lock_the_recipe(s: &LockScenario, cache: &Path) -> Locked {
 /// their canonical URLs and digests; no mirror. Returns demo-lib's SHA256.
 fn check_lock_file(text: &str, repo: &Path) -> String {
     let lock: toml::Value = toml::from_str(text).unwrap();
-    assert_eq!(lock["version"].as_integer(), Some(1));
+    assert_eq!(lock["version"].as_integer(), Some(2));
     assert_eq!(lock["architecture"].as_str(), Some("amd64"));
     assert_eq!(
         lock["release"][0]["url"].as_str(),
@@ -682,6 +704,13 @@ fn check_lock_file(text: &str, repo: &Path) -> String {
             .as_str()
             .map(|s| format!("sha256:{s}")),
         Some(lib_sha.clone())
+    );
+    // The unit files each package ships: demo-runtime's unit, none for demo-lib.
+    assert!(layer["package"][0].get("units").is_none(), "{text}");
+    assert_eq!(
+        layer["package"][1]["units"],
+        toml::Value::Array(vec!["/usr/lib/systemd/system/demo.service".into()]),
+        "{text}"
     );
     assert_eq!(
         layer["package"][0]["source"].as_str(),
@@ -954,4 +983,71 @@ fn lock_offline_and_a_recipe_that_moved_on() {
     refuses_a_changed_pin(&s, &cache, &out, &digest);
     refuses_other_changes_to_the_recipe(&s, &cache, &out);
     refuses_a_tampered_lock(&s, &cache, &out, &locked);
+}
+
+#[test]
+fn inspect_why_names_the_package_that_owns_a_path() {
+    let Some(Setup { t, base, repo, .. }) = setup("packages-why") else {
+        return;
+    };
+    let dir = t.path();
+    let recipe = recipe(dir, "key.asc", "demo-runtime");
+    let out = dir.join("out-why");
+    let r = build_oci(dir, &recipe, &repo, &dir.join("cache"), &out, &base, &[]);
+    assert_eq!(r.code, 0, "{r}");
+    let why = |path: &str, json: bool| {
+        let mut c = nodeimg(dir);
+        c.arg("inspect").arg(&out).args(["--why", path]);
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c).ok()
+    };
+    // Through the merged-/usr link, and as JSON: the package from the
+    // image's dpkg database, its repository from the packages layer's
+    // record (dpkg does not keep it), as the build's lock names it.
+    let j: serde_json::Value =
+        serde_json::from_str(&why("/bin/demo-runtime", true).stdout).unwrap();
+    assert_eq!(j["why"]["resolved"], "/usr/bin/demo-runtime");
+    let repository = j["why"]["packages"][0]["repository"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no repository: {j}"))
+        .to_string();
+    assert!(
+        repository.starts_with("http://127.0.0.1:") && repository.ends_with(" main"),
+        "{repository}"
+    );
+    assert_eq!(
+        j["why"]["packages"],
+        serde_json::json!([{
+            "name": "demo-runtime",
+            "version": "2.0-1",
+            "architecture": "all",
+            "repository": repository,
+            "database": "dpkg"
+        }])
+    );
+    // A package's file: the layer, the item, the package.
+    let w = why("/usr/bin/demo-runtime", false);
+    assert!(
+        w.stdout
+            .contains("/usr/bin/demo-runtime: written by layer 3 (runtime, sha256:")
+            && w.stdout.trim_end().ends_with(&format!(
+                ", item packages, package demo-runtime 2.0-1 (all, dpkg), repository {repository}"
+            )),
+        "{w}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&why("/usr/lib/demo/lib.txt", true).stdout).unwrap();
+    assert_eq!(j["why"]["packages"][0]["name"], "demo-lib", "{j}");
+    // Negative controls: a file a recipe item wrote, which no package
+    // lists, and a path the image does not have.
+    let w = why("/etc/apt/sources.list.d/demo.sources", true);
+    let j: serde_json::Value = serde_json::from_str(&w.stdout).unwrap();
+    assert_eq!(j["why"]["origin"], "apt-source[0]", "{w}");
+    assert_eq!(j["why"]["packages"], serde_json::json!([]), "{w}");
+    let w = why("/etc/apt/sources.list.d/demo.sources", false);
+    assert!(!w.stdout.contains("package"), "{w}");
+    let w = why("/usr/bin/nothing-here", false);
+    assert_eq!(w.stdout, "/usr/bin/nothing-here: not in the image\n", "{w}");
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::rpmrepo::{rpm_repos, RpmRepos};
-use nodeimg_e2e::{nodeimg, require, run, temp_dir, Run};
+use nodeimg_e2e::{nodeimg, require, run, temp_dir, Run, PACKAGE_EPOCH, TEST_EPOCH};
 
 fn rpm_q(root: &Path, args: &[&str]) -> Run {
     run(Command::new("rpm")
@@ -140,12 +140,34 @@ fn check_docker_root(root: &Path) {
         ],
     );
     assert_eq!((v.code, v.stdout.as_str()), (0, ""), "{v}");
+    // It does so because the package files keep the times the packages
+    // record (not the build's); what nodeimg writes has the build's.
+    use std::os::unix::fs::MetadataExt;
+    let mtime = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mtime() as u64;
+    for p in ["usr/bin/dockerd", "usr/bin/containerd", "usr/bin/ctr"] {
+        assert_eq!(mtime(p), PACKAGE_EPOCH, "{p}");
+    }
+    for p in ["etc/docker/daemon.json", "var/lib/rpm/rpmdb.sqlite"] {
+        assert_eq!(mtime(p), TEST_EPOCH, "{p}");
+    }
+    // Negative control: rpm -V does check the times; a file dated at the
+    // build's epoch is reported.
+    let dockerd = root.join("usr/bin/dockerd");
+    run(Command::new("touch")
+        .args(["-d", &format!("@{TEST_EPOCH}")])
+        .arg(&dockerd))
+    .ok();
+    let v = own_rpm(root, &["-V", "docker-ce"]);
+    assert_eq!(v.stdout, ".......T.    /usr/bin/dockerd\n", "{v}");
+    run(Command::new("touch")
+        .args(["-d", &format!("@{PACKAGE_EPOCH}")])
+        .arg(&dockerd))
+    .ok();
     // %config is recorded; the docker group the %pre creates owns the config.
     let c = rpm_q(root, &["-qc", "containerd.io"]).ok();
     assert_eq!(c.stdout.trim(), "/etc/containerd/config.toml");
     let group = fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(group.contains("docker:x:999:"), "{group}");
-    use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(root.join("etc/containerd/config.toml")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.gid()), (0o640, 999));
     let hard = fs::metadata(root.join("usr/bin/containerd-shim")).unwrap();
@@ -173,6 +195,49 @@ fn check_docker_root(root: &Path) {
     );
 }
 
+/// `inspect --why` on the docker rootfs `out` names the package a file is
+/// from, as the image's rpm database lists it; a file no package lists
+/// (written by the recipe's docker item) names none.
+fn inspect_names_the_rpm_packages(dir: &Path, out: &Path) {
+    let why = |path: &str| {
+        let r = run(nodeimg(dir)
+            .arg("inspect")
+            .arg(out)
+            .args(["--why", path, "--json"]))
+        .ok();
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        j["why"]["packages"].clone()
+    };
+    let dockerd = why("/usr/bin/dockerd");
+    let repository = dockerd[0]["repository"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no repository (the layer's record names it): {dockerd}"))
+        .to_string();
+    assert_eq!(
+        dockerd,
+        serde_json::json!([{
+            "name": "docker-ce",
+            "version": "3:19.03.11-3.el7",
+            "architecture": "x86_64",
+            "repository": repository,
+            "database": "rpm"
+        }])
+    );
+    assert_eq!(why("/usr/bin/ctr")[0]["name"], "containerd.io");
+    assert_eq!(why("/etc/docker/daemon.json"), serde_json::json!([]));
+    let r = run(nodeimg(dir)
+        .arg("inspect")
+        .arg(out)
+        .args(["--why", "/usr/bin/dockerd"]))
+    .ok();
+    assert!(
+        r.stdout.trim_end().ends_with(&format!(
+            ", package docker-ce 3:19.03.11-3.el7 (x86_64, rpm), repository {repository}"
+        )),
+        "{r}"
+    );
+}
+
 /// `docker-centos.toml` as written: built, checked, and built again from the
 /// warm cache to the same bytes.
 fn builds_docker_centos(dir: &Path, repos: &RpmRepos, cache: &Path) {
@@ -194,6 +259,7 @@ fn builds_docker_centos(dir: &Path, repos: &RpmRepos, cache: &Path) {
     let root = dir.join("docker-root");
     extract_owned(&out, &root);
     check_docker_root(&root);
+    inspect_names_the_rpm_packages(dir, &out);
 
     // A second build from the warm cache gives the same files.
     let out2 = dir.join("docker2.tar");
@@ -247,10 +313,11 @@ fn builds_crio_and_containerd(dir: &Path, repos: &RpmRepos, cache: &Path) {
         .args(["is-enabled", "containerd.service"]));
     assert_eq!(e.stdout.trim(), "enabled", "{e}");
     // The containerd item's config.toml replaces the package's %config file,
-    // which rpm -V reports as changed (size, mode and digest) and nothing else.
+    // which rpm -V reports as changed (size, mode, digest and, written by
+    // the build, its time) and nothing else.
     let v = own_rpm(&root, &["-V", "containerd.io"]);
     assert_eq!(
-        v.stdout, "SM5......  c /etc/containerd/config.toml\n",
+        v.stdout, "SM5....T.  c /etc/containerd/config.toml\n",
         "{v}"
     );
 }

@@ -1,7 +1,8 @@
 //! `nodeimg lock` on a recipe whose packages are rpm packages, then builds
 //! from that lock: exactly the locked `.rpm`s (no repository metadata read),
 //! a recipe that no longer matches refused, `--offline` from the lock and
-//! the cache alone.
+//! the cache alone; `check` verifying a unit's enablement against the unit
+//! files the lock records for each package.
 //!
 //! The repository is generated here, small on purpose: two packages built
 //! with `rpmbuild` (`demo-tool`, which requires `demo-lib`), indexed by
@@ -31,7 +32,11 @@ fn tools() -> bool {
         && require("bwrap", "bubblewrap")
 }
 
-/// Builds `name-version-1.el9.arch.rpm` holding `/usr/share/NAME/VERSION`.
+/// The unit file demo-tool ships.
+const TOOL_UNIT: &str = "/usr/lib/systemd/system/demo-tool.service";
+
+/// Builds `name-version-1.el9.arch.rpm` holding `/usr/share/NAME/VERSION`
+/// (and demo-tool its unit, [`TOOL_UNIT`]).
 fn rpm(
     dir: &Path,
     name: &str,
@@ -43,6 +48,11 @@ fn rpm(
     let file = format!("/usr/share/{name}/VERSION");
     let content = format!("{version}\n");
     let owned = format!("%dir /usr/share/{name}");
+    let unit = "[Service]\nExecStart=/usr/bin/true\n[Install]\nWantedBy=multi-user.target\n";
+    let mut files = vec![(file.as_str(), content.as_str(), "")];
+    if name == "demo-tool" {
+        files.push((TOOL_UNIT, unit, ""));
+    }
     rpmbuild(
         dir,
         &Spec {
@@ -52,7 +62,7 @@ fn rpm(
             release: "1.el9",
             arch,
             requires,
-            files: &[(&file, &content, "")],
+            files: &files,
             extra_files: &[&owned],
             ..Spec::default()
         },
@@ -100,7 +110,12 @@ fn base(dir: &Path) -> PathBuf {
 }
 
 fn recipe(dir: &Path, packages: &str) -> PathBuf {
-    let text = format!(
+    recipe_enabling(dir, packages, None)
+}
+
+/// The recipe, with a last layer enabling `unit` when given.
+fn recipe_enabling(dir: &Path, packages: &str, unit: Option<&str>) -> PathBuf {
+    let mut text = format!(
         r#"[image]
 name = "rpm-lock"
 
@@ -119,6 +134,11 @@ name = "tools"
 packages = [{packages}]
 "#
     );
+    if let Some(u) = unit {
+        text.push_str(&format!(
+            "\n[[layer]]\nname = \"on\"\nsystemd = {{ enable = [\"{u}\"] }}\n"
+        ));
+    }
     let p = dir.join("demo.toml");
     fs::write(&p, text).unwrap();
     p
@@ -209,11 +229,66 @@ fn locks_the_recipe(d: &Demo, recipe: &Path) -> PathBuf {
         assert!(text.contains(&want), "{want}\nnot in\n{text}");
     }
     assert!(!text.contains("dpkg-status"), "{text}");
+    // The unit files each package ships: demo-tool's unit, nothing for demo-lib.
+    assert!(
+        text.starts_with("# Written by") && text.contains("\nversion = 2\n"),
+        "{text}"
+    );
+    let tool = &text[text.find("name = \"demo-tool\"").unwrap()..];
+    assert!(
+        tool.contains(&format!("\nunits = [\"{TOOL_UNIT}\"]\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("units = ").count(), 1, "{text}");
     // The same resolution writes the same bytes.
     let mut c = nodeimg_cmd(dir, "lock", recipe, base, cache);
     run(c.args(mirror)).ok();
     assert_eq!(fs::read_to_string(&lock_file).unwrap(), text);
     lock_file
+}
+
+/// `check` (offline, nothing installed) verifies the enablement of a unit
+/// the locked packages ship against the units the lock records: the
+/// packages' unit passes, a unit none of them ships is refused; without
+/// the lock the enablement is a note. Leaves the recipe as it was.
+fn checks_enablement_against_the_lock(d: &Demo, packages: &str) {
+    let Demo { dir, base, .. } = d;
+    let check = |unit: &str, extra: &[&str]| {
+        let recipe = recipe_enabling(dir, packages, Some(unit));
+        let mut c = nodeimg(dir);
+        c.arg("check")
+            .arg(&recipe)
+            .arg("--base")
+            .arg(format!("rootfs:{}", base.display()))
+            .arg("--json")
+            .args(extra);
+        run(&mut c)
+    };
+    let r = check("demo-tool.service", &[]);
+    assert_eq!(r.code, 0, "{r}");
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        j["notes"],
+        serde_json::json!([]),
+        "checked, so no note: {r}"
+    );
+    assert_eq!(j["counts"]["error"], 0, "{r}");
+    // A unit neither the image nor a locked package ships: refused.
+    let r = check("nosuch.service", &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("layer[2].systemd.enable[0]")
+            && r.stderr.contains("unit nosuch.service does not exist"),
+        "{r}"
+    );
+    // Without the lock neither can be checked: a note each.
+    for unit in ["demo-tool.service", "nosuch.service"] {
+        let r = check(unit, &["--no-lock"]);
+        assert_eq!(r.code, 0, "{r}");
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(j["notes"][0]["key"], "layer[2].systemd.enable[0]", "{r}");
+    }
+    recipe(dir, packages);
 }
 
 /// A build with the lock reads no repository metadata; the .rpms come from
@@ -386,6 +461,7 @@ fn lock_then_build_exactly_the_locked_rpms_and_offline() {
     let recipe = recipe(dir, "\"demo-tool-2.0\"");
 
     let lock_file = locks_the_recipe(&d, &recipe);
+    checks_enablement_against_the_lock(&d, "\"demo-tool-2.0\"");
     let out = builds_exactly_the_locked_rpms(&d, &recipe, &server);
     the_repository_moves_on(&d, &recipe, &served, &home, &out);
     // Back to the locked recipe.

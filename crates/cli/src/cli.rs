@@ -1,5 +1,5 @@
 //! The command line: `nodeimg build | lock | check | inspect | sbom | push | sign | verify |
-//! keygen | cache | schema`.
+//! keygen | cache | schema | completions | man`.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nodeimg::build::{self, BuildOptions, Progress};
 use nodeimg_fetch::progress::Meter;
 use nodeimg_image::output::{Compression, Format};
-use nodeimg_lint::{self as lint, Finding, Severity};
+use nodeimg_lint::{self as lint, Finding};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -35,7 +35,8 @@ Exit codes:
   3  verify: the registry could not be asked
 
 Environment:
-  SOURCE_DATE_EPOCH     creation time and mtime of every new file (default: 0),
+  SOURCE_DATE_EPOCH     creation time and mtime of every file nodeimg writes (default: 0;
+                        files from packages keep the mtime their package records),
                         and the time an SBOM carries
   NODEIMG_NO_CACHE      1: build without the layer cache (as build --no-cache)
   NODEIMG_KEY_PASSWORD  password of an encrypted signing key (else COSIGN_PASSWORD)";
@@ -124,11 +125,17 @@ Examples:
   nodeimg check recipe.toml
   nodeimg check recipe.toml --json --var runtime=crio
 
-check works offline: layers' packages are not downloaded or installed, and
-in a layer with packages the systemd enable/disable/mask lists (which may
-name units the packages ship) are checked by build only. When RECIPE.lock
-exists, the recipe's packages and layers must match it (--no-lock skips this).
-A docker:// base is pulled (into the default cache) like build pulls it.
+check works offline: layers' packages are not downloaded or installed. When
+RECIPE.lock exists, the recipe's packages and layers must match it, and the
+enablement of units the packages ship is checked against the unit files the
+lock records (--no-lock skips both); without it, the enablement of a unit the
+image below lacks, above a layer with packages, is a note (unchecked), not an
+error. A docker:// base is pulled (into the default cache) like build pulls it.
+
+A recipe may allow a rule that does not apply to it, with its reason:
+  [lint]
+  allow = [{ rule = \"NI004\", reason = \"set up by the boot image\" }]
+Its findings are then shown as allowed and do not fail check or build.
 
 Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recipe error.")]
     Check(CheckArgs),
@@ -138,7 +145,13 @@ Exit codes: 0 no lint errors (warnings allowed), 1 lint errors, 2 usage or recip
 Examples:
   nodeimg inspect out/node                      # OCI layout
   nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
-  nodeimg inspect out/node --why /etc/docker/daemon.json")]
+  nodeimg inspect out/node --why /etc/docker/daemon.json
+  nodeimg inspect out/node --why /usr/bin/containerd   # also the package it is a file of
+
+--why names the layer and recipe item that wrote a path, and the packages
+whose files it is (name, version, architecture), as the image's dpkg file
+lists or rpm database list them; images do not record the repository a
+package came from (the lock file does).")]
     Inspect(InspectArgs),
     /// Write a software bill of materials of an image (SPDX 2.3 or
     /// CycloneDX 1.6 JSON): its packages, the base's included, and the
@@ -236,6 +249,24 @@ Exit codes: 0 success, 1 failure, 2 usage error.")]
     Cache(crate::cache::CacheArgs),
     /// Print the JSON Schema of the recipe format (for editor completion).
     Schema,
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "\
+Examples:
+  nodeimg completions bash > ~/.local/share/bash-completion/completions/nodeimg
+  nodeimg completions zsh > ~/.zfunc/_nodeimg     # a folder on $fpath
+  nodeimg completions fish > ~/.config/fish/completions/nodeimg.fish
+
+`make install` installs all three (see README). Exit codes: 0 printed, 2 usage error.")]
+    Completions(crate::generate::CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a folder.
+    #[command(after_help = "\
+Examples:
+  nodeimg man | man -l -                          # read it
+  nodeimg man --out-dir /usr/local/share/man/man1 # nodeimg.1, nodeimg-build.1, ...
+
+The pages are generated from the same definitions as --help. Exit codes: 0
+printed or written, 1 failure, 2 usage error.")]
+    Man(crate::generate::ManArgs),
 }
 
 /// Output formats.
@@ -479,7 +510,8 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Show which recipe layer and item produced this path.
+    /// Show which recipe layer and item produced this path, and which
+    /// package it is a file of.
     #[arg(long, value_name = "PATH")]
     pub why: Option<String>,
 }
@@ -506,7 +538,7 @@ impl StderrProgress {
     fn print_findings(&mut self, findings: &[Finding]) {
         let shown: Vec<Finding> = findings
             .iter()
-            .filter(|f| !self.quiet || f.severity() == Severity::Error)
+            .filter(|f| !self.quiet || f.is_error())
             .cloned()
             .collect();
         if shown.is_empty() {
@@ -853,23 +885,29 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let p = &c.prepared;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&lint::to_json(&p.findings))?
-        )?;
+        let mut j = lint::to_json(&p.findings);
+        j["notes"] = serde_json::to_value(&c.notes)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&j)?)?;
     } else {
         lint::print_text(&p.findings, &mut out)?;
-        let c = lint::counts(&p.findings);
+        print_notes(&c.notes, &mut out)?;
+        let n = lint::counts(&p.findings);
+        let mut notes = match n.allowed {
+            0 => String::new(),
+            k => format!(", {k} allowed"),
+        };
+        if !c.notes.is_empty() {
+            notes.push_str(&format!(", {} note(s)", c.notes.len()));
+        }
         eprintln!(
-            "{}: {} error(s), {} warning(s), {} info(s)",
+            "{}: {} error(s), {} warning(s), {} info(s){notes}",
             a.recipe.recipe.display(),
-            c.error,
-            c.warning,
-            c.info
+            n.error,
+            n.warning,
+            n.info
         );
     }
-    let errors = p.findings.iter().any(|f| f.severity() == Severity::Error);
+    let errors = p.findings.iter().any(Finding::is_error);
     Ok(if errors {
         ExitCode::from(1)
     } else {
@@ -877,8 +915,22 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Print what `check` could not verify as `file:line: note: key: message`
+/// plus a hint line.
+fn print_notes(notes: &[nodeimg::plan::Note], w: &mut dyn Write) -> std::io::Result<()> {
+    for n in notes {
+        match n.line {
+            Some(l) => write!(w, "{}:{l}: ", n.file)?,
+            None => write!(w, "{}: ", n.file)?,
+        }
+        writeln!(w, "note: {}: {}", n.key, n.message)?;
+        writeln!(w, "  hint: {}", n.hint)?;
+    }
+    Ok(())
+}
+
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = nodeimg_image::inspect::inspect(&a.image, a.why.as_deref())?;
+    let report = nodeimg::inspect::inspect(&a.image, a.why.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -901,6 +953,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => crate::sign::run_verify(a),
         Command::Keygen(a) => crate::sign::run_keygen(a),
         Command::Cache(a) => crate::cache::run_cache(a),
+        Command::Completions(a) => crate::generate::run_completions(&a),
+        Command::Man(a) => crate::generate::run_man(&a),
         Command::Schema => {
             print!("{}", nodeimg_recipe::schema::schema_text());
             Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 mod cache;
 mod cli;
+mod generate;
 mod progress;
 mod sbom;
 mod sign;

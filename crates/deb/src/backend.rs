@@ -21,7 +21,7 @@ use nodeimg_fetch::fetch::FetchError;
 use nodeimg_fetch::openpgp::Keyring;
 use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
 use nodeimg_pkg::backend::{
-    Backend, InstalledPackage, LabelError, LayerInstall, LayerRequest, Resolution,
+    Backend, InstalledPackage, LabelError, LayerInstall, LayerRequest, PackageOwner, Resolution,
 };
 use nodeimg_pkg::driver::{
     build_cause, build_err, fetch_shown, keep_resolution, kept_resolution, LockRef, PackagesError,
@@ -104,6 +104,54 @@ impl Backend for Deb {
     fn version_lt(&self, a: &str, b: &str) -> Option<bool> {
         Some(Version::parse(a).ok()? < Version::parse(b).ok()?)
     }
+
+    fn owners(
+        &self,
+        view: &dyn RootView,
+        path: &ImagePath,
+    ) -> Result<Vec<PackageOwner>, PackagesError> {
+        const INFO: &str = "/var/lib/dpkg/info";
+        let lists = nodeimg_pkg::backend::files_ending(view, INFO, ".list");
+        let status = view
+            .read_text("/var/lib/dpkg/status")
+            .map(|t| dpkg_installed(&t))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for f in lists {
+            let list = format!("{INFO}/{f}");
+            let Some(text) = view.read_text(&list) else {
+                return Err(build_err(
+                    "reading the dpkg database",
+                    format!("{list} is not a readable text file"),
+                ));
+            };
+            if !text
+                .lines()
+                .any(|l| nodeimg_pkg::backend::lists(view, l, path))
+            {
+                continue;
+            }
+            let stem = f.trim_end_matches(".list");
+            let (name, arch) = match stem.split_once(':') {
+                Some((n, a)) => (n, Some(a)),
+                None => (stem, None),
+            };
+            let known = status
+                .iter()
+                .find(|p| p.name == name && arch.is_none_or(|a| p.architecture == a));
+            out.push(PackageOwner {
+                name: name.to_string(),
+                version: known.map(|p| p.version.clone()).unwrap_or_default(),
+                architecture: known
+                    .map(|p| p.architecture.clone())
+                    .or_else(|| arch.map(str::to_string))
+                    .unwrap_or_default(),
+                repository: None,
+                database: "dpkg".to_string(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The installed packages of a dpkg status file.
@@ -176,6 +224,17 @@ impl LayerInstall for DebLayer<'_> {
             planned: planned.clone(),
         });
         Ok(())
+    }
+
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+        let Some(p) = self.pkgs.get(i) else {
+            return Err(build_err("listing unit files", format!("no package {i}")));
+        };
+        crate::debfile::unit_files(
+            std::io::BufReader::new(p.deb.reader()),
+            &format!("{} {}", p.planned.name, p.planned.version),
+        )
+        .map_err(|e| build_cause("listing the unit files of a package", e))
     }
 
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
@@ -305,6 +364,7 @@ fn resolve_layer(l: &mut DebLayer<'_>) -> Result<Resolution, PackagesError> {
             url: repo::package_url(uri, suite, &p.filename),
             size: p.size,
             sha256: p.sha256.to_ascii_lowercase(),
+            units: Vec::new(),
         });
     }
     l.planned = planned;
@@ -807,6 +867,7 @@ mod tests {
             url: "http://r/a.deb".into(),
             size: 1,
             sha256: "0".repeat(64),
+            units: Vec::new(),
         };
         let e = planned_from_lock(&p).unwrap_err();
         assert_eq!(
@@ -1138,5 +1199,64 @@ SHA256: 000000000000000000000000000000000000000000000000000000000000000a
         let got = Deb.layer_packages(&below, &above, &[]);
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].name.as_str(), got[0].version.as_str()), ("b", "2"));
+    }
+
+    #[test]
+    fn owners_are_the_packages_whose_file_lists_name_the_path() {
+        let status = "Package: containerd\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.6.20~ds1-1\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\n\n";
+        let v = MemView::new()
+            .symlink("/lib", "usr/lib")
+            .file("/var/lib/dpkg/status", status)
+            .file(
+                "/var/lib/dpkg/info/containerd.list",
+                "/.\n/lib\n/lib/systemd/system/containerd.service\n/usr/bin/containerd\n",
+            )
+            .file(
+                "/var/lib/dpkg/info/libc6:amd64.list",
+                "/.\n/usr/lib\n/usr/lib/x86_64-linux-gnu/libc.so.6\n",
+            )
+            .file("/usr/bin/containerd", "elf")
+            .file("/usr/lib/systemd/system/containerd.service", "[Unit]\n");
+        let ip = |s: &str| ImagePath::new(s).unwrap();
+        let names = |p: &str| -> Vec<(String, String, String)> {
+            Deb.owners(&v, &ip(p))
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.name, o.version, o.architecture))
+                .collect()
+        };
+        let containerd = (
+            "containerd".to_string(),
+            "1.6.20~ds1-1".to_string(),
+            "amd64".to_string(),
+        );
+        assert_eq!(
+            names("/usr/bin/containerd"),
+            std::slice::from_ref(&containerd)
+        );
+        // Listed as /lib/..., found at /usr/lib/... on a merged-/usr image.
+        assert_eq!(
+            names("/usr/lib/systemd/system/containerd.service"),
+            [containerd]
+        );
+        assert_eq!(
+            names("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            [(
+                "libc6".to_string(),
+                "2.36-9".to_string(),
+                "amd64".to_string()
+            )]
+        );
+        assert!(names("/usr/bin/other").is_empty());
+        let o = &Deb.owners(&v, &ip("/usr/bin/containerd")).unwrap()[0];
+        assert_eq!(
+            (o.repository.as_deref(), o.database.as_str()),
+            (None, "dpkg")
+        );
+        // An image without a dpkg database: none.
+        assert!(Deb
+            .owners(&MemView::new(), &ip("/usr/bin/containerd"))
+            .unwrap()
+            .is_empty());
     }
 }

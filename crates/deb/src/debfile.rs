@@ -501,6 +501,23 @@ impl<'r> Deb<'r> {
     }
 }
 
+/// The systemd unit files (see [`nodeimg_layers::systemd::unit_file_name`])
+/// the `.deb` `reader` reads ships, as image paths (`/lib/systemd/system/x.service`),
+/// sorted; `file` names it in errors.
+pub fn unit_files<'r>(reader: impl Read + 'r, file: &str) -> Result<Vec<String>> {
+    let mut deb = Deb::open(reader, file)?;
+    let mut out = Vec::new();
+    for e in deb.entries()? {
+        let path = format!("/{}", e?.path);
+        if nodeimg_layers::systemd::unit_file_name(&path).is_some() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 fn next_non_underscore<R: Read>(ar: &mut ArReader<R>) -> Result<Option<ArHeader>> {
     loop {
         match ar.next_header()? {
@@ -899,6 +916,52 @@ mod tests {
             return None;
         }
         Some(std::fs::read(out).unwrap())
+    }
+
+    #[test]
+    fn unit_files_are_the_entries_of_the_unit_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let pkg = package_tree(t.path());
+        for d in [
+            "lib/systemd/system",
+            "usr/lib/systemd/system/x.d",
+            "etc/init",
+        ] {
+            std::fs::create_dir_all(pkg.join(d)).unwrap();
+        }
+        for f in [
+            "lib/systemd/system/containerd.service",
+            "usr/lib/systemd/system/getty@.service",
+            "usr/lib/systemd/system/x.d/over.conf",
+            "lib/systemd/system/README",
+            "etc/init/containerd.service",
+        ] {
+            std::fs::write(pkg.join(f), "[Unit]\n").unwrap();
+        }
+        std::os::unix::fs::symlink(
+            "containerd.service",
+            pkg.join("lib/systemd/system/ctr.service"),
+        )
+        .unwrap();
+        let Some(bytes) = dpkg_deb(t.path(), "xz") else {
+            return;
+        };
+        let units = unit_files(&bytes[..], "containerd.io.deb").unwrap();
+        assert_eq!(
+            units,
+            [
+                "/lib/systemd/system/containerd.service",
+                "/lib/systemd/system/ctr.service",
+                "/usr/lib/systemd/system/getty@.service",
+            ]
+        );
+        // A package without units: none.
+        let t = tempfile::tempdir().unwrap();
+        package_tree(t.path());
+        let bytes = dpkg_deb(t.path(), "gzip").unwrap();
+        assert!(unit_files(&bytes[..], "p.deb").unwrap().is_empty());
+        // Not a .deb: an error, not a panic.
+        assert!(unit_files(&b"garbage"[..], "g.deb").is_err());
     }
 
     fn check_round_trip(bytes: &[u8], data_member: &str) {

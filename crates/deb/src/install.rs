@@ -527,11 +527,15 @@ impl Unpacking<'_> {
         }
     }
 
-    fn node(&self, kind: NodeKind, meta: Meta) -> Node {
+    /// A node of the package: `mtime` is the time the package records
+    /// for it (kept for files and links, so that package verifiers find
+    /// it), `None` for directories, which the build's time dates.
+    fn node(&self, kind: NodeKind, meta: Meta, mtime: Option<u64>) -> Node {
         Node {
             kind,
             meta,
             origin: self.origin.clone(),
+            mtime,
         }
     }
 }
@@ -807,7 +811,7 @@ impl State<'_> {
                         md5: None,
                     });
                     if !keeps {
-                        self.put(u, landed, u.node(NodeKind::Dir, meta))?;
+                        self.put(u, landed, u.node(NodeKind::Dir, meta, None))?;
                     }
                 }
                 EntryKind::File => {
@@ -819,11 +823,13 @@ impl State<'_> {
                         deb_path,
                         md5: None,
                     });
-                    self.put(u, landed, u.node(NodeKind::Symlink(target), meta))?;
+                    let node = u.node(NodeKind::Symlink(target), meta, Some(entry.mtime));
+                    self.put(u, landed, node)?;
                 }
                 EntryKind::Hardlink => {
                     let target = entry.link_target.as_deref().unwrap_or("");
-                    self.unpack_hardlink(u, &mut data, target, deb_path, landed, meta)?;
+                    let at = (deb_path, landed);
+                    self.unpack_hardlink(u, &mut data, target, at, meta, entry.mtime)?;
                 }
                 other => {
                     return Err(u.err(format!(
@@ -900,7 +906,7 @@ impl State<'_> {
             md5: Some(md5),
         });
         let kind = NodeKind::File(Content::Host { path: host, size });
-        self.put(u, landed, u.node(kind, meta))
+        self.put(u, landed, u.node(kind, meta, Some(entry.mtime)))
     }
 
     /// Adds a hard link to `target`, an entry the package shipped before.
@@ -909,9 +915,9 @@ impl State<'_> {
         u: &Unpacking,
         data: &mut DataUnpacked,
         target: &str,
-        deb_path: ImagePath,
-        landed: ImagePath,
+        (deb_path, landed): (ImagePath, ImagePath),
         meta: Meta,
+        mtime: u64,
     ) -> Result<(), InstallError> {
         let target = ImagePath::from_archive(target)
             .map_err(|m| u.err(format!("{deb_path}: hard link target: {m}")))?;
@@ -927,7 +933,8 @@ impl State<'_> {
                 md5: Some(m),
             });
         }
-        self.put(u, landed, u.node(NodeKind::Hardlink(landed_target), meta))
+        let node = u.node(NodeKind::Hardlink(landed_target), meta, Some(mtime));
+        self.put(u, landed, node)
     }
 
     /// Removes what the `old` version shipped and the new one (`list`) does
@@ -2527,5 +2534,45 @@ mod tests {
                 .starts_with("package dev=1: /dev/null2 is a CharDevice"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn files_and_links_keep_the_times_the_package_records() {
+        let Some(_) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src-timed");
+        std::fs::create_dir_all(src.join("usr/bin")).unwrap();
+        std::fs::write(src.join("usr/bin/timed"), b"#!/bin/sh\n").unwrap();
+        symlink("timed", src.join("usr/bin/timed-link")).unwrap();
+        std::fs::hard_link(src.join("usr/bin/timed"), src.join("usr/bin/timed-hard")).unwrap();
+        for (path, at) in [
+            ("usr/bin/timed", "@1600000000"),
+            ("usr/bin/timed-link", "@1500000000"),
+        ] {
+            let ok = Command::new("touch")
+                .args(["-h", "-d", at])
+                .arg(src.join(path))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let pkg = build(
+            tmp.path(),
+            "Package: timed\nVersion: 1\nArchitecture: all\nMaintainer: T <t@example.invalid>\nDescription: t\n",
+            &[],
+            &[],
+        );
+        let view = MemView::new()
+            .dir("/var/lib/dpkg")
+            .file("/var/lib/dpkg/status", "");
+        let out = install(&view, &[pkg], "amd64", &tmp.path().join("s"), "p").unwrap();
+        let mtime = |p: &str| out.tree.get_str(p).unwrap().mtime;
+        assert_eq!(mtime("/usr/bin/timed"), Some(1_600_000_000));
+        assert_eq!(mtime("/usr/bin/timed-hard"), Some(1_600_000_000));
+        assert_eq!(mtime("/usr/bin/timed-link"), Some(1_500_000_000));
+        // Directories, and the database nodeimg writes, get the build's time.
+        assert_eq!(mtime("/usr/bin"), None);
+        assert_eq!(mtime("/var/lib/dpkg/status"), None);
+        assert_eq!(mtime("/var/lib/dpkg/info/timed.list"), None);
     }
 }

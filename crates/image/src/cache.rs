@@ -639,6 +639,7 @@ struct StoredNode {
     meta: nodeimg_layers::Meta,
     item: String,
     key: String,
+    mtime: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -705,6 +706,7 @@ impl LayerCache {
                 kind,
                 meta: n.meta,
                 origin: nodeimg_layers::tree::Origin::new(n.item, n.key),
+                mtime: n.mtime,
             };
             if let Err(e) = tree.insert(p, node) {
                 self.damaged(&path, &e.to_string());
@@ -794,6 +796,7 @@ impl LayerCache {
                 meta: n.meta,
                 item: n.origin.item.clone(),
                 key: n.origin.key.clone(),
+                mtime: n.mtime,
             });
         }
         let payload = postcard::to_stdvec(&StoredTree {

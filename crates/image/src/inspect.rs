@@ -97,18 +97,77 @@ pub struct Why {
     pub layer_digest: Option<String>,
     /// The recipe item (key path) from `io.nodeimg.origins`.
     pub origin: Option<String>,
+    /// The packages whose files the image's package database (dpkg's or
+    /// rpm's) says the path is.
+    pub packages: Vec<PackageOwner>,
+    /// Why the packages could not be looked up, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages_note: Option<String>,
 }
+
+/// A package of the image that lists a path among its files.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PackageOwner {
+    /// Package name.
+    pub name: String,
+    /// Version, as its package database writes it.
+    pub version: String,
+    /// Architecture, in its backend's spelling.
+    pub architecture: String,
+    /// The repository it was installed from, when the image records it;
+    /// `None`: unknown (neither dpkg's nor rpm's database records it).
+    pub repository: Option<String>,
+    /// The database that lists it: `dpkg` or `rpm`.
+    pub database: String,
+}
+
+/// Looks up the packages that own a path of an image: given the merged
+/// view of the image (which keeps the package databases, and dpkg's file
+/// lists) and the path where the asked one really is, the owners, or why
+/// they cannot be known.
+pub type OwnerLookup<'a> =
+    &'a dyn Fn(&dyn RootView, &ImagePath) -> std::result::Result<Vec<PackageOwner>, String>;
+
+/// The folders a `--why` answer keeps the files of, besides those every
+/// view keeps: dpkg's file lists, and the records nodeimg's packages
+/// layers write of where each package came from (`nodeimg_pkg::record`).
+const WHY_KEEPS: &[&str] = &["/var/lib/dpkg/info/", "/var/lib/nodeimg/packages/"];
 
 /// Inspect an OCI layout directory (`DIR` or `DIR:TAG`), an OCI archive
 /// (`FILE` or `FILE:TAG`), or a rootfs tar (`.tar`, `.tar.gz`, `.tar.zst`).
 pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
+    inspect_with(image, why, None)
+}
+
+/// [`inspect`]; the `--why` answer names the packages that own the path as
+/// `owners` finds them in the image.
+pub fn inspect_with(
+    image: &Path,
+    why: Option<&str>,
+    owners: Option<OwnerLookup<'_>>,
+) -> Result<Report> {
     let why_path = match why {
         Some(w) => Some(ImagePath::new(w).map_err(|e| Error::Usage(format!("--why: {e}")))?),
         None => None,
     };
-    let (mut report, provenance) = walk(image, None)?;
+    // Answering --why keeps the package databases' files.
+    let mut budget = why_path
+        .as_ref()
+        .map(|_| crate::limits::KeepBudget::also_keeping(WHY_KEEPS));
+    let (mut report, provenance) = walk_keeping(image, None, budget.as_mut())?;
     if let Some(asked) = why_path {
-        report.why = Some(provenance.why(&asked));
+        let mut w = provenance.why(&asked);
+        let real = match &w.resolved {
+            Some(r) => ImagePath::new(r).map_err(|e| Error::Usage(format!("--why: {e}")))?,
+            None => asked.clone(),
+        };
+        if let (Some(lookup), true) = (owners, w.in_image) {
+            match lookup(provenance.tree(), &real) {
+                Ok(p) => w.packages = p,
+                Err(note) => w.packages_note = Some(note),
+            }
+        }
+        report.why = Some(w);
     }
     Ok(report)
 }
@@ -120,6 +179,15 @@ pub fn walk(
     image: &Path,
     visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<(Report, Provenance)> {
+    walk_keeping(image, visit, None)
+}
+
+/// [`walk`], keeping the contents `keep` allows in the merged tree.
+fn walk_keeping(
+    image: &Path,
+    visit: Option<&mut (dyn FileVisitor + '_)>,
+    mut keep: Option<&mut crate::limits::KeepBudget>,
+) -> Result<(Report, Provenance)> {
     let (path, tag) = split_tag(image);
     let what = image.display().to_string();
     let meta = std::fs::metadata(&path).map_err(|e| Error::read(&what, "cannot read it", e))?;
@@ -129,7 +197,15 @@ pub fn walk(
             .map_err(|e| Error::read(&what, "cannot open", e))?;
         let oci =
             OciDir::open(d).map_err(|e| Error::layout(&what, "not an OCI image layout", e))?;
-        inspect_oci(&oci, &what, tag.as_deref(), "oci", &mut changes, visit)?
+        inspect_oci(
+            &oci,
+            &what,
+            tag.as_deref(),
+            "oci",
+            &mut changes,
+            keep.as_deref_mut(),
+            visit,
+        )?
     } else {
         match crate::base::open_archive(&path) {
             Ok(ar) if ar.read_index().is_ok() => inspect_oci(
@@ -138,9 +214,10 @@ pub fn walk(
                 tag.as_deref(),
                 "oci-archive",
                 &mut changes,
+                keep.as_deref_mut(),
                 visit,
             )?,
-            _ => inspect_rootfs(&path, &what, &mut changes, visit)?,
+            _ => inspect_rootfs(&path, &what, &mut changes, keep, visit)?,
         }
     };
     report.image = image.to_path_buf();
@@ -254,6 +331,7 @@ fn inspect_oci<S: crate::base::OciSource>(
     tag: Option<&str>,
     format: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
+    mut keep: Option<&mut crate::limits::KeepBudget>,
     mut visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<Report> {
     let mdesc = select_manifest(src, what, tag, None)?;
@@ -270,8 +348,15 @@ fn inspect_oci<S: crate::base::OciSource>(
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers().iter().enumerate() {
         let want = config.rootfs().diff_ids().get(i).map(String::as_str);
-        let (ch, diff_id, _) =
-            scan_blob_visiting(src, what, desc, i, None, want, visit.as_deref_mut())?;
+        let (ch, diff_id, _) = scan_blob_visiting(
+            src,
+            what,
+            desc,
+            i,
+            keep.as_deref_mut(),
+            want,
+            visit.as_deref_mut(),
+        )?;
         let ann = desc.annotations().clone().unwrap_or_default();
         let name = ann
             .get(LAYER_ANNOTATION)
@@ -314,6 +399,7 @@ fn inspect_rootfs(
     path: &Path,
     what: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
+    keep: Option<&mut crate::limits::KeepBudget>,
     visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<Report> {
     let open = || File::open(path).map_err(|e| Error::read(what, "cannot read it", e));
@@ -325,7 +411,7 @@ fn inspect_rootfs(
     let raw = HashReader::new(open()?);
     let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, raw))
         .map_err(|e| Error::read(what, "cannot decompress", e))?;
-    let (ch, hr) = scan_layer_visiting(HashReader::new(dec), 0, None, what, visit)?;
+    let (ch, hr) = scan_layer_visiting(HashReader::new(dec), 0, keep, what, visit)?;
     let read_err = |e: std::io::Error| Error::read(what, "reading", e);
     let (diff_id, _, dec) = hr.drain_into_inner().map_err(read_err)?;
     let mut buffered = dec.into_inner();
@@ -409,6 +495,8 @@ fn answer_why(
                 .get(path.as_str())
                 .or_else(|| layers[i].1.origins.get(crate::output::PACKAGES_ORIGIN_KEY))
                 .cloned(),
+            packages: Vec::new(),
+            packages_note: None,
         },
         None => Why {
             path: path.to_string(),
@@ -418,8 +506,47 @@ fn answer_why(
             layer_name: None,
             layer_digest: None,
             origin: None,
+            packages: Vec::new(),
+            packages_note: None,
         },
     }
+}
+
+/// The packages that own the answer's path: `, package NAME VERSION (ARCH,
+/// DB), repository ...` (`; a file of package ...` after an item other
+/// than `packages`, which replaced it), or why they are not known.
+fn print_owners(w: &Why, out: &mut dyn Write) -> std::io::Result<()> {
+    const SHOWN: usize = 5;
+    if let Some(note) = &w.packages_note {
+        return write!(out, "; its package is not known: {note}");
+    }
+    if w.packages.is_empty() {
+        return Ok(());
+    }
+    let lead = match w.origin.as_deref() {
+        Some(o) if o != "packages" => "; a file of ",
+        _ => ", ",
+    };
+    let names: Vec<String> = w
+        .packages
+        .iter()
+        .take(SHOWN)
+        .map(|p| {
+            let repo = p.repository.as_deref().map_or_else(
+                || "repository unknown (the image does not record it)".to_string(),
+                |r| format!("repository {r}"),
+            );
+            format!(
+                "package {} {} ({}, {}), {repo}",
+                p.name, p.version, p.architecture, p.database
+            )
+        })
+        .collect();
+    write!(out, "{lead}{}", names.join("; "))?;
+    if w.packages.len() > SHOWN {
+        write!(out, "; and {} more packages", w.packages.len() - SHOWN)?;
+    }
+    Ok(())
 }
 
 /// Print a report for people. With a `why` answer, print only that answer.
@@ -437,10 +564,11 @@ pub fn print_text(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
                     name.as_deref().unwrap_or("?"),
                     w.layer_digest.as_deref().unwrap_or("?")
                 )?;
-                match &w.origin {
-                    Some(o) => writeln!(out, ", item {o}"),
-                    None => writeln!(out),
+                if let Some(o) = &w.origin {
+                    write!(out, ", item {o}")?;
                 }
+                print_owners(w, out)?;
+                writeln!(out)
             }
             _ => writeln!(out, "{}: not in the image", w.path),
         };
@@ -663,5 +791,68 @@ mod tests {
             inspect(&rootfs, Some("relative")),
             Err(Error::Usage(_))
         ));
+    }
+
+    #[test]
+    fn why_names_the_packages_the_lookup_finds_in_the_kept_files() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), Format::Oci, "img");
+        let owner = |name: &str| PackageOwner {
+            name: name.into(),
+            version: "1.0-1".into(),
+            architecture: "all".into(),
+            repository: None,
+            database: "dpkg".into(),
+        };
+        // The lookup sees the merged image and where the path really is.
+        let seen = std::cell::RefCell::new(Vec::new());
+        let lookup = |v: &dyn RootView, p: &ImagePath| {
+            seen.borrow_mut()
+                .push((p.to_string(), v.exists("/usr/lib/systemd")));
+            Ok(vec![owner("k")])
+        };
+        let r = inspect_with(&img, Some("/lib/systemd/system/k.service"), Some(&lookup)).unwrap();
+        assert_eq!(
+            seen.take(),
+            [("/usr/lib/systemd/system/k.service".to_string(), true)]
+        );
+        let w = r.why.clone().unwrap();
+        assert_eq!(w.packages, [owner("k")]);
+        let mut text = Vec::new();
+        print_text(&r, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.trim_end().ends_with(
+                ", item systemd.unit[0]; a file of package k 1.0-1 (all, dpkg), repository unknown (the image does not record it)"
+            ),
+            "{text}"
+        );
+        // Not asked for a path the image lacks.
+        let r = inspect_with(&img, Some("/etc/machine-id"), Some(&lookup)).unwrap();
+        assert!(seen.take().is_empty());
+        assert!(r.why.unwrap().packages.is_empty());
+        // Many owners (a folder) are shortened; a failed lookup is said.
+        let many =
+            |_: &dyn RootView, _: &ImagePath| Ok((0..7).map(|i| owner(&format!("p{i}"))).collect());
+        let r = inspect_with(&img, Some("/etc/sysctl.d"), Some(&many)).unwrap();
+        let mut text = Vec::new();
+        print_text(&r, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("package p4 ") && !text.contains("package p5 "),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("; and 2 more packages"), "{text}");
+        let failing = |_: &dyn RootView, _: &ImagePath| Err("rpm database: no rpm".to_string());
+        let r = inspect_with(&img, Some("/etc/sysctl.d"), Some(&failing)).unwrap();
+        assert_eq!(
+            r.why.as_ref().unwrap().packages_note.as_deref(),
+            Some("rpm database: no rpm")
+        );
+        let mut text = Vec::new();
+        print_text(&r, &mut text).unwrap();
+        assert!(String::from_utf8(text)
+            .unwrap()
+            .contains("; its package is not known: rpm database: no rpm"));
     }
 }

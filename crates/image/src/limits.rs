@@ -71,21 +71,39 @@ pub fn check_tar_entry<R: Read>(entry: &tar::Entry<'_, R>) -> Result<(), EntryEr
     Ok(())
 }
 
-/// The bytes of base files still allowed in memory (see [`KEPT_TOTAL_MAX`]).
+/// The bytes of base files still allowed in memory (see [`KEPT_TOTAL_MAX`]),
+/// and the folders whose files are kept besides those every view keeps.
 #[derive(Debug)]
 pub struct KeepBudget {
     left: u64,
+    also: &'static [&'static str],
 }
 
 impl Default for KeepBudget {
     fn default() -> Self {
         KeepBudget {
             left: KEPT_TOTAL_MAX,
+            also: &[],
         }
     }
 }
 
 impl KeepBudget {
+    /// A budget that also keeps the files (each up to the size every kept
+    /// file may have) of the folders `also` (paths ending in `/`).
+    pub(crate) fn also_keeping(also: &'static [&'static str]) -> Self {
+        KeepBudget {
+            also,
+            ..KeepBudget::default()
+        }
+    }
+
+    /// Whether the file at `path` of `size` bytes is one of the folders
+    /// this budget also keeps.
+    pub(crate) fn also_keeps(&self, path: &str, size: u64) -> bool {
+        size <= crate::tarindex::KEEP_MAX && self.also.iter().any(|d| path.starts_with(d))
+    }
+
     /// Takes `size` bytes for the file at `path`, or says why not.
     pub(crate) fn take(&mut self, path: &str, size: u64) -> Result<(), EntryError> {
         if size > self.left {

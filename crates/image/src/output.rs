@@ -1660,6 +1660,7 @@ mod tests {
                 kind: NodeKind::Opaque,
                 meta: Meta::DIR,
                 origin: Origin::new("dir", "dir[0]"),
+                mtime: None,
             },
         )
         .unwrap();
@@ -2300,6 +2301,7 @@ mod tests {
                     }),
                     meta: Meta::FILE,
                     origin: Origin::new("file", "file[9]"),
+                    mtime: None,
                 },
             )
             .unwrap();

@@ -1,6 +1,7 @@
 //! Packing a layer tree into a tar stream: sorted entries, parent
-//! directories present, owners and modes as declared, one fixed mtime,
-//! whiteouts in OCI form. Streams: file contents are copied, never held.
+//! directories present, owners and modes as declared, one fixed mtime
+//! (except for entries that keep their package's), whiteouts in OCI form.
+//! Streams: file contents are copied, never held.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,7 +13,8 @@ use crate::tarstream::{copy_exact, write_end, write_header, write_padding, Entry
 
 /// Write `tree` as an (uncompressed) tar stream to `w`. Missing parent
 /// directories take their owner and mode from `below` when it has them,
-/// else root 0755. Every entry gets `mtime`.
+/// else root 0755. Every entry gets `mtime`, except those whose node carries
+/// its own (a package's file keeps the time its package records).
 pub fn write_tar<W: Write>(tree: &FileTree, below: &dyn RootView, mtime: u64, w: W) -> Result<W> {
     let mut w = w;
     let links = hardlink_groups(tree)?;
@@ -166,6 +168,9 @@ pub fn tree_digest(tree: &FileTree) -> Result<String> {
             m.uid,
             m.gid
         ));
+        if let Some(t) = node.mtime {
+            h.update(format!("mtime {t}\0"));
+        }
         match &node.kind {
             NodeKind::File(c) => {
                 let mut ch = crate::tarstream::HashWriter::new(std::io::sink());
@@ -208,15 +213,18 @@ fn write_node(
 ) -> Result<()> {
     use tar::EntryType as T;
     let name = tar_name(path, false);
+    let mtime = node.mtime.unwrap_or(mtime);
     if let Some((leader, target)) = links.get(path) {
         let Some(Node {
             kind: NodeKind::File(c),
             meta,
+            mtime: target_mtime,
             ..
         }) = tree.get(target)
         else {
             return Ok(());
         };
+        let mtime = target_mtime.unwrap_or(mtime);
         if leader == path {
             let h = EntryHeader {
                 size: c.len(),
@@ -359,6 +367,7 @@ mod tests {
                 kind: NodeKind::Opaque,
                 meta: Meta::mode(0o700),
                 origin: o(),
+                mtime: None,
             },
         )
         .unwrap();
@@ -472,6 +481,7 @@ mod tests {
                 kind: NodeKind::Hardlink(p("/z/target")),
                 meta: Meta::FILE,
                 origin: o(),
+                mtime: None,
             },
         )
         .unwrap();
@@ -491,6 +501,7 @@ mod tests {
                 kind: NodeKind::Hardlink(p("/missing")),
                 meta: Meta::FILE,
                 origin: o(),
+                mtime: None,
             },
         )
         .unwrap();
@@ -512,6 +523,7 @@ mod tests {
                 }),
                 meta: Meta::FILE,
                 origin: o(),
+                mtime: None,
             },
         )
         .unwrap();
@@ -520,5 +532,54 @@ mod tests {
         std::fs::write(&host, b"short").unwrap();
         let e = write_tar(&t, &MemView::new(), 0, Vec::new()).unwrap_err();
         assert!(e.to_string().contains(&host.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_package_file_keeps_its_own_mtime() {
+        let mut t = FileTree::new();
+        t.insert(
+            p("/usr/bin/a"),
+            Node::file("a", o()).with_mtime(1_600_000_000),
+        )
+        .unwrap();
+        t.insert(
+            p("/usr/bin/b"),
+            Node {
+                kind: NodeKind::Hardlink(p("/usr/bin/a")),
+                meta: Meta::FILE,
+                origin: o(),
+                mtime: Some(1_600_000_000),
+            },
+        )
+        .unwrap();
+        t.insert(
+            p("/usr/bin/l"),
+            Node::symlink("a", o()).with_mtime(1_500_000_000),
+        )
+        .unwrap();
+        t.insert(p("/usr/bin/mine"), Node::file("m", o())).unwrap();
+        let bytes = write_tar(&t, &MemView::new(), 1234, Vec::new()).unwrap();
+        let times: Vec<(String, u64)> = entries(&bytes)
+            .into_iter()
+            .map(|e| (e.name, e.mtime))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                ("usr/".to_string(), 1234),
+                ("usr/bin/".to_string(), 1234),
+                ("usr/bin/a".to_string(), 1_600_000_000),
+                ("usr/bin/b".to_string(), 1_600_000_000),
+                ("usr/bin/l".to_string(), 1_500_000_000),
+                ("usr/bin/mine".to_string(), 1234),
+            ]
+        );
+        // The time is part of what the tree holds.
+        let mut other = t.clone();
+        other.replace(
+            p("/usr/bin/a"),
+            Node::file("a", o()).with_mtime(1_600_000_001),
+        );
+        assert_ne!(tree_digest(&t).unwrap(), tree_digest(&other).unwrap());
     }
 }

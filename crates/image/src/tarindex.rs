@@ -198,8 +198,8 @@ fn header_meta(header: &tar::Header, name: &str) -> std::result::Result<Meta, En
 }
 
 /// Interpret one tar entry of layer `layer` at position `ord`. Keeps the
-/// bytes of the entry when given a budget and [`keeps`] says so (reading
-/// them from `entry`).
+/// bytes of the entry when given a budget and [`keeps`] (or the budget)
+/// says so (reading them from `entry`).
 pub fn parse_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     layer: u32,
@@ -241,7 +241,9 @@ pub fn parse_entry<R: Read>(
     let mtime = header.mtime().unwrap_or(0);
     let kind = entry_kind(entry, &name)?;
     let content = match (&kind, keep) {
-        (Kind::File(size), Some(budget)) if keeps(path.as_str(), *size) => {
+        (Kind::File(size), Some(budget))
+            if keeps(path.as_str(), *size) || budget.also_keeps(path.as_str(), *size) =>
+        {
             budget.take(path.as_str(), *size)?;
             let mut buf = Vec::with_capacity(*size as usize);
             entry

@@ -244,12 +244,21 @@ pub struct Finding {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// The reason the recipe gives for allowing the rule (`[lint] allow`),
+    /// when it does: the finding is then shown, but counts for nothing.
+    pub allowed: Option<String>,
 }
 
 impl Finding {
     /// Its rule's severity.
     pub fn severity(&self) -> Severity {
         self.rule.severity
+    }
+
+    /// Whether it is an error that stops a build and fails `check`: an
+    /// error the recipe does not allow.
+    pub fn is_error(&self) -> bool {
+        self.severity() == Severity::Error && self.allowed.is_none()
     }
 
     /// What to do: its rule's hint.
@@ -259,11 +268,11 @@ impl Finding {
 }
 
 /// A finding in JSON: `{"rule": id, "severity", "file", "line", "key",
-/// "message", "hint"}`.
+/// "message", "hint", "allowed"}` (`allowed`: the recipe's reason, or null).
 impl Serialize for Finding {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut f = s.serialize_struct("Finding", 7)?;
+        let mut f = s.serialize_struct("Finding", 8)?;
         f.serialize_field("rule", self.rule.id)?;
         f.serialize_field("severity", &self.rule.severity)?;
         f.serialize_field("file", &self.file)?;
@@ -271,6 +280,7 @@ impl Serialize for Finding {
         f.serialize_field("key", &self.key)?;
         f.serialize_field("message", &self.message)?;
         f.serialize_field("hint", self.rule.hint)?;
+        f.serialize_field("allowed", &self.allowed)?;
         f.end()
     }
 }
@@ -300,6 +310,7 @@ impl Ctx<'_> {
             line,
             key,
             message,
+            allowed: None,
         });
     }
 
@@ -970,10 +981,38 @@ pub fn run(
             &b.key,
         ))
     });
+    for f in &mut out {
+        f.allowed = recipe
+            .lint_allow
+            .iter()
+            .find(|a| a.rule == f.rule.id)
+            .map(|a| a.reason.clone());
+    }
     out
 }
 
-/// How many findings of each severity.
+/// The rule with id `id`.
+pub fn rule(id: &str) -> Option<&'static Rule> {
+    RULES.iter().copied().find(|r| r.id == id)
+}
+
+/// The first rule the recipe's `[lint] allow` names that is not a rule:
+/// its index in the list and its id.
+pub fn unknown_allowed(recipe: &Recipe) -> Option<(usize, &str)> {
+    recipe
+        .lint_allow
+        .iter()
+        .enumerate()
+        .find(|(_, a)| rule(&a.rule).is_none())
+        .map(|(i, a)| (i, a.rule.as_str()))
+}
+
+/// Every rule id, for messages: `NI001, NI002, ...`.
+pub fn rule_ids() -> String {
+    RULES.iter().map(|r| r.id).collect::<Vec<_>>().join(", ")
+}
+
+/// How many findings of each severity, and how many the recipe allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Errors.
@@ -982,12 +1021,18 @@ pub struct Counts {
     pub warning: usize,
     /// Infos.
     pub info: usize,
+    /// Findings of any severity the recipe allows (counted only here).
+    pub allowed: usize,
 }
 
-/// Count findings by severity.
+/// Count findings by severity; allowed ones apart.
 pub fn counts(findings: &[Finding]) -> Counts {
     let mut c = Counts::default();
     for f in findings {
+        if f.allowed.is_some() {
+            c.allowed += 1;
+            continue;
+        }
         match f.severity() {
             Severity::Error => c.error += 1,
             Severity::Warning => c.warning += 1,
@@ -997,12 +1042,17 @@ pub fn counts(findings: &[Finding]) -> Counts {
     c
 }
 
-/// Print findings as `file:line: severity[ID] key: message` plus a hint line.
+/// Print findings as `file:line: severity[ID] key: message` plus a hint
+/// line; an allowed one as `file:line: allowed severity[ID] key: message`
+/// plus the recipe's reason.
 pub fn print_text(findings: &[Finding], w: &mut dyn Write) -> std::io::Result<()> {
     for f in findings {
         match f.line {
             Some(l) => write!(w, "{}:{l}: ", f.file)?,
             None => write!(w, "{}: ", f.file)?,
+        }
+        if f.allowed.is_some() {
+            write!(w, "allowed ")?;
         }
         writeln!(
             w,
@@ -1012,7 +1062,10 @@ pub fn print_text(findings: &[Finding], w: &mut dyn Write) -> std::io::Result<()
             f.key,
             f.message
         )?;
-        writeln!(w, "  hint: {}", f.hint())?;
+        match &f.allowed {
+            Some(reason) => writeln!(w, "  allowed by the recipe: {reason}")?,
+            None => writeln!(w, "  hint: {}", f.hint())?,
+        }
     }
     Ok(())
 }

@@ -410,7 +410,7 @@ fn output_forms() {
     let j = to_json(&f);
     assert_eq!(
         j["counts"],
-        serde_json::json!({"error": 1, "warning": 0, "info": 0})
+        serde_json::json!({"error": 1, "warning": 0, "info": 0, "allowed": 0})
     );
     assert_eq!(j["findings"][0]["rule"], "NI001");
     assert_eq!(j["findings"][0]["severity"], "error");
@@ -418,12 +418,77 @@ fn output_forms() {
     // A finding in JSON: its rule's id, severity and hint around its place.
     let one = serde_json::to_string(&f[0]).unwrap();
     let expected = format!(
-        "{{\"rule\":\"NI001\",\"severity\":\"error\",\"file\":{},\"line\":11,\"key\":\"layer[1].kubelet.cgroup-driver\",\"message\":{},\"hint\":{}}}",
+        "{{\"rule\":\"NI001\",\"severity\":\"error\",\"file\":{},\"line\":11,\"key\":\"layer[1].kubelet.cgroup-driver\",\"message\":{},\"hint\":{},\"allowed\":null}}",
         serde_json::to_string(&f[0].file).unwrap(),
         serde_json::to_string(&f[0].message).unwrap(),
         serde_json::to_string(NI001.hint).unwrap(),
     );
     assert_eq!(one, expected);
+}
+
+#[test]
+fn a_rule_the_recipe_allows_counts_for_nothing_and_says_why() {
+    let layers = "[[layer]]\nname = \"rt\"\ncontainerd = {}\n";
+    let refused = lint_recipe(&MemView::new(), layers);
+    assert_eq!(ids(&refused), ["NI004"]);
+    assert!(refused[0].is_error() && refused[0].allowed.is_none());
+    let allowed = lint_recipe(
+        &MemView::new(),
+        &format!(
+            "[lint]\nallow = [{{ rule = \"NI004\", reason = \"the host loads them\" }}]\n{layers}"
+        ),
+    );
+    assert_eq!(ids(&allowed), ["NI004"], "still found, and shown");
+    let f = &allowed[0];
+    assert_eq!(f.allowed.as_deref(), Some("the host loads them"));
+    assert_eq!(f.severity(), Severity::Error);
+    assert!(!f.is_error());
+    assert_eq!(
+        counts(&allowed),
+        Counts {
+            error: 0,
+            warning: 0,
+            info: 0,
+            allowed: 1
+        }
+    );
+    let mut out = Vec::new();
+    print_text(&allowed, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(": allowed error[NI004] layer[0].containerd: ")
+            && text.contains("\n  allowed by the recipe: the host loads them\n")
+            && !text.contains("hint:"),
+        "{text}"
+    );
+    assert_eq!(
+        to_json(&allowed)["findings"][0]["allowed"],
+        "the host loads them"
+    );
+    // Allowing another rule allows nothing here.
+    let other = lint_recipe(
+        &MemView::new(),
+        &format!("[lint]\nallow = [{{ rule = \"NI007\", reason = \"x\" }}]\n{layers}"),
+    );
+    assert!(other[0].is_error());
+}
+
+#[test]
+fn unknown_allowed_rules_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("recipe.toml");
+    std::fs::write(
+        &p,
+        "[image]\nname = \"n\"\n[lint]\nallow = [{ rule = \"NI004\", reason = \"r\" }, { rule = \"NI404\", reason = \"r\" }]\n",
+    )
+    .unwrap();
+    let r = Loaded::load(&p)
+        .unwrap()
+        .expand("amd64", &BTreeMap::new(), &BTreeMap::new())
+        .unwrap();
+    assert_eq!(unknown_allowed(&r), Some((1, "NI404")));
+    assert_eq!(rule("NI004"), Some(&NI004));
+    assert!(rule_ids().starts_with("NI001, NI002"));
 }
 
 fn pins(packages: &[&str]) -> Vec<Finding> {

@@ -4,7 +4,7 @@
 //! a layer ([`detect`]).
 
 use nodeimg_fetch::CachedFile;
-use nodeimg_layers::{FileTree, LayerSpec, RootView};
+use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
 use serde::Serialize;
 
 use crate::driver::{LockRef, PackagesError};
@@ -107,6 +107,28 @@ pub trait Backend: PackageRules + Send + Sync {
     /// Whether version `a` is older than `b` in this backend's order;
     /// `None` when either is not a version of this backend.
     fn version_lt(&self, a: &str, b: &str) -> Option<bool>;
+
+    /// The packages of the image `view` whose files (as this backend's
+    /// package database in the image lists them) include `path` (where an
+    /// entry really is: its parent folders resolved), for `inspect --why`;
+    /// none when the image has no database of this backend.
+    fn owners(
+        &self,
+        view: &dyn RootView,
+        path: &ImagePath,
+    ) -> Result<Vec<PackageOwner>, PackagesError>;
+}
+
+pub use nodeimg_image::inspect::PackageOwner;
+
+/// Whether the file list entry `listed` of a package names the entry at
+/// `path` of `view` (where it really is): the same path once its parent
+/// folders are resolved (`/lib/x` is `/usr/lib/x` on a merged-/usr image).
+pub fn lists(view: &dyn RootView, listed: &str, path: &ImagePath) -> bool {
+    if listed.rsplit('/').next() != Some(path.file_name()) {
+        return false;
+    }
+    ImagePath::new(listed).is_ok_and(|l| l == *path || view.resolve_parent(&l) == *path)
 }
 
 /// What resolving a layer against the repositories found: the layer as
@@ -150,6 +172,12 @@ pub trait LayerInstall {
     /// The `i`th package (installation order) was fetched and verified
     /// against its size and SHA256.
     fn fetched(&mut self, i: usize, file: CachedFile) -> Result<(), PackagesError>;
+
+    /// The systemd unit files the `i`th fetched package ships: its entries
+    /// in the system unit folders (see
+    /// [`nodeimg_layers::systemd::unit_file_name`]) as image paths, for the
+    /// lock being written.
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError>;
 
     /// Unpacks and registers the packages; returns the layer's packages
     /// tree and the lines to warn about (scripts not run).

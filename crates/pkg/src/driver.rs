@@ -191,6 +191,7 @@ pub fn install_layer(
     ));
     // The packages to install, and how each one is fetched once it is
     // known that the layer cache does not hold them installed.
+    let mut fetched = false;
     let (packages, by) = match locked {
         Some((ll, by)) => {
             check_lock(&mut *install, env, ll, &by, layer)?;
@@ -199,9 +200,16 @@ pub fn install_layer(
             (packages, Some(by))
         }
         None => {
-            let resolved = install.resolve()?;
+            let mut resolved = install.resolve()?;
             let packages: Vec<LockedPackage> =
                 resolved.layer.in_order().into_iter().cloned().collect();
+            if matches!(env.lock, LockMode::Record(_)) {
+                // The lock records the units each package ships: read from
+                // the packages, fetched now.
+                fetch_all(&mut *install, env, backend, &packages, None, layer)?;
+                record_units(&*install, &packages, &mut resolved.layer)?;
+                fetched = true;
+            }
             env.record(resolved.layer, resolved.indexes);
             (packages, None)
         }
@@ -220,7 +228,9 @@ pub fn install_layer(
             kept
         }
         None => {
-            fetch_all(&mut *install, env, backend, &packages, by.as_ref(), layer)?;
+            if !fetched {
+                fetch_all(&mut *install, env, backend, &packages, by.as_ref(), layer)?;
+            }
             install_kept(install, env, key.as_deref(), layer, &packages)?
         }
     };
@@ -255,6 +265,22 @@ fn add_record(
         view.resolve_parent(&path),
         Node::file(bytes, Origin::new("packages", "packages")),
     );
+    Ok(())
+}
+
+/// The unit files each of `packages` (installation order) ships, into the
+/// layer the lock records.
+fn record_units(
+    install: &dyn LayerInstall,
+    packages: &[LockedPackage],
+    layer: &mut LockedLayer,
+) -> Result<(), PackagesError> {
+    for (i, p) in packages.iter().enumerate() {
+        let units = install.unit_files(i)?;
+        if let Some(l) = layer.packages.iter_mut().find(|l| l.order == p.order) {
+            l.units = units;
+        }
+    }
     Ok(())
 }
 
@@ -594,6 +620,13 @@ mod tests {
         fn version_lt(&self, _: &str, _: &str) -> Option<bool> {
             None
         }
+        fn owners(
+            &self,
+            _: &dyn RootView,
+            _: &nodeimg_layers::ImagePath,
+        ) -> Result<Vec<crate::backend::PackageOwner>, PackagesError> {
+            Ok(Vec::new())
+        }
     }
 
     impl LayerInstall for FakeLayer<'_> {
@@ -621,6 +654,7 @@ mod tests {
                 url: self.fake.url.clone(),
                 size: 5,
                 sha256: self.fake.sha256.clone(),
+                units: Vec::new(),
             };
             Ok(Resolution {
                 layer: LockedLayer {
@@ -643,6 +677,14 @@ mod tests {
         fn fetched(&mut self, _: usize, _: CachedFile) -> Result<(), PackagesError> {
             self.fetched += 1;
             Ok(())
+        }
+        fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+            assert_eq!(
+                (i, self.fetched),
+                (0, 1),
+                "asked once the package is fetched"
+            );
+            Ok(vec!["/usr/lib/systemd/system/a.service".into()])
         }
         fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
             assert_eq!(self.fetched, 1);
@@ -686,6 +728,12 @@ mod tests {
         let lock = env.recorded_lock("amd64").unwrap();
         assert_eq!(lock.layers.len(), 1);
         assert_eq!(lock.layers[0].packages[0].name, "a");
+        assert_eq!(
+            lock.layers[0].packages[0].units,
+            ["/usr/lib/systemd/system/a.service"],
+            "the lock records the unit files the package ships"
+        );
+        assert!(lock.records_units());
         assert_eq!(lock.indexes.len(), 1);
         let done = env.installed();
         assert_eq!(done.len(), 1);

@@ -5,7 +5,7 @@
 //! (`recipes/x.toml` -> `recipes/x.toml.lock`), a TOML file:
 //!
 //! ```toml
-//! version = 1
+//! version = 2
 //! architecture = "amd64"
 //!
 //! [[release]]                 # the signed metadata the resolution used
@@ -41,6 +41,7 @@
 //! url = "https://download.example/linux/ubuntu/pool/stable/c/containerd.io_1.6.20-1_amd64.deb"
 //! size = 30100000
 //! sha256 = "..."
+//! units = ["/lib/systemd/system/containerd.service"]  # its systemd unit files
 //! ```
 //!
 //! A layer installed by the rpm backend has `kind = "rpm"`, `rpmdb` (the
@@ -79,6 +80,12 @@
 //!
 //! URLs are the canonical ones, before `--mirror` remapping. The output is
 //! deterministic: the same resolution writes the same bytes.
+//!
+//! Version 2 added `units`: the systemd unit files each package ships (its
+//! entries in the system unit folders, left out when there are none), which
+//! lets `nodeimg check` see, without installing anything, the units a
+//! layer's `systemd.enable` may name. Version 1 files are read as they are;
+//! what their packages ship is unknown until `nodeimg lock` runs again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -91,8 +98,12 @@ use crate::error::{Error, IoContext, RecipeError, Result};
 use nodeimg_recipe::recipe::Recipe;
 use nodeimg_recipe::sourcemap::SourceMap;
 
-/// The format version this build reads and writes.
-pub(crate) const LOCK_VERSION: u32 = 1;
+/// The format version this build writes.
+pub(crate) const LOCK_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+const OLDEST_VERSION: u32 = 1;
+/// The first format version that records the units of each package.
+const UNITS_VERSION: u32 = 2;
 
 const HEADER: &str = "\
 # Written by `nodeimg lock`: the packages this recipe's layers install,
@@ -111,7 +122,7 @@ pub fn lock_path(recipe: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Lock {
-    /// [`LOCK_VERSION`].
+    /// The format version: [`LOCK_VERSION`] when written, 1 or 2 when read.
     pub version: u32,
     /// The image's architecture, Debian's spelling (`amd64`, `armhf`).
     pub architecture: String,
@@ -274,6 +285,11 @@ pub struct LockedPackage {
     pub size: u64,
     /// SHA256, lowercase hex.
     pub sha256: String,
+    /// The systemd unit files it ships (its entries in the system unit
+    /// folders, see [`nodeimg_layers::systemd::unit_file_name`]), sorted;
+    /// empty in a version 1 lock, where they are not recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 impl LockedPackage {
@@ -344,6 +360,10 @@ impl Lock {
             v.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
         };
         for l in &mut layers {
+            for p in &mut l.packages {
+                p.units.sort();
+                p.units.dedup();
+            }
             l.packages.sort_by(|a, b| {
                 (a.name.as_str(), a.architecture.as_str(), a.order).cmp(&(
                     b.name.as_str(),
@@ -359,6 +379,12 @@ impl Lock {
             indexes: sorted(indexes),
             layers,
         }
+    }
+
+    /// Whether the lock records the unit files its packages ship (a
+    /// version 1 lock does not).
+    pub fn records_units(&self) -> bool {
+        self.version >= UNITS_VERSION
     }
 
     /// The layer named `name`.
@@ -408,11 +434,11 @@ impl Lock {
                 .map_or((None, None), |(l, c)| (Some(l), Some(c)));
             lock_error(file, line, column, Some(key.to_string()), message)
         };
-        if self.version != LOCK_VERSION {
+        if !(OLDEST_VERSION..=LOCK_VERSION).contains(&self.version) {
             return Err(err(
                 "version",
                 format!(
-                    "lock file version {} is not supported (this nodeimg reads version {LOCK_VERSION})",
+                    "lock file version {} is not supported (this nodeimg reads versions {OLDEST_VERSION} to {LOCK_VERSION})",
                     self.version
                 ),
             ));
@@ -543,6 +569,22 @@ impl Lock {
             }
             check_url(&p.url).map_err(|e| err(&format!("{pkey}.url"), e.to_string()))?;
             check_sha256(&p.sha256).map_err(|e| err(&format!("{pkey}.sha256"), e.to_string()))?;
+            if !p.units.is_empty() && !self.records_units() {
+                return Err(err(
+                    &format!("{pkey}.units"),
+                    format!("units are recorded from lock file version {UNITS_VERSION} on, and this one is version {}", self.version),
+                ));
+            }
+            for (ui, u) in p.units.iter().enumerate() {
+                if nodeimg_layers::systemd::unit_file_name(u).is_none() {
+                    return Err(err(
+                        &format!("{pkey}.units[{ui}]"),
+                        format!(
+                            "{u:?} is not a unit file in a folder of the systemd unit search path"
+                        ),
+                    ));
+                }
+            }
             if p.order >= l.packages.len() || !orders.insert(p.order) {
                 return Err(err(
                     &format!("{pkey}.order"),

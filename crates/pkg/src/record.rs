@@ -146,6 +146,7 @@ mod tests {
             url: format!("http://repo.invalid/debian/pool/{name}.deb"),
             size: 10,
             sha256: "ab".repeat(32),
+            units: Vec::new(),
         }
     }
 

@@ -50,6 +50,31 @@ pub(crate) struct ImageSection {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The `[lint]` table.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LintSection {
+    /// Lint rules allowed for this recipe: their findings are shown as
+    /// allowed, with the reason, and do not stop the build nor fail
+    /// `check`. Each rule once.
+    #[serde(default)]
+    pub allow: Vec<LintAllow>,
+}
+
+/// A lint rule allowed for one recipe, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LintAllow {
+    /// The rule's id, e.g. `NI004` (see `nodeimg check` and docs/lint.md).
+    #[schemars(regex(pattern = r"^NI[0-9]{3}$"))]
+    pub rule: String,
+    /// Why the rule does not apply to this recipe (required, not empty):
+    /// shown with every finding it allows and recorded in the build's
+    /// metadata.
+    #[schemars(length(min = 1))]
+    pub reason: String,
+}
+
 /// A nodeimg recipe: a base image plus `[[layer]]`s of configuration items.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,13 +87,18 @@ pub(crate) struct RecipeFile {
     /// The image to build.
     pub image: ImageSection,
     /// Variables, used as `${name}` in any string value. Values may use other
-    /// variables and the built-ins `${arch}` and `${os.<KEY>}` (the base's
-    /// os-release). `--var name=value` overrides.
+    /// variables and the built-ins `${arch}` (the OCI architecture: `arm`),
+    /// `${deb_arch}` (Debian's name for it: `armhf`), `${rpm_arch}` (rpm's:
+    /// `armv7hl`) and `${os.<KEY>}` (the base's os-release). `--var
+    /// name=value` overrides.
     #[serde(default)]
     pub vars: IndexMap<String, String>,
     /// Layers, in order; each becomes exactly one image layer.
     #[serde(default)]
     pub layer: Vec<LayerSpec>,
+    /// Lint settings of this recipe.
+    #[serde(default)]
+    pub lint: LintSection,
 }
 
 /// An included fragment: only `include`, `[vars]` and `[[layer]]`.
@@ -197,6 +227,9 @@ pub struct Recipe {
     pub layers: Vec<RecipeLayer>,
     /// Every variable's value (user, built-in, overrides).
     pub vars: BTreeMap<String, String>,
+    /// The lint rules the recipe allows (`[lint] allow`), in the recipe's
+    /// order; the `i`th is at key `lint.allow[i]` of the recipe (file 0).
+    pub lint_allow: Vec<LintAllow>,
 }
 
 /// Locate `key` in `file` and make a recipe error.
@@ -262,12 +295,14 @@ fn de_error(display: &Path, map: &SourceMap, e: &toml::de::Error, fragment: bool
         }
     }
     let hint = if message.starts_with("unknown field") {
-        Some(if fragment && message.contains("`image`") {
-            "a fragment holds only `include`, `[vars]` and `[[layer]]`; move `[image]` to the recipe".to_string()
-        } else {
-            "check the spelling; `nodeimg schema` lists every key the recipe format accepts"
-                .to_string()
-        })
+        Some(
+            if fragment && (message.contains("`image`") || message.contains("`lint`")) {
+                "a fragment holds only `include`, `[vars]` and `[[layer]]`; move `[image]` and `[lint]` to the recipe".to_string()
+            } else {
+                "check the spelling; `nodeimg schema` lists every key the recipe format accepts"
+                    .to_string()
+            },
+        )
     } else if message.starts_with("missing field") {
         Some("add it; `nodeimg schema` lists the required keys".to_string())
     } else if message.starts_with("invalid type") {
@@ -483,7 +518,7 @@ impl Resolver<'_> {
 }
 
 const BASE_NO_OS: &str =
-    "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}` unless image.architecture is a plain value)";
+    "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}`, `${deb_arch}` and `${rpm_arch}` unless image.architecture is a plain value)";
 
 /// Known OCI architectures.
 pub(crate) const ARCHITECTURES: &[&str] = &[
@@ -715,7 +750,10 @@ impl Loaded {
                     &self.files[idx],
                     &key,
                     format!("`{k}` is a built-in variable and cannot be defined"),
-                    Some("`arch` and `os.*` come from the image; pick another name".to_string()),
+                    Some(
+                        "`arch`, `deb_arch`, `rpm_arch` and `os.*` come from the image; pick another name"
+                            .to_string(),
+                    ),
                 ));
             }
             // A later definition (the including file) overrides an earlier one.
@@ -770,7 +808,7 @@ impl Loaded {
     pub fn base(&self, overrides: &BTreeMap<String, String>) -> Result<Option<String>> {
         let mut builtins = BTreeMap::new();
         if let Some(a) = self.architecture(overrides)? {
-            builtins.insert("arch".to_string(), a);
+            builtins = vars::arch_builtins(&a);
         }
         let mut r = self.early_resolver(&builtins, overrides);
         match &self.image.base {
@@ -803,11 +841,12 @@ impl Loaded {
             cache: BTreeMap::new(),
         };
         let values = self.values(&mut r, &builtins, overrides)?;
-        let (image, layer_specs) = self.expand_files(&mut r)?;
+        let (image, layer_specs, lint) = self.expand_files(&mut r)?;
         let Some(img) = image else {
             return Err(located(&self.files[0], "image", "no [image] table", None));
         };
         self.check_image(&img)?;
+        self.check_lint(&lint)?;
         let architecture = self.architecture(overrides)?;
         let layers = self.ordered_layers(layer_specs)?;
         Ok(Recipe {
@@ -824,7 +863,36 @@ impl Loaded {
             },
             layers,
             vars: values,
+            lint_allow: lint.allow,
         })
+    }
+
+    /// Each allowed rule once, each with a reason (its id is checked
+    /// against the rules by the linter).
+    fn check_lint(&self, lint: &LintSection) -> Result<()> {
+        let rf = &self.files[0];
+        for (i, a) in lint.allow.iter().enumerate() {
+            if a.reason.trim().is_empty() {
+                return Err(located(
+                    rf,
+                    &format!("lint.allow[{i}].reason"),
+                    format!("allowing {} needs a reason", a.rule),
+                    Some(
+                        "say why the rule does not apply to this recipe: reason = \"...\"; it is shown with every finding it allows"
+                            .to_string(),
+                    ),
+                ));
+            }
+            if let Some(j) = lint.allow[..i].iter().position(|b| b.rule == a.rule) {
+                return Err(located(
+                    rf,
+                    &format!("lint.allow[{i}].rule"),
+                    format!("{} is already allowed at lint.allow[{j}]", a.rule),
+                    Some("allow each rule once".to_string()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every variable's value as the recipe sees it: the definitions
@@ -847,14 +915,15 @@ impl Loaded {
     }
 
     /// Expand every file's values and read them again as a recipe (file 0)
-    /// or a fragment: the `[image]` table of the recipe and each file's
-    /// layers, in file order.
+    /// or a fragment: the `[image]` table of the recipe, each file's
+    /// layers, in file order, and the recipe's `[lint]` table.
     fn expand_files(
         &self,
         r: &mut Resolver<'_>,
-    ) -> Result<(Option<ImageSection>, Vec<Vec<LayerSpec>>)> {
+    ) -> Result<(Option<ImageSection>, Vec<Vec<LayerSpec>>, LintSection)> {
         let mut layer_specs: Vec<Vec<LayerSpec>> = Vec::new();
         let mut image = None;
+        let mut lint = LintSection::default();
         for (fi, f) in self.files.iter().enumerate() {
             let t = Self::expand_file(r, fi, f)?;
             let wrap = |e: toml::de::Error| {
@@ -868,13 +937,14 @@ impl Loaded {
             if fi == 0 {
                 let doc: RecipeFile = toml::Value::Table(t).try_into().map_err(wrap)?;
                 image = Some(doc.image);
+                lint = doc.lint;
                 layer_specs.push(doc.layer);
             } else {
                 let doc: FragmentFile = toml::Value::Table(t).try_into().map_err(wrap)?;
                 layer_specs.push(doc.layer);
             }
         }
-        Ok((image, layer_specs))
+        Ok((image, layer_specs, lint))
     }
 
     /// File `fi`'s table with its variables expanded, without `vars` and

@@ -54,6 +54,11 @@ mod tests {
         let image = &defs["ImageSection"];
         assert_eq!(image["required"], serde_json::json!(["name"]));
         assert_eq!(image["properties"]["tag"]["default"], "latest");
+        let allow = &defs["LintAllow"];
+        assert_eq!(allow["required"], serde_json::json!(["rule", "reason"]));
+        assert_eq!(allow["properties"]["rule"]["pattern"], "^NI[0-9]{3}$");
+        assert_eq!(allow["properties"]["reason"]["minLength"], 1);
+        assert!(s["properties"]["lint"].is_object());
         let text = schema_text();
         assert!(text.contains("\"config-version\""));
         assert!(text.contains("\"exec-opts\"") || text.contains("daemon.json"));

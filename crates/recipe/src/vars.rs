@@ -2,7 +2,9 @@
 //!
 //! `${name}` is replaced by the variable's value, `$${` stands for a literal
 //! `${`, and any other `$` (such as yum's `$basearch`) is left alone.
-//! Built-in variables: `arch` and `os.<KEY>` from the base's os-release.
+//! Built-in variables: `arch` (OCI), `deb_arch` and `rpm_arch` (the same
+//! architecture as Debian and rpm name it) and `os.<KEY>` from the base's
+//! os-release.
 
 use std::collections::BTreeMap;
 
@@ -143,7 +145,8 @@ fn unquote(v: &str) -> String {
     v.to_string()
 }
 
-/// The built-in variables: `arch` and `os.<KEY>`.
+/// The built-in variables: the architecture ones ([`arch_builtins`]) and
+/// `os.<KEY>`.
 pub(crate) fn builtins(
     arch: &str,
     os_release: &BTreeMap<String, String>,
@@ -152,13 +155,29 @@ pub(crate) fn builtins(
         .iter()
         .map(|(k, v)| (format!("os.{k}"), v.clone()))
         .collect();
-    m.insert("arch".to_string(), arch.to_string());
+    m.extend(arch_builtins(arch));
     m
 }
 
+/// The architecture's built-ins: `arch` (the OCI name, `arm`), `deb_arch`
+/// (Debian's, `armhf`) and `rpm_arch` (rpm's, `armv7hl`).
+pub(crate) fn arch_builtins(arch: &str) -> BTreeMap<String, String> {
+    [
+        (ARCH_BUILTINS[0], arch),
+        (ARCH_BUILTINS[1], nodeimg_layers::arch::debian(arch)),
+        (ARCH_BUILTINS[2], nodeimg_layers::arch::rpm(arch)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The names of the architecture's built-ins.
+pub(crate) const ARCH_BUILTINS: [&str; 3] = ["arch", "deb_arch", "rpm_arch"];
+
 /// Whether a name is reserved for built-ins.
 pub(crate) fn is_builtin_name(name: &str) -> bool {
-    name == "arch" || name.starts_with("os.")
+    ARCH_BUILTINS.contains(&name) || name.starts_with("os.")
 }
 
 #[cfg(test)]
@@ -193,6 +212,27 @@ mod tests {
         );
         assert!(matches!(expand("${a", &v), Err(ExpandError::Syntax(_))));
         assert!(matches!(expand("${a b}", &v), Err(ExpandError::Syntax(_))));
+    }
+
+    #[test]
+    fn architecture_builtins_name_it_as_oci_debian_and_rpm_do() {
+        let b = builtins("arm", &BTreeMap::new());
+        assert_eq!(
+            expand("${arch} ${deb_arch} ${rpm_arch}", &b).unwrap(),
+            "arm armhf armv7hl"
+        );
+        let os = BTreeMap::from([("ID".to_string(), "debian".to_string())]);
+        let b = builtins("amd64", &os);
+        assert_eq!(
+            expand("${arch} ${deb_arch} ${rpm_arch} ${os.ID}", &b).unwrap(),
+            "amd64 amd64 x86_64 debian"
+        );
+        // An architecture no map names differently is the same everywhere.
+        assert_eq!(arch_builtins("s390x")["deb_arch"], "s390x");
+        for n in ["arch", "deb_arch", "rpm_arch", "os.ID"] {
+            assert!(is_builtin_name(n), "{n}");
+        }
+        assert!(!is_builtin_name("debian_arch"));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 
 use nodeimg_fetch::cachefile::CachedFile;
 use nodeimg_fetch::openpgp::Keyring;
-use nodeimg_layers::{FileTree, LayerSpec, RootView};
-use nodeimg_pkg::backend::{Backend, InstalledPackage, LayerInstall, LayerRequest, Resolution};
+use nodeimg_layers::{FileTree, ImagePath, LayerSpec, RootView};
+use nodeimg_pkg::backend::{
+    Backend, InstalledPackage, LayerInstall, LayerRequest, PackageOwner, Resolution,
+};
 use nodeimg_pkg::driver::{build_cause, build_err, LockRef, PackagesError};
 use nodeimg_pkg::lock::{LayerKind, LockedLayer, LockedPackage, LockedRepo};
 
@@ -91,6 +93,36 @@ impl Backend for Rpm {
     fn version_lt(&self, a: &str, b: &str) -> Option<bool> {
         let (a, b) = (version::Evr::parse(a).ok()?, version::Evr::parse(b).ok()?);
         Some(a.compare(&b).is_lt())
+    }
+
+    fn owners(
+        &self,
+        view: &dyn RootView,
+        path: &ImagePath,
+    ) -> Result<Vec<PackageOwner>, PackagesError> {
+        if view.list(install::DBPATH).is_empty() {
+            return Ok(Vec::new());
+        }
+        // The build host's rpm reads a copy of the database, sandboxed.
+        let db = install::materialise(view).map_err(|e| build_cause("rpm database", e))?;
+        let installed = db
+            .installed(&install::Runner::default())
+            .map_err(|e| build_cause("rpm database", e))?;
+        Ok(installed
+            .into_iter()
+            .filter(|p| {
+                p.files
+                    .iter()
+                    .any(|f| nodeimg_pkg::backend::lists(view, f, path))
+            })
+            .map(|p| PackageOwner {
+                version: crate::full_evr(&p.evr),
+                name: p.name,
+                architecture: p.arch,
+                repository: None,
+                database: "rpm".to_string(),
+            })
+            .collect())
     }
 }
 
@@ -185,6 +217,20 @@ impl LayerInstall for RpmLayer<'_> {
         Ok(())
     }
 
+    fn unit_files(&self, i: usize) -> Result<Vec<String>, PackagesError> {
+        let Some(p) = self.pkgs.get(i) else {
+            return Err(build_err("listing unit files", format!("no package {i}")));
+        };
+        let rpm = crate::rpmfile::RpmFile::from_reader(p.rpm.reader(), &p.url)
+            .map_err(|e| build_cause("package", e))?;
+        let files = rpm.files().map_err(|e| build_cause("package", e))?;
+        Ok(files
+            .into_iter()
+            .filter(|f| nodeimg_layers::systemd::unit_file_name(&f.path).is_some())
+            .map(|f| f.path)
+            .collect())
+    }
+
     fn install(self: Box<Self>) -> Result<(FileTree, Vec<String>), PackagesError> {
         let Some((db, runner)) = &self.db else {
             return Err(build_err("rpm database", "the rpm database was not opened"));
@@ -239,6 +285,7 @@ fn resolve_layer(l: &mut RpmLayer<'_>) -> Result<Resolution, PackagesError> {
             url: url.clone(),
             size: p.package.size,
             sha256: p.package.sha256.to_ascii_lowercase(),
+            units: Vec::new(),
         });
         l.planned.push((p, url));
     }
@@ -275,6 +322,7 @@ mod tests {
             url: "https://repo.invalid/p.rpm".into(),
             size: 1,
             sha256: "0".repeat(64),
+            units: Vec::new(),
         }
     }
 

@@ -274,6 +274,13 @@ struct Unpacker {
     counter: usize,
 }
 
+/// The time the header records for a file (`rpm -V` checks it), kept for
+/// what is not a directory (directories get the build's).
+fn packaged_mtime(info: Option<&FileInfo>, mode: u32) -> Option<u64> {
+    info.and_then(|i| i.mtime)
+        .filter(|_| mode & 0o170000 != 0o040000)
+}
+
 impl Unpacker {
     /// Checks that `pkg` is what the metadata planned, applies the effects
     /// of its install-time scriptlets and starts its report.
@@ -399,6 +406,7 @@ impl Unpacker {
             })?;
             let info = by_path.get(e.path.as_str()).map(|&i| &files[i]);
             let mode = info.map_or(e.mode, |i| i.mode);
+            let mtime = packaged_mtime(info, mode);
             let meta = self.entry_meta(info, &e, mode, rep);
             let kind = match mode & 0o170000 {
                 0o040000 => {
@@ -419,6 +427,7 @@ impl Unpacker {
                             kind: NodeKind::Hardlink(path.clone()),
                             meta,
                             origin: origin.clone(),
+                            mtime,
                         };
                         insert(&mut self.tree, o, n, &url)?;
                     }
@@ -436,6 +445,7 @@ impl Unpacker {
                 kind,
                 meta,
                 origin: origin.clone(),
+                mtime,
             };
             insert(&mut self.tree, path, n, &url)?;
         }
@@ -1022,6 +1032,7 @@ impl DbRoot {
                 }),
                 meta: Meta::FILE,
                 origin: Origin::new("packages", origin_key),
+                mtime: None,
             };
             tree.replace(p, node);
         }
@@ -1256,6 +1267,30 @@ mod tests {
         assert_eq!(
             node("/usr/bin/demo-link").kind,
             NodeKind::Symlink("demo".into())
+        );
+        // Files and links keep the times the header records (rpm -V checks
+        // them); directories and what nodeimg writes get the build's.
+        let mtimes: Vec<Option<u64>> = [
+            "/etc/demo",
+            "/etc/demo/demo.conf",
+            "/usr/bin/demo",
+            "/usr/bin/demo-hard",
+            "/usr/bin/demo-link",
+            "/etc/group",
+        ]
+        .iter()
+        .map(|p| node(p).mtime)
+        .collect();
+        assert_eq!(
+            mtimes,
+            [
+                None,
+                Some(1_700_000_000),
+                Some(1_700_000_001),
+                Some(1_700_000_001),
+                Some(1_700_000_002),
+                None
+            ]
         );
         assert_eq!(tree.text("/etc/group"), Some("root:x:0:\ndocker:x:999:\n"));
         // Only the changed account file is written into the layer.

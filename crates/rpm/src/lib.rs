@@ -1071,6 +1071,7 @@ AKAr69ettuY1lYjJYbP4fjcgzy3WY/y2P1/fgixCAa8G
             url: "http://h/a.rpm".into(),
             size: 1,
             sha256: "0".repeat(64),
+            units: Vec::new(),
         };
         assert_eq!(
             locked_evr(&p("3:1.0-2")).unwrap(),

@@ -63,6 +63,7 @@ pub mod tag {
     pub(crate) const OLDFILENAMES: u32 = 1027;
     pub(crate) const FILESIZES: u32 = 1028;
     pub(crate) const FILEMODES: u32 = 1030;
+    pub(crate) const FILEMTIMES: u32 = 1034;
     pub(crate) const FILELINKTOS: u32 = 1036;
     pub(crate) const FILEFLAGS: u32 = 1037;
     pub const FILEUSERNAME: u32 = 1039;
@@ -305,6 +306,9 @@ pub struct FileInfo {
     pub link_to: String,
     /// Size.
     pub size: u64,
+    /// Modification time (seconds since the epoch), when the header
+    /// records the files' times (`rpm -V` checks it).
+    pub mtime: Option<u64>,
 }
 
 /// An opened `.rpm`: its headers, and the reader positioned at the payload.
@@ -439,6 +443,7 @@ impl RpmFile {
         } else {
             nums(tag::FILESIZES, 0)?
         };
+        let mtimes = self.file_mtimes(n)?;
         let users = list(tag::FILEUSERNAME)?;
         let groups = list(tag::FILEGROUPNAME)?;
         let links = list(tag::FILELINKTOS)?;
@@ -462,9 +467,23 @@ impl RpmFile {
                 flags: flags[i] as u32,
                 link_to: links[i].clone(),
                 size: sizes[i],
+                mtime: mtimes[i],
             });
         }
         Ok(out)
+    }
+
+    /// The modification time of each of the header's `n` files, `None`
+    /// each when the header records none.
+    fn file_mtimes(&self, n: usize) -> Result<Vec<Option<u64>>, RpmError> {
+        match self.header.ints(tag::FILEMTIMES, &self.file)? {
+            Some(v) if v.len() == n => Ok(v.into_iter().map(Some).collect()),
+            Some(v) => Err(err(
+                &self.file,
+                format!("the header's file times list {} files, not {n}", v.len()),
+            )),
+            None => Ok(vec![None; n]),
+        }
     }
 
     /// The payload's decompressed cpio stream. Its compressed bytes are
@@ -696,6 +715,7 @@ mod tests {
                 flags: 17,
                 link_to: String::new(),
                 size: 4,
+                mtime: Some(1_700_000_000),
             }
         );
         assert_eq!(files[4].link_to, "demo");

@@ -125,6 +125,16 @@ pub fn demo_files() -> (Vec<Tag>, Vec<u8>) {
         int32(tag::FILEFLAGS, &[0, 1 | 16, 0, 0, 0]),
         strings(tag::FILELINKTOS, &["", "", "", "", "demo"]),
         int32(tag::FILESIZES, &[4096, 4, 3, 3, 4]),
+        int32(
+            tag::FILEMTIMES,
+            &[
+                1_600_000_000,
+                1_700_000_000,
+                1_700_000_001,
+                1_700_000_001,
+                1_700_000_002,
+            ],
+        ),
     ];
     let payload = cpio(&[
         Entry("./etc/demo", 0o040755, 1, 2, b""),

@@ -51,6 +51,7 @@ fn locked(name: &str, version: &str) -> LockedPackage {
         url: format!("http://repo.invalid/debian/pool/{name}_{version}_amd64.deb"),
         size: 3,
         sha256: "ab".repeat(32),
+        units: Vec::new(),
     }
 }
 

@@ -420,3 +420,96 @@ fn a_fragment_included_twice_is_read_once() {
     assert_eq!(names, ["common", "a", "b"]);
     assert_eq!(r.files.len(), 4);
 }
+
+#[test]
+fn lint_allow_needs_a_reason_and_each_rule_once() {
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n\n[vars]\nwhy = \"the host\"\n\n[lint]\nallow = [\n  { rule = \"NI004\", reason = \"set up by ${why}\" },\n  { rule = \"NI007\", reason = \"kept on purpose\" },\n]\n",
+    )]);
+    let r = load_expand(&d, &[]).unwrap();
+    assert_eq!(
+        r.lint_allow,
+        [
+            LintAllow {
+                rule: "NI004".into(),
+                reason: "set up by the host".into()
+            },
+            LintAllow {
+                rule: "NI007".into(),
+                reason: "kept on purpose".into()
+            },
+        ]
+    );
+    // No reason: the key and its line.
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n\n[lint]\nallow = [\n  { rule = \"NI004\" },\n]\n",
+    )]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("lint.allow[0].reason"));
+    assert_eq!(e.line, Some(6));
+    assert_eq!(file_name(&e), "recipe.toml");
+    // An empty reason.
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n\n[lint]\nallow = [\n  { rule = \"NI004\", reason = \"  \" },\n]\n",
+    )]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("lint.allow[0].reason"));
+    assert_eq!(e.line, Some(6));
+    assert!(e.message.contains("needs a reason"), "{}", e.message);
+    // Twice the same rule.
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n[lint]\nallow = [{ rule = \"NI004\", reason = \"a\" }, { rule = \"NI004\", reason = \"b\" }]\n",
+    )]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("lint.allow[1].rule"));
+    // Only the recipe allows rules, not a fragment it includes.
+    let d = folder(&[
+        (
+            "r/recipe.toml",
+            "include = [\"f.toml\"]\n[image]\nname = \"n\"\n",
+        ),
+        (
+            "r/f.toml",
+            "[lint]\nallow = [{ rule = \"NI004\", reason = \"a\" }]\n",
+        ),
+    ]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(file_name(&e), "f.toml");
+    assert!(e
+        .hint
+        .unwrap()
+        .contains("move `[image]` and `[lint]` to the recipe"));
+}
+
+#[test]
+fn architecture_variables_in_layers_and_the_base() {
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\narchitecture = \"arm\"\nbase = \"rootfs:${deb_arch}-${rpm_arch}.tar\"\n\n[vars]\nrepo = \"https://mirror.example.org/raspbian/${deb_arch}\"\n\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/arch\", content = \"${arch} ${deb_arch} ${rpm_arch} ${repo}\" }]\n",
+    )]);
+    let loaded = Loaded::load(&d.root.join("recipe.toml")).unwrap();
+    assert_eq!(
+        loaded.base(&BTreeMap::new()).unwrap().as_deref(),
+        Some("rootfs:armhf-armv7hl.tar")
+    );
+    let r = loaded.expand("arm", &os(), &BTreeMap::new()).unwrap();
+    assert_eq!(
+        r.layers[0].spec.file[0].content.as_deref(),
+        Some("arm armhf armv7hl https://mirror.example.org/raspbian/armhf")
+    );
+    assert_eq!(r.vars["deb_arch"], "armhf");
+    // The names are reserved.
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\n\n[vars]\ndeb_arch = \"armel\"\n",
+    )]);
+    let e = recipe_err(load_expand(&d, &[]));
+    assert_eq!(e.key.as_deref(), Some("vars.deb_arch"));
+    assert_eq!(e.line, Some(5));
+    assert!(e.message.contains("built-in"), "{}", e.message);
+    assert!(e.hint.unwrap().contains("`deb_arch`"));
+}
