@@ -170,10 +170,22 @@ fn the_zsh_and_fish_completions_load() {
     assert!(text.starts_with("#compdef nodeimg"), "{text}");
     let r = run(Command::new("zsh").arg("-n").arg(&zsh));
     assert_eq!(r.code, 0, "{r}");
-    let r = run(Command::new("zsh").args(["-f", "-c"]).arg(format!(
-        "autoload -U compinit && compinit -u -d /dev/null && source {} && whence -w _nodeimg",
-        zsh.display()
-    )));
+    // compinit without a dump file (-D): with -d PATH it replaces PATH by
+    // a file of its own.
+    let r = run(Command::new("zsh")
+        .args(["-f", "-c"])
+        .arg(format!(
+            "autoload -U compinit && compinit -u -D && source {} && whence -w _nodeimg",
+            zsh.display()
+        ))
+        .env("HOME", t.path()));
+    assert!(
+        std::fs::metadata("/dev/null").is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_char_device()
+        }),
+        "/dev/null is still the null device"
+    );
     assert_eq!(r.stdout.trim(), "_nodeimg: function", "{r}");
     let fish = dest.join("usr/share/fish/vendor_completions.d/nodeimg.fish");
     let complete = |line: &str| {
