@@ -420,6 +420,24 @@ struct Source {
     suites: Vec<String>,
     components: Vec<String>,
     keyring: Keyring,
+    /// `Check-Valid-Until`, as apt reads it (`no` skips the check).
+    freshness: repo::Freshness,
+}
+
+/// A deb822 source's `Check-Valid-Until`: apt's boolean spellings, `yes`
+/// when absent.
+fn freshness(file: &str, st: &control::Stanza) -> Result<repo::Freshness, PackagesError> {
+    let Some(v) = st.get("Check-Valid-Until") else {
+        return Ok(repo::Freshness::Checked);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "with" | "on" | "enable" | "1" => Ok(repo::Freshness::Checked),
+        "no" | "false" | "without" | "off" | "disable" | "0" => Ok(repo::Freshness::NotChecked),
+        other => Err(build_err(
+            file,
+            format!("Check-Valid-Until: {other:?} is neither yes nor no"),
+        )),
+    }
 }
 
 fn words(stanza: &control::Stanza, name: &str) -> Vec<String> {
@@ -470,6 +488,7 @@ fn read_sources(view: &dyn RootView, arch: &str) -> Result<Vec<Source>, Packages
     for (file, st) in enabled_stanzas(view, arch)? {
         let keyring = read_keyring(view, &file, &st)?;
         out.push(Source {
+            freshness: freshness(&file, &st)?,
             uris: words(&st, "URIs"),
             suites: words(&st, "Suites"),
             components: words(&st, "Components"),
@@ -561,7 +580,8 @@ fn locate_indexes(
         for uri in &s.uris {
             for suite in &s.suites {
                 let dir = repo::release_dir_url(uri, suite);
-                let release = fetch_release(env, &dir, env.release_keyring(&dir, &s.keyring))?;
+                let keyring = env.release_keyring(&dir, &s.keyring);
+                let release = fetch_release(env, &dir, keyring, s.freshness)?;
                 let comps: Vec<Option<&str>> = if repo::is_flat(suite) {
                     vec![None]
                 } else {
@@ -690,10 +710,11 @@ fn fetch_release(
     env: &PackageEnv,
     dir: &str,
     keyring: &Keyring,
+    freshness: repo::Freshness,
 ) -> Result<repo::Release, PackagesError> {
     let inrelease = format!("{dir}InRelease");
     match env.cache().fetch_unverified(&inrelease) {
-        Ok(bytes) => repo::verify_inrelease(&bytes, keyring, env.now(), &inrelease)
+        Ok(bytes) => repo::verify_inrelease_with(&bytes, keyring, env.now(), &inrelease, freshness)
             .map_err(|e| build_cause("repository metadata", e)),
         Err(e) if e.is_not_found() => {
             let release = format!("{dir}Release");
@@ -711,7 +732,7 @@ fn fetch_release(
                         build_cause("download", e)
                     }
                 })?;
-            repo::verify_detached(&text, &sig, keyring, env.now(), &release)
+            repo::verify_detached(&text, &sig, keyring, env.now(), &release, freshness)
                 .map_err(|e| build_cause("repository metadata", e))
         }
         Err(e) => Err(build_cause("download", e)),
@@ -817,6 +838,36 @@ fn locked_source(s: &Source) -> LockedSource {
 mod tests {
     use super::*;
     use nodeimg_layers::MemView;
+
+    #[test]
+    fn check_valid_until_is_read_as_apt_reads_it() {
+        let stanza = |extra: &str| {
+            let text = format!("Types: deb\nURIs: http://r/\nSuites: s\n{extra}");
+            control::parse(&text, Syntax::with_comments())
+                .unwrap()
+                .remove(0)
+        };
+        let of = |extra: &str| freshness("x.sources", &stanza(extra)).unwrap();
+        assert_eq!(of(""), repo::Freshness::Checked);
+        for yes in ["yes", "Yes", "true", "1"] {
+            assert_eq!(
+                of(&format!("Check-Valid-Until: {yes}\n")),
+                repo::Freshness::Checked
+            );
+        }
+        for no in ["no", "NO", "false", "0", "off"] {
+            assert_eq!(
+                of(&format!("Check-Valid-Until: {no}\n")),
+                repo::Freshness::NotChecked
+            );
+        }
+        let e = freshness("x.sources", &stanza("Check-Valid-Until: later\n")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("x.sources") && text.contains("\"later\""),
+            "{text}"
+        );
+    }
 
     /// The cause kept beneath a build error, as `T`.
     fn cause_of<T: std::error::Error + 'static>(e: &PackagesError) -> &T {

@@ -75,6 +75,26 @@ pub enum RepoError {
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
+/// Whether a `Release`'s `Valid-Until` is checked: apt's
+/// `Check-Valid-Until` option of a source (`no` for a snapshot of an
+/// archive whose metadata has expired on purpose).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// `Valid-Until`, when present, must be after now (the default).
+    Checked,
+    /// `Valid-Until` is not looked at (`Check-Valid-Until: no`).
+    NotChecked,
+}
+
+impl Freshness {
+    fn check(self, release: &Release, now: DateTime<Utc>) -> Result<()> {
+        match self {
+            Freshness::Checked => release.check_valid(now),
+            Freshness::NotChecked => Ok(()),
+        }
+    }
+}
+
 /// Verifies a clearsigned `InRelease` and returns the parsed, signed `Release` text.
 /// Nothing outside the signed part is used.
 pub fn verify_inrelease(
@@ -82,6 +102,17 @@ pub fn verify_inrelease(
     keyring: &Keyring,
     now: DateTime<Utc>,
     file: &str,
+) -> Result<Release> {
+    verify_inrelease_with(inrelease, keyring, now, file, Freshness::Checked)
+}
+
+/// [`verify_inrelease`], checking `Valid-Until` as `freshness` says.
+pub fn verify_inrelease_with(
+    inrelease: &[u8],
+    keyring: &Keyring,
+    now: DateTime<Utc>,
+    file: &str,
+    freshness: Freshness,
 ) -> Result<Release> {
     let text = std::str::from_utf8(inrelease).map_err(|_| RepoError::Malformed {
         file: file.to_string(),
@@ -116,17 +147,19 @@ pub fn verify_inrelease(
         release_text.push('\n');
     }
     let release = Release::parse(&release_text, file, Some(key))?;
-    release.check_valid(now)?;
+    freshness.check(&release, now)?;
     Ok(release)
 }
 
-/// Verifies `Release` against the detached `Release.gpg` (armored or binary) and parses it.
+/// Verifies `Release` against the detached `Release.gpg` (armored or binary) and parses it,
+/// checking `Valid-Until` as `freshness` says.
 pub(crate) fn verify_detached(
     release: &[u8],
     signature: &[u8],
     keyring: &Keyring,
     now: DateTime<Utc>,
     file: &str,
+    freshness: Freshness,
 ) -> Result<Release> {
     let sig_file = format!("{file}.gpg");
     let unsigned = |reason: String| SignatureError::Unsigned {
@@ -157,7 +190,7 @@ pub(crate) fn verify_detached(
         reason: "not UTF-8 text".into(),
     })?;
     let parsed = Release::parse(text, file, Some(key))?;
-    parsed.check_valid(now)?;
+    freshness.check(&parsed, now)?;
     Ok(parsed)
 }
 
@@ -1071,8 +1104,15 @@ mod tests {
     fn detached_signatures_binary_and_armored_verify() {
         let f = need_gpg!();
         let ring = Keyring::from_bytes(&f.keyring_a_binary, "a.gpg").unwrap();
-        let r =
-            verify_detached(&f.release, &f.detached_a, &ring, now(), "file:///r/Release").unwrap();
+        let r = verify_detached(
+            &f.release,
+            &f.detached_a,
+            &ring,
+            now(),
+            "file:///r/Release",
+            Freshness::Checked,
+        )
+        .unwrap();
         assert_eq!(r.suite.as_deref(), Some("stable"));
         let r = verify_detached(
             &f.release,
@@ -1080,6 +1120,7 @@ mod tests {
             &ring,
             now(),
             "file:///r/Release",
+            Freshness::Checked,
         )
         .unwrap();
         assert_eq!(r.text.as_bytes(), &f.release[..]);
@@ -1137,7 +1178,15 @@ mod tests {
                 .starts_with("http://r/InRelease: not signed"),
             "{err}"
         );
-        let err = verify_detached(&f.release, b"", &ring, now(), "http://r/Release").unwrap_err();
+        let err = verify_detached(
+            &f.release,
+            b"",
+            &ring,
+            now(),
+            "http://r/Release",
+            Freshness::Checked,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, RepoError::Signature(SignatureError::Unsigned { ref file, .. }) if file == "http://r/Release.gpg"),
             "{err}"
@@ -1198,7 +1247,15 @@ mod tests {
         assert!(err.to_string().contains("does not verify"), "{err}");
         let mut release = f.release.clone();
         release[0] = b'o';
-        let err = verify_detached(&release, &f.detached_a, &ring, now(), "Release").unwrap_err();
+        let err = verify_detached(
+            &release,
+            &f.detached_a,
+            &ring,
+            now(),
+            "Release",
+            Freshness::Checked,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1227,8 +1284,45 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let err = verify_detached(&f.release, &f.detached_a, &ring, later, "Release").unwrap_err();
+        let err = verify_detached(
+            &f.release,
+            &f.detached_a,
+            &ring,
+            later,
+            "Release",
+            Freshness::Checked,
+        )
+        .unwrap_err();
         assert!(matches!(err, RepoError::Expired { .. }), "{err}");
+        // Check-Valid-Until: no takes the same metadata; the signature is
+        // still checked.
+        let r = verify_inrelease_with(
+            &f.inrelease_a,
+            &ring,
+            later,
+            "http://r/InRelease",
+            Freshness::NotChecked,
+        )
+        .unwrap();
+        assert_eq!(r.suite.as_deref(), Some("stable"));
+        verify_detached(
+            &f.release,
+            &f.detached_a,
+            &ring,
+            later,
+            "Release",
+            Freshness::NotChecked,
+        )
+        .unwrap();
+        let other = Keyring::from_bytes(&f.keyring_b, "b.asc").unwrap();
+        assert!(verify_inrelease_with(
+            &f.inrelease_a,
+            &other,
+            later,
+            "http://r/InRelease",
+            Freshness::NotChecked,
+        )
+        .is_err());
     }
 
     #[test]
