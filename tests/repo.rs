@@ -6,7 +6,8 @@
 //! `Packages` from `dpkg-scanpackages` and a `Release` signed with a throwaway
 //! key (`gpg --batch`) into `InRelease` (and `Release.gpg` for the flat ones):
 //!
-//! - `/debian`: `dists/bookworm/main` (amd64): containerd, runc, libseccomp2;
+//! - `/debian`: `dists/bookworm/main` (amd64): containerd, runc, libseccomp2,
+//!   docker.io; `dists/testing/main` (amd64): containerd 2;
 //! - `/docker`: `dists/focal/stable` (amd64 and arm64): containerd.io,
 //!   docker-ce, docker-ce-cli (epoch 5, `~` versions), iptables, libseccomp2;
 //! - `/kubic/<DIST>/`: flat repositories (suite `/`) for `xUbuntu_20.04`,
@@ -294,6 +295,28 @@ TasksMax=infinity
 WantedBy=multi-user.target
 ";
 
+/// Debian's docker.service (docker.io): dockerd in /usr/sbin, containerd
+/// wanted, not required.
+const DEBIAN_DOCKER_SERVICE: &str = "[Unit]
+Description=Docker Application Container Engine
+Documentation=https://docs.docker.com
+After=network-online.target docker.socket firewalld.service containerd.service
+Wants=network-online.target containerd.service
+Requires=docker.socket
+
+[Service]
+Type=notify
+EnvironmentFile=-/etc/default/docker
+ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock $DOCKER_OPTS
+ExecReload=/bin/kill -s HUP $MAINPID
+Delegate=yes
+KillMode=process
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+";
+
 const DOCKER_SERVICE: &str = "[Unit]
 Description=Docker Application Container Engine
 Documentation=https://docs.docker.com
@@ -387,7 +410,45 @@ fn debian_packages() -> Vec<TestDeb> {
             ],
             &["/etc/containerd/config.toml"],
         ),
+        deb(
+            "docker.io",
+            "20.10.24+dfsg1-1+deb12u1+b6",
+            a,
+            "Depends: containerd (>= 1.4~), runc (>= 1.0.0~rc8~)\n",
+            &[
+                ("/usr/sbin/dockerd", &program("dockerd 20.10.24")),
+                ("/usr/bin/docker", &program("docker 20.10.24")),
+                ("/lib/systemd/system/docker.service", DEBIAN_DOCKER_SERVICE),
+                ("/lib/systemd/system/docker.socket", DOCKER_SOCKET),
+                ("/etc/default/docker", "#DOCKER_OPTS=\n"),
+                (
+                    "/DEBIAN/postinst",
+                    "#!/bin/sh\nset -e\nif [ \"$1\" = configure ] && [ -z \"$2\" ]; then\n    if ! getent group docker >/dev/null 2>&1; then\n        addgroup --system docker\n    fi\nfi\n",
+                ),
+            ],
+            &["/etc/default/docker"],
+        ),
     ]
+}
+
+/// Debian testing's packages (main, amd64): containerd 2, whose runc comes
+/// from bookworm.
+fn debian_testing_packages() -> Vec<TestDeb> {
+    vec![deb(
+        "containerd",
+        "2.1.9+ds1-5",
+        "amd64",
+        "Depends: runc (>= 0.1.0~)\n",
+        &[
+            ("/usr/bin/containerd", &program("containerd 2.1.9")),
+            ("/lib/systemd/system/containerd.service", CONTAINERD_SERVICE),
+            (
+                "/etc/containerd/config.toml",
+                "# containerd 2 package default\n",
+            ),
+        ],
+        &["/etc/containerd/config.toml"],
+    )]
 }
 
 /// Docker's repository (focal, stable) for one architecture.
@@ -686,7 +747,7 @@ pub fn repos_dir() -> PathBuf {
     .clone()
 }
 
-/// Debian: `dists/bookworm/main`, amd64.
+/// Debian: `dists/bookworm/main` and `dists/testing/main`, amd64.
 fn generate_debian(root: &Path, work: &Path, home: &Path) {
     let debian = root.join("debian");
     for p in debian_packages() {
@@ -704,6 +765,27 @@ fn generate_debian(root: &Path, work: &Path, home: &Path) {
     write_release(
         &rel,
         "Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n",
+        &files,
+        home,
+        false,
+    );
+
+    let pool = debian.join("pool-testing");
+    for p in debian_testing_packages() {
+        let letter = &p.name[..1];
+        p.build(work, &pool.join(format!("main/{letter}/{}", p.name)));
+    }
+    let rel = debian.join("dists/testing");
+    let files = write_index(
+        &debian,
+        "pool-testing",
+        "amd64",
+        &rel.join("main/binary-amd64"),
+        &rel,
+    );
+    write_release(
+        &rel,
+        "Origin: Debian\nLabel: Debian\nSuite: testing\nCodename: forky\nArchitectures: amd64\nComponents: main\n",
         &files,
         home,
         false,

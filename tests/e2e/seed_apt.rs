@@ -83,6 +83,31 @@ const SEEDS: &[Seed] = &[
         unit: "containerd.service",
         probe: ("usr/sbin/runc", "runc 1.1.5 (amd64)"),
     },
+    Seed {
+        recipe: "docker-debian.toml",
+        installed: &[
+            ("containerd", "1.6.20~ds1-1+deb12u3", "amd64"),
+            ("docker.io", "20.10.24+dfsg1-1+deb12u1+b6", "amd64"),
+            ("libseccomp2:amd64", "2.5.4-1+deb12u1", "amd64"),
+            ("runc", "1.1.5+ds1-1+deb12u1", "amd64"),
+        ],
+        verify: "",
+        unit: "docker.service",
+        probe: ("usr/sbin/dockerd", "dockerd 20.10.24 (amd64)"),
+    },
+    Seed {
+        // containerd from testing (the highest version of the two
+        // suites), runc pinned to bookworm's.
+        recipe: "containerd-testing.toml",
+        installed: &[
+            ("containerd", "2.1.9+ds1-5", "amd64"),
+            ("libseccomp2:amd64", "2.5.4-1+deb12u1", "amd64"),
+            ("runc", "1.1.5+ds1-1+deb12u1", "amd64"),
+        ],
+        verify: CONTAINERD_CONFIG_REPLACED,
+        unit: "containerd.service",
+        probe: ("usr/bin/containerd", "containerd 2.1.9 (amd64)"),
+    },
     CRIO_UBUNTU,
     Seed {
         recipe: "crio-debian10.toml",
@@ -259,6 +284,7 @@ fn apt_seed_recipes_install_their_pins_through_a_re_signing_mirror() {
         "200 /docker/dists/focal/InRelease",
         "200 /kubic/Raspbian_10/InRelease",
         "200 /debian/dists/bookworm/InRelease",
+        "200 /debian/dists/testing/InRelease",
     ] {
         assert!(served.iter().any(|s| s == want), "{want} in {served:?}");
     }
