@@ -1,21 +1,31 @@
-//! Boot proof of the main job: the containerd node image
-//! (`recipes/containerd-debian.toml` on the mmdebstrap base of
-//! `scripts/make-node-base`, containerd and runc installed by nodeimg from
-//! the build machine's Debian mirror) boots under QEMU with a read-only root
-//! and reports the node's real state on the serial console. The bare base,
-//! booted with the same probe, is the negative control: a test that cannot
-//! tell the two apart proves nothing.
+//! Boot proof of the node images: three shipped recipes built on the
+//! mmdebstrap base of `scripts/make-node-base`, their packages installed by
+//! nodeimg from the build machine's Debian mirror, each booted under QEMU
+//! with a read-only root, reporting the node's real state on the serial
+//! console:
 //!
-//! Before booting, the node image is checked with its own dpkg and systemctl
-//! (`dpkg --root -l/--verify/--audit`, `systemctl --root is-enabled`).
+//! - `containerd-debian`: containerd 1.6 and runc of Debian 12 (the main job);
+//! - `docker-debian`: Docker (`docker.io` 20.10) of Debian 12 with the guide's
+//!   daemon.json, read back from `docker info` in the guest;
+//! - `containerd-testing`: containerd 2.x of Debian testing with config
+//!   version 3; the suite moves, so the test locks the recipe at run time,
+//!   says which containerd it got, and builds that lock.
+//!
+//! The bare base, booted with the same probe, is the negative control of
+//! all three: a test that cannot tell the nodes from it proves nothing.
+//!
+//! Before booting, each image is checked with its own dpkg and systemctl
+//! (`dpkg --root -l/--verify/--audit`, `systemd-analyze verify`,
+//! `systemctl --root is-enabled`).
 //!
 //! Needs root (the boot disk keeps the image's file owners), mmdebstrap,
 //! e2fsprogs and qemu-system-x86 (`scripts/install-test-deps`); a missing one
 //! skips the test, or fails it under `CI=true`.
 //!
 //! Environment: `NODEIMG_BOOT_TIMEOUT` (seconds per boot, default 480),
-//! `NODEIMG_BOOT_PARALLEL=0` boots one machine after the other,
-//! `NODEIMG_BOOT_SMP` (vCPUs per machine, default 2).
+//! `NODEIMG_BOOT_PARALLEL=N` boots at most N machines at once (default: all
+//! four; 0 or 1: one after the other), `NODEIMG_BOOT_SMP` (vCPUs per
+//! machine, default 2).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,13 +35,9 @@ use std::time::{Duration, Instant};
 
 use nodeimg_e2e::*;
 
-const RECIPE: &str = "recipes/containerd-debian.toml";
 const PROBE: &str = "tests/boot/probe.toml";
 const BEGIN: &str = "NODE-PROBE-BEGIN";
 const END: &str = "NODE-PROBE-END";
-/// The one dpkg --verify line the recipe causes on purpose: it replaces
-/// containerd's conffile with its own config.toml.
-const EXPECTED_VERIFY: &str = "??5?????? c /etc/containerd/config.toml";
 
 /// A line of the test's report, printed whether the test passes or fails
 /// (straight to the process's stderr, which the test harness does not
@@ -137,35 +143,188 @@ fn extract_owned(tar: &Path, dest: &Path) -> Result<(), String> {
     }
 }
 
-/// The `name=version` pins of the recipe's `packages` items.
-fn pinned_packages(root: &Path) -> Vec<(String, String)> {
-    let model = RecipeModel::load(&root.join(RECIPE));
-    let pins: Vec<(String, String)> = model
+/// A node image the test builds from a shipped recipe on the node base,
+/// checks with its own dpkg and systemctl, and boots.
+struct Node {
+    /// How the report names it: the recipe's file name.
+    label: &'static str,
+    recipe: &'static str,
+    /// Packages the recipe pins (`name=version`), checked with `dpkg -l`.
+    pinned: &'static [&'static str],
+    /// Packages the recipe leaves unpinned: the test locks the recipe at run
+    /// time, builds it `--locked` and reports the versions it got.
+    locked: &'static [&'static str],
+    /// The `dpkg --verify` lines the recipe causes on purpose.
+    verify: &'static [&'static str],
+    /// The recipe's own units, as `systemd-analyze verify` reads them.
+    units: &'static [&'static str],
+    /// Units `systemctl --root is-enabled` must call enabled.
+    enabled: &'static [&'static str],
+    /// What its probe must report, beyond what every node reports.
+    expect: &'static [(&'static str, Want)],
+}
+
+/// What a probe line must say.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    Is(&'static str),
+    StartsWith(&'static str),
+}
+
+impl Want {
+    fn holds(self, got: Option<&str>) -> bool {
+        match self {
+            Want::Is(v) => got == Some(v),
+            Want::StartsWith(p) => got.is_some_and(|g| g.starts_with(p)),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Want::Is(v) => v.to_string(),
+            Want::StartsWith(p) => format!("{p}..."),
+        }
+    }
+}
+
+/// The line `dpkg --verify` prints when a recipe replaces containerd's
+/// conffile with its own config.toml.
+const CONTAINERD_CONFFILE: &str = "??5?????? c /etc/containerd/config.toml";
+const IMMUTABLE_UNITS: [&str; 3] = ["tmp.mount", "var-tmp.mount", "var-log.mount"];
+
+const NODES: [Node; 3] = [
+    Node {
+        label: "containerd-debian",
+        recipe: "recipes/containerd-debian.toml",
+        pinned: &["containerd", "runc"],
+        locked: &[],
+        verify: &[CONTAINERD_CONFFILE],
+        units: &["var-lib-containerd.mount"],
+        enabled: &["containerd.service", "var-lib-containerd.mount"],
+        expect: &[
+            ("containerd", Want::Is("installed")),
+            ("containerd.service", Want::Is("active")),
+            ("SystemdCgroup", Want::Is("true")),
+            (
+                "SystemdCgroup plugin",
+                Want::Is("io.containerd.grpc.v1.cri"),
+            ),
+            ("docker", Want::Is("absent")),
+        ],
+    },
+    Node {
+        label: "docker-debian",
+        recipe: "recipes/docker-debian.toml",
+        pinned: &["docker.io"],
+        locked: &[],
+        verify: &[],
+        units: &["var-lib-docker.mount", "var-lib-containerd.mount"],
+        enabled: &[
+            "docker.service",
+            "var-lib-docker.mount",
+            "var-lib-containerd.mount",
+        ],
+        expect: &[
+            ("docker", Want::Is("installed")),
+            ("docker.service", Want::Is("active")),
+            ("docker cgroup driver", Want::Is("systemd")),
+            ("docker cgroup version", Want::Is("2")),
+            ("docker storage driver", Want::Is("overlay2")),
+            ("docker logging driver", Want::Is("json-file")),
+            ("containerd.service", Want::Is("active")),
+        ],
+    },
+    Node {
+        label: "containerd-testing",
+        recipe: "recipes/containerd-testing.toml",
+        pinned: &["runc"],
+        locked: &["containerd"],
+        verify: &[CONTAINERD_CONFFILE],
+        units: &["var-lib-containerd.mount"],
+        enabled: &["containerd.service", "var-lib-containerd.mount"],
+        expect: &[
+            ("containerd", Want::Is("installed")),
+            ("containerd version", Want::StartsWith("2.")),
+            ("containerd.service", Want::Is("active")),
+            ("SystemdCgroup", Want::Is("true")),
+            (
+                "SystemdCgroup plugin",
+                Want::Is("io.containerd.cri.v1.runtime"),
+            ),
+            ("docker", Want::Is("absent")),
+        ],
+    },
+];
+
+/// What every node's probe must report.
+const EVERY_NODE: [(&str, Want); 8] = [
+    ("sysctl net.bridge.bridge-nf-call-iptables", Want::Is("1")),
+    ("sysctl net.bridge.bridge-nf-call-ip6tables", Want::Is("1")),
+    ("sysctl net.ipv4.ip_forward", Want::Is("1")),
+    ("module overlay", Want::Is("loaded")),
+    ("module br_netfilter", Want::Is("loaded")),
+    ("cgroup fs", Want::Is("cgroup2fs")),
+    ("failed units", Want::Is("none")),
+    ("root mount", Want::Is("ro")),
+];
+
+/// What the bare base, the negative control, must report.
+const CONTROL: [(&str, Want); 8] = [
+    ("sysctl net.ipv4.ip_forward", Want::Is("0")),
+    (
+        "sysctl net.bridge.bridge-nf-call-iptables",
+        Want::Is("absent"),
+    ),
+    (
+        "sysctl net.bridge.bridge-nf-call-ip6tables",
+        Want::Is("absent"),
+    ),
+    ("module br_netfilter", Want::Is("absent")),
+    ("containerd", Want::Is("absent")),
+    ("docker", Want::Is("absent")),
+    ("cgroup fs", Want::Is("cgroup2fs")),
+    ("root mount", Want::Is("ro")),
+];
+
+/// The `name=version` pins of a recipe's `packages` items.
+fn recipe_pins(path: &Path) -> Vec<(String, String)> {
+    RecipeModel::load(path)
         .items("packages")
         .iter()
         .filter_map(|v| v.as_str())
         .filter_map(|s| s.split_once('='))
         .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    let names: Vec<&str> = pins.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["containerd", "runc"],
-        "{RECIPE} must pin containerd and runc"
-    );
-    pins
+        .collect()
 }
 
-/// The node image checked with its own package database and unit files.
-fn check_installed(dir: &Path, pins: &[(String, String)]) -> Vec<String> {
-    let mut failures = Vec::new();
-    let root_arg = format!("--root={}", dir.display());
+/// The packages a lock file says were installed, with their versions and
+/// the repository each came from.
+fn locked_packages(lock: &Path) -> Vec<(String, String, String)> {
+    let text = fs::read_to_string(lock).unwrap_or_else(|e| panic!("{}: {e}", lock.display()));
+    let t: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{} is not TOML: {e}", lock.display()));
+    let field =
+        |p: &toml::Value, k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    t.get("layer")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.get("package").and_then(|v| v.as_array()))
+        .flatten()
+        .map(|p| (field(p, "name"), field(p, "version"), field(p, "source")))
+        .collect()
+}
 
+/// `dpkg -l` of the image: each of `versions` installed (`ii`) at its
+/// version.
+fn check_versions(label: &str, root_arg: &str, versions: &[(String, String)]) -> Vec<String> {
+    let mut failures = Vec::new();
     let list = run(Command::new("dpkg")
-        .arg(&root_arg)
+        .arg(root_arg)
         .arg("-l")
-        .args(pins.iter().map(|(n, _)| n)));
-    for (name, version) in pins {
+        .args(versions.iter().map(|(n, _)| n)));
+    for (name, version) in versions {
         let line = list.stdout.lines().find(|l| {
             l.split_whitespace()
                 .nth(1)
@@ -177,12 +336,20 @@ fn check_installed(dir: &Path, pins: &[(String, String)]) -> Vec<String> {
             .unwrap_or_default();
         if fields.first() != Some(&"ii") || fields.get(2) != Some(&version.as_str()) {
             failures.push(format!(
-                "dpkg -l: want `ii {name} {version}`, got {line:?}\n{list}"
+                "{label}: dpkg -l: want `ii {name} {version}`, got {line:?}\n{list}"
             ));
         } else {
-            say(&format!("dpkg -l: ii {name} {version}"));
+            say(&format!("{label}: dpkg -l: ii {name} {version}"));
         }
     }
+    failures
+}
+
+/// The node image checked with its own package database and unit files.
+fn check_installed(node: &Node, dir: &Path, versions: &[(String, String)]) -> Vec<String> {
+    let label = node.label;
+    let root_arg = format!("--root={}", dir.display());
+    let mut failures = check_versions(label, &root_arg, versions);
 
     let verify = run(Command::new("dpkg").arg(&root_arg).arg("--verify"));
     let lines: Vec<&str> = verify
@@ -192,51 +359,61 @@ fn check_installed(dir: &Path, pins: &[(String, String)]) -> Vec<String> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    if lines != [EXPECTED_VERIFY] || !(verify.code == 0 || verify.code == 1) {
-        failures.push(format!(
-            "dpkg --verify: want exactly `{EXPECTED_VERIFY}`, got {lines:?}\n{verify}"
-        ));
+    let code_ok = if node.verify.is_empty() {
+        verify.code == 0
     } else {
-        say(&format!("dpkg --verify: {EXPECTED_VERIFY} (only)"));
+        verify.code == 0 || verify.code == 1
+    };
+    if lines != node.verify || !code_ok {
+        failures.push(format!(
+            "{label}: dpkg --verify: want exactly {:?}, got {lines:?}\n{verify}",
+            node.verify
+        ));
+    } else if node.verify.is_empty() {
+        say(&format!("{label}: dpkg --verify: silent"));
+    } else {
+        say(&format!(
+            "{label}: dpkg --verify: {} (only)",
+            node.verify.join(", ")
+        ));
     }
 
     let audit = run(Command::new("dpkg").arg(&root_arg).arg("--audit"));
     if audit.code != 0 || !audit.stdout.trim().is_empty() || !audit.stderr.trim().is_empty() {
-        failures.push(format!("dpkg --audit is not silent: {audit}"));
+        failures.push(format!("{label}: dpkg --audit is not silent: {audit}"));
     } else {
-        say("dpkg --audit: silent");
+        say(&format!("{label}: dpkg --audit: silent"));
     }
 
     // The recipe's own units, as systemd reads them (warnings exit 0, so
     // any output is a failure).
-    let units = [
-        "tmp.mount",
-        "var-tmp.mount",
-        "var-log.mount",
-        "var-lib-containerd.mount",
-    ];
+    let units: Vec<&str> = IMMUTABLE_UNITS.iter().chain(node.units).copied().collect();
     let verify_units = run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(&root_arg)
-        .args(units));
+        .args(&units));
     if verify_units.code != 0 || !verify_units.stderr.trim().is_empty() {
         failures.push(format!(
-            "systemd-analyze verify of the recipe's units: {verify_units}"
+            "{label}: systemd-analyze verify of the recipe's units: {verify_units}"
         ));
     } else {
         say(&format!(
-            "systemd-analyze verify: {} clean",
+            "{label}: systemd-analyze verify: {} clean",
             units.join(" ")
         ));
     }
 
-    let enabled = run(Command::new("systemctl")
-        .arg(&root_arg)
-        .args(["is-enabled", "containerd.service"]));
-    if enabled.code != 0 || enabled.stdout.trim() != "enabled" {
-        failures.push(format!("containerd.service is not enabled: {enabled}"));
-    } else {
-        say("systemctl --root is-enabled containerd.service: enabled");
+    for unit in node.enabled {
+        let enabled = run(Command::new("systemctl")
+            .arg(&root_arg)
+            .args(["is-enabled", unit]));
+        if enabled.code != 0 || enabled.stdout.trim() != "enabled" {
+            failures.push(format!("{label}: {unit} is not enabled: {enabled}"));
+        } else {
+            say(&format!(
+                "{label}: systemctl --root is-enabled {unit}: enabled"
+            ));
+        }
     }
     failures
 }
@@ -447,99 +624,73 @@ fn boot(label: &'static str, tar: &Path, work: &Path, timeout: Duration) -> Resu
     })
 }
 
-/// What the node must show, and what the bare base must not.
-fn check_boots(node: &Boot, base: &Boot) -> Vec<String> {
+/// What each node must show, and what the bare base must not.
+fn check_boots(nodes: &[(&Node, &Boot)], base: &Boot) -> Vec<String> {
     let mut failures = Vec::new();
-    let mut want = |b: &Boot, name: &str, ok: &dyn Fn(Option<&str>) -> bool, what: &str| {
+    let mut want = |b: &Boot, name: &str, w: Want| {
         let got = b.value(name);
-        if !ok(got) {
+        if !w.holds(got) {
             failures.push(format!(
-                "{}: `{name}` should be {what}, the probe says {}",
+                "{}: `{name}` should be {}, the probe says {}",
                 b.label,
+                w.text(),
                 got.map_or("nothing".to_string(), |v| format!("`{v}`"))
             ));
         }
     };
-    let is = |v: &'static str| move |got: Option<&str>| got == Some(v);
-    for key in [
-        "sysctl net.bridge.bridge-nf-call-iptables",
-        "sysctl net.bridge.bridge-nf-call-ip6tables",
-        "sysctl net.ipv4.ip_forward",
-    ] {
-        want(node, key, &is("1"), "1");
+    for (node, boot) in nodes {
+        for (name, w) in EVERY_NODE.iter().chain(node.expect) {
+            want(boot, name, *w);
+        }
     }
-    want(node, "module overlay", &is("loaded"), "loaded");
-    want(node, "module br_netfilter", &is("loaded"), "loaded");
-    want(node, "containerd", &is("installed"), "installed");
-    want(node, "containerd.service", &is("active"), "active");
-    want(node, "SystemdCgroup", &is("true"), "true");
-    want(node, "cgroup fs", &is("cgroup2fs"), "cgroup2fs");
-    want(node, "failed units", &is("none"), "none");
-    want(node, "root mount", &is("ro"), "ro (immutable root)");
-
     // The negative control: the same probe on the base alone.
-    want(base, "sysctl net.ipv4.ip_forward", &is("0"), "0");
-    want(
-        base,
-        "sysctl net.bridge.bridge-nf-call-iptables",
-        &is("absent"),
-        "absent",
-    );
-    want(
-        base,
-        "sysctl net.bridge.bridge-nf-call-ip6tables",
-        &is("absent"),
-        "absent",
-    );
-    want(base, "module br_netfilter", &is("absent"), "absent");
-    want(base, "containerd", &is("absent"), "absent");
-    want(
-        base,
-        "SystemdCgroup",
-        &|got| got.is_none() || got == Some("false"),
-        "absent or false",
-    );
-    want(base, "cgroup fs", &is("cgroup2fs"), "cgroup2fs");
+    for (name, w) in CONTROL {
+        want(base, name, w);
+    }
     failures
 }
 
-/// Boots the node's and the base's probe images (at once, unless
-/// `NODEIMG_BOOT_PARALLEL=0`) and says what each reported; fails unless both
-/// booted to the probe's report.
-fn boot_both(node_probe: &Path, base_probe: &Path, w: &Path) -> Vec<Boot> {
+/// Boots each `(label, rootfs tar)`, `NODEIMG_BOOT_PARALLEL` machines at
+/// once (default: all; 0 or 1: one after the other), and says what each
+/// reported; fails unless every one booted to the probe's report. The
+/// boots come back in the order given.
+fn boot_all(images: &[(&'static str, PathBuf)], w: &Path) -> Vec<Boot> {
     let timeout = Duration::from_secs(env_u64("NODEIMG_BOOT_TIMEOUT", 480));
-    let parallel = std::env::var("NODEIMG_BOOT_PARALLEL").map_or(true, |v| v != "0");
+    let at_once = (env_u64("NODEIMG_BOOT_PARALLEL", images.len() as u64) as usize)
+        .clamp(1, images.len().max(1));
     let t = Instant::now();
-    let (node_boot, base_boot) = if parallel {
-        std::thread::scope(|s| {
-            let n = s.spawn(|| boot("node", node_probe, w, timeout));
-            let b = s.spawn(|| boot("base", base_probe, w, timeout));
-            (
-                n.join()
-                    .unwrap_or_else(|_| Err("node: boot panicked".into())),
-                b.join()
-                    .unwrap_or_else(|_| Err("base: boot panicked".into())),
-            )
-        })
-    } else {
-        let n = boot("node", node_probe, w, timeout);
-        let b = boot("base", base_probe, w, timeout);
-        (n, b)
-    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<Boot, String>>>> =
+        std::sync::Mutex::new(images.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..at_once {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((label, tar)) = images.get(i) else {
+                    break;
+                };
+                let r = boot(label, tar, w, timeout);
+                if let Ok(mut all) = results.lock() {
+                    all[i] = Some(r);
+                }
+            });
+        }
+    });
     say(&format!(
-        "boots ({}): {}",
-        if parallel {
-            "parallel"
-        } else {
-            "one after the other"
-        },
+        "{} boots, {at_once} at a time: {}",
+        images.len(),
         secs(t)
     ));
+    let results = results.into_inner().unwrap_or_default();
     let mut errors = Vec::new();
-    let boots: Vec<Boot> = [node_boot, base_boot]
-        .into_iter()
-        .filter_map(|r| r.map_err(|e| errors.push(e)).ok())
-        .collect();
+    let mut boots = Vec::new();
+    for (r, (label, _)) in results.into_iter().zip(images) {
+        match r {
+            Some(Ok(b)) => boots.push(b),
+            Some(Err(e)) => errors.push(e),
+            None => errors.push(format!("{label}: the boot did not finish (panicked)")),
+        }
+    }
     for b in &boots {
         say(&format!(
             "{}: tar -x {:.1} s, mkfs.ext4 -d {:.1} s, boot to power-off {:.1} s; report:",
@@ -556,8 +707,102 @@ fn boot_both(node_probe: &Path, base_probe: &Path, w: &Path) -> Vec<Boot> {
     boots
 }
 
+/// The shipped recipes copied (with their includes and keys) into `dir`,
+/// so that a lock written next to a recipe stays out of the repository.
+fn recipes_copy(root: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join("recipes");
+    copy_dir(&root.join("recipes"), &copy);
+    copy
+}
+
+/// Builds `node` as a rootfs on `base` and checks its packages; locks it
+/// first when it leaves packages unpinned. Returns the image.
+fn build_node(
+    root: &Path,
+    node: &Node,
+    base: &Path,
+    mirror: &str,
+    w: &Path,
+    recipes: &Path,
+) -> PathBuf {
+    let cache = root.join("build/nodeimg-cache").display().to_string();
+    let mut extra = vec![
+        "--var".to_string(),
+        format!("mirror={mirror}"),
+        "--cache-dir".to_string(),
+        cache.clone(),
+    ];
+    let pins = recipe_pins(&root.join(node.recipe));
+    let mut versions: Vec<(String, String)> = Vec::new();
+    for name in node.pinned {
+        let pin = pins.iter().find(|(n, _)| n == name);
+        let (_, v) = pin.unwrap_or_else(|| panic!("{} must pin {name}", node.recipe));
+        versions.push((name.to_string(), v.clone()));
+    }
+    let mut recipe = root.join(node.recipe);
+    if !node.locked.is_empty() {
+        // The suite moves: lock it now, say what it got, build that.
+        recipe = recipes.join(recipe.file_name().unwrap_or_default());
+        let t = Instant::now();
+        let lock_with = |vars: &[String]| {
+            run(nodeimg(root)
+                .arg("lock")
+                .arg(&recipe)
+                .args(["-q", "--cache-dir", &cache])
+                .args(vars)
+                .arg("--base")
+                .arg(format!("rootfs:{}", base.display())))
+        };
+        let mut lock = lock_with(&extra[..2]);
+        if lock.code != 0 && lock.stderr.contains("Valid-Until") {
+            // A frozen mirror serves testing's metadata past its
+            // Valid-Until: refused by default, as apt refuses it; the
+            // recipe's variable turns the check off (the signature is
+            // still checked).
+            say(&format!(
+                "{}: the mirror's testing metadata has expired ({}): locking with --var check_valid_until=no",
+                node.label,
+                lock.stderr.trim()
+            ));
+            extra.extend(["--var".to_string(), "check_valid_until=no".to_string()]);
+            let vars: Vec<String> = [&extra[..2], &extra[4..]].concat();
+            lock = lock_with(&vars);
+        }
+        let lock = lock.ok();
+        let lock_path = PathBuf::from(lock.stdout.trim());
+        let locked = locked_packages(&lock_path);
+        for name in node.locked {
+            let found = locked.iter().find(|(n, _, _)| n == name);
+            let (_, v, source) =
+                found.unwrap_or_else(|| panic!("{}: {name} is not in the lock", node.label));
+            say(&format!(
+                "{}: locked {name} {v} (from {source}), {}",
+                node.label,
+                secs(t)
+            ));
+            versions.push((name.to_string(), v.clone()));
+        }
+        extra.push("--locked".to_string());
+    }
+    let image = w.join(format!("{}.tar", node.label));
+    build_rootfs(root, &recipe.display().to_string(), base, &image, &extra);
+
+    // Its packages, as the image's own dpkg and systemctl see them.
+    let installed = w.join(format!("{}-installed", node.label));
+    extract_owned(&image, &installed).unwrap_or_else(|e| panic!("{e}"));
+    let failures = check_installed(node, &installed, &versions);
+    let _ = fs::remove_dir_all(&installed);
+    assert!(
+        failures.is_empty(),
+        "the {} image's packages are not what the recipe asks for:\n{}",
+        node.label,
+        failures.join("\n")
+    );
+    image
+}
+
 #[test]
-fn node_image_boots_with_its_configuration() {
+fn node_images_boot_with_their_configuration() {
     let started = Instant::now();
     if !prerequisites() {
         return;
@@ -565,49 +810,33 @@ fn node_image_boots_with_its_configuration() {
     let root = workspace_root();
     let base = node_base(&root);
     let mirror = debian_mirror(&root);
-    let pins = pinned_packages(&root);
     let work = temp_dir("boot");
     let w = work.path();
+    let recipes = recipes_copy(&root, w);
 
-    // The node image, flattened to a rootfs, packages from the real mirror.
-    let node = w.join("node.tar");
-    build_rootfs(
-        &root,
-        RECIPE,
-        &base,
-        &node,
-        &[
-            "--var".to_string(),
-            format!("mirror={mirror}"),
-            "--cache-dir".to_string(),
-            root.join("build/nodeimg-cache").display().to_string(),
-        ],
-    );
-
-    // Its packages, as the image's own dpkg and systemctl see them.
-    let installed = w.join("node-installed");
-    extract_owned(&node, &installed).unwrap_or_else(|e| panic!("{e}"));
-    let package_failures = check_installed(&installed, &pins);
-    let _ = fs::remove_dir_all(&installed);
-    assert!(
-        package_failures.is_empty(),
-        "the node image's packages are not what the recipe pins:\n{}",
-        package_failures.join("\n")
-    );
-
-    // The test-only probe on top of the node image, and of the bare base.
-    let node_probe = w.join("node-probe.tar");
+    // Each node image flattened to a rootfs, packages from the real mirror,
+    // then the test-only probe on top of it; the probe on the bare base is
+    // the negative control.
+    let mut images: Vec<(&'static str, PathBuf)> = Vec::new();
+    for node in &NODES {
+        let image = build_node(&root, node, &base, &mirror, w, &recipes);
+        let probe = w.join(format!("{}-probe.tar", node.label));
+        build_rootfs(&root, PROBE, &image, &probe, &[]);
+        let _ = fs::remove_file(&image);
+        images.push((node.label, probe));
+    }
     let base_probe = w.join("base-probe.tar");
-    build_rootfs(&root, PROBE, &node, &node_probe, &[]);
     build_rootfs(&root, PROBE, &base, &base_probe, &[]);
-    let _ = fs::remove_file(&node);
+    images.push(("base", base_probe));
 
-    let boots = boot_both(&node_probe, &base_probe, w);
-    let failures = check_boots(&boots[0], &boots[1]);
+    let boots = boot_all(&images, w);
+    let (control, nodes) = boots.split_last().expect("the boots");
+    let pairs: Vec<(&Node, &Boot)> = NODES.iter().zip(nodes).collect();
+    let failures = check_boots(&pairs, control);
     say(&format!("total: {}", secs(started)));
     assert!(
         failures.is_empty(),
-        "the booted node (or the control) is not what the recipe promises:\n{}",
+        "a booted node (or the control) is not what its recipe promises:\n{}",
         failures.join("\n")
     );
 }
@@ -620,13 +849,7 @@ fn probe_report_is_read_between_the_markers_only() {
         report,
         ["sysctl net.ipv4.ip_forward = 1", "failed units = none"]
     );
-    let b = Boot {
-        label: "x",
-        report,
-        extract: Duration::ZERO,
-        mkfs: Duration::ZERO,
-        boot: Duration::ZERO,
-    };
+    let b = boot_of("x", &report.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(b.value("sysctl net.ipv4.ip_forward"), Some("1"));
     assert_eq!(b.value("failed units"), Some("none"));
     assert_eq!(b.value("containerd"), None);
@@ -635,77 +858,125 @@ fn probe_report_is_read_between_the_markers_only() {
     assert!(probe_report("no probe here").is_none());
 }
 
-#[test]
-fn a_control_that_looks_like_the_node_fails_the_check() {
-    let node = Boot {
-        label: "node",
-        report: [
-            "sysctl net.bridge.bridge-nf-call-iptables = 1",
-            "sysctl net.bridge.bridge-nf-call-ip6tables = 1",
-            "sysctl net.ipv4.ip_forward = 1",
-            "module overlay = loaded",
-            "module br_netfilter = loaded",
-            "containerd = installed",
-            "containerd.service = active",
-            "SystemdCgroup = true",
-            "cgroup fs = cgroup2fs",
-            "root mount = ro",
-            "failed units = none",
-        ]
-        .map(String::from)
-        .to_vec(),
+fn boot_of(label: &'static str, report: &[&str]) -> Boot {
+    Boot {
+        label,
+        report: report.iter().map(|l| l.to_string()).collect(),
         extract: Duration::ZERO,
         mkfs: Duration::ZERO,
         boot: Duration::ZERO,
-    };
-    let control = Boot {
-        label: "base",
-        report: [
+    }
+}
+
+/// A report that satisfies `node`'s expectations and every node's.
+fn good_report(node: &Node) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for (name, w) in EVERY_NODE.iter().chain(node.expect) {
+        let value = match w {
+            Want::Is(v) => v.to_string(),
+            Want::StartsWith(p) => format!("{p}1"),
+        };
+        lines.push(format!("{name} = {value}"));
+    }
+    lines
+}
+
+#[test]
+fn a_control_that_looks_like_a_node_fails_the_check() {
+    let control = boot_of(
+        "base",
+        &[
             "sysctl net.bridge.bridge-nf-call-iptables = absent",
             "sysctl net.bridge.bridge-nf-call-ip6tables = absent",
             "sysctl net.ipv4.ip_forward = 0",
             "module overlay = absent",
             "module br_netfilter = absent",
             "containerd = absent",
+            "docker = absent",
             "cgroup fs = cgroup2fs",
             "root mount = ro",
             "failed units = none",
-        ]
-        .map(String::from)
-        .to_vec(),
-        extract: Duration::ZERO,
-        mkfs: Duration::ZERO,
-        boot: Duration::ZERO,
-    };
-    assert_eq!(check_boots(&node, &control), Vec::<String>::new());
-    // The node configuration leaking into the control is caught...
+        ],
+    );
+    let reports: Vec<Vec<String>> = NODES.iter().map(good_report).collect();
+    let boots: Vec<Boot> = NODES
+        .iter()
+        .zip(&reports)
+        .map(|(n, r)| boot_of(n.label, &r.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let pairs: Vec<(&Node, &Boot)> = NODES.iter().zip(&boots).collect();
+    assert_eq!(check_boots(&pairs, &control), Vec::<String>::new());
+
+    // A node's configuration leaking into the control is caught...
     let leaked = Boot {
         label: "base",
-        report: node.report.clone(),
-        extract: Duration::ZERO,
-        mkfs: Duration::ZERO,
-        boot: Duration::ZERO,
+        ..boot_of(
+            "base",
+            &reports[1].iter().map(String::as_str).collect::<Vec<_>>(),
+        )
     };
-    let f = check_boots(&node, &leaked);
+    let f = check_boots(&pairs, &leaked);
     assert_eq!(f.len(), 6, "{f:#?}");
     assert!(f[0].starts_with("base: `sysctl net.ipv4.ip_forward` should be 0"));
-    // ... and so is a node that lost a setting or has a failed unit.
-    let mut broken = node.report.clone();
-    broken[2] = "sysctl net.ipv4.ip_forward = 0".into();
-    broken[10] = "failed units = containerd.service".into();
-    let broken = Boot {
-        label: "node",
-        report: broken,
-        extract: Duration::ZERO,
-        mkfs: Duration::ZERO,
-        boot: Duration::ZERO,
+    assert!(f.contains(&"base: `docker` should be absent, the probe says `installed`".to_string()));
+
+    // ... and so is a node that lost a setting or has a failed unit, a
+    // Docker that runs with the cgroupfs driver, and a containerd 2 whose
+    // setting sits under the version 2 plugin.
+    let mut broken: Vec<Vec<String>> = reports.clone();
+    let set = |r: &mut Vec<String>, name: &str, value: &str| {
+        for l in r.iter_mut() {
+            if l.split_once(" = ").is_some_and(|(k, _)| k == name) {
+                *l = format!("{name} = {value}");
+            }
+        }
     };
-    let f = check_boots(&broken, &control);
+    set(&mut broken[0], "sysctl net.ipv4.ip_forward", "0");
+    set(&mut broken[0], "failed units", "containerd.service");
+    set(&mut broken[1], "docker cgroup driver", "cgroupfs");
+    set(
+        &mut broken[2],
+        "SystemdCgroup plugin",
+        "io.containerd.grpc.v1.cri",
+    );
+    set(&mut broken[2], "containerd version", "1.7.24~ds1");
+    let boots: Vec<Boot> = NODES
+        .iter()
+        .zip(&broken)
+        .map(|(n, r)| boot_of(n.label, &r.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect();
+    let pairs: Vec<(&Node, &Boot)> = NODES.iter().zip(&boots).collect();
     assert_eq!(
-        f,
+        check_boots(&pairs, &control),
         [
-            "node: `sysctl net.ipv4.ip_forward` should be 1, the probe says `0`",
-            "node: `failed units` should be none, the probe says `containerd.service`",
+            "containerd-debian: `sysctl net.ipv4.ip_forward` should be 1, the probe says `0`",
+            "containerd-debian: `failed units` should be none, the probe says `containerd.service`",
+            "docker-debian: `docker cgroup driver` should be systemd, the probe says `cgroupfs`",
+            "containerd-testing: `containerd version` should be 2...., the probe says `1.7.24~ds1`",
+            "containerd-testing: `SystemdCgroup plugin` should be io.containerd.cri.v1.runtime, the probe says `io.containerd.grpc.v1.cri`",
         ]
     );
+}
+
+#[test]
+fn every_node_is_a_shipped_recipe_with_what_it_pins() {
+    let root = workspace_root();
+    for node in &NODES {
+        let path = root.join(node.recipe);
+        assert_eq!(
+            path.file_stem().and_then(|s| s.to_str()),
+            Some(node.label),
+            "the label is the recipe's name"
+        );
+        let pins = recipe_pins(&path);
+        let pinned: Vec<&str> = pins.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(pinned, node.pinned, "{}: pins", node.recipe);
+        let requests: Vec<String> = RecipeModel::load(&path)
+            .items("packages")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .filter(|r| !r.contains('='))
+            .collect();
+        assert_eq!(requests, node.locked, "{}: unpinned requests", node.recipe);
+    }
 }
