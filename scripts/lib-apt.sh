@@ -38,11 +38,15 @@ debian_mirror() {
     printf '%s\n' "${uri%/}"
 }
 
-# private_apt STATE_DIR SUITE: prepare a private apt state for SUITE (main) in
-# STATE_DIR and run `apt-get update` there once. Afterwards use
-# `papt STATE_DIR <apt-get args>`.
+# private_apt STATE_DIR SUITE [OPTION...]: prepare a private apt state for
+# SUITE (main) in STATE_DIR and run `apt-get update` there once; each OPTION
+# (e.g. check-valid-until=no) goes into the source's [...] options. Afterwards
+# use `papt STATE_DIR <apt-get args>`.
 private_apt() {
     local state suite=$2 mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    local options="signed-by=$keyring"
+    local o
+    for o in "${@:3}"; do options="$options $o"; done
     mkdir -p "$1"
     state=$(cd "$1" && pwd) # apt resolves relative Dir:: paths against its own dirs
     if [ ! -r "$keyring" ]; then
@@ -52,7 +56,7 @@ private_apt() {
     fi
     mirror=$(debian_mirror) || return 1
     mkdir -p "$state/lists/partial" "$state/archives/partial" "$state/etc/preferences.d"
-    printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$mirror" "$suite" >"$state/sources.list.new"
+    printf 'deb [%s] %s %s main\n' "$options" "$mirror" "$suite" >"$state/sources.list.new"
     if ! cmp -s "$state/sources.list.new" "$state/sources.list" || [ ! -e "$state/updated" ]; then
         mv "$state/sources.list.new" "$state/sources.list"
         rm -f "$state/updated"

@@ -117,6 +117,22 @@ pub fn trixie_dockerd() -> Option<PathBuf> {
     }
 }
 
+/// Debian testing's skopeo (`build/tools/skopeo-testing/skopeo`, a wrapper
+/// that runs it with the libraries unpacked beside it), which has
+/// containers/image's sigstore verification; Debian 12's is built without.
+pub fn sigstore_skopeo() -> Option<PathBuf> {
+    let p = workspace_root().join("build/tools/skopeo-testing/skopeo");
+    if p.is_file() {
+        Some(p)
+    } else {
+        skip_or_fail(
+            &p.display().to_string(),
+            "unpack Debian testing's skopeo: run scripts/install-test-deps",
+        );
+        None
+    }
+}
+
 /// The fixture base rootfs tar, built (once per test binary, cached under
 /// `build/fixtures`) by `scripts/make-test-base`.
 pub fn fixture_base() -> Option<PathBuf> {
