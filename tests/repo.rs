@@ -747,49 +747,37 @@ pub fn repos_dir() -> PathBuf {
     .clone()
 }
 
-/// Debian: `dists/bookworm/main` and `dists/testing/main`, amd64.
+/// Debian: `dists/bookworm/main` (packages under `pool/`) and
+/// `dists/testing/main` (under `pool-testing/`), amd64.
 fn generate_debian(root: &Path, work: &Path, home: &Path) {
     let debian = root.join("debian");
-    for p in debian_packages() {
-        let letter = &p.name[..1];
-        p.build(work, &debian.join(format!("pool/main/{letter}/{}", p.name)));
+    for (pool, suite, codename, packages) in [
+        ("pool", "stable", "bookworm", debian_packages()),
+        (
+            "pool-testing",
+            "testing",
+            "forky",
+            debian_testing_packages(),
+        ),
+    ] {
+        for p in packages {
+            let letter = &p.name[..1];
+            p.build(
+                work,
+                &debian.join(format!("{pool}/main/{letter}/{}", p.name)),
+            );
+        }
+        let dist = if suite == "stable" { codename } else { suite };
+        let rel = debian.join("dists").join(dist);
+        let files = write_index(&debian, pool, "amd64", &rel.join("main/binary-amd64"), &rel);
+        write_release(
+            &rel,
+            &format!("Origin: Debian\nLabel: Debian\nSuite: {suite}\nCodename: {codename}\nArchitectures: amd64\nComponents: main\n"),
+            &files,
+            home,
+            false,
+        );
     }
-    let rel = debian.join("dists/bookworm");
-    let files = write_index(
-        &debian,
-        "pool",
-        "amd64",
-        &rel.join("main/binary-amd64"),
-        &rel,
-    );
-    write_release(
-        &rel,
-        "Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: bookworm\nArchitectures: amd64\nComponents: main\n",
-        &files,
-        home,
-        false,
-    );
-
-    let pool = debian.join("pool-testing");
-    for p in debian_testing_packages() {
-        let letter = &p.name[..1];
-        p.build(work, &pool.join(format!("main/{letter}/{}", p.name)));
-    }
-    let rel = debian.join("dists/testing");
-    let files = write_index(
-        &debian,
-        "pool-testing",
-        "amd64",
-        &rel.join("main/binary-amd64"),
-        &rel,
-    );
-    write_release(
-        &rel,
-        "Origin: Debian\nLabel: Debian\nSuite: testing\nCodename: forky\nArchitectures: amd64\nComponents: main\n",
-        &files,
-        home,
-        false,
-    );
 }
 
 /// Docker: `dists/focal/stable`, amd64 and arm64.

@@ -30,6 +30,15 @@ pub fn rpm(oci: &str) -> &str {
     NAMES.iter().find(|n| n.0 == oci).map_or(oci, |n| n.2)
 }
 
+/// The OCI platform variant of an architecture, when its packages name one:
+/// Debian's `armhf` and rpm's `armv7hl` are ARMv7 (`arm` + `v7`).
+pub fn variant(oci: &str) -> Option<&'static str> {
+    match oci {
+        "arm" => Some("v7"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +55,9 @@ mod tests {
         assert_eq!(rpm("arm"), "armv7hl");
         assert_eq!(rpm("386"), "i686");
         assert_eq!(rpm("s390x"), "s390x");
+        assert_eq!(variant("arm"), Some("v7"));
+        assert_eq!(variant("arm64"), None);
+        assert_eq!(variant("amd64"), None);
         for (o, d, r) in NAMES {
             assert_eq!(oci_from_debian(debian(o)), o);
             assert!(!d.is_empty() && !r.is_empty());

@@ -876,8 +876,15 @@ fn open_image<S: OciSource + ?Sized>(
                 (changes, e.diff_id, e.tar_size)
             }
             _ => {
-                let (changes, diff_id, tar_size) =
-                    scan_blob_verified(src, what, desc, i, Some(&mut budget), Some(want_diff))?;
+                let (changes, diff_id, tar_size) = scan_blob_verified(
+                    src,
+                    what,
+                    desc,
+                    i,
+                    Some(&mut budget),
+                    Some(want_diff),
+                    None,
+                )?;
                 if let Some(c) = cache {
                     let entry = cache::IndexEntry {
                         diff_id,
@@ -1014,21 +1021,10 @@ fn charge_kept(
 }
 
 /// Stream one layer blob into its changes, checking the blob digest and,
-/// when given, the expected diff_id. Returns the changes, the diff_id and
-/// the uncompressed size.
+/// when given, the expected diff_id; every regular file is shown to
+/// `visit`, when given. Returns the changes, the diff_id and the
+/// uncompressed size.
 pub(crate) fn scan_blob_verified<S: OciSource + ?Sized>(
-    src: &S,
-    what: &str,
-    desc: &Descriptor,
-    i: usize,
-    keep: Option<&mut KeepBudget>,
-    want_diff: Option<&str>,
-) -> Result<(crate::tarindex::LayerChanges, String, u64)> {
-    scan_blob_visiting(src, what, desc, i, keep, want_diff, None)
-}
-
-/// As [`scan_blob_verified`], showing every regular file to `visit`.
-pub(crate) fn scan_blob_visiting<S: OciSource + ?Sized>(
     src: &S,
     what: &str,
     desc: &Descriptor,

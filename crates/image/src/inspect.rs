@@ -10,7 +10,7 @@ use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{ImageConfiguration, ImageManifest};
 use ocidir::{OciDir, OciRead};
 
-use crate::base::{read_json, scan_blob_visiting, select_manifest};
+use crate::base::{read_json, scan_blob_verified, select_manifest};
 use crate::error::{Error, Result};
 use crate::output::{LAYER_ANNOTATION, ORIGINS_ANNOTATION, REF_NAME};
 use crate::tarindex::{scan_layer_visiting, FileVisitor, Kind, LayerChanges, MergedIndex};
@@ -348,7 +348,7 @@ fn inspect_oci<S: crate::base::OciSource>(
     let mut layers = Vec::new();
     for (i, desc) in manifest.layers().iter().enumerate() {
         let want = config.rootfs().diff_ids().get(i).map(String::as_str);
-        let (ch, diff_id, _) = scan_blob_visiting(
+        let (ch, diff_id, _) = scan_blob_verified(
             src,
             what,
             desc,

@@ -782,6 +782,9 @@ fn image_config(
     if arch_changed || base.config().is_none() {
         cfg.set_variant(None);
     }
+    if cfg.variant().is_none() {
+        cfg.set_variant(nodeimg_layers::arch::variant(&meta.architecture).map(String::from));
+    }
     cfg.set_created(Some(created.clone()));
     let mut rootfs = RootFs::default();
     rootfs.set_diff_ids(diff_ids);
@@ -1828,6 +1831,31 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a.tar", "b.tar", "oci"]);
+    }
+
+    #[test]
+    fn arm_images_name_their_variant() {
+        let t = tempfile::tempdir().unwrap();
+        let base = Base::scratch();
+        for (arch, variant) in [("arm", Some("v7")), ("arm64", None), ("amd64", None)] {
+            let dir = t.path().join(arch);
+            let mut m = meta(100);
+            m.architecture = arch.into();
+            let built = write(&base, &plans(), &m, &opts(dir.clone(), Format::Oci)).unwrap();
+            let manifest = manifest_json(&dir, &built);
+            let config: serde_json::Value = serde_json::from_slice(&read(&blob(
+                &dir,
+                manifest["config"]["digest"].as_str().unwrap(),
+            )))
+            .unwrap();
+            assert_eq!(config["architecture"], arch);
+            assert_eq!(config["variant"].as_str(), variant, "{arch}: config");
+            let index: serde_json::Value =
+                serde_json::from_slice(&read(&dir.join("index.json"))).unwrap();
+            let platform = &index["manifests"][0]["platform"];
+            assert_eq!(platform["architecture"], arch);
+            assert_eq!(platform["variant"].as_str(), variant, "{arch}: index");
+        }
     }
 
     // One scenario, read top to bottom: setting it up in pieces would

@@ -69,7 +69,7 @@ impl Eq for Rule {}
 
 /// Every rule, in id order: [`run`] runs them in this order.
 pub static RULES: &[&Rule] = &[
-    &NI001, &NI002, &NI003, &NI004, &NI005, &NI006, &NI007, &NI008, &NI009,
+    &NI001, &NI002, &NI003, &NI004, &NI005, &NI006, &NI007, &NI008, &NI009, &NI010,
 ];
 
 /// A range of a package's versions (in the order of the backend that
@@ -941,6 +941,35 @@ fn vulnerable_pins(c: &mut Ctx) {
                         vuln.cve, vuln.effect, vuln.fixed
                     );
                     c.add(l, &format!("packages[{j}]"), msg);
+                }
+            }
+        }
+    }
+}
+
+/// NI010: an apt source whose metadata is taken past its expiry date.
+pub static NI010: Rule = Rule {
+    id: "NI010",
+    severity: Severity::Warning,
+    summary: "an apt source with Check-Valid-Until off: a Release past its Valid-Until is taken, so a mirror can serve old metadata, and its old package versions, for ever",
+    hint: "keep the check (drop the option, or set it to yes) unless the source is a snapshot that expired on purpose; pin its packages with a lock file",
+    check: expiry_unchecked,
+};
+
+fn expiry_unchecked(c: &mut Ctx) {
+    for l in &c.recipe.layers {
+        for (i, s) in l.spec.apt_source.iter().enumerate() {
+            for (name, value) in &s.options {
+                let off = matches!(
+                    value.trim().to_ascii_lowercase().as_str(),
+                    "no" | "false" | "without" | "off" | "disable" | "0"
+                );
+                if name.eq_ignore_ascii_case("Check-Valid-Until") && off {
+                    let msg = format!(
+                        "apt source {:?} is read with Check-Valid-Until: {value}: its Valid-Until is not checked",
+                        s.name
+                    );
+                    c.add(l, &format!("apt-source[{i}].options.{name}"), msg);
                 }
             }
         }

@@ -50,7 +50,10 @@ fn rules_are_data() {
     let ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
     assert_eq!(
         ids,
-        ["NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008", "NI009"]
+        [
+            "NI001", "NI002", "NI003", "NI004", "NI005", "NI006", "NI007", "NI008", "NI009",
+            "NI010"
+        ]
     );
     assert!(RULES
         .iter()
@@ -124,7 +127,36 @@ fn examples() -> Vec<(&'static Rule, MemView, String)> {
             none(),
             layers("packages = [\"runc=1.0.0~rc6\"]\n"),
         ),
+        (
+            &NI010,
+            none(),
+            layers("[[layer.apt-source]]\nname = \"snap\"\nuris = [\"http://r.invalid/debian\"]\nsuites = [\"testing\"]\ncomponents = [\"main\"]\noptions = { Check-Valid-Until = \"no\" }\n"),
+        ),
     ]
+}
+
+#[test]
+fn ni010_names_the_option_and_leaves_a_checked_source_alone() {
+    let source = |value: &str| {
+        format!(
+            "[[layer]]\nname = \"rt\"\n\n[[layer.apt-source]]\nname = \"snap\"\nuris = [\"http://r.invalid/debian\"]\nsuites = [\"testing\"]\ncomponents = [\"main\"]\noptions = {{ Check-Valid-Until = \"{value}\" }}\n"
+        )
+    };
+    let f = lint(&source("false"));
+    let f: Vec<&Finding> = f.iter().filter(|f| f.rule.id == "NI010").collect();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].severity(), Severity::Warning);
+    assert!(
+        f[0].key
+            .ends_with(".apt-source[0].options.Check-Valid-Until"),
+        "{}",
+        f[0].key
+    );
+    assert!(f[0].message.contains("\"snap\""), "{}", f[0].message);
+    for checked in ["yes", "true"] {
+        let f = lint(&source(checked));
+        assert!(f.iter().all(|f| f.rule.id != "NI010"), "{checked}: {f:?}");
+    }
 }
 
 #[test]

@@ -15,8 +15,8 @@ use oci_client::Reference;
 
 use crate::error::{Refusal, RegistryError, Result};
 use crate::{
-    auth_for, check_digest, media_type_of, parse_reference, put_manifest, sha256_digest, Fetch,
-    RegistryOptions, Session, JSON_MAX,
+    auth_for, check_blob_received, check_blob_request, check_digest, media_type_of,
+    parse_reference, put_manifest, sha256_digest, Fetch, RegistryOptions, Session, JSON_MAX,
 };
 
 /// A manifest (or index) as a registry serves it.
@@ -156,37 +156,16 @@ impl Repository {
     /// bytes; checked against its digest and size.
     pub fn blob(&self, digest: &str, size: u64, max: u64) -> Result<Vec<u8>> {
         let what = self.r.whole();
-        check_digest(digest).map_err(|e| RegistryError::Digest {
-            what: what.clone(),
-            source: e,
+        check_blob_request(&what, digest, size, max, |digest, size| {
+            Refusal::JsonTooLarge { digest, size }
         })?;
-        if size > max {
-            return Err(RegistryError::refused(
-                what,
-                Refusal::JsonTooLarge {
-                    digest: digest.to_string(),
-                    size,
-                },
-            ));
-        }
         let body = self
             .s
             .retry(&format!("downloading blob {digest}"), |s| {
                 s.rt.block_on(bounded_blob(s, &self.r, digest, size))
             })
             .map_err(|f| f.of(what.clone()))?;
-        let found = sha256_digest(&body);
-        if found != digest || body.len() as u64 != size {
-            return Err(RegistryError::refused(
-                what,
-                Refusal::BlobMismatch {
-                    digest: digest.to_string(),
-                    found,
-                    received: body.len() as u64,
-                    size,
-                },
-            ));
-        }
+        check_blob_received(&what, digest, size, sha256_digest(&body), body.len() as u64)?;
         Ok(body)
     }
 

@@ -161,6 +161,51 @@ fn check_digest(d: &str) -> Result<(), DigestError> {
     }
 }
 
+/// A blob about to be fetched: its digest well-formed and its size at most
+/// `max` (else the refusal `too_large` makes of the digest and size).
+pub(crate) fn check_blob_request(
+    what: &str,
+    digest: &str,
+    size: u64,
+    max: u64,
+    too_large: fn(String, u64) -> Refusal,
+) -> Result<()> {
+    check_digest(digest).map_err(|e| RegistryError::Digest {
+        what: what.to_string(),
+        source: e,
+    })?;
+    if size > max {
+        return Err(RegistryError::refused(
+            what,
+            too_large(digest.to_string(), size),
+        ));
+    }
+    Ok(())
+}
+
+/// A fetched blob: `received` bytes whose digest is `found` must be the
+/// `size` bytes of `digest` asked for.
+pub(crate) fn check_blob_received(
+    what: &str,
+    digest: &str,
+    size: u64,
+    found: String,
+    received: u64,
+) -> Result<()> {
+    if found != digest || received != size {
+        return Err(RegistryError::refused(
+            what,
+            Refusal::BlobMismatch {
+                digest: digest.to_string(),
+                found,
+                received,
+                size,
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Is `host[:port]` a loopback address (`localhost`, `127.0.0.0/8`, `::1`)?
 pub fn is_loopback(host_port: &str) -> bool {
     let host = if let Some(rest) = host_port.strip_prefix('[') {
@@ -749,19 +794,9 @@ impl Session {
         size: u64,
         dest: &Path,
     ) -> Result<CachedFile> {
-        check_digest(digest).map_err(|e| RegistryError::Digest {
-            what: what.to_string(),
-            source: e,
+        check_blob_request(what, digest, size, BLOB_MAX, |digest, size| {
+            Refusal::BlobTooLarge { digest, size }
         })?;
-        if size > BLOB_MAX {
-            return Err(RegistryError::refused(
-                what,
-                Refusal::BlobTooLarge {
-                    digest: digest.to_string(),
-                    size,
-                },
-            ));
-        }
         let dir = dest.parent().unwrap_or(Path::new("."));
         self.meter
             .step(&format!("pulling {} ({})", short(digest), human(size)));
@@ -776,17 +811,7 @@ impl Session {
         });
         drop(pb);
         let (tmp, found, n) = fetched.map_err(|f| f.of(what))?;
-        if found != digest || n != size {
-            return Err(RegistryError::refused(
-                what,
-                Refusal::BlobMismatch {
-                    digest: digest.to_string(),
-                    found,
-                    received: n,
-                    size,
-                },
-            ));
-        }
+        check_blob_received(what, digest, size, found, n)?;
         tmp.as_file()
             .sync_all()
             .ctx(|| format!("writing {}", dest.display()))?;
