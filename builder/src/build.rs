@@ -226,6 +226,18 @@ pub fn prepare(
     )
 }
 
+/// The architecture of an image on `base` whose recipe names none: the
+/// base config's, else (a rootfs base) its package manager's, else amd64.
+fn architecture_of(base: &Base) -> String {
+    base.architecture()
+        .or_else(|| {
+            packages::BACKENDS
+                .iter()
+                .find_map(|b| b.native_architecture(base.view()))
+        })
+        .unwrap_or_else(|| "amd64".to_string())
+}
+
 /// [`prepare`], pulling a registry base as `registry` says, the base's
 /// index from `cache` when it holds it.
 pub(crate) fn prepare_with(
@@ -289,7 +301,7 @@ pub(crate) fn prepare_with(
     };
     let arch = match loaded.architecture(&overrides)? {
         Some(a) => a,
-        None => base.architecture().unwrap_or_else(|| "amd64".to_string()),
+        None => architecture_of(&base),
     };
     let os_release = os_release_of(base.view());
     let recipe = loaded.expand(&arch, &os_release, &overrides)?;

@@ -78,3 +78,86 @@ fn a_recipe_cannot_define_an_architecture_variable() {
         );
     }
 }
+
+/// A rootfs tar holding only a dpkg status whose `dpkg` is `dpkg_arch`.
+fn dpkg_base(dir: &Path, dpkg_arch: &str) -> std::path::PathBuf {
+    let root = dir.join(format!("base-{dpkg_arch}"));
+    fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        format!(
+            "Package: dpkg\nStatus: install ok installed\nPriority: required\nVersion: 1.21.22\nArchitecture: {dpkg_arch}\nDescription: x\n"
+        ),
+    )
+    .unwrap();
+    let tar = dir.join(format!("base-{dpkg_arch}.tar"));
+    nodeimg_e2e::create_tar(&root, &tar);
+    tar
+}
+
+#[test]
+fn a_rootfs_base_without_config_gives_its_dpkg_architecture() {
+    let t = temp_dir("arch-of-base");
+    let dir = t.path();
+    let p = dir.join("names.toml");
+    fs::write(
+        &p,
+        "[image]\nname = \"arch\"\n\n[[layer]]\nname = \"names\"\nfile = [{ path = \"/etc/arch-names\", content = \"${arch} ${deb_arch} ${rpm_arch}\\n\" }]\n",
+    )
+    .unwrap();
+    for (dpkg_arch, names) in [
+        ("arm64", "arm64 arm64 aarch64\n"),
+        ("armhf", "arm armhf armv7hl\n"),
+        ("amd64", "amd64 amd64 x86_64\n"),
+    ] {
+        let base = dpkg_base(dir, dpkg_arch);
+        let out = dir.join(format!("oci-{dpkg_arch}"));
+        let r = run(nodeimg(dir)
+            .arg("build")
+            .arg(&p)
+            .arg("--base")
+            .arg(format!("rootfs:{}", base.display()))
+            .arg("-o")
+            .arg(&out)
+            .arg("--json"));
+        assert_eq!(r.code, 0, "{r}");
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+        let platform = &index["manifests"][0]["platform"];
+        let want = names.split(' ').next().unwrap();
+        assert_eq!(platform["architecture"], want, "{dpkg_arch}");
+        let rootfs = dir.join(format!("rootfs-{dpkg_arch}.tar"));
+        let r = run(nodeimg(dir)
+            .arg("build")
+            .arg(&p)
+            .arg("--base")
+            .arg(format!("rootfs:{}", base.display()))
+            .args(["--format", "rootfs", "-o"])
+            .arg(&rootfs));
+        assert_eq!(r.code, 0, "{r}");
+        let e = read_tar(&rootfs)
+            .into_iter()
+            .find(|e| e.path == "/etc/arch-names")
+            .unwrap();
+        assert_eq!(String::from_utf8(e.data).unwrap(), names, "{dpkg_arch}");
+    }
+    // Negative control: a base without a dpkg database is amd64.
+    let empty = dir.join("empty");
+    fs::create_dir_all(empty.join("etc")).unwrap();
+    let tar = dir.join("empty.tar");
+    nodeimg_e2e::create_tar(&empty, &tar);
+    let out = dir.join("rootfs-empty.tar");
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(&p)
+        .arg("--base")
+        .arg(format!("rootfs:{}", tar.display()))
+        .args(["--format", "rootfs", "-o"])
+        .arg(&out));
+    assert_eq!(r.code, 0, "{r}");
+    let e = read_tar(&out)
+        .into_iter()
+        .find(|e| e.path == "/etc/arch-names")
+        .unwrap();
+    assert_eq!(String::from_utf8(e.data).unwrap(), "amd64 amd64 x86_64\n");
+}

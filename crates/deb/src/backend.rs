@@ -105,6 +105,18 @@ impl Backend for Deb {
         Some(Version::parse(a).ok()? < Version::parse(b).ok()?)
     }
 
+    fn native_architecture(&self, view: &dyn RootView) -> Option<String> {
+        // dpkg's own package is built for the architecture dpkg calls
+        // native.
+        let dpkg = installed(view)
+            .ok()?
+            .into_iter()
+            .find(|p| p.name == "dpkg")?;
+        let arch = dpkg.architecture.trim();
+        (!arch.is_empty() && arch != "all")
+            .then(|| nodeimg_pkg::arch::oci_from_debian(arch).to_string())
+    }
+
     fn owners(
         &self,
         view: &dyn RootView,
@@ -838,6 +850,38 @@ fn locked_source(s: &Source) -> LockedSource {
 mod tests {
     use super::*;
     use nodeimg_layers::MemView;
+
+    #[test]
+    fn the_native_architecture_is_dpkg_s_own() {
+        let status = |dpkg_arch: &str| {
+            MemView::new().file(
+                "/var/lib/dpkg/status",
+                format!(
+                    "Package: base-files\nStatus: install ok installed\nVersion: 12\nArchitecture: all\n\n\
+                     Package: dpkg\nStatus: install ok installed\nVersion: 1.21\nArchitecture: {dpkg_arch}\n"
+                ),
+            )
+        };
+        assert_eq!(
+            Deb.native_architecture(&status("arm64")).as_deref(),
+            Some("arm64")
+        );
+        assert_eq!(
+            Deb.native_architecture(&status("armhf")).as_deref(),
+            Some("arm")
+        );
+        assert_eq!(
+            Deb.native_architecture(&status("amd64")).as_deref(),
+            Some("amd64")
+        );
+        // No dpkg, or no database: nothing said.
+        let v = MemView::new().file(
+            "/var/lib/dpkg/status",
+            "Package: base-files\nStatus: install ok installed\nVersion: 12\nArchitecture: all\n",
+        );
+        assert_eq!(Deb.native_architecture(&v), None);
+        assert_eq!(Deb.native_architecture(&MemView::new()), None);
+    }
 
     #[test]
     fn check_valid_until_is_read_as_apt_reads_it() {

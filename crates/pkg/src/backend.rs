@@ -117,6 +117,14 @@ pub trait Backend: PackageRules + Send + Sync {
         view: &dyn RootView,
         path: &ImagePath,
     ) -> Result<Vec<PackageOwner>, PackagesError>;
+
+    /// The architecture (OCI spelling) the image `view`'s own package
+    /// manager is built for, as its database says; `None` when the image
+    /// has no database of this backend or it does not say. A build of a
+    /// base without an image config takes it when the recipe names none.
+    fn native_architecture(&self, _view: &dyn RootView) -> Option<String> {
+        None
+    }
 }
 
 pub use nodeimg_image::inspect::PackageOwner;
