@@ -67,11 +67,13 @@ private_apt() {
     fi
 }
 
+# papt STATE_DIR ARGS...: apt-get with the private state of private_apt;
+# PAPT_TOOL=apt-cache runs apt-cache with it instead.
 papt() {
     local state
     state=$(cd "$1" && pwd)
     shift
-    apt-get \
+    "${PAPT_TOOL:-apt-get}" \
         -o Dir::Etc::SourceList="$state/sources.list" \
         -o Dir::Etc::SourceParts=/dev/null \
         -o Dir::Etc::Preferences=/dev/null \
@@ -96,4 +98,13 @@ papt_download() {
         papt "$state" -q update >&2
         (cd "$dest" && papt "$state" -q download "$@")
     fi
+}
+
+# papt_lib_depends STATE_DIR PKG...: the libraries (packages named lib*)
+# PKG... depend on (Depends and Pre-Depends), one per line, sorted.
+papt_lib_depends() {
+    local state=$1
+    shift
+    PAPT_TOOL=apt-cache papt "$state" depends --important "$@" 2>/dev/null |
+        awk '$1 ~ /^[|]?(Pre)?Depends:$/ && $2 ~ /^lib/ { print $2 }' | sort -u
 }
