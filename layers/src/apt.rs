@@ -181,6 +181,14 @@ impl AptSource {
 
     /// Extra fields: deb822 names, not one this item writes itself, one
     /// non-empty line each.
+    /// Whether the source's `Check-Valid-Until` (in `options`) turns the
+    /// check off.
+    pub fn valid_until_unchecked(&self) -> bool {
+        self.options
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("Check-Valid-Until") && apt_bool(v) == Some(false))
+    }
+
     fn check_options(&self, key: &str) -> Result<()> {
         for (name, value) in &self.options {
             let k = format!("{key}.options.{name}");
@@ -208,8 +216,25 @@ impl AptSource {
             if value.trim().is_empty() {
                 return Err(Error::invalid(k, "the value is empty"));
             }
+            if name.eq_ignore_ascii_case("Check-Valid-Until") && apt_bool(value).is_none() {
+                return Err(Error::invalid_hint(
+                    k,
+                    format!("{value:?} is neither yes nor no"),
+                    "write \"yes\" (the default: a Release past its Valid-Until is refused) or \"no\"",
+                ));
+            }
         }
         Ok(())
+    }
+}
+
+/// An apt boolean option value, as apt reads it: `yes`, `true`, `with`,
+/// `on`, `enable`, `1` or their opposites, in any case.
+pub fn apt_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "with" | "on" | "enable" | "1" => Some(true),
+        "no" | "false" | "without" | "off" | "disable" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -361,6 +386,29 @@ mod tests {
         assert_eq!(
             t.bytes("/etc/apt/keyrings/kubic.gpg").unwrap(),
             &test_key_bin()[..]
+        );
+    }
+
+    #[test]
+    fn check_valid_until_takes_apt_booleans_only() {
+        assert_eq!(apt_bool("Yes"), Some(true));
+        assert_eq!(apt_bool(" off "), Some(false));
+        assert_eq!(apt_bool("0"), Some(false));
+        assert_eq!(apt_bool("later"), None);
+        let mut s = src("deb", "http://r.example/debian", "testing", &["main"]);
+        s.options.insert("check-valid-until".into(), "no".into());
+        assert!(s.valid_until_unchecked());
+        assert!(render(&s, &MemInputs::new()).is_ok());
+        s.options.insert("check-valid-until".into(), "yes".into());
+        assert!(!s.valid_until_unchecked());
+        s.options
+            .insert("check-valid-until".into(), "sometimes".into());
+        let e = render(&s, &MemInputs::new()).unwrap_err();
+        assert_eq!(e.key(), "apt-source[0].options.check-valid-until");
+        assert!(
+            e.to_string()
+                .contains("\"sometimes\" is neither yes nor no"),
+            "{e}"
         );
     }
 

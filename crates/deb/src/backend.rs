@@ -442,12 +442,12 @@ fn freshness(file: &str, st: &control::Stanza) -> Result<repo::Freshness, Packag
     let Some(v) = st.get("Check-Valid-Until") else {
         return Ok(repo::Freshness::Checked);
     };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "yes" | "true" | "with" | "on" | "enable" | "1" => Ok(repo::Freshness::Checked),
-        "no" | "false" | "without" | "off" | "disable" | "0" => Ok(repo::Freshness::NotChecked),
-        other => Err(build_err(
+    match nodeimg_layers::apt::apt_bool(v) {
+        Some(true) => Ok(repo::Freshness::Checked),
+        Some(false) => Ok(repo::Freshness::NotChecked),
+        None => Err(build_err(
             file,
-            format!("Check-Valid-Until: {other:?} is neither yes nor no"),
+            format!("Check-Valid-Until: {:?} is neither yes nor no", v.trim()),
         )),
     }
 }

@@ -959,12 +959,11 @@ pub static NI010: Rule = Rule {
 fn expiry_unchecked(c: &mut Ctx) {
     for l in &c.recipe.layers {
         for (i, s) in l.spec.apt_source.iter().enumerate() {
+            if !s.valid_until_unchecked() {
+                continue;
+            }
             for (name, value) in &s.options {
-                let off = matches!(
-                    value.trim().to_ascii_lowercase().as_str(),
-                    "no" | "false" | "without" | "off" | "disable" | "0"
-                );
-                if name.eq_ignore_ascii_case("Check-Valid-Until") && off {
+                if name.eq_ignore_ascii_case("Check-Valid-Until") {
                     let msg = format!(
                         "apt source {:?} is read with Check-Valid-Until: {value}: its Valid-Until is not checked",
                         s.name
