@@ -976,16 +976,25 @@ fn scan_rootfs(
     want_sha: Option<&str>,
 ) -> Result<cache::IndexEntry> {
     let f = File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
-    let file_hash = HashReader::new(f);
-    let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, file_hash))
-        .map_err(|e| Error::read(what, "cannot decompress", e))?;
-    let hr = HashReader::new(dec);
-    let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
     let read_err = |e| Error::read(what, "reading the tarball", e);
-    let (diff_id, tar_size, dec) = hr.drain_into_inner().map_err(read_err)?;
-    let mut rest = dec.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
-    let (sha, _) = rest.into_inner().drain().map_err(read_err)?;
+    let (changes, diff_id, tar_size, sha) = if codec == Codec::Plain {
+        // The file is the tar: one hash is both its SHA-256 and the diff_id.
+        let hr = HashReader::new(BufReader::with_capacity(1 << 17, f));
+        let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
+        let (diff_id, tar_size) = hr.drain().map_err(read_err)?;
+        (changes, diff_id.clone(), tar_size, diff_id)
+    } else {
+        let file_hash = HashReader::new(f);
+        let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, file_hash))
+            .map_err(|e| Error::read(what, "cannot decompress", e))?;
+        let hr = HashReader::new(dec);
+        let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
+        let (diff_id, tar_size, dec) = hr.drain_into_inner().map_err(read_err)?;
+        let mut rest = dec.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
+        let (sha, _) = rest.into_inner().drain().map_err(read_err)?;
+        (changes, diff_id, tar_size, sha)
+    };
     if want_sha.is_some_and(|w| w != sha.trim_start_matches("sha256:")) {
         return Err(Error::image(
             what,
