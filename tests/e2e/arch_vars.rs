@@ -24,15 +24,22 @@ fn recipe(dir: &Path, arch: &str) -> std::path::PathBuf {
 
 /// The content of `/etc/arch-names` in the rootfs `recipe` builds to.
 fn names_built(dir: &Path, recipe: &Path) -> String {
+    names_built_on(dir, recipe, None, "")
+}
+
+/// [`names_built`] on the rootfs tar `base`, when given; `suffix` tells
+/// the outputs of several bases apart.
+fn names_built_on(dir: &Path, recipe: &Path, base: Option<&Path>, suffix: &str) -> String {
     let out = dir.join(format!(
-        "{}.tar",
+        "{}{suffix}.tar",
         recipe.file_stem().unwrap().to_string_lossy()
     ));
-    let r = run(nodeimg(dir)
-        .arg("build")
-        .arg(recipe)
-        .args(["--format", "rootfs", "-o"])
-        .arg(&out));
+    let mut c = nodeimg(dir);
+    c.arg("build").arg(recipe);
+    if let Some(b) = base {
+        c.arg("--base").arg(format!("rootfs:{}", b.display()));
+    }
+    let r = run(c.args(["--format", "rootfs", "-o"]).arg(&out));
     assert_eq!(r.code, 0, "{r}");
     let entries = read_tar(&out);
     let e = entries
@@ -126,38 +133,16 @@ fn a_rootfs_base_without_config_gives_its_dpkg_architecture() {
         let platform = &index["manifests"][0]["platform"];
         let want = names.split(' ').next().unwrap();
         assert_eq!(platform["architecture"], want, "{dpkg_arch}");
-        let rootfs = dir.join(format!("rootfs-{dpkg_arch}.tar"));
-        let r = run(nodeimg(dir)
-            .arg("build")
-            .arg(&p)
-            .arg("--base")
-            .arg(format!("rootfs:{}", base.display()))
-            .args(["--format", "rootfs", "-o"])
-            .arg(&rootfs));
-        assert_eq!(r.code, 0, "{r}");
-        let e = read_tar(&rootfs)
-            .into_iter()
-            .find(|e| e.path == "/etc/arch-names")
-            .unwrap();
-        assert_eq!(String::from_utf8(e.data).unwrap(), names, "{dpkg_arch}");
+        let built = names_built_on(dir, &p, Some(&base), &format!("-{dpkg_arch}"));
+        assert_eq!(built, names, "{dpkg_arch}");
     }
     // Negative control: a base without a dpkg database is amd64.
     let empty = dir.join("empty");
     fs::create_dir_all(empty.join("etc")).unwrap();
     let tar = dir.join("empty.tar");
     nodeimg_e2e::create_tar(&empty, &tar);
-    let out = dir.join("rootfs-empty.tar");
-    let r = run(nodeimg(dir)
-        .arg("build")
-        .arg(&p)
-        .arg("--base")
-        .arg(format!("rootfs:{}", tar.display()))
-        .args(["--format", "rootfs", "-o"])
-        .arg(&out));
-    assert_eq!(r.code, 0, "{r}");
-    let e = read_tar(&out)
-        .into_iter()
-        .find(|e| e.path == "/etc/arch-names")
-        .unwrap();
-    assert_eq!(String::from_utf8(e.data).unwrap(), "amd64 amd64 x86_64\n");
+    assert_eq!(
+        names_built_on(dir, &p, Some(&tar), "-empty"),
+        "amd64 amd64 x86_64\n"
+    );
 }
