@@ -787,6 +787,15 @@ impl RecipeModel {
         out
     }
 
+    /// Every layer's `packages` requests, as written (`name` or
+    /// `name=version`), in order.
+    pub fn package_requests(&self) -> Vec<String> {
+        self.items("packages")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Unit names listed under `systemd.<list>` (enable, disable, mask), in order.
     pub fn systemd_list(&self, list: &str) -> Vec<String> {
         self.items("systemd")

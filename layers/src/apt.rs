@@ -179,16 +179,19 @@ impl AptSource {
         Ok(flat)
     }
 
-    /// Extra fields: deb822 names, not one this item writes itself, one
-    /// non-empty line each.
-    /// Whether the source's `Check-Valid-Until` (in `options`) turns the
-    /// check off.
-    pub fn valid_until_unchecked(&self) -> bool {
+    /// The `Check-Valid-Until` option (name as written, value) when it
+    /// turns the check off.
+    pub fn valid_until_unchecked(&self) -> Option<(&str, &str)> {
         self.options
             .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("Check-Valid-Until") && apt_bool(v) == Some(false))
+            .find(|(n, v)| {
+                n.eq_ignore_ascii_case("Check-Valid-Until") && apt_bool(v) == Some(false)
+            })
+            .map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
+    /// Extra fields: deb822 names, not one this item writes itself, one
+    /// non-empty line each.
     fn check_options(&self, key: &str) -> Result<()> {
         for (name, value) in &self.options {
             let k = format!("{key}.options.{name}");
@@ -397,10 +400,10 @@ mod tests {
         assert_eq!(apt_bool("later"), None);
         let mut s = src("deb", "http://r.example/debian", "testing", &["main"]);
         s.options.insert("check-valid-until".into(), "no".into());
-        assert!(s.valid_until_unchecked());
+        assert_eq!(s.valid_until_unchecked(), Some(("check-valid-until", "no")));
         assert!(render(&s, &MemInputs::new()).is_ok());
         s.options.insert("check-valid-until".into(), "yes".into());
-        assert!(!s.valid_until_unchecked());
+        assert_eq!(s.valid_until_unchecked(), None);
         s.options
             .insert("check-valid-until".into(), "sometimes".into());
         let e = render(&s, &MemInputs::new()).unwrap_err();

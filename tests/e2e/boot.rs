@@ -302,9 +302,8 @@ const CONTROL: [(&str, Want); 8] = [
 /// The `name=version` pins of a recipe's `packages` items.
 fn recipe_pins(path: &Path) -> Vec<(String, String)> {
     RecipeModel::load(path)
-        .items("packages")
+        .package_requests()
         .iter()
-        .filter_map(|v| v.as_str())
         .filter_map(|s| s.split_once('='))
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect()
@@ -1121,9 +1120,8 @@ fn every_node_is_a_shipped_recipe_with_what_it_pins() {
         let pinned: Vec<&str> = pins.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(pinned, node.pinned, "{}: pins", node.recipe);
         let requests: Vec<String> = RecipeModel::load(&path)
-            .items("packages")
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
+            .package_requests()
+            .into_iter()
             .filter(|r| !r.contains('='))
             .collect();
         assert_eq!(requests, node.locked, "{}: unpinned requests", node.recipe);

@@ -163,11 +163,7 @@ fn installed(root: &Path) -> Vec<(String, String, String)> {
 /// The pins a recipe's layers ask for, as written (variables expanded by
 /// the caller's expectations).
 fn recipe_pins(recipe: &Path) -> Vec<String> {
-    nodeimg_e2e::RecipeModel::load(recipe)
-        .items("packages")
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect()
+    nodeimg_e2e::RecipeModel::load(recipe).package_requests()
 }
 
 fn check_seed(s: &Seed, repos: &SeedRepos, base: &str) {

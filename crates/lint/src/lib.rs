@@ -959,17 +959,12 @@ pub static NI010: Rule = Rule {
 fn expiry_unchecked(c: &mut Ctx) {
     for l in &c.recipe.layers {
         for (i, s) in l.spec.apt_source.iter().enumerate() {
-            if !s.valid_until_unchecked() {
-                continue;
-            }
-            for (name, value) in &s.options {
-                if name.eq_ignore_ascii_case("Check-Valid-Until") {
-                    let msg = format!(
-                        "apt source {:?} is read with Check-Valid-Until: {value}: its Valid-Until is not checked",
-                        s.name
-                    );
-                    c.add(l, &format!("apt-source[{i}].options.{name}"), msg);
-                }
+            if let Some((name, value)) = s.valid_until_unchecked() {
+                let msg = format!(
+                    "apt source {:?} is read with Check-Valid-Until: {value}: its Valid-Until is not checked",
+                    s.name
+                );
+                c.add(l, &format!("apt-source[{i}].options.{name}"), msg);
             }
         }
     }
