@@ -1,6 +1,8 @@
 # nodeimg: build, test, lint, bench.
 #   make node    build a containerd node image (recipes/containerd-debian.toml)
-#                on a minimal Debian 12 base made with mmdebstrap
+#                for linux/amd64 and linux/arm64, one OCI image index, each
+#                on a minimal Debian 12 base made with mmdebstrap (the arm64
+#                one under qemu-user: about 20 minutes, once)
 #   make build   release build of the nodeimg binary
 #   make install release build, then install it with its manual pages and
 #                bash, zsh and fish completions under $(DESTDIR)$(PREFIX)
@@ -70,11 +72,14 @@ install-files:
 node:
 	scripts/install-test-deps --node
 	$(MAKE) --no-print-directory build
-	scripts/make-node-base build/node-base.tar
+	scripts/make-node-base --arch amd64 build/node-base.tar
+	scripts/make-node-base --arch arm64 build/node-base-arm64.tar
 	@[ -n "$(MIRROR)" ] || { echo "error: no Debian mirror; pass MIRROR=URL" >&2; exit 1; }
 	target/release/nodeimg build recipes/containerd-debian.toml --var mirror=$(MIRROR) \
-		--base rootfs:build/node-base.tar -o out/containerd-debian
-	@echo "node image: out/containerd-debian (OCI layout, tag latest)"
+		--platform linux/amd64,linux/arm64 \
+		--base linux/amd64=rootfs:build/node-base.tar \
+		--base linux/arm64=rootfs:build/node-base-arm64.tar -o out/containerd-debian
+	@echo "node image: out/containerd-debian (OCI layout, tag latest: an image index of linux/amd64 and linux/arm64)"
 
 deps:
 	scripts/install-test-deps

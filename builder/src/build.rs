@@ -43,6 +43,12 @@ pub struct BuildOptions {
     pub vars: Vec<String>,
     /// `--base REF`, relative to the current directory; overrides the recipe's.
     pub base: Option<String>,
+    /// `--platform`: the OCI architectures to build, overriding the
+    /// recipe's `image.platforms`; several make one image index.
+    pub platforms: Vec<String>,
+    /// `--base PLATFORM=REF`: the base of one platform (by OCI
+    /// architecture), over `base` and the recipe's.
+    pub platform_bases: BTreeMap<String, String>,
     /// The `SOURCE_DATE_EPOCH` value, if set.
     pub source_date_epoch: Option<String>,
     /// Where packages are downloaded and installed from.
@@ -95,6 +101,8 @@ impl BuildOptions {
             force: false,
             vars: Vec::new(),
             base: None,
+            platforms: Vec::new(),
+            platform_bases: BTreeMap::new(),
             source_date_epoch: None,
             packages: PackageOptions::default(),
             registry: RegistryOptions::default(),
@@ -164,6 +172,80 @@ pub struct Outcome {
     pub cache: Option<Counts>,
     /// The lint rules the recipe allows, with its reasons.
     pub lint_allow: Vec<nodeimg_recipe::recipe::LintAllow>,
+    /// A multi-platform build: each platform's image, in the order built
+    /// (`built` is then the image index: its digest in `manifest_digest`,
+    /// no config, no layers; `packages` is empty). Empty otherwise.
+    pub platforms: Vec<PlatformOutcome>,
+}
+
+/// One platform's image of a multi-platform build.
+pub struct PlatformOutcome {
+    /// `linux/ARCH[/VARIANT]`.
+    pub platform: String,
+    /// Its image: manifest and config digests, layers.
+    pub built: Built,
+    /// Its base, as named.
+    pub base: String,
+    /// The packages each recipe layer installed on it.
+    pub packages: BTreeMap<String, Vec<InstalledPackage>>,
+}
+
+/// One platform of a build: its OCI architecture, and whether the build
+/// makes several (each then has its own lock file, `RECIPE.ARCH.lock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Platform<'a> {
+    /// OCI architecture (`amd64`, `arm64`, `arm`).
+    pub arch: &'a str,
+    /// One of several.
+    pub multi: bool,
+}
+
+/// `linux/ARCH[/VARIANT]` for an OCI architecture.
+pub fn platform_name(arch: &str) -> String {
+    match nodeimg_layers::arch::variant(arch) {
+        Some(v) => format!("linux/{arch}/{v}"),
+        None => format!("linux/{arch}"),
+    }
+}
+
+/// The platforms (OCI architectures) a build of `recipe` makes:
+/// `platforms` (from `--platform`) when given, else the recipe's
+/// `image.platforms`; empty when neither names any (one image, of the
+/// recipe's or the base's architecture).
+pub fn platforms_of(recipe: &Path, platforms: &[String]) -> Result<Vec<String>> {
+    if !platforms.is_empty() {
+        return Ok(platforms.to_vec());
+    }
+    Ok(Loaded::load(recipe)?.platforms()?)
+}
+
+/// `--base PLATFORM=REF` must name a platform the build makes.
+fn check_platform_bases(platforms: &[String], bases: &BTreeMap<String, String>) -> Result<()> {
+    for (arch, base) in bases {
+        if !platforms.contains(arch) {
+            let names: Vec<String> = platforms.iter().map(|a| platform_name(a)).collect();
+            return Err(Error::Usage(format!(
+                "--base {}={base}: the build has no platform {} ({}); name the platforms with --platform or image.platforms",
+                platform_name(arch),
+                platform_name(arch),
+                if names.is_empty() {
+                    "it builds one image, of the recipe's or the base's architecture".to_string()
+                } else {
+                    format!("its platforms: {}", names.join(", "))
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The lock file of `recipe` for `platform`: `RECIPE.lock`, or, one
+/// platform of several, `RECIPE.ARCH.lock` (the OCI architecture).
+pub fn lock_file(recipe: &Path, platform: Option<Platform<'_>>) -> PathBuf {
+    match platform {
+        Some(p) if p.multi => lock::lock_path_for(recipe, p.arch),
+        _ => lock::lock_path(recipe),
+    }
 }
 
 pub use nodeimg_pkg::backend::InstalledPackage;
@@ -217,13 +299,25 @@ pub fn prepare(
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
     prepare_with(
-        recipe_path,
-        var_args,
-        base_arg,
+        &PrepareArgs {
+            recipe_path,
+            var_args,
+            base_arg,
+            arch: None,
+        },
         &RegistryOptions::default(),
         None,
         progress,
     )
+}
+
+/// What [`prepare_with`] reads: the recipe, `--var`, `--base`, and the
+/// platform's architecture when building for one.
+pub(crate) struct PrepareArgs<'a> {
+    pub(crate) recipe_path: &'a Path,
+    pub(crate) var_args: &'a [String],
+    pub(crate) base_arg: Option<&'a str>,
+    pub(crate) arch: Option<&'a str>,
 }
 
 /// The architecture of an image on `base` whose recipe names none: the
@@ -238,25 +332,114 @@ fn architecture_of(base: &Base) -> String {
         .unwrap_or_else(|| "amd64".to_string())
 }
 
+/// A base without an image config (a rootfs tarball) whose package
+/// manager is built for another architecture than the image's cannot
+/// make it: its programs would not run.
+fn check_base_architecture(base: &Base, arch: &str) -> Result<()> {
+    if base.config().is_some() {
+        return Ok(());
+    }
+    let native = packages::BACKENDS
+        .iter()
+        .find_map(|b| b.native_architecture(base.view()));
+    match native {
+        Some(n) if n != arch => Err(Error::Usage(format!(
+            "base {} is a {n} system (its package manager's architecture), the image is {arch}; \
+             give a base of {}, with --base {}=REF for one platform of several",
+            base.what(),
+            platform_name(arch),
+            platform_name(arch)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// [`prepare`], pulling a registry base as `registry` says, the base's
 /// index from `cache` when it holds it.
 pub(crate) fn prepare_with(
-    recipe_path: &Path,
-    var_args: &[String],
-    base_arg: Option<&str>,
+    args: &PrepareArgs<'_>,
     registry: &RegistryOptions,
     cache: Option<&LayerCache>,
     progress: &mut dyn Progress,
 ) -> Result<Prepared> {
+    let (recipe_path, var_args, base_arg) = (args.recipe_path, args.var_args, args.base_arg);
     let overrides = recipe::parse_overrides(var_args)?;
     progress.step(&format!("reading recipe {}", recipe_path.display()));
+    let loaded = load_for(recipe_path, args.arch)?;
+    let base_ref = base_ref_of(&loaded, base_arg, &overrides)?;
+    let base = match &base_ref {
+        BaseRef::Scratch => Base::scratch(),
+        r => {
+            progress.step(&format!("opening base {r}"));
+            let wanted = loaded.architecture(&overrides)?;
+            Base::open_cached(
+                r,
+                wanted.as_deref(),
+                &nodeimg_registry::BasePuller(registry),
+                cache,
+            )?
+        }
+    };
+    let arch = match loaded.architecture(&overrides)? {
+        Some(a) => {
+            check_base_architecture(&base, &a)?;
+            a
+        }
+        None => architecture_of(&base),
+    };
+    let os_release = os_release_of(base.view());
+    let recipe = loaded.expand(&arch, &os_release, &overrides)?;
+    if let Some((i, id)) = lint::unknown_allowed(&recipe) {
+        return Err(recipe
+            .error(
+                0,
+                &format!("lint.allow[{i}].rule"),
+                format!("{id:?} is not a lint rule"),
+                Some(format!(
+                    "the rules are {} (see docs/lint.md)",
+                    lint::rule_ids()
+                )),
+            )
+            .into());
+    }
+    progress.step("linting");
+    let findings = lint::run(&recipe, base.view(), &arch, packages::BACKENDS);
+    Ok(Prepared {
+        recipe,
+        base,
+        arch,
+        overrides,
+        findings,
+    })
+}
+
+/// The recipe at `recipe_path`, for the platform `arch` when given; a
+/// recipe of several platforms, prepared alone, for its first.
+fn load_for(recipe_path: &Path, arch: Option<&str>) -> Result<Loaded> {
     let loaded = Loaded::load(recipe_path)?;
+    let arch = match arch {
+        Some(a) => Some(a.to_string()),
+        None => loaded.platforms()?.first().cloned(),
+    };
+    Ok(match arch {
+        Some(a) => loaded.for_architecture(&a),
+        None => loaded,
+    })
+}
+
+/// The base `--base` (`base_arg`) or the recipe names, checked: a path
+/// must exist.
+fn base_ref_of(
+    loaded: &Loaded,
+    base_arg: Option<&str>,
+    overrides: &BTreeMap<String, String>,
+) -> Result<BaseRef> {
     let base_ref = match base_arg {
         Some(s) => {
             let cwd = std::env::current_dir().ctx(|| "finding the current directory".to_string())?;
             parse_base(s, &cwd).map_err(|m| Error::Usage(format!("--base {s:?}: {m}")))?
         }
-        None => match loaded.base(&overrides)? {
+        None => match loaded.base(overrides)? {
             None => BaseRef::Scratch,
             Some(s) => parse_base(&s, &loaded.dir).map_err(|m| {
                 loaded.files[0].error_at(
@@ -286,47 +469,7 @@ pub(crate) fn prepare_with(
             });
         }
     }
-    let base = match &base_ref {
-        BaseRef::Scratch => Base::scratch(),
-        r => {
-            progress.step(&format!("opening base {r}"));
-            let wanted = loaded.architecture(&overrides)?;
-            Base::open_cached(
-                r,
-                wanted.as_deref(),
-                &nodeimg_registry::BasePuller(registry),
-                cache,
-            )?
-        }
-    };
-    let arch = match loaded.architecture(&overrides)? {
-        Some(a) => a,
-        None => architecture_of(&base),
-    };
-    let os_release = os_release_of(base.view());
-    let recipe = loaded.expand(&arch, &os_release, &overrides)?;
-    if let Some((i, id)) = lint::unknown_allowed(&recipe) {
-        return Err(recipe
-            .error(
-                0,
-                &format!("lint.allow[{i}].rule"),
-                format!("{id:?} is not a lint rule"),
-                Some(format!(
-                    "the rules are {} (see docs/lint.md)",
-                    lint::rule_ids()
-                )),
-            )
-            .into());
-    }
-    progress.step("linting");
-    let findings = lint::run(&recipe, base.view(), &arch, packages::BACKENDS);
-    Ok(Prepared {
-        recipe,
-        base,
-        arch,
-        overrides,
-        findings,
-    })
+    Ok(base_ref)
 }
 
 /// The `os.*` variables of an image: `/etc/os-release`, else
@@ -521,6 +664,9 @@ pub struct CheckOptions<'a> {
     /// The layer cache the base's index and layers' installed packages
     /// may come from.
     pub cache: Option<&'a Arc<LayerCache>>,
+    /// The platform to check for (`None`: the recipe's architecture, or
+    /// its first platform).
+    pub platform: Option<Platform<'a>>,
 }
 
 /// Prepare, lint (findings go to `progress`) and render the layers as
@@ -548,9 +694,12 @@ fn check_inner(
             .map_err(|e| Error::Usage(format!("--mirror: {e}")))?;
     }
     let p = prepare_with(
-        recipe_path,
-        var_args,
-        base_arg,
+        &PrepareArgs {
+            recipe_path,
+            var_args,
+            base_arg,
+            arch: opts.platform.map(|p| p.arch),
+        },
         registry,
         opts.cache.map(|c| &**c),
         progress,
@@ -566,7 +715,7 @@ fn check_inner(
     let inputs = std::sync::Arc::clone(&p.recipe.inputs);
     let wanted = p.recipe.layers.iter().any(|l| !l.spec.packages.is_empty());
     let offline = packages.is_some_and(|o| o.offline);
-    let lock_file = lock::lock_path(recipe_path);
+    let lock_file = lock_file(recipe_path, opts.platform);
     let lock = match step {
         LockStep::Record | LockStep::Follow(LockUse::Ignore) => None,
         LockStep::Follow(_) => Lock::read(&lock_file, packages::LOCK_RULES)?,
@@ -728,6 +877,11 @@ pub struct LockOptions {
     /// How a registry base is pulled (`--insecure-registry`); the cache is
     /// the packages' when none is named.
     pub registry: RegistryOptions,
+    /// `--platform`, as for a build: each platform of several is locked
+    /// in its own file.
+    pub platforms: Vec<String>,
+    /// `--base PLATFORM=REF`, as for a build.
+    pub platform_bases: BTreeMap<String, String>,
 }
 
 /// The result of [`lock_with`].
@@ -744,8 +898,48 @@ pub struct LockOutcome {
 /// `nodeimg lock`: resolve every layer's `packages` against the
 /// repositories (signatures verified, `.deb`s downloaded into the cache and
 /// verified, installed as a build would), and write `RECIPE.lock`
-/// atomically. Lint findings go to `progress` and do not stop it.
-pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<LockOutcome> {
+/// atomically; for a recipe of several platforms, `RECIPE.ARCH.lock` for
+/// each, in order. Lint findings go to `progress` and do not stop it.
+pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Vec<LockOutcome>> {
+    let platforms = platforms_of(&opts.recipe, &opts.platforms)?;
+    check_platform_bases(&platforms, &opts.platform_bases)?;
+    if platforms.len() < 2 {
+        let platform = platforms.first().map(|a| Platform {
+            arch: a,
+            multi: false,
+        });
+        return Ok(vec![lock_one(opts, platform, progress)?]);
+    }
+    let mut out = Vec::new();
+    for a in &platforms {
+        progress.step(&format!("platform {}", platform_name(a)));
+        let platform = Platform {
+            arch: a,
+            multi: true,
+        };
+        out.push(lock_one(opts, Some(platform), progress)?);
+    }
+    Ok(out)
+}
+
+/// The base of `platform`: its own (`--base PLATFORM=REF`), else `base`.
+fn base_for<'a>(
+    platform: Option<Platform<'_>>,
+    bases: &'a BTreeMap<String, String>,
+    base: Option<&'a str>,
+) -> Option<&'a str> {
+    platform
+        .and_then(|p| bases.get(p.arch))
+        .map(String::as_str)
+        .or(base)
+}
+
+/// Lock one platform (or the recipe's one architecture).
+fn lock_one(
+    opts: &LockOptions,
+    platform: Option<Platform<'_>>,
+    progress: &mut dyn Progress,
+) -> Result<LockOutcome> {
     let packages = PackageOptions {
         offline: false,
         lock: LockUse::Ignore,
@@ -758,11 +952,12 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
     let check = CheckOptions {
         recipe: &opts.recipe,
         vars: &opts.vars,
-        base: opts.base.as_deref(),
+        base: base_for(platform, &opts.platform_bases, opts.base.as_deref()),
         packages: Some(&packages),
         lock: LockUse::Ignore,
         registry: &registry,
         cache: None,
+        platform,
     };
     let c = check_inner(&check, LockStep::Record, progress)?;
     let arch = &c.prepared.arch;
@@ -771,7 +966,7 @@ pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Lock
         .as_ref()
         .and_then(|e| e.recorded_lock(arch))
         .unwrap_or_else(|| Lock::new(packages::debian_arch(arch), vec![], vec![], vec![]));
-    let path = lock::lock_path(&opts.recipe);
+    let path = lock_file(&opts.recipe, platform);
     let text = lock.render()?;
     let changed = std::fs::read(&path).ok().as_deref() != Some(text.as_bytes());
     if changed {
@@ -810,9 +1005,20 @@ fn layer_cache(opts: &BuildOptions, progress: &mut dyn Progress) -> Option<Arc<L
 
 /// Build the image: recipe -> base -> variables -> lint -> plan -> output.
 /// Lint errors stop the build with [`Error::Lint`] after `progress` has
-/// seen the findings, before anything is written.
+/// seen the findings, before anything is written. Several platforms
+/// (`--platform`, `image.platforms`) are each prepared and rendered in
+/// turn, then written as one image index.
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
+    let platforms = platforms_of(&opts.recipe, &opts.platforms)?;
+    check_platform_bases(&platforms, &opts.platform_bases)?;
+    let multi = platforms.len() > 1;
+    if multi && !matches!(opts.format, Format::Oci | Format::OciArchive) {
+        return Err(Error::Usage(format!(
+            "{} platforms make one OCI image index: use --format oci or oci-archive, or build one platform with --platform",
+            platforms.len()
+        )));
+    }
     let out_opts = |path: PathBuf, cache: Option<Arc<LayerCache>>| OutputOptions {
         path,
         format: opts.format,
@@ -836,25 +1042,15 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
     // --offline: no network for the base either.
     registry.offline |= opts.packages.offline;
     let cache = layer_cache(opts, progress);
-    let c = check(
-        &CheckOptions {
-            recipe: &opts.recipe,
-            vars: &opts.vars,
-            base: opts.base.as_deref(),
-            packages: Some(&opts.packages),
-            lock: opts.packages.lock,
-            registry: &registry,
-            cache: cache.as_ref(),
-        },
+    let checked = check_platforms(
+        opts,
+        &platforms,
+        &registry,
+        cache.as_ref(),
+        created,
         progress,
     )?;
-    let errors = c.lint_errors();
-    if errors > 0 {
-        return Err(Error::Lint { errors });
-    }
-    let p = &c.prepared;
-    let digest = recipe_digest(&p.recipe, &c.inputs, &p.overrides)?;
-    let meta = image_meta(&p.recipe, &p.arch, created, &digest);
+    let (first, meta) = &checked[0];
     let path = opts
         .output
         .clone()
@@ -865,7 +1061,20 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         None => output::lock(&out)?,
     };
     progress.step(&format!("writing {}", out.path.display()));
-    let built = output::write_locked(&lock, &p.base, &c.plans, &meta, &out);
+    let written = if multi {
+        let images: Vec<output::Image<'_>> = checked
+            .iter()
+            .map(|(c, meta)| output::Image {
+                base: &c.prepared.base,
+                layers: &c.plans,
+                meta,
+            })
+            .collect();
+        output::write_index_locked(&lock, &images, &meta.tag, &out).map(Written::Index)
+    } else {
+        output::write_locked(&lock, &first.prepared.base, &first.plans, meta, &out)
+            .map(Written::Image)
+    };
     drop(lock);
     let cache_counts = cache.as_ref().map(|c| {
         for note in c.take_notes() {
@@ -873,39 +1082,141 @@ pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Ou
         }
         c.counts()
     });
-    let built = built?;
-    let packages = layer_packages(&p.recipe, &p.base, &c.plans, &p.arch, c.packages.as_ref());
-    let base = p.base.what().to_string();
-    let lint_allow = p.recipe.lint_allow.clone();
-    Ok(Outcome {
-        built,
-        name: meta.name,
-        tag: meta.tag,
-        findings: c.prepared.findings,
-        recipe_digest: digest,
-        base,
-        packages,
-        cache: cache_counts,
-        lint_allow,
-    })
+    let written = written?;
+    Ok(outcome(checked, written, cache_counts))
 }
 
-/// The build's metadata document (`--metadata-file`, `build --json`): the
-/// recipe and its digest, the image's digests and tags, every layer (digest,
-/// size, media type, recipe layer, packages it installed), the build time
-/// (`build_time`: seconds since 1970, from `SOURCE_DATE_EPOCH` when set),
-/// the lint rules the recipe allows (`lint.allow`: rule and reason) and
-/// the findings they allowed (`lint.allowed`, as `check --json` shows
-/// them), and where it was pushed, if it was.
-pub fn metadata(
-    recipe: &Path,
-    outcome: &Outcome,
-    format: Format,
-    build_time: i64,
-    pushed: Option<&nodeimg_registry::PushReport>,
-) -> serde_json::Value {
-    let b = &outcome.built;
-    let layers: Vec<serde_json::Value> = b
+/// Prepare, lint and render each platform of a build in turn (or the one
+/// image of a recipe without platforms), each with its image metadata.
+fn check_platforms(
+    opts: &BuildOptions,
+    platforms: &[String],
+    registry: &RegistryOptions,
+    cache: Option<&Arc<LayerCache>>,
+    created: i64,
+    progress: &mut dyn Progress,
+) -> Result<Vec<(Checked, ImageMeta)>> {
+    let multi = platforms.len() > 1;
+    let each: Vec<Option<Platform<'_>>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms
+            .iter()
+            .map(|a| Some(Platform { arch: a, multi }))
+            .collect()
+    };
+    let mut checked = Vec::new();
+    for platform in each {
+        if let (Some(p), true) = (platform, multi) {
+            progress.step(&format!("platform {}", platform_name(p.arch)));
+        }
+        let c = check(
+            &CheckOptions {
+                recipe: &opts.recipe,
+                vars: &opts.vars,
+                base: base_for(platform, &opts.platform_bases, opts.base.as_deref()),
+                packages: Some(&opts.packages),
+                lock: opts.packages.lock,
+                registry,
+                cache,
+                platform,
+            },
+            progress,
+        )?;
+        let errors = c.lint_errors();
+        if errors > 0 {
+            return Err(Error::Lint { errors });
+        }
+        let p = &c.prepared;
+        let digest = recipe_digest(&p.recipe, &c.inputs, &p.overrides)?;
+        let meta = image_meta(&p.recipe, &p.arch, created, &digest);
+        checked.push((c, meta));
+    }
+    Ok(checked)
+}
+
+/// What the output writer made: one image, or an index of several.
+enum Written {
+    Image(Built),
+    Index(output::BuiltIndex),
+}
+
+/// The [`Outcome`] of a build of `checked` (one per platform) that wrote
+/// `written`.
+fn outcome(checked: Vec<(Checked, ImageMeta)>, written: Written, cache: Option<Counts>) -> Outcome {
+    let packages_of = |c: &Checked| {
+        let p = &c.prepared;
+        layer_packages(&p.recipe, &p.base, &c.plans, &p.arch, c.packages.as_ref())
+    };
+    let mut findings: Vec<Finding> = Vec::new();
+    for (c, _) in &checked {
+        for f in &c.prepared.findings {
+            if !findings.contains(f) {
+                findings.push(f.clone());
+            }
+        }
+    }
+    let (c0, meta) = &checked[0];
+    let recipe_digest = meta
+        .annotations
+        .get(RECIPE_DIGEST_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let lint_allow = c0.prepared.recipe.lint_allow.clone();
+    let (name, tag) = (meta.name.clone(), meta.tag.clone());
+    let (built, base, packages, platforms) = match written {
+        Written::Image(built) => {
+            let packages = packages_of(c0);
+            (
+                built,
+                c0.prepared.base.what().to_string(),
+                packages,
+                Vec::new(),
+            )
+        }
+        Written::Index(index) => {
+            let platforms: Vec<PlatformOutcome> = checked
+                .iter()
+                .zip(index.images)
+                .map(|((c, _), built)| PlatformOutcome {
+                    platform: platform_name(&c.prepared.arch),
+                    built,
+                    base: c.prepared.base.what().to_string(),
+                    packages: packages_of(c),
+                })
+                .collect();
+            let bases: Vec<&str> = platforms.iter().map(|p| p.base.as_str()).collect();
+            let built = Built {
+                path: index.path,
+                manifest_digest: Some(index.index_digest),
+                config_digest: None,
+                file_digest: index.file_digest,
+                layers: Vec::new(),
+            };
+            (built, bases.join(", "), BTreeMap::new(), platforms)
+        }
+    };
+    Outcome {
+        built,
+        name,
+        tag,
+        findings,
+        recipe_digest,
+        base,
+        packages,
+        cache,
+        lint_allow,
+        platforms,
+    }
+}
+
+/// The layers of an image for the build metadata: digest, size, media
+/// type, the recipe layer, the packages it installed.
+fn layers_json(
+    built: &Built,
+    packages: &BTreeMap<String, Vec<InstalledPackage>>,
+) -> Vec<serde_json::Value> {
+    built
         .layers
         .iter()
         .map(|l| {
@@ -917,12 +1228,32 @@ pub fn metadata(
                 "media_type": l.media_type,
                 "from_base": l.from_base,
             });
-            if let Some(p) = outcome.packages.get(&l.name).filter(|_| !l.from_base) {
+            if let Some(p) = packages.get(&l.name).filter(|_| !l.from_base) {
                 v["packages"] = serde_json::to_value(p).unwrap_or_default();
             }
             v
         })
-        .collect();
+        .collect()
+}
+
+/// The build's metadata document (`--metadata-file`, `build --json`): the
+/// recipe and its digest, the image's digests and tags, every layer (digest,
+/// size, media type, recipe layer, packages it installed), the build time
+/// (`build_time`: seconds since 1970, from `SOURCE_DATE_EPOCH` when set),
+/// the lint rules the recipe allows (`lint.allow`: rule and reason) and
+/// the findings they allowed (`lint.allowed`, as `check --json` shows
+/// them), and where it was pushed, if it was. A multi-platform build's
+/// `image_digest` is its image index's, and `platforms` lists each
+/// platform's image (platform, base, manifest and config digests, layers).
+pub fn metadata(
+    recipe: &Path,
+    outcome: &Outcome,
+    format: Format,
+    build_time: i64,
+    pushed: Option<&nodeimg_registry::PushReport>,
+) -> serde_json::Value {
+    let b = &outcome.built;
+    let layers = layers_json(b, &outcome.packages);
     let mut tags = vec![format!("{}:{}", outcome.name, outcome.tag)];
     if let Some(p) = pushed {
         tags.push(p.reference.clone());
@@ -933,7 +1264,7 @@ pub fn metadata(
         Format::Rootfs => "rootfs",
         Format::DockerArchive => "docker-archive",
     };
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "name": outcome.name,
         "tag": outcome.tag,
         "tags": tags,
@@ -954,7 +1285,23 @@ pub fn metadata(
             "allowed": outcome.findings.iter().filter(|f| f.allowed.is_some()).collect::<Vec<_>>(),
         },
         "pushed": pushed.map(|p| serde_json::json!({"reference": p.reference, "digest": p.digest})),
-    })
+    });
+    if !outcome.platforms.is_empty() {
+        doc["platforms"] = outcome
+            .platforms
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "platform": p.platform,
+                    "base": p.base,
+                    "manifest_digest": p.built.manifest_digest,
+                    "config_digest": p.built.config_digest,
+                    "layers": layers_json(&p.built, &p.packages),
+                })
+            })
+            .collect();
+    }
+    doc
 }
 
 #[cfg(test)]

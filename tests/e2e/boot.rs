@@ -793,6 +793,18 @@ fn recipes_copy(root: &Path, dir: &Path) -> PathBuf {
 
 /// Builds `node` as a rootfs on `base` and checks its packages; locks it
 /// first when it leaves packages unpinned. Returns the image.
+/// The versions `node`'s recipe pins for the packages the test checks.
+fn pinned_versions(root: &Path, node: &Node) -> Vec<(String, String)> {
+    let pins = recipe_pins(&root.join(node.recipe));
+    let mut versions: Vec<(String, String)> = Vec::new();
+    for name in node.pinned {
+        let pin = pins.iter().find(|(n, _)| n == name);
+        let (_, v) = pin.unwrap_or_else(|| panic!("{} must pin {name}", node.recipe));
+        versions.push((name.to_string(), v.clone()));
+    }
+    versions
+}
+
 fn build_node(
     root: &Path,
     node: &Node,
@@ -809,13 +821,7 @@ fn build_node(
         "--cache-dir".to_string(),
         cache.clone(),
     ];
-    let pins = recipe_pins(&root.join(node.recipe));
-    let mut versions: Vec<(String, String)> = Vec::new();
-    for name in node.pinned {
-        let pin = pins.iter().find(|(n, _)| n == name);
-        let (_, v) = pin.unwrap_or_else(|| panic!("{} must pin {name}", node.recipe));
-        versions.push((name.to_string(), v.clone()));
-    }
+    let mut versions = pinned_versions(root, node);
     let mut recipe = root.join(node.recipe);
     if !node.locked.is_empty() {
         // The suite moves: lock it now, say what it got, build that.
@@ -931,10 +937,62 @@ fn elf_machine(tar: &Path, path: &str) -> Option<u16> {
     (b.len() > 20 && b[..4] == *b"\x7fELF").then(|| u16::from_le_bytes([b[18], b[19]]))
 }
 
-/// The arm64 node: `recipes/containerd-debian.toml` on the arm64 node base
-/// (the image's architecture read from the base's dpkg), arm64 packages
-/// from the mirror (nodeimg emulates nothing), booted under
-/// `qemu-system-aarch64 -M virt -cpu max` (TCG) with the same probe, the
+/// `recipes/containerd-debian.toml` for linux/amd64 and linux/arm64 into
+/// one OCI image index, as `make node` builds it, each platform on its own
+/// node base; skopeo must read an index of both. Returns the layout.
+fn build_index(root: &Path, bases: [&Path; 2], mirror: &str, w: &Path) -> PathBuf {
+    let t = Instant::now();
+    let out = w.join("containerd-debian-index");
+    run(nodeimg(root)
+        .arg("build")
+        .arg(root.join(NODES[0].recipe))
+        .args(["-q", "--platform", "linux/amd64,linux/arm64"])
+        .arg(format!("--base=linux/amd64=rootfs:{}", bases[0].display()))
+        .arg(format!("--base=linux/arm64=rootfs:{}", bases[1].display()))
+        .args(["--var", &format!("mirror={mirror}"), "--cache-dir"])
+        .arg(root.join("build/nodeimg-cache"))
+        .arg("-o")
+        .arg(&out))
+    .ok();
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", out.display())))
+    .ok();
+    let index: serde_json::Value =
+        serde_json::from_str(&raw.stdout).unwrap_or_else(|e| panic!("skopeo: {e}: {raw}"));
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|d| {
+                    let p = &d["platform"];
+                    format!(
+                        "{}/{}",
+                        p["os"].as_str().unwrap_or("?"),
+                        p["architecture"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        platforms,
+        ["linux/amd64", "linux/arm64"],
+        "skopeo reads another index: {index}"
+    );
+    say(&format!(
+        "containerd-debian: one index of {} (skopeo inspect --raw), {}",
+        platforms.join(" and "),
+        secs(t)
+    ));
+    out
+}
+
+/// The arm64 node: `recipes/containerd-debian.toml` built for linux/amd64
+/// and linux/arm64 into one image index (as `make node` builds it), each
+/// platform on its node base and from its own architecture's packages
+/// (nodeimg emulates nothing); the index's arm64 image, flattened with the
+/// probe, booted under `qemu-system-aarch64 -M virt -cpu max` (TCG), the
 /// bare arm64 base the control. Not in `make test`: making the arm64 base
 /// runs its maintainer scripts under qemu-user, about 20 minutes on 2
 /// cores; `make boot-arm64` runs it.
@@ -946,32 +1004,57 @@ fn arm64_node_boots_with_its_configuration() {
         return;
     }
     let root = workspace_root();
+    let amd64 = node_base(&root, Machine::X86_64);
     let base = node_base(&root, Machine::Aarch64);
     let mirror = debian_mirror(&root);
     let work = temp_dir("boot-arm64");
     let w = work.path();
-    let recipes = recipes_copy(&root, w);
+    let index = build_index(&root, [&amd64, &base], &mirror, w);
     let node = &NODES[0];
-    let image = build_node(&root, node, "arm64", &base, &mirror, w, &recipes);
-    for (path, want) in [("usr/bin/containerd", 183), ("usr/sbin/runc", 183)] {
-        let got = elf_machine(&image, path);
-        assert_eq!(got, Some(want), "{path}: ELF machine (183: AArch64)");
-        say(&format!(
-            "containerd-debian-arm64: /{path}: ELF machine {want} (AArch64)"
-        ));
-    }
     let console = format!("console={}", Machine::Aarch64.console());
     let probe = w.join("arm64-probe.tar");
     let base_probe = w.join("arm64-base-probe.tar");
-    build_rootfs(
-        &root,
-        PROBE,
-        &image,
-        &probe,
-        &["--var".into(), console.clone()],
+    // Each platform's image of the index, flattened with the probe on top.
+    let from_index = |platform: &str, out: &Path, extra: &[String]| {
+        let t = Instant::now();
+        run(nodeimg(&root)
+            .arg("build")
+            .arg(PROBE)
+            .args(["--format", "rootfs", "-q", "--platform", platform, "-o"])
+            .arg(out)
+            .arg(format!("--base=oci:{}:latest", index.display()))
+            .args(extra))
+        .ok();
+        say(&format!(
+            "nodeimg build {PROBE} on the {platform} image of the index: {}",
+            secs(t)
+        ));
+    };
+    from_index("linux/arm64", &probe, &["--var".into(), console.clone()]);
+    let amd64_probe = w.join("amd64-probe.tar");
+    from_index("linux/amd64", &amd64_probe, &[]);
+    for (label, tar, machine) in [
+        ("containerd-debian-arm64", &probe, 183),
+        ("containerd-debian-amd64", &amd64_probe, 62),
+    ] {
+        for path in ["usr/bin/containerd", "usr/sbin/runc"] {
+            let got = elf_machine(tar, path);
+            assert_eq!(got, Some(machine), "{label}: /{path}: ELF machine");
+            say(&format!("{label}: /{path}: ELF machine {machine}"));
+        }
+    }
+    let _ = fs::remove_file(&amd64_probe);
+    // Its packages, as the arm64 image's own dpkg and systemctl see them.
+    let installed = w.join("arm64-installed");
+    extract_owned(&probe, &installed).unwrap_or_else(|e| panic!("{e}"));
+    let failures = check_installed(node, &installed, "arm64", &pinned_versions(&root, node));
+    let _ = fs::remove_dir_all(&installed);
+    assert!(
+        failures.is_empty(),
+        "the arm64 image's packages are not what the recipe asks for:\n{}",
+        failures.join("\n")
     );
     build_rootfs(&root, PROBE, &base, &base_probe, &["--var".into(), console]);
-    let _ = fs::remove_file(&image);
     let boots = boot_all(
         Machine::Aarch64,
         &[

@@ -1,6 +1,7 @@
 //! The command line: `nodeimg build | lock | check | inspect | sbom | push | sign | verify |
 //! keygen | cache | schema | completions | man`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use nodeimg::build::{self, BuildOptions, Progress};
 use nodeimg_fetch::progress::Meter;
 use nodeimg_image::output::{Compression, Format};
 use nodeimg_lint::{self as lint, Finding};
+use nodeimg_recipe::recipe::parse_platform;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -327,12 +329,62 @@ pub struct RecipeArgs {
     /// Base image, overriding image.base: scratch | oci:DIR[:TAG] |
     /// oci-archive:FILE[:TAG] | rootfs:FILE | docker://HOST/REPO:TAG (or
     /// @sha256:...); paths relative to the current directory.
-    #[arg(long, value_name = "REF")]
-    pub base: Option<String>,
+    /// PLATFORM=REF (linux/arm64=rootfs:arm64.tar) is the base of one
+    /// platform of several; repeatable so.
+    #[arg(long, value_name = "[PLATFORM=]REF")]
+    pub base: Vec<String>,
+    /// Build for these platforms instead of image.platforms
+    /// (linux/amd64,linux/arm64, linux/arm/v7; comma-separated or
+    /// repeated): several make one OCI image index, each image made from
+    /// its own architecture's base and packages, each with its lock file
+    /// RECIPE.ARCH.lock.
+    #[arg(long = "platform", value_name = "PLATFORM", value_delimiter = ',')]
+    pub platforms: Vec<String>,
     /// Speak plain HTTP to this registry (loopback addresses only:
     /// localhost, 127.0.0.1, [::1]); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+}
+
+/// What `--base` and `--platform` ask for: a base for every platform,
+/// bases of single platforms, the platforms (OCI architectures).
+#[derive(Debug, Default)]
+struct Targets {
+    base: Option<String>,
+    platform_bases: BTreeMap<String, String>,
+    platforms: Vec<String>,
+}
+
+impl RecipeArgs {
+    /// `--base` and `--platform`, checked.
+    fn targets(&self) -> anyhow::Result<Targets> {
+        let usage = |m: String| anyhow::Error::new(nodeimg::Error::Usage(m));
+        let mut t = Targets::default();
+        for p in &self.platforms {
+            let arch = parse_platform(p).map_err(|m| usage(format!("--platform: {m}")))?;
+            if t.platforms.contains(&arch) {
+                return Err(usage(format!("--platform {p:?} is named twice")));
+            }
+            t.platforms.push(arch);
+        }
+        for b in &self.base {
+            match b.split_once('=').filter(|(p, _)| p.starts_with("linux/")) {
+                Some((p, r)) => {
+                    let arch = parse_platform(p).map_err(|m| usage(format!("--base {b}: {m}")))?;
+                    if t.platform_bases.insert(arch, r.to_string()).is_some() {
+                        return Err(usage(format!("--base: two bases for {p}")));
+                    }
+                }
+                None if t.base.is_some() => {
+                    return Err(usage(format!(
+                        "--base {b}: a base for every platform is already given; name one platform's with --base PLATFORM=REF"
+                    )))
+                }
+                None => t.base = Some(b.clone()),
+            }
+        }
+        Ok(t)
+    }
 }
 
 /// `nodeimg build`.
@@ -657,12 +709,9 @@ fn run_push(a: PushArgs) -> anyhow::Result<ExitCode> {
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
     check_push_args(a.push.as_deref(), &a.format, &a.recipe.insecure_registries)?;
-    if !a.sbom.is_empty() && a.format == FormatArg::DockerArchive {
-        return Err(nodeimg::Error::Usage(
-            "--sbom needs --format oci, oci-archive or rootfs (run `nodeimg sbom` on an OCI output instead)".into(),
-        )
-        .into());
-    }
+    let targets = a.recipe.targets()?;
+    let platforms = build::platforms_of(&a.recipe.recipe, &targets.platforms)?;
+    check_sbom_args(&a.sbom, a.format, a.sign_key.is_some(), platforms.len())?;
     let sign_key = crate::sign::key_arg(a.sign_key.as_deref())?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let build_time = match &epoch {
@@ -683,7 +732,9 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         compression: a.compression.into(),
         force: a.force,
         vars: a.recipe.vars,
-        base: a.recipe.base,
+        base: targets.base,
+        platforms,
+        platform_bases: targets.platform_bases,
         source_date_epoch: epoch,
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
@@ -729,6 +780,29 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     print_built(&outcome, opts.format, &doc, a.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--sbom` and `--sign-key` describe one image of an OCI or rootfs
+/// output.
+fn check_sbom_args(
+    sbom: &[crate::sbom::SbomOutput],
+    format: FormatArg,
+    signed: bool,
+    platforms: usize,
+) -> anyhow::Result<()> {
+    if !sbom.is_empty() && format == FormatArg::DockerArchive {
+        return Err(nodeimg::Error::Usage(
+            "--sbom needs --format oci, oci-archive or rootfs (run `nodeimg sbom` on an OCI output instead)".into(),
+        )
+        .into());
+    }
+    if platforms > 1 && (!sbom.is_empty() || signed) {
+        return Err(nodeimg::Error::Usage(format!(
+            "--sbom and --sign-key take one image, and this build makes {platforms} (an image index); build each platform with --platform for its SBOM and signature"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// What the layer cache gave a build, for its progress: `None` when the
@@ -823,10 +897,13 @@ fn print_built(
 /// What `nodeimg lock` resolves, from its arguments.
 fn lock_options(a: LockArgs) -> anyhow::Result<build::LockOptions> {
     let mirrors = mirror_args(a.mirrors_file.as_deref(), a.mirrors)?;
+    let targets = a.recipe.targets()?;
     Ok(build::LockOptions {
         recipe: a.recipe.recipe,
         vars: a.recipe.vars,
-        base: a.recipe.base,
+        base: targets.base,
+        platforms: targets.platforms,
+        platform_bases: targets.platform_bases,
         packages: build::PackageOptions {
             cache_dir: a.cache_dir,
             mirrors,
@@ -844,22 +921,27 @@ fn run_lock(a: LockArgs) -> anyhow::Result<ExitCode> {
     let opts = lock_options(a)?;
     let mut progress = StderrProgress::new(quiet);
     let started = std::time::Instant::now();
-    let outcome = build::lock_with(&opts, &mut progress)?;
-    let count: usize = outcome.lock.layers.iter().map(|l| l.packages.len()).sum();
-    progress.step(&format!(
-        "{} {} package(s) of {} layer(s) in {} ({:.1}s)",
-        if outcome.changed {
-            "locked"
-        } else {
-            "unchanged:"
-        },
-        count,
-        outcome.lock.layers.len(),
-        outcome.path.display(),
-        started.elapsed().as_secs_f64()
-    ));
+    let outcomes = build::lock_with(&opts, &mut progress)?;
+    for outcome in &outcomes {
+        let count: usize = outcome.lock.layers.iter().map(|l| l.packages.len()).sum();
+        progress.step(&format!(
+            "{} {} package(s) of {} layer(s) in {} ({:.1}s)",
+            if outcome.changed {
+                "locked"
+            } else {
+                "unchanged:"
+            },
+            count,
+            outcome.lock.layers.len(),
+            outcome.path.display(),
+            started.elapsed().as_secs_f64()
+        ));
+    }
     progress.finish();
-    writeln!(std::io::stdout().lock(), "{}", outcome.path.display())?;
+    let mut out = std::io::stdout().lock();
+    for outcome in &outcomes {
+        writeln!(out, "{}", outcome.path.display())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -870,19 +952,50 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         meter: crate::progress::stderr(false),
         offline: false,
     };
-    let c = build::check(
-        &build::CheckOptions {
-            recipe: &a.recipe.recipe,
-            vars: &a.recipe.vars,
-            base: a.recipe.base.as_deref(),
-            packages: None,
-            lock: lock_use(false, a.no_lock),
-            registry: &registry,
-            cache: None,
-        },
-        &mut build::Silent,
-    )?;
-    let p = &c.prepared;
+    let targets = a.recipe.targets()?;
+    let platforms = build::platforms_of(&a.recipe.recipe, &targets.platforms)?;
+    let multi = platforms.len() > 1;
+    let each: Vec<Option<build::Platform<'_>>> = if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms
+            .iter()
+            .map(|arch| Some(build::Platform { arch, multi }))
+            .collect()
+    };
+    // Every platform is checked; a finding or note they share is shown once.
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut notes: Vec<nodeimg::plan::Note> = Vec::new();
+    for platform in each {
+        let base = platform
+            .and_then(|p| targets.platform_bases.get(p.arch))
+            .or(targets.base.as_ref());
+        let c = build::check(
+            &build::CheckOptions {
+                recipe: &a.recipe.recipe,
+                vars: &a.recipe.vars,
+                base: base.map(String::as_str),
+                packages: None,
+                lock: lock_use(false, a.no_lock),
+                registry: &registry,
+                cache: None,
+                platform,
+            },
+            &mut build::Silent,
+        )?;
+        for f in c.prepared.findings {
+            if !findings.contains(&f) {
+                findings.push(f);
+            }
+        }
+        for n in c.notes {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+    }
+    let c = Checked { findings, notes };
+    let p = &c;
     let mut out = std::io::stdout().lock();
     if a.json {
         let mut j = lint::to_json(&p.findings);
@@ -913,6 +1026,12 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `check` found over every platform.
+struct Checked {
+    findings: Vec<Finding>,
+    notes: Vec<nodeimg::plan::Note>,
 }
 
 /// Print what `check` could not verify as `file:line: note: key: message`
@@ -1095,7 +1214,7 @@ mod tests {
         assert_eq!(b.format, FormatArg::OciArchive);
         assert_eq!(b.compression, CompressionArg::Zstd);
         assert_eq!(b.recipe.vars, ["a=1", "b=2"]);
-        assert_eq!(b.recipe.base.as_deref(), Some("oci:d"));
+        assert_eq!(b.recipe.base, ["oci:d"]);
         assert!(b.json && b.quiet);
         let c = Cli::try_parse_from(["nodeimg", "build", "r.toml"]).unwrap();
         let Command::Build(b) = c.command else {
@@ -1128,7 +1247,7 @@ mod tests {
             panic!("not lock")
         };
         assert_eq!(l.recipe.recipe, PathBuf::from("r.toml"));
-        assert_eq!(l.recipe.base.as_deref(), Some("oci:d"));
+        assert_eq!(l.recipe.base, ["oci:d"]);
         assert_eq!(l.recipe.vars, ["a=1"]);
         assert_eq!(l.cache_dir, Some(PathBuf::from("c")));
         assert_eq!(l.mirrors, ["http://a=file:///b"]);
@@ -1198,6 +1317,7 @@ mod tests {
                 lock: build::LockUse::Auto,
                 registry: &Default::default(),
                 cache: None,
+                platform: None,
             },
             &mut build::Silent,
         )
@@ -1226,6 +1346,7 @@ mod tests {
                 lock: build::LockUse::Auto,
                 registry: &Default::default(),
                 cache: None,
+                platform: None,
             },
             &mut build::Silent,
         )

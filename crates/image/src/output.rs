@@ -21,7 +21,8 @@ use nodeimg_layers::{FileTree, ImagePath, Meta, RootView, Stack};
 use ocidir::cap_std::{ambient_authority, fs::Dir};
 use ocidir::oci_spec::image::{
     Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
-    ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFs, SCHEMA_VERSION,
+    ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, Platform, PlatformBuilder, RootFs,
+    SCHEMA_VERSION,
 };
 use ocidir::OciDir;
 
@@ -215,18 +216,8 @@ pub fn write_locked(
     meta: &ImageMeta,
     opts: &OutputOptions,
 ) -> Result<Built> {
-    if lock.path() != opts.path {
-        return Err(Error::image(
-            opts.path.display().to_string(),
-            format!("written under the lock of {}", lock.path().display()),
-        ));
-    }
-    let mtime = u64::try_from(meta.created).map_err(|_| {
-        Error::Usage(format!(
-            "the creation time {} is before 1970; set SOURCE_DATE_EPOCH to a positive number",
-            meta.created
-        ))
-    })?;
+    check_lock(lock, opts)?;
+    let mtime = entry_mtime(meta.created)?;
     let (parent, name) = split_output(&opts.path)?;
     std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
     guard::check_replaceable(&opts.path, opts.format, opts.force)?;
@@ -271,6 +262,183 @@ pub fn write_locked(
             })
         }
     }
+}
+
+/// One image of a multi-platform output: a base, the recipe layers on it
+/// and what the image says about itself (its architecture among it).
+#[derive(Clone, Copy)]
+pub struct Image<'a> {
+    /// The base of this platform.
+    pub base: &'a Base,
+    /// The rendered recipe layers.
+    pub layers: &'a [LayerPlan],
+    /// Name, tag, architecture, labels, annotations, time.
+    pub meta: &'a ImageMeta,
+}
+
+/// The result of a multi-platform build: one OCI image index, tagged, that
+/// names an image per platform.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuiltIndex {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// The digest of the image index.
+    pub index_digest: String,
+    /// Digest of the output file itself (an OCI archive).
+    pub file_digest: Option<String>,
+    /// Each platform's image (its manifest and config digests and layers),
+    /// in the order given.
+    pub images: Vec<Built>,
+}
+
+/// Write `images` (one per platform) as one OCI image index to
+/// `opts.path`: an OCI layout whose `index.json` holds that index under
+/// `tag`, or an OCI archive of it. Every image's blobs are written as
+/// [`write_locked`] writes one image's; the output appears atomically.
+pub fn write_index_locked(
+    lock: &OutputLock,
+    images: &[Image<'_>],
+    tag: &str,
+    opts: &OutputOptions,
+) -> Result<BuiltIndex> {
+    check_lock(lock, opts)?;
+    let Some(first) = images.first() else {
+        return Err(Error::Usage(
+            "a multi-platform image needs at least one platform".into(),
+        ));
+    };
+    if !matches!(opts.format, Format::Oci | Format::OciArchive) {
+        return Err(Error::Usage(
+            "several platforms are written as one OCI image index: use --format oci or oci-archive"
+                .into(),
+        ));
+    }
+    let mtime = entry_mtime(first.meta.created)?;
+    let (parent, name) = split_output(&opts.path)?;
+    std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    guard::check_replaceable(&opts.path, opts.format, opts.force)?;
+    let tmp = temp_dir(&parent, &name)?;
+    let layout = match opts.format {
+        Format::Oci => tmp.path().to_path_buf(),
+        _ => {
+            let l = tmp.path().join("layout");
+            std::fs::create_dir(&l).ctx(|| format!("creating {}", l.display()))?;
+            l
+        }
+    };
+    let (index_digest, mut built) = write_index_layout(&layout, images, tag, opts)?;
+    let file_digest = if opts.format == Format::Oci {
+        for i in images {
+            i.base.confirm()?;
+        }
+        guard::put_in_place(tmp.path(), &opts.path)?;
+        None
+    } else {
+        let file = temp_file(&parent, &name)?;
+        let w = HashWriter::new(BufWriter::with_capacity(1 << 17, file.as_file()));
+        let hw = tar_layout(&layout, mtime, w)?;
+        let digest = flush_file(hw, &opts.path)?;
+        for i in images {
+            i.base.confirm()?;
+        }
+        persist(file, &opts.path)?;
+        Some(digest)
+    };
+    drop(tmp);
+    for b in &mut built {
+        b.path = opts.path.clone();
+    }
+    Ok(BuiltIndex {
+        path: opts.path.clone(),
+        index_digest,
+        file_digest,
+        images: built,
+    })
+}
+
+/// Write every image of `images` into the (empty) layout `dir`, then an
+/// image index naming their manifests with their platforms, and
+/// `index.json` naming that index under `tag`. Returns the index's digest
+/// and each image.
+fn write_index_layout(
+    dir: &Path,
+    images: &[Image<'_>],
+    tag: &str,
+    opts: &OutputOptions,
+) -> Result<(String, Vec<Built>)> {
+    let oci = open_layout(dir)?;
+    let mut descs = Vec::new();
+    let mut built = Vec::new();
+    for image in images {
+        let (mut b, manifest, platform) = layout_image(&oci, dir, image, opts)?;
+        let desc = oci
+            .write_json_blob(&manifest, MediaType::ImageManifest)
+            .map_err(oci_err("writing an image manifest"))?
+            .platform(platform)
+            .build()
+            .map_err(spec_err)?;
+        b.manifest_digest = Some(desc.digest().to_string());
+        descs.push(desc);
+        built.push(b);
+    }
+    let mut ib = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(descs);
+    // The image's own annotations (title, version, created, recipe digest),
+    // the same on every platform.
+    let annotations = &images[0].meta.annotations;
+    if !annotations.is_empty() {
+        ib = ib.annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    let index = ib.build().map_err(spec_err)?;
+    let mut tagged = HashMap::new();
+    tagged.insert(REF_NAME.to_string(), tag.to_string());
+    let idesc = oci
+        .write_json_blob(&index, MediaType::ImageIndex)
+        .map_err(oci_err("writing the image index"))?
+        .annotations(tagged)
+        .build()
+        .map_err(spec_err)?;
+    let top = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .manifests(vec![idesc.clone()])
+        .build()
+        .map_err(spec_err)?;
+    let mut text = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut text, olpc_cjson::CanonicalFormatter::new());
+    serde::Serialize::serialize(&top, &mut ser)
+        .map_err(|e| Error::image("index.json", format!("cannot be written: {e}")))?;
+    let path = dir.join("index.json");
+    std::fs::write(&path, &text).ctx(|| format!("writing {}", path.display()))?;
+    Ok((idesc.digest().to_string(), built))
+}
+
+/// The output `opts` names is the one `lock` was taken for.
+fn check_lock(lock: &OutputLock, opts: &OutputOptions) -> Result<()> {
+    if lock.path() != opts.path {
+        return Err(Error::image(
+            opts.path.display().to_string(),
+            format!("written under the lock of {}", lock.path().display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The mtime of every new entry: the creation time, which must not be
+/// before 1970.
+fn entry_mtime(created: i64) -> Result<u64> {
+    u64::try_from(created).map_err(|_| {
+        Error::Usage(format!(
+            "the creation time {created} is before 1970; set SOURCE_DATE_EPOCH to a positive number"
+        ))
+    })
 }
 
 /// Where an output file goes: its path, its folder and its file name.
@@ -849,13 +1017,38 @@ fn write_layout(
     meta: &ImageMeta,
     opts: &OutputOptions,
 ) -> Result<Built> {
-    let mtime = u64::try_from(meta.created).unwrap_or(0);
-    let codec = opts.compression.codec();
+    let oci = open_layout(dir)?;
+    let image = Image { base, layers, meta };
+    let (built, manifest, platform) = layout_image(&oci, dir, &image, opts)?;
+    let mdesc = oci
+        .insert_manifest(manifest, Some(&meta.tag), platform)
+        .map_err(oci_err("writing the image manifest"))?;
+    Ok(Built {
+        manifest_digest: Some(mdesc.digest().to_string()),
+        ..built
+    })
+}
+
+fn open_layout(dir: &Path) -> Result<OciDir> {
     let d = Dir::open_ambient_dir(dir, ambient_authority())
         .ctx(|| format!("opening {}", dir.display()))?;
-    let oci = OciDir::ensure(d).map_err(oci_err("creating the image layout"))?;
+    OciDir::ensure(d).map_err(oci_err("creating the image layout"))
+}
+
+/// The blobs of one image (its layers and config) into the layout `oci`
+/// at `dir`; its manifest and platform, for the caller to put in the
+/// layout's index (or a nested one).
+fn layout_image(
+    oci: &OciDir,
+    dir: &Path,
+    image: &Image<'_>,
+    opts: &OutputOptions,
+) -> Result<(Built, ocidir::oci_spec::image::ImageManifest, Platform)> {
+    let Image { base, layers, meta } = *image;
+    let mtime = u64::try_from(meta.created).unwrap_or(0);
+    let codec = opts.compression.codec();
     let blobs = Blobs {
-        oci: &oci,
+        oci,
         dir: dir.join("blobs/sha256"),
         cache: opts.cache.as_deref(),
     };
@@ -917,16 +1110,14 @@ fn write_layout(
         pb = pb.variant(v);
     }
     let platform = pb.build().map_err(spec_err)?;
-    let mdesc = oci
-        .insert_manifest(manifest, Some(&meta.tag), platform)
-        .map_err(oci_err("writing the image manifest"))?;
-    Ok(Built {
+    let built = Built {
         path: dir.to_path_buf(),
-        manifest_digest: Some(mdesc.digest().to_string()),
+        manifest_digest: None,
         config_digest: Some(config_desc.digest().to_string()),
         file_digest: None,
         layers: built,
-    })
+    };
+    Ok((built, manifest, platform))
 }
 
 /// Tar an OCI layout directory deterministically: sorted names, one mtime,

@@ -118,6 +118,14 @@ pub fn lock_path(recipe: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The lock file of one platform of a recipe built for several:
+/// `RECIPE.ARCH.lock` next to it (`ARCH` the OCI architecture).
+pub fn lock_path_for(recipe: &Path, arch: &str) -> PathBuf {
+    let mut s: OsString = recipe.as_os_str().to_owned();
+    s.push(format!(".{arch}.lock"));
+    PathBuf::from(s)
+}
+
 /// A lock file's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -40,8 +40,15 @@ pub(crate) struct ImageSection {
     /// `.tar.zst`) or `docker://HOST[:PORT]/REPO:TAG` (or `@sha256:...`);
     /// paths relative to the recipe's folder.
     pub base: Option<String>,
-    /// OCI architecture (`amd64`, `arm64`, ...); default: the base's, else `amd64`.
+    /// OCI architecture (`amd64`, `arm64`, ...); default: the base's
+    /// config's, else (a rootfs base) its package manager's, else `amd64`.
     pub architecture: Option<String>,
+    /// Build one image per platform (`linux/amd64`, `linux/arm64`,
+    /// `linux/arm/v7`, ...) into one OCI image index, each from its own
+    /// architecture's packages; `--platform` overrides it. Not with
+    /// `architecture`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
     /// Labels of the image configuration.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -209,6 +216,9 @@ pub struct Loaded {
     order: Vec<(usize, usize)>,
     defs: IndexMap<String, VarDef>,
     image: ImageSection,
+    /// The architecture of one platform of a multi-platform build, which
+    /// takes the place of `image.architecture`.
+    platform_arch: Option<String>,
 }
 
 /// A recipe after the second step: variables expanded, validated.
@@ -520,6 +530,46 @@ impl Resolver<'_> {
 const BASE_NO_OS: &str =
     "the base reference and architecture are needed before the base is opened, so `${os.*}` cannot be used in them (nor `${arch}`, `${deb_arch}` and `${rpm_arch}` unless image.architecture is a plain value)";
 
+const PLATFORM_HINT: &str =
+    "write linux/ARCH or linux/ARCH/VARIANT, e.g. linux/amd64, linux/arm64, linux/arm/v7";
+
+/// The OCI architecture of a platform as `--platform` and
+/// `image.platforms` spell it: `linux/ARCH[/VARIANT]`, the variant the one
+/// the architecture's packages are built for (`arm` is `v7`, `arm64` may
+/// say `v8`). The error says what is wrong.
+pub fn parse_platform(s: &str) -> std::result::Result<String, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let (os, arch, variant) = match parts[..] {
+        [os, arch] => (os, arch, None),
+        [os, arch, v] => (os, arch, Some(v)),
+        _ => return Err(format!("platform {s:?} is not OS/ARCH[/VARIANT]")),
+    };
+    if os != "linux" {
+        return Err(format!(
+            "platform {s:?}: node images are linux images, not {os:?}"
+        ));
+    }
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(format!(
+            "platform {s:?}: unknown architecture {arch:?} (known: {})",
+            ARCHITECTURES.join(", ")
+        ));
+    }
+    if let Some(v) = variant {
+        let own = nodeimg_layers::arch::variant(arch).or((arch == "arm64").then_some("v8"));
+        if own != Some(v) {
+            return Err(format!(
+                "platform {s:?}: nodeimg builds {arch} images for {}",
+                match own {
+                    Some(o) => format!("variant {o} only (linux/{arch}/{o})"),
+                    None => format!("no variant (linux/{arch})"),
+                }
+            ));
+        }
+    }
+    Ok(arch.to_string())
+}
+
 /// Known OCI architectures.
 pub(crate) const ARCHITECTURES: &[&str] = &[
     "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
@@ -626,6 +676,7 @@ impl Loaded {
             order: Vec::new(),
             defs: IndexMap::new(),
             image: image.image,
+            platform_arch: None,
         };
         let mut stack = vec![opened.resolved.clone()];
         let mut seen = std::collections::HashSet::from([opened.resolved]);
@@ -784,8 +835,56 @@ impl Loaded {
         }
     }
 
-    /// `image.architecture`, variables expanded (built-ins are not available).
+    /// `image.platforms`, checked: each platform's OCI architecture, in
+    /// the recipe's order (empty when it names none).
+    pub fn platforms(&self) -> Result<Vec<String>> {
+        let rf = &self.files[0];
+        if self.image.platforms.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.image.architecture.is_some() {
+            return Err(located(
+                rf,
+                "image.platforms",
+                "image.platforms and image.architecture are both set",
+                Some(
+                    "keep one: platforms builds an image per platform, architecture one image"
+                        .to_string(),
+                ),
+            ));
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (i, p) in self.image.platforms.iter().enumerate() {
+            let key = format!("image.platforms[{i}]");
+            let arch = parse_platform(p)
+                .map_err(|m| located(rf, &key, m, Some(PLATFORM_HINT.to_string())))?;
+            if out.contains(&arch) {
+                return Err(located(
+                    rf,
+                    &key,
+                    format!("platform {p:?} is listed twice"),
+                    Some("name each platform once".to_string()),
+                ));
+            }
+            out.push(arch);
+        }
+        Ok(out)
+    }
+
+    /// Build for one platform of a multi-platform build: `arch` (an OCI
+    /// architecture from [`parse_platform`]) takes the place of
+    /// `image.architecture` and `image.platforms`.
+    pub fn for_architecture(mut self, arch: &str) -> Loaded {
+        self.platform_arch = Some(arch.to_string());
+        self
+    }
+
+    /// `image.architecture`, variables expanded (built-ins are not
+    /// available); the platform's when building for one.
     pub fn architecture(&self, overrides: &BTreeMap<String, String>) -> Result<Option<String>> {
+        if let Some(a) = &self.platform_arch {
+            return Ok(Some(a.clone()));
+        }
         let empty = BTreeMap::new();
         let mut r = self.early_resolver(&empty, overrides);
         let Some(a) = &self.image.architecture else {

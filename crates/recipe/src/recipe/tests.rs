@@ -513,3 +513,70 @@ fn architecture_variables_in_layers_and_the_base() {
     assert!(e.message.contains("built-in"), "{}", e.message);
     assert!(e.hint.unwrap().contains("`deb_arch`"));
 }
+
+#[test]
+fn platforms_are_checked_and_name_the_base_of_each() {
+    for (p, want) in [
+        ("linux/amd64", Ok("amd64")),
+        ("linux/arm64", Ok("arm64")),
+        ("linux/arm64/v8", Ok("arm64")),
+        ("linux/arm/v7", Ok("arm")),
+        ("linux/arm", Ok("arm")),
+        ("windows/amd64", Err("linux images")),
+        ("linux/arm/v6", Err("variant v7 only")),
+        ("linux/amd64/v3", Err("no variant")),
+        ("linux/sparc", Err("unknown architecture")),
+        ("amd64", Err("not OS/ARCH")),
+        ("linux/amd64/v2/x", Err("not OS/ARCH")),
+    ] {
+        match (parse_platform(p), want) {
+            (Ok(a), Ok(w)) => assert_eq!(a, w, "{p}"),
+            (Err(m), Err(w)) => assert!(m.contains(w), "{p}: {m}"),
+            (got, _) => panic!("{p}: {got:?}"),
+        }
+    }
+    let d = folder(&[(
+        "r/recipe.toml",
+        "[image]\nname = \"n\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nbase = \"rootfs:base-${deb_arch}.tar\"\n",
+    )]);
+    let l = Loaded::load(&d.root.join("recipe.toml")).unwrap();
+    assert_eq!(l.platforms().unwrap(), ["amd64", "arm64"]);
+    // No architecture until one platform is chosen: then its base.
+    assert!(l.base(&BTreeMap::new()).is_err());
+    let arm = l.for_architecture("arm64");
+    assert_eq!(
+        arm.base(&BTreeMap::new()).unwrap().as_deref(),
+        Some("rootfs:base-arm64.tar")
+    );
+    assert_eq!(
+        arm.architecture(&BTreeMap::new()).unwrap().as_deref(),
+        Some("arm64")
+    );
+    for (text, key, message) in [
+        (
+            "[image]\nname = \"n\"\narchitecture = \"amd64\"\nplatforms = [\"linux/amd64\"]\n",
+            "image.platforms",
+            "both set",
+        ),
+        (
+            "[image]\nname = \"n\"\nplatforms = [\"linux/amd64\", \"linux/arm64\", \"linux/amd64\"]\n",
+            "image.platforms[2]",
+            "listed twice",
+        ),
+        (
+            "[image]\nname = \"n\"\nplatforms = [\"linux/riscv\"]\n",
+            "image.platforms[0]",
+            "unknown architecture",
+        ),
+    ] {
+        let d = folder(&[("r/recipe.toml", text)]);
+        let l = Loaded::load(&d.root.join("recipe.toml")).unwrap();
+        let e = match l.platforms() {
+            Err(Error::Recipe(e)) => e,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(e.key.as_deref(), Some(key), "{text}");
+        assert!(e.message.contains(message), "{text}: {}", e.message);
+        assert!(e.line.is_some(), "{text}");
+    }
+}
