@@ -14,10 +14,12 @@ use crate::packages;
 /// answered with the recipe layer and item that wrote the path and the
 /// packages whose files it is, each with the repository it came from when
 /// a packages layer of nodeimg recorded it (`/var/lib/nodeimg/packages`);
-/// a package of the base is left unknown.
-pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
+/// a package of the base is left unknown. `arch` picks the image of an
+/// image index.
+pub fn inspect(image: &Path, arch: Option<&str>, why: Option<&str>) -> Result<Report> {
     Ok(nodeimg_image::inspect::inspect_with(
         image,
+        arch,
         why,
         Some(&owners),
     )?)

@@ -127,6 +127,7 @@ fn one_index_holds_an_image_per_platform_each_from_its_own_packages() {
     for (arch, manifest) in &platforms {
         holds_its_own_packages(&out, arch, manifest);
     }
+    inspect_and_sbom_read_each_platform(dir, &out, &platforms);
     // The metadata lists each platform.
     let listed: Vec<&str> = doc["platforms"]
         .as_array()
@@ -381,4 +382,32 @@ fn holds_its_own_packages(out: &Path, arch: &str, manifest: &str) {
             .unwrap(),
     ));
     assert_eq!(config["architecture"], arch);
+}
+
+/// `inspect` and `sbom` read one platform's image of the index `out`
+/// with `--platform`; `inspect` without it is refused, naming the flag.
+fn inspect_and_sbom_read_each_platform(dir: &Path, out: &Path, platforms: &[(String, String)]) {
+    for (arch, manifest) in platforms {
+        let r = run(nodeimg(dir).arg("inspect").arg(out).args([
+            "--platform",
+            &format!("linux/{arch}"),
+            "--json",
+        ]))
+        .ok();
+        let i: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(i["architecture"], arch.as_str(), "{r}");
+        assert_eq!(i["manifest_digest"], manifest.as_str(), "{r}");
+    }
+    let r = run(nodeimg(dir).arg("inspect").arg(out));
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stderr.contains("pick one with --platform"), "{r}");
+    let r = run(nodeimg(dir)
+        .arg("sbom")
+        .arg(out)
+        .args(["--platform", "linux/arm64"]))
+    .ok();
+    assert!(
+        r.stdout.contains("containerd.io") && r.stdout.contains("arm64"),
+        "{r}"
+    );
 }

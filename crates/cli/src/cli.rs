@@ -387,6 +387,15 @@ impl RecipeArgs {
     }
 }
 
+/// The OCI architecture of `--platform`, checked.
+pub(crate) fn platform_arg(platform: Option<&str>) -> anyhow::Result<Option<String>> {
+    platform
+        .map(|p| {
+            parse_platform(p).map_err(|m| nodeimg::Error::Usage(format!("--platform: {m}")).into())
+        })
+        .transpose()
+}
+
 /// `nodeimg build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -566,6 +575,10 @@ pub struct InspectArgs {
     /// package it is a file of.
     #[arg(long, value_name = "PATH")]
     pub why: Option<String>,
+    /// The platform's image of a multi-platform image (an image index),
+    /// e.g. linux/arm64.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// Progress on stderr: a spinner and download bars on a terminal, one line
@@ -1049,7 +1062,8 @@ fn print_notes(notes: &[nodeimg::plan::Note], w: &mut dyn Write) -> std::io::Res
 }
 
 fn run_inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let report = nodeimg::inspect::inspect(&a.image, a.why.as_deref())?;
+    let arch = platform_arg(a.platform.as_deref())?;
+    let report = nodeimg::inspect::inspect(&a.image, arch.as_deref(), a.why.as_deref())?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

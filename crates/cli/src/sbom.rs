@@ -66,6 +66,10 @@ pub struct SbomArgs {
     /// Write the document to FILE (atomically) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The platform's image of a multi-platform image (an image index),
+    /// e.g. linux/arm64.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// One `build --sbom FORMAT=FILE`.
@@ -101,9 +105,10 @@ fn epoch() -> anyhow::Result<Option<i64>> {
     }
 }
 
-/// Read `image` and print what could not be read as warnings.
-fn read(image: &Path) -> anyhow::Result<nodeimg_sbom::Sbom> {
-    let sbom = nodeimg_sbom::read(image, epoch()?)?;
+/// Read `image` (its image for `arch`, an OCI architecture, when it is an
+/// image index) and print what could not be read as warnings.
+fn read(image: &Path, arch: Option<&str>) -> anyhow::Result<nodeimg_sbom::Sbom> {
+    let sbom = nodeimg_sbom::read(image, arch, epoch()?)?;
     for w in &sbom.warnings {
         eprintln!("warning: sbom of {}: {w}", image.display());
     }
@@ -112,7 +117,8 @@ fn read(image: &Path) -> anyhow::Result<nodeimg_sbom::Sbom> {
 
 /// `nodeimg sbom`.
 pub fn run_sbom(a: SbomArgs) -> anyhow::Result<ExitCode> {
-    let sbom = read(&a.image)?;
+    let arch = crate::cli::platform_arg(a.platform.as_deref())?;
+    let sbom = read(&a.image, arch.as_deref())?;
     let bytes = sbom.to_json(a.format.into());
     match &a.output {
         Some(file) => crate::cli::write_atomic(file, &bytes)?,
@@ -131,7 +137,7 @@ pub fn write_outputs(
     if outputs.is_empty() {
         return Ok(Vec::new());
     }
-    let sbom = read(image)?;
+    let sbom = read(image, None)?;
     let docs: Vec<(&SbomOutput, Vec<u8>)> = outputs
         .iter()
         .map(|o| (o, sbom.to_json(o.format)))

@@ -828,7 +828,7 @@ pub(crate) fn select_manifest<S: OciSource + ?Sized>(
     Err(Error::image(
         what,
         format!(
-            "is a multi-platform index ({}); set image.architecture to pick one",
+            "is a multi-platform index ({}); pick one with --platform (image.architecture in a recipe)",
             platforms.join(", ")
         ),
     ))

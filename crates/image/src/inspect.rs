@@ -136,13 +136,15 @@ const WHY_KEEPS: &[&str] = &["/var/lib/dpkg/info/", "/var/lib/nodeimg/packages/"
 /// Inspect an OCI layout directory (`DIR` or `DIR:TAG`), an OCI archive
 /// (`FILE` or `FILE:TAG`), or a rootfs tar (`.tar`, `.tar.gz`, `.tar.zst`).
 pub fn inspect(image: &Path, why: Option<&str>) -> Result<Report> {
-    inspect_with(image, why, None)
+    inspect_with(image, None, why, None)
 }
 
-/// [`inspect`]; the `--why` answer names the packages that own the path as
-/// `owners` finds them in the image.
+/// [`inspect`] of the image of the OCI architecture `arch` when the tag
+/// names an image index; the `--why` answer names the packages that own the
+/// path as `owners` finds them in the image.
 pub fn inspect_with(
     image: &Path,
+    arch: Option<&str>,
     why: Option<&str>,
     owners: Option<OwnerLookup<'_>>,
 ) -> Result<Report> {
@@ -154,7 +156,7 @@ pub fn inspect_with(
     let mut budget = why_path
         .as_ref()
         .map(|_| crate::limits::KeepBudget::also_keeping(WHY_KEEPS));
-    let (mut report, provenance) = walk_keeping(image, None, budget.as_mut())?;
+    let (mut report, provenance) = walk_keeping(image, arch, None, budget.as_mut())?;
     if let Some(asked) = why_path {
         let mut w = provenance.why(&asked);
         let real = match &w.resolved {
@@ -177,14 +179,16 @@ pub fn inspect_with(
 /// [`Provenance`] of every path.
 pub fn walk(
     image: &Path,
+    arch: Option<&str>,
     visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<(Report, Provenance)> {
-    walk_keeping(image, visit, None)
+    walk_keeping(image, arch, visit, None)
 }
 
 /// [`walk`], keeping the contents `keep` allows in the merged tree.
 fn walk_keeping(
     image: &Path,
+    arch: Option<&str>,
     visit: Option<&mut (dyn FileVisitor + '_)>,
     mut keep: Option<&mut crate::limits::KeepBudget>,
 ) -> Result<(Report, Provenance)> {
@@ -200,7 +204,7 @@ fn walk_keeping(
         inspect_oci(
             &oci,
             &what,
-            tag.as_deref(),
+            (tag.as_deref(), arch),
             "oci",
             &mut changes,
             keep.as_deref_mut(),
@@ -211,7 +215,7 @@ fn walk_keeping(
             Ok(ar) if ar.read_index().is_ok() => inspect_oci(
                 &ar,
                 &what,
-                tag.as_deref(),
+                (tag.as_deref(), arch),
                 "oci-archive",
                 &mut changes,
                 keep.as_deref_mut(),
@@ -328,13 +332,13 @@ fn files_of(ch: &LayerChanges) -> Vec<FileReport> {
 fn inspect_oci<S: crate::base::OciSource>(
     src: &S,
     what: &str,
-    tag: Option<&str>,
+    (tag, arch): (Option<&str>, Option<&str>),
     format: &str,
     changes: &mut Vec<(LayerChanges, LayerData)>,
     mut keep: Option<&mut crate::limits::KeepBudget>,
     mut visit: Option<&mut (dyn FileVisitor + '_)>,
 ) -> Result<Report> {
-    let mdesc = select_manifest(src, what, tag, None)?;
+    let mdesc = select_manifest(src, what, tag, arch)?;
     let manifest: ImageManifest = read_json(src, what, &mdesc, "manifest")?;
     let config: ImageConfiguration = read_json(src, what, manifest.config(), "config")?;
     let history: Vec<String> = config
@@ -811,7 +815,13 @@ mod tests {
                 .push((p.to_string(), v.exists("/usr/lib/systemd")));
             Ok(vec![owner("k")])
         };
-        let r = inspect_with(&img, Some("/lib/systemd/system/k.service"), Some(&lookup)).unwrap();
+        let r = inspect_with(
+            &img,
+            None,
+            Some("/lib/systemd/system/k.service"),
+            Some(&lookup),
+        )
+        .unwrap();
         assert_eq!(
             seen.take(),
             [("/usr/lib/systemd/system/k.service".to_string(), true)]
@@ -828,13 +838,13 @@ mod tests {
             "{text}"
         );
         // Not asked for a path the image lacks.
-        let r = inspect_with(&img, Some("/etc/machine-id"), Some(&lookup)).unwrap();
+        let r = inspect_with(&img, None, Some("/etc/machine-id"), Some(&lookup)).unwrap();
         assert!(seen.take().is_empty());
         assert!(r.why.unwrap().packages.is_empty());
         // Many owners (a folder) are shortened; a failed lookup is said.
         let many =
             |_: &dyn RootView, _: &ImagePath| Ok((0..7).map(|i| owner(&format!("p{i}"))).collect());
-        let r = inspect_with(&img, Some("/etc/sysctl.d"), Some(&many)).unwrap();
+        let r = inspect_with(&img, None, Some("/etc/sysctl.d"), Some(&many)).unwrap();
         let mut text = Vec::new();
         print_text(&r, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
@@ -844,7 +854,7 @@ mod tests {
         );
         assert!(text.trim_end().ends_with("; and 2 more packages"), "{text}");
         let failing = |_: &dyn RootView, _: &ImagePath| Err("rpm database: no rpm".to_string());
-        let r = inspect_with(&img, Some("/etc/sysctl.d"), Some(&failing)).unwrap();
+        let r = inspect_with(&img, None, Some("/etc/sysctl.d"), Some(&failing)).unwrap();
         assert_eq!(
             r.why.as_ref().unwrap().packages_note.as_deref(),
             Some("rpm database: no rpm")

@@ -38,12 +38,13 @@ const DPKG_STATUS_MAX: u64 = 64 << 20;
 const SMALL_MAX: u64 = 16 << 20;
 
 /// Read the image at `image` (an OCI layout `DIR[:TAG]`, an OCI archive
-/// `FILE[:TAG]`, or a rootfs tar, as `nodeimg inspect` takes them). The
+/// `FILE[:TAG]`, or a rootfs tar, as `nodeimg inspect` takes them; `arch`
+/// picks the image of an image index by its OCI architecture). The
 /// documents carry the time `epoch` (seconds since 1970) when given, else
 /// the image's creation time, else 0.
-pub fn read(image: &Path, epoch: Option<i64>) -> Result<Sbom> {
+pub fn read(image: &Path, arch: Option<&str>, epoch: Option<i64>) -> Result<Sbom> {
     let mut seen = Seen::default();
-    let (report, prov) = walk(image, Some(&mut seen))?;
+    let (report, prov) = walk(image, arch, Some(&mut seen))?;
     let created = epoch
         .or_else(|| {
             report

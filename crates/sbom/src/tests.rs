@@ -159,7 +159,7 @@ fn sha256_hex(b: &[u8]) -> String {
 fn packages_layers_downloads_and_files_of_an_image() {
     let t = tempfile::tempdir().unwrap();
     let img = image(t.path(), None);
-    let s = read(&img, None).unwrap();
+    let s = read(&img, None, None).unwrap();
     assert_eq!(s.image.name, "v1");
     assert_eq!(s.image.created, 1_700_000_000);
     assert_eq!(s.image.os.as_ref().unwrap().id, "debian");
@@ -218,11 +218,11 @@ fn the_same_image_gives_the_same_bytes() {
     let t = tempfile::tempdir().unwrap();
     let img = image(t.path(), None);
     for format in [Format::SpdxJson, Format::CycloneDxJson] {
-        let one = read(&img, None).unwrap().to_json(format);
-        let two = read(&img, None).unwrap().to_json(format);
+        let one = read(&img, None, None).unwrap().to_json(format);
+        let two = read(&img, None, None).unwrap().to_json(format);
         assert_eq!(one, two, "{}", format.name());
         // The time given is the one written, and only it changes.
-        let other = read(&img, Some(0)).unwrap().to_json(format);
+        let other = read(&img, None, Some(0)).unwrap().to_json(format);
         assert_ne!(one, other);
         let text = String::from_utf8(one).unwrap();
         assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
@@ -231,7 +231,7 @@ fn the_same_image_gives_the_same_bytes() {
             .contains("2023-11-14T22:13:20Z"));
     }
     // Another image, another namespace and serial number.
-    let mut s = read(&img, None).unwrap();
+    let mut s = read(&img, None, None).unwrap();
     let spdx = s.to_json(Format::SpdxJson);
     let cdx = s.to_json(Format::CycloneDxJson);
     s.image.digest = format!("sha256:{}", "0".repeat(64));
@@ -255,7 +255,7 @@ fn the_same_image_gives_the_same_bytes() {
 fn a_damaged_status_is_an_error_and_no_database_gives_files() {
     let t = tempfile::tempdir().unwrap();
     let img = image(t.path(), Some("Package: a\nVersion 1.0\n"));
-    let e = read(&img, None).unwrap_err().to_string();
+    let e = read(&img, None, None).unwrap_err().to_string();
     assert!(
         e.starts_with("/var/lib/dpkg/status in the image: line 2:"),
         "{e}"
@@ -263,9 +263,9 @@ fn a_damaged_status_is_an_error_and_no_database_gives_files() {
     // A status that was emptied: no packages, and the files still listed.
     let t = tempfile::tempdir().unwrap();
     let img = image(t.path(), Some(""));
-    let s = read(&img, None).unwrap();
+    let s = read(&img, None, None).unwrap();
     assert!(s.packages.is_empty());
     assert!(s.files.iter().any(|f| f.path == "/etc/app.conf"));
     // Not an image at all.
-    assert!(read(&t.path().join("missing"), None).is_err());
+    assert!(read(&t.path().join("missing"), None, None).is_err());
 }
