@@ -992,7 +992,16 @@ fn layer_cache(opts: &BuildOptions, progress: &mut dyn Progress) -> Option<Arc<L
         .clone()
         .or_else(packages::default_cache_dir)?;
     match LayerCache::open(&dir) {
-        Ok(c) => Some(Arc::new(c.trusting_identity(opts.trust_stat))),
+        Ok(c) => {
+            let c = c.trusting_identity(opts.trust_stat);
+            // An OCI output makes a rootfs base a compressed layer: done
+            // while the base is read for its index, when that is read.
+            let c = match opts.format {
+                Format::Oci | Format::OciArchive => c.compressing_bases(opts.compression),
+                Format::Rootfs | Format::DockerArchive => c,
+            };
+            Some(Arc::new(c))
+        }
         Err(e) => {
             progress.warn(&format!(
                 "layer cache: cannot use {}: {e}; every layer is built anew",

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use nodeimg_layers::RootView;
@@ -19,7 +19,9 @@ use crate::cache::{self, LayerCache};
 use crate::error::{Error, Result, SourceError};
 use crate::limits::KeepBudget;
 use crate::tarindex::{scan_layer, MergedIndex};
-use crate::tarstream::{CheckedTar, Codec, Decoder, HashReader, TAR_EXTENSIONS};
+use crate::tarstream::{
+    CheckedTar, Codec, Decoder, Encoder, HashReader, HashWriter, TAR_EXTENSIONS,
+};
 
 /// Where the base image comes from, as written after `base =` or `--base`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +205,7 @@ pub trait Puller {
 }
 
 /// The [`Puller`] of builds that reach no registry.
-struct NoRegistry;
+pub(crate) struct NoRegistry;
 
 impl Puller for NoRegistry {
     fn pull(&self, reference: &str, _arch: &str) -> Result<Box<dyn OciSource + Send + Sync>> {
@@ -334,7 +336,7 @@ impl Base {
                 }
                 None => rootfs_index(c, file, codec, &what)?,
             },
-            None => scan_rootfs(file, codec, &what, None)?,
+            None => scan_rootfs(file, codec, &what, None, None)?.0,
         };
         let mut changes = entry.changes;
         charge_kept(&mut changes, 0, &mut budget, &what)?;
@@ -946,6 +948,17 @@ fn rootfs_index(
     what: &str,
 ) -> Result<cache::IndexEntry> {
     let before = cache::FileId::of(file).ok();
+    let seen = before.as_ref().and_then(|id| c.hint(id)).is_some();
+    if let (false, Some(out)) = (seen, c.base_codec()) {
+        // A tarball the cache has never seen: hashed, indexed and
+        // compressed as the output wants it in one pass.
+        let (entry, sha) = scan_compressing(c, file, codec, what, out)?;
+        c.store_index(&cache::key(&["rootfs-index", &sha]), &entry);
+        if let Some(id) = before.filter(|b| cache::FileId::of(file).ok().as_ref() == Some(b)) {
+            c.remember(&id, &sha);
+        }
+        return Ok(entry);
+    }
     let f = File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
     let (sha, _) = HashReader::new(BufReader::with_capacity(1 << 20, f))
         .drain()
@@ -955,7 +968,7 @@ fn rootfs_index(
     let entry = match c.load_index(&key) {
         Some(entry) => entry,
         None => {
-            let entry = scan_rootfs(file, codec, what, Some(&sha))?;
+            let (entry, _) = scan_rootfs(file, codec, what, Some(&sha), None)?;
             c.store_index(&key, &entry);
             entry
         }
@@ -966,20 +979,117 @@ fn rootfs_index(
     Ok(entry)
 }
 
+/// Index the rootfs tarball `file` (compressed with `codec`) as
+/// [`scan_rootfs`] does, its tar compressed with `out` into the cache
+/// meanwhile: the blob a build of an OCI output makes of the base, kept
+/// with its entry unless the tar's names must be normalised (that blob is
+/// made of the normalised tar) or the blob could not be written (a note).
+/// Returns the index and the file's SHA-256 (hex).
+fn scan_compressing(
+    c: &LayerCache,
+    file: &Path,
+    codec: Codec,
+    what: &str,
+    out: Codec,
+) -> Result<(cache::IndexEntry, String)> {
+    let opened = c
+        .blob_temp()
+        .and_then(|tmp| Ok((tmp.as_file().try_clone()?, tmp)))
+        .and_then(|(f, tmp)| {
+            let w = HashWriter::new(BufWriter::with_capacity(1 << 17, f));
+            Ok((Encoder::new(out, w)?, tmp))
+        });
+    let (mut enc, tmp) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            c.note_failed_blob(what, &e);
+            return scan_rootfs(file, codec, what, None, None);
+        }
+    };
+    let mut tee_failed = None;
+    let (entry, sha) = scan_rootfs(
+        file,
+        codec,
+        what,
+        None,
+        Some(Tee {
+            out: &mut enc,
+            failed: &mut tee_failed,
+        }),
+    )?;
+    let written = match tee_failed {
+        Some(e) => Err(e),
+        None => enc.finish().and_then(|hw| {
+            let (w, digest, size) = hw.finish();
+            w.into_inner().map_err(|e| e.into_error())?;
+            Ok((digest, size))
+        }),
+    };
+    match written {
+        Ok((digest, size)) if !entry.normalise => {
+            if c.keep_fresh_blob(tmp, &digest) {
+                c.store_entry(
+                    &cache::blob_key(out, &entry.diff_id, false),
+                    &cache::BlobEntry {
+                        digest,
+                        size,
+                        diff_id: entry.diff_id.clone(),
+                    },
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => c.note_failed_blob(what, &e),
+    }
+    Ok((entry, sha))
+}
+
+/// Where a tar being read is also written (see [`Teed`]); a write that
+/// fails is kept in `failed` and ends the copy, not the read.
+struct Tee<'a> {
+    out: &'a mut dyn Write,
+    failed: &'a mut Option<std::io::Error>,
+}
+
+/// A reader that writes what it reads to a [`Tee`] as well.
+struct Teed<'a, R> {
+    inner: R,
+    tee: Option<Tee<'a>>,
+}
+
+impl<R: Read> Read for Teed<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(t) = &mut self.tee {
+            if let Err(e) = t.out.write_all(&buf[..n]) {
+                *t.failed = Some(e);
+                self.tee = None;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Read the rootfs tarball `file` (compressed with `codec`) entry by entry
-/// into its index. With `want_sha`, the file must still have that SHA-256
-/// (it was hashed to find the index in the cache).
+/// into its index; its tar written to `tee` too, when given. With
+/// `want_sha`, the file must still have that SHA-256 (it was hashed to
+/// find the index in the cache). Returns the index and the file's
+/// SHA-256 (hex).
 fn scan_rootfs(
     file: &Path,
     codec: Codec,
     what: &str,
     want_sha: Option<&str>,
-) -> Result<cache::IndexEntry> {
+    tee: Option<Tee<'_>>,
+) -> Result<(cache::IndexEntry, String)> {
     let f = File::open(file).map_err(|e| Error::read(what, "cannot open the tarball", e))?;
     let read_err = |e| Error::read(what, "reading the tarball", e);
     let (changes, diff_id, tar_size, sha) = if codec == Codec::Plain {
         // The file is the tar: one hash is both its SHA-256 and the diff_id.
-        let hr = HashReader::new(BufReader::with_capacity(1 << 17, f));
+        let hr = HashReader::new(Teed {
+            inner: BufReader::with_capacity(1 << 17, f),
+            tee,
+        });
         let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
         let (diff_id, tar_size) = hr.drain().map_err(read_err)?;
         (changes, diff_id.clone(), tar_size, diff_id)
@@ -987,26 +1097,28 @@ fn scan_rootfs(
         let file_hash = HashReader::new(f);
         let dec = Decoder::new(codec, BufReader::with_capacity(1 << 17, file_hash))
             .map_err(|e| Error::read(what, "cannot decompress", e))?;
-        let hr = HashReader::new(dec);
+        let hr = HashReader::new(Teed { inner: dec, tee });
         let (changes, hr) = scan_layer(hr, 0, Some(&mut KeepBudget::default()), what)?;
-        let (diff_id, tar_size, dec) = hr.drain_into_inner().map_err(read_err)?;
-        let mut rest = dec.into_inner();
+        let (diff_id, tar_size, teed) = hr.drain_into_inner().map_err(read_err)?;
+        let mut rest = teed.inner.into_inner();
         std::io::copy(&mut rest, &mut std::io::sink()).map_err(read_err)?;
         let (sha, _) = rest.into_inner().drain().map_err(read_err)?;
         (changes, diff_id, tar_size, sha)
     };
-    if want_sha.is_some_and(|w| w != sha.trim_start_matches("sha256:")) {
+    let sha = sha.trim_start_matches("sha256:").to_string();
+    if want_sha.is_some_and(|w| w != sha) {
         return Err(Error::image(
             what,
             "changed while the image was being built; run the build again",
         ));
     }
-    Ok(cache::IndexEntry {
+    let entry = cache::IndexEntry {
         diff_id,
         tar_size,
         normalise: changes.unnormalised,
         changes,
-    })
+    };
+    Ok((entry, sha))
 }
 
 /// Make the changes of a layer from the cache those of layer `layer` of

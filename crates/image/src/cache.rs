@@ -83,6 +83,12 @@ pub struct LayerCache {
     notes: Mutex<Vec<String>>,
     counts: Mutex<Counts>,
     trust_identity: bool,
+    /// How this build compresses a rootfs base it makes a layer of, when
+    /// its output is an OCI layout or archive.
+    base_codec: Option<Codec>,
+    /// Blobs this process wrote into the cache and hashed as it wrote
+    /// them: placed without hashing them again, counted as built.
+    fresh: Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a placed blob was found to be.
@@ -198,7 +204,51 @@ impl LayerCache {
             notes: Mutex::new(Vec::new()),
             counts: Mutex::new(Counts::default()),
             trust_identity: false,
+            base_codec: None,
+            fresh: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// The build compresses a rootfs base with `compression` (its output
+    /// is an OCI layout or archive): a base tarball the cache has never
+    /// seen is then compressed into the cache while it is read for its
+    /// index, in the same pass, instead of read twice.
+    pub fn compressing_bases(mut self, compression: crate::output::Compression) -> LayerCache {
+        self.base_codec = Some(compression.codec()).filter(|c| *c != Codec::Plain);
+        self
+    }
+
+    /// How a rootfs base is compressed, when it is done while indexing it.
+    pub(crate) fn base_codec(&self) -> Option<Codec> {
+        self.base_codec
+    }
+
+    /// A new temporary file among the cache's blobs, for a blob written
+    /// while something else is read.
+    pub(crate) fn blob_temp(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(self.dir.join("blobs"))
+    }
+
+    /// Keep the blob this process wrote to `tmp` and hashed as `digest`.
+    pub(crate) fn keep_fresh_blob(&self, tmp: tempfile::NamedTempFile, digest: &str) -> bool {
+        let r = tmp
+            .as_file()
+            .sync_all()
+            .and_then(|()| tmp.persist(self.blob_path(digest)).map_err(|e| e.error));
+        match r {
+            Ok(_) => {
+                if let Ok(mut f) = self.fresh.lock() {
+                    f.insert(digest.to_string());
+                }
+                true
+            }
+            Err(e) => {
+                self.store_failed(&format!("blob {digest}"), &e);
+                false
+            }
+        }
     }
 
     /// Take a rootfs base, or a blob of the cache, whose file identity
@@ -257,6 +307,11 @@ impl LayerCache {
             "layer cache: {} is damaged ({why}); {removed}, and the layer is built again",
             path.display()
         ));
+    }
+
+    /// The blob of `what` made while reading it could not be written.
+    pub(crate) fn note_failed_blob(&self, what: &str, e: &io::Error) {
+        self.store_failed(&format!("the compressed blob of {what}"), e);
     }
 
     fn store_failed(&self, what: &str, e: &io::Error) {
@@ -346,6 +401,20 @@ impl LayerCache {
             Err(_) => return false,
         }
         let hex = digest.trim_start_matches("sha256:");
+        // A blob this build wrote (and hashed while writing) is placed as
+        // it is, and counts as built.
+        let fresh = self.fresh.lock().is_ok_and(|f| f.contains(digest));
+        if fresh {
+            let placed = link_or_copy(&src, dest)
+                .and_then(|()| fs::symlink_metadata(dest))
+                .is_ok_and(|m| m.is_file() && m.len() == size);
+            if placed {
+                self.count(|c| c.built += 1);
+            } else {
+                let _ = fs::remove_file(dest);
+            }
+            return placed;
+        }
         // With --trust-stat, a blob whose identity is the one recorded when
         // it was last hashed is not hashed again (only its size checked).
         let before = FileId::of_blob(&src).ok();

@@ -160,7 +160,7 @@ pub struct Built {
 }
 
 impl Compression {
-    fn codec(self) -> Codec {
+    pub(crate) fn codec(self) -> Codec {
         match self {
             Compression::Gzip => Codec::Gzip,
             Compression::Zstd => Codec::Zstd,
@@ -1743,6 +1743,78 @@ mod tests {
     use crate::base::BaseRef;
     use nodeimg_layers::tree::Origin;
     use nodeimg_layers::{ImagePath, Node, NodeKind};
+
+    #[test]
+    fn a_new_rootfs_base_is_compressed_while_it_is_indexed() {
+        use crate::base::NoRegistry;
+        use crate::cache::LayerCache;
+        let t = tempfile::tempdir().unwrap();
+        // A base of a few files, plain and zstd-compressed.
+        let mut raw = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut raw);
+            for i in 0..50u32 {
+                let data = format!("file {i}\n").repeat(1000 + i as usize);
+                let mut h = tar::Header::new_gnu();
+                h.set_path(format!("etc/f{i}")).unwrap();
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+            b.finish().unwrap();
+        }
+        std::fs::write(t.path().join("b.tar"), &raw).unwrap();
+        std::fs::write(
+            t.path().join("b.tar.zst"),
+            zstd::encode_all(&raw[..], 1).unwrap(),
+        )
+        .unwrap();
+        for (name, compression) in [
+            ("b.tar", Compression::Zstd),
+            ("b.tar", Compression::Gzip),
+            ("b.tar.zst", Compression::Gzip),
+        ] {
+            let r = BaseRef::parse(&format!("rootfs:{name}"), t.path()).unwrap();
+            let o = |p: &str, cache| OutputOptions {
+                compression,
+                cache,
+                ..opts(t.path().join(p), Format::Oci)
+            };
+            // Without a cache: the base compressed when the image is written.
+            let plain = Base::open(&r).unwrap();
+            let want = write(&plain, &plans(), &meta(5), &o("plain", None)).unwrap();
+            // A cache that has never seen the base: one pass, the same image.
+            let dir = t.path().join(format!("cache-{name}-{compression:?}"));
+            let c = std::sync::Arc::new(
+                LayerCache::open(&dir)
+                    .unwrap()
+                    .compressing_bases(compression),
+            );
+            let base = Base::open_cached(&r, None, &NoRegistry, Some(&c)).unwrap();
+            assert_eq!(c.counts().built, 0, "nothing built before the output");
+            let blobs = std::fs::read_dir(dir.join("layers/blobs")).unwrap().count();
+            assert_eq!(blobs, 1, "{name}: the base's blob is in the cache");
+            let got = write(&base, &plans(), &meta(5), &o("onepass", Some(c.clone()))).unwrap();
+            assert_eq!(
+                got.manifest_digest, want.manifest_digest,
+                "{name} {compression:?}"
+            );
+            assert_eq!(got.layers[0].digest, want.layers[0].digest);
+            let counts = c.counts();
+            assert_eq!((counts.built, counts.reused), (3, 0), "{name}: {counts:?}");
+            // A second build reuses everything, verified.
+            let c2 = std::sync::Arc::new(
+                LayerCache::open(&dir)
+                    .unwrap()
+                    .compressing_bases(compression),
+            );
+            let base = Base::open_cached(&r, None, &NoRegistry, Some(&c2)).unwrap();
+            let again = write(&base, &plans(), &meta(5), &o("again", Some(c2.clone()))).unwrap();
+            assert_eq!(again.manifest_digest, want.manifest_digest);
+            assert_eq!(c2.counts().reused, 3, "{name}: {:?}", c2.counts());
+        }
+    }
 
     #[test]
     fn rootfs_output_names_are_checked_up_front() {
