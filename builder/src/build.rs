@@ -748,7 +748,12 @@ fn check_inner(
         Some(o) if wanted => (
             Some(
                 package_env(o, step, lock, &lock_file, recipe_path, &p, progress)?
-                    .with_layer_cache(opts.cache.cloned()),
+                    .with_layer_cache(opts.cache.cloned())
+                    .with_platform(
+                        opts.platform
+                            .filter(|p| p.multi)
+                            .map(|p| platform_name(p.arch)),
+                    ),
             ),
             None,
         ),

@@ -137,12 +137,10 @@ fn check_lock(
         ));
     }
     if let Some(what) = install.below_changed(ll)? {
-        env.meter().suspend(|| {
-            eprintln!(
-                "warning: layer {layer:?}: the {what} are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{}` to resolve them against this image",
-                by.run_lock()
-            );
-        });
+        env.warn(&format!(
+            "layer {layer:?}: the {what} are not the ones {lf} was made against (the base or an earlier layer changed); the locked packages are installed as locked, so run `{}` to resolve them against this image",
+            by.run_lock()
+        ));
     }
     Ok(())
 }
@@ -236,8 +234,7 @@ pub fn install_layer(
     };
     add_record(&mut tree, view, layer, backend.kind(), &packages)?;
     for line in warnings {
-        env.meter()
-            .suspend(|| eprintln!("warning: layer {layer:?}: {line}"));
+        env.warn(&format!("layer {layer:?}: {line}"));
     }
     env.note_installed(LayerInstalled {
         layer: layer.to_string(),

@@ -35,6 +35,17 @@ pub struct PackageEnv {
     installed: Mutex<Vec<LayerInstalled>>,
     /// Where layers' installed packages are kept and found again.
     layer_cache: Option<std::sync::Arc<nodeimg_image::cache::LayerCache>>,
+    /// The platform (`linux/arm64`) of one image of several, named in
+    /// warnings.
+    platform: Option<String>,
+}
+
+/// A warning as printed: `warning: [PLATFORM: ]MESSAGE`.
+fn warning_line(platform: Option<&str>, message: &str) -> String {
+    match platform {
+        Some(p) => format!("warning: {p}: {message}"),
+        None => format!("warning: {message}"),
+    }
 }
 
 /// The packages the driver installed for one layer, and which backend did.
@@ -118,6 +129,7 @@ impl PackageEnv {
             base: None,
             installed: Mutex::new(Vec::new()),
             layer_cache: None,
+            platform: None,
         })
     }
 
@@ -183,6 +195,20 @@ impl PackageEnv {
     pub fn with_base(mut self, base: nodeimg_image::base::BaseTars) -> Self {
         self.base = Some(base);
         self
+    }
+
+    /// The packages are installed for `platform` (`linux/arm64`), one of
+    /// several the build makes: its warnings name it.
+    pub fn with_platform(mut self, platform: Option<String>) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// Print `message` as a warning (`warning: [PLATFORM: ]MESSAGE`) on
+    /// stderr, around the progress display.
+    pub fn warn(&self, message: &str) {
+        let line = warning_line(self.platform.as_deref(), message);
+        self.meter.suspend(|| eprintln!("{line}"));
     }
 
     /// Downloads, their retries and unpacking are shown on `meter`.
@@ -309,4 +335,21 @@ fn mirror_keys(mirrors: &Mirrors) -> Result<BTreeMap<PathBuf, Keyring>, Error> {
         out.insert(k.clone(), ring);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_names_the_platform_of_one_image_of_several() {
+        assert_eq!(
+            warning_line(Some("linux/arm64"), "layer \"p\": not run: x postinst"),
+            "warning: linux/arm64: layer \"p\": not run: x postinst"
+        );
+        assert_eq!(
+            warning_line(None, "layer \"p\": not run: x postinst"),
+            "warning: layer \"p\": not run: x postinst"
+        );
+    }
 }
