@@ -133,6 +133,24 @@ pub fn sigstore_skopeo() -> Option<PathBuf> {
     }
 }
 
+/// A rootfs tar (`DIR/base-ARCH.tar`) holding only a dpkg status whose
+/// `dpkg` is built for `dpkg_arch`: a base of that architecture as nodeimg
+/// reads it (no image config: the architecture is its dpkg's).
+pub fn dpkg_base(dir: &Path, dpkg_arch: &str) -> PathBuf {
+    let root = dir.join(format!("base-{dpkg_arch}"));
+    fs::create_dir_all(root.join("var/lib/dpkg")).expect("mkdir var/lib/dpkg");
+    fs::write(
+        root.join("var/lib/dpkg/status"),
+        format!(
+            "Package: dpkg\nStatus: install ok installed\nPriority: required\nVersion: 1.21.22\nArchitecture: {dpkg_arch}\nDescription: x\n"
+        ),
+    )
+    .expect("write the dpkg status");
+    let tar = dir.join(format!("base-{dpkg_arch}.tar"));
+    create_tar(&root, &tar);
+    tar
+}
+
 /// The fixture base rootfs tar, built (once per test binary, cached under
 /// `build/fixtures`) by `scripts/make-test-base`.
 pub fn fixture_base() -> Option<PathBuf> {

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::Path;
 
-use nodeimg_e2e::{nodeimg, read_tar, run, temp_dir};
+use nodeimg_e2e::{dpkg_base, nodeimg, read_tar, run, temp_dir};
 
 fn recipe(dir: &Path, arch: &str) -> std::path::PathBuf {
     let p = dir.join(format!("arch-{arch}.toml"));
@@ -84,22 +84,6 @@ fn a_recipe_cannot_define_an_architecture_variable() {
             "{r}"
         );
     }
-}
-
-/// A rootfs tar holding only a dpkg status whose `dpkg` is `dpkg_arch`.
-fn dpkg_base(dir: &Path, dpkg_arch: &str) -> std::path::PathBuf {
-    let root = dir.join(format!("base-{dpkg_arch}"));
-    fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
-    fs::write(
-        root.join("var/lib/dpkg/status"),
-        format!(
-            "Package: dpkg\nStatus: install ok installed\nPriority: required\nVersion: 1.21.22\nArchitecture: {dpkg_arch}\nDescription: x\n"
-        ),
-    )
-    .unwrap();
-    let tar = dir.join(format!("base-{dpkg_arch}.tar"));
-    nodeimg_e2e::create_tar(&root, &tar);
-    tar
 }
 
 #[test]

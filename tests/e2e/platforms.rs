@@ -11,22 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::repo::seed_repos;
-use nodeimg_e2e::{create_tar, nodeimg, read_tar, require, run, temp_dir, workspace_root};
+use nodeimg_e2e::{dpkg_base, nodeimg, read_tar, require, run, temp_dir, workspace_root};
 
-/// A rootfs tar holding only a dpkg status whose `dpkg` is `arch`.
-fn dpkg_base(dir: &Path, arch: &str) -> PathBuf {
-    let root = dir.join(format!("base-{arch}"));
-    fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+/// `DIR/r.toml`: a recipe of two platforms, linux/amd64 and linux/arm64,
+/// that writes `/etc/arch`.
+fn two_platforms(dir: &Path) -> PathBuf {
+    let recipe = dir.join("r.toml");
     fs::write(
-        root.join("var/lib/dpkg/status"),
-        format!(
-            "Package: dpkg\nStatus: install ok installed\nPriority: required\nVersion: 1.21.22\nArchitecture: {arch}\nDescription: x\n"
-        ),
+        &recipe,
+        "[image]\nname = \"p\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/arch\", content = \"${deb_arch}\\n\" }]\n",
     )
     .unwrap();
-    let tar = dir.join(format!("base-{arch}.tar"));
-    create_tar(&root, &tar);
-    tar
+    recipe
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -176,26 +172,22 @@ fn each_platform_is_locked_in_its_own_file() {
         assert!(r.stdout.contains(&lock.display().to_string()), "{r}");
     }
     assert!(!PathBuf::from(format!("{}.lock", recipe.display())).exists());
+    let locked_build = |out: &str| {
+        run(nodeimg(dir)
+            .arg("build")
+            .arg(&recipe)
+            .args(["--platform", "linux/amd64,linux/arm64", "--locked"])
+            .args(&bases)
+            .arg("-o")
+            .arg(dir.join(out))
+            .args(repos.build_args()))
+    };
     // --locked builds from those files.
-    let r = run(nodeimg(dir)
-        .arg("build")
-        .arg(&recipe)
-        .args(["--platform", "linux/amd64,linux/arm64", "--locked"])
-        .args(&bases)
-        .arg("-o")
-        .arg(dir.join("out"))
-        .args(repos.build_args()));
+    let r = locked_build("out");
     assert_eq!(r.code, 0, "{r}");
     // Negative control: without the arm64 lock, --locked names it.
     fs::remove_file(format!("{}.arm64.lock", recipe.display())).unwrap();
-    let r = run(nodeimg(dir)
-        .arg("build")
-        .arg(&recipe)
-        .args(["--platform", "linux/amd64,linux/arm64", "--locked"])
-        .args(&bases)
-        .arg("-o")
-        .arg(dir.join("out2"))
-        .args(repos.build_args()));
+    let r = locked_build("out2");
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("docker-ubuntu.toml.arm64.lock"), "{r}");
 }
@@ -205,12 +197,7 @@ fn a_base_of_another_architecture_or_platform_is_refused() {
     let t = temp_dir("platforms-bad");
     let dir = t.path();
     let (amd, arm) = (dpkg_base(dir, "amd64"), dpkg_base(dir, "arm64"));
-    let recipe = dir.join("r.toml");
-    fs::write(
-        &recipe,
-        "[image]\nname = \"p\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/arch\", content = \"${deb_arch}\\n\" }]\n",
-    )
-    .unwrap();
+    let recipe = two_platforms(dir);
     let build = |args: &[String]| {
         run(nodeimg(dir)
             .arg("build")
@@ -278,12 +265,7 @@ fn push_sends_the_index_and_each_image() {
     let t = temp_dir("platforms-push");
     let dir = t.path();
     let (amd, arm) = (dpkg_base(dir, "amd64"), dpkg_base(dir, "arm64"));
-    let recipe = dir.join("r.toml");
-    fs::write(
-        &recipe,
-        "[image]\nname = \"p\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n[[layer]]\nname = \"a\"\nfile = [{ path = \"/etc/arch\", content = \"${deb_arch}\\n\" }]\n",
-    )
-    .unwrap();
+    let recipe = two_platforms(dir);
     let dest = format!("{}/p:multi", reg.addr);
     let r = run(nodeimg(dir)
         .arg("build")
