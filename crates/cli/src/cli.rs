@@ -75,6 +75,9 @@ Examples:
       --push registry.example.org/nodes/node:1.30 --metadata-file out/node.json
   nodeimg build recipe.toml --push registry.example.org/nodes/node:1.30 --sign-key cosign.key
   nodeimg build recipe.toml --format docker-archive -o out/node.docker.tar
+  nodeimg build recipe.toml --platform linux/amd64,linux/arm64 \\
+      --base linux/amd64=rootfs:amd64.tar --base linux/arm64=rootfs:arm64.tar
+                                                 # one image index, an image per platform
   nodeimg build recipe.toml --sbom spdx-json=out/sbom.spdx.json \\
       --sbom cyclonedx-json=out/sbom.cdx.json
 
@@ -149,6 +152,7 @@ Examples:
   nodeimg inspect out/node.tar --json           # OCI archive or rootfs tar
   nodeimg inspect out/node --why /etc/docker/daemon.json
   nodeimg inspect out/node --why /usr/bin/containerd   # also the package it is a file of
+  nodeimg inspect out/node --platform linux/arm64      # one image of a multi-platform image
 
 --why names the layer and recipe item that wrote a path, and the packages
 whose files it is (name, version, architecture), as the image's dpkg file
