@@ -182,6 +182,8 @@ pub struct Outcome {
 pub struct PlatformOutcome {
     /// `linux/ARCH[/VARIANT]`.
     pub platform: String,
+    /// Its OCI architecture.
+    pub arch: String,
     /// Its image: manifest and config digests, layers.
     pub built: Built,
     /// Its base, as named.
@@ -1194,6 +1196,7 @@ fn outcome(checked: Vec<(Checked, ImageMeta)>, written: Written, cache: Option<C
                 .zip(index.images)
                 .map(|((c, _), built)| PlatformOutcome {
                     platform: platform_name(&c.prepared.arch),
+                    arch: c.prepared.arch.clone(),
                     built,
                     base: c.prepared.base.what().to_string(),
                     packages: packages_of(c),

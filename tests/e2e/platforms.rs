@@ -393,3 +393,157 @@ fn inspect_and_sbom_read_each_platform(dir: &Path, out: &Path, platforms: &[(Str
         "{r}"
     );
 }
+
+/// A P-256 key pair made by openssl in `dir`: (private key, public key).
+fn p256_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (key, public) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.pub")),
+    );
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key))
+    .ok();
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public))
+    .ok();
+    (key, public)
+}
+
+/// The in-toto statement of the only attestation of `digest` in the
+/// repository `repo` of `reg`.
+fn statement(reg: &nodeimg_e2e::TestRegistry, repo: &str, digest: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let att = format!("{repo}:{}.att", digest.replace(':', "-"));
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(reg.docker_ref(&att)))
+    .ok();
+    let m: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&fs::read(reg.blob_data(layer)).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+#[test]
+fn a_signed_index_carries_the_provenance_of_every_platform() {
+    let Some(repos) = seed_repos() else { return };
+    let Some(reg) = nodeimg_e2e::TestRegistry::start() else {
+        return;
+    };
+    if !require("skopeo", "skopeo") || !require("openssl", "openssl") {
+        return;
+    }
+    let t = temp_dir("platforms-sign");
+    let dir = t.path();
+    let recipe = recipe_copy(dir);
+    let (amd, arm) = (dpkg_base(dir, "amd64"), dpkg_base(dir, "arm64"));
+    let (key, public) = p256_key(dir, "a");
+    let (_, other) = p256_key(dir, "b");
+    let args = [
+        "--platform=linux/amd64,linux/arm64".to_string(),
+        format!("--base=linux/amd64=rootfs:{}", amd.display()),
+        format!("--base=linux/arm64=rootfs:{}", arm.display()),
+    ];
+    run(nodeimg(dir)
+        .arg("lock")
+        .arg(&recipe)
+        .args(&args)
+        .args(repos.build_args()))
+    .ok();
+    let dest = format!("{}/nodes/docker:multi", reg.addr);
+    let r = run(nodeimg(dir)
+        .arg("build")
+        .arg(&recipe)
+        .args(&args)
+        .args([
+            "--locked",
+            "--insecure-registry",
+            &reg.addr,
+            "--push",
+            &dest,
+        ])
+        .arg("--sign-key")
+        .arg(&key)
+        .arg("-o")
+        .arg(dir.join("out"))
+        .args(repos.build_args()))
+    .ok();
+    let digest = r.stdout.trim().to_string();
+    let verify = |public: &Path| {
+        run(nodeimg(dir)
+            .args([
+                "verify",
+                "--json",
+                "--attestations",
+                "--insecure-registry",
+                &reg.addr,
+            ])
+            .arg(&dest)
+            .arg("--key")
+            .arg(public))
+    };
+    let v = verify(&public);
+    assert_eq!(v.code, 0, "{v}");
+    let doc: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    assert_eq!(
+        doc["digest"],
+        digest.as_str(),
+        "the index is what is signed"
+    );
+    // Negative control: another key verifies nothing.
+    assert_eq!(verify(&other).code, 1);
+
+    // The provenance names the index, each platform's base and lock, and
+    // the packages of both architectures.
+    let st = statement(&reg, "nodes/docker", &digest);
+    assert_eq!(st["subject"][0]["digest"]["sha256"], &digest[7..]);
+    provenance_of_both_platforms(&st["predicate"]["buildDefinition"]);
+}
+
+/// The build definition of a provenance of a linux/amd64 and linux/arm64
+/// build of `docker-ubuntu.toml`, locked: both platforms, their bases,
+/// their locks and the containerd.io of each architecture.
+fn provenance_of_both_platforms(bd: &serde_json::Value) {
+    assert_eq!(
+        bd["externalParameters"]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(bd["internalParameters"]["locked"], true);
+    let deps = bd["resolvedDependencies"].as_array().unwrap();
+    let names: Vec<&str> = deps.iter().filter_map(|d| d["name"].as_str()).collect();
+    for n in ["base linux/amd64", "base linux/arm64"] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+    let locks: Vec<&str> = deps
+        .iter()
+        .filter(|d| d["name"] == "lock")
+        .filter_map(|d| d["uri"].as_str())
+        .collect();
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    assert!(locks[0].ends_with(".amd64.lock") && locks[1].ends_with(".arm64.lock"));
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            deps.iter().any(|d| d["name"] == "containerd.io"
+                && d["annotations"]["architecture"] == arch
+                && d["uri"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with(&format!("_{arch}.deb")))),
+            "no {arch} containerd.io in {deps:?}"
+        );
+    }
+}

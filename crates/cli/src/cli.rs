@@ -728,7 +728,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     check_push_args(a.push.as_deref(), &a.format, &a.recipe.insecure_registries)?;
     let targets = a.recipe.targets()?;
     let platforms = build::platforms_of(&a.recipe.recipe, &targets.platforms)?;
-    check_sbom_args(&a.sbom, a.format, a.sign_key.is_some(), platforms.len())?;
+    check_sbom_args(&a.sbom, a.format, platforms.len())?;
     let sign_key = crate::sign::key_arg(a.sign_key.as_deref())?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
     let build_time = match &epoch {
@@ -799,12 +799,10 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--sbom` and `--sign-key` describe one image of an OCI or rootfs
-/// output.
+/// `--sbom` describes one image of an OCI or rootfs output.
 fn check_sbom_args(
     sbom: &[crate::sbom::SbomOutput],
     format: FormatArg,
-    signed: bool,
     platforms: usize,
 ) -> anyhow::Result<()> {
     if !sbom.is_empty() && format == FormatArg::DockerArchive {
@@ -813,9 +811,9 @@ fn check_sbom_args(
         )
         .into());
     }
-    if platforms > 1 && (!sbom.is_empty() || signed) {
+    if platforms > 1 && !sbom.is_empty() {
         return Err(nodeimg::Error::Usage(format!(
-            "--sbom and --sign-key take one image, and this build makes {platforms} (an image index); build each platform with --platform for its SBOM and signature"
+            "--sbom describes one image, and this build makes {platforms} (an image index); run `nodeimg sbom OUTPUT --platform PLATFORM` for each, or build a platform alone with --platform"
         ))
         .into());
     }

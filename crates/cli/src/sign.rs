@@ -281,33 +281,16 @@ pub fn build_facts(
         Some(opts.recipe.display().to_string()),
         &outcome.recipe_digest,
     );
-    let mut base = Material {
-        name: "base".to_string(),
-        uri: Some(outcome.base.clone()),
-        ..Material::default()
+    let bases = if outcome.platforms.is_empty() {
+        base_materials(&outcome.base, &outcome.built, "")
+    } else {
+        outcome
+            .platforms
+            .iter()
+            .flat_map(|p| base_materials(&p.base, &p.built, &format!(" {}", p.platform)))
+            .collect()
     };
-    if let Some((_, d)) = outcome
-        .base
-        .rsplit_once('@')
-        .filter(|(_, d)| d.starts_with("sha256:"))
-    {
-        base = Material::sha256("base", base.uri, d);
-    }
-    let mut bases = vec![base];
-    for (i, l) in outcome
-        .built
-        .layers
-        .iter()
-        .filter(|l| l.from_base || l.name == "base")
-        .enumerate()
-    {
-        let mut m = Material::sha256(&format!("base layer {i}"), None, &l.digest);
-        m.annotations
-            .insert("mediaType".into(), json!(l.media_type));
-        m.annotations.insert("diffID".into(), json!(l.diff_id));
-        bases.push(m);
-    }
-    let (lock, packages) = locked_packages(opts, outcome)?;
+    let (locks, packages) = locked_packages(opts, outcome)?;
     let epoch = build::parse_epoch(opts.source_date_epoch.as_deref())?;
     let format = match opts.format {
         nodeimg_image::output::Format::Oci => "oci",
@@ -333,12 +316,20 @@ pub fn build_facts(
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain((!outcome.platforms.is_empty()).then(|| {
+        let names: Vec<&str> = outcome
+            .platforms
+            .iter()
+            .map(|p| p.platform.as_str())
+            .collect();
+        ("platforms".to_string(), json!(names))
+    }))
     .collect();
     Ok(BuildFacts {
         version: env!("CARGO_PKG_VERSION").to_string(),
         recipe,
         base: bases,
-        lock,
+        locks,
         packages,
         parameters,
         offline: opts.packages.offline,
@@ -346,13 +337,70 @@ pub fn build_facts(
     })
 }
 
-/// The lock the build followed and the packages it pins, or no lock and
-/// the packages the build installed.
+/// The base as named (with its digest when the name pins one) and each of
+/// its layers, their names ending in `suffix` (a platform's).
+fn base_materials(base: &str, built: &nodeimg_image::output::Built, suffix: &str) -> Vec<Material> {
+    let name = format!("base{suffix}");
+    let mut first = Material {
+        name: name.clone(),
+        uri: Some(base.to_string()),
+        ..Material::default()
+    };
+    if let Some((_, d)) = base
+        .rsplit_once('@')
+        .filter(|(_, d)| d.starts_with("sha256:"))
+    {
+        first = Material::sha256(&name, first.uri, d);
+    }
+    let mut bases = vec![first];
+    for (i, l) in built
+        .layers
+        .iter()
+        .filter(|l| l.from_base || l.name == "base")
+        .enumerate()
+    {
+        let mut m = Material::sha256(&format!("base layer {i}{suffix}"), None, &l.digest);
+        m.annotations
+            .insert("mediaType".into(), json!(l.media_type));
+        m.annotations.insert("diffID".into(), json!(l.diff_id));
+        bases.push(m);
+    }
+    bases
+}
+
+/// The locks the build followed (one per platform of several) and the
+/// packages they pin, or no lock and the packages the build installed.
 fn locked_packages(
     opts: &build::BuildOptions,
     outcome: &build::Outcome,
+) -> anyhow::Result<(Vec<Material>, Vec<Material>)> {
+    if outcome.platforms.is_empty() {
+        let path = build::lock_file(&opts.recipe, None);
+        let (lock, packages) = locked_packages_of(opts, &path, &outcome.packages)?;
+        return Ok((lock.into_iter().collect(), packages));
+    }
+    let (mut locks, mut packages) = (Vec::new(), Vec::new());
+    for p in &outcome.platforms {
+        let platform = build::Platform {
+            arch: &p.arch,
+            multi: true,
+        };
+        let path = build::lock_file(&opts.recipe, Some(platform));
+        let (lock, pkgs) = locked_packages_of(opts, &path, &p.packages)?;
+        locks.extend(lock);
+        packages.extend(pkgs);
+    }
+    Ok((locks, packages))
+}
+
+/// The lock at `path` the build followed and the packages it pins, or no
+/// lock and the packages the build installed (`installed`).
+fn locked_packages_of(
+    opts: &build::BuildOptions,
+    path: &std::path::Path,
+    installed: &std::collections::BTreeMap<String, Vec<build::InstalledPackage>>,
 ) -> anyhow::Result<(Option<Material>, Vec<Material>)> {
-    let path = nodeimg_pkg::lock::lock_path(&opts.recipe);
+    let path = path.to_path_buf();
     // Read once: the bytes hashed are the bytes parsed.
     let bytes = if opts.packages.lock == build::LockUse::Ignore {
         None
@@ -375,7 +423,7 @@ fn locked_packages(
     };
     let Some(lock) = lock else {
         let mut packages = Vec::new();
-        for (layer, list) in &outcome.packages {
+        for (layer, list) in installed {
             for p in list {
                 let mut m = Material {
                     name: p.name.clone(),

@@ -67,8 +67,9 @@ pub struct BuildFacts {
     /// The base (as named, with its manifest or file digest when known),
     /// and its layers.
     pub base: Vec<Material>,
-    /// The lock file used, when one was.
-    pub lock: Option<Material>,
+    /// The lock files used (one per platform of a multi-platform build),
+    /// when they were.
+    pub locks: Vec<Material>,
     /// Every package installed.
     pub packages: Vec<Material>,
     /// The rest of the command line that shapes the image (format,
@@ -100,7 +101,7 @@ pub fn provenance(f: &BuildFacts) -> Predicate {
     }
     let deps: Vec<Value> = std::iter::once(&f.recipe)
         .chain(f.base.iter())
-        .chain(f.lock.iter())
+        .chain(f.locks.iter())
         .chain(f.packages.iter())
         .map(Material::to_json)
         .collect();
@@ -113,7 +114,7 @@ pub fn provenance(f: &BuildFacts) -> Predicate {
                 "internalParameters": {
                     "offline": f.offline,
                     "SOURCE_DATE_EPOCH": f.source_date_epoch,
-                    "locked": f.lock.is_some(),
+                    "locked": !f.locks.is_empty(),
                 },
                 "resolvedDependencies": deps,
             },
@@ -152,11 +153,11 @@ mod tests {
                 Some("oci:base:v1".into()),
                 &format!("sha256:{}", "b".repeat(64)),
             )],
-            lock: Some(Material::sha256(
+            locks: vec![Material::sha256(
                 "lock",
                 Some("recipes/node.toml.lock".into()),
                 &"d".repeat(64),
-            )),
+            )],
             packages: vec![pkg],
             parameters: BTreeMap::from([("format".to_string(), json!("oci"))]),
             offline: true,
@@ -199,7 +200,7 @@ mod tests {
             serde_json::to_vec(v).unwrap()
         );
         let mut unlocked = facts();
-        unlocked.lock = None;
+        unlocked.locks.clear();
         let p = provenance(&unlocked);
         assert_eq!(
             p.predicate["buildDefinition"]["internalParameters"]["locked"],
