@@ -151,6 +151,26 @@ pub fn dpkg_base(dir: &Path, dpkg_arch: &str) -> PathBuf {
     tar
 }
 
+/// An EC key pair made by openssl on `curve` (`P-256`, `P-384`) in
+/// `dir`: (`NAME.pem`, the private key; `NAME.pub`, the public key).
+pub fn openssl_key(dir: &Path, name: &str, curve: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub"));
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+        .arg(format!("ec_paramgen_curve:{curve}"))
+        .arg("-out")
+        .arg(&key))
+    .ok();
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public))
+    .ok();
+    (key, public)
+}
+
 /// The fixture base rootfs tar, built (once per test binary, cached under
 /// `build/fixtures`) by `scripts/make-test-base`.
 pub fn fixture_base() -> Option<PathBuf> {

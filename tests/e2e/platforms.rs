@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nodeimg_e2e::repo::seed_repos;
-use nodeimg_e2e::{dpkg_base, nodeimg, read_tar, require, run, temp_dir, workspace_root};
+use nodeimg_e2e::{
+    dpkg_base, nodeimg, openssl_key, read_tar, require, run, temp_dir, workspace_root,
+};
 
 /// `DIR/r.toml`: a recipe of two platforms, linux/amd64 and linux/arm64,
 /// that writes `/etc/arch`.
@@ -394,32 +396,6 @@ fn inspect_and_sbom_read_each_platform(dir: &Path, out: &Path, platforms: &[(Str
     );
 }
 
-/// A P-256 key pair made by openssl in `dir`: (private key, public key).
-fn p256_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (key, public) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.pub")),
-    );
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key))
-    .ok();
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public))
-    .ok();
-    (key, public)
-}
-
 /// The in-toto statement of the only attestation of `digest` in the
 /// repository `repo` of `reg`.
 fn statement(reg: &nodeimg_e2e::TestRegistry, repo: &str, digest: &str) -> serde_json::Value {
@@ -452,8 +428,8 @@ fn a_signed_index_carries_the_provenance_of_every_platform() {
     let dir = t.path();
     let recipe = recipe_copy(dir);
     let (amd, arm) = (dpkg_base(dir, "amd64"), dpkg_base(dir, "arm64"));
-    let (key, public) = p256_key(dir, "a");
-    let (_, other) = p256_key(dir, "b");
+    let (key, public) = openssl_key(dir, "a", "P-256");
+    let (_, other) = openssl_key(dir, "b", "P-256");
     let args = [
         "--platform=linux/amd64,linux/arm64".to_string(),
         format!("--base=linux/amd64=rootfs:{}", amd.display()),

@@ -70,24 +70,6 @@ struct Setup {
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn openssl_key(dir: &Path, name: &str, curve: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub"));
-    run(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
-        .arg(format!("ec_paramgen_curve:{curve}"))
-        .arg("-out")
-        .arg(&key))
-    .ok();
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public))
-    .ok();
-    (key, public)
-}
-
 fn setup(label: &str) -> Option<Setup> {
     if !require("skopeo", "skopeo") || !require("openssl", "openssl") {
         return None;
