@@ -180,8 +180,6 @@ pub struct Outcome {
 
 /// One platform's image of a multi-platform build.
 pub struct PlatformOutcome {
-    /// `linux/ARCH[/VARIANT]`.
-    pub platform: String,
     /// Its OCI architecture.
     pub arch: String,
     /// Its image: manifest and config digests, layers.
@@ -190,6 +188,13 @@ pub struct PlatformOutcome {
     pub base: String,
     /// The packages each recipe layer installed on it.
     pub packages: BTreeMap<String, Vec<InstalledPackage>>,
+}
+
+impl PlatformOutcome {
+    /// `linux/ARCH[/VARIANT]`.
+    pub fn platform(&self) -> String {
+        platform_name(&self.arch)
+    }
 }
 
 /// One platform of a build: its OCI architecture, and whether the build
@@ -219,6 +224,25 @@ pub fn platforms_of(recipe: &Path, platforms: &[String]) -> Result<Vec<String>> 
         return Ok(platforms.to_vec());
     }
     Ok(Loaded::load(recipe)?.platforms()?)
+}
+
+/// Each platform a build of `platforms` makes, in order (`[None]` when it
+/// names none: one image, of the recipe's or the base's architecture),
+/// once `bases` (`--base PLATFORM=REF`) are found to name only these.
+pub fn each_platform<'a>(
+    platforms: &'a [String],
+    bases: &BTreeMap<String, String>,
+) -> Result<Vec<Option<Platform<'a>>>> {
+    check_platform_bases(platforms, bases)?;
+    let multi = platforms.len() > 1;
+    Ok(if platforms.is_empty() {
+        vec![None]
+    } else {
+        platforms
+            .iter()
+            .map(|arch| Some(Platform { arch, multi }))
+            .collect()
+    })
 }
 
 /// `--base PLATFORM=REF` must name a platform the build makes.
@@ -909,28 +933,18 @@ pub struct LockOutcome {
 /// each, in order. Lint findings go to `progress` and do not stop it.
 pub fn lock_with(opts: &LockOptions, progress: &mut dyn Progress) -> Result<Vec<LockOutcome>> {
     let platforms = platforms_of(&opts.recipe, &opts.platforms)?;
-    check_platform_bases(&platforms, &opts.platform_bases)?;
-    if platforms.len() < 2 {
-        let platform = platforms.first().map(|a| Platform {
-            arch: a,
-            multi: false,
-        });
-        return Ok(vec![lock_one(opts, platform, progress)?]);
-    }
     let mut out = Vec::new();
-    for a in &platforms {
-        progress.step(&format!("platform {}", platform_name(a)));
-        let platform = Platform {
-            arch: a,
-            multi: true,
-        };
-        out.push(lock_one(opts, Some(platform), progress)?);
+    for platform in each_platform(&platforms, &opts.platform_bases)? {
+        if let Some(p) = platform.filter(|p| p.multi) {
+            progress.step(&format!("platform {}", platform_name(p.arch)));
+        }
+        out.push(lock_one(opts, platform, progress)?);
     }
     Ok(out)
 }
 
 /// The base of `platform`: its own (`--base PLATFORM=REF`), else `base`.
-fn base_for<'a>(
+pub fn base_for<'a>(
     platform: Option<Platform<'_>>,
     bases: &'a BTreeMap<String, String>,
     base: Option<&'a str>,
@@ -1027,7 +1041,6 @@ fn layer_cache(opts: &BuildOptions, progress: &mut dyn Progress) -> Option<Arc<L
 pub fn build_with(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Outcome> {
     let created = parse_epoch(opts.source_date_epoch.as_deref())?;
     let platforms = platforms_of(&opts.recipe, &opts.platforms)?;
-    check_platform_bases(&platforms, &opts.platform_bases)?;
     let multi = platforms.len() > 1;
     if multi && !matches!(opts.format, Format::Oci | Format::OciArchive) {
         return Err(Error::Usage(format!(
@@ -1112,18 +1125,9 @@ fn check_platforms(
     created: i64,
     progress: &mut dyn Progress,
 ) -> Result<Vec<(Checked, ImageMeta)>> {
-    let multi = platforms.len() > 1;
-    let each: Vec<Option<Platform<'_>>> = if platforms.is_empty() {
-        vec![None]
-    } else {
-        platforms
-            .iter()
-            .map(|a| Some(Platform { arch: a, multi }))
-            .collect()
-    };
-    let mut checked = Vec::new();
-    for platform in each {
-        if let (Some(p), true) = (platform, multi) {
+    let mut checked: Vec<(Checked, ImageMeta)> = Vec::new();
+    for platform in each_platform(platforms, &opts.platform_bases)? {
+        if let Some(p) = platform.filter(|p| p.multi) {
             progress.step(&format!("platform {}", platform_name(p.arch)));
         }
         let c = check(
@@ -1144,7 +1148,16 @@ fn check_platforms(
             return Err(Error::Lint { errors });
         }
         let p = &c.prepared;
-        let digest = recipe_digest(&p.recipe, &c.inputs, &p.overrides)?;
+        // The recipe, its inputs and the overrides are every platform's:
+        // hashed once.
+        let digest = match checked.first() {
+            Some((_, m)) => m.annotations.get(RECIPE_DIGEST_ANNOTATION).cloned(),
+            None => None,
+        };
+        let digest = match digest {
+            Some(d) => d,
+            None => recipe_digest(&p.recipe, &c.inputs, &p.overrides)?,
+        };
         let meta = image_meta(&p.recipe, &p.arch, created, &digest);
         checked.push((c, meta));
     }
@@ -1195,7 +1208,6 @@ fn outcome(checked: Vec<(Checked, ImageMeta)>, written: Written, cache: Option<C
                 .iter()
                 .zip(index.images)
                 .map(|((c, _), built)| PlatformOutcome {
-                    platform: platform_name(&c.prepared.arch),
                     arch: c.prepared.arch.clone(),
                     built,
                     base: c.prepared.base.what().to_string(),
@@ -1309,7 +1321,7 @@ pub fn metadata(
             .iter()
             .map(|p| {
                 serde_json::json!({
-                    "platform": p.platform,
+                    "platform": p.platform(),
                     "base": p.base,
                     "manifest_digest": p.built.manifest_digest,
                     "config_digest": p.built.config_digest,

@@ -223,6 +223,18 @@ fn a_base_of_another_architecture_or_platform_is_refused() {
     let r = build(&[format!("--base=linux/arm/v7=rootfs:{}", arm.display())]);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("has no platform linux/arm/v7"), "{r}");
+    // check and lock refuse it the same way.
+    for cmd in ["check", "lock"] {
+        let r = run(nodeimg(dir)
+            .arg(cmd)
+            .arg(&recipe)
+            .arg(format!("--base=linux/arm/v7=rootfs:{}", arm.display())));
+        assert_eq!(r.code, 2, "{cmd}: {r}");
+        assert!(
+            r.stderr.contains("has no platform linux/arm/v7"),
+            "{cmd}: {r}"
+        );
+    }
     // A rootfs format cannot hold two images.
     let r = build(&[
         format!("--base=linux/amd64=rootfs:{}", amd.display()),

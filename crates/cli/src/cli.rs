@@ -969,27 +969,16 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let targets = a.recipe.targets()?;
     let platforms = build::platforms_of(&a.recipe.recipe, &targets.platforms)?;
-    let multi = platforms.len() > 1;
-    let each: Vec<Option<build::Platform<'_>>> = if platforms.is_empty() {
-        vec![None]
-    } else {
-        platforms
-            .iter()
-            .map(|arch| Some(build::Platform { arch, multi }))
-            .collect()
-    };
     // Every platform is checked; a finding or note they share is shown once.
     let mut findings: Vec<Finding> = Vec::new();
     let mut notes: Vec<nodeimg::plan::Note> = Vec::new();
-    for platform in each {
-        let base = platform
-            .and_then(|p| targets.platform_bases.get(p.arch))
-            .or(targets.base.as_ref());
+    for platform in build::each_platform(&platforms, &targets.platform_bases)? {
+        let base = build::base_for(platform, &targets.platform_bases, targets.base.as_deref());
         let c = build::check(
             &build::CheckOptions {
                 recipe: &a.recipe.recipe,
                 vars: &a.recipe.vars,
-                base: base.map(String::as_str),
+                base,
                 packages: None,
                 lock: lock_use(false, a.no_lock),
                 registry: &registry,

@@ -287,7 +287,7 @@ pub fn build_facts(
         outcome
             .platforms
             .iter()
-            .flat_map(|p| base_materials(&p.base, &p.built, &format!(" {}", p.platform)))
+            .flat_map(|p| base_materials(&p.base, &p.built, &format!(" {}", p.platform())))
             .collect()
     };
     let (locks, packages) = locked_packages(opts, outcome)?;
@@ -317,11 +317,7 @@ pub fn build_facts(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .chain((!outcome.platforms.is_empty()).then(|| {
-        let names: Vec<&str> = outcome
-            .platforms
-            .iter()
-            .map(|p| p.platform.as_str())
-            .collect();
+        let names: Vec<String> = outcome.platforms.iter().map(|p| p.platform()).collect();
         ("platforms".to_string(), json!(names))
     }))
     .collect();

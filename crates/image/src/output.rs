@@ -389,12 +389,7 @@ fn write_index_layout(
     // the same on every platform.
     let annotations = &images[0].meta.annotations;
     if !annotations.is_empty() {
-        ib = ib.annotations(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        );
+        ib = ib.annotations(annotation_map(annotations));
     }
     let index = ib.build().map_err(spec_err)?;
     let mut tagged = HashMap::new();
@@ -418,6 +413,11 @@ fn write_index_layout(
     let path = dir.join("index.json");
     std::fs::write(&path, &text).ctx(|| format!("writing {}", path.display()))?;
     Ok((idesc.digest().to_string(), built))
+}
+
+/// Annotations as oci-spec takes them.
+fn annotation_map(a: &BTreeMap<String, String>) -> HashMap<String, String> {
+    a.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// The output `opts` names is the one `lock` was taken for.
@@ -1095,12 +1095,7 @@ fn layout_image(
         .config(config_desc.clone())
         .layers(descs);
     if !meta.annotations.is_empty() {
-        mb = mb.annotations(
-            meta.annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        );
+        mb = mb.annotations(annotation_map(&meta.annotations));
     }
     let manifest = mb.build().map_err(spec_err)?;
     let mut pb = PlatformBuilder::default()
