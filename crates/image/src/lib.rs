@@ -17,5 +17,6 @@ mod pgzip;
 pub mod tarindex;
 pub mod tarname;
 pub mod tarstream;
+mod xz;
 
 pub use error::{Error, IoContext, Result};

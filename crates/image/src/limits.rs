@@ -118,12 +118,34 @@ impl KeepBudget {
 }
 
 /// An xz decoder of `r` (concatenated streams allowed) whose memory is
-/// bounded by [`XZ_MEMLIMIT`]: a stream needing more fails to read with an
-/// error naming the limit instead of allocating.
+/// bounded by [`XZ_MEMLIMIT`] per decoder: a stream needing more fails to
+/// read with an error naming the limit instead of allocating. Streams whose
+/// blocks record their sizes are decoded on every core (see [`crate::xz`]).
 pub fn xz_decoder<'a, R: Read + 'a>(r: R) -> Box<dyn Read + 'a> {
+    let threads = crate::pgzip::cores();
+    if threads > 1 {
+        Box::new(crate::xz::decoder(r, threads))
+    } else {
+        xz_sequential(r)
+    }
+}
+
+/// [`xz_decoder`] in one thread.
+pub(crate) fn xz_sequential<'a, R: Read + 'a>(r: R) -> Box<dyn Read + 'a> {
     let stream =
         liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::CONCATENATED);
     bounded_lzma(r, stream)
+}
+
+/// A decoder of the one xz stream `r` (nothing after it), for a thread of
+/// its own.
+pub(crate) fn xz_stream<R: Read + Send + 'static>(r: R) -> Box<dyn Read + Send> {
+    match liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0) {
+        Ok(s) => Box::new(XzLimited(liblzma::read::XzDecoder::new_stream(r, s))),
+        Err(e) => Box::new(Failed(Some(io::Error::other(format!(
+            "cannot start the xz decoder: {e}"
+        ))))),
+    }
 }
 
 /// As [`xz_decoder`], for a `.lzma` (LZMA-alone) stream.
