@@ -576,6 +576,46 @@ fn a_damaged_resolution_is_resolved_again(
         "{}",
         re.stderr
     );
+    // The index is not parsed again: its parsed form was kept by the first
+    // build, by the SHA-256 of the index file.
+    assert!(
+        re.stderr.contains("parsed, from the layer cache"),
+        "{}",
+        re.stderr
+    );
+    let parsed = files_in(&cache.join("layers/deb-indexes"));
+    assert_eq!(parsed.len(), 1, "{parsed:?}");
+
+    // Both damaged: said, the index parsed again and kept again.
+    for f in [&resolved[0], &parsed[0]] {
+        let mut bytes = fs::read(f).expect("read");
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        fs::write(f, &bytes).expect("write");
+    }
+    let re = build_packages(recipe, base, &work.join("r2"), cache, true);
+    assert_eq!(re.digest, cold.digest);
+    assert!(
+        re.stderr.contains(&format!(
+            "warning: layer cache: {} is damaged",
+            parsed[0].display()
+        )) && !re.stderr.contains("parsed, from the layer cache"),
+        "{}",
+        re.stderr
+    );
+    // Kept again, sound: without the resolution, the index is read from it.
+    assert_eq!(files_in(&cache.join("layers/deb-indexes")), parsed);
+    for f in files_in(&cache.join("layers/resolved")) {
+        fs::remove_file(f).expect("rm");
+    }
+    let again = build_packages(recipe, base, &work.join("r3"), cache, true);
+    assert_eq!(again.digest, cold.digest);
+    assert!(
+        !again.stderr.contains("is damaged")
+            && again.stderr.contains("parsed, from the layer cache"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]

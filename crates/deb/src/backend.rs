@@ -645,11 +645,75 @@ fn read_indexes(
             size: l.loc.size,
             sha256: l.loc.sha256.to_ascii_lowercase(),
         });
-        let index = read_index(&file, &l.loc, &l.url)?;
+        let index = match kept_index(env, &l.loc.sha256, &l.url) {
+            Some(index) => index,
+            None => {
+                let index = read_index(&file, &l.loc, &l.url)?;
+                keep_index(env, &l.loc.sha256, &index);
+                index
+            }
+        };
         roots.insert(l.id.clone(), (l.uri.clone(), l.suite.clone()));
         indexes.push((l.id.clone(), index));
     }
     Ok((indexes, roots))
+}
+
+/// The folder of the layer cache that keeps parsed `Packages` indexes, by
+/// the SHA-256 of the index file they were read from (as apt keeps its
+/// `pkgcache.bin` from one `apt-get update` to the next).
+const PARSED_INDEXES: &str = "deb-indexes";
+
+/// The largest parsed index read back from the layer cache (Debian's main
+/// archive takes about 26 MB).
+const PARSED_INDEX_MAX: u64 = 512 << 20;
+
+/// The key of the index parsed from the file whose SHA-256 is `sha256`:
+/// with the running program's own SHA-256, as its parsed form is the
+/// program's.
+fn parsed_index_key(cache: &nodeimg_image::cache::LayerCache, sha256: &str) -> Option<String> {
+    let program = nodeimg_image::cache::program_digest(cache)?;
+    Some(nodeimg_image::cache::key(&[
+        "deb Packages index, parsed",
+        &program,
+        &sha256.to_ascii_lowercase(),
+    ]))
+}
+
+/// The index read from the file whose SHA-256 is `sha256`, kept in the
+/// layer cache by an earlier build (its own SHA-256 checked; one that does
+/// not decode is reported and removed); `url` names it in the progress.
+fn kept_index(env: &PackageEnv, sha256: &str, url: &str) -> Option<control::PackageIndex> {
+    let cache = env.layer_cache()?;
+    let key = parsed_index_key(cache, sha256)?;
+    let bytes = cache.load_value_at_most(PARSED_INDEXES, &key, PARSED_INDEX_MAX)?;
+    match postcard::from_bytes(&bytes) {
+        Ok(index) => {
+            env.meter()
+                .step(&format!("index {url} parsed, from the layer cache"));
+            Some(index)
+        }
+        Err(e) => {
+            cache.value_damaged(PARSED_INDEXES, &key, &format!("unreadable: {e}"));
+            None
+        }
+    }
+}
+
+/// Keep `index`, read from the file whose SHA-256 is `sha256`.
+fn keep_index(env: &PackageEnv, sha256: &str, index: &control::PackageIndex) {
+    let Some(cache) = env.layer_cache() else {
+        return;
+    };
+    let Some(key) = parsed_index_key(cache, sha256) else {
+        return;
+    };
+    // Serialized as it is written: no copy of the index in memory.
+    cache.store_value_streamed(PARSED_INDEXES, &key, &|w| {
+        postcard::to_io(index, w)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    });
 }
 
 /// Streams the cached index `file` (fetched from `url`): nothing of it is

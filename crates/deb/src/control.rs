@@ -1049,7 +1049,7 @@ pub enum IndexError {
 
 /// One package of a [`PackageIndex`]: its name, the names it provides, and
 /// the fields [`BinaryPackage`] needs, as deb822 text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Entry {
     name: Box<str>,
     provides: Box<[Box<str>]>,
@@ -1074,7 +1074,7 @@ impl Entry {
 /// are kept (a few hundred bytes per package, not the whole stanza or the
 /// parsed relations). [`reachable`] turns the packages a resolution can
 /// look at into [`BinaryPackage`]s.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageIndex {
     entries: Vec<Entry>,
 }

@@ -527,14 +527,23 @@ impl LayerCache {
     /// be its content's; `None` when there is none (a damaged one is
     /// reported and removed). The caller still checks what it decodes.
     pub fn load_value(&self, part: &str, key: &str) -> Option<Vec<u8>> {
+        self.load_value_at_most(part, key, ENTRY_VALUE_MAX)
+    }
+
+    /// [`LayerCache::load_value`] of a value that may take up to `max`
+    /// bytes (a larger file is reported as damaged, never read).
+    pub fn load_value_at_most(&self, part: &str, key: &str, max: u64) -> Option<Vec<u8>> {
         let path = self.dir.join(part).join(key);
-        let bytes = self.read_entry(&path, ENTRY_VALUE_MAX)?;
+        let mut bytes = self.read_entry(&path, max)?;
         match checked_payload(&bytes) {
             Ok(p) => {
                 if let Ok(f) = File::options().write(true).open(&path) {
                     let _ = f.set_modified(std::time::SystemTime::now());
                 }
-                Some(p.to_vec())
+                // The payload in place: no second copy of a large value.
+                let start = bytes.len() - p.len();
+                bytes.drain(..start);
+                Some(bytes)
             }
             Err(why) => {
                 self.damaged(&path, &why);
@@ -549,6 +558,41 @@ impl LayerCache {
         let dir = self.dir.join(part);
         let r = nodeimg_fetch::cachedir::create_dirs(&dir)
             .and_then(|()| self.write_atomic(&dir.join(key), &encode_index(payload)));
+        if let Err(e) = r {
+            self.store_failed(part, &e);
+        }
+    }
+
+    /// Keep the bytes `write` writes as `key` in the folder `part`, as
+    /// [`LayerCache::store_value`] does, without holding them in memory:
+    /// `write` is called twice (to hash, then to write the file) and must
+    /// write the same bytes both times (if not, the entry is found damaged
+    /// when it is read). A failure only warns.
+    pub fn store_value_streamed(
+        &self,
+        part: &str,
+        key: &str,
+        write: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+    ) {
+        let dir = self.dir.join(part);
+        let r = (|| {
+            nodeimg_fetch::cachedir::create_dirs(&dir)?;
+            let mut hash = Hashing(Sha256::new());
+            write(&mut hash)?;
+            let sum = hex::encode(hash.0.finalize());
+            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
+            {
+                let mut w = io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+                w.write_all(INDEX_MAGIC)?;
+                w.write_all(sum.as_bytes())?;
+                w.write_all(b"\n")?;
+                write(&mut w)?;
+                w.flush()?;
+            }
+            tmp.as_file().sync_all()?;
+            tmp.persist(dir.join(key)).map_err(|e| e.error)?;
+            Ok::<(), io::Error>(())
+        })();
         if let Err(e) = r {
             self.store_failed(part, &e);
         }
@@ -967,6 +1011,20 @@ fn encode_index(payload: &[u8]) -> Vec<u8> {
     out.push(b'\n');
     out.extend_from_slice(payload);
     out
+}
+
+/// A writer that only hashes.
+struct Hashing(Sha256);
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The payload of an index or tree file, once its recorded SHA-256 is
