@@ -1052,8 +1052,16 @@ fn layout_image(
         dir: dir.join("blobs/sha256"),
         cache: opts.cache.as_deref(),
     };
-    let based = copy_base(&blobs, base, codec)?;
-    let packed = pack_all(&blobs, base, layers, mtime, codec)?;
+    // The base's blobs are copied (or compressed) while the recipe's
+    // layers are packed.
+    let (based, packed) = std::thread::scope(|s| {
+        let packing = s.spawn(|| pack_all(&blobs, base, layers, mtime, codec));
+        let based = copy_base(&blobs, base, codec);
+        let packed = packing
+            .join()
+            .map_err(|_| Error::image("image", "a packing thread failed"))?;
+        Ok::<_, Error>((based?, packed?))
+    })?;
 
     let mut descs = Vec::new();
     let mut built = Vec::new();
