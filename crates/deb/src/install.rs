@@ -549,6 +549,12 @@ struct DataUnpacked {
     list: Vec<String>,
     unpacked: Vec<Unpacked>,
     md5_of: BTreeMap<ImagePath, String>,
+    /// The files whose md5 is computed as they are unpacked: every one
+    /// (`None`) when the package has no `md5sums`, else its conffiles.
+    md5_for: Option<BTreeSet<ImagePath>>,
+    /// The scratch file of each regular file (for the md5 of a conffile
+    /// that is a hard link to a file whose md5 was not computed).
+    host_of: BTreeMap<ImagePath, PathBuf>,
     /// Where each path of the `.deb` landed in the image.
     landed_of: BTreeMap<ImagePath, ImagePath>,
     /// Entries other than the root directory.
@@ -704,7 +710,15 @@ impl State<'_> {
             post_effects,
         } = self.read_scripts(&u, &control_files)?;
 
-        let data = self.unpack_data(&u, &mut deb, scratch.join(index.to_string()))?;
+        // dpkg's md5sums come with the package; computed only when it has
+        // none, and for the conffiles (their md5 goes into the status).
+        let md5_for = control_files.files.contains_key("md5sums").then(|| {
+            conffiles
+                .iter()
+                .filter_map(|(p, _)| ImagePath::new(p).ok())
+                .collect()
+        });
+        let data = self.unpack_data(&u, &mut deb, scratch.join(index.to_string()), md5_for)?;
         self.report.files += data.count;
         let conffile_lines = conffile_lines(&u, &conffiles, &data.md5_of)?;
 
@@ -781,6 +795,7 @@ impl State<'_> {
         u: &Unpacking,
         deb: &mut Deb,
         dir: PathBuf,
+        md5_for: Option<BTreeSet<ImagePath>>,
     ) -> Result<DataUnpacked, InstallError> {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut data = DataUnpacked {
@@ -788,6 +803,8 @@ impl State<'_> {
             list: vec!["/.".to_string()],
             unpacked: Vec::new(),
             md5_of: BTreeMap::new(),
+            md5_for,
+            host_of: BTreeMap::new(),
             landed_of: BTreeMap::new(),
             count: 0,
         };
@@ -893,18 +910,22 @@ impl State<'_> {
         meta: Meta,
     ) -> Result<(), InstallError> {
         let host = data.dir.join(data.unpacked.len().to_string());
-        let (size, md5) = extract(entry, &host)?;
+        let want_md5 = data
+            .md5_for
+            .as_ref()
+            .is_none_or(|only| only.contains(&deb_path));
+        let (size, md5) = extract(entry, &host, want_md5)?;
         if size != entry.size {
             return Err(u.err(format!(
                 "{deb_path}: read {size} bytes, the archive announced {}",
                 entry.size
             )));
         }
-        data.md5_of.insert(deb_path.clone(), md5.clone());
-        data.unpacked.push(Unpacked {
-            deb_path,
-            md5: Some(md5),
-        });
+        if let Some(m) = &md5 {
+            data.md5_of.insert(deb_path.clone(), m.clone());
+        }
+        data.host_of.insert(deb_path.clone(), host.clone());
+        data.unpacked.push(Unpacked { deb_path, md5 });
         let kind = NodeKind::File(Content::Host { path: host, size });
         self.put(u, landed, u.node(kind, meta, Some(entry.mtime)))
     }
@@ -926,7 +947,19 @@ impl State<'_> {
                 "{deb_path}: hard link to {target}, which the package does not ship before it"
             )));
         };
-        if let Some(m) = data.md5_of.get(&target).cloned() {
+        let wanted = data
+            .md5_for
+            .as_ref()
+            .is_none_or(|only| only.contains(&deb_path));
+        let known = match data.md5_of.get(&target).cloned() {
+            Some(m) => Some(m),
+            None if wanted => match data.host_of.get(&target) {
+                Some(host) => Some(md5_of_file(host)?),
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(m) = known {
             data.md5_of.insert(deb_path.clone(), m.clone());
             data.unpacked.push(Unpacked {
                 deb_path,
@@ -1322,10 +1355,24 @@ fn old_info_names(name: &str, arch: &str) -> Vec<String> {
 }
 
 /// Streams one file's contents to `host`, returning size and md5.
-fn extract(reader: &mut dyn Read, host: &Path) -> Result<(u64, String), InstallError> {
+/// The md5 of the scratch file `host`, as hex.
+fn md5_of_file(host: &Path) -> Result<String, InstallError> {
+    let mut md5 = Md5::new();
+    let mut f = File::open(host).map_err(io_err(host))?;
+    io::copy(&mut f, &mut md5).map_err(io_err(host))?;
+    Ok(hex::encode(md5.finalize()))
+}
+
+/// Streams `reader` into the new scratch file `host`: its size, and its
+/// md5 as hex when `want_md5`.
+fn extract(
+    reader: &mut dyn Read,
+    host: &Path,
+    want_md5: bool,
+) -> Result<(u64, Option<String>), InstallError> {
     let out = File::create(host).map_err(io_err(host))?;
     let mut w = io::BufWriter::new(out);
-    let mut md5 = Md5::new();
+    let mut md5 = want_md5.then(Md5::new);
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
@@ -1340,12 +1387,14 @@ fn extract(reader: &mut dyn Read, host: &Path) -> Result<(u64, String), InstallE
                 })
             }
         };
-        md5.update(&buf[..n]);
+        if let Some(md5) = &mut md5 {
+            md5.update(&buf[..n]);
+        }
         w.write_all(&buf[..n]).map_err(io_err(host))?;
         size += n as u64;
     }
     w.flush().map_err(io_err(host))?;
-    Ok((size, hex::encode(md5.finalize())))
+    Ok((size, md5.map(|m| hex::encode(m.finalize()))))
 }
 
 /// The status stanza dpkg writes for an installed package.
