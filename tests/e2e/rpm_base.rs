@@ -1,7 +1,9 @@
-//! Which rpm registers a layer's rpm packages: the image's own rpm when the
-//! base has one (chrooted in the image below the layer, so the database
-//! keeps the format that rpm writes), else the build host's; and a clear
-//! error when neither can run.
+//! Which rpm registers a layer's rpm packages: the build host's on a copy of
+//! a sqlite database (nothing else of the base read, no program of the
+//! image run); the image's own rpm (chrooted in the image below the layer,
+//! so the database keeps the format that rpm writes) when the build host
+//! has none; the build host's when the image has none; and a clear error
+//! when neither can run.
 //!
 //! The test base is built from the host's rpm and its libraries, its rpm
 //! wrapped in a script that records each call in the rpm database folder
@@ -255,6 +257,9 @@ packages = ["demo"]
     p
 }
 
+/// Build `recipe` on `base` into `out`; with `path_env`, the `PATH` of
+/// nodeimg, and a layer cache of its own (the installed packages a build
+/// keeps do not say which rpm registered them).
 fn build(dir: &Path, recipe: &Path, base: &Path, out: &Path, path_env: Option<&str>) -> Run {
     let mut c = nodeimg(dir);
     c.arg("build")
@@ -264,7 +269,11 @@ fn build(dir: &Path, recipe: &Path, base: &Path, out: &Path, path_env: Option<&s
         .args(["--format", "rootfs", "--base"])
         .arg(format!("rootfs:{}", base.display()))
         .arg("--cache-dir")
-        .arg(dir.join("cache"));
+        .arg(dir.join(if path_env.is_some() {
+            "cache-path"
+        } else {
+            "cache"
+        }));
     if let Some(p) = path_env {
         c.env("PATH", p);
     }
@@ -298,8 +307,21 @@ fn tools() -> bool {
         && require("prlimit", "util-linux")
 }
 
+/// The image at `root` knows the demo package: `rpm -q` names it, `rpm -V`
+/// finds its files as packaged, and its install time is the build's
+/// `SOURCE_DATE_EPOCH`.
+fn registered(root: &Path) {
+    let q = rpm_q(root, &["-q", "demo"]).ok();
+    assert_eq!(q.stdout.trim(), "demo-1.0-1.noarch");
+    let v = rpm_q(root, &["-V", "demo"]);
+    assert_eq!(v.code, 0, "{v}");
+    assert_eq!(v.stdout, "", "{v}");
+    let it = rpm_q(root, &["-q", "--qf", "%{INSTALLTIME}", "demo"]).ok();
+    assert_eq!(it.stdout, TEST_EPOCH.to_string());
+}
+
 #[test]
-fn the_image_rpm_registers_when_the_base_has_one() {
+fn which_rpm_registers_the_packages() {
     if !tools() {
         return;
     }
@@ -308,10 +330,30 @@ fn the_image_rpm_registers_when_the_base_has_one() {
     let server = Server::start(repository(dir));
     let recipe = recipe(dir, &server);
 
-    // The base's own (wrapped) rpm reads and writes the database.
+    // A sqlite database: the build host's rpm writes a copy of it; the
+    // image's (wrapped) rpm does not run, the base is not materialised.
     let base = make_base(dir, Rpm::Wrapped);
-    let out = dir.join("wrapped-out.tar");
+    let out = dir.join("host-out.tar");
     let r = build(dir, &recipe, &base, &out, None);
+    assert_eq!(r.code, 0, "{r}");
+    assert!(r.stderr.contains("with the build host's rpm (rpm)"), "{r}");
+    assert!(!r.stderr.contains("materialis"), "{r}");
+    let root = dir.join("host-root");
+    extract(&out, &root);
+    assert!(!root.join("var/lib/rpm/calls").exists());
+    registered(&root);
+
+    // A build host without rpm (only the sandbox's tools): the base's own
+    // (wrapped) rpm reads and writes the database, in the image below the
+    // layer, materialised.
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in ["bwrap", "prlimit"] {
+        std::os::unix::fs::symlink(nodeimg_e2e::find_tool(tool).unwrap(), bin.join(tool)).unwrap();
+    }
+    let no_rpm = Some(bin.to_str().unwrap());
+    let out = dir.join("wrapped-out.tar");
+    let r = build(dir, &recipe, &base, &out, no_rpm);
     assert_eq!(r.code, 0, "{r}");
     assert!(
         r.stderr.contains("with the image's rpm (/usr/bin/rpm)"),
@@ -323,7 +365,7 @@ fn the_image_rpm_registers_when_the_base_has_one() {
         "{r}"
     );
     // The same image again: the database the image's rpm wrote is the same.
-    let again = build(dir, &recipe, &base, &dir.join("wrapped-again.tar"), None);
+    let again = build(dir, &recipe, &base, &dir.join("wrapped-again.tar"), no_rpm);
     assert_eq!(again.code, 0, "{again}");
     assert_eq!(again.stdout, r.stdout);
     assert_eq!(
@@ -349,13 +391,7 @@ fn the_image_rpm_registers_when_the_base_has_one() {
         Some("--dbpath /var/lib/rpm -i --justdb --nodeps --noscripts --notriggers --nosignature --nodigest --ignorearch --ignoreos /.nodeimg-rpms/00000.rpm"),
         "{calls}"
     );
-    let q = rpm_q(&root, &["-q", "demo"]).ok();
-    assert_eq!(q.stdout.trim(), "demo-1.0-1.noarch");
-    let v = rpm_q(&root, &["-V", "demo"]);
-    assert_eq!(v.code, 0, "{v}");
-    assert_eq!(v.stdout, "", "{v}");
-    let it = rpm_q(&root, &["-q", "--qf", "%{INSTALLTIME}", "demo"]).ok();
-    assert_eq!(it.stdout, TEST_EPOCH.to_string());
+    registered(&root);
 
     // Without rpm in the image, the build host's rpm does it.
     let base = make_base(dir, Rpm::Without);
@@ -372,13 +408,8 @@ fn the_image_rpm_registers_when_the_base_has_one() {
 
     // Neither: no rpm in the image and none on the build host (which has
     // the sandbox's tools).
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    for tool in ["bwrap", "prlimit"] {
-        std::os::unix::fs::symlink(nodeimg_e2e::find_tool(tool).unwrap(), bin.join(tool)).unwrap();
-    }
     let out = dir.join("neither-out.tar");
-    let r = build(dir, &recipe, &base, &out, Some(bin.to_str().unwrap()));
+    let r = build(dir, &recipe, &base, &out, no_rpm);
     assert_ne!(r.code, 0, "{r}");
     assert!(
         r.stderr.contains("rpm cannot be run on the build host"),

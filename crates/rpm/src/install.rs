@@ -627,6 +627,11 @@ impl Runner {
         }
     }
 
+    /// Whether this rpm (the build host's) is on the build host's `PATH`.
+    pub fn on_host(&self) -> bool {
+        !self.in_image && sandbox::find_on_path(self.rpm.as_os_str()).is_some()
+    }
+
     /// Refuses the image's rpm when it is an ELF executable for another
     /// machine than the build host (it could not run, or would only run
     /// through an emulator the sandbox does not hold). `root` is the
@@ -762,6 +767,12 @@ pub struct DbRoot {
     /// The database folder on the host (inside `root`).
     db: PathBuf,
     before: BTreeMap<String, Vec<u8>>,
+}
+
+/// Whether the image's rpm database is rpm's sqlite one (`rpmdb.sqlite`
+/// in `/var/lib/rpm`), which the build host's rpm writes.
+pub fn is_sqlite_db(view: &dyn RootView) -> bool {
+    view.list(DBPATH).iter().any(|n| n == "rpmdb.sqlite")
 }
 
 /// Copies the image's `/var/lib/rpm` into a temporary root (only the

@@ -668,20 +668,25 @@ pub(crate) fn enabled_repos(
 }
 
 /// The image's rpm database and the rpm that reads and writes it, with the
-/// packages it records. When the image has its own rpm (`/usr/bin/rpm` or
-/// `/bin/rpm`) and the base's layers are at hand, the image below the layer
-/// is materialised in a folder of the sandbox and that rpm runs with it as
-/// the sandbox's root, so the database keeps the format the image's rpm
-/// uses (Berkeley DB, sqlite, ndb); the time it takes is shown. Otherwise
-/// (or when the image's rpm is built for another architecture than the
-/// build host, which is said) the build host's rpm, sandboxed too, writes a
-/// copy of `/var/lib/rpm` alone.
+/// packages it records. A sqlite database (rpm 4.16 and later: EL9,
+/// Fedora) is written by the build host's rpm, sandboxed, on a copy of
+/// `/var/lib/rpm` alone: nothing else of the base is read, and no program
+/// of the image runs. When the image's database is another format (Berkeley
+/// DB, ndb, or none yet), or the build host has no rpm, and the image has its
+/// own rpm (`/usr/bin/rpm` or `/bin/rpm`) and the base's layers are at hand,
+/// the image below the layer is materialised in a folder of the sandbox and
+/// that rpm runs with it as the sandbox's root, so the database keeps the
+/// format the image's rpm uses; the time it takes is shown. Otherwise (or
+/// when the image's rpm is built for another architecture than the build
+/// host, which is said) the build host's rpm writes the copy of the
+/// database.
 pub fn open_db(
     env: &Env,
     view: &dyn RootView,
     layer: &str,
 ) -> Result<(install::DbRoot, install::Runner, Vec<repodata::RpmPackage>), PackagesError> {
-    if let (Some(rpm), Some(base)) = (root::image_rpm(view), env.base) {
+    let host_writes = install::is_sqlite_db(view) && install::Runner::default().on_host();
+    if let (Some(rpm), Some(base), false) = (root::image_rpm(view), env.base, host_writes) {
         env.meter.step(&format!(
             "materialising the image below layer {layer:?} for its rpm {rpm}"
         ));

@@ -136,7 +136,8 @@ impl World {
 
     /// A rootfs base tar: os-release, accounts, an rpm database file (so
     /// that rpm is asked what is installed), and `rpm` as `/usr/bin/rpm`
-    /// when given.
+    /// when given (the database then one that only the image's rpm
+    /// writes).
     fn base(&self, name: &str, rpm: Option<&Path>) -> PathBuf {
         let root = self.dir().join(format!("{name}-root"));
         for d in ["etc", "tmp", "var/tmp", "var/lib/rpm", "usr/bin"] {
@@ -149,7 +150,14 @@ impl World {
         .unwrap();
         fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-        fs::write(root.join("var/lib/rpm/rpmdb.sqlite"), "not a database").unwrap();
+        // With its own rpm, an ndb database (openSUSE's), which the build
+        // host's rpm does not write: the image's rpm is the one asked.
+        let db = if rpm.is_some() {
+            "Packages.db"
+        } else {
+            "rpmdb.sqlite"
+        };
+        fs::write(root.join("var/lib/rpm").join(db), "not a database").unwrap();
         if let Some(rpm) = rpm {
             let dst = root.join("usr/bin/rpm");
             fs::copy(rpm, &dst).unwrap();
