@@ -42,7 +42,7 @@ use crate::tarstream::Codec;
 /// moves a layer's blob for the same tar: entries of another version are
 /// then never found. The golden test (`tests/e2e/golden.rs`) refuses to
 /// record a blob that moved while its diff_id did not unless this moved.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The folder of the layer cache in a cache directory.
 pub const LAYERS_DIR: &str = "layers";
