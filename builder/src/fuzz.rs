@@ -340,6 +340,37 @@ fn tar_run(data: &[u8], scratch: &Path) -> Outcome {
     Ok(())
 }
 
+// ---- xz streams (package payloads, indexes) ---------------------------------
+
+/// xz streams whose blocks record their sizes (decoded on every core), one
+/// without (decoded in one thread), and two concatenated.
+fn xz_seeds(_: &Path) -> Vec<Vec<u8>> {
+    let data: Vec<u8> = PACKAGES.bytes().cycle().take(40_000).collect();
+    let multi = |block: u64| {
+        let stream = liblzma::stream::MtStreamBuilder::new()
+            .threads(2)
+            .block_size(block)
+            .preset(0)
+            .encoder()
+            .unwrap();
+        let mut w = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        w.write_all(&data).unwrap();
+        w.finish().unwrap()
+    };
+    let mut single = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    single.write_all(&data[..5000]).unwrap();
+    let single = single.finish().unwrap();
+    let mut both = multi(8000);
+    both.extend_from_slice(&single);
+    vec![multi(8000), multi(1500), single, both]
+}
+
+fn xz_run(data: &[u8], _: &Path) -> Outcome {
+    // At most 64 MiB of output: a mutated size can claim much more.
+    let mut d = nodeimg_image::limits::xz_decoder(Cursor::new(data.to_vec())).take(64 << 20);
+    err_of(std::io::copy(&mut d, &mut std::io::sink()))
+}
+
 // ---- OCI layouts: index.json, manifest, config ------------------------------
 
 /// A small OCI layout written by nodeimg itself: returns its folder's
@@ -462,6 +493,11 @@ const TARGETS: &[Target] = &[
         name: "oci",
         seeds: oci_seeds,
         run: oci_run,
+    },
+    Target {
+        name: "xz",
+        seeds: xz_seeds,
+        run: xz_run,
     },
 ];
 
