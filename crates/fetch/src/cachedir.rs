@@ -18,7 +18,7 @@ pub const PARTS: [(&str, &str); 3] = [
     ("registry", "registry bases (pulled blobs)"),
     (
         "layers",
-        "built layers (blobs, entries, base indexes, installed packages, resolutions)",
+        "built layers (blobs, entries, base indexes, installed packages, resolutions, parsed package indexes)",
     ),
 ];
 
