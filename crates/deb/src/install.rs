@@ -2585,6 +2585,50 @@ mod tests {
         );
     }
 
+    /// A package with its own md5sums: those are written as they are, and
+    /// only the conffiles' md5s are computed for the status (one of them a
+    /// hard link to a file before it whose md5 was not computed).
+    #[test]
+    fn conffile_md5s_are_computed_when_the_package_has_md5sums() {
+        let Some(_) = have_dpkg() else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let own = format!(
+            "{}  etc/kept/a-data\n{}  etc/kept/b.conf\n",
+            md5_hex(b"data\n"),
+            md5_hex(b"conf\n")
+        );
+        let pkg = build(
+            tmp.path(),
+            "Package: kept\nVersion: 1\nArchitecture: all\nMaintainer: K <k@example.invalid>\nDescription: k\n",
+            &[
+                F::File("etc/kept/a-data", b"data\n", 0o644),
+                F::File("etc/kept/b.conf", b"conf\n", 0o644),
+                F::Hard("etc/kept/z.conf", "etc/kept/a-data"),
+            ],
+            &[
+                ("md5sums", &own, 0o644),
+                ("conffiles", "/etc/kept/b.conf\n/etc/kept/z.conf\n", 0o644),
+            ],
+        );
+        let view = MemView::new()
+            .dir("/var/lib/dpkg")
+            .file("/var/lib/dpkg/status", "");
+        let out = install(&view, &[pkg], "amd64", &tmp.path().join("s"), "p").unwrap();
+        assert_eq!(
+            out.tree.text("/var/lib/dpkg/info/kept.md5sums").unwrap(),
+            own
+        );
+        let status = out.tree.text("/var/lib/dpkg/status").unwrap();
+        assert!(
+            status.contains(&format!(
+                "Conffiles:\n /etc/kept/b.conf {}\n /etc/kept/z.conf {}\n",
+                md5_hex(b"conf\n"),
+                md5_hex(b"data\n")
+            )),
+            "{status}"
+        );
+    }
+
     #[test]
     fn files_and_links_keep_the_times_the_package_records() {
         let Some(_) = have_dpkg() else { return };
