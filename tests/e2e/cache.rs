@@ -538,6 +538,14 @@ fn build_packages(recipe: &Path, base: &str, out: &Path, cache: &Path, use_cache
     }
 }
 
+/// Flips a bit of the byte of `path` that `at` picks from its length.
+fn flip_byte(path: &Path, at: impl Fn(usize) -> usize) {
+    let mut bytes = fs::read(path).expect("read");
+    let i = at(bytes.len());
+    bytes[i] ^= 1;
+    fs::write(path, &bytes).expect("write");
+}
+
 /// The kept resolution damaged: said, and the layer resolved again from
 /// the repository's index (the packages are still those kept).
 fn a_damaged_resolution_is_resolved_again(
@@ -550,10 +558,7 @@ fn a_damaged_resolution_is_resolved_again(
 ) {
     let resolved = files_in(&cache.join("layers/resolved"));
     assert_eq!(resolved.len(), 1, "{resolved:?}");
-    let mut bytes = fs::read(&resolved[0]).expect("read");
-    let last = bytes.len() - 2;
-    bytes[last] ^= 1;
-    fs::write(&resolved[0], &bytes).expect("write");
+    flip_byte(&resolved[0], |len| len - 2);
     let re = build_packages(recipe, base, &work.join("r"), cache, true);
     assert_eq!(re.digest, cold.digest);
     assert!(
@@ -588,10 +593,7 @@ fn a_damaged_resolution_is_resolved_again(
 
     // Both damaged: said, the index parsed again and kept again.
     for f in [&resolved[0], &parsed[0]] {
-        let mut bytes = fs::read(f).expect("read");
-        let at = bytes.len() / 2;
-        bytes[at] ^= 1;
-        fs::write(f, &bytes).expect("write");
+        flip_byte(f, |len| len / 2);
     }
     let re = build_packages(recipe, base, &work.join("r2"), cache, true);
     assert_eq!(re.digest, cold.digest);

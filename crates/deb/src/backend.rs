@@ -645,11 +645,16 @@ fn read_indexes(
             size: l.loc.size,
             sha256: l.loc.sha256.to_ascii_lowercase(),
         });
-        let index = match kept_index(env, &l.loc.sha256, &l.url) {
+        let key = env
+            .layer_cache()
+            .and_then(|c| parsed_index_key(c, &l.loc.sha256));
+        let index = match key.as_deref().and_then(|k| kept_index(env, k, &l.url)) {
             Some(index) => index,
             None => {
                 let index = read_index(&file, &l.loc, &l.url)?;
-                keep_index(env, &l.loc.sha256, &index);
+                if let Some(k) = &key {
+                    keep_index(env, k, &index);
+                }
                 index
             }
         };
@@ -680,13 +685,12 @@ fn parsed_index_key(cache: &nodeimg_image::cache::LayerCache, sha256: &str) -> O
     ]))
 }
 
-/// The index read from the file whose SHA-256 is `sha256`, kept in the
-/// layer cache by an earlier build (its own SHA-256 checked; one that does
-/// not decode is reported and removed); `url` names it in the progress.
-fn kept_index(env: &PackageEnv, sha256: &str, url: &str) -> Option<control::PackageIndex> {
+/// The index kept as `key` (see [`parsed_index_key`]) in the layer cache
+/// by an earlier build (its own SHA-256 checked; one that does not decode
+/// is reported and removed); `url` names it in the progress.
+fn kept_index(env: &PackageEnv, key: &str, url: &str) -> Option<control::PackageIndex> {
     let cache = env.layer_cache()?;
-    let key = parsed_index_key(cache, sha256)?;
-    let bytes = cache.load_value_at_most(PARSED_INDEXES, &key, PARSED_INDEX_MAX)?;
+    let bytes = cache.load_value_at_most(PARSED_INDEXES, key, PARSED_INDEX_MAX)?;
     match postcard::from_bytes(&bytes) {
         Ok(index) => {
             env.meter()
@@ -694,22 +698,19 @@ fn kept_index(env: &PackageEnv, sha256: &str, url: &str) -> Option<control::Pack
             Some(index)
         }
         Err(e) => {
-            cache.value_damaged(PARSED_INDEXES, &key, &format!("unreadable: {e}"));
+            cache.value_damaged(PARSED_INDEXES, key, &format!("unreadable: {e}"));
             None
         }
     }
 }
 
-/// Keep `index`, read from the file whose SHA-256 is `sha256`.
-fn keep_index(env: &PackageEnv, sha256: &str, index: &control::PackageIndex) {
+/// Keep `index` as `key` (see [`parsed_index_key`]).
+fn keep_index(env: &PackageEnv, key: &str, index: &control::PackageIndex) {
     let Some(cache) = env.layer_cache() else {
         return;
     };
-    let Some(key) = parsed_index_key(cache, sha256) else {
-        return;
-    };
     // Serialized as it is written: no copy of the index in memory.
-    cache.store_value_streamed(PARSED_INDEXES, &key, &|w| {
+    cache.store_value_streamed(PARSED_INDEXES, key, &|w| {
         postcard::to_io(index, w)
             .map(|_| ())
             .map_err(std::io::Error::other)

@@ -555,16 +555,12 @@ impl LayerCache {
     /// Keep `payload` as `key` in the folder `part` of the layer cache
     /// (written atomically, with its SHA-256); a failure only warns.
     pub fn store_value(&self, part: &str, key: &str, payload: &[u8]) {
-        let dir = self.dir.join(part);
-        let r = nodeimg_fetch::cachedir::create_dirs(&dir)
-            .and_then(|()| self.write_atomic(&dir.join(key), &encode_index(payload)));
-        if let Err(e) = r {
-            self.store_failed(part, &e);
-        }
+        self.store_value_streamed(part, key, &|w| w.write_all(payload));
     }
 
-    /// Keep the bytes `write` writes as `key` in the folder `part`, as
-    /// [`LayerCache::store_value`] does, without holding them in memory:
+    /// Keep the bytes `write` writes as `key` in the folder `part` of the
+    /// layer cache (written atomically, after the SHA-256 of the bytes),
+    /// without holding them in memory:
     /// `write` is called twice (to hash, then to write the file) and must
     /// write the same bytes both times (if not, the entry is found damaged
     /// when it is read). A failure only warns.
@@ -577,9 +573,10 @@ impl LayerCache {
         let dir = self.dir.join(part);
         let r = (|| {
             nodeimg_fetch::cachedir::create_dirs(&dir)?;
-            let mut hash = Hashing(Sha256::new());
+            let mut hash = crate::tarstream::HashWriter::new(io::sink());
             write(&mut hash)?;
-            let sum = hex::encode(hash.0.finalize());
+            let (_, digest, _) = hash.finish();
+            let sum = digest.trim_start_matches("sha256:");
             let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir)?;
             {
                 let mut w = io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
@@ -1011,20 +1008,6 @@ fn encode_index(payload: &[u8]) -> Vec<u8> {
     out.push(b'\n');
     out.extend_from_slice(payload);
     out
-}
-
-/// A writer that only hashes.
-struct Hashing(Sha256);
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The payload of an index or tree file, once its recorded SHA-256 is

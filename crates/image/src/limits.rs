@@ -134,34 +134,52 @@ pub fn xz_decoder<'a, R: Read + 'a>(r: R) -> Box<dyn Read + 'a> {
 pub(crate) fn xz_sequential<'a, R: Read + 'a>(r: R) -> Box<dyn Read + 'a> {
     let stream =
         liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::CONCATENATED);
-    bounded_lzma(r, stream)
+    Box::new(bounded_lzma(r, stream))
 }
 
 /// A decoder of the one xz stream `r` (nothing after it), for a thread of
 /// its own.
 pub(crate) fn xz_stream<R: Read + Send + 'static>(r: R) -> Box<dyn Read + Send> {
-    match liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0) {
-        Ok(s) => Box::new(XzLimited(liblzma::read::XzDecoder::new_stream(r, s))),
-        Err(e) => Box::new(Failed(Some(io::Error::other(format!(
-            "cannot start the xz decoder: {e}"
-        ))))),
-    }
+    Box::new(bounded_lzma(
+        r,
+        liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0),
+    ))
 }
 
 /// As [`xz_decoder`], for a `.lzma` (LZMA-alone) stream.
 pub fn lzma_decoder<'a, R: Read + 'a>(r: R) -> Box<dyn Read + 'a> {
-    bounded_lzma(r, liblzma::stream::Stream::new_lzma_decoder(XZ_MEMLIMIT))
+    Box::new(bounded_lzma(
+        r,
+        liblzma::stream::Stream::new_lzma_decoder(XZ_MEMLIMIT),
+    ))
 }
 
-fn bounded_lzma<'a, R: Read + 'a>(
+/// The decoder `stream` of `r` with its memory-limit error explained, or,
+/// when it could not start, a reader that fails saying so.
+fn bounded_lzma<R: Read>(
     r: R,
     stream: std::result::Result<liblzma::stream::Stream, liblzma::stream::Error>,
-) -> Box<dyn Read + 'a> {
-    match stream {
-        Ok(s) => Box::new(XzLimited(liblzma::read::XzDecoder::new_stream(r, s))),
-        Err(e) => Box::new(XzLimited(Failed(Some(io::Error::other(format!(
+) -> XzLimited<Started<R>> {
+    XzLimited(match stream {
+        Ok(s) => Started::Yes(liblzma::read::XzDecoder::new_stream(r, s)),
+        Err(e) => Started::No(Failed(Some(io::Error::other(format!(
             "cannot start the xz decoder: {e}"
-        )))))),
+        ))))),
+    })
+}
+
+/// An xz decoder of `R`, or why it did not start.
+enum Started<R: Read> {
+    Yes(liblzma::read::XzDecoder<R>),
+    No(Failed),
+}
+
+impl<R: Read> Read for Started<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Started::Yes(d) => d.read(buf),
+            Started::No(f) => f.read(buf),
+        }
     }
 }
 

@@ -94,13 +94,10 @@ impl<'a, R: Read + 'a> Read for ParallelXz<'a, R> {
             if let Some(next) = self.queue.pop_front() {
                 self.cur = Some(match next {
                     Source::Inline(r) => r,
-                    Source::Decoded(h) => {
-                        let mut f = h
-                            .join()
-                            .map_err(|_| io::Error::other("xz: a decoding thread panicked"))??;
-                        f.rewind()?;
-                        Box::new(io::BufReader::with_capacity(1 << 16, f))
-                    }
+                    Source::Decoded(h) => reread(
+                        h.join()
+                            .map_err(|_| io::Error::other("xz: a decoding thread panicked"))??,
+                    )?,
                 });
                 continue;
             }
@@ -209,8 +206,7 @@ impl<'a, R: Read + 'a> ParallelXz<'a, R> {
             if n != body {
                 return Err(truncated());
             }
-            f.rewind()?;
-            Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)))
+            reread(f)
         }
     }
 
@@ -414,6 +410,12 @@ fn one_block_stream(
     ))
 }
 
+/// The temporary file `f`, just written, read from its start.
+fn reread(mut f: File) -> io::Result<Box<dyn Read + Send>> {
+    f.rewind()?;
+    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)))
+}
+
 fn check_size(id: u8) -> u64 {
     match id {
         0 => 0,
@@ -480,10 +482,13 @@ fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
-    if read_some(r, buf)? < buf.len() {
-        return Err(truncated());
-    }
-    Ok(())
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            truncated()
+        } else {
+            e
+        }
+    })
 }
 
 #[cfg(test)]
